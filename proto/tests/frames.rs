@@ -1,0 +1,256 @@
+//! Every message round-trips through a frame, and no input makes the decoder panic.
+
+use chorus_proto::*;
+use proptest::prelude::*;
+
+fn vid(b: u8) -> VersionId {
+    VersionId::from_bytes([b; 32])
+}
+fn cid(b: u8) -> ChunkId {
+    ChunkId::from_bytes([b; 32])
+}
+fn num(major: u64, minor: u32) -> VersionNumber {
+    VersionNumber { major, minor }
+}
+
+fn sample_manifest() -> TreeManifest {
+    TreeManifest {
+        entries: vec![
+            TreeEntry {
+                path: "docs".into(),
+                kind: EntryKind::Dir as i32,
+                ..Default::default()
+            },
+            TreeEntry {
+                path: "docs/a.txt".into(),
+                kind: EntryKind::File as i32,
+                exec: true,
+                size: 7,
+                content: Some(tree_entry::Content::Manifest(FileManifest {
+                    chunks: vec![ChunkRef {
+                        id: Some(cid(1)),
+                        len: 7,
+                    }],
+                })),
+            },
+            TreeEntry {
+                path: "link".into(),
+                kind: EntryKind::Symlink as i32,
+                content: Some(tree_entry::Content::LinkTarget("docs/a.txt".into())),
+                ..Default::default()
+            },
+        ],
+    }
+}
+
+fn sample_delta() -> Delta {
+    Delta {
+        base: Some(vid(1)),
+        target: Some(vid(2)),
+        base_manifest: Some(sample_manifest()),
+        external: vec![ChunkRef {
+            id: Some(cid(9)),
+            len: 100,
+        }],
+        literals: vec![Literal {
+            compression: Compression::ZstdDict as i32,
+            chunk_lens: vec![10, 20],
+            dictionary: vec![0],
+            data: b"compressed".to_vec(),
+        }],
+        changes: vec![FileChange {
+            path: "docs/a.txt".into(),
+            kind: EntryKind::File as i32,
+            exec: false,
+            link_target: String::new(),
+            runs: vec![0, 1, 2, 2],
+        }],
+        removed: vec!["old".into()],
+    }
+}
+
+fn every_body() -> Vec<Body> {
+    vec![
+        Body::Push(Push {
+            number: Some(num(7, 2)),
+            delta: Some(sample_delta()),
+        }),
+        Body::Accepted(Accepted {
+            version: Some(vid(3)),
+            number: Some(num(8, 0)),
+        }),
+        Body::Merged(Merged {
+            pushed: Some(vid(2)),
+            number: Some(num(9, 1)),
+            delta: Some(sample_delta()),
+        }),
+        Body::NeedBase(NeedBase {
+            base: Some(vid(1)),
+            target: Some(vid(2)),
+        }),
+        Body::NeedChunks(NeedChunks {
+            target: Some(vid(2)),
+            ids: vec![cid(4), cid(5)],
+        }),
+        Body::Chunks(Chunks {
+            chunks: vec![ChunkData {
+                id: Some(cid(4)),
+                compression: Compression::Zstd as i32,
+                data: vec![1, 2, 3],
+            }],
+        }),
+        Body::NotLeader(NotLeader {
+            leader_peer_id: vec![0; 38],
+            leader_addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+        }),
+        Body::NotLeader(NotLeader::default()),
+        Body::Rejected(Rejected {
+            reason: RejectReason::HashMismatch as i32,
+            detail: "chunk 04.. does not match its id".into(),
+        }),
+    ]
+}
+
+#[test]
+fn every_message_round_trips() {
+    let limits = Limits::default();
+    for body in every_body() {
+        let frame = encode_frame(body.clone());
+        let env = decode_frame(&frame, &limits).unwrap_or_else(|e| panic!("{}: {e}", body.name()));
+        assert_eq!(env.protocol_version, PROTOCOL_VERSION);
+        assert_eq!(env.body.as_ref(), Some(&body), "{}", body.name());
+    }
+}
+
+#[test]
+fn oversized_frame_is_refused_before_decoding() {
+    let limits = Limits {
+        max_frame: 64,
+        ..Limits::default()
+    };
+    let frame = encode_frame(every_body().remove(0));
+    assert!(matches!(
+        decode_frame(&frame, &limits),
+        Err(DecodeError::TooLarge { max: 64, .. })
+    ));
+    let header = (u32::MAX).to_be_bytes();
+    assert!(matches!(
+        check_frame_len(header, &Limits::default()),
+        Err(DecodeError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn truncated_and_padded_frames_are_refused() {
+    let frame = encode_frame(every_body().remove(0));
+    let limits = Limits::default();
+    for cut in [0, 1, 3, 4, frame.len() / 2, frame.len() - 1] {
+        assert!(
+            matches!(decode_frame(&frame[..cut], &limits), Err(DecodeError::Truncated { .. })),
+            "cut at {cut}"
+        );
+    }
+    let mut padded = frame.clone();
+    padded.push(0);
+    assert!(matches!(decode_frame(&padded, &limits), Err(DecodeError::Malformed(_))));
+}
+
+#[test]
+fn wrong_protocol_version_and_empty_body_are_refused() {
+    use prost::Message;
+    let limits = Limits::default();
+    let env = Envelope {
+        protocol_version: 99,
+        body: every_body().pop(),
+    };
+    let bytes = env.encode_to_vec();
+    assert_eq!(
+        decode_envelope(&bytes, &limits),
+        Err(DecodeError::UnsupportedVersion { got: 99 })
+    );
+    let env = Envelope {
+        protocol_version: PROTOCOL_VERSION,
+        body: None,
+    };
+    assert_eq!(decode_envelope(&env.encode_to_vec(), &limits), Err(DecodeError::EmptyBody));
+}
+
+#[test]
+fn bounds_are_enforced() {
+    let limits = Limits {
+        max_entries: 2,
+        max_path_len: 12,
+        ..Limits::default()
+    };
+    let too_many = Body::NeedChunks(NeedChunks {
+        target: Some(vid(1)),
+        ids: vec![cid(1), cid(2), cid(3)],
+    });
+    assert!(matches!(
+        decode_frame(&encode_frame(too_many), &limits),
+        Err(DecodeError::TooManyEntries { field: "NeedChunks.ids", len: 3, max: 2 })
+    ));
+    let mut d = sample_delta();
+    d.base_manifest = None;
+    d.external.clear();
+    d.removed = vec!["a-very-long-path".into()];
+    let long_path = Body::Push(Push {
+        number: Some(num(1, 0)),
+        delta: Some(d),
+    });
+    assert!(matches!(
+        decode_frame(&encode_frame(long_path), &limits),
+        Err(DecodeError::PathTooLong { field: "Delta.removed", .. })
+    ));
+    let short_hash = Body::Accepted(Accepted {
+        version: Some(VersionId { hash: vec![1; 31] }),
+        number: Some(num(1, 0)),
+    });
+    assert!(matches!(
+        decode_frame(&encode_frame(short_hash), &Limits::default()),
+        Err(DecodeError::BadHash { len: 31, .. })
+    ));
+    let mut d = sample_delta();
+    d.changes[0].runs.push(5);
+    let odd_runs = Body::Push(Push {
+        number: Some(num(1, 0)),
+        delta: Some(d),
+    });
+    assert!(matches!(
+        decode_frame(&encode_frame(odd_runs), &Limits::default()),
+        Err(DecodeError::Invalid { field: "FileChange.runs", .. })
+    ));
+    let mut d = sample_delta();
+    d.literals[0].compression = 42;
+    let bad_enum = Body::Push(Push {
+        number: Some(num(1, 0)),
+        delta: Some(d),
+    });
+    assert!(matches!(
+        decode_frame(&encode_frame(bad_enum), &Limits::default()),
+        Err(DecodeError::Invalid { field: "Literal.compression", .. })
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode_frame(&bytes, &Limits::default());
+        let _ = decode_envelope(&bytes, &Limits::default());
+    }
+
+    #[test]
+    fn mutated_valid_frames_never_panic(
+        which in 0usize..9,
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+    ) {
+        let mut frame = encode_frame(every_body().swap_remove(which));
+        for (idx, b) in flips {
+            let i = idx.index(frame.len());
+            frame[i] ^= b;
+        }
+        let _ = decode_frame(&frame, &Limits::default());
+    }
+}
