@@ -178,17 +178,17 @@ fn wrong_protocol_version_and_empty_body_are_refused() {
 #[test]
 fn bounds_are_enforced() {
     let limits = Limits {
-        max_entries: 2,
+        max_entries: 4,
         max_path_len: 12,
         ..Limits::default()
     };
     let too_many = Body::NeedChunks(NeedChunks {
         target: Some(vid(1)),
-        ids: vec![cid(1), cid(2), cid(3)],
+        ids: vec![cid(1), cid(2), cid(3), cid(4), cid(5)],
     });
     assert!(matches!(
         decode_frame(&encode_frame(too_many), &limits),
-        Err(DecodeError::TooManyEntries { field: "NeedChunks.ids", len: 3, max: 2 })
+        Err(DecodeError::TooManyEntries { field: "NeedChunks.ids", len: 5, max: 4 })
     ));
     let mut d = sample_delta();
     d.base_manifest = None;
@@ -198,10 +198,11 @@ fn bounds_are_enforced() {
         number: Some(num(1, 0)),
         delta: Some(d),
     });
-    assert!(matches!(
-        decode_frame(&encode_frame(long_path), &limits),
-        Err(DecodeError::PathTooLong { field: "Delta.removed", .. })
-    ));
+    let got = decode_frame(&encode_frame(long_path), &limits);
+    assert!(
+        matches!(got, Err(DecodeError::PathTooLong { field: "Delta.removed", .. })),
+        "{got:?}"
+    );
     let short_hash = Body::Accepted(Accepted {
         version: Some(VersionId { hash: vec![1; 31] }),
         number: Some(num(1, 0)),
