@@ -1,0 +1,47 @@
+//! chorus-chunking: how a share becomes bytes on the wire.
+//!
+//! - [`chunker`]: streaming FastCDC (v2020, normalized) with BLAKE3 chunk ids.
+//! - [`manifest`]: file and tree manifests, the canonical encoding, VersionIds.
+//! - [`scan`]: a directory into a [`TreeManifest`], with a cache so unchanged files are not read.
+//! - [`delta`]: the sender-initiated delta (encode) and its verified application (apply).
+//! - [`store`]: the content-addressed chunk store, compressed and verified on read.
+//!
+//! Nothing here touches the network.
+
+pub mod chunker;
+pub mod delta;
+pub mod ids;
+pub mod manifest;
+pub mod path;
+pub mod scan;
+pub mod store;
+
+pub use chunker::ChunkerParams;
+pub use ids::{ChunkId, VersionId, VersionNumber};
+pub use manifest::{ChunkRef, Entry, FileManifest, TreeManifest};
+pub use path::{PathError, RelPath, STATE_DIR};
+pub use store::{ChunkStore, DiskStore, MemStore};
+
+/// Errors of this crate. Peer input never panics: it ends in one of these.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error("invalid data: {0}")]
+    Invalid(String),
+    #[error("chunk {id} is corrupt: its bytes do not hash to its id")]
+    Corrupt { id: ChunkId },
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<std::path::PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+}

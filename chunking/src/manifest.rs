@@ -1,0 +1,411 @@
+//! File and tree manifests, their canonical encoding and the VersionId derived from it.
+//!
+//! A [`TreeManifest`] is a version of a share: every path with its kind, exec bit and content.
+//! It can only be built through [`TreeManifest::from_entries`] or [`TreeManifest::from_proto`],
+//! which check that no path lies below a file or symlink, so a manifest in hand is always one
+//! that can be materialized. Its canonical encoding is fixed here, independent of prost, so equal
+//! trees give equal [`VersionId`]s on every machine and every build.
+
+use std::collections::BTreeMap;
+
+use chorus_proto as proto;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ChunkId, VersionId};
+use crate::path::{MAX_PATH_LEN, RelPath};
+use crate::Error;
+
+/// One chunk of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub id: ChunkId,
+    pub len: u32,
+}
+
+impl ChunkRef {
+    pub fn to_proto(self) -> proto::ChunkRef {
+        proto::ChunkRef {
+            id: Some(self.id.to_proto()),
+            len: self.len,
+        }
+    }
+
+    pub fn from_proto(p: &proto::ChunkRef) -> Result<Self, Error> {
+        let id = p
+            .id
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("chunk reference without an id".into()))?;
+        if p.len == 0 {
+            return Err(Error::Invalid("chunk reference of length 0".into()));
+        }
+        Ok(ChunkRef {
+            id: ChunkId::from_proto(id)?,
+            len: p.len,
+        })
+    }
+}
+
+/// A file's content: its chunks in order. The empty file has no chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct FileManifest {
+    pub chunks: Vec<ChunkRef>,
+}
+
+impl FileManifest {
+    /// The file's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.chunks.iter().map(|c| u64::from(c.len)).sum()
+    }
+}
+
+/// What a path is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Entry {
+    File { exec: bool, manifest: FileManifest },
+    Dir,
+    Symlink { target: String },
+}
+
+impl Entry {
+    /// The kind as the wire enum.
+    pub fn kind(&self) -> proto::EntryKind {
+        match self {
+            Entry::File { .. } => proto::EntryKind::File,
+            Entry::Dir => proto::EntryKind::Dir,
+            Entry::Symlink { .. } => proto::EntryKind::Symlink,
+        }
+    }
+
+    /// The file manifest, for files.
+    pub fn manifest(&self) -> Option<&FileManifest> {
+        match self {
+            Entry::File { manifest, .. } => Some(manifest),
+            _ => None,
+        }
+    }
+
+    /// Size in bytes: a file's content size, 0 otherwise.
+    pub fn size(&self) -> u64 {
+        self.manifest().map_or(0, FileManifest::size)
+    }
+
+    /// Checks a symlink target: no NUL, bounded length.
+    pub fn symlink(target: impl Into<String>) -> Result<Entry, Error> {
+        let target = target.into();
+        if target.is_empty() || target.contains('\0') || target.len() > MAX_PATH_LEN {
+            return Err(Error::Invalid(format!(
+                "symlink target {target:?} is empty, too long or contains NUL"
+            )));
+        }
+        Ok(Entry::Symlink { target })
+    }
+}
+
+/// A version of a share: its entries sorted by path bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TreeManifest {
+    entries: BTreeMap<RelPath, Entry>,
+}
+
+/// Domain separation for the canonical encoding; bump it when the encoding changes.
+const CANONICAL_TAG: &[u8] = b"chorus tree manifest v1\n";
+
+impl TreeManifest {
+    /// The empty tree.
+    pub fn empty() -> Self {
+        TreeManifest::default()
+    }
+
+    /// Builds a manifest, refusing a path that lies below a file or a symlink.
+    pub fn from_entries(entries: impl IntoIterator<Item = (RelPath, Entry)>) -> Result<Self, Error> {
+        let entries: BTreeMap<RelPath, Entry> = entries.into_iter().collect();
+        for path in entries.keys() {
+            for anc in path.ancestors() {
+                // An ancestor that is absent is fine (it is implied); one that is a file is not.
+                if let Some((_, e)) = entries
+                    .range::<str, _>((std::ops::Bound::Included(anc), std::ops::Bound::Included(anc)))
+                    .next()
+                    && !matches!(e, Entry::Dir)
+                {
+                    return Err(Error::Invalid(format!(
+                        "{path} lies below {anc}, which is not a directory"
+                    )));
+                }
+            }
+        }
+        Ok(TreeManifest { entries })
+    }
+
+    pub fn get(&self, path: &RelPath) -> Option<&Entry> {
+        self.entries.get(path)
+    }
+
+    /// Looks a path up by its string form.
+    pub fn get_str(&self, path: &str) -> Option<&Entry> {
+        self.entries.get(path)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&RelPath, &Entry)> {
+        self.entries.iter()
+    }
+
+    pub fn entries(&self) -> &BTreeMap<RelPath, Entry> {
+        &self.entries
+    }
+
+    pub fn into_entries(self) -> BTreeMap<RelPath, Entry> {
+        self.entries
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Total bytes of file content.
+    pub fn total_size(&self) -> u64 {
+        self.entries.values().map(Entry::size).sum()
+    }
+
+    /// Every chunk of every file, in manifest order (repeats included).
+    pub fn chunks(&self) -> impl Iterator<Item = &ChunkRef> {
+        self.entries
+            .values()
+            .filter_map(Entry::manifest)
+            .flat_map(|m| m.chunks.iter())
+    }
+
+    /// The VersionId: BLAKE3 of the canonical encoding.
+    pub fn version_id(&self) -> VersionId {
+        let mut h = blake3::Hasher::new();
+        self.write_canonical(&mut HashSink(&mut h));
+        VersionId(*h.finalize().as_bytes())
+    }
+
+    /// The canonical encoding: a tag, then per entry in path order the path (u32 LE length and
+    /// bytes), a kind byte (1 file, 2 dir, 3 symlink), then for a file its exec byte, chunk
+    /// count (u64 LE) and each chunk (32-byte id, u32 LE length), for a symlink its target
+    /// (u32 LE length and bytes).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_canonical(&mut out);
+        out
+    }
+
+    fn write_canonical(&self, w: &mut impl Sink) {
+        w.put(CANONICAL_TAG);
+        w.put(&(self.entries.len() as u64).to_le_bytes());
+        for (path, entry) in &self.entries {
+            put_str(w, path.as_str());
+            match entry {
+                Entry::File { exec, manifest } => {
+                    w.put(&[1, u8::from(*exec)]);
+                    w.put(&(manifest.chunks.len() as u64).to_le_bytes());
+                    for c in &manifest.chunks {
+                        w.put(&c.id.0);
+                        w.put(&c.len.to_le_bytes());
+                    }
+                }
+                Entry::Dir => w.put(&[2]),
+                Entry::Symlink { target } => {
+                    w.put(&[3]);
+                    put_str(w, target);
+                }
+            }
+        }
+    }
+
+    /// The manifest as the wire type.
+    pub fn to_proto(&self) -> proto::TreeManifest {
+        proto::TreeManifest {
+            entries: self
+                .entries
+                .iter()
+                .map(|(p, e)| entry_to_proto(p, e))
+                .collect(),
+        }
+    }
+
+    /// The manifest from the wire: paths validated, entries strictly sorted, sizes consistent.
+    pub fn from_proto(p: &proto::TreeManifest) -> Result<Self, Error> {
+        let mut prev: Option<&str> = None;
+        let mut entries = Vec::with_capacity(p.entries.len());
+        for e in &p.entries {
+            if prev.is_some_and(|prev| prev.as_bytes() >= e.path.as_bytes()) {
+                return Err(Error::Invalid(format!(
+                    "tree manifest is not strictly sorted at {:?}",
+                    e.path
+                )));
+            }
+            prev = Some(&e.path);
+            entries.push(entry_from_proto(e)?);
+        }
+        TreeManifest::from_entries(entries)
+    }
+}
+
+fn entry_to_proto(path: &RelPath, e: &Entry) -> proto::TreeEntry {
+    use proto::tree_entry::Content;
+    let (exec, content) = match e {
+        Entry::File { exec, manifest } => (
+            *exec,
+            Some(Content::Manifest(proto::FileManifest {
+                chunks: manifest.chunks.iter().map(|c| c.to_proto()).collect(),
+            })),
+        ),
+        Entry::Dir => (false, None),
+        Entry::Symlink { target } => (false, Some(Content::LinkTarget(target.clone()))),
+    };
+    proto::TreeEntry {
+        path: path.as_str().to_owned(),
+        kind: e.kind() as i32,
+        exec,
+        size: e.size(),
+        content,
+    }
+}
+
+fn entry_from_proto(e: &proto::TreeEntry) -> Result<(RelPath, Entry), Error> {
+    use proto::tree_entry::Content;
+    let path = RelPath::new(e.path.clone())?;
+    let entry = match (proto::EntryKind::try_from(e.kind), &e.content) {
+        (Ok(proto::EntryKind::File), Some(Content::Manifest(m))) => {
+            let manifest = FileManifest {
+                chunks: m
+                    .chunks
+                    .iter()
+                    .map(ChunkRef::from_proto)
+                    .collect::<Result<_, _>>()?,
+            };
+            if manifest.size() != e.size {
+                return Err(Error::Invalid(format!(
+                    "{path}: size {} does not match its chunks ({} bytes)",
+                    e.size,
+                    manifest.size()
+                )));
+            }
+            Entry::File {
+                exec: e.exec,
+                manifest,
+            }
+        }
+        (Ok(proto::EntryKind::File), None) if e.size == 0 => Entry::File {
+            exec: e.exec,
+            manifest: FileManifest::default(),
+        },
+        (Ok(proto::EntryKind::Dir), None) => Entry::Dir,
+        (Ok(proto::EntryKind::Symlink), Some(Content::LinkTarget(t))) => Entry::symlink(t.clone())?,
+        _ => {
+            return Err(Error::Invalid(format!(
+                "{path}: entry kind {} does not match its content",
+                e.kind
+            )));
+        }
+    };
+    Ok((path, entry))
+}
+
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+struct HashSink<'a>(&'a mut blake3::Hasher);
+
+impl Sink for HashSink<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+fn put_str(w: &mut impl Sink, s: &str) {
+    // Paths and targets are bounded by MAX_PATH_LEN, far below u32::MAX.
+    w.put(&(s.len() as u32).to_le_bytes());
+    w.put(s.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn file(bytes: &[u8]) -> Entry {
+        Entry::File {
+            exec: false,
+            manifest: FileManifest {
+                chunks: vec![ChunkRef {
+                    id: ChunkId::of(bytes),
+                    len: bytes.len() as u32,
+                }],
+            },
+        }
+    }
+
+    #[test]
+    fn equal_trees_have_equal_ids_whatever_the_insertion_order() {
+        let a = TreeManifest::from_entries([(p("b"), file(b"1")), (p("a"), Entry::Dir), (p("a/x"), file(b"2"))]).unwrap();
+        let b = TreeManifest::from_entries([(p("a/x"), file(b"2")), (p("b"), file(b"1")), (p("a"), Entry::Dir)]).unwrap();
+        assert_eq!(a.version_id(), b.version_id());
+        assert_eq!(VersionId(*blake3::hash(&a.canonical_bytes()).as_bytes()), a.version_id());
+        let c = TreeManifest::from_entries([(p("b"), file(b"1")), (p("a"), Entry::Dir)]).unwrap();
+        assert_ne!(a.version_id(), c.version_id());
+    }
+
+    #[test]
+    fn exec_bit_and_kind_change_the_id() {
+        let a = TreeManifest::from_entries([(p("f"), file(b"x"))]).unwrap();
+        let Entry::File { manifest, .. } = file(b"x") else { unreachable!() };
+        let b = TreeManifest::from_entries([(p("f"), Entry::File { exec: true, manifest })]).unwrap();
+        let c = TreeManifest::from_entries([(p("f"), Entry::Dir)]).unwrap();
+        let d = TreeManifest::from_entries([(p("f"), Entry::symlink("x").unwrap())]).unwrap();
+        let ids = [a.version_id(), b.version_id(), c.version_id(), d.version_id()];
+        for i in 0..ids.len() {
+            for j in i + 1..ids.len() {
+                assert_ne!(ids[i], ids[j]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_path_below_a_file_is_refused() {
+        assert!(TreeManifest::from_entries([(p("a"), file(b"1")), (p("a/b"), file(b"2"))]).is_err());
+        assert!(TreeManifest::from_entries([(p("a"), Entry::symlink("/").unwrap()), (p("a/b"), Entry::Dir)]).is_err());
+        assert!(TreeManifest::from_entries([(p("a/b"), file(b"2"))]).is_ok());
+    }
+
+    #[test]
+    fn proto_round_trip_and_validation() {
+        let t = TreeManifest::from_entries([
+            (p("a"), Entry::Dir),
+            (p("a/x"), file(b"2")),
+            (p("e"), Entry::File { exec: true, manifest: FileManifest::default() }),
+            (p("l"), Entry::symlink("a/x").unwrap()),
+        ])
+        .unwrap();
+        let back = TreeManifest::from_proto(&t.to_proto()).unwrap();
+        assert_eq!(back, t);
+
+        let mut unsorted = t.to_proto();
+        unsorted.entries.swap(0, 1);
+        assert!(TreeManifest::from_proto(&unsorted).is_err());
+
+        let mut escape = t.to_proto();
+        escape.entries[0].path = "../a".into();
+        assert!(matches!(TreeManifest::from_proto(&escape), Err(Error::Path(_))));
+
+        let mut bad_size = t.to_proto();
+        bad_size.entries[1].size = 99;
+        assert!(TreeManifest::from_proto(&bad_size).is_err());
+    }
+}

@@ -1,0 +1,166 @@
+//! Validated share-relative paths. A [`RelPath`] is relative, `/`-separated UTF-8 with no
+//! empty, `.` or `..` component, no NUL, no leading or trailing `/`, and never inside the state
+//! dir: a path from a peer or from disk is checked once, here, before it touches anything.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The state directory at a share's root; never synced.
+pub const STATE_DIR: &str = ".chorus";
+
+/// Longest path accepted, in bytes.
+pub const MAX_PATH_LEN: usize = 4096;
+
+/// Why a path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("empty path")]
+    Empty,
+    #[error("path {0:?} is absolute; share paths are relative")]
+    Absolute(String),
+    #[error("path {0:?} has an empty, '.' or '..' component")]
+    BadComponent(String),
+    #[error("path {0:?} contains a NUL byte")]
+    Nul(String),
+    #[error("path {0:?} is inside the state dir {STATE_DIR}")]
+    StateDir(String),
+    #[error("path of {0} bytes is longer than {MAX_PATH_LEN}")]
+    TooLong(usize),
+    #[error("file name {0:?} is not valid UTF-8")]
+    NotUtf8(String),
+}
+
+/// A validated share-relative path. Ordered by bytes, which is the manifest's order.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RelPath(String);
+
+impl RelPath {
+    /// Validates `s` as a share path.
+    pub fn new(s: impl Into<String>) -> Result<Self, PathError> {
+        let s = s.into();
+        if s.is_empty() {
+            return Err(PathError::Empty);
+        }
+        if s.len() > MAX_PATH_LEN {
+            return Err(PathError::TooLong(s.len()));
+        }
+        if s.contains('\0') {
+            return Err(PathError::Nul(s));
+        }
+        if s.starts_with('/') {
+            return Err(PathError::Absolute(s));
+        }
+        if s.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            return Err(PathError::BadComponent(s));
+        }
+        if s.split('/').next() == Some(STATE_DIR) {
+            return Err(PathError::StateDir(s));
+        }
+        Ok(RelPath(s))
+    }
+
+    /// The path as a `/`-separated string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The parent directory, `None` at the top level.
+    pub fn parent(&self) -> Option<RelPath> {
+        self.0.rsplit_once('/').map(|(p, _)| RelPath(p.to_owned()))
+    }
+
+    /// Every proper ancestor, nearest first.
+    pub fn ancestors(&self) -> impl Iterator<Item = &str> {
+        let s = self.0.as_str();
+        s.char_indices()
+            .filter(|&(_, c)| c == '/')
+            .map(move |(i, _)| &s[..i])
+            .rev()
+    }
+
+    /// The last component.
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+
+    /// `self/name`, validated.
+    pub fn join(&self, name: &str) -> Result<RelPath, PathError> {
+        RelPath::new(format!("{}/{name}", self.0))
+    }
+
+    /// True when `self` is `other` or lies below it.
+    pub fn starts_with(&self, other: &RelPath) -> bool {
+        self.0 == other.0
+            || (self.0.starts_with(&other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
+    }
+
+    /// The path below a share root on this machine.
+    pub fn to_fs_path(&self, root: &std::path::Path) -> std::path::PathBuf {
+        root.join(&self.0)
+    }
+}
+
+impl TryFrom<String> for RelPath {
+    type Error = PathError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        RelPath::new(s)
+    }
+}
+
+impl From<RelPath> for String {
+    fn from(p: RelPath) -> String {
+        p.0
+    }
+}
+
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::borrow::Borrow<str> for RelPath {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_normal_paths() {
+        for p in ["a", "a/b.txt", "dir/sub/file", ".hidden", "a/.chorus", "..a", "a..b"] {
+            assert!(RelPath::new(p).is_ok(), "{p}");
+        }
+    }
+
+    #[test]
+    fn refuses_escapes_and_state_dir() {
+        for p in ["", "/etc/passwd", "../x", "a/../b", "a/./b", "a//b", "a/", "./a", ".chorus",
+                  ".chorus/api.sock", "a\0b"] {
+            assert!(RelPath::new(p).is_err(), "{p:?}");
+        }
+        assert!(matches!(RelPath::new("x".repeat(5000)), Err(PathError::TooLong(5000))));
+    }
+
+    #[test]
+    fn ancestors_and_prefixes() {
+        let p = RelPath::new("a/b/c").unwrap();
+        assert_eq!(p.ancestors().collect::<Vec<_>>(), ["a/b", "a"]);
+        assert_eq!(p.parent().unwrap().as_str(), "a/b");
+        assert_eq!(p.file_name(), "c");
+        assert!(p.starts_with(&RelPath::new("a/b").unwrap()));
+        assert!(!p.starts_with(&RelPath::new("a/bc").unwrap()));
+        assert!(!RelPath::new("a/bc").unwrap().starts_with(&RelPath::new("a/b").unwrap()));
+    }
+}
