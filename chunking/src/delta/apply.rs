@@ -1,0 +1,312 @@
+//! The receiver's side: rebuild the target tree from the base and a delta, verifying every
+//! literal chunk (its id is computed from its bytes) and the result (its VersionId must be the
+//! one the sender named). Nothing is written unless the whole delta checks out; what is missing
+//! is reported precisely, as NeedBase or NeedChunks, so one round trip repairs it.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use chorus_proto as proto;
+
+use super::table::BaseTable;
+use crate::Error;
+use crate::ids::{ChunkId, VersionId};
+use crate::manifest::{ChunkRef, Entry, FileManifest, TreeManifest};
+use crate::path::RelPath;
+use crate::store::ChunkStore;
+
+/// Bounds on what one delta may make the receiver do.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyLimits {
+    /// Total decompressed literal bytes (a zstd bomb stops here).
+    pub max_literal_bytes: u64,
+    /// Total chunk references in the changed files (runs expand to this many).
+    pub max_chunk_refs: u64,
+}
+
+impl Default for ApplyLimits {
+    fn default() -> Self {
+        ApplyLimits {
+            max_literal_bytes: 256 << 20,
+            max_chunk_refs: 1 << 24,
+        }
+    }
+}
+
+/// Why a delta could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The receiver does not hold the base and the delta does not carry it.
+    #[error("base version {base} is unknown here; resend with its manifest")]
+    NeedBase { base: VersionId, target: VersionId },
+    /// These chunks are referenced but neither stored here nor carried.
+    #[error("{} chunks are missing; send them", ids.len())]
+    NeedChunks { target: VersionId, ids: Vec<ChunkId> },
+    /// The delta contradicts itself or the base; the sender is broken or hostile.
+    #[error("invalid delta: {0}")]
+    Invalid(String),
+    /// The carried base manifest does not hash to the base id.
+    #[error("the base manifest sent hashes to {got}, not to the base {expected}")]
+    BaseMismatch { expected: VersionId, got: VersionId },
+    /// The rebuilt tree does not hash to the target id.
+    #[error("the rebuilt tree hashes to {got}, not to the target {expected}")]
+    TargetMismatch { expected: VersionId, got: VersionId },
+    /// The local store failed.
+    #[error(transparent)]
+    Store(Error),
+}
+
+impl From<Error> for ApplyError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Path(p) => ApplyError::Invalid(p.to_string()),
+            Error::Invalid(s) => ApplyError::Invalid(s),
+            e => ApplyError::Store(e),
+        }
+    }
+}
+
+/// A delta applied: the verified target and what it brought.
+#[derive(Debug)]
+pub struct Applied {
+    pub tree: TreeManifest,
+    pub target: VersionId,
+    /// Literal chunks stored by this apply.
+    pub new_chunks: u64,
+}
+
+/// Applies `delta`. `held_base` is the receiver's copy of the base version when it has one
+/// (the empty tree is always held). On success the literal chunks are in `store`, synced.
+pub fn apply(
+    delta: &proto::Delta,
+    held_base: Option<&TreeManifest>,
+    store: &dyn ChunkStore,
+    limits: &ApplyLimits,
+) -> Result<Applied, ApplyError> {
+    let base_id = VersionId::from_proto(need(delta.base.as_ref(), "base")?)?;
+    let target_id = VersionId::from_proto(need(delta.target.as_ref(), "target")?)?;
+
+    let sent_base;
+    let empty = TreeManifest::empty();
+    let (base, base_was_sent) = match (held_base, &delta.base_manifest) {
+        (Some(b), _) => (b, false),
+        (None, Some(m)) => {
+            sent_base = TreeManifest::from_proto(m)?;
+            let got = sent_base.version_id();
+            if got != base_id {
+                return Err(ApplyError::BaseMismatch { expected: base_id, got });
+            }
+            (&sent_base, true)
+        }
+        (None, None) if base_id == empty.version_id() => (&empty, false),
+        (None, None) => return Err(ApplyError::NeedBase { base: base_id, target: target_id }),
+    };
+
+    let table = BaseTable::of(base);
+    let n_base = table.len();
+    let external: Vec<ChunkRef> = delta
+        .external
+        .iter()
+        .map(ChunkRef::from_proto)
+        .collect::<Result<_, _>>()?;
+    let n_known = n_base + external.len() as u64;
+
+    // Literal chunk lengths are known before decompression; ids only after.
+    let mut literal_lens = Vec::new();
+    let mut literal_total = 0u64;
+    for lit in &delta.literals {
+        for &len in &lit.chunk_lens {
+            literal_total += u64::from(len);
+            literal_lens.push(len);
+        }
+        if lit.compression == proto::Compression::ZstdDict as i32 {
+            if lit.dictionary.is_empty() {
+                return Err(invalid("a dictionary literal names no dictionary"));
+            }
+            if let Some(&i) = lit.dictionary.iter().find(|&&i| i >= n_known) {
+                return Err(invalid(format!("dictionary index {i} is outside the known chunks")));
+            }
+        } else if !lit.dictionary.is_empty() {
+            return Err(invalid("a literal without dictionary compression names a dictionary"));
+        }
+    }
+    if literal_total > limits.max_literal_bytes {
+        return Err(invalid(format!(
+            "literals of {literal_total} bytes exceed the limit of {}",
+            limits.max_literal_bytes
+        )));
+    }
+    let table_len = n_known + literal_lens.len() as u64;
+
+    // Resolve the structure: which paths go, which come, which table entries they use.
+    let mut entries: BTreeMap<RelPath, Entry> = base.entries().clone();
+    let removed = sorted_paths(delta.removed.iter().map(String::as_str), "removed")?;
+    for p in &removed {
+        if entries.remove(p).is_none() {
+            return Err(invalid(format!("removes {p}, which the base does not have")));
+        }
+    }
+    let changed = sorted_paths(delta.changes.iter().map(|c| c.path.as_str()), "changes")?;
+    let mut used: BTreeSet<u64> = BTreeSet::new();
+    let mut refs = 0u64;
+    let mut resolved: Vec<(RelPath, Resolved)> = Vec::with_capacity(changed.len());
+    for (path, c) in changed.into_iter().zip(&delta.changes) {
+        if removed.binary_search(&path).is_ok() {
+            return Err(invalid(format!("{path} is both removed and changed")));
+        }
+        let kind = proto::EntryKind::try_from(c.kind).map_err(|_| invalid("unknown entry kind"))?;
+        let r = match kind {
+            proto::EntryKind::File if c.link_target.is_empty() => {
+                let mut idx = Vec::new();
+                for pair in c.runs.chunks(2) {
+                    let &[start, count] = pair else {
+                        return Err(invalid("runs must be (start, count) pairs"));
+                    };
+                    let end = start.checked_add(count).filter(|&e| count > 0 && e <= table_len);
+                    let Some(end) = end else {
+                        return Err(invalid(format!("{path}: run {start}+{count} is outside the chunk table of {table_len}")));
+                    };
+                    refs += count;
+                    if refs > limits.max_chunk_refs {
+                        return Err(invalid(format!(
+                            "more than {} chunk references",
+                            limits.max_chunk_refs
+                        )));
+                    }
+                    idx.extend(start..end);
+                }
+                used.extend(idx.iter().copied());
+                Resolved::File { exec: c.exec, idx }
+            }
+            proto::EntryKind::Dir if c.runs.is_empty() && c.link_target.is_empty() && !c.exec => Resolved::Dir,
+            proto::EntryKind::Symlink if c.runs.is_empty() && !c.exec => Resolved::Symlink(Entry::symlink(c.link_target.clone())?),
+            _ => return Err(invalid(format!("{path}: entry kind does not match its content"))),
+        };
+        resolved.push((path, r));
+    }
+
+    // Everything needed that is not carried must be here already: report all of it at once.
+    let mut needed: HashSet<ChunkId> = HashSet::new();
+    for &i in used.iter().filter(|&&i| i < n_known) {
+        needed.insert(chunk_at(&table, &external, i).id);
+    }
+    for lit in &delta.literals {
+        for &i in &lit.dictionary {
+            needed.insert(chunk_at(&table, &external, i).id);
+        }
+    }
+    if base_was_sent {
+        // The base came from the sender, so its chunks are not known to be here.
+        needed.extend(entries.values().filter_map(Entry::manifest).flat_map(|m| m.chunks.iter().map(|c| c.id)));
+    }
+    let mut missing: Vec<ChunkId> = Vec::new();
+    for id in needed {
+        if !store.contains(&id)? {
+            missing.push(id);
+        }
+    }
+    if !missing.is_empty() {
+        missing.sort();
+        return Err(ApplyError::NeedChunks { target: target_id, ids: missing });
+    }
+
+    // Decompress and hash the literals.
+    let mut literal_chunks: Vec<(ChunkRef, Vec<u8>)> = Vec::with_capacity(literal_lens.len());
+    for lit in &delta.literals {
+        let want: u64 = lit.chunk_lens.iter().map(|&l| u64::from(l)).sum();
+        let raw = decompress(lit, want as usize, &table, &external, store)?;
+        if raw.len() as u64 != want {
+            return Err(invalid(format!("a literal holds {} bytes, its chunks add up to {want}", raw.len())));
+        }
+        let mut pos = 0;
+        for &len in &lit.chunk_lens {
+            let bytes = raw[pos..pos + len as usize].to_vec();
+            pos += len as usize;
+            literal_chunks.push((ChunkRef { id: ChunkId::of(&bytes), len }, bytes));
+        }
+    }
+
+    // Build and verify the target.
+    let lookup = |i: u64| -> ChunkRef {
+        if i < n_known { chunk_at(&table, &external, i) } else { literal_chunks[(i - n_known) as usize].0 }
+    };
+    for (path, r) in resolved {
+        let entry = match r {
+            Resolved::File { exec, idx } => Entry::File {
+                exec,
+                manifest: FileManifest { chunks: idx.into_iter().map(lookup).collect() },
+            },
+            Resolved::Dir => Entry::Dir,
+            Resolved::Symlink(e) => e,
+        };
+        entries.insert(path, entry);
+    }
+    let tree = TreeManifest::from_entries(entries)?;
+    let got = tree.version_id();
+    if got != target_id {
+        return Err(ApplyError::TargetMismatch { expected: target_id, got });
+    }
+
+    for (r, bytes) in &literal_chunks {
+        store.put(&r.id, bytes)?;
+    }
+    store.sync()?;
+    Ok(Applied { tree, target: target_id, new_chunks: literal_chunks.len() as u64 })
+}
+
+enum Resolved {
+    File { exec: bool, idx: Vec<u64> },
+    Dir,
+    Symlink(Entry),
+}
+
+fn chunk_at(table: &BaseTable, external: &[ChunkRef], i: u64) -> ChunkRef {
+    let n = table.len();
+    if i < n { table.refs[i as usize] } else { external[(i - n) as usize] }
+}
+
+fn decompress(
+    lit: &proto::Literal,
+    want: usize,
+    table: &BaseTable,
+    external: &[ChunkRef],
+    store: &dyn ChunkStore,
+) -> Result<Vec<u8>, ApplyError> {
+    match proto::Compression::try_from(lit.compression) {
+        Ok(proto::Compression::None) => Ok(lit.data.clone()),
+        Ok(proto::Compression::Zstd) => zstd::bulk::Decompressor::new()
+            .and_then(|mut d| d.decompress(&lit.data, want))
+            .map_err(|e| invalid(format!("a literal does not decompress: {e}"))),
+        Ok(proto::Compression::ZstdDict) => {
+            let mut dict = Vec::new();
+            for &i in &lit.dictionary {
+                let id = chunk_at(table, external, i).id;
+                dict.extend_from_slice(&store.get(&id)?.ok_or_else(|| invalid(format!("dictionary chunk {id} vanished")))?);
+            }
+            zstd::bulk::Decompressor::with_dictionary(&dict)
+                .and_then(|mut d| d.decompress(&lit.data, want))
+                .map_err(|e| invalid(format!("a literal does not decompress with its dictionary: {e}")))
+        }
+        Err(_) => Err(invalid("unknown compression")),
+    }
+}
+
+/// Validates paths and checks they are strictly sorted (so each appears once).
+fn sorted_paths<'a>(paths: impl Iterator<Item = &'a str>, what: &str) -> Result<Vec<RelPath>, ApplyError> {
+    let mut out: Vec<RelPath> = Vec::new();
+    for p in paths {
+        let p = RelPath::new(p).map_err(|e| invalid(format!("{what}: {e}")))?;
+        if out.last().is_some_and(|last| *last >= p) {
+            return Err(invalid(format!("{what} are not strictly sorted at {p}")));
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+fn need<'a, T>(v: Option<&'a T>, what: &str) -> Result<&'a T, ApplyError> {
+    v.ok_or_else(|| invalid(format!("delta has no {what}")))
+}
+
+fn invalid(s: impl Into<String>) -> ApplyError {
+    ApplyError::Invalid(s.into())
+}

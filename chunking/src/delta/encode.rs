@@ -1,0 +1,357 @@
+//! The sender's side: a [`Delta`](chorus_proto::Delta) from a base tree to a target tree.
+
+use std::collections::HashMap;
+
+use chorus_proto as proto;
+
+use super::table::{BaseTable, push_run};
+use crate::Error;
+use crate::ids::ChunkId;
+use crate::manifest::{ChunkRef, Entry, TreeManifest};
+use crate::path::RelPath;
+use crate::store::ChunkStore;
+
+/// How a delta is built.
+#[derive(Debug, Clone)]
+pub struct EncodeOptions {
+    /// Carry the base manifest (the answer to NeedBase).
+    pub include_base_manifest: bool,
+    /// Raw bytes of new chunks carried as literals; new chunks beyond it are named in
+    /// `external` and fetched with NeedChunks, so one message stays well under the frame limit.
+    pub literal_budget: u64,
+    /// zstd level; `None` picks by literal size (19 up to 128 KiB, 9 up to 1 MiB, then 3), so
+    /// small edits get the strongest compression and large transfers stay fast.
+    pub level: Option<i32>,
+    /// Largest dictionary per literal, in bytes.
+    pub max_dictionary: usize,
+    /// Largest literal (raw bytes) before a new one is started.
+    pub max_literal: usize,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        EncodeOptions {
+            include_base_manifest: false,
+            literal_budget: 8 << 20,
+            level: None,
+            max_dictionary: 4 << 20,
+            max_literal: 4 << 20,
+        }
+    }
+}
+
+/// What a delta holds, for reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncodeStats {
+    /// Paths added, changed or removed.
+    pub files_changed: u64,
+    /// New chunks carried.
+    pub literal_chunks: u64,
+    /// Raw bytes of those chunks.
+    pub literal_raw_bytes: u64,
+    /// Their bytes on the wire, after compression.
+    pub literal_bytes: u64,
+    /// New chunks named but not carried.
+    pub external_chunks: u64,
+}
+
+/// A run of consecutive new chunks of one file, carried as literal bytes.
+struct Group<'a> {
+    path: &'a RelPath,
+    /// Position of its first chunk in the target file.
+    start: usize,
+    chunks: Vec<ChunkRef>,
+    /// Base-table indices of the base chunks it replaces.
+    dictionary: Vec<u64>,
+    /// Their total bytes.
+    dictionary_len: usize,
+}
+
+/// Builds the delta that turns `base` into `target`. `store` must hold the chunks of both.
+pub fn encode(
+    base: &TreeManifest,
+    target: &TreeManifest,
+    store: &dyn ChunkStore,
+    opts: &EncodeOptions,
+) -> Result<(proto::Delta, EncodeStats), Error> {
+    let table = BaseTable::of(base);
+    let mut stats = EncodeStats::default();
+
+    let changed: Vec<(&RelPath, &Entry)> = target
+        .iter()
+        .filter(|(p, e)| base.get(p) != Some(*e))
+        .collect();
+    let removed: Vec<String> = base
+        .iter()
+        .filter(|(p, _)| target.get(p).is_none())
+        .map(|(p, _)| p.as_str().to_owned())
+        .collect();
+    stats.files_changed = (changed.len() + removed.len()) as u64;
+
+    // Classify every new chunk (first occurrence) as literal, grouped by file, or external.
+    let mut new_chunks: HashMap<ChunkId, NewChunk> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    let mut external: Vec<ChunkRef> = Vec::new();
+    let mut budget = opts.literal_budget;
+    for (path, entry) in &changed {
+        let Some(m) = entry.manifest() else { continue };
+        let mut open: Option<Group> = None;
+        for (pos, c) in m.chunks.iter().enumerate() {
+            let fresh = !table.index.contains_key(&c.id) && !new_chunks.contains_key(&c.id);
+            if fresh && budget >= u64::from(c.len) {
+                budget -= u64::from(c.len);
+                new_chunks.insert(c.id, NewChunk::Literal);
+                let g = open.get_or_insert_with(|| Group {
+                    path,
+                    start: pos,
+                    chunks: Vec::new(),
+                    dictionary: Vec::new(),
+                    dictionary_len: 0,
+                });
+                g.chunks.push(*c);
+                continue;
+            }
+            if fresh {
+                new_chunks.insert(c.id, NewChunk::External(external.len() as u64));
+                external.push(*c);
+            }
+            groups.extend(open.take());
+        }
+        groups.extend(open.take());
+    }
+
+    // Dictionaries: the base chunks each group replaces.
+    let locator = BaseLocator::new(base);
+    for g in &mut groups {
+        let m = target
+            .get(g.path)
+            .and_then(Entry::manifest)
+            .expect("groups are built from target files");
+        g.dictionary = locator.replaced(base, &table, g, &m.chunks, opts.max_dictionary);
+        g.dictionary_len = g
+            .dictionary
+            .iter()
+            .map(|&i| table.refs[i as usize].len as usize)
+            .sum();
+    }
+
+    // Batch groups into literals, then number the literal chunks in literal order.
+    let batches = batch(groups, opts);
+    let n_base = table.len();
+    let mut next = n_base + external.len() as u64;
+    let mut index: HashMap<ChunkId, u64> = HashMap::new();
+    for b in &batches {
+        for c in b.iter().flat_map(|g| &g.chunks) {
+            index.insert(c.id, next);
+            next += 1;
+        }
+    }
+    for (id, n) in &new_chunks {
+        if let NewChunk::External(i) = n {
+            index.insert(*id, n_base + i);
+        }
+    }
+
+    let changes = changed
+        .iter()
+        .map(|(path, entry)| {
+            let mut change = proto::FileChange {
+                path: path.as_str().to_owned(),
+                kind: entry.kind() as i32,
+                ..Default::default()
+            };
+            match entry {
+                Entry::File { exec, manifest } => {
+                    change.exec = *exec;
+                    for c in &manifest.chunks {
+                        let i = table.index.get(&c.id).or_else(|| index.get(&c.id));
+                        push_run(&mut change.runs, *i.expect("every chunk was indexed"));
+                    }
+                }
+                Entry::Dir => {}
+                Entry::Symlink { target } => change.link_target.clone_from(target),
+            }
+            change
+        })
+        .collect();
+
+    let mut literals = Vec::with_capacity(batches.len());
+    for b in &batches {
+        let lit = compress_batch(b, &table, store, opts)?;
+        stats.literal_chunks += lit.chunk_lens.len() as u64;
+        stats.literal_raw_bytes += lit.chunk_lens.iter().map(|&l| u64::from(l)).sum::<u64>();
+        stats.literal_bytes += lit.data.len() as u64;
+        literals.push(lit);
+    }
+    stats.external_chunks = external.len() as u64;
+
+    let delta = proto::Delta {
+        base: Some(base.version_id().to_proto()),
+        target: Some(target.version_id().to_proto()),
+        base_manifest: opts.include_base_manifest.then(|| base.to_proto()),
+        external: external.iter().map(|c| c.to_proto()).collect(),
+        literals,
+        changes,
+        removed,
+    };
+    Ok((delta, stats))
+}
+
+enum NewChunk {
+    Literal,
+    External(u64),
+}
+
+/// Where each base chunk first appears: (file, position).
+struct BaseLocator<'a> {
+    at: HashMap<ChunkId, (&'a RelPath, usize)>,
+}
+
+impl<'a> BaseLocator<'a> {
+    fn new(base: &'a TreeManifest) -> Self {
+        let mut at = HashMap::new();
+        for (path, e) in base.iter() {
+            if let Some(m) = e.manifest() {
+                for (i, c) in m.chunks.iter().enumerate() {
+                    at.entry(c.id).or_insert((path, i));
+                }
+            }
+        }
+        BaseLocator { at }
+    }
+
+    /// The base chunks that group `g` (at `g.start..` in `file`) replaces: those between the
+    /// base chunks that surround it, or, for a pure insertion, those surrounding chunks
+    /// themselves; failing that, the same positions of the same path in the base.
+    fn replaced(
+        &self,
+        base: &TreeManifest,
+        table: &BaseTable,
+        g: &Group,
+        file: &[ChunkRef],
+        max_bytes: usize,
+    ) -> Vec<u64> {
+        let len = g.chunks.len();
+        let end = g.start + len;
+        let prev = g.start.checked_sub(1).and_then(|i| self.at.get(&file[i].id));
+        let next = file.get(end).and_then(|c| self.at.get(&c.id));
+        let chunks_of = |p: &RelPath| {
+            base.get(p)
+                .and_then(Entry::manifest)
+                .map_or(&[][..], |m| &m.chunks[..])
+        };
+        let picked: &[ChunkRef] = match (prev, next) {
+            (Some(&(x, i)), Some(&(y, j))) if x == y && i < j => {
+                let b = chunks_of(x);
+                if j > i + 1 { &b[i + 1..j] } else { &b[i..=j] }
+            }
+            (Some(&(x, i)), _) => {
+                let b = chunks_of(x);
+                let after = &b[(i + 1).min(b.len())..(i + 1 + len).min(b.len())];
+                if after.is_empty() { &b[i..=i] } else { after }
+            }
+            (None, Some(&(y, j))) => {
+                let b = chunks_of(y);
+                let before = &b[j.saturating_sub(len)..j];
+                if before.is_empty() { &b[j..=j] } else { before }
+            }
+            (None, None) => {
+                let b = chunks_of(g.path);
+                let from = g.start.min(b.len());
+                &b[from..(from + len.max(1)).min(b.len())]
+            }
+        };
+        let mut bytes = 0usize;
+        picked
+            .iter()
+            .take_while(|c| {
+                bytes += c.len as usize;
+                bytes <= max_bytes
+            })
+            .map(|c| table.index[&c.id])
+            .collect()
+    }
+}
+
+/// Groups into literals: groups with a dictionary are batched together (their dictionaries
+/// concatenated), groups without one likewise, each batch bounded in size. Batching lets one
+/// zstd frame exploit redundancy across files and saves a frame header per file.
+fn batch<'a>(groups: Vec<Group<'a>>, opts: &EncodeOptions) -> Vec<Vec<Group<'a>>> {
+    let mut with_dict: Vec<Vec<Group>> = vec![];
+    let mut without: Vec<Vec<Group>> = vec![];
+    let raw_len = |g: &Group| -> usize { g.chunks.iter().map(|c| c.len as usize).sum() };
+    let size = |b: &[Group]| -> (usize, usize) {
+        let raw = b.iter().map(raw_len).sum();
+        let dict = b.iter().map(|g| g.dictionary_len).sum();
+        (raw, dict)
+    };
+    for g in groups {
+        let target = if g.dictionary.is_empty() { &mut without } else { &mut with_dict };
+        let fits = target.last().is_some_and(|b| {
+            let (raw, dict) = size(b);
+            raw + raw_len(&g) <= opts.max_literal && dict + g.dictionary_len <= opts.max_dictionary
+        });
+        if fits {
+            target.last_mut().expect("checked above").push(g);
+        } else {
+            target.push(vec![g]);
+        }
+    }
+    with_dict.extend(without);
+    with_dict
+}
+
+fn compress_batch(
+    batch: &[Group],
+    table: &BaseTable,
+    store: &dyn ChunkStore,
+    opts: &EncodeOptions,
+) -> Result<proto::Literal, Error> {
+    let mut raw = Vec::new();
+    let mut chunk_lens = Vec::new();
+    for c in batch.iter().flat_map(|g| &g.chunks) {
+        raw.extend_from_slice(&store.require(&c.id)?);
+        chunk_lens.push(c.len);
+    }
+    // The dictionary: each group's replaced chunks, deduplicated, bounded overall.
+    let mut dictionary: Vec<u64> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut dict_bytes = Vec::new();
+    for &i in batch.iter().flat_map(|g| &g.dictionary) {
+        let c = table.refs[i as usize];
+        if !seen.insert(i) || dict_bytes.len() + c.len as usize > opts.max_dictionary {
+            continue;
+        }
+        dict_bytes.extend_from_slice(&store.require(&c.id)?);
+        dictionary.push(i);
+    }
+    let level = opts.level.unwrap_or(match raw.len() {
+        0..=0x2_0000 => 19,
+        0..=0x10_0000 => 9,
+        _ => 3,
+    });
+    let compressed = zstd_compress(&raw, &dict_bytes, level).map_err(Error::io("<zstd>"))?;
+    let (compression, data, dictionary) = if compressed.len() >= raw.len() {
+        (proto::Compression::None, raw, vec![])
+    } else if dictionary.is_empty() {
+        (proto::Compression::Zstd, compressed, vec![])
+    } else {
+        (proto::Compression::ZstdDict, compressed, dictionary)
+    };
+    Ok(proto::Literal {
+        compression: compression as i32,
+        chunk_lens,
+        dictionary,
+        data,
+    })
+}
+
+/// One zstd frame without the optional header fields the receiver does not need (content
+/// size, checksum, dictionary id): the chunk lengths give the size, the chunk ids the check.
+pub(crate) fn zstd_compress(raw: &[u8], dict: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    let mut c = zstd::bulk::Compressor::with_dictionary(level, dict)?;
+    c.include_checksum(false)?;
+    c.include_contentsize(false)?;
+    c.include_dictid(false)?;
+    c.compress(raw)
+}

@@ -1,0 +1,401 @@
+//! Delta encode/apply: round trips over random trees and edits, the NeedBase and NeedChunks
+//! repairs, and hostile deltas that must fail cleanly and change nothing.
+
+mod common;
+
+use chorus_chunking::delta::{ApplyError, ApplyLimits, EncodeOptions, apply, encode};
+use chorus_chunking::{ChunkStore, MemStore, TreeManifest};
+use chorus_proto::{self as proto, Body, Limits, decode_frame, encode_frame};
+use common::*;
+use proptest::prelude::*;
+
+/// Sends a delta through a real frame, as a peer would.
+fn wire(delta: proto::Delta) -> proto::Delta {
+    let frame = encode_frame(Body::Push(proto::Push {
+        number: Some(proto::VersionNumber { major: 1, minor: 0 }),
+        delta: Some(delta),
+    }));
+    match decode_frame(&frame, &Limits::default()).unwrap().body {
+        Some(Body::Push(p)) => p.delta.unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The receiver holds exactly the base and its chunks.
+fn receiver(base_spec: &Spec) -> (MemStore, TreeManifest) {
+    let store = MemStore::new();
+    let base = build(base_spec, &store);
+    (store, base)
+}
+
+fn assert_holds(tree: &TreeManifest, spec: &Spec, store: &dyn ChunkStore) {
+    for (p, n) in spec {
+        if let Node::File { bytes, .. } = n {
+            assert_eq!(&read(tree, p, store), bytes, "{p}");
+        }
+    }
+}
+
+fn sample_base() -> Spec {
+    let mut s = Spec::new();
+    s.insert("docs".into(), Node::Dir);
+    s.insert("docs/notes.txt".into(), Node::File { exec: false, bytes: text(400, 1) });
+    s.insert("bin".into(), Node::File { exec: true, bytes: pseudo_random(20_000, 2) });
+    s.insert("empty".into(), Node::File { exec: false, bytes: vec![] });
+    s.insert("link".into(), Node::Link("docs/notes.txt".into()));
+    s
+}
+
+#[test]
+fn a_small_edit_costs_little_and_round_trips() {
+    let base_spec = sample_base();
+    let mut target_spec = base_spec.clone();
+    if let Some(Node::File { bytes, .. }) = target_spec.get_mut("docs/notes.txt") {
+        let at = bytes.len() / 2;
+        bytes.splice(at..at, b"one new line of text\n".iter().copied());
+    }
+    let sender = MemStore::new();
+    let base = build(&base_spec, &sender);
+    let target = build(&target_spec, &sender);
+    let (delta, stats) = encode(&base, &target, &sender, &EncodeOptions::default()).unwrap();
+    assert_eq!(stats.files_changed, 1);
+    let frame_len = encode_frame(Body::Push(proto::Push { number: None, delta: Some(delta.clone()) })).len();
+    assert!(frame_len < 300 + 2 * 21, "a 21-byte edit cost {frame_len} bytes");
+
+    let (rstore, rbase) = receiver(&base_spec);
+    let applied = apply(&wire(delta), Some(&rbase), &rstore, &ApplyLimits::default()).unwrap();
+    assert_eq!(applied.tree, target);
+    assert_holds(&applied.tree, &target_spec, &rstore);
+}
+
+#[test]
+fn unknown_base_asks_for_it_then_succeeds_with_it() {
+    let base_spec = sample_base();
+    let mut target_spec = base_spec.clone();
+    target_spec.insert("new.txt".into(), Node::File { exec: false, bytes: text(50, 9) });
+    let sender = MemStore::new();
+    let base = build(&base_spec, &sender);
+    let target = build(&target_spec, &sender);
+
+    // The receiver has the chunks (from elsewhere) but not the version.
+    let (rstore, _) = receiver(&base_spec);
+    let (delta, _) = encode(&base, &target, &sender, &EncodeOptions::default()).unwrap();
+    match apply(&wire(delta), None, &rstore, &ApplyLimits::default()) {
+        Err(ApplyError::NeedBase { base: b, target: t }) => {
+            assert_eq!((b, t), (base.version_id(), target.version_id()));
+        }
+        other => panic!("{other:?}"),
+    }
+    let opts = EncodeOptions { include_base_manifest: true, ..Default::default() };
+    let (delta, _) = encode(&base, &target, &sender, &opts).unwrap();
+    let applied = apply(&wire(delta), None, &rstore, &ApplyLimits::default()).unwrap();
+    assert_eq!(applied.tree, target);
+}
+
+#[test]
+fn missing_chunks_are_named_exactly_and_then_suffice() {
+    let base_spec = sample_base();
+    let mut target_spec = base_spec.clone();
+    target_spec.insert("big".into(), Node::File { exec: false, bytes: pseudo_random(30_000, 5) });
+    let sender = MemStore::new();
+    let base = build(&base_spec, &sender);
+    let target = build(&target_spec, &sender);
+    // A tiny literal budget: most new chunks travel as external references.
+    let opts = EncodeOptions { literal_budget: 2000, ..Default::default() };
+    let (delta, stats) = encode(&base, &target, &sender, &opts).unwrap();
+    assert!(stats.external_chunks > 0);
+    let delta = wire(delta);
+
+    let (rstore, rbase) = receiver(&base_spec);
+    // And the receiver lost one chunk of the (unchanged) binary it still references? No: only
+    // chunks the delta uses are checked, so drop one of the external ones' would-be sources.
+    let before = rstore.len();
+    let ids = match apply(&delta, Some(&rbase), &rstore, &ApplyLimits::default()) {
+        Err(ApplyError::NeedChunks { ids, .. }) => ids,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ids.len() as u64, stats.external_chunks);
+    assert_eq!(rstore.len(), before, "a failed apply writes nothing");
+    for id in &ids {
+        rstore.put(id, &sender.get(id).unwrap().unwrap()).unwrap();
+    }
+    let applied = apply(&delta, Some(&rbase), &rstore, &ApplyLimits::default()).unwrap();
+    assert_eq!(applied.tree, target);
+    assert_holds(&applied.tree, &target_spec, &rstore);
+}
+
+#[test]
+fn a_missing_base_chunk_is_reported_not_guessed() {
+    let base_spec = sample_base();
+    let mut target_spec = base_spec.clone();
+    // Copy the binary: its chunks are base chunks the receiver should have.
+    let bin = base_spec["bin"].clone();
+    target_spec.insert("bin-copy".into(), bin);
+    let sender = MemStore::new();
+    let base = build(&base_spec, &sender);
+    let target = build(&target_spec, &sender);
+    let (delta, stats) = encode(&base, &target, &sender, &EncodeOptions::default()).unwrap();
+    assert_eq!(stats.literal_chunks, 0, "a copy costs no literal");
+
+    let (rstore, rbase) = receiver(&base_spec);
+    let lost = rbase.get_str("bin").unwrap().manifest().unwrap().chunks[1].id;
+    rstore.remove(&lost).unwrap();
+    match apply(&wire(delta), Some(&rbase), &rstore, &ApplyLimits::default()) {
+        Err(ApplyError::NeedChunks { ids, .. }) => assert_eq!(ids, vec![lost]),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Hostile or broken deltas: each is refused with a specific error and the store is untouched.
+#[test]
+fn hostile_deltas_are_refused_and_change_nothing() {
+    let base_spec = sample_base();
+    let mut target_spec = base_spec.clone();
+    target_spec.insert("docs/new.txt".into(), Node::File { exec: false, bytes: text(30, 3) });
+    target_spec.remove("empty");
+    let sender = MemStore::new();
+    let base = build(&base_spec, &sender);
+    let target = build(&target_spec, &sender);
+    let (good, _) = encode(&base, &target, &sender, &EncodeOptions::default()).unwrap();
+    let (rstore, rbase) = receiver(&base_spec);
+    let before = rstore.len();
+
+    type Mutate = fn(&mut proto::Delta);
+    let cases: Vec<(&str, Mutate)> = vec![
+        ("traversal in a change", |d| d.changes[0].path = "../../etc/passwd".into()),
+        ("absolute path", |d| d.changes[0].path = "/etc/passwd".into()),
+        ("state dir", |d| d.changes[0].path = ".chorus/api.sock".into()),
+        ("traversal in removed", |d| d.removed[0] = "a/../../x".into()),
+        ("removing what the base lacks", |d| d.removed[0] = "nope".into()),
+        ("unsorted changes", |d| {
+            let c = d.changes[0].clone();
+            d.changes.push(c);
+        }),
+        ("run beyond the table", |d| d.changes[0].runs = vec![0, 1_000_000]),
+        ("zero-length run", |d| d.changes[0].runs = vec![0, 0]),
+        ("overflowing run", |d| d.changes[0].runs = vec![u64::MAX, 2]),
+        ("wrong target id", |d| d.target = Some(proto::VersionId::from_bytes([7; 32]))),
+        ("tampered literal", |d| {
+            let data = &mut d.literals[0].data;
+            let n = data.len() / 2;
+            data[n] ^= 0x55;
+        }),
+        ("lying chunk lengths", |d| d.literals[0].chunk_lens[0] += 1),
+        ("dictionary beyond the table", |d| {
+            d.literals[0].compression = proto::Compression::ZstdDict as i32;
+            d.literals[0].dictionary = vec![1 << 40];
+        }),
+        ("symlink with runs", |d| {
+            d.changes[0].kind = proto::EntryKind::Symlink as i32;
+            d.changes[0].link_target = "x".into();
+        }),
+        ("unknown external chunk", |d| {
+            d.external.push(proto::ChunkRef { id: Some(proto::ChunkId::from_bytes([9; 32])), len: 10 });
+            let n = d.changes[0].runs.len();
+            d.changes[0].runs[n - 2] = 0;
+        }),
+    ];
+    for (name, mutate) in cases {
+        let mut d = good.clone();
+        mutate(&mut d);
+        let r = apply(&d, Some(&rbase), &rstore, &ApplyLimits::default());
+        assert!(r.is_err(), "{name}: accepted");
+        assert_eq!(rstore.len(), before, "{name}: wrote to the store");
+    }
+    // The untouched delta still applies.
+    assert_eq!(apply(&good, Some(&rbase), &rstore, &ApplyLimits::default()).unwrap().tree, target);
+}
+
+#[test]
+fn a_sent_base_that_lies_about_its_id_is_refused() {
+    let base_spec = sample_base();
+    let sender = MemStore::new();
+    let base = build(&base_spec, &sender);
+    let mut t = base_spec.clone();
+    t.insert("x".into(), Node::Dir);
+    let target = build(&t, &sender);
+    let opts = EncodeOptions { include_base_manifest: true, ..Default::default() };
+    let (mut d, _) = encode(&base, &target, &sender, &opts).unwrap();
+    d.base_manifest.as_mut().unwrap().entries.pop();
+    assert!(matches!(
+        apply(&d, None, &MemStore::new(), &ApplyLimits::default()),
+        Err(ApplyError::BaseMismatch { .. })
+    ));
+}
+
+// ---- property tests ------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Edit {
+    Insert { file: usize, at: f64, bytes: Vec<u8> },
+    Delete { file: usize, at: f64, len: usize },
+    Rename { file: usize, to: String },
+    Copy { file: usize, to: String },
+    Chmod { file: usize },
+    Remove { file: usize },
+    ToSymlink { file: usize, target: String },
+    AddFile { path: String, len: usize, seed: u64 },
+    AddEmpty { path: String },
+    AddDir { path: String },
+}
+
+fn name() -> impl Strategy<Value = String> {
+    prop_oneof!["[a-c]{1,3}", "[a-c]{1,2}/[a-c]{1,2}", "d/[a-c]{1,2}/[x-z]{1,2}"]
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        (any::<usize>(), 0.0..1.0f64, proptest::collection::vec(any::<u8>(), 1..200))
+            .prop_map(|(file, at, bytes)| Edit::Insert { file, at, bytes }),
+        (any::<usize>(), 0.0..1.0f64, 1usize..3000).prop_map(|(file, at, len)| Edit::Delete { file, at, len }),
+        (any::<usize>(), name()).prop_map(|(file, to)| Edit::Rename { file, to }),
+        (any::<usize>(), name()).prop_map(|(file, to)| Edit::Copy { file, to }),
+        any::<usize>().prop_map(|file| Edit::Chmod { file }),
+        any::<usize>().prop_map(|file| Edit::Remove { file }),
+        (any::<usize>(), name()).prop_map(|(file, target)| Edit::ToSymlink { file, target }),
+        (name(), 0usize..6000, any::<u64>()).prop_map(|(path, len, seed)| Edit::AddFile { path, len, seed }),
+        name().prop_map(|path| Edit::AddEmpty { path }),
+        name().prop_map(|path| Edit::AddDir { path }),
+    ]
+}
+
+fn tree_spec() -> impl Strategy<Value = Spec> {
+    proptest::collection::vec((name(), 0usize..8000, any::<u64>(), any::<bool>()), 0..8).prop_map(|files| {
+        let mut s = Spec::new();
+        for (p, len, seed, exec) in files {
+            insert_file(&mut s, &p, Node::File { exec, bytes: if seed % 2 == 0 { text(len / 40, seed) } else { pseudo_random(len, seed) } });
+        }
+        s
+    })
+}
+
+/// Inserts a node, making parents directories and dropping whatever is in the way, so the
+/// spec stays a valid tree.
+fn insert_file(s: &mut Spec, path: &str, node: Node) {
+    let parts: Vec<&str> = path.split('/').collect();
+    for i in 1..parts.len() {
+        let anc = parts[..i].join("/");
+        if !matches!(s.get(&anc), Some(Node::Dir)) {
+            s.retain(|k, _| !(k == &anc || k.starts_with(&format!("{anc}/"))));
+            s.insert(anc, Node::Dir);
+        }
+    }
+    s.retain(|k, _| !k.starts_with(&format!("{path}/")));
+    s.insert(path.to_owned(), node);
+}
+
+fn files(s: &Spec) -> Vec<String> {
+    s.iter().filter(|(_, n)| matches!(n, Node::File { .. })).map(|(p, _)| p.clone()).collect()
+}
+
+fn apply_edit(s: &mut Spec, e: &Edit) {
+    let fs = files(s);
+    let pick = |i: usize| (!fs.is_empty()).then(|| fs[i % fs.len()].clone());
+    match e {
+        Edit::Insert { file, at, bytes: ins } => {
+            if let Some(p) = pick(*file) && let Some(Node::File { bytes, .. }) = s.get_mut(&p) {
+                let i = (bytes.len() as f64 * at) as usize;
+                bytes.splice(i..i, ins.iter().copied());
+            }
+        }
+        Edit::Delete { file, at, len } => {
+            if let Some(p) = pick(*file) && let Some(Node::File { bytes, .. }) = s.get_mut(&p) {
+                let i = (bytes.len() as f64 * at) as usize;
+                let j = (i + len).min(bytes.len());
+                bytes.drain(i..j);
+            }
+        }
+        Edit::Rename { file, to } | Edit::Copy { file, to } => {
+            if let Some(p) = pick(*file) && p != *to && !to.starts_with(&format!("{p}/")) {
+                let n = if matches!(e, Edit::Rename { .. }) { s.remove(&p).unwrap() } else { s[&p].clone() };
+                insert_file(s, to, n);
+            }
+        }
+        Edit::Chmod { file } => {
+            if let Some(p) = pick(*file) && let Some(Node::File { exec, .. }) = s.get_mut(&p) {
+                *exec = !*exec;
+            }
+        }
+        Edit::Remove { file } => {
+            if let Some(p) = pick(*file) {
+                s.remove(&p);
+            }
+        }
+        Edit::ToSymlink { file, target } => {
+            if let Some(p) = pick(*file) {
+                s.insert(p, Node::Link(target.clone()));
+            }
+        }
+        Edit::AddFile { path, len, seed } => insert_file(s, path, Node::File { exec: false, bytes: text(len / 40 + 1, *seed) }),
+        Edit::AddEmpty { path } => insert_file(s, path, Node::File { exec: false, bytes: vec![] }),
+        Edit::AddDir { path } => {
+            if !s.contains_key(path) {
+                insert_file(s, path, Node::Dir);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// apply(base, encode(base, new)) == new, whatever the trees and edits.
+    #[test]
+    fn apply_inverts_encode(base_spec in tree_spec(), edits in proptest::collection::vec(edit(), 0..8), budget in prop_oneof![Just(u64::MAX), 0u64..20_000]) {
+        let mut target_spec = base_spec.clone();
+        for e in &edits {
+            apply_edit(&mut target_spec, e);
+        }
+        let sender = MemStore::new();
+        let base = build(&base_spec, &sender);
+        let target = build(&target_spec, &sender);
+        let opts = EncodeOptions { literal_budget: budget, ..Default::default() };
+        let (delta, _) = encode(&base, &target, &sender, &opts).unwrap();
+        let delta = wire(delta);
+        let (rstore, rbase) = receiver(&base_spec);
+        let applied = match apply(&delta, Some(&rbase), &rstore, &ApplyLimits::default()) {
+            Err(ApplyError::NeedChunks { ids, .. }) => {
+                prop_assert!(budget != u64::MAX, "all chunks were carried, yet {} missing", ids.len());
+                for id in &ids {
+                    rstore.put(id, &sender.get(id).unwrap().unwrap()).unwrap();
+                }
+                apply(&delta, Some(&rbase), &rstore, &ApplyLimits::default()).unwrap()
+            }
+            other => other.unwrap(),
+        };
+        prop_assert_eq!(&applied.tree, &target);
+        assert_holds(&applied.tree, &target_spec, &rstore);
+        // And an unchanged tree costs an empty delta.
+        let (same, stats) = encode(&target, &target, &sender, &EncodeOptions::default()).unwrap();
+        prop_assert!(same.changes.is_empty() && same.removed.is_empty() && same.literals.is_empty());
+        prop_assert_eq!(stats.files_changed, 0);
+    }
+
+    /// Random corruption of a delta frame: refused by the decoder or by apply, or, if it gets
+    /// through, it still yields exactly the target (the hashes leave no other way). Never a
+    /// panic.
+    #[test]
+    fn corrupted_frames_never_panic_or_mislead(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6)) {
+        let base_spec = sample_base();
+        let mut target_spec = base_spec.clone();
+        apply_edit(&mut target_spec, &Edit::Insert { file: 1, at: 0.5, bytes: b"hello".to_vec() });
+        apply_edit(&mut target_spec, &Edit::AddFile { path: "z/new".into(), len: 3000, seed: 4 });
+        let sender = MemStore::new();
+        let base = build(&base_spec, &sender);
+        let target = build(&target_spec, &sender);
+        let (delta, _) = encode(&base, &target, &sender, &EncodeOptions::default()).unwrap();
+        let mut frame = encode_frame(Body::Push(proto::Push { number: None, delta: Some(delta) }));
+        for (i, b) in flips {
+            let i = i.index(frame.len());
+            frame[i] ^= b.max(1);
+        }
+        let (rstore, rbase) = receiver(&base_spec);
+        if let Ok(proto::Envelope { body: Some(Body::Push(p)), .. }) = decode_frame(&frame, &Limits::default())
+            && let Some(d) = p.delta
+            && let Ok(applied) = apply(&d, Some(&rbase), &rstore, &ApplyLimits::default())
+        {
+            // Only flips that do not change meaning (e.g. in the version number) get here.
+            prop_assert_eq!(applied.tree, target);
+        }
+    }
+}
