@@ -2,7 +2,29 @@
 //!
 //! - [`woot`]: the WOOT sequence engine (elements with ids, tombstones, a pending pool),
 //!   generic over the token and fast enough for megabyte documents.
-//! - [`trace`]: real editing traces, loaded and replayed through the engine (tests, benchmarks).
+//! - [`text`]: [`merge`] of one file's content in a [`MergeMode`] (`lines`, `chars`, `whole`).
+//! - [`tree`]: [`merge_trees`] over tree manifests, content read through a [`ContentLoader`].
+//! - [`order`]: which side wins a conflict (the higher version number).
+//! - [`mode`]: merge modes, sniffing and per-path globs.
+//! - [`redo`]: redo entries, the redo stack and reapplying an entry.
+//! - [`trace`]: real editing traces replayed through the engine (tests, benchmarks).
+//!
+//! A `chorus merge-file` command is a thin wrapper: parse the numbers with
+//! `VersionNumber::from_str` and the mode with `MergeMode::from_str`, read the three files,
+//! call [`merge`], print [`MergeOutcome::result`], write [`MergeOutcome::redo`] as JSON, and
+//! exit with [`MergeOutcome::conflicts`].
 
+mod diff;
+pub mod mode;
+pub mod order;
+pub mod redo;
+pub mod text;
 pub mod trace;
+pub mod tree;
 pub mod woot;
+
+pub use mode::{MergeMode, ModeRules};
+pub use order::{Order, Side};
+pub use redo::{Displaced, RedoEntry, RedoStack, reapply};
+pub use text::{MergeError, MergeOutcome, merge};
+pub use tree::{ContentLoader, MergedContent, MergedEntry, Numbers, TreeMerge, merge_trees};

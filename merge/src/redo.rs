@@ -1,0 +1,368 @@
+//! The redo stack: what a merge displaced, and how to bring it back.
+//!
+//! A [`RedoEntry`] names the path, the number of the version that displaced it, the number of
+//! the version it came from, and what was displaced: a hunk with its context, a whole file or
+//! symlink, a deletion, or an exec bit. [`RedoStack::reapply`] turns an entry into a change of
+//! the current tree: in place when the context still matches after later edits, otherwise the
+//! displaced content is restored next to the file as `name.redo-MAJOR.MINOR`, never dropped.
+
+use std::fmt;
+
+use chorus_chunking::{Entry, FileManifest, RelPath, TreeManifest, VersionNumber};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::diff::split_lines;
+use crate::tree::{ContentLoader, LoadError};
+
+/// Bytes that serialize as a string when they are UTF-8, else as an array of byte values.
+#[derive(Clone, PartialEq, Eq, Default, Hash)]
+pub struct Bytes(pub Vec<u8>);
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match std::str::from_utf8(&self.0) {
+            Ok(s) => fmt::Debug::fmt(s, f),
+            Err(_) => write!(f, "{} bytes", self.0.len()),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum BytesRepr {
+    Text(String),
+    Raw(Vec<u8>),
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => s.collect_seq(self.0.iter()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match BytesRepr::deserialize(d)? {
+            BytesRepr::Text(t) => Bytes(t.into_bytes()),
+            BytesRepr::Raw(b) => Bytes(b),
+        })
+    }
+}
+
+/// A whole file's or symlink's content.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WholeContent {
+    /// Bytes, from a content merge that was given bytes.
+    Bytes(Bytes),
+    /// A file by its chunks (content-addressed: the chunks are kept, no bytes are copied).
+    File { exec: bool, manifest: FileManifest },
+    Symlink { target: String },
+}
+
+impl WholeContent {
+    /// The content of a tree entry, None for a directory.
+    pub fn of_entry(entry: &Entry) -> Option<WholeContent> {
+        match entry {
+            Entry::File { exec, manifest } => Some(WholeContent::File { exec: *exec, manifest: manifest.clone() }),
+            Entry::Symlink { target } => Some(WholeContent::Symlink { target: target.clone() }),
+            Entry::Dir => None,
+        }
+    }
+
+    /// True when `entry` holds exactly this content.
+    fn is_in(&self, entry: Option<&Entry>, loader: &dyn ContentLoader) -> Result<bool, LoadError> {
+        Ok(match (self, entry) {
+            (WholeContent::Bytes(b), Some(Entry::File { manifest, .. })) => {
+                manifest.size() == b.0.len() as u64 && loader.load(manifest)? == b.0
+            }
+            (WholeContent::File { manifest, .. }, Some(Entry::File { manifest: m, .. })) => manifest == m,
+            (WholeContent::Symlink { target }, Some(Entry::Symlink { target: t })) => target == t,
+            _ => false,
+        })
+    }
+
+    fn into_content(self) -> NewContent {
+        match self {
+            WholeContent::Bytes(b) => NewContent::Bytes { bytes: b.0, exec: false },
+            WholeContent::File { exec, manifest } => NewContent::Entry(Entry::File { exec, manifest }),
+            WholeContent::Symlink { target } => NewContent::Entry(Entry::Symlink { target }),
+        }
+    }
+}
+
+/// A displaced hunk of lines: the winner's text (`kept`) stands in the merged file between
+/// `before` and `after` (up to three lines each), starting at line `line` (0-based); the
+/// loser's text for the same region was `displaced`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct HunkRedo {
+    pub line: usize,
+    pub before: Bytes,
+    pub kept: Bytes,
+    pub displaced: Bytes,
+    pub after: Bytes,
+}
+
+impl HunkRedo {
+    /// Puts the displaced text back into `current` where `before + kept + after` still stands
+    /// (the occurrence nearest to the original line when there are several); None when the
+    /// context is gone.
+    pub fn reapply_to(&self, current: &[u8]) -> Option<Vec<u8>> {
+        let cur: Vec<&[u8]> = split_lines(current).collect();
+        let before: Vec<&[u8]> = split_lines(&self.before.0).collect();
+        let kept: Vec<&[u8]> = split_lines(&self.kept.0).collect();
+        let after: Vec<&[u8]> = split_lines(&self.after.0).collect();
+        let needle: Vec<&[u8]> = before.iter().chain(&kept).chain(&after).copied().collect();
+        if needle.is_empty() {
+            // Nothing to anchor on: only an empty file still matches.
+            return current.is_empty().then(|| self.displaced.0.clone());
+        }
+        let at = (0..=cur.len().checked_sub(needle.len())?)
+            .filter(|&i| cur[i..i + needle.len()] == needle[..])
+            .min_by_key(|&i| (i + before.len()).abs_diff(self.line))?;
+        let start = at + before.len();
+        let mut out = Vec::with_capacity(current.len() + self.displaced.0.len());
+        for l in &cur[..start] {
+            out.extend_from_slice(l);
+        }
+        out.extend_from_slice(&self.displaced.0);
+        for l in &cur[start + kept.len()..] {
+            out.extend_from_slice(l);
+        }
+        Some(out)
+    }
+
+    /// The text restored beside the file when the context is gone: the displaced text in its
+    /// context.
+    pub fn in_context(&self) -> Vec<u8> {
+        [&self.before.0[..], &self.displaced.0, &self.after.0].concat()
+    }
+}
+
+/// What a merge displaced.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Displaced {
+    /// A hunk of lines, with context (lines mode).
+    Hunk(HunkRedo),
+    /// A whole file or symlink; `kept` is what the winner put at the path (None when it put a
+    /// directory there).
+    Whole { content: WholeContent, kept: Option<WholeContent> },
+    /// A deletion that lost to a modification; `kept` is the modified content that stayed.
+    Deletion { kept: WholeContent },
+    /// An exec bit that lost to the other side's.
+    Exec { exec: bool },
+}
+
+/// One displaced change.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RedoEntry {
+    /// The file; None from a content merge, which does not know its path.
+    pub path: Option<RelPath>,
+    /// The number of the version whose change won.
+    pub displaced_by: VersionNumber,
+    /// The number of the version whose change was displaced.
+    pub displaced_from: VersionNumber,
+    pub what: Displaced,
+}
+
+/// New content for a path, as bytes (to be chunked by the caller) or as a ready entry.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum NewContent {
+    Bytes { bytes: Vec<u8>, exec: bool },
+    Entry(Entry),
+}
+
+/// The change that reapplies an entry.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Change {
+    Write { path: RelPath, content: NewContent },
+    Remove { path: RelPath },
+}
+
+/// The outcome of a reapply: the change, and whether it went in place or beside the file.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Reapplied {
+    pub change: Change,
+    pub in_place: bool,
+}
+
+/// Why an entry could not be reapplied.
+#[derive(Debug, thiserror::Error)]
+pub enum RedoError {
+    #[error("no redo entry number {0}")]
+    NoSuchEntry(usize),
+    #[error("the redo entry has no path")]
+    NoPath,
+    #[error("{path} changed since the deletion was displaced; deleting it now would lose those changes")]
+    Changed { path: RelPath },
+    #[error("{path} is not a file any more")]
+    NotAFile { path: RelPath },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("no free name beside {0} for the restored content")]
+    NoName(RelPath),
+}
+
+/// The displaced changes of a share, oldest first.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct RedoStack {
+    entries: Vec<RedoEntry>,
+}
+
+impl RedoStack {
+    pub fn new() -> Self {
+        RedoStack::default()
+    }
+
+    pub fn push(&mut self, entry: RedoEntry) {
+        self.entries.push(entry);
+    }
+
+    pub fn extend(&mut self, entries: impl IntoIterator<Item = RedoEntry>) {
+        self.entries.extend(entries);
+    }
+
+    /// Every entry, oldest first.
+    pub fn list(&self) -> &[RedoEntry] {
+        &self.entries
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Removes an entry (after its change was committed, or when the user drops it).
+    pub fn remove(&mut self, index: usize) -> Option<RedoEntry> {
+        (index < self.entries.len()).then(|| self.entries.remove(index))
+    }
+
+    /// The change that reapplies entry `index` to `current`. The entry stays on the stack:
+    /// remove it once the change is committed.
+    pub fn reapply(&self, index: usize, current: &TreeManifest, loader: &dyn ContentLoader) -> Result<Reapplied, RedoError> {
+        let entry = self.entries.get(index).ok_or(RedoError::NoSuchEntry(index))?;
+        reapply(entry, current, loader)
+    }
+}
+
+/// The change that reapplies `entry` to the tree `current`.
+pub fn reapply(entry: &RedoEntry, current: &TreeManifest, loader: &dyn ContentLoader) -> Result<Reapplied, RedoError> {
+    let path = entry.path.clone().ok_or(RedoError::NoPath)?;
+    let now = current.get(&path);
+    let in_place = |change| Ok(Reapplied { change, in_place: true });
+    match &entry.what {
+        Displaced::Hunk(h) => {
+            let Some(Entry::File { exec, manifest }) = now else {
+                return beside(&path, entry.displaced_from, current, NewContent::Bytes { bytes: h.in_context(), exec: false });
+            };
+            let bytes = loader.load(manifest)?;
+            match h.reapply_to(&bytes) {
+                Some(bytes) => in_place(Change::Write { path, content: NewContent::Bytes { bytes, exec: *exec } }),
+                None => beside(&path, entry.displaced_from, current, NewContent::Bytes { bytes: h.in_context(), exec: false }),
+            }
+        }
+        Displaced::Whole { content, kept } => {
+            let unchanged = match kept {
+                Some(k) => k.is_in(now, loader)?,
+                None => false,
+            };
+            if now.is_none() && parent_free(&path, current) || unchanged {
+                in_place(Change::Write { path, content: content.clone().into_content() })
+            } else {
+                beside(&path, entry.displaced_from, current, content.clone().into_content())
+            }
+        }
+        Displaced::Deletion { kept } => {
+            // Already gone, or still as the merge left it: the deletion can be redone.
+            if now.is_none() || kept.is_in(now, loader)? {
+                in_place(Change::Remove { path })
+            } else {
+                Err(RedoError::Changed { path })
+            }
+        }
+        Displaced::Exec { exec } => match now {
+            Some(Entry::File { manifest, .. }) => {
+                in_place(Change::Write { path, content: NewContent::Entry(Entry::File { exec: *exec, manifest: manifest.clone() }) })
+            }
+            _ => Err(RedoError::NotAFile { path }),
+        },
+    }
+}
+
+/// True when no ancestor of `path` is a file or symlink in `tree`.
+fn parent_free(path: &RelPath, tree: &TreeManifest) -> bool {
+    path.ancestors().all(|a| matches!(tree.get_str(a), None | Some(Entry::Dir)))
+}
+
+/// Restores content next to `path` as `name.redo-MAJOR.MINOR` (or `…-2`, `…-3` when taken).
+fn beside(path: &RelPath, number: VersionNumber, tree: &TreeManifest, content: NewContent) -> Result<Reapplied, RedoError> {
+    let stem = format!("{}.redo-{number}", path.as_str());
+    for i in 1..1000 {
+        let name = if i == 1 { stem.clone() } else { format!("{stem}-{i}") };
+        let Ok(candidate) = RelPath::new(name) else { break };
+        if tree.get(&candidate).is_none() && parent_free(&candidate, tree) {
+            return Ok(Reapplied { change: Change::Write { path: candidate, content }, in_place: false });
+        }
+    }
+    Err(RedoError::NoName(path.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hunk() -> HunkRedo {
+        HunkRedo {
+            line: 1,
+            before: Bytes(b"a\n".to_vec()),
+            kept: Bytes(b"B2\n".to_vec()),
+            displaced: Bytes(b"B1\n".to_vec()),
+            after: Bytes(b"c\n".to_vec()),
+        }
+    }
+
+    #[test]
+    fn a_hunk_reapplies_after_later_edits_elsewhere() {
+        let h = hunk();
+        assert_eq!(h.reapply_to(b"a\nB2\nc\n").unwrap(), b"a\nB1\nc\n");
+        assert_eq!(h.reapply_to(b"new top\na\nB2\nc\nnew end\n").unwrap(), b"new top\na\nB1\nc\nnew end\n");
+        // Two matches: the one nearest the original line is used.
+        assert_eq!(
+            h.reapply_to(b"x\na\nB2\nc\nx\nx\nx\nx\na\nB2\nc\n").unwrap(),
+            b"x\na\nB1\nc\nx\nx\nx\nx\na\nB2\nc\n"
+        );
+        assert!(h.reapply_to(b"a\nB3\nc\n").is_none());
+        assert_eq!(h.in_context(), b"a\nB1\nc\n");
+    }
+
+    #[test]
+    fn bytes_serialize_as_text_when_they_can() {
+        let json = serde_json::to_string(&Bytes(b"hi\n".to_vec())).unwrap();
+        assert_eq!(json, r#""hi\n""#);
+        let json = serde_json::to_string(&Bytes(vec![0xff, 1])).unwrap();
+        assert_eq!(json, "[255,1]");
+        for b in [Bytes(b"hi".to_vec()), Bytes(vec![0xff, 1])] {
+            let back: Bytes = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+            assert_eq!(back, b);
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_through_json() {
+        let e = RedoEntry {
+            path: Some(RelPath::new("notes.md").unwrap()),
+            displaced_by: VersionNumber::new(7, 3),
+            displaced_from: VersionNumber::new(7, 2),
+            what: Displaced::Hunk(hunk()),
+        };
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<RedoEntry>(&json).unwrap(), e);
+    }
+}
