@@ -1,7 +1,6 @@
-//! Two-way diffs for the merges, through imara-diff: line hunks with the histogram algorithm
-//! and git's slider post-processing (no indent heuristic, as `git merge-file`), and character
-//! hunks found by refining line hunks with Myers, so a megabyte text never runs a
-//! character-level diff over the whole file.
+//! Two-way diffs for the merges: line hunks placed exactly as git's histogram diff places them
+//! ([`crate::xdiff`]), and character hunks found by refining line hunks with imara-diff's
+//! Myers, so a megabyte text never runs a character-level diff over the whole file.
 
 use std::ops::Range;
 
@@ -49,17 +48,30 @@ impl<'a> LineTokens<'a> {
     }
 }
 
-/// Line hunks from `before` to `after` (histogram, then git's sliders).
+/// Line hunks from `before` to `after`, placed as `git merge-file --diff-algorithm=histogram`
+/// places them (see [`crate::xdiff`]).
 pub(crate) fn line_hunks(before: &[Token], after: &[Token], num_tokens: u32) -> Vec<Hunk> {
-    let mut diff = Diff::default();
-    diff.compute_with(Algorithm::Histogram, before, after, num_tokens);
-    diff.postprocess_with(before, after, NoSliderHeuristic);
-    diff.hunks()
-        .map(|h| Hunk {
-            before: h.before.start as usize..h.before.end as usize,
-            after: h.after.start as usize..h.after.end as usize,
-        })
-        .collect()
+    let a: Vec<u32> = before.iter().map(|t| t.0).collect();
+    let b: Vec<u32> = after.iter().map(|t| t.0).collect();
+    let (ca, cb) = crate::xdiff::diff(&a, &b, num_tokens);
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        if ca.get(i) == Some(&true) || cb.get(j) == Some(&true) {
+            let (si, sj) = (i, j);
+            while ca.get(i) == Some(&true) {
+                i += 1;
+            }
+            while cb.get(j) == Some(&true) {
+                j += 1;
+            }
+            out.push(Hunk { before: si..i, after: sj..j });
+        } else {
+            i += 1;
+            j += 1;
+        }
+    }
+    out
 }
 
 /// Line hunks larger than this (in characters, either side) are not refined to characters.

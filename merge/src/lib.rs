@@ -22,6 +22,7 @@ pub mod text;
 pub mod trace;
 pub mod tree;
 pub mod woot;
+mod xdiff;
 
 pub use mode::{MergeMode, ModeRules};
 pub use order::{Order, Side};
