@@ -246,12 +246,13 @@ pub fn file_manifest<R: Read>(
         chunks.push(r);
         sink(r, bytes)
     })
-    .map_err(|e| unwrap_sink_error(e))?;
+    .map_err(unwrap_sink_error)?;
     Ok(FileManifest { chunks })
 }
 
 /// Like [`file_manifest`], but reading and cutting run on a second thread while this thread
-/// hashes and feeds the sink. At most three blocks are alive at once.
+/// hashes and feeds the sink. Three blocks circulate between the threads and are reused, so
+/// memory stays at three blocks and no block is allocated or zeroed per message.
 pub fn file_manifest_pipelined<R: Read + Send>(
     mut reader: R,
     params: ChunkerParams,
@@ -259,8 +260,13 @@ pub fn file_manifest_pipelined<R: Read + Send>(
 ) -> Result<FileManifest, Error> {
     let cutter = Cutter::new(params);
     let block_len = params.block_len();
-    // Each message is a block and the chunk lengths that tile it.
-    let (tx, rx) = mpsc::sync_channel::<std::io::Result<(Vec<u8>, Vec<u32>)>>(1);
+    // Full blocks go to the hasher with the chunk lengths that tile their first `used` bytes;
+    // emptied blocks come back to the reader.
+    let (full_tx, full_rx) = mpsc::sync_channel::<std::io::Result<(Vec<u8>, Vec<u32>)>>(1);
+    let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..2 {
+        let _ = free_tx.send(vec![0u8; block_len]);
+    }
     std::thread::scope(|s| {
         s.spawn(move || {
             let mut buf = vec![0u8; block_len];
@@ -269,39 +275,54 @@ pub fn file_manifest_pipelined<R: Read + Send>(
                 let eof = match fill(&mut reader, &mut buf, &mut filled) {
                     Ok(eof) => eof,
                     Err(e) => {
-                        let _ = tx.send(Err(e));
+                        let _ = full_tx.send(Err(e));
                         return;
                     }
                 };
                 let mut lens = Vec::new();
                 let used = cutter.cut_block(&buf[..filled], eof, &mut lens);
-                let mut next = vec![0u8; block_len];
+                // The hasher drops its receiver on a sink error: stop then.
+                let Ok(mut next) = free_rx.recv() else { return };
                 next[..filled - used].copy_from_slice(&buf[used..filled]);
-                buf.truncate(used);
                 let done = eof && filled == used;
                 filled -= used;
-                if tx.send(Ok((std::mem::replace(&mut buf, next), lens))).is_err() || done {
+                if full_tx
+                    .send(Ok((std::mem::replace(&mut buf, next), lens)))
+                    .is_err()
+                    || done
+                {
                     return;
                 }
             }
         });
-        let mut chunks = Vec::new();
-        for msg in rx {
-            let (block, lens) = msg.map_err(Error::io("<input>"))?;
-            let mut pos = 0;
-            for len in lens {
-                let bytes = &block[pos..pos + len as usize];
-                pos += len as usize;
-                let r = ChunkRef {
-                    id: ChunkId::of(bytes),
-                    len,
-                };
-                chunks.push(r);
-                sink(r, bytes)?;
-            }
-        }
-        Ok(FileManifest { chunks })
+        hash_blocks(full_rx, free_tx, &mut sink)
     })
+}
+
+/// The hashing side of [`file_manifest_pipelined`]. It owns both channel ends, so when it
+/// returns (at the end, or early on a sink error) the reader sees them closed and stops.
+fn hash_blocks(
+    full_rx: mpsc::Receiver<std::io::Result<(Vec<u8>, Vec<u32>)>>,
+    free_tx: mpsc::Sender<Vec<u8>>,
+    sink: &mut impl FnMut(ChunkRef, &[u8]) -> Result<(), Error>,
+) -> Result<FileManifest, Error> {
+    let mut chunks = Vec::new();
+    for msg in full_rx {
+        let (block, lens) = msg.map_err(Error::io("<input>"))?;
+        let mut pos = 0;
+        for len in lens {
+            let bytes = &block[pos..pos + len as usize];
+            pos += len as usize;
+            let r = ChunkRef {
+                id: ChunkId::of(bytes),
+                len,
+            };
+            chunks.push(r);
+            sink(r, bytes)?;
+        }
+        let _ = free_tx.send(block);
+    }
+    Ok(FileManifest { chunks })
 }
 
 fn unwrap_sink_error(e: std::io::Error) -> Error {
@@ -351,7 +372,10 @@ mod tests {
         assert!(ChunkerParams::new(16 << 10, 64 << 10, 256 << 10).is_ok());
         assert!(ChunkerParams::new(1001, 2048, 8192).is_err(), "odd");
         assert!(ChunkerParams::new(4096, 2048, 8192).is_err(), "min > avg");
-        assert!(ChunkerParams::new(2, 2048, 8192).is_err(), "min below fastcdc's bound");
+        assert!(
+            ChunkerParams::new(2, 2048, 8192).is_err(),
+            "min below fastcdc's bound"
+        );
     }
 
     #[test]
@@ -365,11 +389,26 @@ mod tests {
 
     #[test]
     fn sink_errors_come_back_unchanged() {
-        let data = pseudo_random(10_000, 1);
-        let err = file_manifest(&data[..], small(), |_, _| Err(Error::Invalid("full".into())));
+        // Many blocks, so the pipelined reader is still producing when the sink fails.
+        let data = pseudo_random(20 << 20, 1);
+        let err = file_manifest(&data[..], small(), |_, _| {
+            Err(Error::Invalid("full".into()))
+        });
         assert!(matches!(err, Err(Error::Invalid(m)) if m == "full"));
-        let err = file_manifest_pipelined(&data[..], small(), |_, _| Err(Error::Invalid("full".into())));
+        let err = file_manifest_pipelined(&data[..], small(), |_, _| {
+            Err(Error::Invalid("full".into()))
+        });
         assert!(matches!(err, Err(Error::Invalid(m)) if m == "full"));
+        let mut n = 0;
+        let err = file_manifest_pipelined(&data[..], small(), |_, _| {
+            n += 1;
+            if n == 3000 {
+                Err(Error::Invalid("late".into()))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(matches!(err, Err(Error::Invalid(m)) if m == "late"));
     }
 
     proptest! {

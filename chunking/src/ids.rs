@@ -115,7 +115,11 @@ impl fmt::Debug for VersionNumber {
 impl FromStr for VersionNumber {
     type Err = crate::Error;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || crate::Error::Invalid(format!("version number {s:?}: expected MAJOR.MINOR, like 7.2"));
+        let bad = || {
+            crate::Error::Invalid(format!(
+                "version number {s:?}: expected MAJOR.MINOR, like 7.2"
+            ))
+        };
         let (major, minor) = s.split_once('.').ok_or_else(bad)?;
         Ok(VersionNumber::new(
             major.parse().map_err(|_| bad())?,
@@ -132,7 +136,10 @@ mod tests {
     fn numbers_order_major_then_minor_and_parse() {
         assert!(VersionNumber::new(7, 2) > VersionNumber::new(7, 1));
         assert!(VersionNumber::new(8, 0) > VersionNumber::new(7, 9));
-        assert_eq!("7.2".parse::<VersionNumber>().unwrap(), VersionNumber::new(7, 2));
+        assert_eq!(
+            "7.2".parse::<VersionNumber>().unwrap(),
+            VersionNumber::new(7, 2)
+        );
         assert!("7".parse::<VersionNumber>().is_err());
         assert!("a.b".parse::<VersionNumber>().is_err());
     }

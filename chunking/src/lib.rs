@@ -10,6 +10,7 @@
 
 pub mod chunker;
 pub mod delta;
+pub mod fetch;
 pub mod ids;
 pub mod manifest;
 pub mod path;

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use chorus_proto as proto;
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
 use crate::ids::{ChunkId, VersionId};
 use crate::path::{MAX_PATH_LEN, RelPath};
-use crate::Error;
 
 /// One chunk of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,10 +31,9 @@ impl ChunkRef {
     }
 
     pub fn from_proto(p: &proto::ChunkRef) -> Result<Self, Error> {
-        let id = p
-            .id
-            .as_ref()
-            .ok_or_else(|| Error::Invalid("chunk reference without an id".into()))?;
+        let id =
+            p.id.as_ref()
+                .ok_or_else(|| Error::Invalid("chunk reference without an id".into()))?;
         if p.len == 0 {
             return Err(Error::Invalid("chunk reference of length 0".into()));
         }
@@ -117,13 +116,18 @@ impl TreeManifest {
     }
 
     /// Builds a manifest, refusing a path that lies below a file or a symlink.
-    pub fn from_entries(entries: impl IntoIterator<Item = (RelPath, Entry)>) -> Result<Self, Error> {
+    pub fn from_entries(
+        entries: impl IntoIterator<Item = (RelPath, Entry)>,
+    ) -> Result<Self, Error> {
         let entries: BTreeMap<RelPath, Entry> = entries.into_iter().collect();
         for path in entries.keys() {
             for anc in path.ancestors() {
                 // An ancestor that is absent is fine (it is implied); one that is a file is not.
                 if let Some((_, e)) = entries
-                    .range::<str, _>((std::ops::Bound::Included(anc), std::ops::Bound::Included(anc)))
+                    .range::<str, _>((
+                        std::ops::Bound::Included(anc),
+                        std::ops::Bound::Included(anc),
+                    ))
                     .next()
                     && !matches!(e, Entry::Dir)
                 {
@@ -354,10 +358,23 @@ mod tests {
 
     #[test]
     fn equal_trees_have_equal_ids_whatever_the_insertion_order() {
-        let a = TreeManifest::from_entries([(p("b"), file(b"1")), (p("a"), Entry::Dir), (p("a/x"), file(b"2"))]).unwrap();
-        let b = TreeManifest::from_entries([(p("a/x"), file(b"2")), (p("b"), file(b"1")), (p("a"), Entry::Dir)]).unwrap();
+        let a = TreeManifest::from_entries([
+            (p("b"), file(b"1")),
+            (p("a"), Entry::Dir),
+            (p("a/x"), file(b"2")),
+        ])
+        .unwrap();
+        let b = TreeManifest::from_entries([
+            (p("a/x"), file(b"2")),
+            (p("b"), file(b"1")),
+            (p("a"), Entry::Dir),
+        ])
+        .unwrap();
         assert_eq!(a.version_id(), b.version_id());
-        assert_eq!(VersionId(*blake3::hash(&a.canonical_bytes()).as_bytes()), a.version_id());
+        assert_eq!(
+            VersionId(*blake3::hash(&a.canonical_bytes()).as_bytes()),
+            a.version_id()
+        );
         let c = TreeManifest::from_entries([(p("b"), file(b"1")), (p("a"), Entry::Dir)]).unwrap();
         assert_ne!(a.version_id(), c.version_id());
     }
@@ -365,11 +382,25 @@ mod tests {
     #[test]
     fn exec_bit_and_kind_change_the_id() {
         let a = TreeManifest::from_entries([(p("f"), file(b"x"))]).unwrap();
-        let Entry::File { manifest, .. } = file(b"x") else { unreachable!() };
-        let b = TreeManifest::from_entries([(p("f"), Entry::File { exec: true, manifest })]).unwrap();
+        let Entry::File { manifest, .. } = file(b"x") else {
+            unreachable!()
+        };
+        let b = TreeManifest::from_entries([(
+            p("f"),
+            Entry::File {
+                exec: true,
+                manifest,
+            },
+        )])
+        .unwrap();
         let c = TreeManifest::from_entries([(p("f"), Entry::Dir)]).unwrap();
         let d = TreeManifest::from_entries([(p("f"), Entry::symlink("x").unwrap())]).unwrap();
-        let ids = [a.version_id(), b.version_id(), c.version_id(), d.version_id()];
+        let ids = [
+            a.version_id(),
+            b.version_id(),
+            c.version_id(),
+            d.version_id(),
+        ];
         for i in 0..ids.len() {
             for j in i + 1..ids.len() {
                 assert_ne!(ids[i], ids[j]);
@@ -379,8 +410,16 @@ mod tests {
 
     #[test]
     fn a_path_below_a_file_is_refused() {
-        assert!(TreeManifest::from_entries([(p("a"), file(b"1")), (p("a/b"), file(b"2"))]).is_err());
-        assert!(TreeManifest::from_entries([(p("a"), Entry::symlink("/").unwrap()), (p("a/b"), Entry::Dir)]).is_err());
+        assert!(
+            TreeManifest::from_entries([(p("a"), file(b"1")), (p("a/b"), file(b"2"))]).is_err()
+        );
+        assert!(
+            TreeManifest::from_entries([
+                (p("a"), Entry::symlink("/").unwrap()),
+                (p("a/b"), Entry::Dir)
+            ])
+            .is_err()
+        );
         assert!(TreeManifest::from_entries([(p("a/b"), file(b"2"))]).is_ok());
     }
 
@@ -389,7 +428,13 @@ mod tests {
         let t = TreeManifest::from_entries([
             (p("a"), Entry::Dir),
             (p("a/x"), file(b"2")),
-            (p("e"), Entry::File { exec: true, manifest: FileManifest::default() }),
+            (
+                p("e"),
+                Entry::File {
+                    exec: true,
+                    manifest: FileManifest::default(),
+                },
+            ),
             (p("l"), Entry::symlink("a/x").unwrap()),
         ])
         .unwrap();
@@ -402,7 +447,10 @@ mod tests {
 
         let mut escape = t.to_proto();
         escape.entries[0].path = "../a".into();
-        assert!(matches!(TreeManifest::from_proto(&escape), Err(Error::Path(_))));
+        assert!(matches!(
+            TreeManifest::from_proto(&escape),
+            Err(Error::Path(_))
+        ));
 
         let mut bad_size = t.to_proto();
         bad_size.entries[1].size = 99;

@@ -139,18 +139,40 @@ mod tests {
 
     #[test]
     fn accepts_normal_paths() {
-        for p in ["a", "a/b.txt", "dir/sub/file", ".hidden", "a/.chorus", "..a", "a..b"] {
+        for p in [
+            "a",
+            "a/b.txt",
+            "dir/sub/file",
+            ".hidden",
+            "a/.chorus",
+            "..a",
+            "a..b",
+        ] {
             assert!(RelPath::new(p).is_ok(), "{p}");
         }
     }
 
     #[test]
     fn refuses_escapes_and_state_dir() {
-        for p in ["", "/etc/passwd", "../x", "a/../b", "a/./b", "a//b", "a/", "./a", ".chorus",
-                  ".chorus/api.sock", "a\0b"] {
+        for p in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a/./b",
+            "a//b",
+            "a/",
+            "./a",
+            ".chorus",
+            ".chorus/api.sock",
+            "a\0b",
+        ] {
             assert!(RelPath::new(p).is_err(), "{p:?}");
         }
-        assert!(matches!(RelPath::new("x".repeat(5000)), Err(PathError::TooLong(5000))));
+        assert!(matches!(
+            RelPath::new("x".repeat(5000)),
+            Err(PathError::TooLong(5000))
+        ));
     }
 
     #[test]
@@ -161,6 +183,10 @@ mod tests {
         assert_eq!(p.file_name(), "c");
         assert!(p.starts_with(&RelPath::new("a/b").unwrap()));
         assert!(!p.starts_with(&RelPath::new("a/bc").unwrap()));
-        assert!(!RelPath::new("a/bc").unwrap().starts_with(&RelPath::new("a/b").unwrap()));
+        assert!(
+            !RelPath::new("a/bc")
+                .unwrap()
+                .starts_with(&RelPath::new("a/b").unwrap())
+        );
     }
 }

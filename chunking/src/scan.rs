@@ -15,11 +15,11 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
 use crate::chunker::{ChunkerParams, file_manifest, file_manifest_pipelined};
 use crate::manifest::{Entry, FileManifest, TreeManifest};
 use crate::path::{RelPath, STATE_DIR};
 use crate::store::ChunkStore;
-use crate::Error;
 
 /// The per-directory ignore file, in gitignore syntax.
 pub const IGNORE_FILE: &str = ".chorusignore";
@@ -131,7 +131,9 @@ pub fn scan_dir(
             }
         };
         let abs = dent.path();
-        let Ok(rel) = abs.strip_prefix(root) else { continue };
+        let Ok(rel) = abs.strip_prefix(root) else {
+            continue;
+        };
         if rel.as_os_str().is_empty() {
             continue;
         }
@@ -156,7 +158,12 @@ pub fn scan_dir(
             Ok(md) => md,
             // Deleted while scanning: it is simply not in this version.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::Io { path: abs.into(), source: e }),
+            Err(e) => {
+                return Err(Error::Io {
+                    path: abs.into(),
+                    source: e,
+                });
+            }
         };
         let ft = md.file_type();
         let entry = if ft.is_dir() {
@@ -199,7 +206,10 @@ pub fn scan_dir(
             }
             Entry::File { exec, manifest }
         } else {
-            skip(&mut report, "not a regular file, directory or symlink".into());
+            skip(
+                &mut report,
+                "not a regular file, directory or symlink".into(),
+            );
             continue;
         };
         entries.push((path, entry));
@@ -222,7 +232,12 @@ fn read_file(
         let f = match fs::File::open(abs) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::Io { path: abs.into(), source: e }),
+            Err(e) => {
+                return Err(Error::Io {
+                    path: abs.into(),
+                    source: e,
+                });
+            }
         };
         let sink = |r: crate::ChunkRef, bytes: &[u8]| store.put(&r.id, bytes);
         let m = if before.size > PIPELINE_ABOVE {
@@ -231,7 +246,10 @@ fn read_file(
             file_manifest(f, params, sink)
         }
         .map_err(|e| match e {
-            Error::Io { source, .. } => Error::Io { path: abs.into(), source },
+            Error::Io { source, .. } => Error::Io {
+                path: abs.into(),
+                source,
+            },
             e => e,
         })?;
         report.files_read += 1;
@@ -239,7 +257,12 @@ fn read_file(
         let after = match fs::symlink_metadata(abs) {
             Ok(md) => Stamp::of(&md),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::Io { path: abs.into(), source: e }),
+            Err(e) => {
+                return Err(Error::Io {
+                    path: abs.into(),
+                    source: e,
+                });
+            }
         };
         if after == before && m.size() == after.size {
             return Ok(Some((after, m)));
@@ -247,9 +270,11 @@ fn read_file(
         before = after;
     }
     // Still being written: take the last read, but never trust it from the cache.
-    let m = file_manifest(fs::File::open(abs).map_err(Error::io(abs))?, params, |r, b| {
-        store.put(&r.id, b)
-    })?;
+    let m = file_manifest(
+        fs::File::open(abs).map_err(Error::io(abs))?,
+        params,
+        |r, b| store.put(&r.id, b),
+    )?;
     Ok(Some((
         Stamp {
             size: u64::MAX,
@@ -279,7 +304,12 @@ mod tests {
     /// Sets a file's mtime into the past so the cache trusts it.
     fn age(path: &Path) {
         let old = SystemTime::now() - Duration::from_secs(3600);
-        fs::File::options().write(true).open(path).unwrap().set_modified(old).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
     }
 
     #[test]
@@ -303,12 +333,37 @@ mod tests {
         let paths: Vec<_> = tree.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(
             paths,
-            [".chorusignore", "empty", "escape", "run.sh", "src", "src/deep", "src/deep/a.txt", "srclink"]
+            [
+                ".chorusignore",
+                "empty",
+                "escape",
+                "run.sh",
+                "src",
+                "src/deep",
+                "src/deep/a.txt",
+                "srclink"
+            ]
         );
-        assert!(matches!(tree.get_str("run.sh"), Some(Entry::File { exec: true, .. })));
-        assert!(matches!(tree.get_str("src/deep/a.txt"), Some(Entry::File { exec: false, .. })));
-        assert_eq!(tree.get_str("escape"), Some(&Entry::Symlink { target: "../../etc/passwd".into() }));
-        assert_eq!(tree.get_str("srclink"), Some(&Entry::Symlink { target: "src".into() }));
+        assert!(matches!(
+            tree.get_str("run.sh"),
+            Some(Entry::File { exec: true, .. })
+        ));
+        assert!(matches!(
+            tree.get_str("src/deep/a.txt"),
+            Some(Entry::File { exec: false, .. })
+        ));
+        assert_eq!(
+            tree.get_str("escape"),
+            Some(&Entry::Symlink {
+                target: "../../etc/passwd".into()
+            })
+        );
+        assert_eq!(
+            tree.get_str("srclink"),
+            Some(&Entry::Symlink {
+                target: "src".into()
+            })
+        );
         assert_eq!(tree.get_str("empty").unwrap().size(), 0);
         assert!(report.skipped.is_empty(), "{:?}", report.skipped);
         // Every chunk read is in the store.
@@ -366,9 +421,19 @@ mod tests {
         fs::write(dir.path().join(OsStr::from_bytes(b"bad\xffname")), b"x").unwrap();
         let fifo = dir.path().join("pipe");
         let status = std::process::Command::new("mkfifo").arg(&fifo).status();
-        let (tree, report) = scan_dir(dir.path(), params(), &mut ScanCache::new(), &MemStore::new()).unwrap();
+        let (tree, report) = scan_dir(
+            dir.path(),
+            params(),
+            &mut ScanCache::new(),
+            &MemStore::new(),
+        )
+        .unwrap();
         assert!(tree.is_empty());
-        let expected = if status.is_ok_and(|s| s.success()) { 2 } else { 1 };
+        let expected = if status.is_ok_and(|s| s.success()) {
+            2
+        } else {
+            1
+        };
         assert_eq!(report.skipped.len(), expected, "{:?}", report.skipped);
     }
 }

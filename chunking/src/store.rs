@@ -197,7 +197,11 @@ impl ChunkStore for DiskStore {
             (RAW, bytes)
         };
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.tmp.join(format!("{}-{}-{n}", std::process::id(), &id.to_string()[..16]));
+        let tmp = self.tmp.join(format!(
+            "{}-{}-{n}",
+            std::process::id(),
+            &id.to_string()[..16]
+        ));
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(&[tag])?;
@@ -267,7 +271,10 @@ mod tests {
     use super::*;
 
     fn stores(dir: &Path) -> Vec<Box<dyn ChunkStore>> {
-        vec![Box::new(MemStore::new()), Box::new(DiskStore::open(dir).unwrap())]
+        vec![
+            Box::new(MemStore::new()),
+            Box::new(DiskStore::open(dir).unwrap()),
+        ]
     }
 
     #[test]
@@ -275,7 +282,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for s in stores(dir.path()) {
             let compressible = vec![b'a'; 100_000];
-            let random: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+            let random: Vec<u8> = (0..5000u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect();
             for bytes in [&compressible[..], &random[..], b""] {
                 let id = ChunkId::of(bytes);
                 assert!(!s.contains(&id).unwrap());

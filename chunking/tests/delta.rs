@@ -39,9 +39,27 @@ fn assert_holds(tree: &TreeManifest, spec: &Spec, store: &dyn ChunkStore) {
 fn sample_base() -> Spec {
     let mut s = Spec::new();
     s.insert("docs".into(), Node::Dir);
-    s.insert("docs/notes.txt".into(), Node::File { exec: false, bytes: text(400, 1) });
-    s.insert("bin".into(), Node::File { exec: true, bytes: pseudo_random(20_000, 2) });
-    s.insert("empty".into(), Node::File { exec: false, bytes: vec![] });
+    s.insert(
+        "docs/notes.txt".into(),
+        Node::File {
+            exec: false,
+            bytes: text(400, 1),
+        },
+    );
+    s.insert(
+        "bin".into(),
+        Node::File {
+            exec: true,
+            bytes: pseudo_random(20_000, 2),
+        },
+    );
+    s.insert(
+        "empty".into(),
+        Node::File {
+            exec: false,
+            bytes: vec![],
+        },
+    );
     s.insert("link".into(), Node::Link("docs/notes.txt".into()));
     s
 }
@@ -59,8 +77,15 @@ fn a_small_edit_costs_little_and_round_trips() {
     let target = build(&target_spec, &sender);
     let (delta, stats) = encode(&base, &target, &sender, &EncodeOptions::default()).unwrap();
     assert_eq!(stats.files_changed, 1);
-    let frame_len = encode_frame(Body::Push(proto::Push { number: None, delta: Some(delta.clone()) })).len();
-    assert!(frame_len < 300 + 2 * 21, "a 21-byte edit cost {frame_len} bytes");
+    let frame_len = encode_frame(Body::Push(proto::Push {
+        number: None,
+        delta: Some(delta.clone()),
+    }))
+    .len();
+    assert!(
+        frame_len < 300 + 2 * 21,
+        "a 21-byte edit cost {frame_len} bytes"
+    );
 
     let (rstore, rbase) = receiver(&base_spec);
     let applied = apply(&wire(delta), Some(&rbase), &rstore, &ApplyLimits::default()).unwrap();
@@ -72,7 +97,13 @@ fn a_small_edit_costs_little_and_round_trips() {
 fn unknown_base_asks_for_it_then_succeeds_with_it() {
     let base_spec = sample_base();
     let mut target_spec = base_spec.clone();
-    target_spec.insert("new.txt".into(), Node::File { exec: false, bytes: text(50, 9) });
+    target_spec.insert(
+        "new.txt".into(),
+        Node::File {
+            exec: false,
+            bytes: text(50, 9),
+        },
+    );
     let sender = MemStore::new();
     let base = build(&base_spec, &sender);
     let target = build(&target_spec, &sender);
@@ -86,7 +117,10 @@ fn unknown_base_asks_for_it_then_succeeds_with_it() {
         }
         other => panic!("{other:?}"),
     }
-    let opts = EncodeOptions { include_base_manifest: true, ..Default::default() };
+    let opts = EncodeOptions {
+        include_base_manifest: true,
+        ..Default::default()
+    };
     let (delta, _) = encode(&base, &target, &sender, &opts).unwrap();
     let applied = apply(&wire(delta), None, &rstore, &ApplyLimits::default()).unwrap();
     assert_eq!(applied.tree, target);
@@ -96,12 +130,21 @@ fn unknown_base_asks_for_it_then_succeeds_with_it() {
 fn missing_chunks_are_named_exactly_and_then_suffice() {
     let base_spec = sample_base();
     let mut target_spec = base_spec.clone();
-    target_spec.insert("big".into(), Node::File { exec: false, bytes: pseudo_random(30_000, 5) });
+    target_spec.insert(
+        "big".into(),
+        Node::File {
+            exec: false,
+            bytes: pseudo_random(30_000, 5),
+        },
+    );
     let sender = MemStore::new();
     let base = build(&base_spec, &sender);
     let target = build(&target_spec, &sender);
     // A tiny literal budget: most new chunks travel as external references.
-    let opts = EncodeOptions { literal_budget: 2000, ..Default::default() };
+    let opts = EncodeOptions {
+        literal_budget: 2000,
+        ..Default::default()
+    };
     let (delta, stats) = encode(&base, &target, &sender, &opts).unwrap();
     assert!(stats.external_chunks > 0);
     let delta = wire(delta);
@@ -151,7 +194,13 @@ fn a_missing_base_chunk_is_reported_not_guessed() {
 fn hostile_deltas_are_refused_and_change_nothing() {
     let base_spec = sample_base();
     let mut target_spec = base_spec.clone();
-    target_spec.insert("docs/new.txt".into(), Node::File { exec: false, bytes: text(30, 3) });
+    target_spec.insert(
+        "docs/new.txt".into(),
+        Node::File {
+            exec: false,
+            bytes: text(30, 3),
+        },
+    );
     target_spec.remove("empty");
     let sender = MemStore::new();
     let base = build(&base_spec, &sender);
@@ -162,19 +211,33 @@ fn hostile_deltas_are_refused_and_change_nothing() {
 
     type Mutate = fn(&mut proto::Delta);
     let cases: Vec<(&str, Mutate)> = vec![
-        ("traversal in a change", |d| d.changes[0].path = "../../etc/passwd".into()),
-        ("absolute path", |d| d.changes[0].path = "/etc/passwd".into()),
-        ("state dir", |d| d.changes[0].path = ".chorus/api.sock".into()),
-        ("traversal in removed", |d| d.removed[0] = "a/../../x".into()),
-        ("removing what the base lacks", |d| d.removed[0] = "nope".into()),
+        ("traversal in a change", |d| {
+            d.changes[0].path = "../../etc/passwd".into()
+        }),
+        ("absolute path", |d| {
+            d.changes[0].path = "/etc/passwd".into()
+        }),
+        ("state dir", |d| {
+            d.changes[0].path = ".chorus/api.sock".into()
+        }),
+        ("traversal in removed", |d| {
+            d.removed[0] = "a/../../x".into()
+        }),
+        ("removing what the base lacks", |d| {
+            d.removed[0] = "nope".into()
+        }),
         ("unsorted changes", |d| {
             let c = d.changes[0].clone();
             d.changes.push(c);
         }),
-        ("run beyond the table", |d| d.changes[0].runs = vec![0, 1_000_000]),
+        ("run beyond the table", |d| {
+            d.changes[0].runs = vec![0, 1_000_000]
+        }),
         ("zero-length run", |d| d.changes[0].runs = vec![0, 0]),
         ("overflowing run", |d| d.changes[0].runs = vec![u64::MAX, 2]),
-        ("wrong target id", |d| d.target = Some(proto::VersionId::from_bytes([7; 32]))),
+        ("wrong target id", |d| {
+            d.target = Some(proto::VersionId::from_bytes([7; 32]))
+        }),
         ("tampered literal", |d| {
             let data = &mut d.literals[0].data;
             let n = data.len() / 2;
@@ -190,7 +253,10 @@ fn hostile_deltas_are_refused_and_change_nothing() {
             d.changes[0].link_target = "x".into();
         }),
         ("unknown external chunk", |d| {
-            d.external.push(proto::ChunkRef { id: Some(proto::ChunkId::from_bytes([9; 32])), len: 10 });
+            d.external.push(proto::ChunkRef {
+                id: Some(proto::ChunkId::from_bytes([9; 32])),
+                len: 10,
+            });
             let n = d.changes[0].runs.len();
             d.changes[0].runs[n - 2] = 0;
         }),
@@ -203,7 +269,12 @@ fn hostile_deltas_are_refused_and_change_nothing() {
         assert_eq!(rstore.len(), before, "{name}: wrote to the store");
     }
     // The untouched delta still applies.
-    assert_eq!(apply(&good, Some(&rbase), &rstore, &ApplyLimits::default()).unwrap().tree, target);
+    assert_eq!(
+        apply(&good, Some(&rbase), &rstore, &ApplyLimits::default())
+            .unwrap()
+            .tree,
+        target
+    );
 }
 
 #[test]
@@ -214,7 +285,10 @@ fn a_sent_base_that_lies_about_its_id_is_refused() {
     let mut t = base_spec.clone();
     t.insert("x".into(), Node::Dir);
     let target = build(&t, &sender);
-    let opts = EncodeOptions { include_base_manifest: true, ..Default::default() };
+    let opts = EncodeOptions {
+        include_base_manifest: true,
+        ..Default::default()
+    };
     let (mut d, _) = encode(&base, &target, &sender, &opts).unwrap();
     d.base_manifest.as_mut().unwrap().entries.pop();
     assert!(matches!(
@@ -227,46 +301,104 @@ fn a_sent_base_that_lies_about_its_id_is_refused() {
 
 #[derive(Debug, Clone)]
 enum Edit {
-    Insert { file: usize, at: f64, bytes: Vec<u8> },
-    Delete { file: usize, at: f64, len: usize },
-    Rename { file: usize, to: String },
-    Copy { file: usize, to: String },
-    Chmod { file: usize },
-    Remove { file: usize },
-    ToSymlink { file: usize, target: String },
-    AddFile { path: String, len: usize, seed: u64 },
-    AddEmpty { path: String },
-    AddDir { path: String },
+    Insert {
+        file: usize,
+        at: f64,
+        bytes: Vec<u8>,
+    },
+    Delete {
+        file: usize,
+        at: f64,
+        len: usize,
+    },
+    Rename {
+        file: usize,
+        to: String,
+    },
+    Copy {
+        file: usize,
+        to: String,
+    },
+    Chmod {
+        file: usize,
+    },
+    Remove {
+        file: usize,
+    },
+    ToSymlink {
+        file: usize,
+        target: String,
+    },
+    AddFile {
+        path: String,
+        len: usize,
+        seed: u64,
+    },
+    AddEmpty {
+        path: String,
+    },
+    AddDir {
+        path: String,
+    },
 }
 
 fn name() -> impl Strategy<Value = String> {
-    prop_oneof!["[a-c]{1,3}", "[a-c]{1,2}/[a-c]{1,2}", "d/[a-c]{1,2}/[x-z]{1,2}"]
+    prop_oneof![
+        "[a-c]{1,3}",
+        "[a-c]{1,2}/[a-c]{1,2}",
+        "d/[a-c]{1,2}/[x-z]{1,2}"
+    ]
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
     prop_oneof![
-        (any::<usize>(), 0.0..1.0f64, proptest::collection::vec(any::<u8>(), 1..200))
+        (
+            any::<usize>(),
+            0.0..1.0f64,
+            proptest::collection::vec(any::<u8>(), 1..200)
+        )
             .prop_map(|(file, at, bytes)| Edit::Insert { file, at, bytes }),
-        (any::<usize>(), 0.0..1.0f64, 1usize..3000).prop_map(|(file, at, len)| Edit::Delete { file, at, len }),
+        (any::<usize>(), 0.0..1.0f64, 1usize..3000).prop_map(|(file, at, len)| Edit::Delete {
+            file,
+            at,
+            len
+        }),
         (any::<usize>(), name()).prop_map(|(file, to)| Edit::Rename { file, to }),
         (any::<usize>(), name()).prop_map(|(file, to)| Edit::Copy { file, to }),
         any::<usize>().prop_map(|file| Edit::Chmod { file }),
         any::<usize>().prop_map(|file| Edit::Remove { file }),
         (any::<usize>(), name()).prop_map(|(file, target)| Edit::ToSymlink { file, target }),
-        (name(), 0usize..6000, any::<u64>()).prop_map(|(path, len, seed)| Edit::AddFile { path, len, seed }),
+        (name(), 0usize..6000, any::<u64>()).prop_map(|(path, len, seed)| Edit::AddFile {
+            path,
+            len,
+            seed
+        }),
         name().prop_map(|path| Edit::AddEmpty { path }),
         name().prop_map(|path| Edit::AddDir { path }),
     ]
 }
 
 fn tree_spec() -> impl Strategy<Value = Spec> {
-    proptest::collection::vec((name(), 0usize..8000, any::<u64>(), any::<bool>()), 0..8).prop_map(|files| {
-        let mut s = Spec::new();
-        for (p, len, seed, exec) in files {
-            insert_file(&mut s, &p, Node::File { exec, bytes: if seed % 2 == 0 { text(len / 40, seed) } else { pseudo_random(len, seed) } });
-        }
-        s
-    })
+    proptest::collection::vec((name(), 0usize..8000, any::<u64>(), any::<bool>()), 0..8).prop_map(
+        |files| {
+            let mut s = Spec::new();
+            for (p, len, seed, exec) in files {
+                insert_file(
+                    &mut s,
+                    &p,
+                    Node::File {
+                        exec,
+                        bytes: if seed % 2 == 0 {
+                            text(len / 40, seed)
+                        } else {
+                            pseudo_random(len, seed)
+                        },
+                    },
+                );
+            }
+            s
+        },
+    )
 }
 
 /// Inserts a node, making parents directories and dropping whatever is in the way, so the
@@ -285,34 +417,54 @@ fn insert_file(s: &mut Spec, path: &str, node: Node) {
 }
 
 fn files(s: &Spec) -> Vec<String> {
-    s.iter().filter(|(_, n)| matches!(n, Node::File { .. })).map(|(p, _)| p.clone()).collect()
+    s.iter()
+        .filter(|(_, n)| matches!(n, Node::File { .. }))
+        .map(|(p, _)| p.clone())
+        .collect()
 }
 
 fn apply_edit(s: &mut Spec, e: &Edit) {
     let fs = files(s);
     let pick = |i: usize| (!fs.is_empty()).then(|| fs[i % fs.len()].clone());
     match e {
-        Edit::Insert { file, at, bytes: ins } => {
-            if let Some(p) = pick(*file) && let Some(Node::File { bytes, .. }) = s.get_mut(&p) {
+        Edit::Insert {
+            file,
+            at,
+            bytes: ins,
+        } => {
+            if let Some(p) = pick(*file)
+                && let Some(Node::File { bytes, .. }) = s.get_mut(&p)
+            {
                 let i = (bytes.len() as f64 * at) as usize;
                 bytes.splice(i..i, ins.iter().copied());
             }
         }
         Edit::Delete { file, at, len } => {
-            if let Some(p) = pick(*file) && let Some(Node::File { bytes, .. }) = s.get_mut(&p) {
+            if let Some(p) = pick(*file)
+                && let Some(Node::File { bytes, .. }) = s.get_mut(&p)
+            {
                 let i = (bytes.len() as f64 * at) as usize;
                 let j = (i + len).min(bytes.len());
                 bytes.drain(i..j);
             }
         }
         Edit::Rename { file, to } | Edit::Copy { file, to } => {
-            if let Some(p) = pick(*file) && p != *to && !to.starts_with(&format!("{p}/")) {
-                let n = if matches!(e, Edit::Rename { .. }) { s.remove(&p).unwrap() } else { s[&p].clone() };
+            if let Some(p) = pick(*file)
+                && p != *to
+                && !to.starts_with(&format!("{p}/"))
+            {
+                let n = if matches!(e, Edit::Rename { .. }) {
+                    s.remove(&p).unwrap()
+                } else {
+                    s[&p].clone()
+                };
                 insert_file(s, to, n);
             }
         }
         Edit::Chmod { file } => {
-            if let Some(p) = pick(*file) && let Some(Node::File { exec, .. }) = s.get_mut(&p) {
+            if let Some(p) = pick(*file)
+                && let Some(Node::File { exec, .. }) = s.get_mut(&p)
+            {
                 *exec = !*exec;
             }
         }
@@ -326,8 +478,22 @@ fn apply_edit(s: &mut Spec, e: &Edit) {
                 s.insert(p, Node::Link(target.clone()));
             }
         }
-        Edit::AddFile { path, len, seed } => insert_file(s, path, Node::File { exec: false, bytes: text(len / 40 + 1, *seed) }),
-        Edit::AddEmpty { path } => insert_file(s, path, Node::File { exec: false, bytes: vec![] }),
+        Edit::AddFile { path, len, seed } => insert_file(
+            s,
+            path,
+            Node::File {
+                exec: false,
+                bytes: text(len / 40 + 1, *seed),
+            },
+        ),
+        Edit::AddEmpty { path } => insert_file(
+            s,
+            path,
+            Node::File {
+                exec: false,
+                bytes: vec![],
+            },
+        ),
         Edit::AddDir { path } => {
             if !s.contains_key(path) {
                 insert_file(s, path, Node::Dir);

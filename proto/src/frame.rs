@@ -82,7 +82,10 @@ pub fn encode_frame(body: Body) -> Vec<u8> {
 
 /// Reads the length prefix of a frame and checks it against the limit before anything is
 /// allocated. Returns the envelope length that follows the header.
-pub fn check_frame_len(header: [u8; FRAME_HEADER_LEN], limits: &Limits) -> Result<usize, DecodeError> {
+pub fn check_frame_len(
+    header: [u8; FRAME_HEADER_LEN],
+    limits: &Limits,
+) -> Result<usize, DecodeError> {
     let len = u32::from_be_bytes(header) as usize;
     if len > limits.max_frame {
         return Err(DecodeError::TooLarge {

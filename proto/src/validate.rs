@@ -15,22 +15,36 @@ pub(crate) fn body(body: &Body, l: &Limits) -> Result<(), DecodeError> {
             delta(required(p.delta.as_ref(), "Push.delta")?, l)
         }
         Body::Accepted(a) => {
-            version_id(required(a.version.as_ref(), "Accepted.version")?, "Accepted.version")?;
+            version_id(
+                required(a.version.as_ref(), "Accepted.version")?,
+                "Accepted.version",
+            )?;
             required(a.number.as_ref(), "Accepted.number").map(drop)
         }
         Body::Merged(m) => {
-            version_id(required(m.pushed.as_ref(), "Merged.pushed")?, "Merged.pushed")?;
+            version_id(
+                required(m.pushed.as_ref(), "Merged.pushed")?,
+                "Merged.pushed",
+            )?;
             required(m.number.as_ref(), "Merged.number")?;
             delta(required(m.delta.as_ref(), "Merged.delta")?, l)
         }
         Body::NeedBase(n) => {
             version_id(required(n.base.as_ref(), "NeedBase.base")?, "NeedBase.base")?;
-            version_id(required(n.target.as_ref(), "NeedBase.target")?, "NeedBase.target")
+            version_id(
+                required(n.target.as_ref(), "NeedBase.target")?,
+                "NeedBase.target",
+            )
         }
         Body::NeedChunks(n) => {
-            version_id(required(n.target.as_ref(), "NeedChunks.target")?, "NeedChunks.target")?;
+            version_id(
+                required(n.target.as_ref(), "NeedChunks.target")?,
+                "NeedChunks.target",
+            )?;
             count("NeedChunks.ids", n.ids.len(), l)?;
-            n.ids.iter().try_for_each(|id| chunk_id(id, "NeedChunks.ids"))
+            n.ids
+                .iter()
+                .try_for_each(|id| chunk_id(id, "NeedChunks.ids"))
         }
         Body::Chunks(c) => {
             count("Chunks.chunks", c.chunks.len(), l)?;
@@ -101,7 +115,11 @@ fn literal(lit: &Literal, l: &Limits) -> Result<(), DecodeError> {
     known_enum::<Compression>(lit.compression, "Literal.compression")?;
     count("Literal.chunk_lens", lit.chunk_lens.len(), l)?;
     count("Literal.dictionary", lit.dictionary.len(), l)?;
-    if let Some(&len) = lit.chunk_lens.iter().find(|&&n| n == 0 || n > l.max_chunk_len) {
+    if let Some(&len) = lit
+        .chunk_lens
+        .iter()
+        .find(|&&n| n == 0 || n > l.max_chunk_len)
+    {
         return Err(DecodeError::Invalid {
             field: "Literal.chunk_lens",
             detail: format!("chunk length {len} is outside 1..={}", l.max_chunk_len),

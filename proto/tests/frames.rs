@@ -146,13 +146,19 @@ fn truncated_and_padded_frames_are_refused() {
     let limits = Limits::default();
     for cut in [0, 1, 3, 4, frame.len() / 2, frame.len() - 1] {
         assert!(
-            matches!(decode_frame(&frame[..cut], &limits), Err(DecodeError::Truncated { .. })),
+            matches!(
+                decode_frame(&frame[..cut], &limits),
+                Err(DecodeError::Truncated { .. })
+            ),
             "cut at {cut}"
         );
     }
     let mut padded = frame.clone();
     padded.push(0);
-    assert!(matches!(decode_frame(&padded, &limits), Err(DecodeError::Malformed(_))));
+    assert!(matches!(
+        decode_frame(&padded, &limits),
+        Err(DecodeError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -172,7 +178,10 @@ fn wrong_protocol_version_and_empty_body_are_refused() {
         protocol_version: PROTOCOL_VERSION,
         body: None,
     };
-    assert_eq!(decode_envelope(&env.encode_to_vec(), &limits), Err(DecodeError::EmptyBody));
+    assert_eq!(
+        decode_envelope(&env.encode_to_vec(), &limits),
+        Err(DecodeError::EmptyBody)
+    );
 }
 
 #[test]
@@ -188,7 +197,11 @@ fn bounds_are_enforced() {
     });
     assert!(matches!(
         decode_frame(&encode_frame(too_many), &limits),
-        Err(DecodeError::TooManyEntries { field: "NeedChunks.ids", len: 5, max: 4 })
+        Err(DecodeError::TooManyEntries {
+            field: "NeedChunks.ids",
+            len: 5,
+            max: 4
+        })
     ));
     let mut d = sample_delta();
     d.base_manifest = None;
@@ -200,7 +213,13 @@ fn bounds_are_enforced() {
     });
     let got = decode_frame(&encode_frame(long_path), &limits);
     assert!(
-        matches!(got, Err(DecodeError::PathTooLong { field: "Delta.removed", .. })),
+        matches!(
+            got,
+            Err(DecodeError::PathTooLong {
+                field: "Delta.removed",
+                ..
+            })
+        ),
         "{got:?}"
     );
     let short_hash = Body::Accepted(Accepted {
@@ -219,7 +238,10 @@ fn bounds_are_enforced() {
     });
     assert!(matches!(
         decode_frame(&encode_frame(odd_runs), &Limits::default()),
-        Err(DecodeError::Invalid { field: "FileChange.runs", .. })
+        Err(DecodeError::Invalid {
+            field: "FileChange.runs",
+            ..
+        })
     ));
     let mut d = sample_delta();
     d.literals[0].compression = 42;
@@ -229,7 +251,10 @@ fn bounds_are_enforced() {
     });
     assert!(matches!(
         decode_frame(&encode_frame(bad_enum), &Limits::default()),
-        Err(DecodeError::Invalid { field: "Literal.compression", .. })
+        Err(DecodeError::Invalid {
+            field: "Literal.compression",
+            ..
+        })
     ));
 }
 

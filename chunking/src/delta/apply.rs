@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chorus_proto as proto;
 
+use super::encode::zstd_decompress;
 use super::table::BaseTable;
 use crate::Error;
 use crate::ids::{ChunkId, VersionId};
@@ -40,7 +41,10 @@ pub enum ApplyError {
     NeedBase { base: VersionId, target: VersionId },
     /// These chunks are referenced but neither stored here nor carried.
     #[error("{} chunks are missing; send them", ids.len())]
-    NeedChunks { target: VersionId, ids: Vec<ChunkId> },
+    NeedChunks {
+        target: VersionId,
+        ids: Vec<ChunkId>,
+    },
     /// The delta contradicts itself or the base; the sender is broken or hostile.
     #[error("invalid delta: {0}")]
     Invalid(String),
@@ -93,12 +97,20 @@ pub fn apply(
             sent_base = TreeManifest::from_proto(m)?;
             let got = sent_base.version_id();
             if got != base_id {
-                return Err(ApplyError::BaseMismatch { expected: base_id, got });
+                return Err(ApplyError::BaseMismatch {
+                    expected: base_id,
+                    got,
+                });
             }
             (&sent_base, true)
         }
         (None, None) if base_id == empty.version_id() => (&empty, false),
-        (None, None) => return Err(ApplyError::NeedBase { base: base_id, target: target_id }),
+        (None, None) => {
+            return Err(ApplyError::NeedBase {
+                base: base_id,
+                target: target_id,
+            });
+        }
     };
 
     let table = BaseTable::of(base);
@@ -123,10 +135,14 @@ pub fn apply(
                 return Err(invalid("a dictionary literal names no dictionary"));
             }
             if let Some(&i) = lit.dictionary.iter().find(|&&i| i >= n_known) {
-                return Err(invalid(format!("dictionary index {i} is outside the known chunks")));
+                return Err(invalid(format!(
+                    "dictionary index {i} is outside the known chunks"
+                )));
             }
         } else if !lit.dictionary.is_empty() {
-            return Err(invalid("a literal without dictionary compression names a dictionary"));
+            return Err(invalid(
+                "a literal without dictionary compression names a dictionary",
+            ));
         }
     }
     if literal_total > limits.max_literal_bytes {
@@ -142,7 +158,9 @@ pub fn apply(
     let removed = sorted_paths(delta.removed.iter().map(String::as_str), "removed")?;
     for p in &removed {
         if entries.remove(p).is_none() {
-            return Err(invalid(format!("removes {p}, which the base does not have")));
+            return Err(invalid(format!(
+                "removes {p}, which the base does not have"
+            )));
         }
     }
     let changed = sorted_paths(delta.changes.iter().map(|c| c.path.as_str()), "changes")?;
@@ -161,9 +179,13 @@ pub fn apply(
                     let &[start, count] = pair else {
                         return Err(invalid("runs must be (start, count) pairs"));
                     };
-                    let end = start.checked_add(count).filter(|&e| count > 0 && e <= table_len);
+                    let end = start
+                        .checked_add(count)
+                        .filter(|&e| count > 0 && e <= table_len);
                     let Some(end) = end else {
-                        return Err(invalid(format!("{path}: run {start}+{count} is outside the chunk table of {table_len}")));
+                        return Err(invalid(format!(
+                            "{path}: run {start}+{count} is outside the chunk table of {table_len}"
+                        )));
                     };
                     refs += count;
                     if refs > limits.max_chunk_refs {
@@ -177,9 +199,17 @@ pub fn apply(
                 used.extend(idx.iter().copied());
                 Resolved::File { exec: c.exec, idx }
             }
-            proto::EntryKind::Dir if c.runs.is_empty() && c.link_target.is_empty() && !c.exec => Resolved::Dir,
-            proto::EntryKind::Symlink if c.runs.is_empty() && !c.exec => Resolved::Symlink(Entry::symlink(c.link_target.clone())?),
-            _ => return Err(invalid(format!("{path}: entry kind does not match its content"))),
+            proto::EntryKind::Dir if c.runs.is_empty() && c.link_target.is_empty() && !c.exec => {
+                Resolved::Dir
+            }
+            proto::EntryKind::Symlink if c.runs.is_empty() && !c.exec => {
+                Resolved::Symlink(Entry::symlink(c.link_target.clone())?)
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "{path}: entry kind does not match its content"
+                )));
+            }
         };
         resolved.push((path, r));
     }
@@ -196,7 +226,12 @@ pub fn apply(
     }
     if base_was_sent {
         // The base came from the sender, so its chunks are not known to be here.
-        needed.extend(entries.values().filter_map(Entry::manifest).flat_map(|m| m.chunks.iter().map(|c| c.id)));
+        needed.extend(
+            entries
+                .values()
+                .filter_map(Entry::manifest)
+                .flat_map(|m| m.chunks.iter().map(|c| c.id)),
+        );
     }
     let mut missing: Vec<ChunkId> = Vec::new();
     for id in needed {
@@ -206,7 +241,10 @@ pub fn apply(
     }
     if !missing.is_empty() {
         missing.sort();
-        return Err(ApplyError::NeedChunks { target: target_id, ids: missing });
+        return Err(ApplyError::NeedChunks {
+            target: target_id,
+            ids: missing,
+        });
     }
 
     // Decompress and hash the literals.
@@ -215,25 +253,40 @@ pub fn apply(
         let want: u64 = lit.chunk_lens.iter().map(|&l| u64::from(l)).sum();
         let raw = decompress(lit, want as usize, &table, &external, store)?;
         if raw.len() as u64 != want {
-            return Err(invalid(format!("a literal holds {} bytes, its chunks add up to {want}", raw.len())));
+            return Err(invalid(format!(
+                "a literal holds {} bytes, its chunks add up to {want}",
+                raw.len()
+            )));
         }
         let mut pos = 0;
         for &len in &lit.chunk_lens {
             let bytes = raw[pos..pos + len as usize].to_vec();
             pos += len as usize;
-            literal_chunks.push((ChunkRef { id: ChunkId::of(&bytes), len }, bytes));
+            literal_chunks.push((
+                ChunkRef {
+                    id: ChunkId::of(&bytes),
+                    len,
+                },
+                bytes,
+            ));
         }
     }
 
     // Build and verify the target.
     let lookup = |i: u64| -> ChunkRef {
-        if i < n_known { chunk_at(&table, &external, i) } else { literal_chunks[(i - n_known) as usize].0 }
+        if i < n_known {
+            chunk_at(&table, &external, i)
+        } else {
+            literal_chunks[(i - n_known) as usize].0
+        }
     };
     for (path, r) in resolved {
         let entry = match r {
             Resolved::File { exec, idx } => Entry::File {
                 exec,
-                manifest: FileManifest { chunks: idx.into_iter().map(lookup).collect() },
+                manifest: FileManifest {
+                    chunks: idx.into_iter().map(lookup).collect(),
+                },
             },
             Resolved::Dir => Entry::Dir,
             Resolved::Symlink(e) => e,
@@ -243,14 +296,21 @@ pub fn apply(
     let tree = TreeManifest::from_entries(entries)?;
     let got = tree.version_id();
     if got != target_id {
-        return Err(ApplyError::TargetMismatch { expected: target_id, got });
+        return Err(ApplyError::TargetMismatch {
+            expected: target_id,
+            got,
+        });
     }
 
     for (r, bytes) in &literal_chunks {
         store.put(&r.id, bytes)?;
     }
     store.sync()?;
-    Ok(Applied { tree, target: target_id, new_chunks: literal_chunks.len() as u64 })
+    Ok(Applied {
+        tree,
+        target: target_id,
+        new_chunks: literal_chunks.len() as u64,
+    })
 }
 
 enum Resolved {
@@ -261,7 +321,11 @@ enum Resolved {
 
 fn chunk_at(table: &BaseTable, external: &[ChunkRef], i: u64) -> ChunkRef {
     let n = table.len();
-    if i < n { table.refs[i as usize] } else { external[(i - n) as usize] }
+    if i < n {
+        table.refs[i as usize]
+    } else {
+        external[(i - n) as usize]
+    }
 }
 
 fn decompress(
@@ -273,25 +337,32 @@ fn decompress(
 ) -> Result<Vec<u8>, ApplyError> {
     match proto::Compression::try_from(lit.compression) {
         Ok(proto::Compression::None) => Ok(lit.data.clone()),
-        Ok(proto::Compression::Zstd) => zstd::bulk::Decompressor::new()
-            .and_then(|mut d| d.decompress(&lit.data, want))
+        Ok(proto::Compression::Zstd) => zstd_decompress(&lit.data, &[], want)
             .map_err(|e| invalid(format!("a literal does not decompress: {e}"))),
         Ok(proto::Compression::ZstdDict) => {
             let mut dict = Vec::new();
             for &i in &lit.dictionary {
                 let id = chunk_at(table, external, i).id;
-                dict.extend_from_slice(&store.get(&id)?.ok_or_else(|| invalid(format!("dictionary chunk {id} vanished")))?);
+                let bytes = store
+                    .get(&id)?
+                    .ok_or_else(|| invalid(format!("dictionary chunk {id} vanished")))?;
+                dict.extend_from_slice(&bytes);
             }
-            zstd::bulk::Decompressor::with_dictionary(&dict)
-                .and_then(|mut d| d.decompress(&lit.data, want))
-                .map_err(|e| invalid(format!("a literal does not decompress with its dictionary: {e}")))
+            zstd_decompress(&lit.data, &dict, want).map_err(|e| {
+                invalid(format!(
+                    "a literal does not decompress with its dictionary: {e}"
+                ))
+            })
         }
         Err(_) => Err(invalid("unknown compression")),
     }
 }
 
 /// Validates paths and checks they are strictly sorted (so each appears once).
-fn sorted_paths<'a>(paths: impl Iterator<Item = &'a str>, what: &str) -> Result<Vec<RelPath>, ApplyError> {
+fn sorted_paths<'a>(
+    paths: impl Iterator<Item = &'a str>,
+    what: &str,
+) -> Result<Vec<RelPath>, ApplyError> {
     let mut out: Vec<RelPath> = Vec::new();
     for p in paths {
         let p = RelPath::new(p).map_err(|e| invalid(format!("{what}: {e}")))?;

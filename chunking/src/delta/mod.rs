@@ -13,5 +13,5 @@ mod apply;
 mod encode;
 mod table;
 
-pub use apply::{ApplyError, ApplyLimits, Applied, apply};
+pub use apply::{Applied, ApplyError, ApplyLimits, apply};
 pub use encode::{EncodeOptions, EncodeStats, encode};

@@ -33,7 +33,10 @@ pub fn build(spec: &Spec, store: &dyn ChunkStore) -> TreeManifest {
                     store.put(&c.id, &bytes[pos..pos + c.len as usize]).unwrap();
                     pos += c.len as usize;
                 }
-                Entry::File { exec: *exec, manifest }
+                Entry::File {
+                    exec: *exec,
+                    manifest,
+                }
             }
             Node::Dir => Entry::Dir,
             Node::Link(t) => Entry::symlink(t.clone()).unwrap(),
@@ -45,8 +48,14 @@ pub fn build(spec: &Spec, store: &dyn ChunkStore) -> TreeManifest {
 
 /// Reads a file's bytes back out of a store.
 pub fn read(tree: &TreeManifest, path: &str, store: &dyn ChunkStore) -> Vec<u8> {
-    let m = tree.get_str(path).and_then(Entry::manifest).expect("a file");
-    m.chunks.iter().flat_map(|c| store.get(&c.id).unwrap().expect("chunk present")).collect()
+    let m = tree
+        .get_str(path)
+        .and_then(Entry::manifest)
+        .expect("a file");
+    m.chunks
+        .iter()
+        .flat_map(|c| store.get(&c.id).unwrap().expect("chunk present"))
+        .collect()
 }
 
 pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
@@ -63,7 +72,10 @@ pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
 
 /// Lines of plausible text.
 pub fn text(lines: usize, seed: u64) -> Vec<u8> {
-    let words = ["sync", "chunk", "leader", "merge", "the", "a", "version", "peer", "delta", "of", "and", "redo"];
+    let words = [
+        "sync", "chunk", "leader", "merge", "the", "a", "version", "peer", "delta", "of", "and",
+        "redo",
+    ];
     let r = pseudo_random(lines * 12, seed);
     let mut out = Vec::new();
     for l in 0..lines {

@@ -1,0 +1,3 @@
+//! One module per `chorus` subcommand.
+
+pub mod delta;

@@ -1,0 +1,49 @@
+//! The `chorus` command line. Each subcommand lives in its own module under `commands/`.
+//!
+//! Exit codes: 0 success, 1 an error (printed as one line saying what went wrong and what to
+//! do), 2 a usage error (from clap).
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "chorus",
+    version,
+    about = "Keeps a folder or a document identical across a small group of machines"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Encode NEW_DIR as a delta against OLD_DIR, as a sender would, apply and verify it, and
+    /// report what it cost on the wire.
+    Delta(commands::delta::Args),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CHORUS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Delta(args) => commands::delta::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("chorus: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
