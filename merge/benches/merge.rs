@@ -92,7 +92,10 @@ fn traces() {
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let wanted = |s: &str| filter.is_empty() || filter.iter().any(|f| s.contains(f.as_str()));
     if wanted("traces") {
         traces();

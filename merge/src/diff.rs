@@ -31,11 +31,20 @@ impl<'a> LineTokens<'a> {
     pub fn new(base: &'a [u8], ours: &'a [u8], theirs: &'a [u8]) -> Self {
         let estimate = (base.len() + ours.len() + theirs.len()) / 32 + 16;
         let mut interner = Interner::new(estimate);
-        let mut tokens = |data: &'a [u8]| split_lines(data).map(|l| interner.intern(l)).collect::<Vec<_>>();
+        let mut tokens = |data: &'a [u8]| {
+            split_lines(data)
+                .map(|l| interner.intern(l))
+                .collect::<Vec<_>>()
+        };
         let base = tokens(base);
         let ours = tokens(ours);
         let theirs = tokens(theirs);
-        LineTokens { interner, base, ours, theirs }
+        LineTokens {
+            interner,
+            base,
+            ours,
+            theirs,
+        }
     }
 
     /// The bytes of a token sequence.
@@ -65,7 +74,10 @@ pub(crate) fn line_hunks(before: &[Token], after: &[Token], num_tokens: u32) -> 
             while cb.get(j) == Some(&true) {
                 j += 1;
             }
-            out.push(Hunk { before: si..i, after: sj..j });
+            out.push(Hunk {
+                before: si..i,
+                after: sj..j,
+            });
         } else {
             i += 1;
             j += 1;
@@ -106,8 +118,14 @@ pub(crate) fn char_hunks(before: &str, after: &str) -> Vec<Hunk> {
             continue;
         }
         let mut ci: Interner<char> = Interner::new(64);
-        let bc: Vec<Token> = b_chars[before.clone()].iter().map(|&c| ci.intern(c)).collect();
-        let ac: Vec<Token> = a_chars[after.clone()].iter().map(|&c| ci.intern(c)).collect();
+        let bc: Vec<Token> = b_chars[before.clone()]
+            .iter()
+            .map(|&c| ci.intern(c))
+            .collect();
+        let ac: Vec<Token> = a_chars[after.clone()]
+            .iter()
+            .map(|&c| ci.intern(c))
+            .collect();
         let mut diff = Diff::default();
         diff.compute_with(Algorithm::Myers, &bc, &ac, ci.num_tokens());
         diff.postprocess_with(&bc, &ac, NoSliderHeuristic);
@@ -138,7 +156,10 @@ mod tests {
     #[test]
     fn char_hunks_rebuild_the_new_text() {
         for (a, b) in [
-            ("hello world\nsecond line\n", "hello brave world\nsecond lime\nthird\n"),
+            (
+                "hello world\nsecond line\n",
+                "hello brave world\nsecond lime\nthird\n",
+            ),
             ("", "new"),
             ("old", ""),
             ("héllo\n", "hallo\n"),
@@ -149,7 +170,13 @@ mod tests {
             assert_eq!(apply(&ac, &bc, &hunks), bc, "{a:?} -> {b:?}");
         }
         let h = char_hunks("hello world\n", "hello brave world\n");
-        assert_eq!(h, vec![Hunk { before: 6..6, after: 6..12 }]);
+        assert_eq!(
+            h,
+            vec![Hunk {
+                before: 6..6,
+                after: 6..12
+            }]
+        );
     }
 
     #[test]

@@ -27,7 +27,9 @@ pub const MAX_TEXT_SIZE: usize = 8 << 20;
 impl MergeMode {
     /// The mode for these contents (base, ours, theirs) when no glob decides.
     pub fn sniff(contents: &[&[u8]], single_document: bool) -> MergeMode {
-        let binary = |c: &&[u8]| c.len() > MAX_TEXT_SIZE || c.contains(&0) || std::str::from_utf8(c).is_err();
+        let binary = |c: &&[u8]| {
+            c.len() > MAX_TEXT_SIZE || c.contains(&0) || std::str::from_utf8(c).is_err()
+        };
         if contents.iter().any(binary) {
             MergeMode::Whole
         } else if single_document {
@@ -84,11 +86,18 @@ impl Glob {
         if pattern.is_empty() || pattern.starts_with('/') {
             return Err(BadGlob(pattern.to_owned()));
         }
-        Ok(Glob { pattern: pattern.chars().collect(), anchored: pattern.contains('/') })
+        Ok(Glob {
+            pattern: pattern.chars().collect(),
+            anchored: pattern.contains('/'),
+        })
     }
 
     pub fn matches(&self, path: &RelPath) -> bool {
-        let subject = if self.anchored { path.as_str() } else { path.file_name() };
+        let subject = if self.anchored {
+            path.as_str()
+        } else {
+            path.file_name()
+        };
         let s: Vec<char> = subject.chars().collect();
         glob_match(&self.pattern, &s)
     }
@@ -127,7 +136,10 @@ pub struct ModeRules {
 impl ModeRules {
     /// No globs; `single_document` for a share that is one document (sniffed text is `chars`).
     pub fn new(single_document: bool) -> ModeRules {
-        ModeRules { rules: Vec::new(), single_document }
+        ModeRules {
+            rules: Vec::new(),
+            single_document,
+        }
     }
 
     /// Adds a rule after the existing ones.
@@ -143,12 +155,16 @@ impl ModeRules {
 
     /// The glob's mode for `path`, if one matches.
     pub fn configured(&self, path: &RelPath) -> Option<MergeMode> {
-        self.rules.iter().find(|(g, _)| g.matches(path)).map(|(_, m)| *m)
+        self.rules
+            .iter()
+            .find(|(g, _)| g.matches(path))
+            .map(|(_, m)| *m)
     }
 
     /// The mode for `path` with these contents (base, ours, theirs).
     pub fn mode_for(&self, path: &RelPath, contents: &[&[u8]]) -> MergeMode {
-        self.configured(path).unwrap_or_else(|| MergeMode::sniff(contents, self.single_document))
+        self.configured(path)
+            .unwrap_or_else(|| MergeMode::sniff(contents, self.single_document))
     }
 }
 
@@ -165,7 +181,10 @@ mod tests {
         assert_eq!(MergeMode::sniff(&[b"a\n", b"b\n"], false), MergeMode::Lines);
         assert_eq!(MergeMode::sniff(&[b"a\n", b"b\n"], true), MergeMode::Chars);
         assert_eq!(MergeMode::sniff(&[b"a\0", b"b\n"], false), MergeMode::Whole);
-        assert_eq!(MergeMode::sniff(&[b"a\n", b"\xff\xfe"], true), MergeMode::Whole);
+        assert_eq!(
+            MergeMode::sniff(&[b"a\n", b"\xff\xfe"], true),
+            MergeMode::Whole
+        );
         let big = vec![b'a'; MAX_TEXT_SIZE + 1];
         assert_eq!(MergeMode::sniff(&[b"", &big], false), MergeMode::Whole);
         let limit = vec![b'a'; MAX_TEXT_SIZE];
@@ -197,10 +216,19 @@ mod tests {
             .unwrap()
             .with("*.md", MergeMode::Chars)
             .unwrap();
-        assert_eq!(rules.mode_for(&p("Cargo.lock"), &[b"a\n"]), MergeMode::Whole);
-        assert_eq!(rules.mode_for(&p("x/README.md"), &[b"a\n"]), MergeMode::Chars);
+        assert_eq!(
+            rules.mode_for(&p("Cargo.lock"), &[b"a\n"]),
+            MergeMode::Whole
+        );
+        assert_eq!(
+            rules.mode_for(&p("x/README.md"), &[b"a\n"]),
+            MergeMode::Chars
+        );
         assert_eq!(rules.mode_for(&p("main.rs"), &[b"a\n"]), MergeMode::Lines);
-        assert_eq!(rules.mode_for(&p("img.png"), &[b"\x89PNG\0"]), MergeMode::Whole);
+        assert_eq!(
+            rules.mode_for(&p("img.png"), &[b"\x89PNG\0"]),
+            MergeMode::Whole
+        );
         assert_eq!("chars".parse::<MergeMode>(), Ok(MergeMode::Chars));
         assert!("bytes".parse::<MergeMode>().is_err());
     }

@@ -35,12 +35,24 @@ impl Order {
     /// Orders two sides by number. Equal numbers should not happen (a number names one
     /// version); if they do, the side with the greater content wins, which keeps the choice
     /// independent of the argument order.
-    pub fn new(ours: VersionNumber, theirs: VersionNumber, ours_content: &[u8], theirs_content: &[u8]) -> Order {
-        let winner = match ours.cmp(&theirs).then_with(|| ours_content.cmp(theirs_content)) {
+    pub fn new(
+        ours: VersionNumber,
+        theirs: VersionNumber,
+        ours_content: &[u8],
+        theirs_content: &[u8],
+    ) -> Order {
+        let winner = match ours
+            .cmp(&theirs)
+            .then_with(|| ours_content.cmp(theirs_content))
+        {
             std::cmp::Ordering::Less => Side::Theirs,
             _ => Side::Ours,
         };
-        Order { winner, ours, theirs }
+        Order {
+            winner,
+            ours,
+            theirs,
+        }
     }
 
     pub fn loser(&self) -> Side {
@@ -74,7 +86,10 @@ mod tests {
         let (a, b) = (VersionNumber::new(7, 1), VersionNumber::new(7, 2));
         assert_eq!(Order::new(a, b, b"x", b"y").winner, Side::Theirs);
         assert_eq!(Order::new(b, a, b"y", b"x").winner, Side::Ours);
-        assert_eq!(Order::new(VersionNumber::new(8, 0), b, b"", b"").winner, Side::Ours);
+        assert_eq!(
+            Order::new(VersionNumber::new(8, 0), b, b"", b"").winner,
+            Side::Ours
+        );
         // Equal numbers: the content decides, symmetrically.
         assert_eq!(Order::new(a, a, b"x", b"y").winner, Side::Theirs);
         assert_eq!(Order::new(a, a, b"y", b"x").winner, Side::Ours);

@@ -59,16 +59,26 @@ pub enum WholeContent {
     /// Bytes, from a content merge that was given bytes.
     Bytes(Bytes),
     /// A file by its chunks (content-addressed: the chunks are kept, no bytes are copied).
-    File { exec: bool, manifest: FileManifest },
-    Symlink { target: String },
+    File {
+        exec: bool,
+        manifest: FileManifest,
+    },
+    Symlink {
+        target: String,
+    },
 }
 
 impl WholeContent {
     /// The content of a tree entry, None for a directory.
     pub fn of_entry(entry: &Entry) -> Option<WholeContent> {
         match entry {
-            Entry::File { exec, manifest } => Some(WholeContent::File { exec: *exec, manifest: manifest.clone() }),
-            Entry::Symlink { target } => Some(WholeContent::Symlink { target: target.clone() }),
+            Entry::File { exec, manifest } => Some(WholeContent::File {
+                exec: *exec,
+                manifest: manifest.clone(),
+            }),
+            Entry::Symlink { target } => Some(WholeContent::Symlink {
+                target: target.clone(),
+            }),
             Entry::Dir => None,
         }
     }
@@ -79,7 +89,9 @@ impl WholeContent {
             (WholeContent::Bytes(b), Some(Entry::File { manifest, .. })) => {
                 manifest.size() == b.0.len() as u64 && loader.load(manifest)? == b.0
             }
-            (WholeContent::File { manifest, .. }, Some(Entry::File { manifest: m, .. })) => manifest == m,
+            (WholeContent::File { manifest, .. }, Some(Entry::File { manifest: m, .. })) => {
+                manifest == m
+            }
             (WholeContent::Symlink { target }, Some(Entry::Symlink { target: t })) => target == t,
             _ => false,
         })
@@ -87,8 +99,13 @@ impl WholeContent {
 
     fn into_content(self) -> NewContent {
         match self {
-            WholeContent::Bytes(b) => NewContent::Bytes { bytes: b.0, exec: false },
-            WholeContent::File { exec, manifest } => NewContent::Entry(Entry::File { exec, manifest }),
+            WholeContent::Bytes(b) => NewContent::Bytes {
+                bytes: b.0,
+                exec: false,
+            },
+            WholeContent::File { exec, manifest } => {
+                NewContent::Entry(Entry::File { exec, manifest })
+            }
             WholeContent::Symlink { target } => NewContent::Entry(Entry::Symlink { target }),
         }
     }
@@ -150,7 +167,10 @@ pub enum Displaced {
     Hunk(HunkRedo),
     /// A whole file or symlink; `kept` is what the winner put at the path (None when it put a
     /// directory there).
-    Whole { content: WholeContent, kept: Option<WholeContent> },
+    Whole {
+        content: WholeContent,
+        kept: Option<WholeContent>,
+    },
     /// A deletion that lost to a modification; `kept` is the modified content that stayed.
     Deletion { kept: WholeContent },
     /// An exec bit that lost to the other side's.
@@ -197,7 +217,9 @@ pub enum RedoError {
     NoSuchEntry(usize),
     #[error("the redo entry has no path")]
     NoPath,
-    #[error("{path} changed since the deletion was displaced; deleting it now would lose those changes")]
+    #[error(
+        "{path} changed since the deletion was displaced; deleting it now would lose those changes"
+    )]
     Changed { path: RelPath },
     #[error("{path} is not a file any more")]
     NotAFile { path: RelPath },
@@ -246,26 +268,62 @@ impl RedoStack {
 
     /// The change that reapplies entry `index` to `current`. The entry stays on the stack:
     /// remove it once the change is committed.
-    pub fn reapply(&self, index: usize, current: &TreeManifest, loader: &dyn ContentLoader) -> Result<Reapplied, RedoError> {
-        let entry = self.entries.get(index).ok_or(RedoError::NoSuchEntry(index))?;
+    pub fn reapply(
+        &self,
+        index: usize,
+        current: &TreeManifest,
+        loader: &dyn ContentLoader,
+    ) -> Result<Reapplied, RedoError> {
+        let entry = self
+            .entries
+            .get(index)
+            .ok_or(RedoError::NoSuchEntry(index))?;
         reapply(entry, current, loader)
     }
 }
 
 /// The change that reapplies `entry` to the tree `current`.
-pub fn reapply(entry: &RedoEntry, current: &TreeManifest, loader: &dyn ContentLoader) -> Result<Reapplied, RedoError> {
+pub fn reapply(
+    entry: &RedoEntry,
+    current: &TreeManifest,
+    loader: &dyn ContentLoader,
+) -> Result<Reapplied, RedoError> {
     let path = entry.path.clone().ok_or(RedoError::NoPath)?;
     let now = current.get(&path);
-    let in_place = |change| Ok(Reapplied { change, in_place: true });
+    let in_place = |change| {
+        Ok(Reapplied {
+            change,
+            in_place: true,
+        })
+    };
     match &entry.what {
         Displaced::Hunk(h) => {
             let Some(Entry::File { exec, manifest }) = now else {
-                return beside(&path, entry.displaced_from, current, NewContent::Bytes { bytes: h.in_context(), exec: false });
+                return beside(
+                    &path,
+                    entry.displaced_from,
+                    current,
+                    NewContent::Bytes {
+                        bytes: h.in_context(),
+                        exec: false,
+                    },
+                );
             };
             let bytes = loader.load(manifest)?;
             match h.reapply_to(&bytes) {
-                Some(bytes) => in_place(Change::Write { path, content: NewContent::Bytes { bytes, exec: *exec } }),
-                None => beside(&path, entry.displaced_from, current, NewContent::Bytes { bytes: h.in_context(), exec: false }),
+                Some(bytes) => in_place(Change::Write {
+                    path,
+                    content: NewContent::Bytes { bytes, exec: *exec },
+                }),
+                None => beside(
+                    &path,
+                    entry.displaced_from,
+                    current,
+                    NewContent::Bytes {
+                        bytes: h.in_context(),
+                        exec: false,
+                    },
+                ),
             }
         }
         Displaced::Whole { content, kept } => {
@@ -274,9 +332,17 @@ pub fn reapply(entry: &RedoEntry, current: &TreeManifest, loader: &dyn ContentLo
                 None => false,
             };
             if now.is_none() && parent_free(&path, current) || unchanged {
-                in_place(Change::Write { path, content: content.clone().into_content() })
+                in_place(Change::Write {
+                    path,
+                    content: content.clone().into_content(),
+                })
             } else {
-                beside(&path, entry.displaced_from, current, content.clone().into_content())
+                beside(
+                    &path,
+                    entry.displaced_from,
+                    current,
+                    content.clone().into_content(),
+                )
             }
         }
         Displaced::Deletion { kept } => {
@@ -288,9 +354,13 @@ pub fn reapply(entry: &RedoEntry, current: &TreeManifest, loader: &dyn ContentLo
             }
         }
         Displaced::Exec { exec } => match now {
-            Some(Entry::File { manifest, .. }) => {
-                in_place(Change::Write { path, content: NewContent::Entry(Entry::File { exec: *exec, manifest: manifest.clone() }) })
-            }
+            Some(Entry::File { manifest, .. }) => in_place(Change::Write {
+                path,
+                content: NewContent::Entry(Entry::File {
+                    exec: *exec,
+                    manifest: manifest.clone(),
+                }),
+            }),
             _ => Err(RedoError::NotAFile { path }),
         },
     }
@@ -298,17 +368,35 @@ pub fn reapply(entry: &RedoEntry, current: &TreeManifest, loader: &dyn ContentLo
 
 /// True when no ancestor of `path` is a file or symlink in `tree`.
 fn parent_free(path: &RelPath, tree: &TreeManifest) -> bool {
-    path.ancestors().all(|a| matches!(tree.get_str(a), None | Some(Entry::Dir)))
+    path.ancestors()
+        .all(|a| matches!(tree.get_str(a), None | Some(Entry::Dir)))
 }
 
 /// Restores content next to `path` as `name.redo-MAJOR.MINOR` (or `…-2`, `…-3` when taken).
-fn beside(path: &RelPath, number: VersionNumber, tree: &TreeManifest, content: NewContent) -> Result<Reapplied, RedoError> {
+fn beside(
+    path: &RelPath,
+    number: VersionNumber,
+    tree: &TreeManifest,
+    content: NewContent,
+) -> Result<Reapplied, RedoError> {
     let stem = format!("{}.redo-{number}", path.as_str());
     for i in 1..1000 {
-        let name = if i == 1 { stem.clone() } else { format!("{stem}-{i}") };
-        let Ok(candidate) = RelPath::new(name) else { break };
+        let name = if i == 1 {
+            stem.clone()
+        } else {
+            format!("{stem}-{i}")
+        };
+        let Ok(candidate) = RelPath::new(name) else {
+            break;
+        };
         if tree.get(&candidate).is_none() && parent_free(&candidate, tree) {
-            return Ok(Reapplied { change: Change::Write { path: candidate, content }, in_place: false });
+            return Ok(Reapplied {
+                change: Change::Write {
+                    path: candidate,
+                    content,
+                },
+                in_place: false,
+            });
         }
     }
     Err(RedoError::NoName(path.clone()))
@@ -332,10 +420,14 @@ mod tests {
     fn a_hunk_reapplies_after_later_edits_elsewhere() {
         let h = hunk();
         assert_eq!(h.reapply_to(b"a\nB2\nc\n").unwrap(), b"a\nB1\nc\n");
-        assert_eq!(h.reapply_to(b"new top\na\nB2\nc\nnew end\n").unwrap(), b"new top\na\nB1\nc\nnew end\n");
+        assert_eq!(
+            h.reapply_to(b"new top\na\nB2\nc\nnew end\n").unwrap(),
+            b"new top\na\nB1\nc\nnew end\n"
+        );
         // Two matches: the one nearest the original line is used.
         assert_eq!(
-            h.reapply_to(b"x\na\nB2\nc\nx\nx\nx\nx\na\nB2\nc\n").unwrap(),
+            h.reapply_to(b"x\na\nB2\nc\nx\nx\nx\nx\na\nB2\nc\n")
+                .unwrap(),
             b"x\na\nB1\nc\nx\nx\nx\nx\na\nB2\nc\n"
         );
         assert!(h.reapply_to(b"a\nB3\nc\n").is_none());

@@ -81,7 +81,11 @@ pub fn merge(
     mode: MergeMode,
 ) -> Result<MergeOutcome, MergeError> {
     let order = Order::new(ours_number, theirs_number, ours, theirs);
-    let clean = |result: &[u8]| MergeOutcome { mode, result: Bytes(result.to_vec()), redo: Vec::new() };
+    let clean = |result: &[u8]| MergeOutcome {
+        mode,
+        result: Bytes(result.to_vec()),
+        redo: Vec::new(),
+    };
     if ours == theirs || theirs == base {
         return Ok(clean(ours));
     }
@@ -91,7 +95,11 @@ pub fn merge(
     match mode {
         MergeMode::Whole => Ok(merge_whole(ours, theirs, &order)),
         MergeMode::Lines => merge_lines(base, ours, theirs, &order),
-        MergeMode::Chars => match (std::str::from_utf8(base), std::str::from_utf8(ours), std::str::from_utf8(theirs)) {
+        MergeMode::Chars => match (
+            std::str::from_utf8(base),
+            std::str::from_utf8(ours),
+            std::str::from_utf8(theirs),
+        ) {
             (Ok(b), Ok(o), Ok(t)) => merge_chars(b, o, t, &order),
             _ => Ok(merge_whole(ours, theirs, &order)),
         },
@@ -125,7 +133,14 @@ struct SideHunk {
 }
 
 /// The text one side gives the base region `lo..hi`, from its hunks inside the region.
-fn side_version<T: Copy>(base: &[T], side: &[T], hunks: &[&SideHunk], who: Side, lo: usize, hi: usize) -> Vec<T> {
+fn side_version<T: Copy>(
+    base: &[T],
+    side: &[T],
+    hunks: &[&SideHunk],
+    who: Side,
+    lo: usize,
+    hi: usize,
+) -> Vec<T> {
     let mut out = Vec::new();
     let mut at = lo;
     for h in hunks.iter().filter(|h| h.side == who) {
@@ -137,15 +152,36 @@ fn side_version<T: Copy>(base: &[T], side: &[T], hunks: &[&SideHunk], who: Side,
     out
 }
 
-fn merge_lines(base: &[u8], ours: &[u8], theirs: &[u8], order: &Order) -> Result<MergeOutcome, MergeError> {
+fn merge_lines(
+    base: &[u8],
+    ours: &[u8],
+    theirs: &[u8],
+    order: &Order,
+) -> Result<MergeOutcome, MergeError> {
     let lt = LineTokens::new(base, ours, theirs);
     let n = lt.interner.num_tokens();
     let mut all: Vec<SideHunk> = line_hunks(&lt.base, &lt.ours, n)
         .into_iter()
-        .map(|hunk| SideHunk { side: Side::Ours, hunk })
-        .chain(line_hunks(&lt.base, &lt.theirs, n).into_iter().map(|hunk| SideHunk { side: Side::Theirs, hunk }))
+        .map(|hunk| SideHunk {
+            side: Side::Ours,
+            hunk,
+        })
+        .chain(
+            line_hunks(&lt.base, &lt.theirs, n)
+                .into_iter()
+                .map(|hunk| SideHunk {
+                    side: Side::Theirs,
+                    hunk,
+                }),
+        )
         .collect();
-    all.sort_by_key(|h| (h.hunk.before.start, h.hunk.before.end, h.side == Side::Theirs));
+    all.sort_by_key(|h| {
+        (
+            h.hunk.before.start,
+            h.hunk.before.end,
+            h.side == Side::Theirs,
+        )
+    });
     let content = |s: Side| match s {
         Side::Ours => &lt.ours[..],
         Side::Theirs => &lt.theirs[..],
@@ -171,7 +207,8 @@ fn merge_lines(base: &[u8], ours: &[u8], theirs: &[u8], order: &Order) -> Result
             j += 1;
         }
         let group: Vec<&SideHunk> = all[i..j].iter().collect();
-        let both = group.iter().any(|h| h.side == Side::Ours) && group.iter().any(|h| h.side == Side::Theirs);
+        let both = group.iter().any(|h| h.side == Side::Ours)
+            && group.iter().any(|h| h.side == Side::Theirs);
         if !both {
             kept.extend(group.iter().map(|h| (h.side, h.hunk.clone())));
         } else {
@@ -179,9 +216,19 @@ fn merge_lines(base: &[u8], ours: &[u8], theirs: &[u8], order: &Order) -> Result
             let wt = side_version(&lt.base, content(win), &group, win, lo, hi);
             let lt_ = side_version(&lt.base, content(win.other()), &group, win.other(), lo, hi);
             // The winner's hunks go in either way; when the texts agree nothing is displaced.
-            kept.extend(group.iter().filter(|h| h.side == win).map(|h| (h.side, h.hunk.clone())));
+            kept.extend(
+                group
+                    .iter()
+                    .filter(|h| h.side == win)
+                    .map(|h| (h.side, h.hunk.clone())),
+            );
             if wt != lt_ {
-                conflicts.push(Conflict { lo, hi, winner_text: wt, loser_text: lt_ });
+                conflicts.push(Conflict {
+                    lo,
+                    hi,
+                    winner_text: wt,
+                    loser_text: lt_,
+                });
             }
         }
         i = j;
@@ -193,7 +240,10 @@ fn merge_lines(base: &[u8], ours: &[u8], theirs: &[u8], order: &Order) -> Result
         Side::Ours => &o32[..],
         Side::Theirs => &t32[..],
     };
-    let result: Vec<imara_diff::Token> = weave(&b32, &kept, content32, order)?.into_iter().map(imara_diff::Token).collect();
+    let result: Vec<imara_diff::Token> = weave(&b32, &kept, content32, order)?
+        .into_iter()
+        .map(imara_diff::Token)
+        .collect();
 
     // Redo entries: locate each conflict's region in the result from the kept hunks' sizes.
     let mut redo = Vec::with_capacity(conflicts.len());
@@ -222,18 +272,29 @@ fn merge_lines(base: &[u8], ours: &[u8], theirs: &[u8], order: &Order) -> Result
         });
         let _ = c.hi;
     }
-    Ok(MergeOutcome { mode: MergeMode::Lines, result: Bytes(lt.bytes(&result)), redo })
+    Ok(MergeOutcome {
+        mode: MergeMode::Lines,
+        result: Bytes(lt.bytes(&result)),
+        redo,
+    })
 }
 
-fn merge_chars(base: &str, ours: &str, theirs: &str, order: &Order) -> Result<MergeOutcome, MergeError> {
+fn merge_chars(
+    base: &str,
+    ours: &str,
+    theirs: &str,
+    order: &Order,
+) -> Result<MergeOutcome, MergeError> {
     let b: Vec<char> = base.chars().collect();
     let o: Vec<char> = ours.chars().collect();
     let t: Vec<char> = theirs.chars().collect();
     let oh = char_hunks(base, ours);
     let th = char_hunks(base, theirs);
     // A hunk both sides made identically is kept once.
-    let by_range: std::collections::HashMap<(usize, usize), &Hunk> =
-        oh.iter().map(|h| ((h.before.start, h.before.end), h)).collect();
+    let by_range: std::collections::HashMap<(usize, usize), &Hunk> = oh
+        .iter()
+        .map(|h| ((h.before.start, h.before.end), h))
+        .collect();
     let same = |h: &Hunk| {
         by_range
             .get(&(h.before.start, h.before.end))
@@ -247,37 +308,71 @@ fn merge_chars(base: &str, ours: &str, theirs: &str, order: &Order) -> Result<Me
         Side::Theirs => &t[..],
     };
     let result = weave(&b, &kept, content, order)?;
-    Ok(MergeOutcome { mode: MergeMode::Chars, result: Bytes(result.into_iter().collect::<String>().into_bytes()), redo: Vec::new() })
+    Ok(MergeOutcome {
+        mode: MergeMode::Chars,
+        result: Bytes(result.into_iter().collect::<String>().into_bytes()),
+        redo: Vec::new(),
+    })
 }
 
 /// Integrates the base and the kept hunks of both sides through WOOT and reads the result.
 /// Each side's hunks are the operations its site would have sent: a deletion of the base
 /// range, and an insertion after the base element before it (cp) and before the first element
 /// of the range (cn), as a local edit names its neighbours.
-fn weave<'a, T: Token>(base: &[T], kept: &[(Side, Hunk)], content: impl Fn(Side) -> &'a [T], order: &Order) -> Result<Vec<T>, MergeError>
-where
-    T: 'a,
-{
+fn weave<'a, T: Token + 'a>(
+    base: &[T],
+    kept: &[(Side, Hunk)],
+    content: impl Fn(Side) -> &'a [T],
+    order: &Order,
+) -> Result<Vec<T>, MergeError> {
     let mut doc: Doc<T> = Doc::new();
     if !base.is_empty() {
         doc.insert(BASE_SITE, 0, base)?;
     }
-    let base_elem = |i: usize| Anchor::Elem(ElemId { site: BASE_SITE, clock: i as u32 });
+    let base_elem = |i: usize| {
+        Anchor::Elem(ElemId {
+            site: BASE_SITE,
+            clock: i as u32,
+        })
+    };
     // Lower number first: the integration order does not change the result, but a fixed one
     // keeps even the engine's work symmetric.
     for side in [order.loser(), order.winner] {
-        let site = if side == order.winner { HIGH_SITE } else { LOW_SITE };
+        let site = if side == order.winner {
+            HIGH_SITE
+        } else {
+            LOW_SITE
+        };
         let mut clock = 0u32;
         for (_, h) in kept.iter().filter(|(s, _)| *s == side) {
             if !h.before.is_empty() {
-                doc.apply(Op::Delete { target: ElemId { site: BASE_SITE, clock: h.before.start as u32 }, len: h.before.len() as u32 })?;
+                doc.apply(Op::Delete {
+                    target: ElemId {
+                        site: BASE_SITE,
+                        clock: h.before.start as u32,
+                    },
+                    len: h.before.len() as u32,
+                })?;
             }
             if !h.after.is_empty() {
-                let cp = if h.before.start == 0 { Anchor::Begin } else { base_elem(h.before.start - 1) };
-                let cn = if h.before.start < base.len() { base_elem(h.before.start) } else { Anchor::End };
+                let cp = if h.before.start == 0 {
+                    Anchor::Begin
+                } else {
+                    base_elem(h.before.start - 1)
+                };
+                let cn = if h.before.start < base.len() {
+                    base_elem(h.before.start)
+                } else {
+                    Anchor::End
+                };
                 let values = content(side)[h.after.clone()].to_vec();
                 let len = values.len() as u32;
-                doc.apply(Op::Insert { id: ElemId { site, clock }, cp, cn, values })?;
+                doc.apply(Op::Insert {
+                    id: ElemId { site, clock },
+                    cp,
+                    cn,
+                    values,
+                })?;
                 clock = clock.checked_add(len).ok_or(WootError::ClockOverflow)?;
             }
         }
@@ -294,7 +389,15 @@ mod tests {
     }
 
     fn lines(base: &str, ours: &str, theirs: &str) -> MergeOutcome {
-        merge(base.as_bytes(), ours.as_bytes(), theirs.as_bytes(), n(7, 1), n(7, 2), MergeMode::Lines).unwrap()
+        merge(
+            base.as_bytes(),
+            ours.as_bytes(),
+            theirs.as_bytes(),
+            n(7, 1),
+            n(7, 2),
+            MergeMode::Lines,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -309,11 +412,32 @@ mod tests {
         let m = lines("a\nb\nc\n", "a\nB1\nc\n", "a\nB2\nc\n");
         assert_eq!(m.result.0, b"a\nB2\nc\n");
         assert_eq!(m.conflicts(), 1);
-        let Displaced::Hunk(h) = &m.redo[0].what else { panic!("{:?}", m.redo) };
-        assert_eq!((h.before.0.as_slice(), h.kept.0.as_slice(), h.displaced.0.as_slice(), h.after.0.as_slice()), (&b"a\n"[..], &b"B2\n"[..], &b"B1\n"[..], &b"c\n"[..]));
-        assert_eq!((m.redo[0].displaced_by, m.redo[0].displaced_from), (n(7, 2), n(7, 1)));
+        let Displaced::Hunk(h) = &m.redo[0].what else {
+            panic!("{:?}", m.redo)
+        };
+        assert_eq!(
+            (
+                h.before.0.as_slice(),
+                h.kept.0.as_slice(),
+                h.displaced.0.as_slice(),
+                h.after.0.as_slice()
+            ),
+            (&b"a\n"[..], &b"B2\n"[..], &b"B1\n"[..], &b"c\n"[..])
+        );
+        assert_eq!(
+            (m.redo[0].displaced_by, m.redo[0].displaced_from),
+            (n(7, 2), n(7, 1))
+        );
         // The same merge with the sides swapped (each keeping its number) is identical.
-        let swapped = merge(b"a\nb\nc\n", b"a\nB2\nc\n", b"a\nB1\nc\n", n(7, 2), n(7, 1), MergeMode::Lines).unwrap();
+        let swapped = merge(
+            b"a\nb\nc\n",
+            b"a\nB2\nc\n",
+            b"a\nB1\nc\n",
+            n(7, 2),
+            n(7, 1),
+            MergeMode::Lines,
+        )
+        .unwrap();
         assert_eq!(swapped, m);
     }
 
@@ -328,26 +452,81 @@ mod tests {
 
     #[test]
     fn chars_keep_every_insertion_ordered_by_number() {
-        let m = merge(b"hello world", b"hello brave world", b"hello new world", n(3, 1), n(3, 2), MergeMode::Chars).unwrap();
-        assert_eq!(std::str::from_utf8(&m.result.0).unwrap(), "hello brave new world");
+        let m = merge(
+            b"hello world",
+            b"hello brave world",
+            b"hello new world",
+            n(3, 1),
+            n(3, 2),
+            MergeMode::Chars,
+        )
+        .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&m.result.0).unwrap(),
+            "hello brave new world"
+        );
         assert!(m.is_clean());
-        let m = merge(b"hello world", b"hello brave world", b"hello new world", n(3, 2), n(3, 1), MergeMode::Chars).unwrap();
-        assert_eq!(std::str::from_utf8(&m.result.0).unwrap(), "hello new brave world");
+        let m = merge(
+            b"hello world",
+            b"hello brave world",
+            b"hello new world",
+            n(3, 2),
+            n(3, 1),
+            MergeMode::Chars,
+        )
+        .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&m.result.0).unwrap(),
+            "hello new brave world"
+        );
         // Deleting the same text on both sides deletes it once; other edits survive.
-        let m = merge("abc déf ghi".as_bytes(), "abc ghi".as_bytes(), "abc déf ghi!".as_bytes(), n(1, 1), n(1, 2), MergeMode::Chars).unwrap();
+        let m = merge(
+            "abc déf ghi".as_bytes(),
+            "abc ghi".as_bytes(),
+            "abc déf ghi!".as_bytes(),
+            n(1, 1),
+            n(1, 2),
+            MergeMode::Chars,
+        )
+        .unwrap();
         assert_eq!(std::str::from_utf8(&m.result.0).unwrap(), "abc ghi!");
     }
 
     #[test]
     fn whole_takes_the_higher_number() {
-        let m = merge(b"\0base", b"\0ours", b"\0theirs", n(5, 0), n(4, 9), MergeMode::Whole).unwrap();
+        let m = merge(
+            b"\0base",
+            b"\0ours",
+            b"\0theirs",
+            n(5, 0),
+            n(4, 9),
+            MergeMode::Whole,
+        )
+        .unwrap();
         assert_eq!(m.result.0, b"\0ours");
         assert_eq!(m.conflicts(), 1);
-        let Displaced::Whole { content: WholeContent::Bytes(b), .. } = &m.redo[0].what else { panic!() };
+        let Displaced::Whole {
+            content: WholeContent::Bytes(b),
+            ..
+        } = &m.redo[0].what
+        else {
+            panic!()
+        };
         assert_eq!(b.0, b"\0theirs");
         // Chars on bytes that are not UTF-8 falls back to whole.
-        let m = merge(b"\xff", b"\xfe", b"\xfd", n(1, 1), n(1, 2), MergeMode::Chars).unwrap();
-        assert_eq!((m.mode, m.result.0.as_slice()), (MergeMode::Whole, &b"\xfd"[..]));
+        let m = merge(
+            b"\xff",
+            b"\xfe",
+            b"\xfd",
+            n(1, 1),
+            n(1, 2),
+            MergeMode::Chars,
+        )
+        .unwrap();
+        assert_eq!(
+            (m.mode, m.result.0.as_slice()),
+            (MergeMode::Whole, &b"\xfd"[..])
+        );
     }
 
     #[test]

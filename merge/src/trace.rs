@@ -86,11 +86,13 @@ pub fn replay_sequential(trace: &Trace) -> Result<String, TraceError> {
     let mut doc: Doc<char> = Doc::new();
     let mut buf: Vec<char> = trace.start_content.chars().collect();
     if !buf.is_empty() {
-        doc.insert_local(AUTHOR, 0, &buf).map_err(|source| TraceError::Woot { txn: 0, source })?;
+        doc.insert_local(AUTHOR, 0, &buf)
+            .map_err(|source| TraceError::Woot { txn: 0, source })?;
     }
     for (i, txn) in trace.txns.iter().enumerate() {
         for Patch(pos, del, ins) in &txn.patches {
-            apply_patch(&mut doc, AUTHOR, *pos, *del, ins, &mut buf, None).map_err(|source| TraceError::Woot { txn: i, source })?;
+            apply_patch(&mut doc, AUTHOR, *pos, *del, ins, &mut buf, None)
+                .map_err(|source| TraceError::Woot { txn: i, source })?;
         }
     }
     Ok(doc.to_vec().into_iter().collect())
@@ -171,31 +173,48 @@ pub fn replay_concurrent(trace: &Trace) -> Result<ConcurrentReplay, TraceError> 
         todo.sort_unstable();
         for &x in &todo {
             for op in &ops[x] {
-                docs[a].apply(op.clone()).map_err(|source| TraceError::Woot { txn: t, source })?;
+                docs[a]
+                    .apply(op.clone())
+                    .map_err(|source| TraceError::Woot { txn: t, source })?;
             }
         }
         let mut mine = Vec::new();
         for Patch(pos, del, ins) in &txn.patches {
-            apply_patch(&mut docs[a], site, *pos, *del, ins, &mut buf, Some(&mut mine))
-                .map_err(|source| TraceError::Woot { txn: t, source })?;
+            apply_patch(
+                &mut docs[a],
+                site,
+                *pos,
+                *del,
+                ins,
+                &mut buf,
+                Some(&mut mine),
+            )
+            .map_err(|source| TraceError::Woot { txn: t, source })?;
         }
         seen[a][t] = true;
         ops.push(mine);
     }
     let mut fresh: Doc<char> = Doc::new();
     for op in ops.iter().flatten() {
-        fresh.apply(op.clone()).map_err(|source| TraceError::Woot { txn: n, source })?;
+        fresh
+            .apply(op.clone())
+            .map_err(|source| TraceError::Woot { txn: n, source })?;
     }
     let mut replicas = Vec::with_capacity(agents);
     for (a, doc) in docs.iter_mut().enumerate() {
         for (t, txn_ops) in ops.iter().enumerate() {
             if !seen[a][t] {
                 for op in txn_ops {
-                    doc.apply(op.clone()).map_err(|source| TraceError::Woot { txn: t, source })?;
+                    doc.apply(op.clone())
+                        .map_err(|source| TraceError::Woot { txn: t, source })?;
                 }
             }
         }
         replicas.push(doc.to_vec().into_iter().collect());
     }
-    Ok(ConcurrentReplay { merged: fresh.to_vec().into_iter().collect(), replicas, ops })
+    Ok(ConcurrentReplay {
+        merged: fresh.to_vec().into_iter().collect(),
+        replicas,
+        ops,
+    })
 }

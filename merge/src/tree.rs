@@ -69,9 +69,14 @@ pub enum MergedEntry {
 impl MergedEntry {
     fn from_entry(e: &Entry) -> MergedEntry {
         match e {
-            Entry::File { exec, manifest } => MergedEntry::File { exec: *exec, content: MergedContent::Manifest(manifest.clone()) },
+            Entry::File { exec, manifest } => MergedEntry::File {
+                exec: *exec,
+                content: MergedContent::Manifest(manifest.clone()),
+            },
             Entry::Dir => MergedEntry::Dir,
-            Entry::Symlink { target } => MergedEntry::Symlink { target: target.clone() },
+            Entry::Symlink { target } => MergedEntry::Symlink {
+                target: target.clone(),
+            },
         }
     }
 }
@@ -114,9 +119,18 @@ impl TreeMerge {
         let mut out = Vec::with_capacity(self.entries.len());
         for (path, e) in self.entries {
             let entry = match e {
-                MergedEntry::File { exec, content: MergedContent::Manifest(manifest) } => Entry::File { exec, manifest },
-                MergedEntry::File { exec, content: MergedContent::Bytes(bytes) } => {
-                    let manifest = chunk(&path, &bytes).map_err(|source| TreeMergeError::Load { path: path.clone(), source })?;
+                MergedEntry::File {
+                    exec,
+                    content: MergedContent::Manifest(manifest),
+                } => Entry::File { exec, manifest },
+                MergedEntry::File {
+                    exec,
+                    content: MergedContent::Bytes(bytes),
+                } => {
+                    let manifest = chunk(&path, &bytes).map_err(|source| TreeMergeError::Load {
+                        path: path.clone(),
+                        source,
+                    })?;
                     Entry::File { exec, manifest }
                 }
                 MergedEntry::Dir => Entry::Dir,
@@ -154,9 +168,26 @@ pub fn merge_trees(
     loader: &dyn ContentLoader,
 ) -> Result<TreeMerge, TreeMergeError> {
     // Equal numbers fall back to comparing the trees' ids, which is symmetric too.
-    let order = Order::new(numbers.ours, numbers.theirs, ours.version_id().as_bytes(), theirs.version_id().as_bytes());
-    let mut m = Merger { order, rules, loader, entries: BTreeMap::new(), redo: Vec::new(), modes: BTreeMap::new() };
-    let paths: BTreeSet<&RelPath> = base.entries().keys().chain(ours.entries().keys()).chain(theirs.entries().keys()).collect();
+    let order = Order::new(
+        numbers.ours,
+        numbers.theirs,
+        ours.version_id().as_bytes(),
+        theirs.version_id().as_bytes(),
+    );
+    let mut m = Merger {
+        order,
+        rules,
+        loader,
+        entries: BTreeMap::new(),
+        redo: Vec::new(),
+        modes: BTreeMap::new(),
+    };
+    let paths: BTreeSet<&RelPath> = base
+        .entries()
+        .keys()
+        .chain(ours.entries().keys())
+        .chain(theirs.entries().keys())
+        .collect();
     for path in paths {
         m.path(path, base.get(path), ours.get(path), theirs.get(path))?;
     }
@@ -170,7 +201,8 @@ pub fn merge_trees(
 
 impl Merger<'_> {
     fn put(&mut self, path: &RelPath, e: &Entry, origin: Origin) {
-        self.entries.insert(path.clone(), (MergedEntry::from_entry(e), origin));
+        self.entries
+            .insert(path.clone(), (MergedEntry::from_entry(e), origin));
     }
 
     fn displaced(&mut self, path: &RelPath, by: Side, what: Displaced) {
@@ -182,7 +214,13 @@ impl Merger<'_> {
         });
     }
 
-    fn path(&mut self, path: &RelPath, b: Option<&Entry>, o: Option<&Entry>, t: Option<&Entry>) -> Result<(), TreeMergeError> {
+    fn path(
+        &mut self,
+        path: &RelPath,
+        b: Option<&Entry>,
+        o: Option<&Entry>,
+        t: Option<&Entry>,
+    ) -> Result<(), TreeMergeError> {
         if o == t {
             if let Some(e) = o {
                 self.put(path, e, Origin::Both);
@@ -205,7 +243,11 @@ impl Merger<'_> {
             (Some(o), Some(t)) => self.both(path, b, o, t),
             (Some(kept), None) | (None, Some(kept)) => {
                 // Modify beats delete.
-                let side = if o.is_some() { Side::Ours } else { Side::Theirs };
+                let side = if o.is_some() {
+                    Side::Ours
+                } else {
+                    Side::Theirs
+                };
                 self.put(path, kept, Origin::One(side));
                 if let Some(kept) = WholeContent::of_entry(kept) {
                     self.displaced(path, side, Displaced::Deletion { kept });
@@ -216,10 +258,25 @@ impl Merger<'_> {
         }
     }
 
-    fn both(&mut self, path: &RelPath, b: Option<&Entry>, o: &Entry, t: &Entry) -> Result<(), TreeMergeError> {
+    fn both(
+        &mut self,
+        path: &RelPath,
+        b: Option<&Entry>,
+        o: &Entry,
+        t: &Entry,
+    ) -> Result<(), TreeMergeError> {
         let win = self.order.winner;
         match (o, t) {
-            (Entry::File { exec: eo, manifest: mo }, Entry::File { exec: et, manifest: mt }) => {
+            (
+                Entry::File {
+                    exec: eo,
+                    manifest: mo,
+                },
+                Entry::File {
+                    exec: et,
+                    manifest: mt,
+                },
+            ) => {
                 let (bm, be) = match b {
                     Some(Entry::File { exec, manifest }) => (Some(manifest), Some(*exec)),
                     _ => (None, None),
@@ -229,7 +286,11 @@ impl Merger<'_> {
                 } else if be == Some(*eo) {
                     *et
                 } else {
-                    let (w, l) = if win == Side::Ours { (*eo, *et) } else { (*et, *eo) };
+                    let (w, l) = if win == Side::Ours {
+                        (*eo, *et)
+                    } else {
+                        (*et, *eo)
+                    };
                     self.displaced(path, win, Displaced::Exec { exec: l });
                     w
                 };
@@ -240,7 +301,10 @@ impl Merger<'_> {
                 } else {
                     self.content(path, bm, mo, mt, exec)?
                 };
-                self.entries.insert(path.clone(), (MergedEntry::File { exec, content }, Origin::Both));
+                self.entries.insert(
+                    path.clone(),
+                    (MergedEntry::File { exec, content }, Origin::Both),
+                );
                 Ok(())
             }
             (Entry::Symlink { target: a }, Entry::Symlink { target: c }) => {
@@ -259,10 +323,22 @@ impl Merger<'_> {
             }
             (Entry::Dir, other) | (other, Entry::Dir) => {
                 // The directory stays; the file or symlink goes on the redo stack.
-                let dir_side = if matches!(o, Entry::Dir) { Side::Ours } else { Side::Theirs };
-                self.entries.insert(path.clone(), (MergedEntry::Dir, Origin::One(dir_side)));
+                let dir_side = if matches!(o, Entry::Dir) {
+                    Side::Ours
+                } else {
+                    Side::Theirs
+                };
+                self.entries
+                    .insert(path.clone(), (MergedEntry::Dir, Origin::One(dir_side)));
                 if let Some(content) = WholeContent::of_entry(other) {
-                    self.displaced(path, dir_side, Displaced::Whole { content, kept: None });
+                    self.displaced(
+                        path,
+                        dir_side,
+                        Displaced::Whole {
+                            content,
+                            kept: None,
+                        },
+                    );
                 }
                 Ok(())
             }
@@ -280,39 +356,102 @@ impl Merger<'_> {
         let (w, l) = if win == Side::Ours { (o, t) } else { (t, o) };
         self.put(path, w, Origin::One(win));
         if let Some(content) = WholeContent::of_entry(l) {
-            self.displaced(path, win, Displaced::Whole { content, kept: WholeContent::of_entry(w) });
+            self.displaced(
+                path,
+                win,
+                Displaced::Whole {
+                    content,
+                    kept: WholeContent::of_entry(w),
+                },
+            );
         }
     }
 
-    fn content(&mut self, path: &RelPath, bm: Option<&FileManifest>, mo: &FileManifest, mt: &FileManifest, exec: bool) -> Result<MergedContent, TreeMergeError> {
+    fn content(
+        &mut self,
+        path: &RelPath,
+        bm: Option<&FileManifest>,
+        mo: &FileManifest,
+        mt: &FileManifest,
+        exec: bool,
+    ) -> Result<MergedContent, TreeMergeError> {
         let too_big = |m: &FileManifest| m.size() > MAX_TEXT_SIZE as u64;
         let configured = self.rules.configured(path);
         let win = self.order.winner;
-        if configured == Some(MergeMode::Whole) || too_big(mo) || too_big(mt) || bm.is_some_and(too_big) {
+        if configured == Some(MergeMode::Whole)
+            || too_big(mo)
+            || too_big(mt)
+            || bm.is_some_and(too_big)
+        {
             // Whole without loading a byte: the manifests are the content.
-            let (w, l) = if win == Side::Ours { (mo, mt) } else { (mt, mo) };
-            let file = |m: &FileManifest| WholeContent::File { exec, manifest: m.clone() };
-            self.displaced(path, win, Displaced::Whole { content: file(l), kept: Some(file(w)) });
+            let (w, l) = if win == Side::Ours {
+                (mo, mt)
+            } else {
+                (mt, mo)
+            };
+            let file = |m: &FileManifest| WholeContent::File {
+                exec,
+                manifest: m.clone(),
+            };
+            self.displaced(
+                path,
+                win,
+                Displaced::Whole {
+                    content: file(l),
+                    kept: Some(file(w)),
+                },
+            );
             self.modes.insert(path.clone(), MergeMode::Whole);
             return Ok(MergedContent::Manifest(w.clone()));
         }
-        let load = |m: &FileManifest| self.loader.load(m).map_err(|source| TreeMergeError::Load { path: path.clone(), source });
+        let load = |m: &FileManifest| {
+            self.loader.load(m).map_err(|source| TreeMergeError::Load {
+                path: path.clone(),
+                source,
+            })
+        };
         let base = match bm {
             Some(m) => load(m)?,
             None => Vec::new(),
         };
         let (ours, theirs) = (load(mo)?, load(mt)?);
-        let mode = configured.unwrap_or_else(|| MergeMode::sniff(&[&base, &ours, &theirs], self.rules.single_document()));
-        let out = merge(&base, &ours, &theirs, self.order.ours, self.order.theirs, mode)
-            .map_err(|source| TreeMergeError::Merge { path: path.clone(), source })?;
+        let mode = configured.unwrap_or_else(|| {
+            MergeMode::sniff(&[&base, &ours, &theirs], self.rules.single_document())
+        });
+        let out = merge(
+            &base,
+            &ours,
+            &theirs,
+            self.order.ours,
+            self.order.theirs,
+            mode,
+        )
+        .map_err(|source| TreeMergeError::Merge {
+            path: path.clone(),
+            source,
+        })?;
         self.modes.insert(path.clone(), out.mode);
         for mut e in out.redo {
             e.path = Some(path.clone());
             // Whole content from a tree is better kept as manifests than as bytes.
-            if let Displaced::Whole { content: WholeContent::Bytes(_), .. } = &e.what {
-                let (w, l) = if win == Side::Ours { (mo, mt) } else { (mt, mo) };
-                let file = |m: &FileManifest| WholeContent::File { exec, manifest: m.clone() };
-                e.what = Displaced::Whole { content: file(l), kept: Some(file(w)) };
+            if let Displaced::Whole {
+                content: WholeContent::Bytes(_),
+                ..
+            } = &e.what
+            {
+                let (w, l) = if win == Side::Ours {
+                    (mo, mt)
+                } else {
+                    (mt, mo)
+                };
+                let file = |m: &FileManifest| WholeContent::File {
+                    exec,
+                    manifest: m.clone(),
+                };
+                e.what = Displaced::Whole {
+                    content: file(l),
+                    kept: Some(file(w)),
+                };
             }
             self.redo.push(e);
         }
@@ -343,18 +482,36 @@ impl Merger<'_> {
         clashes.sort();
         clashes.dedup();
         for path in clashes {
-            let Some((e, origin)) = self.entries.insert(path.clone(), (MergedEntry::Dir, Origin::Both)) else { continue };
+            let Some((e, origin)) = self
+                .entries
+                .insert(path.clone(), (MergedEntry::Dir, Origin::Both))
+            else {
+                continue;
+            };
             let by = match origin {
                 Origin::One(side) => side.other(),
                 Origin::Both => self.order.winner,
             };
             let content = match e {
-                MergedEntry::File { exec, content: MergedContent::Manifest(manifest) } => WholeContent::File { exec, manifest },
-                MergedEntry::File { content: MergedContent::Bytes(b), .. } => WholeContent::Bytes(crate::redo::Bytes(b)),
+                MergedEntry::File {
+                    exec,
+                    content: MergedContent::Manifest(manifest),
+                } => WholeContent::File { exec, manifest },
+                MergedEntry::File {
+                    content: MergedContent::Bytes(b),
+                    ..
+                } => WholeContent::Bytes(crate::redo::Bytes(b)),
                 MergedEntry::Symlink { target } => WholeContent::Symlink { target },
                 MergedEntry::Dir => continue,
             };
-            self.displaced(&path, by, Displaced::Whole { content, kept: None });
+            self.displaced(
+                &path,
+                by,
+                Displaced::Whole {
+                    content,
+                    kept: None,
+                },
+            );
         }
     }
 }

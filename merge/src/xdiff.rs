@@ -29,7 +29,11 @@ pub(crate) fn diff(a: &[u32], b: &[u32], num_tokens: u32) -> (Vec<bool>, Vec<boo
     while let Some((l1, c1, l2, c2)) = todo.pop() {
         h.region(l1, c1, l2, c2, &mut todo);
     }
-    let Histogram { mut changed_a, mut changed_b, .. } = h;
+    let Histogram {
+        mut changed_a,
+        mut changed_b,
+        ..
+    } = h;
     compact(a, &mut changed_a, b, &mut changed_b);
     compact(b, &mut changed_b, a, &mut changed_a);
     (changed_a, changed_b)
@@ -68,7 +72,14 @@ impl Histogram<'_> {
     }
 
     /// Diffs lines `l1..l1+c1` of A against `l2..l2+c2` of B; pushes the sub-regions left.
-    fn region(&mut self, l1: usize, c1: usize, l2: usize, c2: usize, todo: &mut Vec<(usize, usize, usize, usize)>) {
+    fn region(
+        &mut self,
+        l1: usize,
+        c1: usize,
+        l2: usize,
+        c2: usize,
+        todo: &mut Vec<(usize, usize, usize, usize)>,
+    ) {
         if c1 == 0 && c2 == 0 {
             return;
         }
@@ -88,7 +99,12 @@ impl Histogram<'_> {
             }
             Some(lcs) => {
                 let (end_a, end_b) = (l1 + c1 - 1, l2 + c2 - 1);
-                todo.push((lcs.end1 + 1, end_a - lcs.end1, lcs.end2 + 1, end_b - lcs.end2));
+                todo.push((
+                    lcs.end1 + 1,
+                    end_a - lcs.end1,
+                    lcs.end2 + 1,
+                    end_b - lcs.end2,
+                ));
                 todo.push((l1, lcs.begin1 - l1, l2, lcs.begin2 - l2));
             }
         }
@@ -154,7 +170,12 @@ impl Histogram<'_> {
                             b_next = be + 1;
                         }
                         if lcs.end1 - lcs.begin1 < ae - as_ || rc < best {
-                            lcs = Lcs { begin1: as_, end1: ae, begin2: bs, end2: be };
+                            lcs = Lcs {
+                                begin1: as_,
+                                end1: ae,
+                                begin2: bs,
+                                end2: be,
+                            };
                             best = rc;
                         }
                         if np == 0 {
@@ -173,13 +194,23 @@ impl Histogram<'_> {
             }
             b_ptr = b_next;
         }
-        if has_common && MAX_CHAIN < best { None } else { Some(lcs) }
+        if has_common && MAX_CHAIN < best {
+            None
+        } else {
+            Some(lcs)
+        }
     }
 
     /// Myers over a region whose common lines are all too frequent for the histogram.
     fn fall_back(&mut self, l1: usize, c1: usize, l2: usize, c2: usize) {
-        let before: Vec<Token> = self.a[l1 - 1..l1 - 1 + c1].iter().map(|&t| Token(t)).collect();
-        let after: Vec<Token> = self.b[l2 - 1..l2 - 1 + c2].iter().map(|&t| Token(t)).collect();
+        let before: Vec<Token> = self.a[l1 - 1..l1 - 1 + c1]
+            .iter()
+            .map(|&t| Token(t))
+            .collect();
+        let after: Vec<Token> = self.b[l2 - 1..l2 - 1 + c2]
+            .iter()
+            .map(|&t| Token(t))
+            .collect();
         let mut d = Diff::default();
         d.compute_with(Algorithm::Myers, &before, &after, self.stamp.len() as u32);
         for i in 0..c1 {
@@ -282,7 +313,10 @@ impl Side<'_> {
 /// the other file when it can. The other file's groups are only walked, never changed.
 fn compact(recs: &[u32], changed: &mut [bool], other_recs: &[u32], other_changed: &mut [bool]) {
     let mut x = Side { recs, changed };
-    let o = Side { recs: other_recs, changed: other_changed };
+    let o = Side {
+        recs: other_recs,
+        changed: other_changed,
+    };
     let mut g = x.init();
     let mut go = o.init();
     loop {

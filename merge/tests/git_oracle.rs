@@ -75,8 +75,12 @@ fn generated(rng: &mut Rng, count: usize) -> Vec<Triple> {
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
         let alphabet = 2 + rng.below(8);
-        let pool: Vec<String> = (0..alphabet).map(|i| format!("line {}", (b'a' + i as u8) as char)).collect();
-        let mut base: Vec<String> = (0..rng.below(12)).map(|_| pool[rng.below(pool.len())].clone()).collect();
+        let pool: Vec<String> = (0..alphabet)
+            .map(|i| format!("line {}", (b'a' + i as u8) as char))
+            .collect();
+        let mut base: Vec<String> = (0..rng.below(12))
+            .map(|_| pool[rng.below(pool.len())].clone())
+            .collect();
         if rng.chance(5) {
             base.clear();
         }
@@ -86,7 +90,11 @@ fn generated(rng: &mut Rng, count: usize) -> Vec<Triple> {
         // Each file may lack its final newline independently.
         let fe = |rng: &mut Rng| !rng.chance(15);
         let (fb, fo, ft) = (fe(rng), fe(rng), fe(rng));
-        let mut t = Triple { base: join(&base, eol, fb), ours: join(&ours, eol, fo), theirs: join(&theirs, eol, ft) };
+        let mut t = Triple {
+            base: join(&base, eol, fb),
+            ours: join(&ours, eol, fo),
+            theirs: join(&theirs, eol, ft),
+        };
         if rng.chance(3) {
             t.ours.clear();
         }
@@ -101,10 +109,16 @@ fn real(rng: &mut Rng, text: &str, count: usize) -> Vec<Triple> {
     for _ in 0..count {
         let start = rng.below(lines.len().saturating_sub(60));
         let base: Vec<String> = lines[start..(start + 60).min(lines.len())].to_vec();
-        let pool: Vec<String> = (0..20).map(|_| lines[rng.below(lines.len())].clone()).collect();
+        let pool: Vec<String> = (0..20)
+            .map(|_| lines[rng.below(lines.len())].clone())
+            .collect();
         let ours = edit(rng, &base, &pool);
         let theirs = edit(rng, &base, &pool);
-        out.push(Triple { base: join(&base, "\n", true), ours: join(&ours, "\n", true), theirs: join(&theirs, "\n", true) });
+        out.push(Triple {
+            base: join(&base, "\n", true),
+            ours: join(&ours, "\n", true),
+            theirs: join(&theirs, "\n", true),
+        });
     }
     out
 }
@@ -123,7 +137,11 @@ fn git_merge(dir: &Path, i: usize, t: &Triple) -> (bool, Vec<u8>) {
         .output()
         .expect("git must be installed for the merge oracle test");
     let code = out.status.code().expect("git merge-file was killed");
-    assert!(code >= 0, "git merge-file failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        code >= 0,
+        "git merge-file failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (code == 0, out.stdout)
 }
 
@@ -167,7 +185,10 @@ fn check(label: &str, triples: &[Triple]) -> (usize, usize) {
     });
     let clean = results.iter().filter(|r| r.0).count();
     let disagree = results.iter().filter(|r| !r.0 && r.1).count();
-    eprintln!("{label}: {} triples, {clean} clean in git, {disagree} clean here but not in git", results.len());
+    eprintln!(
+        "{label}: {} triples, {clean} clean in git, {disagree} clean here but not in git",
+        results.len()
+    );
     (clean, results.len() - clean)
 }
 
@@ -177,7 +198,10 @@ fn generated_triples_match_git_when_clean() {
     let triples = generated(&mut rng, 3000);
     let (clean, conflicting) = check("generated", &triples);
     // The generator must exercise both outcomes, or the test proves little.
-    assert!(clean > 500 && conflicting > 200, "clean {clean}, conflicting {conflicting}");
+    assert!(
+        clean > 500 && conflicting > 200,
+        "clean {clean}, conflicting {conflicting}"
+    );
 }
 
 #[test]

@@ -9,16 +9,25 @@ fn sequential(name: &str) {
     let trace = load_trace(name);
     assert!(!trace.is_concurrent());
     let text = replay_sequential(&trace).unwrap();
-    assert!(text == trace.end_content, "{name}: replay differs from endContent");
+    assert!(
+        text == trace.end_content,
+        "{name}: replay differs from endContent"
+    );
 }
 
 fn concurrent(name: &str) {
     let trace = load_trace(name);
     assert!(trace.is_concurrent());
     let out = replay_concurrent(&trace).unwrap();
-    assert!(out.merged == trace.end_content, "{name}: merged replay differs from endContent");
+    assert!(
+        out.merged == trace.end_content,
+        "{name}: merged replay differs from endContent"
+    );
     for (a, text) in out.replicas.iter().enumerate() {
-        assert!(*text == trace.end_content, "{name}: agent {a}'s replica differs from endContent");
+        assert!(
+            *text == trace.end_content,
+            "{name}: agent {a}'s replica differs from endContent"
+        );
     }
 }
 

@@ -17,9 +17,9 @@
 //!
 //! The engine is generic over the token: bytes, chars, interned lines.
 
-mod tree;
 #[cfg(test)]
 mod tests;
+mod tree;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -69,7 +69,12 @@ pub enum Op<T> {
     /// A run of insertions from one site: element `k` has id `(id.site, id.clock + k)`; the
     /// first is inserted between `cp` and `cn`, each later one between its predecessor in the
     /// run and `cn` (exactly what typing produces).
-    Insert { id: ElemId, cp: Anchor, cn: Anchor, values: Vec<T> },
+    Insert {
+        id: ElemId,
+        cp: Anchor,
+        cn: Anchor,
+        values: Vec<T>,
+    },
     /// Deletes the elements `(target.site, target.clock + k)` for `k < len`.
     Delete { target: ElemId, len: u32 },
 }
@@ -117,7 +122,13 @@ impl<T: Token> Default for Doc<T> {
 impl<T: Token> Doc<T> {
     /// The empty sequence.
     pub fn new() -> Self {
-        Doc { tree: Tree::new(), sites: Vec::new(), site_ix: HashMap::new(), pool: HashMap::new(), pooled: 0 }
+        Doc {
+            tree: Tree::new(),
+            sites: Vec::new(),
+            site_ix: HashMap::new(),
+            pool: HashMap::new(),
+            pooled: 0,
+        }
     }
 
     /// Number of visible elements.
@@ -155,7 +166,14 @@ impl<T: Token> Doc<T> {
         for r in self.tree.runs() {
             let sd = &self.sites[r.s as usize];
             for c in r.clock..r.clock + r.len {
-                out.push((ElemId { site: sd.site, clock: c }, sd.values[c as usize], r.visible));
+                out.push((
+                    ElemId {
+                        site: sd.site,
+                        clock: c,
+                    },
+                    sd.values[c as usize],
+                    r.visible,
+                ));
             }
         }
         out
@@ -163,7 +181,9 @@ impl<T: Token> Doc<T> {
 
     /// The next clock `site` will use for a local insertion.
     pub fn next_clock(&self, site: Site) -> u32 {
-        self.site_ix.get(&site).map_or(0, |&s| self.sites[s as usize].values.len() as u32)
+        self.site_ix
+            .get(&site)
+            .map_or(0, |&s| self.sites[s as usize].values.len() as u32)
     }
 
     fn dense(&mut self, site: Site) -> u32 {
@@ -171,7 +191,10 @@ impl<T: Token> Doc<T> {
             return s;
         }
         let s = self.sites.len() as u32;
-        self.sites.push(SiteData { site, values: Vec::new() });
+        self.sites.push(SiteData {
+            site,
+            values: Vec::new(),
+        });
         self.site_ix.insert(site, s);
         self.tree.add_site();
         s
@@ -190,7 +213,10 @@ impl<T: Token> Doc<T> {
         match a {
             IAnchor::Begin => Anchor::Begin,
             IAnchor::End => Anchor::End,
-            IAnchor::Elem { s, c } => Anchor::Elem(ElemId { site: self.sites[s as usize].site, clock: c }),
+            IAnchor::Elem { s, c } => Anchor::Elem(ElemId {
+                site: self.sites[s as usize].site,
+                clock: c,
+            }),
         }
     }
 
@@ -201,14 +227,19 @@ impl<T: Token> Doc<T> {
             Anchor::End => Some(IAnchor::End),
             Anchor::Elem(id) => {
                 let &s = self.site_ix.get(&id.site)?;
-                self.tree.contains(s, id.clock).then_some(IAnchor::Elem { s, c: id.clock })
+                self.tree
+                    .contains(s, id.clock)
+                    .then_some(IAnchor::Elem { s, c: id.clock })
             }
         }
     }
 
     fn degree(&self, a: IAnchor) -> u32 {
         match a {
-            IAnchor::Elem { s, c } => self.tree.locate(s, c).map_or(0, |cur| self.tree.degree(cur)),
+            IAnchor::Elem { s, c } => self
+                .tree
+                .locate(s, c)
+                .map_or(0, |cur| self.tree.degree(cur)),
             _ => 0,
         }
     }
@@ -216,12 +247,22 @@ impl<T: Token> Doc<T> {
     /// Inserts `values` at visible position `pos` as site `site`; returns the operation to send.
     pub fn insert(&mut self, site: Site, pos: usize, values: &[T]) -> Result<Op<T>, WootError> {
         let (id, cp, cn) = self.insert_local(site, pos, values)?;
-        Ok(Op::Insert { id, cp, cn, values: values.to_vec() })
+        Ok(Op::Insert {
+            id,
+            cp,
+            cn,
+            values: values.to_vec(),
+        })
     }
 
     /// Inserts `values` at visible position `pos` as site `site`; returns the id of the first
     /// element and its neighbours, which is [`Op::Insert`] without the values.
-    pub fn insert_local(&mut self, site: Site, pos: usize, values: &[T]) -> Result<(ElemId, Anchor, Anchor), WootError> {
+    pub fn insert_local(
+        &mut self,
+        site: Site,
+        pos: usize,
+        values: &[T],
+    ) -> Result<(ElemId, Anchor, Anchor), WootError> {
         let len = self.len();
         if pos > len {
             return Err(WootError::OutOfRange { pos, len });
@@ -236,7 +277,10 @@ impl<T: Token> Doc<T> {
         let (after, next) = if pos == 0 {
             (None, self.tree.first())
         } else {
-            let cur = self.tree.find_visible(pos as u64 - 1).ok_or(WootError::OutOfRange { pos, len })?;
+            let cur = self
+                .tree
+                .find_visible(pos as u64 - 1)
+                .ok_or(WootError::OutOfRange { pos, len })?;
             (Some(cur), self.tree.succ(cur))
         };
         let cp = after.map_or(IAnchor::Begin, |c| self.tree.anchor(c));
@@ -245,7 +289,18 @@ impl<T: Token> Doc<T> {
         let dn = next.map_or(0, |c| self.tree.degree(c));
         let degree = dp.max(dn).saturating_add(1);
         self.store(s, clock, values);
-        self.tree.insert_after(after, Run { s, clock, len: n, degree, cp, cn, visible: true });
+        self.tree.insert_after(
+            after,
+            Run {
+                s,
+                clock,
+                len: n,
+                degree,
+                cp,
+                cn,
+                visible: true,
+            },
+        );
         Ok((ElemId { site, clock }, self.ext(cp), self.ext(cn)))
     }
 
@@ -253,16 +308,25 @@ impl<T: Token> Doc<T> {
     pub fn delete(&mut self, pos: usize, len: usize) -> Result<Vec<Op<T>>, WootError> {
         let total = self.len();
         if pos + len > total {
-            return Err(WootError::OutOfRange { pos: pos + len, len: total });
+            return Err(WootError::OutOfRange {
+                pos: pos + len,
+                len: total,
+            });
         }
         let mut ops = Vec::new();
         let mut rem = len as u64;
         while rem > 0 {
-            let cur = self.tree.find_visible(pos as u64).ok_or(WootError::OutOfRange { pos, len: total })?;
+            let cur = self
+                .tree
+                .find_visible(pos as u64)
+                .ok_or(WootError::OutOfRange { pos, len: total })?;
             let r = *self.tree.run(cur);
             let k = u64::from(r.len - cur.off).min(rem) as u32;
             ops.push(Op::Delete {
-                target: ElemId { site: self.sites[r.s as usize].site, clock: r.clock + cur.off },
+                target: ElemId {
+                    site: self.sites[r.s as usize].site,
+                    clock: r.clock + cur.off,
+                },
                 len: k,
             });
             self.tree.hide(cur, k);
@@ -319,7 +383,10 @@ impl<T: Token> Doc<T> {
                 let s = self.site_ix.get(&target.site);
                 (target.clock..target.clock + len)
                     .find(|&c| !s.is_some_and(|&s| self.tree.contains(s, c)))
-                    .map(|clock| ElemId { site: target.site, clock })
+                    .map(|clock| ElemId {
+                        site: target.site,
+                        clock,
+                    })
             }
         }
     }
@@ -330,7 +397,9 @@ impl<T: Token> Doc<T> {
             Op::Insert { id, cp, cn, values } => {
                 let s = self.dense(id.site);
                 let n = values.len() as u32;
-                let present = (id.clock..id.clock + n).filter(|&c| self.tree.contains(s, c)).count();
+                let present = (id.clock..id.clock + n)
+                    .filter(|&c| self.tree.contains(s, c))
+                    .count();
                 if present == n as usize {
                     return Ok(None); // a duplicate delivery
                 }
@@ -348,11 +417,15 @@ impl<T: Token> Doc<T> {
                 Ok(Some((id.site, id.clock, id.clock + n)))
             }
             Op::Delete { target, len } => {
-                let Some(&s) = self.site_ix.get(&target.site) else { return Ok(None) };
+                let Some(&s) = self.site_ix.get(&target.site) else {
+                    return Ok(None);
+                };
                 let end = target.clock + len;
                 let mut c = target.clock;
                 while c < end {
-                    let Some(cur) = self.tree.locate(s, c) else { break };
+                    let Some(cur) = self.tree.locate(s, c) else {
+                        break;
+                    };
                     let r = *self.tree.run(cur);
                     let k = (r.len - cur.off).min(end - c);
                     self.tree.hide(cur, k);
@@ -451,8 +524,22 @@ impl<T: Token> Doc<T> {
                 IAnchor::Elem { s, c } => self.tree.locate(s, c),
                 _ => None,
             };
-            self.tree.insert_after(after, Run { s, clock: c + k, len, degree, cp: prev, cn, visible: true });
-            prev = IAnchor::Elem { s, c: c + k + len - 1 };
+            self.tree.insert_after(
+                after,
+                Run {
+                    s,
+                    clock: c + k,
+                    len,
+                    degree,
+                    cp: prev,
+                    cn,
+                    visible: true,
+                },
+            );
+            prev = IAnchor::Elem {
+                s,
+                c: c + k + len - 1,
+            };
             k += len;
         }
     }
@@ -465,7 +552,10 @@ impl<T: Token> Doc<T> {
 
 fn validate<T>(op: &Op<T>) -> Result<(), WootError> {
     let (clock, n) = match op {
-        Op::Insert { id, values, .. } => (id.clock, u32::try_from(values.len()).map_err(|_| WootError::ClockOverflow)?),
+        Op::Insert { id, values, .. } => (
+            id.clock,
+            u32::try_from(values.len()).map_err(|_| WootError::ClockOverflow)?,
+        ),
         Op::Delete { target, len } => (target.clock, *len),
     };
     if n == 0 {

@@ -46,7 +46,10 @@ impl Run {
             clock: self.clock + k,
             len: self.len - k,
             degree: self.degree + k,
-            cp: IAnchor::Elem { s: self.s, c: self.clock + k - 1 },
+            cp: IAnchor::Elem {
+                s: self.s,
+                c: self.clock + k - 1,
+            },
             cn: self.cn,
             visible: self.visible,
         }
@@ -59,7 +62,11 @@ impl Run {
             && self.visible == next.visible
             && self.cn == next.cn
             && self.degree + self.len == next.degree
-            && next.cp == (IAnchor::Elem { s: self.s, c: self.clock + self.len - 1 })
+            && next.cp
+                == (IAnchor::Elem {
+                    s: self.s,
+                    c: self.clock + self.len - 1,
+                })
     }
 
     fn visible_len(&self) -> u64 {
@@ -110,9 +117,17 @@ pub(crate) struct Tree {
 impl Tree {
     pub fn new() -> Self {
         Tree {
-            leaves: vec![Leaf { runs: Vec::with_capacity(LEAF_MAX + 1), parent: 0, next: NIL }],
+            leaves: vec![Leaf {
+                runs: Vec::with_capacity(LEAF_MAX + 1),
+                parent: 0,
+                next: NIL,
+            }],
             nodes: vec![Node {
-                kids: vec![Kid { ix: 0, total: 0, visible: 0 }],
+                kids: vec![Kid {
+                    ix: 0,
+                    total: 0,
+                    visible: 0,
+                }],
                 parent: NIL,
                 leaves: true,
             }],
@@ -128,11 +143,19 @@ impl Tree {
     }
 
     pub fn total_len(&self) -> u64 {
-        self.nodes[self.root as usize].kids.iter().map(|k| k.total).sum()
+        self.nodes[self.root as usize]
+            .kids
+            .iter()
+            .map(|k| k.total)
+            .sum()
     }
 
     pub fn visible_len(&self) -> u64 {
-        self.nodes[self.root as usize].kids.iter().map(|k| k.visible).sum()
+        self.nodes[self.root as usize]
+            .kids
+            .iter()
+            .map(|k| k.visible)
+            .sum()
     }
 
     /// The leaf holding element `(s, c)`, or NIL when it is not integrated.
@@ -161,19 +184,31 @@ impl Tree {
         let runs = &self.leaves[leaf as usize].runs;
         runs.iter()
             .position(|r| r.s == s && r.clock <= c && c < r.clock + r.len)
-            .map(|run| Cursor { leaf, run, off: c - runs[run].clock })
+            .map(|run| Cursor {
+                leaf,
+                run,
+                off: c - runs[run].clock,
+            })
     }
 
     /// The position of the element at `cur` among all elements, tombstones included.
     pub fn position(&self, cur: Cursor) -> u64 {
         let leaf = &self.leaves[cur.leaf as usize];
-        let mut pos: u64 =
-            leaf.runs[..cur.run].iter().map(|r| u64::from(r.len)).sum::<u64>() + u64::from(cur.off);
+        let mut pos: u64 = leaf.runs[..cur.run]
+            .iter()
+            .map(|r| u64::from(r.len))
+            .sum::<u64>()
+            + u64::from(cur.off);
         let mut child = cur.leaf;
         let mut node = leaf.parent;
         while node != NIL {
             let n = &self.nodes[node as usize];
-            pos += n.kids.iter().take_while(|k| k.ix != child).map(|k| k.total).sum::<u64>();
+            pos += n
+                .kids
+                .iter()
+                .take_while(|k| k.ix != child)
+                .map(|k| k.total)
+                .sum::<u64>();
             child = node;
             node = n.parent;
         }
@@ -183,7 +218,10 @@ impl Tree {
     /// The element at a cursor as an anchor.
     pub fn anchor(&self, cur: Cursor) -> IAnchor {
         let r = self.run(cur);
-        IAnchor::Elem { s: r.s, c: r.clock + cur.off }
+        IAnchor::Elem {
+            s: r.s,
+            c: r.clock + cur.off,
+        }
     }
 
     pub fn degree(&self, cur: Cursor) -> u32 {
@@ -195,7 +233,11 @@ impl Tree {
         let mut leaf = self.head;
         while leaf != NIL {
             if !self.leaves[leaf as usize].runs.is_empty() {
-                return Some(Cursor { leaf, run: 0, off: 0 });
+                return Some(Cursor {
+                    leaf,
+                    run: 0,
+                    off: 0,
+                });
             }
             leaf = self.leaves[leaf as usize].next;
         }
@@ -206,7 +248,10 @@ impl Tree {
     pub fn succ(&self, cur: Cursor) -> Option<Cursor> {
         let l = &self.leaves[cur.leaf as usize];
         if cur.off + 1 < l.runs[cur.run].len {
-            return Some(Cursor { off: cur.off + 1, ..cur });
+            return Some(Cursor {
+                off: cur.off + 1,
+                ..cur
+            });
         }
         self.next_run(cur)
     }
@@ -215,12 +260,20 @@ impl Tree {
     pub fn next_run(&self, cur: Cursor) -> Option<Cursor> {
         let l = &self.leaves[cur.leaf as usize];
         if cur.run + 1 < l.runs.len() {
-            return Some(Cursor { leaf: cur.leaf, run: cur.run + 1, off: 0 });
+            return Some(Cursor {
+                leaf: cur.leaf,
+                run: cur.run + 1,
+                off: 0,
+            });
         }
         let mut leaf = l.next;
         while leaf != NIL {
             if !self.leaves[leaf as usize].runs.is_empty() {
-                return Some(Cursor { leaf, run: 0, off: 0 });
+                return Some(Cursor {
+                    leaf,
+                    run: 0,
+                    off: 0,
+                });
             }
             leaf = self.leaves[leaf as usize].next;
         }
@@ -230,7 +283,9 @@ impl Tree {
     /// The visible element at visible index `pos` (`pos < visible_len`).
     pub fn find_visible(&mut self, pos: u64) -> Option<Cursor> {
         let (leaf, start) = match self.cache {
-            Some((leaf, start)) if pos >= start && pos < start + self.leaf_visible(leaf) => (leaf, start),
+            Some((leaf, start)) if pos >= start && pos < start + self.leaf_visible(leaf) => {
+                (leaf, start)
+            }
             _ => {
                 let found = self.descend_visible(pos)?;
                 self.cache = Some(found);
@@ -241,7 +296,11 @@ impl Tree {
         for (i, r) in self.leaves[leaf as usize].runs.iter().enumerate() {
             let v = r.visible_len();
             if rem < v {
-                return Some(Cursor { leaf, run: i, off: rem as u32 });
+                return Some(Cursor {
+                    leaf,
+                    run: i,
+                    off: rem as u32,
+                });
             }
             rem -= v;
         }
@@ -249,7 +308,11 @@ impl Tree {
     }
 
     fn leaf_visible(&self, leaf: Ix) -> u64 {
-        self.leaves[leaf as usize].runs.iter().map(Run::visible_len).sum()
+        self.leaves[leaf as usize]
+            .runs
+            .iter()
+            .map(Run::visible_len)
+            .sum()
     }
 
     fn descend_visible(&self, mut pos: u64) -> Option<(Ix, u64)> {
@@ -328,7 +391,10 @@ impl Tree {
             Some(cur) => {
                 let len = self.run(cur).len;
                 if cur.off + 1 < len {
-                    let c = self.split_before(Cursor { off: cur.off + 1, ..cur });
+                    let c = self.split_before(Cursor {
+                        off: cur.off + 1,
+                        ..cur
+                    });
                     (c.leaf, c.run)
                 } else {
                     (cur.leaf, cur.run + 1)
@@ -427,7 +493,11 @@ impl Tree {
         for r in &moved {
             self.set_index(r, new_ix);
         }
-        let kid = Kid { ix: new_ix, total: moved_total, visible: moved_visible };
+        let kid = Kid {
+            ix: new_ix,
+            total: moved_total,
+            visible: moved_visible,
+        };
         self.insert_kid(parent, leaf, kid, move_left, moved_total, moved_visible);
     }
 
@@ -457,7 +527,15 @@ impl Tree {
 
     /// Inserts `kid` into `node` next to its child `beside` (before it when `before`), whose
     /// counts lose what moved to `kid`; splits `node` when it overflows.
-    fn insert_kid(&mut self, node: Ix, beside: Ix, kid: Kid, before: bool, total: u64, visible: u64) {
+    fn insert_kid(
+        &mut self,
+        node: Ix,
+        beside: Ix,
+        kid: Kid,
+        before: bool,
+        total: u64,
+        visible: u64,
+    ) {
         let n = &mut self.nodes[node as usize];
         let pos = n.kids.iter().position(|k| k.ix == beside).unwrap_or(0);
         n.kids[pos].total -= total;
@@ -484,8 +562,16 @@ impl Tree {
                 self.nodes[k.ix as usize].parent = new_ix;
             }
         }
-        self.nodes.push(Node { kids: moved, parent, leaves });
-        let kid = Kid { ix: new_ix, total, visible };
+        self.nodes.push(Node {
+            kids: moved,
+            parent,
+            leaves,
+        });
+        let kid = Kid {
+            ix: new_ix,
+            total,
+            visible,
+        };
         if parent == NIL {
             // A new root above the two halves.
             let root_ix = self.nodes.len() as Ix;
@@ -495,7 +581,11 @@ impl Tree {
                 total: left.kids.iter().map(|k| k.total).sum(),
                 visible: left.kids.iter().map(|k| k.visible).sum(),
             };
-            self.nodes.push(Node { kids: vec![left_kid, kid], parent: NIL, leaves: false });
+            self.nodes.push(Node {
+                kids: vec![left_kid, kid],
+                parent: NIL,
+                leaves: false,
+            });
             self.nodes[node as usize].parent = root_ix;
             self.nodes[new_ix as usize].parent = root_ix;
             self.root = root_ix;
@@ -529,7 +619,10 @@ impl Tree {
                     assert_eq!(t.leaves[k.ix as usize].parent, node);
                     out.push(k.ix);
                     let runs = &t.leaves[k.ix as usize].runs;
-                    (runs.iter().map(|r| u64::from(r.len)).sum(), runs.iter().map(Run::visible_len).sum())
+                    (
+                        runs.iter().map(|r| u64::from(r.len)).sum(),
+                        runs.iter().map(Run::visible_len).sum(),
+                    )
                 } else {
                     assert_eq!(t.nodes[k.ix as usize].parent, node);
                     walk(t, k.ix, out)

@@ -11,7 +11,10 @@ use chorus_merge::trace::Trace;
 pub fn traces_dir() -> PathBuf {
     match std::env::var_os("CHORUS_TRACES") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/traces")),
+        None => PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/data/traces"
+        )),
     }
 }
 

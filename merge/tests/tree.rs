@@ -1,0 +1,381 @@
+//! Tree merges over manifests whose chunks live in an in-memory chunk store, and reapplying
+//! what they displaced.
+
+use chorus_chunking::chunker::chunk_bytes;
+use chorus_chunking::{
+    ChunkId, ChunkStore, ChunkerParams, Entry, MemStore, RelPath, TreeManifest, VersionNumber,
+};
+use chorus_merge::redo::{Change, NewContent, WholeContent};
+use chorus_merge::tree::LoadError;
+use chorus_merge::{
+    ContentLoader, Displaced, MergeMode, MergedContent, MergedEntry, ModeRules, Numbers, RedoStack,
+    TreeMerge, merge_trees,
+};
+
+const OURS: VersionNumber = VersionNumber::new(7, 1);
+const THEIRS: VersionNumber = VersionNumber::new(7, 2);
+
+fn p(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+/// Stores bytes as a file entry.
+fn file(store: &MemStore, bytes: &[u8], exec: bool) -> Entry {
+    let manifest = chunk_bytes(bytes, ChunkerParams::default());
+    let mut at = 0;
+    for c in &manifest.chunks {
+        let piece = &bytes[at..at + c.len as usize];
+        store.put(&ChunkId::of(piece), piece).unwrap();
+        at += c.len as usize;
+    }
+    Entry::File { exec, manifest }
+}
+
+fn tree(entries: Vec<(&str, Entry)>) -> TreeManifest {
+    TreeManifest::from_entries(entries.into_iter().map(|(k, v)| (p(k), v))).unwrap()
+}
+
+fn merged(
+    store: &MemStore,
+    base: &TreeManifest,
+    ours: &TreeManifest,
+    theirs: &TreeManifest,
+) -> TreeMerge {
+    let m = merge_trees(
+        base,
+        ours,
+        theirs,
+        Numbers {
+            ours: OURS,
+            theirs: THEIRS,
+        },
+        &ModeRules::new(false),
+        store,
+    )
+    .unwrap();
+    // The same merge with the sides swapped, each keeping its number, is identical.
+    let swapped = merge_trees(
+        base,
+        theirs,
+        ours,
+        Numbers {
+            ours: THEIRS,
+            theirs: OURS,
+        },
+        &ModeRules::new(false),
+        store,
+    )
+    .unwrap();
+    assert_eq!(m.entries, swapped.entries);
+    assert_eq!(m.redo, swapped.redo);
+    m
+}
+
+fn bytes_of(store: &MemStore, e: &MergedEntry) -> Vec<u8> {
+    match e {
+        MergedEntry::File {
+            content: MergedContent::Bytes(b),
+            ..
+        } => b.clone(),
+        MergedEntry::File {
+            content: MergedContent::Manifest(m),
+            ..
+        } => store.load(m).unwrap(),
+        other => panic!("not a file: {other:?}"),
+    }
+}
+
+fn into_tree(store: &MemStore, m: TreeMerge) -> TreeManifest {
+    m.into_manifest(|_, bytes| {
+        let Entry::File { manifest, .. } = file(store, bytes, false) else {
+            unreachable!()
+        };
+        Ok::<_, LoadError>(manifest)
+    })
+    .unwrap()
+}
+
+#[test]
+fn one_sided_and_separate_changes_combine() {
+    let s = MemStore::new();
+    let base = tree(vec![
+        ("a.txt", file(&s, b"1\n2\n3\n4\n5\n", false)),
+        ("b.txt", file(&s, b"b\n", false)),
+    ]);
+    let ours = tree(vec![
+        ("a.txt", file(&s, b"one\n2\n3\n4\n5\n", false)),
+        ("b.txt", file(&s, b"b\n", false)),
+    ]);
+    let theirs = tree(vec![
+        ("a.txt", file(&s, b"1\n2\n3\n4\nfive\n", false)),
+        ("b.txt", file(&s, b"B\n", false)),
+        ("c.txt", file(&s, b"new\n", false)),
+    ]);
+    let m = merged(&s, &base, &ours, &theirs);
+    assert!(m.redo.is_empty());
+    assert_eq!(
+        bytes_of(&s, &m.entries[&p("a.txt")]),
+        b"one\n2\n3\n4\nfive\n"
+    );
+    assert_eq!(bytes_of(&s, &m.entries[&p("b.txt")]), b"B\n");
+    assert_eq!(bytes_of(&s, &m.entries[&p("c.txt")]), b"new\n");
+    assert_eq!(m.modes[&p("a.txt")], MergeMode::Lines);
+    let t = into_tree(&s, m);
+    assert_eq!(t.len(), 3);
+}
+
+#[test]
+fn modify_beats_delete_and_the_deletion_can_be_redone() {
+    let s = MemStore::new();
+    let base = tree(vec![("notes.md", file(&s, b"x\n", false))]);
+    let ours = tree(vec![]);
+    let theirs = tree(vec![("notes.md", file(&s, b"x\ny\n", false))]);
+    let m = merged(&s, &base, &ours, &theirs);
+    assert_eq!(bytes_of(&s, &m.entries[&p("notes.md")]), b"x\ny\n");
+    assert_eq!(m.redo.len(), 1);
+    assert!(matches!(m.redo[0].what, Displaced::Deletion { .. }));
+    assert_eq!(
+        (m.redo[0].displaced_by, m.redo[0].displaced_from),
+        (THEIRS, OURS)
+    );
+    let mut stack = RedoStack::new();
+    stack.extend(m.redo.clone());
+    let now = into_tree(&s, m);
+    let r = stack.reapply(0, &now, &s).unwrap();
+    assert_eq!(
+        r.change,
+        Change::Remove {
+            path: p("notes.md")
+        }
+    );
+}
+
+#[test]
+fn a_conflict_keeps_the_higher_number_and_the_hunk_reapplies_later() {
+    let s = MemStore::new();
+    let base = tree(vec![("notes.md", file(&s, b"a\nb\nc\n", false))]);
+    let ours = tree(vec![("notes.md", file(&s, b"a\nours\nc\n", false))]);
+    let theirs = tree(vec![("notes.md", file(&s, b"a\ntheirs\nc\n", false))]);
+    let m = merged(&s, &base, &ours, &theirs);
+    assert_eq!(bytes_of(&s, &m.entries[&p("notes.md")]), b"a\ntheirs\nc\n");
+    assert_eq!(m.redo.len(), 1);
+    assert_eq!(m.redo[0].path, Some(p("notes.md")));
+    let mut stack = RedoStack::new();
+    stack.extend(m.redo);
+    // A later edit elsewhere in the file: the context still matches, the hunk goes back in.
+    let later = tree(vec![(
+        "notes.md",
+        file(&s, b"top\na\ntheirs\nc\nend\n", false),
+    )]);
+    let r = stack.reapply(0, &later, &s).unwrap();
+    assert!(r.in_place);
+    assert_eq!(
+        r.change,
+        Change::Write {
+            path: p("notes.md"),
+            content: NewContent::Bytes {
+                bytes: b"top\na\nours\nc\nend\n".to_vec(),
+                exec: false
+            }
+        }
+    );
+    // The context is gone: the displaced text is restored beside the file.
+    let rewritten = tree(vec![("notes.md", file(&s, b"something else\n", false))]);
+    let r = stack.reapply(0, &rewritten, &s).unwrap();
+    assert!(!r.in_place);
+    assert_eq!(
+        r.change,
+        Change::Write {
+            path: p("notes.md.redo-7.1"),
+            content: NewContent::Bytes {
+                bytes: b"a\nours\nc\n".to_vec(),
+                exec: false
+            }
+        }
+    );
+    // And never over an existing file.
+    let taken = tree(vec![
+        ("notes.md", file(&s, b"x\n", false)),
+        ("notes.md.redo-7.1", file(&s, b"y\n", false)),
+    ]);
+    let Change::Write { path, .. } = stack.reapply(0, &taken, &s).unwrap().change else {
+        panic!()
+    };
+    assert_eq!(path, p("notes.md.redo-7.1-2"));
+}
+
+#[test]
+fn add_add_merges_against_an_empty_base() {
+    let s = MemStore::new();
+    let base = tree(vec![]);
+    let ours = tree(vec![("new.txt", file(&s, b"same\nours\n", false))]);
+    let theirs = tree(vec![("new.txt", file(&s, b"same\ntheirs\n", false))]);
+    let m = merged(&s, &base, &ours, &theirs);
+    assert_eq!(bytes_of(&s, &m.entries[&p("new.txt")]), b"same\ntheirs\n");
+    assert_eq!(m.redo.len(), 1);
+    let Displaced::Hunk(h) = &m.redo[0].what else {
+        panic!("{:?}", m.redo)
+    };
+    assert_eq!(h.displaced.0, b"same\nours\n");
+}
+
+#[test]
+fn a_file_against_a_directory_keeps_the_directory() {
+    let s = MemStore::new();
+    let base = tree(vec![]);
+    let ours = tree(vec![("x", file(&s, b"file\n", false))]);
+    let theirs = tree(vec![
+        ("x", Entry::Dir),
+        ("x/y", file(&s, b"inside\n", false)),
+    ]);
+    let m = merged(&s, &base, &ours, &theirs);
+    assert_eq!(m.entries[&p("x")], MergedEntry::Dir);
+    assert_eq!(bytes_of(&s, &m.entries[&p("x/y")]), b"inside\n");
+    assert_eq!(m.redo.len(), 1);
+    assert!(matches!(
+        &m.redo[0].what,
+        Displaced::Whole {
+            content: WholeContent::File { .. },
+            kept: None
+        }
+    ));
+    // Without a directory entry: the file clashes with a path below it.
+    let theirs = tree(vec![("x/y", file(&s, b"inside\n", false))]);
+    let m = merged(&s, &base, &ours, &theirs);
+    assert_eq!(m.entries[&p("x")], MergedEntry::Dir);
+    assert_eq!(m.redo.len(), 1);
+    assert_eq!(m.redo[0].displaced_by, THEIRS);
+    let t = into_tree(&s, m);
+    assert_eq!(t.get(&p("x")), Some(&Entry::Dir));
+}
+
+#[test]
+fn exec_bits_and_symlinks_merge_like_content() {
+    let s = MemStore::new();
+    let base = tree(vec![
+        ("run.sh", file(&s, b"echo 1\n", false)),
+        ("link", Entry::symlink("a").unwrap()),
+    ]);
+    let ours = tree(vec![
+        ("run.sh", file(&s, b"echo 1\n", true)),
+        ("link", Entry::symlink("b").unwrap()),
+    ]);
+    let theirs = tree(vec![
+        ("run.sh", file(&s, b"echo 2\n", false)),
+        ("link", Entry::symlink("c").unwrap()),
+    ]);
+    let m = merged(&s, &base, &ours, &theirs);
+    let MergedEntry::File { exec, .. } = &m.entries[&p("run.sh")] else {
+        panic!()
+    };
+    assert!(*exec, "ours set the exec bit, theirs did not touch it");
+    assert_eq!(bytes_of(&s, &m.entries[&p("run.sh")]), b"echo 2\n");
+    assert_eq!(
+        m.entries[&p("link")],
+        MergedEntry::Symlink { target: "c".into() }
+    );
+    assert_eq!(m.redo.len(), 1);
+    assert_eq!(
+        m.redo[0].what,
+        Displaced::Whole {
+            content: WholeContent::Symlink { target: "b".into() },
+            kept: Some(WholeContent::Symlink { target: "c".into() })
+        }
+    );
+}
+
+#[test]
+fn a_rename_is_a_delete_plus_an_add() {
+    let s = MemStore::new();
+    let base = tree(vec![("old.txt", file(&s, b"1\n2\n", false))]);
+    let ours = tree(vec![("new.txt", file(&s, b"1\n2\n", false))]);
+    let theirs = tree(vec![("old.txt", file(&s, b"1\n2\n3\n", false))]);
+    let m = merged(&s, &base, &ours, &theirs);
+    // The edit survives at the old name (modify beats delete); the new name exists too.
+    assert_eq!(bytes_of(&s, &m.entries[&p("old.txt")]), b"1\n2\n3\n");
+    assert_eq!(bytes_of(&s, &m.entries[&p("new.txt")]), b"1\n2\n");
+    assert!(matches!(m.redo[0].what, Displaced::Deletion { .. }));
+}
+
+#[test]
+fn binary_and_globbed_files_merge_whole() {
+    let s = MemStore::new();
+    let base = tree(vec![
+        ("img.bin", file(&s, b"\0base", false)),
+        ("data.lock", file(&s, b"a\n", false)),
+    ]);
+    let ours = tree(vec![
+        ("img.bin", file(&s, b"\0ours", false)),
+        ("data.lock", file(&s, b"a\nb\n", false)),
+    ]);
+    let theirs = tree(vec![
+        ("img.bin", file(&s, b"\0theirs", false)),
+        ("data.lock", file(&s, b"c\na\n", false)),
+    ]);
+    let rules = ModeRules::new(false)
+        .with("*.lock", MergeMode::Whole)
+        .unwrap();
+    let m = merge_trees(
+        &base,
+        &ours,
+        &theirs,
+        Numbers {
+            ours: OURS,
+            theirs: THEIRS,
+        },
+        &rules,
+        &s,
+    )
+    .unwrap();
+    assert_eq!(bytes_of(&s, &m.entries[&p("img.bin")]), b"\0theirs");
+    assert_eq!(bytes_of(&s, &m.entries[&p("data.lock")]), b"c\na\n");
+    assert_eq!(
+        (m.modes[&p("img.bin")], m.modes[&p("data.lock")]),
+        (MergeMode::Whole, MergeMode::Whole)
+    );
+    assert_eq!(m.redo.len(), 2);
+    for e in &m.redo {
+        assert!(
+            matches!(
+                &e.what,
+                Displaced::Whole {
+                    content: WholeContent::File { .. },
+                    kept: Some(_)
+                }
+            ),
+            "{e:?}"
+        );
+    }
+    // The displaced file is restored in place while the winner's content is unchanged.
+    let mut stack = RedoStack::new();
+    stack.extend(m.redo.clone());
+    let now = into_tree(&s, m);
+    let r = stack.reapply(0, &now, &s).unwrap();
+    assert!(r.in_place);
+}
+
+#[test]
+fn chars_mode_for_a_single_document_share() {
+    let s = MemStore::new();
+    let base = tree(vec![("doc.txt", file(&s, b"hello world", false))]);
+    let ours = tree(vec![("doc.txt", file(&s, b"hello brave world", false))]);
+    let theirs = tree(vec![("doc.txt", file(&s, b"hello world!", false))]);
+    let m = merge_trees(
+        &base,
+        &ours,
+        &theirs,
+        Numbers {
+            ours: OURS,
+            theirs: THEIRS,
+        },
+        &ModeRules::new(true),
+        &s,
+    )
+    .unwrap();
+    assert_eq!(
+        bytes_of(&s, &m.entries[&p("doc.txt")]),
+        b"hello brave world!"
+    );
+    assert_eq!(m.modes[&p("doc.txt")], MergeMode::Chars);
+    assert!(m.redo.is_empty());
+}
