@@ -103,6 +103,9 @@ impl ChunkStore for MemStore {
     }
 }
 
+/// Above this many pending files, [`DiskStore::sync`] flushes the whole filesystem at once.
+const SYNCFS_ABOVE: usize = 16;
+
 /// Format byte in front of every stored chunk file.
 const RAW: u8 = 0;
 const ZSTD: u8 = 1;
@@ -114,6 +117,8 @@ pub struct DiskStore {
     level: i32,
     /// Files renamed into place but not yet fsynced.
     pending: Mutex<BTreeSet<PathBuf>>,
+    /// Fan-out directories known to exist (256 at most), so a put does not mkdir each time.
+    made_dirs: Mutex<std::collections::HashSet<PathBuf>>,
     counter: AtomicU64,
 }
 
@@ -133,6 +138,7 @@ impl DiskStore {
             tmp,
             level: 3,
             pending: Mutex::new(BTreeSet::new()),
+            made_dirs: Mutex::new(std::collections::HashSet::new()),
             counter: AtomicU64::new(0),
         })
     }
@@ -210,7 +216,11 @@ impl ChunkStore for DiskStore {
         };
         write().map_err(Error::io(&tmp))?;
         if let Some(dir) = dest.parent() {
-            fs::create_dir_all(dir).map_err(Error::io(dir))?;
+            let mut made = self.made_dirs.lock().unwrap_or_else(|e| e.into_inner());
+            if !made.contains(dir) {
+                fs::create_dir_all(dir).map_err(Error::io(dir))?;
+                made.insert(dir.to_path_buf());
+            }
         }
         fs::rename(&tmp, &dest).map_err(Error::io(&dest))?;
         self.pending().insert(dest);
@@ -219,6 +229,22 @@ impl ChunkStore for DiskStore {
 
     fn sync(&self) -> Result<(), Error> {
         let files = std::mem::take(&mut *self.pending());
+        if files.is_empty() {
+            return Ok(());
+        }
+        if files.len() > SYNCFS_ABOVE {
+            // One syncfs(2) flushes every file and directory of the filesystem: far cheaper
+            // than thousands of fsyncs after a large scan or transfer.
+            let root = fs::File::open(&self.root).map_err(Error::io(&self.root))?;
+            // SAFETY: syncfs only reads the descriptor, which `root` keeps open.
+            if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&root)) } != 0 {
+                return Err(Error::Io {
+                    path: self.root.clone(),
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+            return Ok(());
+        }
         let mut dirs = BTreeSet::new();
         for f in &files {
             fs::File::open(f)
@@ -228,9 +254,7 @@ impl ChunkStore for DiskStore {
                 dirs.insert(d.to_path_buf());
             }
         }
-        if !files.is_empty() {
-            dirs.insert(self.root.clone());
-        }
+        dirs.insert(self.root.clone());
         for d in dirs {
             fs::File::open(&d)
                 .and_then(|f| f.sync_all())
