@@ -11,8 +11,8 @@
 //!
 //! A `chorus merge-file` command is a thin wrapper: parse the numbers with
 //! `VersionNumber::from_str` and the mode with `MergeMode::from_str`, read the three files,
-//! call [`merge`], print [`MergeOutcome::result`], write [`MergeOutcome::redo`] as JSON, and
-//! exit with [`MergeOutcome::conflicts`].
+//! call [`merge_file`], print [`MergeOutcome::result`], write [`MergeOutcome::redo_json`] if
+//! asked, and exit with [`MergeOutcome::exit_code`].
 
 mod diff;
 pub mod mode;
@@ -27,5 +27,5 @@ mod xdiff;
 pub use mode::{MergeMode, ModeRules};
 pub use order::{Order, Side};
 pub use redo::{Displaced, RedoEntry, RedoStack, reapply};
-pub use text::{MergeError, MergeOutcome, merge};
+pub use text::{MergeError, MergeOutcome, merge, merge_file};
 pub use tree::{ContentLoader, MergedContent, MergedEntry, Numbers, TreeMerge, merge_trees};

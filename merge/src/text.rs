@@ -49,6 +49,32 @@ impl MergeOutcome {
     pub fn is_clean(&self) -> bool {
         self.redo.is_empty()
     }
+
+    /// The exit status of `chorus merge-file`: the number of conflicts resolved by order,
+    /// capped at 127 as `git merge-file` caps it.
+    pub fn exit_code(&self) -> u8 {
+        self.conflicts().min(127) as u8
+    }
+
+    /// The redo entries as pretty JSON, for `chorus merge-file --redo FILE`.
+    pub fn redo_json(&self) -> String {
+        // Plain data with string keys: serializing cannot fail.
+        serde_json::to_string_pretty(&self.redo).unwrap_or_else(|_| "[]".to_owned())
+    }
+}
+
+/// `chorus merge-file` without the I/O: merges in `mode`, or in the sniffed mode (as for a
+/// folder share) when None. Arguments in the order of `git merge-file`: ours, base, theirs.
+pub fn merge_file(
+    ours: &[u8],
+    base: &[u8],
+    theirs: &[u8],
+    mode: Option<MergeMode>,
+    ours_number: VersionNumber,
+    theirs_number: VersionNumber,
+) -> Result<MergeOutcome, MergeError> {
+    let mode = mode.unwrap_or_else(|| MergeMode::sniff(&[base, ours, theirs], false));
+    merge(base, ours, theirs, ours_number, theirs_number, mode)
 }
 
 /// Why a content merge failed. It cannot fail on any input; this reports a broken invariant
@@ -527,6 +553,41 @@ mod tests {
             (m.mode, m.result.0.as_slice()),
             (MergeMode::Whole, &b"\xfd"[..])
         );
+    }
+
+    #[test]
+    fn merge_file_sniffs_and_reports_like_git() {
+        let m = merge_file(
+            b"a\nB1\nc\n",
+            b"a\nb\nc\n",
+            b"a\nB2\nc\n",
+            None,
+            n(7, 1),
+            n(7, 2),
+        )
+        .unwrap();
+        assert_eq!((m.mode, m.exit_code()), (MergeMode::Lines, 1));
+        let json: serde_json::Value = serde_json::from_str(&m.redo_json()).unwrap();
+        assert_eq!(
+            json[0]["displaced_by"],
+            serde_json::json!({"major": 7, "minor": 2})
+        );
+        assert_eq!(json[0]["what"]["hunk"]["displaced"], "B1\n");
+        let m = merge_file(b"\0o", b"\0b", b"\0t", None, n(7, 1), n(7, 2)).unwrap();
+        assert_eq!(
+            (m.mode, m.exit_code(), m.result.0.as_slice()),
+            (MergeMode::Whole, 1, &b"\0t"[..])
+        );
+        let clean = merge_file(
+            b"x\n",
+            b"x\n",
+            b"y\n",
+            Some(MergeMode::Chars),
+            n(1, 0),
+            n(1, 1),
+        )
+        .unwrap();
+        assert_eq!((clean.exit_code(), clean.redo_json().as_str()), (0, "[]"));
     }
 
     #[test]

@@ -96,7 +96,13 @@ pub enum WootError {
     Misordered { id: ElemId },
     #[error("insertion {id:?} reuses an id that holds another element")]
     Duplicate { id: ElemId },
+    #[error("insertion {id:?} lies more than {MAX_CLOCK_GAP} clocks past its site's last element")]
+    ClockGap { id: ElemId },
 }
+
+/// How far past a site's last known element an insertion may start. Clocks index per-site
+/// arrays, so an operation from a faulty or hostile peer must not make them huge.
+pub const MAX_CLOCK_GAP: u32 = 1 << 24;
 
 struct SiteData<T> {
     site: Site,
@@ -340,6 +346,11 @@ impl<T: Token> Doc<T> {
     /// Receiving an operation twice is harmless.
     pub fn apply(&mut self, op: Op<T>) -> Result<(), WootError> {
         validate(&op)?;
+        if let Op::Insert { id, .. } = &op
+            && id.clock - self.next_clock(id.site).min(id.clock) > MAX_CLOCK_GAP
+        {
+            return Err(WootError::ClockGap { id: *id });
+        }
         let mut ready = Vec::new();
         match self.missing(&op) {
             Some(dep) => self.park(dep, op),

@@ -326,5 +326,15 @@ fn bad_operations_are_refused() {
         }),
         Err(WootError::ClockOverflow)
     ));
+    let far = Op::Insert {
+        id: ElemId {
+            site: site(3),
+            clock: u32::MAX - 1,
+        },
+        cp: Anchor::Begin,
+        cn: Anchor::End,
+        values: vec![9],
+    };
+    assert!(matches!(doc.apply(far), Err(WootError::ClockGap { .. })));
     assert_eq!(doc.to_vec(), [1, 2, 3]);
 }
