@@ -204,6 +204,43 @@ fn generated_triples_match_git_when_clean() {
     );
 }
 
+/// Long files over two or three distinct lines: the histogram's anchors occur dozens of times,
+/// and past 64 occurrences git falls back to Myers.
+fn repetitive(rng: &mut Rng, count: usize) -> Vec<Triple> {
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let pool: Vec<String> = (0..2 + rng.below(2)).map(|i| format!("r{i}")).collect();
+        // Mostly one line, so that it occurs more than 64 times; sometimes only that line,
+        // so that git's histogram finds no anchor occurring at most 64 times.
+        let only = rng.chance(30);
+        let base: Vec<String> = (0..40 + rng.below(120))
+            .map(|_| {
+                if only || rng.chance(90) {
+                    pool[0].clone()
+                } else {
+                    pool[rng.below(pool.len())].clone()
+                }
+            })
+            .collect();
+        let ours = edit(rng, &base, &pool);
+        let theirs = edit(rng, &base, &pool);
+        out.push(Triple {
+            base: join(&base, "\n", true),
+            ours: join(&ours, "\n", true),
+            theirs: join(&theirs, "\n", true),
+        });
+    }
+    out
+}
+
+#[test]
+fn repetitive_triples_match_git_when_clean() {
+    let mut rng = Rng(0x5eed_0003);
+    let triples = repetitive(&mut rng, 600);
+    let (clean, _) = check("repetitive", &triples);
+    assert!(clean > 50, "clean {clean}");
+}
+
 #[test]
 fn real_text_matches_git_when_clean() {
     let mut rng = Rng(0x5eed_0002);

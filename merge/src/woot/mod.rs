@@ -313,9 +313,12 @@ impl<T: Token> Doc<T> {
     /// Deletes `len` visible elements from `pos`; returns the operations to send.
     pub fn delete(&mut self, pos: usize, len: usize) -> Result<Vec<Op<T>>, WootError> {
         let total = self.len();
-        if pos + len > total {
+        let end = pos
+            .checked_add(len)
+            .ok_or(WootError::OutOfRange { pos, len: total })?;
+        if end > total {
             return Err(WootError::OutOfRange {
-                pos: pos + len,
+                pos: end,
                 len: total,
             });
         }
