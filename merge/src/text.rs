@@ -218,7 +218,6 @@ fn merge_lines(
     let mut kept: Vec<(Side, Hunk)> = Vec::new();
     struct Conflict {
         lo: usize,
-        hi: usize,
         winner_text: Vec<imara_diff::Token>,
         loser_text: Vec<imara_diff::Token>,
     }
@@ -240,7 +239,7 @@ fn merge_lines(
         } else {
             let win = order.winner;
             let wt = side_version(&lt.base, content(win), &group, win, lo, hi);
-            let lt_ = side_version(&lt.base, content(win.other()), &group, win.other(), lo, hi);
+            let loser = side_version(&lt.base, content(win.other()), &group, win.other(), lo, hi);
             // The winner's hunks go in either way; when the texts agree nothing is displaced.
             kept.extend(
                 group
@@ -248,12 +247,11 @@ fn merge_lines(
                     .filter(|h| h.side == win)
                     .map(|h| (h.side, h.hunk.clone())),
             );
-            if wt != lt_ {
+            if wt != loser {
                 conflicts.push(Conflict {
                     lo,
-                    hi,
                     winner_text: wt,
-                    loser_text: lt_,
+                    loser_text: loser,
                 });
             }
         }
@@ -280,7 +278,7 @@ fn merge_lines(
             shift += kept[k].1.after.len() as isize - kept[k].1.before.len() as isize;
             k += 1;
         }
-        let start = (c.lo as isize + shift).max(0) as usize;
+        let start = ((c.lo as isize + shift).max(0) as usize).min(result.len());
         let end = (start + c.winner_text.len()).min(result.len());
         let before = &result[start.saturating_sub(CONTEXT_LINES)..start];
         let after = &result[end..(end + CONTEXT_LINES).min(result.len())];
@@ -296,7 +294,6 @@ fn merge_lines(
                 after: Bytes(lt.bytes(after)),
             }),
         });
-        let _ = c.hi;
     }
     Ok(MergeOutcome {
         mode: MergeMode::Lines,

@@ -379,3 +379,72 @@ fn chars_mode_for_a_single_document_share() {
     assert_eq!(m.modes[&p("doc.txt")], MergeMode::Chars);
     assert!(m.redo.is_empty());
 }
+
+mod random_trees {
+    //! Random small trees: every merge is symmetric and yields a valid tree.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const PATHS: [&str; 6] = ["a", "b", "d", "d/x", "d/y", "d/x/z"];
+    const TEXTS: [&[u8]; 4] = [b"1\n2\n3\n", b"1\n2\n3\n4\n", b"0\n2\n3\n", b"\0bin"];
+
+    /// An entry: 0 absent, 1 dir, 2 symlink, 3.. a file with one of the texts and an exec bit.
+    fn entry(s: &MemStore, kind: u8) -> Option<Entry> {
+        match kind {
+            0 => None,
+            1 => Some(Entry::Dir),
+            2 => Some(Entry::symlink("target").unwrap()),
+            k => Some(file(s, TEXTS[(k as usize) % TEXTS.len()], k % 2 == 0)),
+        }
+    }
+
+    /// A tree from entry kinds; a path below a file or symlink is left out, so it is valid.
+    fn random_tree(s: &MemStore, kinds: &[u8]) -> Option<TreeManifest> {
+        let mut entries: Vec<(RelPath, Entry)> = Vec::new();
+        for (path, &k) in PATHS.iter().zip(kinds) {
+            let path = p(path);
+            let blocked = path.ancestors().any(|a| {
+                entries
+                    .iter()
+                    .any(|(q, e)| q.as_str() == a && !matches!(e, Entry::Dir))
+            });
+            if let (false, Some(e)) = (blocked, entry(s, k)) {
+                entries.push((path, e));
+            }
+        }
+        TreeManifest::from_entries(entries).ok()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn tree_merges_are_symmetric_and_valid(
+            b in prop::collection::vec(0u8..8, 6),
+            o in prop::collection::vec(0u8..8, 6),
+            t in prop::collection::vec(0u8..8, 6),
+            swap in any::<bool>(),
+        ) {
+            let s = MemStore::new();
+            let (Some(base), Some(ours), Some(theirs)) = (random_tree(&s, &b), random_tree(&s, &o), random_tree(&s, &t)) else {
+                return Ok(());
+            };
+            let (n1, n2) = if swap { (THEIRS, OURS) } else { (OURS, THEIRS) };
+            let rules = ModeRules::new(false);
+            let m = merge_trees(&base, &ours, &theirs, Numbers { ours: n1, theirs: n2 }, &rules, &s).unwrap();
+            let back = merge_trees(&base, &theirs, &ours, Numbers { ours: n2, theirs: n1 }, &rules, &s).unwrap();
+            prop_assert_eq!(&m.entries, &back.entries);
+            prop_assert_eq!(&m.redo, &back.redo);
+            // Every path of either side is in the result or has a redo entry.
+            for side in [&ours, &theirs] {
+                for (path, _) in side.iter() {
+                    let kept = m.entries.contains_key(path) || m.redo.iter().any(|e| e.path.as_ref() == Some(path));
+                    let dropped_by_the_other_side_unchanged = base.get(path) == side.get(path);
+                    prop_assert!(kept || dropped_by_the_other_side_unchanged, "{path} lost");
+                }
+            }
+            prop_assert!(into_tree(&s, m).len() <= PATHS.len());
+        }
+    }
+}
