@@ -46,6 +46,37 @@ fn diamond(trace: &Trace) -> usize {
     doc.len()
 }
 
+/// A concurrent trace through diamond-types: every transaction is added to the op log at its
+/// parents' versions, then the tip is checked out. Returns the final text.
+fn diamond_concurrent(trace: &Trace) -> String {
+    let mut oplog = diamond_types::list::OpLog::new();
+    let agents: Vec<_> = (0..trace.num_agents.unwrap_or(1))
+        .map(|a| oplog.get_or_create_agent_id(&format!("agent{a}")))
+        .collect();
+    // The version after each transaction (its last operation, or its parents' when empty).
+    let mut versions: Vec<Vec<usize>> = Vec::with_capacity(trace.txns.len());
+    for txn in &trace.txns {
+        let mut version: Vec<usize> = txn
+            .parents
+            .iter()
+            .flat_map(|&p| versions[p].iter().copied())
+            .collect();
+        version.sort_unstable();
+        version.dedup();
+        let agent = agents[txn.agent as usize];
+        for Patch(pos, del, ins) in &txn.patches {
+            if *del > 0 {
+                version = vec![oplog.add_delete_at(agent, &version, *pos..*pos + *del)];
+            }
+            if !ins.is_empty() {
+                version = vec![oplog.add_insert_at(agent, &version, *pos, ins)];
+            }
+        }
+        versions.push(version);
+    }
+    oplog.checkout_tip().content().to_string()
+}
+
 fn plain_string(trace: &Trace) -> usize {
     let mut s = trace.start_content.clone();
     // Positions are code points: on ASCII text they are byte offsets, else convert.
@@ -90,12 +121,24 @@ fn traces() {
         );
     }
     println!();
-    println!("| concurrent trace | txns | chorus WOOT (replicas per agent + fresh merge) |");
-    println!("|---|---:|---:|");
+    println!(
+        "| concurrent trace | txns | chorus WOOT (replicas per agent + fresh merge) | diamond-types (op log + checkout) |"
+    );
+    println!("|---|---:|---:|---:|");
     for name in ["friendsforever", "clownschool"] {
         let trace = support::load_trace(name);
+        assert!(
+            diamond_concurrent(&trace) == trace.end_content,
+            "diamond-types replay of {name} differs"
+        );
         let woot = best(5, || replay_concurrent(&trace).map(|r| r.merged.len()));
-        println!("| {name} | {} | {:.1} |", trace.txns.len(), ms(woot));
+        let dt = best(5, || diamond_concurrent(&trace).len());
+        println!(
+            "| {name} | {} | {:.1} | {:.1} |",
+            trace.txns.len(),
+            ms(woot),
+            ms(dt)
+        );
     }
     println!();
 }
