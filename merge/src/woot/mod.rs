@@ -9,7 +9,7 @@
 //! into the gap found. Every replica that integrates the same operations, in any order the pool
 //! allows, holds the same sequence.
 //!
-//! Speed comes from [`tree`]: elements typed one after the other form one run, an
+//! Speed comes from the `tree` submodule: elements typed one after the other form one run, an
 //! order-statistics B-tree maps visible positions to runs, an index maps ids to leaves, and a
 //! cursor cache serves sequential typing without a descent. A local insertion names as
 //! neighbours the two elements (tombstones included) around the cursor, so its own integration
