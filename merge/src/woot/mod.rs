@@ -114,6 +114,8 @@ pub struct Doc<T> {
     tree: Tree,
     sites: Vec<SiteData<T>>,
     site_ix: HashMap<Site, u32>,
+    /// The site looked up last by a local edit, usually the next one's too.
+    last_site: Option<(Site, u32)>,
     /// Pending operations, by the first element each one still waits for.
     pool: HashMap<ElemId, Vec<Op<T>>>,
     pooled: usize,
@@ -132,6 +134,7 @@ impl<T: Token> Doc<T> {
             tree: Tree::new(),
             sites: Vec::new(),
             site_ix: HashMap::new(),
+            last_site: None,
             pool: HashMap::new(),
             pooled: 0,
         }
@@ -193,7 +196,13 @@ impl<T: Token> Doc<T> {
     }
 
     fn dense(&mut self, site: Site) -> u32 {
+        if let Some((last, s)) = self.last_site
+            && last == site
+        {
+            return s;
+        }
         if let Some(&s) = self.site_ix.get(&site) {
+            self.last_site = Some((site, s));
             return s;
         }
         let s = self.sites.len() as u32;

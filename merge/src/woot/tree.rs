@@ -110,8 +110,9 @@ pub(crate) struct Tree {
     head: Ix,
     /// Per dense site, per clock: the leaf holding that element, or NIL.
     index: Vec<Vec<Ix>>,
-    /// Leaf of the last visible lookup and the visible position where it starts.
-    cache: Option<(Ix, u64)>,
+    /// Leaf of the last visible lookup, the visible position where it starts and its number
+    /// of visible elements.
+    cache: Option<(Ix, u64, u64)>,
 }
 
 impl Tree {
@@ -283,13 +284,11 @@ impl Tree {
     /// The visible element at visible index `pos` (`pos < visible_len`).
     pub fn find_visible(&mut self, pos: u64) -> Option<Cursor> {
         let (leaf, start) = match self.cache {
-            Some((leaf, start)) if pos >= start && pos < start + self.leaf_visible(leaf) => {
-                (leaf, start)
-            }
+            Some((leaf, start, len)) if pos >= start && pos < start + len => (leaf, start),
             _ => {
-                let found = self.descend_visible(pos)?;
-                self.cache = Some(found);
-                found
+                let (leaf, start) = self.descend_visible(pos)?;
+                self.cache = Some((leaf, start, self.leaf_visible(leaf)));
+                (leaf, start)
             }
         };
         let mut rem = pos - start;
@@ -338,8 +337,9 @@ impl Tree {
 
     /// Adds `total` and `visible` to the counts of every ancestor of `leaf`.
     fn add_counts(&mut self, leaf: Ix, total: i64, visible: i64) {
-        if self.cache.is_some_and(|(l, _)| l != leaf) {
-            self.cache = None;
+        match &mut self.cache {
+            Some((l, _, len)) if *l == leaf => *len = len.wrapping_add_signed(visible),
+            _ => self.cache = None,
         }
         let mut child = leaf;
         let mut node = self.leaves[leaf as usize].parent;
