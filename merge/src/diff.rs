@@ -110,6 +110,10 @@ pub(crate) fn char_hunks(before: &str, after: &str) -> Vec<Hunk> {
     let b_chars: Vec<char> = before.chars().collect();
     let a_chars: Vec<char> = after.chars().collect();
     let mut out = Vec::new();
+    // One character interner and one diff for all the line hunks.
+    let mut ci: Interner<char> = Interner::new(256);
+    let (mut bc, mut ac): (Vec<Token>, Vec<Token>) = (Vec::new(), Vec::new());
+    let mut diff = Diff::default();
     for h in line_hunks(&bt, &at, interner.num_tokens()) {
         let before = b_start[h.before.start]..b_start[h.before.end];
         let after = a_start[h.after.start]..a_start[h.after.end];
@@ -117,16 +121,10 @@ pub(crate) fn char_hunks(before: &str, after: &str) -> Vec<Hunk> {
             out.push(Hunk { before, after });
             continue;
         }
-        let mut ci: Interner<char> = Interner::new(64);
-        let bc: Vec<Token> = b_chars[before.clone()]
-            .iter()
-            .map(|&c| ci.intern(c))
-            .collect();
-        let ac: Vec<Token> = a_chars[after.clone()]
-            .iter()
-            .map(|&c| ci.intern(c))
-            .collect();
-        let mut diff = Diff::default();
+        bc.clear();
+        bc.extend(b_chars[before.clone()].iter().map(|&c| ci.intern(c)));
+        ac.clear();
+        ac.extend(a_chars[after.clone()].iter().map(|&c| ci.intern(c)));
         diff.compute_with(Algorithm::Myers, &bc, &ac, ci.num_tokens());
         diff.postprocess_with(&bc, &ac, NoSliderHeuristic);
         out.extend(diff.hunks().map(|c| Hunk {
