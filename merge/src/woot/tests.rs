@@ -338,3 +338,45 @@ fn bad_operations_are_refused() {
     assert!(matches!(doc.apply(far), Err(WootError::ClockGap { .. })));
     assert_eq!(doc.to_vec(), [1, 2, 3]);
 }
+
+/// An arbitrary operation, well-formed or not, over a few sites and clocks.
+fn arbitrary_op() -> impl Strategy<Value = Op<u8>> {
+    let id = (1u32..4, 0u32..12).prop_map(|(s, c)| ElemId {
+        site: site(s),
+        clock: c,
+    });
+    let anchor = prop_oneof![
+        Just(Anchor::Begin),
+        Just(Anchor::End),
+        id.clone().prop_map(Anchor::Elem)
+    ];
+    prop_oneof![
+        (
+            id.clone(),
+            anchor.clone(),
+            anchor,
+            prop::collection::vec(any::<u8>(), 0..4)
+        )
+            .prop_map(|(id, cp, cn, values)| Op::Insert { id, cp, cn, values }),
+        (id, 0u32..5).prop_map(|(target, len)| Op::Delete { target, len }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Operations from a faulty or hostile peer end in errors or in the pool, never in a
+    /// panic or a broken tree, and never change what was there beyond their own elements.
+    #[test]
+    fn arbitrary_operations_never_break_a_replica(ops in prop::collection::vec(arbitrary_op(), 0..40)) {
+        let mut doc: Doc<u8> = Doc::new();
+        doc.insert(site(1), 0, &[1, 2, 3, 4]).unwrap();
+        for op in ops {
+            let _ = doc.apply(op);
+            doc.check();
+        }
+        let elems = doc.elements();
+        prop_assert_eq!(elems.len(), doc.total_len());
+        prop_assert_eq!(elems.iter().filter(|e| e.2).count(), doc.len());
+    }
+}
