@@ -516,6 +516,34 @@ mod tests {
     }
 
     #[test]
+    fn the_first_seeds_example() {
+        // Alice (leader) and Bob share AaBbCcDd; Alice makes AaBbEeDd, Bob AaBbCcDdFf.
+        let m = merge(
+            b"AaBbCcDd",
+            b"AaBbEeDd",
+            b"AaBbCcDdFf",
+            n(2, 0),
+            n(2, 1),
+            MergeMode::Chars,
+        )
+        .unwrap();
+        assert_eq!(m.result.0, b"AaBbEeDdFf");
+        // Bob missed the reply and pushes AaBbCGcDdFf, still based on AaBbCcDd: "up to b, then
+        // Ee, then G, then from D".
+        let m = merge(
+            b"AaBbCcDd",
+            b"AaBbEeDdFf",
+            b"AaBbCGcDdFf",
+            n(3, 0),
+            n(3, 1),
+            MergeMode::Chars,
+        )
+        .unwrap();
+        assert_eq!(m.result.0, b"AaBbEeGDdFf");
+        assert!(m.is_clean());
+    }
+
+    #[test]
     fn whole_takes_the_higher_number() {
         let m = merge(
             b"\0base",
