@@ -1,0 +1,78 @@
+//! Election timing and membership limits, with LAN defaults and WAN settings.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// How a node elects and replicates. All times in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectionConfig {
+    /// Leader heartbeat interval. openraft also times AppendEntries out after this long, which
+    /// is why log entries stay small (headers only; content moves over the sync protocol).
+    pub heartbeat_ms: u64,
+    /// Election timeout, drawn uniformly from [min, max) per term.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Deadline for receiving one snapshot chunk.
+    pub install_snapshot_timeout_ms: u64,
+    /// Voters at most; nodes that join beyond this stay learners.
+    pub max_voters: usize,
+    /// Build a snapshot once this many entries were applied since the last one.
+    pub snapshot_every: u64,
+}
+
+impl ElectionConfig {
+    /// A LAN: heartbeat 50 ms, election 150–300 ms (fails over in about half a second).
+    pub const fn lan() -> Self {
+        ElectionConfig {
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 300,
+            install_snapshot_timeout_ms: 10_000,
+            max_voters: 5,
+            snapshot_every: 1000,
+        }
+    }
+
+    /// A WAN with round trips up to ~300 ms: heartbeat 500 ms, election 1.5–3 s, snapshot
+    /// chunks allowed 60 s. Failover then takes a few seconds, and a slow link is not
+    /// mistaken for a dead leader.
+    pub const fn wan() -> Self {
+        ElectionConfig {
+            heartbeat_ms: 500,
+            election_timeout_min_ms: 1500,
+            election_timeout_max_ms: 3000,
+            install_snapshot_timeout_ms: 60_000,
+            max_voters: 5,
+            snapshot_every: 1000,
+        }
+    }
+
+    /// The openraft config, validated.
+    pub fn to_openraft(&self) -> Result<Arc<openraft::Config>, crate::ElectionError> {
+        let c = openraft::Config {
+            cluster_name: "chorus".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            install_snapshot_timeout: self.install_snapshot_timeout_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.snapshot_every,
+            ..Default::default()
+        };
+        if self.max_voters == 0 {
+            return Err(crate::ElectionError::Config(
+                "max_voters must be at least 1".into(),
+            ));
+        }
+        c.validate()
+            .map(Arc::new)
+            .map_err(|e| crate::ElectionError::Config(e.to_string()))
+    }
+}
+
+impl Default for ElectionConfig {
+    fn default() -> Self {
+        Self::lan()
+    }
+}

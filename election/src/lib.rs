@@ -1,0 +1,49 @@
+//! chorus-election: the group elects one leader with Raft (openraft 0.9), and the Raft log
+//! orders accepted versions and gives them their MAJOR number (DESIGN.md §5, §7).
+//!
+//! - [`types`]: the openraft type config; node ids from PeerIds; headers and proposals.
+//! - [`log_store`]: the durable log and vote in redb (fsync before acknowledging).
+//! - [`state_machine`]: the accepted-version chain, its numbering and snapshots.
+//! - [`network`]: the [`Transport`] trait the daemon implements over libp2p.
+//! - [`memnet`]: an in-memory transport with seeded faults, for tests and benchmarks.
+//! - [`node`]: [`ElectionNode`], the API the daemon drives.
+//! - [`config`]: LAN and WAN timings.
+//!
+//! Only small headers ride in the log; version content moves over the sync protocol.
+
+// openraft's storage traits fix the error type (`StorageError`, over 200 bytes); our helpers
+// return it too rather than converting at every call.
+#![allow(clippy::result_large_err)]
+
+pub mod config;
+pub mod log_store;
+pub mod memnet;
+pub mod network;
+pub mod node;
+pub mod state_machine;
+pub mod testing;
+pub mod types;
+
+pub use config::ElectionConfig;
+pub use network::{RaftReply, RaftRpc, Transport, TransportError};
+pub use node::{ClusterView, ElectionNode, ProposeError, Role};
+pub use types::{AcceptedHeader, Member, NodeId, Proposal, TypeConfig, VersionNumber, node_id_of};
+
+/// Errors of node management.
+#[derive(Debug, thiserror::Error)]
+pub enum ElectionError {
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("invalid election config: {0}")]
+    Config(String),
+    #[error("this node already has cluster state; it is never initialized twice")]
+    AlreadyInitialized,
+    #[error("node id {0} is already used by another peer; that peer cannot join")]
+    IdCollision(NodeId),
+    #[error("not the leader (leader: {0:?}); membership changes go to the leader")]
+    NotLeader(Option<NodeId>),
+    #[error("membership change failed: {0}")]
+    Membership(String),
+    #[error("raft stopped: {0}")]
+    Fatal(String),
+}

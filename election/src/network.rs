@@ -1,0 +1,183 @@
+//! How Raft RPCs leave a node: a [`Transport`] trait the daemon implements over libp2p
+//! request-response (`/chorus/raft/1`), and this crate's in-memory [`crate::memnet`]. Messages
+//! are serde types, so any codec can carry them. Every call is bounded by openraft's deadline;
+//! a peer that does not answer in time is a timeout, never a hang.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use openraft::Raft;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Member, NodeId, TypeConfig};
+
+/// A Raft RPC on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RaftRpc {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// Its answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftReply {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
+}
+
+/// Why an RPC got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("peer unreachable: {0}")]
+pub struct TransportError(pub String);
+
+/// A boxed future, so the trait is object-safe.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Carries RPCs to other nodes. Implementations deliver `rpc` to `target` (reachable at
+/// `member`'s addresses) and return what its [`handle`] produced.
+pub trait Transport: Send + Sync + 'static {
+    fn call(
+        &self,
+        target: NodeId,
+        member: &Member,
+        rpc: RaftRpc,
+    ) -> BoxFuture<Result<RaftReply, TransportError>>;
+}
+
+/// Serves one incoming RPC on the local node.
+pub async fn handle(raft: &Raft<TypeConfig>, rpc: RaftRpc) -> RaftReply {
+    match rpc {
+        RaftRpc::AppendEntries(r) => RaftReply::AppendEntries(raft.append_entries(r).await),
+        RaftRpc::Vote(r) => RaftReply::Vote(raft.vote(r).await),
+        RaftRpc::InstallSnapshot(r) => RaftReply::InstallSnapshot(raft.install_snapshot(r).await),
+    }
+}
+
+/// openraft's network factory over a [`Transport`].
+pub(crate) struct Network {
+    pub id: NodeId,
+    pub transport: Arc<dyn Transport>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Client;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Client {
+        Client {
+            id: self.id,
+            target,
+            member: node.clone(),
+            transport: self.transport.clone(),
+        }
+    }
+}
+
+pub(crate) struct Client {
+    id: NodeId,
+    target: NodeId,
+    member: Member,
+    transport: Arc<dyn Transport>,
+}
+
+impl Client {
+    async fn call<E: std::error::Error>(
+        &self,
+        rpc: RaftRpc,
+        action: RPCTypes,
+        option: &RPCOption,
+    ) -> Result<RaftReply, RPCError<NodeId, Member, E>> {
+        let ttl = option.hard_ttl();
+        match tokio::time::timeout(ttl, self.transport.call(self.target, &self.member, rpc)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(_) => Err(RPCError::Timeout(Timeout {
+                action,
+                id: self.id,
+                target: self.target,
+                timeout: ttl,
+            })),
+        }
+    }
+
+    fn mismatch<E: std::error::Error>(&self) -> RPCError<NodeId, Member, E> {
+        RPCError::Network(NetworkError::new(&TransportError(
+            "the reply does not match the request".into(),
+        )))
+    }
+
+    fn remote<E: std::error::Error>(&self, e: E) -> RPCError<NodeId, Member, E> {
+        RPCError::RemoteError(RemoteError::new_with_node(
+            self.target,
+            self.member.clone(),
+            e,
+        ))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Client {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        match self
+            .call(
+                RaftRpc::AppendEntries(rpc),
+                RPCTypes::AppendEntries,
+                &option,
+            )
+            .await?
+        {
+            RaftReply::AppendEntries(r) => r.map_err(|e| self.remote(e)),
+            _ => Err(self.mismatch()),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        match self
+            .call(
+                RaftRpc::InstallSnapshot(rpc),
+                RPCTypes::InstallSnapshot,
+                &option,
+            )
+            .await?
+        {
+            RaftReply::InstallSnapshot(r) => r.map_err(|e| self.remote(e)),
+            _ => Err(self.mismatch()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        match self
+            .call(RaftRpc::Vote(rpc), RPCTypes::Vote, &option)
+            .await?
+        {
+            RaftReply::Vote(r) => r.map_err(|e| self.remote(e)),
+            _ => Err(self.mismatch()),
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! [`ElectionNode`]: what the daemon drives. It opens a node from its state dir, initializes a
+//! one-node cluster, adds members (learners first, promoted to voters while there are fewer
+//! than `max_voters`), proposes headers and learns their numbers, and watches who leads.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Raft, ServerState};
+use tokio::sync::watch;
+
+use crate::ElectionError;
+use crate::config::ElectionConfig;
+use crate::log_store::LogStore;
+use crate::network::{Network, RaftReply, RaftRpc, Transport, handle};
+use crate::state_machine::StateMachine;
+use crate::types::{
+    AcceptedHeader, MAX_PARENTS, MAX_REDO_BYTES, Member, NodeId, Proposal, Request, TypeConfig,
+    VersionNumber,
+};
+
+/// Why a proposal or a linearizable read did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// Only the leader proposes; `leader` is who it is, when known.
+    #[error("not the leader; the leader is {}", leader.as_ref().map_or("unknown".to_string(), |(id, m)| format!("{id} ({m})")))]
+    NotLeader { leader: Option<(NodeId, Member)> },
+    /// The header breaks a size bound.
+    #[error("header too large: {0}")]
+    TooLarge(String),
+    /// Raft stopped (storage failure or shutdown).
+    #[error("raft stopped: {0}")]
+    Fatal(String),
+}
+
+/// Role of this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    Shutdown,
+}
+
+/// Who leads and who is in, as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub role: Role,
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+    /// Last log index committed and applied here.
+    pub applied: Option<u64>,
+}
+
+/// A running Raft node.
+pub struct ElectionNode {
+    id: NodeId,
+    config: ElectionConfig,
+    raft: Raft<TypeConfig>,
+    sm: StateMachine,
+    log: LogStore,
+    view: watch::Receiver<ClusterView>,
+}
+
+impl ElectionNode {
+    /// Opens (or creates) the node stored in `state_dir/raft.redb`. A node with state resumes
+    /// with its vote and log; nothing here ever re-initializes it.
+    pub async fn open(
+        state_dir: &Path,
+        id: NodeId,
+        config: ElectionConfig,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, ElectionError> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| ElectionError::Storage(format!("{}: {e}", state_dir.display())))?;
+        let (log, sm) = crate::log_store::open(state_dir)
+            .await
+            .map_err(|e| ElectionError::Storage(format!("{}: {e}", state_dir.display())))?;
+        let raft = Raft::new(
+            id,
+            config.to_openraft()?,
+            Network { id, transport },
+            log.clone(),
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| ElectionError::Fatal(e.to_string()))?;
+        let view = spawn_view(&raft);
+        Ok(ElectionNode {
+            id,
+            config,
+            raft,
+            sm,
+            log,
+            view,
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The openraft handle, for serving RPCs and metrics.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// Serves an RPC from a peer.
+    pub async fn handle(&self, rpc: RaftRpc) -> RaftReply {
+        handle(&self.raft, rpc).await
+    }
+
+    /// True when this node has a log or a membership already.
+    pub async fn is_initialized(&self) -> Result<bool, ElectionError> {
+        self.raft
+            .is_initialized()
+            .await
+            .map_err(|e| ElectionError::Fatal(e.to_string()))
+    }
+
+    /// Makes this node a one-node cluster (`chorus init`). Refused when it has state.
+    pub async fn initialize(&self, me: Member) -> Result<(), ElectionError> {
+        if self.is_initialized().await? {
+            return Err(ElectionError::AlreadyInitialized);
+        }
+        let members = std::collections::BTreeMap::from([(self.id, me)]);
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| ElectionError::Fatal(e.to_string()))
+    }
+
+    /// Adds a node: first as a learner (returns once it caught up), then as a voter while
+    /// there are fewer than `max_voters`. Must be called on the leader. A node id already
+    /// used by another PeerId is refused.
+    pub async fn add_member(&self, id: NodeId, member: Member) -> Result<Role, ElectionError> {
+        let current = self.raft.metrics().borrow().membership_config.clone();
+        if let Some(existing) = current.membership().get_node(&id)
+            && existing.peer_id != member.peer_id
+        {
+            return Err(ElectionError::IdCollision(id));
+        }
+        self.raft
+            .add_learner(id, member, true)
+            .await
+            .map_err(write_err)?;
+        let voters = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count();
+        if voters >= self.config.max_voters {
+            return Ok(Role::Learner);
+        }
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(write_err)?;
+        Ok(Role::Follower)
+    }
+
+    /// Removes a node from the membership.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), ElectionError> {
+        let is_voter = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == id);
+        if is_voter {
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+                .map_err(write_err)?;
+        }
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+            .await
+            .map_err(write_err)?;
+        Ok(())
+    }
+
+    /// Proposes a header. Returns its number once committed on a majority, or `NotLeader`.
+    pub async fn propose(&self, p: Proposal) -> Result<VersionNumber, ProposeError> {
+        if p.redo.len() > MAX_REDO_BYTES || p.parents.len() > MAX_PARENTS {
+            return Err(ProposeError::TooLarge(format!(
+                "{} redo bytes (max {MAX_REDO_BYTES}), {} parents (max {MAX_PARENTS})",
+                p.redo.len(),
+                p.parents.len()
+            )));
+        }
+        match self.raft.client_write(Request::Accept(p)).await {
+            Ok(resp) => resp
+                .data
+                .number
+                .ok_or_else(|| ProposeError::Fatal("an accepted header got no number".into())),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node),
+                })
+            }
+            Err(e) => Err(ProposeError::Fatal(e.to_string())),
+        }
+    }
+
+    /// The head, read linearizably: only the leader answers, after confirming with a quorum
+    /// that it still leads and applying everything committed before the read.
+    pub async fn read_head(&self) -> Result<Option<AcceptedHeader>, ProposeError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(self.sm.head()),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node),
+                })
+            }
+            Err(e) => Err(ProposeError::Fatal(e.to_string())),
+        }
+    }
+
+    /// The head as applied on this node (may lag the leader).
+    pub fn local_head(&self) -> Option<AcceptedHeader> {
+        self.sm.head()
+    }
+
+    /// Recent accepted headers as applied on this node, oldest first.
+    pub fn recent_headers(&self) -> Vec<AcceptedHeader> {
+        self.sm.chain().recent.into_iter().collect()
+    }
+
+    /// Watches the head as it is applied here.
+    pub fn subscribe_head(&self) -> watch::Receiver<Option<AcceptedHeader>> {
+        self.sm.subscribe_head()
+    }
+
+    /// Watches term, leader and membership.
+    pub fn subscribe(&self) -> watch::Receiver<ClusterView> {
+        self.view.clone()
+    }
+
+    /// The current view.
+    pub fn view(&self) -> ClusterView {
+        self.view.borrow().clone()
+    }
+
+    /// Durable storage commits so far (one fsync'd redb commit each).
+    pub fn durable_commits(&self) -> u64 {
+        self.log.durable_commits()
+    }
+
+    /// Stops Raft and waits until its tasks have released the database, so the state dir can
+    /// be opened again at once.
+    pub async fn shutdown(self) {
+        let _ = self.raft.shutdown().await;
+        drop(self.raft);
+        // Replication tasks and in-flight storage calls hold clones for a moment after the
+        // core stops; this node's own two (log and state machine) are all that should remain.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.log.db_handles() > 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if self.log.db_handles() > 2 {
+            tracing::warn!(
+                handles = self.log.db_handles(),
+                "raft storage still in use after shutdown"
+            );
+        }
+    }
+}
+
+fn write_err(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> ElectionError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            ElectionError::NotLeader(f.leader_id)
+        }
+        e => ElectionError::Membership(e.to_string()),
+    }
+}
+
+/// Follows openraft's metrics and publishes the parts a user cares about.
+fn spawn_view(raft: &Raft<TypeConfig>) -> watch::Receiver<ClusterView> {
+    let mut metrics = raft.metrics();
+    let view_of = |m: &openraft::RaftMetrics<NodeId, Member>| {
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+        ClusterView {
+            term: m.current_term,
+            leader: m.current_leader,
+            role: match m.state {
+                ServerState::Leader => Role::Leader,
+                ServerState::Candidate => Role::Candidate,
+                ServerState::Learner => Role::Learner,
+                ServerState::Follower if learners.contains(&m.id) => Role::Learner,
+                ServerState::Follower => Role::Follower,
+                ServerState::Shutdown => Role::Shutdown,
+            },
+            voters,
+            learners,
+            applied: m.last_applied.map(|l| l.index),
+        }
+    };
+    let (tx, rx) = watch::channel(view_of(&metrics.borrow()));
+    tokio::spawn(async move {
+        while metrics.changed().await.is_ok() {
+            let v = view_of(&metrics.borrow());
+            tx.send_if_modified(|old| {
+                let changed = *old != v;
+                *old = v;
+                changed
+            });
+            if tx.is_closed() {
+                break;
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,279 @@
+//! The accepted-version chain: what applying the Raft log produces.
+//!
+//! Applying an `Accept` appends a header to the chain and numbers it: MAJOR is its position,
+//! MINOR the origin node's rank (ranks are given in the order nodes first appear in the
+//! membership, so they never change). Re-proposing the head's version (a leader retrying after
+//! a failover) returns the head's number instead of a second entry. The state is small, so a
+//! snapshot is all of it: the head header, the membership and the ranks; version content never
+//! travels here. Snapshots are persisted in the same redb database as the log.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Cursor;
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
+};
+use redb::{Database, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::types::{AcceptedHeader, Member, NodeId, Request, Response, TypeConfig, VersionNumber};
+
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
+const CURRENT: &str = "current";
+
+/// How many recent headers each node keeps in memory for lookups.
+const RECENT: usize = 1024;
+
+type Result<T> = std::result::Result<T, StorageError<NodeId>>;
+
+/// The replicated state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Chain {
+    pub last_applied: Option<LogId<NodeId>>,
+    pub membership: StoredMembership<NodeId, Member>,
+    /// MINOR of each node that has ever been a member.
+    pub ranks: BTreeMap<NodeId, u32>,
+    /// Accepted versions so far: the head's MAJOR.
+    pub len: u64,
+    pub head: Option<AcceptedHeader>,
+    /// The last headers, newest last (not in snapshots).
+    #[serde(skip)]
+    pub recent: VecDeque<AcceptedHeader>,
+}
+
+impl Chain {
+    fn rank_of(&mut self, node: NodeId) -> u32 {
+        let next = self.ranks.len() as u32;
+        *self.ranks.entry(node).or_insert(next)
+    }
+
+    fn apply(&mut self, entry: &Entry<TypeConfig>) -> Response {
+        self.last_applied = Some(entry.log_id);
+        match &entry.payload {
+            EntryPayload::Blank => Response::default(),
+            EntryPayload::Membership(m) => {
+                self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                let mut ids: Vec<NodeId> = m.nodes().map(|(id, _)| *id).collect();
+                ids.sort_unstable();
+                for id in ids {
+                    self.rank_of(id);
+                }
+                Response::default()
+            }
+            EntryPayload::Normal(Request::Accept(p)) => {
+                if let Some(h) = &self.head
+                    && h.version == p.version
+                {
+                    return Response {
+                        number: Some(h.number),
+                    };
+                }
+                self.len += 1;
+                let number = VersionNumber {
+                    major: self.len,
+                    minor: self.rank_of(p.origin),
+                };
+                let header = AcceptedHeader {
+                    version: p.version,
+                    parents: p.parents.clone(),
+                    number,
+                    origin: p.origin,
+                    created_at_ms: p.created_at_ms,
+                    redo: p.redo.clone(),
+                };
+                self.recent.push_back(header.clone());
+                if self.recent.len() > RECENT {
+                    self.recent.pop_front();
+                }
+                self.head = Some(header);
+                Response {
+                    number: Some(number),
+                }
+            }
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, Member>,
+    data: Vec<u8>,
+}
+
+/// The state machine. Clones share state.
+#[derive(Clone)]
+pub struct StateMachine {
+    chain: Arc<RwLock<Chain>>,
+    db: Arc<Database>,
+    head_tx: Arc<watch::Sender<Option<AcceptedHeader>>>,
+    snapshots_built: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl StateMachine {
+    /// Opens the state machine, restoring the last persisted snapshot; the log entries after
+    /// it are re-applied by openraft.
+    pub fn open(db: Arc<Database>) -> Result<Self> {
+        let txn = db.begin_write().map_err(|e| sm_err(&e))?;
+        txn.open_table(SNAPSHOT).map_err(|e| sm_err(&e))?;
+        txn.commit().map_err(|e| sm_err(&e))?;
+        let mut chain = Chain::default();
+        if let Some(s) = load_snapshot(&db)? {
+            chain = serde_json::from_slice(&s.data).map_err(|e| sm_err(&e))?;
+            if let Some(h) = &chain.head {
+                chain.recent.push_back(h.clone());
+            }
+        }
+        let (head_tx, _) = watch::channel(chain.head.clone());
+        Ok(StateMachine {
+            chain: Arc::new(RwLock::new(chain)),
+            db,
+            head_tx: Arc::new(head_tx),
+            snapshots_built: Arc::new(Default::default()),
+        })
+    }
+
+    /// A copy of the chain as applied here so far.
+    pub fn chain(&self) -> Chain {
+        self.read().clone()
+    }
+
+    /// The head as applied here (not linearizable by itself).
+    pub fn head(&self) -> Option<AcceptedHeader> {
+        self.read().head.clone()
+    }
+
+    /// Watches the head as it is applied.
+    pub fn subscribe_head(&self) -> watch::Receiver<Option<AcceptedHeader>> {
+        self.head_tx.subscribe()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Chain> {
+        self.chain.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Chain> {
+        self.chain.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn persist(&self, snap: &StoredSnapshot) -> Result<()> {
+        let bytes = serde_json::to_vec(snap).map_err(|e| sm_err(&e))?;
+        let txn = self.db.begin_write().map_err(|e| sm_err(&e))?;
+        {
+            let mut t = txn.open_table(SNAPSHOT).map_err(|e| sm_err(&e))?;
+            t.insert(CURRENT, bytes.as_slice())
+                .map_err(|e| sm_err(&e))?;
+        }
+        txn.commit().map_err(|e| sm_err(&e))?;
+        Ok(())
+    }
+}
+
+fn load_snapshot(db: &Database) -> Result<Option<StoredSnapshot>> {
+    let txn = db.begin_read().map_err(|e| sm_err(&e))?;
+    let t = txn.open_table(SNAPSHOT).map_err(|e| sm_err(&e))?;
+    match t.get(CURRENT).map_err(|e| sm_err(&e))? {
+        Some(v) => Ok(Some(
+            serde_json::from_slice(v.value()).map_err(|e| sm_err(&e))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+fn sm_err(e: &(impl std::error::Error + 'static)) -> StorageError<NodeId> {
+    StorageIOError::write_state_machine(AnyError::new(e)).into()
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
+        let chain = self.chain();
+        let data = serde_json::to_vec(&chain).map_err(|e| sm_err(&e))?;
+        let n = self
+            .snapshots_built
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let snapshot_id = match chain.last_applied {
+            Some(l) => format!("{}-{}-{n}", l.leader_id, l.index),
+            None => format!("empty-{n}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: chain.last_applied,
+            last_membership: chain.membership.clone(),
+            snapshot_id,
+        };
+        self.persist(&StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        })?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Member>)> {
+        let c = self.read();
+        Ok((c.last_applied, c.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+    {
+        let (out, head) = {
+            let mut c = self.write();
+            let out: Vec<Response> = entries.into_iter().map(|e| c.apply(&e)).collect();
+            (out, c.head.clone())
+        };
+        self.head_tx.send_if_modified(|h| {
+            let changed = *h != head;
+            *h = head;
+            changed
+        });
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<()> {
+        let data = snapshot.into_inner();
+        let mut chain: Chain = serde_json::from_slice(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        if let Some(h) = &chain.head {
+            chain.recent.push_back(h.clone());
+        }
+        self.persist(&StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        })?;
+        let head = chain.head.clone();
+        *self.write() = chain;
+        self.head_tx.send_replace(head);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
+        Ok(load_snapshot(&self.db)?.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}

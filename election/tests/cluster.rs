@@ -1,0 +1,307 @@
+//! Raft over the in-memory network: election, failover, partitions, restarts, learners and
+//! numbering. Every test prints its seed; rerun a failure with CHORUS_SEED=<seed>.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use chorus_election::memnet::LinkFaults;
+use chorus_election::testing::{Cluster, proposal, seed};
+use chorus_election::{ElectionConfig, NodeId, ProposeError, Role};
+
+const SECS: Duration = Duration::from_secs(1);
+
+async fn cluster(n: u64, test: &str) -> (Cluster, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(
+        n,
+        seed(test),
+        ElectionConfig::lan(),
+        dir.path().to_path_buf(),
+    )
+    .await;
+    (c, dir)
+}
+
+/// Majors on every running node's recent headers: gap-free from 1 and identical everywhere.
+fn assert_one_chain(c: &Cluster, expected_len: u64) {
+    let mut chains = BTreeMap::new();
+    for id in c.running() {
+        let h: Vec<_> = c
+            .node(id)
+            .recent_headers()
+            .into_iter()
+            .map(|h| (h.number, h.version))
+            .collect();
+        let majors: Vec<u64> = h.iter().map(|(n, _)| n.major).collect();
+        assert_eq!(
+            majors,
+            (1..=expected_len).collect::<Vec<_>>(),
+            "node {id}: numbers are not gap-free"
+        );
+        chains.insert(id, h);
+    }
+    let first = chains.values().next().unwrap();
+    for (id, ch) in &chains {
+        assert_eq!(ch, first, "node {id} disagrees on the chain");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_commit_and_number_gap_free() {
+    let (c, _d) = cluster(3, "three_nodes_elect_commit_and_number_gap_free").await;
+    for i in 1..=20 {
+        let n = c.propose(proposal(i, (i % 3) + 1), 5 * SECS).await.unwrap();
+        assert_eq!(n.major, i);
+    }
+    assert!(c.wait_applied(20, 5 * SECS).await);
+    assert_one_chain(&c, 20);
+    // Re-proposing the head's version is idempotent: same number, no new entry.
+    let again = c.propose(proposal(20, 3), 5 * SECS).await.unwrap();
+    assert_eq!(again.major, 20);
+    // Ranks follow join order, so MINOR identifies the origin.
+    let h = c
+        .node(c.wait_leader(SECS).await.unwrap())
+        .read_head()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.number.minor, 2, "origin 3 joined third");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_leader_is_replaced_and_the_new_one_commits() {
+    for n in [3, 5] {
+        let (mut c, _d) = cluster(n, &format!("killed_leader_is_replaced ({n} nodes)")).await;
+        c.propose(proposal(1, 1), 5 * SECS).await.unwrap();
+        for round in 0..2 {
+            let old = c.wait_leader(5 * SECS).await.unwrap();
+            c.kill(old).await;
+            let new = c.wait_leader(5 * SECS).await.expect("a new leader");
+            assert_ne!(new, old);
+            let num = c
+                .propose(proposal(10 + round, new), 5 * SECS)
+                .await
+                .unwrap();
+            assert_eq!(num.major, 2 + round);
+            c.restart(old).await;
+        }
+        assert!(c.wait_applied(3, 5 * SECS).await);
+        assert_one_chain(&c, 3);
+        c.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_one_leader_per_term_under_faults() {
+    let (mut c, _d) = cluster(5, "at_most_one_leader_per_term_under_faults").await;
+    c.net.set_default_faults(LinkFaults {
+        drop: 0.1,
+        delay_ms: (0, 30),
+    });
+    let mut leaders: BTreeMap<u64, BTreeSet<NodeId>> = BTreeMap::new();
+    let end = Instant::now() + 4 * SECS;
+    let mut next_kill = Instant::now() + SECS;
+    let mut killed = None;
+    while Instant::now() < end {
+        for id in c.running() {
+            let v = c.node(id).view();
+            if v.role == Role::Leader {
+                leaders.entry(v.term).or_default().insert(id);
+            }
+        }
+        if Instant::now() >= next_kill {
+            if let Some(k) = killed.take() {
+                c.restart(k).await;
+            } else if let Some(l) = c.wait_leader(SECS).await {
+                c.kill(l).await;
+                killed = Some(l);
+            }
+            next_kill = Instant::now() + SECS;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(
+        leaders.len() >= 2,
+        "the test should see several terms: {leaders:?}"
+    );
+    for (term, ids) in &leaders {
+        assert!(ids.len() <= 1, "term {term} had leaders {ids:?}");
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_minority_cannot_commit_and_heals_into_one_log() {
+    let (c, _d) = cluster(5, "partitioned_minority_cannot_commit").await;
+    c.propose(proposal(1, 1), 5 * SECS).await.unwrap();
+    let old = c.wait_leader(5 * SECS).await.unwrap();
+    let others: Vec<NodeId> = c.running().into_iter().filter(|&i| i != old).collect();
+    let minority = [old, others[0]];
+    let majority = &others[1..];
+    c.net.partition(&[&minority, majority]);
+
+    // The deposed leader's proposal is never reported committed.
+    let stale = tokio::time::timeout(2 * SECS, c.node(old).propose(proposal(99, old))).await;
+    assert!(
+        !matches!(stale, Ok(Ok(_))),
+        "a minority leader reported a commit: {stale:?}"
+    );
+
+    // The majority elects its own leader and commits.
+    let deadline = Instant::now() + 5 * SECS;
+    let new = loop {
+        let l = majority
+            .iter()
+            .find(|&&id| c.node(id).view().role == Role::Leader);
+        if let Some(&l) = l {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "the majority elected no leader");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let num = c.node(new).propose(proposal(2, new)).await.unwrap();
+    assert_eq!(num.major, 2);
+
+    c.net.heal();
+    let num = c.propose(proposal(3, new), 5 * SECS).await.unwrap();
+    assert_eq!(num.major, 3);
+    assert!(c.wait_applied(3, 5 * SECS).await);
+    assert_one_chain(&c, 3);
+    // Version 99 was never accepted anywhere.
+    for id in c.running() {
+        assert!(
+            c.node(id)
+                .recent_headers()
+                .iter()
+                .all(|h| h.created_at_ms != 99)
+        );
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_from_disk_keeps_vote_and_log() {
+    let (mut c, _d) = cluster(3, "restart_from_disk_keeps_vote_and_log").await;
+    for i in 1..=5 {
+        c.propose(proposal(i, 1), 5 * SECS).await.unwrap();
+    }
+    assert!(c.wait_applied(5, 5 * SECS).await);
+    let before: BTreeMap<NodeId, (u64, openraft::Vote<NodeId>)> = c
+        .running()
+        .into_iter()
+        .map(|id| {
+            let m = c.node(id).raft().metrics().borrow().clone();
+            (id, (m.current_term, m.vote))
+        })
+        .collect();
+    for id in c.running() {
+        c.kill(id).await;
+    }
+    for id in [1, 2, 3] {
+        // Read what the killed node left on disk: the vote it acknowledged is there.
+        {
+            use openraft::storage::RaftLogStorage;
+            let (mut log, _sm) =
+                chorus_election::log_store::open(&_d.path().join(format!("node-{id}")))
+                    .await
+                    .unwrap();
+            let vote = log.read_vote().await.unwrap().expect("a persisted vote");
+            let (_, before_vote) = before[&id];
+            assert!(
+                vote >= before_vote,
+                "node {id}: vote {vote:?} on disk, {before_vote:?} before the crash"
+            );
+            let state = log.get_log_state().await.unwrap();
+            assert!(
+                state.last_log_id.is_some_and(|l| l.index >= 5),
+                "node {id}: log lost: {state:?}"
+            );
+        }
+        c.restart(id).await;
+    }
+    // A restarted node is never initialized again.
+    assert!(
+        c.node(1)
+            .initialize(chorus_election::testing::member(1))
+            .await
+            .is_err()
+    );
+    let num = c.propose(proposal(6, 2), 10 * SECS).await.unwrap();
+    assert_eq!(num.major, 6, "the log survived the restart");
+    assert!(c.wait_applied(6, 5 * SECS).await);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learners_catch_up_and_are_promoted_up_to_max_voters() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ElectionConfig {
+        max_voters: 3,
+        ..ElectionConfig::lan()
+    };
+    let mut c = Cluster::start(
+        2,
+        seed("learners_catch_up"),
+        config,
+        dir.path().to_path_buf(),
+    )
+    .await;
+    for i in 1..=30 {
+        c.propose(proposal(i, 1), 5 * SECS).await.unwrap();
+    }
+    assert_eq!(
+        c.join(3).await,
+        Role::Follower,
+        "below max_voters a joiner becomes a voter"
+    );
+    assert_eq!(
+        c.join(4).await,
+        Role::Learner,
+        "at max_voters a joiner stays a learner"
+    );
+    assert!(c.wait_applied(30, 5 * SECS).await, "the learner caught up");
+    let v = c.node(1).view();
+    assert_eq!(v.voters, BTreeSet::from([1, 2, 3]));
+    assert_eq!(v.learners, BTreeSet::from([4]));
+    assert_eq!(c.node(4).view().role, Role::Learner);
+    // A learner cannot propose.
+    assert!(matches!(
+        c.node(4).propose(proposal(77, 4)).await,
+        Err(ProposeError::NotLeader { .. })
+    ));
+    c.propose(proposal(31, 4), 5 * SECS).await.unwrap();
+    assert!(c.wait_applied(31, 5 * SECS).await);
+    assert_one_chain(&c, 31);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_proposals_get_distinct_gap_free_numbers() {
+    let (c, _d) = cluster(3, "concurrent_proposals").await;
+    let c = std::sync::Arc::new(c);
+    let mut tasks = Vec::new();
+    for t in 0..4u64 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..10 {
+                got.push(
+                    c.propose(proposal(100 * t + i, 1 + t % 3), 5 * SECS)
+                        .await
+                        .unwrap()
+                        .major,
+                );
+            }
+            got
+        }));
+    }
+    let mut all: Vec<u64> = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=40).collect::<Vec<_>>());
+    assert!(c.wait_applied(40, 5 * SECS).await);
+    assert_one_chain(&c, 40);
+}
