@@ -1,7 +1,8 @@
 //! The `chorus` command line. Each subcommand lives in its own module under `commands/`.
 //!
 //! Exit codes: 0 success, 1 an error (printed as one line saying what went wrong and what to
-//! do), 2 a usage error (from clap).
+//! do), 2 a usage error (from clap). `merge-file` follows `git merge-file` instead: the number
+//! of conflicts, 255 on error.
 
 mod commands;
 
@@ -25,6 +26,10 @@ enum Command {
     /// Encode NEW_DIR as a delta against OLD_DIR, as a sender would, apply and verify it, and
     /// report what it cost on the wire.
     Delta(commands::delta::Args),
+    /// Three-way merge of one file, as the leader would merge it: prints the result (argument
+    /// order as `git merge-file`) and exits with the number of conflicts resolved by version
+    /// order (0 when clean; 255 on error).
+    MergeFile(commands::merge_file::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +43,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Delta(args) => commands::delta::run(args),
+        Command::MergeFile(args) => commands::merge_file::run(args),
     };
     match result {
         Ok(code) => code,

@@ -18,7 +18,9 @@ fn write(root: &Path, rel: &str, bytes: &[u8]) {
 fn json_report_of_a_small_edit() {
     let dir = tempfile::tempdir().unwrap();
     let (old, new) = (dir.path().join("old"), dir.path().join("new"));
-    let text: String = (0..3000).map(|i| format!("line {i} of a document that is kept in sync\n")).collect();
+    let text: String = (0..3000)
+        .map(|i| format!("line {i} of a document that is kept in sync\n"))
+        .collect();
     write(&old, "docs/notes.md", text.as_bytes());
     write(&old, "unchanged.bin", &[7u8; 50_000]);
     let edited = text.replacen("line 1500 of", "line 1500, edited, of", 1);
@@ -26,13 +28,26 @@ fn json_report_of_a_small_edit() {
     write(&new, "unchanged.bin", &[7u8; 50_000]);
     write(&new, "added.txt", b"a new file\n");
 
-    let out = chorus().arg("delta").arg(&old).arg(&new).arg("--json").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = chorus()
+        .arg("delta")
+        .arg(&old)
+        .arg(&new)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["verified"], true);
     assert_eq!(v["files_changed"], 2);
     let bytes = v["delta_bytes"].as_u64().unwrap();
-    assert!(bytes > 0 && bytes < 600, "a one-line edit and a tiny file cost {bytes} bytes");
+    assert!(
+        bytes > 0 && bytes < 600,
+        "a one-line edit and a tiny file cost {bytes} bytes"
+    );
     assert_eq!(v["round_trips"], 0);
 }
 
@@ -54,14 +69,21 @@ fn table_output_and_a_large_new_file_that_needs_chunk_fetches() {
     write(&new, "big.bin", &big);
     let out = chorus().arg("delta").arg(&old).arg(&new).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("verified           yes"), "{stdout}");
     assert!(stdout.contains("chunk fetches"), "{stdout}");
 }
 
 #[test]
 fn a_missing_folder_is_a_one_line_error_with_exit_code_1() {
-    let out = chorus().args(["delta", "/nonexistent/a", "/nonexistent/b"]).output().unwrap();
+    let out = chorus()
+        .args(["delta", "/nonexistent/a", "/nonexistent/b"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -72,6 +94,9 @@ fn a_missing_folder_is_a_one_line_error_with_exit_code_1() {
 fn usage_errors_exit_with_2() {
     let out = chorus().args(["delta"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = chorus().args(["delta", "a", "b", "--chunk-sizes", "1,2"]).output().unwrap();
+    let out = chorus()
+        .args(["delta", "a", "b", "--chunk-sizes", "1,2"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }

@@ -1,3 +1,4 @@
 //! One module per `chorus` subcommand.
 
 pub mod delta;
+pub mod merge_file;
