@@ -168,6 +168,10 @@ impl Transport for Endpoint {
         Box::pin(async move {
             let (raft, there) = {
                 let mut s = net.lock();
+                // A crashed node sends nothing.
+                if !s.nodes.contains_key(&from) {
+                    return Err(TransportError(format!("node {from} is down")));
+                }
                 let Some(raft) = s.nodes.get(&target).cloned() else {
                     return Err(TransportError(format!("node {target} is down")));
                 };

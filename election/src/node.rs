@@ -236,6 +236,17 @@ impl ElectionNode {
         self.sm.chain().recent.into_iter().collect()
     }
 
+    /// The rank (MINOR) of every node that has ever been a member, as applied here: a local
+    /// version built on accepted MAJOR `m` is numbered `(m+1).rank`.
+    pub fn ranks(&self) -> std::collections::BTreeMap<NodeId, u32> {
+        self.sm.ranks()
+    }
+
+    /// The members (voters and learners) with their records, as applied here.
+    pub fn members(&self) -> std::collections::BTreeMap<NodeId, Member> {
+        self.sm.members()
+    }
+
     /// Watches the head as it is applied here.
     pub fn subscribe_head(&self) -> watch::Receiver<Option<AcceptedHeader>> {
         self.sm.subscribe_head()

@@ -146,6 +146,21 @@ impl StateMachine {
         self.read().head.clone()
     }
 
+    /// The rank (MINOR) of every node that has ever been a member, as applied here.
+    pub fn ranks(&self) -> BTreeMap<NodeId, u32> {
+        self.read().ranks.clone()
+    }
+
+    /// The members (voters and learners) with their records, as applied here.
+    pub fn members(&self) -> BTreeMap<NodeId, Member> {
+        self.read()
+            .membership
+            .membership()
+            .nodes()
+            .map(|(id, m)| (*id, m.clone()))
+            .collect()
+    }
+
     /// Watches the head as it is applied.
     pub fn subscribe_head(&self) -> watch::Receiver<Option<AcceptedHeader>> {
         self.head_tx.subscribe()

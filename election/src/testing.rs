@@ -104,10 +104,17 @@ impl Cluster {
 
     /// Kills node `id`: shut down and unreachable. Its state dir stays.
     pub async fn kill(&mut self, id: NodeId) {
-        self.net.unregister(id);
-        if let Some(node) = self.nodes.get_mut(&id).and_then(Option::take) {
+        if let Some(node) = self.crash(id) {
             node.shutdown().await;
         }
+    }
+
+    /// Crashes node `id` at once: unreachable and out of the cluster's view. The caller shuts
+    /// the returned node down when convenient (before restarting it); until then it lingers,
+    /// like a process whose death the others only learn from silence.
+    pub fn crash(&mut self, id: NodeId) -> Option<ElectionNode> {
+        self.net.unregister(id);
+        self.nodes.get_mut(&id).and_then(Option::take)
     }
 
     /// Restarts a killed node from its state dir.

@@ -19,8 +19,8 @@ pub struct EncodeOptions {
     /// Raw bytes of new chunks carried as literals; new chunks beyond it are named in
     /// `external` and fetched with NeedChunks, so one message stays well under the frame limit.
     pub literal_budget: u64,
-    /// zstd level; `None` picks by literal size (19 up to 128 KiB, 9 up to 1 MiB, then 3), so
-    /// small edits get the strongest compression and large transfers stay fast.
+    /// zstd level; `None` picks by literal size (19 up to 32 KiB, then 3), so small edits get
+    /// the strongest compression and large transfers stay fast.
     pub level: Option<i32>,
     /// Largest dictionary per literal, in bytes.
     pub max_dictionary: usize,
@@ -324,11 +324,12 @@ fn compress_batch(
         dict_bytes.extend_from_slice(&store.require(&c.id)?);
         dictionary.push(i);
     }
-    let level = opts.level.unwrap_or(match raw.len() {
-        0..=0x2_0000 => 19,
-        0x2_0001..=0x10_0000 => 9,
-        _ => 3,
-    });
+    // Small literals (a typical edited source file) get zstd's strongest level, which costs
+    // little at that size; larger ones level 3: with the replaced chunks as prefix and
+    // long-distance matching, 19 saves ~2% of bytes at 10x the time (docs/benchmarks.md).
+    let level = opts
+        .level
+        .unwrap_or(if raw.len() <= 32 << 10 { 19 } else { 3 });
     let compressed = zstd_compress(&raw, &dict_bytes, level).map_err(Error::io("<zstd>"))?;
     let (compression, data, dictionary) = if compressed.len() >= raw.len() {
         (proto::Compression::None, raw, vec![])
