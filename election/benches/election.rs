@@ -1,7 +1,8 @@
 //! Election figures for docs/benchmarks.md, printed as markdown tables:
 //!
-//! 1. Failover: the leader of a 3-node in-memory cluster is killed; time until a new leader
-//!    has committed a header. 20 trials, median and max, with the config used.
+//! 1. Failover: the leader of a 3-node in-memory cluster in a steady state (every log equal) is
+//!    killed; time until a new leader has committed a header. 20 trials, median and max, with
+//!    the config used.
 //! 2. Header commits on 3 in-process nodes with durable (fsync'd) redb storage: throughput and
 //!    latency at several concurrencies, and durable commits per header.
 //!

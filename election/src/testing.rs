@@ -186,6 +186,29 @@ impl Cluster {
         false
     }
 
+    /// Waits until every running node's log ends at the same index (a steady state: no node
+    /// lags behind, so the next election needs one round).
+    pub async fn wait_converged(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let last: Vec<Option<u64>> = self
+                .running()
+                .iter()
+                .map(|&id| self.node(id).raft().metrics().borrow().last_log_index)
+                .collect();
+            let applied: Vec<Option<u64>> = self
+                .running()
+                .iter()
+                .map(|&id| self.node(id).view().applied)
+                .collect();
+            if last.windows(2).all(|w| w[0] == w[1]) && applied == last {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+
     /// Shuts every node down.
     pub async fn shutdown(mut self) {
         for id in self.running() {
