@@ -305,3 +305,85 @@ async fn concurrent_proposals_get_distinct_gap_free_numbers() {
     assert!(c.wait_applied(40, 5 * SECS).await);
     assert_one_chain(&c, 40);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_learner_catches_up_from_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    // Snapshot every 10 entries and keep few logs, so a late joiner must install a snapshot.
+    let config = ElectionConfig {
+        snapshot_every: 10,
+        ..ElectionConfig::lan()
+    };
+    let mut c = Cluster::start(
+        3,
+        seed("a_late_learner_catches_up_from_a_snapshot"),
+        config,
+        dir.path().to_path_buf(),
+    )
+    .await;
+    for i in 1..=60 {
+        c.propose(proposal(i, 1), 5 * SECS).await.unwrap();
+    }
+    let leader = c.wait_leader(SECS).await.unwrap();
+    let snap = c.node(leader).raft().metrics().borrow().snapshot;
+    assert!(
+        snap.is_some_and(|s| s.index >= 10),
+        "the leader built a snapshot: {snap:?}"
+    );
+    c.join(4).await;
+    assert!(
+        c.wait_applied(60, 10 * SECS).await,
+        "the new node caught up"
+    );
+    let head = c.node(4).local_head().unwrap();
+    assert_eq!(head, c.node(leader).local_head().unwrap());
+    let installed = c.node(4).raft().metrics().borrow().snapshot;
+    assert!(
+        installed.is_some(),
+        "node 4 caught up through a snapshot, not the purged log"
+    );
+    // The chain goes on with the same numbering on the newcomer.
+    let n = c.propose(proposal(61, 4), 5 * SECS).await.unwrap();
+    assert_eq!(n.major, 61);
+    assert_eq!(n.minor, 3, "node 4 joined fourth");
+    assert!(c.wait_applied(61, 5 * SECS).await);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_nodes_leave_the_membership_and_the_rest_commit() {
+    let (c, _d) = cluster(3, "removed_nodes_leave_the_membership").await;
+    c.propose(proposal(1, 1), 5 * SECS).await.unwrap();
+    let leader = c.wait_leader(SECS).await.unwrap();
+    let gone = c.running().into_iter().find(|&id| id != leader).unwrap();
+    c.node(leader).remove_member(gone).await.unwrap();
+    let v = c.node(leader).view();
+    assert!(
+        !v.voters.contains(&gone) && !v.learners.contains(&gone),
+        "{v:?}"
+    );
+    let n = c.propose(proposal(2, leader), 5 * SECS).await.unwrap();
+    assert_eq!(n.major, 2);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_id_already_taken_by_another_peer_is_refused() {
+    let (c, _d) = cluster(2, "a_node_id_already_taken").await;
+    let leader = c.wait_leader(SECS).await.unwrap();
+    let other = c.running().into_iter().find(|&id| id != leader).unwrap();
+    let impostor = chorus_election::Member {
+        peer_id: b"someone else".to_vec(),
+        addresses: vec![],
+    };
+    let err = c
+        .node(leader)
+        .add_member(other, impostor)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, chorus_election::ElectionError::IdCollision(id) if id == other),
+        "{err}"
+    );
+    c.shutdown().await;
+}
