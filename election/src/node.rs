@@ -148,15 +148,7 @@ impl ElectionNode {
             .add_learner(id, member, true)
             .await
             .map_err(write_err)?;
-        let voters = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .count();
-        if voters >= self.config.max_voters {
+        if self.voters().len() >= self.config.max_voters {
             return Ok(Role::Learner);
         }
         self.raft
@@ -166,17 +158,20 @@ impl ElectionNode {
         Ok(Role::Follower)
     }
 
-    /// Removes a node from the membership.
-    pub async fn remove_member(&self, id: NodeId) -> Result<(), ElectionError> {
-        let is_voter = self
-            .raft
+    /// The voters of the membership this node knows.
+    fn voters(&self) -> BTreeSet<NodeId> {
+        self.raft
             .metrics()
             .borrow()
             .membership_config
             .membership()
             .voter_ids()
-            .any(|v| v == id);
-        if is_voter {
+            .collect()
+    }
+
+    /// Removes a node from the membership.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), ElectionError> {
+        if self.voters().contains(&id) {
             self.raft
                 .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
                 .await
