@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chorus_chunking::chunker::{
-    chunk_bytes, file_manifest, file_manifest_pipelined, for_each_chunk,
+    chunk_bytes, chunk_bytes_parallel, file_manifest, file_manifest_pipelined, for_each_chunk,
 };
 use chorus_chunking::delta::{ApplyError, ApplyLimits, EncodeOptions, apply, encode};
 use chorus_chunking::fetch::{chunks_messages, receive_chunks};
@@ -35,6 +35,7 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let only_throughput = args.iter().any(|a| a == "--throughput");
     let params = ChunkerParams::default();
     println!(
         "chorus-chunking benchmarks: chunk sizes min {} / avg {} / max {}, {} cores{}\n",
@@ -45,6 +46,9 @@ fn main() {
         if quick { ", --quick" } else { "" }
     );
     throughput(if quick { GIB / 8 } else { GIB }, params);
+    if only_throughput {
+        return;
+    }
     chunk_size_sweep(quick);
     delta_vs_rsync(quick);
     peak_rss(if quick { 1 << 30 } else { 4 << 30 });
@@ -89,6 +93,9 @@ fn throughput(len: usize, params: ChunkerParams) {
     let pipelined = time(&|| {
         black_box(file_manifest_pipelined(&data[..], params, |_, _| Ok(())).unwrap());
     });
+    let both_mem = time(&|| {
+        black_box(chunk_bytes_parallel(&data, params));
+    });
     let cut_only = time(&|| {
         black_box(for_each_chunk(&data[..], params, |_, _| Ok(())).unwrap());
     });
@@ -118,6 +125,10 @@ fn throughput(len: usize, params: ChunkerParams) {
     row(
         "chorus cut + BLAKE3, streaming, reader thread + hashing thread",
         pipelined,
+    );
+    row(
+        "chorus cut + BLAKE3, in memory, cut and hash each split over two cores",
+        both_mem,
     );
     println!();
 }

@@ -165,6 +165,108 @@ impl Cutter {
     }
 }
 
+impl Cutter {
+    /// Smallest block worth a second thread: the split needs several chunks on each side.
+    fn parallel_threshold(&self) -> usize {
+        (self.params.max as usize * 8).max(4 << 20)
+    }
+
+    /// Like [`Cutter::cut_block`], on two threads, with exactly the same result. A second
+    /// thread cuts from the middle as if a chunk started there; this thread cuts from the
+    /// start until it lands on one of the second thread's boundaries. From a shared boundary
+    /// on, both agree (a cut depends only on the bytes after the previous cut), so the rest of
+    /// the second thread's cuts are taken as they are. Content-defined boundaries resynchronise
+    /// within a chunk or two; if they never do, this thread simply cuts on to the end.
+    fn cut_block_parallel(
+        &self,
+        data: &[u8],
+        eof: bool,
+        out: &mut Vec<u32>,
+        threshold: usize,
+    ) -> usize {
+        let max = self.params.max as usize;
+        if data.len() < threshold.max(4 * max) {
+            return self.cut_block(data, eof, out);
+        }
+        let mid = data.len() / 2;
+        let mut a: Vec<u32> = Vec::new();
+        let mut pos = 0;
+        let (b, b_used) = std::thread::scope(|s| {
+            let second = s.spawn(|| {
+                let mut b = Vec::new();
+                let used = self.cut_block(&data[mid..], eof, &mut b);
+                (b, used)
+            });
+            // At least `max` bytes follow every position before `mid`, so these cuts are final.
+            while pos < mid {
+                let n = self.next_len(&data[pos..]);
+                a.push(n as u32);
+                pos += n;
+            }
+            second
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        });
+        let b_end = mid + b_used;
+        let (mut bi, mut bpos) = (0, mid);
+        loop {
+            while bi < b.len() && bpos < pos {
+                bpos += b[bi] as usize;
+                bi += 1;
+            }
+            if bpos == pos {
+                out.extend_from_slice(&a);
+                out.extend_from_slice(&b[bi..]);
+                return b_end;
+            }
+            if pos >= data.len() || !(eof || data.len() - pos >= max) {
+                break;
+            }
+            let n = self.next_len(&data[pos..]);
+            a.push(n as u32);
+            pos += n;
+        }
+        out.extend_from_slice(&a);
+        pos
+    }
+}
+
+/// Hashes the chunks `lens` that tile the start of `data`, on two threads for large inputs.
+fn hash_chunks(data: &[u8], lens: &[u32]) -> Vec<ChunkRef> {
+    let hash_run = |mut pos: usize, lens: &[u32]| -> Vec<ChunkRef> {
+        lens.iter()
+            .map(|&len| {
+                let bytes = &data[pos..pos + len as usize];
+                pos += len as usize;
+                ChunkRef {
+                    id: ChunkId::of(bytes),
+                    len,
+                }
+            })
+            .collect()
+    };
+    let total: usize = lens.iter().map(|&l| l as usize).sum();
+    if total < 1 << 20 || lens.len() < 2 {
+        return hash_run(0, lens);
+    }
+    // Split where half the bytes are done.
+    let (mut split, mut acc) = (0, 0usize);
+    while split < lens.len() && acc < total / 2 {
+        acc += lens[split] as usize;
+        split += 1;
+    }
+    std::thread::scope(|s| {
+        let second = s.spawn(|| hash_run(acc, &lens[split..]));
+        let mut first = hash_run(0, &lens[..split]);
+        first.extend(
+            second
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        );
+        first
+    })
+}
+
 /// Chunk boundaries of an in-memory buffer, as lengths.
 pub fn chunk_lengths(data: &[u8], params: ChunkerParams) -> Vec<u32> {
     let mut out = Vec::new();
@@ -172,10 +274,11 @@ pub fn chunk_lengths(data: &[u8], params: ChunkerParams) -> Vec<u32> {
     out
 }
 
-/// Chunks and hashes an in-memory buffer.
+/// Chunks and hashes an in-memory buffer on this thread.
 pub fn chunk_bytes(data: &[u8], params: ChunkerParams) -> FileManifest {
+    let lens = chunk_lengths(data, params);
     let mut pos = 0;
-    let chunks = chunk_lengths(data, params)
+    let chunks = lens
         .into_iter()
         .map(|len| {
             let bytes = &data[pos..pos + len as usize];
@@ -187,6 +290,16 @@ pub fn chunk_bytes(data: &[u8], params: ChunkerParams) -> FileManifest {
         })
         .collect();
     FileManifest { chunks }
+}
+
+/// Chunks and hashes an in-memory buffer using two cores (same result as [`chunk_bytes`]).
+pub fn chunk_bytes_parallel(data: &[u8], params: ChunkerParams) -> FileManifest {
+    let cutter = Cutter::new(params);
+    let mut lens = Vec::new();
+    cutter.cut_block_parallel(data, true, &mut lens, cutter.parallel_threshold());
+    FileManifest {
+        chunks: hash_chunks(data, &lens),
+    }
 }
 
 /// Reads `reader` to its end block by block and calls `f(offset, chunk)` for every chunk, in
@@ -414,6 +527,20 @@ mod tests {
         assert!(matches!(err, Err(Error::Invalid(m)) if m == "late"));
     }
 
+    /// Large inputs at the default sizes take the two-thread path for real.
+    #[test]
+    fn parallel_matches_serial_at_default_sizes() {
+        for seed in [1, 2, 3] {
+            let data = pseudo_random(27 << 20, seed);
+            let p = ChunkerParams::default();
+            assert_eq!(
+                chunk_bytes_parallel(&data, p),
+                chunk_bytes(&data, p),
+                "seed {seed}"
+            );
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -434,6 +561,25 @@ mod tests {
                 prop_assert!(c.len <= p.max());
                 prop_assert!(i + 1 == n || c.len >= p.min());
             }
+        }
+
+        /// Two-thread cutting and hashing give exactly the serial result, wherever the split
+        /// falls and however the input arrives.
+        #[test]
+        fn parallel_matches_serial(len in 0usize..600_000, seed: u64, threshold in 1usize..300_000) {
+            let data = pseudo_random(len, seed);
+            let p = small();
+            let serial = chunk_bytes(&data, p);
+            let cutter = Cutter::new(p);
+            let mut lens = Vec::new();
+            let used = cutter.cut_block_parallel(&data, true, &mut lens, threshold);
+            prop_assert_eq!(used, len);
+            prop_assert_eq!(hash_chunks(&data, &lens), serial.chunks.clone());
+            // Not at end of input: the uncut tail must match the serial cutter's too.
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            prop_assert_eq!(cutter.cut_block_parallel(&data, false, &mut a, threshold), cutter.cut_block(&data, false, &mut b));
+            prop_assert_eq!(a, b);
+            prop_assert_eq!(&chunk_bytes_parallel(&data, p), &serial);
         }
 
         /// An edit moves only the boundaries near it: chunks well before and well after the
