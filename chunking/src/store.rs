@@ -1,19 +1,19 @@
 //! Content-addressed chunk storage.
 //!
 //! [`ChunkStore`] is what the delta code and the daemon need: has, get (verified), put, sync.
-//! [`DiskStore`] keeps one zstd-compressed file per chunk under `xx/<hex id>`, written to a
-//! temp file and renamed into place, so a reader never sees a torn chunk and a kill -9 never
-//! leaves one; [`ChunkStore::sync`] makes everything put so far durable (file and directory
-//! fsyncs), batched so that storing a large file does not pay one fsync per chunk. Every read
-//! is checked against the id; a chunk that fails the check is reported as corrupt and removed,
-//! so it can be fetched again. [`MemStore`] is the same contract in memory.
+//! [`DiskStore`] keeps zstd-compressed chunks in an embedded ACID database (redb): a put is
+//! atomic, so a reader never sees a torn chunk and a kill -9 never leaves one, and
+//! [`ChunkStore::sync`] makes everything put so far durable with one fsync'd commit, so storing
+//! a large file does not pay one fsync per chunk. Every read is checked against the id; a chunk
+//! that fails the check is reported as corrupt and removed, so it can be fetched again.
+//! [`MemStore`] is the same contract in memory.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use redb::{ReadableTable, TableDefinition};
 
 use crate::Error;
 use crate::ids::ChunkId;
@@ -103,44 +103,38 @@ impl ChunkStore for MemStore {
     }
 }
 
-/// Above this many pending files, [`DiskStore::sync`] flushes the whole filesystem at once.
-const SYNCFS_ABOVE: usize = 16;
-
-/// Format byte in front of every stored chunk file.
+/// Format byte in front of every stored chunk.
 const RAW: u8 = 0;
 const ZSTD: u8 = 1;
 
-/// Chunks on disk, one compressed file each.
+/// Chunk id -> format byte and (compressed) bytes.
+const CHUNKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("chunks");
+
+/// Chunks on disk, in one redb database (`chunks.redb` in the store's directory).
+///
+/// Every put is its own transaction, committed without fsync: redb commits are atomic, so a
+/// crash or kill -9 leaves a chunk either whole or absent, never torn. [`ChunkStore::sync`]
+/// makes a durable commit, which persists every put before it. Readers use MVCC snapshots and
+/// never wait for writers. One database file instead of one file per chunk matters: on the
+/// development machine, creating a file costs about 0.6 ms of metadata work, which made a scan
+/// of a 589-file source tree spend over a second in the store.
 pub struct DiskStore {
     root: PathBuf,
-    tmp: PathBuf,
+    db: redb::Database,
     level: i32,
-    /// Files renamed into place but not yet fsynced.
-    pending: Mutex<BTreeSet<PathBuf>>,
-    /// Fan-out directories known to exist (256 at most), so a put does not mkdir each time.
-    made_dirs: Mutex<std::collections::HashSet<PathBuf>>,
-    counter: AtomicU64,
 }
 
 impl DiskStore {
-    /// Opens (creating if needed) a store rooted at `root`. Leftover temp files from a crash
-    /// are removed.
+    /// Opens (creating if needed) the store in directory `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, Error> {
         let root = root.into();
-        let tmp = root.join("tmp");
-        fs::create_dir_all(&tmp).map_err(Error::io(&tmp))?;
-        for e in fs::read_dir(&tmp).map_err(Error::io(&tmp))? {
-            let p = e.map_err(Error::io(&tmp))?.path();
-            let _ = fs::remove_file(&p);
-        }
-        Ok(DiskStore {
-            root,
-            tmp,
-            level: 3,
-            pending: Mutex::new(BTreeSet::new()),
-            made_dirs: Mutex::new(std::collections::HashSet::new()),
-            counter: AtomicU64::new(0),
-        })
+        fs::create_dir_all(&root).map_err(Error::io(&root))?;
+        let path = root.join("chunks.redb");
+        let db = redb::Database::create(&path).map_err(|e| store_err(&path, e))?;
+        let txn = db.begin_write().map_err(|e| store_err(&path, e))?;
+        txn.open_table(CHUNKS).map_err(|e| store_err(&path, e))?;
+        txn.commit().map_err(|e| store_err(&path, e))?;
+        Ok(DiskStore { root, db, level: 3 })
     }
 
     /// The store's directory.
@@ -148,13 +142,8 @@ impl DiskStore {
         &self.root
     }
 
-    fn path_of(&self, id: &ChunkId) -> PathBuf {
-        let hex = id.to_string();
-        self.root.join(&hex[..2]).join(hex)
-    }
-
-    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeSet<PathBuf>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        store_err(&self.root, e)
     }
 
     fn decode(id: &ChunkId, stored: &[u8]) -> Option<Vec<u8>> {
@@ -167,124 +156,97 @@ impl DiskStore {
         };
         (ChunkId::of(&bytes) == *id).then_some(bytes)
     }
+
+    /// Replaces the stored bytes of `id` (tests use it to simulate disk corruption).
+    #[cfg(test)]
+    fn overwrite(&self, id: &ChunkId, stored: &[u8]) {
+        let txn = self.db.begin_write().unwrap();
+        txn.open_table(CHUNKS)
+            .unwrap()
+            .insert(&id.0, stored)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+}
+
+fn store_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    }
 }
 
 impl ChunkStore for DiskStore {
     fn contains(&self, id: &ChunkId) -> Result<bool, Error> {
-        Ok(self.path_of(id).is_file())
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(CHUNKS).map_err(|e| self.err(e))?;
+        Ok(table.get(&id.0).map_err(|e| self.err(e))?.is_some())
     }
 
     fn get(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, Error> {
-        let path = self.path_of(id);
-        let stored = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::Io { path, source: e }),
+        let decoded = {
+            let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+            let table = txn.open_table(CHUNKS).map_err(|e| self.err(e))?;
+            let Some(stored) = table.get(&id.0).map_err(|e| self.err(e))? else {
+                return Ok(None);
+            };
+            Self::decode(id, stored.value())
         };
-        match Self::decode(id, &stored) {
+        match decoded {
             Some(bytes) => Ok(Some(bytes)),
             None => {
-                tracing::warn!(chunk = %id, path = %path.display(), "corrupt chunk removed; it will be fetched again");
-                let _ = fs::remove_file(&path);
+                tracing::warn!(chunk = %id, store = %self.root.display(), "corrupt chunk removed; it will be fetched again");
+                self.remove(id)?;
                 Err(Error::Corrupt { id: *id })
             }
         }
     }
 
     fn put(&self, id: &ChunkId, bytes: &[u8]) -> Result<(), Error> {
-        let dest = self.path_of(id);
-        if dest.is_file() {
+        if self.contains(id)? {
             return Ok(());
         }
-        let compressed = zstd::bulk::compress(bytes, self.level).map_err(Error::io(&dest))?;
-        let (tag, body) = if compressed.len() < bytes.len() {
-            (ZSTD, compressed.as_slice())
+        let compressed = zstd::bulk::compress(bytes, self.level).map_err(|e| self.err(e))?;
+        let mut stored = Vec::with_capacity(1 + compressed.len().min(bytes.len()));
+        if compressed.len() < bytes.len() {
+            stored.push(ZSTD);
+            stored.extend_from_slice(&compressed);
         } else {
-            (RAW, bytes)
-        };
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.tmp.join(format!(
-            "{}-{}-{n}",
-            std::process::id(),
-            &id.to_string()[..16]
-        ));
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&[tag])?;
-            f.write_all(body)?;
-            Ok(())
-        };
-        write().map_err(Error::io(&tmp))?;
-        if let Some(dir) = dest.parent() {
-            let mut made = self.made_dirs.lock().unwrap_or_else(|e| e.into_inner());
-            if !made.contains(dir) {
-                fs::create_dir_all(dir).map_err(Error::io(dir))?;
-                made.insert(dir.to_path_buf());
-            }
+            stored.push(RAW);
+            stored.extend_from_slice(bytes);
         }
-        fs::rename(&tmp, &dest).map_err(Error::io(&dest))?;
-        self.pending().insert(dest);
-        Ok(())
+        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        txn.set_durability(redb::Durability::None);
+        txn.open_table(CHUNKS)
+            .map_err(|e| self.err(e))?
+            .insert(&id.0, stored.as_slice())
+            .map_err(|e| self.err(e))?;
+        txn.commit().map_err(|e| self.err(e))
     }
 
     fn sync(&self) -> Result<(), Error> {
-        let files = std::mem::take(&mut *self.pending());
-        if files.is_empty() {
-            return Ok(());
-        }
-        if files.len() > SYNCFS_ABOVE {
-            // One syncfs(2) flushes every file and directory of the filesystem: far cheaper
-            // than thousands of fsyncs after a large scan or transfer.
-            let root = fs::File::open(&self.root).map_err(Error::io(&self.root))?;
-            // SAFETY: syncfs only reads the descriptor, which `root` keeps open.
-            if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&root)) } != 0 {
-                return Err(Error::Io {
-                    path: self.root.clone(),
-                    source: std::io::Error::last_os_error(),
-                });
-            }
-            return Ok(());
-        }
-        let mut dirs = BTreeSet::new();
-        for f in &files {
-            fs::File::open(f)
-                .and_then(|f| f.sync_all())
-                .map_err(Error::io(f))?;
-            if let Some(d) = f.parent() {
-                dirs.insert(d.to_path_buf());
-            }
-        }
-        dirs.insert(self.root.clone());
-        for d in dirs {
-            fs::File::open(&d)
-                .and_then(|f| f.sync_all())
-                .map_err(Error::io(&d))?;
-        }
-        Ok(())
+        // A durable commit persists every non-durable commit before it.
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        txn.commit().map_err(|e| self.err(e))
     }
 
     fn remove(&self, id: &ChunkId) -> Result<(), Error> {
-        let path = self.path_of(id);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::Io { path, source: e }),
-        }
+        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        txn.set_durability(redb::Durability::None);
+        txn.open_table(CHUNKS)
+            .map_err(|e| self.err(e))?
+            .remove(&id.0)
+            .map_err(|e| self.err(e))?;
+        txn.commit().map_err(|e| self.err(e))
     }
 
     fn ids(&self) -> Result<Vec<ChunkId>, Error> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(CHUNKS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for dir in fs::read_dir(&self.root).map_err(Error::io(&self.root))? {
-            let dir = dir.map_err(Error::io(&self.root))?.path();
-            if dir == self.tmp || !dir.is_dir() {
-                continue;
-            }
-            for f in fs::read_dir(&dir).map_err(Error::io(&dir))? {
-                let name = f.map_err(Error::io(&dir))?.file_name();
-                if let Some(id) = name.to_str().and_then(|s| s.parse().ok()) {
-                    out.push(id);
-                }
-            }
+        for item in table.iter().map_err(|e| self.err(e))? {
+            let (k, _) = item.map_err(|e| self.err(e))?;
+            out.push(ChunkId(*k.value()));
         }
         Ok(out)
     }
@@ -340,30 +302,54 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_file_on_disk_is_detected() {
+    fn damaged_bytes_on_disk_are_detected() {
         let dir = tempfile::tempdir().unwrap();
         let s = DiskStore::open(dir.path()).unwrap();
         let bytes = vec![7u8; 10_000];
         let id = ChunkId::of(&bytes);
         s.put(&id, &bytes).unwrap();
-        let path = s.path_of(&id);
-        let mut stored = fs::read(&path).unwrap();
-        let last = stored.len() - 1;
-        stored[last] ^= 0xff;
-        fs::write(&path, &stored).unwrap();
-        assert!(matches!(s.get(&id), Err(Error::Corrupt { .. })));
-        fs::write(&path, []).unwrap();
-        assert!(matches!(s.get(&id), Err(Error::Corrupt { .. })));
+        let stored = {
+            let txn = s.db.begin_read().unwrap();
+            let t = txn.open_table(CHUNKS).unwrap();
+            t.get(&id.0).unwrap().unwrap().value().to_vec()
+        };
+        let mut flipped = stored.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0xff;
+        for damaged in [
+            flipped,
+            vec![],
+            vec![9],
+            stored[..stored.len() / 2].to_vec(),
+        ] {
+            s.overwrite(&id, &damaged);
+            assert!(
+                matches!(s.get(&id), Err(Error::Corrupt { .. })),
+                "{damaged:?}"
+            );
+            assert!(
+                !s.contains(&id).unwrap(),
+                "a corrupt chunk is dropped so it can be fetched again"
+            );
+        }
     }
 
     #[test]
-    fn leftover_temp_files_are_cleared_on_open() {
+    fn synced_chunks_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("tmp")).unwrap();
-        fs::write(dir.path().join("tmp/123-torn"), b"half a chunk").unwrap();
+        let chunks: Vec<Vec<u8>> = (0..20u32).map(|i| i.to_le_bytes().repeat(3000)).collect();
+        {
+            let s = DiskStore::open(dir.path()).unwrap();
+            for c in &chunks {
+                s.put(&ChunkId::of(c), c).unwrap();
+            }
+            s.sync().unwrap();
+        }
         let s = DiskStore::open(dir.path()).unwrap();
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
-        assert!(s.ids().unwrap().is_empty());
+        assert_eq!(s.ids().unwrap().len(), 20);
+        for c in &chunks {
+            assert_eq!(s.get(&ChunkId::of(c)).unwrap().as_ref(), Some(c));
+        }
     }
 
     #[test]
