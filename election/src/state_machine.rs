@@ -2,8 +2,10 @@
 //!
 //! Applying an `Accept` appends a header to the chain and numbers it: MAJOR is its position,
 //! MINOR the origin node's rank (ranks are given in the order nodes first appear in the
-//! membership, so they never change). Re-proposing the head's version (a leader retrying after
-//! a failover) returns the head's number instead of a second entry. The state is small, so a
+//! membership, so they never change). Re-proposing the head (same version and parents: a leader
+//! retrying after a failover) returns the head's number instead of a second entry; the same
+//! version with other parents is a new entry (a merge whose result equals the head still
+//! records which pushes it took in, and what it displaced). The state is small, so a
 //! snapshot is all of it: the head header, the membership and the ranks; version content never
 //! travels here. Snapshots are persisted in the same redb database as the log.
 
@@ -67,6 +69,7 @@ impl Chain {
             EntryPayload::Normal(Request::Accept(p)) => {
                 if let Some(h) = &self.head
                     && h.version == p.version
+                    && h.parents == p.parents
                 {
                     return Response {
                         number: Some(h.number),

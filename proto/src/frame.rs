@@ -154,6 +154,9 @@ impl Body {
             Body::Chunks(_) => "Chunks",
             Body::NotLeader(_) => "NotLeader",
             Body::Rejected(_) => "Rejected",
+            Body::Offer(_) => "Offer",
+            Body::Stored(_) => "Stored",
+            Body::Want(_) => "Want",
         }
     }
 }

@@ -66,6 +66,15 @@ pub(crate) fn body(body: &Body, l: &Limits) -> Result<(), DecodeError> {
             known_enum::<RejectReason>(r.reason, "Rejected.reason")?;
             path_len("Rejected.detail", &r.detail, l)
         }
+        Body::Offer(o) => delta(required(o.delta.as_ref(), "Offer.delta")?, l),
+        Body::Stored(s) => version_id(
+            required(s.version.as_ref(), "Stored.version")?,
+            "Stored.version",
+        ),
+        Body::Want(w) => {
+            version_id(required(w.want.as_ref(), "Want.want")?, "Want.want")?;
+            version_id(required(w.have.as_ref(), "Want.have")?, "Want.have")
+        }
     }
 }
 

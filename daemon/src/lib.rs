@@ -1,0 +1,4 @@
+//! The chorus daemon as a library: the sync engine (a sans-IO state machine and its store) that
+//! the `chorus` binary drives, and that tests drive without sockets.
+
+pub mod sync;

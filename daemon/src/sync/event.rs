@@ -1,0 +1,71 @@
+//! What goes into the engine ([`Event`]) and what comes out of it ([`Action`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chorus_chunking::{TreeManifest, VersionId};
+use chorus_election::{AcceptedHeader, NodeId, Proposal};
+use chorus_proto::Body;
+
+/// Who leads and who is in, as Raft reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// The leader, when one is known.
+    pub leader: Option<NodeId>,
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+    /// MINOR of every node that has ever been a member.
+    pub ranks: BTreeMap<NodeId, u32>,
+    /// libp2p PeerId bytes of the members (named in NotLeader answers).
+    pub peer_ids: BTreeMap<NodeId, Vec<u8>>,
+}
+
+impl ClusterInfo {
+    /// True for a voter or a learner.
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.learners.contains(&id)
+    }
+
+    /// Every member but `me`.
+    pub fn others(&self, me: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters
+            .iter()
+            .chain(self.learners.iter())
+            .copied()
+            .filter(move |&id| id != me)
+    }
+}
+
+/// Something that happened, fed to [`Engine::handle`](super::Engine::handle).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The working folder was scanned into this tree; its chunks are in the chunk store.
+    Local(TreeManifest),
+    /// A sync message from a peer (already decoded and bounded by the frame limits).
+    Message { from: NodeId, body: Body },
+    /// Time passed; retries and replication are driven from here.
+    Tick,
+    /// Leader, voters, learners or ranks changed.
+    Cluster(ClusterInfo),
+    /// This node leads and has applied everything committed before its leadership (the driver
+    /// sends it after a linearizable read of the head succeeded and its headers were fed).
+    LeaderConfirmed,
+    /// Headers committed by Raft and applied on this node, in log order.
+    Committed(Vec<AcceptedHeader>),
+    /// A proposal did not commit (not the leader any more, or Raft stopped).
+    ProposeFailed { version: VersionId },
+}
+
+/// Something the driver must do.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Send a message to a peer (best effort: the protocol retries what matters).
+    Send { to: NodeId, body: Body },
+    /// Propose this header through Raft (`ElectionNode::propose`); a failure comes back as
+    /// [`Event::ProposeFailed`], a success as [`Event::Committed`].
+    Propose(Proposal),
+    /// Make the working folder hold this version (its chunks are in the chunk store).
+    Materialize {
+        version: VersionId,
+        tree: TreeManifest,
+    },
+}

@@ -1,0 +1,424 @@
+//! The engine's metadata in redb, an embedded ACID store: version manifests, committed
+//! headers, redo entries and the engine's protocol state. Chunks live in a chorus-chunking
+//! chunk store beside it.
+//!
+//! Every write commits before it returns (redb fsyncs at commit with its default durability),
+//! and every manifest read back is checked against the id it is stored under.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use chorus_chunking::{TreeManifest, VersionId, VersionNumber};
+use chorus_election::NodeId;
+use chorus_merge::RedoEntry;
+use prost::Message;
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::header::Header;
+
+const VERSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("versions");
+const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers");
+const REDO: TableDefinition<u64, &[u8]> = TableDefinition::new("redo");
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+const ENGINE_KEY: &str = "engine";
+
+/// Why the store failed. Each says where; the remedy is usually the disk (space, permissions)
+/// or, for corruption, restoring the state dir from a peer (`chorus join` again).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sync store: {0}; check the state dir's disk (space, permissions)")]
+    Db(String),
+    #[error(
+        "sync store is corrupt: {0}; move the state dir away and join the share again to rebuild it"
+    )]
+    Corrupt(String),
+}
+
+fn db<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+/// A version that the log accepted, with its number (`0.0` and the empty tree before any).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedRef {
+    pub version: VersionId,
+    pub number: VersionNumber,
+}
+
+/// What the engine must remember across restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Persisted {
+    /// The accepted version this node last adopted (the working folder was synced to it).
+    pub adopted: AcceptedRef,
+    /// The newest committed header applied here.
+    pub head: AcceptedRef,
+    /// What the working folder holds, as far as the engine knows (the last local version, or
+    /// the last version it asked to materialize).
+    pub folder: VersionId,
+    /// The newest local version with changes the leader has not answered; None when clean.
+    pub work: Option<VersionId>,
+    /// The base of the next push: a version the leader holds that `work` descends from.
+    pub base: VersionId,
+    /// Versions pushed since the last adoption, oldest first: only answers about these move
+    /// `base` or adopt, so a stale or duplicated answer can never rebase newer work.
+    pub lineage: Vec<VersionId>,
+    /// Per peer, the newest version this node believes both hold: the base of deltas to it.
+    pub last_shared: BTreeMap<NodeId, VersionId>,
+    /// Pushed versions known to be included in a committed header, with that header's MAJOR
+    /// (bounded to the most recent [`INCLUDED_KEPT`]).
+    #[serde(with = "pairs")]
+    pub included: BTreeMap<VersionId, u64>,
+    /// Next redo entry key.
+    pub redo_seq: u64,
+}
+
+/// A map with keys JSON cannot take (ids) as a list of pairs.
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, K: Serialize, V: Serialize>(
+        m: &BTreeMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub fn deserialize<'de, D, K, V>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+/// How many pushed-version inclusions are remembered for answering retried pushes.
+pub const INCLUDED_KEPT: usize = 4096;
+
+impl Persisted {
+    /// A node with nothing: the empty tree, accepted as 0.0.
+    pub fn fresh() -> Self {
+        let empty = TreeManifest::empty().version_id();
+        let zero = AcceptedRef {
+            version: empty,
+            number: VersionNumber::default(),
+        };
+        Persisted {
+            adopted: zero,
+            head: zero,
+            folder: empty,
+            work: None,
+            base: empty,
+            lineage: Vec::new(),
+            last_shared: BTreeMap::new(),
+            included: BTreeMap::new(),
+            redo_seq: 0,
+        }
+    }
+
+    /// Records that `version` is included in the header numbered `major`, forgetting the
+    /// oldest records beyond the bound.
+    pub fn include(&mut self, version: VersionId, major: u64) {
+        self.included.entry(version).or_insert(major);
+        if self.included.len() > INCLUDED_KEPT {
+            let cutoff = self.included.values().copied().min().unwrap_or(0);
+            self.included.retain(|_, m| *m > cutoff);
+        }
+    }
+}
+
+/// A redo entry as stored: which accepted version's merge displaced it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedoRecord {
+    pub seq: u64,
+    /// MAJOR of the header that carried it.
+    pub major: u64,
+    pub entry: RedoEntry,
+}
+
+/// The redb database. Cheap to share behind a reference; one engine owns it at a time.
+pub struct SyncStore {
+    db: Database,
+}
+
+impl SyncStore {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let database = Database::create(path).map_err(|e| {
+            StoreError::Db(format!(
+                "cannot open {}: {e}; is another chorus running on this state dir?",
+                path.display()
+            ))
+        })?;
+        Self::init(database)
+    }
+
+    /// A store in memory (tests, simulations): the same redb, without a file.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let database = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(db)?;
+        Self::init(database)
+    }
+
+    fn init(database: Database) -> Result<Self, StoreError> {
+        let txn = database.begin_write().map_err(db_err)?;
+        txn.open_table(VERSIONS).map_err(db)?;
+        txn.open_table(HEADERS).map_err(db)?;
+        txn.open_table(REDO).map_err(db)?;
+        txn.open_table(STATE).map_err(db)?;
+        txn.commit().map_err(db)?;
+        Ok(SyncStore { db: database })
+    }
+
+    /// Stores a manifest under its VersionId (a no-op when present).
+    pub fn put_manifest(&self, tree: &TreeManifest) -> Result<VersionId, StoreError> {
+        let id = tree.version_id();
+        if self.has_manifest(&id)? {
+            return Ok(id);
+        }
+        let bytes = tree.to_proto().encode_to_vec();
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = txn.open_table(VERSIONS).map_err(db)?;
+            t.insert(id.as_bytes().as_slice(), bytes.as_slice())
+                .map_err(db)?;
+        }
+        txn.commit().map_err(db)?;
+        Ok(id)
+    }
+
+    /// True when the manifest of `id` is stored (the empty tree always is).
+    pub fn has_manifest(&self, id: &VersionId) -> Result<bool, StoreError> {
+        if *id == TreeManifest::empty().version_id() {
+            return Ok(true);
+        }
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(VERSIONS).map_err(db)?;
+        Ok(t.get(id.as_bytes().as_slice()).map_err(db)?.is_some())
+    }
+
+    /// The manifest of `id`, verified against it.
+    pub fn manifest(&self, id: &VersionId) -> Result<Option<TreeManifest>, StoreError> {
+        if *id == TreeManifest::empty().version_id() {
+            return Ok(Some(TreeManifest::empty()));
+        }
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(VERSIONS).map_err(db)?;
+        let Some(v) = t.get(id.as_bytes().as_slice()).map_err(db)? else {
+            return Ok(None);
+        };
+        let proto = chorus_proto::TreeManifest::decode(v.value())
+            .map_err(|e| StoreError::Corrupt(format!("manifest {id}: {e}")))?;
+        let tree = TreeManifest::from_proto(&proto)
+            .map_err(|e| StoreError::Corrupt(format!("manifest {id}: {e}")))?;
+        if tree.version_id() != *id {
+            return Err(StoreError::Corrupt(format!(
+                "manifest stored as {id} hashes to {}",
+                tree.version_id()
+            )));
+        }
+        Ok(Some(tree))
+    }
+
+    /// Every stored manifest's id.
+    pub fn version_ids(&self) -> Result<Vec<VersionId>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(VERSIONS).map_err(db)?;
+        let mut out = Vec::with_capacity(t.len().map_err(db)? as usize);
+        for item in t.iter().map_err(db)? {
+            let (k, _) = item.map_err(db)?;
+            let bytes: [u8; 32] = k
+                .value()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("a version key is not 32 bytes".into()))?;
+            out.push(VersionId(bytes));
+        }
+        Ok(out)
+    }
+
+    /// Removes manifests.
+    pub fn remove_manifests(&self, ids: &BTreeSet<VersionId>) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = txn.open_table(VERSIONS).map_err(db)?;
+            for id in ids {
+                t.remove(id.as_bytes().as_slice()).map_err(db)?;
+            }
+        }
+        txn.commit().map_err(db)
+    }
+
+    /// Stores committed headers with the redo entries they carry and the engine state, in one
+    /// transaction.
+    pub fn commit_headers(
+        &self,
+        headers: &[Header],
+        redo: &[RedoRecord],
+        state: &Persisted,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = txn.open_table(HEADERS).map_err(db)?;
+            for h in headers {
+                let bytes = serde_json::to_vec(h).map_err(db)?;
+                t.insert(h.number.major, bytes.as_slice()).map_err(db)?;
+            }
+            let mut r = txn.open_table(REDO).map_err(db)?;
+            for rec in redo {
+                let bytes = serde_json::to_vec(rec).map_err(db)?;
+                r.insert(rec.seq, bytes.as_slice()).map_err(db)?;
+            }
+            let mut s = txn.open_table(STATE).map_err(db)?;
+            let bytes = serde_json::to_vec(state).map_err(db)?;
+            s.insert(ENGINE_KEY, bytes.as_slice()).map_err(db)?;
+        }
+        txn.commit().map_err(db)
+    }
+
+    /// Stores the engine state.
+    pub fn save_state(&self, state: &Persisted) -> Result<(), StoreError> {
+        self.commit_headers(&[], &[], state)
+    }
+
+    /// The engine state, if one was saved.
+    pub fn load_state(&self) -> Result<Option<Persisted>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(STATE).map_err(db)?;
+        match t.get(ENGINE_KEY).map_err(db)? {
+            Some(v) => serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("engine state: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Committed headers, oldest first.
+    pub fn headers(&self) -> Result<Vec<Header>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(HEADERS).map_err(db)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db)? {
+            let (_, v) = item.map_err(db)?;
+            out.push(
+                serde_json::from_slice(v.value())
+                    .map_err(|e| StoreError::Corrupt(format!("header: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The newest header's MAJOR stored here (0 when none).
+    pub fn last_major(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(HEADERS).map_err(db)?;
+        Ok(t.last().map_err(db)?.map_or(0, |(k, _)| k.value()))
+    }
+
+    /// Redo entries, oldest first.
+    pub fn redo(&self) -> Result<Vec<RedoRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(REDO).map_err(db)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db)? {
+            let (_, v) = item.map_err(db)?;
+            out.push(
+                serde_json::from_slice(v.value())
+                    .map_err(|e| StoreError::Corrupt(format!("redo entry: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn db_err(e: redb::TransactionError) -> StoreError {
+    db(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use chorus_chunking::{ChunkId, ChunkRef, Entry, RelPath};
+
+    use super::*;
+
+    fn tree(text: &[u8]) -> TreeManifest {
+        TreeManifest::from_entries([(
+            RelPath::new("a.txt").unwrap(),
+            Entry::File {
+                exec: false,
+                manifest: chorus_chunking::FileManifest {
+                    chunks: vec![ChunkRef {
+                        id: ChunkId::of(text),
+                        len: text.len() as u32,
+                    }],
+                },
+            },
+        )])
+        .unwrap()
+    }
+
+    #[test]
+    fn state_and_manifests_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sync.redb");
+        let t = tree(b"hello");
+        let mut state = Persisted::fresh();
+        state.work = Some(t.version_id());
+        state.include(t.version_id(), 7);
+        state.last_shared.insert(42, t.version_id());
+        {
+            let store = SyncStore::open(&path).unwrap();
+            assert_eq!(store.load_state().unwrap(), None);
+            store.put_manifest(&t).unwrap();
+            store.save_state(&state).unwrap();
+        }
+        let store = SyncStore::open(&path).unwrap();
+        assert_eq!(store.load_state().unwrap(), Some(state));
+        assert_eq!(store.manifest(&t.version_id()).unwrap(), Some(t.clone()));
+        assert!(
+            store
+                .has_manifest(&TreeManifest::empty().version_id())
+                .unwrap()
+        );
+        store
+            .remove_manifests(&BTreeSet::from([t.version_id()]))
+            .unwrap();
+        assert_eq!(store.manifest(&t.version_id()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_manifest_under_the_wrong_id_is_corrupt() {
+        let store = SyncStore::in_memory().unwrap();
+        let (a, b) = (tree(b"a"), tree(b"b"));
+        let bytes = b.to_proto().encode_to_vec();
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(VERSIONS).unwrap();
+            t.insert(a.version_id().as_bytes().as_slice(), bytes.as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        assert!(matches!(
+            store.manifest(&a.version_id()),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn included_versions_stay_bounded() {
+        let mut s = Persisted::fresh();
+        for i in 0..(INCLUDED_KEPT as u64 + 10) {
+            let mut id = [0u8; 32];
+            id[..8].copy_from_slice(&i.to_le_bytes());
+            s.include(VersionId(id), i + 1);
+        }
+        assert!(s.included.len() <= INCLUDED_KEPT);
+    }
+}

@@ -1,0 +1,329 @@
+//! Deltas out and in. Outgoing: Push (follower to leader), Offer (leader to member, or any
+//! holder to a node that asked with Want) and Merged (leader to pusher), each remembered per
+//! (peer, target) so a NeedBase can be answered by resending with the base's manifest (or
+//! against the empty tree). Incoming: a delta is applied and verified by chorus-chunking; when
+//! chunks are missing the receiver asks for exactly those (NeedChunks), keeps the delta, and
+//! applies it again once the Chunks arrive. Chunks already received stay stored, so a transfer
+//! cut off half way resumes without resending them.
+
+use std::collections::HashMap;
+
+use chorus_chunking::delta::{ApplyError, EncodeOptions, apply, encode};
+use chorus_chunking::fetch::{chunks_messages, receive_chunks};
+use chorus_chunking::{ChunkId, TreeManifest, VersionId, VersionNumber};
+use chorus_election::NodeId;
+use chorus_proto::{self as proto, Body, RejectReason};
+
+use super::engine::{Engine, EngineError};
+
+/// Most chunk bytes sent in answer to one NeedChunks; the rest is asked for again when the
+/// receiver retries (every chunk that arrived stays stored there).
+const MAX_CHUNK_ANSWER: usize = 64 << 20;
+/// Chunks read per batch while answering.
+const CHUNK_BATCH: usize = 256;
+/// Outgoing deltas remembered for NeedBase answers.
+const OUTGOING_KEPT: usize = 1024;
+
+/// What an incoming delta is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    Push {
+        number: VersionNumber,
+    },
+    Merged {
+        pushed: VersionId,
+        number: VersionNumber,
+    },
+    Offer,
+}
+
+impl Incoming {
+    fn slot(&self) -> u8 {
+        match self {
+            Incoming::Push { .. } => 0,
+            Incoming::Merged { .. } => 1,
+            Incoming::Offer => 2,
+        }
+    }
+}
+
+/// What an outgoing delta was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outgoing {
+    Push {
+        base: VersionId,
+        number: VersionNumber,
+    },
+    Offer,
+    Merged {
+        pushed: VersionId,
+        number: VersionNumber,
+    },
+}
+
+/// A delta applied and verified.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub base: VersionId,
+    /// The base as the sender sent it, when this node did not hold it.
+    pub sent_base: Option<TreeManifest>,
+    pub target: VersionId,
+    pub tree: TreeManifest,
+}
+
+/// Deltas waiting for chunks, and deltas sent.
+#[derive(Default)]
+pub struct Transfers {
+    incoming: HashMap<(NodeId, u8), (Incoming, proto::Delta)>,
+    outgoing: HashMap<(NodeId, VersionId), Outgoing>,
+}
+
+impl Engine {
+    fn encode_delta(
+        &self,
+        base: VersionId,
+        target: VersionId,
+        include_base: bool,
+    ) -> Result<proto::Delta, EngineError> {
+        let b = self.require_tree(base)?;
+        let t = self.require_tree(target)?;
+        let opts = EncodeOptions {
+            include_base_manifest: include_base,
+            ..self.cfg.encode.clone()
+        };
+        Ok(encode(&b, &t, &*self.chunks, &opts)?.0)
+    }
+
+    fn remember(&mut self, to: NodeId, target: VersionId, what: Outgoing) {
+        if self.transfers.outgoing.len() >= OUTGOING_KEPT {
+            self.transfers.outgoing.clear();
+        }
+        self.transfers.outgoing.insert((to, target), what);
+    }
+
+    pub(super) fn send_push(
+        &mut self,
+        to: NodeId,
+        base: VersionId,
+        target: VersionId,
+        number: VersionNumber,
+        include_base: bool,
+    ) -> Result<(), EngineError> {
+        let delta = self.encode_delta(base, target, include_base)?;
+        self.remember(to, target, Outgoing::Push { base, number });
+        self.send(
+            to,
+            Body::Push(proto::Push {
+                number: Some(number.to_proto()),
+                delta: Some(delta),
+            }),
+        );
+        Ok(())
+    }
+
+    pub(super) fn send_offer(
+        &mut self,
+        to: NodeId,
+        base: VersionId,
+        target: VersionId,
+    ) -> Result<(), EngineError> {
+        let delta = self.encode_delta(base, target, false)?;
+        self.remember(to, target, Outgoing::Offer);
+        self.send(to, Body::Offer(proto::Offer { delta: Some(delta) }));
+        Ok(())
+    }
+
+    pub(super) fn send_merged(
+        &mut self,
+        to: NodeId,
+        pushed: VersionId,
+        result: VersionId,
+        number: VersionNumber,
+        include_base: bool,
+    ) -> Result<(), EngineError> {
+        let delta = self.encode_delta(pushed, result, include_base)?;
+        self.remember(to, result, Outgoing::Merged { pushed, number });
+        self.send(
+            to,
+            Body::Merged(proto::Merged {
+                pushed: Some(pushed.to_proto()),
+                number: Some(number.to_proto()),
+                delta: Some(delta),
+            }),
+        );
+        Ok(())
+    }
+
+    fn reject(&mut self, to: NodeId, reason: RejectReason, detail: String) {
+        tracing::warn!(peer = to, ?reason, "refused a message: {detail}");
+        self.send(
+            to,
+            Body::Rejected(proto::Rejected {
+                reason: reason as i32,
+                detail,
+            }),
+        );
+    }
+
+    /// Applies a delta from `from`. `None` when it could not be applied yet: the sender was
+    /// asked for the base or the chunks (when `ask`), or told why it was refused.
+    pub(super) fn receive_delta(
+        &mut self,
+        from: NodeId,
+        kind: Incoming,
+        delta: proto::Delta,
+        ask: bool,
+    ) -> Result<Option<Received>, EngineError> {
+        let Some(Ok(base)) = delta.base.as_ref().map(VersionId::from_proto) else {
+            self.reject(
+                from,
+                RejectReason::Malformed,
+                "a delta without a base".into(),
+            );
+            return Ok(None);
+        };
+        let held = self.store.manifest(&base)?;
+        match apply(&delta, held.as_ref(), &*self.chunks, &self.cfg.apply_limits) {
+            Ok(a) => {
+                self.transfers.incoming.remove(&(from, kind.slot()));
+                self.store.put_manifest(&a.tree)?;
+                let sent_base = match (&held, &delta.base_manifest) {
+                    (None, Some(m)) => TreeManifest::from_proto(m).ok(),
+                    _ => None,
+                };
+                Ok(Some(Received {
+                    base,
+                    sent_base,
+                    target: a.target,
+                    tree: a.tree,
+                }))
+            }
+            Err(ApplyError::NeedBase { base, target }) => {
+                tracing::debug!(me = self.me, from, ?base, ?target, "need base");
+                if ask {
+                    self.send(
+                        from,
+                        Body::NeedBase(proto::NeedBase {
+                            base: Some(base.to_proto()),
+                            target: Some(target.to_proto()),
+                        }),
+                    );
+                }
+                Ok(None)
+            }
+            Err(ApplyError::NeedChunks { target, ids }) => {
+                tracing::debug!(
+                    me = self.me,
+                    from,
+                    ?target,
+                    n = ids.len(),
+                    ask,
+                    "need chunks"
+                );
+                self.transfers
+                    .incoming
+                    .insert((from, kind.slot()), (kind, delta));
+                if ask {
+                    self.send(
+                        from,
+                        Body::NeedChunks(proto::NeedChunks {
+                            target: Some(target.to_proto()),
+                            ids: ids.iter().map(|id| id.to_proto()).collect(),
+                        }),
+                    );
+                }
+                Ok(None)
+            }
+            Err(ApplyError::Store(e)) => Err(e.into()),
+            Err(e @ (ApplyError::BaseMismatch { .. } | ApplyError::TargetMismatch { .. })) => {
+                self.reject(from, RejectReason::HashMismatch, e.to_string());
+                Ok(None)
+            }
+            Err(e) => {
+                self.reject(from, RejectReason::Malformed, e.to_string());
+                Ok(None)
+            }
+        }
+    }
+
+    pub(super) fn on_need_base(
+        &mut self,
+        from: NodeId,
+        n: proto::NeedBase,
+    ) -> Result<(), EngineError> {
+        let (Some(Ok(base)), Some(Ok(target))) = (
+            n.base.as_ref().map(VersionId::from_proto),
+            n.target.as_ref().map(VersionId::from_proto),
+        ) else {
+            return Ok(());
+        };
+        match self.transfers.outgoing.get(&(from, target)).copied() {
+            Some(Outgoing::Push { base: b, number }) if b == base => {
+                self.send_push(from, base, target, number, true)
+            }
+            Some(Outgoing::Offer) => {
+                self.p.last_shared.remove(&from);
+                self.send_offer(from, TreeManifest::empty().version_id(), target)
+            }
+            Some(Outgoing::Merged { pushed, number }) if pushed == base => {
+                self.send_merged(from, pushed, target, number, true)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn on_need_chunks(
+        &mut self,
+        from: NodeId,
+        n: proto::NeedChunks,
+    ) -> Result<(), EngineError> {
+        let mut ids = Vec::with_capacity(n.ids.len());
+        for id in &n.ids {
+            let Ok(id) = ChunkId::from_proto(id) else {
+                return Ok(());
+            };
+            if self.chunks.contains(&id)? {
+                ids.push(id);
+            }
+        }
+        let mut sent = 0usize;
+        for batch in ids.chunks(CHUNK_BATCH) {
+            for msg in chunks_messages(batch, &*self.chunks, self.cfg.limits.max_frame)? {
+                sent += msg.chunks.iter().map(|c| c.data.len()).sum::<usize>();
+                self.send(from, Body::Chunks(msg));
+            }
+            if sent >= MAX_CHUNK_ANSWER {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_chunks(&mut self, from: NodeId, c: proto::Chunks) -> Result<(), EngineError> {
+        if let Err(e) = receive_chunks(&c, &*self.chunks, self.cfg.limits.max_chunk_len as usize) {
+            match e {
+                chorus_chunking::Error::Io { .. } => return Err(e.into()),
+                e => {
+                    self.reject(from, RejectReason::HashMismatch, e.to_string());
+                    return Ok(());
+                }
+            }
+        }
+        let waiting: Vec<u8> = self
+            .transfers
+            .incoming
+            .keys()
+            .filter(|(peer, _)| *peer == from)
+            .map(|(_, slot)| *slot)
+            .collect();
+        for slot in waiting {
+            let Some((kind, delta)) = self.transfers.incoming.get(&(from, slot)).cloned() else {
+                continue;
+            };
+            if let Some(rx) = self.receive_delta(from, kind.clone(), delta, false)? {
+                self.delivered(from, kind, rx)?;
+            }
+        }
+        Ok(())
+    }
+}
