@@ -34,6 +34,17 @@ pub trait ChunkStore: Send + Sync {
     /// Every stored chunk id.
     fn ids(&self) -> Result<Vec<ChunkId>, Error>;
 
+    /// Which of `ids` are not stored (in the order given). Stores answer a batch in one go.
+    fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, Error> {
+        let mut out = Vec::new();
+        for id in ids {
+            if !self.contains(id)? {
+                out.push(*id);
+            }
+        }
+        Ok(out)
+    }
+
     /// The chunk's bytes, or an error naming it when absent.
     fn require(&self, id: &ChunkId) -> Result<Vec<u8>, Error> {
         self.get(id)?
@@ -112,9 +123,10 @@ const CHUNKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("chunks")
 
 /// Chunks on disk, in one redb database (`chunks.redb` in the store's directory).
 ///
-/// Every put is its own transaction, committed without fsync: redb commits are atomic, so a
-/// crash or kill -9 leaves a chunk either whole or absent, never torn. [`ChunkStore::sync`]
-/// makes a durable commit, which persists every put before it. Readers use MVCC snapshots and
+/// Puts are buffered (up to [`BATCH_BYTES`] of compressed data) and committed together in one
+/// transaction without fsync; redb commits are atomic, so a crash or kill -9 leaves each chunk
+/// whole or absent, never torn. Reads see buffered chunks too. [`ChunkStore::sync`] commits the
+/// buffer durably, which also persists every earlier commit. Readers use MVCC snapshots and
 /// never wait for writers. One database file instead of one file per chunk matters: on the
 /// development machine, creating a file costs about 0.6 ms of metadata work, which made a scan
 /// of a 589-file source tree spend over a second in the store.
@@ -122,7 +134,12 @@ pub struct DiskStore {
     root: PathBuf,
     db: redb::Database,
     level: i32,
+    /// Compressed chunks not yet committed, and their total size.
+    buffer: Mutex<(HashMap<ChunkId, Vec<u8>>, usize)>,
 }
+
+/// Compressed bytes buffered before a commit.
+const BATCH_BYTES: usize = 8 << 20;
 
 impl DiskStore {
     /// Opens (creating if needed) the store in directory `root`.
@@ -134,7 +151,12 @@ impl DiskStore {
         let txn = db.begin_write().map_err(|e| store_err(&path, e))?;
         txn.open_table(CHUNKS).map_err(|e| store_err(&path, e))?;
         txn.commit().map_err(|e| store_err(&path, e))?;
-        Ok(DiskStore { root, db, level: 3 })
+        Ok(DiskStore {
+            root,
+            db,
+            level: 3,
+            buffer: Mutex::new((HashMap::new(), 0)),
+        })
     }
 
     /// The store's directory.
@@ -144,6 +166,29 @@ impl DiskStore {
 
     fn err(&self, e: impl std::fmt::Display) -> Error {
         store_err(&self.root, e)
+    }
+
+    fn buffer(&self) -> std::sync::MutexGuard<'_, (HashMap<ChunkId, Vec<u8>>, usize)> {
+        self.buffer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Commits the buffered chunks in one transaction.
+    fn commit(&self, durability: redb::Durability) -> Result<(), Error> {
+        let mut buffer = self.buffer();
+        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        txn.set_durability(durability);
+        {
+            let mut table = txn.open_table(CHUNKS).map_err(|e| self.err(e))?;
+            for (id, stored) in buffer.0.iter() {
+                table
+                    .insert(&id.0, stored.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))?;
+        buffer.0.clear();
+        buffer.1 = 0;
+        Ok(())
     }
 
     fn decode(id: &ChunkId, stored: &[u8]) -> Option<Vec<u8>> {
@@ -178,19 +223,41 @@ fn store_err(path: &Path, e: impl std::fmt::Display) -> Error {
 
 impl ChunkStore for DiskStore {
     fn contains(&self, id: &ChunkId) -> Result<bool, Error> {
+        Ok(self.missing(std::slice::from_ref(id))?.is_empty())
+    }
+
+    fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, Error> {
+        let buffered: Vec<bool> = {
+            let buffer = self.buffer();
+            ids.iter().map(|id| buffer.0.contains_key(id)).collect()
+        };
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(CHUNKS).map_err(|e| self.err(e))?;
-        Ok(table.get(&id.0).map_err(|e| self.err(e))?.is_some())
+        let mut out = Vec::new();
+        for (id, in_buffer) in ids.iter().zip(buffered) {
+            if !in_buffer && table.get(&id.0).map_err(|e| self.err(e))?.is_none() {
+                out.push(*id);
+            }
+        }
+        Ok(out)
     }
 
     fn get(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, Error> {
-        let decoded = {
-            let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-            let table = txn.open_table(CHUNKS).map_err(|e| self.err(e))?;
-            let Some(stored) = table.get(&id.0).map_err(|e| self.err(e))? else {
-                return Ok(None);
-            };
-            Self::decode(id, stored.value())
+        let buffered = self
+            .buffer()
+            .0
+            .get(id)
+            .map(|stored| Self::decode(id, stored));
+        let decoded = match buffered {
+            Some(d) => d,
+            None => {
+                let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+                let table = txn.open_table(CHUNKS).map_err(|e| self.err(e))?;
+                let Some(stored) = table.get(&id.0).map_err(|e| self.err(e))? else {
+                    return Ok(None);
+                };
+                Self::decode(id, stored.value())
+            }
         };
         match decoded {
             Some(bytes) => Ok(Some(bytes)),
@@ -215,22 +282,25 @@ impl ChunkStore for DiskStore {
             stored.push(RAW);
             stored.extend_from_slice(bytes);
         }
-        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        txn.set_durability(redb::Durability::None);
-        txn.open_table(CHUNKS)
-            .map_err(|e| self.err(e))?
-            .insert(&id.0, stored.as_slice())
-            .map_err(|e| self.err(e))?;
-        txn.commit().map_err(|e| self.err(e))
+        let full = {
+            let mut buffer = self.buffer();
+            buffer.1 += stored.len();
+            buffer.0.insert(*id, stored);
+            buffer.1 >= BATCH_BYTES
+        };
+        if full {
+            self.commit(redb::Durability::None)?;
+        }
+        Ok(())
     }
 
     fn sync(&self) -> Result<(), Error> {
         // A durable commit persists every non-durable commit before it.
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        txn.commit().map_err(|e| self.err(e))
+        self.commit(redb::Durability::Immediate)
     }
 
     fn remove(&self, id: &ChunkId) -> Result<(), Error> {
+        self.buffer().0.remove(id);
         let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
         txn.set_durability(redb::Durability::None);
         txn.open_table(CHUNKS)
@@ -241,14 +311,14 @@ impl ChunkStore for DiskStore {
     }
 
     fn ids(&self) -> Result<Vec<ChunkId>, Error> {
+        let mut out: std::collections::HashSet<ChunkId> = self.buffer().0.keys().copied().collect();
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(CHUNKS).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
         for item in table.iter().map_err(|e| self.err(e))? {
             let (k, _) = item.map_err(|e| self.err(e))?;
-            out.push(ChunkId(*k.value()));
+            out.insert(ChunkId(*k.value()));
         }
-        Ok(out)
+        Ok(out.into_iter().collect())
     }
 }
 
@@ -308,6 +378,7 @@ mod tests {
         let bytes = vec![7u8; 10_000];
         let id = ChunkId::of(&bytes);
         s.put(&id, &bytes).unwrap();
+        s.sync().unwrap();
         let stored = {
             let txn = s.db.begin_read().unwrap();
             let t = txn.open_table(CHUNKS).unwrap();
@@ -331,6 +402,42 @@ mod tests {
                 !s.contains(&id).unwrap(),
                 "a corrupt chunk is dropped so it can be fetched again"
             );
+        }
+    }
+
+    #[test]
+    fn buffered_chunks_are_readable_before_and_after_their_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DiskStore::open(dir.path()).unwrap();
+        // Enough incompressible bytes to fill several batches.
+        let chunks: Vec<Vec<u8>> = (0..40u64)
+            .map(|i| {
+                let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                (0..600_000)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect()
+            })
+            .collect();
+        let ids: Vec<ChunkId> = chunks.iter().map(|c| ChunkId::of(c)).collect();
+        for (id, c) in ids.iter().zip(&chunks) {
+            s.put(id, c).unwrap();
+            assert_eq!(s.get(id).unwrap().as_ref(), Some(c));
+        }
+        assert!(s.missing(&ids).unwrap().is_empty());
+        assert_eq!(s.ids().unwrap().len(), 40);
+        s.sync().unwrap();
+        let unknown = ChunkId::of(b"never stored");
+        assert_eq!(
+            s.missing(&[ids[0], unknown, ids[39]]).unwrap(),
+            vec![unknown]
+        );
+        for (id, c) in ids.iter().zip(&chunks) {
+            assert_eq!(s.get(id).unwrap().as_ref(), Some(c));
         }
     }
 

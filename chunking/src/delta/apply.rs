@@ -233,12 +233,8 @@ pub fn apply(
                 .flat_map(|m| m.chunks.iter().map(|c| c.id)),
         );
     }
-    let mut missing: Vec<ChunkId> = Vec::new();
-    for id in needed {
-        if !store.contains(&id)? {
-            missing.push(id);
-        }
-    }
+    let needed: Vec<ChunkId> = needed.into_iter().collect();
+    let mut missing = store.missing(&needed)?;
     if !missing.is_empty() {
         missing.sort();
         return Err(ApplyError::NeedChunks {

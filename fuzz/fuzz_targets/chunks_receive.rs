@@ -1,0 +1,23 @@
+//! A Chunks message from a peer: every chunk is verified before anything is stored; a bad one
+//! stores nothing.
+#![no_main]
+
+use chorus_chunking::fetch::receive_chunks;
+use chorus_chunking::{ChunkId, ChunkStore, MemStore};
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(msg) = chorus_proto::Chunks::decode(data) else { return };
+    let store = MemStore::new();
+    match receive_chunks(&msg, &store, 1 << 20) {
+        Ok(n) => {
+            assert!(n <= msg.chunks.len());
+            for id in store.ids().expect("memory store") {
+                let bytes = store.get(&id).expect("memory store").expect("stored");
+                assert_eq!(ChunkId::of(&bytes), id);
+            }
+        }
+        Err(_) => assert!(store.is_empty(), "a refused message stored chunks"),
+    }
+});
