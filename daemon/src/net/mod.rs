@@ -1,0 +1,21 @@
+//! The daemon's network over libp2p 0.57 (DESIGN.md §8): TCP with a pre-shared key derived from
+//! the share secret (`pnet`, which stops non-members before any handshake), Noise, yamux;
+//! identify and ping; mDNS on a LAN; request-response protocols with a length-prefixed codec
+//! bounded by the frame limits: `/chorus/sync/1` (the sync messages), `/chorus/chunks/1`
+//! (NeedChunks and Chunks, the bulky ones) and `/chorus/raft/1` (openraft RPCs as JSON).
+//!
+//! One task owns the Swarm ([`swarm::spawn`]); everything else talks to it through a
+//! [`NetHandle`] (commands, with oneshot replies where an answer is due) and receives what
+//! arrives as [`Inbound`] values. Only peers on the allow list (the Raft membership) may
+//! connect: everyone else is refused when the connection is established (`allow_block_list`).
+//! [`RaftTransport`] carries chorus-election's RPCs over it.
+
+pub mod codec;
+pub mod identity;
+pub mod raft;
+pub mod swarm;
+
+pub use codec::FrameCodec;
+pub use identity::{load_or_create_keypair, psk_of_secret};
+pub use raft::RaftTransport;
+pub use swarm::{Inbound, NetConfig, NetError, NetHandle, spawn};

@@ -1,0 +1,550 @@
+//! The task that owns the Swarm, and the handle the rest of the daemon talks to it through.
+//!
+//! Sync messages are one-way: a request carries one chorus-proto frame and the response is an
+//! empty acknowledgement (the sync protocol answers with its own messages and retries what
+//! matters). Raft RPCs are request and response. Requests to a peer that is not connected dial
+//! it at the addresses known for it; explicit peers are redialled with a backoff.
+
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chorus_election::{RaftReply, RaftRpc, TransportError};
+use chorus_proto::{Body, Limits, decode_frame, encode_frame};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::upgrade::Version;
+use libp2p::identity::Keypair;
+use libp2p::pnet::{PnetConfig, PreSharedKey};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, Transport, allow_block_list, identify, mdns, noise,
+    ping, tcp, yamux,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::codec::{Counters, FrameCodec};
+
+const SYNC: StreamProtocol = StreamProtocol::new("/chorus/sync/1");
+const CHUNKS: StreamProtocol = StreamProtocol::new("/chorus/chunks/1");
+const RAFT: StreamProtocol = StreamProtocol::new("/chorus/raft/1");
+/// Raft frames are small (headers only); this bounds a hostile one.
+const MAX_RAFT_FRAME: usize = 4 << 20;
+/// Longest wait between two dials of an explicit peer.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Why the network could not start or act.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("identity: {0}")]
+    Identity(String),
+    #[error("cannot build the network: {0}")]
+    Build(String),
+    #[error("cannot listen on {addr}: {detail}; is the port in use?")]
+    Listen { addr: Multiaddr, detail: String },
+    #[error("the network task has stopped")]
+    Stopped,
+}
+
+/// How the network starts.
+pub struct NetConfig {
+    pub keypair: Keypair,
+    /// The private network's key ([`super::psk_of_secret`]).
+    pub psk: PreSharedKey,
+    pub listen: Vec<Multiaddr>,
+    /// Peers dialled at start and redialled with a backoff while disconnected.
+    pub explicit_peers: Vec<Multiaddr>,
+    /// Peers allowed to connect (the membership); more with [`NetHandle::allow`].
+    pub allowed: Vec<PeerId>,
+    /// mDNS discovery (a LAN; it ignores loopback).
+    pub mdns: bool,
+    pub limits: Limits,
+    pub request_timeout: Duration,
+}
+
+/// Something that arrived from a peer.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A sync message, decoded under the frame limits.
+    Sync { from: PeerId, body: Body },
+    /// A Raft RPC; send the reply through `reply`.
+    Raft {
+        from: PeerId,
+        rpc: Box<RaftRpc>,
+        reply: oneshot::Sender<RaftReply>,
+    },
+}
+
+enum Command {
+    Send {
+        to: PeerId,
+        frame: Vec<u8>,
+        chunks: bool,
+    },
+    Raft {
+        to: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, String>>,
+    },
+    Allow(Vec<PeerId>),
+    Disallow(Vec<PeerId>),
+    AddAddress(PeerId, Multiaddr),
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Connected(oneshot::Sender<Vec<PeerId>>),
+}
+
+/// Talks to the network task. Cheap to clone.
+#[derive(Clone)]
+pub struct NetHandle {
+    tx: mpsc::UnboundedSender<Command>,
+    local: PeerId,
+    counters: Arc<Counters>,
+}
+
+impl NetHandle {
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    /// Sends a sync message (best effort; the protocol retries).
+    pub fn send(&self, to: PeerId, body: Body) {
+        let chunks = matches!(body, Body::Chunks(_) | Body::NeedChunks(_));
+        let _ = self.tx.send(Command::Send {
+            to,
+            frame: encode_frame(body),
+            chunks,
+        });
+    }
+
+    /// One Raft RPC and its reply.
+    pub async fn raft_call(
+        &self,
+        to: PeerId,
+        addrs: Vec<Multiaddr>,
+        rpc: &RaftRpc,
+    ) -> Result<RaftReply, TransportError> {
+        let request = serde_json::to_vec(rpc).map_err(|e| TransportError(e.to_string()))?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Raft {
+                to,
+                addrs,
+                request,
+                reply,
+            })
+            .map_err(|_| TransportError("the network task has stopped".into()))?;
+        let bytes = rx
+            .await
+            .map_err(|_| TransportError("the network task has stopped".into()))?
+            .map_err(TransportError)?;
+        serde_json::from_slice(&bytes).map_err(|e| TransportError(format!("bad raft reply: {e}")))
+    }
+
+    /// Lets these peers connect (they joined the membership).
+    pub fn allow(&self, peers: Vec<PeerId>) {
+        let _ = self.tx.send(Command::Allow(peers));
+    }
+
+    /// Refuses these peers from now on, and drops their connections.
+    pub fn disallow(&self, peers: Vec<PeerId>) {
+        let _ = self.tx.send(Command::Disallow(peers));
+    }
+
+    /// Remembers an address of a peer.
+    pub fn add_address(&self, peer: PeerId, addr: Multiaddr) {
+        let _ = self.tx.send(Command::AddAddress(peer, addr));
+    }
+
+    /// The addresses this node listens on.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::ListenAddrs(tx))
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// The peers connected now.
+    pub async fn connected(&self) -> Result<Vec<PeerId>, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Connected(tx))
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// (sent, received) bytes of sync, chunk and Raft frames so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.counters.sent.load(Ordering::Relaxed),
+            self.counters.received.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    sync: request_response::Behaviour<FrameCodec>,
+    chunks: request_response::Behaviour<FrameCodec>,
+    raft: request_response::Behaviour<FrameCodec>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+type PendingReply =
+    Pin<Box<dyn futures::Future<Output = (ResponseChannel<Vec<u8>>, Option<Vec<u8>>)> + Send>>;
+
+/// The peer id an address ends with (`/p2p/...`), if any.
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+/// An explicit peer and when to dial it next (addresses without `/p2p/` are dialled with the
+/// backoff whether or not their peer is connected).
+struct Redial {
+    addr: Multiaddr,
+    next: Instant,
+    backoff: Duration,
+}
+
+struct Task {
+    swarm: Swarm<Behaviour>,
+    inbound: mpsc::UnboundedSender<Inbound>,
+    limits: Limits,
+    raft_calls: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, String>>>,
+    replies: FuturesUnordered<PendingReply>,
+    allowed: HashSet<PeerId>,
+    redial: Vec<Redial>,
+}
+
+/// Starts the network task; returns its handle and the stream of what arrives.
+pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbound>), NetError> {
+    let counters = Arc::new(Counters::default());
+    let limits = cfg.limits;
+    let timeout = cfg.request_timeout;
+    let psk = cfg.psk;
+    let local = cfg.keypair.public().to_peer_id();
+    let mdns_on = cfg.mdns;
+    let codec = |max: usize| FrameCodec::new(max, counters.clone());
+    let rr = |proto: StreamProtocol, max: usize| {
+        request_response::Behaviour::with_codec(
+            codec(max),
+            [(proto, ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(timeout),
+        )
+    };
+    let build = |e: &dyn std::fmt::Display| NetError::Build(e.to_string());
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair)
+        .with_tokio()
+        .with_other_transport(|key| {
+            let noise = noise::Config::new(key)?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                    .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                    .upgrade(Version::V1Lazy)
+                    .authenticate(noise)
+                    .multiplex(yamux::Config::default())
+                    .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer))),
+            )
+        })
+        .map_err(|e| build(&e))?
+        .with_behaviour(|key| {
+            let mdns = if mdns_on {
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config::default(),
+                    key.public().to_peer_id(),
+                )?)
+            } else {
+                None
+            };
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Behaviour {
+                allow: allow_block_list::Behaviour::default(),
+                sync: rr(SYNC, limits.max_frame),
+                chunks: rr(CHUNKS, limits.max_frame),
+                raft: rr(RAFT, MAX_RAFT_FRAME),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/chorus/1".into(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                mdns: Toggle::from(mdns),
+            })
+        })
+        .map_err(|e| build(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    for addr in cfg.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetError::Listen {
+                addr,
+                detail: e.to_string(),
+            })?;
+    }
+    let mut allowed = HashSet::new();
+    for p in cfg.allowed {
+        swarm.behaviour_mut().allow.allow_peer(p);
+        allowed.insert(p);
+    }
+    let now = Instant::now();
+    let redial = cfg
+        .explicit_peers
+        .into_iter()
+        .map(|addr| Redial {
+            addr,
+            next: now,
+            backoff: Duration::from_millis(250),
+        })
+        .collect();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let task = Task {
+        swarm,
+        inbound: in_tx,
+        limits,
+        raft_calls: HashMap::new(),
+        replies: FuturesUnordered::new(),
+        allowed,
+        redial,
+    };
+    tokio::spawn(task.run(rx));
+    Ok((
+        NetHandle {
+            tx,
+            local,
+            counters,
+        },
+        in_rx,
+    ))
+}
+
+impl Task {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.event(event),
+                Some((channel, reply)) = self.replies.next(), if !self.replies.is_empty() => {
+                    // A dropped reply (the node stopped) closes the stream without an answer.
+                    if let Some(bytes) = reply {
+                        let _ = self.swarm.behaviour_mut().raft.send_response(channel, bytes);
+                    }
+                }
+                _ = tick.tick() => self.redial(),
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Send { to, frame, chunks } => {
+                let b = self.swarm.behaviour_mut();
+                if chunks {
+                    b.chunks.send_request(&to, frame);
+                } else {
+                    b.sync.send_request(&to, frame);
+                }
+            }
+            Command::Raft {
+                to,
+                addrs,
+                request,
+                reply,
+            } => {
+                for a in addrs {
+                    self.swarm.add_peer_address(to, a);
+                }
+                let id = self.swarm.behaviour_mut().raft.send_request(&to, request);
+                self.raft_calls.insert(id, reply);
+            }
+            Command::Allow(peers) => {
+                for p in peers {
+                    self.swarm.behaviour_mut().allow.allow_peer(p);
+                    self.allowed.insert(p);
+                }
+            }
+            Command::Disallow(peers) => {
+                for p in peers {
+                    self.swarm.behaviour_mut().allow.disallow_peer(p);
+                    self.allowed.remove(&p);
+                }
+            }
+            Command::AddAddress(peer, addr) => self.swarm.add_peer_address(peer, addr),
+            Command::ListenAddrs(tx) => {
+                let _ = tx.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Connected(tx) => {
+                let _ = tx.send(self.swarm.connected_peers().copied().collect());
+            }
+        }
+    }
+
+    fn redial(&mut self) {
+        let now = Instant::now();
+        for r in &mut self.redial {
+            if r.next > now {
+                continue;
+            }
+            let connected = peer_of(&r.addr).is_some_and(|p| self.swarm.is_connected(&p));
+            if !connected {
+                let _ = self.swarm.dial(r.addr.clone());
+            }
+            r.next = now + r.backoff;
+            r.backoff = (r.backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(e))
+            | SwarmEvent::Behaviour(BehaviourEvent::Chunks(e)) => self.sync_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Raft(e)) => self.raft_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) if self.allowed.contains(&peer_id) => {
+                for a in info.listen_addrs {
+                    self.swarm.add_peer_address(peer_id, a);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    if self.allowed.contains(&peer) {
+                        self.swarm.add_peer_address(peer, addr.clone());
+                        if !self.swarm.is_connected(&peer) {
+                            let _ = self.swarm.dial(addr);
+                        }
+                    }
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                // A connected explicit peer is not redialled until it goes away again.
+                for r in &mut self.redial {
+                    if peer_of(&r.addr) == Some(peer_id) {
+                        r.backoff = Duration::from_millis(250);
+                        r.next = Instant::now() + MAX_BACKOFF;
+                    }
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, .. } => {
+                for r in &mut self.redial {
+                    if peer_of(&r.addr) == Some(peer_id) {
+                        r.next = Instant::now();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn sync_event(&mut self, e: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match e {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                // Acknowledge first: the sync protocol answers with messages of its own.
+                let b = self.swarm.behaviour_mut();
+                let _ = b.sync.send_response(channel, Vec::new());
+                if !self.allowed.contains(&peer) {
+                    return;
+                }
+                match decode_frame(&request, &self.limits) {
+                    Ok(env) => {
+                        if let Some(body) = env.body {
+                            let _ = self.inbound.send(Inbound::Sync { from: peer, body });
+                        }
+                    }
+                    Err(e) => tracing::warn!(%peer, "dropped a sync frame: {e}"),
+                }
+            }
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "a sync message was not delivered: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    fn raft_event(&mut self, e: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match e {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                if !self.allowed.contains(&peer) {
+                    return; // dropping the channel closes the stream unanswered
+                }
+                let rpc: RaftRpc = match serde_json::from_slice(&request) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(%peer, "dropped a raft frame: {e}");
+                        return;
+                    }
+                };
+                let (reply, rx) = oneshot::channel();
+                if self
+                    .inbound
+                    .send(Inbound::Raft {
+                        from: peer,
+                        rpc: Box::new(rpc),
+                        reply,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                self.replies.push(Box::pin(async move {
+                    let bytes = rx
+                        .await
+                        .ok()
+                        .and_then(|r: RaftReply| serde_json::to_vec(&r).ok());
+                    (channel, bytes)
+                }));
+            }
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(tx) = self.raft_calls.remove(&request_id) {
+                    let _ = tx.send(Ok(response));
+                }
+            }
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(tx) = self.raft_calls.remove(&request_id) {
+                    let _ = tx.send(Err(error.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The libp2p network on loopback: members exchange sync messages and run Raft over it; a node
+//! with the wrong share key, or with the right key but outside the membership, gets nothing
+//! through. Waits are liveness bounds (a stuck network fails the test), never speed assertions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus::net::{Inbound, NetConfig, NetHandle, RaftTransport, psk_of_secret, spawn};
+use chorus_election::{ElectionConfig, ElectionNode, Member, Proposal, node_id_of};
+use chorus_proto::{Body, Limits, Stored, VersionId};
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const LIVENESS: Duration = Duration::from_secs(20);
+
+struct Node {
+    net: NetHandle,
+    inbound: UnboundedReceiver<Inbound>,
+    peer: PeerId,
+    addr: Multiaddr,
+}
+
+async fn node(secret: [u8; 32], keypair: Keypair, allowed: Vec<PeerId>) -> Node {
+    let peer = keypair.public().to_peer_id();
+    let (net, inbound) = spawn(NetConfig {
+        keypair,
+        psk: psk_of_secret(&secret),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        explicit_peers: vec![],
+        allowed,
+        mdns: false,
+        limits: Limits::default(),
+        request_timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    let addr = tokio::time::timeout(LIVENESS, async {
+        loop {
+            if let Some(a) = net.listen_addrs().await.unwrap().into_iter().next() {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the node listens");
+    Node {
+        net,
+        inbound,
+        peer,
+        addr,
+    }
+}
+
+fn stored(n: u8) -> Body {
+    Body::Stored(Stored {
+        version: Some(VersionId::from_bytes([n; 32])),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_talk_and_outsiders_get_nothing_through() {
+    let secret = [7u8; 32];
+    let (ka, kb, kc, kd) = (
+        Keypair::generate_ed25519(),
+        Keypair::generate_ed25519(),
+        Keypair::generate_ed25519(),
+        Keypair::generate_ed25519(),
+    );
+    let (pa, pb) = (ka.public().to_peer_id(), kb.public().to_peer_id());
+    let mut a = node(secret, ka, vec![pb]).await;
+    let mut b = node(secret, kb, vec![pa]).await;
+    // C has the wrong key; D has the right key but is not a member.
+    let c = node([8u8; 32], kc, vec![pa]).await;
+    let d = node(secret, kd, vec![pa]).await;
+
+    // A member's message arrives, decoded, from the right peer.
+    a.net.add_address(b.peer, b.addr.clone());
+    a.net.send(b.peer, stored(1));
+    let got = tokio::time::timeout(LIVENESS, b.inbound.recv())
+        .await
+        .expect("delivered")
+        .unwrap();
+    match got {
+        Inbound::Sync { from, body } => {
+            assert_eq!(from, a.peer);
+            assert_eq!(body, stored(1));
+        }
+        other => panic!("expected a sync message, got {other:?}"),
+    }
+    // And back.
+    b.net.send(a.peer, stored(2));
+    let got = tokio::time::timeout(LIVENESS, a.inbound.recv())
+        .await
+        .expect("delivered")
+        .unwrap();
+    assert!(matches!(got, Inbound::Sync { from, .. } if from == b.peer));
+    let (sent, received) = a.net.bytes();
+    assert!(
+        sent > 0 && received > 0,
+        "bytes are counted at the transport"
+    );
+
+    // Outsiders: their requests fail, and A receives nothing from them.
+    let rpc_of = |n| chorus_election::RaftRpc::Vote(openraft_vote(n));
+    for (outsider, what) in [(&c, "wrong key"), (&d, "not a member")] {
+        outsider.net.add_address(a.peer, a.addr.clone());
+        outsider.net.send(a.peer, stored(9));
+        let r = tokio::time::timeout(
+            LIVENESS,
+            outsider
+                .net
+                .raft_call(a.peer, vec![a.addr.clone()], &rpc_of(1)),
+        )
+        .await
+        .expect("the call ends");
+        assert!(r.is_err(), "{what}: the raft call must fail");
+        assert!(
+            !outsider.net.connected().await.unwrap().contains(&a.peer),
+            "{what}: no connection stays up"
+        );
+    }
+    assert!(
+        a.inbound.try_recv().is_err(),
+        "nothing from outsiders arrived"
+    );
+}
+
+fn openraft_vote(term: u64) -> openraft::raft::VoteRequest<u64> {
+    openraft::raft::VoteRequest::new(openraft::Vote::new(term, 1), None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_elects_and_commits_over_libp2p() {
+    let secret = [3u8; 32];
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (pa, pb) = (ka.public().to_peer_id(), kb.public().to_peer_id());
+    let a = node(secret, ka, vec![pb]).await;
+    let b = node(secret, kb, vec![pa]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for (n, name) in [(a, "a"), (b, "b")] {
+        let id = node_id_of(&n.peer.to_bytes());
+        let raft = Arc::new(
+            ElectionNode::open(
+                &dir.path().join(name),
+                id,
+                ElectionConfig::lan(),
+                Arc::new(RaftTransport::new(n.net.clone())),
+            )
+            .await
+            .unwrap(),
+        );
+        let serving = raft.clone();
+        let mut inbound = n.inbound;
+        tokio::spawn(async move {
+            while let Some(msg) = inbound.recv().await {
+                if let Inbound::Raft { rpc, reply, .. } = msg {
+                    let _ = reply.send(serving.handle(*rpc).await);
+                }
+            }
+        });
+        let member = Member {
+            peer_id: n.peer.to_bytes(),
+            addresses: vec![n.addr.to_string()],
+        };
+        nodes.push((raft, id, member, n.net));
+    }
+    let (ra, _, ma, _) = &nodes[0];
+    let (rb, idb, mb, _) = &nodes[1];
+    ra.initialize(ma.clone()).await.unwrap();
+    tokio::time::timeout(LIVENESS, async {
+        while ra.view().leader != Some(ra.id()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a leads its one-node cluster");
+    tokio::time::timeout(LIVENESS, ra.add_member(*idb, mb.clone()))
+        .await
+        .expect("b joins")
+        .unwrap();
+    let p = Proposal {
+        version: [5; 32],
+        parents: vec![],
+        origin: ra.id(),
+        created_at_ms: 1,
+        redo: vec![],
+    };
+    let n = tokio::time::timeout(LIVENESS, ra.propose(p))
+        .await
+        .expect("committed")
+        .unwrap();
+    assert_eq!(n.major, 1);
+    tokio::time::timeout(LIVENESS, async {
+        while rb.local_head().map(|h| h.version) != Some([5; 32]) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("b applies the header it received over libp2p");
+    assert!(rb.view().voters.contains(&ra.id()));
+}
