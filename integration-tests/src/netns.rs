@@ -1,0 +1,281 @@
+//! A lab of hosts in network namespaces (`ip netns`), joined by veth pairs to one bridge in the
+//! root namespace, with addresses 10.231.0.1, .2, ... Each lab has its own bridge, so labs run
+//! side by side without seeing each other.
+//!
+//! Faults: [`Lab::cut`] takes a host's link down (and [`Lab::heal`] brings it back);
+//! [`Lab::set_loss`] drops a share of the packets a host receives (nftables `numgen random`).
+//! Delay is not available here: the kernel of this machine kind is built without `sch_netem`,
+//! so delayed links need a userspace relay.
+//!
+//! Names carry the pid of the process that made them; a lab removes leftovers of processes that
+//! no longer exist before it starts, and removes its own namespaces, links and processes when
+//! dropped, whether the test passed or panicked.
+
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Prefix of every namespace a lab creates.
+const NS_PREFIX: &str = "chorus-lab-";
+
+/// Why a lab could not be set up or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("network namespaces need root; run as root (CI does)")]
+    NotRoot,
+    #[error("`{command}` failed: {stderr}")]
+    Command { command: String, stderr: String },
+    #[error("cannot run `{command}`: {source}; is iproute2 (and nftables) installed?")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One host of a lab.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub index: usize,
+    /// Its network namespace.
+    pub netns: String,
+    /// Its address on the lab's bridge.
+    pub addr: Ipv4Addr,
+    /// The root-namespace end of its veth pair (cut and heal act on it).
+    veth: String,
+}
+
+/// A set of hosts on one bridge. Dropping it removes everything it made.
+pub struct Lab {
+    bridge: String,
+    hosts: Vec<Host>,
+    children: Mutex<Vec<Child>>,
+}
+
+static LABS: AtomicU32 = AtomicU32::new(0);
+
+impl Lab {
+    /// Creates `n` hosts (at most 250).
+    pub fn new(n: usize) -> Result<Lab, LabError> {
+        if !crate::is_root() {
+            return Err(LabError::NotRoot);
+        }
+        assert!(n <= 250, "a lab has at most 250 hosts");
+        remove_stale()?;
+        let pid = std::process::id();
+        let seq = LABS.fetch_add(1, Ordering::Relaxed);
+        // Interface names are limited to 15 bytes: pid and lab number in hex.
+        let tag = format!("{pid:x}{seq:x}");
+        let mut lab = Lab {
+            bridge: format!("chb{tag}"),
+            hosts: Vec::new(),
+            children: Mutex::new(Vec::new()),
+        };
+        ip(&["link", "add", &lab.bridge, "type", "bridge"])?;
+        ip(&["link", "set", &lab.bridge, "up"])?;
+        for index in 0..n {
+            let host = Host {
+                index,
+                netns: format!("{NS_PREFIX}{pid}-{seq}-{index}"),
+                addr: Ipv4Addr::new(10, 231, 0, index as u8 + 1),
+                veth: format!("chv{tag}-{index}"),
+            };
+            let peer = format!("chp{tag}-{index}");
+            ip(&["netns", "add", &host.netns])?;
+            lab.hosts.push(host.clone());
+            ip(&[
+                "link", "add", &host.veth, "type", "veth", "peer", "name", &peer,
+            ])?;
+            ip(&["link", "set", &peer, "netns", &host.netns])?;
+            ip(&["link", "set", &host.veth, "master", &lab.bridge])?;
+            ip(&["link", "set", &host.veth, "up"])?;
+            let ns = &host.netns;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", ns, "link", "set", &peer, "name", "eth0"])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", host.addr),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+        }
+        Ok(lab)
+    }
+
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    pub fn host(&self, i: usize) -> &Host {
+        &self.hosts[i]
+    }
+
+    /// A command that runs `program` inside host `i`'s namespace.
+    pub fn command(&self, i: usize, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.hosts[i].netns]).arg(program);
+        c
+    }
+
+    /// Starts a process; the lab kills it (SIGKILL) when dropped, if it still runs.
+    pub fn spawn(&self, mut command: Command) -> std::io::Result<u32> {
+        let child = command.stdin(Stdio::null()).spawn()?;
+        let pid = child.id();
+        self.children().push(child);
+        Ok(pid)
+    }
+
+    /// Starts a process with its stdout piped and returns it; the lab still kills it on drop
+    /// if the caller has not (the caller owns the `Child`).
+    pub fn spawn_piped(&self, mut command: Command) -> std::io::Result<Child> {
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).spawn()
+    }
+
+    /// Takes host `i`'s link down: nothing reaches it or leaves it.
+    pub fn cut(&self, i: usize) -> Result<(), LabError> {
+        ip(&["link", "set", &self.hosts[i].veth, "down"])
+    }
+
+    /// Brings host `i`'s link back.
+    pub fn heal(&self, i: usize) -> Result<(), LabError> {
+        ip(&["link", "set", &self.hosts[i].veth, "up"])
+    }
+
+    /// Drops `percent` of the packets host `i` receives (0 removes the rule).
+    pub fn set_loss(&self, i: usize, percent: u8) -> Result<(), LabError> {
+        let ns = &self.hosts[i].netns;
+        // Start from no rules, so calls do not stack.
+        let _ = run(Command::new("ip").args([
+            "netns",
+            "exec",
+            ns,
+            "nft",
+            "delete",
+            "table",
+            "inet",
+            "chorus_lab",
+        ]));
+        if percent == 0 {
+            return Ok(());
+        }
+        let nft = |args: &[&str]| {
+            run(Command::new("ip")
+                .args(["netns", "exec", ns, "nft"])
+                .args(args))
+            .map(drop)
+        };
+        nft(&["add", "table", "inet", "chorus_lab"])?;
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            "chorus_lab",
+            "in",
+            "{ type filter hook input priority 0; }",
+        ])?;
+        if percent >= 100 {
+            return nft(&["add", "rule", "inet", "chorus_lab", "in", "drop"]);
+        }
+        nft(&[
+            "add",
+            "rule",
+            "inet",
+            "chorus_lab",
+            "in",
+            "numgen",
+            "random",
+            "mod",
+            "100",
+            "<",
+            &percent.to_string(),
+            "drop",
+        ])
+    }
+
+    fn children(&self) -> std::sync::MutexGuard<'_, Vec<Child>> {
+        self.children.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for mut c in self.children().drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Processes started inside a namespace by other means die with it only if killed:
+        // kill whatever still runs there, then remove the namespace (which removes the veth
+        // pair), then the bridge.
+        for h in &self.hosts {
+            let _ = run(Command::new("ip").args(["netns", "pids", &h.netns])).map(|pids| {
+                for pid in pids.split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).output();
+                }
+            });
+            if let Err(e) = ip(&["netns", "del", &h.netns]) {
+                eprintln!("lab cleanup: {e}");
+            }
+            let _ = ip(&["link", "del", &h.veth]);
+        }
+        if let Err(e) = ip(&["link", "del", &self.bridge]) {
+            eprintln!("lab cleanup: {e}");
+        }
+    }
+}
+
+/// Removes namespaces, links and bridges left by lab processes that no longer exist.
+fn remove_stale() -> Result<(), LabError> {
+    let list = run(Command::new("ip").args(["netns", "list"]))?;
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some(rest) = name.strip_prefix(NS_PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let _ = ip(&["netns", "del", name]);
+        let tag = format!("{pid:x}");
+        let links = run(Command::new("ip").args(["-o", "link", "show"]))?;
+        for link in links.lines().filter_map(|l| l.split(':').nth(1)) {
+            let link = link.trim().split('@').next().unwrap_or_default();
+            if ["chb", "chv", "chp"]
+                .iter()
+                .any(|p| link.starts_with(&format!("{p}{tag}")))
+            {
+                let _ = ip(&["link", "del", link]);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ip(args: &[&str]) -> Result<(), LabError> {
+    run(Command::new("ip").args(args)).map(drop)
+}
+
+/// Runs a command to completion; its stdout, or an error with its stderr.
+fn run(c: &mut Command) -> Result<String, LabError> {
+    let command = format!("{c:?}").replace('"', "");
+    let out: Output = c
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| LabError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            command,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
