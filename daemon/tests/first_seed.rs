@@ -157,12 +157,19 @@ impl Node {
     fn feed(&mut self, event: Event, out: &mut Out) {
         self.now += 1;
         let me = self.engine.id();
+        let mut written = Vec::new();
         for a in self.engine.handle(self.now, event).unwrap() {
             match a {
                 Action::Send { to, body } => out.sent.push((me, to, body)),
                 Action::Propose(p) => out.proposals.push(p),
-                Action::Materialize { tree, .. } => self.folder = tree,
+                Action::Materialize { version, tree } => {
+                    self.folder = tree;
+                    written.push(version);
+                }
             }
+        }
+        for version in written {
+            self.feed(Event::Materialized { version }, out);
         }
     }
 

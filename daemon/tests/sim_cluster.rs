@@ -149,15 +149,22 @@ impl Run {
             .handle(now, event)
             .unwrap_or_else(|e| panic!("seed {}: node {id}: {e}", self.seed));
         let mut proposals = Vec::new();
+        let mut written = Vec::new();
         for a in actions {
             match a {
                 Action::Send { to, body } => self.router.send(now, id, to, body),
-                Action::Materialize { tree, .. } => sim.folder = tree,
+                Action::Materialize { version, tree } => {
+                    sim.folder = tree;
+                    written.push(version);
+                }
                 Action::Propose(p) => proposals.push(p),
             }
         }
         for p in proposals {
             self.propose(id, p);
+        }
+        for version in written {
+            self.feed(id, Event::Materialized { version });
         }
     }
 

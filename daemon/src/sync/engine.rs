@@ -60,6 +60,8 @@ pub struct Engine {
     pub(super) cluster: ClusterInfo,
     pub(super) inflight: Option<InFlight>,
     want_sent: Option<(VersionId, u64)>,
+    /// The accepted version the driver was asked to materialize, adopted once it confirms.
+    materializing: Option<AcceptedRef>,
     pub(super) leader: Option<LeaderState>,
     pub(super) transfers: Transfers,
     pub(super) now: u64,
@@ -87,6 +89,7 @@ impl Engine {
             cluster: ClusterInfo::default(),
             inflight: None,
             want_sent: None,
+            materializing: None,
             leader: None,
             transfers: Transfers::default(),
             now: 0,
@@ -107,6 +110,7 @@ impl Engine {
         self.now = now_ms;
         match event {
             Event::Local(tree) => self.on_local(tree)?,
+            Event::Materialized { version } => self.on_materialized(version)?,
             Event::Message { from, body } => self.on_message(from, body)?,
             Event::Tick => self.on_tick()?,
             Event::Cluster(info) => self.on_cluster(info)?,
@@ -149,6 +153,7 @@ impl Engine {
     pub fn is_settled(&self) -> bool {
         self.p.work.is_none()
             && self.inflight.is_none()
+            && self.materializing.is_none()
             && self.p.adopted.number.major >= self.p.head.number.major
             && self.p.folder == self.p.adopted.version
     }
@@ -207,6 +212,8 @@ impl Engine {
 
     fn on_local(&mut self, tree: TreeManifest) -> Result<(), EngineError> {
         let id = self.store.put_manifest(&tree)?;
+        // Whatever was being materialized did not happen: the folder holds this.
+        self.materializing = None;
         if id == self.p.folder {
             return Ok(());
         }
@@ -295,20 +302,38 @@ impl Engine {
         Ok(())
     }
 
-    /// Makes `a` this node's synced state and the working folder's content.
+    /// Makes `a` this node's synced state. When the working folder holds something else, the
+    /// driver is asked to materialize it first, and `a` is adopted once it confirms
+    /// ([`Event::Materialized`]); if it finds local edits instead, it reports them
+    /// ([`Event::Local`]) and they are pushed on the old base.
     fn adopt(&mut self, a: AcceptedRef) -> Result<(), EngineError> {
-        self.p.adopted = a;
-        self.p.base = a.version;
-        self.p.lineage.clear();
-        if self.p.folder != a.version {
-            let tree = self.require_tree(a.version)?;
-            self.p.folder = a.version;
-            self.out.push(Action::Materialize {
-                version: a.version,
-                tree,
-            });
+        if self.p.folder == a.version {
+            self.materializing = None;
+            self.p.adopted = a;
+            self.p.base = a.version;
+            self.p.lineage.clear();
+            return Ok(());
         }
+        if self.materializing == Some(a) {
+            return Ok(());
+        }
+        let tree = self.require_tree(a.version)?;
+        self.materializing = Some(a);
+        self.out.push(Action::Materialize {
+            version: a.version,
+            tree,
+        });
         Ok(())
+    }
+
+    fn on_materialized(&mut self, version: VersionId) -> Result<(), EngineError> {
+        match self.materializing {
+            Some(a) if a.version == version && self.p.work.is_none() => {
+                self.p.folder = version;
+                self.adopt(a)
+            }
+            _ => Ok(()), // superseded by a newer request or by local edits
+        }
     }
 
     /// Adopts the newest header when nothing local is pending, or asks for its content.

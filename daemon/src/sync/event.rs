@@ -40,6 +40,9 @@ impl ClusterInfo {
 pub enum Event {
     /// The working folder was scanned into this tree; its chunks are in the chunk store.
     Local(TreeManifest),
+    /// The driver wrote the version an [`Action::Materialize`] asked for into the working
+    /// folder. (If it found local edits instead, it sends [`Event::Local`] and writes nothing.)
+    Materialized { version: VersionId },
     /// A sync message from a peer (already decoded and bounded by the frame limits).
     Message { from: NodeId, body: Body },
     /// Time passed; retries and replication are driven from here.
@@ -63,7 +66,9 @@ pub enum Action {
     /// Propose this header through Raft (`ElectionNode::propose`); a failure comes back as
     /// [`Event::ProposeFailed`], a success as [`Event::Committed`].
     Propose(Proposal),
-    /// Make the working folder hold this version (its chunks are in the chunk store).
+    /// Make the working folder hold this version (its chunks are in the chunk store), then
+    /// confirm with [`Event::Materialized`]. A folder that changed since it was last scanned
+    /// is never overwritten: scan it and send [`Event::Local`] instead.
     Materialize {
         version: VersionId,
         tree: TreeManifest,
