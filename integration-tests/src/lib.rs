@@ -3,11 +3,13 @@
 //! - [`netns`]: a lab of hosts, each in its own network namespace on a private bridge, whose
 //!   links can be cut and healed and made lossy; everything is removed when the lab is dropped,
 //!   and leftovers of a crashed run are removed when the next lab starts.
+//! - [`relay`]: a TCP relay that counts the bytes it carries and can delay, cut and heal a link.
 //!
 //! Network namespaces need root. Tests call [`needs_root`] first, which says clearly when a
 //! test is skipped; CI runs as root, so there they run.
 
 pub mod netns;
+pub mod relay;
 
 /// True when this process runs as root.
 pub fn is_root() -> bool {
