@@ -127,14 +127,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Data in flight one way: what arrived, each with the time it is due, and whether the sender
+/// has closed.
+#[derive(Default)]
+struct InFlight {
+    due: VecDeque<(Instant, Vec<u8>)>,
+    closed: bool,
+}
+
 /// Relays `from` to `to`: a reader thread queues what arrives with its due time, a writer
 /// thread sends it when due.
 fn pipe(shared: &Arc<Shared>, from: &TcpStream, to: &TcpStream, upward: bool) {
     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
         return;
     };
-    let queue: Arc<(Mutex<(VecDeque<(Instant, Vec<u8>)>, bool)>, Condvar)> =
-        Arc::new((Mutex::new((VecDeque::new(), false)), Condvar::new()));
+    let queue = Arc::new((Mutex::new(InFlight::default()), Condvar::new()));
     let (s, q) = (shared.clone(), queue.clone());
     thread::spawn(move || {
         let mut buf = vec![0u8; 64 << 10];
