@@ -3,4 +3,5 @@
 //! runs over.
 
 pub mod net;
+pub mod node;
 pub mod sync;

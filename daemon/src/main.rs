@@ -30,6 +30,10 @@ enum Command {
     /// order as `git merge-file`) and exits with the number of conflicts resolved by version
     /// order (0 when clean; 255 on error).
     MergeFile(commands::merge_file::Args),
+    /// Run a node on a folder: sync with the peers until the process is stopped.
+    Run(commands::run::Args),
+    /// Print the PeerId of a state dir's identity (created when missing).
+    Id(commands::run::IdArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +48,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Delta(args) => commands::delta::run(args),
         Command::MergeFile(args) => commands::merge_file::run(args),
+        Command::Run(args) => commands::run::run(args),
+        Command::Id(args) => commands::run::id(args),
     };
     match result {
         Ok(code) => code,

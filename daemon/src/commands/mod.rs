@@ -2,3 +2,4 @@
 
 pub mod delta;
 pub mod merge_file;
+pub mod run;

@@ -1,0 +1,166 @@
+//! Writing a version into the working folder: only the paths that differ from what the folder
+//! held, each file replaced atomically (temp file in the same directory, fsync, rename, fsync of
+//! the directory), never through a symlink: a path whose ancestor on disk is a symlink or a
+//! file is refused rather than followed out of the share.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use chorus_chunking::{ChunkStore, Entry, RelPath, TreeManifest};
+
+/// Why a version could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum MaterializeError {
+    #[error("{path}: {source}; check the folder's permissions and free space")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}: an ancestor on disk is a symlink or a file; refusing to write through it")]
+    Unsafe(RelPath),
+    #[error("chunk store: {0}")]
+    Chunks(#[from] chorus_chunking::Error),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MaterializeError + '_ {
+    move |source| MaterializeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Turns the folder from `old` (what it holds) into `new`.
+pub fn materialize(
+    root: &Path,
+    old: &TreeManifest,
+    new: &TreeManifest,
+    chunks: &dyn ChunkStore,
+) -> Result<(), MaterializeError> {
+    // Removals first, deepest paths first, so directories empty out before they go.
+    let mut gone: Vec<&RelPath> = old
+        .iter()
+        .filter(|(p, e)| new.get(p).is_none_or(|n| n.kind() != e.kind()))
+        .map(|(p, _)| p)
+        .collect();
+    gone.sort_by(|a, b| b.cmp(a));
+    for path in gone {
+        check_ancestors(root, path)?;
+        let full = path.to_fs_path(root);
+        match fs::symlink_metadata(&full) {
+            Ok(m) if m.is_dir() => {
+                // Only an empty directory goes; anything left in it is not ours to delete.
+                let _ = fs::remove_dir(&full);
+            }
+            Ok(_) => fs::remove_file(&full).map_err(io(&full))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&full)(e)),
+        }
+    }
+    for (path, entry) in new.iter() {
+        if old.get(path) == Some(entry) && path.to_fs_path(root).symlink_metadata().is_ok() {
+            continue;
+        }
+        check_ancestors(root, path)?;
+        let full = path.to_fs_path(root);
+        match entry {
+            Entry::Dir => {
+                if !full.is_dir() {
+                    fs::create_dir_all(&full).map_err(io(&full))?;
+                }
+            }
+            Entry::File { exec, manifest } => {
+                let dir = full.parent().unwrap_or(root);
+                fs::create_dir_all(dir).map_err(io(dir))?;
+                let tmp = dir.join(format!(".{}.chorus-tmp", path.file_name()));
+                {
+                    let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+                    for c in &manifest.chunks {
+                        f.write_all(&chunks.require(&c.id)?).map_err(io(&tmp))?;
+                    }
+                    let mode = if *exec { 0o755 } else { 0o644 };
+                    f.set_permissions(fs::Permissions::from_mode(mode))
+                        .map_err(io(&tmp))?;
+                    f.sync_all().map_err(io(&tmp))?;
+                }
+                fs::rename(&tmp, &full).map_err(io(&full))?;
+                fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io(dir))?;
+            }
+            Entry::Symlink { target } => {
+                let dir = full.parent().unwrap_or(root);
+                fs::create_dir_all(dir).map_err(io(dir))?;
+                if full.symlink_metadata().is_ok() {
+                    fs::remove_file(&full).map_err(io(&full))?;
+                }
+                std::os::unix::fs::symlink(target, &full).map_err(io(&full))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a path whose existing ancestors are not all real directories.
+fn check_ancestors(root: &Path, path: &RelPath) -> Result<(), MaterializeError> {
+    for anc in path.ancestors() {
+        let full = root.join(anc);
+        match fs::symlink_metadata(&full) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(MaterializeError::Unsafe(path.clone())),
+            Err(_) => return Ok(()), // created below as a directory
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chorus_chunking::chunker::chunk_bytes;
+    use chorus_chunking::{ChunkerParams, MemStore};
+
+    use super::*;
+
+    fn tree(files: &[(&str, &[u8])], store: &MemStore) -> TreeManifest {
+        TreeManifest::from_entries(files.iter().map(|(p, bytes)| {
+            let m = chunk_bytes(bytes, ChunkerParams::default());
+            let mut pos = 0;
+            for c in &m.chunks {
+                store.put(&c.id, &bytes[pos..pos + c.len as usize]).unwrap();
+                pos += c.len as usize;
+            }
+            (
+                RelPath::new(*p).unwrap(),
+                Entry::File {
+                    exec: false,
+                    manifest: m,
+                },
+            )
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn writes_changes_removes_what_went_and_refuses_symlinked_ancestors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemStore::new();
+        let a = tree(&[("x.txt", b"one"), ("d/y.txt", b"two")], &store);
+        materialize(dir.path(), &TreeManifest::empty(), &a, &store).unwrap();
+        assert_eq!(fs::read(dir.path().join("d/y.txt")).unwrap(), b"two");
+        let b = tree(&[("x.txt", b"ONE")], &store);
+        materialize(dir.path(), &a, &b, &store).unwrap();
+        assert_eq!(fs::read(dir.path().join("x.txt")).unwrap(), b"ONE");
+        assert!(!dir.path().join("d/y.txt").exists());
+
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("e")).unwrap();
+        let c = tree(&[("x.txt", b"ONE"), ("e/z.txt", b"escape")], &store);
+        assert!(matches!(
+            materialize(dir.path(), &b, &c, &store),
+            Err(MaterializeError::Unsafe(_))
+        ));
+        assert!(!outside.path().join("z.txt").exists());
+    }
+}

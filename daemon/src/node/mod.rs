@@ -1,0 +1,373 @@
+//! One running node: the sync engine, Raft and the network in one event loop.
+//!
+//! The loop feeds the engine what happens (sync messages, committed headers, leadership,
+//! membership, timer ticks, scans of the working folder) and carries out its actions (send
+//! over libp2p, propose through Raft, materialize into the folder). Raft RPCs are served on
+//! their own tasks. The folder is rescanned on a timer (the watcher of the CLI issue will
+//! trigger scans on change instead); before a version is materialized the folder is scanned
+//! again, and local edits found then are pushed instead of overwritten.
+
+pub mod materialize;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chorus_chunking::scan::{ScanCache, scan_dir};
+use chorus_chunking::{ChunkStore, ChunkerParams, DiskStore, TreeManifest, VersionId};
+use chorus_election::{ElectionConfig, ElectionNode, Member, NodeId, Role, node_id_of};
+use chorus_merge::ModeRules;
+use chorus_proto::Limits;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::mpsc;
+
+use crate::net::{self, Inbound, NetConfig, NetHandle, RaftTransport};
+use crate::sync::{Action, ClusterInfo, Engine, EngineConfig, Event, SyncStore};
+
+/// How a node runs.
+pub struct NodeConfig {
+    /// The working folder (the share).
+    pub folder: PathBuf,
+    /// State: identity key, Raft log, sync store, chunks.
+    pub state_dir: PathBuf,
+    /// The share secret (the private network's key derives from it).
+    pub secret: [u8; 32],
+    pub listen: Vec<Multiaddr>,
+    /// Explicit peers, `/ip4/.../tcp/.../p2p/<peer id>`: dialled, allowed to connect, and added
+    /// as members by the node that initializes the cluster.
+    pub peers: Vec<Multiaddr>,
+    /// Start a one-node cluster here (once; a node with Raft state resumes instead).
+    pub init: bool,
+    pub election: ElectionConfig,
+    pub chunker: ChunkerParams,
+    pub rules: ModeRules,
+    pub scan_every: Duration,
+    pub mdns: bool,
+}
+
+/// Why a node stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Net(#[from] net::NetError),
+    #[error("raft: {0}")]
+    Election(#[from] chorus_election::ElectionError),
+    #[error(transparent)]
+    Engine(#[from] crate::sync::EngineError),
+    #[error(transparent)]
+    Store(#[from] crate::sync::StoreError),
+    #[error("chunk store: {0}")]
+    Chunks(#[from] chorus_chunking::Error),
+    #[error("cannot write the folder: {0}")]
+    Materialize(#[from] materialize::MaterializeError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The PeerId of the identity in `state_dir` (created when missing).
+pub fn peer_id(state_dir: &std::path::Path) -> Result<PeerId, NodeError> {
+    Ok(
+        net::load_or_create_keypair(&state_dir.join("identity.key"))?
+            .public()
+            .to_peer_id(),
+    )
+}
+
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+struct Driver {
+    folder: PathBuf,
+    engine: Engine,
+    election: Arc<ElectionNode>,
+    net: NetHandle,
+    chunks: Arc<dyn ChunkStore>,
+    chunker: ChunkerParams,
+    cache: ScanCache,
+    start: Instant,
+    peers: BTreeMap<NodeId, PeerId>,
+    info: Option<ClusterInfo>,
+    fed_major: u64,
+    confirmed_term: Option<u64>,
+    proposals: mpsc::UnboundedSender<(VersionId, bool)>,
+    queue: VecDeque<Event>,
+}
+
+/// Runs a node until `shutdown` resolves.
+pub async fn run(
+    cfg: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    std::fs::create_dir_all(&cfg.state_dir)
+        .map_err(|e| NodeError::Config(format!("{}: {e}", cfg.state_dir.display())))?;
+    let keypair = net::load_or_create_keypair(&cfg.state_dir.join("identity.key"))?;
+    let me_peer = keypair.public().to_peer_id();
+    let me = node_id_of(&me_peer.to_bytes());
+    let explicit: Vec<(PeerId, Multiaddr)> = cfg
+        .peers
+        .iter()
+        .map(|a| {
+            peer_of(a).map(|p| (p, a.clone())).ok_or_else(|| {
+                NodeError::Config(format!("peer address {a} must end with /p2p/<peer id>"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let (net, mut inbound) = net::spawn(NetConfig {
+        keypair,
+        psk: net::psk_of_secret(&cfg.secret),
+        listen: cfg.listen.clone(),
+        explicit_peers: cfg.peers.clone(),
+        allowed: explicit.iter().map(|(p, _)| *p).collect(),
+        mdns: cfg.mdns,
+        limits: Limits::default(),
+        request_timeout: Duration::from_secs(10),
+    })?;
+    let election = Arc::new(
+        ElectionNode::open(
+            &cfg.state_dir.join("raft"),
+            me,
+            cfg.election,
+            Arc::new(RaftTransport::new(net.clone())),
+        )
+        .await?,
+    );
+    let listen = loop {
+        let addrs = net.listen_addrs().await?;
+        if !addrs.is_empty() || cfg.listen.is_empty() {
+            break addrs;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    for a in &listen {
+        println!("chorus: peer {me_peer} listening on {a}/p2p/{me_peer}");
+    }
+    if cfg.init && !election.is_initialized().await? {
+        let member = Member {
+            peer_id: me_peer.to_bytes(),
+            addresses: listen.iter().map(|a| a.to_string()).collect(),
+        };
+        election.initialize(member).await?;
+    }
+    if cfg.init {
+        // Add the explicit peers as members (retried until each is in).
+        let election = election.clone();
+        tokio::spawn(async move {
+            for (peer, addr) in explicit {
+                let id = node_id_of(&peer.to_bytes());
+                let member = Member {
+                    peer_id: peer.to_bytes(),
+                    addresses: vec![addr.to_string()],
+                };
+                loop {
+                    if election.view().voters.contains(&id)
+                        || election.view().learners.contains(&id)
+                    {
+                        break;
+                    }
+                    if election.view().leader == Some(election.id())
+                        && election.add_member(id, member.clone()).await.is_ok()
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        });
+    }
+
+    let chunks: Arc<dyn ChunkStore> = Arc::new(DiskStore::open(cfg.state_dir.join("chunks"))?);
+    let mut ecfg = EngineConfig::new(cfg.rules, cfg.chunker);
+    ecfg.push_retry_ms = 2_000;
+    let engine = Engine::open(
+        me,
+        ecfg,
+        SyncStore::open(&cfg.state_dir.join("sync.redb"))?,
+        chunks.clone(),
+    )?;
+    let (ptx, mut prx) = mpsc::unbounded_channel();
+    let mut d = Driver {
+        folder: cfg.folder,
+        engine,
+        election: election.clone(),
+        net,
+        chunks,
+        chunker: cfg.chunker,
+        cache: ScanCache::new(),
+        start: Instant::now(),
+        peers: BTreeMap::new(),
+        info: None,
+        fed_major: 0,
+        confirmed_term: None,
+        proposals: ptx,
+        queue: VecDeque::new(),
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut next_scan = Instant::now();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            msg = inbound.recv() => match msg {
+                Some(Inbound::Sync { from, body }) => {
+                    let from = node_id_of(&from.to_bytes());
+                    d.feed(Event::Message { from, body })?;
+                }
+                Some(Inbound::Raft { rpc, reply, .. }) => {
+                    let e = election.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(e.handle(*rpc).await);
+                    });
+                }
+                None => return Err(NodeError::Net(net::NetError::Stopped)),
+            },
+            Some((version, ok)) = prx.recv() => {
+                if !ok {
+                    d.feed(Event::ProposeFailed { version })?;
+                }
+            }
+            _ = tick.tick() => {
+                d.refresh().await?;
+                d.feed(Event::Tick)?;
+                if Instant::now() >= next_scan {
+                    d.scan()?;
+                    next_scan = Instant::now() + cfg.scan_every;
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(d);
+    if let Ok(e) = Arc::try_unwrap(election) {
+        e.shutdown().await;
+    }
+    Ok(())
+}
+
+impl Driver {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Feeds an event and carries out the actions, and those of the events they cause.
+    fn feed(&mut self, event: Event) -> Result<(), NodeError> {
+        self.queue.push_back(event);
+        while let Some(ev) = self.queue.pop_front() {
+            let now = self.now();
+            for action in self.engine.handle(now, ev)? {
+                self.act(action)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn act(&mut self, action: Action) -> Result<(), NodeError> {
+        match action {
+            Action::Send { to, body } => {
+                if let Some(peer) = self.peers.get(&to) {
+                    self.net.send(*peer, body);
+                }
+            }
+            Action::Propose(p) => {
+                let election = self.election.clone();
+                let tx = self.proposals.clone();
+                let version = VersionId(p.version);
+                tokio::spawn(async move {
+                    let ok = matches!(
+                        tokio::time::timeout(Duration::from_secs(5), election.propose(p)).await,
+                        Ok(Ok(_))
+                    );
+                    let _ = tx.send((version, ok));
+                });
+            }
+            Action::Materialize { version, tree } => {
+                // Never overwrite what changed since the last scan: scan it as a local edit.
+                let held = self.engine.folder();
+                let (now_on_disk, _) =
+                    scan_dir(&self.folder, self.chunker, &mut self.cache, &*self.chunks)?;
+                self.chunks.sync()?;
+                if now_on_disk.version_id() != held {
+                    self.queue.push_back(Event::Local(now_on_disk));
+                    return Ok(());
+                }
+                let old = self
+                    .engine
+                    .manifest(&held)?
+                    .unwrap_or_else(TreeManifest::empty);
+                materialize::materialize(&self.folder, &old, &tree, &*self.chunks)?;
+                self.queue.push_back(Event::Materialized { version });
+            }
+        }
+        Ok(())
+    }
+
+    fn scan(&mut self) -> Result<(), NodeError> {
+        let (tree, _) = scan_dir(&self.folder, self.chunker, &mut self.cache, &*self.chunks)?;
+        self.chunks.sync()?;
+        if tree.version_id() != self.engine.folder() {
+            self.feed(Event::Local(tree))?;
+        }
+        Ok(())
+    }
+
+    /// Membership, leadership and committed headers from Raft.
+    async fn refresh(&mut self) -> Result<(), NodeError> {
+        let view = self.election.view();
+        let members = self.election.members();
+        self.peers = members
+            .iter()
+            .filter_map(|(id, m)| PeerId::from_bytes(&m.peer_id).ok().map(|p| (*id, p)))
+            .collect();
+        let info = ClusterInfo {
+            leader: view.leader,
+            voters: view.voters.clone(),
+            learners: view.learners.clone(),
+            ranks: self.election.ranks(),
+            peer_ids: members
+                .iter()
+                .map(|(id, m)| (*id, m.peer_id.clone()))
+                .collect(),
+        };
+        if self.info.as_ref() != Some(&info) {
+            self.net.allow(self.peers.values().copied().collect());
+            for (id, m) in &members {
+                if let Some(p) = self.peers.get(id) {
+                    for a in m.addresses.iter().filter_map(|a| a.parse().ok()) {
+                        self.net.add_address(*p, a);
+                    }
+                }
+            }
+            self.info = Some(info.clone());
+            self.feed(Event::Cluster(info))?;
+        }
+        self.feed_headers()?;
+        if view.role == Role::Leader && self.confirmed_term != Some(view.term) {
+            let read =
+                tokio::time::timeout(Duration::from_secs(1), self.election.read_head()).await;
+            if matches!(read, Ok(Ok(_))) {
+                self.feed_headers()?;
+                self.confirmed_term = Some(view.term);
+                self.feed(Event::LeaderConfirmed)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn feed_headers(&mut self) -> Result<(), NodeError> {
+        let fed = self.fed_major;
+        let new: Vec<_> = self
+            .election
+            .recent_headers()
+            .into_iter()
+            .filter(|h| h.number.major > fed)
+            .collect();
+        if let Some(last) = new.last() {
+            self.fed_major = last.number.major;
+            self.feed(Event::Committed(new))?;
+        }
+        Ok(())
+    }
+}
