@@ -1,17 +1,19 @@
 //! Content-addressed chunk storage.
 //!
 //! [`ChunkStore`] is what the delta code and the daemon need: has, get (verified), put, sync.
-//! [`DiskStore`] keeps zstd-compressed chunks in an embedded ACID database (redb): a put is
-//! atomic, so a reader never sees a torn chunk and a kill -9 never leaves one, and
-//! [`ChunkStore::sync`] makes everything put so far durable with one fsync'd commit, so storing
-//! a large file does not pay one fsync per chunk. Every read is checked against the id; a chunk
-//! that fails the check is reported as corrupt and removed, so it can be fetched again.
+//! [`DiskStore`] appends zstd-compressed chunks to pack files and finds them through an index
+//! in an embedded ACID database (redb); [`ChunkStore::sync`] makes everything put so far
+//! durable (the packs fsynced first, then the index committed), so storing a large file does
+//! not pay one fsync per chunk, and a kill -9 never leaves an indexed chunk torn. Every read is
+//! checked against the id; a chunk that fails the check is reported as corrupt and removed, so
+//! it can be fetched again.
 //! [`MemStore`] is the same contract in memory.
 
 use std::collections::HashMap;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use redb::{ReadableTable, TableDefinition};
 
@@ -114,49 +116,115 @@ impl ChunkStore for MemStore {
     }
 }
 
-/// Format byte in front of every stored chunk.
+/// Format byte of every stored chunk.
 const RAW: u8 = 0;
 const ZSTD: u8 = 1;
 
-/// Chunk id -> format byte and (compressed) bytes.
-const CHUNKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("chunks");
+/// Chunk id -> where its record is: pack number (u32 LE), offset (u64 LE), length (u32 LE).
+const INDEX: TableDefinition<&[u8; 32], &[u8; 16]> = TableDefinition::new("chunk_index");
 
-/// Chunks on disk, in one redb database (`chunks.redb` in the store's directory).
-///
-/// Puts are buffered (up to [`BATCH_BYTES`] of compressed data) and committed together in one
-/// transaction without fsync; redb commits are atomic, so a crash or kill -9 leaves each chunk
-/// whole or absent, never torn. Reads see buffered chunks too. [`ChunkStore::sync`] commits the
-/// buffer durably, which also persists every earlier commit. Readers use MVCC snapshots and
-/// never wait for writers. One database file instead of one file per chunk matters: on the
-/// development machine, creating a file costs about 0.6 ms of metadata work, which made a scan
-/// of a 589-file source tree spend over a second in the store.
-pub struct DiskStore {
-    root: PathBuf,
-    db: redb::Database,
-    level: i32,
-    /// Compressed chunks not yet committed, and their total size.
-    buffer: Mutex<(HashMap<ChunkId, Vec<u8>>, usize)>,
+/// A pack is closed and a new one started beyond this size.
+const PACK_MAX: u64 = 256 << 20;
+
+/// Index entries buffered before a commit.
+const BATCH_ENTRIES: usize = 1024;
+
+/// Bytes in front of every record: the chunk id, the format byte, the payload length.
+const RECORD_HEADER: usize = 32 + 1 + 4;
+
+/// Where a record lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Location {
+    pack: u32,
+    offset: u64,
+    len: u32,
 }
 
-/// Compressed bytes buffered before a commit.
-const BATCH_BYTES: usize = 8 << 20;
+impl Location {
+    fn encode(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&self.pack.to_le_bytes());
+        b[4..12].copy_from_slice(&self.offset.to_le_bytes());
+        b[12..].copy_from_slice(&self.len.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8; 16]) -> Location {
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let mut off = [0u8; 8];
+        off.copy_from_slice(&b[4..12]);
+        Location {
+            pack: u32_at(0),
+            offset: u64::from_le_bytes(off),
+            len: u32_at(12),
+        }
+    }
+}
+
+/// The pack being appended to, and what was appended since the last commit.
+struct Writer {
+    pack: u32,
+    file: fs::File,
+    size: u64,
+    /// Appended records whose index entries are not committed yet.
+    pending: HashMap<ChunkId, Location>,
+    /// Packs written to since the last sync (their data must reach the disk first).
+    unsynced: Vec<u32>,
+}
+
+/// Chunks on disk: records appended to pack files (`packs/NNNNNNNN.pack`), found through an
+/// index in an embedded ACID database (`index.redb`, redb).
+///
+/// A put appends one record (id, format, length, zstd-compressed bytes) to the current pack
+/// and buffers its index entry; entries are committed in batches. [`ChunkStore::sync`] first
+/// fsyncs the packs written to, then commits the index durably, so a committed index entry
+/// never points at bytes that are not on disk. A record cut short by a crash is never indexed,
+/// and every read checks the record's id, length and content hash, so a reader never gets a
+/// torn chunk. Reads are positional (`pread`), so readers never wait for the writer. Appending
+/// to a file is what makes this fast: on the development machine, a database write of each
+/// 64 KiB chunk ran at 130 MB/s and a file per chunk cost 0.6 ms of metadata work each.
+///
+/// [`ChunkStore::remove`] drops a chunk from the index; the space its record took in a pack is
+/// reclaimed only when packs are rewritten (not implemented yet).
+pub struct DiskStore {
+    root: PathBuf,
+    index: redb::Database,
+    writer: Mutex<Writer>,
+    readers: Mutex<HashMap<u32, Arc<fs::File>>>,
+    level: i32,
+}
 
 impl DiskStore {
-    /// Opens (creating if needed) the store in directory `root`.
+    /// Opens (creating if needed) the store in directory `root`. Appends always go to a new
+    /// pack, never after the tail of a pack a crash may have cut short.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, Error> {
         let root = root.into();
-        fs::create_dir_all(&root).map_err(Error::io(&root))?;
-        let path = root.join("chunks.redb");
-        let db = redb::Database::create(&path).map_err(|e| store_err(&path, e))?;
-        let txn = db.begin_write().map_err(|e| store_err(&path, e))?;
-        txn.open_table(CHUNKS).map_err(|e| store_err(&path, e))?;
+        let packs = root.join("packs");
+        fs::create_dir_all(&packs).map_err(Error::io(&packs))?;
+        let path = root.join("index.redb");
+        let index = redb::Database::create(&path).map_err(|e| store_err(&path, e))?;
+        let txn = index.begin_write().map_err(|e| store_err(&path, e))?;
+        txn.open_table(INDEX).map_err(|e| store_err(&path, e))?;
         txn.commit().map_err(|e| store_err(&path, e))?;
-        Ok(DiskStore {
+        let mut last = 0u32;
+        for e in fs::read_dir(&packs).map_err(Error::io(&packs))? {
+            let name = e.map_err(Error::io(&packs))?.file_name();
+            if let Some(n) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".pack"))
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                last = last.max(n);
+            }
+        }
+        let store = DiskStore {
+            writer: Mutex::new(Self::new_pack(&packs, last + 1)?),
             root,
-            db,
+            index,
+            readers: Mutex::new(HashMap::new()),
             level: 3,
-            buffer: Mutex::new((HashMap::new(), 0)),
-        })
+        };
+        Ok(store)
     }
 
     /// The store's directory.
@@ -164,54 +232,140 @@ impl DiskStore {
         &self.root
     }
 
+    fn pack_path(&self, pack: u32) -> PathBuf {
+        self.root.join("packs").join(format!("{pack:08}.pack"))
+    }
+
+    fn new_pack(packs: &Path, pack: u32) -> Result<Writer, Error> {
+        let path = packs.join(format!("{pack:08}.pack"));
+        let file = fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(Error::io(&path))?;
+        Ok(Writer {
+            pack,
+            file,
+            size: 0,
+            pending: HashMap::new(),
+            unsynced: vec![pack],
+        })
+    }
+
     fn err(&self, e: impl std::fmt::Display) -> Error {
         store_err(&self.root, e)
     }
 
-    fn buffer(&self) -> std::sync::MutexGuard<'_, (HashMap<ChunkId, Vec<u8>>, usize)> {
-        self.buffer.lock().unwrap_or_else(|e| e.into_inner())
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Commits the buffered chunks in one transaction.
-    fn commit(&self, durability: redb::Durability) -> Result<(), Error> {
-        let mut buffer = self.buffer();
-        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        txn.set_durability(durability);
+    fn reader(&self, pack: u32) -> Result<Arc<fs::File>, Error> {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = readers.get(&pack) {
+            return Ok(f.clone());
+        }
+        let path = self.pack_path(pack);
+        let f = Arc::new(fs::File::open(&path).map_err(Error::io(&path))?);
+        readers.insert(pack, f.clone());
+        Ok(f)
+    }
+
+    /// Where `id` is stored, if it is.
+    fn locate(&self, id: &ChunkId) -> Result<Option<Location>, Error> {
+        if let Some(loc) = self.writer().pending.get(id) {
+            return Ok(Some(*loc));
+        }
+        let txn = self.index.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(INDEX).map_err(|e| self.err(e))?;
+        Ok(table
+            .get(&id.0)
+            .map_err(|e| self.err(e))?
+            .map(|v| Location::decode(v.value())))
+    }
+
+    /// Commits the buffered index entries; with `durable`, after fsyncing the packs.
+    fn commit(&self, w: &mut Writer, durable: bool) -> Result<(), Error> {
+        if durable {
+            for pack in w.unsynced.drain(..) {
+                let path = self.pack_path(pack);
+                fs::File::open(&path)
+                    .and_then(|f| f.sync_data())
+                    .map_err(Error::io(&path))?;
+            }
+            w.unsynced.push(w.pack);
+            let packs = self.root.join("packs");
+            fs::File::open(&packs)
+                .and_then(|d| d.sync_all())
+                .map_err(Error::io(&packs))?;
+        }
+        let mut txn = self.index.begin_write().map_err(|e| self.err(e))?;
+        if !durable {
+            txn.set_durability(redb::Durability::None);
+        }
         {
-            let mut table = txn.open_table(CHUNKS).map_err(|e| self.err(e))?;
-            for (id, stored) in buffer.0.iter() {
+            let mut table = txn.open_table(INDEX).map_err(|e| self.err(e))?;
+            for (id, loc) in &w.pending {
                 table
-                    .insert(&id.0, stored.as_slice())
+                    .insert(&id.0, &loc.encode())
                     .map_err(|e| self.err(e))?;
             }
         }
         txn.commit().map_err(|e| self.err(e))?;
-        buffer.0.clear();
-        buffer.1 = 0;
+        w.pending.clear();
         Ok(())
     }
 
-    fn decode(id: &ChunkId, stored: &[u8]) -> Option<Vec<u8>> {
-        let (&tag, body) = stored.split_first()?;
-        let bytes = match tag {
-            RAW => body.to_vec(),
-            // Chunks are at most 16 MiB (fastcdc's bound); refuse to inflate beyond that.
-            ZSTD => zstd::bulk::decompress(body, 16 << 20).ok()?,
-            _ => return None,
-        };
-        (ChunkId::of(&bytes) == *id).then_some(bytes)
+    /// Reads and checks the record at `loc`: its header must name `id`, and its bytes must
+    /// decompress to content that hashes to `id`.
+    fn read_record(&self, id: &ChunkId, loc: Location) -> Result<Option<Vec<u8>>, Error> {
+        use std::os::unix::fs::FileExt;
+        let file = self.reader(loc.pack)?;
+        let mut record = vec![0u8; loc.len as usize];
+        if file.read_exact_at(&mut record, loc.offset).is_err() {
+            return Ok(None);
+        }
+        Ok(decode_record(id, &record))
     }
 
-    /// Replaces the stored bytes of `id` (tests use it to simulate disk corruption).
+    /// Overwrites a stored record's bytes (tests use it to simulate disk corruption).
     #[cfg(test)]
-    fn overwrite(&self, id: &ChunkId, stored: &[u8]) {
-        let txn = self.db.begin_write().unwrap();
-        txn.open_table(CHUNKS)
+    fn damage(&self, id: &ChunkId, f: impl FnOnce(&mut Vec<u8>)) {
+        use std::os::unix::fs::FileExt;
+        self.sync().unwrap();
+        let loc = self.locate(id).unwrap().unwrap();
+        let path = self.pack_path(loc.pack);
+        let mut record = vec![0u8; loc.len as usize];
+        fs::File::open(&path)
             .unwrap()
-            .insert(&id.0, stored)
+            .read_exact_at(&mut record, loc.offset)
             .unwrap();
-        txn.commit().unwrap();
+        f(&mut record);
+        record.resize(loc.len as usize, 0);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .write_all_at(&record, loc.offset)
+            .unwrap();
     }
+}
+
+/// A record's chunk bytes, if the record is whole and its content is `id`'s.
+fn decode_record(id: &ChunkId, record: &[u8]) -> Option<Vec<u8>> {
+    if record.len() < RECORD_HEADER || record[..32] != id.0 {
+        return None;
+    }
+    let tag = record[32];
+    let len = u32::from_le_bytes([record[33], record[34], record[35], record[36]]) as usize;
+    let body = record.get(RECORD_HEADER..RECORD_HEADER + len)?;
+    let bytes = match tag {
+        RAW => body.to_vec(),
+        // Chunks are at most 16 MiB (fastcdc's bound); refuse to inflate beyond that.
+        ZSTD => zstd::bulk::decompress(body, 16 << 20).ok()?,
+        _ => return None,
+    };
+    (ChunkId::of(&bytes) == *id).then_some(bytes)
 }
 
 fn store_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -223,19 +377,19 @@ fn store_err(path: &Path, e: impl std::fmt::Display) -> Error {
 
 impl ChunkStore for DiskStore {
     fn contains(&self, id: &ChunkId) -> Result<bool, Error> {
-        Ok(self.missing(std::slice::from_ref(id))?.is_empty())
+        Ok(self.locate(id)?.is_some())
     }
 
     fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, Error> {
-        let buffered: Vec<bool> = {
-            let buffer = self.buffer();
-            ids.iter().map(|id| buffer.0.contains_key(id)).collect()
+        let pending: Vec<bool> = {
+            let w = self.writer();
+            ids.iter().map(|id| w.pending.contains_key(id)).collect()
         };
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = txn.open_table(CHUNKS).map_err(|e| self.err(e))?;
+        let txn = self.index.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(INDEX).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for (id, in_buffer) in ids.iter().zip(buffered) {
-            if !in_buffer && table.get(&id.0).map_err(|e| self.err(e))?.is_none() {
+        for (id, in_pending) in ids.iter().zip(pending) {
+            if !in_pending && table.get(&id.0).map_err(|e| self.err(e))?.is_none() {
                 out.push(*id);
             }
         }
@@ -243,26 +397,13 @@ impl ChunkStore for DiskStore {
     }
 
     fn get(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, Error> {
-        let buffered = self
-            .buffer()
-            .0
-            .get(id)
-            .map(|stored| Self::decode(id, stored));
-        let decoded = match buffered {
-            Some(d) => d,
-            None => {
-                let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-                let table = txn.open_table(CHUNKS).map_err(|e| self.err(e))?;
-                let Some(stored) = table.get(&id.0).map_err(|e| self.err(e))? else {
-                    return Ok(None);
-                };
-                Self::decode(id, stored.value())
-            }
+        let Some(loc) = self.locate(id)? else {
+            return Ok(None);
         };
-        match decoded {
+        match self.read_record(id, loc)? {
             Some(bytes) => Ok(Some(bytes)),
             None => {
-                tracing::warn!(chunk = %id, store = %self.root.display(), "corrupt chunk removed; it will be fetched again");
+                tracing::warn!(chunk = %id, store = %self.root.display(), "corrupt chunk dropped; it will be fetched again");
                 self.remove(id)?;
                 Err(Error::Corrupt { id: *id })
             }
@@ -274,36 +415,59 @@ impl ChunkStore for DiskStore {
             return Ok(());
         }
         let compressed = zstd::bulk::compress(bytes, self.level).map_err(|e| self.err(e))?;
-        let mut stored = Vec::with_capacity(1 + compressed.len().min(bytes.len()));
-        if compressed.len() < bytes.len() {
-            stored.push(ZSTD);
-            stored.extend_from_slice(&compressed);
+        let (tag, body) = if compressed.len() < bytes.len() {
+            (ZSTD, compressed.as_slice())
         } else {
-            stored.push(RAW);
-            stored.extend_from_slice(bytes);
-        }
-        let full = {
-            let mut buffer = self.buffer();
-            buffer.1 += stored.len();
-            buffer.0.insert(*id, stored);
-            buffer.1 >= BATCH_BYTES
+            (RAW, bytes)
         };
-        if full {
-            self.commit(redb::Durability::None)?;
+        let mut record = Vec::with_capacity(RECORD_HEADER + body.len());
+        record.extend_from_slice(&id.0);
+        record.push(tag);
+        record.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        record.extend_from_slice(body);
+
+        let mut w = self.writer();
+        if w.pending.contains_key(id) {
+            return Ok(());
+        }
+        if w.size + record.len() as u64 > PACK_MAX && w.size > 0 {
+            let next = Self::new_pack(&self.root.join("packs"), w.pack + 1)?;
+            let mut unsynced = std::mem::take(&mut w.unsynced);
+            let pending = std::mem::take(&mut w.pending);
+            *w = next;
+            unsynced.push(w.pack);
+            w.unsynced = unsynced;
+            w.pending = pending;
+        }
+        let offset = w.size;
+        let path = self.pack_path(w.pack);
+        w.file.write_all(&record).map_err(Error::io(&path))?;
+        w.size += record.len() as u64;
+        let pack = w.pack;
+        w.pending.insert(
+            *id,
+            Location {
+                pack,
+                offset,
+                len: record.len() as u32,
+            },
+        );
+        if w.pending.len() >= BATCH_ENTRIES {
+            self.commit(&mut w, false)?;
         }
         Ok(())
     }
 
     fn sync(&self) -> Result<(), Error> {
-        // A durable commit persists every non-durable commit before it.
-        self.commit(redb::Durability::Immediate)
+        let mut w = self.writer();
+        self.commit(&mut w, true)
     }
 
     fn remove(&self, id: &ChunkId) -> Result<(), Error> {
-        self.buffer().0.remove(id);
-        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        self.writer().pending.remove(id);
+        let mut txn = self.index.begin_write().map_err(|e| self.err(e))?;
         txn.set_durability(redb::Durability::None);
-        txn.open_table(CHUNKS)
+        txn.open_table(INDEX)
             .map_err(|e| self.err(e))?
             .remove(&id.0)
             .map_err(|e| self.err(e))?;
@@ -311,9 +475,10 @@ impl ChunkStore for DiskStore {
     }
 
     fn ids(&self) -> Result<Vec<ChunkId>, Error> {
-        let mut out: std::collections::HashSet<ChunkId> = self.buffer().0.keys().copied().collect();
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = txn.open_table(CHUNKS).map_err(|e| self.err(e))?;
+        let mut out: std::collections::HashSet<ChunkId> =
+            self.writer().pending.keys().copied().collect();
+        let txn = self.index.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(INDEX).map_err(|e| self.err(e))?;
         for item in table.iter().map_err(|e| self.err(e))? {
             let (k, _) = item.map_err(|e| self.err(e))?;
             out.insert(ChunkId(*k.value()));
@@ -377,31 +542,66 @@ mod tests {
         let s = DiskStore::open(dir.path()).unwrap();
         let bytes = vec![7u8; 10_000];
         let id = ChunkId::of(&bytes);
-        s.put(&id, &bytes).unwrap();
-        s.sync().unwrap();
-        let stored = {
-            let txn = s.db.begin_read().unwrap();
-            let t = txn.open_table(CHUNKS).unwrap();
-            t.get(&id.0).unwrap().unwrap().value().to_vec()
-        };
-        let mut flipped = stored.clone();
-        let last = flipped.len() - 1;
-        flipped[last] ^= 0xff;
-        for damaged in [
-            flipped,
-            vec![],
-            vec![9],
-            stored[..stored.len() / 2].to_vec(),
-        ] {
-            s.overwrite(&id, &damaged);
-            assert!(
-                matches!(s.get(&id), Err(Error::Corrupt { .. })),
-                "{damaged:?}"
-            );
+        type Damage = fn(&mut Vec<u8>);
+        let damages: [Damage; 4] = [
+            |r| {
+                let last = r.len() - 1;
+                r[last] ^= 0xff;
+            },
+            |r| r[0] ^= 1,
+            |r| r[32] = 9,
+            |r| r.iter_mut().skip(RECORD_HEADER).for_each(|b| *b = 0),
+        ];
+        for damage in damages {
+            s.put(&id, &bytes).unwrap();
+            s.damage(&id, damage);
+            assert!(matches!(s.get(&id), Err(Error::Corrupt { .. })));
             assert!(
                 !s.contains(&id).unwrap(),
                 "a corrupt chunk is dropped so it can be fetched again"
             );
+        }
+        // A torn tail (the record cut short) is corrupt too.
+        s.put(&id, &bytes).unwrap();
+        s.sync().unwrap();
+        let loc = s.locate(&id).unwrap().unwrap();
+        let pack = fs::OpenOptions::new()
+            .write(true)
+            .open(s.pack_path(loc.pack))
+            .unwrap();
+        pack.set_len(loc.offset + loc.len as u64 / 2).unwrap();
+        assert!(matches!(s.get(&id), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn reopening_never_appends_after_an_old_tail_and_packs_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = |i: u64| -> Vec<u8> {
+            let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            (0..1 << 20)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        {
+            let s = DiskStore::open(dir.path()).unwrap();
+            s.put(&ChunkId::of(&big(1)), &big(1)).unwrap();
+            s.sync().unwrap();
+        }
+        let s = DiskStore::open(dir.path()).unwrap();
+        assert_eq!(s.writer().pack, 2, "a reopened store starts a new pack");
+        // Past PACK_MAX the writer moves on to another pack.
+        for i in 2..(PACK_MAX >> 20) + 3 {
+            s.put(&ChunkId::of(&big(i)), &big(i)).unwrap();
+        }
+        assert!(s.writer().pack > 2);
+        s.sync().unwrap();
+        for i in 1..(PACK_MAX >> 20) + 3 {
+            assert_eq!(s.get(&ChunkId::of(&big(i))).unwrap(), Some(big(i)));
         }
     }
 
