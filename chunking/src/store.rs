@@ -184,8 +184,8 @@ struct Writer {
 /// to a file is what makes this fast: on the development machine, a database write of each
 /// 64 KiB chunk ran at 130 MB/s and a file per chunk cost 0.6 ms of metadata work each.
 ///
-/// [`ChunkStore::remove`] drops a chunk from the index; the space its record took in a pack is
-/// reclaimed only when packs are rewritten (not implemented yet).
+/// [`ChunkStore::remove`] drops a chunk from the index; [`DiskStore::compact`] then reclaims the
+/// space of packs that are mostly garbage.
 pub struct DiskStore {
     root: PathBuf,
     index: redb::Database,
@@ -316,6 +316,53 @@ impl DiskStore {
         Ok(())
     }
 
+    /// Appends a record for `id`; with `replace`, even if it is already stored (compaction
+    /// moves records).
+    fn append(&self, id: &ChunkId, bytes: &[u8], replace: bool) -> Result<(), Error> {
+        let compressed = zstd::bulk::compress(bytes, self.level).map_err(|e| self.err(e))?;
+        let (tag, body) = if compressed.len() < bytes.len() {
+            (ZSTD, compressed.as_slice())
+        } else {
+            (RAW, bytes)
+        };
+        let mut record = Vec::with_capacity(RECORD_HEADER + body.len());
+        record.extend_from_slice(&id.0);
+        record.push(tag);
+        record.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        record.extend_from_slice(body);
+
+        let mut w = self.writer();
+        if !replace && w.pending.contains_key(id) {
+            return Ok(());
+        }
+        if w.size + record.len() as u64 > PACK_MAX && w.size > 0 {
+            let next = Self::new_pack(&self.root.join("packs"), w.pack + 1)?;
+            let mut unsynced = std::mem::take(&mut w.unsynced);
+            let pending = std::mem::take(&mut w.pending);
+            *w = next;
+            unsynced.push(w.pack);
+            w.unsynced = unsynced;
+            w.pending = pending;
+        }
+        let offset = w.size;
+        let path = self.pack_path(w.pack);
+        w.file.write_all(&record).map_err(Error::io(&path))?;
+        w.size += record.len() as u64;
+        let pack = w.pack;
+        w.pending.insert(
+            *id,
+            Location {
+                pack,
+                offset,
+                len: record.len() as u32,
+            },
+        );
+        if w.pending.len() >= BATCH_ENTRIES {
+            self.commit(&mut w, false)?;
+        }
+        Ok(())
+    }
+
     /// Reads and checks the record at `loc`: its header must name `id`, and its bytes must
     /// decompress to content that hashes to `id`.
     fn read_record(&self, id: &ChunkId, loc: Location) -> Result<Option<Vec<u8>>, Error> {
@@ -326,6 +373,67 @@ impl DiskStore {
             return Ok(None);
         }
         Ok(decode_record(id, &record))
+    }
+
+    /// Reclaims the space of removed chunks: every closed pack in which less than half the
+    /// bytes are still indexed has its live records copied to the current pack, and is deleted
+    /// once the index pointing at the copies is durable. Returns the bytes freed. Safe to run
+    /// while others read and write: readers holding an old location read the old pack until it
+    /// is gone, and then find the new location on their next lookup.
+    pub fn compact(&self) -> Result<u64, Error> {
+        // Live bytes per pack, from the index.
+        let mut live: HashMap<u32, (u64, Vec<(ChunkId, Location)>)> = HashMap::new();
+        {
+            let txn = self.index.begin_read().map_err(|e| self.err(e))?;
+            let table = txn.open_table(INDEX).map_err(|e| self.err(e))?;
+            for item in table.iter().map_err(|e| self.err(e))? {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                let loc = Location::decode(v.value());
+                let e = live.entry(loc.pack).or_default();
+                e.0 += u64::from(loc.len);
+                e.1.push((ChunkId(*k.value()), loc));
+            }
+        }
+        let current = self.writer().pack;
+        let packs = self.root.join("packs");
+        let mut victims = Vec::new();
+        for e in fs::read_dir(&packs).map_err(Error::io(&packs))? {
+            let e = e.map_err(Error::io(&packs))?;
+            let Some(pack) = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".pack"))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pack >= current {
+                continue;
+            }
+            let size = e.metadata().map_err(Error::io(e.path()))?.len();
+            let used = live.get(&pack).map_or(0, |l| l.0);
+            if used * 2 < size {
+                victims.push((pack, size - used));
+            }
+        }
+        let mut freed = 0;
+        for (pack, garbage) in victims {
+            for (id, loc) in live.remove(&pack).map(|l| l.1).unwrap_or_default() {
+                // A record that no longer checks out is dropped rather than copied.
+                if let Some(bytes) = self.read_record(&id, loc)? {
+                    self.append(&id, &bytes, true)?;
+                }
+            }
+            self.sync()?;
+            self.readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&pack);
+            let path = self.pack_path(pack);
+            fs::remove_file(&path).map_err(Error::io(&path))?;
+            freed += garbage;
+        }
+        Ok(freed)
     }
 
     /// Overwrites a stored record's bytes (tests use it to simulate disk corruption).
@@ -414,48 +522,7 @@ impl ChunkStore for DiskStore {
         if self.contains(id)? {
             return Ok(());
         }
-        let compressed = zstd::bulk::compress(bytes, self.level).map_err(|e| self.err(e))?;
-        let (tag, body) = if compressed.len() < bytes.len() {
-            (ZSTD, compressed.as_slice())
-        } else {
-            (RAW, bytes)
-        };
-        let mut record = Vec::with_capacity(RECORD_HEADER + body.len());
-        record.extend_from_slice(&id.0);
-        record.push(tag);
-        record.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        record.extend_from_slice(body);
-
-        let mut w = self.writer();
-        if w.pending.contains_key(id) {
-            return Ok(());
-        }
-        if w.size + record.len() as u64 > PACK_MAX && w.size > 0 {
-            let next = Self::new_pack(&self.root.join("packs"), w.pack + 1)?;
-            let mut unsynced = std::mem::take(&mut w.unsynced);
-            let pending = std::mem::take(&mut w.pending);
-            *w = next;
-            unsynced.push(w.pack);
-            w.unsynced = unsynced;
-            w.pending = pending;
-        }
-        let offset = w.size;
-        let path = self.pack_path(w.pack);
-        w.file.write_all(&record).map_err(Error::io(&path))?;
-        w.size += record.len() as u64;
-        let pack = w.pack;
-        w.pending.insert(
-            *id,
-            Location {
-                pack,
-                offset,
-                len: record.len() as u32,
-            },
-        );
-        if w.pending.len() >= BATCH_ENTRIES {
-            self.commit(&mut w, false)?;
-        }
-        Ok(())
+        self.append(id, bytes, false)
     }
 
     fn sync(&self) -> Result<(), Error> {
@@ -639,6 +706,52 @@ mod tests {
         for (id, c) in ids.iter().zip(&chunks) {
             assert_eq!(s.get(id).unwrap().as_ref(), Some(c));
         }
+    }
+
+    #[test]
+    fn compaction_frees_removed_chunks_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunk = |i: u64| -> Vec<u8> {
+            let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            (0..100_000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        {
+            let s = DiskStore::open(dir.path()).unwrap();
+            for i in 0..40 {
+                s.put(&ChunkId::of(&chunk(i)), &chunk(i)).unwrap();
+            }
+            s.sync().unwrap();
+        }
+        // Reopen, so the first pack is closed; then remove three chunks in four.
+        let s = DiskStore::open(dir.path()).unwrap();
+        for i in (0..40).filter(|i| i % 4 != 0) {
+            s.remove(&ChunkId::of(&chunk(i))).unwrap();
+        }
+        let pack1 = s.pack_path(1);
+        assert!(pack1.exists());
+        let freed = s.compact().unwrap();
+        assert!(freed >= 30 * 100_000, "freed {freed}");
+        assert!(!pack1.exists(), "the mostly-garbage pack is gone");
+        for i in 0..40 {
+            let got = s.get(&ChunkId::of(&chunk(i))).unwrap();
+            assert_eq!(got, (i % 4 == 0).then(|| chunk(i)), "chunk {i}");
+        }
+        // Nothing left to reclaim.
+        assert_eq!(s.compact().unwrap(), 0);
+        drop(s);
+        let s = DiskStore::open(dir.path()).unwrap();
+        assert_eq!(
+            s.ids().unwrap().len(),
+            10,
+            "the moved chunks were indexed durably"
+        );
     }
 
     #[test]
