@@ -22,6 +22,7 @@ use chorus_chunking::chunker::{
 use chorus_chunking::delta::{ApplyError, ApplyLimits, EncodeOptions, apply, encode};
 use chorus_chunking::fetch::{chunks_messages, receive_chunks};
 use chorus_chunking::scan::{ScanCache, scan_dir};
+use chorus_chunking::testdata::pseudo_random;
 use chorus_chunking::{ChunkStore, ChunkerParams, DiskStore, TreeManifest};
 use chorus_proto::{self as proto, Body, Limits, encode_frame};
 
@@ -667,17 +668,4 @@ fn rss_child(bytes: u64) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(f64::NAN);
     println!("{} | {:.1} MiB", m.chunks.len(), kb / 1024.0);
-}
-
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut out = vec![0u8; n];
-    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    for c in out.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let b = x.to_le_bytes();
-        c.copy_from_slice(&b[..c.len()]);
-    }
-    out
 }

@@ -460,17 +460,7 @@ mod tests {
         ChunkerParams::new(256, 1024, 4096).unwrap()
     }
 
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::testdata::pseudo_random;
 
     /// Reads a few bytes at a time, to exercise block refills at odd places.
     struct Dribble<'a>(&'a [u8], usize);

@@ -93,15 +93,7 @@ mod tests {
         let ids: Vec<ChunkId> = (0..50u32)
             .map(|i| {
                 // Incompressible, so 50 chunks of 100 KB need several 1 MiB frames.
-                let mut x = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-                let b: Vec<u8> = (0..100_000)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        x as u8
-                    })
-                    .collect();
+                let b = crate::testdata::pseudo_random(100_000, u64::from(i));
                 let id = ChunkId::of(&b);
                 from.put(&id, &b).unwrap();
                 id

@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod path;
 pub mod scan;
 pub mod store;
+pub mod testdata;
 
 pub use chunker::ChunkerParams;
 pub use ids::{ChunkId, VersionId, VersionNumber};

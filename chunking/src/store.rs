@@ -643,17 +643,7 @@ mod tests {
     #[test]
     fn reopening_never_appends_after_an_old_tail_and_packs_rotate() {
         let dir = tempfile::tempdir().unwrap();
-        let big = |i: u64| -> Vec<u8> {
-            let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            (0..1 << 20)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect()
-        };
+        let big = |i: u64| -> Vec<u8> { crate::testdata::pseudo_random(1 << 20, i) };
         {
             let s = DiskStore::open(dir.path()).unwrap();
             s.put(&ChunkId::of(&big(1)), &big(1)).unwrap();
@@ -678,17 +668,7 @@ mod tests {
         let s = DiskStore::open(dir.path()).unwrap();
         // Enough incompressible bytes to fill several batches.
         let chunks: Vec<Vec<u8>> = (0..40u64)
-            .map(|i| {
-                let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-                (0..600_000)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        x as u8
-                    })
-                    .collect()
-            })
+            .map(|i| crate::testdata::pseudo_random(600_000, i))
             .collect();
         let ids: Vec<ChunkId> = chunks.iter().map(|c| ChunkId::of(c)).collect();
         for (id, c) in ids.iter().zip(&chunks) {
@@ -711,17 +691,7 @@ mod tests {
     #[test]
     fn compaction_frees_removed_chunks_and_keeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let chunk = |i: u64| -> Vec<u8> {
-            let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            (0..100_000)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect()
-        };
+        let chunk = |i: u64| -> Vec<u8> { crate::testdata::pseudo_random(100_000, i) };
         {
             let s = DiskStore::open(dir.path()).unwrap();
             for i in 0..40 {

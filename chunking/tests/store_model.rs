@@ -29,19 +29,11 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Chunk bytes for key `k` of length `n`: half compressible, half not.
 fn bytes(k: u8, n: usize) -> Vec<u8> {
-    let mut x = u64::from(k).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|i| {
-            if k % 2 == 0 {
-                (i % 7) as u8 ^ k
-            } else {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            }
-        })
-        .collect()
+    if k % 2 == 0 {
+        (0..n).map(|i| (i % 7) as u8 ^ k).collect()
+    } else {
+        chorus_chunking::testdata::pseudo_random(n, u64::from(k))
+    }
 }
 
 proptest! {

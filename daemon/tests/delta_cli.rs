@@ -57,15 +57,7 @@ fn table_output_and_a_large_new_file_that_needs_chunk_fetches() {
     let (old, new) = (dir.path().join("old"), dir.path().join("new"));
     fs::create_dir_all(&old).unwrap();
     // 12 MiB of incompressible bytes: more than one delta carries, so the rest is fetched.
-    let mut x = 1u64;
-    let big: Vec<u8> = (0..12 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let big = chorus_chunking::testdata::pseudo_random(12 << 20, 1);
     write(&new, "big.bin", &big);
     let out = chorus().arg("delta").arg(&old).arg(&new).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -58,17 +58,7 @@ pub fn read(tree: &TreeManifest, path: &str, store: &dyn ChunkStore) -> Vec<u8> 
         .collect()
 }
 
-pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+pub use chorus_chunking::testdata::pseudo_random;
 
 /// Lines of plausible text.
 pub fn text(lines: usize, seed: u64) -> Vec<u8> {
