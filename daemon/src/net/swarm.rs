@@ -105,6 +105,7 @@ pub struct NetHandle {
     tx: mpsc::UnboundedSender<Command>,
     local: PeerId,
     counters: Arc<Counters>,
+    raft_counters: Arc<Counters>,
 }
 
 impl NetHandle {
@@ -179,11 +180,19 @@ impl NetHandle {
         rx.await.map_err(|_| NetError::Stopped)
     }
 
-    /// (sent, received) bytes of sync, chunk and Raft frames so far.
+    /// (sent, received) bytes of sync and chunk frames so far, length prefixes included.
     pub fn bytes(&self) -> (u64, u64) {
         (
             self.counters.sent.load(Ordering::Relaxed),
             self.counters.received.load(Ordering::Relaxed),
+        )
+    }
+
+    /// (sent, received) bytes of Raft frames so far (heartbeats and headers).
+    pub fn raft_bytes(&self) -> (u64, u64) {
+        (
+            self.raft_counters.sent.load(Ordering::Relaxed),
+            self.raft_counters.received.load(Ordering::Relaxed),
         )
     }
 }
@@ -231,15 +240,15 @@ struct Task {
 /// Starts the network task; returns its handle and the stream of what arrives.
 pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbound>), NetError> {
     let counters = Arc::new(Counters::default());
+    let raft_counters = Arc::new(Counters::default());
     let limits = cfg.limits;
     let timeout = cfg.request_timeout;
     let psk = cfg.psk;
     let local = cfg.keypair.public().to_peer_id();
     let mdns_on = cfg.mdns;
-    let codec = |max: usize| FrameCodec::new(max, counters.clone());
-    let rr = |proto: StreamProtocol, max: usize| {
+    let rr = |proto: StreamProtocol, max: usize, counters: &Arc<Counters>| {
         request_response::Behaviour::with_codec(
-            codec(max),
+            FrameCodec::new(max, counters.clone()),
             [(proto, ProtocolSupport::Full)],
             request_response::Config::default().with_request_timeout(timeout),
         )
@@ -270,9 +279,9 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbou
             };
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Behaviour {
                 allow: allow_block_list::Behaviour::default(),
-                sync: rr(SYNC, limits.max_frame),
-                chunks: rr(CHUNKS, limits.max_frame),
-                raft: rr(RAFT, MAX_RAFT_FRAME),
+                sync: rr(SYNC, limits.max_frame, &counters),
+                chunks: rr(CHUNKS, limits.max_frame, &counters),
+                raft: rr(RAFT, MAX_RAFT_FRAME, &raft_counters),
                 identify: identify::Behaviour::new(identify::Config::new(
                     "/chorus/1".into(),
                     key.public(),
@@ -324,6 +333,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbou
             tx,
             local,
             counters,
+            raft_counters,
         },
         in_rx,
     ))

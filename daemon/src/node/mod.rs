@@ -81,6 +81,26 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     })
 }
 
+/// The node's figures, written to `STATE_DIR/stats.json` several times a second.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    pub peer: String,
+    pub role: String,
+    pub term: u64,
+    /// Sync and chunk frames, length prefixes included.
+    pub sync_bytes_sent: u64,
+    pub sync_bytes_received: u64,
+    /// Raft frames (heartbeats, headers, votes).
+    pub raft_bytes_sent: u64,
+    pub raft_bytes_received: u64,
+    /// Number of the newest committed header applied here.
+    pub head: String,
+    /// Number of the version the folder was last synced to.
+    pub adopted: String,
+    /// No local change unanswered and the newest header adopted.
+    pub settled: bool,
+}
+
 struct Driver {
     folder: PathBuf,
     engine: Engine,
@@ -208,6 +228,8 @@ pub async fn run(
     };
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut next_scan = Instant::now();
+    let mut next_stats = Instant::now();
+    let stats_path = cfg.state_dir.join("stats.json");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -235,6 +257,10 @@ pub async fn run(
                 if Instant::now() >= next_scan {
                     d.scan()?;
                     next_scan = Instant::now() + cfg.scan_every;
+                }
+                if Instant::now() >= next_stats {
+                    d.write_stats(&stats_path);
+                    next_stats = Instant::now() + Duration::from_millis(200);
                 }
             }
             () = &mut shutdown => break,
@@ -302,6 +328,34 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Writes what a monitor (and the benchmark) reads until the local API exists: bytes on
+    /// the wire, versions, role. Best effort: a failed write is logged, nothing more.
+    fn write_stats(&self, path: &std::path::Path) {
+        let (sent, received) = self.net.bytes();
+        let (raft_sent, raft_received) = self.net.raft_bytes();
+        let view = self.election.view();
+        let stats = Stats {
+            peer: self.net.local_peer_id().to_string(),
+            role: format!("{:?}", view.role),
+            term: view.term,
+            sync_bytes_sent: sent,
+            sync_bytes_received: received,
+            raft_bytes_sent: raft_sent,
+            raft_bytes_received: raft_received,
+            head: self.engine.head().1.to_string(),
+            adopted: self.engine.adopted().1.to_string(),
+            settled: self.engine.is_settled(),
+        };
+        let tmp = path.with_extension("json.tmp");
+        let write = serde_json::to_vec_pretty(&stats)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = write {
+            tracing::warn!("cannot write {}: {e}", path.display());
+        }
     }
 
     fn scan(&mut self) -> Result<(), NodeError> {
