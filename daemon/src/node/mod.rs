@@ -23,7 +23,10 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 
 use crate::net::{self, Inbound, NetConfig, NetHandle, RaftTransport};
-use crate::sync::{Action, ClusterInfo, Engine, EngineConfig, Event, SyncStore};
+use crate::sync::{Action, ClusterInfo, Engine, EngineConfig, Event, Retention, SyncStore};
+
+/// How often history retention runs.
+const GC_EVERY: Duration = Duration::from_secs(600);
 
 /// How a node runs.
 pub struct NodeConfig {
@@ -109,7 +112,6 @@ struct Driver {
     chunks: Arc<dyn ChunkStore>,
     chunker: ChunkerParams,
     cache: ScanCache,
-    start: Instant,
     peers: BTreeMap<NodeId, PeerId>,
     info: Option<ClusterInfo>,
     fed_major: u64,
@@ -218,7 +220,6 @@ pub async fn run(
         chunks,
         chunker: cfg.chunker,
         cache: ScanCache::new(),
-        start: Instant::now(),
         peers: BTreeMap::new(),
         info: None,
         fed_major: 0,
@@ -229,6 +230,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut next_scan = Instant::now();
     let mut next_stats = Instant::now();
+    let mut next_gc = Instant::now() + GC_EVERY;
     let stats_path = cfg.state_dir.join("stats.json");
     tokio::pin!(shutdown);
     loop {
@@ -258,6 +260,15 @@ pub async fn run(
                     d.scan()?;
                     next_scan = Instant::now() + cfg.scan_every;
                 }
+                if Instant::now() >= next_gc {
+                    // History retention: between events, never between a scan and its Local.
+                    let now = d.now();
+                    match d.engine.collect_garbage(now, &Retention::default()) {
+                        Ok(r) => tracing::info!(?r, "history retention"),
+                        Err(e) => tracing::warn!("history retention failed: {e}"),
+                    }
+                    next_gc = Instant::now() + GC_EVERY;
+                }
                 if Instant::now() >= next_stats {
                     d.write_stats(&stats_path);
                     next_stats = Instant::now() + Duration::from_millis(200);
@@ -274,8 +285,12 @@ pub async fn run(
 }
 
 impl Driver {
+    /// Unix milliseconds: the engine's retry timers tolerate a clock step (they saturate),
+    /// and headers carry wall-clock creation times for history retention.
     fn now(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64 + 1
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64)
     }
 
     /// Feeds an event and carries out the actions, and those of the events they cause.

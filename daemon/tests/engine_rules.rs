@@ -1,0 +1,292 @@
+//! Rules of the engine that the worked example does not reach, sans IO: a materialization that
+//! meets local edits never overwrites them nor rebases them onto the new version (they are
+//! pushed on the old base and merged by the leader); a retried push that was already merged is
+//! answered without merging it twice; a message from a non-member is ignored.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use chorus::sync::{Action, ClusterInfo, Engine, EngineConfig, Event, SyncStore};
+use chorus_chunking::{
+    ChunkId, ChunkRef, ChunkStore, ChunkerParams, Entry, FileManifest, MemStore, RelPath,
+    TreeManifest, VersionId,
+};
+use chorus_election::{AcceptedHeader, NodeId, Proposal};
+use chorus_merge::ModeRules;
+use chorus_proto::Body;
+
+const A: NodeId = 1;
+const B: NodeId = 2;
+
+struct Node {
+    engine: Engine,
+    chunks: Arc<MemStore>,
+    folder: TreeManifest,
+    /// Materializations asked for and not yet confirmed.
+    asked: Vec<(VersionId, TreeManifest)>,
+    auto_confirm: bool,
+    now: u64,
+}
+
+#[derive(Default)]
+struct Out {
+    sent: Vec<(NodeId, NodeId, Body)>,
+    proposals: Vec<Proposal>,
+}
+
+fn node(id: NodeId) -> Node {
+    let chunks = Arc::new(MemStore::new());
+    let mut cfg = EngineConfig::new(ModeRules::new(true), ChunkerParams::default());
+    cfg.cutter = Arc::new(|b: &[u8]| vec![1; b.len()]);
+    let engine = Engine::open(
+        id,
+        cfg,
+        SyncStore::in_memory().unwrap(),
+        chunks.clone() as Arc<dyn ChunkStore>,
+    )
+    .unwrap();
+    Node {
+        engine,
+        chunks,
+        folder: TreeManifest::empty(),
+        asked: Vec::new(),
+        auto_confirm: true,
+        now: 1,
+    }
+}
+
+fn cluster() -> ClusterInfo {
+    ClusterInfo {
+        leader: Some(A),
+        voters: BTreeSet::from([A, B]),
+        learners: BTreeSet::new(),
+        ranks: BTreeMap::from([(A, 0), (B, 1)]),
+        peer_ids: BTreeMap::new(),
+    }
+}
+
+fn doc(text: &str, store: &dyn ChunkStore) -> TreeManifest {
+    let chunks = text
+        .bytes()
+        .map(|b| {
+            let id = ChunkId::of(&[b]);
+            store.put(&id, &[b]).unwrap();
+            ChunkRef { id, len: 1 }
+        })
+        .collect();
+    TreeManifest::from_entries([(
+        RelPath::new("doc").unwrap(),
+        Entry::File {
+            exec: false,
+            manifest: FileManifest { chunks },
+        },
+    )])
+    .unwrap()
+}
+
+fn text(tree: &TreeManifest, store: &dyn ChunkStore) -> String {
+    let Some(Entry::File { manifest, .. }) = tree.get_str("doc") else {
+        return String::new();
+    };
+    manifest
+        .chunks
+        .iter()
+        .map(|c| String::from_utf8(store.get(&c.id).unwrap().unwrap()).unwrap())
+        .collect()
+}
+
+impl Node {
+    fn feed(&mut self, event: Event, out: &mut Out) {
+        self.now += 1;
+        let me = self.engine.id();
+        let mut confirm = Vec::new();
+        for a in self.engine.handle(self.now, event).unwrap() {
+            match a {
+                Action::Send { to, body } => out.sent.push((me, to, body)),
+                Action::Propose(p) => out.proposals.push(p),
+                Action::Materialize { version, tree } => {
+                    if self.auto_confirm {
+                        self.folder = tree;
+                        confirm.push(version);
+                    } else {
+                        self.asked.push((version, tree));
+                    }
+                }
+            }
+        }
+        for version in confirm {
+            self.feed(Event::Materialized { version }, out);
+        }
+    }
+
+    fn edit(&mut self, t: &str, out: &mut Out) -> TreeManifest {
+        let tree = doc(t, &*self.chunks);
+        self.folder = tree.clone();
+        self.feed(Event::Local(tree.clone()), out);
+        tree
+    }
+
+    fn text(&self) -> String {
+        text(&self.folder, &*self.chunks)
+    }
+}
+
+struct World {
+    a: Node,
+    b: Node,
+    out: Out,
+    log: Vec<AcceptedHeader>,
+}
+
+impl World {
+    fn new() -> World {
+        let mut w = World {
+            a: node(A),
+            b: node(B),
+            out: Out::default(),
+            log: Vec::new(),
+        };
+        w.a.feed(Event::Cluster(cluster()), &mut w.out);
+        w.a.feed(Event::LeaderConfirmed, &mut w.out);
+        w.b.feed(Event::Cluster(cluster()), &mut w.out);
+        w
+    }
+
+    /// Delivers every queued message, and commits proposals as Raft would (to both nodes),
+    /// until nothing is left.
+    fn run(&mut self) {
+        loop {
+            if !self.out.sent.is_empty() {
+                let (from, to, body) = self.out.sent.remove(0);
+                let ev = Event::Message { from, body };
+                match to {
+                    A => self.a.feed(ev, &mut self.out),
+                    _ => self.b.feed(ev, &mut self.out),
+                }
+            } else if !self.out.proposals.is_empty() {
+                let p = self.out.proposals.remove(0);
+                let h = AcceptedHeader {
+                    version: p.version,
+                    parents: p.parents,
+                    number: chorus_election::VersionNumber {
+                        major: self.log.len() as u64 + 1,
+                        minor: cluster().ranks[&p.origin],
+                    },
+                    origin: p.origin,
+                    created_at_ms: p.created_at_ms,
+                    redo: p.redo,
+                };
+                self.log.push(h.clone());
+                self.a
+                    .feed(Event::Committed(vec![h.clone()]), &mut self.out);
+                self.b.feed(Event::Committed(vec![h]), &mut self.out);
+            } else {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn local_edits_met_by_a_materialization_are_pushed_on_the_old_base() {
+    let mut w = World::new();
+    let b0 = w.a.edit("AaBb", &mut w.out);
+    w.run();
+    assert_eq!(w.b.text(), "AaBb");
+    assert_eq!(w.b.engine.adopted().0, b0.version_id());
+
+    // A commits AaBbXx; B is asked to materialize it, but B's folder changed meanwhile.
+    w.b.auto_confirm = false;
+    w.a.edit("AaBbXx", &mut w.out);
+    w.run();
+    assert_eq!(
+        w.b.asked.len(),
+        1,
+        "B was asked to materialize the new version"
+    );
+    assert_eq!(
+        w.b.engine.adopted().0,
+        b0.version_id(),
+        "nothing is adopted before the folder holds it"
+    );
+    // The driver rescans, finds B's edit, writes nothing and reports it.
+    w.b.asked.clear();
+    w.b.auto_confirm = true;
+    w.b.edit("YyAaBb", &mut w.out);
+    let push = match &w.out.sent[0] {
+        (B, A, Body::Push(p)) => p.clone(),
+        (f, t, body) => panic!("expected B's push, got {} {f} -> {t}", body.name()),
+    };
+    let base = VersionId::from_proto(push.delta.as_ref().unwrap().base.as_ref().unwrap()).unwrap();
+    assert_eq!(base, b0.version_id(), "pushed on the base it was made on");
+    w.run();
+    assert_eq!(w.a.text(), "YyAaBbXx");
+    assert_eq!(w.b.text(), "YyAaBbXx", "both edits survive");
+    assert_eq!(w.a.engine.adopted(), w.b.engine.adopted());
+}
+
+#[test]
+fn a_retried_push_is_not_merged_twice() {
+    let mut w = World::new();
+    w.a.edit("AaBb", &mut w.out);
+    w.run();
+    w.a.edit("AaBbXx", &mut w.out);
+    w.b.edit("AaBbYy", &mut w.out);
+    // B's push is duplicated on the wire (a retry crossing the answer).
+    let dup = w
+        .out
+        .sent
+        .iter()
+        .find(|(f, _, _)| *f == B)
+        .cloned()
+        .unwrap();
+    w.out.sent.push(dup.clone());
+    w.run();
+    let t = w.a.text();
+    assert_eq!(t.matches("Yy").count(), 1, "B's change is in once: {t}");
+    assert_eq!(t.matches("Xx").count(), 1, "A's change is in once: {t}");
+    assert_eq!(w.b.text(), t);
+    // The same push again, long after it was committed: answered from the log, not merged
+    // and committed a second time.
+    let headers = w.log.len();
+    w.out.sent.push(dup);
+    w.run();
+    assert_eq!(w.log.len(), headers, "no new header for a push already in");
+    assert_eq!(w.a.text(), t);
+    assert_eq!(w.b.text(), t);
+}
+
+#[test]
+fn messages_from_non_members_are_ignored() {
+    let mut w = World::new();
+    w.a.edit("AaBb", &mut w.out);
+    w.run();
+    let before = w.a.engine.head();
+    let stranger = doc("evil", &*w.b.chunks);
+    let delta = chorus_chunking::delta::encode(
+        &TreeManifest::empty(),
+        &stranger,
+        &*w.b.chunks,
+        &Default::default(),
+    )
+    .unwrap()
+    .0;
+    w.a.feed(
+        Event::Message {
+            from: 99,
+            body: Body::Push(chorus_proto::Push {
+                number: Some(chorus_proto::VersionNumber { major: 9, minor: 9 }),
+                delta: Some(delta),
+            }),
+        },
+        &mut w.out,
+    );
+    assert!(w.out.sent.is_empty() && w.out.proposals.is_empty());
+    assert_eq!(w.a.engine.head(), before);
+    assert!(
+        w.a.engine
+            .manifest(&stranger.version_id())
+            .unwrap()
+            .is_none()
+    );
+}
