@@ -290,3 +290,138 @@ fn messages_from_non_members_are_ignored() {
             .is_none()
     );
 }
+
+/// Random-looking bytes (a xorshift stream), incompressible like most real payloads.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn an_empty_node_catches_up_chunk_by_chunk_and_resumes_without_resending() {
+    let mut w = World::new();
+    // Small literal budget and frames: most chunks travel as NeedChunks answers, in many frames.
+    for n in [&mut w.a, &mut w.b] {
+        let mut cfg = EngineConfig::new(ModeRules::new(false), ChunkerParams::default());
+        cfg.encode.literal_budget = 64 << 10;
+        cfg.limits.max_frame = 256 << 10;
+        let id = n.engine.id();
+        let chunks = n.chunks.clone();
+        n.engine = Engine::open(
+            id,
+            cfg,
+            SyncStore::in_memory().unwrap(),
+            chunks as Arc<dyn ChunkStore>,
+        )
+        .unwrap();
+        n.feed(Event::Cluster(cluster()), &mut w.out);
+    }
+    w.a.feed(Event::LeaderConfirmed, &mut w.out);
+    let files: Vec<(RelPath, Entry)> = (0..24u64)
+        .map(|i| {
+            let bytes = noise(i, 100_000);
+            let manifest = chorus_chunking::chunker::chunk_bytes(&bytes, ChunkerParams::default());
+            let mut pos = 0;
+            for c in &manifest.chunks {
+                w.a.chunks
+                    .put(&c.id, &bytes[pos..pos + c.len as usize])
+                    .unwrap();
+                pos += c.len as usize;
+            }
+            (
+                RelPath::new(format!("f{i:02}")).unwrap(),
+                Entry::File {
+                    exec: false,
+                    manifest,
+                },
+            )
+        })
+        .collect();
+    let tree = TreeManifest::from_entries(files).unwrap();
+    w.a.folder = tree.clone();
+    w.a.feed(Event::Local(tree.clone()), &mut w.out);
+
+    // The offer names most chunks without carrying them; B asks for exactly those.
+    let (_, _, offer) = w.out.sent.remove(0);
+    assert!(matches!(offer, Body::Offer(_)));
+    w.b.feed(
+        Event::Message {
+            from: A,
+            body: offer,
+        },
+        &mut w.out,
+    );
+    let (_, _, need) = w.out.sent.remove(0);
+    let Body::NeedChunks(need) = need else {
+        panic!("expected NeedChunks, got {}", need.name())
+    };
+    let asked_first = need.ids.len();
+    assert!(asked_first > 10, "{asked_first} chunks asked");
+    w.a.feed(
+        Event::Message {
+            from: B,
+            body: Body::NeedChunks(need),
+        },
+        &mut w.out,
+    );
+    let answers: Vec<Body> = w.out.sent.drain(..).map(|(_, _, b)| b).collect();
+    assert!(
+        answers.len() > 3,
+        "the chunks travel in several bounded frames"
+    );
+    // The connection drops after half of them.
+    let half = answers.len() / 2;
+    let mut received = BTreeSet::new();
+    for body in answers.into_iter().take(half) {
+        if let Body::Chunks(c) = &body {
+            received.extend(
+                c.chunks
+                    .iter()
+                    .map(|d| ChunkId::from_proto(d.id.as_ref().unwrap()).unwrap()),
+            );
+        }
+        w.b.feed(Event::Message { from: A, body }, &mut w.out);
+    }
+    assert!(
+        w.out.sent.is_empty(),
+        "B waits for the rest without asking again"
+    );
+
+    // A offers again (its retry timer); B asks only for what never arrived.
+    w.a.now += 60_000;
+    w.a.feed(Event::Tick, &mut w.out);
+    let (_, _, offer) = w.out.sent.remove(0);
+    w.b.feed(
+        Event::Message {
+            from: A,
+            body: offer,
+        },
+        &mut w.out,
+    );
+    let (_, _, need) = w.out.sent.remove(0);
+    let Body::NeedChunks(need) = need else {
+        panic!("expected NeedChunks, got {}", need.name())
+    };
+    let asked: BTreeSet<ChunkId> = need
+        .ids
+        .iter()
+        .map(|i| ChunkId::from_proto(i).unwrap())
+        .collect();
+    assert_eq!(
+        asked.len() + received.len(),
+        asked_first,
+        "nothing is asked twice"
+    );
+    assert!(asked.is_disjoint(&received));
+    w.out.sent.push((B, A, Body::NeedChunks(need)));
+    w.run();
+    assert_eq!(w.b.folder, tree, "B holds everything");
+    assert_eq!(w.a.engine.adopted(), w.b.engine.adopted());
+}
