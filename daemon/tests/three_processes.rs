@@ -24,6 +24,7 @@ struct Proc {
 struct Cluster {
     _root: tempfile::TempDir,
     procs: Vec<Proc>,
+    members: usize,
 }
 
 impl Drop for Cluster {
@@ -82,7 +83,50 @@ impl Cluster {
                 }
             })
             .collect();
-        Cluster { _root: root, procs }
+        Cluster {
+            _root: root,
+            procs,
+            members: n,
+        }
+    }
+
+    /// Adds a process that is not a member: it knows node 0's address, and `secret`.
+    fn outsider(&mut self, secret: &str) -> usize {
+        let i = self.procs.len();
+        let dir = self._root.path().join(format!("outsider{i}"));
+        let (folder, state) = (dir.join("folder"), dir.join("state"));
+        std::fs::create_dir_all(&folder).unwrap();
+        let out = chorus()
+            .args(["id", "--state-dir"])
+            .arg(&state)
+            .output()
+            .unwrap();
+        let peer = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let addr = format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", free_port());
+        let listen = addr.split("/p2p/").next().unwrap().to_owned();
+        let log = dir.join("log.txt");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = chorus()
+            .arg("run")
+            .arg("--folder")
+            .arg(&folder)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--listen", &listen, "--scan-ms", "100", "--no-mdns"])
+            .args(["--peer", &self.procs[0].addr])
+            .env("CHORUS_SECRET", secret)
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap();
+        self.procs.push(Proc {
+            folder,
+            state,
+            log,
+            addr,
+            child: Some(child),
+        });
+        i
     }
 
     fn start(&mut self, i: usize) {
@@ -97,7 +141,7 @@ impl Cluster {
             .args(["--listen", &listen, "--scan-ms", "100", "--no-mdns"])
             .env("CHORUS_SECRET", SECRET)
             .env("CHORUS_LOG", "chorus=info,warn");
-        for (j, other) in self.procs.iter().enumerate() {
+        for (j, other) in self.procs.iter().enumerate().take(self.members) {
             if j != i {
                 cmd.args(["--peer", &other.addr]);
             }
@@ -178,4 +222,52 @@ fn three_processes_sync_merge_and_survive_kill_9_of_the_leader() {
     wait_for("the restarted node catches up", || {
         (0..3).all(|i| read(&c.file(i)).as_deref() == Some(after.as_str()))
     });
+}
+
+#[test]
+fn outsiders_receive_nothing() {
+    let mut c = Cluster::new(2);
+    c.start(0);
+    c.start(1);
+    let wrong_key = c.outsider("0808080808080808080808080808080808080808080808080808080808080808");
+    let not_member = c.outsider(SECRET);
+    let text = "members only\n";
+    write(&c.file(0), text);
+    wait_for("the member gets the file", || {
+        read(&c.file(1)).as_deref() == Some(text)
+    });
+    // An outsider's own edit must not reach the members either.
+    write(&c.file(not_member), "intruder\n");
+    // Two full rounds went around the members while the outsiders were up and dialling.
+    let second = "members only, second edit\n";
+    write(&c.file(0), second);
+    wait_for("the member gets the second edit", || {
+        read(&c.file(1)).as_deref() == Some(second)
+    });
+    for o in [wrong_key, not_member] {
+        // The outsider runs and reports: not one sync or Raft frame reached it.
+        wait_for("the outsider writes its stats", || {
+            c.procs[o].state.join("stats.json").exists()
+        });
+        let stats: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(c.procs[o].state.join("stats.json")).unwrap())
+                .unwrap();
+        assert_eq!(stats["sync_bytes_received"], 0, "outsider {o}: {stats}");
+        assert_eq!(stats["raft_bytes_received"], 0, "outsider {o}: {stats}");
+    }
+    for o in [wrong_key, not_member] {
+        let folder = &c.procs[o].folder;
+        let names: Vec<_> = std::fs::read_dir(folder)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert!(
+            o == not_member && names == ["doc.txt"] || names.is_empty(),
+            "outsider {o} received {names:?}"
+        );
+    }
+    assert_eq!(read(&c.file(not_member)).as_deref(), Some("intruder\n"));
+    assert_eq!(read(&c.file(0)).as_deref(), Some(second));
+    assert_eq!(read(&c.file(1)).as_deref(), Some(second));
 }
