@@ -34,6 +34,8 @@ enum Command {
     Run(commands::run::Args),
     /// Print the PeerId of a state dir's identity (created when missing).
     Id(commands::run::IdArgs),
+    /// Print the invite that lets a peer join (`chorus run --join INVITE`).
+    Invite(commands::run::InviteArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::MergeFile(args) => commands::merge_file::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Id(args) => commands::run::id(args),
+        Command::Invite(args) => commands::run::invite(args),
     };
     match result {
         Ok(code) => code,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus::net::{Inbound, NetConfig, NetHandle, RaftTransport, psk_of_secret, spawn};
+use chorus::net::{Inbound, NetConfig, NetHandle, RaftTransport, invite_for, spawn};
 use chorus_election::{ElectionConfig, ElectionNode, Member, Proposal, node_id_of};
 use chorus_proto::{Body, Limits, Stored, VersionId};
 use libp2p::identity::Keypair;
@@ -25,7 +25,7 @@ async fn node(secret: [u8; 32], keypair: Keypair, allowed: Vec<PeerId>) -> Node 
     let peer = keypair.public().to_peer_id();
     let (net, inbound) = spawn(NetConfig {
         keypair,
-        psk: psk_of_secret(&secret),
+        secret,
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         explicit_peers: vec![],
         allowed,
@@ -200,4 +200,69 @@ async fn raft_elects_and_commits_over_libp2p() {
     .await
     .expect("b applies the header it received over libp2p");
     assert!(rb.view().voters.contains(&ra.id()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_with_a_valid_invite_is_let_in_and_a_forged_one_is_not() {
+    let secret = [4u8; 32];
+    let (ka, ke, kf) = (
+        Keypair::generate_ed25519(),
+        Keypair::generate_ed25519(),
+        Keypair::generate_ed25519(),
+    );
+    let pa = ka.public().to_peer_id();
+    let mut a = node(secret, ka, vec![]).await;
+    let e = node(secret, ke, vec![pa]).await;
+    let f = node(secret, kf, vec![pa]).await;
+
+    // F shows E's invite: refused, and nothing of F's arrives.
+    let e_invite = invite_for(&secret, &e.peer);
+    f.net.add_address(a.peer, a.addr.clone());
+    let ok = tokio::time::timeout(LIVENESS, f.net.join(a.peer, e_invite, vec![f.addr.clone()]))
+        .await
+        .expect("the join ends")
+        .unwrap();
+    assert!(!ok, "an invite is good for its own peer only");
+    let r = tokio::time::timeout(
+        LIVENESS,
+        f.net.raft_call(
+            a.peer,
+            vec![a.addr.clone()],
+            &chorus_election::RaftRpc::Vote(openraft_vote(1)),
+        ),
+    )
+    .await
+    .expect("the call ends");
+    assert!(r.is_err(), "a refused joiner gets no answer");
+
+    // E shows its own invite: accepted, announced, and its messages get through.
+    e.net.add_address(a.peer, a.addr.clone());
+    let ok = tokio::time::timeout(LIVENESS, e.net.join(a.peer, e_invite, vec![e.addr.clone()]))
+        .await
+        .expect("the join ends")
+        .unwrap();
+    assert!(ok);
+    match tokio::time::timeout(LIVENESS, a.inbound.recv())
+        .await
+        .expect("announced")
+        .unwrap()
+    {
+        Inbound::Join { from, addrs } => {
+            assert_eq!(from, e.peer);
+            assert_eq!(addrs, vec![e.addr.clone()]);
+        }
+        other => panic!("expected the join, got {other:?}"),
+    }
+    e.net.send(a.peer, stored(3));
+    match tokio::time::timeout(LIVENESS, a.inbound.recv())
+        .await
+        .expect("delivered")
+        .unwrap()
+    {
+        Inbound::Sync { from, body } => {
+            assert_eq!(from, e.peer);
+            assert_eq!(body, stored(3));
+        }
+        other => panic!("expected E's message, got {other:?}"),
+    }
 }

@@ -92,6 +92,11 @@ impl Cluster {
 
     /// Adds a process that is not a member: it knows node 0's address, and `secret`.
     fn outsider(&mut self, secret: &str) -> usize {
+        self.outsider_with(secret, |_| None)
+    }
+
+    /// Like [`Cluster::outsider`], with `--join INVITE` when `invite(peer id)` gives one.
+    fn outsider_with(&mut self, secret: &str, invite: impl Fn(&str) -> Option<String>) -> usize {
         let i = self.procs.len();
         let dir = self._root.path().join(format!("outsider{i}"));
         let (folder, state) = (dir.join("folder"), dir.join("state"));
@@ -106,8 +111,8 @@ impl Cluster {
         let listen = addr.split("/p2p/").next().unwrap().to_owned();
         let log = dir.join("log.txt");
         let file = std::fs::File::create(&log).unwrap();
-        let child = chorus()
-            .arg("run")
+        let mut cmd = chorus();
+        cmd.arg("run")
             .arg("--folder")
             .arg(&folder)
             .arg("--state-dir")
@@ -116,9 +121,11 @@ impl Cluster {
             .args(["--peer", &self.procs[0].addr])
             .env("CHORUS_SECRET", secret)
             .stdout(Stdio::from(file.try_clone().unwrap()))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::from(file));
+        if let Some(inv) = invite(&peer) {
+            cmd.args(["--join", &inv]);
+        }
+        let child = cmd.spawn().unwrap();
         self.procs.push(Proc {
             folder,
             state,
@@ -270,4 +277,55 @@ fn outsiders_receive_nothing() {
     assert_eq!(read(&c.file(not_member)).as_deref(), Some("intruder\n"));
     assert_eq!(read(&c.file(0)).as_deref(), Some(second));
     assert_eq!(read(&c.file(1)).as_deref(), Some(second));
+}
+
+#[test]
+fn a_node_with_an_invite_joins_and_syncs_and_a_forged_invite_gets_nothing() {
+    let mut c = Cluster::new(2);
+    c.start(0);
+    c.start(1);
+    let text = "before the join\n";
+    write(&c.file(0), text);
+    wait_for("the member gets the file", || {
+        read(&c.file(1)).as_deref() == Some(text)
+    });
+    let invite = |peer: &str| {
+        let out = chorus()
+            .args(["invite", "--peer", peer])
+            .env("CHORUS_SECRET", SECRET)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        Some(String::from_utf8(out.stdout).unwrap().trim().to_owned())
+    };
+    let joiner = c.outsider_with(SECRET, invite);
+    // A forged invite: made with another secret.
+    let forged = c.outsider_with(SECRET, |peer| {
+        let out = chorus()
+            .args(["invite", "--peer", peer])
+            .env(
+                "CHORUS_SECRET",
+                "0808080808080808080808080808080808080808080808080808080808080808",
+            )
+            .output()
+            .unwrap();
+        Some(String::from_utf8(out.stdout).unwrap().trim().to_owned())
+    });
+    wait_for("the joiner catches up", || {
+        read(&c.file(joiner)).as_deref() == Some(text)
+    });
+    let from_joiner = "before the join\nfrom the joiner\n";
+    write(&c.file(joiner), from_joiner);
+    wait_for("the joiner's edit reaches the members", || {
+        (0..2).all(|i| read(&c.file(i)).as_deref() == Some(from_joiner))
+    });
+    wait_for("the forged joiner writes its stats", || {
+        c.procs[forged].state.join("stats.json").exists()
+    });
+    let stats: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.procs[forged].state.join("stats.json")).unwrap())
+            .unwrap();
+    assert_eq!(stats["sync_bytes_received"], 0, "{stats}");
+    assert_eq!(stats["raft_bytes_received"], 0, "{stats}");
+    assert!(read(&c.file(forged)).is_none());
 }

@@ -35,8 +35,12 @@ pub struct Args {
     #[arg(long)]
     peer: Vec<Multiaddr>,
     /// Make a new cluster here and add the peers as members.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "join")]
     init: bool,
+    /// Join the share with this invite (64 hex digits, from `chorus invite` on a member),
+    /// presented to the peers.
+    #[arg(long)]
+    join: Option<String>,
     /// Rescan the folder this often, in milliseconds.
     #[arg(long, default_value_t = 500)]
     scan_ms: u64,
@@ -46,6 +50,36 @@ pub struct Args {
     /// Do not discover peers on the LAN with mDNS.
     #[arg(long)]
     no_mdns: bool,
+}
+
+#[derive(clap::Args)]
+pub struct InviteArgs {
+    /// The joiner's PeerId (it prints it with `chorus id`).
+    #[arg(long)]
+    peer: libp2p::PeerId,
+    /// The share secret, 64 hex digits (or the CHORUS_SECRET environment variable).
+    #[arg(long)]
+    secret: Option<String>,
+}
+
+/// `chorus invite --peer ID`: the invite that lets that peer join.
+pub fn invite(args: InviteArgs) -> anyhow::Result<ExitCode> {
+    let secret = secret_of(args.secret)?;
+    println!(
+        "{}",
+        hex::encode(chorus::net::invite_for(&secret, &args.peer))
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn secret_of(arg: Option<String>) -> anyhow::Result<[u8; 32]> {
+    let Some(hexed) = arg.or_else(|| std::env::var("CHORUS_SECRET").ok()) else {
+        bail!("no share secret: pass --secret or set CHORUS_SECRET (64 hex digits)");
+    };
+    let mut secret = [0u8; 32];
+    hex::decode_to_slice(hexed.trim(), &mut secret)
+        .context("the secret must be 64 hex digits (32 bytes)")?;
+    Ok(secret)
 }
 
 #[derive(clap::Args)]
@@ -61,12 +95,16 @@ pub fn id(args: IdArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Some(hexed) = args.secret.or_else(|| std::env::var("CHORUS_SECRET").ok()) else {
-        bail!("no share secret: pass --secret or set CHORUS_SECRET (64 hex digits)");
+    let secret = secret_of(args.secret)?;
+    let join = match args.join {
+        Some(h) => {
+            let mut inv = [0u8; 32];
+            hex::decode_to_slice(h.trim(), &mut inv)
+                .context("the invite must be 64 hex digits, as `chorus invite` prints it")?;
+            Some(inv)
+        }
+        None => None,
     };
-    let mut secret = [0u8; 32];
-    hex::decode_to_slice(hexed.trim(), &mut secret)
-        .context("the secret must be 64 hex digits (32 bytes)")?;
     if !args.folder.is_dir() {
         bail!(
             "{} is not a directory; create the folder to share first",
@@ -83,6 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         peers: args.peer,
         init: args.init,
+        join,
         election: ElectionConfig::lan(),
         chunker: ChunkerParams::default(),
         rules: ModeRules::new(args.single_document),

@@ -6,16 +6,20 @@
 //!
 //! One task owns the Swarm ([`swarm::spawn`]); everything else talks to it through a
 //! [`NetHandle`] (commands, with oneshot replies where an answer is due) and receives what
-//! arrives as [`Inbound`] values. Only peers on the allow list (the Raft membership) may
-//! connect: everyone else is refused when the connection is established (`allow_block_list`).
+//! arrives as [`Inbound`] values. Only peers on the allow list (the Raft membership) get a
+//! request answered; a peer that is not on it has a few seconds to present a valid invite on
+//! `/chorus/join/1`, else it is disconnected and blocked (`allow_block_list`), as is any
+//! non-member that sends a sync or Raft request.
 //! [`RaftTransport`] carries chorus-election's RPCs over it.
 
 pub mod codec;
 pub mod identity;
+pub mod invite;
 pub mod raft;
 pub mod swarm;
 
 pub use codec::FrameCodec;
 pub use identity::{load_or_create_keypair, psk_of_secret};
+pub use invite::{check_invite, invite_for};
 pub use raft::RaftTransport;
 pub use swarm::{Inbound, NetConfig, NetError, NetHandle, spawn};

@@ -18,7 +18,7 @@ use futures::stream::FuturesUnordered;
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::upgrade::Version;
 use libp2p::identity::Keypair;
-use libp2p::pnet::{PnetConfig, PreSharedKey};
+use libp2p::pnet::PnetConfig;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -33,6 +33,11 @@ use super::codec::{Counters, FrameCodec};
 const SYNC: StreamProtocol = StreamProtocol::new("/chorus/sync/1");
 const CHUNKS: StreamProtocol = StreamProtocol::new("/chorus/chunks/1");
 const RAFT: StreamProtocol = StreamProtocol::new("/chorus/raft/1");
+const JOIN: StreamProtocol = StreamProtocol::new("/chorus/join/1");
+/// A join request: an invite and a few addresses.
+const MAX_JOIN_FRAME: usize = 4 << 10;
+/// How long a peer that is not a member may stay connected without a valid invite.
+const JOIN_GRACE: Duration = Duration::from_secs(10);
 /// Raft frames are small (headers only); this bounds a hostile one.
 const MAX_RAFT_FRAME: usize = 4 << 20;
 /// Longest wait between two dials of an explicit peer.
@@ -54,8 +59,9 @@ pub enum NetError {
 /// How the network starts.
 pub struct NetConfig {
     pub keypair: Keypair,
-    /// The private network's key ([`super::psk_of_secret`]).
-    pub psk: PreSharedKey,
+    /// The share secret: the private network's key derives from it ([`super::psk_of_secret`]),
+    /// and invites are checked with it.
+    pub secret: [u8; 32],
     pub listen: Vec<Multiaddr>,
     /// Peers dialled at start and redialled with a backoff while disconnected.
     pub explicit_peers: Vec<Multiaddr>,
@@ -67,9 +73,21 @@ pub struct NetConfig {
     pub request_timeout: Duration,
 }
 
+/// A join request on the wire.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct JoinRequest {
+    /// The invite, hex.
+    invite: String,
+    /// Where the joiner listens.
+    addrs: Vec<String>,
+}
+
 /// Something that arrived from a peer.
 #[derive(Debug)]
 pub enum Inbound {
+    /// A peer presented a valid invite; it may talk to this node from now on, and the leader
+    /// adds it to the membership.
+    Join { from: PeerId, addrs: Vec<Multiaddr> },
     /// A sync message, decoded under the frame limits.
     Sync { from: PeerId, body: Body },
     /// A Raft RPC; send the reply through `reply`.
@@ -93,6 +111,12 @@ enum Command {
         reply: oneshot::Sender<Result<Vec<u8>, String>>,
     },
     Allow(Vec<PeerId>),
+    Join {
+        to: PeerId,
+        invite: [u8; 32],
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<bool>,
+    },
     Disallow(Vec<PeerId>),
     AddAddress(PeerId, Multiaddr),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
@@ -147,6 +171,25 @@ impl NetHandle {
         serde_json::from_slice(&bytes).map_err(|e| TransportError(format!("bad raft reply: {e}")))
     }
 
+    /// Presents `invite` to `to`; true when it was accepted.
+    pub async fn join(
+        &self,
+        to: PeerId,
+        invite: [u8; 32],
+        addrs: Vec<Multiaddr>,
+    ) -> Result<bool, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Join {
+                to,
+                invite,
+                addrs,
+                reply,
+            })
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
     /// Lets these peers connect (they joined the membership).
     pub fn allow(&self, peers: Vec<PeerId>) {
         let _ = self.tx.send(Command::Allow(peers));
@@ -199,7 +242,8 @@ impl NetHandle {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
-    allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    block: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    join: request_response::Behaviour<FrameCodec>,
     sync: request_response::Behaviour<FrameCodec>,
     chunks: request_response::Behaviour<FrameCodec>,
     raft: request_response::Behaviour<FrameCodec>,
@@ -235,6 +279,10 @@ struct Task {
     replies: FuturesUnordered<PendingReply>,
     allowed: HashSet<PeerId>,
     redial: Vec<Redial>,
+    secret: [u8; 32],
+    /// Connected peers that are not members, and until when they may present an invite.
+    strangers: HashMap<PeerId, Instant>,
+    joins: HashMap<OutboundRequestId, oneshot::Sender<bool>>,
 }
 
 /// Starts the network task; returns its handle and the stream of what arrives.
@@ -243,7 +291,8 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbou
     let raft_counters = Arc::new(Counters::default());
     let limits = cfg.limits;
     let timeout = cfg.request_timeout;
-    let psk = cfg.psk;
+    let psk = super::psk_of_secret(&cfg.secret);
+    let secret = cfg.secret;
     let local = cfg.keypair.public().to_peer_id();
     let mdns_on = cfg.mdns;
     let rr = |proto: StreamProtocol, max: usize, counters: &Arc<Counters>| {
@@ -278,7 +327,8 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbou
                 None
             };
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Behaviour {
-                allow: allow_block_list::Behaviour::default(),
+                block: allow_block_list::Behaviour::default(),
+                join: rr(JOIN, MAX_JOIN_FRAME, &raft_counters),
                 sync: rr(SYNC, limits.max_frame, &counters),
                 chunks: rr(CHUNKS, limits.max_frame, &counters),
                 raft: rr(RAFT, MAX_RAFT_FRAME, &raft_counters),
@@ -301,11 +351,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbou
                 detail: e.to_string(),
             })?;
     }
-    let mut allowed = HashSet::new();
-    for p in cfg.allowed {
-        swarm.behaviour_mut().allow.allow_peer(p);
-        allowed.insert(p);
-    }
+    let allowed: HashSet<PeerId> = cfg.allowed.into_iter().collect();
     let now = Instant::now();
     let redial = cfg
         .explicit_peers
@@ -326,6 +372,9 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbou
         replies: FuturesUnordered::new(),
         allowed,
         redial,
+        secret,
+        strangers: HashMap::new(),
+        joins: HashMap::new(),
     };
     tokio::spawn(task.run(rx));
     Ok((
@@ -384,14 +433,35 @@ impl Task {
             }
             Command::Allow(peers) => {
                 for p in peers {
-                    self.swarm.behaviour_mut().allow.allow_peer(p);
+                    self.swarm.behaviour_mut().block.unblock_peer(p);
+                    self.strangers.remove(&p);
                     self.allowed.insert(p);
                 }
             }
             Command::Disallow(peers) => {
                 for p in peers {
-                    self.swarm.behaviour_mut().allow.disallow_peer(p);
                     self.allowed.remove(&p);
+                    self.refuse(p);
+                }
+            }
+            Command::Join {
+                to,
+                invite,
+                addrs,
+                reply,
+            } => {
+                let req = JoinRequest {
+                    invite: hex::encode(invite),
+                    addrs: addrs.iter().map(|a| a.to_string()).collect(),
+                };
+                match serde_json::to_vec(&req) {
+                    Ok(bytes) => {
+                        let id = self.swarm.behaviour_mut().join.send_request(&to, bytes);
+                        self.joins.insert(id, reply);
+                    }
+                    Err(_) => {
+                        let _ = reply.send(false);
+                    }
                 }
             }
             Command::AddAddress(peer, addr) => self.swarm.add_peer_address(peer, addr),
@@ -404,8 +474,25 @@ impl Task {
         }
     }
 
+    /// Disconnects and blocks a peer that may not talk to this node.
+    fn refuse(&mut self, peer: PeerId) {
+        self.strangers.remove(&peer);
+        self.swarm.behaviour_mut().block.block_peer(peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
     fn redial(&mut self) {
         let now = Instant::now();
+        let expired: Vec<PeerId> = self
+            .strangers
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in expired {
+            tracing::info!(%p, "disconnected a peer that is not a member and showed no invite");
+            self.refuse(p);
+        }
         for r in &mut self.redial {
             if r.next > now {
                 continue;
@@ -443,7 +530,13 @@ impl Task {
                     }
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Join(e)) => self.join_event(e),
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                if !self.allowed.contains(&peer_id) {
+                    self.strangers
+                        .entry(peer_id)
+                        .or_insert_with(|| Instant::now() + JOIN_GRACE);
+                }
                 // A connected explicit peer is not redialled until it goes away again.
                 for r in &mut self.redial {
                     if peer_of(&r.addr) == Some(peer_id) {
@@ -473,11 +566,15 @@ impl Task {
                     },
                 ..
             } => {
-                // Acknowledge first: the sync protocol answers with messages of its own.
-                let b = self.swarm.behaviour_mut();
-                let _ = b.sync.send_response(channel, Vec::new());
                 if !self.allowed.contains(&peer) {
+                    // Not answered: dropping the channel closes the stream.
+                    self.refuse(peer);
                     return;
+                }
+                // Acknowledge: the sync protocol answers with messages of its own.
+                let b = self.swarm.behaviour_mut();
+                if b.sync.send_response(channel, Vec::new()).is_err() {
+                    tracing::debug!(%peer, "a sync request's stream closed before the ack");
                 }
                 match decode_frame(&request, &self.limits) {
                     Ok(env) => {
@@ -495,6 +592,65 @@ impl Task {
         }
     }
 
+    fn join_event(&mut self, e: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match e {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let req: Option<JoinRequest> = serde_json::from_slice(&request).ok();
+                let valid = req.as_ref().is_some_and(|r| {
+                    hex::decode(&r.invite)
+                        .is_ok_and(|inv| super::check_invite(&self.secret, &peer, &inv))
+                });
+                let Some(req) = req.filter(|_| valid) else {
+                    tracing::info!(%peer, "refused a join without a valid invite");
+                    self.refuse(peer);
+                    return;
+                };
+                self.allowed.insert(peer);
+                self.strangers.remove(&peer);
+                let addrs: Vec<Multiaddr> = req
+                    .addrs
+                    .iter()
+                    .take(8)
+                    .filter_map(|a| a.parse().ok())
+                    .collect();
+                for a in &addrs {
+                    self.swarm.add_peer_address(peer, a.clone());
+                }
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .join
+                    .send_response(channel, b"ok".to_vec());
+                let _ = self.inbound.send(Inbound::Join { from: peer, addrs });
+            }
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(tx) = self.joins.remove(&request_id) {
+                    let _ = tx.send(response == b"ok");
+                }
+            }
+            request_response::Event::OutboundFailure { request_id, .. } => {
+                if let Some(tx) = self.joins.remove(&request_id) {
+                    let _ = tx.send(false);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn raft_event(&mut self, e: request_response::Event<Vec<u8>, Vec<u8>>) {
         match e {
             request_response::Event::Message {
@@ -506,7 +662,8 @@ impl Task {
                 ..
             } => {
                 if !self.allowed.contains(&peer) {
-                    return; // dropping the channel closes the stream unanswered
+                    self.refuse(peer); // dropping the channel closes the stream unanswered
+                    return;
                 }
                 let rpc: RaftRpc = match serde_json::from_slice(&request) {
                     Ok(r) => r,

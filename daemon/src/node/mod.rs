@@ -42,6 +42,9 @@ pub struct NodeConfig {
     pub peers: Vec<Multiaddr>,
     /// Start a one-node cluster here (once; a node with Raft state resumes instead).
     pub init: bool,
+    /// Join with this invite (made for this node's PeerId with the share secret): presented to
+    /// the explicit peers until one that leads adds this node to the membership.
+    pub join: Option<[u8; 32]>,
     pub election: ElectionConfig,
     pub chunker: ChunkerParams,
     pub rules: ModeRules,
@@ -141,7 +144,7 @@ pub async fn run(
         .collect::<Result<_, _>>()?;
     let (net, mut inbound) = net::spawn(NetConfig {
         keypair,
-        psk: net::psk_of_secret(&cfg.secret),
+        secret: cfg.secret,
         listen: cfg.listen.clone(),
         explicit_peers: cfg.peers.clone(),
         allowed: explicit.iter().map(|(p, _)| *p).collect(),
@@ -202,6 +205,27 @@ pub async fn run(
         });
     }
 
+    if let Some(invite) = cfg.join {
+        let election = election.clone();
+        let net = net.clone();
+        let peers: Vec<PeerId> = cfg.peers.iter().filter_map(peer_of).collect();
+        let addrs = listen.clone();
+        tokio::spawn(async move {
+            loop {
+                let view = election.view();
+                if view.voters.contains(&me) || view.learners.contains(&me) {
+                    break;
+                }
+                for p in &peers {
+                    if let Ok(false) | Err(_) = net.join(*p, invite, addrs.clone()).await {
+                        tracing::debug!(%p, "join not accepted (yet)");
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
     let chunks: Arc<dyn ChunkStore> = Arc::new(DiskStore::open(cfg.state_dir.join("chunks"))?);
     let mut ecfg = EngineConfig::new(cfg.rules, cfg.chunker);
     ecfg.push_retry_ms = 2_000;
@@ -239,6 +263,23 @@ pub async fn run(
                 Some(Inbound::Sync { from, body }) => {
                     let from = node_id_of(&from.to_bytes());
                     d.feed(Event::Message { from, body })?;
+                }
+                Some(Inbound::Join { from, addrs }) => {
+                    // The leader adds a joiner with a valid invite; it becomes a learner, then a
+                    // voter while there are fewer than five.
+                    if election.view().leader == Some(election.id()) {
+                        let e = election.clone();
+                        let member = Member {
+                            peer_id: from.to_bytes(),
+                            addresses: addrs.iter().map(|a| a.to_string()).collect(),
+                        };
+                        tokio::spawn(async move {
+                            let id = node_id_of(&member.peer_id);
+                            if let Err(err) = e.add_member(id, member).await {
+                                tracing::info!(%from, "adding a joiner failed (it retries): {err}");
+                            }
+                        });
+                    }
                 }
                 Some(Inbound::Raft { rpc, reply, .. }) => {
                     let e = election.clone();
