@@ -283,6 +283,9 @@ struct Task {
     /// Connected peers that are not members, and until when they may present an invite.
     strangers: HashMap<PeerId, Instant>,
     joins: HashMap<OutboundRequestId, oneshot::Sender<bool>>,
+    /// Every address learnt per peer (libp2p forgets one after a failed dial; this does not):
+    /// handed to the swarm again before each request to a peer that is not connected.
+    book: HashMap<PeerId, Vec<Multiaddr>>,
 }
 
 /// Starts the network task; returns its handle and the stream of what arrives.
@@ -352,6 +355,12 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbou
             })?;
     }
     let allowed: HashSet<PeerId> = cfg.allowed.into_iter().collect();
+    let mut book: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+    for a in &cfg.explicit_peers {
+        if let Some(p) = peer_of(a) {
+            book.entry(p).or_default().push(a.clone());
+        }
+    }
     let now = Instant::now();
     let redial = cfg
         .explicit_peers
@@ -375,6 +384,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbou
         secret,
         strangers: HashMap::new(),
         joins: HashMap::new(),
+        book,
     };
     tokio::spawn(task.run(rx));
     Ok((
@@ -412,6 +422,7 @@ impl Task {
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Send { to, frame, chunks } => {
+                self.remind(to);
                 let b = self.swarm.behaviour_mut();
                 if chunks {
                     b.chunks.send_request(&to, frame);
@@ -426,8 +437,9 @@ impl Task {
                 reply,
             } => {
                 for a in addrs {
-                    self.swarm.add_peer_address(to, a);
+                    self.learn(to, a);
                 }
+                self.remind(to);
                 let id = self.swarm.behaviour_mut().raft.send_request(&to, request);
                 self.raft_calls.insert(id, reply);
             }
@@ -464,12 +476,36 @@ impl Task {
                     }
                 }
             }
-            Command::AddAddress(peer, addr) => self.swarm.add_peer_address(peer, addr),
+            Command::AddAddress(peer, addr) => self.learn(peer, addr),
             Command::ListenAddrs(tx) => {
                 let _ = tx.send(self.swarm.listeners().cloned().collect());
             }
             Command::Connected(tx) => {
                 let _ = tx.send(self.swarm.connected_peers().copied().collect());
+            }
+        }
+    }
+
+    /// Remembers an address of a peer (bounded per peer) and tells the swarm.
+    fn learn(&mut self, peer: PeerId, addr: Multiaddr) {
+        let known = self.book.entry(peer).or_default();
+        if !known.contains(&addr) {
+            if known.len() >= 16 {
+                known.remove(0);
+            }
+            known.push(addr.clone());
+        }
+        self.swarm.add_peer_address(peer, addr);
+    }
+
+    /// Before a request to a peer that is not connected: every address ever learnt for it.
+    fn remind(&mut self, peer: PeerId) {
+        if self.swarm.is_connected(&peer) {
+            return;
+        }
+        if let Some(addrs) = self.book.get(&peer) {
+            for a in addrs.clone() {
+                self.swarm.add_peer_address(peer, a);
             }
         }
     }
@@ -517,13 +553,13 @@ impl Task {
                 ..
             })) if self.allowed.contains(&peer_id) => {
                 for a in info.listen_addrs {
-                    self.swarm.add_peer_address(peer_id, a);
+                    self.learn(peer_id, a);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
                     if self.allowed.contains(&peer) {
-                        self.swarm.add_peer_address(peer, addr.clone());
+                        self.learn(peer, addr.clone());
                         if !self.swarm.is_connected(&peer) {
                             let _ = self.swarm.dial(addr);
                         }
@@ -621,7 +657,7 @@ impl Task {
                     .filter_map(|a| a.parse().ok())
                     .collect();
                 for a in &addrs {
-                    self.swarm.add_peer_address(peer, a.clone());
+                    self.learn(peer, a.clone());
                 }
                 let _ = self
                     .swarm
