@@ -5,9 +5,10 @@
 //! final tree, in an accepted version of history, or in a redo entry.
 //!
 //! Each run prints its seed; rerun one with `CHORUS_SEED=<seed>`. `CHORUS_SIM_SEEDS=<n>` runs
-//! n fresh seeds (default 3, which keeps the CI run to tens of seconds). Fault decisions and
-//! edits follow the seed; thread scheduling and Raft's timers add real-time interleaving, so a
-//! failing seed reproduces the same faults and edits, not always the same interleaving.
+//! n fresh seeds (default 5, about 15 s, which keeps the CI run to tens of seconds; Raft runs
+//! in real time, so hundreds of seeds take minutes). Fault decisions and edits follow the
+//! seed; thread scheduling and Raft's timers add real-time interleaving, so a failing seed
+//! reproduces the same faults and edits, not always the same interleaving.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -536,7 +537,7 @@ async fn random_edits_converge_under_drops_partitions_and_crashes() {
             let n = std::env::var("CHORUS_SIM_SEEDS")
                 .ok()
                 .and_then(|s| s.parse().ok())
-                .unwrap_or(3);
+                .unwrap_or(5);
             (0..n).map(|_| rand::random()).collect()
         }
     };
