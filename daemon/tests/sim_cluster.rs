@@ -263,7 +263,7 @@ impl Run {
         }
     }
 
-    /// A random node appends a unique line to a random file.
+    /// A random node adds a unique line to a random file: at its end, or inside it.
     fn edit(&mut self) {
         let running: Vec<NodeId> = self
             .sims
@@ -277,12 +277,26 @@ impl Run {
         let id = running[self.rng.gen_range(0..running.len())];
         let token = format!("edit-{}-{}-{}", self.seed, id, self.tokens.len());
         let file = format!("f{}.txt", self.rng.gen_range(0..FILES));
+        let at_end = self.rng.gen_bool(0.5);
+        let pick: u64 = self.rng.r#gen();
         let sim = self.sims.get_mut(&id).unwrap();
         let mut files = files_of(&sim.folder, &*sim.chunks);
-        files
-            .entry(file)
-            .or_default()
-            .push_str(&format!("{token}\n"));
+        let text = files.entry(file).or_default();
+        if at_end || text.is_empty() {
+            text.push_str(&format!("{token}\n"));
+        } else {
+            // A line inserted somewhere inside: far from the others' edits it merges cleanly.
+            let lines: Vec<&str> = text.split_inclusive('\n').collect();
+            let at = (pick % lines.len() as u64) as usize;
+            let mut out = String::with_capacity(text.len() + token.len() + 1);
+            for (i, l) in lines.iter().enumerate() {
+                if i == at {
+                    out.push_str(&format!("{token}\n"));
+                }
+                out.push_str(l);
+            }
+            *text = out;
+        }
         let tree = text_tree(&files, &*sim.chunks);
         sim.folder = tree.clone();
         self.tokens.push(token);
