@@ -425,3 +425,108 @@ fn an_empty_node_catches_up_chunk_by_chunk_and_resumes_without_resending() {
     assert_eq!(w.b.folder, tree, "B holds everything");
     assert_eq!(w.a.engine.adopted(), w.b.engine.adopted());
 }
+
+/// A one-file tree `doc` holding `text`, chunked as a scan would, its chunks put in `store`.
+fn scanned(text: &str, store: &dyn ChunkStore) -> TreeManifest {
+    let manifest = chorus_chunking::chunker::chunk_bytes(text.as_bytes(), ChunkerParams::default());
+    let mut pos = 0;
+    for c in &manifest.chunks {
+        store
+            .put(&c.id, &text.as_bytes()[pos..pos + c.len as usize])
+            .unwrap();
+        pos += c.len as usize;
+    }
+    TreeManifest::from_entries([(
+        RelPath::new("doc").unwrap(),
+        Entry::File {
+            exec: false,
+            manifest,
+        },
+    )])
+    .unwrap()
+}
+
+#[test]
+fn a_large_displaced_hunk_travels_as_the_losers_file_and_stays_loadable() {
+    let mut w = World::new();
+    for n in [&mut w.a, &mut w.b] {
+        let cfg = EngineConfig::new(ModeRules::new(false), ChunkerParams::default());
+        let id = n.engine.id();
+        let chunks = n.chunks.clone();
+        n.engine = Engine::open(
+            id,
+            cfg,
+            SyncStore::in_memory().unwrap(),
+            chunks as Arc<dyn ChunkStore>,
+        )
+        .unwrap();
+        n.feed(Event::Cluster(cluster()), &mut w.out);
+    }
+    w.a.feed(Event::LeaderConfirmed, &mut w.out);
+    let base = scanned("head\nx\ntail\n", &*w.a.chunks);
+    w.a.folder = base.clone();
+    w.a.feed(Event::Local(base), &mut w.out);
+    w.run();
+    // Both replace the middle line with 100 KB of their own: a conflict in lines mode.
+    let big = |who: &str| {
+        let body: String = (0..2000)
+            .map(|i| format!("{who} line {i:05} of a long rewrite\n"))
+            .collect();
+        format!("head\n{body}tail\n")
+    };
+    let (mine, theirs) = (big("alice"), big("bob"));
+    let t = scanned(&mine, &*w.a.chunks);
+    w.a.folder = t.clone();
+    w.a.feed(Event::Local(t), &mut w.out);
+    let t = scanned(&theirs, &*w.b.chunks);
+    w.b.folder = t.clone();
+    w.b.feed(Event::Local(t), &mut w.out);
+    w.run();
+    let merged = text_of_scanned(&w.a.folder, &*w.a.chunks);
+    assert_eq!(merged, text_of_scanned(&w.b.folder, &*w.b.chunks));
+    assert_eq!(
+        merged, theirs,
+        "the higher number (B's 2.1) wins the conflict"
+    );
+    for h in &w.log {
+        assert!(
+            h.redo.len() < 8 << 10,
+            "a header carries {} redo bytes",
+            h.redo.len()
+        );
+    }
+    // The displaced rewrite is on B's redo stack too, as A's file by its chunks.
+    let redo = w.b.engine.redo().unwrap();
+    let displaced = redo
+        .iter()
+        .find_map(|r| match &r.entry.what {
+            chorus_merge::Displaced::Whole {
+                content: chorus_merge::redo::WholeContent::File { manifest, .. },
+                ..
+            } => Some(manifest.clone()),
+            _ => None,
+        })
+        .expect("a whole-file redo entry");
+    let bytes: Vec<u8> = displaced
+        .chunks
+        .iter()
+        .flat_map(|c| w.a.chunks.get(&c.id).unwrap().unwrap())
+        .collect();
+    assert_eq!(
+        String::from_utf8(bytes).unwrap(),
+        mine,
+        "nothing displaced is lost"
+    );
+}
+
+fn text_of_scanned(tree: &TreeManifest, store: &dyn ChunkStore) -> String {
+    let Some(Entry::File { manifest, .. }) = tree.get_str("doc") else {
+        return String::new();
+    };
+    let bytes: Vec<u8> = manifest
+        .chunks
+        .iter()
+        .flat_map(|c| store.get(&c.id).unwrap().unwrap())
+        .collect();
+    String::from_utf8(bytes).unwrap()
+}

@@ -11,8 +11,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chorus_chunking::{ChunkRef, ChunkStore, FileManifest, TreeManifest, VersionId, VersionNumber};
+use chorus_chunking::{
+    ChunkRef, ChunkStore, Entry, FileManifest, TreeManifest, VersionId, VersionNumber,
+};
 use chorus_election::{NodeId, Proposal};
+use chorus_merge::redo::{Displaced, WholeContent};
 use chorus_merge::{ContentLoader, Numbers, RedoEntry, merge_trees};
 use chorus_proto::{self as proto, Body, RejectReason};
 
@@ -256,7 +259,11 @@ impl Engine {
                 &Loader(&*self.chunks),
             )
             .map_err(|e| EngineError::Merge(e.to_string()))?;
-            let redo = m.redo.clone();
+            let redo: Vec<RedoEntry> = m
+                .redo
+                .iter()
+                .map(|e| compact(e, number, &ours, &tree))
+                .collect();
             let merged = m
                 .into_manifest(|_, bytes| self.cut_and_store(bytes))
                 .map_err(|e| EngineError::Merge(e.to_string()))?;
@@ -518,6 +525,47 @@ impl Engine {
             self.out.push(Action::Propose(p));
         }
         Ok(())
+    }
+}
+
+/// Displaced hunks above this size travel in the header as the loser's whole file (its chunk
+/// ids), not as text: headers stay far below their bound, and the chunks are kept by history
+/// retention as long as the redo entry exists.
+const MAX_INLINE_HUNK: usize = 2 << 10;
+
+/// A redo entry small enough for a header: a large displaced hunk becomes the loser's whole
+/// file by manifest. `theirs_number` tells which side lost.
+fn compact(
+    e: &RedoEntry,
+    theirs_number: VersionNumber,
+    ours: &TreeManifest,
+    theirs: &TreeManifest,
+) -> RedoEntry {
+    let Displaced::Hunk(h) = &e.what else {
+        return e.clone();
+    };
+    if h.displaced.0.len() + h.before.0.len() + h.after.0.len() <= MAX_INLINE_HUNK {
+        return e.clone();
+    }
+    let loser = if e.displaced_from == theirs_number {
+        theirs
+    } else {
+        ours
+    };
+    match e.path.as_ref().and_then(|p| loser.get(p)) {
+        Some(Entry::File { exec, manifest }) => RedoEntry {
+            path: e.path.clone(),
+            displaced_by: e.displaced_by,
+            displaced_from: e.displaced_from,
+            what: Displaced::Whole {
+                content: WholeContent::File {
+                    exec: *exec,
+                    manifest: manifest.clone(),
+                },
+                kept: None,
+            },
+        },
+        _ => e.clone(),
     }
 }
 
