@@ -513,10 +513,35 @@ async fn run(seed: u64) {
             }
         }
     }
+    // Redo entries: hunks as text, whole files (large hunks travel so) loaded by their chunks
+    // from whichever node holds them.
     let mut redo = String::new();
     for sim in r.sims.values() {
         for rec in sim.engine.as_ref().unwrap().redo().unwrap() {
             redo.push_str(&serde_json::to_string(&rec.entry).unwrap());
+            let files: Vec<&chorus_merge::redo::WholeContent> = match &rec.entry.what {
+                chorus_merge::Displaced::Whole { content, kept } => {
+                    std::iter::once(content).chain(kept.as_ref()).collect()
+                }
+                chorus_merge::Displaced::Deletion { kept } => vec![kept],
+                _ => Vec::new(),
+            };
+            for f in files {
+                if let chorus_merge::redo::WholeContent::File { manifest, .. } = f {
+                    for holder in r.sims.values() {
+                        let bytes: Option<Vec<u8>> = manifest
+                            .chunks
+                            .iter()
+                            .map(|c| holder.chunks.get(&c.id).unwrap())
+                            .collect::<Option<Vec<Vec<u8>>>>()
+                            .map(|v| v.concat());
+                        if let Some(b) = bytes {
+                            redo.push_str(&String::from_utf8_lossy(&b));
+                            break;
+                        }
+                    }
+                }
+            }
         }
     }
     let tree_text: String = final_files.values().cloned().collect();
