@@ -92,11 +92,17 @@ impl Cluster {
 
     /// Adds a process that is not a member: it knows node 0's address, and `secret`.
     fn outsider(&mut self, secret: &str) -> usize {
-        self.outsider_with(secret, |_| None)
+        self.outsider_with(secret, 0, |_| None)
     }
 
-    /// Like [`Cluster::outsider`], with `--join INVITE` when `invite(peer id)` gives one.
-    fn outsider_with(&mut self, secret: &str, invite: impl Fn(&str) -> Option<String>) -> usize {
+    /// Like [`Cluster::outsider`], knowing node `via` (not node 0), with `--join INVITE` when
+    /// `invite(peer id)` gives one.
+    fn outsider_with(
+        &mut self,
+        secret: &str,
+        via: usize,
+        invite: impl Fn(&str) -> Option<String>,
+    ) -> usize {
         let i = self.procs.len();
         let dir = self._root.path().join(format!("outsider{i}"));
         let (folder, state) = (dir.join("folder"), dir.join("state"));
@@ -118,7 +124,7 @@ impl Cluster {
             .arg("--state-dir")
             .arg(&state)
             .args(["--listen", &listen, "--scan-ms", "100", "--no-mdns"])
-            .args(["--peer", &self.procs[0].addr])
+            .args(["--peer", &self.procs[via].addr])
             .env("CHORUS_SECRET", secret)
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file));
@@ -298,9 +304,11 @@ fn a_node_with_an_invite_joins_and_syncs_and_a_forged_invite_gets_nothing() {
         assert!(out.status.success());
         Some(String::from_utf8(out.stdout).unwrap().trim().to_owned())
     };
-    let joiner = c.outsider_with(SECRET, invite);
+    // The joiner knows only node 1, which normally does not lead: node 1 names the members,
+    // and the joiner presents its invite to the leader too.
+    let joiner = c.outsider_with(SECRET, 1, invite);
     // A forged invite: made with another secret.
-    let forged = c.outsider_with(SECRET, |peer| {
+    let forged = c.outsider_with(SECRET, 0, |peer| {
         let out = chorus()
             .args(["invite", "--peer", peer])
             .env(

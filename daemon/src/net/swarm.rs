@@ -82,6 +82,13 @@ struct JoinRequest {
     addrs: Vec<String>,
 }
 
+/// The answer to a join: the members this node knows, so the joiner can present its invite
+/// to whichever of them leads.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct JoinAnswer {
+    members: Vec<String>,
+}
+
 /// Something that arrived from a peer.
 #[derive(Debug)]
 pub enum Inbound {
@@ -115,7 +122,7 @@ enum Command {
         to: PeerId,
         invite: [u8; 32],
         addrs: Vec<Multiaddr>,
-        reply: oneshot::Sender<bool>,
+        reply: oneshot::Sender<Option<Vec<Multiaddr>>>,
     },
     Disallow(Vec<PeerId>),
     AddAddress(PeerId, Multiaddr),
@@ -171,13 +178,15 @@ impl NetHandle {
         serde_json::from_slice(&bytes).map_err(|e| TransportError(format!("bad raft reply: {e}")))
     }
 
-    /// Presents `invite` to `to`; true when it was accepted.
+    /// Presents `invite` to `to`. `Some(members)` when it was accepted: the addresses
+    /// (`.../p2p/<id>`) of the members `to` knows, for reaching the leader; `None` when refused
+    /// or unreachable.
     pub async fn join(
         &self,
         to: PeerId,
         invite: [u8; 32],
         addrs: Vec<Multiaddr>,
-    ) -> Result<bool, NetError> {
+    ) -> Result<Option<Vec<Multiaddr>>, NetError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Join {
@@ -282,7 +291,7 @@ struct Task {
     secret: [u8; 32],
     /// Connected peers that are not members, and until when they may present an invite.
     strangers: HashMap<PeerId, Instant>,
-    joins: HashMap<OutboundRequestId, oneshot::Sender<bool>>,
+    joins: HashMap<OutboundRequestId, oneshot::Sender<Option<Vec<Multiaddr>>>>,
     /// Every address learnt per peer (libp2p forgets one after a failed dial; this does not):
     /// handed to the swarm again before each request to a peer that is not connected.
     book: HashMap<PeerId, Vec<Multiaddr>>,
@@ -472,7 +481,7 @@ impl Task {
                         self.joins.insert(id, reply);
                     }
                     Err(_) => {
-                        let _ = reply.send(false);
+                        let _ = reply.send(None);
                     }
                 }
             }
@@ -659,11 +668,27 @@ impl Task {
                 for a in &addrs {
                     self.learn(peer, a.clone());
                 }
+                let members: Vec<String> = self
+                    .allowed
+                    .iter()
+                    .filter(|p| **p != peer)
+                    .flat_map(|p| {
+                        self.book.get(p).into_iter().flatten().map(move |a| {
+                            if peer_of(a).is_some() {
+                                a.to_string()
+                            } else {
+                                format!("{a}/p2p/{p}")
+                            }
+                        })
+                    })
+                    .take(64)
+                    .collect();
+                let answer = serde_json::to_vec(&JoinAnswer { members }).unwrap_or_default();
                 let _ = self
                     .swarm
                     .behaviour_mut()
                     .join
-                    .send_response(channel, b"ok".to_vec());
+                    .send_response(channel, answer);
                 let _ = self.inbound.send(Inbound::Join { from: peer, addrs });
             }
             request_response::Event::Message {
@@ -675,12 +700,21 @@ impl Task {
                 ..
             } => {
                 if let Some(tx) = self.joins.remove(&request_id) {
-                    let _ = tx.send(response == b"ok");
+                    let members = serde_json::from_slice::<JoinAnswer>(&response)
+                        .ok()
+                        .map(|a| {
+                            a.members
+                                .iter()
+                                .take(64)
+                                .filter_map(|m| m.parse().ok())
+                                .collect()
+                        });
+                    let _ = tx.send(members);
                 }
             }
             request_response::Event::OutboundFailure { request_id, .. } => {
                 if let Some(tx) = self.joins.remove(&request_id) {
-                    let _ = tx.send(false);
+                    let _ = tx.send(None);
                 }
             }
             _ => {}

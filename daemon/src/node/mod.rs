@@ -208,7 +208,7 @@ pub async fn run(
     if let Some(invite) = cfg.join {
         let election = election.clone();
         let net = net.clone();
-        let peers: Vec<PeerId> = cfg.peers.iter().filter_map(peer_of).collect();
+        let mut targets: Vec<PeerId> = cfg.peers.iter().filter_map(peer_of).collect();
         let addrs = listen.clone();
         tokio::spawn(async move {
             loop {
@@ -216,9 +216,23 @@ pub async fn run(
                 if view.voters.contains(&me) || view.learners.contains(&me) {
                     break;
                 }
-                for p in &peers {
-                    if let Ok(false) | Err(_) = net.join(*p, invite, addrs.clone()).await {
-                        tracing::debug!(%p, "join not accepted (yet)");
+                // Every member that accepts the invite names the members it knows: one of
+                // them leads, and only the leader adds members.
+                let mut learnt = Vec::new();
+                for p in &targets {
+                    match net.join(*p, invite, addrs.clone()).await {
+                        Ok(Some(members)) => learnt.extend(members),
+                        _ => tracing::debug!(%p, "join not accepted (yet)"),
+                    }
+                }
+                for m in learnt {
+                    if let Some(p) = peer_of(&m)
+                        && p != me_peer
+                        && !targets.contains(&p)
+                    {
+                        net.allow(vec![p]);
+                        net.add_address(p, m);
+                        targets.push(p);
                     }
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
