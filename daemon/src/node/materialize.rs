@@ -74,7 +74,7 @@ pub fn materialize(
             Entry::File { exec, manifest } => {
                 let dir = full.parent().unwrap_or(root);
                 fs::create_dir_all(dir).map_err(io(dir))?;
-                let tmp = dir.join(format!(".{}.chorus-tmp", path.file_name()));
+                let tmp = dir.join(temp_name(path.file_name()));
                 {
                     let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
                     for c in &manifest.chunks {
@@ -101,6 +101,35 @@ pub fn materialize(
         }
     }
     Ok(())
+}
+
+/// The temporary name a file is written under before it is renamed into place.
+fn temp_name(file_name: &str) -> String {
+    format!(".{file_name}{TEMP_SUFFIX}")
+}
+
+const TEMP_SUFFIX: &str = ".chorus-tmp";
+
+/// Removes temporary files a crash left half written (before the first scan, so they are never
+/// taken for local edits). Does not enter the state dir or follow symlinks.
+pub fn remove_leftovers(root: &Path) -> Result<usize, MaterializeError> {
+    let mut removed = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).map_err(io(&dir))? {
+            let e = e.map_err(io(&dir))?;
+            let ft = e.file_type().map_err(io(&dir))?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if ft.is_dir() && !(dir == root && name == chorus_chunking::STATE_DIR) {
+                stack.push(e.path());
+            } else if ft.is_file() && name.starts_with('.') && name.ends_with(TEMP_SUFFIX) {
+                fs::remove_file(e.path()).map_err(io(&e.path()))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Refuses a path whose existing ancestors are not all real directories.
@@ -162,5 +191,19 @@ mod tests {
             Err(MaterializeError::Unsafe(_))
         ));
         assert!(!outside.path().join("z.txt").exists());
+    }
+
+    #[test]
+    fn leftover_temp_files_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("d/.chorus")).unwrap();
+        fs::write(dir.path().join(".a.txt.chorus-tmp"), b"half").unwrap();
+        fs::write(dir.path().join("d/.b.chorus-tmp"), b"half").unwrap();
+        fs::write(dir.path().join("d/keep.txt"), b"mine").unwrap();
+        fs::write(dir.path().join("d/.hidden"), b"mine").unwrap();
+        assert_eq!(remove_leftovers(dir.path()).unwrap(), 2);
+        assert!(dir.path().join("d/keep.txt").exists());
+        assert!(dir.path().join("d/.hidden").exists());
+        assert!(!dir.path().join(".a.txt.chorus-tmp").exists());
     }
 }

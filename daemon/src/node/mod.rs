@@ -240,6 +240,13 @@ pub async fn run(
         });
     }
 
+    let leftovers = materialize::remove_leftovers(&cfg.folder)?;
+    if leftovers > 0 {
+        tracing::info!(
+            leftovers,
+            "removed half-written files a crash left in the folder"
+        );
+    }
     let chunks: Arc<dyn ChunkStore> = Arc::new(DiskStore::open(cfg.state_dir.join("chunks"))?);
     let mut ecfg = EngineConfig::new(cfg.rules, cfg.chunker);
     ecfg.push_retry_ms = 2_000;
