@@ -235,6 +235,16 @@ fn three_processes_sync_merge_and_survive_kill_9_of_the_leader() {
     wait_for("the restarted node catches up", || {
         (0..3).all(|i| read(&c.file(i)).as_deref() == Some(after.as_str()))
     });
+
+    // A follower killed right after a local save loses nothing: restarted, it pushes it.
+    let saved = format!("{after}seven, saved just before a kill -9\n");
+    write(&c.file(2), &saved);
+    c.kill(2);
+    c.start(2);
+    wait_for(
+        "the saved edit survives the kill and reaches everyone",
+        || (0..3).all(|i| read(&c.file(i)).as_deref() == Some(saved.as_str())),
+    );
 }
 
 #[test]
