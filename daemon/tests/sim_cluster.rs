@@ -5,8 +5,8 @@
 //! final tree, in an accepted version of history, or in a redo entry.
 //!
 //! Each run prints its seed; rerun one with `CHORUS_SEED=<seed>`. `CHORUS_SIM_SEEDS=<n>` runs
-//! n fresh seeds (default 5, about 15 s, which keeps the CI run to tens of seconds; Raft runs
-//! in real time, so hundreds of seeds take minutes). Fault decisions and edits follow the
+//! n fresh seeds (default 200), `CHORUS_SIM_PARALLEL=<k>` k clusters at a time (default 16:
+//! they mostly wait on Raft's timers, so 200 seeds take about 50 s on two cores). Fault decisions and edits follow the
 //! seed; thread scheduling and Raft's timers add real-time interleaving, so a failing seed
 //! reproduces the same faults and edits, not always the same interleaving.
 
@@ -477,8 +477,21 @@ async fn run(seed: u64) {
 
     // Same tree and number everywhere, and on disk as the engines say.
     let (final_id, number) = r.sims[&1].engine.as_ref().unwrap().adopted();
-    let leader = r.cluster.wait_leader(Duration::from_secs(5)).await.unwrap();
-    let raft_head = r.cluster.node(leader).read_head().await.unwrap().unwrap();
+    // A linearizable read needs a majority's acknowledgement in time; under load (many seeds at
+    // once on two cores) that can take a few tries.
+    let mut tries = 0;
+    let (leader, raft_head) = loop {
+        let leader = r.cluster.wait_leader(Duration::from_secs(5)).await.unwrap();
+        match r.cluster.node(leader).read_head().await {
+            Ok(head) => break (leader, head.expect("a head after the edits")),
+            Err(e) if tries < 20 => {
+                tries += 1;
+                eprintln!("seed {seed}: read_head: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("seed {seed}: no linearizable read of the head: {e}"),
+        }
+    };
     assert_eq!(
         raft_head.version, final_id.0,
         "seed {seed}: the log's head is the tree"
@@ -576,11 +589,29 @@ async fn random_edits_converge_under_drops_partitions_and_crashes() {
             let n = std::env::var("CHORUS_SIM_SEEDS")
                 .ok()
                 .and_then(|s| s.parse().ok())
-                .unwrap_or(5);
+                .unwrap_or(DEFAULT_SEEDS);
             (0..n).map(|_| rand::random()).collect()
         }
     };
-    for seed in seeds {
-        run(seed).await;
+    // The clusters spend most of their time waiting on Raft timers, so several run at once.
+    let parallel = std::env::var("CHORUS_SIM_PARALLEL")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_PARALLEL)
+        .max(1);
+    for batch in seeds.chunks(parallel) {
+        let tasks: Vec<_> = batch
+            .iter()
+            .map(|&seed| (seed, tokio::spawn(run(seed))))
+            .collect();
+        for (seed, task) in tasks {
+            if let Err(e) = task.await {
+                panic!("seed {seed} failed (rerun with CHORUS_SEED={seed}): {e}");
+            }
+        }
     }
 }
+
+/// Seeds per test run, and how many run at once: the CI-sized run.
+const DEFAULT_SEEDS: usize = 200;
+const DEFAULT_PARALLEL: usize = 16;

@@ -26,6 +26,10 @@ pub enum ProposeError {
     /// Only the leader proposes; `leader` is who it is, when known.
     #[error("not the leader; the leader is {}", leader.as_ref().map_or("unknown".to_string(), |(id, m)| format!("{id} ({m})")))]
     NotLeader { leader: Option<(NodeId, Member)> },
+    /// Leadership could not be confirmed with a majority just now (a slow or cut-off
+    /// majority); retry.
+    #[error("could not confirm leadership with a majority: {0}; retry")]
+    NoQuorum(String),
     /// The header breaks a size bound.
     #[error("header too large: {0}")]
     TooLarge(String),
@@ -216,6 +220,9 @@ impl ElectionNode {
                 Err(ProposeError::NotLeader {
                     leader: f.leader_id.zip(f.leader_node),
                 })
+            }
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(q))) => {
+                Err(ProposeError::NoQuorum(q.to_string()))
             }
             Err(e) => Err(ProposeError::Fatal(e.to_string())),
         }
