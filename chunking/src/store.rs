@@ -36,6 +36,12 @@ pub trait ChunkStore: Send + Sync {
     /// Every stored chunk id.
     fn ids(&self) -> Result<Vec<ChunkId>, Error>;
 
+    /// Reclaims the space of removed chunks and returns the bytes freed. A store whose
+    /// `remove` frees space at once (like [`MemStore`]) has nothing left to do.
+    fn compact(&self) -> Result<u64, Error> {
+        Ok(0)
+    }
+
     /// Which of `ids` are not stored (in the order given). Stores answer a batch in one go.
     fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, Error> {
         let mut out = Vec::new();
@@ -184,8 +190,8 @@ struct Writer {
 /// to a file is what makes this fast: on the development machine, a database write of each
 /// 64 KiB chunk ran at 130 MB/s and a file per chunk cost 0.6 ms of metadata work each.
 ///
-/// [`ChunkStore::remove`] drops a chunk from the index; [`DiskStore::compact`] then reclaims the
-/// space of packs that are mostly garbage.
+/// [`ChunkStore::remove`] drops a chunk from the index; [`ChunkStore::compact`] then reclaims
+/// the space of packs that are mostly garbage.
 pub struct DiskStore {
     root: PathBuf,
     index: redb::Database,
@@ -380,7 +386,7 @@ impl DiskStore {
     /// once the index pointing at the copies is durable. Returns the bytes freed. Safe to run
     /// while others read and write: readers holding an old location read the old pack until it
     /// is gone, and then find the new location on their next lookup.
-    pub fn compact(&self) -> Result<u64, Error> {
+    fn compact_packs(&self) -> Result<u64, Error> {
         // Live bytes per pack, from the index.
         let mut live: HashMap<u32, (u64, Vec<(ChunkId, Location)>)> = HashMap::new();
         {
@@ -528,6 +534,10 @@ impl ChunkStore for DiskStore {
     fn sync(&self) -> Result<(), Error> {
         let mut w = self.writer();
         self.commit(&mut w, true)
+    }
+
+    fn compact(&self) -> Result<u64, Error> {
+        self.compact_packs()
     }
 
     fn remove(&self, id: &ChunkId) -> Result<(), Error> {

@@ -40,6 +40,8 @@ impl Default for Retention {
 pub struct GcReport {
     pub versions_removed: usize,
     pub chunks_removed: usize,
+    /// Disk space the chunk store reclaimed.
+    pub bytes_freed: u64,
 }
 
 impl Engine {
@@ -99,9 +101,15 @@ impl Engine {
             }
         }
         self.chunks.sync()?;
+        let bytes_freed = if chunks_removed > 0 {
+            self.chunks.compact()?
+        } else {
+            0
+        };
         Ok(GcReport {
             versions_removed: drop.len(),
             chunks_removed,
+            bytes_freed,
         })
     }
 }
