@@ -104,9 +104,9 @@ fn stat_field(out: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The node's `/v1/status` from its local socket (Null while it does not answer yet).
 fn stats(state: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(state.join("stats.json")).unwrap_or_default();
-    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    chorus::api::client::get_json(state, "/v1/status").unwrap_or(serde_json::Value::Null)
 }
 
 fn wire_bytes(nodes: &[Node]) -> (u64, u64) {
@@ -114,8 +114,8 @@ fn wire_bytes(nodes: &[Node]) -> (u64, u64) {
     let mut raft = 0;
     for n in nodes {
         let s = stats(&n.state);
-        sync += s["sync_bytes_sent"].as_u64().unwrap_or(0);
-        raft += s["raft_bytes_sent"].as_u64().unwrap_or(0);
+        sync += s["traffic"]["sync_sent"].as_u64().unwrap_or(0);
+        raft += s["traffic"]["raft_sent"].as_u64().unwrap_or(0);
     }
     (sync, raft)
 }
@@ -125,7 +125,7 @@ fn wait(what: &str, mut ok: impl FnMut() -> bool) {
     while !ok() {
         assert!(
             Instant::now() < deadline,
-            "no progress: {what}; each node's log.txt and stats.json are in its state dir"
+            "no progress: {what}; each node's log.txt is in its dir, `chorus status --state-dir` tells its state"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -239,7 +239,7 @@ fn main() {
         (1..3).all(|i| tree(&nodes[i].folder) == new_tree)
     });
     let chorus_time = t.elapsed();
-    std::thread::sleep(Duration::from_millis(300)); // the counters are written every 200 ms
+    std::thread::sleep(Duration::from_millis(300)); // the socket's figures are refreshed every 200 ms
     let (sync1, raft1) = wire_bytes(&nodes);
     let chorus_bytes = sync1 - sync0;
     let raft_bytes = raft1 - raft0;
@@ -278,7 +278,7 @@ fn main() {
 
     // Failover: kill -9 the leader, edit elsewhere at once, time until a third node has it.
     let leader = (0..3)
-        .find(|&i| stats(&nodes[i].state)["role"] == "Leader")
+        .find(|&i| stats(&nodes[i].state)["role"] == "leader")
         .expect("a leader");
     let (a, b) = match leader {
         0 => (1, 2),

@@ -36,6 +36,16 @@ enum Command {
     Id(commands::run::IdArgs),
     /// Print the invite that lets a peer join (`chorus run --join INVITE`).
     Invite(commands::run::InviteArgs),
+    /// Ask the running daemon how it is: role, leader, head version, pending local changes,
+    /// peers, bytes on the wire.
+    Status(commands::query::Args),
+    /// List the other members: id, addresses, connected, role, last-shared version.
+    Peers(commands::query::Args),
+    /// List the accepted versions, newest first: number, time, merge or fast-forward, what
+    /// was displaced, origin.
+    Log(commands::query::Args),
+    /// List the redo stack: the changes merges displaced, newest first.
+    Conflicts(commands::query::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +63,10 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(args),
         Command::Id(args) => commands::run::id(args),
         Command::Invite(args) => commands::run::invite(args),
+        Command::Status(args) => commands::query::status(args),
+        Command::Peers(args) => commands::query::peers(args),
+        Command::Log(args) => commands::query::log(args),
+        Command::Conflicts(args) => commands::query::conflicts(args),
     };
     match result {
         Ok(code) => code,

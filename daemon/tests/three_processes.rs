@@ -1,7 +1,9 @@
 //! Three real `chorus run` processes on loopback with explicit peers: a file written on one
 //! node reaches the others; concurrent edits of one text file on two nodes merge; after kill -9
 //! of the node that started the cluster (its first leader), the other two elect a leader and
-//! keep syncing, and the killed node, restarted, catches up with nothing accepted lost.
+//! keep syncing, and the killed node, restarted, catches up with nothing accepted lost. The
+//! local socket and its CLI clients (`status`, `peers`, `log`, `conflicts`) report a real
+//! cluster's state, merge and redo entry included.
 //!
 //! Waits are liveness bounds (a stuck cluster fails the test), not speed assertions. Each
 //! process's output is kept in its directory and printed when the test fails.
@@ -196,6 +198,29 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// `chorus status --json` of the daemon on `state`, once it answers on its socket.
+fn wait_for_status(state: &Path) -> serde_json::Value {
+    let mut status = None;
+    wait_for("the daemon answers on its socket", || {
+        status = cli_json(state, "status");
+        status.is_some()
+    });
+    status.unwrap_or_default()
+}
+
+/// `chorus COMMAND --json --state-dir STATE`, parsed; None when it fails (no daemon yet).
+fn cli_json(state: &Path, command: &str) -> Option<serde_json::Value> {
+    let out = chorus()
+        .args([command, "--json", "--state-dir"])
+        .arg(state)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return None;
+    }
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
 fn write(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp-edit");
     std::fs::write(&tmp, text).unwrap();
@@ -269,14 +294,15 @@ fn outsiders_receive_nothing() {
     });
     for o in [wrong_key, not_member] {
         // The outsider runs and reports: not one sync or Raft frame reached it.
-        wait_for("the outsider writes its stats", || {
-            c.procs[o].state.join("stats.json").exists()
-        });
-        let stats: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(c.procs[o].state.join("stats.json")).unwrap())
-                .unwrap();
-        assert_eq!(stats["sync_bytes_received"], 0, "outsider {o}: {stats}");
-        assert_eq!(stats["raft_bytes_received"], 0, "outsider {o}: {stats}");
+        let stats = wait_for_status(&c.procs[o].state);
+        assert_eq!(
+            stats["traffic"]["sync_received"], 0,
+            "outsider {o}: {stats}"
+        );
+        assert_eq!(
+            stats["traffic"]["raft_received"], 0,
+            "outsider {o}: {stats}"
+        );
     }
     for o in [wrong_key, not_member] {
         let folder = &c.procs[o].folder;
@@ -337,13 +363,245 @@ fn a_node_with_an_invite_joins_and_syncs_and_a_forged_invite_gets_nothing() {
     wait_for("the joiner's edit reaches the members", || {
         (0..2).all(|i| read(&c.file(i)).as_deref() == Some(from_joiner))
     });
-    wait_for("the forged joiner writes its stats", || {
-        c.procs[forged].state.join("stats.json").exists()
-    });
-    let stats: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(c.procs[forged].state.join("stats.json")).unwrap())
-            .unwrap();
-    assert_eq!(stats["sync_bytes_received"], 0, "{stats}");
-    assert_eq!(stats["raft_bytes_received"], 0, "{stats}");
+    let stats = wait_for_status(&c.procs[forged].state);
+    assert_eq!(stats["traffic"]["sync_received"], 0, "{stats}");
+    assert_eq!(stats["traffic"]["raft_received"], 0, "{stats}");
     assert!(read(&c.file(forged)).is_none());
+}
+
+/// `chorus COMMAND --state-dir STATE` (readable output): (exit code, stdout, stderr).
+fn cli(state: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = chorus()
+        .args(args)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// One GET on a node's socket through the library's client: the parsed JSON.
+fn get(state: &Path, path: &str) -> serde_json::Value {
+    serde_json::from_slice(&chorus::api::client::get(state, path).unwrap()).unwrap()
+}
+
+#[test]
+fn the_local_socket_and_its_cli_clients_report_versions_peers_and_conflicts() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    let mut c = Cluster::new(3);
+    let states: Vec<PathBuf> = c.procs.iter().map(|p| p.state.clone()).collect();
+    let (s0, s2) = (states[0].clone(), states[2].clone());
+
+    // No daemon yet: a one-line reason that says what to do, and exit code 1; bad usage is 2.
+    let (code, out, err) = cli(&s0, &["status"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("no chorus daemon is running") && err.contains("chorus run"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(cli(&s0, &["status", "--no-such-option"]).0, Some(2));
+
+    for i in 0..3 {
+        c.start(i);
+    }
+    write(&c.file(0), "one\ntwo\n");
+    wait_for("the file reaches nodes 1 and 2", || {
+        (1..3).all(|i| read(&c.file(i)).as_deref() == Some("one\ntwo\n"))
+    });
+    let socket = s0.join("api.sock");
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    // A conflict: node 2 is down while it and node 0 change the same line. Restarted, it
+    // scans its edit before anything else and pushes it on the old base; the leader merges.
+    c.kill(2);
+    let before = get(&s0, "/v1/versions").as_array().unwrap().len();
+    write(&c.file(0), "one from node 0\ntwo\n");
+    wait_for("node 0's edit is accepted", || {
+        let s = get(&s0, "/v1/status");
+        s["settled"] == true && get(&s0, "/v1/versions").as_array().unwrap().len() > before
+    });
+    write(&c.file(2), "one from node 2\ntwo\n");
+    c.start(2);
+    wait_for("every node holds the merge and its redo entry", || {
+        let same =
+            (1..3).all(|i| read(&c.file(i)).is_some() && read(&c.file(i)) == read(&c.file(0)));
+        same && states.iter().all(|s| {
+            cli_json(s, "conflicts").is_some_and(|v| !v.as_array().unwrap().is_empty())
+                && cli_json(s, "status").is_some_and(|v| {
+                    v["settled"] == true && v["peers_connected"] == 2 && v["leader"].is_string()
+                })
+        })
+    });
+
+    let peer_of = |i: usize| c.procs[i].addr.rsplit("/p2p/").next().unwrap().to_owned();
+    let status: Vec<_> = states.iter().map(|s| get(s, "/v1/status")).collect();
+    for (i, s) in status.iter().enumerate() {
+        assert_eq!(s["peer_id"], peer_of(i), "{s}");
+        assert_eq!(s["peers"], 2, "{s}");
+        assert_eq!(s["head"], s["adopted"], "{s}");
+        assert!(s.get("pending_local").is_none(), "{s}");
+        assert!(s["traffic"]["sync_received"].as_u64().unwrap() > 0, "{s}");
+    }
+    assert!(status.iter().all(|s| s["leader"] == status[0]["leader"]));
+    assert!(status.iter().all(|s| s["head"] == status[0]["head"]));
+    let roles: Vec<_> = status.iter().map(|s| s["role"].as_str().unwrap()).collect();
+    assert_eq!(
+        roles.iter().filter(|r| **r == "leader").count(),
+        1,
+        "{roles:?}"
+    );
+
+    // Versions: numbered in order, the newest is the head, a merge displaced what the redo
+    // stack holds, and every node lists the same history.
+    let versions = get(&s0, "/v1/versions");
+    assert!(states.iter().all(|s| get(s, "/v1/versions") == versions));
+    let versions = versions.as_array().unwrap();
+    let numbers: Vec<(u64, u64)> = versions
+        .iter()
+        .map(|v| {
+            let (a, b) = v["number"].as_str().unwrap().split_once('.').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    assert_eq!(
+        versions.last().unwrap()["number"],
+        status[0]["head"]["number"]
+    );
+    let merge = versions
+        .iter()
+        .find(|v| v["kind"] == "merge" && v["displaced"].as_u64() > Some(0))
+        .unwrap_or_else(|| panic!("no merge that displaced something: {versions:?}"));
+    let conflicts = get(&s0, "/v1/conflicts");
+    assert!(states.iter().all(|s| get(s, "/v1/conflicts") == conflicts));
+    let conflicts = conflicts.as_array().unwrap();
+    let displaced: u64 = versions
+        .iter()
+        .map(|v| v["displaced"].as_u64().unwrap())
+        .sum();
+    assert_eq!(displaced, conflicts.len() as u64, "{conflicts:?}");
+    assert!(
+        conflicts.iter().any(|e| {
+            let major: u64 = merge["number"]
+                .as_str()
+                .unwrap()
+                .split('.')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            e["accepted_major"] == major && e["path"] == "doc.txt"
+        }),
+        "{conflicts:?} {merge}"
+    );
+    let origins: Vec<_> = versions.iter().map(|v| v["origin"].as_str()).collect();
+    let members = [peer_of(0), peer_of(1), peer_of(2)];
+    assert!(
+        origins
+            .iter()
+            .all(|o| o.is_some_and(|o| members.iter().any(|m| m == o))),
+        "{origins:?}"
+    );
+
+    // Peers: each node lists the others, connected, with the addresses they were given.
+    for (i, s) in states.iter().enumerate() {
+        let peers = get(s, "/v1/peers");
+        let mut ids: Vec<_> = peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                assert_eq!(p["connected"], true, "{p}");
+                assert!(
+                    ["leader", "voter"].contains(&p["role"].as_str().unwrap()),
+                    "{p}"
+                );
+                p["peer_id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        ids.sort();
+        let mut others: Vec<_> = (0..3).filter(|j| *j != i).map(peer_of).collect();
+        others.sort();
+        assert_eq!(ids, others);
+        assert_eq!(cli_json(s, "peers").unwrap(), peers);
+    }
+    let peers0 = get(&s0, "/v1/peers");
+    let addresses: Vec<_> = peers0
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["addresses"].as_array().unwrap().clone())
+        .collect();
+    assert!(addresses.iter().any(|a| *a == c.procs[2].addr), "{peers0}");
+
+    // Metrics: Prometheus text with the figures the JSON has.
+    let leader = roles.iter().position(|r| *r == "leader").unwrap();
+    let leader_state = &states[leader];
+    let metrics =
+        String::from_utf8(chorus::api::client::get(leader_state, "/metrics").unwrap()).unwrap();
+    assert!(
+        metrics.contains("chorus_role{role=\"leader\"} 1\n"),
+        "{metrics}"
+    );
+    let head_major = numbers.last().unwrap().0;
+    assert!(
+        metrics.contains(&format!("chorus_versions_accepted {head_major}\n")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("chorus_bytes_sent_total{protocol=\"sync\"} "));
+
+    // Unknown paths and methods get JSON errors; garbage on the socket breaks nothing.
+    match chorus::api::client::get(&s0, "/v1/no-such-thing") {
+        Err(chorus::api::client::ClientError::Refused { status, message }) => {
+            assert_eq!(status, 404);
+            assert!(message.contains("/v1/no-such-thing"), "{message}");
+        }
+        other => panic!("expected a 404, got {other:?}"),
+    }
+    {
+        use std::io::{Read, Write};
+        let mut raw = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        raw.write_all(b"\x00\xffnot http at all\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        let _ = raw.read_to_end(&mut answer);
+        let mut raw = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        raw.write_all(b"POST /v1/status HTTP/1.1\r\nHost: chorus\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        raw.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    }
+    assert_eq!(get(&s0, "/v1/status")["peer_id"], peer_of(0));
+
+    // The readable tables.
+    let (code, out, _) = cli(&s0, &["status"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains(&peer_of(0)) && out.contains("in sync"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&s0, &["log"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.lines().count(), versions.len() + 1, "{out}");
+    assert!(
+        out.starts_with("NUMBER") && out.contains(" merge "),
+        "{out}"
+    );
+    let (code, out, _) = cli(&s2, &["peers"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains(&peer_of(0)) && out.contains(&peer_of(1)),
+        "{out}"
+    );
+    let (code, out, _) = cli(&s2, &["conflicts"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.lines().count(), conflicts.len() + 1, "{out}");
 }

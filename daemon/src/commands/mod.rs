@@ -2,4 +2,5 @@
 
 pub mod delta;
 pub mod merge_file;
+pub mod query;
 pub mod run;

@@ -1,8 +1,8 @@
 //! `chorus run`: runs a node on a folder until the process is stopped, and `chorus id`: prints
 //! a state dir's PeerId (creating its identity), which explicit peers name in `/p2p/<id>`.
 //!
-//! Minimal by design: the full CLI (init/join with invites, the watcher, the local API) is the
-//! CLI issue's. A node started with `--init` makes a one-node cluster and adds every `--peer`
+//! Minimal by design: the full CLI (init with a config file, the watcher) is the CLI issue's; a
+//! running node serves its state on the local socket (`chorus::api`). A node started with `--init` makes a one-node cluster and adds every `--peer`
 //! as a member; the others are started with `--peer` pointing at it (and at each other).
 
 use std::path::PathBuf;

@@ -5,9 +5,11 @@
 //! over libp2p, propose through Raft, materialize into the folder). Raft RPCs are served on
 //! their own tasks. The folder is rescanned on a timer (the watcher of the CLI issue will
 //! trigger scans on change instead); before a version is materialized the folder is scanned
-//! again, and local edits found then are pushed instead of overwritten.
+//! again, and local edits found then are pushed instead of overwritten. Five times a second the
+//! loop publishes a snapshot of its state (`snapshot.rs`), which the local socket serves.
 
 pub mod materialize;
+mod snapshot;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -15,12 +17,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chorus_chunking::scan::{ScanCache, scan_dir};
-use chorus_chunking::{ChunkStore, ChunkerParams, DiskStore, TreeManifest, VersionId};
+use chorus_chunking::{
+    ChunkStore, ChunkerParams, DiskStore, TreeManifest, VersionId, VersionNumber,
+};
 use chorus_election::{ElectionConfig, ElectionNode, Member, NodeId, Role, node_id_of};
 use chorus_merge::ModeRules;
 use chorus_proto::Limits;
 use libp2p::{Multiaddr, PeerId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::net::{self, Inbound, NetConfig, NetHandle, RaftTransport};
 use crate::sync::{Action, ClusterInfo, Engine, EngineConfig, Event, Retention, SyncStore};
@@ -67,6 +71,8 @@ pub enum NodeError {
     Chunks(#[from] chorus_chunking::Error),
     #[error("cannot write the folder: {0}")]
     Materialize(#[from] materialize::MaterializeError),
+    #[error(transparent)]
+    Api(#[from] crate::api::server::ServeError),
     #[error("{0}")]
     Config(String),
 }
@@ -87,26 +93,6 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     })
 }
 
-/// The node's figures, written to `STATE_DIR/stats.json` several times a second.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Stats {
-    pub peer: String,
-    pub role: String,
-    pub term: u64,
-    /// Sync and chunk frames, length prefixes included.
-    pub sync_bytes_sent: u64,
-    pub sync_bytes_received: u64,
-    /// Raft frames (heartbeats, headers, votes).
-    pub raft_bytes_sent: u64,
-    pub raft_bytes_received: u64,
-    /// Number of the newest committed header applied here.
-    pub head: String,
-    /// Number of the version the folder was last synced to.
-    pub adopted: String,
-    /// No local change unanswered and the newest header adopted.
-    pub settled: bool,
-}
-
 struct Driver {
     folder: PathBuf,
     engine: Engine,
@@ -121,6 +107,9 @@ struct Driver {
     confirmed_term: Option<u64>,
     proposals: mpsc::UnboundedSender<(VersionId, bool)>,
     queue: VecDeque<Event>,
+    /// The history the socket serves, and the head number and member count it was read at
+    /// (reread when either changes or retention ran).
+    history: Option<((VersionNumber, usize), snapshot::History)>,
 }
 
 /// Runs a node until `shutdown` resolves.
@@ -271,12 +260,21 @@ pub async fn run(
         confirmed_term: None,
         proposals: ptx,
         queue: VecDeque::new(),
+        history: None,
+    };
+    // The local socket answers from the snapshots the loop publishes.
+    let listener = crate::api::server::bind(&cfg.state_dir)?;
+    let (snapshots, snapshots_rx) = watch::channel(d.snapshot().await?);
+    let api = tokio::spawn(crate::api::server::serve(listener, snapshots_rx));
+    // Stops serving (and removes the socket) however this function returns.
+    let _api = ApiGuard {
+        task: api,
+        socket: crate::api::socket_path(&cfg.state_dir),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut next_scan = Instant::now();
-    let mut next_stats = Instant::now();
+    let mut next_snapshot = Instant::now();
     let mut next_gc = Instant::now() + GC_EVERY;
-    let stats_path = cfg.state_dir.join("stats.json");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -330,10 +328,11 @@ pub async fn run(
                         Err(e) => tracing::warn!("history retention failed: {e}"),
                     }
                     next_gc = Instant::now() + GC_EVERY;
+                    d.history = None;
                 }
-                if Instant::now() >= next_stats {
-                    d.write_stats(&stats_path);
-                    next_stats = Instant::now() + Duration::from_millis(200);
+                if Instant::now() >= next_snapshot {
+                    snapshots.send_replace(d.snapshot().await?);
+                    next_snapshot = Instant::now() + Duration::from_millis(200);
                 }
             }
             () = &mut shutdown => break,
@@ -344,6 +343,19 @@ pub async fn run(
         e.shutdown().await;
     }
     Ok(())
+}
+
+/// Aborts the socket's task and removes the socket file when the node stops.
+struct ApiGuard {
+    task: tokio::task::JoinHandle<()>,
+    socket: PathBuf,
+}
+
+impl Drop for ApiGuard {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.socket);
+    }
 }
 
 impl Driver {
@@ -405,34 +417,6 @@ impl Driver {
             }
         }
         Ok(())
-    }
-
-    /// Writes what a monitor (and the benchmark) reads until the local API exists: bytes on
-    /// the wire, versions, role. Best effort: a failed write is logged, nothing more.
-    fn write_stats(&self, path: &std::path::Path) {
-        let (sent, received) = self.net.bytes();
-        let (raft_sent, raft_received) = self.net.raft_bytes();
-        let view = self.election.view();
-        let stats = Stats {
-            peer: self.net.local_peer_id().to_string(),
-            role: format!("{:?}", view.role),
-            term: view.term,
-            sync_bytes_sent: sent,
-            sync_bytes_received: received,
-            raft_bytes_sent: raft_sent,
-            raft_bytes_received: raft_received,
-            head: self.engine.head().1.to_string(),
-            adopted: self.engine.adopted().1.to_string(),
-            settled: self.engine.is_settled(),
-        };
-        let tmp = path.with_extension("json.tmp");
-        let write = serde_json::to_vec_pretty(&stats)
-            .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = write {
-            tracing::warn!("cannot write {}: {e}", path.display());
-        }
     }
 
     fn scan(&mut self) -> Result<(), NodeError> {

@@ -1,0 +1,222 @@
+//! What each path of the socket answers, from a [`Snapshot`]: pure, so every answer is a
+//! function of the request line and the driver's last published state.
+
+use super::{ErrorBody, Snapshot};
+
+/// An answer: HTTP status, content type and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+const JSON: &str = "application/json";
+const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+fn json<T: serde::Serialize>(status: u16, value: &T) -> Reply {
+    match serde_json::to_vec_pretty(value) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            Reply {
+                status,
+                content_type: JSON,
+                body,
+            }
+        }
+        Err(e) => error(500, &format!("cannot encode the answer: {e}")),
+    }
+}
+
+fn error(status: u16, message: &str) -> Reply {
+    let mut body = serde_json::to_vec(&ErrorBody {
+        error: message.to_owned(),
+    })
+    .unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
+    body.push(b'\n');
+    Reply {
+        status,
+        content_type: JSON,
+        body,
+    }
+}
+
+/// The answer to `method path` (the query string, if any, is ignored).
+pub fn route(method: &str, path: &str, snap: &Snapshot) -> Reply {
+    let path = path.split('?').next().unwrap_or(path);
+    let known = matches!(
+        path,
+        "/v1/status" | "/v1/peers" | "/v1/versions" | "/v1/conflicts" | "/metrics"
+    );
+    if !known {
+        return error(404, &format!("no such endpoint: {path}"));
+    }
+    if method != "GET" {
+        return error(405, &format!("{path} answers GET only"));
+    }
+    match path {
+        "/v1/status" => json(200, &snap.status),
+        "/v1/peers" => json(200, &snap.peers),
+        "/v1/versions" => json(200, &*snap.versions),
+        "/v1/conflicts" => json(200, &*snap.conflicts),
+        _ => Reply {
+            status: 200,
+            content_type: PROMETHEUS,
+            body: metrics(snap).into_bytes(),
+        },
+    }
+}
+
+/// Prometheus text exposition of the node's figures.
+pub fn metrics(snap: &Snapshot) -> String {
+    let s = &snap.status;
+    let t = &s.traffic;
+    let mut out = String::new();
+    out.push_str(
+        "# HELP chorus_bytes_sent_total Bytes sent on the wire, length prefixes included.\n",
+    );
+    out.push_str("# TYPE chorus_bytes_sent_total counter\n");
+    out.push_str(&format!(
+        "chorus_bytes_sent_total{{protocol=\"sync\"}} {}\n",
+        t.sync_sent
+    ));
+    out.push_str(&format!(
+        "chorus_bytes_sent_total{{protocol=\"raft\"}} {}\n",
+        t.raft_sent
+    ));
+    out.push_str("# HELP chorus_bytes_received_total Bytes received on the wire, length prefixes included.\n");
+    out.push_str("# TYPE chorus_bytes_received_total counter\n");
+    out.push_str(&format!(
+        "chorus_bytes_received_total{{protocol=\"sync\"}} {}\n",
+        t.sync_received
+    ));
+    out.push_str(&format!(
+        "chorus_bytes_received_total{{protocol=\"raft\"}} {}\n",
+        t.raft_received
+    ));
+    out.push_str(
+        "# HELP chorus_versions_accepted Accepted versions (MAJOR of the newest known here).\n",
+    );
+    out.push_str("# TYPE chorus_versions_accepted gauge\n");
+    out.push_str(&format!("chorus_versions_accepted {}\n", snap.accepted));
+    out.push_str("# HELP chorus_role 1 for this node's Raft role, 0 for the others.\n");
+    out.push_str("# TYPE chorus_role gauge\n");
+    for role in ["leader", "candidate", "follower", "learner"] {
+        let v = u8::from(s.role == role);
+        out.push_str(&format!("chorus_role{{role=\"{role}\"}} {v}\n"));
+    }
+    out.push_str("# HELP chorus_term Raft term.\n# TYPE chorus_term gauge\n");
+    out.push_str(&format!("chorus_term {}\n", s.term));
+    out.push_str("# HELP chorus_peers_connected Other members connected now.\n");
+    out.push_str("# TYPE chorus_peers_connected gauge\n");
+    out.push_str(&format!("chorus_peers_connected {}\n", s.peers_connected));
+    out.push_str(
+        "# HELP chorus_conflicts Entries on the redo stack.\n# TYPE chorus_conflicts gauge\n",
+    );
+    out.push_str(&format!("chorus_conflicts {}\n", snap.conflicts.len()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::api::{Conflict, Status, Traffic, VersionRef};
+
+    fn snapshot() -> Snapshot {
+        let v = VersionRef {
+            number: "3.0".into(),
+            version: "ab".repeat(32),
+        };
+        Snapshot {
+            status: Status {
+                peer_id: "me".into(),
+                role: "follower".into(),
+                term: 4,
+                leader: None,
+                head: v.clone(),
+                adopted: v,
+                pending_local: None,
+                settled: true,
+                peers: 2,
+                peers_connected: 1,
+                traffic: Traffic {
+                    sync_sent: 10,
+                    sync_received: 20,
+                    raft_sent: 30,
+                    raft_received: 40,
+                },
+            },
+            peers: Vec::new(),
+            versions: Arc::new(Vec::new()),
+            conflicts: Arc::new(vec![Conflict {
+                seq: 0,
+                accepted_major: 3,
+                path: Some("a.txt".into()),
+                displaced_by: "3.1".into(),
+                displaced_from: "2.0".into(),
+                what: "hunk".into(),
+            }]),
+            accepted: 3,
+        }
+    }
+
+    fn error_of(reply: &Reply) -> String {
+        serde_json::from_slice::<ErrorBody>(&reply.body)
+            .map(|e| e.error)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_other_methods_405_both_as_json() {
+        let snap = snapshot();
+        for path in [
+            "/",
+            "/v1",
+            "/v1/status/x",
+            "/../etc/passwd",
+            "/v2/status",
+            "",
+        ] {
+            let r = route("GET", path, &snap);
+            assert_eq!((r.status, r.content_type), (404, JSON), "{path}");
+            assert!(error_of(&r).contains("no such endpoint"), "{path}");
+        }
+        let r = route("DELETE", "/v1/status", &snap);
+        assert_eq!((r.status, r.content_type), (405, JSON));
+        assert!(error_of(&r).contains("GET only"));
+    }
+
+    #[test]
+    fn endpoints_answer_the_snapshot_and_ignore_the_query_string() {
+        let snap = snapshot();
+        let r = route("GET", "/v1/status?x=1", &snap);
+        assert_eq!(r.status, 200);
+        let status: Status = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(status, snap.status);
+        let r = route("GET", "/v1/conflicts", &snap);
+        let conflicts: Vec<Conflict> = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(conflicts, *snap.conflicts);
+    }
+
+    #[test]
+    fn metrics_carry_bytes_per_protocol_versions_and_the_role() {
+        let r = route("GET", "/metrics", &snapshot());
+        assert_eq!((r.status, r.content_type), (200, PROMETHEUS));
+        let text = String::from_utf8(r.body).unwrap();
+        for line in [
+            "chorus_bytes_sent_total{protocol=\"sync\"} 10",
+            "chorus_bytes_received_total{protocol=\"sync\"} 20",
+            "chorus_bytes_sent_total{protocol=\"raft\"} 30",
+            "chorus_bytes_received_total{protocol=\"raft\"} 40",
+            "chorus_versions_accepted 3",
+            "chorus_role{role=\"follower\"} 1",
+            "chorus_role{role=\"leader\"} 0",
+            "chorus_term 4",
+            "chorus_conflicts 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
+}

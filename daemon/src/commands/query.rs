@@ -1,0 +1,253 @@
+//! `chorus status`, `chorus peers`, `chorus log` and `chorus conflicts`: clients of the running
+//! daemon's local socket. Each prints a readable table, or with `--json` the socket's JSON as
+//! it is.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chorus::api::{Conflict, Peer, Status, Version, client};
+
+/// Which daemon to ask, found as `chorus run` finds its state dir.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The shared folder the daemon runs on (as `chorus run --folder`).
+    #[arg(long, default_value = ".")]
+    folder: PathBuf,
+    /// The daemon's state dir; default FOLDER/.chorus (as `chorus run --state-dir`).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Print the socket's JSON answer as it is.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Args {
+    fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| self.folder.join(chorus_chunking::STATE_DIR))
+    }
+}
+
+/// Fetches `path`; prints it raw with `--json`, else decoded and shown by `table`.
+fn query<T: serde::de::DeserializeOwned>(
+    args: &Args,
+    path: &str,
+    table: impl FnOnce(T) -> String,
+) -> anyhow::Result<ExitCode> {
+    let dir = args.state_dir();
+    let text = if args.json {
+        String::from_utf8_lossy(&client::get(&dir, path)?).into_owned()
+    } else {
+        table(client::get_json(&dir, path)?)
+    };
+    // A closed pipe (`chorus log | head`) is not an error worth a message.
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(args: Args) -> anyhow::Result<ExitCode> {
+    query(&args, "/v1/status", |s: Status| {
+        let mut out = String::new();
+        let mut row = |k: &str, v: String| out.push_str(&format!("{k:<9} {v}\n"));
+        row("peer", s.peer_id);
+        row("role", format!("{} (term {})", s.role, s.term));
+        row("leader", s.leader.unwrap_or_else(|| "none known".into()));
+        row(
+            "head",
+            format!("{} {}", s.head.number, short(&s.head.version)),
+        );
+        row(
+            "folder",
+            format!("{} {}", s.adopted.number, short(&s.adopted.version)),
+        );
+        row(
+            "local",
+            match (&s.pending_local, s.settled) {
+                (Some(v), _) => format!("changes waiting for the leader ({})", short(v)),
+                (None, true) => "in sync".into(),
+                (None, false) => "catching up".into(),
+            },
+        );
+        row(
+            "peers",
+            format!("{} ({} connected)", s.peers, s.peers_connected),
+        );
+        let t = s.traffic;
+        row(
+            "sync",
+            format!(
+                "{} sent, {} received",
+                size(t.sync_sent),
+                size(t.sync_received)
+            ),
+        );
+        row(
+            "raft",
+            format!(
+                "{} sent, {} received",
+                size(t.raft_sent),
+                size(t.raft_received)
+            ),
+        );
+        out
+    })
+}
+
+pub fn peers(args: Args) -> anyhow::Result<ExitCode> {
+    query(&args, "/v1/peers", |peers: Vec<Peer>| {
+        if peers.is_empty() {
+            return "no other members\n".into();
+        }
+        let rows = peers
+            .into_iter()
+            .map(|p| {
+                vec![
+                    p.peer_id,
+                    p.role,
+                    if p.connected { "yes" } else { "no" }.into(),
+                    p.last_shared_number
+                        .or_else(|| p.last_shared.as_deref().map(short))
+                        .unwrap_or_else(|| "-".into()),
+                    p.addresses.join(" "),
+                ]
+            })
+            .collect();
+        table(&["PEER", "ROLE", "CONNECTED", "SHARED", "ADDRESSES"], rows)
+    })
+}
+
+pub fn log(args: Args) -> anyhow::Result<ExitCode> {
+    query(&args, "/v1/versions", |versions: Vec<Version>| {
+        if versions.is_empty() {
+            return "no accepted version yet\n".into();
+        }
+        let rows = versions
+            .into_iter()
+            .rev()
+            .map(|v| {
+                vec![
+                    v.number,
+                    short(&v.version),
+                    utc(v.created_at_ms),
+                    v.kind,
+                    v.displaced.to_string(),
+                    v.origin
+                        .unwrap_or_else(|| format!("node {}", v.origin_node)),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "NUMBER",
+                "VERSION",
+                "TIME (UTC)",
+                "KIND",
+                "DISPLACED",
+                "ORIGIN",
+            ],
+            rows,
+        )
+    })
+}
+
+pub fn conflicts(args: Args) -> anyhow::Result<ExitCode> {
+    query(&args, "/v1/conflicts", |entries: Vec<Conflict>| {
+        if entries.is_empty() {
+            return "no conflicts: the redo stack is empty\n".into();
+        }
+        let rows = entries
+            .into_iter()
+            .rev()
+            .map(|c| {
+                vec![
+                    c.seq.to_string(),
+                    c.accepted_major.to_string(),
+                    c.what,
+                    c.path.unwrap_or_else(|| "-".into()),
+                    c.displaced_from,
+                    c.displaced_by,
+                ]
+            })
+            .collect();
+        table(&["SEQ", "IN", "WHAT", "PATH", "DISPLACED", "BY"], rows)
+    })
+}
+
+/// The first 12 hex digits of an id.
+fn short(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b < 1024 => format!("{b} B"),
+        b if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
+    }
+}
+
+/// Columns padded to their widest cell; the last column is not padded.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let last = row.len().saturating_sub(1);
+        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` (UTC; proleptic Gregorian).
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_763_692_800_123), "2025-11-21 02:40:00");
+    }
+
+    #[test]
+    fn table_pads_all_but_the_last_column() {
+        let t = table(&["A", "BB"], vec![vec!["xyz".into(), "1".into()]]);
+        assert_eq!(t, "A    BB\nxyz  1\n");
+    }
+}

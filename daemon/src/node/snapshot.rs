@@ -1,0 +1,165 @@
+//! What the driver publishes for the local socket: a [`Snapshot`] built from the engine, Raft's
+//! view and the network handle between two events of the loop, so the socket never reaches
+//! into them itself.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chorus_chunking::{VersionId, VersionNumber};
+use chorus_election::{NodeId, Role};
+use chorus_merge::Displaced;
+
+use super::{Driver, NodeError};
+use crate::api::{Conflict, Peer, Snapshot, Status, Traffic, Version, VersionRef};
+
+/// The accepted history as the socket serves it, read from the store when the head moves.
+#[derive(Clone)]
+pub(super) struct History {
+    versions: Arc<Vec<Version>>,
+    conflicts: Arc<Vec<Conflict>>,
+    numbers: BTreeMap<VersionId, VersionNumber>,
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::Learner => "learner",
+        Role::Shutdown => "stopped",
+    }
+}
+
+fn displaced_name(d: &Displaced) -> &'static str {
+    match d {
+        Displaced::Hunk(_) => "hunk",
+        Displaced::Whole { .. } => "whole",
+        Displaced::Deletion { .. } => "deletion",
+        Displaced::Exec { .. } => "exec",
+    }
+}
+
+fn version_ref((version, number): (VersionId, VersionNumber)) -> VersionRef {
+    VersionRef {
+        number: number.to_string(),
+        version: version.to_string(),
+    }
+}
+
+impl Driver {
+    /// The node's state now.
+    pub(super) async fn snapshot(&mut self) -> Result<Snapshot, NodeError> {
+        let head = self.engine.head();
+        // Origins are named from the membership: a change of it rereads the history too.
+        let key = (head.1, self.peers.len());
+        let history = match &self.history {
+            Some((at, h)) if *at == key => h.clone(),
+            _ => {
+                let h = self.read_history()?;
+                self.history = Some((key, h.clone()));
+                h
+            }
+        };
+        let view = self.election.view();
+        let me = self.engine.id();
+        let connected = self.net.connected().await?;
+        let members = self.election.members();
+        let peer_name = |id: NodeId| self.peers.get(&id).map(|p| p.to_string());
+        let peers: Vec<Peer> = members
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, m)| {
+                let peer = self.peers.get(id);
+                let role = if view.leader == Some(*id) {
+                    "leader"
+                } else if view.voters.contains(id) {
+                    "voter"
+                } else {
+                    "learner"
+                };
+                let last_shared = self.engine.last_shared(*id);
+                Peer {
+                    peer_id: peer.map_or_else(|| format!("node {id}"), |p| p.to_string()),
+                    addresses: m.addresses.clone(),
+                    connected: peer.is_some_and(|p| connected.contains(p)),
+                    role: role.to_owned(),
+                    last_shared: last_shared.map(|v| v.to_string()),
+                    last_shared_number: last_shared
+                        .and_then(|v| history.numbers.get(&v))
+                        .map(|n| n.to_string()),
+                }
+            })
+            .collect();
+        let (sync_sent, sync_received) = self.net.bytes();
+        let (raft_sent, raft_received) = self.net.raft_bytes();
+        let status = Status {
+            peer_id: self.net.local_peer_id().to_string(),
+            role: role_name(view.role).to_owned(),
+            term: view.term,
+            leader: view.leader.and_then(peer_name),
+            head: version_ref(head),
+            adopted: version_ref(self.engine.adopted()),
+            pending_local: self.engine.work().map(|v| v.to_string()),
+            settled: self.engine.is_settled(),
+            peers_connected: peers.iter().filter(|p| p.connected).count(),
+            peers: peers.len(),
+            traffic: Traffic {
+                sync_sent,
+                sync_received,
+                raft_sent,
+                raft_received,
+            },
+        };
+        Ok(Snapshot {
+            status,
+            peers,
+            versions: history.versions,
+            conflicts: history.conflicts,
+            accepted: head.1.major,
+        })
+    }
+
+    /// Versions and the redo stack from the store.
+    fn read_history(&self) -> Result<History, NodeError> {
+        let headers = self.engine.headers()?;
+        let numbers = headers.iter().map(|h| (h.version, h.number)).collect();
+        let versions = headers
+            .iter()
+            .map(|h| Version {
+                number: h.number.to_string(),
+                version: h.version.to_string(),
+                origin: self.peers.get(&h.origin).map(|p| p.to_string()),
+                origin_node: h.origin,
+                created_at_ms: h.created_at_ms,
+                // A merge either names the pushes it merged or displaced something (a merge
+                // whose result is the pushed tree lists no second parent, but has redo entries).
+                kind: if h.parents.len() > 1 || !h.redo.is_empty() {
+                    "merge"
+                } else {
+                    "fast-forward"
+                }
+                .to_owned(),
+                parents: h.parents.iter().map(|p| p.to_string()).collect(),
+                displaced: h.redo.len(),
+            })
+            .collect();
+        let conflicts = self
+            .engine
+            .redo()?
+            .into_iter()
+            .map(|r| Conflict {
+                seq: r.seq,
+                accepted_major: r.major,
+                path: r.entry.path.as_ref().map(|p| p.to_string()),
+                displaced_by: r.entry.displaced_by.to_string(),
+                displaced_from: r.entry.displaced_from.to_string(),
+                what: displaced_name(&r.entry.what).to_owned(),
+            })
+            .collect();
+        Ok(History {
+            versions: Arc::new(versions),
+            conflicts: Arc::new(conflicts),
+            numbers,
+        })
+    }
+}
