@@ -415,6 +415,21 @@ fn the_local_socket_and_its_cli_clients_report_versions_peers_and_conflicts() {
         (1..3).all(|i| read(&c.file(i)).as_deref() == Some("one\ntwo\n"))
     });
     let socket = s0.join("api.sock");
+    // A second daemon on the same state dir stops at once and says why.
+    let out = chorus()
+        .args(["run", "--no-mdns", "--folder"])
+        .arg(&c.procs[0].folder)
+        .arg("--state-dir")
+        .arg(&s0)
+        .env("CHORUS_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another chorus daemon is already serving"),
+        "{err}"
+    );
     let meta = std::fs::metadata(&socket).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);

@@ -21,11 +21,18 @@ pub enum ClientError {
         "the daemon on {socket} did not answer properly ({reason}): is it a chorus daemon of this version? restart it with `chorus run`"
     )]
     Protocol { socket: PathBuf, reason: String },
+    #[error(
+        "the daemon on {0} did not answer within {ANSWER_WITHIN:?}: it may still be starting, or be stuck; see its log, or restart it"
+    )]
+    Timeout(PathBuf),
     #[error("the daemon answered {status}: {message}")]
     Refused { status: u16, message: String },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
 }
+
+/// How long a query waits for the daemon (which answers from memory, at once, once started).
+pub const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `GET path` on the socket of `state_dir`, the body decoded as `T`.
 pub fn get_json<T: DeserializeOwned>(state_dir: &Path, path: &str) -> Result<T, ClientError> {
@@ -42,7 +49,11 @@ pub fn get(state_dir: &Path, path: &str) -> Result<Vec<u8>, ClientError> {
         .enable_all()
         .build()
         .map_err(ClientError::Runtime)?;
-    rt.block_on(get_async(state_dir, path))
+    rt.block_on(async {
+        tokio::time::timeout(ANSWER_WITHIN, get_async(state_dir, path))
+            .await
+            .unwrap_or_else(|_| Err(ClientError::Timeout(socket_path(state_dir))))
+    })
 }
 
 async fn get_async(state_dir: &Path, path: &str) -> Result<Vec<u8>, ClientError> {

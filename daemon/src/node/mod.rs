@@ -119,6 +119,13 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|e| NodeError::Config(format!("{}: {e}", cfg.state_dir.display())))?;
+    // The socket first: a second daemon on this state dir stops here, with a clear error.
+    let listener = crate::api::server::bind(&cfg.state_dir)?;
+    // Stops serving (and removes the socket) however this function returns.
+    let mut api = ApiGuard {
+        task: None,
+        socket: crate::api::socket_path(&cfg.state_dir),
+    };
     let keypair = net::load_or_create_keypair(&cfg.state_dir.join("identity.key"))?;
     let me_peer = keypair.public().to_peer_id();
     let me = node_id_of(&me_peer.to_bytes());
@@ -263,14 +270,11 @@ pub async fn run(
         history: None,
     };
     // The local socket answers from the snapshots the loop publishes.
-    let listener = crate::api::server::bind(&cfg.state_dir)?;
     let (snapshots, snapshots_rx) = watch::channel(d.snapshot().await?);
-    let api = tokio::spawn(crate::api::server::serve(listener, snapshots_rx));
-    // Stops serving (and removes the socket) however this function returns.
-    let _api = ApiGuard {
-        task: api,
-        socket: crate::api::socket_path(&cfg.state_dir),
-    };
+    api.task = Some(tokio::spawn(crate::api::server::serve(
+        listener,
+        snapshots_rx,
+    )));
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut next_scan = Instant::now();
     let mut next_snapshot = Instant::now();
@@ -345,15 +349,17 @@ pub async fn run(
     Ok(())
 }
 
-/// Aborts the socket's task and removes the socket file when the node stops.
+/// Aborts the socket's task (once it serves) and removes the socket file when the node stops.
 struct ApiGuard {
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
     socket: PathBuf,
 }
 
 impl Drop for ApiGuard {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
         let _ = std::fs::remove_file(&self.socket);
     }
 }
