@@ -601,22 +601,28 @@ impl Task {
         }
     }
 
+    /// True when `peer` may send requests; otherwise it is refused: disconnected, blocked, and
+    /// its request left unanswered (dropping the channel closes the stream).
+    fn authorize(&mut self, peer: PeerId) -> bool {
+        if self.allowed.contains(&peer) {
+            return true;
+        }
+        self.refuse(peer);
+        false
+    }
+
+    /// Sync and chunk requests: acknowledged at once (the protocol answers with messages of
+    /// its own), decoded and handed to the node.
     fn sync_event(&mut self, e: request_response::Event<Vec<u8>, Vec<u8>>) {
-        match e {
-            request_response::Event::Message {
+        match Rr::from(e) {
+            Rr::Request {
                 peer,
-                message:
-                    request_response::Message::Request {
-                        request, channel, ..
-                    },
-                ..
+                request,
+                channel,
             } => {
-                if !self.allowed.contains(&peer) {
-                    // Not answered: dropping the channel closes the stream.
-                    self.refuse(peer);
+                if !self.authorize(peer) {
                     return;
                 }
-                // Acknowledge: the sync protocol answers with messages of its own.
                 let b = self.swarm.behaviour_mut();
                 if b.sync.send_response(channel, Vec::new()).is_err() {
                     tracing::debug!(%peer, "a sync request's stream closed before the ack");
@@ -630,22 +636,20 @@ impl Task {
                     Err(e) => tracing::warn!(%peer, "dropped a sync frame: {e}"),
                 }
             }
-            request_response::Event::OutboundFailure { peer, error, .. } => {
+            Rr::Failed { peer, error, .. } => {
                 tracing::debug!(%peer, "a sync message was not delivered: {error}");
             }
-            _ => {}
+            Rr::Response { .. } | Rr::Other => {}
         }
     }
 
+    /// Join requests (from anyone, checked against the invite) and the answers to ours.
     fn join_event(&mut self, e: request_response::Event<Vec<u8>, Vec<u8>>) {
-        match e {
-            request_response::Event::Message {
+        match Rr::from(e) {
+            Rr::Request {
                 peer,
-                message:
-                    request_response::Message::Request {
-                        request, channel, ..
-                    },
-                ..
+                request,
+                channel,
             } => {
                 let req: Option<JoinRequest> = serde_json::from_slice(&request).ok();
                 let valid = req.as_ref().is_some_and(|r| {
@@ -691,13 +695,9 @@ impl Task {
                     .send_response(channel, answer);
                 let _ = self.inbound.send(Inbound::Join { from: peer, addrs });
             }
-            request_response::Event::Message {
-                message:
-                    request_response::Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
+            Rr::Response {
+                request_id,
+                response,
             } => {
                 if let Some(tx) = self.joins.remove(&request_id) {
                     let members = serde_json::from_slice::<JoinAnswer>(&response)
@@ -712,27 +712,24 @@ impl Task {
                     let _ = tx.send(members);
                 }
             }
-            request_response::Event::OutboundFailure { request_id, .. } => {
+            Rr::Failed { request_id, .. } => {
                 if let Some(tx) = self.joins.remove(&request_id) {
                     let _ = tx.send(None);
                 }
             }
-            _ => {}
+            Rr::Other => {}
         }
     }
 
+    /// Raft RPCs from members, answered when the node replies; and the answers to ours.
     fn raft_event(&mut self, e: request_response::Event<Vec<u8>, Vec<u8>>) {
-        match e {
-            request_response::Event::Message {
+        match Rr::from(e) {
+            Rr::Request {
                 peer,
-                message:
-                    request_response::Message::Request {
-                        request, channel, ..
-                    },
-                ..
+                request,
+                channel,
             } => {
-                if !self.allowed.contains(&peer) {
-                    self.refuse(peer); // dropping the channel closes the stream unanswered
+                if !self.authorize(peer) {
                     return;
                 }
                 let rpc: RaftRpc = match serde_json::from_slice(&request) {
@@ -762,26 +759,83 @@ impl Task {
                     (channel, bytes)
                 }));
             }
-            request_response::Event::Message {
-                message:
-                    request_response::Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
+            Rr::Response {
+                request_id,
+                response,
             } => {
                 if let Some(tx) = self.raft_calls.remove(&request_id) {
                     let _ = tx.send(Ok(response));
                 }
             }
-            request_response::Event::OutboundFailure {
+            Rr::Failed {
                 request_id, error, ..
             } => {
                 if let Some(tx) = self.raft_calls.remove(&request_id) {
-                    let _ = tx.send(Err(error.to_string()));
+                    let _ = tx.send(Err(error));
                 }
             }
-            _ => {}
+            Rr::Other => {}
+        }
+    }
+}
+
+/// A request-response event reduced to what the handlers act on.
+enum Rr {
+    Request {
+        peer: PeerId,
+        request: Vec<u8>,
+        channel: ResponseChannel<Vec<u8>>,
+    },
+    Response {
+        request_id: OutboundRequestId,
+        response: Vec<u8>,
+    },
+    Failed {
+        peer: PeerId,
+        request_id: OutboundRequestId,
+        error: String,
+    },
+    Other,
+}
+
+impl From<request_response::Event<Vec<u8>, Vec<u8>>> for Rr {
+    fn from(e: request_response::Event<Vec<u8>, Vec<u8>>) -> Self {
+        use request_response::{Event, Message};
+        match e {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => Rr::Request {
+                peer,
+                request,
+                channel,
+            },
+            Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => Rr::Response {
+                request_id,
+                response,
+            },
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => Rr::Failed {
+                peer,
+                request_id,
+                error: error.to_string(),
+            },
+            _ => Rr::Other,
         }
     }
 }
