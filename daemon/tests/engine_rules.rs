@@ -3,6 +3,10 @@
 //! pushed on the old base and merged by the leader); a retried push that was already merged is
 //! answered without merging it twice; a message from a non-member is ignored.
 
+mod support;
+
+use support::Out;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -11,7 +15,7 @@ use chorus_chunking::{
     ChunkId, ChunkRef, ChunkStore, ChunkerParams, Entry, FileManifest, MemStore, RelPath,
     TreeManifest, VersionId,
 };
-use chorus_election::{AcceptedHeader, NodeId, Proposal};
+use chorus_election::{AcceptedHeader, NodeId};
 use chorus_merge::ModeRules;
 use chorus_proto::Body;
 
@@ -28,23 +32,8 @@ struct Node {
     now: u64,
 }
 
-#[derive(Default)]
-struct Out {
-    sent: Vec<(NodeId, NodeId, Body)>,
-    proposals: Vec<Proposal>,
-}
-
 fn node(id: NodeId) -> Node {
-    let chunks = Arc::new(MemStore::new());
-    let mut cfg = EngineConfig::new(ModeRules::new(true), ChunkerParams::default());
-    cfg.cutter = Arc::new(|b: &[u8]| vec![1; b.len()]);
-    let engine = Engine::open(
-        id,
-        cfg,
-        SyncStore::in_memory().unwrap(),
-        chunks.clone() as Arc<dyn ChunkStore>,
-    )
-    .unwrap();
+    let (engine, chunks) = support::engine(id, support::letters_config());
     Node {
         engine,
         chunks,
@@ -165,18 +154,7 @@ impl World {
                 }
             } else if !self.out.proposals.is_empty() {
                 let p = self.out.proposals.remove(0);
-                let h = AcceptedHeader {
-                    version: p.version,
-                    parents: p.parents,
-                    number: chorus_election::VersionNumber {
-                        major: self.log.len() as u64 + 1,
-                        minor: cluster().ranks[&p.origin],
-                    },
-                    origin: p.origin,
-                    created_at_ms: p.created_at_ms,
-                    redo: p.redo,
-                };
-                self.log.push(h.clone());
+                let h = support::accept(&mut self.log, p, &cluster().ranks);
                 self.a
                     .feed(Event::Committed(vec![h.clone()]), &mut self.out);
                 self.b.feed(Event::Committed(vec![h]), &mut self.out);

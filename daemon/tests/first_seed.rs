@@ -9,16 +9,18 @@
 //! Every message is delivered (or lost) by hand, and Raft's commit is played by the test: the
 //! engines are sans IO, so the whole exchange is deterministic.
 
+mod support;
+
+use support::Out;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use chorus::sync::{Action, ClusterInfo, Engine, EngineConfig, Event, Retention, SyncStore};
+use chorus::sync::{Action, ClusterInfo, Engine, Event, Retention};
 use chorus_chunking::{
-    ChunkId, ChunkRef, ChunkStore, ChunkerParams, Entry, FileManifest, MemStore, RelPath,
-    TreeManifest, VersionId,
+    ChunkId, ChunkRef, ChunkStore, Entry, FileManifest, MemStore, RelPath, TreeManifest, VersionId,
 };
-use chorus_election::{AcceptedHeader, NodeId, Proposal};
-use chorus_merge::ModeRules;
+use chorus_election::{AcceptedHeader, NodeId};
 use chorus_proto::{Body, Delta};
 
 const ALICE: NodeId = 1;
@@ -32,29 +34,8 @@ struct Node {
     now: u64,
 }
 
-/// Outgoing messages and proposals, in order.
-#[derive(Default)]
-struct Out {
-    sent: Vec<(NodeId, NodeId, Body)>,
-    proposals: Vec<Proposal>,
-}
-
-fn config() -> EngineConfig {
-    // A single-document share merges characters; one chunk per byte, as the seed's letters.
-    let mut cfg = EngineConfig::new(ModeRules::new(true), ChunkerParams::default());
-    cfg.cutter = Arc::new(|b: &[u8]| vec![1; b.len()]);
-    cfg
-}
-
 fn node(id: NodeId) -> Node {
-    let chunks = Arc::new(MemStore::new());
-    let engine = Engine::open(
-        id,
-        config(),
-        SyncStore::in_memory().unwrap(),
-        chunks.clone() as Arc<dyn ChunkStore>,
-    )
-    .unwrap();
+    let (engine, chunks) = support::engine(id, support::letters_config());
     Node {
         engine,
         chunks,
@@ -229,18 +210,7 @@ impl World {
     fn commit(&mut self) -> AcceptedHeader {
         assert_eq!(self.out.proposals.len(), 1, "one proposal is pending");
         let p = self.out.proposals.remove(0);
-        let h = AcceptedHeader {
-            version: p.version,
-            parents: p.parents,
-            number: chorus_election::VersionNumber {
-                major: self.log.len() as u64 + 1,
-                minor: cluster().ranks[&p.origin],
-            },
-            origin: p.origin,
-            created_at_ms: p.created_at_ms,
-            redo: p.redo,
-        };
-        self.log.push(h.clone());
+        let h = support::accept(&mut self.log, p, &cluster().ranks);
         self.alice
             .feed(Event::Committed(vec![h.clone()]), &mut self.out);
         h
