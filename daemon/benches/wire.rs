@@ -10,6 +10,11 @@
 //! Run with `cargo bench -p chorus --bench wire`. It prints figures and asserts nothing about
 //! speed; it fails only if the cluster never converges.
 
+#[path = "../tests/support/procs.rs"]
+mod procs;
+
+use procs::{chorus, free_port, peer_id};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,18 +36,6 @@ impl Drop for Node {
             let _ = c.wait();
         }
     }
-}
-
-fn chorus() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_chorus"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn registry_dir(name: &str) -> Option<PathBuf> {
@@ -204,12 +197,7 @@ fn main() {
             let dir = root.join(format!("node{i}"));
             let (folder, state) = (dir.join("folder"), dir.join("state"));
             std::fs::create_dir_all(&folder).unwrap();
-            let out = chorus()
-                .args(["id", "--state-dir"])
-                .arg(&state)
-                .output()
-                .unwrap();
-            let peer = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+            let peer = peer_id(&state);
             Node {
                 folder,
                 state,

@@ -8,8 +8,12 @@
 //! Waits are liveness bounds (a stuck cluster fails the test), not speed assertions. Each
 //! process's output is kept in its directory and printed when the test fails.
 
+mod support;
+
+use support::procs::{chorus, free_port, peer_id};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const LIVENESS: Duration = Duration::from_secs(90);
@@ -49,18 +53,6 @@ impl Drop for Cluster {
     }
 }
 
-fn chorus() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_chorus"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Cluster {
     fn new(n: usize) -> Cluster {
         let root = tempfile::tempdir().unwrap();
@@ -69,13 +61,7 @@ impl Cluster {
                 let dir = root.path().join(format!("node{i}"));
                 let (folder, state) = (dir.join("folder"), dir.join("state"));
                 std::fs::create_dir_all(&folder).unwrap();
-                let out = chorus()
-                    .args(["id", "--state-dir"])
-                    .arg(&state)
-                    .output()
-                    .unwrap();
-                assert!(out.status.success());
-                let peer = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+                let peer = peer_id(&state);
                 Proc {
                     folder,
                     state,
@@ -109,12 +95,7 @@ impl Cluster {
         let dir = self._root.path().join(format!("outsider{i}"));
         let (folder, state) = (dir.join("folder"), dir.join("state"));
         std::fs::create_dir_all(&folder).unwrap();
-        let out = chorus()
-            .args(["id", "--state-dir"])
-            .arg(&state)
-            .output()
-            .unwrap();
-        let peer = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let peer = peer_id(&state);
         let addr = format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", free_port());
         let listen = addr.split("/p2p/").next().unwrap().to_owned();
         let log = dir.join("log.txt");
