@@ -74,6 +74,12 @@ fn hosts_reach_each_other_and_cuts_and_loss_take_effect() {
     }
 }
 
+/// What `ip ARGS` prints.
+fn output_of(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    String::from_utf8(out.stdout).expect("ip prints text")
+}
+
 #[test]
 fn nothing_is_left_behind() {
     if !needs_root("nothing_is_left_behind") {
@@ -87,26 +93,12 @@ fn nothing_is_left_behind() {
         c.arg("600");
         lab.spawn(c).expect("a process inside the lab");
     }
-    let list = String::from_utf8(
-        Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let list = output_of(&["netns", "list"]);
     for n in &names {
         assert!(!list.contains(n.as_str()), "{n} survived the lab");
     }
     let pid = std::process::id();
-    let links = String::from_utf8(
-        Command::new("ip")
-            .args(["-o", "link"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let links = output_of(&["-o", "link"]);
     // This process's other tests may have labs up; only links of dropped labs must be gone.
     for n in &names {
         let index = n.rsplit('-').next().unwrap();
@@ -125,13 +117,6 @@ fn leftovers_of_a_dead_run_are_removed() {
     let stale = "chorus-lab-4194305-0-0";
     let _ = Command::new("ip").args(["netns", "add", stale]).output();
     let _lab = Lab::new(1).expect("a lab");
-    let list = String::from_utf8(
-        Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let list = output_of(&["netns", "list"]);
     assert!(!list.contains(stale), "the stale namespace was removed");
 }
