@@ -5,15 +5,14 @@
 
 mod support;
 
-use support::Out;
+use support::{Node, Out, doc, node};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use chorus::sync::{Action, ClusterInfo, Engine, EngineConfig, Event, SyncStore};
+use chorus::sync::{ClusterInfo, Engine, EngineConfig, Event, SyncStore};
 use chorus_chunking::{
-    ChunkId, ChunkRef, ChunkStore, ChunkerParams, Entry, FileManifest, MemStore, RelPath,
-    TreeManifest, VersionId,
+    ChunkId, ChunkStore, ChunkerParams, Entry, RelPath, TreeManifest, VersionId,
 };
 use chorus_election::{AcceptedHeader, NodeId};
 use chorus_merge::ModeRules;
@@ -21,28 +20,6 @@ use chorus_proto::Body;
 
 const A: NodeId = 1;
 const B: NodeId = 2;
-
-struct Node {
-    engine: Engine,
-    chunks: Arc<MemStore>,
-    folder: TreeManifest,
-    /// Materializations asked for and not yet confirmed.
-    asked: Vec<(VersionId, TreeManifest)>,
-    auto_confirm: bool,
-    now: u64,
-}
-
-fn node(id: NodeId) -> Node {
-    let (engine, chunks) = support::engine(id, support::letters_config());
-    Node {
-        engine,
-        chunks,
-        folder: TreeManifest::empty(),
-        asked: Vec::new(),
-        auto_confirm: true,
-        now: 1,
-    }
-}
 
 fn cluster() -> ClusterInfo {
     ClusterInfo {
@@ -52,25 +29,6 @@ fn cluster() -> ClusterInfo {
         ranks: BTreeMap::from([(A, 0), (B, 1)]),
         peer_ids: BTreeMap::new(),
     }
-}
-
-fn doc(text: &str, store: &dyn ChunkStore) -> TreeManifest {
-    let chunks = text
-        .bytes()
-        .map(|b| {
-            let id = ChunkId::of(&[b]);
-            store.put(&id, &[b]).unwrap();
-            ChunkRef { id, len: 1 }
-        })
-        .collect();
-    TreeManifest::from_entries([(
-        RelPath::new("doc").unwrap(),
-        Entry::File {
-            exec: false,
-            manifest: FileManifest { chunks },
-        },
-    )])
-    .unwrap()
 }
 
 fn text(tree: &TreeManifest, store: &dyn ChunkStore) -> String {
@@ -85,36 +43,6 @@ fn text(tree: &TreeManifest, store: &dyn ChunkStore) -> String {
 }
 
 impl Node {
-    fn feed(&mut self, event: Event, out: &mut Out) {
-        self.now += 1;
-        let me = self.engine.id();
-        let mut confirm = Vec::new();
-        for a in self.engine.handle(self.now, event).unwrap() {
-            match a {
-                Action::Send { to, body } => out.sent.push((me, to, body)),
-                Action::Propose(p) => out.proposals.push(p),
-                Action::Materialize { version, tree } => {
-                    if self.auto_confirm {
-                        self.folder = tree;
-                        confirm.push(version);
-                    } else {
-                        self.asked.push((version, tree));
-                    }
-                }
-            }
-        }
-        for version in confirm {
-            self.feed(Event::Materialized { version }, out);
-        }
-    }
-
-    fn edit(&mut self, t: &str, out: &mut Out) -> TreeManifest {
-        let tree = doc(t, &*self.chunks);
-        self.folder = tree.clone();
-        self.feed(Event::Local(tree.clone()), out);
-        tree
-    }
-
     fn text(&self) -> String {
         text(&self.folder, &*self.chunks)
     }

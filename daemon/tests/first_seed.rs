@@ -11,38 +11,17 @@
 
 mod support;
 
-use support::Out;
+use support::{Node, Out, node};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 
-use chorus::sync::{Action, ClusterInfo, Engine, Event, Retention};
-use chorus_chunking::{
-    ChunkId, ChunkRef, ChunkStore, Entry, FileManifest, MemStore, RelPath, TreeManifest, VersionId,
-};
+use chorus::sync::{ClusterInfo, Event, Retention};
+use chorus_chunking::{ChunkId, ChunkStore, Entry, TreeManifest, VersionId};
 use chorus_election::{AcceptedHeader, NodeId};
 use chorus_proto::{Body, Delta};
 
 const ALICE: NodeId = 1;
 const BOB: NodeId = 2;
-
-struct Node {
-    engine: Engine,
-    chunks: Arc<MemStore>,
-    /// The working folder, as materialized or edited.
-    folder: TreeManifest,
-    now: u64,
-}
-
-fn node(id: NodeId) -> Node {
-    let (engine, chunks) = support::engine(id, support::letters_config());
-    Node {
-        engine,
-        chunks,
-        folder: TreeManifest::empty(),
-        now: 1,
-    }
-}
 
 fn cluster() -> ClusterInfo {
     ClusterInfo {
@@ -52,26 +31,6 @@ fn cluster() -> ClusterInfo {
         ranks: BTreeMap::from([(ALICE, 0), (BOB, 1)]),
         peer_ids: BTreeMap::from([(ALICE, b"alice".to_vec()), (BOB, b"bob".to_vec())]),
     }
-}
-
-/// The one-file share holding `text`, one chunk per letter, its chunks put in `store`.
-fn doc(text: &str, store: &dyn ChunkStore) -> TreeManifest {
-    let chunks = text
-        .bytes()
-        .map(|b| {
-            let id = ChunkId::of(&[b]);
-            store.put(&id, &[b]).unwrap();
-            ChunkRef { id, len: 1 }
-        })
-        .collect();
-    TreeManifest::from_entries([(
-        RelPath::new("doc").unwrap(),
-        Entry::File {
-            exec: false,
-            manifest: FileManifest { chunks },
-        },
-    )])
-    .unwrap()
 }
 
 fn letter(c: char) -> ChunkId {
@@ -135,32 +94,6 @@ fn describe(delta: &Delta, base: &TreeManifest, target: &TreeManifest) -> String
 }
 
 impl Node {
-    fn feed(&mut self, event: Event, out: &mut Out) {
-        self.now += 1;
-        let me = self.engine.id();
-        let mut written = Vec::new();
-        for a in self.engine.handle(self.now, event).unwrap() {
-            match a {
-                Action::Send { to, body } => out.sent.push((me, to, body)),
-                Action::Propose(p) => out.proposals.push(p),
-                Action::Materialize { version, tree } => {
-                    self.folder = tree;
-                    written.push(version);
-                }
-            }
-        }
-        for version in written {
-            self.feed(Event::Materialized { version }, out);
-        }
-    }
-
-    fn edit(&mut self, text: &str, out: &mut Out) -> TreeManifest {
-        let tree = doc(text, &*self.chunks);
-        self.folder = tree.clone();
-        self.feed(Event::Local(tree.clone()), out);
-        tree
-    }
-
     fn text(&self) -> String {
         text_of(&self.folder, &*self.chunks)
     }

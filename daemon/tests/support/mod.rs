@@ -1,5 +1,6 @@
-//! What the in-process engine tests share: the traffic engines emit, an engine on in-memory
-//! stores, and Raft's numbering of a committed proposal.
+//! What the in-process engine tests share: a node (an engine on in-memory stores and the
+//! folder it materializes), the traffic engines emit, a one-file share with one chunk per
+//! letter, and Raft's numbering of a committed proposal.
 
 #![allow(dead_code)]
 
@@ -8,8 +9,11 @@ pub mod procs;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chorus::sync::{Engine, EngineConfig, SyncStore};
-use chorus_chunking::{ChunkStore, ChunkerParams, MemStore};
+use chorus::sync::{Action, Engine, EngineConfig, Event, SyncStore};
+use chorus_chunking::{
+    ChunkId, ChunkRef, ChunkStore, ChunkerParams, Entry, FileManifest, MemStore, RelPath,
+    TreeManifest, VersionId,
+};
 use chorus_election::{AcceptedHeader, NodeId, Proposal, VersionNumber};
 use chorus_merge::ModeRules;
 use chorus_proto::Body;
@@ -62,4 +66,89 @@ pub fn accept(
     };
     log.push(h.clone());
     h
+}
+
+/// A node: its engine, its chunks and its working folder.
+pub struct Node {
+    pub engine: Engine,
+    pub chunks: Arc<MemStore>,
+    /// The working folder, as materialized or edited.
+    pub folder: TreeManifest,
+    /// Materializations asked for and not yet confirmed (when `auto_confirm` is off).
+    pub asked: Vec<(VersionId, TreeManifest)>,
+    /// Confirm every materialization at once, as a folder nobody touches would.
+    pub auto_confirm: bool,
+    pub now: u64,
+}
+
+/// Node `id` of a single-document share, one chunk per letter.
+pub fn node(id: NodeId) -> Node {
+    let (engine, chunks) = engine(id, letters_config());
+    Node {
+        engine,
+        chunks,
+        folder: TreeManifest::empty(),
+        asked: Vec::new(),
+        auto_confirm: true,
+        now: 1,
+    }
+}
+
+impl Node {
+    /// Feeds one event; what it sends or proposes goes to `out`, what it materializes is
+    /// written to the folder (and confirmed, with `auto_confirm`).
+    pub fn feed(&mut self, event: Event, out: &mut Out) {
+        self.now += 1;
+        let me = self.engine.id();
+        let mut confirm = Vec::new();
+        for a in self
+            .engine
+            .handle(self.now, event)
+            .expect("the engine handles the event")
+        {
+            match a {
+                Action::Send { to, body } => out.sent.push((me, to, body)),
+                Action::Propose(p) => out.proposals.push(p),
+                Action::Materialize { version, tree } => {
+                    if self.auto_confirm {
+                        self.folder = tree;
+                        confirm.push(version);
+                    } else {
+                        self.asked.push((version, tree));
+                    }
+                }
+            }
+        }
+        for version in confirm {
+            self.feed(Event::Materialized { version }, out);
+        }
+    }
+
+    /// The user saves `text`: the folder holds it and the engine hears of it.
+    pub fn edit(&mut self, text: &str, out: &mut Out) -> TreeManifest {
+        let tree = doc(text, &*self.chunks);
+        self.folder = tree.clone();
+        self.feed(Event::Local(tree.clone()), out);
+        tree
+    }
+}
+
+/// The one-file share holding `text`, one chunk per letter, its chunks put in `store`.
+pub fn doc(text: &str, store: &dyn ChunkStore) -> TreeManifest {
+    let chunks = text
+        .bytes()
+        .map(|b| {
+            let id = ChunkId::of(&[b]);
+            store.put(&id, &[b]).expect("a memory store");
+            ChunkRef { id, len: 1 }
+        })
+        .collect();
+    TreeManifest::from_entries([(
+        RelPath::new("doc").expect("a valid path"),
+        Entry::File {
+            exec: false,
+            manifest: FileManifest { chunks },
+        },
+    )])
+    .expect("a valid tree")
 }
