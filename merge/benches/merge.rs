@@ -6,6 +6,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::Rng;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -141,23 +143,6 @@ fn traces() {
         );
     }
     println!();
-}
-
-/// splitmix64, so every run merges the same texts.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 const WORDS: [&str; 16] = [

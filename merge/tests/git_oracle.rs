@@ -6,32 +6,13 @@
 
 mod support;
 
+use support::Rng;
+
 use std::path::Path;
 use std::process::Command;
 
 use chorus_chunking::VersionNumber;
 use chorus_merge::{MergeMode, merge};
-
-/// splitmix64: a small deterministic generator, so every run tests the same triples.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// A random edit of `base`: a few line deletions, insertions and replacements.
 fn edit(rng: &mut Rng, base: &[String], pool: &[String]) -> Vec<String> {

@@ -1,5 +1,5 @@
 //! Shared by the integration tests and the benchmark: where the editing traces live and how
-//! to read one (the library itself does no I/O).
+//! to read one (the library itself does no I/O), and a seeded generator.
 
 #![allow(dead_code)]
 
@@ -29,4 +29,27 @@ pub fn load_trace(name: &str) -> Trace {
         )
     });
     Trace::from_gzip(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// splitmix64: a small deterministic generator, so every run uses the same inputs.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// True `percent` times in a hundred.
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
 }
