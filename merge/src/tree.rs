@@ -378,29 +378,29 @@ impl Merger<'_> {
         let too_big = |m: &FileManifest| m.size() > MAX_TEXT_SIZE as u64;
         let configured = self.rules.configured(path);
         let win = self.order.winner;
+        let (w, l) = if win == Side::Ours {
+            (mo, mt)
+        } else {
+            (mt, mo)
+        };
+        // What a whole-file displacement records: both sides as manifests, not bytes.
+        let whole = || {
+            let file = |m: &FileManifest| WholeContent::File {
+                exec,
+                manifest: m.clone(),
+            };
+            Displaced::Whole {
+                content: file(l),
+                kept: Some(file(w)),
+            }
+        };
         if configured == Some(MergeMode::Whole)
             || too_big(mo)
             || too_big(mt)
             || bm.is_some_and(too_big)
         {
             // Whole without loading a byte: the manifests are the content.
-            let (w, l) = if win == Side::Ours {
-                (mo, mt)
-            } else {
-                (mt, mo)
-            };
-            let file = |m: &FileManifest| WholeContent::File {
-                exec,
-                manifest: m.clone(),
-            };
-            self.displaced(
-                path,
-                win,
-                Displaced::Whole {
-                    content: file(l),
-                    kept: Some(file(w)),
-                },
-            );
+            self.displaced(path, win, whole());
             self.modes.insert(path.clone(), MergeMode::Whole);
             return Ok(MergedContent::Manifest(w.clone()));
         }
@@ -439,19 +439,7 @@ impl Merger<'_> {
                 ..
             } = &e.what
             {
-                let (w, l) = if win == Side::Ours {
-                    (mo, mt)
-                } else {
-                    (mt, mo)
-                };
-                let file = |m: &FileManifest| WholeContent::File {
-                    exec,
-                    manifest: m.clone(),
-                };
-                e.what = Displaced::Whole {
-                    content: file(l),
-                    kept: Some(file(w)),
-                };
+                e.what = whole();
             }
             self.redo.push(e);
         }

@@ -231,7 +231,11 @@ impl Tree {
 
     /// The first element of the whole sequence.
     pub fn first(&self) -> Option<Cursor> {
-        let mut leaf = self.head;
+        self.first_from(self.head)
+    }
+
+    /// The first element of the first non-empty leaf from `leaf` on.
+    fn first_from(&self, mut leaf: Ix) -> Option<Cursor> {
         while leaf != NIL {
             if !self.leaves[leaf as usize].runs.is_empty() {
                 return Some(Cursor {
@@ -267,18 +271,7 @@ impl Tree {
                 off: 0,
             });
         }
-        let mut leaf = l.next;
-        while leaf != NIL {
-            if !self.leaves[leaf as usize].runs.is_empty() {
-                return Some(Cursor {
-                    leaf,
-                    run: 0,
-                    off: 0,
-                });
-            }
-            leaf = self.leaves[leaf as usize].next;
-        }
-        None
+        self.first_from(l.next)
     }
 
     /// The visible element at visible index `pos` (`pos < visible_len`).
