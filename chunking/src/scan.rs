@@ -221,6 +221,57 @@ pub fn scan_dir(
     Ok((TreeManifest::from_entries(entries)?, report))
 }
 
+/// Scans one file as the only entry, `as_path`, of a tree (a document share): the empty tree
+/// when the file does not exist. Chunks go into `store` and the cache works as in [`scan_dir`].
+pub fn scan_file(
+    file: &Path,
+    as_path: &RelPath,
+    params: ChunkerParams,
+    cache: &mut ScanCache,
+    store: &dyn ChunkStore,
+) -> Result<(TreeManifest, ScanReport), Error> {
+    if cache.params != Some(params) {
+        cache.files.clear();
+        cache.params = Some(params);
+    }
+    let started = SystemTime::now();
+    let mut report = ScanReport::default();
+    let md = match fs::symlink_metadata(file) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            cache.files.clear();
+            return Ok((TreeManifest::empty(), report));
+        }
+        Err(e) => return Err(Error::io(file)(e)),
+    };
+    if !md.file_type().is_file() {
+        return Err(Error::Invalid(format!(
+            "{} is not a regular file; a document share is one file",
+            file.display()
+        )));
+    }
+    let exec = md.permissions().mode() & 0o111 != 0;
+    let stamp = Stamp::of(&md);
+    let manifest = match cache.files.get(as_path) {
+        Some((s, m)) if *s == stamp => {
+            report.files_cached += 1;
+            m.clone()
+        }
+        _ => match read_file(file, &md, params, store, &mut report)? {
+            Some((stamp, m)) => {
+                cache.files.clear();
+                if !is_racy(&stamp, started) {
+                    cache.files.insert(as_path.clone(), (stamp, m.clone()));
+                }
+                m
+            }
+            None => return Ok((TreeManifest::empty(), report)),
+        },
+    };
+    let tree = TreeManifest::from_entries([(as_path.clone(), Entry::File { exec, manifest })])?;
+    Ok((tree, report))
+}
+
 /// Reads and chunks one file. If it changes while being read, it is read again (a few times);
 /// if it vanishes, `None`.
 fn read_file(

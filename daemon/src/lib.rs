@@ -3,6 +3,7 @@
 //! runs over; and the local socket through which the CLI queries a running node.
 
 pub mod api;
+pub mod config;
 pub mod net;
 pub mod node;
 pub mod sync;

@@ -23,6 +23,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a new share in a folder (created when missing) or on one file (a document):
+    /// writes its state dir with an identity and config.toml.
+    Init(commands::share::InitArgs),
+    /// Set this machine up to join a share, with the token `chorus invite` printed on a member.
+    Join(commands::share::JoinArgs),
+    /// Run the daemon in the foreground on a folder or a document (Ctrl-C stops it).
+    Run(commands::run::Args),
+    /// Print a join token for a new machine (asks the running daemon).
+    Invite(commands::control::InviteArgs),
+    /// How the daemon is: role, leader, head version, pending local changes, peers, traffic.
+    Status(commands::query::Args),
+    /// The other members: id, addresses, connected, role, last-shared version.
+    Peers(commands::query::Args),
+    /// The accepted versions, newest first: number, time, merge or fast-forward, what was
+    /// displaced, origin.
+    Log(commands::query::Args),
+    /// The redo stack: the changes merges displaced, newest first.
+    Conflicts(commands::query::Args),
+    /// Make the share what it was before the newest accepted version (as a new version).
+    Undo(commands::query::Args),
+    /// Bring back a displaced change (`chorus redo SEQ`), or take back the last undo.
+    Redo(commands::control::RedoArgs),
+    /// Make the share, or one path in it, what it was in an accepted version.
+    Restore(commands::control::RestoreArgs),
+    /// Stop scanning and writing the share until `chorus resume`.
+    Pause(commands::query::Args),
+    /// Scan and write again; `--confirm` also writes a version held for deleting many files.
+    Resume(commands::control::ResumeArgs),
+    /// Print the daemon's events as they happen.
+    Watch(commands::query::Args),
+    /// Print the PeerId of a state dir's identity (created when missing).
+    Id(commands::run::IdArgs),
     /// Encode NEW_DIR as a delta against OLD_DIR, as a sender would, apply and verify it, and
     /// report what it cost on the wire.
     Delta(commands::delta::Args),
@@ -30,43 +62,36 @@ enum Command {
     /// order as `git merge-file`) and exits with the number of conflicts resolved by version
     /// order (0 when clean; 255 on error).
     MergeFile(commands::merge_file::Args),
-    /// Run a node on a folder: sync with the peers until the process is stopped.
-    Run(commands::run::Args),
-    /// Print the PeerId of a state dir's identity (created when missing).
-    Id(commands::run::IdArgs),
-    /// Print the invite that lets a peer join (`chorus run --join INVITE`).
-    Invite(commands::run::InviteArgs),
-    /// Ask the running daemon how it is: role, leader, head version, pending local changes,
-    /// peers, bytes on the wire.
-    Status(commands::query::Args),
-    /// List the other members: id, addresses, connected, role, last-shared version.
-    Peers(commands::query::Args),
-    /// List the accepted versions, newest first: number, time, merge or fast-forward, what
-    /// was displaced, origin.
-    Log(commands::query::Args),
-    /// List the redo stack: the changes merges displaced, newest first.
-    Conflicts(commands::query::Args),
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CHORUS_LOG")
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Delta(args) => commands::delta::run(args),
-        Command::MergeFile(args) => commands::merge_file::run(args),
+        Command::Init(args) => commands::share::init(args),
+        Command::Join(args) => commands::share::join(args),
         Command::Run(args) => commands::run::run(args),
-        Command::Id(args) => commands::run::id(args),
-        Command::Invite(args) => commands::run::invite(args),
+        Command::Invite(args) => commands::control::invite(args),
         Command::Status(args) => commands::query::status(args),
         Command::Peers(args) => commands::query::peers(args),
         Command::Log(args) => commands::query::log(args),
         Command::Conflicts(args) => commands::query::conflicts(args),
+        Command::Undo(args) => commands::control::undo(args),
+        Command::Redo(args) => commands::control::redo(args),
+        Command::Restore(args) => commands::control::restore(args),
+        Command::Pause(args) => commands::control::pause(args),
+        Command::Resume(args) => commands::control::resume(args),
+        Command::Watch(args) => commands::control::watch(args),
+        Command::Id(args) => commands::run::id(args),
+        Command::Delta(args) => commands::delta::run(args),
+        Command::MergeFile(args) => commands::merge_file::run(args),
     };
     match result {
         Ok(code) => code,

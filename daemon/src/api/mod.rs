@@ -64,6 +64,28 @@ pub struct Status {
     pub peers: usize,
     pub peers_connected: usize,
     pub traffic: Traffic,
+    /// The folder or document this node keeps in sync.
+    #[serde(default)]
+    pub share: String,
+    /// Paused by `chorus pause`: the share is neither scanned nor written.
+    #[serde(default)]
+    pub paused: bool,
+    /// A version waiting to be written (while paused, or held by the mass-delete guard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldVersion>,
+}
+
+/// A version the node has not written into the share yet, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldVersion {
+    pub version: String,
+    /// `paused`, or `mass-delete` (released by `chorus resume --confirm`).
+    pub reason: String,
+    /// For a mass delete: how many files it deletes, of how many here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleting: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<usize>,
 }
 
 /// One entry of `GET /v1/peers`: another member of the share.
@@ -138,4 +160,104 @@ pub struct Snapshot {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+}
+
+/// A request that changes something: the body of a `POST /v1/...` (the path names it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Stop scanning the folder and writing versions into it (Raft and storage go on).
+    Pause,
+    /// Scan and write again; `confirm` also releases a version the mass-delete guard holds.
+    Resume { confirm: bool },
+    /// Make the folder what it was before the newest accepted version, as a new version.
+    Undo,
+    /// With an entry: bring back that change a merge displaced. Without: take back the last
+    /// undo.
+    Redo { entry: Option<u64> },
+    /// Make the folder (or one path in it) what it was in an accepted version.
+    Restore {
+        version: String,
+        path: Option<String>,
+    },
+    /// A join token for a new machine.
+    Invite,
+}
+
+/// The body `POST /v1/redo` takes: `{"entry": SEQ}` or nothing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedoBody {
+    #[serde(default)]
+    pub entry: Option<u64>,
+}
+
+/// The body `POST /v1/restore` takes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreBody {
+    /// `MAJOR.MINOR` as `chorus log` shows it, or a version id (a unique hex prefix will do).
+    pub version: String,
+    /// Restore only this path (a file, or a directory and everything under it).
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// The body `POST /v1/resume` takes: `{"confirm": true}` releases a held mass delete.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeBody {
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+/// A refused request: the HTTP status and the reason, which says what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
+}
+
+impl Refusal {
+    /// 409: the request does not fit the node's state now.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Refusal {
+            status: 409,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request names something that does not exist or is malformed.
+    pub fn bad(message: impl Into<String>) -> Self {
+        Refusal {
+            status: 400,
+            message: message.into(),
+        }
+    }
+
+    /// 500: the node failed carrying it out.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Refusal {
+            status: 500,
+            message: message.into(),
+        }
+    }
+}
+
+/// A request on its way to the node's loop, with where the answer goes.
+#[derive(Debug)]
+pub struct Command {
+    pub request: Request,
+    pub reply: tokio::sync::oneshot::Sender<Result<serde_json::Value, Refusal>>,
+}
+
+/// One entry of `GET /v1/events` (server-sent events: `event: KIND`, `data: JSON`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// What happened: `scanned`, `accepted`, `materialized`, `held`, `paused`, `resumed`,
+    /// `conflict`, `leader`, `peer`, `restored`, `error`.
+    pub kind: String,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// The details, different for each kind.
+    pub detail: serde_json::Value,
 }

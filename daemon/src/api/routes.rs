@@ -1,7 +1,7 @@
 //! What each path of the socket answers, from a [`Snapshot`]: pure, so every answer is a
 //! function of the request line and the driver's last published state.
 
-use super::{ErrorBody, Snapshot};
+use super::{ErrorBody, RedoBody, Request, RestoreBody, ResumeBody, Snapshot};
 
 /// An answer: HTTP status, content type and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +14,7 @@ pub struct Reply {
 const JSON: &str = "application/json";
 const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-fn json<T: serde::Serialize>(status: u16, value: &T) -> Reply {
+pub(crate) fn json<T: serde::Serialize>(status: u16, value: &T) -> Reply {
     match serde_json::to_vec_pretty(value) {
         Ok(mut body) => {
             body.push(b'\n');
@@ -28,7 +28,7 @@ fn json<T: serde::Serialize>(status: u16, value: &T) -> Reply {
     }
 }
 
-fn error(status: u16, message: &str) -> Reply {
+pub(crate) fn error(status: u16, message: &str) -> Reply {
     let mut body = serde_json::to_vec(&ErrorBody {
         error: message.to_owned(),
     })
@@ -39,6 +39,54 @@ fn error(status: u16, message: &str) -> Reply {
         content_type: JSON,
         body,
     }
+}
+
+/// The paths that take a `POST` (a [`Request`] for the node's loop).
+pub const COMMANDS: [&str; 6] = [
+    "/v1/pause",
+    "/v1/resume",
+    "/v1/undo",
+    "/v1/redo",
+    "/v1/restore",
+    "/v1/invite",
+];
+
+/// True for a path that takes a `POST`.
+pub fn is_command(path: &str) -> bool {
+    COMMANDS.contains(&path)
+}
+
+/// The request a `POST path` with `body` makes (an empty body is `{}`); a 400 that says what
+/// is wrong with it otherwise.
+pub fn parse_command(path: &str, body: &[u8]) -> Result<Request, Reply> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    fn parse<T: serde::de::DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, Reply> {
+        serde_json::from_slice(body)
+            .map_err(|e| error(400, &format!("bad JSON body for {path}: {e}")))
+    }
+    Ok(match path {
+        "/v1/pause" => Request::Pause,
+        "/v1/undo" => Request::Undo,
+        "/v1/invite" => Request::Invite,
+        "/v1/resume" => Request::Resume {
+            confirm: parse::<ResumeBody>(path, body)?.confirm,
+        },
+        "/v1/redo" => Request::Redo {
+            entry: parse::<RedoBody>(path, body)?.entry,
+        },
+        "/v1/restore" => {
+            let b: RestoreBody = parse(path, body)?;
+            Request::Restore {
+                version: b.version,
+                path: b.path,
+            }
+        }
+        _ => return Err(error(404, &format!("no such endpoint: {path}"))),
+    })
 }
 
 /// The answer to `method path` (the query string, if any, is ignored).

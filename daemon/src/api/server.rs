@@ -1,20 +1,26 @@
 //! Serves the socket: binds `<state dir>/api.sock` with mode 0600 and answers each HTTP/1.1
-//! connection from the latest [`Snapshot`] the driver published.
+//! connection: reads from the latest [`Snapshot`] the driver published, `POST`s as
+//! [`Command`]s queued to the driver's loop (which answers each), and `/v1/events` as a stream
+//! of server-sent events from the driver's broadcast.
 
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use std::time::Duration;
+
+use futures::StreamExt;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::{Snapshot, routes, socket_path};
+use super::{Command, Event, Snapshot, routes, socket_path};
 
 /// Why the socket could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -70,24 +76,41 @@ pub fn bind(state_dir: &Path) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
+/// What the server answers from: the driver's latest snapshot, its command queue and its event
+/// feed.
+#[derive(Clone)]
+pub struct Channels {
+    pub snapshots: watch::Receiver<Snapshot>,
+    pub commands: mpsc::Sender<Command>,
+    pub events: broadcast::Sender<Event>,
+}
+
+/// How long a command may take (a restore of a large tree writes it all).
+const COMMAND_WITHIN: Duration = Duration::from_secs(120);
+/// The largest request body taken.
+const MAX_BODY: usize = 64 << 10;
+/// An idle event stream gets a comment this often, so clients and proxies see it alive.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+type Body = BoxBody<Bytes, Infallible>;
+
 /// Accepts connections until the task is dropped; each is served on its own task.
-pub async fn serve(listener: UnixListener, snapshots: watch::Receiver<Snapshot>) {
+pub async fn serve(listener: UnixListener, channels: Channels) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of file descriptors and the like: wait a little rather than spin.
                 tracing::warn!("local socket: accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let snapshots = snapshots.clone();
+        let channels = channels.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let reply =
-                    routes::route(req.method().as_str(), req.uri().path(), &snapshots.borrow());
-                async move { Ok::<_, Infallible>(response(reply)) }
+                let channels = channels.clone();
+                async move { Ok::<_, Infallible>(handle(req, channels).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -99,8 +122,95 @@ pub async fn serve(listener: UnixListener, snapshots: watch::Receiver<Snapshot>)
     }
 }
 
-fn response(reply: routes::Reply) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(reply.body)));
+async fn handle(req: Request<Incoming>, ch: Channels) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().as_str().to_owned();
+    if routes::is_command(&path) {
+        if method != "POST" {
+            return full(routes::error(405, &format!("{path} answers POST only")));
+        }
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return full(routes::error(
+                    413,
+                    &format!("cannot read the request body (at most {MAX_BODY} bytes): {e}"),
+                ));
+            }
+        };
+        let request = match routes::parse_command(&path, &body) {
+            Ok(r) => r,
+            Err(reply) => return full(reply),
+        };
+        let (tx, rx) = oneshot::channel();
+        if ch
+            .commands
+            .send(Command { request, reply: tx })
+            .await
+            .is_err()
+        {
+            return full(routes::error(503, "the node is stopping"));
+        }
+        return full(match tokio::time::timeout(COMMAND_WITHIN, rx).await {
+            Ok(Ok(Ok(value))) => routes::json(200, &value),
+            Ok(Ok(Err(refusal))) => routes::error(refusal.status, &refusal.message),
+            Ok(Err(_)) => routes::error(503, "the node stopped before answering"),
+            Err(_) => routes::error(
+                504,
+                "the node did not answer in time; see `chorus status` and its log",
+            ),
+        });
+    }
+    if path == "/v1/events" {
+        if method != "GET" {
+            return full(routes::error(405, "/v1/events answers GET only"));
+        }
+        return events(ch.events.subscribe());
+    }
+    let reply = routes::route(&method, &path, &ch.snapshots.borrow());
+    full(reply)
+}
+
+/// The event feed as server-sent events, until the client goes away or the node stops.
+fn events(rx: broadcast::Receiver<Event>) -> Response<Body> {
+    let keepalive = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+    let hello = futures::stream::once(async {
+        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b": chorus events\n\n")))
+    });
+    let feed = futures::stream::unfold((rx, keepalive), |(mut rx, mut keepalive)| async move {
+        let text = tokio::select! {
+            ev = rx.recv() => match ev {
+                Ok(ev) => sse(&ev),
+                // A slow reader missed some: say so rather than pretend.
+                Err(broadcast::error::RecvError::Lagged(n)) => format!(
+                    "event: lagged\ndata: {{\"missed\":{n}}}\n\n"
+                ),
+                Err(broadcast::error::RecvError::Closed) => return None,
+            },
+            _ = keepalive.tick() => ": keepalive\n\n".to_owned(),
+        };
+        Some((Ok(Frame::data(Bytes::from(text))), (rx, keepalive)))
+    });
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(hello.chain(feed))));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/event-stream"),
+    );
+    resp.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-cache"),
+    );
+    resp
+}
+
+/// One event in the SSE framing.
+pub fn sse(ev: &Event) -> String {
+    let data = serde_json::to_string(ev).unwrap_or_else(|_| "{}".into());
+    format!("event: {}\ndata: {data}\n\n", ev.kind)
+}
+
+fn full(reply: routes::Reply) -> Response<Body> {
+    let mut resp = Response::new(BodyExt::boxed(Full::new(Bytes::from(reply.body))));
     *resp.status_mut() = hyper::StatusCode::from_u16(reply.status)
         .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(

@@ -1,6 +1,9 @@
-//! One module per `chorus` subcommand.
+//! The `chorus` subcommands: `run` (the daemon), `share` (init, join), `query` and `control`
+//! (clients of the running daemon's socket), and the offline tools `delta` and `merge_file`.
 
+pub mod control;
 pub mod delta;
 pub mod merge_file;
 pub mod query;
 pub mod run;
+pub mod share;

@@ -11,22 +11,23 @@ use chorus::api::{Conflict, Peer, Status, Version, client};
 /// Which daemon to ask, found as `chorus run` finds its state dir.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The shared folder the daemon runs on (as `chorus run --folder`).
+    /// The folder or document the daemon runs on (as given to `chorus run`).
     #[arg(long, default_value = ".")]
-    folder: PathBuf,
-    /// The daemon's state dir; default FOLDER/.chorus (as `chorus run --state-dir`).
+    pub folder: PathBuf,
+    /// The daemon's state dir; default FOLDER/.chorus, or .NAME.chorus beside a document (as
+    /// `chorus run --state-dir`).
     #[arg(long)]
-    state_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
     /// Print the socket's JSON answer as it is.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 impl Args {
-    fn state_dir(&self) -> PathBuf {
+    pub fn state_dir(&self) -> PathBuf {
         self.state_dir
             .clone()
-            .unwrap_or_else(|| self.folder.join(chorus_chunking::STATE_DIR))
+            .unwrap_or_else(|| chorus::config::state_dir_for(&self.folder))
     }
 }
 
@@ -51,6 +52,7 @@ pub fn status(args: Args) -> anyhow::Result<ExitCode> {
     query(&args, "/v1/status", |s: Status| {
         let mut out = String::new();
         let mut row = |k: &str, v: String| out.push_str(&format!("{k:<9} {v}\n"));
+        row("share", s.share);
         row("peer", s.peer_id);
         row("role", format!("{} (term {})", s.role, s.term));
         row("leader", s.leader.unwrap_or_else(|| "none known".into()));
@@ -70,6 +72,24 @@ pub fn status(args: Args) -> anyhow::Result<ExitCode> {
                 (None, false) => "catching up".into(),
             },
         );
+        if s.paused {
+            row(
+                "paused",
+                "yes: nothing is scanned or written; `chorus resume`".into(),
+            );
+        }
+        if let Some(h) = &s.held {
+            row(
+                "held",
+                match (h.deleting, h.files) {
+                    (Some(d), Some(f)) => format!(
+                        "version {} deletes {d} of {f} files: `chorus resume --confirm` writes it",
+                        short(&h.version)
+                    ),
+                    _ => format!("version {} waits until `chorus resume`", short(&h.version)),
+                },
+            );
+        }
         row(
             "peers",
             format!("{} ({} connected)", s.peers, s.peers_connected),
@@ -176,11 +196,11 @@ pub fn conflicts(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// The first 12 hex digits of an id.
-fn short(id: &str) -> String {
+pub fn short(id: &str) -> String {
     id.chars().take(12).collect()
 }
 
-fn size(bytes: u64) -> String {
+pub fn size(bytes: u64) -> String {
     match bytes {
         b if b < 1024 => format!("{b} B"),
         b if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),
@@ -213,7 +233,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
 }
 
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` (UTC; proleptic Gregorian).
-fn utc(ms: u64) -> String {
+pub fn utc(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Howard Hinnant's civil_from_days.

@@ -1,16 +1,22 @@
-//! `chorus run`: runs a node on a folder until the process is stopped, and `chorus id`: prints
-//! a state dir's PeerId (creating its identity), which explicit peers name in `/p2p/<id>`.
+//! `chorus run [PATH]`: the daemon, in the foreground, on a folder or a document; and `chorus
+//! id`: prints a state dir's PeerId (creating its identity).
 //!
-//! Minimal by design: the full CLI (init with a config file, the watcher) is the CLI issue's; a
-//! running node serves its state on the local socket (`chorus::api`). A node started with `--init` makes a one-node cluster and adds every `--peer`
-//! as a member; the others are started with `--peer` pointing at it (and at each other).
+//! Settings come from the share's `config.toml` (written by `chorus init` or `chorus join`);
+//! options given here override it. Without a config file, `--secret` (or CHORUS_SECRET) and
+//! `--peer`/`--init`/`--join` describe the share on the command line instead, as scripts and
+//! tests do.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chorus::node::{NodeConfig, peer_id, run as run_node};
+use chorus::config::{
+    CONFIG_FILE, Config, ConfigError, ShareKind, default_state_dir, parse_secret,
+};
+use chorus::node::{
+    JoinWith, MassDeleteGuard, NodeConfig, Share, peer_id, run as run_node, stop_signal,
+};
 use chorus_chunking::ChunkerParams;
 use chorus_election::ElectionConfig;
 use chorus_merge::ModeRules;
@@ -18,68 +24,50 @@ use libp2p::Multiaddr;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The folder to keep in sync.
-    #[arg(long)]
-    folder: PathBuf,
-    /// State dir (identity, Raft log, store); default FOLDER/.chorus.
+    /// The folder, or the one file (a document share), to keep in sync [default: .]
+    path: Option<PathBuf>,
+    /// The same as PATH.
+    #[arg(long, conflicts_with = "path", hide = true)]
+    folder: Option<PathBuf>,
+    /// State dir (identity, Raft log, store, socket); default PATH/.chorus for a folder and
+    /// .NAME.chorus beside a document.
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// The share secret, 64 hex digits (or the CHORUS_SECRET environment variable, which keeps
-    /// it out of the process list).
+    /// The config file; default STATE_DIR/config.toml.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The share secret, 64 hex digits, for a share without a config file (or the
+    /// CHORUS_SECRET environment variable, which keeps it out of the process list).
     #[arg(long)]
     secret: Option<String>,
-    /// Address to listen on (repeatable).
-    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/0")]
+    /// Address to listen on (repeatable); replaces the config's `listen`.
+    #[arg(long)]
     listen: Vec<Multiaddr>,
-    /// A peer, as /ip4/ADDR/tcp/PORT/p2p/PEER_ID (repeatable).
+    /// A peer to dial, as /ip4/ADDR/tcp/PORT/p2p/PEER_ID (repeatable); added to the config's.
     #[arg(long)]
     peer: Vec<Multiaddr>,
-    /// Make a new cluster here and add the peers as members.
+    /// Make a new cluster here and add the --peer nodes as members (what `chorus init` records
+    /// as `bootstrap = true`).
     #[arg(long, conflicts_with = "join")]
     init: bool,
-    /// Join the share with this invite (64 hex digits, from `chorus invite` on a member),
-    /// presented to the peers.
+    /// Join with this invite (64 hex digits, from `chorus invite --peer` on a member).
     #[arg(long)]
     join: Option<String>,
-    /// Rescan the folder this often, in milliseconds.
-    #[arg(long, default_value_t = 500)]
-    scan_ms: u64,
-    /// Merge text character by character (a share that is one document).
+    /// Full rescan period in milliseconds; overrides the config's `rescan_secs`.
+    #[arg(long)]
+    scan_ms: Option<u64>,
+    /// Watcher debounce in milliseconds; overrides the config's `debounce_ms`.
+    #[arg(long)]
+    debounce_ms: Option<u64>,
+    /// Merge text character by character, as a document share does.
     #[arg(long)]
     single_document: bool,
     /// Do not discover peers on the LAN with mDNS.
     #[arg(long)]
     no_mdns: bool,
-}
-
-#[derive(clap::Args)]
-pub struct InviteArgs {
-    /// The joiner's PeerId (it prints it with `chorus id`).
+    /// Never hold a version that deletes many files (the mass-delete guard is off).
     #[arg(long)]
-    peer: libp2p::PeerId,
-    /// The share secret, 64 hex digits (or the CHORUS_SECRET environment variable).
-    #[arg(long)]
-    secret: Option<String>,
-}
-
-/// `chorus invite --peer ID`: the invite that lets that peer join.
-pub fn invite(args: InviteArgs) -> anyhow::Result<ExitCode> {
-    let secret = secret_of(args.secret)?;
-    println!(
-        "{}",
-        hex::encode(chorus::net::invite_for(&secret, &args.peer))
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn secret_of(arg: Option<String>) -> anyhow::Result<[u8; 32]> {
-    let Some(hexed) = arg.or_else(|| std::env::var("CHORUS_SECRET").ok()) else {
-        bail!("no share secret: pass --secret or set CHORUS_SECRET (64 hex digits)");
-    };
-    let mut secret = [0u8; 32];
-    hex::decode_to_slice(hexed.trim(), &mut secret)
-        .context("the secret must be 64 hex digits (32 bytes)")?;
-    Ok(secret)
+    no_delete_guard: bool,
 }
 
 #[derive(clap::Args)]
@@ -94,46 +82,165 @@ pub fn id(args: IdArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The secret from `--secret` or CHORUS_SECRET, if either is set.
+pub fn secret_arg(arg: Option<String>) -> anyhow::Result<Option<[u8; 32]>> {
+    arg.or_else(|| std::env::var("CHORUS_SECRET").ok())
+        .map(|h| parse_secret(&h).map_err(anyhow::Error::msg))
+        .transpose()
+}
+
+/// A path made absolute and free of symlinks (the watcher compares inotify's canonical paths
+/// with it); a document that does not exist yet is resolved through its directory.
+fn canonical(path: &Path) -> anyhow::Result<PathBuf> {
+    if let Ok(p) = path.canonicalize() {
+        return Ok(p);
+    }
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("{} does not exist; create it first", dir.display()))?;
+    Ok(dir.join(name))
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let secret = secret_of(args.secret)?;
-    let join = match args.join {
+    let path = args
+        .path
+        .clone()
+        .or(args.folder.clone())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let guessed = if path.is_dir() {
+        ShareKind::Folder
+    } else {
+        ShareKind::Document
+    };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| default_state_dir(&path, guessed));
+    let config_path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| state_dir.join(CONFIG_FILE));
+    let secret = secret_arg(args.secret.clone())?;
+    let (cfg, from_file) = match Config::load(&config_path) {
+        Ok(c) => (c, true),
+        Err(ConfigError::Missing(_)) if secret.is_some() => (Config::default(), false),
+        Err(ConfigError::Missing(_)) if !path.exists() => bail!(
+            "{} does not exist: create the folder, or start a share there with `chorus init {}`",
+            path.display(),
+            path.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let secret = match secret {
+        Some(s) => s,
+        None => cfg.secret_bytes().map_err(anyhow::Error::msg)?,
+    };
+    let kind = if from_file { cfg.kind } else { guessed };
+    match kind {
+        ShareKind::Folder if !path.is_dir() => bail!(
+            "{} is not a directory; create the folder to share first",
+            path.display()
+        ),
+        ShareKind::Document if path.is_dir() => bail!(
+            "{} is a directory, but this share is a document: give the file's path",
+            path.display()
+        ),
+        _ => {}
+    }
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create the state dir {}", state_dir.display()))?;
+    let share_path = canonical(&path)?;
+    let state_dir = canonical(&state_dir)?;
+    let share = match kind {
+        ShareKind::Folder => Share::Folder(share_path),
+        ShareKind::Document => Share::Document(share_path),
+    };
+    let parse = |list: &[String]| -> anyhow::Result<Vec<Multiaddr>> {
+        list.iter()
+            .map(|a| {
+                a.parse()
+                    .with_context(|| format!("`{a}` is not a multiaddr"))
+            })
+            .collect()
+    };
+    let listen = if args.listen.is_empty() {
+        parse(&cfg.listen)?
+    } else {
+        args.listen.clone()
+    };
+    let mut peers = parse(&cfg.peers)?;
+    peers.extend(args.peer.iter().cloned());
+    let join = match &args.join {
         Some(h) => {
             let mut inv = [0u8; 32];
             hex::decode_to_slice(h.trim(), &mut inv)
-                .context("the invite must be 64 hex digits, as `chorus invite` prints it")?;
-            Some(inv)
+                .context("the invite must be 64 hex digits, as `chorus invite --peer` prints it")?;
+            Some(JoinWith::Invite(inv))
         }
+        // A node that joined with a token presents an invite of its own making until it is in.
+        None if from_file && !cfg.bootstrap && !cfg.peers.is_empty() => Some(JoinWith::Secret),
         None => None,
     };
-    if !args.folder.is_dir() {
-        bail!(
-            "{} is not a directory; create the folder to share first",
-            args.folder.display()
-        );
-    }
-    let state_dir = args
-        .state_dir
-        .unwrap_or_else(|| args.folder.join(chorus_chunking::STATE_DIR));
-    let cfg = NodeConfig {
-        folder: args.folder,
+    let share_id = {
+        let mut id = [0u8; 16];
+        // A share without a config file has no id; tokens then carry zeros.
+        let _ = hex::decode_to_slice(&cfg.share_id, &mut id);
+        id
+    };
+    let rescan_every = match args.scan_ms {
+        Some(ms) => Duration::from_millis(ms.max(50)),
+        None => Duration::from_secs(cfg.rescan_secs.max(1)),
+    };
+    let guard = if args.no_delete_guard {
+        MassDeleteGuard::off()
+    } else {
+        MassDeleteGuard {
+            max_fraction: cfg.mass_delete_fraction,
+            max_files: cfg.mass_delete_files,
+            ..MassDeleteGuard::default()
+        }
+    };
+    println!(
+        "chorus: keeping {} in sync ({} share; state in {}); `chorus status` tells how it goes",
+        share.path().display(),
+        match kind {
+            ShareKind::Folder => "folder",
+            ShareKind::Document => "document",
+        },
+        state_dir.display()
+    );
+    let node = NodeConfig {
+        share,
+        share_id,
         state_dir,
         secret,
-        listen: args.listen,
-        peers: args.peer,
-        init: args.init,
+        listen,
+        peers,
+        init: args.init || cfg.bootstrap,
         join,
         election: ElectionConfig::lan(),
         chunker: ChunkerParams::default(),
-        rules: ModeRules::new(args.single_document),
-        scan_every: Duration::from_millis(args.scan_ms.max(50)),
-        mdns: !args.no_mdns,
+        rules: ModeRules::new(kind == ShareKind::Document || args.single_document),
+        rescan_every,
+        watch: true,
+        debounce: Duration::from_millis(args.debounce_ms.unwrap_or(cfg.debounce_ms)),
+        mdns: cfg.mdns && !args.no_mdns,
+        guard,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    // Runs until the process is stopped (SIGTERM, SIGINT or SIGKILL end it; everything
-    // accepted is durable before it is acknowledged).
-    rt.block_on(run_node(cfg, std::future::pending()))?;
+    // Runs until SIGINT or SIGTERM (a clean stop) or SIGKILL (everything accepted is durable
+    // before it is acknowledged, so nothing is lost either way).
+    rt.block_on(run_node(node, stop_signal()))?;
+    eprintln!("chorus: stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -104,7 +104,7 @@ pub fn materialize(
 }
 
 /// The temporary name a file is written under before it is renamed into place.
-fn temp_name(file_name: &str) -> String {
+pub(crate) fn temp_name(file_name: &str) -> String {
     format!(".{file_name}{TEMP_SUFFIX}")
 }
 

@@ -1,22 +1,29 @@
 //! One running node: the sync engine, Raft and the network in one event loop.
 //!
 //! The loop feeds the engine what happens (sync messages, committed headers, leadership,
-//! membership, timer ticks, scans of the working folder) and carries out its actions (send
-//! over libp2p, propose through Raft, materialize into the folder). Raft RPCs are served on
-//! their own tasks. The folder is rescanned on a timer (the watcher of the CLI issue will
-//! trigger scans on change instead); before a version is materialized the folder is scanned
-//! again, and local edits found then are pushed instead of overwritten. Five times a second the
-//! loop publishes a snapshot of its state (`snapshot.rs`), which the local socket serves.
+//! membership, timer ticks, scans of the share) and carries out its actions (send over libp2p,
+//! propose through Raft, materialize into the folder). Raft RPCs are served on their own tasks.
+//! The share is scanned when the watcher (`watcher.rs`) reports a change and the debounce delay
+//! has passed, and fully on a long timer; before a version is materialized the share is scanned
+//! again, and local edits found then are pushed instead of overwritten. A version that would
+//! delete too much is held (`guard.rs`) until the user confirms. Requests from the local socket
+//! (pause, resume, undo, redo, restore, invite: `user.rs`) are carried out between two events.
+//! Five times a second the loop publishes a snapshot of its state (`snapshot.rs`), which the
+//! socket serves, and the events that happened since, which `/v1/events` streams.
 
+pub mod guard;
 pub mod materialize;
+pub mod share;
 mod snapshot;
+mod user;
+pub mod watcher;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_chunking::scan::{ScanCache, scan_dir};
+use chorus_chunking::scan::ScanCache;
 use chorus_chunking::{
     ChunkStore, ChunkerParams, DiskStore, TreeManifest, VersionId, VersionNumber,
 };
@@ -24,8 +31,11 @@ use chorus_election::{ElectionConfig, ElectionNode, Member, NodeId, Role, node_i
 use chorus_merge::ModeRules;
 use chorus_proto::Limits;
 use libp2p::{Multiaddr, PeerId};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
+pub use self::guard::MassDeleteGuard;
+pub use self::share::Share;
+use crate::api::Command;
 use crate::net::{self, Inbound, NetConfig, NetHandle, RaftTransport};
 use crate::sync::{Action, ClusterInfo, Engine, EngineConfig, Event, Retention, SyncStore};
 
@@ -34,8 +44,11 @@ const GC_EVERY: Duration = Duration::from_secs(600);
 
 /// How a node runs.
 pub struct NodeConfig {
-    /// The working folder (the share).
-    pub folder: PathBuf,
+    /// The working folder, or the one document, kept in sync. Named by a canonical path (the
+    /// watcher compares the paths inotify reports with it).
+    pub share: Share,
+    /// Names the share in join tokens.
+    pub share_id: [u8; 16],
     /// State: identity key, Raft log, sync store, chunks.
     pub state_dir: PathBuf,
     /// The share secret (the private network's key derives from it).
@@ -48,12 +61,27 @@ pub struct NodeConfig {
     pub init: bool,
     /// Join with this invite (made for this node's PeerId with the share secret): presented to
     /// the explicit peers until one that leads adds this node to the membership.
-    pub join: Option<[u8; 32]>,
+    pub join: Option<JoinWith>,
     pub election: ElectionConfig,
     pub chunker: ChunkerParams,
     pub rules: ModeRules,
-    pub scan_every: Duration,
+    /// A full rescan runs this often (the watcher covers changes in between).
+    pub rescan_every: Duration,
+    /// Watch the share for changes (inotify); scan this long after the last change.
+    pub watch: bool,
+    pub debounce: Duration,
     pub mdns: bool,
+    /// When a version deletes too much to write without asking.
+    pub guard: MassDeleteGuard,
+}
+
+/// How a joining node proves it was invited.
+#[derive(Debug, Clone, Copy)]
+pub enum JoinWith {
+    /// An invite made for this node's PeerId by a member (`chorus invite --peer`).
+    Invite([u8; 32]),
+    /// The share secret (from a join token): the node makes its own invite.
+    Secret,
 }
 
 /// Why a node stopped.
@@ -94,7 +122,9 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
 }
 
 struct Driver {
-    folder: PathBuf,
+    share: Share,
+    share_id: [u8; 16],
+    secret: [u8; 32],
     engine: Engine,
     election: Arc<ElectionNode>,
     net: NetHandle,
@@ -110,6 +140,42 @@ struct Driver {
     /// The history the socket serves, and the head number and member count it was read at
     /// (reread when either changes or retention ran).
     history: Option<((VersionNumber, usize), snapshot::History)>,
+    /// Paused by the user: no scans, nothing written into the share.
+    paused: bool,
+    guard: MassDeleteGuard,
+    /// A version waiting to be written: while paused, or held by the mass-delete guard.
+    held: Option<Held>,
+    /// Undos made here, newest last: (the version undone, the version its tree went back to).
+    undos: Vec<(VersionId, VersionId)>,
+    /// What `/v1/events` streams.
+    events: broadcast::Sender<crate::api::Event>,
+}
+
+/// A version the driver did not write yet, and why.
+#[derive(Debug, Clone)]
+struct Held {
+    version: VersionId,
+    tree: TreeManifest,
+    /// Set when the mass-delete guard holds it: how many files it deletes, of how many.
+    mass_delete: Option<(usize, usize)>,
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM: the daemon then stops cleanly (Raft shut down, the
+/// socket removed). Everything accepted is durable before it is acknowledged, so a SIGKILL
+/// loses nothing either; it only leaves the socket file, which the next start replaces.
+pub async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
 }
 
 /// Runs a node until `shutdown` resolves.
@@ -201,7 +267,11 @@ pub async fn run(
         });
     }
 
-    if let Some(invite) = cfg.join {
+    if let Some(with) = cfg.join {
+        let invite = match with {
+            JoinWith::Invite(invite) => invite,
+            JoinWith::Secret => net::invite_for(&cfg.secret, &me_peer),
+        };
         let election = election.clone();
         let net = net.clone();
         let mut targets: Vec<PeerId> = cfg.peers.iter().filter_map(peer_of).collect();
@@ -236,13 +306,25 @@ pub async fn run(
         });
     }
 
-    let leftovers = materialize::remove_leftovers(&cfg.folder)?;
+    let leftovers = cfg.share.remove_leftovers()?;
     if leftovers > 0 {
         tracing::info!(
             leftovers,
             "removed half-written files a crash left in the folder"
         );
     }
+    // The watcher before the first scan, so no change falls between the two.
+    let (_watcher, mut changes) = if cfg.watch {
+        match watcher::watch(&cfg.share, &cfg.state_dir) {
+            Ok((w, rx)) => (Some(w), rx),
+            Err(e) => {
+                tracing::warn!("{e}");
+                (None, mpsc::channel(1).1)
+            }
+        }
+    } else {
+        (None, mpsc::channel(1).1)
+    };
     let chunks: Arc<dyn ChunkStore> = Arc::new(DiskStore::open(cfg.state_dir.join("chunks"))?);
     let mut ecfg = EngineConfig::new(cfg.rules, cfg.chunker);
     ecfg.push_retry_ms = 2_000;
@@ -253,8 +335,11 @@ pub async fn run(
         chunks.clone(),
     )?;
     let (ptx, mut prx) = mpsc::unbounded_channel();
+    let (events, _) = broadcast::channel(1024);
     let mut d = Driver {
-        folder: cfg.folder,
+        share: cfg.share,
+        share_id: cfg.share_id,
+        secret: cfg.secret,
         engine,
         election: election.clone(),
         net,
@@ -268,19 +353,35 @@ pub async fn run(
         proposals: ptx,
         queue: VecDeque::new(),
         history: None,
+        paused: false,
+        guard: cfg.guard,
+        held: None,
+        undos: Vec::new(),
+        events: events.clone(),
     };
-    // The local socket answers from the snapshots the loop publishes.
-    let (snapshots, snapshots_rx) = watch::channel(d.snapshot().await?);
+    // The local socket answers from the snapshots the loop publishes, and queues commands.
+    let mut last = d.snapshot().await?;
+    let (snapshots, snapshots_rx) = watch::channel(last.clone());
+    let (commands_tx, mut commands) = mpsc::channel::<Command>(16);
     api.task = Some(tokio::spawn(crate::api::server::serve(
         listener,
-        snapshots_rx,
+        crate::api::server::Channels {
+            snapshots: snapshots_rx,
+            commands: commands_tx,
+            events,
+        },
     )));
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let mut next_scan = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut debounce = watcher::Debounce::new(cfg.debounce);
+    // The first scan at once; then on changes, and fully every `rescan_every`.
+    d.scan()?;
+    let mut next_rescan = Instant::now() + cfg.rescan_every;
     let mut next_snapshot = Instant::now();
     let mut next_gc = Instant::now() + GC_EVERY;
     tokio::pin!(shutdown);
     loop {
+        let scan_due = debounce.due().map(tokio::time::Instant::from_std);
         tokio::select! {
             msg = inbound.recv() => match msg {
                 Some(Inbound::Sync { from, body }) => {
@@ -317,12 +418,21 @@ pub async fn run(
                     d.feed(Event::ProposeFailed { version })?;
                 }
             }
+            Some(()) = changes.recv() => debounce.changed(Instant::now()),
+            () = async { if let Some(at) = scan_due { tokio::time::sleep_until(at).await } }, if scan_due.is_some() => {
+                debounce.scanned();
+                d.scan()?;
+            }
+            Some(cmd) = commands.recv() => {
+                let answer = d.command(cmd.request).await;
+                let _ = cmd.reply.send(answer);
+            }
             _ = tick.tick() => {
                 d.refresh().await?;
                 d.feed(Event::Tick)?;
-                if Instant::now() >= next_scan {
+                if Instant::now() >= next_rescan {
                     d.scan()?;
-                    next_scan = Instant::now() + cfg.scan_every;
+                    next_rescan = Instant::now() + cfg.rescan_every;
                 }
                 if Instant::now() >= next_gc {
                     // History retention: between events, never between a scan and its Local.
@@ -335,7 +445,12 @@ pub async fn run(
                     d.history = None;
                 }
                 if Instant::now() >= next_snapshot {
-                    snapshots.send_replace(d.snapshot().await?);
+                    let snap = d.snapshot().await?;
+                    for ev in snapshot::events_between(&last, &snap, d.now()) {
+                        let _ = d.events.send(ev);
+                    }
+                    snapshots.send_replace(snap.clone());
+                    last = snap;
                     next_snapshot = Instant::now() + Duration::from_millis(200);
                 }
             }
@@ -376,6 +491,11 @@ impl Driver {
     /// Feeds an event and carries out the actions, and those of the events they cause.
     fn feed(&mut self, event: Event) -> Result<(), NodeError> {
         self.queue.push_back(event);
+        self.drain()
+    }
+
+    /// Feeds the queued events.
+    fn drain(&mut self) -> Result<(), NodeError> {
         while let Some(ev) = self.queue.pop_front() {
             let now = self.now();
             for action in self.engine.handle(now, ev)? {
@@ -404,34 +524,95 @@ impl Driver {
                     let _ = tx.send((version, ok));
                 });
             }
-            Action::Materialize { version, tree } => {
-                // Never overwrite what changed since the last scan: scan it as a local edit.
-                let held = self.engine.folder();
-                let (now_on_disk, _) =
-                    scan_dir(&self.folder, self.chunker, &mut self.cache, &*self.chunks)?;
-                self.chunks.sync()?;
-                if now_on_disk.version_id() != held {
-                    self.queue.push_back(Event::Local(now_on_disk));
-                    return Ok(());
-                }
-                let old = self
-                    .engine
-                    .manifest(&held)?
-                    .unwrap_or_else(TreeManifest::empty);
-                materialize::materialize(&self.folder, &old, &tree, &*self.chunks)?;
-                self.queue.push_back(Event::Materialized { version });
-            }
+            Action::Materialize { version, tree } => self.materialize(version, tree, false)?,
         }
         Ok(())
     }
 
+    /// Writes `version` into the share, unless paused (then it waits), the share changed since
+    /// it was last scanned (then the change is scanned and pushed first), or the version
+    /// deletes too much and `confirmed` is not set (then it waits for `resume --confirm`).
+    fn materialize(
+        &mut self,
+        version: VersionId,
+        tree: TreeManifest,
+        confirmed: bool,
+    ) -> Result<(), NodeError> {
+        if self.paused {
+            self.held = Some(Held {
+                version,
+                tree,
+                mass_delete: None,
+            });
+            return Ok(());
+        }
+        // Never overwrite what changed since the last scan: scan it as a local edit.
+        let in_folder = self.engine.folder();
+        let (now_on_disk, _) = self
+            .share
+            .scan(self.chunker, &mut self.cache, &*self.chunks)?;
+        self.chunks.sync()?;
+        if now_on_disk.version_id() != in_folder {
+            self.queue.push_back(Event::Local(now_on_disk));
+            return Ok(());
+        }
+        let old = self
+            .engine
+            .manifest(&in_folder)?
+            .unwrap_or_else(TreeManifest::empty);
+        if !confirmed && let Some((deleting, of)) = self.guard.trips(&old, &tree) {
+            tracing::warn!(
+                deleting,
+                of,
+                "a version that deletes {deleting} of {of} files is held: `chorus resume --confirm` writes it"
+            );
+            self.emit(
+                "held",
+                serde_json::json!({"version": version.to_string(), "deleting": deleting, "files": of}),
+            );
+            self.held = Some(Held {
+                version,
+                tree,
+                mass_delete: Some((deleting, of)),
+            });
+            return Ok(());
+        }
+        self.held = None;
+        self.share.materialize(&old, &tree, &*self.chunks)?;
+        self.emit(
+            "materialized",
+            serde_json::json!({"version": version.to_string(), "entries": tree.len()}),
+        );
+        self.queue.push_back(Event::Materialized { version });
+        Ok(())
+    }
+
+    /// Scans the share (unless paused) and feeds what changed.
     fn scan(&mut self) -> Result<(), NodeError> {
-        let (tree, _) = scan_dir(&self.folder, self.chunker, &mut self.cache, &*self.chunks)?;
+        if self.paused {
+            return Ok(());
+        }
+        let (tree, _) = self
+            .share
+            .scan(self.chunker, &mut self.cache, &*self.chunks)?;
         self.chunks.sync()?;
         if tree.version_id() != self.engine.folder() {
+            self.emit(
+                "scanned",
+                serde_json::json!({"version": tree.version_id().to_string(), "entries": tree.len()}),
+            );
             self.feed(Event::Local(tree))?;
         }
         Ok(())
+    }
+
+    /// Puts an event on the `/v1/events` feed (no one listening is fine).
+    fn emit(&self, kind: &str, detail: serde_json::Value) {
+        let _ = self.events.send(crate::api::Event {
+            kind: kind.to_owned(),
+            at_ms: self.now(),
+            detail,
+        });
     }
 
     /// Membership, leadership and committed headers from Raft.

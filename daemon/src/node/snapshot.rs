@@ -10,7 +10,9 @@ use chorus_election::{NodeId, Role};
 use chorus_merge::Displaced;
 
 use super::{Driver, NodeError};
-use crate::api::{Conflict, Peer, Snapshot, Status, Traffic, Version, VersionRef};
+use crate::api::{
+    Conflict, Event, HeldVersion, Peer, Snapshot, Status, Traffic, Version, VersionRef,
+};
 
 /// The accepted history as the socket serves it, read from the store when the head moves.
 #[derive(Clone)]
@@ -44,6 +46,54 @@ fn version_ref((version, number): (VersionId, VersionNumber)) -> VersionRef {
         number: number.to_string(),
         version: version.to_string(),
     }
+}
+
+/// What changed between two snapshots, as `/v1/events` reports it: newly accepted versions,
+/// a new leader or role, peers that connected or went away, new redo entries.
+pub(super) fn events_between(old: &Snapshot, new: &Snapshot, at_ms: u64) -> Vec<Event> {
+    let mut out = Vec::new();
+    let mut ev = |kind: &str, detail: serde_json::Value| {
+        out.push(Event {
+            kind: kind.to_owned(),
+            at_ms,
+            detail,
+        })
+    };
+    if old.status.head != new.status.head {
+        ev(
+            "accepted",
+            serde_json::json!({"number": new.status.head.number, "version": new.status.head.version}),
+        );
+    }
+    if (&old.status.role, &old.status.leader, old.status.term)
+        != (&new.status.role, &new.status.leader, new.status.term)
+    {
+        ev(
+            "leader",
+            serde_json::json!({"role": new.status.role, "term": new.status.term, "leader": new.status.leader}),
+        );
+    }
+    for p in &new.peers {
+        let before = old.peers.iter().find(|q| q.peer_id == p.peer_id);
+        if before.is_none_or(|q| q.connected != p.connected) {
+            ev(
+                "peer",
+                serde_json::json!({"peer_id": p.peer_id, "connected": p.connected}),
+            );
+        }
+    }
+    let known = old.conflicts.last().map(|c| c.seq);
+    for c in new
+        .conflicts
+        .iter()
+        .filter(|c| known.is_none_or(|k| c.seq > k))
+    {
+        ev(
+            "conflict",
+            serde_json::json!({"seq": c.seq, "path": c.path, "what": c.what, "displaced_from": c.displaced_from}),
+        );
+    }
+    out
 }
 
 impl Driver {
@@ -109,6 +159,19 @@ impl Driver {
                 raft_sent,
                 raft_received,
             },
+            share: self.share.path().display().to_string(),
+            paused: self.paused,
+            held: self.held.as_ref().map(|h| HeldVersion {
+                version: h.version.to_string(),
+                reason: if h.mass_delete.is_some() {
+                    "mass-delete"
+                } else {
+                    "paused"
+                }
+                .to_owned(),
+                deleting: h.mass_delete.map(|(d, _)| d),
+                files: h.mass_delete.map(|(_, f)| f),
+            }),
         };
         Ok(Snapshot {
             status,

@@ -194,8 +194,12 @@ impl Engine {
         number: VersionNumber,
         tree: TreeManifest,
     ) -> Result<(), EngineError> {
-        // Already committed: answer at once against the head.
-        if self.p.included.contains_key(&target) {
+        // Already committed: answer at once against the head. Unless the push was built on a
+        // version accepted at or after that commit: then it is not a retry but a change back
+        // to an earlier tree (an undo, a restore), and it is taken like any other.
+        if let Some(&at) = self.p.included.get(&target)
+            && self.p.included.get(&base).is_none_or(|&b| b < at)
+        {
             return self.answer(from, target);
         }
         let Some(l) = self.leader.as_mut() else {
@@ -570,7 +574,7 @@ fn compact(
 }
 
 /// The chunk store as a merge's content loader.
-struct Loader<'a>(&'a dyn ChunkStore);
+pub(crate) struct Loader<'a>(pub(crate) &'a dyn ChunkStore);
 
 impl ContentLoader for Loader<'_> {
     fn load(&self, manifest: &FileManifest) -> Result<Vec<u8>, chorus_merge::tree::LoadError> {

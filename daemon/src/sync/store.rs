@@ -120,10 +120,12 @@ impl Persisted {
         }
     }
 
-    /// Records that `version` is included in the header numbered `major`, forgetting the
-    /// oldest records beyond the bound.
+    /// Records that `version` is included in the header numbered `major` (the newest such
+    /// header: a tree can come back, by undo or restore), forgetting the oldest records beyond
+    /// the bound.
     pub fn include(&mut self, version: VersionId, major: u64) {
-        self.included.entry(version).or_insert(major);
+        let at = self.included.entry(version).or_insert(major);
+        *at = (*at).max(major);
         if self.included.len() > INCLUDED_KEPT {
             let cutoff = self.included.values().copied().min().unwrap_or(0);
             self.included.retain(|_, m| *m > cutoff);

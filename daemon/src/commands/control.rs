@@ -1,0 +1,185 @@
+//! Clients of the running daemon's socket that change something: `chorus invite`, `undo`,
+//! `redo`, `restore`, `pause`, `resume`; and `chorus watch`, which prints its events as they
+//! happen. Each prints one line saying what happened, or with `--json` the socket's answer.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chorus::api::client;
+use serde_json::{Value, json};
+
+use super::query::{self, short};
+
+/// How long a request may take: a restore writes the share.
+const WITHIN: Duration = Duration::from_secs(150);
+
+fn post(
+    at: &query::Args,
+    path: &str,
+    body: Value,
+    say: impl FnOnce(&Value) -> String,
+) -> anyhow::Result<ExitCode> {
+    let answer = client::post(&at.state_dir(), path, &body, WITHIN)?;
+    let text = if at.json {
+        String::from_utf8_lossy(&answer).into_owned()
+    } else {
+        let v: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+        format!("{}\n", say(&v))
+    };
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn s(v: &Value, key: &str) -> String {
+    match &v[key] {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+#[derive(clap::Args)]
+pub struct InviteArgs {
+    #[command(flatten)]
+    at: query::Args,
+    /// Instead of a join token, print the 64-hex-digit invite of this one PeerId (it prints it
+    /// with `chorus id`), for `chorus run --join`; needs --secret or CHORUS_SECRET, not a
+    /// running daemon.
+    #[arg(long)]
+    peer: Option<libp2p::PeerId>,
+    /// The share secret, with --peer.
+    #[arg(long, requires = "peer")]
+    secret: Option<String>,
+}
+
+/// `chorus invite`: a join token from the running daemon (or, with `--peer`, one peer's
+/// invite made offline from the secret).
+pub fn invite(args: InviteArgs) -> anyhow::Result<ExitCode> {
+    if let Some(peer) = args.peer {
+        let Some(secret) = super::run::secret_arg(args.secret)? else {
+            anyhow::bail!("no share secret: pass --secret or set CHORUS_SECRET (64 hex digits)");
+        };
+        println!("{}", hex::encode(chorus::net::invite_for(&secret, &peer)));
+        return Ok(ExitCode::SUCCESS);
+    }
+    post(&args.at, "/v1/invite", json!({}), |v| {
+        format!(
+            "{}\n\nOn the new machine: chorus join <that token> [FOLDER]; then chorus run [FOLDER].\nThe token holds the share secret: send it only to machines you trust.",
+            s(v, "token")
+        )
+    })
+}
+
+pub fn undo(at: query::Args) -> anyhow::Result<ExitCode> {
+    post(&at, "/v1/undo", json!({}), |v| {
+        format!(
+            "undid version {}: the share is back to version {} ({} paths changed), as a new version",
+            s(v, "undid"),
+            s(v, "back_to"),
+            s(v, "changed")
+        )
+    })
+}
+
+#[derive(clap::Args)]
+pub struct RedoArgs {
+    #[command(flatten)]
+    at: query::Args,
+    /// The redo entry (SEQ in `chorus conflicts`) to bring back; without it, take back the
+    /// last `chorus undo`.
+    entry: Option<u64>,
+}
+
+pub fn redo(args: RedoArgs) -> anyhow::Result<ExitCode> {
+    let body = match args.entry {
+        Some(e) => json!({"entry": e}),
+        None => json!({}),
+    };
+    post(&args.at, "/v1/redo", body, |v| match v.get("entry") {
+        Some(_) => format!(
+            "brought back entry {} in {} ({})",
+            s(v, "entry"),
+            s(v, "path"),
+            if v["in_place"] == Value::Bool(true) {
+                "in place"
+            } else {
+                "beside the file, as NAME.redo-MAJOR.MINOR, because the text around it changed"
+            }
+        ),
+        None => format!(
+            "took back the undo: the share is at {} again",
+            short(&s(v, "redone"))
+        ),
+    })
+}
+
+#[derive(clap::Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    at: query::Args,
+    /// The version: MAJOR.MINOR as `chorus log` shows it, or a version id (a unique prefix).
+    version: String,
+    /// Only this path (a file, or a directory with everything under it), relative to the share.
+    path: Option<String>,
+}
+
+pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let body = json!({"version": args.version, "path": args.path});
+    post(&args.at, "/v1/restore", body, |v| {
+        format!(
+            "restored {} from version {} ({} paths changed), as a new version",
+            match &v["path"] {
+                Value::String(p) => p.clone(),
+                _ => "the share".into(),
+            },
+            s(v, "restored"),
+            s(v, "changed")
+        )
+    })
+}
+
+pub fn pause(at: query::Args) -> anyhow::Result<ExitCode> {
+    post(&at, "/v1/pause", json!({}), |_| {
+        "paused: the share is neither scanned nor written until `chorus resume`".into()
+    })
+}
+
+#[derive(clap::Args)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    at: query::Args,
+    /// Also write a version the mass-delete guard holds (see `chorus status`).
+    #[arg(long)]
+    confirm: bool,
+}
+
+pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
+    post(
+        &args.at,
+        "/v1/resume",
+        json!({"confirm": args.confirm}),
+        |v| match v.get("released") {
+            Some(r) => format!(
+                "resumed; wrote the held version {}",
+                short(r.as_str().unwrap_or("-"))
+            ),
+            None => "resumed".into(),
+        },
+    )
+}
+
+/// `chorus watch`: the daemon's events, one line each (or one JSON object each), until it
+/// stops or the command is interrupted.
+pub fn watch(at: query::Args) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout();
+    client::events(&at.state_dir(), |ev| {
+        let line = if at.json {
+            serde_json::to_string(&ev).unwrap_or_default()
+        } else {
+            format!("{} {:<12} {}", query::utc(ev.at_ms), ev.kind, ev.detail)
+        };
+        writeln!(out, "{line}").is_ok() && out.flush().is_ok()
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,130 @@
+//! `chorus init [PATH]` starts a new share; `chorus join TOKEN [PATH]` sets this machine up to
+//! join one. Both write the share's state dir (identity, `config.toml`) and print what to run
+//! next; neither starts the daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use chorus::config::token::JoinToken;
+use chorus::config::{CONFIG_FILE, Config, ShareKind, default_state_dir, free_port};
+use chorus::node::peer_id;
+
+#[derive(clap::Args)]
+pub struct InitArgs {
+    /// The folder to share (created when missing), or an existing file to share as a document
+    /// (merged character by character) [default: .]
+    path: Option<PathBuf>,
+    /// State dir; default PATH/.chorus, or .NAME.chorus beside a document.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct JoinArgs {
+    /// The token `chorus invite` printed on a member.
+    token: String,
+    /// Where the share goes here: a folder (created when missing), or for a document share
+    /// the file's path [default: . for a folder]
+    path: Option<PathBuf>,
+    /// State dir; default PATH/.chorus, or .NAME.chorus beside a document.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+/// A config listening on one TCP port picked now and kept, so peers find this node again
+/// after a restart.
+fn with_fixed_port(mut cfg: Config) -> anyhow::Result<Config> {
+    let port = free_port().context("cannot find a free TCP port to listen on")?;
+    cfg.listen = vec![format!("/ip4/0.0.0.0/tcp/{port}")];
+    Ok(cfg)
+}
+
+pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
+    let path = args.path.unwrap_or_else(|| PathBuf::from("."));
+    let kind = if path.is_file() {
+        ShareKind::Document
+    } else if path.exists() && !path.is_dir() {
+        bail!(
+            "{} is neither a folder nor a regular file; chorus shares one or the other",
+            path.display()
+        );
+    } else {
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("cannot create the folder {}", path.display()))?;
+        ShareKind::Folder
+    };
+    let state_dir = args
+        .state_dir
+        .unwrap_or_else(|| default_state_dir(&path, kind));
+    let cfg = with_fixed_port(Config::new_share(kind))?;
+    cfg.create(&state_dir.join(CONFIG_FILE))?;
+    let me = peer_id(&state_dir)?;
+    println!(
+        "chorus: a new {} share in {} (share {}, this node {me})",
+        match kind {
+            ShareKind::Folder => "folder",
+            ShareKind::Document => "document",
+        },
+        path.display(),
+        cfg.share_id
+    );
+    println!("  start it:             chorus run {}", path.display());
+    println!(
+        "  then invite machines: chorus invite --folder {}",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
+    let token = JoinToken::decode(&args.token)?;
+    let path = match (args.path, token.kind) {
+        (Some(p), _) => p,
+        (None, ShareKind::Folder) => PathBuf::from("."),
+        (None, ShareKind::Document) => bail!(
+            "this token is for a document share: name the file it goes to, e.g. `chorus join TOKEN notes.md`"
+        ),
+    };
+    match token.kind {
+        ShareKind::Folder => {
+            if path.exists() && !path.is_dir() {
+                bail!(
+                    "{} is a file, but this token is for a folder share: give a folder",
+                    path.display()
+                );
+            }
+            std::fs::create_dir_all(&path)
+                .with_context(|| format!("cannot create the folder {}", path.display()))?;
+        }
+        ShareKind::Document => {
+            if path.is_dir() {
+                bail!(
+                    "{} is a folder, but this token is for a document share: give a file's path",
+                    path.display()
+                );
+            }
+        }
+    }
+    let state_dir = args
+        .state_dir
+        .unwrap_or_else(|| default_state_dir(&path, token.kind));
+    let cfg = with_fixed_port(Config {
+        share_id: hex::encode(token.share_id),
+        secret: hex::encode(token.secret),
+        kind: token.kind,
+        peers: token.addresses.iter().map(|a| a.to_string()).collect(),
+        bootstrap: false,
+        ..Config::default()
+    })?;
+    cfg.create(&state_dir.join(CONFIG_FILE))?;
+    let me = peer_id(&state_dir)?;
+    println!(
+        "chorus: {} is set up to join share {} through {} (this node {me})",
+        path.display(),
+        cfg.share_id,
+        token.inviter
+    );
+    println!("  start it: chorus run {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}

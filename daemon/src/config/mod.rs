@@ -1,0 +1,309 @@
+//! A share's configuration, `.chorus/config.toml`, and where a share keeps its state.
+//!
+//! `chorus init` and `chorus join` write the file (mode 0600: it holds the share secret);
+//! `chorus run` reads it, and its command-line options override it. Every key has a default,
+//! so a file may name only what differs. Unknown keys are refused (a typo should not silently
+//! mean "default").
+
+pub mod token;
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The config file's name inside the state dir.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// The tree path a document share keeps its one file under, whatever the file is called on
+/// each machine.
+pub const DOCUMENT_PATH: &str = "document";
+
+/// Why a config could not be read or written; each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "{0} is not a chorus share (no {CONFIG_FILE} in its state dir): start one with `chorus init`, or join one with `chorus join TOKEN`"
+    )]
+    Missing(PathBuf),
+    #[error("{path}: {message}; fix the file (every key is documented in README.md)")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} is already a chorus share (it has a {CONFIG_FILE}); run it with `chorus run`")]
+    Exists(PathBuf),
+}
+
+/// `config.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Names the share (32 hex digits); join tokens carry it so a node cannot be pointed at
+    /// the wrong share's state.
+    pub share_id: String,
+    /// The share secret, 64 hex digits: the key of the private network and of invites.
+    pub secret: String,
+    /// `folder` or `document` (one file, merged character by character).
+    pub kind: ShareKind,
+    /// Addresses to listen on (libp2p multiaddrs). `chorus init` and `chorus join` pick a free
+    /// TCP port once, so peers find this node at the same address after a restart.
+    pub listen: Vec<String>,
+    /// Peers to dial, `/ip4/ADDR/tcp/PORT/p2p/PEER_ID`; a joiner gets its inviter's here.
+    pub peers: Vec<String>,
+    /// This node started the share: on its first run it makes a one-node cluster.
+    pub bootstrap: bool,
+    /// Find peers on the local network with mDNS.
+    pub mdns: bool,
+    /// How long the watcher waits after a change for the folder to settle before scanning.
+    pub debounce_ms: u64,
+    /// A full rescan (cheap: unchanged files are not read) runs this often, in case the
+    /// watcher missed something (e.g. on a network filesystem).
+    pub rescan_secs: u64,
+    /// A version that would delete more than this fraction of the files here...
+    pub mass_delete_fraction: f64,
+    /// ...or more than this many files, is held until `chorus resume --confirm`.
+    pub mass_delete_files: u64,
+}
+
+/// What a share holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ShareKind {
+    #[default]
+    Folder,
+    Document,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            share_id: String::new(),
+            secret: String::new(),
+            kind: ShareKind::Folder,
+            listen: vec!["/ip4/0.0.0.0/tcp/0".into()],
+            peers: Vec::new(),
+            bootstrap: false,
+            mdns: true,
+            debounce_ms: 100,
+            rescan_secs: 600,
+            mass_delete_fraction: 0.5,
+            mass_delete_files: 1000,
+        }
+    }
+}
+
+impl Config {
+    /// A new share's config: a random share id and secret.
+    pub fn new_share(kind: ShareKind) -> Config {
+        Config {
+            share_id: hex::encode(rand::random::<[u8; 16]>()),
+            secret: hex::encode(rand::random::<[u8; 32]>()),
+            kind,
+            bootstrap: true,
+            ..Config::default()
+        }
+    }
+
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::Missing(path.to_owned()));
+            }
+            Err(source) => {
+                return Err(ConfigError::Io {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let cfg: Config = toml::from_str(&text).map_err(|e| invalid(e.message().to_owned()))?;
+        cfg.check().map_err(invalid)?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot: the secret's form, addresses, bounds.
+    pub fn check(&self) -> Result<(), String> {
+        self.secret_bytes()?;
+        for a in self.listen.iter().chain(&self.peers) {
+            a.parse::<libp2p::Multiaddr>()
+                .map_err(|e| format!("`{a}` is not a multiaddr ({e})"))?;
+        }
+        if !(self.mass_delete_fraction > 0.0 && self.mass_delete_fraction <= 1.0) {
+            return Err(format!(
+                "mass_delete_fraction must be in (0, 1], not {}",
+                self.mass_delete_fraction
+            ));
+        }
+        if self.debounce_ms > 60_000 {
+            return Err("debounce_ms above 60000 would leave changes unsynced for minutes".into());
+        }
+        Ok(())
+    }
+
+    /// The secret as bytes.
+    pub fn secret_bytes(&self) -> Result<[u8; 32], String> {
+        parse_secret(&self.secret)
+    }
+
+    /// Writes the file (mode 0600: it holds the secret); refuses to replace an existing one.
+    pub fn create(&self, path: &Path) -> Result<(), ConfigError> {
+        let io = |source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let text = toml::to_string(self).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    ConfigError::Exists(path.to_owned())
+                } else {
+                    io(e)
+                }
+            })?;
+        use std::io::Write;
+        f.write_all(HEADER.as_bytes())
+            .and_then(|()| f.write_all(text.as_bytes()))
+            .and_then(|()| f.sync_all())
+            .map_err(io)
+    }
+}
+
+const HEADER: &str = "# chorus share configuration; every key is documented in README.md.\n\
+                      # Keep this file private: it holds the share secret.\n";
+
+/// 64 hex digits into 32 bytes.
+pub fn parse_secret(hexed: &str) -> Result<[u8; 32], String> {
+    let mut secret = [0u8; 32];
+    hex::decode_to_slice(hexed.trim(), &mut secret)
+        .map_err(|_| "the secret must be 64 hex digits (32 bytes)".to_owned())?;
+    Ok(secret)
+}
+
+/// Where a share at `path` keeps its state by default: `FOLDER/.chorus` for a folder, and
+/// `DIR/.NAME.chorus` beside a document `DIR/NAME`.
+pub fn default_state_dir(path: &Path, kind: ShareKind) -> PathBuf {
+    match kind {
+        ShareKind::Folder => path.join(chorus_chunking::STATE_DIR),
+        ShareKind::Document => {
+            let name = path
+                .file_name()
+                .map_or_else(|| "document".into(), |n| n.to_string_lossy().into_owned());
+            path.parent()
+                .unwrap_or(Path::new("."))
+                .join(format!(".{name}.chorus"))
+        }
+    }
+}
+
+/// The state dir of the share at `path` as the CLI finds it: `PATH/.chorus` for a directory,
+/// and beside the file for anything else (a document, which need not exist yet).
+pub fn state_dir_for(path: &Path) -> PathBuf {
+    let kind = if path.is_dir() {
+        ShareKind::Folder
+    } else {
+        ShareKind::Document
+    };
+    default_state_dir(path, kind)
+}
+
+/// The kind of share an existing path is: a regular file is a document, anything else a
+/// folder.
+pub fn kind_of(path: &Path) -> ShareKind {
+    if path.is_file() {
+        ShareKind::Document
+    } else {
+        ShareKind::Folder
+    }
+}
+
+/// A TCP port free on every interface right now (taken once at init, then kept).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("0.0.0.0:0")?
+        .local_addr()?
+        .port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_share_round_trips_through_the_file_and_defaults_fill_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s/config.toml");
+        let cfg = Config::new_share(ShareKind::Folder);
+        cfg.create(&path).unwrap();
+        assert_eq!(Config::load(&path).unwrap(), cfg);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(matches!(cfg.create(&path), Err(ConfigError::Exists(_))));
+
+        let short = dir.path().join("short.toml");
+        std::fs::write(&short, format!("secret = \"{}\"\n", "ab".repeat(32))).unwrap();
+        let c = Config::load(&short).unwrap();
+        assert_eq!(c.debounce_ms, 100);
+        assert_eq!(c.mass_delete_files, 1000);
+    }
+
+    #[test]
+    fn bad_files_get_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        for (text, says) in [
+            ("secret = \"12\"\n", "64 hex digits"),
+            ("secrte = 1\n", "unknown field"),
+            (
+                &format!("secret = \"{}\"\nlisten = [\"nope\"]\n", "ab".repeat(32)),
+                "multiaddr",
+            ),
+            (
+                &format!(
+                    "secret = \"{}\"\nmass_delete_fraction = 2.0\n",
+                    "ab".repeat(32)
+                ),
+                "mass_delete_fraction",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = Config::load(&path).unwrap_err().to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+        assert!(matches!(
+            Config::load(&dir.path().join("none.toml")),
+            Err(ConfigError::Missing(_))
+        ));
+    }
+
+    #[test]
+    fn state_dirs_sit_in_a_folder_or_beside_a_document() {
+        assert_eq!(
+            default_state_dir(Path::new("/a/share"), ShareKind::Folder),
+            Path::new("/a/share/.chorus")
+        );
+        assert_eq!(
+            default_state_dir(Path::new("/a/notes.md"), ShareKind::Document),
+            Path::new("/a/.notes.md.chorus")
+        );
+    }
+}
