@@ -436,3 +436,24 @@ fn text_of_scanned(tree: &TreeManifest, store: &dyn ChunkStore) -> String {
         .collect();
     String::from_utf8(bytes).unwrap()
 }
+
+#[test]
+fn a_change_back_to_an_earlier_tree_is_a_new_version_not_a_retry() {
+    // An undo or a restore pushes a tree that history already holds; it must be accepted
+    // again, not answered as if it were a retry of the push that first brought it.
+    let mut w = World::new();
+    w.b.edit("AaBb", &mut w.out);
+    w.run();
+    w.b.edit("AaBbCc", &mut w.out);
+    w.run();
+    let headers = w.log.len();
+    w.b.edit("AaBb", &mut w.out);
+    w.run();
+    assert_eq!(w.log.len(), headers + 1, "going back is a new version");
+    assert_eq!(w.a.text(), "AaBb");
+    assert_eq!(w.b.text(), "AaBb");
+    w.b.edit("AaBbCc", &mut w.out);
+    w.run();
+    assert_eq!(w.log.len(), headers + 2, "and so is going forward again");
+    assert_eq!(w.a.text(), "AaBbCc");
+}

@@ -68,10 +68,19 @@ pub fn parse_command(path: &str, body: &[u8]) -> Result<Request, Reply> {
         serde_json::from_slice(body)
             .map_err(|e| error(400, &format!("bad JSON body for {path}: {e}")))
     }
+    /// The body of a request that takes no arguments: `{}` (or nothing).
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NoArguments {}
     Ok(match path {
-        "/v1/pause" => Request::Pause,
-        "/v1/undo" => Request::Undo,
-        "/v1/invite" => Request::Invite,
+        "/v1/pause" | "/v1/undo" | "/v1/invite" => {
+            parse::<NoArguments>(path, body)?;
+            match path {
+                "/v1/pause" => Request::Pause,
+                "/v1/undo" => Request::Undo,
+                _ => Request::Invite,
+            }
+        }
         "/v1/resume" => Request::Resume {
             confirm: parse::<ResumeBody>(path, body)?.confirm,
         },
@@ -195,6 +204,9 @@ mod tests {
                     raft_sent: 30,
                     raft_received: 40,
                 },
+                share: "/share".into(),
+                paused: false,
+                held: None,
             },
             peers: Vec::new(),
             versions: Arc::new(Vec::new()),
@@ -208,6 +220,37 @@ mod tests {
             }]),
             accepted: 3,
         }
+    }
+
+    #[test]
+    fn commands_parse_their_bodies_and_refuse_bad_ones() {
+        assert_eq!(parse_command("/v1/pause", b""), Ok(Request::Pause));
+        assert_eq!(
+            parse_command("/v1/resume", b"{\"confirm\": true}"),
+            Ok(Request::Resume { confirm: true })
+        );
+        assert_eq!(
+            parse_command("/v1/redo", b" \n"),
+            Ok(Request::Redo { entry: None })
+        );
+        assert_eq!(
+            parse_command("/v1/restore", b"{\"version\": \"3.0\", \"path\": \"a\"}"),
+            Ok(Request::Restore {
+                version: "3.0".into(),
+                path: Some("a".into())
+            })
+        );
+        for (path, body) in [
+            ("/v1/restore", &b"{}"[..]),
+            ("/v1/redo", b"{\"entry\": -1}"),
+            ("/v1/resume", b"{\"confrim\": true}"),
+            ("/v1/undo", b"not json"),
+        ] {
+            let reply = parse_command(path, body).unwrap_err();
+            assert_eq!(reply.status, 400, "{path}");
+            assert!(error_of(&reply).contains(path), "{}", error_of(&reply));
+        }
+        assert!(is_command("/v1/invite") && !is_command("/v1/status"));
     }
 
     fn error_of(reply: &Reply) -> String {

@@ -23,7 +23,7 @@ pub const DOCUMENT_PATH: &str = "document";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
-        "{0} is not a chorus share (no {CONFIG_FILE} in its state dir): start one with `chorus init`, or join one with `chorus join TOKEN`"
+        "no chorus share here (no {0}): start one with `chorus init PATH`, or join one with `chorus join TOKEN PATH`"
     )]
     Missing(PathBuf),
     #[error("{path}: {message}; fix the file (every key is documented in README.md)")]

@@ -425,6 +425,8 @@ pub async fn run(
             }
             Some(cmd) = commands.recv() => {
                 let answer = d.command(cmd.request).await;
+                // What the command changed is visible to the next query at once.
+                snapshots.send_replace(d.snapshot().await?);
                 let _ = cmd.reply.send(answer);
             }
             _ = tick.tick() => {
@@ -553,6 +555,7 @@ impl Driver {
             .scan(self.chunker, &mut self.cache, &*self.chunks)?;
         self.chunks.sync()?;
         if now_on_disk.version_id() != in_folder {
+            tracing::debug!(?version, on_disk = ?now_on_disk.version_id(), "local edits first");
             self.queue.push_back(Event::Local(now_on_disk));
             return Ok(());
         }
@@ -578,6 +581,7 @@ impl Driver {
             return Ok(());
         }
         self.held = None;
+        tracing::debug!(?version, from = ?in_folder, "materialize");
         self.share.materialize(&old, &tree, &*self.chunks)?;
         self.emit(
             "materialized",

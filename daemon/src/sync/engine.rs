@@ -428,9 +428,9 @@ impl Engine {
                 });
                 self.p.redo_seq += 1;
             }
-            self.p.include(hd.version, major);
+            self.p.include(hd.version, major, true);
             for parent in &hd.parents {
-                self.p.include(*parent, major);
+                self.p.include(*parent, major, false);
             }
             if major > self.p.head.number.major {
                 self.p.head = AcceptedRef {

@@ -120,12 +120,15 @@ impl Persisted {
         }
     }
 
-    /// Records that `version` is included in the header numbered `major` (the newest such
-    /// header: a tree can come back, by undo or restore), forgetting the oldest records beyond
-    /// the bound.
-    pub fn include(&mut self, version: VersionId, major: u64) {
+    /// Records that `version` is included in the header numbered `major`: a pushed version
+    /// keeps the first header that included it; an accepted version's own tree (`accepted`)
+    /// the newest, since a tree can be accepted again (an undo, a restore). Forgets the oldest
+    /// records beyond the bound.
+    pub fn include(&mut self, version: VersionId, major: u64, accepted: bool) {
         let at = self.included.entry(version).or_insert(major);
-        *at = (*at).max(major);
+        if accepted {
+            *at = (*at).max(major);
+        }
         if self.included.len() > INCLUDED_KEPT {
             let cutoff = self.included.values().copied().min().unwrap_or(0);
             self.included.retain(|_, m| *m > cutoff);
@@ -373,7 +376,7 @@ mod tests {
         let t = tree(b"hello");
         let mut state = Persisted::fresh();
         state.work = Some(t.version_id());
-        state.include(t.version_id(), 7);
+        state.include(t.version_id(), 7, false);
         state.last_shared.insert(42, t.version_id());
         {
             let store = SyncStore::open(&path).unwrap();
@@ -419,7 +422,7 @@ mod tests {
         for i in 0..(INCLUDED_KEPT as u64 + 10) {
             let mut id = [0u8; 32];
             id[..8].copy_from_slice(&i.to_le_bytes());
-            s.include(VersionId(id), i + 1);
+            s.include(VersionId(id), i + 1, false);
         }
         assert!(s.included.len() <= INCLUDED_KEPT);
     }

@@ -1,0 +1,415 @@
+//! chorus as a user runs it, with real processes: `chorus init`, `chorus invite`, `chorus join`
+//! twice, `chorus run PATH`; edits on every node appear on all; undo, redo and restore
+//! round-trip; conflicting edits give one merged result everywhere and a redo entry that
+//! `chorus redo` brings back; the socket is mode 0600; the mass-delete guard holds and releases;
+//! a document share merges concurrent typing character by character; a node killed with
+//! SIGKILL and restarted keeps an edit made while it was down; bad input gets a one-line error.
+//!
+//! Waits are liveness bounds (a stuck cluster fails the test), not speed assertions. Each
+//! process's output is kept and printed when a test fails.
+
+mod support;
+
+use support::procs::chorus;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const LIVENESS: Duration = Duration::from_secs(90);
+
+/// One machine: a share path (folder or document), its daemon, its log.
+struct Node {
+    path: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+struct Group {
+    root: tempfile::TempDir,
+    nodes: Vec<Node>,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                eprintln!(
+                    "==== {} ====\n{}",
+                    n.log.display(),
+                    std::fs::read_to_string(&n.log).unwrap_or_default()
+                );
+            }
+        }
+    }
+}
+
+/// Runs `chorus ARGS` to completion.
+fn cli(args: &[&str]) -> Output {
+    chorus().args(args).output().expect("run chorus")
+}
+
+/// Runs `chorus ARGS`, which must succeed; its stdout.
+fn ok(args: &[&str]) -> String {
+    let out = cli(args);
+    assert!(
+        out.status.success(),
+        "chorus {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < LIVENESS, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn read(p: &Path) -> Option<String> {
+    std::fs::read_to_string(p).ok()
+}
+
+impl Group {
+    fn new() -> Group {
+        Group {
+            root: tempfile::tempdir().unwrap(),
+            nodes: Vec::new(),
+        }
+    }
+
+    fn at(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    /// `chorus init` on `path` (a folder name, or a file that exists) and starts it.
+    fn init(&mut self, path: PathBuf) -> usize {
+        ok(&["init", path.to_str().unwrap()]);
+        self.start(path)
+    }
+
+    /// `chorus join TOKEN path` with a token from node `via`, and starts it.
+    fn join(&mut self, via: usize, path: PathBuf) -> usize {
+        let token = self.invite(via);
+        ok(&["join", &token, path.to_str().unwrap()]);
+        self.start(path)
+    }
+
+    fn invite(&self, via: usize) -> String {
+        let out = ok(&["invite", "--folder", self.nodes[via].path.to_str().unwrap()]);
+        let token = out.lines().next().unwrap().trim().to_owned();
+        assert!(token.starts_with("chorus1"), "{out}");
+        token
+    }
+
+    fn start(&mut self, path: PathBuf) -> usize {
+        let log = self
+            .root
+            .path()
+            .join(format!("log{}.txt", self.nodes.len()));
+        self.nodes.push(Node {
+            path,
+            log,
+            child: None,
+        });
+        let i = self.nodes.len() - 1;
+        self.restart(i);
+        i
+    }
+
+    fn restart(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)
+            .unwrap();
+        let child = chorus()
+            .arg("run")
+            .arg(&n.path)
+            .arg("--no-mdns")
+            .env("RUST_LOG", "chorus=info")
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap();
+        n.child = Some(child);
+        let p = n.path.to_str().unwrap().to_owned();
+        wait_until("the daemon's socket", || {
+            cli(&["status", "--folder", &p]).status.success()
+        });
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn path(&self, i: usize) -> &str {
+        self.nodes[i].path.to_str().unwrap()
+    }
+
+    fn file(&self, i: usize, rel: &str) -> PathBuf {
+        self.nodes[i].path.join(rel)
+    }
+
+    /// `chorus CMD ARGS --folder NODE`.
+    fn ask(&self, i: usize, args: &[&str]) -> String {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--folder", self.path(i)]);
+        ok(&all)
+    }
+
+    fn status(&self, i: usize) -> serde_json::Value {
+        serde_json::from_str(&self.ask(i, &["status", "--json"])).unwrap()
+    }
+
+    /// Every node holds `text` in `rel`.
+    fn wait_everywhere(&self, rel: &str, text: Option<&str>) {
+        for i in 0..self.nodes.len() {
+            let f = self.file(i, rel);
+            wait_until(&format!("{rel} = {text:?} on node {i}"), || {
+                read(&f).as_deref() == text
+            });
+        }
+    }
+
+    /// Every node is settled on one head, and stays so for a second (the status is a snapshot
+    /// published a few times a second, and the watcher waits a little before scanning, so one
+    /// look right after an edit can still show the state before it).
+    fn wait_converged(&self) {
+        let mut since: Option<Instant> = None;
+        wait_until("one settled head everywhere", || {
+            let s: Vec<_> = (0..self.nodes.len()).map(|i| self.status(i)).collect();
+            let same = s
+                .iter()
+                .all(|x| x["settled"] == true && x["head"] == s[0]["head"]);
+            match (same, since) {
+                (false, _) => since = None,
+                (true, None) => since = Some(Instant::now()),
+                (true, Some(_)) => {}
+            }
+            since.is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
+        });
+    }
+
+    /// The head number on node `i`.
+    fn head(&self, i: usize) -> String {
+        self.status(i)["head"]["number"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+#[test]
+fn init_invite_join_edit_undo_redo_restore_conflict_and_restart() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    let c = g.join(a, g.at("c"));
+
+    // The socket is private to its user.
+    let sock = g.file(a, ".chorus/api.sock");
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Edits on each node appear on all.
+    for (i, name) in [(a, "from-a.txt"), (b, "from-b.txt"), (c, "sub/from-c.txt")] {
+        std::fs::create_dir_all(g.file(i, name).parent().unwrap()).unwrap();
+        std::fs::write(g.file(i, name), format!("written on {i}\n")).unwrap();
+    }
+    for (i, name) in [(a, "from-a.txt"), (b, "from-b.txt"), (c, "sub/from-c.txt")] {
+        g.wait_everywhere(name, Some(&format!("written on {i}\n")));
+    }
+    g.wait_converged();
+
+    // Undo on c takes back the newest version everywhere; redo brings it back; restore of an
+    // older version too, then of one path.
+    std::fs::write(g.file(b, "undo-me.txt"), "new\n").unwrap();
+    g.wait_everywhere("undo-me.txt", Some("new\n"));
+    g.wait_converged();
+    let undone = g.ask(c, &["undo"]);
+    assert!(undone.starts_with("undid version"), "{undone}");
+    g.wait_everywhere("undo-me.txt", None);
+    g.wait_converged();
+    g.ask(c, &["redo"]);
+    g.wait_everywhere("undo-me.txt", Some("new\n"));
+    g.wait_converged();
+    // Restore a whole version, then one path of another.
+    let with_undo_me = g.head(a);
+    std::fs::remove_file(g.file(a, "undo-me.txt")).unwrap();
+    std::fs::write(g.file(a, "later.txt"), "later\n").unwrap();
+    g.wait_everywhere("later.txt", Some("later\n"));
+    g.wait_everywhere("undo-me.txt", None);
+    g.wait_converged();
+    let with_later = g.head(a);
+    g.ask(b, &["restore", &with_undo_me]);
+    g.wait_everywhere("undo-me.txt", Some("new\n"));
+    g.wait_everywhere("later.txt", None);
+    g.wait_converged();
+    g.ask(c, &["restore", &with_later, "later.txt"]);
+    g.wait_everywhere("later.txt", Some("later\n"));
+    g.wait_everywhere("undo-me.txt", Some("new\n"));
+    g.wait_converged();
+
+    // A conflict: b edits the same line while paused, a edits it too; b resumes.
+    std::fs::write(g.file(a, "t.txt"), "one\ntwo\nthree\n").unwrap();
+    g.wait_everywhere("t.txt", Some("one\ntwo\nthree\n"));
+    g.wait_converged();
+    g.ask(b, &["pause"]);
+    assert_eq!(g.status(b)["paused"], true);
+    std::fs::write(g.file(b, "t.txt"), "one\nTWO from b\nthree\n").unwrap();
+    std::fs::write(g.file(a, "t.txt"), "one\nTWO from a\nthree\n").unwrap();
+    wait_until("a's edit to be accepted", || {
+        read(&g.file(c, "t.txt")).as_deref() == Some("one\nTWO from a\nthree\n")
+    });
+    g.ask(b, &["resume"]);
+    let (va, vb) = ("one\nTWO from a\nthree\n", "one\nTWO from b\nthree\n");
+    // One of the two wins everywhere (the higher-numbered); the other is a redo entry.
+    wait_until("one merged t.txt everywhere, and a redo entry", || {
+        let t: Vec<_> = [a, b, c]
+            .iter()
+            .map(|&i| read(&g.file(i, "t.txt")))
+            .collect();
+        t.iter().all(|x| *x == t[0])
+            && (t[0].as_deref() == Some(va) || t[0].as_deref() == Some(vb))
+            && g.ask(c, &["conflicts", "--json"]).contains("t.txt")
+    });
+    g.wait_converged();
+    let merged = read(&g.file(a, "t.txt")).unwrap();
+    let conflicts: Vec<serde_json::Value> =
+        serde_json::from_str(&g.ask(c, &["conflicts", "--json"])).unwrap();
+    let entry = conflicts.last().expect("a redo entry");
+    assert_eq!(entry["path"], "t.txt");
+    let loser = if merged == va { vb } else { va };
+    let said = g.ask(c, &["redo", &entry["seq"].to_string()]);
+    assert!(said.contains("in place"), "{said}");
+    g.wait_everywhere("t.txt", Some(loser));
+    g.wait_converged();
+
+    // kill -9 of b; an edit made while it is down is synced after the restart.
+    g.kill9(b);
+    std::fs::write(g.file(b, "offline.txt"), "written while down\n").unwrap();
+    std::fs::write(g.file(a, "online.txt"), "written meanwhile\n").unwrap();
+    g.restart(b);
+    g.wait_everywhere("offline.txt", Some("written while down\n"));
+    g.wait_everywhere("online.txt", Some("written meanwhile\n"));
+    g.wait_converged();
+}
+
+#[test]
+fn the_mass_delete_guard_holds_until_confirmed() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    std::fs::create_dir(g.file(a, "many")).unwrap();
+    for i in 0..30 {
+        std::fs::write(g.file(a, &format!("many/f{i}")), format!("{i}\n")).unwrap();
+    }
+    std::fs::write(g.file(a, "keep.txt"), "kept\n").unwrap();
+    g.wait_everywhere("many/f29", Some("29\n"));
+    g.wait_converged();
+    std::fs::remove_dir_all(g.file(a, "many")).unwrap();
+    wait_until("the deletion to be held on b", || {
+        g.status(b)["held"]["reason"] == "mass-delete"
+    });
+    assert_eq!(g.status(b)["held"]["deleting"], 30);
+    assert!(g.file(b, "many/f0").exists(), "nothing deleted while held");
+    // Plain resume does not release it; it says how.
+    let out = cli(&["resume", "--folder", g.path(b)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--confirm"));
+    assert!(g.file(b, "many/f0").exists());
+    g.ask(b, &["resume", "--confirm"]);
+    wait_until("the deletion on b", || !g.file(b, "many").exists());
+    assert_eq!(read(&g.file(b, "keep.txt")).as_deref(), Some("kept\n"));
+    g.wait_converged();
+}
+
+#[test]
+fn a_document_share_merges_concurrent_typing_character_by_character() {
+    let mut g = Group::new();
+    std::fs::create_dir(g.at("one")).unwrap();
+    std::fs::create_dir(g.at("two")).unwrap();
+    let doc = g.at("one/notes.md");
+    std::fs::write(&doc, "The quick brown fox\n").unwrap();
+    let a = g.init(doc);
+    let b = g.join(a, g.at("two/mine.md"));
+    wait_until("the document on b", || {
+        read(Path::new(g.path(b))).as_deref() == Some("The quick brown fox\n")
+    });
+    g.wait_converged();
+    // Typing on both sides while b is paused: the same line, different words.
+    g.ask(b, &["pause"]);
+    std::fs::write(g.path(b), "The very quick brown fox\n").unwrap();
+    std::fs::write(g.path(a), "The quick red fox\n").unwrap();
+    wait_until("a's version accepted", || {
+        g.status(a)["head"]["version"] != g.status(b)["adopted"]["version"]
+    });
+    g.ask(b, &["resume"]);
+    for i in [a, b] {
+        wait_until(&format!("the merged document on node {i}"), || {
+            read(Path::new(g.path(i))).as_deref() == Some("The very quick red fox\n")
+        });
+    }
+    g.wait_converged();
+    for i in [a, b] {
+        assert_eq!(
+            read(Path::new(g.path(i))).as_deref(),
+            Some("The very quick red fox\n"),
+            "node {i}"
+        );
+    }
+    // The state dir sits beside the document and nothing else is in the directory.
+    let names: Vec<_> = std::fs::read_dir(g.at("two"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[test]
+fn bad_input_gets_one_line_that_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    for (args, says) in [
+        (vec!["join", "chorus1abc", &p("x")], "damaged"),
+        (vec!["join", "hello", &p("x")], "not a chorus join token"),
+        (vec!["run", &p("empty")], "chorus init"),
+        (vec!["run", &p("missing/dir")], "does not exist"),
+        (vec!["status", "--folder", &p("empty")], "no chorus daemon"),
+    ] {
+        let out = cli(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // A second `init` of a share refuses to replace it; a bad config names the file.
+    ok(&["init", &p("s")]);
+    let out = cli(&["init", &p("s")]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already a chorus share"));
+    std::fs::write(dir.path().join("s/.chorus/config.toml"), "secret = 1\n").unwrap();
+    let out = cli(&["run", &p("s")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("config.toml"), "{err}");
+    assert_eq!(out.status.code(), Some(1));
+    // Usage errors exit 2.
+    assert_eq!(cli(&["restore"]).status.code(), Some(2));
+}
