@@ -4,10 +4,13 @@
 //!   links can be cut and healed and made lossy; everything is removed when the lab is dropped,
 //!   and leftovers of a crashed run are removed when the next lab starts.
 //! - [`relay`]: a TCP relay that counts the bytes it carries and can delay, cut and heal a link.
+//! - [`bench`]: the side-by-side benchmark of chorus, rsync, Syncthing and Unison (the `bench`
+//!   binary), which writes the figures and plots of docs/benchmarks.md.
 //!
 //! Network namespaces need root. Tests call [`needs_root`] first, which says clearly when a
 //! test is skipped; CI runs as root, so there they run.
 
+pub mod bench;
 pub mod netns;
 pub mod relay;
 

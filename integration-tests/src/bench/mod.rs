@@ -1,0 +1,329 @@
+//! The side-by-side benchmark of issue 8: chorus against rsync, Syncthing and Unison on
+//! loopback, every scenario for every tool in the same run, bytes counted by nftables for all
+//! of them alike, figures the median of several runs with min and max, written into
+//! docs/benchmarks.md with PNG plots. The `bench` binary parses options and calls [`run`].
+//!
+//! - [`stats`]: median/min/max and percentiles;
+//! - [`nft`]: byte counters on loopback by TCP port;
+//! - [`procs`]: processes, their peak RSS, a tiny HTTP client;
+//! - [`data`]: the data sets and tree snapshots;
+//! - [`tools`]: chorus, rsync, Syncthing and Unison behind one interface;
+//! - [`scenarios`]: what is measured; [`results`]: the raw figures;
+//! - [`report`] and [`plot`]: the Markdown region and the PNGs.
+
+pub mod data;
+pub mod nft;
+pub mod plot;
+pub mod procs;
+pub mod report;
+pub mod results;
+pub mod scenarios;
+pub mod stats;
+pub mod tools;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use results::Results;
+use scenarios::Ctx;
+use tools::Tool;
+
+/// Every scenario, in the order they run.
+pub const SCENARIOS: &[&str] = &[
+    "update",
+    "latency",
+    "initial-tree",
+    "big-file",
+    "scale",
+    "huge-file",
+];
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Smaller data and one run: a smoke test of the whole suite.
+    pub quick: bool,
+    /// The scenarios to run (all when empty).
+    pub scenarios: Vec<String>,
+    /// Runs per figure (3 by default, 1 with quick).
+    pub runs: Option<usize>,
+    /// The chorus binary; built with cargo when not given.
+    pub chorus: Option<PathBuf>,
+    /// Where data and scratch folders go.
+    pub work: PathBuf,
+    /// Write docs/benchmarks.md and docs/plots (the default for a full run of every scenario).
+    pub write_docs: bool,
+    /// Only the tools whose names contain one of these (case-insensitive); all when empty.
+    pub tools: Vec<String>,
+    /// Keep the folders and logs of a failed run (in the work dir) to look into.
+    pub keep_failed: bool,
+}
+
+/// The repository root (this crate's parent).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("integration-tests sits in the workspace root")
+        .to_path_buf()
+}
+
+fn first_line(program: &str, arg: &str) -> String {
+    Command::new(program)
+        .arg(arg)
+        .output()
+        .ok()
+        .map(|o| {
+            let mut t = String::from_utf8_lossy(&o.stdout).into_owned();
+            t.push_str(&String::from_utf8_lossy(&o.stderr));
+            t.lines().next().unwrap_or("").trim().to_owned()
+        })
+        .unwrap_or_default()
+}
+
+/// Builds the chorus binary in release mode and returns its path.
+fn build_chorus() -> Result<PathBuf, String> {
+    let root = repo_root();
+    eprintln!("bench: cargo build --release -p chorus");
+    let ok = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-p", "chorus"])
+        .current_dir(&root)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return Err("`cargo build --release -p chorus` failed: fix the build, or pass --chorus PATH to a chorus binary".into());
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    let bin = target.join("release/chorus");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} is missing after the build; pass --chorus PATH",
+            bin.display()
+        ))
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map(|kib| format!("{:.0} GiB RAM", kib as f64 / 1048576.0))
+        .unwrap_or_default();
+    format!("{cores} cores ({cpu}), {mem}")
+}
+
+/// Runs the benchmark; the report goes to docs/benchmarks.md or stdout.
+pub fn run(opts: Options) -> Result<(), String> {
+    if !crate::is_root() {
+        return Err("the benchmark counts bytes with nftables and installs missing tools with apt-get: run it as root".into());
+    }
+    let started = Instant::now();
+    let missing = tools::ensure_installed(&[
+        ("rsync", "rsync"),
+        ("syncthing", "syncthing"),
+        ("unison", "unison"),
+        ("nft", "nftables"),
+        ("diff", "diffutils"),
+        (
+            plot::font_path().unwrap_or("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
+            "fonts-dejavu-core",
+        ),
+    ]);
+    for m in &missing {
+        eprintln!("bench: {m}");
+    }
+    if !tools::installed("nft") {
+        return Err(
+            "nft (nftables) is required to count bytes: apt-get install -y nftables".into(),
+        );
+    }
+    let chorus_bin = match &opts.chorus {
+        Some(p) => p.clone(),
+        None => build_chorus()?,
+    };
+    let chorus = tools::chorus::Chorus::new(chorus_bin.clone());
+    let detection = chorus.detection();
+    let mut available: Vec<Box<dyn Tool>> = vec![Box::new(chorus)];
+    let mut unavailable = Vec::new();
+    let wanted = |name: &str| {
+        opts.tools.is_empty()
+            || opts
+                .tools
+                .iter()
+                .any(|t| name.to_lowercase().contains(&t.to_lowercase()))
+    };
+    if !wanted("chorus") {
+        available.clear();
+    }
+    let mut add = |prog: &str, tool: Box<dyn Tool>| {
+        if !wanted(&tool.name()) {
+        } else if tools::installed(prog) {
+            available.push(tool);
+        } else {
+            unavailable.push((
+                tool.name(),
+                format!("{prog} is not installed and apt-get could not install it"),
+            ));
+        }
+    };
+    add(
+        "rsync",
+        Box::new(tools::rsync::Rsync {
+            label: "rsync --no-whole-file",
+            options: &["--no-whole-file"],
+        }),
+    );
+    add(
+        "rsync",
+        Box::new(tools::rsync::Rsync {
+            label: "rsync -z",
+            options: &["--no-whole-file", "-z"],
+        }),
+    );
+    add("syncthing", Box::new(tools::syncthing::Syncthing));
+    add("unison", Box::new(tools::unison::Unison));
+
+    std::fs::create_dir_all(&opts.work)
+        .map_err(|e| format!("cannot create {}: {e}", opts.work.display()))?;
+    let runs = opts.runs.unwrap_or(if opts.quick { 1 } else { 3 }).max(1);
+    let ctx = Ctx {
+        work: opts.work.clone(),
+        runs,
+        quick: opts.quick,
+        keep_failed: opts.keep_failed,
+        tools: available,
+        unavailable,
+    };
+    let chosen: Vec<&str> = if opts.scenarios.is_empty() {
+        SCENARIOS.to_vec()
+    } else {
+        opts.scenarios.iter().map(String::as_str).collect()
+    };
+    let mut results = Results::default();
+    for name in &chosen {
+        let t = Instant::now();
+        let outcome = match *name {
+            "update" => scenarios::update(&ctx, &mut results),
+            "latency" => scenarios::latency(&ctx, &mut results),
+            "initial-tree" => scenarios::initial_tree(&ctx, &mut results),
+            "big-file" => scenarios::big(&ctx, &mut results),
+            "scale" => scenarios::scale(&ctx, &mut results),
+            "huge-file" => scenarios::huge(&ctx, &mut results),
+            other => Err(format!(
+                "no scenario {other}; the scenarios are {}",
+                SCENARIOS.join(", ")
+            )),
+        };
+        if let Err(e) = outcome {
+            eprintln!("bench: scenario {name} could not run: {e}");
+            results
+                .notes
+                .push(format!("Scenario {name} could not run: {e}"));
+        }
+        eprintln!("bench: {name} took {:.0} s", t.elapsed().as_secs_f64());
+    }
+
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(repo_root())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let meta = vec![
+        format!("Run on {date}, {}, chorus at commit {commit} (release build){}; {runs} run(s) per figure, shown as median (min–max); the whole run took {:.0} min.",
+            machine(),
+            if opts.quick { ", QUICK mode (reduced sizes)" } else { "" },
+            started.elapsed().as_secs_f64() / 60.0),
+        format!("Versions: {}; {}; {}.", first_line("rsync", "--version"), first_line("syncthing", "--version"), first_line("unison", "-version")),
+        "Bytes: nftables counters on `lo` by TCP port, at the output hook, so every packet is counted once, as IP bytes (headers included), for every tool alike and never from a tool's own report. A → B is from the side that changed to the other. Every connection of a session is counted, control traffic and keep-alives included.".into(),
+        "Time: from the moment the change is on disk (daemons) or the command starts (rsync, Unison) until the other folder holds exactly the expected bytes (polled every 5 ms, every 50 ms for large trees, by size and then BLAKE3).".into(),
+        "Peak RSS: the largest process of the tool over the whole scenario, from the kernel (`wait4` rusage, which covers children it reaped, and `VmHWM` before a daemon is stopped).".into(),
+        format!("chorus: `chorus run` per folder with explicit loopback peers, state dirs outside the folders, change detection: {detection}; two nodes in two-party scenarios (A started the cluster), three for latency."),
+        "Syncthing: one `syncthing serve` per folder, watcher on with its 1 s minimum delay, rescans hourly, discovery, relays, NAT and low priority off, explicit `tcp://127.0.0.1:PORT` addresses. rsync: a client pushing over TCP to `rsync --daemon` (`-a --delete`, delta transfer; `-z` adds compression). Unison: `unison A socket://127.0.0.1:PORT/B -batch -auto -times` against `unison -socket PORT`.".into(),
+    ];
+
+    let plots_dir = if opts.write_docs {
+        repo_root().join("docs/plots")
+    } else {
+        opts.work.join("plots")
+    };
+    std::fs::create_dir_all(&plots_dir).map_err(|e| e.to_string())?;
+    let mut plots = Vec::new();
+    match plot::init_fonts() {
+        Ok(()) => {
+            for p in &results.phases {
+                match plot::phase(&plots_dir, &p.key, &p.title, &p.rows) {
+                    Ok(f) => plots.push((p.key.clone(), f)),
+                    Err(e) => eprintln!("bench: {e}"),
+                }
+            }
+            if results.latency.iter().any(|r| !r.samples_ms.is_empty()) {
+                match plot::latency(&plots_dir, &results.latency) {
+                    Ok(f) => plots.push(("latency".into(), f)),
+                    Err(e) => eprintln!("bench: {e}"),
+                }
+            }
+            if !results.rss.is_empty() {
+                match plot::rss(&plots_dir, &results.rss) {
+                    Ok(f) => plots.push(("rss".into(), f)),
+                    Err(e) => eprintln!("bench: {e}"),
+                }
+            }
+        }
+        Err(e) => eprintln!("bench: no plots: {e}"),
+    }
+    let mut body = report::render(&results, &meta, &plots);
+    body += &report::goals(&results);
+    if opts.write_docs {
+        let doc_path = repo_root().join("docs/benchmarks.md");
+        let doc = std::fs::read_to_string(&doc_path)
+            .map_err(|e| format!("cannot read {}: {e}", doc_path.display()))?;
+        let new = report::replace_region(
+            &doc,
+            &body,
+            "## Side by side: chorus, rsync, Syncthing, Unison",
+            "## Goals at a glance",
+        );
+        std::fs::write(&doc_path, new)
+            .map_err(|e| format!("cannot write {}: {e}", doc_path.display()))?;
+        eprintln!(
+            "bench: wrote {} and {}",
+            doc_path.display(),
+            plots_dir.display()
+        );
+    } else {
+        let out = opts.work.join("report.md");
+        std::fs::write(&out, &body).map_err(|e| e.to_string())?;
+        println!("{body}");
+        eprintln!(
+            "bench: report in {}, plots in {} (docs/benchmarks.md is written by a full run, or with --write-docs)",
+            out.display(),
+            plots_dir.display()
+        );
+    }
+    Ok(())
+}
