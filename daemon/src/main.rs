@@ -23,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Three nodes on this machine in temporary folders: a share made and joined, concurrent
+    /// edits merged, the versions and a redo entry shown; everything removed at the end.
+    Demo(commands::demo::Args),
     /// Start a new share in a folder (created when missing) or on one file (a document):
     /// writes its state dir with an identity and config.toml.
     Init(commands::share::InitArgs),
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => commands::demo::run(args),
         Command::Init(args) => commands::share::init(args),
         Command::Join(args) => commands::share::join(args),
         Command::Run(args) => commands::run::run(args),

@@ -61,7 +61,7 @@ mod tests {
     fn tree(n: usize) -> TreeManifest {
         TreeManifest::from_entries((0..n).map(|i| {
             (
-                RelPath::new(&format!("d/f{i}")).unwrap(),
+                RelPath::new(format!("d/f{i}")).unwrap(),
                 Entry::File {
                     exec: false,
                     manifest: FileManifest::default(),
