@@ -219,7 +219,8 @@ pub fn release_pair(old_src: &Path, new_src: &Path, old: &Path, new: &Path) -> R
 }
 
 /// Copies whole crates from the registry, in name order, into `to` until it holds at least
-/// `bytes` bytes or `files` files. Returns (files, bytes).
+/// `bytes` bytes or `files` files, skipping crates larger than a fifth of `bytes`. Returns
+/// (files, bytes).
 pub fn source_tree(to: &Path, bytes: u64, files: usize) -> Result<(usize, u64), String> {
     let mut crates: Vec<PathBuf> = registry_roots()
         .iter()
@@ -236,6 +237,10 @@ pub fn source_tree(to: &Path, bytes: u64, files: usize) -> Result<(usize, u64), 
             break;
         }
         let s = sizes(&c);
+        // No one crate may make up most of the tree (some carry large data files).
+        if s.values().sum::<u64>() > bytes / 5 {
+            continue;
+        }
         let name = c.file_name().unwrap_or_default();
         copy_tree(&c, &to.join(name))?;
         n += s.len();

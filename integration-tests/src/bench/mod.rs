@@ -8,10 +8,12 @@
 //! - [`procs`]: processes, their peak RSS, a tiny HTTP client;
 //! - [`data`]: the data sets and tree snapshots;
 //! - [`tools`]: chorus, rsync, Syncthing and Unison behind one interface;
-//! - [`scenarios`]: what is measured; [`results`]: the raw figures;
+//! - [`two_party`]: a change in folder A until folder B holds it, for every tool and run;
+//! - [`scenarios`] and [`latency`]: what is measured; [`results`]: the raw figures;
 //! - [`report`] and [`plot`]: the Markdown region and the PNGs.
 
 pub mod data;
+pub mod latency;
 pub mod nft;
 pub mod plot;
 pub mod procs;
@@ -20,14 +22,15 @@ pub mod results;
 pub mod scenarios;
 pub mod stats;
 pub mod tools;
+pub mod two_party;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use results::Results;
-use scenarios::Ctx;
 use tools::Tool;
+use two_party::Ctx;
 
 /// Every scenario, in the order they run.
 pub const SCENARIOS: &[&str] = &[
@@ -48,6 +51,8 @@ pub struct Options {
     pub scenarios: Vec<String>,
     /// Runs per figure (3 by default, 1 with quick).
     pub runs: Option<usize>,
+    /// Runs of the 100k-file scenario (1 by default: it alone would take most of the budget).
+    pub scale_runs: Option<usize>,
     /// The chorus binary; built with cargo when not given.
     pub chorus: Option<PathBuf>,
     /// Where data and scratch folders go.
@@ -190,6 +195,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         Box::new(tools::rsync::Rsync {
             label: "rsync --no-whole-file",
             options: &["--no-whole-file"],
+            only: None,
         }),
     );
     add(
@@ -197,6 +203,8 @@ pub fn run(opts: Options) -> Result<(), String> {
         Box::new(tools::rsync::Rsync {
             label: "rsync -z",
             options: &["--no-whole-file", "-z"],
+            // Issue 8 asks for it on the source-tree update, where compression matters.
+            only: Some(&["update"]),
         }),
     );
     add("syncthing", Box::new(tools::syncthing::Syncthing));
@@ -210,6 +218,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         runs,
         quick: opts.quick,
         keep_failed: opts.keep_failed,
+        scale_runs: opts.scale_runs.unwrap_or(1).max(1),
         tools: available,
         unavailable,
     };
@@ -223,7 +232,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         let t = Instant::now();
         let outcome = match *name {
             "update" => scenarios::update(&ctx, &mut results),
-            "latency" => scenarios::latency(&ctx, &mut results),
+            "latency" => latency::latency(&ctx, &mut results),
             "initial-tree" => scenarios::initial_tree(&ctx, &mut results),
             "big-file" => scenarios::big(&ctx, &mut results),
             "scale" => scenarios::scale(&ctx, &mut results),
@@ -254,14 +263,15 @@ pub fn run(opts: Options) -> Result<(), String> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     let meta = vec![
-        format!("Run on {date}, {}, chorus at commit {commit} (release build){}; {runs} run(s) per figure, shown as median (min–max); the whole run took {:.0} min.",
+        format!("Run on {date}, {}, chorus at commit {commit} (release build){}; {runs} run(s) per figure ({} for the 100k-file scenario, which alone takes ~10 min a run), shown as median (min–max); the whole run took {:.0} min.",
             machine(),
+            ctx.scale_runs,
             if opts.quick { ", QUICK mode (reduced sizes)" } else { "" },
             started.elapsed().as_secs_f64() / 60.0),
         format!("Versions: {}; {}; {}.", first_line("rsync", "--version"), first_line("syncthing", "--version"), first_line("unison", "-version")),
-        "Bytes: nftables counters on `lo` by TCP port, at the output hook, so every packet is counted once, as IP bytes (headers included), for every tool alike and never from a tool's own report. A → B is from the side that changed to the other. Every connection of a session is counted, control traffic and keep-alives included.".into(),
-        "Time: from the moment the change is on disk (daemons) or the command starts (rsync, Unison) until the other folder holds exactly the expected bytes (polled every 5 ms, every 50 ms for large trees, by size and then BLAKE3).".into(),
-        "Peak RSS: the largest process of the tool over the whole scenario, from the kernel (`wait4` rusage, which covers children it reaped, and `VmHWM` before a daemon is stopped).".into(),
+        "Bytes: nftables counters on `lo` by TCP port, at the output hook, so every packet is counted once, as IP bytes (headers included), for every tool alike and never from a tool's own report. A → B is from the side that changed to the other. Every connection of a session is counted from just before the change until every daemon says it is done, control traffic included: for chorus that includes its Raft heartbeats (every 50 ms; its idle rate is in the latency table), for rsync and Unison the whole connection of the command.".into(),
+        "Time: from the moment the change is on disk (daemons) or the command starts (rsync, Unison) until the other folder holds exactly the expected bytes (the folder is polled by size, then checked by BLAKE3; the pause between polls is four times the last walk of the tree, at least 5 ms, so the time is exact to within a pause: milliseconds for a source tree, about a second for 100k files).".into(),
+        "Peak RSS: the largest process of the tool (its daemons, servers and clients, and their children) over the whole scenario, setup included: `VmHWM` from `/proc`, sampled every 20 ms and once more before a daemon is stopped.".into(),
         format!("chorus: `chorus run` per folder with explicit loopback peers, state dirs outside the folders, change detection: {detection}; two nodes in two-party scenarios (A started the cluster), three for latency."),
         "Syncthing: one `syncthing serve` per folder, watcher on with its 1 s minimum delay, rescans hourly, discovery, relays, NAT and low priority off, explicit `tcp://127.0.0.1:PORT` addresses. rsync: a client pushing over TCP to `rsync --daemon` (`-a --delete`, delta transfer; `-z` adds compression). Unison: `unison A socket://127.0.0.1:PORT/B -batch -auto -times` against `unison -socket PORT`.".into(),
     ];

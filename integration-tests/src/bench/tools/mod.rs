@@ -16,6 +16,10 @@ pub trait Tool {
     fn name(&self) -> String;
     /// Whether it syncs by itself, watching the folders.
     fn is_daemon(&self) -> bool;
+    /// Whether it takes part in `scenario` (all of them unless it says otherwise).
+    fn runs_in(&self, _scenario: &str) -> bool {
+        true
+    }
     /// Starts a session over `folders` (folder 0 is where changes are made in two-party
     /// scenarios), with its own files under `dir`. Daemons return once connected and idle.
     fn open(&self, dir: &Path, folders: &[PathBuf]) -> Result<Box<dyn Session>, String>;

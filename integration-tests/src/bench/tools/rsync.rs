@@ -12,6 +12,8 @@ use crate::bench::procs::{RssWatch, free_port, run_watched, spawn_logged, stop, 
 pub struct Rsync {
     pub label: &'static str,
     pub options: &'static [&'static str],
+    /// The scenarios it runs in (None: all).
+    pub only: Option<&'static [&'static str]>,
 }
 
 struct RsyncSession {
@@ -29,6 +31,9 @@ impl Tool for Rsync {
     }
     fn is_daemon(&self) -> bool {
         false
+    }
+    fn runs_in(&self, scenario: &str) -> bool {
+        self.only.is_none_or(|o| o.contains(&scenario))
     }
     fn open(&self, dir: &Path, folders: &[PathBuf]) -> Result<Box<dyn Session>, String> {
         let [from, to] = folders else {

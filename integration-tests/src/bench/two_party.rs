@@ -1,0 +1,245 @@
+//! The machinery of two-party scenarios: a run context, phases (a change made in folder A and
+//! what folder B must then hold), and the loop that takes every tool through every phase,
+//! counting bytes with nftables, timing until B holds the expected bytes, and recording the
+//! session's peak RSS. A daemon's time starts once the change is on disk, a one-shot tool's
+//! when its command starts.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::data::{self, Snapshot};
+use super::nft::{self, Counters};
+use super::results::Results;
+use super::tools::Tool;
+
+/// What every scenario needs: where to work, how many runs, the tools.
+pub struct Ctx {
+    pub work: PathBuf,
+    pub runs: usize,
+    pub quick: bool,
+    pub keep_failed: bool,
+    /// Runs of the 100k-file scenario.
+    pub scale_runs: usize,
+    pub tools: Vec<Box<dyn Tool>>,
+    /// Tools that cannot run here, and why.
+    pub unavailable: Vec<(String, String)>,
+}
+
+impl Ctx {
+    pub fn data(&self) -> PathBuf {
+        self.work.join("data")
+    }
+    pub fn scratch(&self, scenario: &str, tool: &str) -> PathBuf {
+        let d = self
+            .work
+            .join("runs")
+            .join(scenario)
+            .join(tool.replace([' ', '/'], "_"));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+    fn note_unavailable(&self, results: &mut Results, keys: &[(&str, &str)], scenario: &str) {
+        for (tool, why) in &self.unavailable {
+            for (key, title) in keys {
+                results
+                    .phase(key, title)
+                    .row(tool)
+                    .failures
+                    .push(format!("not run: {why}"));
+            }
+            results
+                .rss_row(scenario, tool)
+                .failures
+                .push(format!("not run: {why}"));
+        }
+    }
+}
+
+pub type Apply = Box<dyn Fn(&Path, &Path) -> Result<(), String>>;
+pub type Stage = Box<dyn Fn(&Path) -> Result<(), String>>;
+
+/// One change of a two-party scenario and what B must hold after it.
+pub struct Phase {
+    pub key: &'static str,
+    pub title: String,
+    /// Makes the change in A (the first argument), from the run's stage dir.
+    pub apply: Apply,
+    pub expect: Snapshot,
+    /// Recorded in the report (otherwise it only sets the scene).
+    pub measured: bool,
+}
+
+/// A two-party scenario.
+pub struct Spec {
+    pub scenario: &'static str,
+    /// Fills a run's stage dir before the tool starts (untimed).
+    pub stage: Stage,
+    pub phases: Vec<Phase>,
+    /// The longest a phase may take before the tool is declared stuck.
+    pub limit: Duration,
+    /// Only daemons (the 4 GiB RSS scenario is chorus only).
+    pub only: Option<&'static str>,
+    /// Runs per tool when not the context's (the 100k-file scenario, for the time budget).
+    pub runs: Option<usize>,
+}
+
+pub fn log(msg: impl AsRef<str>) {
+    eprintln!("bench: {}", msg.as_ref());
+}
+
+/// Polls until `dir` holds `expect`; the time from `t0` to the start of the successful poll.
+/// A poll walks the whole tree, so the pause between polls is four times the last walk (at
+/// least 5 ms): the benchmark then takes at most a fifth of one core from the tools, and the
+/// time is exact to within one pause (about a second for 100k files).
+fn wait_match(dir: &Path, expect: &Snapshot, t0: Instant, limit: Duration) -> Result<f64, String> {
+    loop {
+        let at = Instant::now();
+        if data::matches(dir, expect) {
+            return Ok((at - t0).as_secs_f64());
+        }
+        if t0.elapsed() > limit {
+            return Err(format!("did not finish within {} s", limit.as_secs()));
+        }
+        std::thread::sleep((at.elapsed() * 4).max(Duration::from_millis(5)));
+    }
+}
+
+pub fn run_two_party(ctx: &Ctx, spec: &Spec, results: &mut Results) {
+    let keys: Vec<(&str, &str)> = spec
+        .phases
+        .iter()
+        .filter(|p| p.measured)
+        .map(|p| (p.key, p.title.as_str()))
+        .collect();
+    for p in spec.phases.iter().filter(|p| p.measured) {
+        results.phase(p.key, &p.title);
+    }
+    if spec.only.is_none() {
+        ctx.note_unavailable(results, &keys, spec.scenario);
+    }
+    let runs = spec.runs.unwrap_or(ctx.runs);
+    for run in 0..runs {
+        for tool in &ctx.tools {
+            let name = tool.name();
+            if spec.only.is_some_and(|o| o != name) || !tool.runs_in(spec.scenario) {
+                continue;
+            }
+            log(format!(
+                "{} run {}/{}: {name}",
+                spec.scenario,
+                run + 1,
+                ctx.runs
+            ));
+            let dir = ctx.scratch(spec.scenario, &name);
+            let (a, b, stage, tdir) = (
+                dir.join("a"),
+                dir.join("b"),
+                dir.join("stage"),
+                dir.join("tool"),
+            );
+            let made = [&a, &b, &stage, &tdir]
+                .iter()
+                .try_for_each(|d| std::fs::create_dir_all(d).map_err(|e| e.to_string()))
+                .and_then(|()| (spec.stage)(&stage));
+            let outcome = made
+                .map_err(|e| ("setup".to_owned(), e))
+                .and_then(|()| one_session(tool.as_ref(), spec, &a, &b, &stage, &tdir));
+            match outcome {
+                Ok((figures, rss)) => {
+                    for (key, fwd, back, secs) in figures {
+                        let title = spec
+                            .phases
+                            .iter()
+                            .find(|p| p.key == key)
+                            .map(|p| p.title.clone())
+                            .unwrap_or_default();
+                        let row = results.phase(key, &title).row(&name);
+                        row.fwd.push(fwd as f64);
+                        row.back.push(back as f64);
+                        row.secs.push(secs);
+                        log(format!(
+                            "  {key}: {fwd} B forward, {back} B back, {secs:.3} s"
+                        ));
+                    }
+                    results
+                        .rss_row(spec.scenario, &name)
+                        .values
+                        .push(rss as f64);
+                    log(format!("  peak RSS {:.1} MiB", rss as f64 / 1048576.0));
+                }
+                Err((phase, why)) => {
+                    log(format!("  {name} failed in {phase}: {why}"));
+                    if ctx.keep_failed {
+                        log(format!("  kept {}", dir.display()));
+                        continue;
+                    }
+                    for (key, title) in &keys {
+                        results
+                            .phase(key, title)
+                            .row(&name)
+                            .failures
+                            .push(format!("run {}: {why} ({phase})", run + 1));
+                    }
+                    results
+                        .rss_row(spec.scenario, &name)
+                        .failures
+                        .push(format!("run {}: {why}", run + 1));
+                }
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+type Figures = Vec<(&'static str, u64, u64, f64)>;
+
+/// One tool through every phase of `spec`: the measured figures and the session's peak RSS, or
+/// the phase that failed and why.
+fn one_session(
+    tool: &dyn Tool,
+    spec: &Spec,
+    a: &Path,
+    b: &Path,
+    stage: &Path,
+    tdir: &Path,
+) -> Result<(Figures, u64), (String, String)> {
+    let mut session = tool
+        .open(tdir, &[a.to_path_buf(), b.to_path_buf()])
+        .map_err(|e| ("start".to_owned(), e))?;
+    let ports = session.ports();
+    let listening: Vec<u16> = ports.iter().flatten().copied().collect();
+    let counters = match Counters::start(&listening) {
+        Ok(c) => c,
+        Err(e) => {
+            session.close();
+            return Err(("start".into(), e));
+        }
+    };
+    let mut figures = Vec::new();
+    for phase in &spec.phases {
+        let step = (|| {
+            let before = counters.read()?;
+            (phase.apply)(a, stage)?;
+            let t0 = Instant::now();
+            session.sync()?;
+            let secs = wait_match(b, &phase.expect, t0, spec.limit)?;
+            session.settle();
+            let after = counters.read()?;
+            let (fwd, back) = nft::directions(&before, &after, ports[0], ports[1]);
+            Ok::<_, String>((fwd, back, secs))
+        })();
+        match step {
+            Ok((fwd, back, secs)) => {
+                if phase.measured {
+                    figures.push((phase.key, fwd, back, secs));
+                }
+            }
+            Err(e) => {
+                session.close();
+                return Err((phase.key.to_owned(), e));
+            }
+        }
+    }
+    let rss = session.close();
+    Ok((figures, rss))
+}
