@@ -36,7 +36,7 @@ enum Command {
     /// Print a join token for a new machine (asks the running daemon).
     Invite(commands::control::InviteArgs),
     /// How the daemon is: role, leader, head version, pending local changes, peers, traffic.
-    Status(commands::query::Args),
+    Status(commands::query::StatusArgs),
     /// The other members: id, addresses, connected, role, last-shared version.
     Peers(commands::query::Args),
     /// The accepted versions, newest first: number, time, merge or fast-forward, what was

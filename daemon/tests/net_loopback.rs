@@ -32,6 +32,7 @@ async fn node(secret: [u8; 32], keypair: Keypair, allowed: Vec<PeerId>) -> Node 
         mdns: false,
         limits: Limits::default(),
         request_timeout: Duration::from_secs(5),
+        bandwidth_limit: None,
     })
     .unwrap();
     let addr = tokio::time::timeout(LIVENESS, async {

@@ -302,6 +302,18 @@ fn init_invite_join_edit_undo_redo_restore_conflict_and_restart() {
     g.wait_everywhere("t.txt", Some(loser));
     g.wait_converged();
 
+    // Per-peer figures: bytes both ways, and a round trip once a ping has gone.
+    wait_until("per-peer bytes and round trips", || {
+        let peers: Vec<serde_json::Value> =
+            serde_json::from_str(&g.ask(a, &["peers", "--json"])).unwrap();
+        peers.len() == 2
+            && peers.iter().all(|p| {
+                p["bytes_sent"].as_u64() > Some(0)
+                    && p["bytes_received"].as_u64() > Some(0)
+                    && p["rtt_ms"].as_f64().is_some()
+            })
+    });
+
     // kill -9 of b; an edit made while it is down is synced after the restart.
     g.kill9(b);
     std::fs::write(g.file(b, "offline.txt"), "written while down\n").unwrap();

@@ -70,9 +70,23 @@ pub struct Status {
     /// Paused by `chorus pause`: the share is neither scanned nor written.
     #[serde(default)]
     pub paused: bool,
+    /// Versions arriving in pieces: chunks asked of a peer, and how many have come.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfers: Vec<Transfer>,
     /// A version waiting to be written (while paused, or held by the mass-delete guard).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<HeldVersion>,
+}
+
+/// A version whose chunks are being fetched from a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// The peer sending them.
+    pub peer: String,
+    pub version: String,
+    /// Chunks the version lacked here, and how many of them have arrived.
+    pub chunks: usize,
+    pub received: usize,
 }
 
 /// A version the node has not written into the share yet, and why.
@@ -89,7 +103,7 @@ pub struct HeldVersion {
 }
 
 /// One entry of `GET /v1/peers`: another member of the share.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Peer {
     pub peer_id: String,
     pub addresses: Vec<String>,
@@ -102,6 +116,14 @@ pub struct Peer {
     pub last_shared: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_shared_number: Option<String>,
+    /// Sync and chunk bytes sent to and received from this peer since the daemon started.
+    #[serde(default)]
+    pub bytes_sent: u64,
+    #[serde(default)]
+    pub bytes_received: u64,
+    /// The last measured round trip, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
 }
 
 /// One entry of `GET /v1/versions`: an accepted version in the history kept here.
@@ -144,7 +166,7 @@ pub struct Conflict {
 }
 
 /// Everything the socket serves, as the driver last published it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     pub status: Status,
     pub peers: Vec<Peer>,

@@ -206,6 +206,7 @@ mod tests {
                 },
                 share: "/share".into(),
                 paused: false,
+                transfers: Vec::new(),
                 held: None,
             },
             peers: Vec::new(),

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chorus::api::{Conflict, Peer, Status, Version, client};
+use chorus::api::{Conflict, Peer, Status, Traffic, Version, client};
 
 /// Which daemon to ask, found as `chorus run` finds its state dir.
 #[derive(clap::Args)]
@@ -48,7 +48,21 @@ fn query<T: serde::de::DeserializeOwned>(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn status(args: Args) -> anyhow::Result<ExitCode> {
+/// `chorus status`: the socket's view, once or (`--watch`) live.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    at: Args,
+    /// Keep showing it, with a progress bar per version being fetched, until interrupted.
+    #[arg(long, conflicts_with = "json")]
+    watch: bool,
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    if args.watch {
+        return watch_status(&args.at);
+    }
+    let args = args.at;
     query(&args, "/v1/status", |s: Status| {
         let mut out = String::new();
         let mut row = |k: &str, v: String| out.push_str(&format!("{k:<9} {v}\n"));
@@ -72,6 +86,18 @@ pub fn status(args: Args) -> anyhow::Result<ExitCode> {
                 (None, false) => "catching up".into(),
             },
         );
+        for t in &s.transfers {
+            row(
+                "fetching",
+                format!(
+                    "version {} from {}: {} of {} chunks",
+                    short(&t.version),
+                    t.peer,
+                    t.received,
+                    t.chunks
+                ),
+            );
+        }
         if s.paused {
             row(
                 "paused",
@@ -127,14 +153,30 @@ pub fn peers(args: Args) -> anyhow::Result<ExitCode> {
                     p.peer_id,
                     p.role,
                     if p.connected { "yes" } else { "no" }.into(),
+                    p.rtt_ms
+                        .map_or_else(|| "-".into(), |ms| format!("{ms:.1} ms")),
                     p.last_shared_number
                         .or_else(|| p.last_shared.as_deref().map(short))
                         .unwrap_or_else(|| "-".into()),
+                    size(p.bytes_sent),
+                    size(p.bytes_received),
                     p.addresses.join(" "),
                 ]
             })
             .collect();
-        table(&["PEER", "ROLE", "CONNECTED", "SHARED", "ADDRESSES"], rows)
+        table(
+            &[
+                "PEER",
+                "ROLE",
+                "CONNECTED",
+                "RTT",
+                "SHARED",
+                "SENT",
+                "RECEIVED",
+                "ADDRESSES",
+            ],
+            rows,
+        )
     })
 }
 
@@ -193,6 +235,84 @@ pub fn conflicts(args: Args) -> anyhow::Result<ExitCode> {
             .collect();
         table(&["SEQ", "IN", "WHAT", "PATH", "DISPLACED", "BY"], rows)
     })
+}
+
+/// `chorus status --watch`: a line of state and rates, and a bar per fetch, twice a second.
+fn watch_status(at: &Args) -> anyhow::Result<ExitCode> {
+    use std::collections::HashMap;
+
+    use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+    let dir = at.state_dir();
+    let every = std::time::Duration::from_millis(500);
+    let multi = MultiProgress::new();
+    let line = multi.add(ProgressBar::new_spinner());
+    line.set_style(ProgressStyle::with_template("{spinner} {msg}")?);
+    let bar_style = ProgressStyle::with_template("  {msg:<40} [{bar:30}] {pos}/{len} chunks")?
+        .progress_chars("=> ");
+    let mut bars: HashMap<(String, String), ProgressBar> = HashMap::new();
+    let mut last: Option<(Traffic, std::time::Instant)> = None;
+    loop {
+        let s: Status = match client::get_json(&dir, "/v1/status") {
+            Ok(s) => s,
+            Err(e) => {
+                line.abandon_with_message(e.to_string());
+                return Ok(ExitCode::from(1));
+            }
+        };
+        let now = std::time::Instant::now();
+        let rate =
+            |new: u64, old: u64, dt: f64| size(((new.saturating_sub(old)) as f64 / dt) as u64);
+        let rates = match &last {
+            Some((t, at)) => {
+                let dt = now.duration_since(*at).as_secs_f64().max(0.001);
+                format!(
+                    "up {}/s, down {}/s",
+                    rate(s.traffic.sync_sent, t.sync_sent, dt),
+                    rate(s.traffic.sync_received, t.sync_received, dt)
+                )
+            }
+            None => "measuring".into(),
+        };
+        let state = if s.paused {
+            "paused".to_owned()
+        } else if s.held.is_some() {
+            "a version is held: `chorus resume --confirm`".to_owned()
+        } else if s.pending_local.is_some() {
+            "local changes waiting for the leader".to_owned()
+        } else if s.settled {
+            "in sync".to_owned()
+        } else {
+            "catching up".to_owned()
+        };
+        line.set_message(format!(
+            "{} (term {}), head {}: {state}; {}/{} peers; {rates}",
+            s.role, s.term, s.head.number, s.peers_connected, s.peers
+        ));
+        line.tick();
+        let mut seen = Vec::new();
+        for t in &s.transfers {
+            let key = (t.peer.clone(), t.version.clone());
+            let bar = bars.entry(key.clone()).or_insert_with(|| {
+                let b = multi.add(ProgressBar::new(t.chunks as u64));
+                b.set_style(bar_style.clone());
+                b.set_message(format!("{} from {}", short(&t.version), short(&t.peer)));
+                b
+            });
+            bar.set_length(t.chunks as u64);
+            bar.set_position(t.received as u64);
+            seen.push(key);
+        }
+        bars.retain(|k, b| {
+            let keep = seen.contains(k);
+            if !keep {
+                b.finish_and_clear();
+            }
+            keep
+        });
+        last = Some((s.traffic, now));
+        std::thread::sleep(every);
+    }
 }
 
 /// The first 12 hex digits of an id.

@@ -62,6 +62,10 @@ pub struct Args {
     /// Merge text character by character, as a document share does.
     #[arg(long)]
     single_document: bool,
+    /// Sync bytes sent per second, all peers together (0: no limit); overrides the config's
+    /// `bandwidth_limit`.
+    #[arg(long)]
+    bandwidth_limit: Option<u64>,
     /// Do not discover peers on the LAN with mDNS.
     #[arg(long)]
     no_mdns: bool,
@@ -233,6 +237,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         debounce: Duration::from_millis(args.debounce_ms.unwrap_or(cfg.debounce_ms)),
         mdns: cfg.mdns && !args.no_mdns,
         guard,
+        bandwidth_limit: Some(args.bandwidth_limit.unwrap_or(cfg.bandwidth_limit))
+            .filter(|&r| r > 0),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

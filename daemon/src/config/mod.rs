@@ -63,6 +63,8 @@ pub struct Config {
     /// A full rescan (cheap: unchanged files are not read) runs this often, in case the
     /// watcher missed something (e.g. on a network filesystem).
     pub rescan_secs: u64,
+    /// Sync bytes sent per second, all peers together; 0 means no limit.
+    pub bandwidth_limit: u64,
     /// A version that would delete more than this fraction of the files here...
     pub mass_delete_fraction: f64,
     /// ...or more than this many files, is held until `chorus resume --confirm`.
@@ -90,6 +92,7 @@ impl Default for Config {
             mdns: true,
             debounce_ms: 100,
             rescan_secs: 600,
+            bandwidth_limit: 0,
             mass_delete_fraction: 0.5,
             mass_delete_files: 1000,
         }

@@ -10,16 +10,19 @@
 //! request answered; a peer that is not on it has a few seconds to present a valid invite on
 //! `/chorus/join/1`, else it is disconnected and blocked (`allow_block_list`), as is any
 //! non-member that sends a sync or Raft request.
-//! [`RaftTransport`] carries chorus-election's RPCs over it.
+//! [`RaftTransport`] carries chorus-election's RPCs over it. Sync and chunk frames go out
+//! through the bandwidth limit ([`throttle`]); bytes and round trips are kept per peer.
 
 pub mod codec;
 pub mod identity;
 pub mod invite;
 pub mod raft;
 pub mod swarm;
+pub mod throttle;
 
 pub use codec::FrameCodec;
 pub use identity::{load_or_create_keypair, psk_of_secret};
 pub use invite::{check_invite, invite_for};
 pub use raft::RaftTransport;
-pub use swarm::{Inbound, NetConfig, NetError, NetHandle, spawn};
+pub use swarm::{Inbound, NetConfig, NetError, NetHandle, PeerStats, spawn};
+pub use throttle::Throttle;

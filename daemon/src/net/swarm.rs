@@ -29,6 +29,7 @@ use libp2p::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{Counters, FrameCodec};
+use super::throttle::Throttle;
 
 const SYNC: StreamProtocol = StreamProtocol::new("/chorus/sync/1");
 const CHUNKS: StreamProtocol = StreamProtocol::new("/chorus/chunks/1");
@@ -71,6 +72,26 @@ pub struct NetConfig {
     pub mdns: bool,
     pub limits: Limits,
     pub request_timeout: Duration,
+    /// Sync and chunk bytes sent per second, all peers together; `None` for no limit.
+    pub bandwidth_limit: Option<u64>,
+}
+
+/// What this node exchanged with one peer, and how far away it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PeerStats {
+    /// Sync and chunk frames, length prefixes included.
+    pub sent: u64,
+    pub received: u64,
+    /// The last ping's round trip.
+    pub rtt: Option<Duration>,
+}
+
+type SharedStats = Arc<std::sync::Mutex<HashMap<PeerId, PeerStats>>>;
+
+/// Updates the stats of `peer` (a poisoned lock still holds usable counters).
+fn with_stats(stats: &SharedStats, peer: PeerId, f: impl FnOnce(&mut PeerStats)) {
+    let mut map = stats.lock().unwrap_or_else(|e| e.into_inner());
+    f(map.entry(peer).or_default());
 }
 
 /// A join request on the wire.
@@ -137,9 +158,15 @@ pub struct NetHandle {
     local: PeerId,
     counters: Arc<Counters>,
     raft_counters: Arc<Counters>,
+    stats: SharedStats,
 }
 
 impl NetHandle {
+    /// Bytes and round trip per peer, for every peer seen so far.
+    pub fn peer_stats(&self) -> HashMap<PeerId, PeerStats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub fn local_peer_id(&self) -> PeerId {
         self.local
     }
@@ -295,6 +322,9 @@ struct Task {
     /// Every address learnt per peer (libp2p forgets one after a failed dial; this does not):
     /// handed to the swarm again before each request to a peer that is not connected.
     book: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Sync and chunk frames waiting for the bandwidth limit: (to, frame, on /chorus/chunks).
+    throttle: Throttle<(PeerId, Vec<u8>, bool)>,
+    stats: SharedStats,
 }
 
 /// Starts the network task; returns its handle and the stream of what arrives.
@@ -382,6 +412,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbou
         .collect();
     let (tx, rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let stats = SharedStats::default();
     let task = Task {
         swarm,
         inbound: in_tx,
@@ -394,6 +425,8 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbou
         strangers: HashMap::new(),
         joins: HashMap::new(),
         book,
+        throttle: Throttle::new(cfg.bandwidth_limit, Instant::now()),
+        stats: stats.clone(),
     };
     tokio::spawn(task.run(rx));
     Ok((
@@ -402,6 +435,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbou
             local,
             counters,
             raft_counters,
+            stats,
         },
         in_rx,
     ))
@@ -411,7 +445,9 @@ impl Task {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
+            let throttled = self.throttle.next_at().map(tokio::time::Instant::from_std);
             tokio::select! {
+                () = async { if let Some(at) = throttled { tokio::time::sleep_until(at).await } }, if throttled.is_some() => self.pump(),
                 cmd = commands.recv() => match cmd {
                     Some(cmd) => self.command(cmd),
                     None => break,
@@ -431,13 +467,8 @@ impl Task {
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Send { to, frame, chunks } => {
-                self.remind(to);
-                let b = self.swarm.behaviour_mut();
-                if chunks {
-                    b.chunks.send_request(&to, frame);
-                } else {
-                    b.sync.send_request(&to, frame);
-                }
+                self.throttle.push(frame.len() + 4, (to, frame, chunks));
+                self.pump();
             }
             Command::Raft {
                 to,
@@ -492,6 +523,21 @@ impl Task {
             Command::Connected(tx) => {
                 let _ = tx.send(self.swarm.connected_peers().copied().collect());
             }
+        }
+    }
+
+    /// Sends the sync and chunk frames the bandwidth limit lets go now.
+    fn pump(&mut self) {
+        for (to, frame, chunks) in self.throttle.ready(Instant::now()) {
+            self.remind(to);
+            let len = frame.len() as u64 + 4;
+            let b = self.swarm.behaviour_mut();
+            if chunks {
+                b.chunks.send_request(&to, frame);
+            } else {
+                b.sync.send_request(&to, frame);
+            }
+            with_stats(&self.stats, to, |s| s.sent += len);
         }
     }
 
@@ -576,6 +622,13 @@ impl Task {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Join(e)) => self.join_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            })) if self.allowed.contains(&peer) => {
+                with_stats(&self.stats, peer, |s| s.rtt = Some(rtt));
+            }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 if !self.allowed.contains(&peer_id) {
                     self.strangers
@@ -623,6 +676,8 @@ impl Task {
                 if !self.authorize(peer) {
                     return;
                 }
+                let len = request.len() as u64 + 4;
+                with_stats(&self.stats, peer, |s| s.received += len);
                 let b = self.swarm.behaviour_mut();
                 if b.sync.send_response(channel, Vec::new()).is_err() {
                     tracing::debug!(%peer, "a sync request's stream closed before the ack");

@@ -73,6 +73,8 @@ pub struct NodeConfig {
     pub mdns: bool,
     /// When a version deletes too much to write without asking.
     pub guard: MassDeleteGuard,
+    /// Sync bytes sent per second, all peers together; `None` for no limit.
+    pub bandwidth_limit: Option<u64>,
 }
 
 /// How a joining node proves it was invited.
@@ -213,6 +215,7 @@ pub async fn run(
         mdns: cfg.mdns,
         limits: Limits::default(),
         request_timeout: Duration::from_secs(10),
+        bandwidth_limit: cfg.bandwidth_limit,
     })?;
     let election = Arc::new(
         ElectionNode::open(

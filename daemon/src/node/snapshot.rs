@@ -11,7 +11,7 @@ use chorus_merge::Displaced;
 
 use super::{Driver, NodeError};
 use crate::api::{
-    Conflict, Event, HeldVersion, Peer, Snapshot, Status, Traffic, Version, VersionRef,
+    Conflict, Event, HeldVersion, Peer, Snapshot, Status, Traffic, Transfer, Version, VersionRef,
 };
 
 /// The accepted history as the socket serves it, read from the store when the head moves.
@@ -115,6 +115,7 @@ impl Driver {
         let connected = self.net.connected().await?;
         let members = self.election.members();
         let peer_name = |id: NodeId| self.peers.get(&id).map(|p| p.to_string());
+        let stats = self.net.peer_stats();
         let peers: Vec<Peer> = members
             .iter()
             .filter(|(id, _)| **id != me)
@@ -128,6 +129,7 @@ impl Driver {
                     "learner"
                 };
                 let last_shared = self.engine.last_shared(*id);
+                let st = peer.and_then(|p| stats.get(p)).copied().unwrap_or_default();
                 Peer {
                     peer_id: peer.map_or_else(|| format!("node {id}"), |p| p.to_string()),
                     addresses: m.addresses.clone(),
@@ -137,6 +139,9 @@ impl Driver {
                     last_shared_number: last_shared
                         .and_then(|v| history.numbers.get(&v))
                         .map(|n| n.to_string()),
+                    bytes_sent: st.sent,
+                    bytes_received: st.received,
+                    rtt_ms: st.rtt.map(|d| d.as_secs_f64() * 1000.0),
                 }
             })
             .collect();
@@ -161,6 +166,17 @@ impl Driver {
             },
             share: self.share.path().display().to_string(),
             paused: self.paused,
+            transfers: self
+                .engine
+                .fetches()
+                .into_iter()
+                .map(|f| Transfer {
+                    peer: peer_name(f.from).unwrap_or_else(|| format!("node {}", f.from)),
+                    version: f.target.to_string(),
+                    chunks: f.chunks,
+                    received: f.received,
+                })
+                .collect(),
             held: self.held.as_ref().map(|h| HeldVersion {
                 version: h.version.to_string(),
                 reason: if h.mass_delete.is_some() {

@@ -572,6 +572,6 @@ impl Engine {
         } else {
             TreeManifest::empty().version_id()
         };
-        self.send_offer(from, base, want)
+        self.send_offer(from, base, want, false)
     }
 }

@@ -501,7 +501,7 @@ impl Engine {
                         attempts,
                     },
                 );
-                to_offer.push(m);
+                to_offer.push((m, attempts > 0));
             }
         }
         // Propose once a majority of voters hold the candidate.
@@ -518,12 +518,12 @@ impl Engine {
                 proposal = Some(proposal_of(c, self.now));
             }
         }
-        for m in to_offer {
+        for (m, lean) in to_offer {
             let base = match self.p.last_shared.get(&m) {
                 Some(v) if self.store.has_manifest(v)? => *v,
                 _ => TreeManifest::empty().version_id(),
             };
-            self.send_offer(m, base, target)?;
+            self.send_offer(m, base, target, lean)?;
         }
         if let Some(p) = proposal {
             self.out.push(Action::Propose(p));

@@ -23,6 +23,12 @@ const MAX_CHUNK_ANSWER: usize = 64 << 20;
 const CHUNK_BATCH: usize = 256;
 /// Outgoing deltas remembered for NeedBase answers.
 const OUTGOING_KEPT: usize = 1024;
+/// A chunk sent to a peer is not sent to it again within this long: a NeedChunks repeated
+/// while the first answer is still on its way (a slow link, a bandwidth limit) would otherwise
+/// send the same bytes twice. Lost chunks are sent again after it.
+const RESEND_AFTER_MS: u64 = 15_000;
+/// Chunk sends remembered for that, all peers together.
+const SENT_KEPT: usize = 1 << 20;
 
 /// What an incoming delta is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,21 +82,49 @@ pub struct Received {
 pub struct Transfers {
     incoming: HashMap<(NodeId, u8), (Incoming, proto::Delta)>,
     outgoing: HashMap<(NodeId, VersionId), Outgoing>,
+    fetches: HashMap<(NodeId, u8), Fetch>,
+    /// When each chunk was last sent to each peer.
+    sent_chunks: HashMap<(NodeId, ChunkId), u64>,
+}
+
+/// How far the chunks of an incoming delta have arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fetch {
+    /// Who sends them.
+    pub from: NodeId,
+    /// The version they are for.
+    pub target: VersionId,
+    /// Chunks the delta lacked when it arrived, and how many of them have come since.
+    pub chunks: usize,
+    pub received: usize,
 }
 
 impl Engine {
+    /// The incoming deltas still waiting for chunks, and how far their chunks have come.
+    pub fn fetches(&self) -> Vec<Fetch> {
+        let mut v: Vec<Fetch> = self.transfers.fetches.values().copied().collect();
+        v.sort_by_key(|f| (f.from, f.target));
+        v
+    }
+
+    /// The delta from `base` to `target`. A `lean` one carries no literals, only the chunks'
+    /// ids: the receiver asks for what it lacks, and chunks sent recently are not sent again.
     fn encode_delta(
         &self,
         base: VersionId,
         target: VersionId,
         include_base: bool,
+        lean: bool,
     ) -> Result<proto::Delta, EngineError> {
         let b = self.require_tree(base)?;
         let t = self.require_tree(target)?;
-        let opts = EncodeOptions {
+        let mut opts = EncodeOptions {
             include_base_manifest: include_base,
             ..self.cfg.encode.clone()
         };
+        if lean {
+            opts.literal_budget = 0;
+        }
         Ok(encode(&b, &t, &*self.chunks, &opts)?.0)
     }
 
@@ -109,7 +143,7 @@ impl Engine {
         number: VersionNumber,
         include_base: bool,
     ) -> Result<(), EngineError> {
-        let delta = self.encode_delta(base, target, include_base)?;
+        let delta = self.encode_delta(base, target, include_base, false)?;
         self.remember(to, target, Outgoing::Push { base, number });
         self.send(
             to,
@@ -121,13 +155,16 @@ impl Engine {
         Ok(())
     }
 
+    /// Offers `target` to `to`; a retry is `lean` (the first offer's literals may still be on
+    /// their way over a slow or limited link).
     pub(super) fn send_offer(
         &mut self,
         to: NodeId,
         base: VersionId,
         target: VersionId,
+        lean: bool,
     ) -> Result<(), EngineError> {
-        let delta = self.encode_delta(base, target, false)?;
+        let delta = self.encode_delta(base, target, false, lean)?;
         self.remember(to, target, Outgoing::Offer);
         self.send(to, Body::Offer(proto::Offer { delta: Some(delta) }));
         Ok(())
@@ -141,7 +178,7 @@ impl Engine {
         number: VersionNumber,
         include_base: bool,
     ) -> Result<(), EngineError> {
-        let delta = self.encode_delta(pushed, result, include_base)?;
+        let delta = self.encode_delta(pushed, result, include_base, false)?;
         self.remember(to, result, Outgoing::Merged { pushed, number });
         self.send(
             to,
@@ -186,6 +223,7 @@ impl Engine {
         match apply(&delta, held.as_ref(), &*self.chunks, &self.cfg.apply_limits) {
             Ok(a) => {
                 self.transfers.incoming.remove(&(from, kind.slot()));
+                self.transfers.fetches.remove(&(from, kind.slot()));
                 self.store.put_manifest(&a.tree)?;
                 let sent_base = match (&held, &delta.base_manifest) {
                     (None, Some(m)) => TreeManifest::from_proto(m).ok(),
@@ -220,6 +258,26 @@ impl Engine {
                     ask,
                     "need chunks"
                 );
+                let fetch = self
+                    .transfers
+                    .fetches
+                    .entry((from, kind.slot()))
+                    .or_insert(Fetch {
+                        from,
+                        target,
+                        chunks: ids.len(),
+                        received: 0,
+                    });
+                if fetch.target != target {
+                    *fetch = Fetch {
+                        from,
+                        target,
+                        chunks: ids.len(),
+                        received: 0,
+                    };
+                }
+                fetch.chunks = fetch.chunks.max(ids.len());
+                fetch.received = fetch.chunks - ids.len();
                 self.transfers
                     .incoming
                     .insert((from, kind.slot()), (kind, delta));
@@ -263,7 +321,7 @@ impl Engine {
             }
             Some(Outgoing::Offer) => {
                 self.p.last_shared.remove(&from);
-                self.send_offer(from, TreeManifest::empty().version_id(), target)
+                self.send_offer(from, TreeManifest::empty().version_id(), target, false)
             }
             Some(Outgoing::Merged { pushed, number }) if pushed == base => {
                 self.send_merged(from, pushed, target, number, true)
@@ -282,15 +340,29 @@ impl Engine {
             let Ok(id) = ChunkId::from_proto(id) else {
                 return Ok(());
             };
-            if self.chunks.contains(&id)? {
+            let recently = self
+                .transfers
+                .sent_chunks
+                .get(&(from, id))
+                .is_some_and(|&at| self.now.saturating_sub(at) < RESEND_AFTER_MS);
+            if !recently && self.chunks.contains(&id)? {
                 ids.push(id);
             }
+        }
+        if self.transfers.sent_chunks.len() + ids.len() > SENT_KEPT {
+            let now = self.now;
+            self.transfers
+                .sent_chunks
+                .retain(|_, at| now.saturating_sub(*at) < RESEND_AFTER_MS);
         }
         let mut sent = 0usize;
         for batch in ids.chunks(CHUNK_BATCH) {
             for msg in chunks_messages(batch, &*self.chunks, self.cfg.limits.max_frame)? {
                 sent += msg.chunks.iter().map(|c| c.data.len()).sum::<usize>();
                 self.send(from, Body::Chunks(msg));
+            }
+            for id in batch {
+                self.transfers.sent_chunks.insert((from, *id), self.now);
             }
             if sent >= MAX_CHUNK_ANSWER {
                 break;
