@@ -325,9 +325,14 @@ fn an_empty_node_catches_up_chunk_by_chunk_and_resumes_without_resending() {
         .iter()
         .map(|i| ChunkId::from_proto(i).unwrap())
         .collect();
-    assert!(asked.is_disjoint(&received), "nothing that arrived is asked twice");
     assert!(
-        asked_first.difference(&received).all(|id| asked.contains(id)),
+        asked.is_disjoint(&received),
+        "nothing that arrived is asked twice"
+    );
+    assert!(
+        asked_first
+            .difference(&received)
+            .all(|id| asked.contains(id)),
         "what never arrived is asked again"
     );
     w.out.sent.push((B, A, Body::NeedChunks(need)));

@@ -422,6 +422,19 @@ fn bad_input_gets_one_line_that_says_what_to_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("config.toml"), "{err}");
     assert_eq!(out.status.code(), Some(1));
+    // A port something else holds.
+    ok(&["init", &p("t")]);
+    let holder = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let out = cli(&[
+        "run",
+        &p("t"),
+        "--listen",
+        &format!("/ip4/0.0.0.0/tcp/{port}"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("port {port} is in use")), "{err}");
     // Usage errors exit 2.
     assert_eq!(cli(&["restore"]).status.code(), Some(2));
 }

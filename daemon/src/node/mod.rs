@@ -194,6 +194,7 @@ pub async fn run(
         task: None,
         socket: crate::api::socket_path(&cfg.state_dir),
     };
+    check_ports_free(&cfg.listen)?;
     let keypair = net::load_or_create_keypair(&cfg.state_dir.join("identity.key"))?;
     let me_peer = keypair.public().to_peer_id();
     let me = node_id_of(&me_peer.to_bytes());
@@ -465,6 +466,35 @@ pub async fn run(
     drop(d);
     if let Ok(e) = Arc::try_unwrap(election) {
         e.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Refuses a fixed TCP port that something else holds. libp2p binds with SO_REUSEPORT, so two
+/// daemons given the same port would both "listen" and split the connections between them;
+/// a plain bind (without it) tells.
+fn check_ports_free(listen: &[Multiaddr]) -> Result<(), NodeError> {
+    use libp2p::multiaddr::Protocol;
+    for addr in listen {
+        let mut ip = None;
+        let mut port = None;
+        for p in addr.iter() {
+            match p {
+                Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+                Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+                Protocol::Tcp(p) => port = Some(p),
+                _ => {}
+            }
+        }
+        if let (Some(ip), Some(port)) = (ip, port)
+            && port != 0
+            && let Err(e) = std::net::TcpListener::bind((ip, port))
+            && e.kind() == std::io::ErrorKind::AddrInUse
+        {
+            return Err(NodeError::Config(format!(
+                "port {port} is in use (another chorus share, or another program): pick another in the `listen` of config.toml, or pass --listen /ip4/0.0.0.0/tcp/PORT"
+            )));
+        }
     }
     Ok(())
 }
