@@ -63,6 +63,8 @@ pub struct Options {
     pub tools: Vec<String>,
     /// Keep the folders and logs of a failed run (in the work dir) to look into.
     pub keep_failed: bool,
+    /// Render this saved results.json instead of measuring.
+    pub render: Option<PathBuf>,
 }
 
 /// The repository root (this crate's parent).
@@ -276,6 +278,45 @@ pub fn run(opts: Options) -> Result<(), String> {
         "Syncthing: one `syncthing serve` per folder, watcher on with its 1 s minimum delay, rescans hourly, discovery, relays, NAT and low priority off, explicit `tcp://127.0.0.1:PORT` addresses. rsync: a client pushing over TCP to `rsync --daemon` (`-a --delete`, delta transfer; `-z` adds compression). Unison: `unison A socket://127.0.0.1:PORT/B -batch -auto -times` against `unison -socket PORT`.".into(),
     ];
 
+    results.meta = meta;
+    let saved = opts.work.join("results.json");
+    match serde_json::to_string_pretty(&results) {
+        Ok(json) => {
+            if let Err(e) = std::fs::write(&saved, json) {
+                eprintln!("bench: cannot save {}: {e}", saved.display());
+            } else {
+                eprintln!(
+                    "bench: raw figures in {} (render them again with --render)",
+                    saved.display()
+                );
+            }
+        }
+        Err(e) => eprintln!("bench: cannot serialize the results: {e}"),
+    }
+    publish(&results, &opts)
+}
+
+/// Renders saved results (a `results.json` of an earlier run) again: plots and report.
+pub fn render(file: &Path, opts: &Options) -> Result<(), String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let results: Results = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{} is not a results.json of this benchmark: {e}",
+            file.display()
+        )
+    })?;
+    if plot::font_path().is_none() {
+        tools::ensure_installed(&[(
+            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+            "fonts-dejavu-core",
+        )]);
+    }
+    publish(&results, opts)
+}
+
+/// Writes the plots and the report: into docs/ with `write_docs`, else into the work dir.
+fn publish(results: &Results, opts: &Options) -> Result<(), String> {
     let plots_dir = if opts.write_docs {
         repo_root().join("docs/plots")
     } else {
@@ -306,8 +347,8 @@ pub fn run(opts: Options) -> Result<(), String> {
         }
         Err(e) => eprintln!("bench: no plots: {e}"),
     }
-    let mut body = report::render(&results, &meta, &plots);
-    body += &report::goals(&results);
+    let mut body = report::render(results, &results.meta, &plots);
+    body += &report::goals(results);
     if opts.write_docs {
         let doc_path = repo_root().join("docs/benchmarks.md");
         let doc = std::fs::read_to_string(&doc_path)

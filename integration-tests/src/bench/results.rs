@@ -1,8 +1,11 @@
 //! What a benchmark run measured, kept as the raw figure of every run so the report can show
-//! the median with the min and max.
+//! the median with the min and max. Saved as JSON after a run, so a report can be rendered
+//! again without measuring again.
+
+use serde::{Deserialize, Serialize};
 
 /// One tool in one measured phase: a figure per run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ToolRow {
     pub tool: String,
     /// Bytes from the changed side to the other, and back.
@@ -15,7 +18,7 @@ pub struct ToolRow {
 }
 
 /// A measured phase of a scenario: a table row per tool.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PhaseResult {
     pub key: String,
     pub title: String,
@@ -23,7 +26,7 @@ pub struct PhaseResult {
 }
 
 /// Peak RSS of a tool over a whole scenario (the largest process), per run, in bytes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RssRow {
     pub scenario: String,
     pub tool: String,
@@ -32,7 +35,7 @@ pub struct RssRow {
 }
 
 /// Edit-to-visible latency of a daemon, per run, plus every sample for the distribution.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LatencyRow {
     pub tool: String,
     pub p50_ms: Vec<f64>,
@@ -46,13 +49,16 @@ pub struct LatencyRow {
 }
 
 /// Everything one run of the benchmark measured.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Results {
     pub phases: Vec<PhaseResult>,
     pub rss: Vec<RssRow>,
     pub latency: Vec<LatencyRow>,
     /// Facts about the run (data sizes, settings), one line each.
     pub notes: Vec<String>,
+    /// How the run was made (machine, versions, methods), one line each.
+    #[serde(default)]
+    pub meta: Vec<String>,
 }
 
 impl Results {

@@ -24,7 +24,9 @@ const USAGE: &str = "usage: bench (--all | --quick) [--scenario NAME]... [--tool
   --work DIR       data and scratch folders (default /tmp/chorus-bench; needs ~20 GB free for --all)
   --tool NAME      only the tools whose names contain NAME (repeatable): chorus, rsync, syncthing, unison
   --keep-failed    keep the folders and logs of a failed run in the work dir
-  --write-docs     write docs/benchmarks.md and docs/plots even for a partial or quick run";
+  --write-docs     write docs/benchmarks.md and docs/plots even for a partial or quick run
+  --render FILE    measure nothing: render the results.json an earlier run saved in its work dir
+                   (with --write-docs, into docs/)";
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut opts = Options {
@@ -32,6 +34,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         scenarios: Vec::new(),
         runs: None,
         scale_runs: None,
+        render: None,
         chorus: None,
         work: PathBuf::from("/tmp/chorus-bench"),
         write_docs: false,
@@ -76,13 +79,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
                         .map_err(|_| "--scale-runs takes a number".to_owned())?,
                 )
             }
+            "--render" => opts.render = Some(PathBuf::from(value("--render")?)),
             "--chorus" => opts.chorus = Some(PathBuf::from(value("--chorus")?)),
             "--work" => opts.work = PathBuf::from(value("--work")?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown option {other}")),
         }
     }
-    if !all && !opts.quick && opts.scenarios.is_empty() {
+    if !all && !opts.quick && opts.scenarios.is_empty() && opts.render.is_none() {
         return Err("say --all, --quick or --scenario NAME".into());
     }
     if all && !opts.quick && opts.scenarios.is_empty() {
@@ -103,7 +107,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match bench::run(opts) {
+    let outcome = match opts.render.clone() {
+        Some(file) => bench::render(&file, &opts),
+        None => bench::run(opts),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench: {e}");
