@@ -51,8 +51,9 @@ pub struct Options {
     pub scenarios: Vec<String>,
     /// Runs per figure (3 by default, 1 with quick).
     pub runs: Option<usize>,
-    /// Runs of the 100k-file scenario (1 by default: it alone would take most of the budget).
-    pub scale_runs: Option<usize>,
+    /// Runs of the long scenarios, 100k files and the 4 GiB file (1 by default: they alone
+    /// would take most of the time budget).
+    pub long_runs: Option<usize>,
     /// The chorus binary; built with cargo when not given.
     pub chorus: Option<PathBuf>,
     /// Where data and scratch folders go.
@@ -220,7 +221,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         runs,
         quick: opts.quick,
         keep_failed: opts.keep_failed,
-        scale_runs: opts.scale_runs.unwrap_or(1).max(1),
+        long_runs: opts.long_runs.unwrap_or(1).max(1),
         tools: available,
         unavailable,
     };
@@ -265,9 +266,9 @@ pub fn run(opts: Options) -> Result<(), String> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     let meta = vec![
-        format!("Run on {date}, {}, chorus at commit {commit} (release build){}; {runs} run(s) per figure ({} for the 100k-file scenario, which alone takes ~10 min a run), shown as median (min–max); the whole run took {:.0} min.",
+        format!("Run on {date}, {}, chorus at commit {commit} (release build){}; {runs} run(s) per figure ({} for the long scenarios, 100k files and the 4 GiB file, which take 10 min or more a run), shown as median (min–max); the whole run took {:.0} min.",
             machine(),
-            ctx.scale_runs,
+            ctx.long_runs,
             if opts.quick { ", QUICK mode (reduced sizes)" } else { "" },
             started.elapsed().as_secs_f64() / 60.0),
         format!("Versions: {}; {}; {}.", first_line("rsync", "--version"), first_line("syncthing", "--version"), first_line("unison", "-version")),

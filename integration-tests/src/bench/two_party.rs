@@ -18,8 +18,8 @@ pub struct Ctx {
     pub runs: usize,
     pub quick: bool,
     pub keep_failed: bool,
-    /// Runs of the 100k-file scenario.
-    pub scale_runs: usize,
+    /// Runs of the long scenarios (100k files, the 4 GiB file).
+    pub long_runs: usize,
     pub tools: Vec<Box<dyn Tool>>,
     /// Tools that cannot run here, and why.
     pub unavailable: Vec<(String, String)>,
@@ -142,7 +142,7 @@ pub fn run_two_party(ctx: &Ctx, spec: &Spec, results: &mut Results) {
                 .try_for_each(|d| std::fs::create_dir_all(d).map_err(|e| e.to_string()))
                 .and_then(|()| (spec.stage)(&stage));
             let outcome = made
-                .map_err(|e| ("setup".to_owned(), e))
+                .map_err(|e| ("setup".to_owned(), e, None))
                 .and_then(|()| one_session(tool.as_ref(), spec, &a, &b, &stage, &tdir));
             match outcome {
                 Ok((figures, rss)) => {
@@ -167,12 +167,8 @@ pub fn run_two_party(ctx: &Ctx, spec: &Spec, results: &mut Results) {
                         .push(rss as f64);
                     log(format!("  peak RSS {:.1} MiB", rss as f64 / 1048576.0));
                 }
-                Err((phase, why)) => {
+                Err((phase, why, rss)) => {
                     log(format!("  {name} failed in {phase}: {why}"));
-                    if ctx.keep_failed {
-                        log(format!("  kept {}", dir.display()));
-                        continue;
-                    }
                     for (key, title) in &keys {
                         results
                             .phase(key, title)
@@ -180,10 +176,25 @@ pub fn run_two_party(ctx: &Ctx, spec: &Spec, results: &mut Results) {
                             .failures
                             .push(format!("run {}: {why} ({phase})", run + 1));
                     }
-                    results
-                        .rss_row(spec.scenario, &name)
-                        .failures
-                        .push(format!("run {}: {why}", run + 1));
+                    let row = results.rss_row(spec.scenario, &name);
+                    // The peak up to the failure still tells how much memory it took.
+                    if let Some(rss) = rss {
+                        row.values.push(rss as f64);
+                        log(format!(
+                            "  peak RSS until then {:.1} MiB",
+                            rss as f64 / 1048576.0
+                        ));
+                        row.failures.push(format!(
+                            "run {}: peak until it stopped: {why} ({phase})",
+                            run + 1
+                        ));
+                    } else {
+                        row.failures.push(format!("run {}: {why}", run + 1));
+                    }
+                    if ctx.keep_failed {
+                        log(format!("  kept {}", dir.display()));
+                        continue;
+                    }
                 }
             }
             let _ = std::fs::remove_dir_all(&dir);
@@ -194,7 +205,7 @@ pub fn run_two_party(ctx: &Ctx, spec: &Spec, results: &mut Results) {
 type Figures = Vec<(&'static str, u64, u64, f64)>;
 
 /// One tool through every phase of `spec`: the measured figures and the session's peak RSS, or
-/// the phase that failed and why.
+/// the phase that failed, why, and the peak RSS until then.
 fn one_session(
     tool: &dyn Tool,
     spec: &Spec,
@@ -202,17 +213,16 @@ fn one_session(
     b: &Path,
     stage: &Path,
     tdir: &Path,
-) -> Result<(Figures, u64), (String, String)> {
+) -> Result<(Figures, u64), (String, String, Option<u64>)> {
     let mut session = tool
         .open(tdir, &[a.to_path_buf(), b.to_path_buf()])
-        .map_err(|e| ("start".to_owned(), e))?;
+        .map_err(|e| ("start".to_owned(), e, None))?;
     let ports = session.ports();
     let listening: Vec<u16> = ports.iter().flatten().copied().collect();
     let counters = match Counters::start(&listening) {
         Ok(c) => c,
         Err(e) => {
-            session.close();
-            return Err(("start".into(), e));
+            return Err(("start".into(), e, Some(session.close())));
         }
     };
     let mut figures = Vec::new();
@@ -235,8 +245,8 @@ fn one_session(
                 }
             }
             Err(e) => {
-                session.close();
-                return Err((phase.key.to_owned(), e));
+                let rss = session.close();
+                return Err((phase.key.to_owned(), e, Some(rss)));
             }
         }
     }

@@ -13,13 +13,13 @@ use std::process::ExitCode;
 
 use chorus_integration_tests::bench::{self, Options, SCENARIOS};
 
-const USAGE: &str = "usage: bench (--all | --quick) [--scenario NAME]... [--tool NAME]... [--runs N] [--scale-runs N] [--chorus PATH] [--work DIR] [--write-docs]
+const USAGE: &str = "usage: bench (--all | --quick) [--scenario NAME]... [--tool NAME]... [--runs N] [--long-runs N] [--chorus PATH] [--work DIR] [--write-docs]
 
   --all            every scenario at full size, 3 runs each; writes docs/benchmarks.md and docs/plots
   --quick          every scenario (or those named) with small data and 1 run; report in the work dir
   --scenario NAME  only this scenario (repeatable): update, latency, initial-tree, big-file, scale, huge-file
   --runs N         runs per figure (default 3, or 1 with --quick)
-  --scale-runs N   runs of the 100k-file scenario (default 1: one run takes ~10 min on 2 cores)
+  --long-runs N    runs of the long scenarios, 100k files and 4 GiB (default 1: 10 min or more a run)
   --chorus PATH    the chorus binary to test (default: cargo build --release -p chorus)
   --work DIR       data and scratch folders (default /tmp/chorus-bench; needs ~20 GB free for --all)
   --tool NAME      only the tools whose names contain NAME (repeatable): chorus, rsync, syncthing, unison
@@ -33,7 +33,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         quick: false,
         scenarios: Vec::new(),
         runs: None,
-        scale_runs: None,
+        long_runs: None,
         render: None,
         chorus: None,
         work: PathBuf::from("/tmp/chorus-bench"),
@@ -72,11 +72,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
             }
             "--tool" => opts.tools.push(value("--tool")?),
             "--keep-failed" => opts.keep_failed = true,
-            "--scale-runs" => {
-                opts.scale_runs = Some(
-                    value("--scale-runs")?
+            "--long-runs" => {
+                opts.long_runs = Some(
+                    value("--long-runs")?
                         .parse()
-                        .map_err(|_| "--scale-runs takes a number".to_owned())?,
+                        .map_err(|_| "--long-runs takes a number".to_owned())?,
                 )
             }
             "--render" => opts.render = Some(PathBuf::from(value("--render")?)),
