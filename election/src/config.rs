@@ -34,14 +34,14 @@ impl ElectionConfig {
         }
     }
 
-    /// A WAN with round trips up to ~300 ms: heartbeat 500 ms, election 1.5–3 s, snapshot
-    /// chunks allowed 60 s. Failover then takes a few seconds, and a slow link is not
-    /// mistaken for a dead leader.
+    /// A WAN with round trips up to ~700 ms (openraft gives an AppendEntries one heartbeat
+    /// interval): heartbeat 1 s, election 3–6 s, snapshot chunks allowed 60 s. Failover then
+    /// takes several seconds, and a slow or lossy link is not mistaken for a dead leader.
     pub const fn wan() -> Self {
         ElectionConfig {
-            heartbeat_ms: 500,
-            election_timeout_min_ms: 1500,
-            election_timeout_max_ms: 3000,
+            heartbeat_ms: 1000,
+            election_timeout_min_ms: 3000,
+            election_timeout_max_ms: 6000,
             install_snapshot_timeout_ms: 60_000,
             max_voters: 5,
             snapshot_every: 1000,

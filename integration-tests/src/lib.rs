@@ -4,6 +4,8 @@
 //!   links can be cut and healed and made lossy; everything is removed when the lab is dropped,
 //!   and leftovers of a crashed run are removed when the next lab starts.
 //! - [`relay`]: a TCP relay that counts the bytes it carries and can delay, cut and heal a link.
+//! - [`cluster`]: real `chorus` processes in a lab: started, killed, restarted, partitioned,
+//!   their links lossy, delayed (through relays) or flapping; waits for convergence.
 //! - [`bench`]: the side-by-side benchmark of chorus, rsync, Syncthing and Unison (the `bench`
 //!   binary), which writes the figures and plots of docs/benchmarks.md.
 //!
@@ -11,6 +13,7 @@
 //! test is skipped; CI runs as root, so there they run.
 
 pub mod bench;
+pub mod cluster;
 pub mod netns;
 pub mod relay;
 

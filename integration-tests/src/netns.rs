@@ -1,9 +1,12 @@
 //! A lab of hosts in network namespaces (`ip netns`), joined by veth pairs to one bridge in the
-//! root namespace, with addresses 10.231.0.1, .2, ... Each lab has its own bridge, so labs run
-//! side by side without seeing each other.
+//! root namespace, with addresses 10.231.N.1, .2, ... (N differs per lab). Each lab has its own
+//! bridge and subnet, so labs run side by side without seeing each other. With
+//! [`Lab::enable_gateway`] the bridge gets 10.231.N.254, so processes of the root namespace (a
+//! relay) reach the hosts and the hosts reach them.
 //!
 //! Faults: [`Lab::cut`] takes a host's link down (and [`Lab::heal`] brings it back);
-//! [`Lab::set_loss`] drops a share of the packets a host receives (nftables `numgen random`).
+//! [`Lab::set_loss`] drops a share of the packets a host receives (nftables `numgen random`);
+//! [`Lab::set_blocked`] drops what a host receives from given addresses (partitions).
 //! Delay is not available here: the kernel of this machine kind is built without `sch_netem`,
 //! so delayed links need a userspace relay.
 //!
@@ -48,6 +51,8 @@ pub struct Host {
 
 /// A set of hosts on one bridge. Dropping it removes everything it made.
 pub struct Lab {
+    /// The third octet of this lab's addresses.
+    subnet: u8,
     bridge: String,
     hosts: Vec<Host>,
     children: Mutex<Vec<Child>>,
@@ -67,7 +72,9 @@ impl Lab {
         let seq = LABS.fetch_add(1, Ordering::Relaxed);
         // Interface names are limited to 15 bytes: pid and lab number in hex.
         let tag = format!("{pid:x}{seq:x}");
+        let subnet = ((pid as usize).wrapping_mul(7).wrapping_add(seq as usize) % 250) as u8;
         let mut lab = Lab {
+            subnet,
             bridge: format!("chb{tag}"),
             hosts: Vec::new(),
             children: Mutex::new(Vec::new()),
@@ -78,7 +85,7 @@ impl Lab {
             let host = Host {
                 index,
                 netns: format!("{NS_PREFIX}{pid}-{seq}-{index}"),
-                addr: Ipv4Addr::new(10, 231, 0, index as u8 + 1),
+                addr: Ipv4Addr::new(10, 231, subnet, index as u8 + 1),
                 veth: format!("chv{tag}-{index}"),
             };
             let peer = format!("chp{tag}-{index}");
@@ -134,6 +141,58 @@ impl Lab {
     /// if the caller has not (the caller owns the `Child`).
     pub fn spawn_piped(&self, mut command: Command) -> std::io::Result<Child> {
         command.stdin(Stdio::null()).stdout(Stdio::piped()).spawn()
+    }
+
+    /// The bridge's address (10.231.N.254), assigned by [`Lab::enable_gateway`].
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 231, self.subnet, 254)
+    }
+
+    /// Gives the bridge [`Lab::gateway`], so the root namespace and the hosts reach each other.
+    pub fn enable_gateway(&self) -> Result<(), LabError> {
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", self.gateway()),
+            "dev",
+            &self.bridge,
+        ])
+    }
+
+    /// Drops every packet host `i` receives from these addresses (an empty list lifts it).
+    pub fn set_blocked(&self, i: usize, from: &[Ipv4Addr]) -> Result<(), LabError> {
+        let ns = &self.hosts[i].netns;
+        let nft = |args: &[&str]| {
+            run(Command::new("ip")
+                .args(["netns", "exec", ns, "nft"])
+                .args(args))
+            .map(drop)
+        };
+        let _ = nft(&["delete", "table", "inet", "chorus_block"]);
+        if from.is_empty() {
+            return Ok(());
+        }
+        nft(&["add", "table", "inet", "chorus_block"])?;
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            "chorus_block",
+            "in",
+            "{ type filter hook input priority -10; }",
+        ])?;
+        let set: Vec<String> = from.iter().map(|a| a.to_string()).collect();
+        nft(&[
+            "add",
+            "rule",
+            "inet",
+            "chorus_block",
+            "in",
+            "ip",
+            "saddr",
+            &format!("{{ {} }}", set.join(", ")),
+            "drop",
+        ])
     }
 
     /// Takes host `i`'s link down: nothing reaches it or leaves it.

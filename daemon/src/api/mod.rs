@@ -163,6 +163,10 @@ pub struct Conflict {
     pub displaced_from: String,
     /// `hunk`, `whole`, `deletion` or `exec`.
     pub what: String,
+    /// The displaced text, when it is text and short (at most 64 KiB): the hunk's lines, or
+    /// the whole file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<String>,
 }
 
 /// Everything the socket serves, as the driver last published it.

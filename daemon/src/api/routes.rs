@@ -218,6 +218,7 @@ mod tests {
                 displaced_by: "3.1".into(),
                 displaced_from: "2.0".into(),
                 what: "hunk".into(),
+                preview: None,
             }]),
             accepted: 3,
         }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chorus::config::{
-    CONFIG_FILE, Config, ConfigError, ShareKind, default_state_dir, parse_secret,
+    CONFIG_FILE, Config, ConfigError, ShareKind, Timing, default_state_dir, parse_secret,
 };
 use chorus::node::{
     JoinWith, MassDeleteGuard, NodeConfig, Share, peer_id, run as run_node, stop_signal,
@@ -66,6 +66,10 @@ pub struct Args {
     /// `bandwidth_limit`.
     #[arg(long)]
     bandwidth_limit: Option<u64>,
+    /// Raft timing; overrides the config's `timing` (`wan` for round trips of ~100 ms and
+    /// more).
+    #[arg(long, value_enum)]
+    timing: Option<Timing>,
     /// Do not discover peers on the LAN with mDNS.
     #[arg(long)]
     no_mdns: bool,
@@ -229,7 +233,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         peers,
         init: args.init || cfg.bootstrap,
         join,
-        election: ElectionConfig::lan(),
+        election: match args.timing.unwrap_or(cfg.timing) {
+            Timing::Lan => ElectionConfig::lan(),
+            Timing::Wan => ElectionConfig::wan(),
+        },
         chunker: ChunkerParams::default(),
         rules: ModeRules::new(kind == ShareKind::Document || args.single_document),
         rescan_every,

@@ -58,6 +58,10 @@ pub struct Config {
     pub bootstrap: bool,
     /// Find peers on the local network with mDNS.
     pub mdns: bool,
+    /// Raft timing: `lan` (50 ms heartbeats, 150-300 ms election timeout: failover in about
+    /// half a second) or `wan` (500 ms, 1.5-3 s: round trips up to ~300 ms are not taken for
+    /// a dead leader).
+    pub timing: Timing,
     /// How long the watcher waits after a change for the folder to settle before scanning.
     pub debounce_ms: u64,
     /// A full rescan (cheap: unchanged files are not read) runs this often, in case the
@@ -69,6 +73,15 @@ pub struct Config {
     pub mass_delete_fraction: f64,
     /// ...or more than this many files, is held until `chorus resume --confirm`.
     pub mass_delete_files: u64,
+}
+
+/// Raft timing, by the kind of network between the machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Timing {
+    #[default]
+    Lan,
+    Wan,
 }
 
 /// What a share holds.
@@ -90,6 +103,7 @@ impl Default for Config {
             peers: Vec::new(),
             bootstrap: false,
             mdns: true,
+            timing: Timing::Lan,
             debounce_ms: 100,
             rescan_secs: 600,
             bandwidth_limit: 0,

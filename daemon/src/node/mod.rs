@@ -39,6 +39,9 @@ use crate::api::Command;
 use crate::net::{self, Inbound, NetConfig, NetHandle, RaftTransport};
 use crate::sync::{Action, ClusterInfo, Engine, EngineConfig, Event, Retention, SyncStore};
 
+/// How long a new leader's confirming read may take before it is tried again.
+const CONFIRM_WITHIN: Duration = Duration::from_secs(10);
+
 /// How often history retention runs.
 const GC_EVERY: Duration = Duration::from_secs(600);
 
@@ -137,6 +140,10 @@ struct Driver {
     info: Option<ClusterInfo>,
     fed_major: u64,
     confirmed_term: Option<u64>,
+    /// The term whose leadership a linearizable read is confirming now (on its own task, so a
+    /// slow link does not stall the loop), and where its outcome arrives.
+    confirming: Option<u64>,
+    confirmations: mpsc::UnboundedSender<(u64, bool)>,
     proposals: mpsc::UnboundedSender<(VersionId, bool)>,
     queue: VecDeque<Event>,
     /// The history the socket serves, and the head number and member count it was read at
@@ -260,10 +267,13 @@ pub async fn run(
                     {
                         break;
                     }
-                    if election.view().leader == Some(election.id())
-                        && election.add_member(id, member.clone()).await.is_ok()
-                    {
-                        break;
+                    if election.view().leader == Some(election.id()) {
+                        match election.add_member(id, member.clone()).await {
+                            Ok(_) => break,
+                            Err(e) => {
+                                tracing::debug!(%peer, "adding a member failed (retrying): {e}")
+                            }
+                        }
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -339,6 +349,7 @@ pub async fn run(
         chunks.clone(),
     )?;
     let (ptx, mut prx) = mpsc::unbounded_channel();
+    let (ctx, mut crx) = mpsc::unbounded_channel::<(u64, bool)>();
     let (events, _) = broadcast::channel(1024);
     let mut d = Driver {
         share: cfg.share,
@@ -354,6 +365,8 @@ pub async fn run(
         info: None,
         fed_major: 0,
         confirmed_term: None,
+        confirming: None,
+        confirmations: ctx,
         proposals: ptx,
         queue: VecDeque::new(),
         history: None,
@@ -422,6 +435,7 @@ pub async fn run(
                     d.feed(Event::ProposeFailed { version })?;
                 }
             }
+            Some((term, ok)) = crx.recv() => d.confirmed(term, ok)?,
             Some(()) = changes.recv() => debounce.changed(Instant::now()),
             () = async { if let Some(at) = scan_due { tokio::time::sleep_until(at).await } }, if scan_due.is_some() => {
                 debounce.scanned();
@@ -683,14 +697,34 @@ impl Driver {
             self.feed(Event::Cluster(info))?;
         }
         self.feed_headers()?;
-        if view.role == Role::Leader && self.confirmed_term != Some(view.term) {
-            let read =
-                tokio::time::timeout(Duration::from_secs(1), self.election.read_head()).await;
-            if matches!(read, Ok(Ok(_))) {
-                self.feed_headers()?;
-                self.confirmed_term = Some(view.term);
-                self.feed(Event::LeaderConfirmed)?;
-            }
+        if view.role == Role::Leader
+            && self.confirmed_term != Some(view.term)
+            && self.confirming != Some(view.term)
+        {
+            // A linearizable read proves the leadership and that every earlier header is
+            // applied; it takes a heartbeat round, which on a WAN is most of a second.
+            self.confirming = Some(view.term);
+            let (election, tx, term) =
+                (self.election.clone(), self.confirmations.clone(), view.term);
+            tokio::spawn(async move {
+                let read = tokio::time::timeout(CONFIRM_WITHIN, election.read_head()).await;
+                if let Ok(Err(e)) = &read {
+                    tracing::debug!(term, "confirming the leadership failed: {e}");
+                }
+                let _ = tx.send((term, matches!(read, Ok(Ok(_)))));
+            });
+        }
+        Ok(())
+    }
+
+    /// The outcome of a leadership confirmation for `term`.
+    fn confirmed(&mut self, term: u64, ok: bool) -> Result<(), NodeError> {
+        self.confirming = None;
+        let view = self.election.view();
+        if ok && view.role == Role::Leader && view.term == term {
+            self.feed_headers()?;
+            self.confirmed_term = Some(term);
+            self.feed(Event::LeaderConfirmed)?;
         }
         Ok(())
     }

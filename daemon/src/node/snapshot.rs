@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chorus_chunking::{VersionId, VersionNumber};
 use chorus_election::{NodeId, Role};
 use chorus_merge::Displaced;
+use chorus_merge::redo::WholeContent;
 
 use super::{Driver, NodeError};
 use crate::api::{
@@ -198,6 +199,32 @@ impl Driver {
         })
     }
 
+    /// What a redo entry displaced, as text, when it is text and short.
+    fn preview(&self, what: &Displaced) -> Option<String> {
+        const MAX: usize = 64 << 10;
+        let bytes = match what {
+            Displaced::Hunk(h) => h.displaced.0.clone(),
+            Displaced::Whole {
+                content: WholeContent::Bytes(b),
+                ..
+            } => b.0.clone(),
+            Displaced::Whole {
+                content: WholeContent::File { manifest, .. },
+                ..
+            } if manifest.size() as usize <= MAX => {
+                use chorus_merge::ContentLoader;
+                crate::sync::leader::Loader(&*self.chunks)
+                    .load(manifest)
+                    .ok()?
+            }
+            _ => return None,
+        };
+        if bytes.len() > MAX {
+            return None;
+        }
+        String::from_utf8(bytes).ok()
+    }
+
     /// Versions and the redo stack from the store.
     fn read_history(&self) -> Result<History, NodeError> {
         let headers = self.engine.headers()?;
@@ -233,6 +260,7 @@ impl Driver {
                 displaced_by: r.entry.displaced_by.to_string(),
                 displaced_from: r.entry.displaced_from.to_string(),
                 what: displaced_name(&r.entry.what).to_owned(),
+                preview: self.preview(&r.entry.what),
             })
             .collect();
         Ok(History {
