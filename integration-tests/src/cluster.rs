@@ -85,6 +85,9 @@ pub struct Cluster {
     root: tempfile::TempDir,
     /// More `chorus run` options for every node (`--timing wan`, say).
     pub run_args: Vec<String>,
+    /// Give the nodes each other's PeerIds with a wrong port and turn mDNS on: only mDNS can
+    /// tell them where the others are.
+    pub mdns_only: bool,
 }
 
 impl Drop for Cluster {
@@ -161,6 +164,7 @@ impl Cluster {
             bin,
             root,
             run_args: Vec::new(),
+            mdns_only: false,
         })
     }
 
@@ -188,7 +192,10 @@ impl Cluster {
     /// Where the others dial node `i`.
     fn addr_of(&self, i: usize) -> String {
         let peer = &self.nodes[i].peer_id;
-        if self.relays.is_empty() {
+        if self.mdns_only {
+            // Port 1: nothing listens there.
+            format!("/ip4/{}/tcp/1/p2p/{peer}", self.lab.host(i).addr)
+        } else if self.relays.is_empty() {
             format!("/ip4/{}/tcp/{PORT}/p2p/{peer}", self.lab.host(i).addr)
         } else {
             let a = self.relays[i].addr();
@@ -206,7 +213,7 @@ impl Cluster {
             .arg("--state-dir")
             .arg(&n.state)
             .args(["--listen", &format!("/ip4/0.0.0.0/tcp/{PORT}")])
-            .args(["--no-mdns", "--debounce-ms", "50"])
+            .args(["--debounce-ms", "50"])
             .env("CHORUS_SECRET", SECRET)
             .env("RUST_LOG", "chorus=info");
         for j in (0..self.nodes.len()).filter(|&j| j != i) {
@@ -214,6 +221,9 @@ impl Cluster {
         }
         if i == 0 {
             cmd.arg("--init");
+        }
+        if !self.mdns_only {
+            cmd.arg("--no-mdns");
         }
         cmd.args(&self.run_args);
         let log = std::fs::OpenOptions::new()

@@ -94,6 +94,20 @@ fn a_leader_cut_off_from_the_majority_loses_nothing() {
 }
 
 #[test]
+fn mdns_finds_members_whose_addresses_are_unknown() {
+    if !needs_root("mdns_finds_members_whose_addresses_are_unknown") {
+        return;
+    }
+    let mut c = Cluster::new(3, Wiring::Direct).expect("a cluster");
+    c.mdns_only = true;
+    c.start_all(CONVERGE);
+    write(&c, 1, "found.txt", "found by mDNS\n");
+    for i in 0..3 {
+        wait_file(&c, i, "found.txt", b"found by mDNS\n");
+    }
+}
+
+#[test]
 fn a_minority_partition_of_five_merges_back() {
     if !needs_root("a_minority_partition_of_five_merges_back") {
         return;
