@@ -50,6 +50,8 @@ enum Command {
     Redo(commands::control::RedoArgs),
     /// Make the share, or one path in it, what it was in an accepted version.
     Restore(commands::control::RestoreArgs),
+    /// Print a file as it was in an accepted version.
+    Show(commands::control::ShowArgs),
     /// Stop scanning and writing the share until `chorus resume`.
     Pause(commands::query::Args),
     /// Scan and write again; `--confirm` also writes a version held for deleting many files.
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
         Command::Undo(args) => commands::control::undo(args),
         Command::Redo(args) => commands::control::redo(args),
         Command::Restore(args) => commands::control::restore(args),
+        Command::Show(args) => commands::control::show(args),
         Command::Pause(args) => commands::control::pause(args),
         Command::Resume(args) => commands::control::resume(args),
         Command::Watch(args) => commands::control::watch(args),

@@ -258,6 +258,8 @@ fn init_invite_join_edit_undo_redo_restore_conflict_and_restart() {
     g.wait_everywhere("undo-me.txt", None);
     g.wait_converged();
     let with_later = g.head(a);
+    // `chorus show` prints a file of an earlier version.
+    assert_eq!(g.ask(c, &["show", &with_undo_me, "undo-me.txt"]), "new\n");
     g.ask(b, &["restore", &with_undo_me]);
     g.wait_everywhere("undo-me.txt", Some("new\n"));
     g.wait_everywhere("later.txt", None);

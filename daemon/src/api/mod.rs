@@ -207,6 +207,8 @@ pub enum Request {
     },
     /// A join token for a new machine.
     Invite,
+    /// A file as it was in an accepted version.
+    Show { version: String, path: String },
 }
 
 /// The body `POST /v1/redo` takes: `{"entry": SEQ}` or nothing.

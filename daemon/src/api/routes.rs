@@ -98,6 +98,46 @@ pub fn parse_command(path: &str, body: &[u8]) -> Result<Request, Reply> {
     })
 }
 
+/// The request `GET /v1/file?version=V&path=P` makes (query values percent-decoded).
+pub fn parse_show(query: Option<&str>) -> Result<Request, Reply> {
+    let mut version = None;
+    let mut path = None;
+    for pair in query.unwrap_or_default().split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v)
+            .ok_or_else(|| error(400, &format!("bad percent-encoding in `{pair}`")))?;
+        match k {
+            "version" => version = Some(v),
+            "path" => path = Some(v),
+            _ => {}
+        }
+    }
+    match (version, path) {
+        (Some(version), Some(path)) => Ok(Request::Show { version, path }),
+        _ => Err(error(
+            400,
+            "/v1/file needs ?version=MAJOR.MINOR&path=PATH (percent-encoded)",
+        )),
+    }
+}
+
+/// `%XX` escapes and `+` (a space) decoded; `None` when malformed or not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// The answer to `method path` (the query string, if any, is ignored).
 pub fn route(method: &str, path: &str, snap: &Snapshot) -> Reply {
     let path = path.split('?').next().unwrap_or(path);
@@ -253,6 +293,20 @@ mod tests {
             assert!(error_of(&reply).contains(path), "{}", error_of(&reply));
         }
         assert!(is_command("/v1/invite") && !is_command("/v1/status"));
+    }
+
+    #[test]
+    fn show_takes_percent_encoded_query_values() {
+        assert_eq!(
+            parse_show(Some("version=3.0&path=a%20b/c+d.txt")),
+            Ok(Request::Show {
+                version: "3.0".into(),
+                path: "a b/c d.txt".into()
+            })
+        );
+        for q in [None, Some("version=3.0"), Some("path=a&version=%zz")] {
+            assert_eq!(parse_show(q).unwrap_err().status, 400, "{q:?}");
+        }
     }
 
     fn error_of(reply: &Reply) -> String {

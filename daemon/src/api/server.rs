@@ -142,24 +142,16 @@ async fn handle(req: Request<Incoming>, ch: Channels) -> Response<Body> {
             Ok(r) => r,
             Err(reply) => return full(reply),
         };
-        let (tx, rx) = oneshot::channel();
-        if ch
-            .commands
-            .send(Command { request, reply: tx })
-            .await
-            .is_err()
-        {
-            return full(routes::error(503, "the node is stopping"));
+        return full(ask(&ch, request).await);
+    }
+    if path == "/v1/file" {
+        if method != "GET" {
+            return full(routes::error(405, "/v1/file answers GET only"));
         }
-        return full(match tokio::time::timeout(COMMAND_WITHIN, rx).await {
-            Ok(Ok(Ok(value))) => routes::json(200, &value),
-            Ok(Ok(Err(refusal))) => routes::error(refusal.status, &refusal.message),
-            Ok(Err(_)) => routes::error(503, "the node stopped before answering"),
-            Err(_) => routes::error(
-                504,
-                "the node did not answer in time; see `chorus status` and its log",
-            ),
-        });
+        return match routes::parse_show(req.uri().query()) {
+            Ok(request) => full(ask(&ch, request).await),
+            Err(reply) => full(reply),
+        };
     }
     if path == "/v1/events" {
         if method != "GET" {
@@ -169,6 +161,28 @@ async fn handle(req: Request<Incoming>, ch: Channels) -> Response<Body> {
     }
     let reply = routes::route(&method, &path, &ch.snapshots.borrow());
     full(reply)
+}
+
+/// Hands a request to the node's loop and waits for its answer.
+async fn ask(ch: &Channels, request: super::Request) -> routes::Reply {
+    let (tx, rx) = oneshot::channel();
+    if ch
+        .commands
+        .send(Command { request, reply: tx })
+        .await
+        .is_err()
+    {
+        return routes::error(503, "the node is stopping");
+    }
+    match tokio::time::timeout(COMMAND_WITHIN, rx).await {
+        Ok(Ok(Ok(value))) => routes::json(200, &value),
+        Ok(Ok(Err(refusal))) => routes::error(refusal.status, &refusal.message),
+        Ok(Err(_)) => routes::error(503, "the node stopped before answering"),
+        Err(_) => routes::error(
+            504,
+            "the node did not answer in time; see `chorus status` and its log",
+        ),
+    }
 }
 
 /// The event feed as server-sent events, until the client goes away or the node stops.

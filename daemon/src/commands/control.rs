@@ -183,3 +183,48 @@ pub fn watch(at: query::Args) -> anyhow::Result<ExitCode> {
     })?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(clap::Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    at: query::Args,
+    /// The version: MAJOR.MINOR as `chorus log` shows it, or a version id (a unique prefix).
+    version: String,
+    /// The file, relative to the share (ignored for a document share).
+    #[arg(default_value = "")]
+    path: String,
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986) and `/`.
+fn encode_query_value(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `chorus show VERSION PATH`: the file as it was in that version, on stdout.
+pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
+    let path = format!(
+        "/v1/file?version={}&path={}",
+        encode_query_value(&args.version),
+        encode_query_value(&args.path)
+    );
+    let answer = client::get(&args.at.state_dir(), &path)?;
+    if args.at.json {
+        let _ = std::io::stdout().write_all(&answer);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let v: Value = serde_json::from_slice(&answer)?;
+    let bytes = match (&v["text"], &v["hex"]) {
+        (Value::String(t), _) => t.clone().into_bytes(),
+        (_, Value::String(h)) => hex::decode(h)?,
+        _ => anyhow::bail!("the daemon's answer holds no file"),
+    };
+    let _ = std::io::stdout().write_all(&bytes);
+    Ok(ExitCode::SUCCESS)
+}

@@ -37,6 +37,7 @@ impl Driver {
             Request::Redo { entry: None } => self.redo_undo(),
             Request::Restore { version, path } => self.restore(&version, path.as_deref()),
             Request::Invite => self.invite().await,
+            Request::Show { version, path } => self.show(&version, &path),
         }
     }
 
@@ -295,6 +296,41 @@ impl Driver {
         Ok(
             json!({"entry": seq, "path": path.to_string(), "in_place": re.in_place, "changed": changed}),
         )
+    }
+
+    /// A file as it was in an accepted version: its text, or its bytes in hex.
+    fn show(&self, spec: &str, path: &str) -> Answer {
+        const MAX: u64 = 16 << 20;
+        let (version, number) = self.find_version(spec)?;
+        let tree = self.tree_of(&version, number)?;
+        let path = match self.share_kind() {
+            ShareKind::Document => crate::config::DOCUMENT_PATH,
+            ShareKind::Folder => path.trim_matches('/'),
+        };
+        let rel = RelPath::new(path).map_err(|e| Refusal::bad(e.to_string()))?;
+        let Some(Entry::File { manifest, .. }) = tree.get(&rel) else {
+            return Err(Refusal::bad(format!(
+                "{rel} is not a file in version {number}"
+            )));
+        };
+        if manifest.size() > MAX {
+            return Err(Refusal::conflict(format!(
+                "{rel} is {} bytes in version {number}, more than this shows (16 MiB); restore it instead",
+                manifest.size()
+            )));
+        }
+        use chorus_merge::ContentLoader;
+        let bytes = crate::sync::leader::Loader(&**self.engine.chunks())
+            .load(manifest)
+            .map_err(failed)?;
+        Ok(match String::from_utf8(bytes) {
+            Ok(text) => {
+                json!({"version": number.to_string(), "path": rel.to_string(), "text": text})
+            }
+            Err(e) => {
+                json!({"version": number.to_string(), "path": rel.to_string(), "hex": hex::encode(e.into_bytes())})
+            }
+        })
     }
 
     async fn invite(&mut self) -> Answer {
