@@ -74,6 +74,15 @@ impl ScanCache {
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
+
+    /// Records a file this process just wrote (the materializer), as it is on disk now, so the
+    /// next scan does not read it back. Only for content whose manifest is known to be what
+    /// was written; a later change of the file changes its stamp and it is read again.
+    pub fn remember(&mut self, path: RelPath, md: &fs::Metadata, manifest: FileManifest) {
+        if md.len() == manifest.size() {
+            self.files.insert(path, (Stamp::of(md), manifest));
+        }
+    }
 }
 
 /// Why a path was left out of the manifest.

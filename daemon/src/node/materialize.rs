@@ -32,13 +32,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MaterializeError + '_ {
     }
 }
 
-/// Turns the folder from `old` (what it holds) into `new`.
+/// Turns the folder from `old` (what it holds) into `new`. Returns the files it wrote, with
+/// their metadata right after the rename (so the scan cache need not read them back).
 pub fn materialize(
     root: &Path,
     old: &TreeManifest,
     new: &TreeManifest,
     chunks: &dyn ChunkStore,
-) -> Result<(), MaterializeError> {
+) -> Result<Vec<(RelPath, fs::Metadata)>, MaterializeError> {
+    let mut written = Vec::new();
     // Removals first, deepest paths first, so directories empty out before they go.
     let mut gone: Vec<&RelPath> = old
         .iter()
@@ -86,6 +88,9 @@ pub fn materialize(
                     f.sync_all().map_err(io(&tmp))?;
                 }
                 fs::rename(&tmp, &full).map_err(io(&full))?;
+                if let Ok(md) = fs::symlink_metadata(&full) {
+                    written.push((path.clone(), md));
+                }
                 fs::File::open(dir)
                     .and_then(|d| d.sync_all())
                     .map_err(io(dir))?;
@@ -100,7 +105,7 @@ pub fn materialize(
             }
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// The temporary name a file is written under before it is renamed into place.

@@ -629,12 +629,23 @@ impl Driver {
         }
         self.held = None;
         tracing::debug!(?version, from = ?in_folder, "materialize");
-        self.share.materialize(&old, &tree, &*self.chunks)?;
+        self.write_share(&old, &tree)?;
         self.emit(
             "materialized",
             serde_json::json!({"version": version.to_string(), "entries": tree.len()}),
         );
         self.queue.push_back(Event::Materialized { version });
+        Ok(())
+    }
+
+    /// Writes `new` over `old` in the share, and tells the scan cache what was written, so the
+    /// next scan does not read it all back.
+    fn write_share(&mut self, old: &TreeManifest, new: &TreeManifest) -> Result<(), NodeError> {
+        for (path, md) in self.share.materialize(old, new, &*self.chunks)? {
+            if let Some(chorus_chunking::Entry::File { manifest, .. }) = new.get(&path) {
+                self.cache.remember(path, &md, manifest.clone());
+            }
+        }
         Ok(())
     }
 

@@ -58,24 +58,29 @@ impl Share {
         }
     }
 
-    /// Turns what is on disk from `old` into `new`.
+    /// Turns what is on disk from `old` into `new`; the files written, by tree path, with
+    /// their metadata.
     pub fn materialize(
         &self,
         old: &TreeManifest,
         new: &TreeManifest,
         chunks: &dyn ChunkStore,
-    ) -> Result<(), MaterializeError> {
+    ) -> Result<Vec<(RelPath, std::fs::Metadata)>, MaterializeError> {
         match self {
             Share::Folder(dir) => materialize::materialize(dir, old, new, chunks),
             Share::Document(file) => {
                 let name = Self::file_name(file)?;
                 let dir = self.watch_root();
-                materialize::materialize(
+                let written = materialize::materialize(
                     dir,
                     &as_named(old, &name)?,
                     &as_named(new, &name)?,
                     chunks,
-                )
+                )?;
+                Ok(written
+                    .into_iter()
+                    .map(|(_, md)| (document_path(), md))
+                    .collect())
             }
         }
     }

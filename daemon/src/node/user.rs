@@ -93,9 +93,7 @@ impl Driver {
             .filter(|(p, e)| target.get(p) != Some(*e))
             .count()
             + target.iter().filter(|(p, _)| disk.get(p).is_none()).count();
-        self.share
-            .materialize(disk, target, &*self.chunks)
-            .map_err(failed)?;
+        self.write_share(disk, target).map_err(failed)?;
         self.scan().map_err(failed)?;
         Ok(changed)
     }
