@@ -88,7 +88,7 @@ impl World {
     }
 
     /// H sends `body` to `to`; what follows runs to quiescence.
-    fn from_h(&mut self, to: NodeId, body: Body) {
+    fn hostile_sends(&mut self, to: NodeId, body: Body) {
         self.to_h.clear();
         let ev = Event::Message { from: H, body };
         match to {
@@ -151,7 +151,7 @@ fn paths_out_of_the_share_are_refused_and_nothing_is_taken() {
         d.changes[0].path = bad.into();
         for (to, body) in [(A, push(d.clone())), (B, offer(d.clone()))] {
             let head = w.a.engine.head();
-            w.from_h(to, body);
+            w.hostile_sends(to, body);
             let why = w.rejections();
             assert_eq!(why.len(), 1, "{bad:?} to {to}: one refusal, got {why:?}");
             assert_eq!(why[0].0, RejectReason::Malformed, "{bad:?}: {why:?}");
@@ -178,7 +178,7 @@ fn a_path_under_a_symlink_is_refused() {
     d.removed.clear();
     d.base = Some(link.version_id().to_proto());
     d.base_manifest = Some(link.to_proto());
-    w.from_h(B, offer(d));
+    w.hostile_sends(B, offer(d));
     let why = w.rejections();
     assert_eq!(why.len(), 1, "{why:?}");
     assert!(why[0].1.contains("link"), "{why:?}");
@@ -191,7 +191,7 @@ fn chunks_that_do_not_match_their_ids_are_refused_and_not_stored() {
     let mut w = World::new();
     w.still_syncing("base");
     let id = ChunkId::of(b"what the id says");
-    w.from_h(
+    w.hostile_sends(
         B,
         Body::Chunks(proto::Chunks {
             chunks: vec![proto::ChunkData {
@@ -235,8 +235,8 @@ fn deltas_naming_chunks_nobody_has_store_and_accept_nothing() {
     .unwrap();
     d.target = Some(target.version_id().to_proto());
     let head = w.a.engine.head();
-    w.from_h(A, push(d.clone()));
-    w.from_h(B, offer(d));
+    w.hostile_sends(A, push(d.clone()));
+    w.hostile_sends(B, offer(d));
     // Each asks H for the chunk (it never comes); nothing is accepted or stored as a version.
     let asked = w
         .to_h
@@ -263,7 +263,7 @@ fn a_version_id_that_does_not_match_its_manifest_is_refused() {
     let lie = VersionId([7; 32]);
     d.target = Some(lie.to_proto());
     for (to, body) in [(A, push(d.clone())), (B, offer(d))] {
-        w.from_h(to, body);
+        w.hostile_sends(to, body);
         let why = w.rejections();
         assert_eq!(why.len(), 1, "{why:?}");
         assert_eq!(why[0].0, RejectReason::HashMismatch, "{why:?}");
