@@ -298,6 +298,7 @@ fn no_reader_sees_a_torn_file_when_a_follower_is_killed_while_writing() {
     c.wait_converged(&[0, 1, 2], CONVERGE);
     stop.store(true, Ordering::SeqCst);
     let reads = reader.join().expect("no torn read");
+    eprintln!("{reads} whole reads, none torn");
     assert!(reads > 0);
     wait_file(&c, follower, "f.bin", &b);
 }
