@@ -252,6 +252,10 @@ pub fn run(opts: Options) -> Result<(), String> {
                 .push(format!("Scenario {name} could not run: {e}"));
         }
         eprintln!("bench: {name} took {:.0} s", t.elapsed().as_secs_f64());
+        // What is measured so far survives a run stopped later (render it with --render).
+        if let Ok(json) = serde_json::to_string(&results) {
+            let _ = std::fs::write(opts.work.join("results.json"), json);
+        }
     }
 
     let commit = Command::new("git")

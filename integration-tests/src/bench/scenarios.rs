@@ -206,7 +206,15 @@ pub fn huge(ctx: &Ctx, results: &mut Results) -> Result<(), String> {
     let d2 = dir.clone();
     let spec = Spec {
         scenario: "huge-file",
-        stage: Box::new(move |stage| data::copy_tree(&d2, stage)),
+        // Moved, not copied, to keep the disk use of a run to one copy per folder; a later
+        // run writes the same bytes again.
+        stage: Box::new(move |stage| {
+            let src = d2.join("big.bin");
+            if !src.is_file() {
+                data::random_file(&src, size, 4)?;
+            }
+            std::fs::rename(&src, stage.join("big.bin")).map_err(|e| e.to_string())
+        }),
         phases: vec![Phase {
             key: "huge-initial",
             title: format!(

@@ -124,12 +124,7 @@ pub fn run_two_party(ctx: &Ctx, spec: &Spec, results: &mut Results) {
             if spec.only.is_some_and(|o| o != name) || !tool.runs_in(spec.scenario) {
                 continue;
             }
-            log(format!(
-                "{} run {}/{}: {name}",
-                spec.scenario,
-                run + 1,
-                ctx.runs
-            ));
+            log(format!("{} run {}/{runs}: {name}", spec.scenario, run + 1));
             let dir = ctx.scratch(spec.scenario, &name);
             let (a, b, stage, tdir) = (
                 dir.join("a"),
