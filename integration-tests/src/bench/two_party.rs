@@ -136,60 +136,53 @@ pub fn run_two_party(ctx: &Ctx, spec: &Spec, results: &mut Results) {
                 .iter()
                 .try_for_each(|d| std::fs::create_dir_all(d).map_err(|e| e.to_string()))
                 .and_then(|()| (spec.stage)(&stage));
-            let outcome = made
-                .map_err(|e| ("setup".to_owned(), e, None))
-                .and_then(|()| one_session(tool.as_ref(), spec, &a, &b, &stage, &tdir));
-            match outcome {
-                Ok((figures, rss)) => {
-                    for (key, fwd, back, secs) in figures {
-                        let title = spec
-                            .phases
-                            .iter()
-                            .find(|p| p.key == key)
-                            .map(|p| p.title.clone())
-                            .unwrap_or_default();
-                        let row = results.phase(key, &title).row(&name);
-                        row.fwd.push(fwd as f64);
-                        row.back.push(back as f64);
-                        row.secs.push(secs);
-                        log(format!(
-                            "  {key}: {fwd} B forward, {back} B back, {secs:.3} s"
-                        ));
-                    }
-                    results
-                        .rss_row(spec.scenario, &name)
-                        .values
-                        .push(rss as f64);
-                    log(format!("  peak RSS {:.1} MiB", rss as f64 / 1048576.0));
-                }
-                Err((phase, why, rss)) => {
-                    log(format!("  {name} failed in {phase}: {why}"));
-                    for (key, title) in &keys {
+            let outcome = match made {
+                Ok(()) => one_session(tool.as_ref(), spec, &a, &b, &stage, &tdir),
+                Err(e) => Outcome {
+                    figures: Vec::new(),
+                    rss: None,
+                    failed: Some(("setup".into(), e)),
+                },
+            };
+            for (key, fwd, back, secs) in &outcome.figures {
+                let title = spec
+                    .phases
+                    .iter()
+                    .find(|p| p.key == *key)
+                    .map(|p| p.title.clone())
+                    .unwrap_or_default();
+                let row = results.phase(key, &title).row(&name);
+                row.fwd.push(*fwd as f64);
+                row.back.push(*back as f64);
+                row.secs.push(*secs);
+                log(format!(
+                    "  {key}: {fwd} B forward, {back} B back, {secs:.3} s"
+                ));
+            }
+            let rss_row = results.rss_row(spec.scenario, &name);
+            if let Some(rss) = outcome.rss {
+                // After a failure, the peak up to then still tells how much memory it took.
+                rss_row.values.push(rss as f64);
+                log(format!("  peak RSS {:.1} MiB", rss as f64 / 1048576.0));
+            }
+            if let Some((phase, why)) = &outcome.failed {
+                log(format!("  {name} failed in {phase}: {why}"));
+                rss_row.failures.push(match outcome.rss {
+                    Some(_) => format!("run {}: peak until it stopped: {why} ({phase})", run + 1),
+                    None => format!("run {}: {why} ({phase})", run + 1),
+                });
+                for (key, title) in &keys {
+                    if !outcome.figures.iter().any(|f| f.0 == *key) {
                         results
                             .phase(key, title)
                             .row(&name)
                             .failures
                             .push(format!("run {}: {why} ({phase})", run + 1));
                     }
-                    let row = results.rss_row(spec.scenario, &name);
-                    // The peak up to the failure still tells how much memory it took.
-                    if let Some(rss) = rss {
-                        row.values.push(rss as f64);
-                        log(format!(
-                            "  peak RSS until then {:.1} MiB",
-                            rss as f64 / 1048576.0
-                        ));
-                        row.failures.push(format!(
-                            "run {}: peak until it stopped: {why} ({phase})",
-                            run + 1
-                        ));
-                    } else {
-                        row.failures.push(format!("run {}: {why}", run + 1));
-                    }
-                    if ctx.keep_failed {
-                        log(format!("  kept {}", dir.display()));
-                        continue;
-                    }
+                }
+                if ctx.keep_failed {
+                    log(format!("  kept {}", dir.display()));
+                    continue;
                 }
             }
             let _ = std::fs::remove_dir_all(&dir);
@@ -199,8 +192,15 @@ pub fn run_two_party(ctx: &Ctx, spec: &Spec, results: &mut Results) {
 
 type Figures = Vec<(&'static str, u64, u64, f64)>;
 
-/// One tool through every phase of `spec`: the measured figures and the session's peak RSS, or
-/// the phase that failed, why, and the peak RSS until then.
+/// What one session of a tool gave: the figures of the phases it finished, its peak RSS (when
+/// it started), and the phase that failed and why.
+struct Outcome {
+    figures: Figures,
+    rss: Option<u64>,
+    failed: Option<(String, String)>,
+}
+
+/// One tool through every phase of `spec`, stopping at the first phase that fails.
 fn one_session(
     tool: &dyn Tool,
     spec: &Spec,
@@ -208,16 +208,27 @@ fn one_session(
     b: &Path,
     stage: &Path,
     tdir: &Path,
-) -> Result<(Figures, u64), (String, String, Option<u64>)> {
-    let mut session = tool
-        .open(tdir, &[a.to_path_buf(), b.to_path_buf()])
-        .map_err(|e| ("start".to_owned(), e, None))?;
+) -> Outcome {
+    let mut session = match tool.open(tdir, &[a.to_path_buf(), b.to_path_buf()]) {
+        Ok(s) => s,
+        Err(e) => {
+            return Outcome {
+                figures: Vec::new(),
+                rss: None,
+                failed: Some(("start".into(), e)),
+            };
+        }
+    };
     let ports = session.ports();
     let listening: Vec<u16> = ports.iter().flatten().copied().collect();
     let counters = match Counters::start(&listening) {
         Ok(c) => c,
         Err(e) => {
-            return Err(("start".into(), e, Some(session.close())));
+            return Outcome {
+                figures: Vec::new(),
+                rss: Some(session.close()),
+                failed: Some(("start".into(), e)),
+            };
         }
     };
     let mut figures = Vec::new();
@@ -240,11 +251,17 @@ fn one_session(
                 }
             }
             Err(e) => {
-                let rss = session.close();
-                return Err((phase.key.to_owned(), e, Some(rss)));
+                return Outcome {
+                    figures,
+                    rss: Some(session.close()),
+                    failed: Some((phase.key.to_owned(), e)),
+                };
             }
         }
     }
-    let rss = session.close();
-    Ok((figures, rss))
+    Outcome {
+        figures,
+        rss: Some(session.close()),
+        failed: None,
+    }
 }
