@@ -89,6 +89,40 @@ fn first_line(program: &str, arg: &str) -> String {
         .unwrap_or_default()
 }
 
+/// "built from commit X" (with "and uncommitted changes" when the daemon's sources differ), as
+/// of now.
+fn source_state() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(repo_root())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let head = git(&["rev-parse", "--short", "HEAD"]);
+    let dirty = !git(&[
+        "status",
+        "--porcelain",
+        "--",
+        "daemon",
+        "chunking",
+        "merge",
+        "election",
+        "proto",
+    ])
+    .is_empty();
+    let time = git(&["log", "-1", "--format=%cd", "--date=format-local:%H:%M UTC"]);
+    format!(
+        "built from commit {head} ({time}){}",
+        if dirty {
+            " and the uncommitted changes then in the working tree"
+        } else {
+            ""
+        }
+    )
+}
+
 /// Builds the chorus binary in release mode and returns its path.
 fn build_chorus() -> Result<PathBuf, String> {
     let root = repo_root();
@@ -164,6 +198,9 @@ pub fn run(opts: Options) -> Result<(), String> {
             "nft (nftables) is required to count bytes: apt-get install -y nftables".into(),
         );
     }
+    // The source the chorus binary is built from: taken before the build, as the tree may move
+    // on during a long run.
+    let commit = source_state();
     let chorus_bin = match &opts.chorus {
         Some(p) => p.clone(),
         None => build_chorus()?,
@@ -258,22 +295,16 @@ pub fn run(opts: Options) -> Result<(), String> {
         }
     }
 
-    let commit = Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .current_dir(repo_root())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
     let date = Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     let meta = vec![
-        format!("Run on {date}, {}, chorus at commit {commit} (release build){}; {runs} run(s) per figure ({} for the long scenarios, 100k files and the 4 GiB file, which take 10 min or more a run), shown as median (min–max); the whole run took {:.0} min.",
+        format!("Run on {date}, {}, chorus {commit} (release build){}; {runs} run(s) per figure ({} for the long scenarios, 100k files and the 4 GiB file, which take 10 min or more a run), shown as median (min–max); the whole run took {:.0} min.",
             machine(),
-            ctx.long_runs,
             if opts.quick { ", QUICK mode (reduced sizes)" } else { "" },
+            ctx.long_runs,
             started.elapsed().as_secs_f64() / 60.0),
         format!("Versions: {}; {}; {}.", first_line("rsync", "--version"), first_line("syncthing", "--version"), first_line("unison", "-version")),
         "Bytes: nftables counters on `lo` by TCP port, at the output hook, so every packet is counted once, as IP bytes (headers included), for every tool alike and never from a tool's own report. A → B is from the side that changed to the other. Every connection of a session is counted from just before the change until every daemon says it is done, control traffic included: for chorus that includes its Raft heartbeats (every 50 ms; its idle rate is in the latency table), for rsync and Unison the whole connection of the command.".into(),

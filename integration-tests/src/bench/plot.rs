@@ -113,6 +113,7 @@ fn draw_bars(
                 .y_label_formatter(&ylab)
                 .x_label_formatter(&|v| fmt(*v))
                 .y_labels(n)
+                .x_labels(5)
                 .label_style(("sans-serif", 17))
                 .draw()
                 .map_err(e)?;
