@@ -64,8 +64,9 @@ pub struct Options {
     pub tools: Vec<String>,
     /// Keep the folders and logs of a failed run (in the work dir) to look into.
     pub keep_failed: bool,
-    /// Render this saved results.json instead of measuring.
-    pub render: Option<PathBuf>,
+    /// Render these saved results.json files (later ones replacing the scenarios they
+    /// measured) instead of measuring.
+    pub render: Vec<PathBuf>,
 }
 
 /// The repository root (this crate's parent).
@@ -332,16 +333,25 @@ pub fn run(opts: Options) -> Result<(), String> {
     publish(&results, &opts)
 }
 
-/// Renders saved results (a `results.json` of an earlier run) again: plots and report.
-pub fn render(file: &Path, opts: &Options) -> Result<(), String> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let results: Results = serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "{} is not a results.json of this benchmark: {e}",
-            file.display()
-        )
-    })?;
+/// Renders saved results (the `results.json` of earlier runs) again: plots and report. Later
+/// files replace the scenarios they measured in the earlier ones.
+pub fn render(files: &[PathBuf], opts: &Options) -> Result<(), String> {
+    let mut merged: Option<Results> = None;
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let results: Results = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "{} is not a results.json of this benchmark: {e}",
+                file.display()
+            )
+        })?;
+        match merged.as_mut() {
+            None => merged = Some(results),
+            Some(m) => m.merge(results),
+        }
+    }
+    let results = merged.ok_or("--render needs a results.json")?;
     if plot::font_path().is_none() {
         tools::ensure_installed(&[(
             "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",

@@ -62,6 +62,41 @@ pub struct Results {
 }
 
 impl Results {
+    /// Takes in a later run of some scenarios: its phases, RSS rows and latency rows replace
+    /// those of the same scenarios here; its notes are added, and its first meta line is kept
+    /// as where the re-measured figures come from.
+    pub fn merge(&mut self, later: Results) {
+        let scenarios: Vec<String> = later.rss.iter().map(|r| r.scenario.clone()).collect();
+        self.rss.retain(|r| !scenarios.contains(&r.scenario));
+        self.rss.extend(later.rss);
+        for p in later.phases {
+            match self.phases.iter().position(|q| q.key == p.key) {
+                Some(i) => self.phases[i] = p,
+                None => self.phases.push(p),
+            }
+        }
+        if !later.latency.is_empty() {
+            self.latency = later.latency;
+        }
+        for n in later.notes {
+            if !self.notes.contains(&n) {
+                self.notes.push(n);
+            }
+        }
+        if let Some(m) = later.meta.first() {
+            let names = scenarios.iter().fold(Vec::new(), |mut v, s| {
+                if !v.contains(s) {
+                    v.push(s.clone());
+                }
+                v
+            });
+            self.meta.push(format!(
+                "Re-measured in a later run ({}): {m}",
+                names.join(", ")
+            ));
+        }
+    }
+
     pub fn phase(&mut self, key: &str, title: &str) -> &mut PhaseResult {
         if let Some(i) = self.phases.iter().position(|p| p.key == key) {
             return &mut self.phases[i];

@@ -26,7 +26,8 @@ const USAGE: &str = "usage: bench (--all | --quick) [--scenario NAME]... [--tool
   --keep-failed    keep the folders and logs of a failed run in the work dir
   --write-docs     write docs/benchmarks.md and docs/plots even for a partial or quick run
   --render FILE    measure nothing: render the results.json an earlier run saved in its work dir
-                   (with --write-docs, into docs/)";
+                   (with --write-docs, into docs/); repeated, later files replace the scenarios
+                   they measured";
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut opts = Options {
@@ -34,7 +35,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         scenarios: Vec::new(),
         runs: None,
         long_runs: None,
-        render: None,
+        render: Vec::new(),
         chorus: None,
         work: PathBuf::from("/tmp/chorus-bench"),
         write_docs: false,
@@ -79,14 +80,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
                         .map_err(|_| "--long-runs takes a number".to_owned())?,
                 )
             }
-            "--render" => opts.render = Some(PathBuf::from(value("--render")?)),
+            "--render" => opts.render.push(PathBuf::from(value("--render")?)),
             "--chorus" => opts.chorus = Some(PathBuf::from(value("--chorus")?)),
             "--work" => opts.work = PathBuf::from(value("--work")?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown option {other}")),
         }
     }
-    if !all && !opts.quick && opts.scenarios.is_empty() && opts.render.is_none() {
+    if !all && !opts.quick && opts.scenarios.is_empty() && opts.render.is_empty() {
         return Err("say --all, --quick or --scenario NAME".into());
     }
     if all && !opts.quick && opts.scenarios.is_empty() {
@@ -107,9 +108,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let outcome = match opts.render.clone() {
-        Some(file) => bench::render(&file, &opts),
-        None => bench::run(opts),
+    let outcome = if opts.render.is_empty() {
+        bench::run(opts)
+    } else {
+        bench::render(&opts.render.clone(), &opts)
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
