@@ -1,7 +1,14 @@
 //! Writing a version into the working folder: only the paths that differ from what the folder
-//! held, each file replaced atomically (temp file in the same directory, fsync, rename, fsync of
-//! the directory), never through a symlink: a path whose ancestor on disk is a symlink or a
-//! file is refused rather than followed out of the share.
+//! held, each file replaced atomically (temp file in the same directory, made durable, renamed
+//! over the old one, the rename made durable), never through a symlink: a path whose ancestor
+//! on disk is a symlink or a file is refused rather than followed out of the share.
+//!
+//! Durability is per file (fsync of the file and of its directory) when a version writes a few
+//! files, and per batch when it writes many: a batch's temp files are written, one `syncfs`
+//! makes them durable, they are renamed, and a second `syncfs` makes the renames durable. The
+//! guarantee is the same (no file is ever replaced by one that is not on disk whole, and the
+//! version is durable before it is confirmed); 100,000 small files cost two calls per batch
+//! instead of 200,000 fsyncs.
 
 use std::fs;
 use std::io::Write;
@@ -61,6 +68,7 @@ pub fn materialize(
             Err(e) => return Err(io(&full)(e)),
         }
     }
+    let mut batch = Batch::default();
     for (path, entry) in new.iter() {
         if old.get(path) == Some(entry) && path.to_fs_path(root).symlink_metadata().is_ok() {
             continue;
@@ -85,15 +93,12 @@ pub fn materialize(
                     let mode = if *exec { 0o755 } else { 0o644 };
                     f.set_permissions(fs::Permissions::from_mode(mode))
                         .map_err(io(&tmp))?;
-                    f.sync_all().map_err(io(&tmp))?;
                 }
-                fs::rename(&tmp, &full).map_err(io(&full))?;
-                if let Ok(md) = fs::symlink_metadata(&full) {
-                    written.push((path.clone(), md));
+                batch.bytes += manifest.size();
+                batch.files.push((path.clone(), tmp, full));
+                if batch.files.len() >= BATCH_FILES || batch.bytes >= BATCH_BYTES {
+                    batch.commit(root, &mut written)?;
                 }
-                fs::File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io(dir))?;
             }
             Entry::Symlink { target } => {
                 let dir = full.parent().unwrap_or(root);
@@ -105,7 +110,77 @@ pub fn materialize(
             }
         }
     }
+    batch.commit(root, &mut written)?;
     Ok(written)
+}
+
+/// Up to this many files (or bytes) are made durable together.
+const BATCH_FILES: usize = 1024;
+const BATCH_BYTES: u64 = 256 << 20;
+/// A batch of at most this many files is made durable file by file (a `syncfs` flushes the
+/// whole filesystem, other programs' writes included: worth it only for many files).
+const FSYNC_EACH_UP_TO: usize = 8;
+
+/// Temp files written and not yet renamed into place: (tree path, temp, final).
+#[derive(Default)]
+struct Batch {
+    files: Vec<(RelPath, PathBuf, PathBuf)>,
+    bytes: u64,
+}
+
+impl Batch {
+    /// Makes the temp files durable, renames them into place, makes the renames durable.
+    fn commit(
+        &mut self,
+        root: &Path,
+        written: &mut Vec<(RelPath, fs::Metadata)>,
+    ) -> Result<(), MaterializeError> {
+        if self.files.is_empty() {
+            return Ok(());
+        }
+        let each = self.files.len() <= FSYNC_EACH_UP_TO;
+        if each {
+            for (_, tmp, _) in &self.files {
+                fs::File::open(tmp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io(tmp))?;
+            }
+        } else {
+            syncfs(root)?;
+        }
+        let mut dirs = std::collections::BTreeSet::new();
+        for (path, tmp, full) in self.files.drain(..) {
+            fs::rename(&tmp, &full).map_err(io(&full))?;
+            if let Ok(md) = fs::symlink_metadata(&full) {
+                written.push((path, md));
+            }
+            if let Some(dir) = full.parent() {
+                dirs.insert(dir.to_path_buf());
+            }
+        }
+        if each {
+            for dir in dirs {
+                fs::File::open(&dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io(&dir))?;
+            }
+        } else {
+            syncfs(root)?;
+        }
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
+/// Flushes the filesystem that holds `root` (Linux `syncfs`, which reports write-back errors).
+fn syncfs(root: &Path) -> Result<(), MaterializeError> {
+    use std::os::fd::AsRawFd;
+    let dir = fs::File::open(root).map_err(io(root))?;
+    // SAFETY: `dir` is an open file descriptor for the duration of the call.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(io(root)(std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// The temporary name a file is written under before it is renamed into place.
@@ -196,6 +271,31 @@ mod tests {
             Err(MaterializeError::Unsafe(_))
         ));
         assert!(!outside.path().join("z.txt").exists());
+    }
+
+    #[test]
+    fn many_files_are_written_in_batches_and_no_temp_file_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemStore::new();
+        let texts: Vec<(String, Vec<u8>)> = (0..2500)
+            .map(|i| {
+                (
+                    format!("d{}/f{i}.txt", i % 7),
+                    format!("file {i}\n").into_bytes(),
+                )
+            })
+            .collect();
+        let files: Vec<(&str, &[u8])> = texts
+            .iter()
+            .map(|(p, b)| (p.as_str(), b.as_slice()))
+            .collect();
+        let a = tree(&files, &store);
+        let written = materialize(dir.path(), &TreeManifest::empty(), &a, &store).unwrap();
+        assert_eq!(written.len(), 2500, "every file reported with its metadata");
+        for (p, b) in &texts {
+            assert_eq!(&fs::read(dir.path().join(p)).unwrap(), b);
+        }
+        assert_eq!(remove_leftovers(dir.path()).unwrap(), 0);
     }
 
     #[test]
