@@ -327,6 +327,9 @@ struct Task {
     stats: SharedStats,
 }
 
+/// How often mDNS asks the LAN who is there.
+const MDNS_QUERY_EVERY: Duration = Duration::from_secs(20);
+
 /// Starts the network task; returns its handle and the stream of what arrives.
 pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbound>), NetError> {
     let counters = Arc::new(Counters::default());
@@ -361,8 +364,13 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbou
         .map_err(|e| build(&e))?
         .with_behaviour(|key| {
             let mdns = if mdns_on {
+                // Ask again every 20 s rather than libp2p's 5 min: a node that missed the first
+                // answers (started first, or a lost packet) finds the others soon.
                 Some(mdns::tokio::Behaviour::new(
-                    mdns::Config::default(),
+                    mdns::Config {
+                        query_interval: MDNS_QUERY_EVERY,
+                        ..mdns::Config::default()
+                    },
                     key.public().to_peer_id(),
                 )?)
             } else {
