@@ -75,6 +75,14 @@ impl ScanCache {
         self.files.is_empty()
     }
 
+    /// Forgets every file when the chunk sizes changed: their manifests were cut otherwise.
+    fn use_params(&mut self, params: ChunkerParams) {
+        if self.params != Some(params) {
+            self.files.clear();
+            self.params = Some(params);
+        }
+    }
+
     /// Records a file this process just wrote (the materializer), as it is on disk now, so the
     /// next scan does not read it back. Only for content whose manifest is known to be what
     /// was written; a later change of the file changes its stamp and it is read again.
@@ -113,10 +121,7 @@ pub fn scan_dir(
     cache: &mut ScanCache,
     store: &dyn ChunkStore,
 ) -> Result<(TreeManifest, ScanReport), Error> {
-    if cache.params != Some(params) {
-        cache.files.clear();
-        cache.params = Some(params);
-    }
+    cache.use_params(params);
     let started = SystemTime::now();
     let mut report = ScanReport::default();
     let mut entries = Vec::new();
@@ -239,10 +244,7 @@ pub fn scan_file(
     cache: &mut ScanCache,
     store: &dyn ChunkStore,
 ) -> Result<(TreeManifest, ScanReport), Error> {
-    if cache.params != Some(params) {
-        cache.files.clear();
-        cache.params = Some(params);
-    }
+    cache.use_params(params);
     let started = SystemTime::now();
     let mut report = ScanReport::default();
     let md = match fs::symlink_metadata(file) {

@@ -197,6 +197,19 @@ fn messages_from_non_members_are_ignored() {
     );
 }
 
+/// A NeedChunks message and the set of chunks it asks for.
+fn need_chunks(body: Body) -> (chorus_proto::NeedChunks, BTreeSet<ChunkId>) {
+    let Body::NeedChunks(need) = body else {
+        panic!("expected NeedChunks, got {}", body.name())
+    };
+    let ids = need
+        .ids
+        .iter()
+        .map(|i| ChunkId::from_proto(i).unwrap())
+        .collect();
+    (need, ids)
+}
+
 /// Random-looking bytes (a xorshift stream), incompressible like most real payloads.
 fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -264,15 +277,7 @@ fn an_empty_node_catches_up_chunk_by_chunk_and_resumes_without_resending() {
         },
         &mut w.out,
     );
-    let (_, _, need) = w.out.sent.remove(0);
-    let Body::NeedChunks(need) = need else {
-        panic!("expected NeedChunks, got {}", need.name())
-    };
-    let asked_first: BTreeSet<ChunkId> = need
-        .ids
-        .iter()
-        .map(|i| ChunkId::from_proto(i).unwrap())
-        .collect();
+    let (need, asked_first) = need_chunks(w.out.sent.remove(0).2);
     assert!(asked_first.len() > 10, "{} chunks asked", asked_first.len());
     w.a.feed(
         Event::Message {
@@ -316,15 +321,7 @@ fn an_empty_node_catches_up_chunk_by_chunk_and_resumes_without_resending() {
         },
         &mut w.out,
     );
-    let (_, _, need) = w.out.sent.remove(0);
-    let Body::NeedChunks(need) = need else {
-        panic!("expected NeedChunks, got {}", need.name())
-    };
-    let asked: BTreeSet<ChunkId> = need
-        .ids
-        .iter()
-        .map(|i| ChunkId::from_proto(i).unwrap())
-        .collect();
+    let (need, asked) = need_chunks(w.out.sent.remove(0).2);
     assert!(
         asked.is_disjoint(&received),
         "nothing that arrived is asked twice"
