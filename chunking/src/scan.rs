@@ -54,11 +54,22 @@ impl Stamp {
     }
 }
 
-/// Remembers file manifests by path and stamp, so a rescan reads only what changed.
+/// A file as the last scan saw it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Seen {
+    stamp: Stamp,
+    manifest: FileManifest,
+    /// False for a file changed so recently that a write within the same timestamp tick could
+    /// leave its stamp as it is: its manifest is not reused, it is read again next time.
+    trusted: bool,
+}
+
+/// Remembers file manifests by path and stamp, so a rescan reads only what changed, and what
+/// the last scan saw, so a writer can tell whether a file changed since.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ScanCache {
     params: Option<ChunkerParams>,
-    files: HashMap<RelPath, (Stamp, FileManifest)>,
+    files: HashMap<RelPath, Seen>,
 }
 
 impl ScanCache {
@@ -66,7 +77,7 @@ impl ScanCache {
         Self::default()
     }
 
-    /// Number of cached files.
+    /// Number of files known (as the last scan saw them, or as written since).
     pub fn len(&self) -> usize {
         self.files.len()
     }
@@ -88,7 +99,28 @@ impl ScanCache {
     /// was written; a later change of the file changes its stamp and it is read again.
     pub fn remember(&mut self, path: RelPath, md: &fs::Metadata, manifest: FileManifest) {
         if md.len() == manifest.size() {
-            self.files.insert(path, (Stamp::of(md), manifest));
+            self.files.insert(
+                path,
+                Seen {
+                    stamp: Stamp::of(md),
+                    manifest,
+                    trusted: true,
+                },
+            );
+        }
+    }
+
+    /// True when `path` holds what the last scan (or [`remember`](Self::remember)) saw there:
+    /// the same regular file, unchanged (`md` is its metadata now), or nothing (`md` is `None`)
+    /// where the scan saw no file. A writer about to replace or remove a file asks this right
+    /// before doing so, and leaves alone a file changed since, so that change is scanned rather
+    /// than overwritten.
+    pub fn unchanged(&self, path: &RelPath, md: Option<&fs::Metadata>) -> bool {
+        match (self.files.get(path), md) {
+            (None, None) => true,
+            (Some(seen), Some(md)) => md.file_type().is_file() && seen.stamp == Stamp::of(md),
+            (None, Some(md)) => !md.file_type().is_file(),
+            (Some(_), None) => false,
         }
     }
 }
@@ -201,26 +233,21 @@ pub fn scan_dir(
         } else if ft.is_file() {
             let exec = md.permissions().mode() & 0o111 != 0;
             let stamp = Stamp::of(&md);
-            let manifest = match cache.files.get(&path) {
-                Some((s, m)) if *s == stamp => {
+            let manifest = match cache.files.remove(&path) {
+                Some(cached) if cached.trusted && cached.stamp == stamp => {
                     report.files_cached += 1;
-                    m.clone()
+                    let m = cached.manifest.clone();
+                    seen.insert(path.clone(), cached);
+                    m
                 }
                 _ => match read_file(abs, &md, params, store, &mut report)? {
                     Some((stamp, m)) => {
-                        if !is_racy(&stamp, started) {
-                            seen.insert(path.clone(), (stamp, m.clone()));
-                        }
+                        seen.insert(path.clone(), Seen::read(stamp, m.clone(), started));
                         m
                     }
                     None => continue,
                 },
             };
-            if let Some(cached) = cache.files.remove(&path)
-                && cached.0 == stamp
-            {
-                seen.insert(path.clone(), cached);
-            }
             Entry::File { exec, manifest }
         } else {
             skip(
@@ -264,20 +291,22 @@ pub fn scan_file(
     let exec = md.permissions().mode() & 0o111 != 0;
     let stamp = Stamp::of(&md);
     let manifest = match cache.files.get(as_path) {
-        Some((s, m)) if *s == stamp => {
+        Some(cached) if cached.trusted && cached.stamp == stamp => {
             report.files_cached += 1;
-            m.clone()
+            cached.manifest.clone()
         }
-        _ => match read_file(file, &md, params, store, &mut report)? {
-            Some((stamp, m)) => {
-                cache.files.clear();
-                if !is_racy(&stamp, started) {
-                    cache.files.insert(as_path.clone(), (stamp, m.clone()));
+        _ => {
+            cache.files.clear();
+            match read_file(file, &md, params, store, &mut report)? {
+                Some((stamp, m)) => {
+                    cache
+                        .files
+                        .insert(as_path.clone(), Seen::read(stamp, m.clone(), started));
+                    m
                 }
-                m
+                None => return Ok((TreeManifest::empty(), report)),
             }
-            None => return Ok((TreeManifest::empty(), report)),
-        },
+        }
     };
     let tree = TreeManifest::from_entries([(as_path.clone(), Entry::File { exec, manifest })])?;
     Ok((tree, report))
@@ -364,6 +393,17 @@ fn chunk_file(
         pos += c.len as usize;
     }
     Ok(m)
+}
+
+impl Seen {
+    /// A file just read by a scan that started at `started`.
+    fn read(stamp: Stamp, manifest: FileManifest, started: SystemTime) -> Seen {
+        Seen {
+            trusted: !is_racy(&stamp, started),
+            stamp,
+            manifest,
+        }
+    }
 }
 
 fn is_racy(stamp: &Stamp, started: SystemTime) -> bool {
@@ -486,13 +526,31 @@ mod tests {
     }
 
     #[test]
-    fn a_recently_modified_file_is_not_trusted_from_the_cache() {
+    fn a_recently_modified_file_is_read_again_yet_known_unchanged() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("hot"), b"v1").unwrap();
+        let hot = dir.path().join("hot");
+        fs::write(&hot, b"v1").unwrap();
         let store = MemStore::new();
         let mut cache = ScanCache::new();
         scan_dir(dir.path(), params(), &mut cache, &store).unwrap();
-        assert!(cache.is_empty());
+        let (_, again) = scan_dir(dir.path(), params(), &mut cache, &store).unwrap();
+        assert_eq!((again.files_read, again.files_cached), (1, 0));
+
+        let path = RelPath::new("hot").unwrap();
+        let md = |p: &Path| fs::symlink_metadata(p).unwrap();
+        assert!(cache.unchanged(&path, Some(&md(&hot))));
+        fs::write(&hot, b"v2 is longer").unwrap();
+        assert!(!cache.unchanged(&path, Some(&md(&hot))));
+        fs::remove_file(&hot).unwrap();
+        assert!(!cache.unchanged(&path, None), "deleted since the scan");
+
+        let fresh = RelPath::new("fresh").unwrap();
+        assert!(cache.unchanged(&fresh, None));
+        fs::write(dir.path().join("fresh"), b"x").unwrap();
+        assert!(
+            !cache.unchanged(&fresh, Some(&md(&dir.path().join("fresh")))),
+            "created since the scan"
+        );
     }
 
     #[test]

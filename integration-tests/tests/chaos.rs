@@ -108,15 +108,15 @@ impl Chaos {
             let ext = if self.rng.chance(25) { "bin" } else { "txt" };
             let rel = format!("{dir}f{}.{ext}", self.next_token);
             let t = self.token();
-            self.own[i].files.insert(rel.clone(), vec![t]);
+            self.own[i].files.insert(rel.clone(), vec![t.clone()]);
             self.write_own(i, &rel);
-            self.log.push(format!("edit n{i}: create {rel}"));
+            self.log.push(format!("edit n{i}: create {rel} with {t}"));
         } else if what < 55 {
             let rel = files[self.rng.below(files.len())].clone();
             let t = self.token();
-            self.own[i].files.get_mut(&rel).unwrap().push(t);
+            self.own[i].files.get_mut(&rel).unwrap().push(t.clone());
             self.write_own(i, &rel);
-            self.log.push(format!("edit n{i}: append to {rel}"));
+            self.log.push(format!("edit n{i}: append {t} to {rel}"));
         } else if what < 80 {
             // A line inserted into the shared file, as this node sees it now.
             let p = self.path(i, "shared.txt");
@@ -127,14 +127,14 @@ impl Chaos {
                 .collect();
             let at = self.rng.below(lines.len() + 1);
             let t = self.token();
-            lines.insert(at, t);
+            lines.insert(at, t.clone());
             std::fs::write(
                 &p,
                 lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
             )
             .unwrap();
             self.log
-                .push(format!("edit n{i}: insert into shared.txt at {at}"));
+                .push(format!("edit n{i}: insert {t} into shared.txt at {at}"));
         } else if what < 88 {
             let rel = files[self.rng.below(files.len())].clone();
             let tokens = self.own[i].files.remove(&rel).unwrap();
@@ -318,6 +318,13 @@ fn chaos_loses_no_edit() {
     );
     if !missing.is_empty() {
         eprintln!("chaos schedule (seed {seed}):\n{}", ch.log.join("\n"));
+        for t in &missing {
+            let wrote = ch
+                .log
+                .iter()
+                .find(|l| l.split_whitespace().any(|w| w == t.as_str()));
+            eprintln!("lost {t}: {}", wrote.map_or("?", String::as_str));
+        }
     }
     assert!(missing.is_empty(), "lost edits {missing:?} (seed {seed})");
 }

@@ -9,6 +9,12 @@
 //! guarantee is the same (no file is ever replaced by one that is not on disk whole, and the
 //! version is durable before it is confirmed); 100,000 small files cost two calls per batch
 //! instead of 200,000 fsyncs.
+//!
+//! A file is replaced or removed only if it is still what the last scan saw, checked right
+//! before the rename or the removal: a save that lands while a version is being written stops
+//! the writing ([`MaterializeError::Changed`]) instead of being overwritten, so the driver can
+//! scan it and push it as a local edit. What was written before the stop is a consistent part
+//! of the version, and the push's three-way merge takes it as such.
 
 use std::fs;
 use std::io::Write;
@@ -30,7 +36,13 @@ pub enum MaterializeError {
     Unsafe(RelPath),
     #[error("chunk store: {0}")]
     Chunks(#[from] chorus_chunking::Error),
+    #[error("{0}: changed on disk while a version was being written; it is scanned first")]
+    Changed(RelPath),
 }
+
+/// Answers whether a path on disk still holds what the last scan saw (`None`: nothing there);
+/// see [`ScanCache::unchanged`](chorus_chunking::scan::ScanCache::unchanged).
+pub type Unchanged<'a> = &'a dyn Fn(&RelPath, Option<&fs::Metadata>) -> bool;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MaterializeError + '_ {
     move |source| MaterializeError::Io {
@@ -39,13 +51,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MaterializeError + '_ {
     }
 }
 
-/// Turns the folder from `old` (what it holds) into `new`. Returns the files it wrote, with
-/// their metadata right after the rename (so the scan cache need not read them back).
+/// Turns the folder from `old` (what it holds) into `new`, replacing or removing only files
+/// `unchanged` vouches for. Returns the files it wrote, with their metadata right after the
+/// rename (so the scan cache need not read them back).
 pub fn materialize(
     root: &Path,
     old: &TreeManifest,
     new: &TreeManifest,
     chunks: &dyn ChunkStore,
+    unchanged: Unchanged<'_>,
 ) -> Result<Vec<(RelPath, fs::Metadata)>, MaterializeError> {
     let mut written = Vec::new();
     // Removals first, deepest paths first, so directories empty out before they go.
@@ -62,6 +76,9 @@ pub fn materialize(
             Ok(m) if m.is_dir() => {
                 // Only an empty directory goes; anything left in it is not ours to delete.
                 let _ = fs::remove_dir(&full);
+            }
+            Ok(m) if !unchanged(path, Some(&m)) => {
+                return Err(MaterializeError::Changed(path.clone()));
             }
             Ok(_) => fs::remove_file(&full).map_err(io(&full))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -82,6 +99,9 @@ pub fn materialize(
                 }
             }
             Entry::File { exec, manifest } => {
+                if !unchanged(path, fs::symlink_metadata(&full).ok().as_ref()) {
+                    return Err(MaterializeError::Changed(path.clone()));
+                }
                 let dir = full.parent().unwrap_or(root);
                 fs::create_dir_all(dir).map_err(io(dir))?;
                 let tmp = dir.join(temp_name(path.file_name()));
@@ -97,7 +117,7 @@ pub fn materialize(
                 batch.bytes += manifest.size();
                 batch.files.push((path.clone(), tmp, full));
                 if batch.files.len() >= BATCH_FILES || batch.bytes >= BATCH_BYTES {
-                    batch.commit(root, &mut written)?;
+                    batch.commit(root, unchanged, &mut written)?;
                 }
             }
             Entry::Symlink { target } => {
@@ -110,7 +130,7 @@ pub fn materialize(
             }
         }
     }
-    batch.commit(root, &mut written)?;
+    batch.commit(root, unchanged, &mut written)?;
     Ok(written)
 }
 
@@ -121,18 +141,29 @@ const BATCH_BYTES: u64 = 256 << 20;
 /// whole filesystem, other programs' writes included: worth it only for many files).
 const FSYNC_EACH_UP_TO: usize = 8;
 
-/// Temp files written and not yet renamed into place: (tree path, temp, final).
+/// Temp files written and not yet renamed into place: (tree path, temp, final). Those still
+/// here when it is dropped (the writing stopped) are removed.
 #[derive(Default)]
 struct Batch {
     files: Vec<(RelPath, PathBuf, PathBuf)>,
     bytes: u64,
 }
 
+impl Drop for Batch {
+    fn drop(&mut self) {
+        for (_, tmp, _) in &self.files {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
 impl Batch {
-    /// Makes the temp files durable, renames them into place, makes the renames durable.
+    /// Makes the temp files durable, renames each into place unless its target changed since
+    /// the scan, makes the renames durable.
     fn commit(
         &mut self,
         root: &Path,
+        unchanged: Unchanged<'_>,
         written: &mut Vec<(RelPath, fs::Metadata)>,
     ) -> Result<(), MaterializeError> {
         if self.files.is_empty() {
@@ -149,8 +180,17 @@ impl Batch {
             syncfs(root)?;
         }
         let mut dirs = std::collections::BTreeSet::new();
-        for (path, tmp, full) in self.files.drain(..) {
-            fs::rename(&tmp, &full).map_err(io(&full))?;
+        // Last first, so a stop leaves the rest in `files` for `drop` to clean up.
+        self.files.reverse();
+        while let Some((path, tmp, full)) = self.files.pop() {
+            if !unchanged(&path, fs::symlink_metadata(&full).ok().as_ref()) {
+                let _ = fs::remove_file(&tmp);
+                return Err(MaterializeError::Changed(path));
+            }
+            if let Err(e) = fs::rename(&tmp, &full) {
+                let _ = fs::remove_file(&tmp);
+                return Err(io(&full)(e));
+            }
             if let Ok(md) = fs::symlink_metadata(&full) {
                 written.push((path, md));
             }
@@ -256,10 +296,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = MemStore::new();
         let a = tree(&[("x.txt", b"one"), ("d/y.txt", b"two")], &store);
-        materialize(dir.path(), &TreeManifest::empty(), &a, &store).unwrap();
+        materialize(dir.path(), &TreeManifest::empty(), &a, &store, ANY).unwrap();
         assert_eq!(fs::read(dir.path().join("d/y.txt")).unwrap(), b"two");
         let b = tree(&[("x.txt", b"ONE")], &store);
-        materialize(dir.path(), &a, &b, &store).unwrap();
+        materialize(dir.path(), &a, &b, &store, ANY).unwrap();
         assert_eq!(fs::read(dir.path().join("x.txt")).unwrap(), b"ONE");
         assert!(!dir.path().join("d/y.txt").exists());
 
@@ -267,10 +307,83 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), dir.path().join("e")).unwrap();
         let c = tree(&[("x.txt", b"ONE"), ("e/z.txt", b"escape")], &store);
         assert!(matches!(
-            materialize(dir.path(), &b, &c, &store),
+            materialize(dir.path(), &b, &c, &store, ANY),
             Err(MaterializeError::Unsafe(_))
         ));
         assert!(!outside.path().join("z.txt").exists());
+    }
+
+    /// Trusts the disk blindly (tests that are not about the changed-since-scan check).
+    const ANY: Unchanged<'static> = &|_, _| true;
+
+    #[test]
+    fn a_file_saved_after_the_scan_is_neither_overwritten_nor_removed() {
+        use chorus_chunking::scan::{ScanCache, scan_dir};
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemStore::new();
+        let params = chorus_chunking::ChunkerParams::default();
+        let a = tree(
+            &[("a.txt", b"one"), ("b.txt", b"two"), ("c.txt", b"3")],
+            &store,
+        );
+        materialize(dir.path(), &TreeManifest::empty(), &a, &store, ANY).unwrap();
+        let mut seen = ScanCache::new();
+        scan_dir(dir.path(), params, &mut seen, &store).unwrap();
+        let check = |p: &RelPath, md: Option<&fs::Metadata>| seen.unchanged(p, md);
+
+        // A save after the scan: the version that changes the file stops there.
+        fs::write(dir.path().join("b.txt"), b"saved by the user").unwrap();
+        let b = tree(
+            &[("a.txt", b"one"), ("b.txt", b"TWO"), ("c.txt", b"3")],
+            &store,
+        );
+        match materialize(dir.path(), &a, &b, &store, &check) {
+            Err(MaterializeError::Changed(p)) => assert_eq!(p.as_str(), "b.txt"),
+            other => panic!("expected a stop at b.txt, got {other:?}"),
+        }
+        assert_eq!(
+            fs::read(dir.path().join("b.txt")).unwrap(),
+            b"saved by the user"
+        );
+        assert_eq!(
+            remove_leftovers(dir.path()).unwrap(),
+            0,
+            "no temp file left"
+        );
+
+        // Nor removed by a version that deletes it.
+        let without_b = tree(&[("a.txt", b"one"), ("c.txt", b"3")], &store);
+        assert!(matches!(
+            materialize(dir.path(), &a, &without_b, &store, &check),
+            Err(MaterializeError::Changed(_))
+        ));
+        assert!(dir.path().join("b.txt").exists());
+
+        // A file deleted after the scan is not brought back by a version that changes it.
+        fs::remove_file(dir.path().join("c.txt")).unwrap();
+        let c = tree(
+            &[("a.txt", b"one"), ("b.txt", b"two"), ("c.txt", b"three")],
+            &store,
+        );
+        assert!(matches!(
+            materialize(dir.path(), &a, &c, &store, &check),
+            Err(MaterializeError::Changed(_))
+        ));
+        assert!(!dir.path().join("c.txt").exists());
+
+        // Once scanned again, the version is written over what the scan saw.
+        scan_dir(dir.path(), params, &mut seen, &store).unwrap();
+        let check = |p: &RelPath, md: Option<&fs::Metadata>| seen.unchanged(p, md);
+        let now = tree(
+            &[("a.txt", b"one"), ("b.txt", b"saved by the user")],
+            &store,
+        );
+        let d = tree(
+            &[("a.txt", b"ONE"), ("b.txt", b"saved by the user")],
+            &store,
+        );
+        materialize(dir.path(), &now, &d, &store, &check).unwrap();
+        assert_eq!(fs::read(dir.path().join("a.txt")).unwrap(), b"ONE");
     }
 
     #[test]
@@ -290,7 +403,7 @@ mod tests {
             .map(|(p, b)| (p.as_str(), b.as_slice()))
             .collect();
         let a = tree(&files, &store);
-        let written = materialize(dir.path(), &TreeManifest::empty(), &a, &store).unwrap();
+        let written = materialize(dir.path(), &TreeManifest::empty(), &a, &store, ANY).unwrap();
         assert_eq!(written.len(), 2500, "every file reported with its metadata");
         for (p, b) in &texts {
             assert_eq!(&fs::read(dir.path().join(p)).unwrap(), b);

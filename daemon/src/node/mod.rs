@@ -154,6 +154,10 @@ struct Driver {
     guard: MassDeleteGuard,
     /// A version waiting to be written: while paused, or held by the mass-delete guard.
     held: Option<Held>,
+    /// A version's writing stopped at a file that had changed, but the scan found no new
+    /// content (only its metadata changed): on the next tick the engine is told the folder
+    /// still holds its version, and asks again for what to write.
+    stalled: bool,
     /// Undos made here, newest last: (the version undone, the version its tree went back to).
     undos: Vec<(VersionId, VersionId)>,
     /// What `/v1/events` streams.
@@ -373,6 +377,7 @@ pub async fn run(
         paused: false,
         guard: cfg.guard,
         held: None,
+        stalled: false,
         undos: Vec::new(),
         events: events.clone(),
     };
@@ -449,6 +454,9 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 d.refresh().await?;
+                if std::mem::take(&mut d.stalled) {
+                    d.materialize_again()?;
+                }
                 d.feed(Event::Tick)?;
                 if Instant::now() >= next_rescan {
                     d.scan()?;
@@ -629,7 +637,25 @@ impl Driver {
         }
         self.held = None;
         tracing::debug!(?version, from = ?in_folder, "materialize");
-        self.write_share(&old, &tree)?;
+        match self.write_share(&old, &tree) {
+            Ok(()) => {}
+            Err(NodeError::Materialize(materialize::MaterializeError::Changed(path))) => {
+                // A save landed while the version was written: it is scanned and pushed, and
+                // the version (or a newer one merging that save) is written afterwards.
+                tracing::info!(%path, ?version, "a file changed while a version was being written; its change goes first");
+                let (now_on_disk, _) =
+                    self.share
+                        .scan(self.chunker, &mut self.cache, &*self.chunks)?;
+                self.chunks.sync()?;
+                if now_on_disk.version_id() == in_folder {
+                    self.stalled = true;
+                } else {
+                    self.queue.push_back(Event::Local(now_on_disk));
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
         self.emit(
             "materialized",
             serde_json::json!({"version": version.to_string(), "entries": tree.len()}),
@@ -641,12 +667,29 @@ impl Driver {
     /// Writes `new` over `old` in the share, and tells the scan cache what was written, so the
     /// next scan does not read it all back.
     fn write_share(&mut self, old: &TreeManifest, new: &TreeManifest) -> Result<(), NodeError> {
-        for (path, md) in self.share.materialize(old, new, &*self.chunks)? {
+        for (path, md) in self
+            .share
+            .materialize(old, new, &*self.chunks, &self.cache)?
+        {
             if let Some(chorus_chunking::Entry::File { manifest, .. }) = new.get(&path) {
                 self.cache.remember(path, &md, manifest.clone());
             }
         }
         Ok(())
+    }
+
+    /// Tells the engine what the folder holds even when it is what it already knows, which
+    /// ends a stopped materialization: the engine then asks for the newest version again.
+    fn materialize_again(&mut self) -> Result<(), NodeError> {
+        if self.paused {
+            self.stalled = true;
+            return Ok(());
+        }
+        let (tree, _) = self
+            .share
+            .scan(self.chunker, &mut self.cache, &*self.chunks)?;
+        self.chunks.sync()?;
+        self.feed(Event::Local(tree))
     }
 
     /// Scans the share (unless paused) and feeds what changed.

@@ -58,25 +58,35 @@ impl Share {
         }
     }
 
-    /// Turns what is on disk from `old` into `new`; the files written, by tree path, with
-    /// their metadata.
+    /// Turns what is on disk from `old` into `new`, leaving alone (and stopping at) a file
+    /// changed since the scan `seen` remembers; the files written, by tree path, with their
+    /// metadata.
     pub fn materialize(
         &self,
         old: &TreeManifest,
         new: &TreeManifest,
         chunks: &dyn ChunkStore,
+        seen: &ScanCache,
     ) -> Result<Vec<(RelPath, std::fs::Metadata)>, MaterializeError> {
         match self {
-            Share::Folder(dir) => materialize::materialize(dir, old, new, chunks),
+            Share::Folder(dir) => {
+                materialize::materialize(dir, old, new, chunks, &|p, md| seen.unchanged(p, md))
+            }
             Share::Document(file) => {
                 let name = Self::file_name(file)?;
                 let dir = self.watch_root();
+                let doc = document_path();
                 let written = materialize::materialize(
                     dir,
                     &as_named(old, &name)?,
                     &as_named(new, &name)?,
                     chunks,
-                )?;
+                    &|_, md| seen.unchanged(&doc, md),
+                )
+                .map_err(|e| match e {
+                    MaterializeError::Changed(_) => MaterializeError::Changed(doc.clone()),
+                    e => e,
+                })?;
                 Ok(written
                     .into_iter()
                     .map(|(_, md)| (document_path(), md))
@@ -148,7 +158,8 @@ mod tests {
         let (tree, _) = a.scan(p, &mut cache, &store).unwrap();
         assert_eq!(tree.len(), 1);
         assert!(tree.get_str(DOCUMENT_PATH).is_some());
-        b.materialize(&TreeManifest::empty(), &tree, &store)
+        // copy.md is new to b, whose last scan saw nothing.
+        b.materialize(&TreeManifest::empty(), &tree, &store, &ScanCache::new())
             .unwrap();
         assert_eq!(std::fs::read(dir.path().join("copy.md")).unwrap(), b"hello");
         assert!(!dir.path().join(DOCUMENT_PATH).exists());

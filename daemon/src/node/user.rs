@@ -11,6 +11,7 @@ use chorus_chunking::{Entry, RelPath, TreeManifest, VersionId, VersionNumber};
 use chorus_merge::redo::{Change, NewContent, reapply};
 use serde_json::{Value, json};
 
+use super::materialize::MaterializeError;
 use super::{Driver, Event};
 use crate::api::{Refusal, Request};
 use crate::config::ShareKind;
@@ -93,9 +94,18 @@ impl Driver {
             .filter(|(p, e)| target.get(p) != Some(*e))
             .count()
             + target.iter().filter(|(p, _)| disk.get(p).is_none()).count();
-        self.write_share(disk, target).map_err(failed)?;
+        let written = self.write_share(disk, target);
+        // Whatever was written, and a save that stopped the writing, are versioned now.
         self.scan().map_err(failed)?;
-        Ok(changed)
+        match written {
+            Ok(()) => Ok(changed),
+            Err(super::NodeError::Materialize(MaterializeError::Changed(path))) => {
+                Err(Refusal::conflict(format!(
+                    "{path} changed while this was being written; that change is versioned first: run the command again"
+                )))
+            }
+            Err(e) => Err(failed(e)),
+        }
     }
 
     /// The tree of an accepted version kept here.
