@@ -172,6 +172,7 @@ fn chunk_size_sweep(quick: bool) {
         let bytes = encode_frame(Body::Push(proto::Push {
             number: None,
             delta: Some(delta),
+            pushed_before: Vec::new(),
         }))
         .len();
         println!(
@@ -205,6 +206,7 @@ fn chunk_size_sweep(quick: bool) {
         let bytes = encode_frame(Body::Push(proto::Push {
             number: None,
             delta: Some(delta),
+            pushed_before: Vec::new(),
         }))
         .len();
         let name = level.map_or("default policy".to_string(), |l| l.to_string());
@@ -420,6 +422,7 @@ fn chorus_bytes(old: &Path, new: &Path, w: &Path) -> (u64, f64) {
     let frame = encode_frame(Body::Push(proto::Push {
         number: None,
         delta: Some(delta.clone()),
+        pushed_before: Vec::new(),
     }));
     let mut total = frame.len() as u64;
     loop {

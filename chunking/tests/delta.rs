@@ -14,6 +14,7 @@ fn wire(delta: proto::Delta) -> proto::Delta {
     let frame = encode_frame(Body::Push(proto::Push {
         number: Some(proto::VersionNumber { major: 1, minor: 0 }),
         delta: Some(delta),
+        pushed_before: Vec::new(),
     }));
     match decode_frame(&frame, &Limits::default()).unwrap().body {
         Some(Body::Push(p)) => p.delta.unwrap(),
@@ -80,6 +81,7 @@ fn a_small_edit_costs_little_and_round_trips() {
     let frame_len = encode_frame(Body::Push(proto::Push {
         number: None,
         delta: Some(delta.clone()),
+        pushed_before: Vec::new(),
     }))
     .len();
     assert!(
@@ -550,7 +552,7 @@ proptest! {
         let base = build(&base_spec, &sender);
         let target = build(&target_spec, &sender);
         let (delta, _) = encode(&base, &target, &sender, &EncodeOptions::default()).unwrap();
-        let mut frame = encode_frame(Body::Push(proto::Push { number: None, delta: Some(delta) }));
+        let mut frame = encode_frame(Body::Push(proto::Push { number: None, delta: Some(delta), pushed_before: Vec::new() }));
         for (i, b) in flips {
             let i = i.index(frame.len());
             frame[i] ^= b.max(1);

@@ -1,7 +1,8 @@
 //! Rules of the engine that the worked example does not reach, sans IO: a materialization that
 //! meets local edits never overwrites them nor rebases them onto the new version (they are
 //! pushed on the old base and merged by the leader); a retried push that was already merged is
-//! answered without merging it twice; a message from a non-member is ignored.
+//! answered without merging it twice; a push whose predecessor's answer was lost is merged on
+//! that predecessor, not against it; a message from a non-member is ignored.
 
 mod support;
 
@@ -183,6 +184,7 @@ fn messages_from_non_members_are_ignored() {
             body: Body::Push(chorus_proto::Push {
                 number: Some(chorus_proto::VersionNumber { major: 9, minor: 9 }),
                 delta: Some(delta),
+                pushed_before: Vec::new(),
             }),
         },
         &mut w.out,
@@ -462,4 +464,56 @@ fn a_change_back_to_an_earlier_tree_is_a_new_version_not_a_retry() {
     w.run();
     assert_eq!(w.log.len(), headers + 2, "and so is going forward again");
     assert_eq!(w.a.text(), "AaBbCc");
+}
+
+#[test]
+fn a_save_pushed_before_the_answer_to_the_previous_push_keeps_that_save() {
+    // B's push is merged and committed, but B hears neither the answer nor the commit (it was
+    // restarting, or the link dropped them). Its next save is pushed on the base it still
+    // has; the leader must not take the earlier push's changes for a rival of the newer save.
+    let mut w = World::new();
+    w.a.edit("AaBb", &mut w.out);
+    w.run();
+    w.b.edit("AaBbXx", &mut w.out);
+    let mut missed = Vec::new();
+    loop {
+        if let Some(i) = w.out.sent.iter().position(|(f, _, _)| *f == B) {
+            let (from, _, body) = w.out.sent.remove(i);
+            w.a.feed(Event::Message { from, body }, &mut w.out);
+        } else if !w.out.proposals.is_empty() {
+            let p = w.out.proposals.remove(0);
+            let h = support::accept(&mut w.log, p, &cluster().ranks);
+            w.a.feed(Event::Committed(vec![h.clone()]), &mut w.out);
+            missed.push(h);
+        } else {
+            break;
+        }
+        w.out.sent.retain(|(f, _, _)| *f != A); // lost on the way to B
+    }
+    assert_eq!(w.a.text(), "AaBbXx");
+    w.a.edit("ZzAaBbXx", &mut w.out); // and the others go on editing
+    w.b.edit("AaBbXxYy", &mut w.out);
+    w.b.now += 600_000;
+    w.b.feed(Event::Tick, &mut w.out);
+    // Now everything arrives, the commits B missed first.
+    loop {
+        if !w.out.sent.is_empty() {
+            let (from, to, body) = w.out.sent.remove(0);
+            let ev = Event::Message { from, body };
+            match to {
+                A => w.a.feed(ev, &mut w.out),
+                _ => w.b.feed(ev, &mut w.out),
+            }
+        } else if !w.out.proposals.is_empty() {
+            let p = w.out.proposals.remove(0);
+            let h = support::accept(&mut w.log, p, &cluster().ranks);
+            w.a.feed(Event::Committed(vec![h.clone()]), &mut w.out);
+            missed.push(h);
+            w.b.feed(Event::Committed(std::mem::take(&mut missed)), &mut w.out);
+        } else {
+            break;
+        }
+    }
+    assert_eq!(w.a.text(), "ZzAaBbXxYy");
+    assert_eq!(w.b.text(), "ZzAaBbXxYy");
 }

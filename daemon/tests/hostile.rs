@@ -134,6 +134,7 @@ fn push(d: proto::Delta) -> Body {
     Body::Push(proto::Push {
         number: Some(proto::VersionNumber { major: 9, minor: 2 }),
         delta: Some(d),
+        pushed_before: Vec::new(),
     })
 }
 

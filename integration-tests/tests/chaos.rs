@@ -307,9 +307,20 @@ fn chaos_loses_no_edit() {
             }
         }
     }
+    // Saves that landed while a version was being written into the same file (each stopped
+    // that writing and was pushed first; before that check, such a save was overwritten).
+    let stopped: usize = (0..NODES)
+        .map(|i| {
+            std::fs::read_to_string(&ch.c.node(i).log)
+                .unwrap_or_default()
+                .matches("changed while a version was being written")
+                .count()
+        })
+        .sum();
     eprintln!(
         "chaos: seed {seed}: {} edits ({} tokens, {} deliberately deleted), {} faults; \
-         {in_tree} tokens in the final tree or a redo entry, {in_history} only in history, {} lost",
+         {in_tree} tokens in the final tree or a redo entry, {in_history} only in history, {} lost; \
+         {stopped} saves landed during a materialization",
         ch.log.len() - ch.faults,
         ch.written.len(),
         ch.deleted.len(),

@@ -9,6 +9,8 @@
 mod frame;
 mod validate;
 
+pub use validate::MAX_PUSHED_BEFORE;
+
 pub use frame::{
     DecodeError, FRAME_HEADER_LEN, Limits, PROTOCOL_VERSION, check_frame_len, decode_envelope,
     decode_frame, encode_frame,

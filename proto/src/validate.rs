@@ -8,10 +8,25 @@ use crate::{
     RejectReason, TreeEntry, TreeManifest, VersionId, tree_entry,
 };
 
+/// Most versions a push may name as pushed before it (a follower keeps fewer).
+pub const MAX_PUSHED_BEFORE: usize = 16;
+
 pub(crate) fn body(body: &Body, l: &Limits) -> Result<(), DecodeError> {
     match body {
         Body::Push(p) => {
             required(p.number.as_ref(), "Push.number")?;
+            if p.pushed_before.len() > MAX_PUSHED_BEFORE {
+                return Err(DecodeError::Invalid {
+                    field: "Push.pushed_before",
+                    detail: format!(
+                        "{} versions; at most {MAX_PUSHED_BEFORE}",
+                        p.pushed_before.len()
+                    ),
+                });
+            }
+            p.pushed_before
+                .iter()
+                .try_for_each(|v| version_id(v, "Push.pushed_before"))?;
             delta(required(p.delta.as_ref(), "Push.delta")?, l)
         }
         Body::Accepted(a) => {

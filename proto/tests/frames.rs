@@ -74,6 +74,7 @@ fn every_body() -> Vec<Body> {
         Body::Push(Push {
             number: Some(num(7, 2)),
             delta: Some(sample_delta()),
+            pushed_before: vec![vid(4), vid(5)],
         }),
         Body::Accepted(Accepted {
             version: Some(vid(3)),
@@ -210,6 +211,7 @@ fn bounds_are_enforced() {
     let long_path = Body::Push(Push {
         number: Some(num(1, 0)),
         delta: Some(d),
+        pushed_before: Vec::new(),
     });
     let got = decode_frame(&encode_frame(long_path), &limits);
     assert!(
@@ -235,6 +237,7 @@ fn bounds_are_enforced() {
     let odd_runs = Body::Push(Push {
         number: Some(num(1, 0)),
         delta: Some(d),
+        pushed_before: Vec::new(),
     });
     assert!(matches!(
         decode_frame(&encode_frame(odd_runs), &Limits::default()),
@@ -248,11 +251,35 @@ fn bounds_are_enforced() {
     let bad_enum = Body::Push(Push {
         number: Some(num(1, 0)),
         delta: Some(d),
+        pushed_before: Vec::new(),
     });
     assert!(matches!(
         decode_frame(&encode_frame(bad_enum), &Limits::default()),
         Err(DecodeError::Invalid {
             field: "Literal.compression",
+            ..
+        })
+    ));
+    let push = |pushed_before| {
+        encode_frame(Body::Push(Push {
+            number: Some(num(1, 0)),
+            delta: Some(sample_delta()),
+            pushed_before,
+        }))
+    };
+    let too_many = push(vec![vid(1); chorus_proto::MAX_PUSHED_BEFORE + 1]);
+    assert!(matches!(
+        decode_frame(&too_many, &Limits::default()),
+        Err(DecodeError::Invalid {
+            field: "Push.pushed_before",
+            ..
+        })
+    ));
+    let short_id = push(vec![VersionId { hash: vec![1; 5] }]);
+    assert!(matches!(
+        decode_frame(&short_id, &Limits::default()),
+        Err(DecodeError::BadHash {
+            field: "Push.pushed_before",
             ..
         })
     ));

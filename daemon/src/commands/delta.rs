@@ -124,6 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let frame = encode_frame(Body::Push(proto::Push {
         number: Some(proto::VersionNumber { major: 1, minor: 0 }),
         delta: Some(delta),
+        pushed_before: Vec::new(),
     }));
     let encode_ms = ms(t);
 

@@ -123,7 +123,10 @@ pub fn materialize(
             Entry::Symlink { target } => {
                 let dir = full.parent().unwrap_or(root);
                 fs::create_dir_all(dir).map_err(io(dir))?;
-                if full.symlink_metadata().is_ok() {
+                if let Ok(md) = full.symlink_metadata() {
+                    if !unchanged(path, Some(&md)) {
+                        return Err(MaterializeError::Changed(path.clone()));
+                    }
                     fs::remove_file(&full).map_err(io(&full))?;
                 }
                 std::os::unix::fs::symlink(target, &full).map_err(io(&full))?;

@@ -259,12 +259,28 @@ impl Engine {
         if leader == self.me {
             if self.leader_ready()? {
                 let tree = self.require_tree(work)?;
-                self.leader_take(self.me, base, None, work, number, tree)?;
+                let before = self.pushed_before(work);
+                self.leader_take(self.me, base, None, work, number, tree, &before)?;
             }
         } else {
             self.send_push(leader, base, work, number, false)?;
         }
         Ok(())
+    }
+
+    /// What this node pushed since its base before `target`, oldest first: the states its
+    /// folder passed through, which a push names so that a leader that took one of them
+    /// merges on it (the answer may have been lost on the way here).
+    pub(super) fn pushed_before(&self, target: VersionId) -> Vec<VersionId> {
+        let before: Vec<VersionId> = self
+            .p
+            .lineage
+            .iter()
+            .copied()
+            .filter(|v| *v != target)
+            .collect();
+        let skip = before.len().saturating_sub(chorus_proto::MAX_PUSHED_BEFORE);
+        before[skip..].to_vec()
     }
 
     /// `pushed` is included in the accepted version `result`, numbered `number`.
@@ -542,7 +558,7 @@ impl Engine {
         rx: Received,
     ) -> Result<(), EngineError> {
         match kind {
-            Incoming::Push { number } => self.leader_on_pushed(from, number, rx),
+            Incoming::Push { number, before } => self.leader_on_pushed(from, number, &before, rx),
             Incoming::Merged { pushed, number } => self.on_outcome(pushed, rx.target, number),
             Incoming::Offer => {
                 self.p.last_shared.insert(from, rx.target);

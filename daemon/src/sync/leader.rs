@@ -164,6 +164,11 @@ impl Engine {
         };
         let kind = super::transfer::Incoming::Push {
             number: VersionNumber::from_proto(&number),
+            before: push
+                .pushed_before
+                .iter()
+                .filter_map(|v| VersionId::from_proto(v).ok())
+                .collect(),
         };
         if let Some(rx) = self.receive_delta(from, kind.clone(), delta, true)? {
             self.delivered(from, kind, rx)?;
@@ -175,16 +180,27 @@ impl Engine {
         &mut self,
         from: NodeId,
         number: VersionNumber,
+        before: &[VersionId],
         rx: Received,
     ) -> Result<(), EngineError> {
         self.p.last_shared.insert(from, rx.target);
         if !self.leader_ready()? {
             return Ok(()); // the pusher retries
         }
-        self.leader_take(from, rx.base, rx.sent_base, rx.target, number, rx.tree)
+        self.leader_take(
+            from,
+            rx.base,
+            rx.sent_base,
+            rx.target,
+            number,
+            rx.tree,
+            before,
+        )
     }
 
-    /// Takes the pushed version `target` (built on `base`) into the tip.
+    /// Takes the pushed version `target` (built on `base`, after the pusher's earlier pushes
+    /// `before`) into the tip.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn leader_take(
         &mut self,
         from: NodeId,
@@ -193,12 +209,20 @@ impl Engine {
         target: VersionId,
         number: VersionNumber,
         tree: TreeManifest,
+        before: &[VersionId],
     ) -> Result<(), EngineError> {
+        // The newest of the pusher's earlier pushes this leader has taken is the base to merge
+        // on: the answer to it was lost, and on the older base its changes would meet
+        // themselves as rivals (duplicated text, or a whole file displaced by its own past).
+        let (base, sent_base, base_at) = match self.newest_taken(before)? {
+            Some((v, at)) => (v, None, Some(at)),
+            None => (base, sent_base, self.p.included.get(&base).copied()),
+        };
         // Already committed: answer at once against the head. Unless the push was built on a
         // version accepted at or after that commit: then it is not a retry but a change back
         // to an earlier tree (an undo, a restore), and it is taken like any other.
         if let Some(&at) = self.p.included.get(&target)
-            && self.p.included.get(&base).is_none_or(|&b| b < at)
+            && base_at.is_none_or(|b| b < at)
         {
             return self.answer(from, target);
         }
@@ -295,6 +319,30 @@ impl Engine {
             seq: l.seq,
         });
         Ok(())
+    }
+
+    /// The newest of `versions` that this leader has taken (committed, or in the tip) and
+    /// holds, with when: the MAJOR that included it, or `u64::MAX` while it waits in the tip.
+    fn newest_taken(
+        &self,
+        versions: &[VersionId],
+    ) -> Result<Option<(VersionId, u64)>, EngineError> {
+        let Some(l) = self.leader.as_ref() else {
+            return Ok(None);
+        };
+        for v in versions.iter().rev() {
+            let in_tip = l.tip.version == *v || l.merged.iter().any(|(m, _)| m == v);
+            let at = match self.p.included.get(v) {
+                Some(&at) => Some(at),
+                None => in_tip.then_some(u64::MAX),
+            };
+            if let Some(at) = at
+                && self.store.has_manifest(v)?
+            {
+                return Ok(Some((*v, at)));
+            }
+        }
+        Ok(None)
     }
 
     /// Cuts merged bytes into chunks and stores them.

@@ -43,6 +43,8 @@ const FETCH_WINDOW: usize = 512;
 pub enum Incoming {
     Push {
         number: VersionNumber,
+        /// What the pusher pushed before, oldest first ([`proto::Push::pushed_before`]).
+        before: Vec<VersionId>,
     },
     Merged {
         pushed: VersionId,
@@ -155,11 +157,17 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let delta = self.encode_delta(base, target, include_base, false)?;
         self.remember(to, target, Outgoing::Push { base, number });
+        let pushed_before = self
+            .pushed_before(target)
+            .into_iter()
+            .map(VersionId::to_proto)
+            .collect();
         self.send(
             to,
             Body::Push(proto::Push {
                 number: Some(number.to_proto()),
                 delta: Some(delta),
+                pushed_before,
             }),
         );
         Ok(())
