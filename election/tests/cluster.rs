@@ -92,28 +92,38 @@ async fn killed_leader_is_replaced_and_the_new_one_commits() {
     }
 }
 
+/// Leaders come and go under loss, delay and kills, and what they commit stays one chain.
+///
+/// openraft's default ("advanced") leader ids are `(term, node id)`, totally ordered: a term
+/// may see more than one leader, each superseding the one with a lower id (the Raft paper's
+/// "one leader per term" holds only with its `single-term-leader` feature). So the invariant
+/// checked is the one that matters: every node holds the same gap-free chain of numbers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn at_most_one_leader_per_term_under_faults() {
-    let (mut c, _d) = cluster(5, "at_most_one_leader_per_term_under_faults").await;
+async fn leaders_under_faults_keep_one_chain() {
+    let (mut c, _d) = cluster(5, "leaders_under_faults_keep_one_chain").await;
     c.net.set_default_faults(LinkFaults {
         drop: 0.1,
         delay_ms: (0, 30),
     });
-    let mut leaders: BTreeMap<u64, BTreeSet<NodeId>> = BTreeMap::new();
+    let mut leaderships: BTreeSet<(u64, NodeId)> = BTreeSet::new();
     let end = Instant::now() + 4 * SECS;
     let mut next_kill = Instant::now() + SECS;
     let mut killed = None;
+    let mut proposed = 0;
     while Instant::now() < end {
         for id in c.running() {
             let v = c.node(id).view();
             if v.role == Role::Leader {
-                leaders.entry(v.term).or_default().insert(id);
+                leaderships.insert((v.term, id));
             }
         }
         if Instant::now() >= next_kill {
             if let Some(k) = killed.take() {
                 c.restart(k).await;
             } else if let Some(l) = c.wait_leader(SECS).await {
+                // Something to commit under this leader (it may or may not make it).
+                proposed += 1;
+                let _ = c.propose(proposal(proposed, l), SECS).await;
                 c.kill(l).await;
                 killed = Some(l);
             }
@@ -122,12 +132,19 @@ async fn at_most_one_leader_per_term_under_faults() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     assert!(
-        leaders.len() >= 2,
-        "the test should see several terms: {leaders:?}"
+        leaderships.len() >= 2,
+        "the test should see several leaderships: {leaderships:?}"
     );
-    for (term, ids) in &leaders {
-        assert!(ids.len() <= 1, "term {term} had leaders {ids:?}");
+    c.net.set_default_faults(LinkFaults::default());
+    if let Some(k) = killed.take() {
+        c.restart(k).await;
     }
+    let last = c
+        .propose(proposal(100, 1), 10 * SECS)
+        .await
+        .expect("a healed cluster commits");
+    assert!(c.wait_applied(last.major, 10 * SECS).await);
+    assert_one_chain(&c, last.major);
     c.shutdown().await;
 }
 
