@@ -605,10 +605,7 @@ impl Driver {
         }
         // Never overwrite what changed since the last scan: scan it as a local edit.
         let in_folder = self.engine.folder();
-        let (now_on_disk, _) = self
-            .share
-            .scan(self.chunker, &mut self.cache, &*self.chunks)?;
-        self.chunks.sync()?;
+        let now_on_disk = self.read_share()?;
         if now_on_disk.version_id() != in_folder {
             tracing::debug!(?version, on_disk = ?now_on_disk.version_id(), "local edits first");
             self.queue.push_back(Event::Local(now_on_disk));
@@ -643,10 +640,7 @@ impl Driver {
                 // A save landed while the version was written: it is scanned and pushed, and
                 // the version (or a newer one merging that save) is written afterwards.
                 tracing::info!(%path, ?version, "a file changed while a version was being written; its change goes first");
-                let (now_on_disk, _) =
-                    self.share
-                        .scan(self.chunker, &mut self.cache, &*self.chunks)?;
-                self.chunks.sync()?;
+                let now_on_disk = self.read_share()?;
                 if now_on_disk.version_id() == in_folder {
                     self.stalled = true;
                 } else {
@@ -678,6 +672,15 @@ impl Driver {
         Ok(())
     }
 
+    /// The share as it is on disk now, its new chunks durable.
+    fn read_share(&mut self) -> Result<TreeManifest, NodeError> {
+        let (tree, _) = self
+            .share
+            .scan(self.chunker, &mut self.cache, &*self.chunks)?;
+        self.chunks.sync()?;
+        Ok(tree)
+    }
+
     /// Tells the engine what the folder holds even when it is what it already knows, which
     /// ends a stopped materialization: the engine then asks for the newest version again.
     fn materialize_again(&mut self) -> Result<(), NodeError> {
@@ -685,10 +688,7 @@ impl Driver {
             self.stalled = true;
             return Ok(());
         }
-        let (tree, _) = self
-            .share
-            .scan(self.chunker, &mut self.cache, &*self.chunks)?;
-        self.chunks.sync()?;
+        let tree = self.read_share()?;
         self.feed(Event::Local(tree))
     }
 
@@ -697,10 +697,7 @@ impl Driver {
         if self.paused {
             return Ok(());
         }
-        let (tree, _) = self
-            .share
-            .scan(self.chunker, &mut self.cache, &*self.chunks)?;
-        self.chunks.sync()?;
+        let tree = self.read_share()?;
         if tree.version_id() != self.engine.folder() {
             self.emit(
                 "scanned",

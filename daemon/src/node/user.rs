@@ -76,11 +76,7 @@ impl Driver {
                 "paused: `chorus resume` first, then undo, redo or restore",
             ));
         }
-        let (tree, _) = self
-            .share
-            .scan(self.chunker, &mut self.cache, &*self.chunks)
-            .map_err(failed)?;
-        self.chunks.sync().map_err(failed)?;
+        let tree = self.read_share().map_err(failed)?;
         if tree.version_id() != self.engine.folder() {
             self.feed(Event::Local(tree.clone())).map_err(failed)?;
         }
