@@ -2,7 +2,8 @@
 //! meets local edits never overwrites them nor rebases them onto the new version (they are
 //! pushed on the old base and merged by the leader); a retried push that was already merged is
 //! answered without merging it twice; a push whose predecessor's answer was lost is merged on
-//! that predecessor, not against it; a message from a non-member is ignored.
+//! that predecessor, not against it, and going back to a tree it pushed before is a change, not
+//! a retry; a message from a non-member is ignored.
 
 mod support;
 
@@ -54,6 +55,8 @@ struct World {
     b: Node,
     out: Out,
     log: Vec<AcceptedHeader>,
+    /// Commits B has not heard of (it was cut off); it hears them before the next one.
+    missed: Vec<AcceptedHeader>,
 }
 
 impl World {
@@ -63,6 +66,7 @@ impl World {
             b: node(B),
             out: Out::default(),
             log: Vec::new(),
+            missed: Vec::new(),
         };
         w.a.feed(Event::Cluster(cluster()), &mut w.out);
         w.a.feed(Event::LeaderConfirmed, &mut w.out);
@@ -86,11 +90,39 @@ impl World {
                 let h = support::accept(&mut self.log, p, &cluster().ranks);
                 self.a
                     .feed(Event::Committed(vec![h.clone()]), &mut self.out);
-                self.b.feed(Event::Committed(vec![h]), &mut self.out);
+                self.missed.push(h);
+                let heard = std::mem::take(&mut self.missed);
+                self.b.feed(Event::Committed(heard), &mut self.out);
             } else {
                 return;
             }
         }
+    }
+
+    /// As `run`, but nothing reaches B: its pushes arrive and are committed, and every answer
+    /// and commit is lost on the way back (B restarting, or a link dropping them).
+    fn run_b_deaf(&mut self) {
+        loop {
+            if let Some(i) = self.out.sent.iter().position(|(f, _, _)| *f == B) {
+                let (from, _, body) = self.out.sent.remove(i);
+                self.a.feed(Event::Message { from, body }, &mut self.out);
+            } else if !self.out.proposals.is_empty() {
+                let p = self.out.proposals.remove(0);
+                let h = support::accept(&mut self.log, p, &cluster().ranks);
+                self.a
+                    .feed(Event::Committed(vec![h.clone()]), &mut self.out);
+                self.missed.push(h);
+            } else {
+                return;
+            }
+            self.out.sent.retain(|(f, _, _)| *f != A);
+        }
+    }
+
+    /// B's retry timer fires.
+    fn b_retries(&mut self) {
+        self.b.now += 600_000;
+        self.b.feed(Event::Tick, &mut self.out);
     }
 }
 
@@ -475,45 +507,32 @@ fn a_save_pushed_before_the_answer_to_the_previous_push_keeps_that_save() {
     w.a.edit("AaBb", &mut w.out);
     w.run();
     w.b.edit("AaBbXx", &mut w.out);
-    let mut missed = Vec::new();
-    loop {
-        if let Some(i) = w.out.sent.iter().position(|(f, _, _)| *f == B) {
-            let (from, _, body) = w.out.sent.remove(i);
-            w.a.feed(Event::Message { from, body }, &mut w.out);
-        } else if !w.out.proposals.is_empty() {
-            let p = w.out.proposals.remove(0);
-            let h = support::accept(&mut w.log, p, &cluster().ranks);
-            w.a.feed(Event::Committed(vec![h.clone()]), &mut w.out);
-            missed.push(h);
-        } else {
-            break;
-        }
-        w.out.sent.retain(|(f, _, _)| *f != A); // lost on the way to B
-    }
+    w.run_b_deaf();
     assert_eq!(w.a.text(), "AaBbXx");
     w.a.edit("ZzAaBbXx", &mut w.out); // and the others go on editing
     w.b.edit("AaBbXxYy", &mut w.out);
-    w.b.now += 600_000;
-    w.b.feed(Event::Tick, &mut w.out);
-    // Now everything arrives, the commits B missed first.
-    loop {
-        if !w.out.sent.is_empty() {
-            let (from, to, body) = w.out.sent.remove(0);
-            let ev = Event::Message { from, body };
-            match to {
-                A => w.a.feed(ev, &mut w.out),
-                _ => w.b.feed(ev, &mut w.out),
-            }
-        } else if !w.out.proposals.is_empty() {
-            let p = w.out.proposals.remove(0);
-            let h = support::accept(&mut w.log, p, &cluster().ranks);
-            w.a.feed(Event::Committed(vec![h.clone()]), &mut w.out);
-            missed.push(h);
-            w.b.feed(Event::Committed(std::mem::take(&mut missed)), &mut w.out);
-        } else {
-            break;
-        }
-    }
+    w.b_retries();
+    w.run(); // B hears the commits it missed, then the rest
     assert_eq!(w.a.text(), "ZzAaBbXxYy");
     assert_eq!(w.b.text(), "ZzAaBbXxYy");
+}
+
+#[test]
+fn going_back_after_lost_answers_is_a_change_not_a_retry() {
+    // B saves T1, then T2, and both are taken while B hears nothing; then B's user goes back to
+    // T1. History holds T1 already, but this push comes after T2: it is a change, not a retry.
+    let mut w = World::new();
+    w.a.edit("AaBb", &mut w.out);
+    w.run();
+    w.b.edit("AaBbXx", &mut w.out);
+    w.run_b_deaf();
+    w.b.edit("AaBbXxYy", &mut w.out);
+    w.b_retries();
+    w.run_b_deaf();
+    assert_eq!(w.a.text(), "AaBbXxYy");
+    w.b.edit("AaBbXx", &mut w.out);
+    w.b_retries();
+    w.run();
+    assert_eq!(w.a.text(), "AaBbXx", "going back is kept");
+    assert_eq!(w.b.text(), "AaBbXx");
 }
