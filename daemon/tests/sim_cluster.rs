@@ -2,7 +2,7 @@
 //! transport): every node edits at random while messages are dropped, delayed (so reordered),
 //! a node is partitioned away and another crashes and restarts from its stores. After healing,
 //! every node must hold the same tree and head number, and every edit ever made must be in the
-//! final tree, in an accepted version of history, or in a redo entry.
+//! final tree (once), in an accepted version of history, or in a redo entry.
 //!
 //! Each run prints its seed; rerun one with `CHORUS_SEED=<seed>`. `CHORUS_SIM_SEEDS=<n>` runs
 //! n fresh seeds (default 200), `CHORUS_SIM_PARALLEL=<k>` k clusters at a time (default 16:
@@ -561,6 +561,12 @@ async fn run(seed: u64) {
     let mut in_tree = 0;
     for t in &r.tokens {
         let line = format!("{t}\n");
+        // Whole lines: a token is never the tail of another (they end in distinct numbers).
+        let copies = tree_text.lines().filter(|l| *l == t.as_str()).count();
+        assert!(
+            copies <= 1,
+            "seed {seed}: edit {t} is in the final tree {copies} times (merged against itself)"
+        );
         if tree_text.contains(&line) {
             in_tree += 1;
         } else {
