@@ -371,17 +371,40 @@ fn read_file(
 
 /// Chunks an open file of (about) `size` bytes into `store`.
 fn chunk_file(
-    mut f: fs::File,
+    f: fs::File,
     size: u64,
     params: ChunkerParams,
     store: &dyn ChunkStore,
 ) -> Result<FileManifest, Error> {
-    if size > WHOLE_READ_MAX {
-        let sink = |r: crate::ChunkRef, bytes: &[u8]| store.put(&r.id, bytes);
+    chunk_file_within(f, size, WHOLE_READ_MAX, params, store)
+}
+
+/// [`chunk_file`] with the largest file read whole as a parameter. `size` is what a `stat`
+/// said; a file still being written may hold more by the time it is read, so the whole read
+/// stops at `whole_max` and, past it, the file is streamed from its start instead: memory
+/// stays bounded by `whole_max` whatever the file grows to.
+fn chunk_file_within(
+    mut f: fs::File,
+    size: u64,
+    whole_max: u64,
+    params: ChunkerParams,
+    store: &dyn ChunkStore,
+) -> Result<FileManifest, Error> {
+    use std::io::{Read, Seek, SeekFrom};
+    let sink = |r: crate::ChunkRef, bytes: &[u8]| store.put(&r.id, bytes);
+    if size > whole_max {
         return file_manifest_pipelined(f, params, sink);
     }
     let mut data = Vec::with_capacity(size as usize);
-    std::io::Read::read_to_end(&mut f, &mut data).map_err(Error::io("<file>"))?;
+    (&mut f)
+        .take(whole_max + 1)
+        .read_to_end(&mut data)
+        .map_err(Error::io("<file>"))?;
+    if data.len() as u64 > whole_max {
+        drop(data);
+        f.seek(SeekFrom::Start(0)).map_err(Error::io("<file>"))?;
+        return file_manifest_pipelined(f, params, sink);
+    }
     let m = if data.len() >= PARALLEL_ABOVE {
         chunk_bytes_parallel(&data, params)
     } else {
@@ -523,6 +546,27 @@ mod tests {
         // Other chunk sizes invalidate the cache.
         let (_, rep5) = scan_dir(r, ChunkerParams::default(), &mut cache, &store).unwrap();
         assert_eq!(rep5.files_read, 9);
+    }
+
+    #[test]
+    fn a_file_grown_past_the_whole_read_bound_since_its_stat_is_streamed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("growing");
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        fs::write(&path, &bytes).unwrap();
+        let store = MemStore::new();
+        // The stat said 100 bytes; the file holds far more than the 4 KiB read whole.
+        let f = fs::File::open(&path).unwrap();
+        let m = chunk_file_within(f, 100, 4096, params(), &store).unwrap();
+        assert_eq!(
+            m,
+            chunk_bytes(&bytes, params()),
+            "the whole file, not its first 4 KiB"
+        );
+        assert_eq!(m.size(), bytes.len() as u64);
+        for c in &m.chunks {
+            assert!(store.get(&c.id).unwrap().is_some());
+        }
     }
 
     #[test]
