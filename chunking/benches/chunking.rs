@@ -431,7 +431,7 @@ fn chorus_bytes(old: &Path, new: &Path, w: &Path) -> (u64, f64) {
                 assert_eq!(applied.tree, b);
                 break;
             }
-            Err(ApplyError::NeedChunks { target, ids }) => {
+            Err(ApplyError::NeedChunks { target, ids, .. }) => {
                 total += encode_frame(Body::NeedChunks(proto::NeedChunks {
                     target: Some(target.to_proto()),
                     ids: ids.iter().map(|i| i.to_proto()).collect(),

@@ -3,7 +3,7 @@
 //! one the sender named). Nothing is written unless the whole delta checks out; what is missing
 //! is reported precisely, as NeedBase or NeedChunks, so one round trip repairs it.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chorus_proto as proto;
 
@@ -44,6 +44,8 @@ pub enum ApplyError {
     NeedChunks {
         target: VersionId,
         ids: Vec<ChunkId>,
+        /// Their total length, so a receiver can ask for them in windows of bounded bytes.
+        bytes: u64,
     },
     /// The delta contradicts itself or the base; the sender is broken or hostile.
     #[error("invalid delta: {0}")]
@@ -215,31 +217,33 @@ pub fn apply(
     }
 
     // Everything needed that is not carried must be here already: report all of it at once.
-    let mut needed: HashSet<ChunkId> = HashSet::new();
+    let mut needed: HashMap<ChunkId, u32> = HashMap::new();
+    let mut need = |r: ChunkRef| {
+        needed.insert(r.id, r.len);
+    };
     for &i in used.iter().filter(|&&i| i < n_known) {
-        needed.insert(chunk_at(&table, &external, i).id);
+        need(chunk_at(&table, &external, i));
     }
     for lit in &delta.literals {
         for &i in &lit.dictionary {
-            needed.insert(chunk_at(&table, &external, i).id);
+            need(chunk_at(&table, &external, i));
         }
     }
     if base_was_sent {
         // The base came from the sender, so its chunks are not known to be here.
-        needed.extend(
-            entries
-                .values()
-                .filter_map(Entry::manifest)
-                .flat_map(|m| m.chunks.iter().map(|c| c.id)),
-        );
+        for m in entries.values().filter_map(Entry::manifest) {
+            m.chunks.iter().for_each(|&c| need(c));
+        }
     }
-    let needed: Vec<ChunkId> = needed.into_iter().collect();
-    let mut missing = store.missing(&needed)?;
+    let ids: Vec<ChunkId> = needed.keys().copied().collect();
+    let mut missing = store.missing(&ids)?;
     if !missing.is_empty() {
         missing.sort();
+        let bytes = missing.iter().map(|id| u64::from(needed[id])).sum();
         return Err(ApplyError::NeedChunks {
             target: target_id,
             ids: missing,
+            bytes,
         });
     }
 

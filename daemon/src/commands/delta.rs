@@ -138,7 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let applied = loop {
         match apply(&delta, Some(&old), &receiver, &ApplyLimits::default()) {
             Ok(a) => break a,
-            Err(ApplyError::NeedChunks { target, ids }) if round_trips < 3 => {
+            Err(ApplyError::NeedChunks { target, ids, .. }) if round_trips < 3 => {
                 round_trips += 1;
                 let need = encode_frame(Body::NeedChunks(proto::NeedChunks {
                     target: Some(target.to_proto()),

@@ -33,12 +33,15 @@ const OUTGOING_KEPT: usize = 1024;
 const RESEND_AFTER_MS: u64 = 15_000;
 /// Chunk sends remembered for that, all peers together.
 const SENT_KEPT: usize = 1 << 20;
-/// Chunks asked for at a time (about 8 MiB at the default sizes): the next window is asked for
-/// as soon as this one has arrived, so a large transfer streams in bounded memory with one
-/// round trip per window instead of waiting for the sender's retry timer. 8 MiB a round trip
-/// is 80 MB/s at 100 ms; 512 chunks cost 50 MB more of peak RSS on each side for no speed on a
-/// LAN (1 GiB between two local nodes: 119 MB -> 69 MB on the receiver, 12-15 s either way).
-const FETCH_WINDOW: usize = 128;
+/// Bytes of chunks asked for at a time: the next window is asked for as soon as this one has
+/// arrived, so a large transfer streams in bounded memory with one round trip per window
+/// instead of waiting for the sender's retry timer. 8 MiB a round trip is 80 MB/s at 100 ms;
+/// 32 MiB cost 50 MB more of peak RSS on each side for no speed on a LAN (1 GiB between two
+/// local nodes: 119 MB -> 69 MB on the receiver, 12-15 s either way).
+const FETCH_WINDOW_BYTES: u64 = 8 << 20;
+/// Chunks per window, whatever their size: every window re-applies the whole delta, so a
+/// version of many small files (100,000 of ~600 bytes) must not take thousands of windows.
+const FETCH_WINDOW_CHUNKS: std::ops::RangeInclusive<u64> = 128..=8192;
 
 /// What an incoming delta is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,7 +273,7 @@ impl Engine {
                 }
                 Ok(None)
             }
-            Err(ApplyError::NeedChunks { target, ids }) => {
+            Err(ApplyError::NeedChunks { target, ids, bytes }) => {
                 tracing::debug!(
                     me = self.me,
                     from,
@@ -302,7 +305,11 @@ impl Engine {
                 let slot = kind.slot();
                 self.transfers.incoming.insert((from, slot), (kind, delta));
                 if ask {
-                    let window: Vec<ChunkId> = ids.iter().take(FETCH_WINDOW).copied().collect();
+                    let window: Vec<ChunkId> = ids
+                        .iter()
+                        .take(window_len(ids.len(), bytes))
+                        .copied()
+                        .collect();
                     self.send(
                         from,
                         Body::NeedChunks(proto::NeedChunks {
@@ -441,5 +448,31 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// How many of `n` missing chunks, `bytes` long together, one window asks for.
+fn window_len(n: usize, bytes: u64) -> usize {
+    let average = (bytes / n.max(1) as u64).max(1);
+    let chunks = (FETCH_WINDOW_BYTES / average)
+        .clamp(*FETCH_WINDOW_CHUNKS.start(), *FETCH_WINDOW_CHUNKS.end());
+    chunks as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_len;
+
+    #[test]
+    fn windows_are_bounded_in_bytes_and_in_chunks() {
+        // 64 KiB chunks: 8 MiB is 128 of them.
+        assert_eq!(window_len(10_000, 10_000 * 65_536), 128);
+        // 600-byte chunks: as many as the chunk bound allows, not 8 MiB / 600 = 13,981.
+        assert_eq!(window_len(100_000, 100_000 * 600), 8192);
+        // 4 KiB chunks: 8 MiB of them.
+        assert_eq!(window_len(5_000, 5_000 * 4096), 2048);
+        // Huge chunks still come a window of at least 128 at a time.
+        assert_eq!(window_len(50, 50 << 24), 128);
+        assert_eq!(window_len(0, 0), 8192);
     }
 }
