@@ -77,7 +77,20 @@ impl World {
     /// Delivers every queued message, and commits proposals as Raft would (to both nodes),
     /// until nothing is left.
     fn run(&mut self) {
+        self.deliver(false);
+    }
+
+    /// As `run`, but nothing reaches B: its pushes arrive and are committed, and every answer
+    /// and commit is lost on the way back (B restarting, or a link dropping them).
+    fn run_b_deaf(&mut self) {
+        self.deliver(true);
+    }
+
+    fn deliver(&mut self, b_deaf: bool) {
         loop {
+            if b_deaf {
+                self.out.sent.retain(|(_, to, _)| *to != B);
+            }
             if !self.out.sent.is_empty() {
                 let (from, to, body) = self.out.sent.remove(0);
                 let ev = Event::Message { from, body };
@@ -90,32 +103,15 @@ impl World {
                 let h = support::accept(&mut self.log, p, &cluster().ranks);
                 self.a
                     .feed(Event::Committed(vec![h.clone()]), &mut self.out);
+                // B hears the commits it missed before this one, unless it is deaf still.
                 self.missed.push(h);
-                let heard = std::mem::take(&mut self.missed);
-                self.b.feed(Event::Committed(heard), &mut self.out);
+                if !b_deaf {
+                    let heard = std::mem::take(&mut self.missed);
+                    self.b.feed(Event::Committed(heard), &mut self.out);
+                }
             } else {
                 return;
             }
-        }
-    }
-
-    /// As `run`, but nothing reaches B: its pushes arrive and are committed, and every answer
-    /// and commit is lost on the way back (B restarting, or a link dropping them).
-    fn run_b_deaf(&mut self) {
-        loop {
-            if let Some(i) = self.out.sent.iter().position(|(f, _, _)| *f == B) {
-                let (from, _, body) = self.out.sent.remove(i);
-                self.a.feed(Event::Message { from, body }, &mut self.out);
-            } else if !self.out.proposals.is_empty() {
-                let p = self.out.proposals.remove(0);
-                let h = support::accept(&mut self.log, p, &cluster().ranks);
-                self.a
-                    .feed(Event::Committed(vec![h.clone()]), &mut self.out);
-                self.missed.push(h);
-            } else {
-                return;
-            }
-            self.out.sent.retain(|(f, _, _)| *f != A);
         }
     }
 
