@@ -99,9 +99,6 @@ pub fn materialize(
                 }
             }
             Entry::File { exec, manifest } => {
-                if !unchanged(path, fs::symlink_metadata(&full).ok().as_ref()) {
-                    return Err(MaterializeError::Changed(path.clone()));
-                }
                 let dir = full.parent().unwrap_or(root);
                 fs::create_dir_all(dir).map_err(io(dir))?;
                 let tmp = dir.join(temp_name(path.file_name()));
