@@ -21,9 +21,8 @@ use chorus_chunking::chunker::{
 };
 use chorus_chunking::delta::{ApplyError, ApplyLimits, EncodeOptions, apply, encode};
 use chorus_chunking::fetch::{chunks_messages, receive_chunks};
-use chorus_chunking::scan::{ScanCache, scan_dir};
 use chorus_chunking::testdata::pseudo_random;
-use chorus_chunking::{ChunkStore, ChunkerParams, DiskStore, TreeManifest};
+use chorus_chunking::{ChunkStore, ChunkerParams, DiskStore, Entry, RelPath, TreeManifest};
 use chorus_proto::{self as proto, Body, Limits, encode_frame};
 
 const GIB: usize = 1 << 30;
@@ -408,15 +407,55 @@ fn write_pair(
     }
 }
 
+/// A folder's files as a tree, their chunks in `store` (what chorus-folder's scan makes of it,
+/// without its cache, ignore files and special cases: enough for a source tree).
+fn tree_of_dir(root: &Path, params: ChunkerParams, store: &dyn ChunkStore) -> TreeManifest {
+    let mut entries = Vec::new();
+    for e in ignore::WalkBuilder::new(root)
+        .standard_filters(false)
+        .build()
+        .flatten()
+    {
+        let Ok(rel) = e.path().strip_prefix(root) else {
+            continue;
+        };
+        let Some(rel) = rel.to_str().filter(|r| !r.is_empty()) else {
+            continue;
+        };
+        let path = RelPath::new(rel).unwrap();
+        let ft = e.file_type().unwrap();
+        let entry = if ft.is_dir() {
+            Entry::Dir
+        } else if ft.is_file() {
+            let bytes = std::fs::read(e.path()).unwrap();
+            let manifest = chunk_bytes(&bytes, params);
+            let mut pos = 0;
+            for c in &manifest.chunks {
+                store.put(&c.id, &bytes[pos..pos + c.len as usize]).unwrap();
+                pos += c.len as usize;
+            }
+            let exec =
+                std::os::unix::fs::PermissionsExt::mode(&e.metadata().unwrap().permissions())
+                    & 0o111
+                    != 0;
+            Entry::File { exec, manifest }
+        } else {
+            continue;
+        };
+        entries.push((path, entry));
+    }
+    TreeManifest::from_entries(entries).unwrap()
+}
+
 /// Bytes chorus puts on the wire to bring a holder of `old` to `new`, and the encode+apply time.
 fn chorus_bytes(old: &Path, new: &Path, w: &Path) -> (u64, f64) {
     let params = ChunkerParams::default();
     let stores = tempfile::tempdir_in(w).unwrap();
     let sender = DiskStore::open(stores.path().join("s")).unwrap();
     let receiver = DiskStore::open(stores.path().join("r")).unwrap();
-    let (a, _) = scan_dir(old, params, &mut ScanCache::new(), &sender).unwrap();
-    scan_dir(old, params, &mut ScanCache::new(), &receiver).unwrap();
-    let (b, _) = scan_dir(new, params, &mut ScanCache::new(), &sender).unwrap();
+    let a = tree_of_dir(old, params, &sender);
+    tree_of_dir(old, params, &receiver);
+    let b = tree_of_dir(new, params, &sender);
     let t = Instant::now();
     let (delta, _) = encode(&a, &b, &sender, &EncodeOptions::default()).unwrap();
     let frame = encode_frame(Body::Push(proto::Push {

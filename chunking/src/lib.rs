@@ -2,7 +2,6 @@
 //!
 //! - [`chunker`]: streaming FastCDC (v2020, normalized) with BLAKE3 chunk ids.
 //! - [`manifest`]: file and tree manifests, the canonical encoding, VersionIds.
-//! - [`scan`]: a directory into a [`TreeManifest`], with a cache so unchanged files are not read.
 //! - [`delta`]: the sender-initiated delta (encode) and its verified application (apply).
 //! - [`store`]: the content-addressed chunk store, compressed and verified on read.
 //!
@@ -11,10 +10,10 @@
 pub mod chunker;
 pub mod delta;
 pub mod fetch;
-pub mod ids;
+/// The shared identifiers (defined in chorus-proto, the bottom crate).
+pub use chorus_proto::ids;
 pub mod manifest;
 pub mod path;
-pub mod scan;
 pub mod store;
 pub mod testdata;
 
@@ -31,6 +30,8 @@ pub enum Error {
     Path(#[from] PathError),
     #[error("invalid data: {0}")]
     Invalid(String),
+    #[error(transparent)]
+    Id(#[from] chorus_proto::ids::IdError),
     #[error("chunk {id} is corrupt: its bytes do not hash to its id")]
     Corrupt { id: ChunkId },
     #[error("I/O error on {path}: {source}")]
@@ -42,7 +43,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(path: impl Into<std::path::PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<std::path::PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { path, source }
     }

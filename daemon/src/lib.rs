@@ -1,9 +1,8 @@
-//! The chorus daemon as a library: the sync engine (a sans-IO state machine and its store) that
-//! the `chorus` binary drives, and that tests drive without sockets; and the libp2p network it
-//! runs over; and the local socket through which the CLI queries a running node.
+//! The chorus daemon as a library: its configuration, the libp2p network it runs over, the node
+//! that drives the sync engine (chorus-sync) and the working folder (chorus-folder) beside Raft
+//! (chorus-election), and the local socket through which the CLI queries a running node.
 
 pub mod api;
 pub mod config;
 pub mod net;
 pub mod node;
-pub mod sync;

@@ -12,13 +12,13 @@ use support::{Node, Out, doc, node};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use chorus::sync::{ClusterInfo, Engine, EngineConfig, Event, SyncStore};
 use chorus_chunking::{
     ChunkId, ChunkStore, ChunkerParams, Entry, RelPath, TreeManifest, VersionId,
 };
 use chorus_election::{AcceptedHeader, NodeId};
 use chorus_merge::ModeRules;
 use chorus_proto::Body;
+use chorus_sync::{ClusterInfo, Engine, EngineConfig, Event, SyncStore};
 
 const A: NodeId = 1;
 const B: NodeId = 2;

@@ -15,10 +15,10 @@ use support::{Node, Out, node};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chorus::sync::{ClusterInfo, Event, Retention};
 use chorus_chunking::{ChunkId, ChunkStore, Entry, TreeManifest, VersionId};
 use chorus_election::{AcceptedHeader, NodeId};
 use chorus_proto::{Body, Delta};
+use chorus_sync::{ClusterInfo, Event, Retention};
 
 const ALICE: NodeId = 1;
 const BOB: NodeId = 2;

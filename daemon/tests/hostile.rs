@@ -17,11 +17,11 @@ use support::{Node, Out, doc, node};
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chorus::sync::{ClusterInfo, Event};
 use chorus_chunking::delta::encode;
 use chorus_chunking::{ChunkId, ChunkStore, Entry, RelPath, TreeManifest, VersionId};
 use chorus_election::{AcceptedHeader, NodeId, VersionNumber};
 use chorus_proto::{self as proto, Body, RejectReason};
+use chorus_sync::{ClusterInfo, Event};
 
 const A: NodeId = 1;
 const B: NodeId = 2;
@@ -282,8 +282,8 @@ fn a_committed_header_for_a_version_never_sent_is_not_materialized_and_does_not_
     // As a hostile leader could: a header committed for content nobody holds.
     let ghost = VersionId([9; 32]);
     let h = AcceptedHeader {
-        version: ghost.0,
-        parents: vec![head.0.0],
+        version: ghost,
+        parents: vec![head.0],
         number: VersionNumber {
             major: w.log.len() as u64 + 1,
             minor: 2,

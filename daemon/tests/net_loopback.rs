@@ -182,7 +182,7 @@ async fn raft_elects_and_commits_over_libp2p() {
         .expect("b joins")
         .unwrap();
     let p = Proposal {
-        version: [5; 32],
+        version: chorus_chunking::VersionId([5; 32]),
         parents: vec![],
         origin: ra.id(),
         created_at_ms: 1,
@@ -194,7 +194,7 @@ async fn raft_elects_and_commits_over_libp2p() {
         .unwrap();
     assert_eq!(n.major, 1);
     tokio::time::timeout(LIVENESS, async {
-        while rb.local_head().map(|h| h.version) != Some([5; 32]) {
+        while rb.local_head().map(|h| h.version) != Some(chorus_chunking::VersionId([5; 32])) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus::sync::{Action, ClusterInfo, Engine, EngineConfig, Event, SyncStore};
 use chorus_chunking::chunker::chunk_bytes;
 use chorus_chunking::{
     ChunkStore, ChunkerParams, Entry, FileManifest, MemStore, RelPath, TreeManifest, VersionId,
@@ -25,6 +24,7 @@ use chorus_election::types::Request;
 use chorus_election::{ElectionConfig, NodeId, Proposal, Role};
 use chorus_merge::ModeRules;
 use chorus_proto::Body;
+use chorus_sync::{Action, ClusterInfo, Engine, EngineConfig, Event, SyncStore};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
@@ -175,7 +175,7 @@ impl Run {
         }
         let raft = self.cluster.node(id).raft().clone();
         let tx = self.proposals.clone();
-        let version = VersionId(p.version);
+        let version = p.version;
         tokio::spawn(async move {
             let r = tokio::time::timeout(
                 Duration::from_secs(2),
@@ -493,7 +493,7 @@ async fn run(seed: u64) {
         }
     };
     assert_eq!(
-        raft_head.version, final_id.0,
+        raft_head.version, final_id,
         "seed {seed}: the log's head is the tree"
     );
     assert_eq!(raft_head.number.major, number.major, "seed {seed}");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::ElectionConfig;
 use crate::memnet::MemNet;
 use crate::node::{ElectionNode, ProposeError, Role};
-use crate::types::{Member, NodeId, Proposal, VersionNumber};
+use crate::types::{Member, NodeId, Proposal, VersionId, VersionNumber};
 
 /// A cluster on one machine.
 pub struct Cluster {
@@ -223,7 +223,7 @@ pub fn proposal(n: u64, origin: NodeId) -> Proposal {
     version[..8].copy_from_slice(&n.to_le_bytes());
     version[8..16].copy_from_slice(&origin.to_le_bytes());
     Proposal {
-        version,
+        version: VersionId(version),
         parents: vec![],
         origin,
         created_at_ms: n,

@@ -5,8 +5,13 @@
 //! [`decode_frame`] is the one entry point for bytes that came from a peer: it enforces the
 //! [`Limits`] (frame size, entry counts, path length, id sizes) and returns a typed
 //! [`DecodeError`]; it never panics, whatever the input.
+//!
+//! It also holds the vocabulary every crate shares, defined once: [`ids`] (VersionId, ChunkId,
+//! VersionNumber) and [`header`] (node ids and the accepted-version header the Raft log orders).
 
 mod frame;
+pub mod header;
+pub mod ids;
 mod validate;
 
 pub use validate::MAX_PUSHED_BEFORE;

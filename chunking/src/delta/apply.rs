@@ -66,8 +66,15 @@ impl From<Error> for ApplyError {
         match e {
             Error::Path(p) => ApplyError::Invalid(p.to_string()),
             Error::Invalid(s) => ApplyError::Invalid(s),
+            Error::Id(e) => ApplyError::Invalid(e.to_string()),
             e => ApplyError::Store(e),
         }
+    }
+}
+
+impl From<chorus_proto::ids::IdError> for ApplyError {
+    fn from(e: chorus_proto::ids::IdError) -> Self {
+        ApplyError::Invalid(e.to_string())
     }
 }
 

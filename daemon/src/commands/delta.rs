@@ -12,8 +12,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use chorus_chunking::delta::{ApplyError, ApplyLimits, EncodeOptions, apply, encode};
 use chorus_chunking::fetch::{chunks_messages, receive_chunks};
-use chorus_chunking::scan::{ScanCache, scan_dir};
 use chorus_chunking::{ChunkId, ChunkStore, ChunkerParams, DiskStore, TreeManifest};
+use chorus_folder::scan::{ScanCache, scan_dir};
 use chorus_proto::{self as proto, Body, Limits, decode_frame, encode_frame};
 use serde::Serialize;
 

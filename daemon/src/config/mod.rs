@@ -17,7 +17,7 @@ pub const CONFIG_FILE: &str = "config.toml";
 
 /// The tree path a document share keeps its one file under, whatever the file is called on
 /// each machine.
-pub const DOCUMENT_PATH: &str = "document";
+pub use chorus_folder::DOCUMENT_PATH;
 
 /// Why a config could not be read or written; each says what to do.
 #[derive(Debug, thiserror::Error)]

@@ -11,33 +11,29 @@
 //! Five times a second the loop publishes a snapshot of its state (`snapshot.rs`), which the
 //! socket serves, and the events that happened since, which `/v1/events` streams.
 
-pub mod guard;
-pub mod materialize;
-pub mod share;
 mod snapshot;
 mod user;
-pub mod watcher;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_chunking::scan::ScanCache;
 use chorus_chunking::{
     ChunkStore, ChunkerParams, DiskStore, TreeManifest, VersionId, VersionNumber,
 };
 use chorus_election::{ElectionConfig, ElectionNode, Member, NodeId, Role, node_id_of};
+use chorus_folder::scan::ScanCache;
 use chorus_merge::ModeRules;
 use chorus_proto::Limits;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{broadcast, mpsc, watch};
 
-pub use self::guard::MassDeleteGuard;
-pub use self::share::Share;
 use crate::api::Command;
 use crate::net::{self, Inbound, NetConfig, NetHandle, RaftTransport};
-use crate::sync::{Action, ClusterInfo, Engine, EngineConfig, Event, Retention, SyncStore};
+pub use chorus_folder::{MassDeleteGuard, Share};
+use chorus_folder::{materialize, watcher};
+use chorus_sync::{Action, ClusterInfo, Engine, EngineConfig, Event, Retention, SyncStore};
 
 /// How long a new leader's confirming read may take before it is tried again.
 const CONFIRM_WITHIN: Duration = Duration::from_secs(10);
@@ -97,9 +93,9 @@ pub enum NodeError {
     #[error("raft: {0}")]
     Election(#[from] chorus_election::ElectionError),
     #[error(transparent)]
-    Engine(#[from] crate::sync::EngineError),
+    Engine(#[from] chorus_sync::EngineError),
     #[error(transparent)]
-    Store(#[from] crate::sync::StoreError),
+    Store(#[from] chorus_sync::StoreError),
     #[error("chunk store: {0}")]
     Chunks(#[from] chorus_chunking::Error),
     #[error("cannot write the folder: {0}")]
@@ -332,16 +328,19 @@ pub async fn run(
         );
     }
     // The watcher before the first scan, so no change falls between the two.
-    let (_watcher, mut changes) = if cfg.watch {
-        match watcher::watch(&cfg.share, &cfg.state_dir) {
-            Ok((w, rx)) => (Some(w), rx),
+    let (changed, mut changes) = mpsc::channel(1);
+    let _watcher = if cfg.watch {
+        match watcher::watch(&cfg.share, &cfg.state_dir, move || {
+            let _ = changed.try_send(());
+        }) {
+            Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!("{e}");
-                (None, mpsc::channel(1).1)
+                None
             }
         }
     } else {
-        (None, mpsc::channel(1).1)
+        None
     };
     let chunks: Arc<dyn ChunkStore> = Arc::new(DiskStore::open(cfg.state_dir.join("chunks"))?);
     let mut ecfg = EngineConfig::new(cfg.rules, cfg.chunker);
@@ -572,7 +571,7 @@ impl Driver {
             Action::Propose(p) => {
                 let election = self.election.clone();
                 let tx = self.proposals.clone();
-                let version = VersionId(p.version);
+                let version = p.version;
                 tokio::spawn(async move {
                     let ok = matches!(
                         tokio::time::timeout(Duration::from_secs(5), election.propose(p)).await,

@@ -213,7 +213,7 @@ impl Driver {
                 ..
             } if manifest.size() as usize <= MAX => {
                 use chorus_merge::ContentLoader;
-                crate::sync::leader::Loader(&*self.chunks)
+                chorus_sync::leader::Loader(&*self.chunks)
                     .load(manifest)
                     .ok()?
             }

@@ -11,11 +11,11 @@ use chorus_chunking::{Entry, RelPath, TreeManifest, VersionId, VersionNumber};
 use chorus_merge::redo::{Change, NewContent, reapply};
 use serde_json::{Value, json};
 
-use super::materialize::MaterializeError;
 use super::{Driver, Event};
 use crate::api::{Refusal, Request};
 use crate::config::ShareKind;
 use crate::config::token::JoinToken;
+use chorus_folder::materialize::MaterializeError;
 
 type Answer = Result<Value, Refusal>;
 
@@ -152,7 +152,7 @@ impl Driver {
             None => then,
             Some(p) => {
                 let p = match self.share_kind() {
-                    ShareKind::Document => crate::config::DOCUMENT_PATH.to_owned(),
+                    ShareKind::Document => chorus_folder::DOCUMENT_PATH.to_owned(),
                     ShareKind::Folder => p.trim_matches('/').to_owned(),
                 };
                 let p = RelPath::new(&p).map_err(|e| Refusal::bad(e.to_string()))?;
@@ -262,7 +262,7 @@ impl Driver {
             )));
         };
         let disk = self.settled_disk()?;
-        let loader = crate::sync::leader::Loader(&**self.engine.chunks());
+        let loader = chorus_sync::leader::Loader(&**self.engine.chunks());
         let re = reapply(&rec.entry, &disk, &loader)
             .map_err(|e| Refusal::conflict(format!("redo entry {seq}: {e}")))?;
         let mut entries = disk.entries().clone();
@@ -308,7 +308,7 @@ impl Driver {
         let (version, number) = self.find_version(spec)?;
         let tree = self.tree_of(&version, number)?;
         let path = match self.share_kind() {
-            ShareKind::Document => crate::config::DOCUMENT_PATH,
+            ShareKind::Document => chorus_folder::DOCUMENT_PATH,
             ShareKind::Folder => path.trim_matches('/'),
         };
         let rel = RelPath::new(path).map_err(|e| Refusal::bad(e.to_string()))?;
@@ -324,7 +324,7 @@ impl Driver {
             )));
         }
         use chorus_merge::ContentLoader;
-        let bytes = crate::sync::leader::Loader(&**self.engine.chunks())
+        let bytes = chorus_sync::leader::Loader(&**self.engine.chunks())
             .load(manifest)
             .map_err(failed)?;
         Ok(match String::from_utf8(bytes) {

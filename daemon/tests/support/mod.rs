@@ -9,7 +9,6 @@ pub mod procs;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chorus::sync::{Action, Engine, EngineConfig, Event, SyncStore};
 use chorus_chunking::{
     ChunkId, ChunkRef, ChunkStore, ChunkerParams, Entry, FileManifest, MemStore, RelPath,
     TreeManifest, VersionId,
@@ -17,6 +16,7 @@ use chorus_chunking::{
 use chorus_election::{AcceptedHeader, NodeId, Proposal, VersionNumber};
 use chorus_merge::ModeRules;
 use chorus_proto::Body;
+use chorus_sync::{Action, Engine, EngineConfig, Event, SyncStore};
 
 /// Outgoing messages and proposals, in order.
 #[derive(Default)]

@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use notify::{RecursiveMode, Watcher};
-use tokio::sync::mpsc;
 
-use super::share::Share;
+use crate::share::Share;
 
 /// A burst of changes is scanned at the latest this many debounce delays after it began.
 pub const MAX_DELAY_FACTOR: u32 = 20;
@@ -53,15 +52,15 @@ pub struct FolderWatcher {
     _inner: notify::RecommendedWatcher,
 }
 
-/// Watches the share; every relevant change sends `()` on the returned channel (coalesced: one
-/// pending signal is enough). The share and the state dir must be named by canonical paths, as
+/// Watches the share; every relevant change calls `on_change` (on the watcher's own thread;
+/// it should only signal, for example `try_send` on a channel of one). The share and the state dir must be named by canonical paths, as
 /// inotify names what changed. A share the kernel cannot watch (inotify limits) is an error that
 /// says how to raise them; the loop then falls back on its periodic rescan.
 pub fn watch(
     share: &Share,
     state_dir: &Path,
-) -> Result<(FolderWatcher, mpsc::Receiver<()>), String> {
-    let (tx, rx) = mpsc::channel(1);
+    on_change: impl Fn() + Send + 'static,
+) -> Result<FolderWatcher, String> {
     let filter_share = share.clone();
     let state: PathBuf = state_dir.to_owned();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -71,7 +70,7 @@ pub fn watch(
             Err(_) => true,
         };
         if relevant {
-            let _ = tx.try_send(());
+            on_change();
         }
     })
     .map_err(|e| format!("cannot start the file watcher: {e}"))?;
@@ -86,7 +85,7 @@ pub fn watch(
             share.watch_root().display()
         )
     })?;
-    Ok((FolderWatcher { _inner: watcher }, rx))
+    Ok(FolderWatcher { _inner: watcher })
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use chorus_chunking::{ChunkStore, TreeManifest, VersionId, VersionNumber};
-use chorus_election::NodeId;
+use chorus_proto::header::NodeId;
 use chorus_proto::{self as proto, Body};
 
 use super::config::EngineConfig;
@@ -49,7 +49,7 @@ pub(super) struct InFlight {
     pub sent_at: u64,
 }
 
-/// The sync engine of one node. See the module docs of [`crate::sync`].
+/// The sync engine of one node. See the crate docs.
 pub struct Engine {
     pub(super) me: NodeId,
     pub(super) cfg: EngineConfig,
@@ -422,7 +422,7 @@ impl Engine {
 
     fn on_committed(
         &mut self,
-        headers: Vec<chorus_election::AcceptedHeader>,
+        headers: Vec<chorus_proto::header::AcceptedHeader>,
     ) -> Result<(), EngineError> {
         let mut last = self
             .store

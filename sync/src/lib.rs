@@ -1,4 +1,4 @@
-//! The sync engine of DESIGN.md §4–§7, sans IO.
+//! chorus-sync: the sync engine of DESIGN.md §4–§7, sans IO (no tokio, no libp2p).
 //!
 //! [`Engine`] is a state machine in the manner of quinn-proto: the driver feeds it [`Event`]s
 //! (a local version was made, a message arrived, a timer fired, the cluster changed, headers

@@ -6,11 +6,14 @@
 
 use std::path::{Path, PathBuf};
 
-use chorus_chunking::scan::{ScanCache, ScanReport, scan_dir, scan_file};
+use crate::scan::{ScanCache, ScanReport, scan_dir, scan_file};
 use chorus_chunking::{ChunkStore, ChunkerParams, RelPath, TreeManifest};
 
-use super::materialize::{self, MaterializeError};
-use crate::config::DOCUMENT_PATH;
+use crate::materialize::{self, MaterializeError};
+
+/// Where a document share's one file sits in its tree, whatever the file is called on each
+/// machine.
+pub const DOCUMENT_PATH: &str = "document";
 
 /// A share on this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use chorus_chunking::{TreeManifest, VersionId, VersionNumber};
-use chorus_election::NodeId;
 use chorus_merge::RedoEntry;
+use chorus_proto::header::NodeId;
 use prost::Message;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};

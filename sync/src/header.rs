@@ -1,23 +1,10 @@
-//! Accepted-version headers as the engine keeps them, and the conversions between
-//! chorus-election's wire-level types and chorus-chunking's ids and numbers.
+//! Accepted-version headers as the engine keeps them: the log's header with its redo entries
+//! decoded.
 
 use chorus_chunking::{VersionId, VersionNumber};
-use chorus_election::{AcceptedHeader, NodeId};
 use chorus_merge::RedoEntry;
+use chorus_proto::header::{AcceptedHeader, NodeId};
 use serde::{Deserialize, Serialize};
-
-/// Number of election's type as chunking's type.
-pub fn number_from_election(n: chorus_election::VersionNumber) -> VersionNumber {
-    VersionNumber::new(n.major, n.minor)
-}
-
-/// Number of chunking's type as election's type.
-pub fn number_to_election(n: VersionNumber) -> chorus_election::VersionNumber {
-    chorus_election::VersionNumber {
-        major: n.major,
-        minor: n.minor,
-    }
-}
 
 /// A committed header: which version became accepted, with which number, from which parents,
 /// and what its merges displaced.
@@ -41,9 +28,9 @@ impl Header {
             Vec::new()
         });
         Header {
-            version: VersionId(h.version),
-            parents: h.parents.iter().map(|p| VersionId(*p)).collect(),
-            number: number_from_election(h.number),
+            version: h.version,
+            parents: h.parents.clone(),
+            number: h.number,
             origin: h.origin,
             created_at_ms: h.created_at_ms,
             redo,

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use chorus_chunking::delta::{ApplyError, EncodeOptions, apply, encode};
 use chorus_chunking::fetch::{chunks_messages, receive_chunks};
 use chorus_chunking::{ChunkId, TreeManifest, VersionId, VersionNumber};
-use chorus_election::NodeId;
+use chorus_proto::header::NodeId;
 use chorus_proto::{self as proto, Body, RejectReason};
 
 use super::engine::{Engine, EngineError};

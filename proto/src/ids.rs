@@ -1,9 +1,16 @@
-//! Content identifiers (ChunkId, VersionId) and version numbers (MAJOR.MINOR).
+//! The one type of each identifier every crate shares: content identifiers (ChunkId,
+//! VersionId: BLAKE3 hashes) and version numbers (MAJOR.MINOR). The wire messages carry them as
+//! the prost types of [`crate::v1`]; `to_proto` and `from_proto` convert.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+/// An identifier or number that does not parse: what was wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {0}")]
+pub struct IdError(pub String);
 
 macro_rules! hash_id {
     ($(#[$doc:meta])* $name:ident, $proto:ident, $field:literal) => {
@@ -18,16 +25,16 @@ macro_rules! hash_id {
             }
 
             /// The id as the wire type.
-            pub fn to_proto(self) -> chorus_proto::$proto {
-                chorus_proto::$proto::from_bytes(self.0)
+            pub fn to_proto(self) -> crate::v1::$proto {
+                crate::v1::$proto::from_bytes(self.0)
             }
 
             /// The id from the wire type; the decoder has already checked the length, but a
             /// message built elsewhere may not have been decoded, so it is checked again.
-            pub fn from_proto(p: &chorus_proto::$proto) -> Result<Self, crate::Error> {
+            pub fn from_proto(p: &crate::v1::$proto) -> Result<Self, IdError> {
                 <[u8; 32]>::try_from(p.hash.as_slice())
                     .map($name)
-                    .map_err(|_| crate::Error::Invalid(format!("{}: hash of {} bytes", $field, p.hash.len())))
+                    .map_err(|_| IdError(format!("{}: hash of {} bytes", $field, p.hash.len())))
             }
         }
 
@@ -44,11 +51,11 @@ macro_rules! hash_id {
         }
 
         impl FromStr for $name {
-            type Err = crate::Error;
+            type Err = IdError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 let mut out = [0u8; 32];
                 hex::decode_to_slice(s, &mut out)
-                    .map_err(|e| crate::Error::Invalid(format!("{}: {e}", $field)))?;
+                    .map_err(|e| IdError(format!("{}: {e}", $field)))?;
                 Ok($name(out))
             }
         }
@@ -88,14 +95,14 @@ impl VersionNumber {
         VersionNumber { major, minor }
     }
 
-    pub fn to_proto(self) -> chorus_proto::VersionNumber {
-        chorus_proto::VersionNumber {
+    pub fn to_proto(self) -> crate::v1::VersionNumber {
+        crate::v1::VersionNumber {
             major: self.major,
             minor: self.minor,
         }
     }
 
-    pub fn from_proto(p: &chorus_proto::VersionNumber) -> Self {
+    pub fn from_proto(p: &crate::v1::VersionNumber) -> Self {
         VersionNumber::new(p.major, p.minor)
     }
 }
@@ -113,10 +120,10 @@ impl fmt::Debug for VersionNumber {
 }
 
 impl FromStr for VersionNumber {
-    type Err = crate::Error;
+    type Err = IdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || {
-            crate::Error::Invalid(format!(
+            IdError(format!(
                 "version number {s:?}: expected MAJOR.MINOR, like 7.2"
             ))
         };

@@ -15,11 +15,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
-use crate::chunker::{ChunkerParams, chunk_bytes, chunk_bytes_parallel, file_manifest_pipelined};
-use crate::manifest::{Entry, FileManifest, TreeManifest};
-use crate::path::{RelPath, STATE_DIR};
-use crate::store::ChunkStore;
+use chorus_chunking::chunker::{
+    ChunkerParams, chunk_bytes, chunk_bytes_parallel, file_manifest_pipelined,
+};
+use chorus_chunking::{ChunkStore, Entry, Error, FileManifest, RelPath, STATE_DIR, TreeManifest};
 
 /// The per-directory ignore file, in gitignore syntax.
 pub const IGNORE_FILE: &str = ".chorusignore";
@@ -391,7 +390,7 @@ fn chunk_file_within(
     store: &dyn ChunkStore,
 ) -> Result<FileManifest, Error> {
     use std::io::{Read, Seek, SeekFrom};
-    let sink = |r: crate::ChunkRef, bytes: &[u8]| store.put(&r.id, bytes);
+    let sink = |r: chorus_chunking::ChunkRef, bytes: &[u8]| store.put(&r.id, bytes);
     if size > whole_max {
         return file_manifest_pipelined(f, params, sink);
     }
@@ -439,7 +438,7 @@ fn is_racy(stamp: &Stamp, started: SystemTime) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MemStore;
+    use chorus_chunking::MemStore;
     use std::os::unix::fs::symlink;
 
     fn params() -> ChunkerParams {

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chorus_chunking::{TreeManifest, VersionId};
-use chorus_election::{AcceptedHeader, NodeId, Proposal};
 use chorus_proto::Body;
+use chorus_proto::header::{AcceptedHeader, NodeId, Proposal};
 
 /// Who leads and who is in, as Raft reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

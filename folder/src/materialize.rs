@@ -41,7 +41,7 @@ pub enum MaterializeError {
 }
 
 /// Answers whether a path on disk still holds what the last scan saw (`None`: nothing there);
-/// see [`ScanCache::unchanged`](chorus_chunking::scan::ScanCache::unchanged).
+/// see [`ScanCache::unchanged`](crate::scan::ScanCache::unchanged).
 pub type Unchanged<'a> = &'a dyn Fn(&RelPath, Option<&fs::Metadata>) -> bool;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MaterializeError + '_ {
@@ -318,7 +318,7 @@ mod tests {
 
     #[test]
     fn a_file_saved_after_the_scan_is_neither_overwritten_nor_removed() {
-        use chorus_chunking::scan::{ScanCache, scan_dir};
+        use crate::scan::{ScanCache, scan_dir};
         let dir = tempfile::tempdir().unwrap();
         let store = MemStore::new();
         let params = chorus_chunking::ChunkerParams::default();

@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use chorus_chunking::{
     ChunkRef, ChunkStore, Entry, FileManifest, TreeManifest, VersionId, VersionNumber,
 };
-use chorus_election::{NodeId, Proposal};
 use chorus_merge::redo::{Displaced, WholeContent};
 use chorus_merge::{ContentLoader, Numbers, RedoEntry, merge_trees};
+use chorus_proto::header::{MAX_PARENTS, MAX_REDO_BYTES, NodeId, Proposal};
 use chorus_proto::{self as proto, Body, RejectReason};
 
 use super::engine::{Engine, EngineError};
@@ -25,10 +25,6 @@ use super::header::{Header, encode_redo};
 use super::store::AcceptedRef;
 use super::transfer::Received;
 
-/// Parents a header may name (chorus-election's bound).
-const MAX_PARENTS: usize = 16;
-/// Largest redo payload of one header (chorus-election's bound).
-const MAX_REDO_BYTES: usize = 64 << 10;
 /// Longest wait between two catch-up offers to an unresponsive member, in offer retries.
 const MAX_BACKOFF_SHIFT: u32 = 5;
 
@@ -622,7 +618,7 @@ fn compact(
 }
 
 /// The chunk store as a merge's content loader.
-pub(crate) struct Loader<'a>(pub(crate) &'a dyn ChunkStore);
+pub struct Loader<'a>(pub &'a dyn ChunkStore);
 
 impl ContentLoader for Loader<'_> {
     fn load(&self, manifest: &FileManifest) -> Result<Vec<u8>, chorus_merge::tree::LoadError> {
@@ -646,8 +642,8 @@ fn proposal_of(c: &Candidate, now: u64) -> Proposal {
         );
     }
     Proposal {
-        version: c.version.0,
-        parents: c.parents.iter().map(|v| v.0).collect(),
+        version: c.version,
+        parents: c.parents.clone(),
         origin: c.origin,
         created_at_ms: now,
         redo,

@@ -1,0 +1,70 @@
+//! The accepted-version header: the one thing the Raft log orders (DESIGN.md §7). A leader
+//! proposes a [`Proposal`] (a version it holds on a majority, not yet numbered); applying it
+//! gives an [`AcceptedHeader`] with its number. Content never rides here, only ids, so a header
+//! stays far below the size openraft can ship within one heartbeat.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{VersionId, VersionNumber};
+
+/// A node's Raft id: the first 8 bytes of BLAKE3 of its libp2p PeerId bytes.
+pub type NodeId = u64;
+
+/// Derives a node's Raft id from its PeerId bytes. Deterministic on every machine; two peers
+/// whose ids collide cannot both be members (a join is refused).
+pub fn node_id_of(peer_id: &[u8]) -> NodeId {
+    let h = blake3::hash(peer_id);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// Largest opaque redo payload a header may carry: headers must stay small, because openraft
+/// times AppendEntries out after one heartbeat interval.
+pub const MAX_REDO_BYTES: usize = 64 << 10;
+
+/// Largest number of parents a header may name.
+pub const MAX_PARENTS: usize = 16;
+
+/// What the leader proposes: a version it holds on a majority, not yet numbered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub version: VersionId,
+    /// The previous head first, then the pushed versions merged into this one.
+    pub parents: Vec<VersionId>,
+    /// The node whose change this is; its rank becomes the MINOR.
+    pub origin: NodeId,
+    /// Unix milliseconds at the origin.
+    pub created_at_ms: u64,
+    /// What the merge displaced, encoded by the sync engine (redo entries); opaque here.
+    pub redo: Vec<u8>,
+}
+
+/// A committed header: a proposal with the number the log gave it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedHeader {
+    pub version: VersionId,
+    pub parents: Vec<VersionId>,
+    pub number: VersionNumber,
+    pub origin: NodeId,
+    pub created_at_ms: u64,
+    pub redo: Vec<u8>,
+}
+
+impl AcceptedHeader {
+    /// True when `version` is this header's version or one it merged.
+    pub fn includes(&self, version: &VersionId) -> bool {
+        self.version == *version || self.parents.contains(version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_are_deterministic_and_spread() {
+        assert_eq!(node_id_of(b"peer-a"), node_id_of(b"peer-a"));
+        assert_ne!(node_id_of(b"peer-a"), node_id_of(b"peer-b"));
+    }
+}
