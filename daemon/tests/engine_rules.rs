@@ -18,6 +18,7 @@ use chorus_chunking::{
 use chorus_election::{AcceptedHeader, NodeId};
 use chorus_merge::ModeRules;
 use chorus_proto::Body;
+use chorus_proto::message::Message;
 use chorus_sync::{ClusterInfo, Engine, EngineConfig, Event, SyncStore};
 
 const A: NodeId = 1;
@@ -93,7 +94,10 @@ impl World {
             }
             if !self.out.sent.is_empty() {
                 let (from, to, body) = self.out.sent.remove(0);
-                let ev = Event::Message { from, body };
+                let ev = Event::Message {
+                    from,
+                    message: Message::parse(body).expect("a well-formed message"),
+                };
                 match to {
                     A => self.a.feed(ev, &mut self.out),
                     _ => self.b.feed(ev, &mut self.out),
@@ -209,11 +213,12 @@ fn messages_from_non_members_are_ignored() {
     w.a.feed(
         Event::Message {
             from: 99,
-            body: Body::Push(chorus_proto::Push {
+            message: Message::parse(Body::Push(chorus_proto::Push {
                 number: Some(chorus_proto::VersionNumber { major: 9, minor: 9 }),
                 delta: Some(delta),
                 pushed_before: Vec::new(),
-            }),
+            }))
+            .expect("a well-formed message"),
         },
         &mut w.out,
     );
@@ -303,7 +308,7 @@ fn an_empty_node_catches_up_chunk_by_chunk_and_resumes_without_resending() {
     w.b.feed(
         Event::Message {
             from: A,
-            body: offer,
+            message: Message::parse(offer).expect("a well-formed message"),
         },
         &mut w.out,
     );
@@ -312,7 +317,7 @@ fn an_empty_node_catches_up_chunk_by_chunk_and_resumes_without_resending() {
     w.a.feed(
         Event::Message {
             from: B,
-            body: Body::NeedChunks(need),
+            message: Message::parse(Body::NeedChunks(need)).expect("a well-formed message"),
         },
         &mut w.out,
     );
@@ -332,7 +337,13 @@ fn an_empty_node_catches_up_chunk_by_chunk_and_resumes_without_resending() {
                     .map(|d| ChunkId::from_proto(d.id.as_ref().unwrap()).unwrap()),
             );
         }
-        w.b.feed(Event::Message { from: A, body }, &mut w.out);
+        w.b.feed(
+            Event::Message {
+                from: A,
+                message: Message::parse(body).expect("a well-formed message"),
+            },
+            &mut w.out,
+        );
     }
     assert!(
         w.out.sent.is_empty(),
@@ -347,7 +358,7 @@ fn an_empty_node_catches_up_chunk_by_chunk_and_resumes_without_resending() {
     w.b.feed(
         Event::Message {
             from: A,
-            body: offer,
+            message: Message::parse(offer).expect("a well-formed message"),
         },
         &mut w.out,
     );

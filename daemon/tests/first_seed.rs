@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chorus_chunking::{ChunkId, ChunkStore, Entry, TreeManifest, VersionId};
 use chorus_election::{AcceptedHeader, NodeId};
+use chorus_proto::message::Message;
 use chorus_proto::{Body, Delta};
 use chorus_sync::{ClusterInfo, Event, Retention};
 
@@ -132,7 +133,10 @@ impl World {
     }
 
     fn deliver(&mut self, from: NodeId, body: Body) {
-        let event = Event::Message { from, body };
+        let event = Event::Message {
+            from,
+            message: Message::parse(body).expect("a well-formed message"),
+        };
         match from {
             ALICE => self.bob.feed(event, &mut self.out),
             _ => self.alice.feed(event, &mut self.out),

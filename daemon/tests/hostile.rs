@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chorus_chunking::delta::encode;
 use chorus_chunking::{ChunkId, ChunkStore, Entry, RelPath, TreeManifest, VersionId};
 use chorus_election::{AcceptedHeader, NodeId, VersionNumber};
+use chorus_proto::message::Message;
 use chorus_proto::{self as proto, Body, RejectReason};
 use chorus_sync::{ClusterInfo, Event};
 
@@ -67,8 +68,20 @@ impl World {
             if !self.out.sent.is_empty() {
                 let (from, to, body) = self.out.sent.remove(0);
                 match to {
-                    A => self.a.feed(Event::Message { from, body }, &mut self.out),
-                    B => self.b.feed(Event::Message { from, body }, &mut self.out),
+                    A => self.a.feed(
+                        Event::Message {
+                            from,
+                            message: Message::parse(body).expect("a well-formed message"),
+                        },
+                        &mut self.out,
+                    ),
+                    B => self.b.feed(
+                        Event::Message {
+                            from,
+                            message: Message::parse(body).expect("a well-formed message"),
+                        },
+                        &mut self.out,
+                    ),
                     _ => self.to_h.push((from, body)),
                 }
             } else if !self.out.proposals.is_empty() {
@@ -90,7 +103,10 @@ impl World {
     /// H sends `body` to `to`; what follows runs to quiescence.
     fn hostile_sends(&mut self, to: NodeId, body: Body) {
         self.to_h.clear();
-        let ev = Event::Message { from: H, body };
+        let ev = Event::Message {
+            from: H,
+            message: Message::parse(body).expect("a well-formed message"),
+        };
         match to {
             A => self.a.feed(ev, &mut self.out),
             _ => self.b.feed(ev, &mut self.out),

@@ -24,6 +24,7 @@ use chorus_election::types::Request;
 use chorus_election::{ElectionConfig, NodeId, Proposal, Role};
 use chorus_merge::ModeRules;
 use chorus_proto::Body;
+use chorus_proto::message::Message;
 use chorus_sync::{Action, ClusterInfo, Engine, EngineConfig, Event, SyncStore};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -153,7 +154,7 @@ impl Run {
         let mut written = Vec::new();
         for a in actions {
             match a {
-                Action::Send { to, body } => self.router.send(now, id, to, body),
+                Action::Send { to, message } => self.router.send(now, id, to, message.into_body()),
                 Action::Materialize { version, tree } => {
                     sim.folder = tree;
                     written.push(version);
@@ -235,7 +236,7 @@ impl Run {
                     m.to,
                     Event::Message {
                         from: m.from,
-                        body: m.body,
+                        message: Message::parse(m.body).expect("a well-formed message"),
                     },
                 );
             }

@@ -12,6 +12,7 @@
 mod frame;
 pub mod header;
 pub mod ids;
+pub mod message;
 mod validate;
 
 pub use validate::MAX_PUSHED_BEFORE;

@@ -1,28 +1,29 @@
-//! [`Engine`]: the event loop's state and its follower half.
-//!
-//! Every node runs the follower half, the leader too (it pushes to itself, in process):
-//! a scan of the working folder becomes a local version; the newest local version is pushed
-//! to the leader as a delta against `base`, a version the leader holds and the local work
-//! descends from; an answer (Accepted, Merged, or a committed header that names the pushed
-//! version) moves `base` forward, and once no local change is left unanswered the node adopts
-//! the newest accepted version and materializes it. A node with unanswered local changes
-//! never adopts over them: it pushes them and lets the leader merge.
+//! [`Engine`]: the sync engine of one node, a thin dispatcher in the manner of quinn-proto's
+//! `Connection`. Each event goes to the part that owns the state it concerns: the
+//! [`Follower`] (local versions, pushes, adoption), the [`Leader`] (merges, replication,
+//! proposals; only while this node leads), the [`Transfers`] (deltas in and out) and the
+//! [`History`] (committed headers). A part never calls another: what it wants done elsewhere
+//! comes back as a [`Step`], which the engine routes at once (so the order is that of direct
+//! calls). Everything a handled event changed is committed to the store before `handle`
+//! returns, and [`Engine::poll_timeout`] says when the engine next needs a tick.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chorus_chunking::{ChunkStore, TreeManifest, VersionId, VersionNumber};
-use chorus_proto::header::NodeId;
-use chorus_proto::{self as proto, Body};
+use chorus_proto::header::{AcceptedHeader, NodeId};
+use chorus_proto::message::Message;
 
-use super::config::EngineConfig;
-use super::event::{Action, ClusterInfo, Event};
-use super::header::Header;
-use super::leader::LeaderState;
-use super::store::{AcceptedRef, Persisted, RedoRecord, StoreError, SyncStore};
-use super::transfer::{Incoming, Received, Transfers};
-
-/// How many pushed versions are remembered per adoption.
-const LINEAGE_KEPT: usize = 64;
+use crate::config::EngineConfig;
+use crate::ctx::Ctx;
+use crate::event::{Action, ClusterInfo, Event};
+use crate::follower::Follower;
+use crate::gc::{self, GcReport, Retention};
+use crate::header::Header;
+use crate::history::History;
+use crate::leader::{Leader, Take};
+use crate::store::{Persisted, RedoRecord, StoreError, SyncStore};
+use crate::transfers::{Fetch, Incoming, Received, Transfers};
 
 /// Why the engine stopped. These are local failures (storage); a peer's bad input never ends
 /// here, it is answered with `Rejected` and logged. The driver should stop the engine and
@@ -37,37 +38,59 @@ pub enum EngineError {
         "version {0} is needed but its manifest is not stored here; the state dir lost data, join the share again"
     )]
     Missing(VersionId),
-    #[error("merge failed: {0}")]
-    Merge(String),
+    #[error("merge failed")]
+    Merge(#[source] chorus_merge::tree::TreeMergeError),
 }
 
-/// A push sent and not yet answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct InFlight {
-    pub target: VersionId,
-    pub to: NodeId,
-    pub sent_at: u64,
+/// Work one part of the engine hands to another, routed by [`Engine`].
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// This node's own push, for its own leader half.
+    PushToSelf {
+        base: VersionId,
+        target: VersionId,
+        number: VersionNumber,
+        before: Vec<VersionId>,
+    },
+    /// The head includes `pushed`: tell its pusher.
+    Answer { to: NodeId, pushed: VersionId },
+    /// Ask for a version this node lacks.
+    Want(VersionId),
 }
 
-/// The sync engine of one node. See the crate docs.
+/// The sync engine of one node.
 pub struct Engine {
-    pub(super) me: NodeId,
-    pub(super) cfg: EngineConfig,
-    pub(super) store: SyncStore,
-    pub(super) chunks: Arc<dyn ChunkStore>,
-    pub(super) p: Persisted,
+    me: NodeId,
+    cfg: EngineConfig,
+    store: SyncStore,
+    chunks: Arc<dyn ChunkStore>,
+    cluster: ClusterInfo,
+    now: u64,
+    out: Vec<Action>,
+    follower: Follower,
+    leader: Option<Leader>,
+    transfers: Transfers,
+    history: History,
+    /// Per peer, the newest version this node believes both hold.
+    last_shared: BTreeMap<NodeId, VersionId>,
+    /// The state as last committed to the store.
     saved: Persisted,
-    pub(super) cluster: ClusterInfo,
-    pub(super) inflight: Option<InFlight>,
-    want_sent: Option<(VersionId, u64)>,
-    /// The accepted version the driver was asked to materialize, adopted once it confirms.
-    materializing: Option<AcceptedRef>,
-    pub(super) leader: Option<LeaderState>,
-    pub(super) transfers: Transfers,
-    pub(super) now: u64,
-    pub(super) out: Vec<Action>,
-    new_headers: Vec<Header>,
-    new_redo: Vec<RedoRecord>,
+}
+
+/// Lends the engine's context to one of its parts (a macro, so the parts' fields stay
+/// borrowable beside it).
+macro_rules! ctx {
+    ($e:ident) => {
+        Ctx {
+            me: $e.me,
+            now: $e.now,
+            cfg: &$e.cfg,
+            store: &$e.store,
+            chunks: &*$e.chunks,
+            cluster: &$e.cluster,
+            out: &mut $e.out,
+        }
+    };
 }
 
 impl Engine {
@@ -84,18 +107,15 @@ impl Engine {
             cfg,
             store,
             chunks,
-            saved: p.clone(),
-            p,
             cluster: ClusterInfo::default(),
-            inflight: None,
-            want_sent: None,
-            materializing: None,
-            leader: None,
-            transfers: Transfers::default(),
             now: 0,
             out: Vec::new(),
-            new_headers: Vec::new(),
-            new_redo: Vec::new(),
+            follower: Follower::new(p.follower.clone()),
+            leader: None,
+            transfers: Transfers::default(),
+            history: History::new(p.history.clone()),
+            last_shared: p.last_shared.clone(),
+            saved: p,
         })
     }
 
@@ -109,20 +129,402 @@ impl Engine {
     pub fn handle(&mut self, now_ms: u64, event: Event) -> Result<Vec<Action>, EngineError> {
         self.now = now_ms;
         match event {
-            Event::Local(tree) => self.on_local(tree)?,
-            Event::Materialized { version } => self.on_materialized(version)?,
-            Event::Message { from, body } => self.on_message(from, body)?,
-            Event::Tick => self.on_tick()?,
+            Event::Local(tree) => {
+                let id = self.store.put_manifest(&tree)?;
+                let steps = self
+                    .follower
+                    .on_local(&mut ctx!(self), &mut self.transfers, id)?;
+                self.run(steps)?;
+            }
+            Event::Materialized { version } => {
+                self.follower.on_materialized(&mut ctx!(self), version)?
+            }
+            Event::Message { from, message } => self.on_message(from, message)?,
+            Event::Tick => {
+                let steps = self
+                    .follower
+                    .on_tick(&mut ctx!(self), &mut self.transfers)?;
+                self.run(steps)?;
+            }
             Event::Cluster(info) => self.on_cluster(info)?,
             Event::LeaderConfirmed => self.on_leader_confirmed()?,
             Event::Committed(headers) => self.on_committed(headers)?,
-            Event::ProposeFailed { version } => self.on_propose_failed(version),
+            Event::ProposeFailed { version } => {
+                if let Some(l) = self.leader.as_mut() {
+                    l.on_propose_failed(version);
+                }
+            }
         }
-        self.settle()?;
-        self.leader_drive()?;
+        let head = self.history.s.head;
+        self.follower.settle(&mut ctx!(self), head)?;
+        if let Some(l) = self.leader.as_mut() {
+            let steps = l.drive(
+                &mut ctx!(self),
+                &mut self.transfers,
+                head,
+                &self.last_shared,
+            )?;
+            self.run(steps)?;
+        }
         self.flush()?;
         Ok(std::mem::take(&mut self.out))
     }
+
+    /// When the engine next needs an [`Event::Tick`] (a push, offer, proposal or Want to
+    /// retry), on the clock `handle` is fed; `None` when nothing waits on time.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let follower = self.follower.deadline(&self.cfg, &self.history.s.head);
+        let leader = self.leader.as_ref().and_then(|l| l.deadline(&self.cfg));
+        follower.into_iter().chain(leader).min()
+    }
+
+    /// Routes the steps the parts handed back, each before the next (as direct calls would).
+    fn run(&mut self, steps: Vec<Step>) -> Result<(), EngineError> {
+        for step in steps {
+            let more = match step {
+                Step::PushToSelf {
+                    base,
+                    target,
+                    number,
+                    before,
+                } => {
+                    let ready = match &self.leader {
+                        Some(l) => l.ready(&ctx!(self))?,
+                        None => false,
+                    };
+                    if !ready {
+                        continue;
+                    }
+                    let tree = ctx!(self).tree(target)?;
+                    self.take(Take {
+                        from: self.me,
+                        base,
+                        sent_base: None,
+                        target,
+                        number,
+                        tree,
+                        before,
+                    })?
+                }
+                Step::Answer { to, pushed } => self.answer(to, pushed)?,
+                Step::Want(version) => {
+                    self.follower.want(&mut ctx!(self), version);
+                    Vec::new()
+                }
+            };
+            self.run(more)?;
+        }
+        Ok(())
+    }
+
+    /// Hands a push to the leader half.
+    fn take(&mut self, t: Take) -> Result<Vec<Step>, EngineError> {
+        match self.leader.as_mut() {
+            Some(l) => l.take(&mut ctx!(self), &self.history.s.included, t),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Answers a pusher whose version the head includes.
+    fn answer(&mut self, to: NodeId, pushed: VersionId) -> Result<Vec<Step>, EngineError> {
+        let head = self.history.s.head;
+        if to == self.me {
+            return self.follower.on_outcome(
+                &mut ctx!(self),
+                &mut self.transfers,
+                pushed,
+                head.version,
+                head.number,
+            );
+        }
+        if head.version == pushed {
+            ctx!(self).send(
+                to,
+                Message::Accepted {
+                    version: pushed,
+                    number: head.number,
+                },
+            );
+        } else {
+            self.transfers.send_merged(
+                &mut ctx!(self),
+                to,
+                pushed,
+                head.version,
+                head.number,
+                false,
+            )?;
+        }
+        Ok(Vec::new())
+    }
+
+    fn on_cluster(&mut self, info: ClusterInfo) -> Result<(), EngineError> {
+        let leader_changed = self.cluster.leader != info.leader;
+        self.cluster = info;
+        if self.cluster.leader != Some(self.me) {
+            self.leader = None;
+        } else if self.leader.is_none() {
+            self.leader = Some(Leader::new(self.me, self.history.s.head));
+        }
+        let steps =
+            self.follower
+                .on_cluster(&mut ctx!(self), &mut self.transfers, leader_changed)?;
+        self.run(steps)
+    }
+
+    fn on_leader_confirmed(&mut self) -> Result<(), EngineError> {
+        if self.cluster.leader != Some(self.me) {
+            return Ok(());
+        }
+        let head = self.history.s.head;
+        let me = self.me;
+        let l = self.leader.get_or_insert_with(|| Leader::new(me, head));
+        if l.confirm(head) && self.follower.s.work.is_some() {
+            // This node's own unanswered changes go into its first tip.
+            let steps = self
+                .follower
+                .push_work(&mut ctx!(self), &mut self.transfers)?;
+            self.run(steps)?;
+        }
+        Ok(())
+    }
+
+    fn on_committed(&mut self, headers: Vec<AcceptedHeader>) -> Result<(), EngineError> {
+        for h in self.history.unseen(&self.store, headers)? {
+            let hd = self.history.apply(&h);
+            // A header naming a pushed version answers that push, even if the reply was lost.
+            if let Some(pushed) = self.follower.answered_by(|v| hd.includes(v)) {
+                let steps = self.follower.on_outcome(
+                    &mut ctx!(self),
+                    &mut self.transfers,
+                    pushed,
+                    hd.version,
+                    hd.number,
+                )?;
+                self.run(steps)?;
+            }
+            if let Some(l) = self.leader.as_mut() {
+                let steps = l.on_committed(&h, self.history.s.head, &mut self.last_shared);
+                self.run(steps)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_message(&mut self, from: NodeId, message: Message) -> Result<(), EngineError> {
+        if !self.cluster.is_member(from) {
+            tracing::debug!(
+                from,
+                msg = message.name(),
+                "ignored a message from a non-member"
+            );
+            return Ok(());
+        }
+        match message {
+            Message::Push {
+                number,
+                delta,
+                before,
+            } => self.on_push(from, number, delta, before),
+            Message::Accepted { version, number } => {
+                if self.store.has_manifest(&version)? {
+                    let steps = self.follower.on_outcome(
+                        &mut ctx!(self),
+                        &mut self.transfers,
+                        version,
+                        version,
+                        number,
+                    )?;
+                    self.run(steps)?;
+                }
+                Ok(())
+            }
+            Message::Merged {
+                pushed,
+                number,
+                delta,
+            } => {
+                if !self.follower.awaits(&pushed) {
+                    return Ok(()); // an answer this node no longer waits for
+                }
+                self.receive(from, Incoming::Merged { pushed, number }, delta)
+            }
+            Message::NeedBase { base, target } => self.transfers.on_need_base(
+                &mut ctx!(self),
+                &mut self.last_shared,
+                from,
+                base,
+                target,
+            ),
+            Message::NeedChunks { ids, .. } => {
+                self.transfers.on_need_chunks(&mut ctx!(self), from, &ids)
+            }
+            Message::Chunks(c) => {
+                let done = self.transfers.on_chunks(&mut ctx!(self), from, c)?;
+                for (kind, rx) in done {
+                    self.delivered(from, kind, rx)?;
+                }
+                Ok(())
+            }
+            Message::NotLeader { .. } => {
+                self.follower.on_not_leader(from);
+                Ok(())
+            }
+            Message::Rejected { reason, detail } => {
+                tracing::info!(from, ?reason, %detail, "a peer refused a message");
+                Ok(())
+            }
+            Message::Offer { delta } => self.receive(from, Incoming::Offer, delta),
+            Message::Stored { version } => {
+                self.last_shared.insert(from, version);
+                if let Some(l) = self.leader.as_mut() {
+                    l.on_stored(from, version);
+                }
+                Ok(())
+            }
+            Message::Want { want, have } => self.on_want(from, want, have),
+        }
+    }
+
+    fn on_push(
+        &mut self,
+        from: NodeId,
+        number: VersionNumber,
+        delta: chorus_proto::message::Delta,
+        before: Vec<VersionId>,
+    ) -> Result<(), EngineError> {
+        if self.cluster.leader != Some(self.me) {
+            let leader = self
+                .cluster
+                .leader
+                .and_then(|l| self.cluster.peer_ids.get(&l).cloned());
+            ctx!(self).send(from, Message::NotLeader { leader });
+            return Ok(());
+        }
+        let ready = match &self.leader {
+            Some(l) => l.ready(&ctx!(self))?,
+            None => false,
+        };
+        if !ready {
+            ctx!(self).send(
+                from,
+                Message::Rejected {
+                    reason: chorus_proto::RejectReason::Busy,
+                    detail: "the leader is catching up; retry shortly".into(),
+                },
+            );
+            return Ok(());
+        }
+        self.receive(from, Incoming::Push { number, before }, delta)
+    }
+
+    /// Applies a delta, and delivers it once it is complete.
+    fn receive(
+        &mut self,
+        from: NodeId,
+        kind: Incoming,
+        delta: chorus_proto::message::Delta,
+    ) -> Result<(), EngineError> {
+        if let Some(rx) = self
+            .transfers
+            .receive(&mut ctx!(self), from, kind.clone(), delta)?
+        {
+            self.delivered(from, kind, rx)?;
+        }
+        Ok(())
+    }
+
+    /// A delta received in full (at once, or after its missing chunks arrived).
+    fn delivered(&mut self, from: NodeId, kind: Incoming, rx: Received) -> Result<(), EngineError> {
+        let steps = match kind {
+            Incoming::Push { number, before } => {
+                self.last_shared.insert(from, rx.target);
+                let ready = match &self.leader {
+                    Some(l) => l.ready(&ctx!(self))?,
+                    None => false,
+                };
+                if !ready {
+                    return Ok(()); // the pusher retries
+                }
+                self.take(Take {
+                    from,
+                    base: rx.base,
+                    sent_base: rx.sent_base,
+                    target: rx.target,
+                    number,
+                    tree: rx.tree,
+                    before,
+                })?
+            }
+            Incoming::Merged { pushed, number } => self.follower.on_outcome(
+                &mut ctx!(self),
+                &mut self.transfers,
+                pushed,
+                rx.target,
+                number,
+            )?,
+            Incoming::Offer => {
+                self.last_shared.insert(from, rx.target);
+                ctx!(self).send(from, Message::Stored { version: rx.target });
+                Vec::new()
+            }
+        };
+        self.run(steps)
+    }
+
+    fn on_want(
+        &mut self,
+        from: NodeId,
+        want: VersionId,
+        have: VersionId,
+    ) -> Result<(), EngineError> {
+        if !self.store.has_manifest(&want)? {
+            return Ok(());
+        }
+        let base = if self.store.has_manifest(&have)? {
+            have
+        } else {
+            TreeManifest::empty().version_id()
+        };
+        self.transfers
+            .send_offer(&mut ctx!(self), from, base, want, false)
+    }
+
+    fn flush(&mut self) -> Result<(), EngineError> {
+        let p = Persisted {
+            follower: self.follower.s.clone(),
+            history: self.history.s.clone(),
+            last_shared: self.last_shared.clone(),
+        };
+        let h = &mut self.history;
+        if h.new_headers.is_empty() && h.new_redo.is_empty() && p == self.saved {
+            return Ok(());
+        }
+        self.store.commit_headers(&h.new_headers, &h.new_redo, &p)?;
+        h.new_headers.clear();
+        h.new_redo.clear();
+        self.saved = p;
+        Ok(())
+    }
+
+    /// Removes what `retention` does not keep. `now_ms` is wall-clock Unix milliseconds (the
+    /// headers' `created_at_ms` clock). Run it between events, never between a scan that put
+    /// chunks and the [`Event::Local`] that names them.
+    pub fn collect_garbage(
+        &mut self,
+        now_ms: u64,
+        retention: &Retention,
+    ) -> Result<GcReport, EngineError> {
+        let mut needed = self.follower.versions();
+        needed.push(self.history.s.head.version);
+        needed.extend(self.last_shared.values().copied());
+        if let Some(l) = &self.leader {
+            needed.extend(l.versions());
+        }
+        gc::collect(&self.store, &*self.chunks, needed, now_ms, retention)
+    }
+
+    // ---- what the driver and the socket read ------------------------------------------------
 
     pub fn id(&self) -> NodeId {
         self.me
@@ -130,37 +532,35 @@ impl Engine {
 
     /// The accepted version this node last adopted, with its number.
     pub fn adopted(&self) -> (VersionId, VersionNumber) {
-        (self.p.adopted.version, self.p.adopted.number)
+        let a = self.follower.s.adopted;
+        (a.version, a.number)
     }
 
     /// The newest committed header applied here.
     pub fn head(&self) -> (VersionId, VersionNumber) {
-        (self.p.head.version, self.p.head.number)
+        let h = self.history.s.head;
+        (h.version, h.number)
     }
 
     /// The local version with unanswered changes, if any.
     pub fn work(&self) -> Option<VersionId> {
-        self.p.work
+        self.follower.s.work
     }
 
     /// What the working folder holds as far as the engine knows.
     pub fn folder(&self) -> VersionId {
-        self.p.folder
+        self.follower.s.folder
     }
 
     /// True when this node has no unanswered local change and has adopted the newest header
     /// it knows.
     pub fn is_settled(&self) -> bool {
-        self.p.work.is_none()
-            && self.inflight.is_none()
-            && self.materializing.is_none()
-            && self.p.adopted.number.major >= self.p.head.number.major
-            && self.p.folder == self.p.adopted.version
+        self.follower.is_settled(&self.history.s.head)
     }
 
     /// The version both this node and `peer` are believed to hold.
     pub fn last_shared(&self, peer: NodeId) -> Option<VersionId> {
-        self.p.last_shared.get(&peer).copied()
+        self.last_shared.get(&peer).copied()
     }
 
     /// The manifest of a stored version.
@@ -183,411 +583,13 @@ impl Engine {
         &self.chunks
     }
 
-    /// True while this node leads with a confirmed, ready leader half.
+    /// True while this node leads with a confirmed leader half.
     pub fn is_leading(&self) -> bool {
-        self.leader.as_ref().is_some_and(|l| l.confirmed)
+        self.leader.as_ref().is_some_and(Leader::is_confirmed)
     }
 
-    pub(super) fn send(&mut self, to: NodeId, body: Body) {
-        self.out.push(Action::Send { to, body });
-    }
-
-    pub(super) fn require_tree(&self, id: VersionId) -> Result<TreeManifest, EngineError> {
-        self.store.manifest(&id)?.ok_or(EngineError::Missing(id))
-    }
-
-    fn flush(&mut self) -> Result<(), EngineError> {
-        if self.new_headers.is_empty() && self.new_redo.is_empty() && self.p == self.saved {
-            return Ok(());
-        }
-        self.store
-            .commit_headers(&self.new_headers, &self.new_redo, &self.p)?;
-        self.new_headers.clear();
-        self.new_redo.clear();
-        self.saved = self.p.clone();
-        Ok(())
-    }
-
-    // ---- the follower half -------------------------------------------------------------
-
-    fn on_local(&mut self, tree: TreeManifest) -> Result<(), EngineError> {
-        let id = self.store.put_manifest(&tree)?;
-        // Whatever was being materialized did not happen: the folder holds this.
-        self.materializing = None;
-        if id == self.p.folder {
-            return Ok(());
-        }
-        self.p.folder = id;
-        if self.p.lineage.is_empty() && id == self.p.base {
-            // Back to where it started before anything was pushed: nothing to send.
-            self.p.work = None;
-            return Ok(());
-        }
-        self.p.work = Some(id);
-        if self.inflight.is_none() {
-            self.push_work()?;
-        }
-        Ok(())
-    }
-
-    /// Pushes the newest local version to the leader with base `base` (the same base on every
-    /// retry until an answer moves it: the protocol is idempotent).
-    pub(super) fn push_work(&mut self) -> Result<(), EngineError> {
-        let Some(work) = self.p.work else {
-            return Ok(());
-        };
-        let Some(leader) = self.cluster.leader else {
-            return Ok(());
-        };
-        let Some(&rank) = self.cluster.ranks.get(&self.me) else {
-            return Ok(());
-        };
-        let number = VersionNumber::new(self.p.adopted.number.major + 1, rank);
-        let base = self.p.base;
-        self.inflight = Some(InFlight {
-            target: work,
-            to: leader,
-            sent_at: self.now,
-        });
-        if !self.p.lineage.contains(&work) {
-            self.p.lineage.push(work);
-            if self.p.lineage.len() > LINEAGE_KEPT {
-                self.p.lineage.remove(0);
-            }
-        }
-        tracing::debug!(me = self.me, to = leader, ?work, ?base, %number, "push");
-        if leader == self.me {
-            if self.leader_ready()? {
-                let tree = self.require_tree(work)?;
-                let before = self.pushed_before(work);
-                self.leader_take(self.me, base, None, work, number, tree, &before)?;
-            }
-        } else {
-            self.send_push(leader, base, work, number, false)?;
-        }
-        Ok(())
-    }
-
-    /// What this node pushed since its base before `target`, oldest first: the states its
-    /// folder passed through, which a push names so that a leader that took one of them
-    /// merges on it (the answer may have been lost on the way here).
-    pub(super) fn pushed_before(&self, target: VersionId) -> Vec<VersionId> {
-        let before: Vec<VersionId> = self
-            .p
-            .lineage
-            .iter()
-            .copied()
-            .filter(|v| *v != target)
-            .collect();
-        let skip = before.len().saturating_sub(chorus_proto::MAX_PUSHED_BEFORE);
-        before[skip..].to_vec()
-    }
-
-    /// `pushed` is included in the accepted version `result`, numbered `number`.
-    pub(super) fn on_outcome(
-        &mut self,
-        pushed: VersionId,
-        result: VersionId,
-        number: VersionNumber,
-    ) -> Result<(), EngineError> {
-        let Some(pos) = self.p.lineage.iter().position(|v| *v == pushed) else {
-            return Ok(()); // stale or duplicated: the newer state already covers it
-        };
-        tracing::debug!(me = self.me, ?pushed, ?result, %number, "push answered");
-        if self.inflight.is_some_and(|f| f.target == pushed) {
-            self.inflight = None;
-        }
-        self.p.base = pushed;
-        if self.p.work == Some(pushed) {
-            self.p.work = None;
-            self.p.lineage.clear();
-            self.inflight = None;
-            if self.store.has_manifest(&result)? && number.major >= self.p.adopted.number.major {
-                self.adopt(AcceptedRef {
-                    version: result,
-                    number,
-                })?;
-            }
-        } else {
-            // Newer local changes descend from `pushed`: push them on top of it.
-            self.p.lineage.drain(..=pos);
-            if self.inflight.is_none() {
-                self.push_work()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Makes `a` this node's synced state. When the working folder holds something else, the
-    /// driver is asked to materialize it first, and `a` is adopted once it confirms
-    /// ([`Event::Materialized`]); if it finds local edits instead, it reports them
-    /// ([`Event::Local`]) and they are pushed on the old base.
-    fn adopt(&mut self, a: AcceptedRef) -> Result<(), EngineError> {
-        if self.p.folder == a.version {
-            self.materializing = None;
-            self.p.adopted = a;
-            self.p.base = a.version;
-            self.p.lineage.clear();
-            return Ok(());
-        }
-        if self.materializing == Some(a) {
-            return Ok(());
-        }
-        let tree = self.require_tree(a.version)?;
-        self.materializing = Some(a);
-        self.out.push(Action::Materialize {
-            version: a.version,
-            tree,
-        });
-        Ok(())
-    }
-
-    fn on_materialized(&mut self, version: VersionId) -> Result<(), EngineError> {
-        match self.materializing {
-            Some(a) if a.version == version && self.p.work.is_none() => {
-                self.p.folder = version;
-                self.adopt(a)
-            }
-            _ => Ok(()), // superseded by a newer request or by local edits
-        }
-    }
-
-    /// Adopts the newest header when nothing local is pending, or asks for its content.
-    fn settle(&mut self) -> Result<(), EngineError> {
-        if self.p.work.is_some() {
-            return Ok(());
-        }
-        let head = self.p.head;
-        if head.number.major <= self.p.adopted.number.major {
-            return Ok(());
-        }
-        if self.store.has_manifest(&head.version)? {
-            self.adopt(head)
-        } else {
-            self.want(head.version);
-            Ok(())
-        }
-    }
-
-    /// Asks for a version this node lacks: from the leader, or from everyone when it leads.
-    pub(super) fn want(&mut self, version: VersionId) {
-        if let Some((v, at)) = self.want_sent
-            && v == version
-            && self.now.saturating_sub(at) < self.cfg.want_retry_ms
-        {
-            return;
-        }
-        let targets: Vec<NodeId> = match self.cluster.leader {
-            Some(l) if l != self.me => vec![l],
-            _ => self.cluster.others(self.me).collect(),
-        };
-        let have = self.p.adopted.version;
-        for t in targets {
-            self.send(
-                t,
-                Body::Want(proto::Want {
-                    want: Some(version.to_proto()),
-                    have: Some(have.to_proto()),
-                }),
-            );
-        }
-        self.want_sent = Some((version, self.now));
-    }
-
-    fn on_tick(&mut self) -> Result<(), EngineError> {
-        let due = match self.inflight {
-            None => self.p.work.is_some(),
-            Some(f) => self.now.saturating_sub(f.sent_at) >= self.cfg.push_retry_ms,
-        };
-        if due {
-            self.push_work()?;
-        }
-        Ok(())
-    }
-
-    fn on_cluster(&mut self, info: ClusterInfo) -> Result<(), EngineError> {
-        let old_leader = self.cluster.leader;
-        self.cluster = info;
-        if self.cluster.leader != Some(self.me) {
-            self.leader = None;
-        } else if self.leader.is_none() {
-            self.leader = Some(LeaderState::new(self.me, self.p.head));
-        }
-        if old_leader != self.cluster.leader && self.p.work.is_some() {
-            // Re-target at once: the same base, to whoever leads now.
-            self.push_work()?;
-        }
-        Ok(())
-    }
-
-    fn on_committed(
-        &mut self,
-        headers: Vec<chorus_proto::header::AcceptedHeader>,
-    ) -> Result<(), EngineError> {
-        let mut last = self
-            .store
-            .last_major()?
-            .max(self.new_headers.last().map_or(0, |h| h.number.major));
-        let mut headers = headers;
-        headers.sort_by_key(|h| h.number.major);
-        for h in headers {
-            if h.number.major <= last {
-                continue;
-            }
-            let hd = Header::from_accepted(&h);
-            let major = hd.number.major;
-            for entry in &hd.redo {
-                self.new_redo.push(RedoRecord {
-                    seq: self.p.redo_seq,
-                    major,
-                    entry: entry.clone(),
-                });
-                self.p.redo_seq += 1;
-            }
-            self.p.include(hd.version, major, true);
-            for parent in &hd.parents {
-                self.p.include(*parent, major, false);
-            }
-            if major > self.p.head.number.major {
-                self.p.head = AcceptedRef {
-                    version: hd.version,
-                    number: hd.number,
-                };
-            }
-            last = major;
-            self.new_headers.push(hd.clone());
-            // A header naming a pushed version answers that push, even if the reply was lost.
-            let answered = self
-                .p
-                .lineage
-                .iter()
-                .rev()
-                .find(|v| hd.includes(v))
-                .copied();
-            if let Some(pushed) = answered {
-                self.on_outcome(pushed, hd.version, hd.number)?;
-            }
-            self.leader_on_committed(&hd)?;
-        }
-        Ok(())
-    }
-
-    fn on_message(&mut self, from: NodeId, body: Body) -> Result<(), EngineError> {
-        if !self.cluster.is_member(from) {
-            tracing::debug!(
-                from,
-                msg = body.name(),
-                "ignored a message from a non-member"
-            );
-            return Ok(());
-        }
-        match body {
-            Body::Push(p) => self.on_push(from, p),
-            Body::Accepted(a) => {
-                let (Some(v), Some(n)) = (a.version, a.number) else {
-                    return Ok(());
-                };
-                let Ok(v) = VersionId::from_proto(&v) else {
-                    return Ok(());
-                };
-                if self.store.has_manifest(&v)? {
-                    self.on_outcome(v, v, VersionNumber::from_proto(&n))?;
-                }
-                Ok(())
-            }
-            Body::Merged(m) => {
-                let (Some(pushed), Some(n), Some(delta)) = (m.pushed, m.number, m.delta) else {
-                    return Ok(());
-                };
-                let Ok(pushed) = VersionId::from_proto(&pushed) else {
-                    return Ok(());
-                };
-                if !self.p.lineage.contains(&pushed) {
-                    return Ok(()); // an answer this node no longer waits for
-                }
-                let kind = Incoming::Merged {
-                    pushed,
-                    number: VersionNumber::from_proto(&n),
-                };
-                if let Some(rx) = self.receive_delta(from, kind.clone(), delta, true)? {
-                    self.delivered(from, kind, rx)?;
-                }
-                Ok(())
-            }
-            Body::NeedBase(n) => self.on_need_base(from, n),
-            Body::NeedChunks(n) => self.on_need_chunks(from, n),
-            Body::Chunks(c) => self.on_chunks(from, c),
-            Body::NotLeader(_) => {
-                if let Some(f) = &mut self.inflight
-                    && f.to == from
-                {
-                    // Retry at the next tick, to whoever leads by then.
-                    f.sent_at = 0;
-                }
-                Ok(())
-            }
-            Body::Rejected(r) => {
-                tracing::info!(from, reason = r.reason, detail = %r.detail, "a peer refused a message");
-                Ok(())
-            }
-            Body::Offer(o) => {
-                let Some(delta) = o.delta else {
-                    return Ok(());
-                };
-                if let Some(rx) = self.receive_delta(from, Incoming::Offer, delta, true)? {
-                    self.delivered(from, Incoming::Offer, rx)?;
-                }
-                Ok(())
-            }
-            Body::Stored(s) => {
-                let Some(Ok(v)) = s.version.as_ref().map(VersionId::from_proto) else {
-                    return Ok(());
-                };
-                self.on_stored(from, v);
-                Ok(())
-            }
-            Body::Want(w) => self.on_want(from, w),
-        }
-    }
-
-    /// A delta received in full (at once, or after its missing chunks arrived).
-    pub(super) fn delivered(
-        &mut self,
-        from: NodeId,
-        kind: Incoming,
-        rx: Received,
-    ) -> Result<(), EngineError> {
-        match kind {
-            Incoming::Push { number, before } => self.leader_on_pushed(from, number, &before, rx),
-            Incoming::Merged { pushed, number } => self.on_outcome(pushed, rx.target, number),
-            Incoming::Offer => {
-                self.p.last_shared.insert(from, rx.target);
-                self.send(
-                    from,
-                    Body::Stored(proto::Stored {
-                        version: Some(rx.target.to_proto()),
-                    }),
-                );
-                Ok(())
-            }
-        }
-    }
-
-    fn on_want(&mut self, from: NodeId, w: proto::Want) -> Result<(), EngineError> {
-        let (Some(Ok(want)), Some(Ok(have))) = (
-            w.want.as_ref().map(VersionId::from_proto),
-            w.have.as_ref().map(VersionId::from_proto),
-        ) else {
-            return Ok(());
-        };
-        if !self.store.has_manifest(&want)? {
-            return Ok(());
-        }
-        let base = if self.store.has_manifest(&have)? {
-            have
-        } else {
-            TreeManifest::empty().version_id()
-        };
-        self.send_offer(from, base, want, false)
+    /// The incoming deltas still waiting for chunks, and how far their chunks have come.
+    pub fn fetches(&self) -> Vec<Fetch> {
+        self.transfers.fetches()
     }
 }

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chorus_chunking::{TreeManifest, VersionId};
-use chorus_proto::Body;
 use chorus_proto::header::{AcceptedHeader, NodeId, Proposal};
+use chorus_proto::message::Message;
 
 /// Who leads and who is in, as Raft reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,9 +43,10 @@ pub enum Event {
     /// The driver wrote the version an [`Action::Materialize`] asked for into the working
     /// folder. (If it found local edits instead, it sends [`Event::Local`] and writes nothing.)
     Materialized { version: VersionId },
-    /// A sync message from a peer (already decoded and bounded by the frame limits).
-    Message { from: NodeId, body: Body },
-    /// Time passed; retries and replication are driven from here.
+    /// A sync message from a peer (decoded under the frame limits and parsed).
+    Message { from: NodeId, message: Message },
+    /// Time passed; retries and replication are driven from here. Due at
+    /// [`Engine::poll_timeout`](super::Engine::poll_timeout).
     Tick,
     /// Leader, voters, learners or ranks changed.
     Cluster(ClusterInfo),
@@ -62,7 +63,7 @@ pub enum Event {
 #[derive(Debug, Clone)]
 pub enum Action {
     /// Send a message to a peer (best effort: the protocol retries what matters).
-    Send { to: NodeId, body: Body },
+    Send { to: NodeId, message: Message },
     /// Propose this header through Raft (`ElectionNode::propose`); a failure comes back as
     /// [`Event::ProposeFailed`], a success as [`Event::Committed`].
     Propose(Proposal),

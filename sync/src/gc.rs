@@ -2,19 +2,18 @@
 //! of the others and every chunk that no kept version and no redo entry references.
 //!
 //! Kept: the versions of the last `keep_last` headers, of every header younger than
-//! `keep_ms`, and every version the protocol still needs (adopted, head, folder, work, the push
-//! base and lineage, last-shared versions, the leader's tip and candidate). A version forgotten
-//! here is repaired by the protocol if a peer still names it: NeedBase, then NeedChunks.
-//!
-//! Run it between events, never between a scan that put chunks and the `Event::Local` that
-//! names them (the driver serializes the two).
+//! `keep_ms`, and every version the protocol still needs (the engine names them: adopted,
+//! head, folder, work, the push base and lineage, last-shared versions, the leader's tip and
+//! candidate). A version forgotten here is repaired by the protocol if a peer still names it:
+//! NeedBase, then NeedChunks.
 
 use std::collections::{BTreeSet, HashSet};
 
-use chorus_chunking::{ChunkId, VersionId};
+use chorus_chunking::{ChunkId, ChunkStore, VersionId};
 use chorus_merge::redo::{Displaced, WholeContent};
 
-use super::engine::{Engine, EngineError};
+use crate::engine::EngineError;
+use crate::store::SyncStore;
 
 /// What history to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,72 +43,64 @@ pub struct GcReport {
     pub bytes_freed: u64,
 }
 
-impl Engine {
-    /// Removes what `retention` does not keep. `now_ms` is wall-clock Unix milliseconds (the
-    /// headers' `created_at_ms` clock).
-    pub fn collect_garbage(
-        &mut self,
-        now_ms: u64,
-        retention: &Retention,
-    ) -> Result<GcReport, EngineError> {
-        let mut keep: BTreeSet<VersionId> = BTreeSet::new();
-        let headers = self.store.headers()?;
-        let n = headers.len();
-        for (i, h) in headers.iter().enumerate() {
-            if i + retention.keep_last >= n
-                || now_ms.saturating_sub(h.created_at_ms) < retention.keep_ms
-            {
-                keep.insert(h.version);
-            }
+/// Removes what `retention` does not keep, besides the versions in `needed`.
+pub(crate) fn collect(
+    store: &SyncStore,
+    chunks: &dyn ChunkStore,
+    needed: Vec<VersionId>,
+    now_ms: u64,
+    retention: &Retention,
+) -> Result<GcReport, EngineError> {
+    let mut keep: BTreeSet<VersionId> = needed.into_iter().collect();
+    let headers = store.headers()?;
+    let n = headers.len();
+    for (i, h) in headers.iter().enumerate() {
+        if i + retention.keep_last >= n
+            || now_ms.saturating_sub(h.created_at_ms) < retention.keep_ms
+        {
+            keep.insert(h.version);
         }
-        let p = &self.p;
-        keep.extend([p.adopted.version, p.head.version, p.folder, p.base]);
-        keep.extend(p.work);
-        keep.extend(p.lineage.iter().copied());
-        keep.extend(p.last_shared.values().copied());
-        keep.extend(self.leader_versions());
-
-        let all: BTreeSet<VersionId> = self.store.version_ids()?.into_iter().collect();
-        let drop: BTreeSet<VersionId> = all.difference(&keep).copied().collect();
-        self.store.remove_manifests(&drop)?;
-
-        let mut live: HashSet<ChunkId> = HashSet::new();
-        for id in all.intersection(&keep) {
-            if let Some(tree) = self.store.manifest(id)? {
-                live.extend(tree.chunks().map(|c| c.id));
-            }
-        }
-        for rec in self.store.redo()? {
-            let files: Vec<&WholeContent> = match &rec.entry.what {
-                Displaced::Whole { content, kept } => {
-                    std::iter::once(content).chain(kept.as_ref()).collect()
-                }
-                Displaced::Deletion { kept } => vec![kept],
-                Displaced::Hunk(_) | Displaced::Exec { .. } => Vec::new(),
-            };
-            for f in files {
-                if let WholeContent::File { manifest, .. } = f {
-                    live.extend(manifest.chunks.iter().map(|c| c.id));
-                }
-            }
-        }
-        let mut chunks_removed = 0;
-        for id in self.chunks.ids()? {
-            if !live.contains(&id) {
-                self.chunks.remove(&id)?;
-                chunks_removed += 1;
-            }
-        }
-        self.chunks.sync()?;
-        let bytes_freed = if chunks_removed > 0 {
-            self.chunks.compact()?
-        } else {
-            0
-        };
-        Ok(GcReport {
-            versions_removed: drop.len(),
-            chunks_removed,
-            bytes_freed,
-        })
     }
+    let all: BTreeSet<VersionId> = store.version_ids()?.into_iter().collect();
+    let drop: BTreeSet<VersionId> = all.difference(&keep).copied().collect();
+    store.remove_manifests(&drop)?;
+
+    let mut live: HashSet<ChunkId> = HashSet::new();
+    for id in all.intersection(&keep) {
+        if let Some(tree) = store.manifest(id)? {
+            live.extend(tree.chunks().map(|c| c.id));
+        }
+    }
+    for rec in store.redo()? {
+        let files: Vec<&WholeContent> = match &rec.entry.what {
+            Displaced::Whole { content, kept } => {
+                std::iter::once(content).chain(kept.as_ref()).collect()
+            }
+            Displaced::Deletion { kept } => vec![kept],
+            Displaced::Hunk(_) | Displaced::Exec { .. } => Vec::new(),
+        };
+        for f in files {
+            if let WholeContent::File { manifest, .. } = f {
+                live.extend(manifest.chunks.iter().map(|c| c.id));
+            }
+        }
+    }
+    let mut chunks_removed = 0;
+    for id in chunks.ids()? {
+        if !live.contains(&id) {
+            chunks.remove(&id)?;
+            chunks_removed += 1;
+        }
+    }
+    chunks.sync()?;
+    let bytes_freed = if chunks_removed > 0 {
+        chunks.compact()?
+    } else {
+        0
+    };
+    Ok(GcReport {
+        versions_removed: drop.len(),
+        chunks_removed,
+        bytes_freed,
+    })
 }

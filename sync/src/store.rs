@@ -15,7 +15,9 @@ use prost::Message;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::header::Header;
+use crate::follower::FollowerState;
+use crate::header::Header;
+use crate::history::HistoryState;
 
 const VERSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("versions");
 const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers");
@@ -46,92 +48,35 @@ pub struct AcceptedRef {
     pub number: VersionNumber,
 }
 
-/// What the engine must remember across restarts.
+impl AcceptedRef {
+    /// Nothing accepted: the empty tree, numbered 0.0.
+    pub fn zero() -> Self {
+        AcceptedRef {
+            version: TreeManifest::empty().version_id(),
+            number: VersionNumber::default(),
+        }
+    }
+}
+
+/// What the engine must remember across restarts: each part's own state, and what it believes
+/// every peer holds. Stored as one record (flat JSON, as one struct).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Persisted {
-    /// The accepted version this node last adopted (the working folder was synced to it).
-    pub adopted: AcceptedRef,
-    /// The newest committed header applied here.
-    pub head: AcceptedRef,
-    /// What the working folder holds, as far as the engine knows (the last local version, or
-    /// the last version it asked to materialize).
-    pub folder: VersionId,
-    /// The newest local version with changes the leader has not answered; None when clean.
-    pub work: Option<VersionId>,
-    /// The base of the next push: a version the leader holds that `work` descends from.
-    pub base: VersionId,
-    /// Versions pushed since the last adoption, oldest first: only answers about these move
-    /// `base` or adopt, so a stale or duplicated answer can never rebase newer work.
-    pub lineage: Vec<VersionId>,
+    #[serde(flatten)]
+    pub follower: FollowerState,
+    #[serde(flatten)]
+    pub history: HistoryState,
     /// Per peer, the newest version this node believes both hold: the base of deltas to it.
     pub last_shared: BTreeMap<NodeId, VersionId>,
-    /// Pushed versions known to be included in a committed header, with that header's MAJOR
-    /// (bounded to the most recent [`INCLUDED_KEPT`]).
-    #[serde(with = "pairs")]
-    pub included: BTreeMap<VersionId, u64>,
-    /// Next redo entry key.
-    pub redo_seq: u64,
 }
-
-/// A map with keys JSON cannot take (ids) as a list of pairs.
-mod pairs {
-    use std::collections::BTreeMap;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer, K: Serialize, V: Serialize>(
-        m: &BTreeMap<K, V>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.collect_seq(m.iter())
-    }
-
-    pub fn deserialize<'de, D, K, V>(d: D) -> Result<BTreeMap<K, V>, D::Error>
-    where
-        D: Deserializer<'de>,
-        K: Deserialize<'de> + Ord,
-        V: Deserialize<'de>,
-    {
-        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
-    }
-}
-
-/// How many pushed-version inclusions are remembered for answering retried pushes.
-pub const INCLUDED_KEPT: usize = 4096;
 
 impl Persisted {
     /// A node with nothing: the empty tree, accepted as 0.0.
     pub fn fresh() -> Self {
-        let empty = TreeManifest::empty().version_id();
-        let zero = AcceptedRef {
-            version: empty,
-            number: VersionNumber::default(),
-        };
         Persisted {
-            adopted: zero,
-            head: zero,
-            folder: empty,
-            work: None,
-            base: empty,
-            lineage: Vec::new(),
+            follower: FollowerState::fresh(),
+            history: HistoryState::fresh(),
             last_shared: BTreeMap::new(),
-            included: BTreeMap::new(),
-            redo_seq: 0,
-        }
-    }
-
-    /// Records that `version` is included in the header numbered `major`: a pushed version
-    /// keeps the first header that included it; an accepted version's own tree (`accepted`)
-    /// the newest, since a tree can be accepted again (an undo, a restore). Forgets the oldest
-    /// records beyond the bound.
-    pub fn include(&mut self, version: VersionId, major: u64, accepted: bool) {
-        let at = self.included.entry(version).or_insert(major);
-        if accepted {
-            *at = (*at).max(major);
-        }
-        if self.included.len() > INCLUDED_KEPT {
-            let cutoff = self.included.values().copied().min().unwrap_or(0);
-            self.included.retain(|_, m| *m > cutoff);
         }
     }
 }
@@ -375,8 +320,8 @@ mod tests {
         let path = dir.path().join("sync.redb");
         let t = tree(b"hello");
         let mut state = Persisted::fresh();
-        state.work = Some(t.version_id());
-        state.include(t.version_id(), 7, false);
+        state.follower.work = Some(t.version_id());
+        state.history.include(t.version_id(), 7, false);
         state.last_shared.insert(42, t.version_id());
         {
             let store = SyncStore::open(&path).unwrap();
@@ -414,16 +359,5 @@ mod tests {
             store.manifest(&a.version_id()),
             Err(StoreError::Corrupt(_))
         ));
-    }
-
-    #[test]
-    fn included_versions_stay_bounded() {
-        let mut s = Persisted::fresh();
-        for i in 0..(INCLUDED_KEPT as u64 + 10) {
-            let mut id = [0u8; 32];
-            id[..8].copy_from_slice(&i.to_le_bytes());
-            s.include(VersionId(id), i + 1, false);
-        }
-        assert!(s.included.len() <= INCLUDED_KEPT);
     }
 }

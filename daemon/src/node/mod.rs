@@ -406,8 +406,12 @@ pub async fn run(
         tokio::select! {
             msg = inbound.recv() => match msg {
                 Some(Inbound::Sync { from, body }) => {
+                    let peer = from;
                     let from = node_id_of(&from.to_bytes());
-                    d.feed(Event::Message { from, body })?;
+                    match chorus_proto::message::Message::parse(body) {
+                        Ok(message) => d.feed(Event::Message { from, message })?,
+                        Err(e) => tracing::warn!(%peer, "dropped a malformed sync message: {e}"),
+                    }
                 }
                 Some(Inbound::Join { from, addrs }) => {
                     // The leader adds a joiner with a valid invite; it becomes a learner, then a
@@ -563,9 +567,9 @@ impl Driver {
 
     fn act(&mut self, action: Action) -> Result<(), NodeError> {
         match action {
-            Action::Send { to, body } => {
+            Action::Send { to, message } => {
                 if let Some(peer) = self.peers.get(&to) {
-                    self.net.send(*peer, body);
+                    self.net.send(*peer, message.into_body());
                 }
             }
             Action::Propose(p) => {

@@ -107,7 +107,7 @@ impl Node {
             .expect("the engine handles the event")
         {
             match a {
-                Action::Send { to, body } => out.sent.push((me, to, body)),
+                Action::Send { to, message } => out.sent.push((me, to, message.into_body())),
                 Action::Propose(p) => out.proposals.push(p),
                 Action::Materialize { version, tree } => {
                     if self.auto_confirm {

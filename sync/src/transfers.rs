@@ -1,20 +1,23 @@
-//! Deltas out and in. Outgoing: Push (follower to leader), Offer (leader to member, or any
-//! holder to a node that asked with Want) and Merged (leader to pusher), each remembered per
-//! (peer, target) so a NeedBase can be answered by resending with the base's manifest (or
-//! against the empty tree). Incoming: a delta is applied and verified by chorus-chunking; when
-//! chunks are missing the receiver asks for exactly those (NeedChunks), keeps the delta, and
-//! applies it again once the Chunks arrive. Chunks already received stay stored, so a transfer
-//! cut off half way resumes without resending them.
+//! [`Transfers`]: deltas out and in. Outgoing: Push (follower to leader), Offer (leader to
+//! member, or any holder to a node that asked with Want) and Merged (leader to pusher), each
+//! remembered per (peer, target) so a NeedBase can be answered by resending with the base's
+//! manifest (or against the empty tree). Incoming: a delta is applied and verified by
+//! chorus-chunking; when chunks are missing the receiver asks for exactly those (NeedChunks),
+//! in windows of bounded bytes, keeps the delta, and applies it again once a window has
+//! arrived. Chunks already received stay stored, so a transfer cut off half way resumes
+//! without resending them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chorus_chunking::delta::{ApplyError, EncodeOptions, apply, encode};
 use chorus_chunking::fetch::{chunks_messages, receive_chunks};
 use chorus_chunking::{ChunkId, TreeManifest, VersionId, VersionNumber};
 use chorus_proto::header::NodeId;
-use chorus_proto::{self as proto, Body, RejectReason};
+use chorus_proto::message::{Delta, Message};
+use chorus_proto::{RejectReason, v1};
 
-use super::engine::{Engine, EngineError};
+use crate::ctx::Ctx;
+use crate::engine::EngineError;
 
 /// Most chunk bytes sent in answer to one NeedChunks; the rest is asked for again when the
 /// receiver retries (every chunk that arrived stays stored there).
@@ -48,7 +51,7 @@ const FETCH_WINDOW_CHUNKS: std::ops::RangeInclusive<u64> = 128..=8192;
 pub enum Incoming {
     Push {
         number: VersionNumber,
-        /// What the pusher pushed before, oldest first ([`proto::Push::pushed_before`]).
+        /// What the pusher pushed before, oldest first.
         before: Vec<VersionId>,
     },
     Merged {
@@ -69,11 +72,12 @@ impl Incoming {
 }
 
 /// What an outgoing delta was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Outgoing {
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outgoing {
     Push {
         base: VersionId,
         number: VersionNumber,
+        before: Vec<VersionId>,
     },
     Offer,
     Merged {
@@ -92,18 +96,6 @@ pub struct Received {
     pub tree: TreeManifest,
 }
 
-/// Deltas waiting for chunks, and deltas sent.
-#[derive(Default)]
-pub struct Transfers {
-    incoming: HashMap<(NodeId, u8), (Incoming, proto::Delta)>,
-    outgoing: HashMap<(NodeId, VersionId), Outgoing>,
-    fetches: HashMap<(NodeId, u8), Fetch>,
-    /// When each chunk was last sent to each peer.
-    sent_chunks: HashMap<(NodeId, ChunkId), u64>,
-    /// The chunks of the window asked for last, per incoming delta, not arrived yet.
-    asked: HashMap<(NodeId, u8), HashSet<ChunkId>>,
-}
-
 /// How far the chunks of an incoming delta have arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fetch {
@@ -116,182 +108,173 @@ pub struct Fetch {
     pub received: usize,
 }
 
-impl Engine {
+/// Deltas waiting for chunks, and deltas sent.
+#[derive(Default)]
+pub(crate) struct Transfers {
+    incoming: HashMap<(NodeId, u8), (Incoming, Delta)>,
+    outgoing: HashMap<(NodeId, VersionId), Outgoing>,
+    fetches: HashMap<(NodeId, u8), Fetch>,
+    /// When each chunk was last sent to each peer.
+    sent_chunks: HashMap<(NodeId, ChunkId), u64>,
+    /// The chunks of the window asked for last, per incoming delta, not arrived yet.
+    asked: HashMap<(NodeId, u8), HashSet<ChunkId>>,
+}
+
+impl Transfers {
     /// The incoming deltas still waiting for chunks, and how far their chunks have come.
     pub fn fetches(&self) -> Vec<Fetch> {
-        let mut v: Vec<Fetch> = self.transfers.fetches.values().copied().collect();
+        let mut v: Vec<Fetch> = self.fetches.values().copied().collect();
         v.sort_by_key(|f| (f.from, f.target));
         v
     }
 
     /// The delta from `base` to `target`. A `lean` one carries no literals, only the chunks'
     /// ids: the receiver asks for what it lacks, and chunks sent recently are not sent again.
-    fn encode_delta(
-        &self,
+    fn encode(
+        ctx: &Ctx<'_>,
         base: VersionId,
         target: VersionId,
         include_base: bool,
         lean: bool,
-    ) -> Result<proto::Delta, EngineError> {
-        let b = self.require_tree(base)?;
-        let t = self.require_tree(target)?;
+    ) -> Result<Delta, EngineError> {
+        let b = ctx.tree(base)?;
+        let t = ctx.tree(target)?;
         let mut opts = EncodeOptions {
             include_base_manifest: include_base,
-            ..self.cfg.encode.clone()
+            ..ctx.cfg.encode.clone()
         };
         if lean {
             opts.literal_budget = 0;
         }
-        Ok(encode(&b, &t, &*self.chunks, &opts)?.0)
+        let wire = encode(&b, &t, ctx.chunks, &opts)?.0;
+        Ok(Delta { base, target, wire })
     }
 
     fn remember(&mut self, to: NodeId, target: VersionId, what: Outgoing) {
-        if self.transfers.outgoing.len() >= OUTGOING_KEPT {
-            self.transfers.outgoing.clear();
+        if self.outgoing.len() >= OUTGOING_KEPT {
+            self.outgoing.clear();
         }
-        self.transfers.outgoing.insert((to, target), what);
+        self.outgoing.insert((to, target), what);
     }
 
-    pub(super) fn send_push(
+    /// Pushes `target` (built on `base`, after the pushes `before`) to the leader `to`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_push(
         &mut self,
+        ctx: &mut Ctx<'_>,
         to: NodeId,
         base: VersionId,
         target: VersionId,
         number: VersionNumber,
+        before: Vec<VersionId>,
         include_base: bool,
     ) -> Result<(), EngineError> {
-        let delta = self.encode_delta(base, target, include_base, false)?;
-        self.remember(to, target, Outgoing::Push { base, number });
-        let pushed_before = self
-            .pushed_before(target)
-            .into_iter()
-            .map(VersionId::to_proto)
-            .collect();
-        self.send(
+        let delta = Self::encode(ctx, base, target, include_base, false)?;
+        self.remember(
             to,
-            Body::Push(proto::Push {
-                number: Some(number.to_proto()),
-                delta: Some(delta),
-                pushed_before,
-            }),
+            target,
+            Outgoing::Push {
+                base,
+                number,
+                before: before.clone(),
+            },
+        );
+        ctx.send(
+            to,
+            Message::Push {
+                number,
+                delta,
+                before,
+            },
         );
         Ok(())
     }
 
     /// Offers `target` to `to`; a retry is `lean` (the first offer's literals may still be on
     /// their way over a slow or limited link).
-    pub(super) fn send_offer(
+    pub fn send_offer(
         &mut self,
+        ctx: &mut Ctx<'_>,
         to: NodeId,
         base: VersionId,
         target: VersionId,
         lean: bool,
     ) -> Result<(), EngineError> {
-        let delta = self.encode_delta(base, target, false, lean)?;
+        let delta = Self::encode(ctx, base, target, false, lean)?;
         self.remember(to, target, Outgoing::Offer);
-        self.send(to, Body::Offer(proto::Offer { delta: Some(delta) }));
+        ctx.send(to, Message::Offer { delta });
         Ok(())
     }
 
-    pub(super) fn send_merged(
+    /// Tells `to` that its `pushed` version was merged into the accepted `result`.
+    pub fn send_merged(
         &mut self,
+        ctx: &mut Ctx<'_>,
         to: NodeId,
         pushed: VersionId,
         result: VersionId,
         number: VersionNumber,
         include_base: bool,
     ) -> Result<(), EngineError> {
-        let delta = self.encode_delta(pushed, result, include_base, false)?;
+        let delta = Self::encode(ctx, pushed, result, include_base, false)?;
         self.remember(to, result, Outgoing::Merged { pushed, number });
-        self.send(
+        ctx.send(
             to,
-            Body::Merged(proto::Merged {
-                pushed: Some(pushed.to_proto()),
-                number: Some(number.to_proto()),
-                delta: Some(delta),
-            }),
+            Message::Merged {
+                pushed,
+                number,
+                delta,
+            },
         );
         Ok(())
     }
 
-    fn reject(&mut self, to: NodeId, reason: RejectReason, detail: String) {
-        tracing::warn!(peer = to, ?reason, "refused a message: {detail}");
-        self.send(
-            to,
-            Body::Rejected(proto::Rejected {
-                reason: reason as i32,
-                detail,
-            }),
-        );
-    }
-
     /// Applies a delta from `from`. `None` when it could not be applied yet: the sender was
-    /// asked for the base or the chunks (when `ask`), or told why it was refused.
-    pub(super) fn receive_delta(
+    /// asked for the base or the chunks, or told why it was refused.
+    pub fn receive(
         &mut self,
+        ctx: &mut Ctx<'_>,
         from: NodeId,
         kind: Incoming,
-        delta: proto::Delta,
-        ask: bool,
+        delta: Delta,
     ) -> Result<Option<Received>, EngineError> {
-        let Some(Ok(base)) = delta.base.as_ref().map(VersionId::from_proto) else {
-            self.reject(
-                from,
-                RejectReason::Malformed,
-                "a delta without a base".into(),
-            );
-            return Ok(None);
-        };
-        let held = self.store.manifest(&base)?;
-        match apply(&delta, held.as_ref(), &*self.chunks, &self.cfg.apply_limits) {
+        let slot = kind.slot();
+        let held = ctx.store.manifest(&delta.base)?;
+        match apply(
+            &delta.wire,
+            held.as_ref(),
+            ctx.chunks,
+            &ctx.cfg.apply_limits,
+        ) {
             Ok(a) => {
-                self.transfers.incoming.remove(&(from, kind.slot()));
-                self.transfers.fetches.remove(&(from, kind.slot()));
-                self.transfers.asked.remove(&(from, kind.slot()));
-                self.store.put_manifest(&a.tree)?;
-                let sent_base = match (&held, &delta.base_manifest) {
+                self.incoming.remove(&(from, slot));
+                self.fetches.remove(&(from, slot));
+                self.asked.remove(&(from, slot));
+                ctx.store.put_manifest(&a.tree)?;
+                let sent_base = match (&held, &delta.wire.base_manifest) {
                     (None, Some(m)) => TreeManifest::from_proto(m).ok(),
                     _ => None,
                 };
                 Ok(Some(Received {
-                    base,
+                    base: delta.base,
                     sent_base,
                     target: a.target,
                     tree: a.tree,
                 }))
             }
             Err(ApplyError::NeedBase { base, target }) => {
-                tracing::debug!(me = self.me, from, ?base, ?target, "need base");
-                if ask {
-                    self.send(
-                        from,
-                        Body::NeedBase(proto::NeedBase {
-                            base: Some(base.to_proto()),
-                            target: Some(target.to_proto()),
-                        }),
-                    );
-                }
+                tracing::debug!(me = ctx.me, from, ?base, ?target, "need base");
+                ctx.send(from, Message::NeedBase { base, target });
                 Ok(None)
             }
             Err(ApplyError::NeedChunks { target, ids, bytes }) => {
-                tracing::debug!(
-                    me = self.me,
+                tracing::debug!(me = ctx.me, from, ?target, n = ids.len(), "need chunks");
+                let fetch = self.fetches.entry((from, slot)).or_insert(Fetch {
                     from,
-                    ?target,
-                    n = ids.len(),
-                    ask,
-                    "need chunks"
-                );
-                let fetch = self
-                    .transfers
-                    .fetches
-                    .entry((from, kind.slot()))
-                    .or_insert(Fetch {
-                        from,
-                        target,
-                        chunks: ids.len(),
-                        received: 0,
-                    });
+                    target,
+                    chunks: ids.len(),
+                    received: 0,
+                });
                 if fetch.target != target {
                     *fetch = Fetch {
                         from,
@@ -302,99 +285,94 @@ impl Engine {
                 }
                 fetch.chunks = fetch.chunks.max(ids.len());
                 fetch.received = fetch.chunks - ids.len();
-                let slot = kind.slot();
-                self.transfers.incoming.insert((from, slot), (kind, delta));
-                if ask {
-                    let window: Vec<ChunkId> = ids
-                        .iter()
-                        .take(window_len(ids.len(), bytes))
-                        .copied()
-                        .collect();
-                    self.send(
-                        from,
-                        Body::NeedChunks(proto::NeedChunks {
-                            target: Some(target.to_proto()),
-                            ids: window.iter().map(|id| id.to_proto()).collect(),
-                        }),
-                    );
-                    self.transfers
-                        .asked
-                        .insert((from, slot), window.into_iter().collect());
-                }
+                self.incoming.insert((from, slot), (kind, delta));
+                let window: Vec<ChunkId> = ids
+                    .iter()
+                    .take(window_len(ids.len(), bytes))
+                    .copied()
+                    .collect();
+                ctx.send(
+                    from,
+                    Message::NeedChunks {
+                        target,
+                        ids: window.clone(),
+                    },
+                );
+                self.asked
+                    .insert((from, slot), window.into_iter().collect());
                 Ok(None)
             }
             Err(ApplyError::Store(e)) => Err(e.into()),
             Err(e @ (ApplyError::BaseMismatch { .. } | ApplyError::TargetMismatch { .. })) => {
-                self.reject(from, RejectReason::HashMismatch, e.to_string());
+                reject(ctx, from, RejectReason::HashMismatch, e.to_string());
                 Ok(None)
             }
             Err(e) => {
-                self.reject(from, RejectReason::Malformed, e.to_string());
+                reject(ctx, from, RejectReason::Malformed, e.to_string());
                 Ok(None)
             }
         }
     }
 
-    pub(super) fn on_need_base(
+    /// `from` lacks `base`: the delta to `target` goes again with the base's manifest (or, for
+    /// an offer, against the empty tree, forgetting what `from` was thought to share).
+    pub fn on_need_base(
         &mut self,
+        ctx: &mut Ctx<'_>,
+        last_shared: &mut BTreeMap<NodeId, VersionId>,
         from: NodeId,
-        n: proto::NeedBase,
+        base: VersionId,
+        target: VersionId,
     ) -> Result<(), EngineError> {
-        let (Some(Ok(base)), Some(Ok(target))) = (
-            n.base.as_ref().map(VersionId::from_proto),
-            n.target.as_ref().map(VersionId::from_proto),
-        ) else {
-            return Ok(());
-        };
-        match self.transfers.outgoing.get(&(from, target)).copied() {
-            Some(Outgoing::Push { base: b, number }) if b == base => {
-                self.send_push(from, base, target, number, true)
-            }
+        match self.outgoing.get(&(from, target)).cloned() {
+            Some(Outgoing::Push {
+                base: b,
+                number,
+                before,
+            }) if b == base => self.send_push(ctx, from, base, target, number, before, true),
             Some(Outgoing::Offer) => {
-                self.p.last_shared.remove(&from);
-                self.send_offer(from, TreeManifest::empty().version_id(), target, false)
+                last_shared.remove(&from);
+                self.send_offer(ctx, from, TreeManifest::empty().version_id(), target, false)
             }
             Some(Outgoing::Merged { pushed, number }) if pushed == base => {
-                self.send_merged(from, pushed, target, number, true)
+                self.send_merged(ctx, from, pushed, target, number, true)
             }
             _ => Ok(()),
         }
     }
 
-    pub(super) fn on_need_chunks(
+    /// Sends `from` the chunks it asked for that this node holds, bounded per answer, and not
+    /// those sent to it recently.
+    pub fn on_need_chunks(
         &mut self,
+        ctx: &mut Ctx<'_>,
         from: NodeId,
-        n: proto::NeedChunks,
+        asked: &[ChunkId],
     ) -> Result<(), EngineError> {
-        let mut ids = Vec::with_capacity(n.ids.len());
-        for id in &n.ids {
-            let Ok(id) = ChunkId::from_proto(id) else {
-                return Ok(());
-            };
+        let mut ids = Vec::with_capacity(asked.len());
+        for id in asked {
             let recently = self
-                .transfers
                 .sent_chunks
-                .get(&(from, id))
-                .is_some_and(|&at| self.now.saturating_sub(at) < RESEND_AFTER_MS);
-            if !recently && self.chunks.contains(&id)? {
-                ids.push(id);
+                .get(&(from, *id))
+                .is_some_and(|&at| ctx.now.saturating_sub(at) < RESEND_AFTER_MS);
+            if !recently && ctx.chunks.contains(id)? {
+                ids.push(*id);
             }
         }
-        if self.transfers.sent_chunks.len() + ids.len() > SENT_KEPT {
-            let now = self.now;
-            self.transfers
-                .sent_chunks
+        if self.sent_chunks.len() + ids.len() > SENT_KEPT {
+            let now = ctx.now;
+            self.sent_chunks
                 .retain(|_, at| now.saturating_sub(*at) < RESEND_AFTER_MS);
         }
         let mut sent = 0usize;
         for batch in ids.chunks(CHUNK_BATCH) {
-            let frame = CHUNKS_FRAME.min(self.cfg.limits.max_frame);
-            for msg in chunks_messages(batch, &*self.chunks, frame)? {
+            let frame = CHUNKS_FRAME.min(ctx.cfg.limits.max_frame);
+            for msg in chunks_messages(batch, ctx.chunks, frame)? {
                 sent += msg.chunks.iter().map(|c| c.data.len()).sum::<usize>();
-                self.send(from, Body::Chunks(msg));
+                ctx.send(from, Message::Chunks(msg));
             }
             for id in batch {
-                self.transfers.sent_chunks.insert((from, *id), self.now);
+                self.sent_chunks.insert((from, *id), ctx.now);
             }
             if sent >= MAX_CHUNK_ANSWER {
                 break;
@@ -403,15 +381,23 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) fn on_chunks(&mut self, from: NodeId, c: proto::Chunks) -> Result<(), EngineError> {
-        if let Err(e) = receive_chunks(&c, &*self.chunks, self.cfg.limits.max_chunk_len as usize) {
-            match e {
-                chorus_chunking::Error::Io { .. } => return Err(e.into()),
+    /// Stores the chunks `from` sent, and applies again each of its deltas whose window has
+    /// arrived (which asks for the next window, or completes the delta). Returns the deltas
+    /// completed.
+    pub fn on_chunks(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeId,
+        c: v1::Chunks,
+    ) -> Result<Vec<(Incoming, Received)>, EngineError> {
+        if let Err(e) = receive_chunks(&c, ctx.chunks, ctx.cfg.limits.max_chunk_len as usize) {
+            return match e {
+                chorus_chunking::Error::Io { .. } => Err(e.into()),
                 e => {
-                    self.reject(from, RejectReason::HashMismatch, e.to_string());
-                    return Ok(());
+                    reject(ctx, from, RejectReason::HashMismatch, e.to_string());
+                    Ok(Vec::new())
                 }
-            }
+            };
         }
         let got: Vec<ChunkId> = c
             .chunks
@@ -419,16 +405,14 @@ impl Engine {
             .filter_map(|d| d.id.as_ref().and_then(|id| ChunkId::from_proto(id).ok()))
             .collect();
         let waiting: Vec<u8> = self
-            .transfers
             .incoming
             .keys()
             .filter(|(peer, _)| *peer == from)
             .map(|(_, slot)| *slot)
             .collect();
+        let mut done = Vec::new();
         for slot in waiting {
-            // Try the delta again once the window asked for has arrived; that asks for the
-            // next window, or completes it.
-            let window_done = match self.transfers.asked.get_mut(&(from, slot)) {
+            let window_done = match self.asked.get_mut(&(from, slot)) {
                 Some(left) => {
                     for id in &got {
                         left.remove(id);
@@ -440,15 +424,21 @@ impl Engine {
             if !window_done {
                 continue;
             }
-            let Some((kind, delta)) = self.transfers.incoming.get(&(from, slot)).cloned() else {
+            let Some((kind, delta)) = self.incoming.get(&(from, slot)).cloned() else {
                 continue;
             };
-            if let Some(rx) = self.receive_delta(from, kind.clone(), delta, true)? {
-                self.delivered(from, kind, rx)?;
+            if let Some(rx) = self.receive(ctx, from, kind.clone(), delta)? {
+                done.push((kind, rx));
             }
         }
-        Ok(())
+        Ok(done)
     }
+}
+
+/// Refuses a message from `to`, telling it why.
+pub(crate) fn reject(ctx: &mut Ctx<'_>, to: NodeId, reason: RejectReason, detail: String) {
+    tracing::warn!(peer = to, ?reason, "refused a message: {detail}");
+    ctx.send(to, Message::Rejected { reason, detail });
 }
 
 /// How many of `n` missing chunks, `bytes` long together, one window asks for.

@@ -1,0 +1,133 @@
+//! How the leader folds a pushed version into its tip: a three-way tree merge (chorus-merge)
+//! whose merged bytes are cut into chunks and stored, and whose displaced changes become redo
+//! entries small enough for a header.
+
+use chorus_chunking::{
+    ChunkId, ChunkRef, ChunkStore, Entry, FileManifest, TreeManifest, VersionNumber,
+};
+use chorus_merge::redo::{Displaced, WholeContent};
+use chorus_merge::tree::LoadError;
+use chorus_merge::{ContentLoader, Numbers, RedoEntry, merge_trees};
+
+use crate::config::EngineConfig;
+use crate::engine::EngineError;
+
+/// The chunk store as a merge's content loader.
+pub struct Loader<'a>(pub &'a dyn ChunkStore);
+
+impl ContentLoader for Loader<'_> {
+    fn load(&self, manifest: &FileManifest) -> Result<Vec<u8>, LoadError> {
+        self.0.load(manifest)
+    }
+}
+
+/// The result of merging a push into the tip.
+pub(crate) struct Merged {
+    pub tree: TreeManifest,
+    pub redo: Vec<RedoEntry>,
+}
+
+/// Merges `theirs` (the push, numbered `theirs_number`) and `ours` (the tip, `ours_number`)
+/// from `base`; merged bytes are cut and stored in `chunks`, which is synced.
+pub(crate) fn merge(
+    cfg: &EngineConfig,
+    chunks: &dyn ChunkStore,
+    base: &TreeManifest,
+    ours: &TreeManifest,
+    ours_number: VersionNumber,
+    theirs: &TreeManifest,
+    theirs_number: VersionNumber,
+) -> Result<Merged, EngineError> {
+    let m = merge_trees(
+        base,
+        ours,
+        theirs,
+        Numbers {
+            ours: ours_number,
+            theirs: theirs_number,
+        },
+        &cfg.rules,
+        &Loader(chunks),
+    )
+    .map_err(EngineError::Merge)?;
+    let redo: Vec<RedoEntry> = m
+        .redo
+        .iter()
+        .map(|e| compact(e, theirs_number, ours, theirs))
+        .collect();
+    let tree = m
+        .into_manifest(|_, bytes| cut_and_store(cfg, chunks, bytes))
+        .map_err(EngineError::Merge)?;
+    chunks.sync()?;
+    Ok(Merged { tree, redo })
+}
+
+/// Cuts merged bytes into chunks and stores them.
+fn cut_and_store(
+    cfg: &EngineConfig,
+    chunks: &dyn ChunkStore,
+    bytes: &[u8],
+) -> Result<FileManifest, LoadError> {
+    let lens = (cfg.cutter)(bytes);
+    let total: u64 = lens.iter().map(|&l| u64::from(l)).sum();
+    if total != bytes.len() as u64 || lens.contains(&0) {
+        return Err(LoadError(
+            format!(
+                "the chunker cut {} bytes into pieces adding up to {total}",
+                bytes.len()
+            )
+            .into(),
+        ));
+    }
+    let mut refs = Vec::with_capacity(lens.len());
+    let mut pos = 0usize;
+    for len in lens {
+        let piece = &bytes[pos..pos + len as usize];
+        pos += len as usize;
+        let id = ChunkId::of(piece);
+        chunks.put(&id, piece).map_err(|e| LoadError(Box::new(e)))?;
+        refs.push(ChunkRef { id, len });
+    }
+    Ok(FileManifest { chunks: refs })
+}
+
+/// Displaced hunks above this size travel in the header as the loser's whole file (its chunk
+/// ids), not as text: headers stay far below their bound, and the chunks are kept by history
+/// retention as long as the redo entry exists.
+const MAX_INLINE_HUNK: usize = 2 << 10;
+
+/// A redo entry small enough for a header: a large displaced hunk becomes the loser's whole
+/// file by manifest. `theirs_number` tells which side lost.
+fn compact(
+    e: &RedoEntry,
+    theirs_number: VersionNumber,
+    ours: &TreeManifest,
+    theirs: &TreeManifest,
+) -> RedoEntry {
+    let Displaced::Hunk(h) = &e.what else {
+        return e.clone();
+    };
+    if h.displaced.0.len() + h.before.0.len() + h.after.0.len() <= MAX_INLINE_HUNK {
+        return e.clone();
+    }
+    let loser = if e.displaced_from == theirs_number {
+        theirs
+    } else {
+        ours
+    };
+    match e.path.as_ref().and_then(|p| loser.get(p)) {
+        Some(Entry::File { exec, manifest }) => RedoEntry {
+            path: e.path.clone(),
+            displaced_by: e.displaced_by,
+            displaced_from: e.displaced_from,
+            what: Displaced::Whole {
+                content: WholeContent::File {
+                    exec: *exec,
+                    manifest: manifest.clone(),
+                },
+                kept: None,
+            },
+        },
+        _ => e.clone(),
+    }
+}

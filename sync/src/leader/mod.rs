@@ -1,0 +1,324 @@
+//! [`Leader`]: the half a node runs while it leads. Every push (the leader's own local
+//! versions too) is rebuilt from its delta, then fast-forwarded or merged three-way into the
+//! *tip* (the newest version the leader means to commit), where the higher version number wins
+//! a conflict. A snapshot of the tip, the *candidate* (`drive.rs`), is offered to every member
+//! as a delta against what it last shared; once a majority of voters, the leader included,
+//! hold it durably (Stored), its header is proposed through Raft. When the header commits,
+//! each pusher whose version it includes is answered. One candidate is in flight at a time;
+//! pushes that arrive meanwhile are merged into the tip and go with the next one. A member that
+//! is behind gets the head offered again (catch-up), with a backoff.
+
+mod drive;
+mod merge;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chorus_chunking::{TreeManifest, VersionId, VersionNumber};
+use chorus_merge::RedoEntry;
+use chorus_proto::RejectReason;
+use chorus_proto::header::{AcceptedHeader, MAX_PARENTS, NodeId};
+use chorus_proto::message::Message;
+
+pub use self::merge::Loader;
+use crate::ctx::Ctx;
+use crate::engine::{EngineError, Step};
+use crate::store::AcceptedRef;
+
+/// A pusher waiting for the commit that includes its version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Waiter {
+    peer: NodeId,
+    pushed: VersionId,
+    /// The tip sequence number at which the pushed version was included.
+    seq: u64,
+}
+
+/// The tip snapshot being replicated and proposed.
+#[derive(Debug, Clone)]
+struct Candidate {
+    version: VersionId,
+    seq: u64,
+    parents: Vec<VersionId>,
+    origin: NodeId,
+    redo: Vec<RedoEntry>,
+    /// Members that hold it durably (the leader from the start).
+    stored: BTreeSet<NodeId>,
+    proposed_at: Option<u64>,
+}
+
+/// An offer in flight to one member.
+#[derive(Debug, Clone, Copy)]
+struct OfferSent {
+    target: VersionId,
+    at: u64,
+    attempts: u32,
+}
+
+/// A push to take into the tip: the pushed version `target` (its manifest `tree`), built on
+/// `base` (whose manifest came with the push, `sent_base`, when this node lacked it), after the
+/// pusher's earlier pushes `before`.
+pub(crate) struct Take {
+    pub from: NodeId,
+    pub base: VersionId,
+    pub sent_base: Option<TreeManifest>,
+    pub target: VersionId,
+    pub number: VersionNumber,
+    pub tree: TreeManifest,
+    pub before: Vec<VersionId>,
+}
+
+/// The leader's volatile state; it starts over at every leadership.
+pub(crate) struct Leader {
+    /// Set once the driver confirmed the leadership (all earlier headers applied).
+    confirmed: bool,
+    tip: AcceptedRef,
+    tip_origin: NodeId,
+    /// Pushed versions merged into the tip since the head, with their tip sequence number.
+    merged: Vec<(VersionId, u64)>,
+    /// What the merges since the last candidate displaced.
+    redo: Vec<RedoEntry>,
+    seq: u64,
+    waiters: Vec<Waiter>,
+    candidate: Option<Candidate>,
+    offers: BTreeMap<NodeId, OfferSent>,
+}
+
+impl Leader {
+    pub fn new(me: NodeId, head: AcceptedRef) -> Self {
+        Leader {
+            confirmed: false,
+            tip: head,
+            tip_origin: me,
+            merged: Vec::new(),
+            redo: Vec::new(),
+            seq: 0,
+            waiters: Vec::new(),
+            candidate: None,
+            offers: BTreeMap::new(),
+        }
+    }
+
+    /// Starts over from `head`: nothing merged, nothing waiting (pushers retry).
+    fn reset(&mut self, head: AcceptedRef) {
+        self.tip = head;
+        self.merged.clear();
+        self.redo.clear();
+        self.waiters.clear();
+        self.candidate = None;
+        self.offers.clear();
+    }
+
+    pub fn is_confirmed(&self) -> bool {
+        self.confirmed
+    }
+
+    /// The driver confirmed the leadership: start from `head`. True the first time.
+    pub fn confirm(&mut self, head: AcceptedRef) -> bool {
+        if self.confirmed {
+            return false;
+        }
+        self.confirmed = true;
+        self.reset(head);
+        true
+    }
+
+    /// True when confirmed and holding the tip's content.
+    pub fn ready(&self, ctx: &Ctx<'_>) -> Result<bool, EngineError> {
+        Ok(self.confirmed && ctx.holds(&self.tip.version)?)
+    }
+
+    /// Versions the leader half still needs (its tip, candidate and merged pushes).
+    pub fn versions(&self) -> Vec<VersionId> {
+        let mut out = vec![self.tip.version];
+        out.extend(self.candidate.as_ref().map(|c| c.version));
+        out.extend(self.merged.iter().map(|(v, _)| *v));
+        out
+    }
+
+    /// Takes a pushed version into the tip. `included` maps pushed versions to the MAJOR of the
+    /// header that included them.
+    pub fn take(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        included: &BTreeMap<VersionId, u64>,
+        t: Take,
+    ) -> Result<Vec<Step>, EngineError> {
+        // The newest of the pusher's earlier pushes this leader has taken is the base to merge
+        // on: the answer to it was lost, and on the older base its changes would meet
+        // themselves as rivals (duplicated text, or a whole file displaced by its own past).
+        let (base, sent_base, base_at) = match self.newest_taken(ctx, included, &t.before)? {
+            Some((v, at)) => (v, None, Some(at)),
+            None => (t.base, t.sent_base, included.get(&t.base).copied()),
+        };
+        // Already committed: answer at once against the head. Unless the push was built on a
+        // version accepted at or after that commit: then it is not a retry but a change back
+        // to an earlier tree (an undo, a restore), and it is taken like any other.
+        if let Some(&at) = included.get(&t.target)
+            && base_at.is_none_or(|b| b < at)
+        {
+            return Ok(vec![Step::Answer {
+                to: t.from,
+                pushed: t.target,
+            }]);
+        }
+        // Already in the tip: wait for its commit.
+        let in_tip = self
+            .merged
+            .iter()
+            .find(|(v, _)| *v == t.target)
+            .map(|(_, s)| *s)
+            .or((self.tip.version == t.target).then_some(self.seq));
+        if let Some(seq) = in_tip {
+            let w = Waiter {
+                peer: t.from,
+                pushed: t.target,
+                seq,
+            };
+            if !self.waiters.contains(&w) {
+                self.waiters.push(w);
+            }
+            return Ok(Vec::new());
+        }
+        if self.merged.len() >= MAX_PARENTS - 1 {
+            if t.from != ctx.me {
+                ctx.send(
+                    t.from,
+                    Message::Rejected {
+                        reason: RejectReason::Busy,
+                        detail: "too many changes wait for the next commit; retry shortly".into(),
+                    },
+                );
+            }
+            return Ok(Vec::new());
+        }
+        let tip = self.tip;
+        tracing::debug!(me = ctx.me, from = t.from, target = ?t.target, ?base, tip = ?tip.version, "take");
+        let (new_tip, redo) = if base == tip.version {
+            (
+                AcceptedRef {
+                    version: t.target,
+                    number: t.number,
+                },
+                Vec::new(),
+            )
+        } else {
+            let base_tree = match sent_base {
+                Some(tree) => tree,
+                None => ctx.tree(base)?,
+            };
+            let ours = ctx.tree(tip.version)?;
+            let m = merge::merge(
+                ctx.cfg, ctx.chunks, &base_tree, &ours, tip.number, &t.tree, t.number,
+            )?;
+            let id = ctx.store.put_manifest(&m.tree)?;
+            (
+                AcceptedRef {
+                    version: id,
+                    number: tip.number.max(t.number),
+                },
+                m.redo,
+            )
+        };
+        self.seq += 1;
+        self.tip = new_tip;
+        self.tip_origin = t.from;
+        self.redo.extend(redo);
+        self.merged.push((t.target, self.seq));
+        self.waiters.push(Waiter {
+            peer: t.from,
+            pushed: t.target,
+            seq: self.seq,
+        });
+        Ok(Vec::new())
+    }
+
+    /// The newest of `versions` that this leader has taken (committed, or in the tip) and
+    /// holds, with when: the MAJOR that included it, or `u64::MAX` while it waits in the tip.
+    fn newest_taken(
+        &self,
+        ctx: &Ctx<'_>,
+        included: &BTreeMap<VersionId, u64>,
+        versions: &[VersionId],
+    ) -> Result<Option<(VersionId, u64)>, EngineError> {
+        for v in versions.iter().rev() {
+            let in_tip = self.tip.version == *v || self.merged.iter().any(|(m, _)| m == v);
+            let at = match included.get(v) {
+                Some(&at) => Some(at),
+                None => in_tip.then_some(u64::MAX),
+            };
+            if let Some(at) = at
+                && ctx.holds(v)?
+            {
+                return Ok(Some((*v, at)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// `from` holds `version` durably.
+    pub fn on_stored(&mut self, from: NodeId, version: VersionId) {
+        if self.offers.get(&from).is_some_and(|o| o.target == version) {
+            self.offers.remove(&from);
+        }
+        if let Some(c) = self.candidate.as_mut()
+            && c.version == version
+        {
+            c.stored.insert(from);
+        }
+    }
+
+    /// A proposal did not commit: it is proposed again.
+    pub fn on_propose_failed(&mut self, version: VersionId) {
+        if let Some(c) = self.candidate.as_mut()
+            && c.version == version
+        {
+            c.proposed_at = None;
+        }
+    }
+
+    /// A header committed (`head` is the head after it). Answers the pushers its candidate
+    /// included; members that stored the candidate now share it (`last_shared`).
+    pub fn on_committed(
+        &mut self,
+        hd: &AcceptedHeader,
+        head: AcceptedRef,
+        last_shared: &mut BTreeMap<NodeId, VersionId>,
+    ) -> Vec<Step> {
+        if !self.confirmed {
+            return Vec::new();
+        }
+        match self.candidate.take() {
+            Some(c) if c.version == hd.version => {
+                if self.tip.version == hd.version {
+                    // The tip is now an accepted version: merges against it use its number.
+                    self.tip.number = hd.number;
+                }
+                let (done, waiting): (Vec<Waiter>, Vec<Waiter>) =
+                    self.waiters.iter().partition(|w| w.seq <= c.seq);
+                self.waiters = waiting;
+                self.merged.retain(|(_, s)| *s > c.seq);
+                self.offers.clear();
+                for v in &c.stored {
+                    last_shared.insert(*v, hd.version);
+                }
+                done.into_iter()
+                    .map(|w| Step::Answer {
+                        to: w.peer,
+                        pushed: w.pushed,
+                    })
+                    .collect()
+            }
+            other => {
+                // A header this leader did not propose: start over from it. Pushers retry.
+                self.candidate = other;
+                if self.merged.is_empty() && self.candidate.is_none() {
+                    self.tip = head;
+                } else {
+                    tracing::info!(number = %hd.number, "a header committed under this leader that it did not propose; starting over from it");
+                    self.reset(head);
+                }
+                Vec::new()
+            }
+        }
+    }
+}
