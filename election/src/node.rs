@@ -235,7 +235,13 @@ impl ElectionNode {
 
     /// Recent accepted headers as applied on this node, oldest first.
     pub fn recent_headers(&self) -> Vec<AcceptedHeader> {
-        self.sm.chain().recent.into_iter().collect()
+        self.sm.headers_after(0)
+    }
+
+    /// The headers applied on this node after MAJOR `major`, oldest first (of the recent ones
+    /// kept in memory).
+    pub fn headers_after(&self, major: u64) -> Vec<AcceptedHeader> {
+        self.sm.headers_after(major)
     }
 
     /// The rank (MINOR) of every node that has ever been a member, as applied here: a local

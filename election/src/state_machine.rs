@@ -144,6 +144,13 @@ impl StateMachine {
         self.read().clone()
     }
 
+    /// The recent headers applied here after MAJOR `major`, oldest first, cloning only those.
+    pub fn headers_after(&self, major: u64) -> Vec<AcceptedHeader> {
+        let c = self.read();
+        let skip = c.recent.partition_point(|h| h.number.major <= major);
+        c.recent.iter().skip(skip).cloned().collect()
+    }
+
     /// The head as applied here (not linearizable by itself).
     pub fn head(&self) -> Option<AcceptedHeader> {
         self.read().head.clone()

@@ -4,14 +4,11 @@
 //! - [`scan`]: a directory into a tree manifest, with a cache so unchanged files are not read.
 //! - [`materialize`]: writing a version into the folder, never over a change made since the
 //!   last scan.
-//! - [`guard`]: the mass-delete guard.
 //! - [`watcher`]: inotify, and the debounce that decides when to scan.
 
-pub mod guard;
 pub mod materialize;
 pub mod scan;
 pub mod share;
 pub mod watcher;
 
-pub use guard::MassDeleteGuard;
 pub use share::{DOCUMENT_PATH, Share};

@@ -19,25 +19,35 @@
 //! - [`gc`]: history retention and chunk garbage collection;
 //! - [`store`]: the redb store and the engine's persisted state;
 //! - [`config`], [`event`], [`header`]: settings, what goes in and out, headers as kept here;
-//! - [`folder`]: what the driver needs of a working folder.
+//! - [`folder`]: what the driver needs of a working folder;
+//! - [`replica`]: the engine and a folder together, with the rules that keep the user's edits
+//!   safe between them (scan before writing, pause, the mass-delete [`guard`]), and history
+//!   operations (undo, redo, restore);
+//! - [`feed`]: the bridge from Raft to the engine.
 
 pub mod config;
 mod ctx;
 pub mod engine;
 pub mod event;
+pub mod feed;
 pub mod folder;
 pub mod follower;
 pub mod gc;
+pub mod guard;
 pub mod header;
 pub mod history;
 pub mod leader;
+pub mod replica;
 pub mod store;
 pub mod transfers;
 
 pub use config::{Cutter, EngineConfig};
 pub use engine::{Engine, EngineError};
 pub use event::{Action, ClusterInfo, Event};
+pub use feed::{RaftFeed, RaftView};
 pub use gc::{GcReport, Retention};
+pub use guard::MassDeleteGuard;
 pub use header::Header;
+pub use replica::{Notice, Refusal, Replica};
 pub use store::{StoreError, SyncStore};
 pub use transfers::Fetch;

@@ -238,38 +238,8 @@ pub struct ResumeBody {
     pub confirm: bool,
 }
 
-/// A refused request: the HTTP status and the reason, which says what to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub status: u16,
-    pub message: String,
-}
-
-impl Refusal {
-    /// 409: the request does not fit the node's state now.
-    pub fn conflict(message: impl Into<String>) -> Self {
-        Refusal {
-            status: 409,
-            message: message.into(),
-        }
-    }
-
-    /// 400: the request names something that does not exist or is malformed.
-    pub fn bad(message: impl Into<String>) -> Self {
-        Refusal {
-            status: 400,
-            message: message.into(),
-        }
-    }
-
-    /// 500: the node failed carrying it out.
-    pub fn failed(message: impl Into<String>) -> Self {
-        Refusal {
-            status: 500,
-            message: message.into(),
-        }
-    }
-}
+/// Why a request was refused: an HTTP status and a message for the user.
+pub use chorus_sync::Refusal;
 
 /// A request on its way to the node's loop, with where the answer goes.
 #[derive(Debug)]

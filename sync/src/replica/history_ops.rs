@@ -1,106 +1,105 @@
-//! What the user asks of a running node through the local socket: pause and resume, undo and
-//! redo, restore, invite.
+//! Undo, redo, restore and show: what the user asks of the share's history.
 //!
-//! Undo, redo and restore never touch history: each writes the tree it wants into the share
-//! and lets the next scan make it a local version, pushed and merged like any edit, so every
-//! other node gets it and it can itself be undone. Before writing, the share is scanned and a
-//! change found on disk is versioned first, so nothing the user saved is overwritten unrecorded.
+//! None of them touches history: each writes the tree it wants into the folder and lets the
+//! next scan make it a local version, pushed and merged like any edit, so every other node gets
+//! it and it can itself be undone. Before writing, the folder is scanned and a change found on
+//! disk is versioned first, so nothing the user saved is overwritten unrecorded.
 
 use chorus_chunking::chunker::chunk_bytes;
-use chorus_chunking::{Entry, RelPath, TreeManifest, VersionId, VersionNumber};
+use chorus_chunking::{ChunkerParams, Entry, RelPath, TreeManifest, VersionId, VersionNumber};
+use chorus_merge::ContentLoader;
 use chorus_merge::redo::{Change, NewContent, reapply};
 use serde_json::{Value, json};
 
-use super::{Driver, Event};
-use crate::api::{Refusal, Request};
-use crate::config::ShareKind;
-use crate::config::token::JoinToken;
-use chorus_folder::materialize::MaterializeError;
+use super::{Notice, Replica};
+use crate::event::{Action, Event};
+use crate::folder::{Folder, FolderError};
+use crate::leader::Loader;
 
-type Answer = Result<Value, Refusal>;
-
-fn failed(e: impl std::fmt::Display) -> Refusal {
-    Refusal::failed(e.to_string())
+/// Why a request was refused, as an HTTP status and a message for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
 }
 
-impl Driver {
-    /// Carries out one request from the socket.
-    pub(super) async fn command(&mut self, request: Request) -> Answer {
-        match request {
-            Request::Pause => {
-                self.paused = true;
-                self.emit("paused", json!({}));
-                Ok(json!({"paused": true}))
-            }
-            Request::Resume { confirm } => self.resume(confirm),
-            Request::Undo => self.undo(),
-            Request::Redo { entry: Some(seq) } => self.redo_entry(seq),
-            Request::Redo { entry: None } => self.redo_undo(),
-            Request::Restore { version, path } => self.restore(&version, path.as_deref()),
-            Request::Invite => self.invite().await,
-            Request::Show { version, path } => self.show(&version, &path),
+impl Refusal {
+    /// 409: the request does not fit the node's state now.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Refusal {
+            status: 409,
+            message: message.into(),
         }
     }
 
-    fn resume(&mut self, confirm: bool) -> Answer {
-        let was_paused = std::mem::replace(&mut self.paused, false);
-        if was_paused {
-            self.emit("resumed", json!({}));
+    /// 400: the request names something that does not exist or is malformed.
+    pub fn bad(message: impl Into<String>) -> Self {
+        Refusal {
+            status: 400,
+            message: message.into(),
         }
-        let Some(held) = self.held.take() else {
-            self.scan().map_err(failed)?;
-            return Ok(json!({"paused": false}));
-        };
-        if let Some((deleting, files)) = held.mass_delete
-            && !confirm
-        {
-            self.held = Some(held);
-            return Err(Refusal::conflict(format!(
-                "a version that deletes {deleting} of the {files} files here is held; \
-                 `chorus resume --confirm` writes it (its files stay in history: `chorus restore`)"
-            )));
-        }
-        let released = held.version.to_string();
-        self.materialize(held.version, held.tree, confirm)
-            .and_then(|()| self.drain())
-            .map_err(failed)?;
-        self.scan().map_err(failed)?;
-        Ok(json!({"paused": false, "released": released}))
     }
 
-    /// The share as it is on disk, with any change not versioned yet handed to the engine
+    /// 500: the node failed carrying it out.
+    pub fn failed(e: impl std::fmt::Display) -> Self {
+        Refusal {
+            status: 500,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// An answer, and the messages and proposals it set off.
+pub type Answer = Result<(Value, Vec<Action>), Refusal>;
+
+/// Where a document share's one file sits in its tree.
+const DOCUMENT_PATH: &str = "document";
+
+impl<F: Folder> Replica<F> {
+    /// The folder as it is on disk, with any change not versioned yet handed to the engine
     /// first. Refused while paused (the user asked for the share to be left alone).
-    fn settled_disk(&mut self) -> Result<TreeManifest, Refusal> {
+    fn settled_disk(&mut self, now: u64, out: &mut Vec<Action>) -> Result<TreeManifest, Refusal> {
         if self.paused {
             return Err(Refusal::conflict(
                 "paused: `chorus resume` first, then undo, redo or restore",
             ));
         }
-        let tree = self.read_share().map_err(failed)?;
+        let Some(tree) = self.read().map_err(Refusal::failed)? else {
+            return Err(Refusal::conflict(self.unavailable.clone().unwrap_or_else(
+                || "the folder is being written; run the command again".into(),
+            )));
+        };
         if tree.version_id() != self.engine.folder() {
-            self.feed(Event::Local(tree.clone())).map_err(failed)?;
+            out.extend(
+                self.handle(now, Event::Local(tree.clone()))
+                    .map_err(Refusal::failed)?,
+            );
         }
         Ok(tree)
     }
 
-    /// Writes `target` over `disk` and versions it.
-    fn write_tree(&mut self, disk: &TreeManifest, target: &TreeManifest) -> Result<usize, Refusal> {
+    /// Writes `target` over `disk` and versions it; how many paths changed.
+    fn write_tree(
+        &mut self,
+        now: u64,
+        disk: &TreeManifest,
+        target: &TreeManifest,
+        out: &mut Vec<Action>,
+    ) -> Result<usize, Refusal> {
         let changed = disk
             .iter()
             .filter(|(p, e)| target.get(p) != Some(*e))
             .count()
             + target.iter().filter(|(p, _)| disk.get(p).is_none()).count();
-        let written = self.write_share(disk, target);
+        let written = self.write(disk, target);
         // Whatever was written, and a save that stopped the writing, are versioned now.
-        self.scan().map_err(failed)?;
+        out.extend(self.scan(now).map_err(Refusal::failed)?);
         match written {
             Ok(()) => Ok(changed),
-            Err(super::NodeError::Materialize(MaterializeError::Changed(path))) => {
-                Err(Refusal::conflict(format!(
-                    "{path} changed while this was being written; that change is versioned first: run the command again"
-                )))
-            }
-            Err(e) => Err(failed(e)),
+            Err(FolderError::Changed(path)) => Err(Refusal::conflict(format!(
+                "{path} changed while this was being written; that change is versioned first: run the command again"
+            ))),
+            Err(e) => Err(Refusal::failed(e)),
         }
     }
 
@@ -108,7 +107,7 @@ impl Driver {
     fn tree_of(&self, version: &VersionId, number: VersionNumber) -> Result<TreeManifest, Refusal> {
         self.engine
             .manifest(version)
-            .map_err(failed)?
+            .map_err(Refusal::failed)?
             .ok_or_else(|| {
                 Refusal::conflict(format!(
                     "version {number} is no longer kept here (history retention removed it)"
@@ -117,8 +116,8 @@ impl Driver {
     }
 
     /// An accepted version by `MAJOR.MINOR` or by (a unique prefix of) its id.
-    fn find_version(&self, spec: &str) -> Result<(VersionId, VersionNumber), Refusal> {
-        let headers = self.engine.headers().map_err(failed)?;
+    pub fn find_version(&self, spec: &str) -> Result<(VersionId, VersionNumber), Refusal> {
+        let headers = self.engine.headers().map_err(Refusal::failed)?;
         let found: Vec<_> = if let Ok(n) = spec.parse::<VersionNumber>() {
             headers.iter().filter(|h| h.number == n).collect()
         } else {
@@ -144,19 +143,27 @@ impl Driver {
         }
     }
 
-    fn restore(&mut self, spec: &str, path: Option<&str>) -> Answer {
+    /// A path as the user gives it, in the tree's terms (a document share has one).
+    fn tree_path(&self, document: bool, path: &str) -> Result<RelPath, Refusal> {
+        let p = if document {
+            DOCUMENT_PATH
+        } else {
+            path.trim_matches('/')
+        };
+        RelPath::new(p).map_err(|e| Refusal::bad(e.to_string()))
+    }
+
+    /// Makes the share, or one path in it, what it was in an accepted version.
+    pub fn restore(&mut self, now: u64, spec: &str, path: Option<&str>, document: bool) -> Answer {
         let (version, number) = self.find_version(spec)?;
         let then = self.tree_of(&version, number)?;
-        let disk = self.settled_disk()?;
+        let mut out = Vec::new();
+        let disk = self.settled_disk(now, &mut out)?;
         let target = match path {
             None => then,
             Some(p) => {
-                let p = match self.share_kind() {
-                    ShareKind::Document => chorus_folder::DOCUMENT_PATH.to_owned(),
-                    ShareKind::Folder => p.trim_matches('/').to_owned(),
-                };
-                let p = RelPath::new(&p).map_err(|e| Refusal::bad(e.to_string()))?;
-                let under = |q: &RelPath| q == &p || q.as_str().starts_with(&format!("{p}/"));
+                let p = self.tree_path(document, p)?;
+                let under = |q: &RelPath| q.starts_with(&p);
                 if !then.iter().any(|(q, _)| under(q)) && !disk.iter().any(|(q, _)| under(q)) {
                     return Err(Refusal::bad(format!(
                         "{p} is neither in version {number} nor in the share now"
@@ -171,26 +178,21 @@ impl Driver {
                 .map_err(|e| Refusal::conflict(format!("cannot restore {p} here: {e}")))?
             }
         };
-        let changed = self.write_tree(&disk, &target)?;
-        self.emit(
-            "restored",
-            json!({"version": number.to_string(), "path": path, "changed": changed}),
-        );
-        Ok(json!({"restored": number.to_string(), "path": path, "changed": changed}))
-    }
-
-    fn share_kind(&self) -> ShareKind {
-        match self.share {
-            super::Share::Folder(_) => ShareKind::Folder,
-            super::Share::Document(_) => ShareKind::Document,
-        }
+        let changed = self.write_tree(now, &disk, &target, &mut out)?;
+        let answer = json!({"restored": number.to_string(), "path": path, "changed": changed});
+        self.notices.push(Notice::History {
+            kind: "restored",
+            detail: json!({"version": number.to_string(), "path": path, "changed": changed}),
+        });
+        Ok((answer, out))
     }
 
     /// Goes back one accepted version: the head's first parent, or, right after an undo, the
     /// parent of the version that undo went back to.
-    fn undo(&mut self) -> Answer {
-        let disk = self.settled_disk()?;
-        let headers = self.engine.headers().map_err(failed)?;
+    pub fn undo(&mut self, now: u64) -> Answer {
+        let mut out = Vec::new();
+        let disk = self.settled_disk(now, &mut out)?;
+        let headers = self.engine.headers().map_err(Refusal::failed)?;
         let from = match self.undos.last() {
             Some((_, back_to)) if *back_to == disk.version_id() => *back_to,
             _ => self.engine.head().0,
@@ -214,20 +216,21 @@ impl Driver {
         } else {
             self.tree_of(&parent, parent_number)?
         };
-        let changed = self.write_tree(&disk, &target)?;
+        let undid = h.number;
+        let changed = self.write_tree(now, &disk, &target, &mut out)?;
         self.undos.push((from, parent));
-        self.emit(
-            "undone",
-            json!({"undid": h.number.to_string(), "back_to": parent_number.to_string(), "changed": changed}),
-        );
-        Ok(
-            json!({"undid": h.number.to_string(), "back_to": parent_number.to_string(), "changed": changed}),
-        )
+        let answer = json!({"undid": undid.to_string(), "back_to": parent_number.to_string(), "changed": changed});
+        self.notices.push(Notice::History {
+            kind: "undone",
+            detail: answer.clone(),
+        });
+        Ok((answer, out))
     }
 
     /// Takes back the last undo, if the share is still where that undo left it.
-    fn redo_undo(&mut self) -> Answer {
-        let disk = self.settled_disk()?;
+    pub fn redo_undo(&mut self, now: u64) -> Answer {
+        let mut out = Vec::new();
+        let disk = self.settled_disk(now, &mut out)?;
         let Some(&(undone, back_to)) = self.undos.last() else {
             return Err(Refusal::conflict(
                 "no undo to take back; `chorus redo ENTRY` brings back a displaced change (see `chorus conflicts`)",
@@ -242,28 +245,32 @@ impl Driver {
         let target = self
             .engine
             .manifest(&undone)
-            .map_err(failed)?
+            .map_err(Refusal::failed)?
             .ok_or_else(|| Refusal::conflict("the undone version is no longer kept here"))?;
-        let changed = self.write_tree(&disk, &target)?;
+        let changed = self.write_tree(now, &disk, &target, &mut out)?;
         self.undos.pop();
-        self.emit(
-            "redone",
-            json!({"version": undone.to_string(), "changed": changed}),
-        );
-        Ok(json!({"redone": undone.to_string(), "changed": changed}))
+        self.notices.push(Notice::History {
+            kind: "redone",
+            detail: json!({"version": undone.to_string(), "changed": changed}),
+        });
+        Ok((
+            json!({"redone": undone.to_string(), "changed": changed}),
+            out,
+        ))
     }
 
     /// Brings back the change redo entry `seq` holds.
-    fn redo_entry(&mut self, seq: u64) -> Answer {
-        let records = self.engine.redo().map_err(failed)?;
+    pub fn redo_entry(&mut self, now: u64, seq: u64, params: ChunkerParams) -> Answer {
+        let records = self.engine.redo().map_err(Refusal::failed)?;
         let Some(rec) = records.into_iter().find(|r| r.seq == seq) else {
             return Err(Refusal::bad(format!(
                 "no redo entry {seq}; `chorus conflicts` lists them"
             )));
         };
-        let disk = self.settled_disk()?;
-        let loader = chorus_sync::leader::Loader(&**self.engine.chunks());
-        let re = reapply(&rec.entry, &disk, &loader)
+        let mut out = Vec::new();
+        let disk = self.settled_disk(now, &mut out)?;
+        let chunks = self.engine.chunks().clone();
+        let re = reapply(&rec.entry, &disk, &Loader(&*chunks))
             .map_err(|e| Refusal::conflict(format!("redo entry {seq}: {e}")))?;
         let mut entries = disk.entries().clone();
         let path = match re.change {
@@ -275,14 +282,16 @@ impl Driver {
                 let entry = match content {
                     NewContent::Entry(e) => e,
                     NewContent::Bytes { bytes, exec } => {
-                        let manifest = chunk_bytes(&bytes, self.chunker);
+                        let manifest = chunk_bytes(&bytes, params);
                         let mut at = 0usize;
                         for c in &manifest.chunks {
                             let end = at + c.len as usize;
-                            self.chunks.put(&c.id, &bytes[at..end]).map_err(failed)?;
+                            chunks
+                                .put(&c.id, &bytes[at..end])
+                                .map_err(Refusal::failed)?;
                             at = end;
                         }
-                        self.chunks.sync().map_err(failed)?;
+                        chunks.sync().map_err(Refusal::failed)?;
                         Entry::File { exec, manifest }
                     }
                 };
@@ -292,26 +301,23 @@ impl Driver {
         };
         let target = TreeManifest::from_entries(entries)
             .map_err(|e| Refusal::conflict(format!("redo entry {seq}: {e}")))?;
-        let changed = self.write_tree(&disk, &target)?;
-        self.emit(
-            "redone",
-            json!({"entry": seq, "path": path.to_string(), "in_place": re.in_place}),
-        );
-        Ok(
+        let changed = self.write_tree(now, &disk, &target, &mut out)?;
+        self.notices.push(Notice::History {
+            kind: "redone",
+            detail: json!({"entry": seq, "path": path.to_string(), "in_place": re.in_place}),
+        });
+        Ok((
             json!({"entry": seq, "path": path.to_string(), "in_place": re.in_place, "changed": changed}),
-        )
+            out,
+        ))
     }
 
     /// A file as it was in an accepted version: its text, or its bytes in hex.
-    fn show(&self, spec: &str, path: &str) -> Answer {
+    pub fn show(&self, spec: &str, path: &str, document: bool) -> Result<Value, Refusal> {
         const MAX: u64 = 16 << 20;
         let (version, number) = self.find_version(spec)?;
         let tree = self.tree_of(&version, number)?;
-        let path = match self.share_kind() {
-            ShareKind::Document => chorus_folder::DOCUMENT_PATH,
-            ShareKind::Folder => path.trim_matches('/'),
-        };
-        let rel = RelPath::new(path).map_err(|e| Refusal::bad(e.to_string()))?;
+        let rel = self.tree_path(document, path)?;
         let Some(Entry::File { manifest, .. }) = tree.get(&rel) else {
             return Err(Refusal::bad(format!(
                 "{rel} is not a file in version {number}"
@@ -323,40 +329,20 @@ impl Driver {
                 manifest.size()
             )));
         }
-        use chorus_merge::ContentLoader;
-        let bytes = chorus_sync::leader::Loader(&**self.engine.chunks())
+        let bytes = Loader(&**self.engine.chunks())
             .load(manifest)
-            .map_err(failed)?;
+            .map_err(Refusal::failed)?;
         Ok(match String::from_utf8(bytes) {
             Ok(text) => {
                 json!({"version": number.to_string(), "path": rel.to_string(), "text": text})
             }
             Err(e) => {
-                json!({"version": number.to_string(), "path": rel.to_string(), "hex": hex::encode(e.into_bytes())})
+                json!({"version": number.to_string(), "path": rel.to_string(), "hex": hex_of(&e.into_bytes())})
             }
         })
     }
+}
 
-    async fn invite(&mut self) -> Answer {
-        let me = self.net.local_peer_id();
-        let addresses = self
-            .net
-            .listen_addrs()
-            .await
-            .map_err(failed)?
-            .into_iter()
-            .map(|a| a.with(libp2p::multiaddr::Protocol::P2p(me)))
-            .collect::<Vec<_>>();
-        let token = JoinToken {
-            share_id: self.share_id,
-            secret: self.secret,
-            kind: self.share_kind(),
-            inviter: me,
-            addresses: addresses.clone(),
-        };
-        Ok(json!({
-            "token": token.encode(),
-            "addresses": addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        }))
-    }
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,0 +1,236 @@
+//! Start-up: the local socket first (a second daemon on the same state dir stops there), the
+//! identity, the network, Raft, joining or founding the group, the stores, the folder and its
+//! watcher, and the worker thread that owns the engine and the folder. Nothing here depends on
+//! what the folder holds: a folder that cannot be read is reported by the worker, never a
+//! reason not to start.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_chunking::{ChunkStore, DiskStore};
+use chorus_election::{ElectionNode, Member, node_id_of};
+use chorus_proto::Limits;
+use chorus_sync::{Engine, EngineConfig, Replica, Retention, SyncStore};
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use super::share_folder::ShareFolder;
+use super::view::WorkerView;
+use super::worker::{self, Input, PeerMessage, Worker};
+use super::{JoinWith, NodeConfig, NodeError, membership, peer_of};
+use crate::api;
+use crate::net::{self, Inbound, NetConfig, NetHandle, RaftTransport};
+
+/// A node that has started: what its event loop works with.
+pub(super) struct Started {
+    pub election: Arc<ElectionNode>,
+    pub net: NetHandle,
+    pub inbound: mpsc::UnboundedReceiver<Inbound>,
+    pub api: ApiGuard,
+    pub listener: tokio::net::UnixListener,
+    /// The worker's inputs: control (never dropped) and peer messages (bounded).
+    pub control: mpsc::UnboundedSender<Input>,
+    pub messages: mpsc::Sender<PeerMessage>,
+    pub worker: std::thread::JoinHandle<()>,
+    pub view: watch::Receiver<WorkerView>,
+    pub events: broadcast::Sender<api::Event>,
+    /// Keeps the watcher running (it stops when dropped).
+    pub watcher: Option<chorus_folder::watcher::FolderWatcher>,
+}
+
+/// Starts everything but the event loop.
+pub(super) async fn start(cfg: NodeConfig) -> Result<Started, NodeError> {
+    std::fs::create_dir_all(&cfg.state_dir)
+        .map_err(|e| NodeError::Config(format!("{}: {e}", cfg.state_dir.display())))?;
+    // The socket first: a second daemon on this state dir stops here, with a clear error.
+    let listener = api::server::bind(&cfg.state_dir)?;
+    // Stops serving (and removes the socket) however the node stops.
+    let api = ApiGuard {
+        task: None,
+        socket: api::socket_path(&cfg.state_dir),
+    };
+    check_ports_free(&cfg.listen)?;
+    let keypair = net::load_or_create_keypair(&cfg.state_dir.join("identity.key"))?;
+    let me_peer = keypair.public().to_peer_id();
+    let me = node_id_of(&me_peer.to_bytes());
+    let explicit: Vec<(PeerId, Multiaddr)> = cfg
+        .peers
+        .iter()
+        .map(|a| {
+            peer_of(a).map(|p| (p, a.clone())).ok_or_else(|| {
+                NodeError::Config(format!("peer address {a} must end with /p2p/<peer id>"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let (net, inbound) = net::spawn(NetConfig {
+        keypair,
+        secret: cfg.secret,
+        listen: cfg.listen.clone(),
+        explicit_peers: cfg.peers.clone(),
+        allowed: explicit.iter().map(|(p, _)| *p).collect(),
+        mdns: cfg.mdns,
+        limits: Limits::default(),
+        request_timeout: Duration::from_secs(10),
+        bandwidth_limit: cfg.bandwidth_limit,
+    })?;
+    let election = Arc::new(
+        ElectionNode::open(
+            &cfg.state_dir.join("raft"),
+            me,
+            cfg.election,
+            Arc::new(RaftTransport::new(net.clone())),
+        )
+        .await?,
+    );
+    let listen = loop {
+        let addrs = net.listen_addrs().await?;
+        if !addrs.is_empty() || cfg.listen.is_empty() {
+            break addrs;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    for a in &listen {
+        println!("chorus: peer {me_peer} listening on {a}/p2p/{me_peer}");
+    }
+    if cfg.init && !election.is_initialized().await? {
+        let member = Member {
+            peer_id: me_peer.to_bytes(),
+            addresses: listen.iter().map(|a| a.to_string()).collect(),
+        };
+        election.initialize(member).await?;
+    }
+    if cfg.init {
+        membership::add_explicit_peers(election.clone(), explicit);
+    }
+    if let Some(with) = cfg.join {
+        let invite = match with {
+            JoinWith::Invite(invite) => invite,
+            JoinWith::Secret => net::invite_for(&cfg.secret, &me_peer),
+        };
+        let targets = cfg.peers.iter().filter_map(peer_of).collect();
+        membership::join(
+            election.clone(),
+            net.clone(),
+            targets,
+            invite,
+            listen.clone(),
+        );
+    }
+
+    let leftovers = cfg.share.remove_leftovers().unwrap_or_else(|e| {
+        tracing::warn!("cannot look for half-written files a crash left: {e}");
+        0
+    });
+    if leftovers > 0 {
+        tracing::info!(
+            leftovers,
+            "removed half-written files a crash left in the folder"
+        );
+    }
+    let (control, control_rx) = mpsc::unbounded_channel();
+    let (messages, messages_rx) = mpsc::channel(worker::MESSAGES_QUEUED);
+    // The watcher before the first scan, so no change falls between the two.
+    let watcher = if cfg.watch {
+        let tx = control.clone();
+        match chorus_folder::watcher::watch(&cfg.share, &cfg.state_dir, move || {
+            let _ = tx.send(Input::FolderChanged);
+        }) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("{e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let chunks: Arc<dyn ChunkStore> = Arc::new(DiskStore::open(cfg.state_dir.join("chunks"))?);
+    let engine = Engine::open(
+        me,
+        EngineConfig::new(cfg.rules, cfg.chunker),
+        SyncStore::open(&cfg.state_dir.join("sync.redb"))?,
+        chunks.clone(),
+    )?;
+    let document = matches!(cfg.share, chorus_folder::Share::Document(_));
+    let folder = ShareFolder::new(cfg.share, chunks, cfg.chunker);
+    let (view_tx, view) = watch::channel(WorkerView::default());
+    let (events, _) = broadcast::channel(1024);
+    let worker = worker::spawn(
+        Worker {
+            replica: Replica::new(engine, folder, cfg.guard),
+            document,
+            chunker: cfg.chunker,
+            net: net.clone(),
+            election: election.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            control: control.clone(),
+            view: view_tx,
+            events: events.clone(),
+            debounce: cfg.debounce,
+            rescan_every: cfg.rescan_every,
+            retention: Retention::default(),
+            peers: Default::default(),
+        },
+        control_rx,
+        messages_rx,
+    )
+    .map_err(|e| NodeError::Config(format!("cannot start the worker thread: {e}")))?;
+    Ok(Started {
+        election,
+        net,
+        inbound,
+        api,
+        listener,
+        control,
+        messages,
+        worker,
+        view,
+        events,
+        watcher,
+    })
+}
+
+/// Refuses a fixed TCP port that something else holds. libp2p binds with SO_REUSEPORT, so two
+/// daemons given the same port would both "listen" and split the connections between them;
+/// a plain bind (without it) tells.
+fn check_ports_free(listen: &[Multiaddr]) -> Result<(), NodeError> {
+    use libp2p::multiaddr::Protocol;
+    for addr in listen {
+        let mut ip = None;
+        let mut port = None;
+        for p in addr.iter() {
+            match p {
+                Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+                Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+                Protocol::Tcp(p) => port = Some(p),
+                _ => {}
+            }
+        }
+        if let (Some(ip), Some(port)) = (ip, port)
+            && port != 0
+            && let Err(e) = std::net::TcpListener::bind((ip, port))
+            && e.kind() == std::io::ErrorKind::AddrInUse
+        {
+            return Err(NodeError::Config(format!(
+                "port {port} is in use (another chorus share, or another program): pick another in the `listen` of config.toml, or pass --listen /ip4/0.0.0.0/tcp/PORT"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Aborts the socket's task (once it serves) and removes the socket file when the node stops.
+pub(super) struct ApiGuard {
+    pub task: Option<tokio::task::JoinHandle<()>>,
+    pub socket: PathBuf,
+}
+
+impl Drop for ApiGuard {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}

@@ -1,0 +1,373 @@
+//! The worker: a thread of its own that owns the [`Replica`] (the sync engine and the working
+//! folder), in the manner of iroh-docs' actor. Everything that blocks (redb commits with fsync,
+//! scans, merges, delta encoding, writing files, history retention) happens here, never on the
+//! async runtime, so the network, Raft and the socket keep their pace whatever the folder
+//! holds. It is fed through two channels (control inputs, which are never dropped, and peer
+//! messages, bounded), wakes on them and on its own deadlines (the engine's next retry, the
+//! watcher's debounce, the periodic rescan and retention), and publishes a [`WorkerView`] for
+//! the socket and [`api::Event`]s for `/v1/events`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chorus_chunking::ChunkerParams;
+use chorus_election::ElectionNode;
+use chorus_proto::header::NodeId;
+use chorus_proto::message::Message;
+use chorus_sync::{Action, Event, Notice, Refusal, Replica, Retention};
+use libp2p::PeerId;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use super::share_folder::ShareFolder;
+use super::view::WorkerView;
+use crate::api::{self, Request};
+use crate::net::NetHandle;
+
+/// How often history retention runs.
+const GC_EVERY: Duration = Duration::from_secs(600);
+/// How often the view is published while something changes.
+const VIEW_EVERY: Duration = Duration::from_millis(200);
+/// How long a proposal may take before it counts as failed (it is proposed again).
+const PROPOSE_WITHIN: Duration = Duration::from_secs(5);
+/// Peer messages waiting for the worker; beyond this they are dropped (the protocol retries).
+pub const MESSAGES_QUEUED: usize = 1024;
+
+/// What the worker is told.
+#[derive(Debug)]
+pub enum Input {
+    /// Raft's news for the engine (from the feed): cluster changes, committed headers, a
+    /// confirmed leadership.
+    Raft(Vec<Event>),
+    /// A proposal did not commit.
+    ProposeFailed(chorus_chunking::VersionId),
+    /// The watcher saw a change in the share.
+    FolderChanged,
+    /// A request from the socket, and where its answer goes.
+    Command {
+        request: Request,
+        reply: oneshot::Sender<Result<Value, Refusal>>,
+    },
+}
+
+/// A peer's sync message for the engine.
+#[derive(Debug)]
+pub struct PeerMessage {
+    pub from: NodeId,
+    pub message: Message,
+}
+
+/// What the worker needs besides its replica.
+pub struct Worker {
+    pub replica: Replica<ShareFolder>,
+    /// Document shares answer history requests about their one file.
+    pub document: bool,
+    pub chunker: ChunkerParams,
+    pub net: NetHandle,
+    pub election: Arc<ElectionNode>,
+    /// The async runtime, for proposals (Raft is async).
+    pub runtime: tokio::runtime::Handle,
+    /// Where proposal failures come back.
+    pub control: mpsc::UnboundedSender<Input>,
+    pub view: watch::Sender<WorkerView>,
+    pub events: broadcast::Sender<api::Event>,
+    pub debounce: Duration,
+    pub rescan_every: Duration,
+    pub retention: Retention,
+    /// The members' PeerIds, by node id (from the cluster events).
+    pub peers: BTreeMap<NodeId, PeerId>,
+}
+
+/// Unix milliseconds: the engine's retry timers tolerate a clock step (they saturate), and
+/// headers carry wall-clock creation times for history retention.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64)
+}
+
+/// Starts the worker on a thread of its own; it stops when both channels close.
+pub fn spawn(
+    worker: Worker,
+    control: mpsc::UnboundedReceiver<Input>,
+    messages: mpsc::Receiver<PeerMessage>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("chorus-worker".into())
+        .spawn(move || {
+            // A runtime of its own, on this thread only: waiting on channels and timers is
+            // async, everything else blocks this thread and nothing else.
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => rt.block_on(worker.run(control, messages)),
+                Err(e) => tracing::error!("cannot start the worker: {e}"),
+            }
+        })
+}
+
+/// The worker's timers.
+struct Timers {
+    /// First and latest change of a burst not scanned yet.
+    burst: Option<(Instant, Instant)>,
+    next_rescan: Instant,
+    next_gc: Instant,
+    next_view: Instant,
+}
+
+impl Worker {
+    async fn run(
+        mut self,
+        mut control: mpsc::UnboundedReceiver<Input>,
+        mut messages: mpsc::Receiver<PeerMessage>,
+    ) {
+        let now = Instant::now();
+        let mut t = Timers {
+            burst: None,
+            next_rescan: now + self.rescan_every,
+            next_gc: now + GC_EVERY,
+            next_view: now,
+        };
+        // The first scan at once; then on changes, and fully every `rescan_every`.
+        let out = self.replica.scan(now_ms());
+        self.after(out);
+        self.publish();
+        loop {
+            let deadline = self.deadline(&t);
+            tokio::select! {
+                biased;
+                input = control.recv() => match input {
+                    Some(input) => self.input(input, &mut t),
+                    None => break,
+                },
+                m = messages.recv() => match m {
+                    Some(PeerMessage { from, message }) => {
+                        let out = self.replica.handle(now_ms(), Event::Message { from, message });
+                        self.after(out);
+                    }
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline.into()) => self.timers(&mut t),
+            }
+            if Instant::now() >= t.next_view {
+                self.publish();
+                t.next_view = Instant::now() + VIEW_EVERY;
+            }
+        }
+        tracing::debug!("the worker stops");
+    }
+
+    /// The earliest of the worker's deadlines.
+    fn deadline(&self, t: &Timers) -> Instant {
+        let now = Instant::now();
+        let engine = self.replica.poll_timeout().map(|at| {
+            let wait = at.saturating_sub(now_ms());
+            now + Duration::from_millis(wait)
+        });
+        let scan = t.burst.map(|(first, last)| {
+            (last + self.debounce)
+                .min(first + self.debounce * chorus_folder::watcher::MAX_DELAY_FACTOR)
+        });
+        [
+            Some(t.next_rescan),
+            Some(t.next_gc),
+            Some(t.next_view),
+            engine,
+            scan,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now + GC_EVERY)
+    }
+
+    fn input(&mut self, input: Input, t: &mut Timers) {
+        match input {
+            Input::Raft(events) => {
+                for ev in events {
+                    if let Event::Cluster(info) = &ev {
+                        self.peers = info
+                            .peer_ids
+                            .iter()
+                            .filter_map(|(id, p)| PeerId::from_bytes(p).ok().map(|p| (*id, p)))
+                            .collect();
+                    }
+                    let out = self.replica.handle(now_ms(), ev);
+                    self.after(out);
+                }
+            }
+            Input::ProposeFailed(version) => {
+                let out = self
+                    .replica
+                    .handle(now_ms(), Event::ProposeFailed { version });
+                self.after(out);
+            }
+            Input::FolderChanged => {
+                let now = Instant::now();
+                t.burst = Some(match t.burst {
+                    Some((first, _)) => (first, now),
+                    None => (now, now),
+                });
+            }
+            Input::Command { request, reply } => {
+                let answer = self.command(request);
+                // What the command changed is visible to the next query at once.
+                self.publish();
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    fn timers(&mut self, t: &mut Timers) {
+        let now = Instant::now();
+        if let Some((first, last)) = t.burst
+            && now
+                >= (last + self.debounce)
+                    .min(first + self.debounce * chorus_folder::watcher::MAX_DELAY_FACTOR)
+        {
+            t.burst = None;
+            let out = self.replica.scan(now_ms());
+            self.after(out);
+        }
+        if now >= t.next_rescan {
+            let out = self.replica.scan(now_ms());
+            self.after(out);
+            t.next_rescan = Instant::now() + self.rescan_every;
+        }
+        if now >= t.next_gc {
+            // History retention: between events, never between a scan and its Local.
+            match self
+                .replica
+                .engine_mut()
+                .collect_garbage(now_ms(), &self.retention)
+            {
+                Ok(r) => tracing::info!(?r, "history retention"),
+                Err(e) => tracing::warn!("history retention failed: {e}"),
+            }
+            t.next_gc = Instant::now() + GC_EVERY;
+        }
+        if self.replica.poll_timeout().is_some_and(|at| at <= now_ms()) {
+            let out = self.replica.tick(now_ms());
+            self.after(out);
+        }
+    }
+
+    /// Carries out what the replica asked for, and reports what happened.
+    fn after(&mut self, out: Result<Vec<Action>, chorus_sync::EngineError>) {
+        match out {
+            Ok(actions) => self.act(actions),
+            // A local failure (the state dir's disk); the event is lost, the protocol retries.
+            Err(e) => tracing::error!("{e}"),
+        }
+        for notice in self.replica.take_notices() {
+            self.notify(notice);
+        }
+    }
+
+    fn act(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Send { to, message } => {
+                    if let Some(peer) = self.peers.get(&to) {
+                        self.net.send(*peer, message.into_body());
+                    }
+                }
+                Action::Propose(p) => {
+                    let election = self.election.clone();
+                    let control = self.control.clone();
+                    let version = p.version;
+                    self.runtime.spawn(async move {
+                        let ok = matches!(
+                            tokio::time::timeout(PROPOSE_WITHIN, election.propose(p)).await,
+                            Ok(Ok(_))
+                        );
+                        if !ok {
+                            let _ = control.send(Input::ProposeFailed(version));
+                        }
+                    });
+                }
+                // The replica writes versions itself.
+                Action::Materialize { .. } => {}
+            }
+        }
+    }
+
+    fn notify(&self, notice: Notice) {
+        let (kind, detail) = match notice {
+            Notice::Scanned { version, entries } => (
+                "scanned",
+                json!({"version": version.to_string(), "entries": entries}),
+            ),
+            Notice::Materialized { version, entries } => (
+                "materialized",
+                json!({"version": version.to_string(), "entries": entries}),
+            ),
+            Notice::Held {
+                version,
+                deleting,
+                files,
+            } => (
+                "held",
+                json!({"version": version.to_string(), "deleting": deleting, "files": files}),
+            ),
+            Notice::WriteFailed { path, reason } => (
+                "write-failed",
+                json!({"path": path.to_string(), "reason": reason}),
+            ),
+            Notice::Unavailable { reason } => ("unavailable", json!({"reason": reason})),
+            Notice::Paused => ("paused", json!({})),
+            Notice::Resumed => ("resumed", json!({})),
+            Notice::History { kind, detail } => (kind, detail),
+        };
+        let _ = self.events.send(api::Event {
+            kind: kind.to_owned(),
+            at_ms: now_ms(),
+            detail,
+        });
+    }
+
+    /// Carries out one request from the socket.
+    fn command(&mut self, request: Request) -> Result<Value, Refusal> {
+        let now = now_ms();
+        let (answer, out) = match request {
+            Request::Pause => {
+                self.replica.pause();
+                (json!({"paused": true}), Vec::new())
+            }
+            Request::Resume { confirm } => {
+                let (released, out) = self.replica.resume(now, confirm)?;
+                let answer = match released {
+                    Some(v) => json!({"paused": false, "released": v.to_string()}),
+                    None => json!({"paused": false}),
+                };
+                (answer, out)
+            }
+            Request::Undo => self.replica.undo(now)?,
+            Request::Redo { entry: Some(seq) } => {
+                self.replica.redo_entry(now, seq, self.chunker)?
+            }
+            Request::Redo { entry: None } => self.replica.redo_undo(now)?,
+            Request::Restore { version, path } => {
+                self.replica
+                    .restore(now, &version, path.as_deref(), self.document)?
+            }
+            Request::Show { version, path } => (
+                self.replica.show(&version, &path, self.document)?,
+                Vec::new(),
+            ),
+            Request::Invite => {
+                return Err(Refusal::failed("invites are made by the network side"));
+            }
+        };
+        self.after(Ok(out));
+        Ok(answer)
+    }
+
+    /// Publishes what the socket shows of the replica.
+    fn publish(&mut self) {
+        let (replica, peers) = (&self.replica, &self.peers);
+        self.view.send_if_modified(|v| v.refresh(replica, peers));
+    }
+}
