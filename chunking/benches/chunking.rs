@@ -172,6 +172,7 @@ fn chunk_size_sweep(quick: bool) {
             number: None,
             delta: Some(delta),
             pushed_before: Vec::new(),
+            displaced: Vec::new(),
         }))
         .len();
         println!(
@@ -206,6 +207,7 @@ fn chunk_size_sweep(quick: bool) {
             number: None,
             delta: Some(delta),
             pushed_before: Vec::new(),
+            displaced: Vec::new(),
         }))
         .len();
         let name = level.map_or("default policy".to_string(), |l| l.to_string());
@@ -462,6 +464,7 @@ fn chorus_bytes(old: &Path, new: &Path, w: &Path) -> (u64, f64) {
         number: None,
         delta: Some(delta.clone()),
         pushed_before: Vec::new(),
+        displaced: Vec::new(),
     }));
     let mut total = frame.len() as u64;
     loop {

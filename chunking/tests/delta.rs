@@ -15,6 +15,7 @@ fn wire(delta: proto::Delta) -> proto::Delta {
         number: Some(proto::VersionNumber { major: 1, minor: 0 }),
         delta: Some(delta),
         pushed_before: Vec::new(),
+        displaced: Vec::new(),
     }));
     match decode_frame(&frame, &Limits::default()).unwrap().body {
         Some(Body::Push(p)) => p.delta.unwrap(),
@@ -82,6 +83,7 @@ fn a_small_edit_costs_little_and_round_trips() {
         number: None,
         delta: Some(delta.clone()),
         pushed_before: Vec::new(),
+        displaced: Vec::new(),
     }))
     .len();
     assert!(
@@ -552,7 +554,7 @@ proptest! {
         let base = build(&base_spec, &sender);
         let target = build(&target_spec, &sender);
         let (delta, _) = encode(&base, &target, &sender, &EncodeOptions::default()).unwrap();
-        let mut frame = encode_frame(Body::Push(proto::Push { number: None, delta: Some(delta), pushed_before: Vec::new() }));
+        let mut frame = encode_frame(Body::Push(proto::Push { number: None, delta: Some(delta), pushed_before: Vec::new(), displaced: Vec::new() }));
         for (i, b) in flips {
             let i = i.index(frame.len());
             frame[i] ^= b.max(1);

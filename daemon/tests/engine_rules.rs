@@ -217,6 +217,7 @@ fn messages_from_non_members_are_ignored() {
                 number: Some(chorus_proto::VersionNumber { major: 9, minor: 9 }),
                 delta: Some(delta),
                 pushed_before: Vec::new(),
+                displaced: Vec::new(),
             }))
             .expect("a well-formed message"),
         },

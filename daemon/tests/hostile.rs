@@ -151,6 +151,7 @@ fn push(d: proto::Delta) -> Body {
         number: Some(proto::VersionNumber { major: 9, minor: 2 }),
         delta: Some(d),
         pushed_before: Vec::new(),
+        displaced: Vec::new(),
     })
 }
 

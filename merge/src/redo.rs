@@ -121,6 +121,11 @@ pub struct HunkRedo {
     pub kept: Bytes,
     pub displaced: Bytes,
     pub after: Bytes,
+    /// The common ancestor's text of the region, when the merge knew it: a redo then
+    /// re-applies only what the displaced side changed from it (entries made without it put
+    /// the displaced text back whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Bytes>,
 }
 
 impl HunkRedo {
@@ -132,15 +137,12 @@ impl HunkRedo {
         let before: Vec<&[u8]> = split_lines(&self.before.0).collect();
         let kept: Vec<&[u8]> = split_lines(&self.kept.0).collect();
         let after: Vec<&[u8]> = split_lines(&self.after.0).collect();
-        let needle: Vec<&[u8]> = before.iter().chain(&kept).chain(&after).copied().collect();
-        if needle.is_empty() {
+        if before.is_empty() && kept.is_empty() && after.is_empty() {
             // Nothing to anchor on: only an empty file still matches.
             return current.is_empty().then(|| self.displaced.0.clone());
         }
-        let at = (0..=cur.len().checked_sub(needle.len())?)
-            .filter(|&i| cur[i..i + needle.len()] == needle[..])
-            .min_by_key(|&i| (i + before.len()).abs_diff(self.line))?;
-        let start = at + before.len();
+        let at = self.anchor(&cur, &before, &kept, &after)?;
+        let start = at;
         let mut out = Vec::with_capacity(current.len() + self.displaced.0.len());
         for l in &cur[..start] {
             out.extend_from_slice(l);
@@ -150,6 +152,91 @@ impl HunkRedo {
             out.extend_from_slice(l);
         }
         Some(out)
+    }
+
+    /// Re-applies the displaced change to `current` as a merge: where `before + kept + after`
+    /// still stands, the region becomes the three-way merge of the base region, what stands
+    /// there (`kept`) and the displaced text, the displaced side winning where both changed the
+    /// same lines. Lines the displaced change did not change keep what stands now. Returns the
+    /// new bytes and what the redo displaced in turn (hunks of `kept`); None when the context
+    /// is gone.
+    pub fn redo_in(&self, current: &[u8]) -> Option<(Vec<u8>, Vec<HunkRedo>)> {
+        let Some(base) = &self.base else {
+            return self.reapply_to(current).map(|b| (b, Vec::new()));
+        };
+        let cur: Vec<&[u8]> = split_lines(current).collect();
+        let before: Vec<&[u8]> = split_lines(&self.before.0).collect();
+        let kept: Vec<&[u8]> = split_lines(&self.kept.0).collect();
+        let after: Vec<&[u8]> = split_lines(&self.after.0).collect();
+        let at = self.anchor(&cur, &before, &kept, &after)?;
+        let start = at;
+        // The displaced side must win where both changed the same lines: it gets the higher
+        // number for this merge (the entries it makes are numbered by the caller).
+        let m = crate::text::merge_lines_fine(&base.0, &self.kept.0, &self.displaced.0).ok()?;
+        let region = m.result.0;
+        let mut out = Vec::with_capacity(current.len() + region.len());
+        for l in &cur[..start] {
+            out.extend_from_slice(l);
+        }
+        let region_line = start;
+        out.extend_from_slice(&region);
+        for l in &cur[start + kept.len()..] {
+            out.extend_from_slice(l);
+        }
+        let displaced = m
+            .redo
+            .into_iter()
+            .filter_map(|e| match e.what {
+                Displaced::Hunk(mut h) => {
+                    h.line += region_line;
+                    Some(h)
+                }
+                _ => None,
+            })
+            .collect();
+        Some((out, displaced))
+    }
+
+    /// Where `before + kept + after` stands in `cur` (the occurrence nearest to the original
+    /// line). When the whole context no longer stands (an
+    /// edit next to it since), a shorter context is tried, down to `kept` alone, as long as it
+    /// stands in exactly one place. Returns the index of the first line of `kept` in `cur`.
+    fn anchor(
+        &self,
+        cur: &[&[u8]],
+        before: &[&[u8]],
+        kept: &[&[u8]],
+        after: &[&[u8]],
+    ) -> Option<usize> {
+        let full = before.len().max(after.len());
+        for k in (0..=full).rev() {
+            let b = &before[before.len().saturating_sub(k)..];
+            let a = &after[..k.min(after.len())];
+            let needle: Vec<&[u8]> = b.iter().chain(kept).chain(a).copied().collect();
+            if needle.is_empty() {
+                return cur.is_empty().then_some(0);
+            }
+            let Some(last) = cur.len().checked_sub(needle.len()) else {
+                continue;
+            };
+            let found: Vec<usize> = (0..=last)
+                .filter(|&i| cur[i..i + needle.len()] == needle[..])
+                .collect();
+            let pick = if k == full {
+                found
+                    .iter()
+                    .copied()
+                    .min_by_key(|&i| (i + b.len()).abs_diff(self.line))
+            } else if found.len() == 1 && !kept.is_empty() {
+                Some(found[0])
+            } else {
+                None
+            };
+            if let Some(i) = pick {
+                return Some(i + b.len());
+            }
+        }
+        None
     }
 
     /// The text restored beside the file when the context is gone: the displaced text in its
@@ -208,6 +295,9 @@ pub enum Change {
 pub struct Reapplied {
     pub change: Change,
     pub in_place: bool,
+    /// What the redo displaced in turn (lines both it and what stood there changed): they go
+    /// on the redo stack like any displaced change.
+    pub displaced: Vec<RedoEntry>,
 }
 
 /// Why an entry could not be reapplied.
@@ -294,6 +384,7 @@ pub fn reapply(
         Ok(Reapplied {
             change,
             in_place: true,
+            displaced: Vec::new(),
         })
     };
     match &entry.what {
@@ -310,10 +401,22 @@ pub fn reapply(
                 );
             };
             let bytes = loader.load(manifest)?;
-            match h.reapply_to(&bytes) {
-                Some(bytes) => in_place(Change::Write {
-                    path,
-                    content: NewContent::Bytes { bytes, exec: *exec },
+            match h.redo_in(&bytes) {
+                Some((bytes, displaced)) => Ok(Reapplied {
+                    change: Change::Write {
+                        path: path.clone(),
+                        content: NewContent::Bytes { bytes, exec: *exec },
+                    },
+                    in_place: true,
+                    displaced: displaced
+                        .into_iter()
+                        .map(|h| RedoEntry {
+                            path: Some(path.clone()),
+                            displaced_by: entry.displaced_from,
+                            displaced_from: entry.displaced_by,
+                            what: Displaced::Hunk(h),
+                        })
+                        .collect(),
                 }),
                 None => beside(
                     &path,
@@ -396,6 +499,7 @@ fn beside(
                     content,
                 },
                 in_place: false,
+                displaced: Vec::new(),
             });
         }
     }
@@ -413,6 +517,7 @@ mod tests {
             kept: Bytes(b"B2\n".to_vec()),
             displaced: Bytes(b"B1\n".to_vec()),
             after: Bytes(b"c\n".to_vec()),
+            base: None,
         }
     }
 

@@ -120,7 +120,7 @@ pub fn merge(
     }
     match mode {
         MergeMode::Whole => Ok(merge_whole(ours, theirs, &order)),
-        MergeMode::Lines => merge_lines(base, ours, theirs, &order),
+        MergeMode::Lines => merge_lines(base, ours, theirs, &order, Adjacent::Conflict),
         MergeMode::Chars => match (
             std::str::from_utf8(base),
             std::str::from_utf8(ours),
@@ -178,11 +178,37 @@ fn side_version<T: Copy>(
     out
 }
 
+/// Whether changes to adjacent lines (hunks that touch without overlapping) conflict, as
+/// they do in `git merge-file`, or combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Adjacent {
+    Conflict,
+    Combine,
+}
+
+/// A line merge in which only overlapping changes conflict: changes to adjacent lines combine.
+/// A redo re-applies a displaced change this way, so it changes exactly the lines that change
+/// changed and nothing beside them. `theirs` wins what conflicts.
+pub(crate) fn merge_lines_fine(
+    base: &[u8],
+    ours: &[u8],
+    theirs: &[u8],
+) -> Result<MergeOutcome, MergeError> {
+    let order = Order::new(
+        VersionNumber::new(0, 0),
+        VersionNumber::new(1, 0),
+        ours,
+        theirs,
+    );
+    merge_lines(base, ours, theirs, &order, Adjacent::Combine)
+}
+
 fn merge_lines(
     base: &[u8],
     ours: &[u8],
     theirs: &[u8],
     order: &Order,
+    adjacent: Adjacent,
 ) -> Result<MergeOutcome, MergeError> {
     let lt = LineTokens::new(base, ours, theirs);
     let n = lt.interner.num_tokens();
@@ -218,6 +244,7 @@ fn merge_lines(
     let mut kept: Vec<(Side, Hunk)> = Vec::new();
     struct Conflict {
         lo: usize,
+        base_text: Vec<imara_diff::Token>,
         winner_text: Vec<imara_diff::Token>,
         loser_text: Vec<imara_diff::Token>,
     }
@@ -227,7 +254,16 @@ fn merge_lines(
         let lo = all[i].hunk.before.start;
         let mut hi = all[i].hunk.before.end;
         let mut j = i + 1;
-        while j < all.len() && all[j].hunk.before.start <= hi {
+        while j < all.len() && {
+            let h = &all[j].hunk.before;
+            match adjacent {
+                Adjacent::Conflict => h.start <= hi,
+                // Overlapping, or two insertions at one point (their order is a conflict).
+                Adjacent::Combine => {
+                    h.start < hi || (h.start == lo && h.is_empty() && all[i].hunk.before.is_empty())
+                }
+            }
+        } {
             hi = hi.max(all[j].hunk.before.end);
             j += 1;
         }
@@ -250,6 +286,7 @@ fn merge_lines(
             if wt != loser {
                 conflicts.push(Conflict {
                     lo,
+                    base_text: lt.base[lo..hi].to_vec(),
                     winner_text: wt,
                     loser_text: loser,
                 });
@@ -292,6 +329,7 @@ fn merge_lines(
                 kept: Bytes(lt.bytes(&c.winner_text)),
                 displaced: Bytes(lt.bytes(&c.loser_text)),
                 after: Bytes(lt.bytes(after)),
+                base: Some(Bytes(lt.bytes(&c.base_text))),
             }),
         });
     }

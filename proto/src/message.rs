@@ -33,6 +33,8 @@ pub enum Message {
         number: VersionNumber,
         delta: Delta,
         before: Vec<VersionId>,
+        /// What the push displaces on purpose (a redo), encoded redo entries; usually empty.
+        displaced: Vec<u8>,
     },
     /// Leader to pusher: `version` is accepted as is, numbered `number`.
     Accepted {
@@ -106,6 +108,7 @@ impl Message {
                     .map(VersionId::from_proto)
                     .collect::<Result<_, _>>()?,
                 delta: delta(p.delta, "Push.delta")?,
+                displaced: p.displaced,
             },
             Body::Accepted(a) => Message::Accepted {
                 version: id(a.version.as_ref(), "Accepted.version")?,
@@ -159,10 +162,12 @@ impl Message {
                 number,
                 delta,
                 before,
+                displaced,
             } => Body::Push(v1::Push {
                 number: Some(number.to_proto()),
                 delta: Some(delta.wire),
                 pushed_before: before.into_iter().map(VersionId::to_proto).collect(),
+                displaced,
             }),
             Message::Accepted { version, number } => Body::Accepted(v1::Accepted {
                 version: Some(version.to_proto()),
@@ -256,6 +261,7 @@ mod tests {
                 number: n,
                 delta: d.clone(),
                 before: vec![vid(3)],
+                displaced: b"[]".to_vec(),
             },
             Message::Accepted {
                 version: vid(4),

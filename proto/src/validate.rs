@@ -27,6 +27,16 @@ pub(crate) fn body(body: &Body, l: &Limits) -> Result<(), DecodeError> {
             p.pushed_before
                 .iter()
                 .try_for_each(|v| version_id(v, "Push.pushed_before"))?;
+            if p.displaced.len() > crate::header::MAX_REDO_BYTES {
+                return Err(DecodeError::Invalid {
+                    field: "Push.displaced",
+                    detail: format!(
+                        "{} bytes; at most {}",
+                        p.displaced.len(),
+                        crate::header::MAX_REDO_BYTES
+                    ),
+                });
+            }
             delta(required(p.delta.as_ref(), "Push.delta")?, l)
         }
         Body::Accepted(a) => {

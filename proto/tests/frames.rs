@@ -75,6 +75,7 @@ fn every_body() -> Vec<Body> {
             number: Some(num(7, 2)),
             delta: Some(sample_delta()),
             pushed_before: vec![vid(4), vid(5)],
+            displaced: Vec::new(),
         }),
         Body::Accepted(Accepted {
             version: Some(vid(3)),
@@ -212,6 +213,7 @@ fn bounds_are_enforced() {
         number: Some(num(1, 0)),
         delta: Some(d),
         pushed_before: Vec::new(),
+        displaced: Vec::new(),
     });
     let got = decode_frame(&encode_frame(long_path), &limits);
     assert!(
@@ -238,6 +240,7 @@ fn bounds_are_enforced() {
         number: Some(num(1, 0)),
         delta: Some(d),
         pushed_before: Vec::new(),
+        displaced: Vec::new(),
     });
     assert!(matches!(
         decode_frame(&encode_frame(odd_runs), &Limits::default()),
@@ -252,6 +255,7 @@ fn bounds_are_enforced() {
         number: Some(num(1, 0)),
         delta: Some(d),
         pushed_before: Vec::new(),
+        displaced: Vec::new(),
     });
     assert!(matches!(
         decode_frame(&encode_frame(bad_enum), &Limits::default()),
@@ -265,6 +269,7 @@ fn bounds_are_enforced() {
             number: Some(num(1, 0)),
             delta: Some(sample_delta()),
             pushed_before,
+            displaced: Vec::new(),
         }))
     };
     let too_many = push(vec![vid(1); chorus_proto::MAX_PUSHED_BEFORE + 1]);

@@ -42,6 +42,10 @@ pub enum EngineError {
     Merge(#[source] chorus_merge::tree::TreeMergeError),
 }
 
+/// How far ahead of the head applied here an answer's number may be: the leader answers once
+/// a header committed, and this node may not have applied the last few yet.
+const MAX_AHEAD: u64 = 1024;
+
 /// Work one part of the engine hands to another, routed by [`Engine`].
 #[derive(Debug)]
 pub(crate) enum Step {
@@ -51,6 +55,7 @@ pub(crate) enum Step {
         target: VersionId,
         number: VersionNumber,
         before: Vec<VersionId>,
+        displaced: Vec<chorus_merge::RedoEntry>,
     },
     /// The head includes `pushed`: tell its pusher.
     Answer { to: NodeId, pushed: VersionId },
@@ -187,6 +192,7 @@ impl Engine {
                     target,
                     number,
                     before,
+                    displaced,
                 } => {
                     let ready = match &self.leader {
                         Some(l) => l.ready(&ctx!(self))?,
@@ -204,6 +210,7 @@ impl Engine {
                         number,
                         tree,
                         before,
+                        displaced,
                     })?
                 }
                 Step::Answer { to, pushed } => self.answer(to, pushed)?,
@@ -325,8 +332,16 @@ impl Engine {
                 number,
                 delta,
                 before,
-            } => self.on_push(from, number, delta, before),
+                displaced,
+            } => {
+                // Entries that do not decode are dropped; the push itself still counts.
+                let displaced = crate::header::decode_redo(&displaced).unwrap_or_default();
+                self.on_push(from, number, delta, before, displaced)
+            }
             Message::Accepted { version, number } => {
+                if !self.answer_is_plausible(from, number) {
+                    return Ok(());
+                }
                 if self.store.has_manifest(&version)? {
                     let steps = self.follower.on_outcome(
                         &mut ctx!(self),
@@ -344,8 +359,8 @@ impl Engine {
                 number,
                 delta,
             } => {
-                if !self.follower.awaits(&pushed) {
-                    return Ok(()); // an answer this node no longer waits for
+                if !self.follower.awaits(&pushed) || !self.answer_is_plausible(from, number) {
+                    return Ok(()); // an answer this node does not wait for
                 }
                 self.receive(from, Incoming::Merged { pushed, number }, delta)
             }
@@ -392,6 +407,7 @@ impl Engine {
         number: VersionNumber,
         delta: chorus_proto::message::Delta,
         before: Vec<VersionId>,
+        displaced: Vec<chorus_merge::RedoEntry>,
     ) -> Result<(), EngineError> {
         if self.cluster.leader != Some(self.me) {
             let leader = self
@@ -415,7 +431,35 @@ impl Engine {
             );
             return Ok(());
         }
-        self.receive(from, Incoming::Push { number, before }, delta)
+        // Numbers are the leader's to give, never the sender's: MINOR is the sender's rank,
+        // MAJOR at most the next accepted version's (a member claiming a huge number would
+        // otherwise win every conflict).
+        let Some(&rank) = self.cluster.ranks.get(&from) else {
+            return Ok(());
+        };
+        let next = self.history.s.head.number.major + 1;
+        let number = VersionNumber::new(number.major.clamp(1, next), rank);
+        self.receive(
+            from,
+            Incoming::Push {
+                number,
+                before,
+                displaced,
+            },
+            delta,
+        )
+    }
+
+    /// An answer to a push counts only from the leader, and only with a number the chain can
+    /// have reached: a forged `Accepted{v, u64::MAX}` would otherwise stop this node from
+    /// ever adopting again.
+    fn answer_is_plausible(&self, from: NodeId, number: VersionNumber) -> bool {
+        let ok = self.cluster.leader == Some(from)
+            && number.major <= self.history.s.head.number.major + MAX_AHEAD;
+        if !ok {
+            tracing::info!(from, %number, "ignored an answer to a push that did not come from the leader or names an impossible number");
+        }
+        ok
     }
 
     /// Applies a delta, and delivers it once it is complete.
@@ -437,7 +481,11 @@ impl Engine {
     /// A delta received in full (at once, or after its missing chunks arrived).
     fn delivered(&mut self, from: NodeId, kind: Incoming, rx: Received) -> Result<(), EngineError> {
         let steps = match kind {
-            Incoming::Push { number, before } => {
+            Incoming::Push {
+                number,
+                before,
+                displaced,
+            } => {
                 self.last_shared.insert(from, rx.target);
                 let ready = match &self.leader {
                     Some(l) => l.ready(&ctx!(self))?,
@@ -454,6 +502,7 @@ impl Engine {
                     number,
                     tree: rx.tree,
                     before,
+                    displaced,
                 })?
             }
             Incoming::Merged { pushed, number } => self.follower.on_outcome(
@@ -540,6 +589,12 @@ impl Engine {
     pub fn head(&self) -> (VersionId, VersionNumber) {
         let h = self.history.s.head;
         (h.version, h.number)
+    }
+
+    /// The local work displaces these changes on purpose (a redo): they ride with its pushes,
+    /// and the leader puts them on the redo stack with the version that takes the work in.
+    pub fn note_displaced(&mut self, entries: Vec<chorus_merge::RedoEntry>) {
+        self.follower.s.displaced.extend(entries);
     }
 
     /// The local version with unanswered changes, if any.

@@ -53,4 +53,11 @@ pub trait Folder {
     /// travels to other machines as a change.
     fn write(&mut self, old: &TreeManifest, new: &TreeManifest)
     -> Result<WriteReport, FolderError>;
+
+    /// True when `path` is excluded from syncing here (`.chorusignore`): scans leave it out,
+    /// writes leave it alone, and history operations never take it from an old version.
+    fn is_ignored(&self, path: &RelPath) -> bool {
+        let _ = path;
+        false
+    }
 }

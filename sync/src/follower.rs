@@ -8,6 +8,7 @@
 //! them: it pushes them and lets the leader merge.
 
 use chorus_chunking::{TreeManifest, VersionId, VersionNumber};
+use chorus_merge::RedoEntry;
 use chorus_proto::header::NodeId;
 use chorus_proto::message::Message;
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,10 @@ pub struct FollowerState {
     /// Versions pushed since the last adoption, oldest first: only answers about these move
     /// `base` or adopt, so a stale or duplicated answer can never rebase newer work.
     pub lineage: Vec<VersionId>,
+    /// What the local work displaces on purpose (a redo over lines that changed since): it
+    /// rides with the pushes until the work is answered, for the leader's redo stack.
+    #[serde(default)]
+    pub displaced: Vec<RedoEntry>,
 }
 
 impl FollowerState {
@@ -48,6 +53,7 @@ impl FollowerState {
             work: None,
             base: empty,
             lineage: Vec::new(),
+            displaced: Vec::new(),
         }
     }
 }
@@ -158,15 +164,17 @@ impl Follower {
         }
         tracing::debug!(me = ctx.me, to = leader, ?work, ?base, %number, "push");
         let before = self.pushed_before(work);
+        let displaced = self.s.displaced.clone();
         if leader == ctx.me {
             return Ok(vec![Step::PushToSelf {
                 base,
                 target: work,
                 number,
                 before,
+                displaced,
             }]);
         }
-        transfers.send_push(ctx, leader, base, work, number, before, false)?;
+        transfers.send_push(ctx, leader, base, work, number, before, displaced, false)?;
         Ok(Vec::new())
     }
 
@@ -215,6 +223,7 @@ impl Follower {
         if self.s.work == Some(pushed) {
             self.s.work = None;
             self.s.lineage.clear();
+            self.s.displaced.clear();
             self.inflight = None;
             if ctx.holds(&result)? && number.major >= self.s.adopted.number.major {
                 self.adopt(

@@ -39,6 +39,8 @@ pub mod history;
 pub mod leader;
 pub mod replica;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod transfers;
 
 pub use config::{Cutter, EngineConfig};

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chorus_chunking::delta::{ApplyError, EncodeOptions, apply, encode};
 use chorus_chunking::fetch::{chunks_messages, receive_chunks};
 use chorus_chunking::{ChunkId, TreeManifest, VersionId, VersionNumber};
+use chorus_merge::RedoEntry;
 use chorus_proto::header::NodeId;
 use chorus_proto::message::{Delta, Message};
 use chorus_proto::{RejectReason, v1};
@@ -53,6 +54,8 @@ pub enum Incoming {
         number: VersionNumber,
         /// What the pusher pushed before, oldest first.
         before: Vec<VersionId>,
+        /// What the push displaces on purpose (a redo).
+        displaced: Vec<RedoEntry>,
     },
     Merged {
         pushed: VersionId,
@@ -78,6 +81,7 @@ enum Outgoing {
         base: VersionId,
         number: VersionNumber,
         before: Vec<VersionId>,
+        displaced: Vec<RedoEntry>,
     },
     Offer,
     Merged {
@@ -167,9 +171,11 @@ impl Transfers {
         target: VersionId,
         number: VersionNumber,
         before: Vec<VersionId>,
+        displaced: Vec<RedoEntry>,
         include_base: bool,
     ) -> Result<(), EngineError> {
         let delta = Self::encode(ctx, base, target, include_base, false)?;
+        let encoded = crate::header::encode_redo(&displaced);
         self.remember(
             to,
             target,
@@ -177,6 +183,7 @@ impl Transfers {
                 base,
                 number,
                 before: before.clone(),
+                displaced,
             },
         );
         ctx.send(
@@ -185,6 +192,7 @@ impl Transfers {
                 number,
                 delta,
                 before,
+                displaced: encoded,
             },
         );
         Ok(())
@@ -329,7 +337,10 @@ impl Transfers {
                 base: b,
                 number,
                 before,
-            }) if b == base => self.send_push(ctx, from, base, target, number, before, true),
+                displaced,
+            }) if b == base => {
+                self.send_push(ctx, from, base, target, number, before, displaced, true)
+            }
             Some(Outgoing::Offer) => {
                 last_shared.remove(&from);
                 self.send_offer(ctx, from, TreeManifest::empty().version_id(), target, false)

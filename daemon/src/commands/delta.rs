@@ -125,6 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         number: Some(proto::VersionNumber { major: 1, minor: 0 }),
         delta: Some(delta),
         pushed_before: Vec::new(),
+        displaced: Vec::new(),
     }));
     let encode_ms = ms(t);
 

@@ -24,6 +24,9 @@ use crate::ctx::Ctx;
 use crate::engine::{EngineError, Step};
 use crate::store::AcceptedRef;
 
+/// Most redo entries one push may add on purpose (a redo displaces few hunks).
+const MAX_DISPLACED_PER_PUSH: usize = 64;
+
 /// A pusher waiting for the commit that includes its version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Waiter {
@@ -65,6 +68,8 @@ pub(crate) struct Take {
     pub number: VersionNumber,
     pub tree: TreeManifest,
     pub before: Vec<VersionId>,
+    /// What the push displaces on purpose (a redo), for the redo stack.
+    pub displaced: Vec<RedoEntry>,
 }
 
 /// The leader's volatile state; it starts over at every leadership.
@@ -220,6 +225,16 @@ impl Leader {
             )
         };
         self.seq += 1;
+        // What the push displaces on purpose is numbered here: by the push's number, over
+        // the tip's; the leader keeps only entries for paths the pushed tree holds.
+        let displaced = t.displaced.into_iter().filter_map(|mut e| {
+            let path = e.path.as_ref()?;
+            t.tree.get(path)?;
+            e.displaced_by = t.number;
+            e.displaced_from = tip.number;
+            Some(e)
+        });
+        self.redo.extend(displaced.take(MAX_DISPLACED_PER_PUSH));
         self.tip = new_tip;
         self.tip_origin = t.from;
         self.redo.extend(redo);

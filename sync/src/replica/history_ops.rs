@@ -49,6 +49,16 @@ impl Refusal {
     }
 }
 
+/// Where a run of undos stands: it started at the accepted version numbered MAJOR `top`, the
+/// share now holds the tree of MAJOR `at`, and the last undo or redo left the folder holding
+/// `wrote` (the walk goes on only while it still does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct UndoWalk {
+    pub top: u64,
+    pub at: u64,
+    pub wrote: VersionId,
+}
+
 /// An answer, and the messages and proposals it set off.
 pub type Answer = Result<(Value, Vec<Action>), Refusal>;
 
@@ -156,7 +166,7 @@ impl<F: Folder> Replica<F> {
     /// Makes the share, or one path in it, what it was in an accepted version.
     pub fn restore(&mut self, now: u64, spec: &str, path: Option<&str>, document: bool) -> Answer {
         let (version, number) = self.find_version(spec)?;
-        let then = self.tree_of(&version, number)?;
+        let then = self.without_ignored(self.tree_of(&version, number)?)?;
         let mut out = Vec::new();
         let disk = self.settled_disk(now, &mut out)?;
         let target = match path {
@@ -187,39 +197,68 @@ impl<F: Folder> Replica<F> {
         Ok((answer, out))
     }
 
-    /// Goes back one accepted version: the head's first parent, or, right after an undo, the
-    /// parent of the version that undo went back to.
+    /// The tree of the accepted version numbered MAJOR `major` (0: the empty tree before
+    /// anything was accepted).
+    fn tree_at(&self, major: u64) -> Result<(TreeManifest, VersionNumber), Refusal> {
+        if major == 0 {
+            return Ok((TreeManifest::empty(), VersionNumber::default()));
+        }
+        let headers = self.engine.headers().map_err(Refusal::failed)?;
+        let h = headers
+            .iter()
+            .find(|h| h.number.major == major)
+            .ok_or_else(|| {
+                Refusal::conflict(format!(
+                    "version {major}.x is no longer kept here (history retention removed it); see `chorus log`"
+                ))
+            })?;
+        Ok((self.tree_of(&h.version, h.number)?, h.number))
+    }
+
+    /// `target` without what this share ignores now: history operations never create, change
+    /// or remove an ignored path (whatever an old version held there stays out of sync).
+    fn without_ignored(&self, target: TreeManifest) -> Result<TreeManifest, Refusal> {
+        if !target.iter().any(|(p, _)| self.folder.is_ignored(p)) {
+            return Ok(target);
+        }
+        TreeManifest::from_entries(
+            target
+                .into_entries()
+                .into_iter()
+                .filter(|(p, _)| !self.folder.is_ignored(p)),
+        )
+        .map_err(Refusal::failed)
+    }
+
+    /// Goes back one accepted version. Repeated, it goes further back: each undo steps from
+    /// where the last one left the share (while the share still holds what it wrote; any other
+    /// change starts a new walk from the newest accepted version).
     pub fn undo(&mut self, now: u64) -> Answer {
         let mut out = Vec::new();
         let disk = self.settled_disk(now, &mut out)?;
-        let headers = self.engine.headers().map_err(Refusal::failed)?;
-        let from = match self.undos.last() {
-            Some((_, back_to)) if *back_to == disk.version_id() => *back_to,
-            _ => self.engine.head().0,
+        let (top, at) = match self.walk {
+            Some(w) if w.wrote == disk.version_id() => (w.top, w.at),
+            _ => {
+                let head = self.engine.head().1.major;
+                (head, head)
+            }
         };
-        let Some(h) = headers.iter().rev().find(|h| h.version == from) else {
+        if at == 0 {
             return Err(Refusal::conflict(
-                "nothing to undo: no accepted version yet, or it is no longer kept here",
+                "nothing to undo: no accepted version before this one",
             ));
-        };
-        let Some(parent) = h.parents.first().copied() else {
-            return Err(Refusal::conflict(
-                "nothing to undo: this is the first version",
-            ));
-        };
-        let parent_number = headers
-            .iter()
-            .find(|p| p.version == parent)
-            .map_or_else(VersionNumber::default, |p| p.number);
-        let target = if parent == TreeManifest::empty().version_id() {
-            TreeManifest::empty()
-        } else {
-            self.tree_of(&parent, parent_number)?
-        };
-        let undid = h.number;
+        }
+        let (_, undid) = self.tree_at(at)?;
+        let (then, back_to) = self.tree_at(at - 1)?;
+        let target = self.without_ignored(then)?;
         let changed = self.write_tree(now, &disk, &target, &mut out)?;
-        self.undos.push((from, parent));
-        let answer = json!({"undid": undid.to_string(), "back_to": parent_number.to_string(), "changed": changed});
+        self.walk = Some(UndoWalk {
+            top,
+            at: at - 1,
+            wrote: self.engine.folder(),
+        });
+        let answer =
+            json!({"undid": undid.to_string(), "back_to": back_to.to_string(), "changed": changed});
         self.notices.push(Notice::History {
             kind: "undone",
             detail: answer.clone(),
@@ -227,34 +266,41 @@ impl<F: Folder> Replica<F> {
         Ok((answer, out))
     }
 
-    /// Takes back the last undo, if the share is still where that undo left it.
+    /// Takes back the last undo: one step forward again, while the share still holds what the
+    /// last undo or redo wrote.
     pub fn redo_undo(&mut self, now: u64) -> Answer {
         let mut out = Vec::new();
         let disk = self.settled_disk(now, &mut out)?;
-        let Some(&(undone, back_to)) = self.undos.last() else {
+        let Some(w) = self.walk else {
             return Err(Refusal::conflict(
                 "no undo to take back; `chorus redo ENTRY` brings back a displaced change (see `chorus conflicts`)",
             ));
         };
-        if back_to != disk.version_id() {
-            self.undos.clear();
+        if w.wrote != disk.version_id() {
+            self.walk = None;
             return Err(Refusal::conflict(
                 "the share changed since the last undo, so redo would overwrite that change; use `chorus restore VERSION`",
             ));
         }
-        let target = self
-            .engine
-            .manifest(&undone)
-            .map_err(Refusal::failed)?
-            .ok_or_else(|| Refusal::conflict("the undone version is no longer kept here"))?;
+        if w.at >= w.top {
+            return Err(Refusal::conflict(
+                "nothing to redo: every undo was taken back",
+            ));
+        }
+        let (then, number) = self.tree_at(w.at + 1)?;
+        let target = self.without_ignored(then)?;
         let changed = self.write_tree(now, &disk, &target, &mut out)?;
-        self.undos.pop();
+        self.walk = Some(UndoWalk {
+            top: w.top,
+            at: w.at + 1,
+            wrote: self.engine.folder(),
+        });
         self.notices.push(Notice::History {
             kind: "redone",
-            detail: json!({"version": undone.to_string(), "changed": changed}),
+            detail: json!({"version": number.to_string(), "changed": changed}),
         });
         Ok((
-            json!({"redone": undone.to_string(), "changed": changed}),
+            json!({"redone": number.to_string(), "changed": changed}),
             out,
         ))
     }
@@ -301,13 +347,17 @@ impl<F: Folder> Replica<F> {
         };
         let target = TreeManifest::from_entries(entries)
             .map_err(|e| Refusal::conflict(format!("redo entry {seq}: {e}")))?;
+        let target = self.without_ignored(target)?;
+        // What the redo displaces in turn rides with the version it makes, onto the redo stack.
+        let displaced = re.displaced.len();
+        self.engine.note_displaced(re.displaced);
         let changed = self.write_tree(now, &disk, &target, &mut out)?;
         self.notices.push(Notice::History {
             kind: "redone",
             detail: json!({"entry": seq, "path": path.to_string(), "in_place": re.in_place}),
         });
         Ok((
-            json!({"entry": seq, "path": path.to_string(), "in_place": re.in_place, "changed": changed}),
+            json!({"entry": seq, "path": path.to_string(), "in_place": re.in_place, "changed": changed, "displaced": displaced}),
             out,
         ))
     }

@@ -90,8 +90,9 @@ pub struct Replica<F> {
     failures: BTreeMap<RelPath, String>,
     /// Why the folder cannot be used now, if it cannot.
     unavailable: Option<String>,
-    /// Undos made here, newest last: (the version undone, the version its tree went back to).
-    undos: Vec<(VersionId, VersionId)>,
+    /// Where a run of undos and redos made here stands, while the share still holds what the
+    /// last of them wrote.
+    walk: Option<history_ops::UndoWalk>,
     queue: VecDeque<Event>,
     notices: Vec<Notice>,
 }
@@ -107,10 +108,15 @@ impl<F: Folder> Replica<F> {
             stalled: false,
             failures: BTreeMap::new(),
             unavailable: None,
-            undos: Vec::new(),
+            walk: None,
             queue: VecDeque::new(),
             notices: Vec::new(),
         }
+    }
+
+    /// Takes the replica apart (a simulated crash reopens the engine on its stores).
+    pub fn into_parts(self) -> (Engine, F) {
+        (self.engine, self.folder)
     }
 
     pub fn engine(&self) -> &Engine {
