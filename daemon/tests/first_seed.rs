@@ -183,7 +183,10 @@ fn until_the_answer() -> (World, TreeManifest, TreeManifest, TreeManifest) {
     let offer = offer_of(w.take(ALICE, BOB));
     w.deliver(
         ALICE,
-        Body::Offer(chorus_proto::Offer { delta: Some(offer) }),
+        Body::Offer(chorus_proto::Offer {
+            delta: Some(offer),
+            extra: false,
+        }),
     );
     let stored = w.take(BOB, ALICE);
     assert!(matches!(stored, Body::Stored(_)));
@@ -243,7 +246,10 @@ fn until_the_answer() -> (World, TreeManifest, TreeManifest, TreeManifest) {
     );
     w.deliver(
         ALICE,
-        Body::Offer(chorus_proto::Offer { delta: Some(offer) }),
+        Body::Offer(chorus_proto::Offer {
+            delta: Some(offer),
+            extra: false,
+        }),
     );
     // Bob holds M now, but his change is unanswered: he does not fast-forward over it.
     assert_eq!(w.bob.text(), "AaBbCcDdFf");
@@ -366,7 +372,10 @@ fn bob_misses_the_answer_pushes_on_the_old_base_and_both_end_identical() {
     assert_eq!(describe(&offer, &l2, &m2), "[AaBb]+Ee+[G][DdFf]");
     w.deliver(
         ALICE,
-        Body::Offer(chorus_proto::Offer { delta: Some(offer) }),
+        Body::Offer(chorus_proto::Offer {
+            delta: Some(offer),
+            extra: false,
+        }),
     );
     assert_eq!(
         w.bob.text(),

@@ -156,7 +156,10 @@ fn push(d: proto::Delta) -> Body {
 }
 
 fn offer(d: proto::Delta) -> Body {
-    Body::Offer(proto::Offer { delta: Some(d) })
+    Body::Offer(proto::Offer {
+        delta: Some(d),
+        extra: false,
+    })
 }
 
 #[test]

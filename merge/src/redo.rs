@@ -66,6 +66,13 @@ pub enum WholeContent {
     Symlink {
         target: String,
     },
+    /// The entry at `path` in the stored tree `tree`: how a large file travels in a header
+    /// (by a 32-byte id instead of its chunk list). The sync engine keeps that tree, offers it
+    /// to every member, and resolves it into [`WholeContent::File`] before use.
+    Stored {
+        tree: chorus_chunking::VersionId,
+        path: RelPath,
+    },
 }
 
 impl WholeContent {
@@ -107,6 +114,11 @@ impl WholeContent {
                 NewContent::Entry(Entry::File { exec, manifest })
             }
             WholeContent::Symlink { target } => NewContent::Entry(Entry::Symlink { target }),
+            // Resolved by the caller before a reapply (see `RedoEntry::unresolved`).
+            WholeContent::Stored { path, .. } => NewContent::Bytes {
+                bytes: format!("(the content of {path} is stored elsewhere)").into_bytes(),
+                exec: false,
+            },
         }
     }
 }
@@ -317,6 +329,8 @@ pub enum RedoError {
     Load(#[from] LoadError),
     #[error("no free name beside {0} for the restored content")]
     NoName(RelPath),
+    #[error("the displaced content is in version {0}, which is not stored here yet")]
+    Unresolved(chorus_chunking::VersionId),
 }
 
 /// The displaced changes of a share, oldest first.
@@ -372,12 +386,62 @@ impl RedoStack {
     }
 }
 
+impl RedoEntry {
+    /// The stored trees this entry refers to instead of carrying their content.
+    pub fn stored_trees(&self) -> Vec<chorus_chunking::VersionId> {
+        let contents: Vec<&WholeContent> = match &self.what {
+            Displaced::Whole { content, kept } => std::iter::once(content).chain(kept).collect(),
+            Displaced::Deletion { kept } => vec![kept],
+            _ => Vec::new(),
+        };
+        contents
+            .into_iter()
+            .filter_map(|c| match c {
+                WholeContent::Stored { tree, .. } => Some(*tree),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The entry with every stored reference replaced by the content `lookup` finds (the
+    /// entry at that path of that tree); `Err(tree)` for the first tree not found.
+    pub fn resolve(
+        &self,
+        lookup: impl Fn(&chorus_chunking::VersionId, &RelPath) -> Option<Option<Entry>>,
+    ) -> Result<RedoEntry, chorus_chunking::VersionId> {
+        let fix = |c: &WholeContent| -> Result<WholeContent, chorus_chunking::VersionId> {
+            match c {
+                WholeContent::Stored { tree, path } => match lookup(tree, path) {
+                    Some(Some(e)) => Ok(WholeContent::of_entry(&e).unwrap_or(c.clone())),
+                    _ => Err(*tree),
+                },
+                other => Ok(other.clone()),
+            }
+        };
+        let what = match &self.what {
+            Displaced::Whole { content, kept } => Displaced::Whole {
+                content: fix(content)?,
+                kept: kept.as_ref().map(fix).transpose()?,
+            },
+            Displaced::Deletion { kept } => Displaced::Deletion { kept: fix(kept)? },
+            other => other.clone(),
+        };
+        Ok(RedoEntry {
+            what,
+            ..self.clone()
+        })
+    }
+}
+
 /// The change that reapplies `entry` to the tree `current`.
 pub fn reapply(
     entry: &RedoEntry,
     current: &TreeManifest,
     loader: &dyn ContentLoader,
 ) -> Result<Reapplied, RedoError> {
+    if let Some(tree) = entry.stored_trees().first() {
+        return Err(RedoError::Unresolved(*tree));
+    }
     let path = entry.path.clone().ok_or(RedoError::NoPath)?;
     let now = current.get(&path);
     let in_place = |change| {

@@ -64,7 +64,8 @@ pub enum Message {
         detail: String,
     },
     /// "Hold `delta.target` durably" (replication before commit, catch-up, or a Want's answer).
-    Offer { delta: Delta },
+    /// An `extra` version is held but is not what the members share (never a delta base).
+    Offer { delta: Delta, extra: bool },
     /// "I hold `version` durably."
     Stored { version: VersionId },
     /// "Send me `want`, as a delta against `have`."
@@ -144,6 +145,7 @@ impl Message {
             },
             Body::Offer(o) => Message::Offer {
                 delta: delta(o.delta, "Offer.delta")?,
+                extra: o.extra,
             },
             Body::Stored(s) => Message::Stored {
                 version: id(s.version.as_ref(), "Stored.version")?,
@@ -199,8 +201,9 @@ impl Message {
                 reason: reason as i32,
                 detail,
             }),
-            Message::Offer { delta } => Body::Offer(v1::Offer {
+            Message::Offer { delta, extra } => Body::Offer(v1::Offer {
                 delta: Some(delta.wire),
+                extra,
             }),
             Message::Stored { version } => Body::Stored(v1::Stored {
                 version: Some(version.to_proto()),
@@ -289,7 +292,10 @@ mod tests {
                 reason: RejectReason::Busy,
                 detail: "later".into(),
             },
-            Message::Offer { delta: d },
+            Message::Offer {
+                delta: d,
+                extra: true,
+            },
             Message::Stored { version: vid(6) },
             Message::Want {
                 want: vid(7),
@@ -316,7 +322,8 @@ mod tests {
         ));
         assert!(matches!(
             Message::parse(Body::Offer(v1::Offer {
-                delta: Some(v1::Delta::default())
+                delta: Some(v1::Delta::default()),
+                extra: false,
             })),
             Err(ParseError::Missing("Delta.base"))
         ));

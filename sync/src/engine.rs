@@ -162,6 +162,7 @@ impl Engine {
         }
         let head = self.history.s.head;
         self.follower.settle(&mut ctx!(self), head)?;
+        self.follower.fetch_due(&mut ctx!(self))?;
         if let Some(l) = self.leader.as_mut() {
             let steps = l.drive(
                 &mut ctx!(self),
@@ -299,6 +300,15 @@ impl Engine {
     fn on_committed(&mut self, headers: Vec<AcceptedHeader>) -> Result<(), EngineError> {
         for h in self.history.unseen(&self.store, headers)? {
             let hd = self.history.apply(&h);
+            // Both sides of a conflict are kept on every node: the trees holding large
+            // displaced files are fetched if they did not arrive before the commit.
+            for e in &hd.redo {
+                for tree in e.stored_trees() {
+                    if !self.store.has_manifest(&tree)? {
+                        self.follower.fetch(tree);
+                    }
+                }
+            }
             // A header naming a pushed version answers that push, even if the reply was lost.
             if let Some(pushed) = self.follower.answered_by(|v| hd.includes(v)) {
                 let steps = self.follower.on_outcome(
@@ -389,9 +399,18 @@ impl Engine {
                 tracing::info!(from, ?reason, %detail, "a peer refused a message");
                 Ok(())
             }
-            Message::Offer { delta } => self.receive(from, Incoming::Offer, delta),
+            Message::Offer { delta, extra } => self.receive(from, Incoming::Offer { extra }, delta),
             Message::Stored { version } => {
-                self.last_shared.insert(from, version);
+                // Only what members share is a delta base; a conflict's stored tree is not.
+                let extra = self.leader.as_ref().is_some_and(|l| l.is_extra(&version));
+                if !extra && self.history.s.included.contains_key(&version)
+                    || self
+                        .leader
+                        .as_ref()
+                        .is_some_and(|l| l.is_candidate(&version))
+                {
+                    self.last_shared.insert(from, version);
+                }
                 if let Some(l) = self.leader.as_mut() {
                     l.on_stored(from, version);
                 }
@@ -512,8 +531,10 @@ impl Engine {
                 rx.target,
                 number,
             )?,
-            Incoming::Offer => {
-                self.last_shared.insert(from, rx.target);
+            Incoming::Offer { extra } => {
+                if !extra {
+                    self.last_shared.insert(from, rx.target);
+                }
                 ctx!(self).send(from, Message::Stored { version: rx.target });
                 Vec::new()
             }
@@ -530,13 +551,16 @@ impl Engine {
         if !self.store.has_manifest(&want)? {
             return Ok(());
         }
-        let base = if self.store.has_manifest(&have)? {
+        // An accepted version goes as a delta against what the asker holds; anything else (a
+        // conflict's stored tree) as an extra, against nothing.
+        let accepted = self.history.s.included.contains_key(&want);
+        let base = if accepted && self.store.has_manifest(&have)? {
             have
         } else {
             TreeManifest::empty().version_id()
         };
         self.transfers
-            .send_offer(&mut ctx!(self), from, base, want, false)
+            .send_offer(&mut ctx!(self), from, base, want, false, !accepted)
     }
 
     fn flush(&mut self) -> Result<(), EngineError> {
@@ -597,6 +621,17 @@ impl Engine {
         self.follower.s.displaced.extend(entries);
     }
 
+    /// Asks the other members for a version this node lacks (a conflict's stored tree that a
+    /// redo needs); it arrives as an offer.
+    pub fn fetch(&mut self, version: VersionId, now_ms: u64) -> Vec<Action> {
+        self.now = now_ms;
+        self.follower.fetch(version);
+        if let Err(e) = self.follower.fetch_due(&mut ctx!(self)) {
+            tracing::warn!("cannot ask for {version}: {e}");
+        }
+        std::mem::take(&mut self.out)
+    }
+
     /// The local version with unanswered changes, if any.
     pub fn work(&self) -> Option<VersionId> {
         self.follower.s.work
@@ -631,6 +666,14 @@ impl Engine {
     /// The redo stack as stored here, oldest first.
     pub fn redo(&self) -> Result<Vec<RedoRecord>, EngineError> {
         Ok(self.store.redo()?)
+    }
+
+    /// Forgets a stored version, as if it had never arrived (tests of repair).
+    #[cfg(feature = "test-util")]
+    pub fn forget_for_tests(&mut self, id: &VersionId) -> Result<(), EngineError> {
+        Ok(self
+            .store
+            .remove_manifests(&std::collections::BTreeSet::from([*id]))?)
     }
 
     /// The chunk store.

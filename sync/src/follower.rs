@@ -76,6 +76,9 @@ pub(crate) struct Follower {
     want_sent: Option<(VersionId, u64)>,
     /// The accepted version the driver was asked to materialize, adopted once it confirms.
     materializing: Option<AcceptedRef>,
+    /// Versions this node must hold that are not the head (the stored trees of redo entries),
+    /// with when each was last asked for.
+    fetching: std::collections::BTreeMap<VersionId, u64>,
 }
 
 impl Follower {
@@ -84,6 +87,7 @@ impl Follower {
             s,
             inflight: None,
             stuck_since: None,
+            fetching: Default::default(),
             want_sent: None,
             materializing: None,
         }
@@ -322,6 +326,44 @@ impl Follower {
         self.want_sent = Some((version, ctx.now));
     }
 
+    /// Asks for `version` (not the head: a stored tree a redo entry names) until it is here.
+    pub fn fetch(&mut self, version: VersionId) {
+        self.fetching.entry(version).or_insert(0);
+    }
+
+    /// Asks the members for the versions being fetched that are still missing, once per
+    /// retry interval; forgets those that arrived.
+    pub fn fetch_due(&mut self, ctx: &mut Ctx<'_>) -> Result<(), EngineError> {
+        let mut arrived = Vec::new();
+        for (v, at) in self.fetching.iter_mut() {
+            if ctx.holds(v)? {
+                arrived.push(*v);
+                continue;
+            }
+            if *at != 0 && ctx.now.saturating_sub(*at) < ctx.cfg.want_retry_ms {
+                continue;
+            }
+            *at = ctx.now.max(1);
+            let targets: Vec<NodeId> = match ctx.cluster.leader {
+                Some(l) if l != ctx.me => vec![l],
+                _ => ctx.cluster.others(ctx.me).collect(),
+            };
+            for t in targets {
+                ctx.send(
+                    t,
+                    Message::Want {
+                        want: *v,
+                        have: TreeManifest::empty().version_id(),
+                    },
+                );
+            }
+        }
+        for v in arrived {
+            self.fetching.remove(&v);
+        }
+        Ok(())
+    }
+
     /// Retries an unanswered push once its retry interval has passed.
     pub fn on_tick(
         &mut self,
@@ -375,6 +417,11 @@ impl Follower {
             .want_sent
             .filter(|_| self.s.work.is_none() && head.number.major > self.s.adopted.number.major)
             .map(|(_, at)| at.saturating_add(cfg.want_retry_ms));
-        push.into_iter().chain(want).min()
+        let fetch = self
+            .fetching
+            .values()
+            .map(|at| at.saturating_add(cfg.want_retry_ms))
+            .min();
+        push.into_iter().chain(want).chain(fetch).min()
     }
 }

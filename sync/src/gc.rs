@@ -61,6 +61,11 @@ pub(crate) fn collect(
             keep.insert(h.version);
         }
     }
+    // The trees holding large displaced files stay as long as their redo entries.
+    let redo = store.redo()?;
+    for rec in &redo {
+        keep.extend(rec.entry.stored_trees());
+    }
     let all: BTreeSet<VersionId> = store.version_ids()?.into_iter().collect();
     let drop: BTreeSet<VersionId> = all.difference(&keep).copied().collect();
     store.remove_manifests(&drop)?;
@@ -71,7 +76,7 @@ pub(crate) fn collect(
             live.extend(tree.chunks().map(|c| c.id));
         }
     }
-    for rec in store.redo()? {
+    for rec in redo {
         let files: Vec<&WholeContent> = match &rec.entry.what {
             Displaced::Whole { content, kept } => {
                 std::iter::once(content).chain(kept.as_ref()).collect()

@@ -61,7 +61,8 @@ pub enum Incoming {
         pushed: VersionId,
         number: VersionNumber,
     },
-    Offer,
+    /// An offer; `extra` ones are held but never become what this node shares with the sender.
+    Offer { extra: bool },
 }
 
 impl Incoming {
@@ -69,7 +70,7 @@ impl Incoming {
         match self {
             Incoming::Push { .. } => 0,
             Incoming::Merged { .. } => 1,
-            Incoming::Offer => 2,
+            Incoming::Offer { .. } => 2,
         }
     }
 }
@@ -83,7 +84,9 @@ enum Outgoing {
         before: Vec<VersionId>,
         displaced: Vec<RedoEntry>,
     },
-    Offer,
+    Offer {
+        extra: bool,
+    },
     Merged {
         pushed: VersionId,
         number: VersionNumber,
@@ -199,7 +202,8 @@ impl Transfers {
     }
 
     /// Offers `target` to `to`; a retry is `lean` (the first offer's literals may still be on
-    /// their way over a slow or limited link).
+    /// their way over a slow or limited link). An `extra` version is not the share as members
+    /// hold it (a stored tree of a conflict's losing side).
     pub fn send_offer(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -207,10 +211,11 @@ impl Transfers {
         base: VersionId,
         target: VersionId,
         lean: bool,
+        extra: bool,
     ) -> Result<(), EngineError> {
         let delta = Self::encode(ctx, base, target, false, lean)?;
-        self.remember(to, target, Outgoing::Offer);
-        ctx.send(to, Message::Offer { delta });
+        self.remember(to, target, Outgoing::Offer { extra });
+        ctx.send(to, Message::Offer { delta, extra });
         Ok(())
     }
 
@@ -341,9 +346,12 @@ impl Transfers {
             }) if b == base => {
                 self.send_push(ctx, from, base, target, number, before, displaced, true)
             }
-            Some(Outgoing::Offer) => {
-                last_shared.remove(&from);
-                self.send_offer(ctx, from, TreeManifest::empty().version_id(), target, false)
+            Some(Outgoing::Offer { extra }) => {
+                if !extra {
+                    last_shared.remove(&from);
+                }
+                let empty = TreeManifest::empty().version_id();
+                self.send_offer(ctx, from, empty, target, false, extra)
             }
             Some(Outgoing::Merged { pushed, number }) if pushed == base => {
                 self.send_merged(ctx, from, pushed, target, number, true)

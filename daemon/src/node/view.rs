@@ -194,7 +194,13 @@ fn read_history<F: Folder>(
             displaced_by: r.entry.displaced_by.to_string(),
             displaced_from: r.entry.displaced_from.to_string(),
             what: displaced_name(&r.entry.what).to_owned(),
-            preview: preview(replica, &r.entry.what),
+            preview: preview(
+                replica,
+                &replica
+                    .resolve(&r.entry)
+                    .unwrap_or_else(|_| r.entry.clone())
+                    .what,
+            ),
         })
         .collect();
     Ok((versions, conflicts, numbers))

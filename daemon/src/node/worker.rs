@@ -213,6 +213,9 @@ impl Worker {
             }
             Input::Command { request, reply } => {
                 let answer = self.command(request);
+                // A refused request may still have started something (a fetch).
+                let out = self.replica.take_outbox();
+                self.after(Ok(out));
                 // What the command changed is visible to the next query at once.
                 self.publish();
                 let _ = reply.send(answer);

@@ -40,7 +40,8 @@ impl Leader {
             None => head.version,
         };
         // Offers: the candidate to everyone who lacks it; else the head to whoever is behind.
-        let mut to_offer = Vec::new();
+        // The stored trees of the candidate's redo entries go to everyone too, against nothing.
+        let mut to_offer: Vec<(NodeId, VersionId, bool, bool)> = Vec::new();
         for m in ctx.cluster.others(ctx.me).collect::<Vec<_>>() {
             let has = match &self.candidate {
                 Some(c) => c.stored.contains(&m),
@@ -48,43 +49,58 @@ impl Leader {
                 None if head.number.major == 0 => true,
                 None => last_shared.get(&m) == Some(&target),
             };
-            if has {
-                continue;
+            let mut wanted: Vec<(VersionId, bool)> = Vec::new();
+            if !has {
+                wanted.push((target, false));
             }
-            let previous = self.offers.get(&m).filter(|o| o.target == target).copied();
-            let due = previous.is_none_or(|o| ctx.now >= o.at.saturating_add(backoff(ctx, &o)));
-            if due {
-                let attempts = previous.map_or(0, |o| o.attempts + 1);
-                self.offers.insert(
-                    m,
-                    OfferSent {
-                        target,
-                        at: ctx.now,
-                        attempts,
-                    },
-                );
-                to_offer.push((m, attempts > 0));
+            if let Some(c) = &self.candidate {
+                for (e, holders) in &c.extras {
+                    if !holders.contains(&m) {
+                        wanted.push((*e, true));
+                    }
+                }
+            }
+            for (v, extra) in wanted {
+                let previous = self.offers.get(&(m, v)).copied();
+                let due = previous.is_none_or(|o| ctx.now >= o.at.saturating_add(backoff(ctx, &o)));
+                if due {
+                    let attempts = previous.map_or(0, |o| o.attempts + 1);
+                    self.offers.insert(
+                        (m, v),
+                        OfferSent {
+                            at: ctx.now,
+                            attempts,
+                        },
+                    );
+                    to_offer.push((m, v, attempts > 0, extra));
+                }
             }
         }
-        // Propose once a majority of voters hold the candidate.
+        // Propose once a majority of voters hold the candidate and each of its stored trees.
         let voters = &ctx.cluster.voters;
+        let majority = |holders: &BTreeSet<NodeId>| {
+            !voters.is_empty()
+                && holders.iter().filter(|v| voters.contains(v)).count() * 2 > voters.len()
+        };
         let mut proposal = None;
         if let Some(c) = self.candidate.as_mut() {
-            let holders = c.stored.iter().filter(|v| voters.contains(v)).count();
             let due = c
                 .proposed_at
                 .is_none_or(|at| ctx.now.saturating_sub(at) >= ctx.cfg.propose_retry_ms);
-            if !voters.is_empty() && holders * 2 > voters.len() && due {
+            if due && majority(&c.stored) && c.extras.values().all(majority) {
                 c.proposed_at = Some(ctx.now);
-                proposal = Some(proposal_of(c, ctx.now));
+                let (p, rest) = proposal_of(c, ctx.now);
+                // Entries beyond one header's bound wait for the next header (never dropped).
+                self.redo.splice(0..0, rest);
+                proposal = Some(p);
             }
         }
-        for (m, lean) in to_offer {
+        for (m, v, lean, extra) in to_offer {
             let base = match last_shared.get(&m) {
-                Some(v) if ctx.holds(v)? => *v,
+                Some(b) if !extra && ctx.holds(b)? => *b,
                 _ => TreeManifest::empty().version_id(),
             };
-            transfers.send_offer(ctx, m, base, target, lean)?;
+            transfers.send_offer(ctx, m, base, v, lean && !extra, extra)?;
         }
         if let Some(p) = proposal {
             ctx.out.push(Action::Propose(p));
@@ -102,7 +118,9 @@ impl Leader {
         last_shared: &BTreeMap<NodeId, VersionId>,
     ) {
         let need_new = match &self.candidate {
-            None => self.tip.version != head.version || !self.merged.is_empty(),
+            None => {
+                self.tip.version != head.version || !self.merged.is_empty() || !self.redo.is_empty()
+            }
             Some(c) => {
                 c.proposed_at.is_none() && (c.version != self.tip.version || c.seq != self.seq)
             }
@@ -110,8 +128,17 @@ impl Leader {
         if !need_new {
             return;
         }
-        let mut redo = self.candidate.take().map(|c| c.redo).unwrap_or_default();
+        let (mut redo, mut extras) = self
+            .candidate
+            .take()
+            .map(|c| (c.redo, c.extras.into_keys().collect::<Vec<_>>()))
+            .unwrap_or_default();
         redo.append(&mut self.redo);
+        extras.append(&mut self.extras);
+        let extras = extras
+            .into_iter()
+            .map(|e| (e, BTreeSet::from([me])))
+            .collect();
         let mut parents = vec![head.version];
         for (v, _) in &self.merged {
             if !parents.contains(v) && *v != self.tip.version {
@@ -133,6 +160,7 @@ impl Leader {
             origin: self.tip_origin,
             redo,
             stored,
+            extras,
             proposed_at: None,
         });
     }
@@ -166,26 +194,30 @@ fn backoff_ms(retry_ms: u64, o: &OfferSent) -> u64 {
     retry_ms.saturating_mul(1 << o.attempts.min(MAX_BACKOFF_SHIFT))
 }
 
-/// The header proposal of a candidate. Redo entries beyond the header bound stay out of the
-/// header (logged): the displaced content is still in history, in the pushed version.
-fn proposal_of(c: &Candidate, now: u64) -> Proposal {
-    let mut redo = encode_redo(&c.redo);
+/// The header proposal of a candidate, with as many of its redo entries as fit the header's
+/// bound; the rest are returned, for the next header.
+fn proposal_of(c: &mut Candidate, now: u64) -> (Proposal, Vec<chorus_merge::RedoEntry>) {
     let mut kept = c.redo.len();
+    let mut redo = encode_redo(&c.redo);
     while redo.len() > MAX_REDO_BYTES && kept > 0 {
         kept /= 2;
         redo = encode_redo(&c.redo[..kept]);
     }
-    if kept < c.redo.len() {
-        tracing::warn!(
-            dropped = c.redo.len() - kept,
-            "redo entries exceed the header bound; the displaced changes remain in the pushed versions' history"
+    let rest = c.redo.split_off(kept);
+    if !rest.is_empty() {
+        tracing::info!(
+            later = rest.len(),
+            "more displaced changes than one header holds; the rest go with the next"
         );
     }
-    Proposal {
-        version: c.version,
-        parents: c.parents.clone(),
-        origin: c.origin,
-        created_at_ms: now,
-        redo,
-    }
+    (
+        Proposal {
+            version: c.version,
+            parents: c.parents.clone(),
+            origin: c.origin,
+            created_at_ms: now,
+            redo,
+        },
+        rest,
+    )
 }

@@ -3,7 +3,7 @@
 //! entries small enough for a header.
 
 use chorus_chunking::{
-    ChunkId, ChunkRef, ChunkStore, Entry, FileManifest, TreeManifest, VersionNumber,
+    ChunkId, ChunkRef, ChunkStore, Entry, FileManifest, TreeManifest, VersionId, VersionNumber,
 };
 use chorus_merge::redo::{Displaced, WholeContent};
 use chorus_merge::tree::LoadError;
@@ -11,6 +11,7 @@ use chorus_merge::{ContentLoader, Numbers, RedoEntry, merge_trees};
 
 use crate::config::EngineConfig;
 use crate::engine::EngineError;
+use crate::store::SyncStore;
 
 /// The chunk store as a merge's content loader.
 pub struct Loader<'a>(pub &'a dyn ChunkStore);
@@ -25,12 +26,16 @@ impl ContentLoader for Loader<'_> {
 pub(crate) struct Merged {
     pub tree: TreeManifest,
     pub redo: Vec<RedoEntry>,
+    /// Trees stored to hold large displaced files (see [`store_large`]); they must reach the
+    /// members before the header that names them commits.
+    pub extras: Vec<VersionId>,
 }
 
 /// Merges `theirs` (the push, numbered `theirs_number`) and `ours` (the tip, `ours_number`)
 /// from `base`; merged bytes are cut and stored in `chunks`, which is synced.
 pub(crate) fn merge(
     cfg: &EngineConfig,
+    store: &SyncStore,
     chunks: &dyn ChunkStore,
     base: &TreeManifest,
     ours: &TreeManifest,
@@ -50,16 +55,63 @@ pub(crate) fn merge(
         &Loader(chunks),
     )
     .map_err(EngineError::Merge)?;
-    let redo: Vec<RedoEntry> = m
-        .redo
-        .iter()
-        .map(|e| compact(e, theirs_number, ours, theirs))
-        .collect();
+    let mut extras = Vec::new();
+    let mut redo = Vec::with_capacity(m.redo.len());
+    for e in &m.redo {
+        redo.push(store_large(
+            store,
+            compact(e, theirs_number, ours, theirs),
+            &mut extras,
+        )?);
+    }
     let tree = m
         .into_manifest(|_, bytes| cut_and_store(cfg, chunks, bytes))
         .map_err(EngineError::Merge)?;
     chunks.sync()?;
-    Ok(Merged { tree, redo })
+    Ok(Merged { tree, redo, extras })
+}
+
+/// Files of more chunks than this travel in a header by reference to a stored tree: a header
+/// stays a few hundred bytes whatever the size of the files a conflict displaced.
+const INLINE_CHUNKS: usize = 32;
+
+/// Replaces each large file an entry carries by chunk list with a reference to a one-entry
+/// tree holding it, stored here (and named in `extras`, to be offered to every member): both
+/// sides of a conflict stay restorable, on every node, whatever their size.
+fn store_large(
+    store: &SyncStore,
+    e: RedoEntry,
+    extras: &mut Vec<VersionId>,
+) -> Result<RedoEntry, EngineError> {
+    let Some(path) = e.path.clone() else {
+        return Ok(e);
+    };
+    let mut hold = |c: WholeContent| -> Result<WholeContent, EngineError> {
+        match c {
+            WholeContent::File { exec, manifest } if manifest.chunks.len() > INLINE_CHUNKS => {
+                let tree =
+                    TreeManifest::from_entries([(path.clone(), Entry::File { exec, manifest })])?;
+                let id = store.put_manifest(&tree)?;
+                if !extras.contains(&id) {
+                    extras.push(id);
+                }
+                Ok(WholeContent::Stored {
+                    tree: id,
+                    path: path.clone(),
+                })
+            }
+            other => Ok(other),
+        }
+    };
+    let what = match e.what {
+        Displaced::Whole { content, kept } => Displaced::Whole {
+            content: hold(content)?,
+            kept: kept.map(&mut hold).transpose()?,
+        },
+        Displaced::Deletion { kept } => Displaced::Deletion { kept: hold(kept)? },
+        other => other,
+    };
+    Ok(RedoEntry { what, ..e })
 }
 
 /// Cuts merged bytes into chunks and stores them.

@@ -46,13 +46,15 @@ struct Candidate {
     redo: Vec<RedoEntry>,
     /// Members that hold it durably (the leader from the start).
     stored: BTreeSet<NodeId>,
+    /// Trees holding large displaced files its redo entries name, and who holds each: a
+    /// majority must, as for the candidate, before the header is proposed.
+    extras: BTreeMap<VersionId, BTreeSet<NodeId>>,
     proposed_at: Option<u64>,
 }
 
-/// An offer in flight to one member.
+/// An offer in flight to one member (keyed by member and version).
 #[derive(Debug, Clone, Copy)]
 struct OfferSent {
-    target: VersionId,
     at: u64,
     attempts: u32,
 }
@@ -82,10 +84,12 @@ pub(crate) struct Leader {
     merged: Vec<(VersionId, u64)>,
     /// What the merges since the last candidate displaced.
     redo: Vec<RedoEntry>,
+    /// Stored trees those entries name.
+    extras: Vec<VersionId>,
     seq: u64,
     waiters: Vec<Waiter>,
     candidate: Option<Candidate>,
-    offers: BTreeMap<NodeId, OfferSent>,
+    offers: BTreeMap<(NodeId, VersionId), OfferSent>,
 }
 
 impl Leader {
@@ -96,6 +100,7 @@ impl Leader {
             tip_origin: me,
             merged: Vec::new(),
             redo: Vec::new(),
+            extras: Vec::new(),
             seq: 0,
             waiters: Vec::new(),
             candidate: None,
@@ -108,6 +113,7 @@ impl Leader {
         self.tip = head;
         self.merged.clear();
         self.redo.clear();
+        self.extras.clear();
         self.waiters.clear();
         self.candidate = None;
         self.offers.clear();
@@ -132,12 +138,31 @@ impl Leader {
         Ok(self.confirmed && ctx.holds(&self.tip.version)?)
     }
 
-    /// Versions the leader half still needs (its tip, candidate and merged pushes).
+    /// Versions the leader half still needs (its tip, candidate, merged pushes and the trees
+    /// its redo entries name).
     pub fn versions(&self) -> Vec<VersionId> {
         let mut out = vec![self.tip.version];
         out.extend(self.candidate.as_ref().map(|c| c.version));
         out.extend(self.merged.iter().map(|(v, _)| *v));
+        out.extend(self.extras.iter().copied());
+        if let Some(c) = &self.candidate {
+            out.extend(c.extras.keys().copied());
+        }
         out
+    }
+
+    /// True for a stored tree of the candidate's redo entries (not a version members share).
+    pub fn is_extra(&self, v: &VersionId) -> bool {
+        self.extras.contains(v)
+            || self
+                .candidate
+                .as_ref()
+                .is_some_and(|c| c.extras.contains_key(v))
+    }
+
+    /// True for the candidate being replicated.
+    pub fn is_candidate(&self, v: &VersionId) -> bool {
+        self.candidate.as_ref().is_some_and(|c| c.version == *v)
     }
 
     /// Takes a pushed version into the tip. `included` maps pushed versions to the MAJOR of the
@@ -213,9 +238,14 @@ impl Leader {
             };
             let ours = ctx.tree(tip.version)?;
             let m = merge::merge(
-                ctx.cfg, ctx.chunks, &base_tree, &ours, tip.number, &t.tree, t.number,
+                ctx.cfg, ctx.store, ctx.chunks, &base_tree, &ours, tip.number, &t.tree, t.number,
             )?;
             let id = ctx.store.put_manifest(&m.tree)?;
+            for e in m.extras {
+                if !self.extras.contains(&e) {
+                    self.extras.push(e);
+                }
+            }
             (
                 AcceptedRef {
                     version: id,
@@ -272,13 +302,14 @@ impl Leader {
 
     /// `from` holds `version` durably.
     pub fn on_stored(&mut self, from: NodeId, version: VersionId) {
-        if self.offers.get(&from).is_some_and(|o| o.target == version) {
-            self.offers.remove(&from);
-        }
-        if let Some(c) = self.candidate.as_mut()
-            && c.version == version
-        {
-            c.stored.insert(from);
+        self.offers.remove(&(from, version));
+        if let Some(c) = self.candidate.as_mut() {
+            if c.version == version {
+                c.stored.insert(from);
+            }
+            if let Some(holders) = c.extras.get_mut(&version) {
+                holders.insert(from);
+            }
         }
     }
 

@@ -314,9 +314,26 @@ impl<F: Folder> Replica<F> {
             )));
         };
         let mut out = Vec::new();
+        let entry = match self.resolve(&rec.entry) {
+            Ok(e) => e,
+            Err(tree) => {
+                // Fetched from the members that hold it; the command works once it is here.
+                let actions = self.engine.fetch(tree, now);
+                let reachable = !actions.is_empty();
+                self.outbox.extend(actions);
+                return Err(Refusal::conflict(format!(
+                    "redo entry {seq}: the displaced content (version {tree}) is not here yet and is being fetched from the other members; run the command again in a moment{}",
+                    if reachable {
+                        ""
+                    } else {
+                        " (no member is reachable now)"
+                    }
+                )));
+            }
+        };
         let disk = self.settled_disk(now, &mut out)?;
         let chunks = self.engine.chunks().clone();
-        let re = reapply(&rec.entry, &disk, &Loader(&*chunks))
+        let re = reapply(&entry, &disk, &Loader(&*chunks))
             .map_err(|e| Refusal::conflict(format!("redo entry {seq}: {e}")))?;
         let mut entries = disk.entries().clone();
         let path = match re.change {
@@ -360,6 +377,21 @@ impl<F: Folder> Replica<F> {
             json!({"entry": seq, "path": path.to_string(), "in_place": re.in_place, "changed": changed, "displaced": displaced}),
             out,
         ))
+    }
+
+    /// The redo entry with the large files it names by stored tree looked up here; `Err` with
+    /// the first tree not stored here.
+    pub fn resolve(
+        &self,
+        entry: &chorus_merge::RedoEntry,
+    ) -> Result<chorus_merge::RedoEntry, VersionId> {
+        entry.resolve(|tree, path| {
+            self.engine
+                .manifest(tree)
+                .ok()
+                .flatten()
+                .map(|t| t.get(path).cloned())
+        })
     }
 
     /// A file as it was in an accepted version: its text, or its bytes in hex.

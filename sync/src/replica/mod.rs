@@ -95,6 +95,8 @@ pub struct Replica<F> {
     walk: Option<history_ops::UndoWalk>,
     queue: VecDeque<Event>,
     notices: Vec<Notice>,
+    /// Messages to send that no event returned yet (a fetch a refused request started).
+    outbox: Vec<Action>,
 }
 
 impl<F: Folder> Replica<F> {
@@ -111,6 +113,7 @@ impl<F: Folder> Replica<F> {
             walk: None,
             queue: VecDeque::new(),
             notices: Vec::new(),
+            outbox: Vec::new(),
         }
     }
 
@@ -152,6 +155,11 @@ impl<F: Folder> Replica<F> {
     /// Why the folder cannot be used now, if it cannot.
     pub fn unavailable(&self) -> Option<&str> {
         self.unavailable.as_deref()
+    }
+
+    /// What must go out that no event returned (after a refused request).
+    pub fn take_outbox(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.outbox)
     }
 
     /// What happened since the last call.
@@ -206,7 +214,7 @@ impl<F: Folder> Replica<F> {
 
     /// Feeds the queued events and carries out what they ask of the folder.
     fn drain(&mut self, now: u64) -> Result<Vec<Action>, EngineError> {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.outbox);
         while let Some(ev) = self.queue.pop_front() {
             for action in self.engine.handle(now, ev)? {
                 match action {

@@ -239,7 +239,10 @@ impl<L: Log> World<L> {
     ) -> Result<T, crate::Refusal> {
         self.now += 1;
         let now = self.now;
-        let (answer, out) = f(self.node_mut(id), now)?;
+        let result = f(self.node_mut(id), now);
+        let pending = self.node_mut(id).take_outbox();
+        self.out(id, pending);
+        let (answer, out) = result?;
         self.out(id, out);
         Ok(answer)
     }

@@ -1,0 +1,142 @@
+//! Both sides of every conflict survive, whatever their size, on every node: a whole-file
+//! conflict on a large binary file puts the losing side on the redo stack by reference to a
+//! stored tree (the header stays small), that tree reaches every member before the header
+//! commits, history retention keeps it, and `redo` brings the loser back on any node, a node
+//! that lacks the tree fetching it from the others first.
+
+use std::collections::BTreeSet;
+
+use chorus_chunking::ChunkerParams;
+use chorus_merge::redo::WholeContent;
+use chorus_merge::{Displaced, ModeRules};
+use chorus_proto::header::NodeId;
+use chorus_sync::testing::{Log, World};
+use chorus_sync::{EngineConfig, Retention};
+
+const A: NodeId = 1;
+const B: NodeId = 2;
+const C: NodeId = 3;
+
+/// Small chunks, so a file of a few hundred KiB has hundreds of them.
+fn cfg() -> EngineConfig {
+    EngineConfig::new(
+        ModeRules::new(false),
+        ChunkerParams::new(256, 1024, 4096).unwrap(),
+    )
+}
+
+/// Bytes that sniff as binary (whole-file merges), different per seed.
+fn binary(seed: u32, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            if i % 97 == 0 { 0 } else { x as u8 }
+        })
+        .collect()
+}
+
+#[test]
+fn the_losing_side_of_a_large_binary_conflict_is_restorable_on_every_node() {
+    let mut w = World::new(&[A, B, C], cfg());
+    w.edit(A, "photo.raw", &binary(1, 300_000));
+    assert!(w.run(10_000));
+    // A and B change the file at once: B's change wins (the higher number), A's is displaced.
+    w.cut_off(B);
+    let ours = binary(2, 300_000);
+    let theirs = binary(3, 320_000);
+    w.edit(A, "photo.raw", &ours);
+    w.run(10_000);
+    w.edit(B, "photo.raw", &theirs);
+    w.heal(B);
+    assert!(w.run(10_000), "the group settles");
+    for id in [A, B, C] {
+        assert_eq!(w.folder(id).read("photo.raw").unwrap(), theirs);
+    }
+    // The header carries a reference, not hundreds of chunk ids.
+    let headers = w.log.headers().to_vec();
+    let last = headers.last().unwrap();
+    assert!(!last.redo.is_empty(), "the merge displaced A's file");
+    assert!(
+        last.redo.len() < 2048,
+        "a header's redo stays small: {} bytes",
+        last.redo.len()
+    );
+    let rec = w.node(C).engine().redo().unwrap().pop().unwrap();
+    let trees = rec.entry.stored_trees();
+    assert!(
+        matches!(
+            &rec.entry.what,
+            Displaced::Whole {
+                content: WholeContent::Stored { .. },
+                ..
+            }
+        ),
+        "{:?}",
+        rec.entry.what
+    );
+    // Every node holds the stored tree, and keeps it through history retention.
+    for id in [A, B, C] {
+        w.node_mut(id)
+            .engine_mut()
+            .collect_garbage(
+                u64::MAX / 2,
+                &Retention {
+                    keep_last: 1,
+                    keep_ms: 0,
+                },
+            )
+            .unwrap();
+        for t in &trees {
+            assert!(
+                w.node(id).engine().manifest(t).unwrap().is_some(),
+                "node {id} holds the displaced side"
+            );
+        }
+    }
+    // Redo on C (neither side's author) brings A's file back.
+    w.request(C, |r, now| {
+        r.redo_entry(now, rec.seq, ChunkerParams::new(256, 1024, 4096).unwrap())
+    })
+    .unwrap();
+    assert!(w.run(10_000));
+    let files: BTreeSet<Vec<u8>> = w.folder(A).contents().into_values().collect();
+    assert!(
+        files.contains(&ours),
+        "A's displaced file is back on every node"
+    );
+}
+
+#[test]
+fn a_node_that_lacks_the_displaced_side_fetches_it_for_a_redo() {
+    let mut w = World::new(&[A, B, C], cfg());
+    w.edit(A, "blob.bin", &binary(7, 200_000));
+    assert!(w.run(10_000));
+    w.cut_off(B);
+    let ours = binary(8, 200_000);
+    w.edit(A, "blob.bin", &ours);
+    w.run(10_000);
+    w.edit(B, "blob.bin", &binary(9, 210_000));
+    w.heal(B);
+    assert!(w.run(10_000));
+    let rec = w.node(C).engine().redo().unwrap().pop().unwrap();
+    let tree = rec.entry.stored_trees()[0];
+    // C loses the tree (as if it had joined later).
+    w.node_mut(C).engine_mut().forget_for_tests(&tree).unwrap();
+    assert!(w.node(C).engine().manifest(&tree).unwrap().is_none());
+    let first = w.request(C, |r, now| {
+        r.redo_entry(now, rec.seq, ChunkerParams::new(256, 1024, 4096).unwrap())
+    });
+    assert!(first.is_err(), "not here yet: it is fetched");
+    assert!(w.run(10_000));
+    assert!(w.node(C).engine().manifest(&tree).unwrap().is_some());
+    w.request(C, |r, now| {
+        r.redo_entry(now, rec.seq, ChunkerParams::new(256, 1024, 4096).unwrap())
+    })
+    .expect("once fetched, the redo works");
+    assert!(w.run(10_000));
+    let files: BTreeSet<Vec<u8>> = w.folder(B).contents().into_values().collect();
+    assert!(files.contains(&ours));
+}
