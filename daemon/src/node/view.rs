@@ -15,7 +15,7 @@ use chorus_sync::leader::Loader;
 use chorus_sync::{Fetch, Replica};
 use libp2p::PeerId;
 
-use crate::api::{Conflict, HeldVersion, Version};
+use crate::api::{Conflict, ConflictDetail, HeldVersion, Version};
 
 /// The replica's part of the socket's snapshot.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,6 +195,9 @@ fn read_history<F: Folder>(
             displaced_from: r.entry.displaced_from.to_string(),
             what: displaced_name(&r.entry.what).to_owned(),
             preview: preview(replica, &r.entry.what),
+            detail: ConflictDetail::of(&r.entry.what, |m| {
+                Loader(&**replica.engine().chunks()).load(m).ok()
+            }),
         })
         .collect();
     Ok((versions, conflicts, numbers))
