@@ -102,13 +102,13 @@ fn conflicts_preview_each_displaced_change_and_show_it_against_what_won() {
     g.ask(b, &["pause"]);
     let head = g.head(a);
     std::fs::write(g.file(a, "notes.txt"), base.replace("monday", "tuesday")).unwrap();
-    std::fs::write(g.file(a, "data.bin"), vec![1u8; 1000]).unwrap();
+    std::fs::write(g.file(a, "data.bin"), vec![0xffu8; 1000]).unwrap();
     wait_until("a's edit accepted", || {
         let s = g.status(a);
         s["head"]["number"] != head.as_str() && s["settled"] == true
     });
     std::fs::write(g.file(b, "notes.txt"), base.replace("monday", "wednesday")).unwrap();
-    std::fs::write(g.file(b, "data.bin"), vec![2u8; 2000]).unwrap();
+    std::fs::write(g.file(b, "data.bin"), vec![0xfeu8; 2000]).unwrap();
     g.ask(b, &["resume"]);
     let entries = |i: usize| -> Vec<serde_json::Value> {
         serde_json::from_str(&g.ask(i, &["conflicts", "--json"])).unwrap()
@@ -146,7 +146,8 @@ fn conflicts_preview_each_displaced_change_and_show_it_against_what_won() {
     assert_eq!(
         diff,
         [
-            "@@ -2,4 +2,4 @@",
+            "@@ -1,5 +1,5 @@",
+            " title: the plan",
             " who: alice",
             " where: the office",
             &format!("-when: {won}"),

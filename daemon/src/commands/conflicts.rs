@@ -87,6 +87,7 @@ fn preview(c: &Conflict) -> String {
             None => "(the exec bit)".into(),
         },
         ("hunk", Some(t)) if t.is_empty() => "(deleted lines)".into(),
+        (_, Some(t)) if looks_binary(t) => format!("(not text: {} bytes)", t.len()),
         (_, Some(t)) => first_line(t),
         (_, None) => match (d.displaced_kind.as_deref(), d.displaced_size) {
             (Some("symlink"), _) => "(a symlink)".into(),
@@ -94,6 +95,13 @@ fn preview(c: &Conflict) -> String {
             _ => "(not shown: not text, or too long)".into(),
         },
     }
+}
+
+/// Valid UTF-8 that is not text all the same: control characters other than tabs and line
+/// ends (a NUL, a run of 0x01 bytes).
+fn looks_binary(text: &str) -> bool {
+    text.chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
 }
 
 /// The first non-blank line, cut to [`PREVIEW_CHARS`], and how many lines follow.
@@ -194,8 +202,17 @@ fn detail(c: &Conflict) -> String {
     out
 }
 
-/// A unified diff from `old` to `new` under `header`, or their sizes when too long to diff.
+/// A unified diff from `old` to `new` under `header`, or their sizes when they are not text
+/// or too long to diff.
 fn diff_or_sizes(out: &mut String, header: &str, old: &str, new: &str, first_line: usize) {
+    if looks_binary(old) || looks_binary(new) {
+        out.push_str(&format!(
+            "not text: what won is {} bytes, the displaced content {} bytes\n",
+            old.len(),
+            new.len()
+        ));
+        return;
+    }
     match diff::unified(old, new, first_line) {
         Some(d) if d.is_empty() => out.push_str("(no difference in the text: the same lines)\n"),
         Some(d) => {
@@ -221,5 +238,6 @@ mod tests {
         let long = "a".repeat(100);
         assert_eq!(first_line(&long), format!("{}…", "a".repeat(PREVIEW_CHARS)));
         assert_eq!(first_line(""), "(empty)");
+        assert!(looks_binary("\u{1}\u{1}") && !looks_binary("a\tb\r\n"));
     }
 }
