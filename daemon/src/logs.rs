@@ -68,12 +68,12 @@ mod tests {
             "chorus=debug,openraft=off"
         );
         assert_eq!(filter_spec(None, Some("debug")), "debug");
-        assert_eq!(filter_spec(None, Some("warn,openraft=info")), "warn,openraft=info");
-        // CHORUS_LOG wins over RUST_LOG; an empty one counts as unset.
         assert_eq!(
-            filter_spec(Some("trace"), Some("warn")),
-            "trace"
+            filter_spec(None, Some("warn,openraft=info")),
+            "warn,openraft=info"
         );
+        // CHORUS_LOG wins over RUST_LOG; an empty one counts as unset.
+        assert_eq!(filter_spec(Some("trace"), Some("warn")), "trace");
         assert_eq!(filter_spec(Some(" "), Some("error")), "error,openraft=off");
     }
 }

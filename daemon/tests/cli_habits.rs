@@ -14,7 +14,8 @@ use support::procs::chorus;
 
 /// All of `out` parses as one JSON value.
 fn pure_json(what: &str, out: &str) -> serde_json::Value {
-    serde_json::from_str(out).unwrap_or_else(|e| panic!("{what}: stdout is not pure JSON ({e}):\n{out}"))
+    serde_json::from_str(out)
+        .unwrap_or_else(|e| panic!("{what}: stdout is not pure JSON ({e}):\n{out}"))
 }
 
 #[test]
@@ -32,7 +33,10 @@ fn stdout_holds_the_result_and_stderr_the_advice() {
         token.starts_with("chorus1") && !token.contains(char::is_whitespace),
         "stdout of `chorus invite` is not just the token: {stdout:?}"
     );
-    assert!(stderr.contains("chorus join"), "the advice is on stderr: {stderr:?}");
+    assert!(
+        stderr.contains("chorus join"),
+        "the advice is on stderr: {stderr:?}"
+    );
     // That token, whole, is what `chorus join` takes.
     let b_path = g.at("b");
     let out = cli_in(None, &["join", token, b_path.to_str().unwrap()]);
@@ -41,7 +45,11 @@ fn stdout_holds_the_result_and_stderr_the_advice() {
         "join with $(chorus invite): {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.stdout.is_empty(), "join's messages are advice: {:?}", out.stdout);
+    assert!(
+        out.stdout.is_empty(),
+        "join's messages are advice: {:?}",
+        out.stdout
+    );
     let b = g.start(b_path, Vec::new());
     std::fs::write(g.file(a, "x.txt"), "x\n").unwrap();
     g.wait_everywhere("x.txt", b"x\n");
@@ -59,7 +67,10 @@ fn stdout_holds_the_result_and_stderr_the_advice() {
         assert!(!v.is_null(), "{args:?}");
     }
     let head = g.head(a);
-    let shown = pure_json("show --json", &g.ask(a, &["show", &head, "x.txt", "--json"]));
+    let shown = pure_json(
+        "show --json",
+        &g.ask(a, &["show", &head, "x.txt", "--json"]),
+    );
     assert_eq!(shown["text"], "x\n");
     let listed = pure_json("ls --json", &g.ask(a, &["ls", &head, "--json"]));
     assert_eq!(listed["entries"][0]["path"], "x.txt");
@@ -84,7 +95,12 @@ fn client_commands_find_the_share_from_any_folder_inside_it() {
     // From a subfolder, from the state dir itself, and with --folder naming a subfolder.
     for dir in [deep.clone(), g.file(a, ".chorus"), g.nodes[a].path.clone()] {
         let s = pure_json("status", &ok_in(Some(&dir), &["status", "--json"]));
-        assert_eq!(share_of(s), share.to_str().unwrap(), "from {}", dir.display());
+        assert_eq!(
+            share_of(s),
+            share.to_str().unwrap(),
+            "from {}",
+            dir.display()
+        );
     }
     let s = pure_json(
         "status --folder",
@@ -99,19 +115,31 @@ fn client_commands_find_the_share_from_any_folder_inside_it() {
     let out = cli_in(Some(outside.path()), &["status"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no chorus share here") && err.contains("--folder"), "{err}");
+    assert!(
+        err.contains("no chorus share here") && err.contains("--folder"),
+        "{err}"
+    );
 
     // A document share is found from the folder it sits in and by its own path.
     let doc = g.at("notes.md");
     std::fs::write(&doc, "hello\n").unwrap();
     g.init(doc.clone());
-    let s = pure_json("doc status", &ok_in(Some(g.root.path()), &["status", "--json"]));
-    assert_eq!(share_of(s), std::fs::canonicalize(&doc).unwrap().to_str().unwrap());
+    let s = pure_json(
+        "doc status",
+        &ok_in(Some(g.root.path()), &["status", "--json"]),
+    );
+    assert_eq!(
+        share_of(s),
+        std::fs::canonicalize(&doc).unwrap().to_str().unwrap()
+    );
     let s = pure_json(
         "doc status --folder",
         &ok(&["status", "--json", "--folder", doc.to_str().unwrap()]),
     );
-    assert_eq!(share_of(s), std::fs::canonicalize(&doc).unwrap().to_str().unwrap());
+    assert_eq!(
+        share_of(s),
+        std::fs::canonicalize(&doc).unwrap().to_str().unwrap()
+    );
 }
 
 #[test]
@@ -143,7 +171,10 @@ fn status_watch_writes_plain_lines_when_piped() {
     let _ = child.wait();
     assert_eq!(lines.len(), 3, "three lines, one a second: {lines:?}");
     for l in &lines {
-        assert!(!l.contains('\x1b') && !l.contains('\r'), "no cursor codes: {l:?}");
+        assert!(
+            !l.contains('\x1b') && !l.contains('\r'),
+            "no cursor codes: {l:?}"
+        );
         assert!(l.contains("head") && l.contains("in sync"), "{l:?}");
     }
 
@@ -167,25 +198,41 @@ fn status_watch_writes_plain_lines_when_piped() {
 #[test]
 fn completions_and_man_pages_come_from_the_command_definitions() {
     let bash = ok(&["completions", "bash"]);
-    assert!(bash.contains("complete -F") && bash.contains("_chorus"), "{bash}");
+    assert!(
+        bash.contains("complete -F") && bash.contains("_chorus"),
+        "{bash}"
+    );
     for word in ["invite", "conflicts", "ls", "--listen", "--state-dir"] {
         assert!(bash.contains(word), "bash completion lacks {word}");
     }
     let zsh = ok(&["completions", "zsh"]);
-    assert!(zsh.starts_with("#compdef chorus"), "{}", &zsh[..80.min(zsh.len())]);
+    assert!(
+        zsh.starts_with("#compdef chorus"),
+        "{}",
+        &zsh[..80.min(zsh.len())]
+    );
     assert!(ok(&["completions", "fish"]).contains("complete -c chorus"));
     let out = cli_in(None, &["completions", "tcsh-or-so"]);
     assert_eq!(out.status.code(), Some(2));
 
     let man = ok(&["man"]);
-    assert!(man.starts_with(".ie") || man.contains(".TH chorus"), "{}", &man[..200.min(man.len())]);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH chorus"),
+        "{}",
+        &man[..200.min(man.len())]
+    );
     for word in ["chorus\\-invite", "chorus\\-ls", "chorus\\-completions"] {
         assert!(man.contains(word), "the man page lacks {word}");
     }
     let dir = tempfile::tempdir().unwrap();
     let out = cli_in(None, &["man", "--dir", dir.path().to_str().unwrap()]);
     assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
-    for page in ["chorus.1", "chorus-run.1", "chorus-ls.1", "chorus-conflicts.1"] {
+    for page in [
+        "chorus.1",
+        "chorus-run.1",
+        "chorus-ls.1",
+        "chorus-conflicts.1",
+    ] {
         let text = std::fs::read_to_string(dir.path().join(page))
             .unwrap_or_else(|e| panic!("{page}: {e}"));
         assert!(text.contains(".TH"), "{page}");

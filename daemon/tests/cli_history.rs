@@ -44,18 +44,36 @@ fn ls_lists_what_a_version_held() {
     let root = g.ask(b, &["ls", &head]);
     assert_eq!(lines_with(&root, &["d-", "docs/"]).len(), 1, "{root}");
     assert_eq!(lines_with(&root, &["d-", "bin/"]).len(), 1, "{root}");
-    assert_eq!(lines_with(&root, &["--", " 6 ", "notes.txt"]).len(), 1, "{root}");
-    assert_eq!(lines_with(&root, &["l-", "latest -> notes.txt"]).len(), 1, "{root}");
+    assert_eq!(
+        lines_with(&root, &["--", " 6 ", "notes.txt"]).len(),
+        1,
+        "{root}"
+    );
+    assert_eq!(
+        lines_with(&root, &["l-", "latest -> notes.txt"]).len(),
+        1,
+        "{root}"
+    );
     assert!(!root.contains("intro.md"), "one level only:\n{root}");
     // A folder, a file, everything below with -R.
     let bin = g.ask(b, &["ls", &head, "bin"]);
-    assert_eq!(lines_with(&bin, &["-x", " 18 ", "bin/run.sh"]).len(), 1, "{bin}");
+    assert_eq!(
+        lines_with(&bin, &["-x", " 18 ", "bin/run.sh"]).len(),
+        1,
+        "{bin}"
+    );
     let one = g.ask(b, &["ls", &head, "bin/run.sh"]);
     assert_eq!(one.lines().count(), 1, "{one}");
     let all = g.ask(b, &["ls", &head, "-R"]);
-    assert!(all.contains("docs/guide/intro.md") && all.contains("bin/run.sh"), "{all}");
+    assert!(
+        all.contains("docs/guide/intro.md") && all.contains("bin/run.sh"),
+        "{all}"
+    );
     let docs = g.ask(b, &["ls", &head, "docs", "--recursive"]);
-    assert!(docs.contains("docs/guide/") && docs.contains("docs/guide/intro.md"), "{docs}");
+    assert!(
+        docs.contains("docs/guide/") && docs.contains("docs/guide/intro.md"),
+        "{docs}"
+    );
     assert!(!docs.contains("run.sh"), "{docs}");
     // An older version held less.
     let then = g.ask(b, &["ls", &first]);
@@ -71,8 +89,8 @@ fn ls_lists_what_a_version_held() {
         serde_json::json!([{"path": "bin/run.sh", "kind": "file", "size": 18, "exec": true}])
     );
     let state = g.file(b, ".chorus");
-    let raw = chorus::api::client::get(&state, &format!("/v1/tree?version={head}&path=docs"))
-        .unwrap();
+    let raw =
+        chorus::api::client::get(&state, &format!("/v1/tree?version={head}&path=docs")).unwrap();
     let tree: serde_json::Value = serde_json::from_slice(&raw).unwrap();
     assert_eq!(tree["entries"][0]["path"], "docs/guide");
     assert_eq!(tree["entries"][0]["kind"], "dir");
@@ -123,8 +141,14 @@ fn conflicts_preview_each_displaced_change_and_show_it_against_what_won() {
         ("wednesday", "tuesday")
     };
     let all = entries(a);
-    let hunk = all.iter().find(|e| e["what"] == "hunk").expect("a hunk entry");
-    let whole = all.iter().find(|e| e["what"] == "whole").expect("a whole entry");
+    let hunk = all
+        .iter()
+        .find(|e| e["what"] == "hunk")
+        .expect("a hunk entry");
+    let whole = all
+        .iter()
+        .find(|e| e["what"] == "whole")
+        .expect("a whole entry");
     assert_eq!(hunk["kept"], format!("when: {won}\n"), "{hunk}");
     assert_eq!(hunk["preview"], format!("when: {lost}\n"), "{hunk}");
 
@@ -132,7 +156,10 @@ fn conflicts_preview_each_displaced_change_and_show_it_against_what_won() {
     let table = g.ask(a, &["conflicts"]);
     assert!(table.lines().next().unwrap().contains("PREVIEW"), "{table}");
     let row = lines_with(&table, &["hunk", "notes.txt"]);
-    assert!(row.len() == 1 && row[0].contains(&format!("when: {lost}")), "{table}");
+    assert!(
+        row.len() == 1 && row[0].contains(&format!("when: {lost}")),
+        "{table}"
+    );
     let row = lines_with(&table, &["whole", "data.bin"]);
     assert!(row.len() == 1 && row[0].contains("bytes"), "{table}");
 
@@ -156,7 +183,10 @@ fn conflicts_preview_each_displaced_change_and_show_it_against_what_won() {
         ][..],
         "{shown}"
     );
-    assert!(shown.contains("--- notes.txt") && shown.contains("+++ notes.txt"), "{shown}");
+    assert!(
+        shown.contains("--- notes.txt") && shown.contains("+++ notes.txt"),
+        "{shown}"
+    );
     assert!(hint.contains(&format!("chorus redo {seq}")), "{hint}");
     // A binary file by its sizes.
     let seq = whole["seq"].to_string();

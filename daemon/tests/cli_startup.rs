@@ -47,7 +47,10 @@ fn a_busy_port_or_a_second_daemon_is_reported_before_it_claims_to_run() {
     assert_eq!(out.status.code(), Some(1), "{}", said(&out));
     let text = said(&out);
     assert!(text.contains("another chorus daemon"), "{text}");
-    assert!(!text.contains("keeping"), "it claimed to run first:\n{text}");
+    assert!(
+        !text.contains("keeping"),
+        "it claimed to run first:\n{text}"
+    );
 
     // A second share on a port something else holds.
     let port = free_port();
@@ -59,7 +62,10 @@ fn a_busy_port_or_a_second_daemon_is_reported_before_it_claims_to_run() {
     assert_eq!(out.status.code(), Some(1), "{}", said(&out));
     let text = said(&out);
     assert!(text.contains(&format!("port {port} is in use")), "{text}");
-    assert!(!text.contains("keeping"), "it claimed to run first:\n{text}");
+    assert!(
+        !text.contains("keeping"),
+        "it claimed to run first:\n{text}"
+    );
     drop(holder);
 }
 
@@ -101,7 +107,12 @@ fn listen_takes_ip_port_and_bare_ports_and_refuses_the_rest_with_an_example() {
         );
     }
 
-    for bad in ["localhost:7000", "127.0.0.1", "/ip4/127.0.0.1/udp/7000", "seven"] {
+    for bad in [
+        "localhost:7000",
+        "127.0.0.1",
+        "/ip4/127.0.0.1/udp/7000",
+        "seven",
+    ] {
         let out = run_refused(&[g.path(0), "--listen", bad]);
         assert_eq!(out.status.code(), Some(2), "--listen {bad}: {}", said(&out));
         let text = said(&out);
@@ -134,7 +145,10 @@ fn listen_takes_ip_port_and_bare_ports_and_refuses_the_rest_with_an_example() {
     let out = run_refused(&[c.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", said(&out));
     let refused = said(&out);
-    assert!(refused.contains("config.toml") && refused.contains("127.0.0.1:7000"), "{refused}");
+    assert!(
+        refused.contains("config.toml") && refused.contains("127.0.0.1:7000"),
+        "{refused}"
+    );
     with(&format!("127.0.0.1:{port}"));
     let i = g.start(c, Vec::new());
     assert!(
@@ -185,7 +199,10 @@ fn a_healthy_start_and_transfer_log_no_warnings_and_no_colour_codes() {
                 !line.contains(" WARN ") && !line.contains(" ERROR "),
                 "node {i} logged a warning or an error in a healthy run:\n{line}\n\n{log}"
             );
-            assert!(!line.contains('\x1b'), "node {i} logged colour codes: {line:?}");
+            assert!(
+                !line.contains('\x1b'),
+                "node {i} logged colour codes: {line:?}"
+            );
         }
     }
 }

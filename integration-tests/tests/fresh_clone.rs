@@ -105,7 +105,13 @@ fn a_fresh_clone_has_everything_the_readme_test_command_needs() {
 
     // Everything the tests read is tracked: the traces are in the clone.
     let traces = clone.join("merge/data/traces");
-    for name in ["automerge-paper", "seph-blog1", "rustcode", "friendsforever", "clownschool"] {
+    for name in [
+        "automerge-paper",
+        "seph-blog1",
+        "rustcode",
+        "friendsforever",
+        "clownschool",
+    ] {
         assert!(
             traces.join(format!("{name}.json.gz")).is_file(),
             "{name} is not in the clone's merge/data/traces: is it committed?"

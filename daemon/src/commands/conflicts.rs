@@ -183,7 +183,9 @@ fn detail(c: &Conflict) -> String {
             )),
         },
         "deletion" => {
-            out.push_str("the displaced change deleted the file; what won changed it and kept it\n");
+            out.push_str(
+                "the displaced change deleted the file; what won changed it and kept it\n",
+            );
             match &d.kept {
                 Some(kept) => diff_or_sizes(&mut out, &header, kept, "", 1),
                 None => out.push_str(&format!(
@@ -193,8 +195,12 @@ fn detail(c: &Conflict) -> String {
             }
         }
         "exec" => out.push_str(match d.exec {
-            Some(true) => "the displaced change made the file executable; what won kept it not executable\n",
-            Some(false) => "the displaced change made the file not executable; what won kept it executable\n",
+            Some(true) => {
+                "the displaced change made the file executable; what won kept it not executable\n"
+            }
+            Some(false) => {
+                "the displaced change made the file not executable; what won kept it executable\n"
+            }
             None => "the displaced change set the exec bit the other way\n",
         }),
         _ => {}

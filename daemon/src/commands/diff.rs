@@ -158,7 +158,10 @@ mod tests {
         let new: String = (0..20).map(line).collect();
         let d = unified(&old, &new, 1).unwrap();
         assert_eq!(d.matches("@@ -").count(), 2, "{d}");
-        assert!(d.contains("-2\n+two\n") && d.contains("-17\n+seventeen\n"), "{d}");
+        assert!(
+            d.contains("-2\n+two\n") && d.contains("-17\n+seventeen\n"),
+            "{d}"
+        );
         assert_eq!(unified(&old, &old, 1).unwrap(), "");
     }
 

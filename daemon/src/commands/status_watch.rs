@@ -82,13 +82,13 @@ fn plain(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let mut text = format!("{} {}\n", query::utc(wall), summary(&s, &rates(&s, &last, now)));
+        let mut text = format!(
+            "{} {}\n",
+            query::utc(wall),
+            summary(&s, &rates(&s, &last, now))
+        );
         for t in &s.transfers {
-            let percent = if t.chunks == 0 {
-                100
-            } else {
-                t.received * 100 / t.chunks
-            };
+            let percent = (t.received * 100).checked_div(t.chunks).unwrap_or(100);
             text.push_str(&format!(
                 "  fetching {} from {}: {} of {} chunks ({percent}%)\n",
                 short(&t.version),
@@ -97,7 +97,11 @@ fn plain(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
                 t.chunks
             ));
         }
-        if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+        if out
+            .write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
             return Ok(ExitCode::SUCCESS);
         }
         last = Some((s.traffic, now));

@@ -100,12 +100,20 @@ mod tests {
             assert!(err.contains("/ip4/0.0.0.0/tcp/7000"), "{bad}: {err}");
             assert!(err.contains("127.0.0.1:7000"), "{bad}: {err}");
         }
-        assert!(parse_listen("localhost:7000").unwrap_err().contains("names a host"));
+        assert!(
+            parse_listen("localhost:7000")
+                .unwrap_err()
+                .contains("names a host")
+        );
     }
 
     #[test]
     fn peers_need_their_peer_id() {
-        assert!(parse_peer("/ip4/127.0.0.1/tcp/7000").unwrap_err().contains("/p2p/"));
+        assert!(
+            parse_peer("/ip4/127.0.0.1/tcp/7000")
+                .unwrap_err()
+                .contains("/p2p/")
+        );
         assert!(parse_peer("127.0.0.1:7000").unwrap_err().contains("/p2p/"));
     }
 }

@@ -13,9 +13,7 @@ pub enum DiscoverError {
         "no chorus share here: neither {0} nor any folder above it holds a share's state dir (.chorus, or .NAME.chorus beside a document); cd into a share, or pass --folder PATH (or --state-dir DIR)"
     )]
     NotFound(PathBuf),
-    #[error(
-        "{dir} holds several document shares ({names}): name one with --folder {dir}/NAME"
-    )]
+    #[error("{dir} holds several document shares ({names}): name one with --folder {dir}/NAME")]
     Ambiguous { dir: PathBuf, names: String },
     #[error("{path}: {source}")]
     Io {

@@ -53,7 +53,9 @@ impl Drop for Group {
 /// `chorus ARGS` run to completion in `dir` (or here), with no log filter set.
 pub fn cli_in(dir: Option<&Path>, args: &[&str]) -> Output {
     let mut cmd = chorus();
-    cmd.args(args).env_remove("RUST_LOG").env_remove("CHORUS_LOG");
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("CHORUS_LOG");
     if let Some(d) = dir {
         cmd.current_dir(d);
     }
@@ -133,7 +135,12 @@ impl Group {
     }
 
     /// Adds a node for `path` and starts its daemon with `env` and `chorus run PATH ARGS`.
-    pub fn start_with(&mut self, path: PathBuf, env: Vec<(String, String)>, args: &[&str]) -> usize {
+    pub fn start_with(
+        &mut self,
+        path: PathBuf,
+        env: Vec<(String, String)>,
+        args: &[&str],
+    ) -> usize {
         let log = self.at(&format!("log{}.txt", self.nodes.len()));
         self.nodes.push(Node {
             path,
