@@ -10,7 +10,7 @@ use super::{ShareKind, default_state_dir};
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {
     #[error(
-        "no chorus share here: neither {0} nor any folder above it holds a share's state dir (.chorus, or .NAME.chorus beside a document); cd into a share, or pass --folder PATH (or --state-dir DIR)"
+        "no chorus daemon to ask: no chorus share here ({0} and the folders above it hold no .chorus, nor a .NAME.chorus beside a document); cd into a share, or pass --folder PATH (or --state-dir DIR)"
     )]
     NotFound(PathBuf),
     #[error("{dir} holds several document shares ({names}): name one with --folder {dir}/NAME")]
