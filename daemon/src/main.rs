@@ -5,10 +5,11 @@
 //! of conflicts, 255 on error.
 
 mod commands;
+mod logs;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -42,8 +43,9 @@ enum Command {
     /// The accepted versions, newest first: number, time, merge or fast-forward, what was
     /// displaced, origin.
     Log(commands::query::Args),
-    /// The redo stack: the changes merges displaced, newest first.
-    Conflicts(commands::query::Args),
+    /// The redo stack: the changes merges displaced, newest first, with a preview of each;
+    /// `chorus conflicts SEQ` shows one as a diff against what won.
+    Conflicts(commands::conflicts::ConflictsArgs),
     /// Make the share what it was before the newest accepted version (as a new version).
     Undo(commands::query::Args),
     /// Bring back a displaced change (`chorus redo SEQ`), or take back the last undo.
@@ -52,6 +54,8 @@ enum Command {
     Restore(commands::control::RestoreArgs),
     /// Print a file as it was in an accepted version.
     Show(commands::control::ShowArgs),
+    /// List what an accepted version holds at a path, as `ls -l` does (kind, exec bit, size).
+    Ls(commands::ls::LsArgs),
     /// Stop scanning and writing the share until `chorus resume`.
     Pause(commands::query::Args),
     /// Scan and write again; `--confirm` also writes a version held for deleting many files.
@@ -67,17 +71,14 @@ enum Command {
     /// order as `git merge-file`) and exits with the number of conflicts resolved by version
     /// order (0 when clean; 255 on error).
     MergeFile(commands::merge_file::Args),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions(commands::completions::CompletionsArgs),
+    /// Print the man page (roff), or with --dir write one per subcommand.
+    Man(commands::completions::ManArgs),
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CHORUS_LOG")
-                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logs::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => commands::demo::run(args),
@@ -88,17 +89,20 @@ fn main() -> ExitCode {
         Command::Status(args) => commands::query::status(args),
         Command::Peers(args) => commands::query::peers(args),
         Command::Log(args) => commands::query::log(args),
-        Command::Conflicts(args) => commands::query::conflicts(args),
+        Command::Conflicts(args) => commands::conflicts::run(args),
         Command::Undo(args) => commands::control::undo(args),
         Command::Redo(args) => commands::control::redo(args),
         Command::Restore(args) => commands::control::restore(args),
         Command::Show(args) => commands::control::show(args),
+        Command::Ls(args) => commands::ls::run(args),
         Command::Pause(args) => commands::control::pause(args),
         Command::Resume(args) => commands::control::resume(args),
         Command::Watch(args) => commands::control::watch(args),
         Command::Id(args) => commands::run::id(args),
         Command::Delta(args) => commands::delta::run(args),
         Command::MergeFile(args) => commands::merge_file::run(args),
+        Command::Completions(args) => commands::completions::completions(args, Cli::command()),
+        Command::Man(args) => commands::completions::man(args, Cli::command()),
     };
     match result {
         Ok(code) => code,
@@ -106,5 +110,15 @@ fn main() -> ExitCode {
             eprintln!("chorus: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_definitions_are_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

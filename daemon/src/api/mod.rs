@@ -6,6 +6,7 @@
 //! engine, Raft or the network task.
 
 pub mod client;
+pub mod conflict;
 pub mod routes;
 pub mod server;
 
@@ -13,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+pub use conflict::ConflictDetail;
 
 /// The socket's file name inside the state dir.
 pub const SOCKET: &str = "api.sock";
@@ -167,6 +170,9 @@ pub struct Conflict {
     /// the whole file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<String>,
+    /// What won (`kept`), a hunk's context, sizes and kinds: see [`ConflictDetail`].
+    #[serde(flatten)]
+    pub detail: ConflictDetail,
 }
 
 /// Everything the socket serves, as the driver last published it.
@@ -209,6 +215,13 @@ pub enum Request {
     Invite,
     /// A file as it was in an accepted version.
     Show { version: String, path: String },
+    /// What an accepted version holds at a path (the root when empty): a directory's entries,
+    /// everything below it with `recursive`, or one file's entry.
+    List {
+        version: String,
+        path: String,
+        recursive: bool,
+    },
 }
 
 /// The body `POST /v1/redo` takes: `{"entry": SEQ}` or nothing.

@@ -98,27 +98,66 @@ pub fn parse_command(path: &str, body: &[u8]) -> Result<Request, Reply> {
     })
 }
 
+/// The pairs of a query string, values percent-decoded.
+fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, Reply> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            percent_decode(v)
+                .map(|v| (k.to_owned(), v))
+                .ok_or_else(|| error(400, &format!("bad percent-encoding in `{pair}`")))
+        })
+        .collect()
+}
+
+/// The value of `key` in `pairs`, if given.
+fn value_of(pairs: &[(String, String)], key: &str) -> Option<String> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+}
+
 /// The request `GET /v1/file?version=V&path=P` makes (query values percent-decoded).
 pub fn parse_show(query: Option<&str>) -> Result<Request, Reply> {
-    let mut version = None;
-    let mut path = None;
-    for pair in query.unwrap_or_default().split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v)
-            .ok_or_else(|| error(400, &format!("bad percent-encoding in `{pair}`")))?;
-        match k {
-            "version" => version = Some(v),
-            "path" => path = Some(v),
-            _ => {}
-        }
-    }
-    match (version, path) {
+    let pairs = query_pairs(query)?;
+    match (value_of(&pairs, "version"), value_of(&pairs, "path")) {
         (Some(version), Some(path)) => Ok(Request::Show { version, path }),
         _ => Err(error(
             400,
             "/v1/file needs ?version=MAJOR.MINOR&path=PATH (percent-encoded)",
         )),
     }
+}
+
+/// The request `GET /v1/tree?version=V[&path=P][&recursive=true]` makes.
+pub fn parse_list(query: Option<&str>) -> Result<Request, Reply> {
+    let pairs = query_pairs(query)?;
+    let Some(version) = value_of(&pairs, "version") else {
+        return Err(error(
+            400,
+            "/v1/tree needs ?version=MAJOR.MINOR, and optionally &path=PATH (percent-encoded) and &recursive=true",
+        ));
+    };
+    let recursive = match value_of(&pairs, "recursive").as_deref() {
+        None | Some("false" | "0") => false,
+        Some("true" | "1" | "") => true,
+        Some(other) => {
+            return Err(error(
+                400,
+                &format!("recursive must be true or false, not `{other}`"),
+            ));
+        }
+    };
+    Ok(Request::List {
+        version,
+        path: value_of(&pairs, "path").unwrap_or_default(),
+        recursive,
+    })
 }
 
 /// `%XX` escapes and `+` (a space) decoded; `None` when malformed or not UTF-8.
@@ -259,6 +298,7 @@ mod tests {
                 displaced_from: "2.0".into(),
                 what: "hunk".into(),
                 preview: None,
+                detail: Default::default(),
             }]),
             accepted: 3,
         }
@@ -293,6 +333,29 @@ mod tests {
             assert!(error_of(&reply).contains(path), "{}", error_of(&reply));
         }
         assert!(is_command("/v1/invite") && !is_command("/v1/status"));
+    }
+
+    #[test]
+    fn tree_takes_a_version_and_optionally_a_path_and_recursive() {
+        assert_eq!(
+            parse_list(Some("version=3.0&path=a%20b&recursive=true")),
+            Ok(Request::List {
+                version: "3.0".into(),
+                path: "a b".into(),
+                recursive: true
+            })
+        );
+        assert_eq!(
+            parse_list(Some("version=3.0")),
+            Ok(Request::List {
+                version: "3.0".into(),
+                path: String::new(),
+                recursive: false
+            })
+        );
+        for q in [None, Some("path=a"), Some("version=3.0&recursive=maybe")] {
+            assert_eq!(parse_list(q).unwrap_err().status, 400, "{q:?}");
+        }
     }
 
     #[test]

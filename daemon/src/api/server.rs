@@ -144,11 +144,16 @@ async fn handle(req: Request<Incoming>, ch: Channels) -> Response<Body> {
         };
         return full(ask(&ch, request).await);
     }
-    if path == "/v1/file" {
+    if path == "/v1/file" || path == "/v1/tree" {
         if method != "GET" {
-            return full(routes::error(405, "/v1/file answers GET only"));
+            return full(routes::error(405, &format!("{path} answers GET only")));
         }
-        return match routes::parse_show(req.uri().query()) {
+        let request = if path == "/v1/file" {
+            routes::parse_show(req.uri().query())
+        } else {
+            routes::parse_list(req.uri().query())
+        };
+        return match request {
             Ok(request) => full(ask(&ch, request).await),
             Err(reply) => full(reply),
         };

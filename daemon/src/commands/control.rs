@@ -1,6 +1,7 @@
 //! Clients of the running daemon's socket that change something: `chorus invite`, `undo`,
 //! `redo`, `restore`, `pause`, `resume`; and `chorus watch`, which prints its events as they
-//! happen. Each prints one line saying what happened, or with `--json` the socket's answer.
+//! happen. Each prints one line saying what happened, or with `--json` the socket's answer,
+//! on stdout; advice goes to stderr, so `TOKEN=$(chorus invite)` is exactly the token.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -20,7 +21,7 @@ fn post(
     body: Value,
     say: impl FnOnce(&Value) -> String,
 ) -> anyhow::Result<ExitCode> {
-    let answer = client::post(&at.state_dir(), path, &body, WITHIN)?;
+    let answer = client::post(&at.state_dir()?, path, &body, WITHIN)?;
     let text = if at.json {
         String::from_utf8_lossy(&answer).into_owned()
     } else {
@@ -63,12 +64,13 @@ pub fn invite(args: InviteArgs) -> anyhow::Result<ExitCode> {
         println!("{}", hex::encode(chorus::net::invite_for(&secret, &peer)));
         return Ok(ExitCode::SUCCESS);
     }
-    post(&args.at, "/v1/invite", json!({}), |v| {
-        format!(
-            "{}\n\nOn the new machine: chorus join <that token> [FOLDER]; then chorus run [FOLDER].\nThe token holds the share secret: send it only to machines you trust.",
-            s(v, "token")
-        )
-    })
+    let answer = post(&args.at, "/v1/invite", json!({}), |v| s(v, "token"))?;
+    // Advice on stderr, so `TOKEN=$(chorus invite)` holds the token and nothing else.
+    eprintln!(
+        "chorus: on the new machine: `chorus join TOKEN [FOLDER]`, then `chorus run [FOLDER]`.\n\
+         chorus: the token holds the share secret: send it only to machines you trust."
+    );
+    Ok(answer)
 }
 
 pub fn undo(at: query::Args) -> anyhow::Result<ExitCode> {
@@ -173,7 +175,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
 /// stops or the command is interrupted.
 pub fn watch(at: query::Args) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout();
-    client::events(&at.state_dir(), |ev| {
+    client::events(&at.state_dir()?, |ev| {
         let line = if at.json {
             serde_json::to_string(&ev).unwrap_or_default()
         } else {
@@ -196,7 +198,7 @@ pub struct ShowArgs {
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986) and `/`.
-fn encode_query_value(s: &str) -> String {
+pub fn encode_query_value(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
@@ -214,7 +216,7 @@ pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         encode_query_value(&args.version),
         encode_query_value(&args.path)
     );
-    let answer = client::get(&args.at.state_dir(), &path)?;
+    let answer = client::get(&args.at.state_dir()?, &path)?;
     if args.at.json {
         let _ = std::io::stdout().write_all(&answer);
         return Ok(ExitCode::SUCCESS);

@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use chorus::api::{Conflict, Status, Version, client};
 use serde_json::json;
 
+use super::conflicts;
 use super::query::{self, short};
 
 #[derive(clap::Args)]
@@ -173,7 +174,7 @@ impl Demo {
 
     fn query_args(&self, i: usize) -> query::Args {
         query::Args {
-            folder: self.nodes[i].folder.clone(),
+            folder: Some(self.nodes[i].folder.clone()),
             state_dir: None,
             json: false,
         }
@@ -286,12 +287,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     say("the versions (`chorus log`)");
     query::log(demo.query_args(0))?;
     say("the redo stack (`chorus conflicts`): what the merge displaced");
-    query::conflicts(demo.query_args(0))?;
+    conflicts::run(conflicts::ConflictsArgs {
+        at: demo.query_args(0),
+        seq: None,
+    })?;
 
-    let conflicts: Vec<Conflict> = client::get_json(&demo.nodes[0].state(), "/v1/conflicts")?;
-    let Some(entry) = conflicts.last() else {
+    let entries: Vec<Conflict> = client::get_json(&demo.nodes[0].state(), "/v1/conflicts")?;
+    let Some(entry) = entries.last() else {
         bail!("the merge displaced nothing");
     };
+    say(&format!(
+        "the displaced change against what won (`chorus conflicts {}`)",
+        entry.seq
+    ));
+    conflicts::run(conflicts::ConflictsArgs {
+        at: demo.query_args(0),
+        seq: Some(entry.seq),
+    })?;
     say(&format!(
         "carol brings the displaced line back: `chorus redo {}`",
         entry.seq
@@ -314,7 +326,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "done: {} versions, the same head {last} on all three nodes; nothing was lost",
         versions.len()
     ));
-    println!("Try it yourself: `chorus init ~/Shared`, `chorus run ~/Shared`, `chorus invite`.");
+    eprintln!("Try it yourself: `chorus init ~/Shared`, `chorus run ~/Shared`, `chorus invite`.");
     drop(demo);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,10 +1,18 @@
-//! The `chorus` subcommands: `demo` (three local nodes), `run` (the daemon), `share` (init, join), `query` and `control`
-//! (clients of the running daemon's socket), and the offline tools `delta` and `merge_file`.
+//! The `chorus` subcommands: `demo` (three local nodes), `run` (the daemon), `share` (init,
+//! join), the clients of the running daemon's socket (`query`: status, peers, log;
+//! `status_watch`; `conflicts`; `ls`; `control`: invite, undo, redo, restore, show, pause,
+//! resume, watch), the offline tools `delta` and `merge_file`, and `completions` (shell
+//! completions and man pages). Results go to stdout, hints and progress to stderr.
 
+pub mod completions;
+pub mod conflicts;
 pub mod control;
 pub mod delta;
 pub mod demo;
+pub mod diff;
+pub mod ls;
 pub mod merge_file;
 pub mod query;
 pub mod run;
 pub mod share;
+pub mod status_watch;

@@ -1,21 +1,23 @@
-//! `chorus status`, `chorus peers`, `chorus log` and `chorus conflicts`: clients of the running
-//! daemon's local socket. Each prints a readable table, or with `--json` the socket's JSON as
-//! it is.
+//! `chorus status`, `chorus peers` and `chorus log`: clients of the running daemon's local
+//! socket. Each prints a readable table, or with `--json` the socket's JSON as it is, on
+//! stdout; and the share-finding options every socket client takes.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chorus::api::{Conflict, Peer, Status, Traffic, Version, client};
+use chorus::api::{Peer, Status, Version, client};
 
-/// Which daemon to ask, found as `chorus run` finds its state dir.
+/// Which daemon to ask: the share found from `--folder` (default: the current directory) by
+/// walking up to the nearest state dir, as git finds its repository; or `--state-dir`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The folder or document the daemon runs on (as given to `chorus run`).
-    #[arg(long, default_value = ".")]
-    pub folder: PathBuf,
-    /// The daemon's state dir; default FOLDER/.chorus, or .NAME.chorus beside a document (as
-    /// `chorus run --state-dir`).
+    /// The share (folder or document) or any folder inside it [default: the current
+    /// directory]; the nearest share at or above it is asked.
+    #[arg(long)]
+    pub folder: Option<PathBuf>,
+    /// The daemon's state dir, when it is not where the share keeps it (as `chorus run
+    /// --state-dir`).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
     /// Print the socket's JSON answer as it is.
@@ -24,10 +26,13 @@ pub struct Args {
 }
 
 impl Args {
-    pub fn state_dir(&self) -> PathBuf {
-        self.state_dir
-            .clone()
-            .unwrap_or_else(|| chorus::config::state_dir_for(&self.folder))
+    /// The state dir of the daemon to ask.
+    pub fn state_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = &self.state_dir {
+            return Ok(dir.clone());
+        }
+        let start = self.folder.clone().unwrap_or_else(|| PathBuf::from("."));
+        Ok(chorus::config::discover::find_state_dir(&start)?)
     }
 }
 
@@ -37,7 +42,7 @@ fn query<T: serde::de::DeserializeOwned>(
     path: &str,
     table: impl FnOnce(T) -> String,
 ) -> anyhow::Result<ExitCode> {
-    let dir = args.state_dir();
+    let dir = args.state_dir()?;
     let text = if args.json {
         String::from_utf8_lossy(&client::get(&dir, path)?).into_owned()
     } else {
@@ -53,14 +58,15 @@ fn query<T: serde::de::DeserializeOwned>(
 pub struct StatusArgs {
     #[command(flatten)]
     at: Args,
-    /// Keep showing it, with a progress bar per version being fetched, until interrupted.
+    /// Keep showing it until interrupted: on a terminal, one updating line with a progress
+    /// bar per version being fetched; otherwise (piped) a plain line per second.
     #[arg(long, conflicts_with = "json")]
     watch: bool,
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if args.watch {
-        return watch_status(&args.at);
+        return super::status_watch::run(&args.at);
     }
     let args = args.at;
     query(&args, "/v1/status", |s: Status| {
@@ -214,107 +220,6 @@ pub fn log(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn conflicts(args: Args) -> anyhow::Result<ExitCode> {
-    query(&args, "/v1/conflicts", |entries: Vec<Conflict>| {
-        if entries.is_empty() {
-            return "no conflicts: the redo stack is empty\n".into();
-        }
-        let rows = entries
-            .into_iter()
-            .rev()
-            .map(|c| {
-                vec![
-                    c.seq.to_string(),
-                    c.accepted_major.to_string(),
-                    c.what,
-                    c.path.unwrap_or_else(|| "-".into()),
-                    c.displaced_from,
-                    c.displaced_by,
-                ]
-            })
-            .collect();
-        table(&["SEQ", "IN", "WHAT", "PATH", "DISPLACED", "BY"], rows)
-    })
-}
-
-/// `chorus status --watch`: a line of state and rates, and a bar per fetch, twice a second.
-fn watch_status(at: &Args) -> anyhow::Result<ExitCode> {
-    use std::collections::HashMap;
-
-    use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-
-    let dir = at.state_dir();
-    let every = std::time::Duration::from_millis(500);
-    let multi = MultiProgress::new();
-    let line = multi.add(ProgressBar::new_spinner());
-    line.set_style(ProgressStyle::with_template("{spinner} {msg}")?);
-    let bar_style = ProgressStyle::with_template("  {msg:<40} [{bar:30}] {pos}/{len} chunks")?
-        .progress_chars("=> ");
-    let mut bars: HashMap<(String, String), ProgressBar> = HashMap::new();
-    let mut last: Option<(Traffic, std::time::Instant)> = None;
-    loop {
-        let s: Status = match client::get_json(&dir, "/v1/status") {
-            Ok(s) => s,
-            Err(e) => {
-                line.abandon_with_message(e.to_string());
-                return Ok(ExitCode::from(1));
-            }
-        };
-        let now = std::time::Instant::now();
-        let rate =
-            |new: u64, old: u64, dt: f64| size(((new.saturating_sub(old)) as f64 / dt) as u64);
-        let rates = match &last {
-            Some((t, at)) => {
-                let dt = now.duration_since(*at).as_secs_f64().max(0.001);
-                format!(
-                    "up {}/s, down {}/s",
-                    rate(s.traffic.sync_sent, t.sync_sent, dt),
-                    rate(s.traffic.sync_received, t.sync_received, dt)
-                )
-            }
-            None => "measuring".into(),
-        };
-        let state = if s.paused {
-            "paused".to_owned()
-        } else if s.held.is_some() {
-            "a version is held: `chorus resume --confirm`".to_owned()
-        } else if s.pending_local.is_some() {
-            "local changes waiting for the leader".to_owned()
-        } else if s.settled {
-            "in sync".to_owned()
-        } else {
-            "catching up".to_owned()
-        };
-        line.set_message(format!(
-            "{} (term {}), head {}: {state}; {}/{} peers; {rates}",
-            s.role, s.term, s.head.number, s.peers_connected, s.peers
-        ));
-        line.tick();
-        let mut seen = Vec::new();
-        for t in &s.transfers {
-            let key = (t.peer.clone(), t.version.clone());
-            let bar = bars.entry(key.clone()).or_insert_with(|| {
-                let b = multi.add(ProgressBar::new(t.chunks as u64));
-                b.set_style(bar_style.clone());
-                b.set_message(format!("{} from {}", short(&t.version), short(&t.peer)));
-                b
-            });
-            bar.set_length(t.chunks as u64);
-            bar.set_position(t.received as u64);
-            seen.push(key);
-        }
-        bars.retain(|k, b| {
-            let keep = seen.contains(k);
-            if !keep {
-                b.finish_and_clear();
-            }
-            keep
-        });
-        last = Some((s.traffic, now));
-        std::thread::sleep(every);
-    }
-}
-
 /// The first 12 hex digits of an id.
 pub fn short(id: &str) -> String {
     id.chars().take(12).collect()
@@ -329,7 +234,7 @@ pub fn size(bytes: u64) -> String {
 }
 
 /// Columns padded to their widest cell; the last column is not padded.
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chorus::config::{
-    CONFIG_FILE, Config, ConfigError, ShareKind, Timing, default_state_dir, parse_secret,
+    CONFIG_FILE, Config, ConfigError, ShareKind, Timing, address, default_state_dir, parse_secret,
 };
 use chorus::node::{
     JoinWith, MassDeleteGuard, NodeConfig, Share, peer_id, run as run_node, stop_signal,
@@ -40,11 +40,13 @@ pub struct Args {
     /// CHORUS_SECRET environment variable, which keeps it out of the process list).
     #[arg(long)]
     secret: Option<String>,
-    /// Address to listen on (repeatable); replaces the config's `listen`.
-    #[arg(long)]
+    /// Address to listen on (repeatable): a multiaddr (/ip4/0.0.0.0/tcp/7000), IP:PORT
+    /// (127.0.0.1:7000, [::1]:7000) or a bare port (7000: every IPv4 interface); replaces the
+    /// config's `listen`.
+    #[arg(long, value_name = "ADDRESS", value_parser = address::parse_listen)]
     listen: Vec<Multiaddr>,
     /// A peer to dial, as /ip4/ADDR/tcp/PORT/p2p/PEER_ID (repeatable); added to the config's.
-    #[arg(long)]
+    #[arg(long, value_name = "MULTIADDR", value_parser = address::parse_peer)]
     peer: Vec<Multiaddr>,
     /// Make a new cluster here and add the --peer nodes as members (what `chorus init` records
     /// as `bootstrap = true`).
@@ -170,20 +172,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ShareKind::Folder => Share::Folder(share_path),
         ShareKind::Document => Share::Document(share_path),
     };
-    let parse = |list: &[String]| -> anyhow::Result<Vec<Multiaddr>> {
+    // The config's addresses were checked when it was read; these fail only for a share
+    // without a config file, whose defaults are valid.
+    let parse = |list: &[String], parse: fn(&str) -> Result<Multiaddr, String>| {
         list.iter()
-            .map(|a| {
-                a.parse()
-                    .with_context(|| format!("`{a}` is not a multiaddr"))
-            })
-            .collect()
+            .map(|a| parse(a).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display())))
+            .collect::<anyhow::Result<Vec<_>>>()
     };
     let listen = if args.listen.is_empty() {
-        parse(&cfg.listen)?
+        parse(&cfg.listen, address::parse_listen)?
     } else {
         args.listen.clone()
     };
-    let mut peers = parse(&cfg.peers)?;
+    let mut peers = parse(&cfg.peers, address::parse_peer)?;
     peers.extend(args.peer.iter().cloned());
     let join = match &args.join {
         Some(h) => {
@@ -215,7 +216,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ..MassDeleteGuard::default()
         }
     };
-    println!(
+    // Said once start-up has passed its checks (the socket is ours, the ports are free, the
+    // network listens), so a busy port or a second daemon is the only thing printed.
+    let keeping = format!(
         "chorus: keeping {} in sync ({} share; state in {}); `chorus status` tells how it goes",
         share.path().display(),
         match kind {
@@ -224,7 +227,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         state_dir.display()
     );
+    let started = move |me: libp2p::PeerId, addrs: &[Multiaddr]| {
+        for a in addrs {
+            eprintln!("chorus: peer {me} listening on {a}/p2p/{me}");
+        }
+        eprintln!("{keeping}");
+    };
     let node = NodeConfig {
+        started: Some(Box::new(started)),
         share,
         share_id,
         state_dir,

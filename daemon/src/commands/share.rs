@@ -1,6 +1,6 @@
 //! `chorus init [PATH]` starts a new share; `chorus join TOKEN [PATH]` sets this machine up to
-//! join one. Both write the share's state dir (identity, `config.toml`) and print what to run
-//! next; neither starts the daemon.
+//! join one. Both write the share's state dir (identity, `config.toml`) and say what to run
+//! next, on stderr (they print no result to use in a script); neither starts the daemon.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,7 +60,7 @@ pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     let cfg = with_fixed_port(Config::new_share(kind))?;
     cfg.create(&state_dir.join(CONFIG_FILE))?;
     let me = peer_id(&state_dir)?;
-    println!(
+    eprintln!(
         "chorus: a new {} share in {} (share {}, this node {me})",
         match kind {
             ShareKind::Folder => "folder",
@@ -69,8 +69,8 @@ pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
         path.display(),
         cfg.share_id
     );
-    println!("  start it:             chorus run {}", path.display());
-    println!(
+    eprintln!("  start it:             chorus run {}", path.display());
+    eprintln!(
         "  then invite machines: chorus invite --folder {}",
         path.display()
     );
@@ -119,12 +119,12 @@ pub fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
     })?;
     cfg.create(&state_dir.join(CONFIG_FILE))?;
     let me = peer_id(&state_dir)?;
-    println!(
+    eprintln!(
         "chorus: {} is set up to join share {} through {} (this node {me})",
         path.display(),
         cfg.share_id,
         token.inviter
     );
-    println!("  start it: chorus run {}", path.display());
+    eprintln!("  start it: chorus run {}", path.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,8 @@
 //! so a file may name only what differs. Unknown keys are refused (a typo should not silently
 //! mean "default").
 
+pub mod address;
+pub mod discover;
 pub mod token;
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -49,8 +51,9 @@ pub struct Config {
     pub secret: String,
     /// `folder` or `document` (one file, merged character by character).
     pub kind: ShareKind,
-    /// Addresses to listen on (libp2p multiaddrs). `chorus init` and `chorus join` pick a free
-    /// TCP port once, so peers find this node at the same address after a restart.
+    /// Addresses to listen on: libp2p multiaddrs, or `IP:PORT`, `[IPV6]:PORT` or a bare port
+    /// (see [`address::parse_listen`]). `chorus init` and `chorus join` pick a free TCP port
+    /// once, so peers find this node at the same address after a restart.
     pub listen: Vec<String>,
     /// Peers to dial, `/ip4/ADDR/tcp/PORT/p2p/PEER_ID`; a joiner gets its inviter's here.
     pub peers: Vec<String>,
@@ -151,9 +154,11 @@ impl Config {
     /// Checks what serde cannot: the secret's form, addresses, bounds.
     pub fn check(&self) -> Result<(), String> {
         self.secret_bytes()?;
-        for a in self.listen.iter().chain(&self.peers) {
-            a.parse::<libp2p::Multiaddr>()
-                .map_err(|e| format!("`{a}` is not a multiaddr ({e})"))?;
+        for a in &self.listen {
+            address::parse_listen(a).map_err(|e| format!("listen: {e}"))?;
+        }
+        for a in &self.peers {
+            address::parse_peer(a).map_err(|e| format!("peers: {e}"))?;
         }
         if !(self.mass_delete_fraction > 0.0 && self.mass_delete_fraction <= 1.0) {
             return Err(format!(
@@ -292,7 +297,7 @@ mod tests {
             ("secrte = 1\n", "unknown field"),
             (
                 &format!("secret = \"{}\"\nlisten = [\"nope\"]\n", "ab".repeat(32)),
-                "multiaddr",
+                "/ip4/0.0.0.0/tcp/7000",
             ),
             (
                 &format!(

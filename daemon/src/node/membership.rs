@@ -92,8 +92,12 @@ pub fn on_join(election: &Arc<ElectionNode>, from: PeerId, addrs: Vec<Multiaddr>
     };
     tokio::spawn(async move {
         let id = node_id_of(&member.peer_id);
-        if let Err(err) = e.add_member(id, member).await {
-            tracing::info!(%from, "adding a joiner failed (it retries): {err}");
+        let known = e.members().contains_key(&id);
+        match e.add_member(id, member).await {
+            // One line for the user; the joiner's retries are routine.
+            Ok(_) if !known => tracing::info!(peer = %from, "a new member joined the share"),
+            Ok(_) => {}
+            Err(err) => tracing::debug!(%from, "adding a joiner failed (it retries): {err}"),
         }
     });
 }

@@ -73,7 +73,14 @@ pub struct NodeConfig {
     pub guard: MassDeleteGuard,
     /// Sync bytes sent per second, all peers together; `None` for no limit.
     pub bandwidth_limit: Option<u64>,
+    /// Called once start-up has passed its checks (the socket bound, the ports free, the
+    /// network listening), with this node's PeerId and listen addresses: where `chorus run`
+    /// says it is running, so that nothing says so before a refusal.
+    pub started: Option<OnStarted>,
 }
+
+/// What [`NodeConfig::started`] calls.
+pub type OnStarted = Box<dyn FnOnce(PeerId, &[Multiaddr]) + Send>;
 
 /// How a joining node proves it was invited.
 #[derive(Debug, Clone, Copy)]

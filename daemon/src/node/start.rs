@@ -40,7 +40,7 @@ pub(super) struct Started {
 }
 
 /// Starts everything but the event loop.
-pub(super) async fn start(cfg: NodeConfig) -> Result<Started, NodeError> {
+pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|e| NodeError::Config(format!("{}: {e}", cfg.state_dir.display())))?;
     // The socket first: a second daemon on this state dir stops here, with a clear error.
@@ -90,8 +90,8 @@ pub(super) async fn start(cfg: NodeConfig) -> Result<Started, NodeError> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    for a in &listen {
-        println!("chorus: peer {me_peer} listening on {a}/p2p/{me_peer}");
+    if let Some(started) = cfg.started.take() {
+        started(me_peer, &listen);
     }
     if cfg.init && !election.is_initialized().await? {
         let member = Member {

@@ -15,7 +15,7 @@ use chorus_sync::leader::Loader;
 use chorus_sync::{Fetch, Replica};
 use libp2p::PeerId;
 
-use crate::api::{Conflict, HeldVersion, Version};
+use crate::api::{Conflict, ConflictDetail, HeldVersion, Version};
 
 /// The replica's part of the socket's snapshot.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,20 +187,23 @@ fn read_history<F: Folder>(
     let conflicts = engine
         .redo()?
         .into_iter()
-        .map(|r| Conflict {
+        .map(|r| {
+            let resolved = replica
+                .resolve(&r.entry)
+                .unwrap_or_else(|_| r.entry.clone());
+            (r, resolved)
+        })
+        .map(|(r, resolved)| Conflict {
             seq: r.seq,
             accepted_major: r.major,
             path: r.entry.path.as_ref().map(|p| p.to_string()),
             displaced_by: r.entry.displaced_by.to_string(),
             displaced_from: r.entry.displaced_from.to_string(),
             what: displaced_name(&r.entry.what).to_owned(),
-            preview: preview(
-                replica,
-                &replica
-                    .resolve(&r.entry)
-                    .unwrap_or_else(|_| r.entry.clone())
-                    .what,
-            ),
+            preview: preview(replica, &resolved.what),
+            detail: ConflictDetail::of(&resolved.what, |m| {
+                Loader(&**replica.engine().chunks()).load(m).ok()
+            }),
         })
         .collect();
     Ok((versions, conflicts, numbers))

@@ -246,7 +246,7 @@ impl Worker {
                 .engine_mut()
                 .collect_garbage(now_ms(), &self.retention)
             {
-                Ok(r) => tracing::info!(?r, "history retention"),
+                Ok(r) => tracing::debug!(?r, "history retention"),
                 Err(e) => tracing::warn!("history retention failed: {e}"),
             }
             t.next_gc = Instant::now() + GC_EVERY;
@@ -358,6 +358,15 @@ impl Worker {
             }
             Request::Show { version, path } => (
                 self.replica.show(&version, &path, self.document)?,
+                Vec::new(),
+            ),
+            Request::List {
+                version,
+                path,
+                recursive,
+            } => (
+                self.replica
+                    .list(&version, &path, recursive, self.document)?,
                 Vec::new(),
             ),
             Request::Invite => {

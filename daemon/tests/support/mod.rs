@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod group;
 pub mod procs;
 
 use std::collections::BTreeMap;

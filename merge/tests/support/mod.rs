@@ -7,14 +7,12 @@ use std::path::PathBuf;
 
 use chorus_merge::trace::Trace;
 
-/// The traces folder: `$CHORUS_TRACES`, else `shared/data/traces` beside the repository.
+/// The traces folder: `$CHORUS_TRACES`, else `merge/data/traces` in this repository (the
+/// traces are vendored there with their attribution, so a fresh clone has all it needs).
 pub fn traces_dir() -> PathBuf {
     match std::env::var_os("CHORUS_TRACES") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/data/traces"
-        )),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/traces")),
     }
 }
 
@@ -24,7 +22,7 @@ pub fn load_trace(name: &str) -> Trace {
     let bytes = std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
             "cannot read the editing trace {} ({e}); the traces are looked for in \
-             $CHORUS_TRACES or else in shared/data/traces beside the repository",
+             $CHORUS_TRACES or else in merge/data/traces",
             path.display()
         )
     });

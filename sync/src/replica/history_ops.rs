@@ -1,4 +1,4 @@
-//! Undo, redo, restore and show: what the user asks of the share's history.
+//! Undo, redo, restore, show and list: what the user asks of the share's history.
 //!
 //! None of them touches history: each writes the tree it wants into the folder and lets the
 //! next scan make it a local version, pushed and merged like any edit, so every other node gets
@@ -422,6 +422,79 @@ impl<F: Folder> Replica<F> {
                 json!({"version": number.to_string(), "path": rel.to_string(), "hex": hex_of(&e.into_bytes())})
             }
         })
+    }
+}
+
+impl<F: Folder> Replica<F> {
+    /// What an accepted version holds at `path` (the share's root when empty), as `ls` shows
+    /// a folder: a directory's entries (everything below it with `recursive`), or the one
+    /// entry a file's path names. Each entry has its path, kind, and for a file its size and
+    /// exec bit, for a symlink its target.
+    pub fn list(
+        &self,
+        spec: &str,
+        path: &str,
+        recursive: bool,
+        document: bool,
+    ) -> Result<Value, Refusal> {
+        let (version, number) = self.find_version(spec)?;
+        let tree = self.tree_of(&version, number)?;
+        let at = if document || !path.trim_matches('/').is_empty() {
+            Some(self.tree_path(document, path)?)
+        } else {
+            None
+        };
+        let mut listed: std::collections::BTreeMap<String, Value> = Default::default();
+        match at.as_ref().map(|p| (p, tree.get(p))) {
+            // A file or a symlink: that one entry, as `ls FILE` shows it.
+            Some((p, Some(e))) if !matches!(e, Entry::Dir) => {
+                listed.insert(p.to_string(), entry_json(p.as_str(), Some(e)));
+            }
+            _ => {
+                let prefix = at.as_ref().map(|p| format!("{p}/")).unwrap_or_default();
+                for (q, e) in tree.iter() {
+                    let Some(rest) = q.as_str().strip_prefix(prefix.as_str()) else {
+                        continue;
+                    };
+                    match rest.split_once('/') {
+                        // Below a child directory: that directory, unless all is listed.
+                        Some((child, _)) if !recursive => {
+                            let dir = format!("{prefix}{child}");
+                            listed
+                                .entry(dir.clone())
+                                .or_insert_with(|| entry_json(&dir, None));
+                        }
+                        _ => {
+                            listed.insert(q.to_string(), entry_json(q.as_str(), Some(e)));
+                        }
+                    }
+                }
+                if let Some(p) = &at
+                    && listed.is_empty()
+                    && tree.get(p).is_none()
+                {
+                    return Err(Refusal::bad(format!("{p} is not in version {number}")));
+                }
+            }
+        }
+        Ok(json!({
+            "version": number.to_string(),
+            "path": at.map(|p| p.to_string()),
+            "entries": listed.into_values().collect::<Vec<_>>(),
+        }))
+    }
+}
+
+/// One entry of a listing; `None` is a directory the tree implies but does not name.
+fn entry_json(path: &str, entry: Option<&Entry>) -> Value {
+    match entry {
+        None | Some(Entry::Dir) => json!({"path": path, "kind": "dir"}),
+        Some(Entry::File { exec, manifest }) => {
+            json!({"path": path, "kind": "file", "size": manifest.size(), "exec": exec})
+        }
+        Some(Entry::Symlink { target }) => {
+            json!({"path": path, "kind": "symlink", "target": target})
+        }
     }
 }
 

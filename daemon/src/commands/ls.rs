@@ -1,0 +1,105 @@
+//! `chorus ls VERSION [PATH]`: what an accepted version holds, as `ls -l` shows a folder: kind
+//! and exec bit, size, path (a symlink with its target). One level by default, everything
+//! below PATH with `--recursive`; `--json` prints the socket's answer (`GET /v1/tree`).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use chorus::api::client;
+use serde_json::Value;
+
+use super::control::encode_query_value;
+use super::query;
+
+#[derive(clap::Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    at: query::Args,
+    /// The version: MAJOR.MINOR as `chorus log` shows it, or a version id (a unique prefix).
+    version: String,
+    /// A folder or file in the share [default: the share's root].
+    #[arg(default_value = "")]
+    path: String,
+    /// List everything below PATH, not only its entries.
+    #[arg(short = 'R', long)]
+    recursive: bool,
+}
+
+pub fn run(args: LsArgs) -> anyhow::Result<ExitCode> {
+    let mut request = format!(
+        "/v1/tree?version={}&path={}",
+        encode_query_value(&args.version),
+        encode_query_value(&args.path)
+    );
+    if args.recursive {
+        request.push_str("&recursive=true");
+    }
+    let answer = client::get(&args.at.state_dir()?, &request)?;
+    let text = if args.at.json {
+        String::from_utf8_lossy(&answer).into_owned()
+    } else {
+        listing(&serde_json::from_slice(&answer)?)
+    };
+    // A closed pipe (`| head`) is not an error worth a message.
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `MODE SIZE PATH` lines: `d` a directory, `-` a file, `l` a symlink, then `x` for an
+/// executable file; sizes right-aligned, in bytes.
+fn listing(answer: &Value) -> String {
+    let entries = answer["entries"].as_array().cloned().unwrap_or_default();
+    if entries.is_empty() {
+        return format!(
+            "version {} holds nothing here\n",
+            answer["version"].as_str().unwrap_or("?")
+        );
+    }
+    let rows: Vec<(String, String, String)> = entries
+        .iter()
+        .map(|e| {
+            let path = e["path"].as_str().unwrap_or("?");
+            match e["kind"].as_str() {
+                Some("dir") => ("d-".to_owned(), "-".to_owned(), format!("{path}/")),
+                Some("symlink") => (
+                    "l-".to_owned(),
+                    "-".to_owned(),
+                    format!("{path} -> {}", e["target"].as_str().unwrap_or("?")),
+                ),
+                _ => (
+                    if e["exec"] == Value::Bool(true) {
+                        "-x"
+                    } else {
+                        "--"
+                    }
+                    .to_owned(),
+                    e["size"].as_u64().map_or("?".into(), |n| n.to_string()),
+                    path.to_owned(),
+                ),
+            }
+        })
+        .collect();
+    let width = rows.iter().map(|(_, s, _)| s.len()).max().unwrap_or(1);
+    rows.into_iter()
+        .map(|(mode, size, path)| format!("{mode}  {size:>width$}  {path}\n"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_shows_kind_exec_size_and_path() {
+        let answer = serde_json::json!({"version": "3.0", "entries": [
+            {"path": "bin", "kind": "dir"},
+            {"path": "bin/run.sh", "kind": "file", "size": 1234, "exec": true},
+            {"path": "notes.md", "kind": "file", "size": 5, "exec": false},
+            {"path": "latest", "kind": "symlink", "target": "notes.md"},
+        ]});
+        assert_eq!(
+            listing(&answer),
+            "d-     -  bin/\n-x  1234  bin/run.sh\n--     5  notes.md\nl-     -  latest -> notes.md\n"
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! Browsing history from the CLI and the socket, with real processes on a group formed the
+//! README's way: `chorus ls VERSION [PATH]` (and `GET /v1/tree`) lists what a version held;
+//! `chorus conflicts` previews each displaced change, and `chorus conflicts SEQ` shows one as
+//! a diff against what won (a hunk in its context; a binary file by its sizes).
+
+mod support;
+
+use support::group::{Group, cli_in, wait_until};
+
+fn lines_with<'a>(text: &'a str, words: &[&str]) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .collect()
+}
+
+#[test]
+fn ls_lists_what_a_version_held() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    std::fs::write(g.file(a, "notes.txt"), "first\n").unwrap();
+    g.wait_everywhere("notes.txt", b"first\n");
+    g.wait_converged();
+    let first = g.head(a);
+
+    std::fs::create_dir_all(g.file(a, "docs/guide")).unwrap();
+    std::fs::create_dir_all(g.file(a, "bin")).unwrap();
+    std::fs::write(g.file(a, "docs/guide/intro.md"), "# intro\n").unwrap();
+    std::fs::write(g.file(a, "bin/run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        g.file(a, "bin/run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("notes.txt", g.file(a, "latest")).unwrap();
+    g.wait_everywhere("docs/guide/intro.md", b"# intro\n");
+    g.wait_everywhere("bin/run.sh", b"#!/bin/sh\necho hi\n");
+    wait_until("the symlink on b", || g.file(b, "latest").is_symlink());
+    g.wait_converged();
+    let head = g.head(b);
+
+    // The root, one level, as `ls -l` would: directories, an executable, a link.
+    let root = g.ask(b, &["ls", &head]);
+    assert_eq!(lines_with(&root, &["d-", "docs/"]).len(), 1, "{root}");
+    assert_eq!(lines_with(&root, &["d-", "bin/"]).len(), 1, "{root}");
+    assert_eq!(
+        lines_with(&root, &["--", " 6 ", "notes.txt"]).len(),
+        1,
+        "{root}"
+    );
+    assert_eq!(
+        lines_with(&root, &["l-", "latest -> notes.txt"]).len(),
+        1,
+        "{root}"
+    );
+    assert!(!root.contains("intro.md"), "one level only:\n{root}");
+    // A folder, a file, everything below with -R.
+    let bin = g.ask(b, &["ls", &head, "bin"]);
+    assert_eq!(
+        lines_with(&bin, &["-x", " 18 ", "bin/run.sh"]).len(),
+        1,
+        "{bin}"
+    );
+    let one = g.ask(b, &["ls", &head, "bin/run.sh"]);
+    assert_eq!(one.lines().count(), 1, "{one}");
+    let all = g.ask(b, &["ls", &head, "-R"]);
+    assert!(
+        all.contains("docs/guide/intro.md") && all.contains("bin/run.sh"),
+        "{all}"
+    );
+    let docs = g.ask(b, &["ls", &head, "docs", "--recursive"]);
+    assert!(
+        docs.contains("docs/guide/") && docs.contains("docs/guide/intro.md"),
+        "{docs}"
+    );
+    assert!(!docs.contains("run.sh"), "{docs}");
+    // An older version held less.
+    let then = g.ask(b, &["ls", &first]);
+    assert_eq!(then.lines().count(), 1, "{then}");
+    assert!(then.contains("notes.txt"), "{then}");
+
+    // --json, and the socket endpoint behind it.
+    let json: serde_json::Value =
+        serde_json::from_str(&g.ask(b, &["ls", &head, "bin", "--json"])).unwrap();
+    assert_eq!(json["version"], head.as_str());
+    assert_eq!(
+        json["entries"],
+        serde_json::json!([{"path": "bin/run.sh", "kind": "file", "size": 18, "exec": true}])
+    );
+    let state = g.file(b, ".chorus");
+    let raw =
+        chorus::api::client::get(&state, &format!("/v1/tree?version={head}&path=docs")).unwrap();
+    let tree: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(tree["entries"][0]["path"], "docs/guide");
+    assert_eq!(tree["entries"][0]["kind"], "dir");
+
+    // What is not there: a one-line error.
+    let out = cli_in(None, &["ls", &head, "nope", "--folder", g.path(b)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nope is not in version"), "{err}");
+    let out = cli_in(None, &["ls", "99.0", "--folder", g.path(b)]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn conflicts_preview_each_displaced_change_and_show_it_against_what_won() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    let base = "title: the plan\nwho: alice\nwhere: the office\nwhen: monday\nwhat: kickoff\n";
+    std::fs::write(g.file(a, "notes.txt"), base).unwrap();
+    std::fs::write(g.file(a, "data.bin"), [0u8; 100]).unwrap();
+    g.wait_everywhere("notes.txt", base.as_bytes());
+    g.wait_everywhere("data.bin", &[0u8; 100]);
+    g.wait_converged();
+
+    // b is offline (paused) while both change the same line and the same binary file.
+    g.ask(b, &["pause"]);
+    let head = g.head(a);
+    std::fs::write(g.file(a, "notes.txt"), base.replace("monday", "tuesday")).unwrap();
+    std::fs::write(g.file(a, "data.bin"), vec![0xffu8; 1000]).unwrap();
+    wait_until("a's edit accepted", || {
+        let s = g.status(a);
+        s["head"]["number"] != head.as_str() && s["settled"] == true
+    });
+    std::fs::write(g.file(b, "notes.txt"), base.replace("monday", "wednesday")).unwrap();
+    std::fs::write(g.file(b, "data.bin"), vec![0xfeu8; 2000]).unwrap();
+    g.ask(b, &["resume"]);
+    let entries = |i: usize| -> Vec<serde_json::Value> {
+        serde_json::from_str(&g.ask(i, &["conflicts", "--json"])).unwrap()
+    };
+    wait_until("two redo entries", || entries(a).len() >= 2);
+    g.wait_converged();
+
+    let merged = std::fs::read_to_string(g.file(a, "notes.txt")).unwrap();
+    let (won, lost) = if merged.contains("when: tuesday") {
+        ("tuesday", "wednesday")
+    } else {
+        ("wednesday", "tuesday")
+    };
+    let all = entries(a);
+    let hunk = all
+        .iter()
+        .find(|e| e["what"] == "hunk")
+        .expect("a hunk entry");
+    let whole = all
+        .iter()
+        .find(|e| e["what"] == "whole")
+        .expect("a whole entry");
+    assert_eq!(hunk["kept"], format!("when: {won}\n"), "{hunk}");
+    assert_eq!(hunk["preview"], format!("when: {lost}\n"), "{hunk}");
+
+    // The table shows the displaced text.
+    let table = g.ask(a, &["conflicts"]);
+    assert!(table.lines().next().unwrap().contains("PREVIEW"), "{table}");
+    let row = lines_with(&table, &["hunk", "notes.txt"]);
+    assert!(
+        row.len() == 1 && row[0].contains(&format!("when: {lost}")),
+        "{table}"
+    );
+    let row = lines_with(&table, &["whole", "data.bin"]);
+    assert!(row.len() == 1 && row[0].contains("bytes"), "{table}");
+
+    // One hunk against what won, in its context.
+    let seq = hunk["seq"].to_string();
+    let out = cli_in(None, &["conflicts", &seq, "--folder", g.path(a)]);
+    assert!(out.status.success());
+    let shown = String::from_utf8(out.stdout).unwrap();
+    let hint = String::from_utf8(out.stderr).unwrap();
+    let diff: Vec<&str> = shown.lines().skip_while(|l| !l.starts_with("@@")).collect();
+    assert_eq!(
+        diff,
+        [
+            "@@ -1,5 +1,5 @@",
+            " title: the plan",
+            " who: alice",
+            " where: the office",
+            &format!("-when: {won}"),
+            &format!("+when: {lost}"),
+            " what: kickoff",
+        ][..],
+        "{shown}"
+    );
+    assert!(
+        shown.contains("--- notes.txt") && shown.contains("+++ notes.txt"),
+        "{shown}"
+    );
+    assert!(hint.contains(&format!("chorus redo {seq}")), "{hint}");
+    // A binary file by its sizes.
+    let seq = whole["seq"].to_string();
+    let shown = g.ask(a, &["conflicts", &seq]);
+    let (won_size, lost_size) = if std::fs::read(g.file(a, "data.bin")).unwrap().len() == 1000 {
+        (1000, 2000)
+    } else {
+        (2000, 1000)
+    };
+    assert!(
+        shown.contains(&format!("what won: a file of {won_size} bytes"))
+            && shown.contains(&format!("displaced: a file of {lost_size} bytes")),
+        "{shown}"
+    );
+    // --json with SEQ: that entry alone; an unknown SEQ: a one-line error.
+    let one: serde_json::Value =
+        serde_json::from_str(&g.ask(a, &["conflicts", &seq, "--json"])).unwrap();
+    assert_eq!(one["seq"], whole["seq"]);
+    let out = cli_in(None, &["conflicts", "9999", "--folder", g.path(a)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no redo entry 9999"));
+}
