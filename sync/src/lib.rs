@@ -21,6 +21,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod folder;
 pub mod event;
 pub mod gc;
 pub mod header;

@@ -1,0 +1,56 @@
+//! The working folder as the engine's driver sees it: something that can be read into a tree
+//! and written from one. chorus-folder implements it on the disk (confined to the share,
+//! atomic, durable); tests implement it in memory. The rules that keep a user's edits safe
+//! (scan before writing, never overwrite what changed since the scan, hold a mass delete, stay
+//! out while paused) are the `Replica` (the node's driver)'s, on top of this.
+
+use chorus_chunking::{RelPath, TreeManifest};
+
+/// One path that could not be written, and why: it stays as it was on disk, the rest of the
+/// version is written, and it is tried again by the next write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathFailure {
+    pub path: RelPath,
+    /// One line that says what went wrong and what the user can do about it.
+    pub reason: String,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Paths left as they were, with the reason; every other path now holds the new version.
+    pub failed: Vec<PathFailure>,
+}
+
+/// Why a folder could not be read or written as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum FolderError {
+    /// A file changed on disk since the last scan, so the writing stopped there rather than
+    /// overwrite it. What was written before is a consistent part of the version; the change
+    /// must be scanned (and pushed) first.
+    #[error("{0}: changed on disk while a version was being written; it is scanned first")]
+    Changed(RelPath),
+    /// The folder cannot be used now (missing, not mounted, not a directory, its marker gone):
+    /// nothing is scanned or written until it is back. The text says what to do.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The chunk store failed: the state dir's disk.
+    #[error("chunk store: {0}")]
+    Chunks(#[from] chorus_chunking::Error),
+}
+
+/// A working folder.
+pub trait Folder {
+    /// What the folder holds now. The chunks of every file read are in the chunk store, and
+    /// synced, when this returns. A path that cannot be read is never reported as deleted: it
+    /// keeps what the folder last knew of it.
+    fn scan(&mut self) -> Result<TreeManifest, FolderError>;
+
+    /// Turns the folder from `old` (what it held as of the last scan or write) into `new`,
+    /// leaving alone, and stopping at, a file changed since the last scan
+    /// ([`FolderError::Changed`]). Paths that cannot be written are reported in the
+    /// [`WriteReport`]; the next scan still reports what `new` holds there, so a failure never
+    /// travels to other machines as a change.
+    fn write(&mut self, old: &TreeManifest, new: &TreeManifest)
+    -> Result<WriteReport, FolderError>;
+}
