@@ -85,7 +85,7 @@ impl Engine {
                     std::iter::once(content).chain(kept.as_ref()).collect()
                 }
                 Displaced::Deletion { kept } => vec![kept],
-                Displaced::Hunk(_) | Displaced::Exec { .. } => Vec::new(),
+                Displaced::Hunk(_) | Displaced::Mode { .. } => Vec::new(),
             };
             for f in files {
                 if let WholeContent::File { manifest, .. } = f {

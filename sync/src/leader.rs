@@ -601,13 +601,13 @@ fn compact(
         ours
     };
     match e.path.as_ref().and_then(|p| loser.get(p)) {
-        Some(Entry::File { exec, manifest }) => RedoEntry {
+        Some(Entry::File { mode, manifest }) => RedoEntry {
             path: e.path.clone(),
             displaced_by: e.displaced_by,
             displaced_from: e.displaced_from,
             what: Displaced::Whole {
                 content: WholeContent::File {
-                    exec: *exec,
+                    mode: *mode,
                     manifest: manifest.clone(),
                 },
                 kept: None,

@@ -21,8 +21,8 @@
 
 pub mod config;
 pub mod engine;
-pub mod folder;
 pub mod event;
+pub mod folder;
 pub mod gc;
 pub mod header;
 pub mod leader;

@@ -274,7 +274,7 @@ impl Driver {
             Change::Write { path, content } => {
                 let entry = match content {
                     NewContent::Entry(e) => e,
-                    NewContent::Bytes { bytes, exec } => {
+                    NewContent::Bytes { bytes, mode } => {
                         let manifest = chunk_bytes(&bytes, self.chunker);
                         let mut at = 0usize;
                         for c in &manifest.chunks {
@@ -283,7 +283,7 @@ impl Driver {
                             at = end;
                         }
                         self.chunks.sync().map_err(failed)?;
-                        Entry::File { exec, manifest }
+                        Entry::File { mode, manifest }
                     }
                 };
                 entries.insert(path.clone(), entry);
