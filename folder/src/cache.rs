@@ -29,11 +29,11 @@ pub struct Stamp {
 impl Stamp {
     /// The stamp of a `stat`.
     pub fn of(st: &rustix::fs::Stat) -> Stamp {
-        let ns = |s: i64, n: u64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        let ns = |s: i64, n: i128| i128::from(s) * 1_000_000_000 + n;
         Stamp {
             size: st.st_size as u64,
-            mtime_ns: ns(st.st_mtime, st.st_mtime_nsec as u64),
-            ctime_ns: ns(st.st_ctime, st.st_ctime_nsec as u64),
+            mtime_ns: ns(st.st_mtime, i128::from(st.st_mtime_nsec)),
+            ctime_ns: ns(st.st_ctime, i128::from(st.st_ctime_nsec)),
             ino: st.st_ino,
         }
     }

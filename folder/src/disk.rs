@@ -457,6 +457,7 @@ impl Folder for DiskFolder {
             params: self.params,
             session: &self.session,
             cache: &self.cache,
+            cache_key: doc.as_ref().map(|(_, d)| d),
         };
         let (written, stop) = write_tree(&ctx, &old_w, &new_w);
         let to_tree = |p: RelPath| match &doc {

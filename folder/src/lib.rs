@@ -26,6 +26,8 @@ pub mod share;
 mod state;
 pub mod watcher;
 mod write;
+#[cfg(test)]
+mod write_tests;
 
 pub use disk::DiskFolder;
 pub use guard::MassDeleteGuard;

@@ -122,6 +122,7 @@ impl Share {
             source,
         })?;
         let session = c::random_tag(c::SESSION_LEN);
+        let doc_path = document_path();
         let (old, new, doc) = match self {
             Share::Folder(_) => (old.clone(), new.clone(), false),
             Share::Document(file) => {
@@ -135,6 +136,7 @@ impl Share {
             params: seen.params().unwrap_or_default(),
             session: &session,
             cache: seen,
+            cache_key: doc.then_some(&doc_path),
         };
         let (written, stop) = write_tree(&ctx, &old, &new);
         let tree_path = |p: RelPath| if doc { document_path() } else { p };

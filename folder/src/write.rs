@@ -38,6 +38,9 @@ pub(crate) struct Ctx<'a> {
     /// Temp names of this run start with it.
     pub session: &'a str,
     pub cache: &'a ScanCache,
+    /// The path the cache knows every written path by (a document share's one file is
+    /// [`DOCUMENT_PATH`](crate::DOCUMENT_PATH) to the cache, its own name on disk).
+    pub cache_key: Option<&'a RelPath>,
 }
 
 /// What a write did.
@@ -236,7 +239,11 @@ impl Writer<'_, '_> {
     /// True when `path` still holds what the last scan saw (reading it when its stamp alone
     /// cannot tell).
     fn unchanged(&self, dir: BorrowedFd<'_>, path: &RelPath, now: Option<&OnDisk>) -> bool {
-        match self.ctx.cache.check(path, now) {
+        match self
+            .ctx
+            .cache
+            .check(self.ctx.cache_key.unwrap_or(path), now)
+        {
             Verdict::Unchanged => true,
             Verdict::Changed => false,
             Verdict::CompareContent(expected) => {
