@@ -20,7 +20,6 @@ use chorus_sync::folder::{Folder, FolderError, PathFailure, WriteReport};
 
 use crate::cache::ScanCache;
 use crate::confined as c;
-use crate::marker::{self, MARKER};
 use crate::scan::{Exclude, ScanReport, scan_root, with_unknown_kept};
 use crate::share::{DOCUMENT_PATH, Share};
 use crate::state::{Failed, Files, State};
@@ -28,21 +27,21 @@ use crate::write::{Ctx, Stop, write_tree};
 
 /// The share on disk.
 pub struct DiskFolder {
-    share: Share,
-    chunks: Arc<dyn ChunkStore>,
-    params: ChunkerParams,
-    cache: ScanCache,
-    files: Files,
-    state: State,
+    pub(crate) share: Share,
+    pub(crate) chunks: Arc<dyn ChunkStore>,
+    pub(crate) params: ChunkerParams,
+    pub(crate) cache: ScanCache,
+    pub(crate) files: Files,
+    pub(crate) state: State,
     /// The last tree the folder was known to hold.
-    known: TreeManifest,
+    pub(crate) known: TreeManifest,
     /// This run's temp-name tag.
-    session: String,
+    pub(crate) session: String,
     /// The state dir's (device, inode) and, when it lies inside the share, its path there.
-    state_dir_id: Option<(u64, u64)>,
-    state_dir_rel: Option<RelPath>,
-    leftovers_removed: bool,
-    last_report: ScanReport,
+    pub(crate) state_dir_id: Option<(u64, u64)>,
+    pub(crate) state_dir_rel: Option<RelPath>,
+    pub(crate) leftovers_removed: bool,
+    pub(crate) last_report: ScanReport,
 }
 
 impl std::fmt::Debug for DiskFolder {
@@ -54,7 +53,7 @@ impl std::fmt::Debug for DiskFolder {
     }
 }
 
-fn unavailable(what: String) -> FolderError {
+pub(crate) fn unavailable(what: String) -> FolderError {
     FolderError::Unavailable(what)
 }
 
@@ -127,7 +126,7 @@ impl DiskFolder {
             .collect()
     }
 
-    fn save(&self) -> Result<(), FolderError> {
+    pub(crate) fn save(&self) -> Result<(), FolderError> {
         self.files.save(&self.state).map_err(|e| {
             unavailable(format!(
                 "cannot record the folder's state: {e}; check the state dir's free space"
@@ -161,102 +160,6 @@ impl DiskFolder {
             self.remove_leftovers(&fd)?;
         }
         Ok(fd)
-    }
-
-    fn check_marker(&mut self, root: &Path, fd: &OwnedFd) -> Result<(), FolderError> {
-        let io = |e: std::io::Error| unavailable(format!("{}: {e}", root.display()));
-        if marker::present(fd.as_fd()).map_err(io)? {
-            if !self.state.marked {
-                self.state.marked = true;
-                self.save()?;
-            }
-            return Ok(());
-        }
-        let hint = format!(
-            "if its disk is not mounted, mount it; if the folder is right as it is, \
-             create the marker: touch {}",
-            root.join(MARKER).display()
-        );
-        if self.state.marked {
-            return Err(unavailable(format!(
-                "{} has lost its marker {MARKER}, so it may not be the share any more: {hint}",
-                root.display()
-            )));
-        }
-        // A share from before markers: it gets one, unless its folder is empty (which is
-        // what an unmounted disk looks like).
-        let names = c::list(fd.as_fd()).map_err(io)?;
-        let state_dir_name = self.state_dir_rel.as_ref().map(|r| r.as_str().as_bytes());
-        let content = names
-            .iter()
-            .any(|n| n != chorus_chunking::STATE_DIR.as_bytes() && Some(&n[..]) != state_dir_name);
-        if !content {
-            return Err(unavailable(format!(
-                "{} is empty and has no marker {MARKER}: {hint}",
-                root.display()
-            )));
-        }
-        marker::create_at(fd.as_fd()).map_err(io)?;
-        self.state.marked = true;
-        self.save()
-    }
-
-    /// Removes the temp files of earlier runs, then forgets their sessions.
-    fn remove_leftovers(&mut self, root: &OwnedFd) -> Result<(), FolderError> {
-        let stale: Vec<String> = self
-            .state
-            .sessions
-            .iter()
-            .filter(|s| **s != self.session)
-            .cloned()
-            .collect();
-        if stale.is_empty() {
-            self.leftovers_removed = true;
-            return Ok(());
-        }
-        let recursive = matches!(self.share, Share::Folder(_));
-        let mut complete = true;
-        let mut removed = 0usize;
-        let mut stack =
-            vec![c::open_dir_beneath(root.as_fd(), "").map_err(|e| unavailable(e.to_string()))?];
-        while let Some(dir) = stack.pop() {
-            let Ok(names) = c::list(dir.as_fd()) else {
-                complete = false;
-                continue;
-            };
-            for name in names {
-                let Some(n) = c::utf8(&name) else { continue };
-                let Ok(Some(st)) = c::stat_at(dir.as_fd(), n) else {
-                    continue;
-                };
-                let kind = c::kind(&st);
-                if kind == rustix::fs::FileType::Directory {
-                    if recursive && self.state_dir_id != Some((st.st_dev, st.st_ino)) {
-                        match c::open_dir_at(dir.as_fd(), n) {
-                            Ok(d) => stack.push(d),
-                            Err(_) => complete = false,
-                        }
-                    }
-                } else if stale.iter().any(|s| c::is_temp_of(&name, s)) {
-                    match c::unlink_at(dir.as_fd(), n) {
-                        Ok(()) => removed += 1,
-                        Err(_) => complete = false,
-                    }
-                }
-            }
-        }
-        if removed > 0 {
-            tracing::info!(
-                removed,
-                "removed half-written files a crash left in the folder"
-            );
-        }
-        if complete {
-            self.state.sessions.retain(|s| *s == self.session);
-            self.save()?;
-        }
-        self.leftovers_removed = true;
-        Ok(())
     }
 
     /// The document's name in its directory, as a tree path.

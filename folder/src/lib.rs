@@ -14,6 +14,7 @@
 //! - [`watcher`]: inotify, and the debounce that decides when to scan.
 
 pub mod cache;
+mod checks;
 pub mod confined;
 pub mod disk;
 mod failure;
@@ -26,6 +27,7 @@ pub mod share;
 mod state;
 pub mod watcher;
 mod write;
+mod write_files;
 #[cfg(test)]
 mod write_tests;
 

@@ -17,7 +17,6 @@
 //! the writing of everything after it (reported as such), not the caller.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 
@@ -29,6 +28,7 @@ use rustix::fs::FileType;
 use crate::cache::{OnDisk, ScanCache, Stamp, Verdict};
 use crate::confined as c;
 use crate::failure::{DISK_FULL, is_disk_full, reason};
+use crate::write_files::Batch;
 
 /// What the writing needs besides the trees.
 pub(crate) struct Ctx<'a> {
@@ -60,15 +60,6 @@ pub(crate) enum Stop {
     /// The chunk store failed.
     Chunks(chorus_chunking::Error),
 }
-
-/// Up to this many files are made durable together (and their directories kept open).
-const BATCH_FILES: usize = 256;
-const BATCH_BYTES: u64 = 256 << 20;
-/// A batch of at most this many files is made durable file by file (a `syncfs` flushes the
-/// whole file system, other programs' writes included: worth it only for many files).
-const FSYNC_EACH_UP_TO: usize = 8;
-/// All-zero chunks at least this long are written as holes.
-const HOLE_MIN: usize = 4096;
 
 /// Turns the share from `old` (what is on disk, as of the last scan) into `new`. What was
 /// done is returned also when the writing stopped.
@@ -117,7 +108,7 @@ impl Writer<'_, '_> {
                     if let Some(p) = self.temp_file(path, *mode, manifest)? {
                         batch.bytes += manifest.size();
                         batch.files.push(p);
-                        if batch.files.len() >= BATCH_FILES || batch.bytes >= BATCH_BYTES {
+                        if batch.full() {
                             self.commit(&mut batch)?;
                         }
                     }
@@ -128,50 +119,24 @@ impl Writer<'_, '_> {
     }
 }
 
-/// A temp file written and not yet renamed into place.
-struct Pending {
-    path: RelPath,
-    dir: Rc<OwnedFd>,
-    temp: String,
-    /// Still open, to be fsynced when the batch is small.
-    file: std::fs::File,
-    manifest: FileManifest,
-}
-
-/// Temp files not yet renamed; those still here when it is dropped (the writing stopped) are
-/// removed.
-#[derive(Default)]
-struct Batch {
-    files: Vec<Pending>,
-    bytes: u64,
-}
-
-impl Drop for Batch {
-    fn drop(&mut self) {
-        for p in &self.files {
-            let _ = c::unlink_at(p.dir.as_fd(), &p.temp);
-        }
-    }
-}
-
-struct Writer<'a, 'b> {
-    ctx: &'a Ctx<'b>,
-    out: Written,
+pub(crate) struct Writer<'a, 'b> {
+    pub(crate) ctx: &'a Ctx<'b>,
+    pub(crate) out: Written,
     /// Directory handles opened during this write, by path ("" for the root).
-    dirs: BTreeMap<String, Rc<OwnedFd>>,
+    pub(crate) dirs: BTreeMap<String, Rc<OwnedFd>>,
     /// Directories that gained or lost an entry, or are new: fsynced at the end.
-    dirty: BTreeSet<String>,
-    failed_dirs: Vec<RelPath>,
+    pub(crate) dirty: BTreeSet<String>,
+    pub(crate) failed_dirs: Vec<RelPath>,
     /// The disk filled up: nothing more is tried.
-    full: bool,
+    pub(crate) full: bool,
 }
 
-fn parent_str(path: &RelPath) -> String {
+pub(crate) fn parent_str(path: &RelPath) -> String {
     path.parent().map(String::from).unwrap_or_default()
 }
 
 impl Writer<'_, '_> {
-    fn fail(&mut self, path: &RelPath, why: String) {
+    pub(crate) fn fail(&mut self, path: &RelPath, why: String) {
         tracing::warn!(%path, "not written: {why}");
         if !self.out.failed.iter().any(|(p, _)| p == path) {
             self.out.failed.push((path.clone(), why));
@@ -183,7 +148,7 @@ impl Writer<'_, '_> {
     }
 
     /// Records an I/O error of `path`; a full disk stops everything after it.
-    fn io_fail(&mut self, path: &RelPath, e: &std::io::Error) {
+    pub(crate) fn io_fail(&mut self, path: &RelPath, e: &std::io::Error) {
         if is_disk_full(e) {
             self.full = true;
         }
@@ -192,7 +157,7 @@ impl Writer<'_, '_> {
 
     /// The directory `rel` ("" for the root), opened beneath the root with no symlink on the
     /// way; with `create`, missing directories are made (they were implied by the tree).
-    fn open_dir(&mut self, rel: &str, create: bool) -> std::io::Result<Rc<OwnedFd>> {
+    pub(crate) fn open_dir(&mut self, rel: &str, create: bool) -> std::io::Result<Rc<OwnedFd>> {
         if let Some(fd) = self.dirs.get(rel) {
             return Ok(fd.clone());
         }
@@ -227,7 +192,11 @@ impl Writer<'_, '_> {
     }
 
     /// What is at `path` now, for the changed-since-scan check.
-    fn on_disk(&self, dir: BorrowedFd<'_>, path: &RelPath) -> std::io::Result<Option<OnDisk>> {
+    pub(crate) fn on_disk(
+        &self,
+        dir: BorrowedFd<'_>,
+        path: &RelPath,
+    ) -> std::io::Result<Option<OnDisk>> {
         Ok(
             c::stat_at(dir, path.file_name())?.map(|st| match c::kind(&st) {
                 FileType::RegularFile => OnDisk::File(Stamp::of(&st)),
@@ -238,7 +207,12 @@ impl Writer<'_, '_> {
 
     /// True when `path` still holds what the last scan saw (reading it when its stamp alone
     /// cannot tell).
-    fn unchanged(&self, dir: BorrowedFd<'_>, path: &RelPath, now: Option<&OnDisk>) -> bool {
+    pub(crate) fn unchanged(
+        &self,
+        dir: BorrowedFd<'_>,
+        path: &RelPath,
+        now: Option<&OnDisk>,
+    ) -> bool {
         match self
             .ctx
             .cache
@@ -384,122 +358,6 @@ impl Writer<'_, '_> {
         }
     }
 
-    /// Writes a file's content to a temp file beside it, with its mode.
-    fn temp_file(
-        &mut self,
-        path: &RelPath,
-        mode: Mode,
-        manifest: &FileManifest,
-    ) -> Result<Option<Pending>, Stop> {
-        let dir = match self.open_dir(&parent_str(path), true) {
-            Ok(d) => d,
-            Err(e) => {
-                self.io_fail(path, &e);
-                return Ok(None);
-            }
-        };
-        let (mut f, temp) = match c::create_temp(dir.as_fd(), self.ctx.session) {
-            Ok(t) => t,
-            Err(e) => {
-                self.io_fail(path, &e);
-                return Ok(None);
-            }
-        };
-        let written = write_content(&mut f, manifest, self.ctx.chunks)
-            .and_then(|()| c::chmod(f.as_fd(), mode.bits()).map_err(Into::into));
-        match written {
-            Ok(()) => Ok(Some(Pending {
-                path: path.clone(),
-                dir,
-                temp,
-                file: f,
-                manifest: manifest.clone(),
-            })),
-            Err(e) => {
-                let _ = c::unlink_at(dir.as_fd(), &temp);
-                match e {
-                    ContentError::Io(e) => {
-                        self.io_fail(path, &e);
-                        Ok(None)
-                    }
-                    ContentError::Chunks(e) => Err(Stop::Chunks(e)),
-                }
-            }
-        }
-    }
-
-    /// Makes a batch's temp files durable and renames each into place unless its target
-    /// changed since the scan.
-    fn commit(&mut self, batch: &mut Batch) -> Result<(), Stop> {
-        if batch.files.is_empty() {
-            return Ok(());
-        }
-        if batch.files.len() > FSYNC_EACH_UP_TO {
-            if let Err(e) = c::syncfs(self.ctx.root) {
-                for p in std::mem::take(&mut batch.files) {
-                    let _ = c::unlink_at(p.dir.as_fd(), &p.temp);
-                    self.io_fail(&p.path, &e);
-                }
-                return Ok(());
-            }
-        } else {
-            let mut durable = Vec::with_capacity(batch.files.len());
-            for p in std::mem::take(&mut batch.files) {
-                match p.file.sync_all() {
-                    Ok(()) => durable.push(p),
-                    Err(e) => {
-                        let _ = c::unlink_at(p.dir.as_fd(), &p.temp);
-                        self.io_fail(&p.path, &e);
-                    }
-                }
-            }
-            batch.files = durable;
-        }
-        // Last first, so a stop leaves the rest in the batch for its drop to clean up.
-        batch.files.reverse();
-        while let Some(p) = batch.files.pop() {
-            let name = p.path.file_name();
-            let now = match self.on_disk(p.dir.as_fd(), &p.path) {
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = c::unlink_at(p.dir.as_fd(), &p.temp);
-                    self.io_fail(&p.path, &e);
-                    continue;
-                }
-            };
-            if matches!(now, Some(OnDisk::Other))
-                && c::stat_at(p.dir.as_fd(), name)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|st| c::kind(&st) == FileType::Directory)
-            {
-                let _ = c::unlink_at(p.dir.as_fd(), &p.temp);
-                self.fail(&p.path, "a directory is where the version has a file, kept by files that are not synced (ignored or unreadable): move them away".into());
-                continue;
-            }
-            if !self.unchanged(p.dir.as_fd(), &p.path, now.as_ref()) {
-                let _ = c::unlink_at(p.dir.as_fd(), &p.temp);
-                return Err(Stop::Changed(p.path.clone()));
-            }
-            if let Err(e) = c::rename_at(p.dir.as_fd(), &p.temp, name, now.is_none()) {
-                let _ = c::unlink_at(p.dir.as_fd(), &p.temp);
-                if e.raw_os_error() == Some(libc::EEXIST) {
-                    return Err(Stop::Changed(p.path.clone()));
-                }
-                self.io_fail(&p.path, &e);
-                continue;
-            }
-            self.dirty.insert(parent_str(&p.path));
-            if let Ok(Some(st)) = c::stat_at(p.dir.as_fd(), name) {
-                self.out
-                    .files
-                    .push((p.path.clone(), Stamp::of(&st), p.manifest.clone()));
-            }
-        }
-        batch.bytes = 0;
-        Ok(())
-    }
-
     /// Applies the modes of directories the version changed or made, deepest first.
     fn dir_modes(&mut self, old: &TreeManifest, new: &TreeManifest) {
         let mut dirs: Vec<(&RelPath, Mode)> = new
@@ -555,36 +413,4 @@ fn kind_name(e: Option<&Entry>) -> &'static str {
         Some(Entry::Symlink { .. }) => "link",
         _ => "directory",
     }
-}
-
-enum ContentError {
-    Io(std::io::Error),
-    Chunks(chorus_chunking::Error),
-}
-
-impl From<std::io::Error> for ContentError {
-    fn from(e: std::io::Error) -> Self {
-        ContentError::Io(e)
-    }
-}
-
-/// Writes the chunks of `manifest` into `f`, all-zero chunks as holes.
-fn write_content(
-    f: &mut std::fs::File,
-    manifest: &FileManifest,
-    chunks: &dyn ChunkStore,
-) -> Result<(), ContentError> {
-    let mut end = 0u64;
-    for c in &manifest.chunks {
-        let bytes = chunks.require(&c.id).map_err(ContentError::Chunks)?;
-        if bytes.len() >= HOLE_MIN && bytes.iter().all(|&b| b == 0) {
-            f.seek(SeekFrom::Current(bytes.len() as i64))?;
-        } else {
-            f.write_all(&bytes)?;
-        }
-        end += bytes.len() as u64;
-    }
-    // Sets the size: a trailing hole becomes part of the file.
-    f.set_len(end)?;
-    Ok(())
 }
