@@ -20,7 +20,7 @@ use chorus_sync::folder::{Folder, FolderError, PathFailure, WriteReport};
 
 use crate::cache::ScanCache;
 use crate::confined as c;
-use crate::scan::{Exclude, ScanReport, scan_root, with_unknown_kept};
+use crate::scan::{Exclude, ScanError, ScanReport, scan_root, with_unknown_kept};
 use crate::share::{DOCUMENT_PATH, Share};
 use crate::state::{Failed, Files, State};
 use crate::write::{Ctx, Stop, write_tree};
@@ -209,7 +209,14 @@ impl DiskFolder {
             exclude,
             &mut self.cache,
             &*self.chunks,
-        )?;
+        )
+        .map_err(|e| match e {
+            ScanError::Share(e) => unavailable(format!(
+                "{} cannot be read ({e}): check its permissions, or mount its disk",
+                self.share.path().display()
+            )),
+            ScanError::Chunks(e) => FolderError::Chunks(e),
+        })?;
         for (p, why) in &report.unknown {
             tracing::warn!(%p, "cannot be read, kept as it was: {why}");
         }

@@ -55,6 +55,17 @@ pub struct ScanReport {
     pub unknown: Vec<(RelPath, String)>,
 }
 
+/// Why a scan failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The share's own directory could not be read.
+    #[error("the share cannot be read: {0}")]
+    Share(#[source] std::io::Error),
+    /// The chunk store failed.
+    #[error(transparent)]
+    Chunks(#[from] Error),
+}
+
 /// What a scan must leave out besides ignored paths.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Exclude {
@@ -77,11 +88,11 @@ pub fn scan_root(
     exclude: Exclude,
     cache: &mut ScanCache,
     store: &dyn ChunkStore,
-) -> Result<(Vec<(RelPath, Entry)>, ScanReport), Error> {
+) -> Result<(Vec<(RelPath, Entry)>, ScanReport), ScanError> {
     cache.use_params(params);
     let mut report = ScanReport::default();
     let mut entries = Vec::new();
-    let fd = c::open_dir_beneath(root, "").map_err(Error::io("<share>"))?;
+    let fd = c::open_dir_beneath(root, "").map_err(ScanError::Share)?;
     let mut stack = vec![Pending {
         rel: None,
         fd,
@@ -93,7 +104,7 @@ pub fn scan_root(
             Err(e) => {
                 match &dir.rel {
                     Some(rel) => report.unknown.push((rel.clone(), e.to_string())),
-                    None => return Err(Error::io("<share>")(e)),
+                    None => return Err(ScanError::Share(e)),
                 }
                 continue;
             }
@@ -200,7 +211,7 @@ pub fn scan_root(
                         }
                         Err(ReadError::File(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(ReadError::File(e)) => report.unknown.push((path, e.to_string())),
-                        Err(ReadError::Store(e)) => return Err(e),
+                        Err(ReadError::Store(e)) => return Err(ScanError::Chunks(e)),
                     }
                 }
                 _ => report.skipped.push(Skipped {
@@ -331,6 +342,13 @@ pub fn scan_dir(
     store: &dyn ChunkStore,
 ) -> Result<(TreeManifest, ScanReport), Error> {
     let fd = c::open_root(root).map_err(Error::io(root))?;
-    let (entries, report) = scan_root(fd.as_fd(), params, Exclude::default(), cache, store)?;
+    let (entries, report) = scan_root(fd.as_fd(), params, Exclude::default(), cache, store)
+        .map_err(|e| match e {
+            ScanError::Share(source) => Error::Io {
+                path: root.to_path_buf(),
+                source,
+            },
+            ScanError::Chunks(e) => e,
+        })?;
     Ok((TreeManifest::from_entries(entries)?, report))
 }

@@ -56,6 +56,25 @@ fn kind_clashes_kept_by_unsynced_files_fail_alone_and_are_retried() {
     let scanned = f.scan().unwrap();
     assert_eq!(scanned, v2);
     assert_eq!(f.failed().len(), 1);
+    // The reverse: an ignored file where a version has a directory (and paths below it).
+    std::fs::write(s.share().join("cache.log"), b"ignored, local\n").unwrap();
+    let v2b = with(&v2, "cache.log", Some(dir(0o755)));
+    let v2b = with(&v2b, "cache.log/a", Some(s.file(b"a\n", 0o644)));
+    let report = f.write(&scanned, &v2b).unwrap();
+    let mut failed: Vec<&str> = report.failed.iter().map(|p| p.path.as_str()).collect();
+    failed.sort();
+    assert_eq!(failed, ["cache.log", "cache.log/a", "out"], "{report:?}");
+    assert_eq!(
+        std::fs::read(s.share().join("cache.log")).unwrap(),
+        b"ignored, local\n"
+    );
+    assert_eq!(f.scan().unwrap(), v2b, "nor does this one travel");
+    std::fs::remove_file(s.share().join("cache.log")).unwrap();
+    let scanned = f.scan().unwrap();
+    let report = f.write(&scanned, &v2).unwrap();
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    let scanned = f.scan().unwrap();
+    assert_eq!(scanned, v2);
     // The user moves the ignored file away; the next write (of any version) writes `out`.
     std::fs::remove_file(s.share().join("out/build.log")).unwrap();
     let scanned = f.scan().unwrap();

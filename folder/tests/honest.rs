@@ -87,6 +87,12 @@ fn the_state_dir_and_its_databases_are_private() {
     for e in std::fs::read_dir(top.path().join("state/chunks/packs")).unwrap() {
         assert_eq!(mode_of(&e.unwrap().path()), 0o600);
     }
+    // The sync engine's database.
+    let before = unsafe { libc::umask(0o000) };
+    let db = chorus_sync::SyncStore::open(&top.path().join("state/sync.redb"));
+    unsafe { libc::umask(before) };
+    drop(db.unwrap());
+    assert_eq!(mode_of(&top.path().join("state/sync.redb")), 0o600);
     // The folder's own state.
     let s = Setup::new();
     let _f = s.folder();

@@ -285,6 +285,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        let state = std::fs::metadata(dir.path().join("s")).unwrap();
+        assert_eq!(
+            state.permissions().mode() & 0o777,
+            0o700,
+            "the state dir is private"
+        );
         assert!(matches!(cfg.create(&path), Err(ConfigError::Exists(_))));
 
         let short = dir.path().join("short.toml");
