@@ -248,11 +248,18 @@ pub fn with_unknown_kept(
     unknown: &[(RelPath, String)],
     known: &TreeManifest,
 ) -> TreeManifest {
+    use std::ops::Bound::{Excluded, Included};
+    let mut have: std::collections::HashSet<RelPath> =
+        entries.iter().map(|(p, _)| p.clone()).collect();
+    let known = known.entries();
     for (u, _) in unknown {
-        let have: std::collections::HashSet<RelPath> =
-            entries.iter().map(|(p, _)| p.clone()).collect();
-        for (p, e) in known.iter() {
-            if p.starts_with(u) && !have.contains(p) {
+        // The path itself, then every path below it ("u/" up to "u0", '0' following '/').
+        let below = known.range::<str, _>((
+            Included(format!("{u}/").as_str()),
+            Excluded(format!("{u}0").as_str()),
+        ));
+        for (p, e) in known.get_key_value(u).into_iter().chain(below) {
+            if have.insert(p.clone()) {
                 entries.push((p.clone(), e.clone()));
             }
         }

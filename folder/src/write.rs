@@ -74,6 +74,7 @@ pub(crate) fn write_tree(
         dirs: BTreeMap::new(),
         dirty: BTreeSet::new(),
         failed_dirs: Vec::new(),
+        failed_set: std::collections::HashSet::new(),
         full: false,
     };
     let stop = w.run(old, new).err();
@@ -127,6 +128,8 @@ pub(crate) struct Writer<'a, 'b> {
     /// Directories that gained or lost an entry, or are new: fsynced at the end.
     pub(crate) dirty: BTreeSet<String>,
     pub(crate) failed_dirs: Vec<RelPath>,
+    /// The paths of `out.failed`, to look them up.
+    pub(crate) failed_set: std::collections::HashSet<RelPath>,
     /// The disk filled up: nothing more is tried.
     pub(crate) full: bool,
 }
@@ -138,13 +141,13 @@ pub(crate) fn parent_str(path: &RelPath) -> String {
 impl Writer<'_, '_> {
     pub(crate) fn fail(&mut self, path: &RelPath, why: String) {
         tracing::warn!(%path, "not written: {why}");
-        if !self.out.failed.iter().any(|(p, _)| p == path) {
+        if self.failed_set.insert(path.clone()) {
             self.out.failed.push((path.clone(), why));
         }
     }
 
     fn failed(&self, path: &RelPath) -> bool {
-        self.out.failed.iter().any(|(p, _)| p == path)
+        self.failed_set.contains(path)
     }
 
     /// Records an I/O error of `path`; a full disk stops everything after it.
