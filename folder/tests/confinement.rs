@@ -168,8 +168,29 @@ fn long_names_fit_and_too_long_names_fail_alone() {
         std::fs::read(s.share().join("z/after.txt")).unwrap(),
         b"z\n"
     );
-    // The next scan reports the version there: the failure does not travel as a deletion.
+    // The next scan reports the version there: the failure does not travel as a deletion;
+    // nor after a restart, which remembers it.
     assert_eq!(f.scan().unwrap(), v1);
+    drop(f);
+    let mut f = s.folder();
+    assert_eq!(f.scan().unwrap(), v1);
+    assert_eq!(f.failed().len(), 1);
+    // A directory component over 255 bytes: the directory and everything below it fail,
+    // the rest is written.
+    let long_dir = format!("{}/inner/f", "d".repeat(300));
+    let v2 = with(&v1, &long_dir, Some(s.file(b"deep\n", 0o644)));
+    let v2 = with(&v2, "z/after2.txt", Some(s.file(b"z2\n", 0o644)));
+    let report = f.write(&v1, &v2).unwrap();
+    let mut failed: Vec<&str> = report.failed.iter().map(|p| p.path.as_str()).collect();
+    failed.sort();
+    let mut want = vec![long_dir.as_str(), too_long.as_str()];
+    want.sort();
+    assert_eq!(failed, want, "{report:?}");
+    assert_eq!(
+        std::fs::read(s.share().join("z/after2.txt")).unwrap(),
+        b"z2\n"
+    );
+    assert_eq!(f.scan().unwrap(), v2);
     // No temp file is left anywhere.
     let names: Vec<String> = std::fs::read_dir(s.share())
         .unwrap()
