@@ -18,7 +18,9 @@ impl DiskFolder {
         if marker::present(fd.as_fd()).map_err(io)? {
             if !self.state.marked {
                 self.state.marked = true;
-                self.save()?;
+                if let Err(e) = self.save() {
+                    tracing::warn!("{e}");
+                }
             }
             return Ok(());
         }
@@ -48,7 +50,10 @@ impl DiskFolder {
         }
         marker::create_at(fd.as_fd()).map_err(io)?;
         self.state.marked = true;
-        self.save()
+        if let Err(e) = self.save() {
+            tracing::warn!("{e}");
+        }
+        Ok(())
     }
 
     /// Removes the temp files of earlier runs, then forgets their sessions.
@@ -103,7 +108,9 @@ impl DiskFolder {
         }
         if complete {
             self.state.sessions.retain(|s| *s == self.session);
-            self.save()?;
+            if let Err(e) = self.save() {
+                tracing::warn!("{e}");
+            }
         }
         self.leftovers_removed = true;
         Ok(())

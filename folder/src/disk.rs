@@ -397,7 +397,11 @@ impl Folder for DiskFolder {
             e.want = new.get(p).cloned();
             e.reason.clone_from(reason);
         }
-        self.save()?;
+        // Remembered in memory whatever happens; on disk when the state dir has room (a full
+        // disk that holds the state dir too must not turn the report into an error).
+        if let Err(e) = self.save() {
+            tracing::warn!("{e}");
+        }
         match stop {
             Some(Stop::Changed(p)) => Err(FolderError::Changed(to_tree(p))),
             Some(Stop::Chunks(e)) => Err(FolderError::Chunks(e)),

@@ -196,7 +196,16 @@ fn a_full_disk_stops_writing_and_says_so() {
     }
     let _unmount = Unmount(share.clone());
     chorus_folder::marker::create(&share).unwrap();
-    let mut f = s.folder();
+    // The state dir where it is by default, inside the share: on the same full disk.
+    let state = share.join(".chorus");
+    std::fs::create_dir(&state).unwrap();
+    let mut f = chorus_folder::DiskFolder::new(
+        chorus_folder::Share::Folder(share.clone()),
+        &state,
+        s.store.clone(),
+        params(),
+    )
+    .unwrap();
     let big: Vec<u8> = (0..3u32 << 20)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
@@ -224,7 +233,11 @@ fn a_full_disk_stops_writing_and_says_so() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(
+        names.len(),
+        3,
+        "the marker, the state dir, a-small.txt: {names:?}"
+    );
     assert_eq!(f.scan().unwrap(), v1, "the failures do not travel");
 }
 
