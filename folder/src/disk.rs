@@ -179,15 +179,24 @@ impl DiskFolder {
         }
         let mut entries = scanned.clone().into_entries();
         let mut dropped = Vec::new();
-        for (path, f) in &self.state.failed {
+        // Removals first, so what the version removes below a path does not stand in its way.
+        let mut failed: Vec<(&RelPath, &Failed)> = self.state.failed.iter().collect();
+        failed.sort_by_key(|(_, f)| f.want.is_some());
+        for (path, f) in failed {
             if scanned.get(path) != f.disk.as_ref() {
                 dropped.push(path.clone()); // changed on disk since: what is there counts
                 continue;
             }
             match &f.want {
-                Some(e) => entries.insert(path.clone(), e.clone()),
-                None => entries.remove(path),
-            };
+                Some(e) if fits(&entries, path, e) => {
+                    entries.insert(path.clone(), e.clone());
+                }
+                // What is on disk below it (local files) cannot be hidden: the disk counts.
+                Some(_) => dropped.push(path.clone()),
+                None => {
+                    entries.remove(path);
+                }
+            }
         }
         let changed = !dropped.is_empty();
         for p in dropped {
@@ -285,6 +294,27 @@ impl DiskFolder {
     }
 }
 
+/// True when `entry` can stand at `path` among `entries`: its ancestors are directories (or
+/// absent), and nothing lies below it unless it is a directory.
+fn fits(
+    entries: &std::collections::BTreeMap<RelPath, Entry>,
+    path: &RelPath,
+    entry: &Entry,
+) -> bool {
+    use std::ops::Bound::{Excluded, Included};
+    let ancestors_ok = path
+        .ancestors()
+        .all(|a| entries.get(a).is_none_or(Entry::is_dir));
+    let below = format!("{path}/");
+    let end = format!("{path}0");
+    let nothing_below = entry.is_dir()
+        || entries
+            .range::<str, _>((Included(below.as_str()), Excluded(end.as_str())))
+            .next()
+            .is_none();
+    ancestors_ok && nothing_below
+}
+
 /// A document tree with its file under `name` instead of [`DOCUMENT_PATH`]; anything else a
 /// peer put in the tree is not for this machine's disk.
 fn as_named(tree: &TreeManifest, name: &RelPath) -> TreeManifest {
@@ -334,8 +364,8 @@ impl Folder for DiskFolder {
             disk.retain(|p, _| !p.starts_with(s));
             want.retain(|p, _| !p.starts_with(s));
         }
-        let disk = TreeManifest::from_entries(disk)
-            .map_err(|e| unavailable(format!("the folder's last known state: {e}")))?;
+        // Should what failed not fit the version any more, the version is taken as the disk.
+        let disk = TreeManifest::from_entries(disk).unwrap_or_else(|_| old.clone());
         let want_tree = TreeManifest::from_entries(want)?;
         let (old_w, new_w, doc) = match &self.share {
             Share::Folder(_) => (disk.clone(), want_tree, None),

@@ -272,7 +272,15 @@ fn a_read_only_directory_fails_alone() {
         );
         assert_eq!(std::fs::read(s.share().join("rw")).unwrap(), b"2\n");
         assert_eq!(f.scan().unwrap(), v2);
-        std::fs::set_permissions(s.share().join("ro"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
+        // A version that turns the read-only directory into a file: what is in it cannot be
+        // removed, so neither can it; both fail, and the scan still reports the version.
+        let scanned = f.scan().unwrap();
+        let v3 = with(&with(&scanned, "ro/a", None), "ro", Some(s.file(b"now a file\n", 0o644)));
+        let report = f.write(&scanned, &v3).unwrap();
+        let mut failed: Vec<&str> = report.failed.iter().map(|p| p.path.as_str()).collect();
+        failed.sort();
+        assert_eq!(failed, ["ro", "ro/a"], "{report:?}");
+        assert_eq!(f.scan().unwrap(), v3);
+        std::fs::set_permissions(s.share().join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
     });
 }
