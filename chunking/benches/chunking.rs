@@ -225,10 +225,7 @@ fn one_file_tree(bytes: &[u8], p: ChunkerParams, store: &dyn ChunkStore) -> Tree
     }
     TreeManifest::from_entries([(
         chorus_chunking::RelPath::new("f").unwrap(),
-        chorus_chunking::Entry::File {
-            exec: false,
-            manifest: m,
-        },
+        chorus_chunking::Entry::file(m),
     )])
     .unwrap()
 }
@@ -427,7 +424,7 @@ fn tree_of_dir(root: &Path, params: ChunkerParams, store: &dyn ChunkStore) -> Tr
         let path = RelPath::new(rel).unwrap();
         let ft = e.file_type().unwrap();
         let entry = if ft.is_dir() {
-            Entry::Dir
+            Entry::dir()
         } else if ft.is_file() {
             let bytes = std::fs::read(e.path()).unwrap();
             let manifest = chunk_bytes(&bytes, params);
@@ -436,11 +433,10 @@ fn tree_of_dir(root: &Path, params: ChunkerParams, store: &dyn ChunkStore) -> Tr
                 store.put(&c.id, &bytes[pos..pos + c.len as usize]).unwrap();
                 pos += c.len as usize;
             }
-            let exec =
-                std::os::unix::fs::PermissionsExt::mode(&e.metadata().unwrap().permissions())
-                    & 0o111
-                    != 0;
-            Entry::File { exec, manifest }
+            let mode = chorus_chunking::Mode::from_st_mode(
+                std::os::unix::fs::PermissionsExt::mode(&e.metadata().unwrap().permissions()),
+            );
+            Entry::File { mode, manifest }
         } else {
             continue;
         };

@@ -19,8 +19,8 @@ pub mod testdata;
 
 pub use chunker::ChunkerParams;
 pub use ids::{ChunkId, VersionId, VersionNumber};
-pub use manifest::{ChunkRef, Entry, FileManifest, TreeManifest};
-pub use path::{PathError, RelPath, STATE_DIR};
+pub use manifest::{ChunkRef, Entry, FileManifest, Mode, TreeManifest};
+pub use path::{PathError, RelPath, SHARE_MARKER, STATE_DIR};
 pub use store::{ChunkStore, DiskStore, MemStore};
 
 /// Errors of this crate. Peer input never panics: it ends in one of these.

@@ -1,6 +1,7 @@
 //! File and tree manifests, their canonical encoding and the VersionId derived from it.
 //!
-//! A [`TreeManifest`] is a version of a share: every path with its kind, exec bit and content.
+//! A [`TreeManifest`] is a version of a share: every path with its kind, permission bits
+//! ([`Mode`]) and content.
 //! It can only be built through [`TreeManifest::from_entries`] or [`TreeManifest::from_proto`],
 //! which check that no path lies below a file or symlink, so a manifest in hand is always one
 //! that can be materialized. Its canonical encoding is fixed here, independent of prost, so equal
@@ -57,20 +58,116 @@ impl FileManifest {
     }
 }
 
+/// The permission bits of a file or directory (rwx for user, group and other: `0o777` at
+/// most), as `rsync -a` keeps them: part of the tree, applied on every machine, so a 0600 file
+/// is 0600 everywhere. Set-id and sticky bits never travel.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct Mode(u16);
+
+impl Mode {
+    /// The bits that travel.
+    pub const MASK: u32 = 0o777;
+    /// A plain file (`rw-r--r--`).
+    pub const FILE: Mode = Mode(0o644);
+    /// An executable file (`rwxr-xr-x`).
+    pub const EXEC: Mode = Mode(0o755);
+    /// A directory (`rwxr-xr-x`).
+    pub const DIR: Mode = Mode(0o755);
+
+    /// Checks `bits` (from a peer): only the rwx bits may be set.
+    pub fn new(bits: u32) -> Result<Mode, Error> {
+        if bits & !Self::MASK != 0 {
+            return Err(Error::Invalid(format!(
+                "mode {bits:#o} has bits beyond {:#o}",
+                Self::MASK
+            )));
+        }
+        Ok(Mode(bits as u16))
+    }
+
+    /// The rwx bits of an `st_mode` (from this machine's disk).
+    pub fn from_st_mode(st_mode: u32) -> Mode {
+        Mode((st_mode & Self::MASK) as u16)
+    }
+
+    /// The bits, `0o000..=0o777`.
+    pub fn bits(self) -> u32 {
+        u32::from(self.0)
+    }
+
+    /// True when anyone may execute it.
+    pub fn is_exec(self) -> bool {
+        self.0 & 0o111 != 0
+    }
+}
+
+impl TryFrom<u32> for Mode {
+    type Error = Error;
+    fn try_from(bits: u32) -> Result<Self, Error> {
+        Mode::new(bits)
+    }
+}
+
+impl From<Mode> for u32 {
+    fn from(m: Mode) -> u32 {
+        m.bits()
+    }
+}
+
+impl std::fmt::Debug for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#05o}", self.0)
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
 /// What a path is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Entry {
-    File { exec: bool, manifest: FileManifest },
-    Dir,
+    File { mode: Mode, manifest: FileManifest },
+    Dir { mode: Mode },
     Symlink { target: String },
 }
 
 impl Entry {
+    /// A plain file ([`Mode::FILE`]).
+    pub fn file(manifest: FileManifest) -> Entry {
+        Entry::File {
+            mode: Mode::FILE,
+            manifest,
+        }
+    }
+
+    /// A directory ([`Mode::DIR`]).
+    pub fn dir() -> Entry {
+        Entry::Dir { mode: Mode::DIR }
+    }
+
+    /// True for a directory.
+    pub fn is_dir(&self) -> bool {
+        matches!(self, Entry::Dir { .. })
+    }
+
+    /// The permission bits of a file or directory; None for a symlink (a link has none of
+    /// its own).
+    pub fn mode(&self) -> Option<Mode> {
+        match self {
+            Entry::File { mode, .. } | Entry::Dir { mode } => Some(*mode),
+            Entry::Symlink { .. } => None,
+        }
+    }
+
     /// The kind as the wire enum.
     pub fn kind(&self) -> proto::EntryKind {
         match self {
             Entry::File { .. } => proto::EntryKind::File,
-            Entry::Dir => proto::EntryKind::Dir,
+            Entry::Dir { .. } => proto::EntryKind::Dir,
             Entry::Symlink { .. } => proto::EntryKind::Symlink,
         }
     }
@@ -107,7 +204,7 @@ pub struct TreeManifest {
 }
 
 /// Domain separation for the canonical encoding; bump it when the encoding changes.
-const CANONICAL_TAG: &[u8] = b"chorus tree manifest v1\n";
+const CANONICAL_TAG: &[u8] = b"chorus tree manifest v2\n";
 
 impl TreeManifest {
     /// The empty tree.
@@ -129,7 +226,7 @@ impl TreeManifest {
                         std::ops::Bound::Included(anc),
                     ))
                     .next()
-                    && !matches!(e, Entry::Dir)
+                    && !e.is_dir()
                 {
                     return Err(Error::Invalid(format!(
                         "{path} lies below {anc}, which is not a directory"
@@ -190,9 +287,9 @@ impl TreeManifest {
     }
 
     /// The canonical encoding: a tag, then per entry in path order the path (u32 LE length and
-    /// bytes), a kind byte (1 file, 2 dir, 3 symlink), then for a file its exec byte, chunk
-    /// count (u64 LE) and each chunk (32-byte id, u32 LE length), for a symlink its target
-    /// (u32 LE length and bytes).
+    /// bytes), a kind byte (1 file, 2 dir, 3 symlink), then for a file its mode (u16 LE),
+    /// chunk count (u64 LE) and each chunk (32-byte id, u32 LE length), for a directory its
+    /// mode (u16 LE), for a symlink its target (u32 LE length and bytes).
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.write_canonical(&mut out);
@@ -205,15 +302,19 @@ impl TreeManifest {
         for (path, entry) in &self.entries {
             put_str(w, path.as_str());
             match entry {
-                Entry::File { exec, manifest } => {
-                    w.put(&[1, u8::from(*exec)]);
+                Entry::File { mode, manifest } => {
+                    w.put(&[1]);
+                    w.put(&mode.0.to_le_bytes());
                     w.put(&(manifest.chunks.len() as u64).to_le_bytes());
                     for c in &manifest.chunks {
                         w.put(&c.id.0);
                         w.put(&c.len.to_le_bytes());
                     }
                 }
-                Entry::Dir => w.put(&[2]),
+                Entry::Dir { mode } => {
+                    w.put(&[2]);
+                    w.put(&mode.0.to_le_bytes());
+                }
                 Entry::Symlink { target } => {
                     w.put(&[3]);
                     put_str(w, target);
@@ -253,20 +354,17 @@ impl TreeManifest {
 
 fn entry_to_proto(path: &RelPath, e: &Entry) -> proto::TreeEntry {
     use proto::tree_entry::Content;
-    let (exec, content) = match e {
-        Entry::File { exec, manifest } => (
-            *exec,
-            Some(Content::Manifest(proto::FileManifest {
-                chunks: manifest.chunks.iter().map(|c| c.to_proto()).collect(),
-            })),
-        ),
-        Entry::Dir => (false, None),
-        Entry::Symlink { target } => (false, Some(Content::LinkTarget(target.clone()))),
+    let content = match e {
+        Entry::File { manifest, .. } => Some(Content::Manifest(proto::FileManifest {
+            chunks: manifest.chunks.iter().map(|c| c.to_proto()).collect(),
+        })),
+        Entry::Dir { .. } => None,
+        Entry::Symlink { target } => Some(Content::LinkTarget(target.clone())),
     };
     proto::TreeEntry {
         path: path.as_str().to_owned(),
         kind: e.kind() as i32,
-        exec,
+        mode: e.mode().map_or(0, Mode::bits),
         size: e.size(),
         content,
     }
@@ -275,6 +373,7 @@ fn entry_to_proto(path: &RelPath, e: &Entry) -> proto::TreeEntry {
 fn entry_from_proto(e: &proto::TreeEntry) -> Result<(RelPath, Entry), Error> {
     use proto::tree_entry::Content;
     let path = RelPath::new(e.path.clone())?;
+    let mode = Mode::new(e.mode).map_err(|err| Error::Invalid(format!("{path}: {err}")))?;
     let entry = match (proto::EntryKind::try_from(e.kind), &e.content) {
         (Ok(proto::EntryKind::File), Some(Content::Manifest(m))) => {
             let manifest = FileManifest {
@@ -291,17 +390,18 @@ fn entry_from_proto(e: &proto::TreeEntry) -> Result<(RelPath, Entry), Error> {
                     manifest.size()
                 )));
             }
-            Entry::File {
-                exec: e.exec,
-                manifest,
-            }
+            Entry::File { mode, manifest }
         }
         (Ok(proto::EntryKind::File), None) if e.size == 0 => Entry::File {
-            exec: e.exec,
+            mode,
             manifest: FileManifest::default(),
         },
-        (Ok(proto::EntryKind::Dir), None) => Entry::Dir,
-        (Ok(proto::EntryKind::Symlink), Some(Content::LinkTarget(t))) => Entry::symlink(t.clone())?,
+        (Ok(proto::EntryKind::Dir), None) if e.size == 0 => Entry::Dir { mode },
+        (Ok(proto::EntryKind::Symlink), Some(Content::LinkTarget(t)))
+            if e.mode == 0 && e.size == 0 =>
+        {
+            Entry::symlink(t.clone())?
+        }
         _ => {
             return Err(Error::Invalid(format!(
                 "{path}: entry kind {} does not match its content",
@@ -346,7 +446,7 @@ mod tests {
 
     fn file(bytes: &[u8]) -> Entry {
         Entry::File {
-            exec: false,
+            mode: Mode::FILE,
             manifest: FileManifest {
                 chunks: vec![ChunkRef {
                     id: ChunkId::of(bytes),
@@ -360,14 +460,14 @@ mod tests {
     fn equal_trees_have_equal_ids_whatever_the_insertion_order() {
         let a = TreeManifest::from_entries([
             (p("b"), file(b"1")),
-            (p("a"), Entry::Dir),
+            (p("a"), Entry::dir()),
             (p("a/x"), file(b"2")),
         ])
         .unwrap();
         let b = TreeManifest::from_entries([
             (p("a/x"), file(b"2")),
             (p("b"), file(b"1")),
-            (p("a"), Entry::Dir),
+            (p("a"), Entry::dir()),
         ])
         .unwrap();
         assert_eq!(a.version_id(), b.version_id());
@@ -375,12 +475,12 @@ mod tests {
             VersionId(*blake3::hash(&a.canonical_bytes()).as_bytes()),
             a.version_id()
         );
-        let c = TreeManifest::from_entries([(p("b"), file(b"1")), (p("a"), Entry::Dir)]).unwrap();
+        let c = TreeManifest::from_entries([(p("b"), file(b"1")), (p("a"), Entry::dir())]).unwrap();
         assert_ne!(a.version_id(), c.version_id());
     }
 
     #[test]
-    fn exec_bit_and_kind_change_the_id() {
+    fn mode_and_kind_change_the_id() {
         let a = TreeManifest::from_entries([(p("f"), file(b"x"))]).unwrap();
         let Entry::File { manifest, .. } = file(b"x") else {
             unreachable!()
@@ -388,18 +488,31 @@ mod tests {
         let b = TreeManifest::from_entries([(
             p("f"),
             Entry::File {
-                exec: true,
+                mode: Mode::EXEC,
                 manifest,
             },
         )])
         .unwrap();
-        let c = TreeManifest::from_entries([(p("f"), Entry::Dir)]).unwrap();
+        let c = TreeManifest::from_entries([(p("f"), Entry::dir())]).unwrap();
         let d = TreeManifest::from_entries([(p("f"), Entry::symlink("x").unwrap())]).unwrap();
+        let private = |e: Entry| match e {
+            Entry::File { manifest, .. } => Entry::File {
+                mode: Mode::new(0o600).unwrap(),
+                manifest,
+            },
+            _ => Entry::Dir {
+                mode: Mode::new(0o700).unwrap(),
+            },
+        };
+        let e = TreeManifest::from_entries([(p("f"), private(file(b"x")))]).unwrap();
+        let f = TreeManifest::from_entries([(p("f"), private(Entry::dir()))]).unwrap();
         let ids = [
             a.version_id(),
             b.version_id(),
             c.version_id(),
             d.version_id(),
+            e.version_id(),
+            f.version_id(),
         ];
         for i in 0..ids.len() {
             for j in i + 1..ids.len() {
@@ -416,7 +529,7 @@ mod tests {
         assert!(
             TreeManifest::from_entries([
                 (p("a"), Entry::symlink("/").unwrap()),
-                (p("a/b"), Entry::Dir)
+                (p("a/b"), Entry::dir())
             ])
             .is_err()
         );
@@ -426,12 +539,12 @@ mod tests {
     #[test]
     fn proto_round_trip_and_validation() {
         let t = TreeManifest::from_entries([
-            (p("a"), Entry::Dir),
+            (p("a"), Entry::dir()),
             (p("a/x"), file(b"2")),
             (
                 p("e"),
                 Entry::File {
-                    exec: true,
+                    mode: Mode::EXEC,
                     manifest: FileManifest::default(),
                 },
             ),
@@ -455,5 +568,47 @@ mod tests {
         let mut bad_size = t.to_proto();
         bad_size.entries[1].size = 99;
         assert!(TreeManifest::from_proto(&bad_size).is_err());
+
+        // Modes travel, and only the rwx bits may: no set-id, sticky or file-type bits.
+        let private = TreeManifest::from_entries([
+            (
+                p("d"),
+                Entry::Dir {
+                    mode: Mode::new(0o700).unwrap(),
+                },
+            ),
+            (
+                p("d/key"),
+                Entry::File {
+                    mode: Mode::new(0o600).unwrap(),
+                    manifest: FileManifest::default(),
+                },
+            ),
+            (
+                p("locked"),
+                Entry::File {
+                    mode: Mode::new(0).unwrap(),
+                    manifest: FileManifest::default(),
+                },
+            ),
+        ])
+        .unwrap();
+        let wire = private.to_proto();
+        assert_eq!(wire.entries[0].mode, 0o700);
+        assert_eq!(wire.entries[1].mode, 0o600);
+        assert_eq!(TreeManifest::from_proto(&wire).unwrap(), private);
+        for bad in [0o4755, 0o1777, 0o100644, u32::MAX] {
+            let mut w = wire.clone();
+            w.entries[1].mode = bad;
+            assert!(TreeManifest::from_proto(&w).is_err(), "{bad:o}");
+        }
+        let mut link_mode = t.to_proto();
+        link_mode.entries[3].mode = 0o777;
+        assert!(
+            TreeManifest::from_proto(&link_mode).is_err(),
+            "a symlink has no mode"
+        );
+        assert!(Mode::new(0o1000).is_err());
+        assert_eq!(Mode::from_st_mode(0o104755), Mode::new(0o755).unwrap());
     }
 }

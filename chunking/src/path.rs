@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 /// The state directory at a share's root; never synced.
 pub const STATE_DIR: &str = ".chorus";
 
+/// The marker file at a share's root, which says the folder is there (not an empty mount
+/// point); never synced.
+pub const SHARE_MARKER: &str = ".chorus-share";
+
 /// Longest path accepted, in bytes.
 pub const MAX_PATH_LEN: usize = 4096;
 
@@ -25,6 +29,8 @@ pub enum PathError {
     Nul(String),
     #[error("path {0:?} is inside the state dir {STATE_DIR}")]
     StateDir(String),
+    #[error("path {0:?} is the share marker {SHARE_MARKER}, which every machine keeps its own")]
+    Marker(String),
     #[error("path of {0} bytes is longer than {MAX_PATH_LEN}")]
     TooLong(usize),
     #[error("file name {0:?} is not valid UTF-8")]
@@ -57,6 +63,9 @@ impl RelPath {
         }
         if s.split('/').next() == Some(STATE_DIR) {
             return Err(PathError::StateDir(s));
+        }
+        if s.split('/').next() == Some(SHARE_MARKER) {
+            return Err(PathError::Marker(s));
         }
         Ok(RelPath(s))
     }
@@ -165,6 +174,7 @@ mod tests {
             "./a",
             ".chorus",
             ".chorus/api.sock",
+            ".chorus-share",
             "a\0b",
         ] {
             assert!(RelPath::new(p).is_err(), "{p:?}");

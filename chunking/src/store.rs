@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -206,8 +207,11 @@ impl DiskStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, Error> {
         let root = root.into();
         let packs = root.join("packs");
-        fs::create_dir_all(&packs).map_err(Error::io(&packs))?;
+        for dir in [&root, &packs] {
+            private_dir(dir).map_err(Error::io(dir))?;
+        }
         let path = root.join("index.redb");
+        private_file(&path).map_err(Error::io(&path))?;
         let index = redb::Database::create(&path).map_err(|e| store_err(&path, e))?;
         let txn = index.begin_write().map_err(|e| store_err(&path, e))?;
         txn.open_table(INDEX).map_err(|e| store_err(&path, e))?;
@@ -247,7 +251,10 @@ impl DiskStore {
         let file = fs::OpenOptions::new()
             .create_new(true)
             .append(true)
+            .mode(0o600)
             .open(&path)
+            .map_err(Error::io(&path))?;
+        file.set_permissions(fs::Permissions::from_mode(0o600))
             .map_err(Error::io(&path))?;
         Ok(Writer {
             pack,
@@ -562,6 +569,27 @@ impl ChunkStore for DiskStore {
         }
         Ok(out.into_iter().collect())
     }
+}
+
+/// Makes `dir` (and its parents) if needed, private (0700) whatever the umask.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// Makes `path` exist, private (0600) whatever the umask, before a database opens it.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))
 }
 
 #[cfg(test)]

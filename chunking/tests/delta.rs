@@ -44,21 +44,21 @@ fn sample_base() -> Spec {
     s.insert(
         "docs/notes.txt".into(),
         Node::File {
-            exec: false,
+            mode: 0o644,
             bytes: text(400, 1),
         },
     );
     s.insert(
         "bin".into(),
         Node::File {
-            exec: true,
+            mode: 0o755,
             bytes: pseudo_random(20_000, 2),
         },
     );
     s.insert(
         "empty".into(),
         Node::File {
-            exec: false,
+            mode: 0o644,
             bytes: vec![],
         },
     );
@@ -104,7 +104,7 @@ fn unknown_base_asks_for_it_then_succeeds_with_it() {
     target_spec.insert(
         "new.txt".into(),
         Node::File {
-            exec: false,
+            mode: 0o644,
             bytes: text(50, 9),
         },
     );
@@ -137,7 +137,7 @@ fn missing_chunks_are_named_exactly_and_then_suffice() {
     target_spec.insert(
         "big".into(),
         Node::File {
-            exec: false,
+            mode: 0o644,
             bytes: pseudo_random(30_000, 5),
         },
     );
@@ -195,13 +195,51 @@ fn a_missing_base_chunk_is_reported_not_guessed() {
 
 /// Hostile or broken deltas: each is refused with a specific error and the store is untouched.
 #[test]
+fn permission_changes_alone_travel_in_a_delta() {
+    let base_spec = sample_base();
+    let mut target_spec = base_spec.clone();
+    target_spec.insert("docs".into(), Node::DirMode(0o700));
+    if let Some(Node::File { mode, .. }) = target_spec.get_mut("docs/notes.txt") {
+        *mode = 0o600;
+    }
+    let sender = MemStore::new();
+    let base = build(&base_spec, &sender);
+    let target = build(&target_spec, &sender);
+    let (delta, stats) = encode(&base, &target, &sender, &EncodeOptions::default()).unwrap();
+    assert_eq!(stats.files_changed, 2);
+    assert!(delta.literals.is_empty(), "no content travels for a chmod");
+    let (rstore, rbase) = receiver(&base_spec);
+    let applied = apply(
+        &wire(delta.clone()),
+        Some(&rbase),
+        &rstore,
+        &ApplyLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(applied.tree, target);
+    assert_eq!(
+        applied
+            .tree
+            .get_str("docs/notes.txt")
+            .and_then(|e| e.mode())
+            .map(|m| m.bits()),
+        Some(0o600)
+    );
+
+    // A symlink with a mode, or a mode with bits beyond rwx, is refused.
+    let mut bad = delta;
+    bad.changes[0].mode = 0o2700;
+    assert!(apply(&bad, Some(&rbase), &rstore, &ApplyLimits::default()).is_err());
+}
+
+#[test]
 fn hostile_deltas_are_refused_and_change_nothing() {
     let base_spec = sample_base();
     let mut target_spec = base_spec.clone();
     target_spec.insert(
         "docs/new.txt".into(),
         Node::File {
-            exec: false,
+            mode: 0o644,
             bytes: text(30, 3),
         },
     );
@@ -391,7 +429,7 @@ fn tree_spec() -> impl Strategy<Value = Spec> {
                     &mut s,
                     &p,
                     Node::File {
-                        exec,
+                        mode: if exec { 0o755 } else { 0o600 },
                         bytes: if seed % 2 == 0 {
                             text(len / 40, seed)
                         } else {
@@ -411,7 +449,7 @@ fn insert_file(s: &mut Spec, path: &str, node: Node) {
     let parts: Vec<&str> = path.split('/').collect();
     for i in 1..parts.len() {
         let anc = parts[..i].join("/");
-        if !matches!(s.get(&anc), Some(Node::Dir)) {
+        if !matches!(s.get(&anc), Some(Node::Dir | Node::DirMode(_))) {
             s.retain(|k, _| !(k == &anc || k.starts_with(&format!("{anc}/"))));
             s.insert(anc, Node::Dir);
         }
@@ -467,9 +505,13 @@ fn apply_edit(s: &mut Spec, e: &Edit) {
         }
         Edit::Chmod { file } => {
             if let Some(p) = pick(*file)
-                && let Some(Node::File { exec, .. }) = s.get_mut(&p)
+                && let Some(Node::File { mode, .. }) = s.get_mut(&p)
             {
-                *exec = !*exec;
+                *mode = match *mode {
+                    0o644 => 0o600,
+                    0o600 => 0o755,
+                    _ => 0o644,
+                };
             }
         }
         Edit::Remove { file } => {
@@ -486,7 +528,7 @@ fn apply_edit(s: &mut Spec, e: &Edit) {
             s,
             path,
             Node::File {
-                exec: false,
+                mode: 0o644,
                 bytes: text(len / 40 + 1, *seed),
             },
         ),
@@ -494,7 +536,7 @@ fn apply_edit(s: &mut Spec, e: &Edit) {
             s,
             path,
             Node::File {
-                exec: false,
+                mode: 0o644,
                 bytes: vec![],
             },
         ),

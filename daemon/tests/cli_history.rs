@@ -42,15 +42,15 @@ fn ls_lists_what_a_version_held() {
 
     // The root, one level, as `ls -l` would: directories, an executable, a link.
     let root = g.ask(b, &["ls", &head]);
-    assert_eq!(lines_with(&root, &["d-", "docs/"]).len(), 1, "{root}");
-    assert_eq!(lines_with(&root, &["d-", "bin/"]).len(), 1, "{root}");
+    assert_eq!(lines_with(&root, &["drwx", "docs/"]).len(), 1, "{root}");
+    assert_eq!(lines_with(&root, &["drwx", "bin/"]).len(), 1, "{root}");
     assert_eq!(
-        lines_with(&root, &["--", " 6 ", "notes.txt"]).len(),
+        lines_with(&root, &["-rw-", " 6 ", "notes.txt"]).len(),
         1,
         "{root}"
     );
     assert_eq!(
-        lines_with(&root, &["l-", "latest -> notes.txt"]).len(),
+        lines_with(&root, &["lrwxrwxrwx", "latest -> notes.txt"]).len(),
         1,
         "{root}"
     );
@@ -86,7 +86,7 @@ fn ls_lists_what_a_version_held() {
     assert_eq!(json["version"], head.as_str());
     assert_eq!(
         json["entries"],
-        serde_json::json!([{"path": "bin/run.sh", "kind": "file", "size": 18, "exec": true}])
+        serde_json::json!([{"path": "bin/run.sh", "kind": "file", "size": 18, "mode": "0755", "exec": true}])
     );
     let state = g.file(b, ".chorus");
     let raw =

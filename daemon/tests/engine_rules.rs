@@ -293,7 +293,7 @@ fn an_empty_node_catches_up_chunk_by_chunk_and_resumes_without_resending() {
             (
                 RelPath::new(format!("f{i:02}")).unwrap(),
                 Entry::File {
-                    exec: false,
+                    mode: chorus_chunking::Mode::FILE,
                     manifest,
                 },
             )
@@ -393,7 +393,7 @@ fn scanned(text: &str, store: &dyn ChunkStore) -> TreeManifest {
     TreeManifest::from_entries([(
         RelPath::new("doc").unwrap(),
         Entry::File {
-            exec: false,
+            mode: chorus_chunking::Mode::FILE,
             manifest,
         },
     )])

@@ -247,7 +247,7 @@ fn deltas_naming_chunks_nobody_has_store_and_accept_nothing() {
     let target = TreeManifest::from_entries([(
         RelPath::new("doc").unwrap(),
         Entry::File {
-            exec: false,
+            mode: chorus_chunking::Mode::FILE,
             manifest: chorus_chunking::FileManifest {
                 chunks: vec![chorus_chunking::ChunkRef { id: ghost, len: 3 }],
             },

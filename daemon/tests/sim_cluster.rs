@@ -102,7 +102,7 @@ fn text_tree(files: &BTreeMap<String, String>, store: &dyn ChunkStore) -> TreeMa
         (
             RelPath::new(path.clone()).unwrap(),
             Entry::File {
-                exec: false,
+                mode: chorus_chunking::Mode::FILE,
                 manifest,
             },
         )

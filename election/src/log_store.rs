@@ -244,7 +244,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 /// Opens the log store and state machine kept in `dir/raft.redb`.
 pub async fn open(dir: &std::path::Path) -> Result<(LogStore, crate::state_machine::StateMachine)> {
-    let db = Arc::new(Database::create(dir.join("raft.redb")).map_err(write_err)?);
+    let path = dir.join("raft.redb");
+    {
+        // Private (0600) whatever the umask: it holds the membership and every header.
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(write_err)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(write_err)?;
+    }
+    let db = Arc::new(Database::create(&path).map_err(write_err)?);
     Ok((
         LogStore::new(db.clone())?,
         crate::state_machine::StateMachine::open(db)?,

@@ -1,14 +1,33 @@
 //! chorus-folder: everything about the working folder on this machine's disk.
 //!
+//! - [`disk`]: [`DiskFolder`], the share on disk as a [`chorus_sync::folder::Folder`]:
+//!   scanned and written confined to the share, each failure confined to its path, honest
+//!   about what it cannot read.
+//! - [`confined`]: path operations relative to directory handles, never through a symlink.
+//! - [`scan`] and [`cache`]: a directory into a tree manifest, with a cache so unchanged files
+//!   are not read again (and a racy-entry rule so a save within a timestamp tick is not
+//!   missed).
+//! - [`write`]: writing a version, never over a change made since the last scan.
+//! - [`marker`]: the `.chorus-share` marker that tells a share from an empty mount point.
 //! - [`share`]: what a node keeps in sync, a folder or one document, as a tree.
-//! - [`scan`]: a directory into a tree manifest, with a cache so unchanged files are not read.
-//! - [`materialize`]: writing a version into the folder, never over a change made since the
-//!   last scan.
 //! - [`watcher`]: inotify, and the debounce that decides when to scan.
 
+pub mod cache;
+mod checks;
+pub mod confined;
+pub mod disk;
+mod failure;
+pub mod marker;
 pub mod materialize;
+mod read;
 pub mod scan;
 pub mod share;
+mod state;
 pub mod watcher;
+mod write;
+mod write_files;
+#[cfg(test)]
+mod write_tests;
 
+pub use disk::DiskFolder;
 pub use share::{DOCUMENT_PATH, Share};

@@ -4,12 +4,17 @@
 //! [`DOCUMENT_PATH`], so each machine may call the file what it likes; scanning and
 //! materializing translate between that path and the file's own name.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use crate::scan::{ScanCache, ScanReport, scan_dir, scan_file};
-use chorus_chunking::{ChunkStore, ChunkerParams, RelPath, TreeManifest};
+use chorus_chunking::{ChunkStore, ChunkerParams, Entry, Mode, RelPath, TreeManifest};
 
-use crate::materialize::{self, MaterializeError};
+use crate::cache::Stamp;
+use crate::confined as c;
+use crate::materialize::MaterializeError;
+use crate::read::ReadError;
+use crate::scan::{ScanCache, ScanReport, read_one, scan_dir};
+use crate::write::{Ctx, Stop, write_tree};
 
 /// Where a document share's one file sits in its tree, whatever the file is called on each
 /// machine.
@@ -48,7 +53,9 @@ impl Share {
         RelPath::new(name).map_err(|e| chorus_chunking::Error::Invalid(e.to_string()))
     }
 
-    /// Scans the share into a tree; chunks go into `store`.
+    /// Scans the share into a tree; chunks go into `store`. What cannot be read is left
+    /// out: this is the driver's old entry point, [`DiskFolder`](crate::DiskFolder) (which
+    /// keeps what it last knew there) replaces it.
     pub fn scan(
         &self,
         params: ChunkerParams,
@@ -57,63 +64,101 @@ impl Share {
     ) -> Result<(TreeManifest, ScanReport), chorus_chunking::Error> {
         match self {
             Share::Folder(dir) => scan_dir(dir, params, cache, store),
-            Share::Document(file) => scan_file(file, &document_path(), params, cache, store),
+            Share::Document(file) => {
+                let name = Self::file_name(file)?;
+                let dir =
+                    c::open_root(self.watch_root()).map_err(chorus_chunking::Error::io(file))?;
+                let doc = document_path();
+                let mut report = ScanReport::default();
+                let st = match c::stat_at(dir.as_fd(), name.as_str()) {
+                    Ok(None) => return Ok((TreeManifest::empty(), report)),
+                    Ok(Some(st)) if c::kind(&st) == rustix::fs::FileType::RegularFile => st,
+                    Ok(Some(_)) => {
+                        return Err(chorus_chunking::Error::Invalid(format!(
+                            "{} is not a regular file; a document share is one file",
+                            file.display()
+                        )));
+                    }
+                    Err(e) => return Err(chorus_chunking::Error::io(file)(e)),
+                };
+                cache.use_params(params);
+                let stamp = Stamp::of(&st);
+                let manifest = match cache.reuse(&doc, &stamp) {
+                    Some(m) => m.clone(),
+                    None => match read_one(dir.as_fd(), name.as_str(), stamp, params, store) {
+                        Ok((seen, m, at)) => {
+                            report.files_read += 1;
+                            match seen {
+                                Some(s) => cache.read(doc.clone(), s, m.clone(), at),
+                                None => cache.forget(&doc),
+                            }
+                            m
+                        }
+                        Err(ReadError::Store(e)) => return Err(e),
+                        Err(ReadError::File(e)) => return Err(chorus_chunking::Error::io(file)(e)),
+                    },
+                };
+                let mode = Mode::from_st_mode(st.st_mode);
+                let tree = TreeManifest::from_entries([(doc, Entry::File { mode, manifest })])?;
+                Ok((tree, report))
+            }
         }
     }
 
-    /// Turns what is on disk from `old` into `new`, leaving alone (and stopping at) a file
-    /// changed since the scan `seen` remembers; the files written, by tree path, with their
-    /// metadata.
+    /// Turns what is on disk from `old` into `new`, confined to the share, leaving alone (and
+    /// stopping at) a file changed since the scan `seen` remembers; the files written, by tree
+    /// path, with their stamps. The first path that could not be written is an error: this is
+    /// the driver's old entry point, [`DiskFolder`](crate::DiskFolder) (which reports each
+    /// failed path and writes the rest) replaces it.
     pub fn materialize(
         &self,
         old: &TreeManifest,
         new: &TreeManifest,
         chunks: &dyn ChunkStore,
         seen: &ScanCache,
-    ) -> Result<Vec<(RelPath, std::fs::Metadata)>, MaterializeError> {
-        match self {
-            Share::Folder(dir) => {
-                materialize::materialize(dir, old, new, chunks, &|p, md| seen.unchanged(p, md))
-            }
+    ) -> Result<Vec<(RelPath, Stamp)>, MaterializeError> {
+        let root = c::open_root(self.watch_root()).map_err(|source| MaterializeError::Io {
+            path: self.watch_root().to_path_buf(),
+            source,
+        })?;
+        let session = c::random_tag(c::SESSION_LEN);
+        let doc_path = document_path();
+        let (old, new, doc) = match self {
+            Share::Folder(_) => (old.clone(), new.clone(), false),
             Share::Document(file) => {
                 let name = Self::file_name(file)?;
-                let dir = self.watch_root();
-                let doc = document_path();
-                let written = materialize::materialize(
-                    dir,
-                    &as_named(old, &name)?,
-                    &as_named(new, &name)?,
-                    chunks,
-                    &|_, md| seen.unchanged(&doc, md),
-                )
-                .map_err(|e| match e {
-                    MaterializeError::Changed(_) => MaterializeError::Changed(doc.clone()),
-                    e => e,
-                })?;
-                Ok(written
-                    .into_iter()
-                    .map(|(_, md)| (document_path(), md))
-                    .collect())
+                (as_named(old, &name)?, as_named(new, &name)?, true)
             }
+        };
+        let ctx = Ctx {
+            root: root.as_fd(),
+            chunks,
+            params: seen.params().unwrap_or_default(),
+            session: &session,
+            cache: seen,
+            cache_key: doc.then_some(&doc_path),
+        };
+        let (written, stop) = write_tree(&ctx, &old, &new);
+        let tree_path = |p: RelPath| if doc { document_path() } else { p };
+        match stop {
+            Some(Stop::Changed(p)) => return Err(MaterializeError::Changed(tree_path(p))),
+            Some(Stop::Chunks(e)) => return Err(MaterializeError::Chunks(e)),
+            None => {}
         }
+        if let Some((p, reason)) = written.failed.into_iter().next() {
+            return Err(MaterializeError::Failed(tree_path(p), reason));
+        }
+        Ok(written
+            .files
+            .into_iter()
+            .map(|(p, stamp, _)| (tree_path(p), stamp))
+            .collect())
     }
 
-    /// Removes the temporary files a crash left half written.
+    /// Temp files a crash left are removed by [`DiskFolder`](crate::DiskFolder), which
+    /// knows their session tags; the old entry point has nothing to remove.
     pub fn remove_leftovers(&self) -> Result<usize, MaterializeError> {
-        match self {
-            Share::Folder(dir) => materialize::remove_leftovers(dir),
-            Share::Document(file) => {
-                let name = Self::file_name(file)?;
-                let tmp = self
-                    .watch_root()
-                    .join(materialize::temp_name(name.file_name()));
-                match std::fs::remove_file(&tmp) {
-                    Ok(()) => Ok(1),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-                    Err(source) => Err(MaterializeError::Io { path: tmp, source }),
-                }
-            }
-        }
+        Ok(0)
     }
 
     /// True when a change at `path` (from the watcher) may change the share.

@@ -16,7 +16,7 @@ fn base() -> &'static (TreeManifest, Vec<(chorus_chunking::ChunkId, Vec<u8>)>) {
     BASE.get_or_init(|| {
         let params = ChunkerParams::new(64, 256, 1024).expect("valid sizes");
         let mut chunks = Vec::new();
-        let mut entries = vec![(RelPath::new("d").expect("path"), Entry::Dir)];
+        let mut entries = vec![(RelPath::new("d").expect("path"), Entry::dir())];
         for (name, len) in [("d/a.txt", 3000usize), ("b.bin", 5000), ("c", 10)] {
             let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             let m = chunk_bytes(&bytes, params);
@@ -25,7 +25,7 @@ fn base() -> &'static (TreeManifest, Vec<(chorus_chunking::ChunkId, Vec<u8>)>) {
                 chunks.push((c.id, bytes[pos..pos + c.len as usize].to_vec()));
                 pos += c.len as usize;
             }
-            entries.push((RelPath::new(name).expect("path"), Entry::File { exec: false, manifest: m }));
+            entries.push((RelPath::new(name).expect("path"), Entry::file(m)));
         }
         (TreeManifest::from_entries(entries).expect("valid tree"), chunks)
     })

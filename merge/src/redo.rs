@@ -2,13 +2,13 @@
 //!
 //! A [`RedoEntry`] names the path, the number of the version that displaced it, the number of
 //! the version it came from, and what was displaced: a hunk with its context, a whole file or
-//! symlink, a deletion, or an exec bit. [`RedoStack::reapply`] turns an entry into a change of
+//! symlink, a deletion, or permission bits. [`RedoStack::reapply`] turns an entry into a change of
 //! the current tree: in place when the context still matches after later edits, otherwise the
 //! displaced content is restored next to the file as `name.redo-MAJOR.MINOR`, never dropped.
 
 use std::fmt;
 
-use chorus_chunking::{Entry, FileManifest, RelPath, TreeManifest, VersionNumber};
+use chorus_chunking::{Entry, FileManifest, Mode, RelPath, TreeManifest, VersionNumber};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::diff::split_lines;
@@ -60,7 +60,7 @@ pub enum WholeContent {
     Bytes(Bytes),
     /// A file by its chunks (content-addressed: the chunks are kept, no bytes are copied).
     File {
-        exec: bool,
+        mode: Mode,
         manifest: FileManifest,
     },
     Symlink {
@@ -79,14 +79,14 @@ impl WholeContent {
     /// The content of a tree entry, None for a directory.
     pub fn of_entry(entry: &Entry) -> Option<WholeContent> {
         match entry {
-            Entry::File { exec, manifest } => Some(WholeContent::File {
-                exec: *exec,
+            Entry::File { mode, manifest } => Some(WholeContent::File {
+                mode: *mode,
                 manifest: manifest.clone(),
             }),
             Entry::Symlink { target } => Some(WholeContent::Symlink {
                 target: target.clone(),
             }),
-            Entry::Dir => None,
+            Entry::Dir { .. } => None,
         }
     }
 
@@ -108,16 +108,16 @@ impl WholeContent {
         match self {
             WholeContent::Bytes(b) => NewContent::Bytes {
                 bytes: b.0,
-                exec: false,
+                mode: Mode::FILE,
             },
-            WholeContent::File { exec, manifest } => {
-                NewContent::Entry(Entry::File { exec, manifest })
+            WholeContent::File { mode, manifest } => {
+                NewContent::Entry(Entry::File { mode, manifest })
             }
             WholeContent::Symlink { target } => NewContent::Entry(Entry::Symlink { target }),
-            // Resolved by the caller before a reapply (see `RedoEntry::unresolved`).
+            // Resolved by the caller before a reapply (see `RedoEntry::resolve`).
             WholeContent::Stored { path, .. } => NewContent::Bytes {
                 bytes: format!("(the content of {path} is stored elsewhere)").into_bytes(),
-                exec: false,
+                mode: chorus_chunking::Mode::FILE,
             },
         }
     }
@@ -272,8 +272,8 @@ pub enum Displaced {
     },
     /// A deletion that lost to a modification; `kept` is the modified content that stayed.
     Deletion { kept: WholeContent },
-    /// An exec bit that lost to the other side's.
-    Exec { exec: bool },
+    /// Permission bits of a file or directory that lost to the other side's.
+    Mode { mode: Mode },
 }
 
 /// One displaced change.
@@ -291,7 +291,7 @@ pub struct RedoEntry {
 /// New content for a path, as bytes (to be chunked by the caller) or as a ready entry.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum NewContent {
-    Bytes { bytes: Vec<u8>, exec: bool },
+    Bytes { bytes: Vec<u8>, mode: Mode },
     Entry(Entry),
 }
 
@@ -453,14 +453,14 @@ pub fn reapply(
     };
     match &entry.what {
         Displaced::Hunk(h) => {
-            let Some(Entry::File { exec, manifest }) = now else {
+            let Some(Entry::File { mode, manifest }) = now else {
                 return beside(
                     &path,
                     entry.displaced_from,
                     current,
                     NewContent::Bytes {
                         bytes: h.in_context(),
-                        exec: false,
+                        mode: Mode::FILE,
                     },
                 );
             };
@@ -469,7 +469,7 @@ pub fn reapply(
                 Some((bytes, displaced)) => Ok(Reapplied {
                     change: Change::Write {
                         path: path.clone(),
-                        content: NewContent::Bytes { bytes, exec: *exec },
+                        content: NewContent::Bytes { bytes, mode: *mode },
                     },
                     in_place: true,
                     displaced: displaced
@@ -488,7 +488,7 @@ pub fn reapply(
                     current,
                     NewContent::Bytes {
                         bytes: h.in_context(),
-                        exec: false,
+                        mode: Mode::FILE,
                     },
                 ),
             }
@@ -520,13 +520,17 @@ pub fn reapply(
                 Err(RedoError::Changed { path })
             }
         }
-        Displaced::Exec { exec } => match now {
+        Displaced::Mode { mode } => match now {
             Some(Entry::File { manifest, .. }) => in_place(Change::Write {
                 path,
                 content: NewContent::Entry(Entry::File {
-                    exec: *exec,
+                    mode: *mode,
                     manifest: manifest.clone(),
                 }),
+            }),
+            Some(Entry::Dir { .. }) => in_place(Change::Write {
+                path,
+                content: NewContent::Entry(Entry::Dir { mode: *mode }),
             }),
             _ => Err(RedoError::NotAFile { path }),
         },
@@ -536,7 +540,7 @@ pub fn reapply(
 /// True when no ancestor of `path` is a file or symlink in `tree`.
 fn parent_free(path: &RelPath, tree: &TreeManifest) -> bool {
     path.ancestors()
-        .all(|a| matches!(tree.get_str(a), None | Some(Entry::Dir)))
+        .all(|a| matches!(tree.get_str(a), None | Some(Entry::Dir { .. })))
 }
 
 /// Restores content next to `path` as `name.redo-MAJOR.MINOR` (or `…-2`, `…-3` when taken).

@@ -4,7 +4,9 @@
 //! - a change on one side wins; equal changes agree;
 //! - modify beats delete (the deletion becomes a redo entry);
 //! - two different files merge their content (add/add against an empty base) in the path's
-//!   mode, and their exec bits merge three-way like content;
+//!   mode, and their permission bits merge three-way: a change on one side wins, and when both
+//!   changed them differently the higher number wins and the loser's bits become a redo entry
+//!   (the same for two directories);
 //! - two different symlink targets, or a file against a symlink: the higher number wins;
 //! - a file or symlink against a directory keeps the directory; the file becomes a redo entry,
 //!   also when the clash is between a file and paths below it;
@@ -15,7 +17,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chorus_chunking::{ChunkStore, Entry, FileManifest, RelPath, TreeManifest, VersionNumber};
+use chorus_chunking::{
+    ChunkStore, Entry, FileManifest, Mode, RelPath, TreeManifest, VersionNumber,
+};
 
 use crate::mode::{MAX_TEXT_SIZE, MergeMode, ModeRules};
 use crate::order::{Order, Side};
@@ -61,19 +65,19 @@ pub enum MergedContent {
 /// One entry of a merged tree.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum MergedEntry {
-    File { exec: bool, content: MergedContent },
-    Dir,
+    File { mode: Mode, content: MergedContent },
+    Dir { mode: Mode },
     Symlink { target: String },
 }
 
 impl MergedEntry {
     fn from_entry(e: &Entry) -> MergedEntry {
         match e {
-            Entry::File { exec, manifest } => MergedEntry::File {
-                exec: *exec,
+            Entry::File { mode, manifest } => MergedEntry::File {
+                mode: *mode,
                 content: MergedContent::Manifest(manifest.clone()),
             },
-            Entry::Dir => MergedEntry::Dir,
+            Entry::Dir { mode } => MergedEntry::Dir { mode: *mode },
             Entry::Symlink { target } => MergedEntry::Symlink {
                 target: target.clone(),
             },
@@ -120,20 +124,20 @@ impl TreeMerge {
         for (path, e) in self.entries {
             let entry = match e {
                 MergedEntry::File {
-                    exec,
+                    mode,
                     content: MergedContent::Manifest(manifest),
-                } => Entry::File { exec, manifest },
+                } => Entry::File { mode, manifest },
                 MergedEntry::File {
-                    exec,
+                    mode,
                     content: MergedContent::Bytes(bytes),
                 } => {
                     let manifest = chunk(&path, &bytes).map_err(|source| TreeMergeError::Load {
                         path: path.clone(),
                         source,
                     })?;
-                    Entry::File { exec, manifest }
+                    Entry::File { mode, manifest }
                 }
-                MergedEntry::Dir => Entry::Dir,
+                MergedEntry::Dir { mode } => Entry::Dir { mode },
                 MergedEntry::Symlink { target } => Entry::Symlink { target },
             };
             out.push((path, entry));
@@ -265,46 +269,43 @@ impl Merger<'_> {
         o: &Entry,
         t: &Entry,
     ) -> Result<(), TreeMergeError> {
-        let win = self.order.winner;
         match (o, t) {
             (
                 Entry::File {
-                    exec: eo,
+                    mode: eo,
                     manifest: mo,
                 },
                 Entry::File {
-                    exec: et,
+                    mode: et,
                     manifest: mt,
                 },
             ) => {
                 let (bm, be) = match b {
-                    Some(Entry::File { exec, manifest }) => (Some(manifest), Some(*exec)),
+                    Some(Entry::File { mode, manifest }) => (Some(manifest), Some(*mode)),
                     _ => (None, None),
                 };
-                let exec = if eo == et || be == Some(*et) {
-                    *eo
-                } else if be == Some(*eo) {
-                    *et
-                } else {
-                    let (w, l) = if win == Side::Ours {
-                        (*eo, *et)
-                    } else {
-                        (*et, *eo)
-                    };
-                    self.displaced(path, win, Displaced::Exec { exec: l });
-                    w
-                };
+                let mode = self.mode(path, be, *eo, *et);
                 let content = if mo == mt || bm == Some(mt) {
                     MergedContent::Manifest(mo.clone())
                 } else if bm == Some(mo) {
                     MergedContent::Manifest(mt.clone())
                 } else {
-                    self.content(path, bm, mo, mt, exec)?
+                    self.content(path, bm, mo, mt, mode)?
                 };
                 self.entries.insert(
                     path.clone(),
-                    (MergedEntry::File { exec, content }, Origin::Both),
+                    (MergedEntry::File { mode, content }, Origin::Both),
                 );
+                Ok(())
+            }
+            (Entry::Dir { mode: mo }, Entry::Dir { mode: mt }) => {
+                let base = match b {
+                    Some(Entry::Dir { mode }) => Some(*mode),
+                    _ => None,
+                };
+                let mode = self.mode(path, base, *mo, *mt);
+                self.entries
+                    .insert(path.clone(), (MergedEntry::Dir { mode }, Origin::Both));
                 Ok(())
             }
             (Entry::Symlink { target: a }, Entry::Symlink { target: c }) => {
@@ -321,15 +322,10 @@ impl Merger<'_> {
                 }
                 Ok(())
             }
-            (Entry::Dir, other) | (other, Entry::Dir) => {
+            (dir @ Entry::Dir { .. }, other) | (other, dir @ Entry::Dir { .. }) => {
                 // The directory stays; the file or symlink goes on the redo stack.
-                let dir_side = if matches!(o, Entry::Dir) {
-                    Side::Ours
-                } else {
-                    Side::Theirs
-                };
-                self.entries
-                    .insert(path.clone(), (MergedEntry::Dir, Origin::One(dir_side)));
+                let dir_side = if o.is_dir() { Side::Ours } else { Side::Theirs };
+                self.put(path, dir, Origin::One(dir_side));
                 if let Some(content) = WholeContent::of_entry(other) {
                     self.displaced(
                         path,
@@ -347,6 +343,25 @@ impl Merger<'_> {
                 self.by_order(path, o, t);
                 Ok(())
             }
+        }
+    }
+
+    /// Permission bits, three-way: a change on one side wins; both changed differently, the
+    /// higher number wins and the loser's bits go on the redo stack.
+    fn mode(&mut self, path: &RelPath, base: Option<Mode>, ours: Mode, theirs: Mode) -> Mode {
+        if ours == theirs || base == Some(theirs) {
+            ours
+        } else if base == Some(ours) {
+            theirs
+        } else {
+            let win = self.order.winner;
+            let (w, l) = if win == Side::Ours {
+                (ours, theirs)
+            } else {
+                (theirs, ours)
+            };
+            self.displaced(path, win, Displaced::Mode { mode: l });
+            w
         }
     }
 
@@ -373,7 +388,7 @@ impl Merger<'_> {
         bm: Option<&FileManifest>,
         mo: &FileManifest,
         mt: &FileManifest,
-        exec: bool,
+        mode: Mode,
     ) -> Result<MergedContent, TreeMergeError> {
         let too_big = |m: &FileManifest| m.size() > MAX_TEXT_SIZE as u64;
         let configured = self.rules.configured(path);
@@ -386,7 +401,7 @@ impl Merger<'_> {
         // What a whole-file displacement records: both sides as manifests, not bytes.
         let whole = || {
             let file = |m: &FileManifest| WholeContent::File {
-                exec,
+                mode,
                 manifest: m.clone(),
             };
             Displaced::Whole {
@@ -460,7 +475,7 @@ impl Merger<'_> {
         for path in self.entries.keys() {
             for anc in path.ancestors() {
                 if let Some((e, _)) = self.entries.get(anc)
-                    && !matches!(e, MergedEntry::Dir)
+                    && !matches!(e, MergedEntry::Dir { .. })
                     && let Ok(anc) = RelPath::new(anc)
                 {
                     clashes.push(anc);
@@ -470,10 +485,8 @@ impl Merger<'_> {
         clashes.sort();
         clashes.dedup();
         for path in clashes {
-            let Some((e, origin)) = self
-                .entries
-                .insert(path.clone(), (MergedEntry::Dir, Origin::Both))
-            else {
+            let dir = MergedEntry::Dir { mode: Mode::DIR };
+            let Some((e, origin)) = self.entries.insert(path.clone(), (dir, Origin::Both)) else {
                 continue;
             };
             let by = match origin {
@@ -482,15 +495,15 @@ impl Merger<'_> {
             };
             let content = match e {
                 MergedEntry::File {
-                    exec,
+                    mode,
                     content: MergedContent::Manifest(manifest),
-                } => WholeContent::File { exec, manifest },
+                } => WholeContent::File { mode, manifest },
                 MergedEntry::File {
                     content: MergedContent::Bytes(b),
                     ..
                 } => WholeContent::Bytes(crate::redo::Bytes(b)),
                 MergedEntry::Symlink { target } => WholeContent::Symlink { target },
-                MergedEntry::Dir => continue,
+                MergedEntry::Dir { .. } => continue,
             };
             self.displaced(
                 &path,

@@ -3,7 +3,7 @@
 
 use chorus_chunking::chunker::chunk_bytes;
 use chorus_chunking::{
-    ChunkId, ChunkStore, ChunkerParams, Entry, MemStore, RelPath, TreeManifest, VersionNumber,
+    ChunkId, ChunkStore, ChunkerParams, Entry, MemStore, Mode, RelPath, TreeManifest, VersionNumber,
 };
 use chorus_merge::redo::{Change, NewContent, WholeContent};
 use chorus_merge::tree::LoadError;
@@ -19,8 +19,13 @@ fn p(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
 }
 
-/// Stores bytes as a file entry.
+/// Stores bytes as a file entry, executable (0755) or not (0644).
 fn file(store: &MemStore, bytes: &[u8], exec: bool) -> Entry {
+    file_mode(store, bytes, if exec { 0o755 } else { 0o644 })
+}
+
+/// Stores bytes as a file entry with these permission bits.
+fn file_mode(store: &MemStore, bytes: &[u8], mode: u32) -> Entry {
     let manifest = chunk_bytes(bytes, ChunkerParams::default());
     let mut at = 0;
     for c in &manifest.chunks {
@@ -28,7 +33,16 @@ fn file(store: &MemStore, bytes: &[u8], exec: bool) -> Entry {
         store.put(&ChunkId::of(piece), piece).unwrap();
         at += c.len as usize;
     }
-    Entry::File { exec, manifest }
+    Entry::File {
+        mode: Mode::new(mode).unwrap(),
+        manifest,
+    }
+}
+
+fn dir(mode: u32) -> Entry {
+    Entry::Dir {
+        mode: Mode::new(mode).unwrap(),
+    }
 }
 
 fn tree(entries: Vec<(&str, Entry)>) -> TreeManifest {
@@ -175,7 +189,7 @@ fn a_conflict_keeps_the_higher_number_and_the_hunk_reapplies_later() {
             path: p("notes.md"),
             content: NewContent::Bytes {
                 bytes: b"top\na\nours\nc\nend\n".to_vec(),
-                exec: false
+                mode: Mode::FILE
             }
         }
     );
@@ -189,7 +203,7 @@ fn a_conflict_keeps_the_higher_number_and_the_hunk_reapplies_later() {
             path: p("notes.md.redo-7.1"),
             content: NewContent::Bytes {
                 bytes: b"a\nours\nc\n".to_vec(),
-                exec: false
+                mode: Mode::FILE
             }
         }
     );
@@ -225,11 +239,11 @@ fn a_file_against_a_directory_keeps_the_directory() {
     let base = tree(vec![]);
     let ours = tree(vec![("x", file(&s, b"file\n", false))]);
     let theirs = tree(vec![
-        ("x", Entry::Dir),
+        ("x", Entry::dir()),
         ("x/y", file(&s, b"inside\n", false)),
     ]);
     let m = merged(&s, &base, &ours, &theirs);
-    assert_eq!(m.entries[&p("x")], MergedEntry::Dir);
+    assert_eq!(m.entries[&p("x")], MergedEntry::Dir { mode: Mode::DIR });
     assert_eq!(bytes_of(&s, &m.entries[&p("x/y")]), b"inside\n");
     assert_eq!(m.redo.len(), 1);
     assert!(matches!(
@@ -242,11 +256,11 @@ fn a_file_against_a_directory_keeps_the_directory() {
     // Without a directory entry: the file clashes with a path below it.
     let theirs = tree(vec![("x/y", file(&s, b"inside\n", false))]);
     let m = merged(&s, &base, &ours, &theirs);
-    assert_eq!(m.entries[&p("x")], MergedEntry::Dir);
+    assert_eq!(m.entries[&p("x")], MergedEntry::Dir { mode: Mode::DIR });
     assert_eq!(m.redo.len(), 1);
     assert_eq!(m.redo[0].displaced_by, THEIRS);
     let t = into_tree(&s, m);
-    assert_eq!(t.get(&p("x")), Some(&Entry::Dir));
+    assert_eq!(t.get(&p("x")), Some(&Entry::dir()));
 }
 
 #[test]
@@ -265,10 +279,14 @@ fn exec_bits_and_symlinks_merge_like_content() {
         ("link", Entry::symlink("c").unwrap()),
     ]);
     let m = merged(&s, &base, &ours, &theirs);
-    let MergedEntry::File { exec, .. } = &m.entries[&p("run.sh")] else {
+    let MergedEntry::File { mode, .. } = &m.entries[&p("run.sh")] else {
         panic!()
     };
-    assert!(*exec, "ours set the exec bit, theirs did not touch it");
+    assert_eq!(
+        *mode,
+        Mode::EXEC,
+        "ours set the exec bit, theirs did not touch it"
+    );
     assert_eq!(bytes_of(&s, &m.entries[&p("run.sh")]), b"echo 2\n");
     assert_eq!(
         m.entries[&p("link")],
@@ -280,6 +298,87 @@ fn exec_bits_and_symlinks_merge_like_content() {
         Displaced::Whole {
             content: WholeContent::Symlink { target: "b".into() },
             kept: Some(WholeContent::Symlink { target: "c".into() })
+        }
+    );
+}
+
+#[test]
+fn permission_bits_of_files_and_directories_merge_three_way() {
+    let s = MemStore::new();
+    let base = tree(vec![
+        ("d", dir(0o755)),
+        ("d/key", file_mode(&s, b"secret\n", 0o644)),
+        ("e", dir(0o755)),
+        ("f", file_mode(&s, b"f\n", 0o644)),
+    ]);
+    // d and d/key: only ours changed them, so ours wins (theirs edited the content).
+    // e: both changed it differently: the higher number (theirs, 7.2) wins, ours is displaced.
+    // f: both made it private the same way: they agree.
+    let ours = tree(vec![
+        ("d", dir(0o700)),
+        ("d/key", file_mode(&s, b"secret\n", 0o600)),
+        ("e", dir(0o750)),
+        ("f", file_mode(&s, b"f\n", 0o600)),
+    ]);
+    let theirs = tree(vec![
+        ("d", dir(0o755)),
+        ("d/key", file_mode(&s, b"secret 2\n", 0o644)),
+        ("e", dir(0o711)),
+        ("f", file_mode(&s, b"f\n", 0o600)),
+    ]);
+    let m = merged(&s, &base, &ours, &theirs);
+    let t = into_tree(&s, m.clone());
+    let mode = |path: &str| t.get_str(path).and_then(Entry::mode).map(Mode::bits);
+    assert_eq!(mode("d"), Some(0o700));
+    assert_eq!(
+        mode("d/key"),
+        Some(0o600),
+        "a 0600 file stays 0600 through a merge"
+    );
+    assert_eq!(bytes_of(&s, &m.entries[&p("d/key")]), b"secret 2\n");
+    assert_eq!(mode("e"), Some(0o711));
+    assert_eq!(mode("f"), Some(0o600));
+    assert_eq!(m.redo.len(), 1, "{:?}", m.redo);
+    assert_eq!(m.redo[0].path, Some(p("e")));
+    assert_eq!(m.redo[0].displaced_by, THEIRS);
+    assert_eq!(
+        m.redo[0].what,
+        Displaced::Mode {
+            mode: Mode::new(0o750).unwrap()
+        }
+    );
+    // Redo puts the loser's bits back on what is there now.
+    let stack = {
+        let mut r = RedoStack::new();
+        r.extend(m.redo.clone());
+        r
+    };
+    let again = stack.reapply(0, &t, &s).unwrap();
+    assert_eq!(
+        again.change,
+        Change::Write {
+            path: p("e"),
+            content: NewContent::Entry(dir(0o750)),
+        }
+    );
+    // Both changed a file's bits differently: the same rule.
+    let base = tree(vec![("x", file_mode(&s, b"x\n", 0o644))]);
+    let ours = tree(vec![("x", file_mode(&s, b"x\n", 0o600))]);
+    let theirs = tree(vec![("x", file_mode(&s, b"x\n", 0o640))]);
+    let m = merged(&s, &base, &ours, &theirs);
+    assert_eq!(
+        m.entries[&p("x")],
+        MergedEntry::File {
+            mode: Mode::new(0o640).unwrap(),
+            content: MergedContent::Manifest(
+                file_mode(&s, b"x\n", 0o644).manifest().unwrap().clone()
+            ),
+        }
+    );
+    assert_eq!(
+        m.redo[0].what,
+        Displaced::Mode {
+            mode: Mode::new(0o600).unwrap()
         }
     );
 }
@@ -389,13 +488,19 @@ mod random_trees {
     const PATHS: [&str; 6] = ["a", "b", "d", "d/x", "d/y", "d/x/z"];
     const TEXTS: [&[u8]; 4] = [b"1\n2\n3\n", b"1\n2\n3\n4\n", b"0\n2\n3\n", b"\0bin"];
 
-    /// An entry: 0 absent, 1 dir, 2 symlink, 3.. a file with one of the texts and an exec bit.
+    /// An entry: 0 absent, 1 dir, 2 symlink, 3 private dir, 4.. a file with one of the texts
+    /// and one of three modes.
     fn entry(s: &MemStore, kind: u8) -> Option<Entry> {
         match kind {
             0 => None,
-            1 => Some(Entry::Dir),
+            1 => Some(Entry::dir()),
             2 => Some(Entry::symlink("target").unwrap()),
-            k => Some(file(s, TEXTS[(k as usize) % TEXTS.len()], k % 2 == 0)),
+            3 => Some(dir(0o700)),
+            k => Some(file_mode(
+                s,
+                TEXTS[(k as usize) % TEXTS.len()],
+                [0o644, 0o755, 0o600][(k as usize) % 3],
+            )),
         }
     }
 
@@ -404,11 +509,9 @@ mod random_trees {
         let mut entries: Vec<(RelPath, Entry)> = Vec::new();
         for (path, &k) in PATHS.iter().zip(kinds) {
             let path = p(path);
-            let blocked = path.ancestors().any(|a| {
-                entries
-                    .iter()
-                    .any(|(q, e)| q.as_str() == a && !matches!(e, Entry::Dir))
-            });
+            let blocked = path
+                .ancestors()
+                .any(|a| entries.iter().any(|(q, e)| q.as_str() == a && !e.is_dir()));
             if let (false, Some(e)) = (blocked, entry(s, k)) {
                 entries.push((path, e));
             }
@@ -421,9 +524,9 @@ mod random_trees {
 
         #[test]
         fn tree_merges_are_symmetric_and_valid(
-            b in prop::collection::vec(0u8..8, 6),
-            o in prop::collection::vec(0u8..8, 6),
-            t in prop::collection::vec(0u8..8, 6),
+            b in prop::collection::vec(0u8..11, 6),
+            o in prop::collection::vec(0u8..11, 6),
+            t in prop::collection::vec(0u8..11, 6),
             swap in any::<bool>(),
         ) {
             let s = MemStore::new();

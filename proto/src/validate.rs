@@ -133,6 +133,7 @@ pub(crate) fn tree_manifest(m: &TreeManifest, l: &Limits) -> Result<(), DecodeEr
 fn tree_entry(e: &TreeEntry, l: &Limits) -> Result<(), DecodeError> {
     path_len("TreeEntry.path", &e.path, l)?;
     known_enum::<EntryKind>(e.kind, "TreeEntry.kind")?;
+    mode(e.mode, "TreeEntry.mode")?;
     match &e.content {
         Some(tree_entry::Content::Manifest(fm)) => {
             count("FileManifest.chunks", fm.chunks.len(), l)?;
@@ -143,6 +144,17 @@ fn tree_entry(e: &TreeEntry, l: &Limits) -> Result<(), DecodeError> {
         Some(tree_entry::Content::LinkTarget(t)) => path_len("TreeEntry.link_target", t, l),
         None => Ok(()),
     }
+}
+
+/// Permission bits: the rwx bits of user, group and other, nothing more.
+fn mode(bits: u32, field: &'static str) -> Result<(), DecodeError> {
+    if bits & !0o777 != 0 {
+        return Err(DecodeError::Invalid {
+            field,
+            detail: format!("mode {bits:#o} has bits beyond 0o777"),
+        });
+    }
+    Ok(())
 }
 
 fn literal(lit: &Literal, l: &Limits) -> Result<(), DecodeError> {
@@ -166,6 +178,7 @@ fn file_change(c: &FileChange, l: &Limits) -> Result<(), DecodeError> {
     path_len("FileChange.path", &c.path, l)?;
     path_len("FileChange.link_target", &c.link_target, l)?;
     known_enum::<EntryKind>(c.kind, "FileChange.kind")?;
+    mode(c.mode, "FileChange.mode")?;
     count("FileChange.runs", c.runs.len(), l)?;
     if c.runs.len() % 2 != 0 {
         return Err(DecodeError::Invalid {

@@ -24,7 +24,7 @@ fn sample_manifest() -> TreeManifest {
             TreeEntry {
                 path: "docs/a.txt".into(),
                 kind: EntryKind::File as i32,
-                exec: true,
+                mode: 0o755,
                 size: 7,
                 content: Some(tree_entry::Content::Manifest(FileManifest {
                     chunks: vec![ChunkRef {
@@ -61,7 +61,7 @@ fn sample_delta() -> Delta {
         changes: vec![FileChange {
             path: "docs/a.txt".into(),
             kind: EntryKind::File as i32,
-            exec: false,
+            mode: 0o600,
             link_target: String::new(),
             runs: vec![0, 1, 2, 2],
         }],
@@ -272,6 +272,26 @@ fn bounds_are_enforced() {
             displaced: Vec::new(),
         }))
     };
+    // Permission bits beyond rwx (set-id, sticky, file type) never get past the decoder.
+    for (field, bad) in [("FileChange.mode", 0o4755), ("TreeEntry.mode", 0o100644)] {
+        let mut d = sample_delta();
+        if field == "FileChange.mode" {
+            d.changes[0].mode = bad;
+        } else {
+            d.base_manifest.as_mut().unwrap().entries[1].mode = bad;
+        }
+        let body = Body::Push(Push {
+            number: Some(num(1, 0)),
+            delta: Some(d),
+            pushed_before: Vec::new(),
+            displaced: Vec::new(),
+        });
+        let got = decode_frame(&encode_frame(body), &Limits::default());
+        assert!(
+            matches!(got, Err(DecodeError::Invalid { field: f, .. }) if f == field),
+            "{got:?}"
+        );
+    }
     let too_many = push(vec![vid(1); chorus_proto::MAX_PUSHED_BEFORE + 1]);
     assert!(matches!(
         decode_frame(&too_many, &Limits::default()),

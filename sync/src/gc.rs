@@ -82,7 +82,7 @@ pub(crate) fn collect(
                 std::iter::once(content).chain(kept.as_ref()).collect()
             }
             Displaced::Deletion { kept } => vec![kept],
-            Displaced::Hunk(_) | Displaced::Exec { .. } => Vec::new(),
+            Displaced::Hunk(_) | Displaced::Mode { .. } => Vec::new(),
         };
         for f in files {
             if let WholeContent::File { manifest, .. } = f {

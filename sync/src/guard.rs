@@ -39,7 +39,7 @@ impl MassDeleteGuard {
     /// `Some((deleted, files))` when going from `old` to `new` deletes too many of `old`'s
     /// files (and symlinks).
     pub fn trips(&self, old: &TreeManifest, new: &TreeManifest) -> Option<(usize, usize)> {
-        let is_file = |e: &Entry| !matches!(e, Entry::Dir);
+        let is_file = |e: &Entry| !e.is_dir();
         let files = old.iter().filter(|(_, e)| is_file(e)).count();
         let deleted = old
             .iter()
@@ -62,10 +62,7 @@ mod tests {
         TreeManifest::from_entries((0..n).map(|i| {
             (
                 RelPath::new(format!("d/f{i}")).unwrap(),
-                Entry::File {
-                    exec: false,
-                    manifest: FileManifest::default(),
-                },
+                Entry::file(FileManifest::default()),
             )
         }))
         .unwrap()

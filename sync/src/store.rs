@@ -98,6 +98,27 @@ pub struct SyncStore {
 impl SyncStore {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        // Private (0600) whatever the umask: it holds every version and the redo stack.
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .and_then(|f| {
+                    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                    Ok(f)
+                });
+            if let Err(e) = f {
+                return Err(StoreError::Db(format!(
+                    "cannot create {}: {e}",
+                    path.display()
+                )));
+            }
+        }
         let database = Database::create(path).map_err(|e| {
             StoreError::Db(format!(
                 "cannot open {}: {e}; is another chorus running on this state dir?",
@@ -302,7 +323,7 @@ mod tests {
         TreeManifest::from_entries([(
             RelPath::new("a.txt").unwrap(),
             Entry::File {
-                exec: false,
+                mode: chorus_chunking::Mode::FILE,
                 manifest: chorus_chunking::FileManifest {
                     chunks: vec![ChunkRef {
                         id: ChunkId::of(text),

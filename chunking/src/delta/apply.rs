@@ -11,7 +11,7 @@ use super::encode::zstd_decompress;
 use super::table::BaseTable;
 use crate::Error;
 use crate::ids::{ChunkId, VersionId};
-use crate::manifest::{ChunkRef, Entry, FileManifest, TreeManifest};
+use crate::manifest::{ChunkRef, Entry, FileManifest, Mode, TreeManifest};
 use crate::path::RelPath;
 use crate::store::ChunkStore;
 
@@ -181,6 +181,7 @@ pub fn apply(
             return Err(invalid(format!("{path} is both removed and changed")));
         }
         let kind = proto::EntryKind::try_from(c.kind).map_err(|_| invalid("unknown entry kind"))?;
+        let mode = Mode::new(c.mode).map_err(|e| invalid(format!("{path}: {e}")))?;
         let r = match kind {
             proto::EntryKind::File if c.link_target.is_empty() => {
                 let mut idx = Vec::new();
@@ -206,12 +207,12 @@ pub fn apply(
                     idx.extend(start..end);
                 }
                 used.extend(idx.iter().copied());
-                Resolved::File { exec: c.exec, idx }
+                Resolved::File { mode, idx }
             }
-            proto::EntryKind::Dir if c.runs.is_empty() && c.link_target.is_empty() && !c.exec => {
-                Resolved::Dir
+            proto::EntryKind::Dir if c.runs.is_empty() && c.link_target.is_empty() => {
+                Resolved::Dir(mode)
             }
-            proto::EntryKind::Symlink if c.runs.is_empty() && !c.exec => {
+            proto::EntryKind::Symlink if c.runs.is_empty() && c.mode == 0 => {
                 Resolved::Symlink(Entry::symlink(c.link_target.clone())?)
             }
             _ => {
@@ -289,13 +290,13 @@ pub fn apply(
     };
     for (path, r) in resolved {
         let entry = match r {
-            Resolved::File { exec, idx } => Entry::File {
-                exec,
+            Resolved::File { mode, idx } => Entry::File {
+                mode,
                 manifest: FileManifest {
                     chunks: idx.into_iter().map(lookup).collect(),
                 },
             },
-            Resolved::Dir => Entry::Dir,
+            Resolved::Dir(mode) => Entry::Dir { mode },
             Resolved::Symlink(e) => e,
         };
         entries.insert(path, entry);
@@ -321,8 +322,8 @@ pub fn apply(
 }
 
 enum Resolved {
-    File { exec: bool, idx: Vec<u64> },
-    Dir,
+    File { mode: Mode, idx: Vec<u64> },
+    Dir(Mode),
     Symlink(Entry),
 }
 

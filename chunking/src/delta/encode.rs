@@ -153,14 +153,14 @@ pub fn encode(
                 ..Default::default()
             };
             match entry {
-                Entry::File { exec, manifest } => {
-                    change.exec = *exec;
+                Entry::File { mode, manifest } => {
+                    change.mode = mode.bits();
                     for c in &manifest.chunks {
                         let i = table.index.get(&c.id).or_else(|| index.get(&c.id));
                         push_run(&mut change.runs, *i.expect("every chunk was indexed"));
                     }
                 }
-                Entry::Dir => {}
+                Entry::Dir { mode } => change.mode = mode.bits(),
                 Entry::Symlink { target } => change.link_target.clone_from(target),
             }
             change

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use chorus_chunking::chunker::chunk_bytes;
-use chorus_chunking::{ChunkStore, ChunkerParams, Entry, RelPath, TreeManifest};
+use chorus_chunking::{ChunkStore, ChunkerParams, Entry, Mode, RelPath, TreeManifest};
 
 /// Small chunks so that small test files still have many of them.
 pub fn params() -> ChunkerParams {
@@ -15,8 +15,14 @@ pub fn params() -> ChunkerParams {
 /// What a test tree holds, path by path.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Node {
-    File { exec: bool, bytes: Vec<u8> },
+    /// A file with its permission bits.
+    File {
+        mode: u32,
+        bytes: Vec<u8>,
+    },
     Dir,
+    /// A directory with other permission bits than the default 0755.
+    DirMode(u32),
     Link(String),
 }
 
@@ -26,7 +32,7 @@ pub type Spec = BTreeMap<String, Node>;
 pub fn build(spec: &Spec, store: &dyn ChunkStore) -> TreeManifest {
     let entries = spec.iter().map(|(p, n)| {
         let entry = match n {
-            Node::File { exec, bytes } => {
+            Node::File { mode, bytes } => {
                 let manifest = chunk_bytes(bytes, params());
                 let mut pos = 0;
                 for c in &manifest.chunks {
@@ -34,11 +40,14 @@ pub fn build(spec: &Spec, store: &dyn ChunkStore) -> TreeManifest {
                     pos += c.len as usize;
                 }
                 Entry::File {
-                    exec: *exec,
+                    mode: Mode::new(*mode).unwrap(),
                     manifest,
                 }
             }
-            Node::Dir => Entry::Dir,
+            Node::Dir => Entry::dir(),
+            Node::DirMode(mode) => Entry::Dir {
+                mode: Mode::new(*mode).unwrap(),
+            },
             Node::Link(t) => Entry::symlink(t.clone()).unwrap(),
         };
         (RelPath::new(p.clone()).unwrap(), entry)

@@ -1,5 +1,5 @@
 //! What `GET /v1/conflicts` says of a displaced change besides its preview: the text that won
-//! (`kept`), a hunk's context and line, sizes and kinds for whole files, the exec bit; enough
+//! (`kept`), a hunk's context and line, sizes and kinds for whole files, the permission bits; enough
 //! for `chorus conflicts SEQ` to show the displaced change as a diff against what won.
 
 use chorus_chunking::FileManifest;
@@ -37,9 +37,10 @@ pub struct ConflictDetail {
     pub kept_kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kept_size: Option<u64>,
-    /// For `exec`: the exec bit the displaced change set (the winner kept the other).
+    /// For `mode`: the permission bits the displaced change set, in octal (the winner kept
+    /// others).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exec: Option<bool>,
+    pub mode: Option<String>,
 }
 
 impl ConflictDetail {
@@ -93,8 +94,8 @@ impl ConflictDetail {
                     ..Default::default()
                 }
             }
-            Displaced::Exec { exec } => ConflictDetail {
-                exec: Some(*exec),
+            Displaced::Mode { mode } => ConflictDetail {
+                mode: Some(format!("{:04o}", mode.bits())),
                 ..Default::default()
             },
         }

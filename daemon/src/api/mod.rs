@@ -164,7 +164,7 @@ pub struct Conflict {
     /// The numbers of the changes that met: the one that won, and the one displaced.
     pub displaced_by: String,
     pub displaced_from: String,
-    /// `hunk`, `whole`, `deletion` or `exec`.
+    /// `hunk`, `whole`, `deletion` or `mode`.
     pub what: String,
     /// The displaced text, when it is text and short (at most 64 KiB): the hunk's lines, or
     /// the whole file.

@@ -81,10 +81,9 @@ fn preview(c: &Conflict) -> String {
     let d = &c.detail;
     match (c.what.as_str(), &c.preview) {
         ("deletion", _) => "(deleted the file)".into(),
-        ("exec", _) => match d.exec {
-            Some(true) => "(made it executable)".into(),
-            Some(false) => "(made it not executable)".into(),
-            None => "(the exec bit)".into(),
+        ("mode", _) => match &d.mode {
+            Some(m) => format!("(set its permissions to {m})"),
+            None => "(its permissions)".into(),
         },
         ("hunk", Some(t)) if t.is_empty() => "(deleted lines)".into(),
         (_, Some(t)) if looks_binary(t) => format!("(not text: {} bytes)", t.len()),
@@ -141,7 +140,7 @@ fn detail(c: &Conflict) -> String {
             "hunk" => "a hunk",
             "whole" => "the whole file",
             "deletion" => "the deletion",
-            "exec" => "the exec bit",
+            "mode" => "the permission bits",
             other => other,
         },
         c.accepted_major,
@@ -194,14 +193,11 @@ fn detail(c: &Conflict) -> String {
                 )),
             }
         }
-        "exec" => out.push_str(match d.exec {
-            Some(true) => {
-                "the displaced change made the file executable; what won kept it not executable\n"
+        "mode" => out.push_str(&match &d.mode {
+            Some(m) => {
+                format!("the displaced change set the permissions to {m}; what won kept others\n")
             }
-            Some(false) => {
-                "the displaced change made the file not executable; what won kept it executable\n"
-            }
-            None => "the displaced change set the exec bit the other way\n",
+            None => "the displaced change set the permissions otherwise\n".into(),
         }),
         _ => {}
     }

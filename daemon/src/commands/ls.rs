@@ -60,19 +60,14 @@ fn listing(answer: &Value) -> String {
         .map(|e| {
             let path = e["path"].as_str().unwrap_or("?");
             match e["kind"].as_str() {
-                Some("dir") => ("d-".to_owned(), "-".to_owned(), format!("{path}/")),
+                Some("dir") => (perms('d', e), "-".to_owned(), format!("{path}/")),
                 Some("symlink") => (
-                    "l-".to_owned(),
+                    "lrwxrwxrwx".to_owned(),
                     "-".to_owned(),
                     format!("{path} -> {}", e["target"].as_str().unwrap_or("?")),
                 ),
                 _ => (
-                    if e["exec"] == Value::Bool(true) {
-                        "-x"
-                    } else {
-                        "--"
-                    }
-                    .to_owned(),
+                    perms('-', e),
                     e["size"].as_u64().map_or("?".into(), |n| n.to_string()),
                     path.to_owned(),
                 ),
@@ -85,6 +80,26 @@ fn listing(answer: &Value) -> String {
         .collect()
 }
 
+/// `ls -l`'s permission column for an entry: from its `mode` (octal), or from its exec bit
+/// when the daemon gave none.
+fn perms(kind: char, e: &Value) -> String {
+    let bits = e["mode"]
+        .as_str()
+        .and_then(|m| u32::from_str_radix(m, 8).ok())
+        .unwrap_or(match (kind, e["exec"].as_bool()) {
+            ('d', _) | (_, Some(true)) => 0o755,
+            _ => 0o644,
+        });
+    let mut out = String::from(kind);
+    for shift in [6, 3, 0] {
+        let b = (bits >> shift) & 7;
+        out.push(if b & 4 != 0 { 'r' } else { '-' });
+        out.push(if b & 2 != 0 { 'w' } else { '-' });
+        out.push(if b & 1 != 0 { 'x' } else { '-' });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,13 +108,13 @@ mod tests {
     fn a_listing_shows_kind_exec_size_and_path() {
         let answer = serde_json::json!({"version": "3.0", "entries": [
             {"path": "bin", "kind": "dir"},
-            {"path": "bin/run.sh", "kind": "file", "size": 1234, "exec": true},
-            {"path": "notes.md", "kind": "file", "size": 5, "exec": false},
+            {"path": "bin/run.sh", "kind": "file", "size": 1234, "mode": "0750", "exec": true},
+            {"path": "notes.md", "kind": "file", "size": 5, "mode": "0600", "exec": false},
             {"path": "latest", "kind": "symlink", "target": "notes.md"},
         ]});
         assert_eq!(
             listing(&answer),
-            "d-     -  bin/\n-x  1234  bin/run.sh\n--     5  notes.md\nl-     -  latest -> notes.md\n"
+            "drwxr-xr-x     -  bin/\n-rwxr-x---  1234  bin/run.sh\n-rw-------     5  notes.md\nlrwxrwxrwx     -  latest -> notes.md\n"
         );
     }
 }

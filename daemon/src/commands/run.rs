@@ -164,7 +164,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
         _ => {}
     }
-    std::fs::create_dir_all(&state_dir)
+    chorus::config::create_state_dir(&state_dir)
         .with_context(|| format!("cannot create the state dir {}", state_dir.display()))?;
     let share_path = canonical(&path)?;
     let state_dir = canonical(&state_dir)?;

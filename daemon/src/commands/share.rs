@@ -59,6 +59,10 @@ pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| default_state_dir(&path, kind));
     let cfg = with_fixed_port(Config::new_share(kind))?;
     cfg.create(&state_dir.join(CONFIG_FILE))?;
+    if kind == ShareKind::Folder {
+        chorus_folder::marker::create(&path)
+            .with_context(|| format!("cannot create the share marker in {}", path.display()))?;
+    }
     let me = peer_id(&state_dir)?;
     eprintln!(
         "chorus: a new {} share in {} (share {}, this node {me})",
@@ -118,6 +122,10 @@ pub fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
         ..Config::default()
     })?;
     cfg.create(&state_dir.join(CONFIG_FILE))?;
+    if token.kind == ShareKind::Folder {
+        chorus_folder::marker::create(&path)
+            .with_context(|| format!("cannot create the share marker in {}", path.display()))?;
+    }
     let me = peer_id(&state_dir)?;
     eprintln!(
         "chorus: {} is set up to join share {} through {} (this node {me})",

@@ -78,6 +78,17 @@ pub struct Config {
     pub mass_delete_files: u64,
 }
 
+/// Makes the state dir (and its parents) if needed, and makes it private (0700) whatever the
+/// umask: it holds the share secret, the node key and every version.
+pub fn create_state_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 /// Raft timing, by the kind of network between the machines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -184,7 +195,7 @@ impl Config {
             source,
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            create_state_dir(dir).map_err(io)?;
         }
         let text = toml::to_string(self).map_err(|e| ConfigError::Invalid {
             path: path.to_owned(),
@@ -279,6 +290,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        let state = std::fs::metadata(dir.path().join("s")).unwrap();
+        assert_eq!(
+            state.permissions().mode() & 0o777,
+            0o700,
+            "the state dir is private"
+        );
         assert!(matches!(cfg.create(&path), Err(ConfigError::Exists(_))));
 
         let short = dir.path().join("short.toml");

@@ -8,7 +8,6 @@
 //! the socket, and the snapshot timer that publishes what the socket serves.
 
 mod membership;
-mod share_folder;
 mod snapshot;
 mod start;
 mod view;

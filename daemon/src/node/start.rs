@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use chorus_chunking::{ChunkStore, DiskStore};
 use chorus_election::{ElectionNode, Member, node_id_of};
+use chorus_folder::DiskFolder;
 use chorus_proto::Limits;
 use chorus_sync::{Engine, EngineConfig, Replica, Retention, SyncStore};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use super::share_folder::ShareFolder;
 use super::view::WorkerView;
 use super::worker::{self, Input, PeerMessage, Worker};
 use super::{JoinWith, NodeConfig, NodeError, membership, peer_of};
@@ -118,16 +118,6 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
         );
     }
 
-    let leftovers = cfg.share.remove_leftovers().unwrap_or_else(|e| {
-        tracing::warn!("cannot look for half-written files a crash left: {e}");
-        0
-    });
-    if leftovers > 0 {
-        tracing::info!(
-            leftovers,
-            "removed half-written files a crash left in the folder"
-        );
-    }
     let (control, control_rx) = mpsc::unbounded_channel();
     let (messages, messages_rx) = mpsc::channel(worker::MESSAGES_QUEUED);
     // The watcher before the first scan, so no change falls between the two.
@@ -153,7 +143,19 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
         chunks.clone(),
     )?;
     let document = matches!(cfg.share, chorus_folder::Share::Document(_));
-    let folder = ShareFolder::new(cfg.share, chunks, cfg.chunker);
+    // A share that has never synced anything gets its marker at once (`chorus init` and
+    // `chorus join` make it too); one that has keeps refusing to scan without it, as an
+    // unmounted disk looks exactly like a share whose files were all deleted.
+    if let chorus_folder::Share::Folder(root) = &cfg.share
+        && engine.adopted().1.major == 0
+        && engine.work().is_none()
+        && root.is_dir()
+        && let Err(e) = chorus_folder::marker::create(root)
+    {
+        tracing::warn!("cannot mark {} as a share: {e}", root.display());
+    }
+    let folder = DiskFolder::new(cfg.share, &cfg.state_dir, chunks, cfg.chunker)
+        .map_err(|e| NodeError::Config(e.to_string()))?;
     let (view_tx, view) = watch::channel(WorkerView::default());
     let (events, _) = broadcast::channel(1024);
     let worker = worker::spawn(

@@ -123,7 +123,7 @@ fn displaced_name(d: &Displaced) -> &'static str {
         Displaced::Hunk(_) => "hunk",
         Displaced::Whole { .. } => "whole",
         Displaced::Deletion { .. } => "deletion",
-        Displaced::Exec { .. } => "exec",
+        Displaced::Mode { .. } => "mode",
     }
 }
 

@@ -20,10 +20,10 @@ use libp2p::PeerId;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::share_folder::ShareFolder;
 use super::view::WorkerView;
 use crate::api::{self, Request};
 use crate::net::NetHandle;
+use chorus_folder::DiskFolder;
 
 /// How often history retention runs.
 const GC_EVERY: Duration = Duration::from_secs(600);
@@ -60,7 +60,7 @@ pub struct PeerMessage {
 
 /// What the worker needs besides its replica.
 pub struct Worker {
-    pub replica: Replica<ShareFolder>,
+    pub replica: Replica<DiskFolder>,
     /// Document shares answer history requests about their one file.
     pub document: bool,
     pub chunker: ChunkerParams,

@@ -147,7 +147,7 @@ pub fn doc(text: &str, store: &dyn ChunkStore) -> TreeManifest {
     TreeManifest::from_entries([(
         RelPath::new("doc").expect("a valid path"),
         Entry::File {
-            exec: false,
+            mode: chorus_chunking::Mode::FILE,
             manifest: FileManifest { chunks },
         },
     )])

@@ -88,9 +88,9 @@ fn store_large(
     };
     let mut hold = |c: WholeContent| -> Result<WholeContent, EngineError> {
         match c {
-            WholeContent::File { exec, manifest } if manifest.chunks.len() > INLINE_CHUNKS => {
+            WholeContent::File { mode, manifest } if manifest.chunks.len() > INLINE_CHUNKS => {
                 let tree =
-                    TreeManifest::from_entries([(path.clone(), Entry::File { exec, manifest })])?;
+                    TreeManifest::from_entries([(path.clone(), Entry::File { mode, manifest })])?;
                 let id = store.put_manifest(&tree)?;
                 if !extras.contains(&id) {
                     extras.push(id);
@@ -168,13 +168,13 @@ fn compact(
         ours
     };
     match e.path.as_ref().and_then(|p| loser.get(p)) {
-        Some(Entry::File { exec, manifest }) => RedoEntry {
+        Some(Entry::File { mode, manifest }) => RedoEntry {
             path: e.path.clone(),
             displaced_by: e.displaced_by,
             displaced_from: e.displaced_from,
             what: Displaced::Whole {
                 content: WholeContent::File {
-                    exec: *exec,
+                    mode: *mode,
                     manifest: manifest.clone(),
                 },
                 kept: None,

@@ -344,7 +344,7 @@ impl<F: Folder> Replica<F> {
             Change::Write { path, content } => {
                 let entry = match content {
                     NewContent::Entry(e) => e,
-                    NewContent::Bytes { bytes, exec } => {
+                    NewContent::Bytes { bytes, mode } => {
                         let manifest = chunk_bytes(&bytes, params);
                         let mut at = 0usize;
                         for c in &manifest.chunks {
@@ -355,7 +355,7 @@ impl<F: Folder> Replica<F> {
                             at = end;
                         }
                         chunks.sync().map_err(Refusal::failed)?;
-                        Entry::File { exec, manifest }
+                        Entry::File { mode, manifest }
                     }
                 };
                 entries.insert(path.clone(), entry);
@@ -447,7 +447,7 @@ impl<F: Folder> Replica<F> {
         let mut listed: std::collections::BTreeMap<String, Value> = Default::default();
         match at.as_ref().map(|p| (p, tree.get(p))) {
             // A file or a symlink: that one entry, as `ls FILE` shows it.
-            Some((p, Some(e))) if !matches!(e, Entry::Dir) => {
+            Some((p, Some(e))) if !e.is_dir() => {
                 listed.insert(p.to_string(), entry_json(p.as_str(), Some(e)));
             }
             _ => {
@@ -488,10 +488,17 @@ impl<F: Folder> Replica<F> {
 /// One entry of a listing; `None` is a directory the tree implies but does not name.
 fn entry_json(path: &str, entry: Option<&Entry>) -> Value {
     match entry {
-        None | Some(Entry::Dir) => json!({"path": path, "kind": "dir"}),
-        Some(Entry::File { exec, manifest }) => {
-            json!({"path": path, "kind": "file", "size": manifest.size(), "exec": exec})
+        None => json!({"path": path, "kind": "dir"}),
+        Some(Entry::Dir { mode }) => {
+            json!({"path": path, "kind": "dir", "mode": format!("{:04o}", mode.bits())})
         }
+        Some(Entry::File { mode, manifest }) => json!({
+            "path": path,
+            "kind": "file",
+            "size": manifest.size(),
+            "mode": format!("{:04o}", mode.bits()),
+            "exec": mode.bits() & 0o111 != 0,
+        }),
         Some(Entry::Symlink { target }) => {
             json!({"path": path, "kind": "symlink", "target": target})
         }

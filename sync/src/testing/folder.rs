@@ -59,7 +59,7 @@ impl MemFolder {
             chunks.push(ChunkRef { id, len });
         }
         Entry::File {
-            exec: false,
+            mode: chorus_chunking::Mode::FILE,
             manifest: FileManifest { chunks },
         }
     }

@@ -1,0 +1,210 @@
+//! The scan cache: what each file looked like when it was last read, so a rescan reads only
+//! what changed, and so a writer can tell whether a file changed since the scan.
+//!
+//! A file is known by its stamp (size, mtime, ctime, inode). A stamp cannot tell apart two
+//! writes within one timestamp tick: a file read in the same tick as its last change (a
+//! "racy" entry, as git calls it) is neither reused by the next scan nor believed unchanged
+//! by a writer on its stamp alone: [`ScanCache::check`] asks for its content to be compared.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use chorus_chunking::{ChunkerParams, FileManifest, RelPath};
+
+/// A file changed this close before it was read may be written again within the same
+/// timestamp tick without its stamp changing (coarse clocks, FAT's 2 s), so it is not trusted.
+pub const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// What a file looked like when it was last read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub ino: u64,
+}
+
+impl Stamp {
+    /// The stamp of a `stat`.
+    pub fn of(st: &rustix::fs::Stat) -> Stamp {
+        let ns = |s: i64, n: i128| i128::from(s) * 1_000_000_000 + n;
+        Stamp {
+            size: st.st_size as u64,
+            mtime_ns: ns(st.st_mtime, i128::from(st.st_mtime_nsec)),
+            ctime_ns: ns(st.st_ctime, i128::from(st.st_ctime_nsec)),
+            ino: st.st_ino,
+        }
+    }
+
+    /// The stamp of std's metadata.
+    pub fn of_metadata(md: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Stamp {
+            size: md.len(),
+            mtime_ns: ns(md.mtime(), md.mtime_nsec()),
+            ctime_ns: ns(md.ctime(), md.ctime_nsec()),
+            ino: md.ino(),
+        }
+    }
+}
+
+/// What is at a path on disk now, as a writer about to replace it sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDisk {
+    /// A regular file with this stamp.
+    File(Stamp),
+    /// A directory, symlink or special file.
+    Other,
+}
+
+/// A file as the last scan saw it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Seen {
+    stamp: Stamp,
+    manifest: FileManifest,
+    /// False for a file changed so close to its reading that a write within the same
+    /// timestamp tick could leave its stamp as it is.
+    trusted: bool,
+}
+
+/// The answer of [`ScanCache::check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Unchanged,
+    Changed,
+    /// Same stamp, but read within a tick of its last change: it is unchanged only if its
+    /// content is still this.
+    CompareContent(FileManifest),
+}
+
+/// Remembers file manifests by path and stamp.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScanCache {
+    params: Option<ChunkerParams>,
+    files: HashMap<RelPath, Seen>,
+}
+
+impl ScanCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of files known.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// The chunk sizes the cached manifests were cut with.
+    pub fn params(&self) -> Option<ChunkerParams> {
+        self.params
+    }
+
+    /// Forgets every file when the chunk sizes changed: their manifests were cut otherwise.
+    pub(crate) fn use_params(&mut self, params: ChunkerParams) {
+        if self.params != Some(params) {
+            self.files.clear();
+            self.params = Some(params);
+        }
+    }
+
+    /// The manifest of `path` when its stamp is `stamp` and it can be trusted.
+    pub(crate) fn reuse(&self, path: &RelPath, stamp: &Stamp) -> Option<&FileManifest> {
+        self.files
+            .get(path)
+            .filter(|s| s.trusted && s.stamp == *stamp)
+            .map(|s| &s.manifest)
+    }
+
+    /// Records a file just read, whose reading started at `read_at`.
+    pub(crate) fn read(
+        &mut self,
+        path: RelPath,
+        stamp: Stamp,
+        manifest: FileManifest,
+        read_at: SystemTime,
+    ) {
+        let trusted = !is_racy(&stamp, read_at);
+        self.files.insert(
+            path,
+            Seen {
+                stamp,
+                manifest,
+                trusted,
+            },
+        );
+    }
+
+    /// Keeps only the paths `keep` says, after a scan.
+    pub(crate) fn retain(&mut self, keep: impl Fn(&RelPath) -> bool) {
+        self.files.retain(|p, _| keep(p));
+    }
+
+    pub(crate) fn forget(&mut self, path: &RelPath) {
+        self.files.remove(path);
+    }
+
+    /// Records a file this process just wrote, as it is on disk now, so a writer knows it and
+    /// a scan need not read it back once its stamp is out of the racy window (a save by the
+    /// user within the tick of our rename would leave the same stamp: until then, it is read
+    /// again). Only for content whose manifest is known to be what was written.
+    pub fn remember(&mut self, path: RelPath, stamp: &Stamp, manifest: FileManifest) {
+        if stamp.size == manifest.size() {
+            self.read(path, *stamp, manifest, SystemTime::now());
+        }
+    }
+
+    /// Whether `path` holds what the last scan saw there, `now` being what is there now
+    /// (`None`: nothing). A writer about to replace or remove a file asks this right before
+    /// doing so, and leaves alone a file changed since.
+    pub fn check(&self, path: &RelPath, now: Option<&OnDisk>) -> Verdict {
+        match (self.files.get(path), now) {
+            (None, None) => Verdict::Unchanged,
+            (Some(seen), Some(OnDisk::File(stamp))) if seen.stamp == *stamp => {
+                if seen.trusted {
+                    Verdict::Unchanged
+                } else {
+                    Verdict::CompareContent(seen.manifest.clone())
+                }
+            }
+            (None, Some(OnDisk::Other)) => Verdict::Unchanged,
+            _ => Verdict::Changed,
+        }
+    }
+
+    /// [`check`](Self::check) for a caller that cannot compare content: a racy file counts as
+    /// changed.
+    pub fn unchanged(&self, path: &RelPath, now: Option<&OnDisk>) -> bool {
+        self.check(path, now) == Verdict::Unchanged
+    }
+}
+
+/// True when a file with `stamp`, read at `read_at`, may have been changed again within the
+/// same tick without its stamp showing it.
+pub(crate) fn is_racy(stamp: &Stamp, read_at: SystemTime) -> bool {
+    let at = read_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    stamp.mtime_ns >= at - RACY_WINDOW.as_nanos() as i128
+        || stamp.ctime_ns >= at - RACY_WINDOW.as_nanos() as i128
+}
+
+#[cfg(test)]
+impl ScanCache {
+    /// Pretends the last scan read `manifest` at `path` with this stamp, at `read_at`.
+    pub(crate) fn pretend(
+        &mut self,
+        path: RelPath,
+        stamp: Stamp,
+        manifest: FileManifest,
+        read_at: SystemTime,
+    ) {
+        self.read(path, stamp, manifest, read_at);
+    }
+}

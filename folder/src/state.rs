@@ -1,0 +1,106 @@
+//! What a [`DiskFolder`](crate::DiskFolder) remembers across restarts, in `STATE_DIR/folder/`
+//! (0700, files 0600): whether the share got its marker, the temp-name sessions whose
+//! leftovers may still lie in the share, the paths that could not be written (with what the
+//! version wanted there and what the disk showed), and the last tree the folder was known to
+//! hold (so an unreadable subtree keeps it even on the first scan after a restart).
+//!
+//! Written atomically (temp file, rename) whenever it changes. The known tree is a hint: a
+//! lost or unreadable copy means "nothing known", never an error.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use chorus_chunking::{Entry, RelPath, TreeManifest};
+
+/// A path the last writes could not write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Failed {
+    /// What the version has there (None: the version removes it).
+    pub want: Option<Entry>,
+    /// What the disk showed there when the write failed (None: nothing).
+    pub disk: Option<Entry>,
+    /// One line: why, and what to do.
+    pub reason: String,
+}
+
+/// The small part of the state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct State {
+    /// The share's marker was made (or found): from now on a missing marker means the folder
+    /// is not there.
+    pub marked: bool,
+    /// Sessions whose temp files may be left in the share (the current one included).
+    pub sessions: Vec<String>,
+    pub failed: BTreeMap<RelPath, Failed>,
+}
+
+/// Where the state lives.
+#[derive(Debug, Clone)]
+pub(crate) struct Files {
+    dir: PathBuf,
+}
+
+impl Files {
+    /// `STATE_DIR/folder`, made private if new.
+    pub fn open(state_dir: &Path) -> std::io::Result<Files> {
+        let dir = state_dir.join("folder");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        Ok(Files { dir })
+    }
+
+    pub fn load(&self) -> std::io::Result<State> {
+        match fs::read(self.dir.join("state.json")) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn save(&self, state: &State) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+        self.put("state.json", &bytes, true)
+    }
+
+    /// The last known tree; empty when there is none or it cannot be read.
+    pub fn known(&self) -> TreeManifest {
+        fs::read(self.dir.join("known.pb"))
+            .ok()
+            .and_then(|b| chorus_proto::TreeManifest::decode(&b[..]).ok())
+            .and_then(|p| TreeManifest::from_proto(&p).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save_known(&self, tree: &TreeManifest) -> std::io::Result<()> {
+        self.put("known.pb", &tree.to_proto().encode_to_vec(), false)
+    }
+
+    /// Replaces `name` atomically; `durable` fsyncs it first.
+    fn put(&self, name: &str, bytes: &[u8], durable: bool) -> std::io::Result<()> {
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        if durable {
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, self.dir.join(name))?;
+        if durable {
+            fs::File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,419 @@
+//! Writing a version into the share: only the paths that differ, each confined to the share
+//! ([`confined`](crate::confined)), each failure confined to its path.
+//!
+//! Removals go first, deepest first (a directory goes only once empty; one kept non-empty by
+//! files that are not synced stays). Then, in path order, directories are made, links made
+//! under a temp name and renamed into place, and files written to an exclusive temp file in
+//! their directory (all-zero chunks as holes, so sparse files stay sparse), given their
+//! permission bits, made durable and renamed over the old file. Directory modes are applied
+//! last, deepest first, so a read-only directory is filled before it is closed. Every
+//! directory that gained or lost an entry, and every new one, is fsynced before the write
+//! counts as done.
+//!
+//! A file is replaced or removed only if it is still what the last scan saw, checked right
+//! before the rename or the removal ([`ScanCache::check`]): a save that lands meanwhile stops
+//! the writing ([`Stop::Changed`]) rather than be overwritten. Any other error is the path's
+//! own: it is reported with what to do, the rest of the version is written. A full disk stops
+//! the writing of everything after it (reported as such), not the caller.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::rc::Rc;
+
+use chorus_chunking::{
+    ChunkStore, ChunkerParams, Entry, FileManifest, Mode, RelPath, TreeManifest,
+};
+use rustix::fs::FileType;
+
+use crate::cache::{OnDisk, ScanCache, Stamp, Verdict};
+use crate::confined as c;
+use crate::failure::{DISK_FULL, is_disk_full, reason};
+use crate::write_files::Batch;
+
+/// What the writing needs besides the trees.
+pub(crate) struct Ctx<'a> {
+    pub root: BorrowedFd<'a>,
+    pub chunks: &'a dyn ChunkStore,
+    pub params: ChunkerParams,
+    /// Temp names of this run start with it.
+    pub session: &'a str,
+    pub cache: &'a ScanCache,
+    /// The path the cache knows every written path by (a document share's one file is
+    /// [`DOCUMENT_PATH`](crate::DOCUMENT_PATH) to the cache, its own name on disk).
+    pub cache_key: Option<&'a RelPath>,
+}
+
+/// What a write did.
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    /// Files written, as they are on disk now.
+    pub files: Vec<(RelPath, Stamp, FileManifest)>,
+    /// Paths left as they were, with one line saying why and what to do.
+    pub failed: Vec<(RelPath, String)>,
+}
+
+/// Why the writing stopped before the end.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// This path changed on disk since the last scan.
+    Changed(RelPath),
+    /// The chunk store failed.
+    Chunks(chorus_chunking::Error),
+}
+
+/// Turns the share from `old` (what is on disk, as of the last scan) into `new`. What was
+/// done is returned also when the writing stopped.
+pub(crate) fn write_tree(
+    ctx: &Ctx<'_>,
+    old: &TreeManifest,
+    new: &TreeManifest,
+) -> (Written, Option<Stop>) {
+    let mut w = Writer {
+        ctx,
+        out: Written::default(),
+        dirs: BTreeMap::new(),
+        dirty: BTreeSet::new(),
+        failed_dirs: Vec::new(),
+        failed_set: std::collections::HashSet::new(),
+        full: false,
+    };
+    let stop = w.run(old, new).err();
+    if stop.is_none() {
+        w.dir_modes(old, new);
+    }
+    w.sync_dirs();
+    (w.out, stop)
+}
+
+impl Writer<'_, '_> {
+    fn run(&mut self, old: &TreeManifest, new: &TreeManifest) -> Result<(), Stop> {
+        self.remove_gone(old, new)?;
+        let mut batch = Batch::default();
+        for (path, entry) in new.iter() {
+            if old.get(path) == Some(entry) || self.failed(path) {
+                continue;
+            }
+            if self.full {
+                self.fail(path, DISK_FULL.into());
+                continue;
+            }
+            if let Some(d) = self.failed_dirs.iter().find(|d| path.starts_with(d)) {
+                let why = format!("not written: its directory {d} could not be written");
+                self.fail(path, why);
+                continue;
+            }
+            match entry {
+                Entry::Dir { .. } => self.dir(path),
+                Entry::Symlink { target } => self.symlink(path, target)?,
+                Entry::File { mode, manifest } => {
+                    if let Some(p) = self.temp_file(path, *mode, manifest)? {
+                        batch.bytes += manifest.size();
+                        batch.files.push(p);
+                        if batch.full() {
+                            self.commit(&mut batch)?;
+                        }
+                    }
+                }
+            }
+        }
+        self.commit(&mut batch)
+    }
+}
+
+pub(crate) struct Writer<'a, 'b> {
+    pub(crate) ctx: &'a Ctx<'b>,
+    pub(crate) out: Written,
+    /// Directory handles opened during this write, by path ("" for the root).
+    pub(crate) dirs: BTreeMap<String, Rc<OwnedFd>>,
+    /// Directories that gained or lost an entry, or are new: fsynced at the end.
+    pub(crate) dirty: BTreeSet<String>,
+    pub(crate) failed_dirs: Vec<RelPath>,
+    /// The paths of `out.failed`, to look them up.
+    pub(crate) failed_set: std::collections::HashSet<RelPath>,
+    /// The disk filled up: nothing more is tried.
+    pub(crate) full: bool,
+}
+
+pub(crate) fn parent_str(path: &RelPath) -> String {
+    path.parent().map(String::from).unwrap_or_default()
+}
+
+impl Writer<'_, '_> {
+    pub(crate) fn fail(&mut self, path: &RelPath, why: String) {
+        tracing::warn!(%path, "not written: {why}");
+        if self.failed_set.insert(path.clone()) {
+            self.out.failed.push((path.clone(), why));
+        }
+    }
+
+    fn failed(&self, path: &RelPath) -> bool {
+        self.failed_set.contains(path)
+    }
+
+    /// Records an I/O error of `path`; a full disk stops everything after it.
+    pub(crate) fn io_fail(&mut self, path: &RelPath, e: &std::io::Error) {
+        if is_disk_full(e) {
+            self.full = true;
+        }
+        self.fail(path, reason(e));
+    }
+
+    /// The directory `rel` ("" for the root), opened beneath the root with no symlink on the
+    /// way; with `create`, missing directories are made (they were implied by the tree).
+    pub(crate) fn open_dir(&mut self, rel: &str, create: bool) -> std::io::Result<Rc<OwnedFd>> {
+        if let Some(fd) = self.dirs.get(rel) {
+            return Ok(fd.clone());
+        }
+        let fd = match c::open_dir_beneath(self.ctx.root, rel) {
+            Err(e) if create && e.raw_os_error() == Some(libc::ENOENT) => {
+                let mut at = c::open_dir_beneath(self.ctx.root, "")?;
+                let mut sofar = String::new();
+                for name in rel.split('/') {
+                    let parent = sofar.clone();
+                    if !sofar.is_empty() {
+                        sofar.push('/');
+                    }
+                    sofar.push_str(name);
+                    at = match c::open_dir_at(at.as_fd(), name) {
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                            c::mkdir_at(at.as_fd(), name)?;
+                            c::chmod(c::open_dir_at(at.as_fd(), name)?.as_fd(), 0o755)?;
+                            self.dirty.insert(parent);
+                            self.dirty.insert(sofar.clone());
+                            c::open_dir_at(at.as_fd(), name)?
+                        }
+                        other => other?,
+                    };
+                }
+                at
+            }
+            other => other?,
+        };
+        let fd = Rc::new(fd);
+        self.dirs.insert(rel.to_owned(), fd.clone());
+        Ok(fd)
+    }
+
+    /// What is at `path` now, for the changed-since-scan check.
+    pub(crate) fn on_disk(
+        &self,
+        dir: BorrowedFd<'_>,
+        path: &RelPath,
+    ) -> std::io::Result<Option<OnDisk>> {
+        Ok(
+            c::stat_at(dir, path.file_name())?.map(|st| match c::kind(&st) {
+                FileType::RegularFile => OnDisk::File(Stamp::of(&st)),
+                _ => OnDisk::Other,
+            }),
+        )
+    }
+
+    /// True when `path` still holds what the last scan saw (reading it when its stamp alone
+    /// cannot tell).
+    pub(crate) fn unchanged(
+        &self,
+        dir: BorrowedFd<'_>,
+        path: &RelPath,
+        now: Option<&OnDisk>,
+    ) -> bool {
+        match self
+            .ctx
+            .cache
+            .check(self.ctx.cache_key.unwrap_or(path), now)
+        {
+            Verdict::Unchanged => true,
+            Verdict::Changed => false,
+            Verdict::CompareContent(expected) => {
+                let Some(OnDisk::File(stamp)) = now else {
+                    return false;
+                };
+                c::open_file_at(dir, path.file_name())
+                    .ok()
+                    .and_then(|f| crate::read::read_file(f, *stamp, self.ctx.params, None).ok())
+                    .is_some_and(|(seen, m)| seen == Some(*stamp) && m == expected)
+            }
+        }
+    }
+
+    /// Removes what `new` no longer has (or has as another kind), deepest first.
+    fn remove_gone(&mut self, old: &TreeManifest, new: &TreeManifest) -> Result<(), Stop> {
+        let mut gone: Vec<&RelPath> = old
+            .iter()
+            .filter(|(p, e)| new.get(p).is_none_or(|n| n.kind() != e.kind()))
+            .map(|(p, _)| p)
+            .collect();
+        gone.sort_by(|a, b| b.cmp(a));
+        for path in gone {
+            let parent = parent_str(path);
+            let dir = match c::open_dir_beneath(self.ctx.root, &parent) {
+                Ok(d) => d,
+                // Gone already, or its directory replaced by a link or a file since: nothing
+                // of the share's is there to remove (the next scan sees what is).
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR)
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    self.io_fail(path, &e);
+                    continue;
+                }
+            };
+            let st = match c::stat_at(dir.as_fd(), path.file_name()) {
+                Ok(Some(st)) => st,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.io_fail(path, &e);
+                    continue;
+                }
+            };
+            if c::kind(&st) == FileType::Directory {
+                match c::rmdir_at(dir.as_fd(), path.file_name()) {
+                    Ok(()) => {
+                        self.dirty.insert(parent);
+                    }
+                    // Only an empty directory goes; what is left in it is not ours to delete.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
+                        if new.get(path).is_some() {
+                            self.fail(path, format!("a directory is where the version has a {}, kept by files that are not synced (ignored or unreadable): move them away", kind_name(new.get(path))));
+                        }
+                    }
+                    Err(e) => self.io_fail(path, &e),
+                }
+                continue;
+            }
+            let now = self.on_disk(dir.as_fd(), path).ok().flatten();
+            if !self.unchanged(dir.as_fd(), path, now.as_ref()) {
+                return Err(Stop::Changed(path.clone()));
+            }
+            match c::unlink_at(dir.as_fd(), path.file_name()) {
+                Ok(()) => {
+                    self.dirty.insert(parent);
+                }
+                Err(e) => self.io_fail(path, &e),
+            }
+        }
+        Ok(())
+    }
+
+    fn dir(&mut self, path: &RelPath) {
+        let made = (|| {
+            let parent = self.open_dir(&parent_str(path), true)?;
+            match c::stat_at(parent.as_fd(), path.file_name())? {
+                Some(st) if c::kind(&st) == FileType::Directory => Ok(None),
+                Some(_) => Ok(Some(
+                    "a file or link is where the version has a directory: move it away".to_owned(),
+                )),
+                None => {
+                    c::mkdir_at(parent.as_fd(), path.file_name())?;
+                    self.dirty.insert(parent_str(path));
+                    self.dirty.insert(path.as_str().to_owned());
+                    Ok(None)
+                }
+            }
+        })();
+        let why = match made {
+            Ok(None) => return,
+            Ok(Some(why)) => why,
+            Err(e) => {
+                if is_disk_full(&e) {
+                    self.full = true;
+                }
+                reason(&e)
+            }
+        };
+        self.fail(path, why);
+        self.failed_dirs.push(path.clone());
+    }
+
+    fn symlink(&mut self, path: &RelPath, target: &str) -> Result<(), Stop> {
+        let done = (|| -> std::io::Result<Result<(), Stop>> {
+            let parent = self.open_dir(&parent_str(path), true)?;
+            let now = self.on_disk(parent.as_fd(), path)?;
+            if let Some(st) = c::stat_at(parent.as_fd(), path.file_name())?
+                && c::kind(&st) == FileType::Directory
+            {
+                return Err(std::io::Error::from_raw_os_error(libc::EISDIR));
+            }
+            if !self.unchanged(parent.as_fd(), path, now.as_ref()) {
+                return Ok(Err(Stop::Changed(path.clone())));
+            }
+            let temp = c::symlink_temp(parent.as_fd(), target, self.ctx.session)?;
+            if let Err(e) = c::rename_at(parent.as_fd(), &temp, path.file_name(), now.is_none()) {
+                let _ = c::unlink_at(parent.as_fd(), &temp);
+                if e.raw_os_error() == Some(libc::EEXIST) {
+                    return Ok(Err(Stop::Changed(path.clone())));
+                }
+                return Err(e);
+            }
+            self.dirty.insert(parent_str(path));
+            Ok(Ok(()))
+        })();
+        match done {
+            Ok(r) => r,
+            Err(e) => {
+                self.io_fail(path, &e);
+                Ok(())
+            }
+        }
+    }
+
+    /// Applies the modes of directories the version changed or made, deepest first.
+    fn dir_modes(&mut self, old: &TreeManifest, new: &TreeManifest) {
+        let mut dirs: Vec<(&RelPath, Mode)> = new
+            .iter()
+            .filter_map(|(p, e)| match e {
+                Entry::Dir { mode } if old.get(p) != Some(e) || self.dirty.contains(p.as_str()) => {
+                    Some((p, *mode))
+                }
+                _ => None,
+            })
+            .filter(|(p, _)| !self.failed(p))
+            .collect();
+        dirs.sort_by(|a, b| b.0.cmp(a.0));
+        for (path, mode) in dirs {
+            let set = c::open_dir_beneath(self.ctx.root, path.as_str()).and_then(|fd| {
+                let st = rustix::fs::fstat(&fd)?;
+                if Mode::from_st_mode(st.st_mode) != mode {
+                    c::chmod(fd.as_fd(), mode.bits())?;
+                }
+                Ok(())
+            });
+            if let Err(e) = set {
+                self.io_fail(path, &e);
+            }
+        }
+    }
+
+    /// fsyncs every directory that gained or lost an entry, or is new.
+    fn sync_dirs(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut failed = None;
+        for rel in dirty {
+            let r = c::open_dir_beneath(self.ctx.root, &rel).and_then(|d| c::fsync(d.as_fd()));
+            if let Err(e) = r
+                && e.raw_os_error() != Some(libc::ENOENT)
+            {
+                failed = Some((rel, e));
+            }
+        }
+        if let Some((rel, e)) = failed {
+            // The renames may not be durable: say so on a path of that directory.
+            if let Some((p, _, _)) = self.out.files.iter().find(|(p, _, _)| parent_str(p) == rel) {
+                let p = p.clone();
+                self.io_fail(&p, &e);
+            }
+        }
+    }
+}
+
+fn kind_name(e: Option<&Entry>) -> &'static str {
+    match e {
+        Some(Entry::File { .. }) => "file",
+        Some(Entry::Symlink { .. }) => "link",
+        _ => "directory",
+    }
+}

@@ -1,0 +1,168 @@
+//! A write counts as done only once it is durable (issue 13, point 9: a new directory and the
+//! parent of a removed entry are fsynced), and a write never overwrites or removes a change
+//! made since the last scan (DESIGN §9).
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chorus_chunking::MemStore;
+use chorus_folder::{DiskFolder, Share};
+use chorus_sync::folder::{Folder, FolderError};
+use common::*;
+
+const CHILD: &str = "CHORUS_TEST_FSYNC_TOP";
+
+/// Watches the write's `fsync` calls with strace (`-y` names each descriptor's path).
+#[test]
+fn new_directories_and_parents_of_removals_are_fsynced() {
+    if let Some(top) = std::env::var_os(CHILD) {
+        // The child: one write, traced.
+        let top = PathBuf::from(top);
+        let store = Arc::new(MemStore::new());
+        let mut f = DiskFolder::new(
+            Share::Folder(top.join("share")),
+            &top.join("state"),
+            store.clone(),
+            params(),
+        )
+        .unwrap();
+        let old = f.scan().unwrap();
+        let new = with(&old, "gone/x", None);
+        let new = with(&new, "new", Some(dir(0o755)));
+        let new = with(&new, "new/sub", Some(dir(0o700)));
+        let new = with(&new, "new/sub/f", Some(file_in(&*store, b"f\n", 0o600)));
+        assert!(f.write(&old, &new).unwrap().failed.is_empty());
+        return;
+    }
+    let strace = std::process::Command::new("strace").arg("-V").output();
+    if !strace.is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIPPED new_directories_and_parents_of_removals_are_fsynced: strace is not installed"
+        );
+        return;
+    }
+    let s = Setup::new();
+    std::fs::create_dir_all(s.share().join("gone")).unwrap();
+    std::fs::write(s.share().join("gone/x"), b"x\n").unwrap();
+    let trace = s.top.path().join("trace.txt");
+    let out = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-y",
+            "-qq",
+            "-e",
+            "trace=fsync,fdatasync,syncfs",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "new_directories_and_parents_of_removals_are_fsynced",
+            "--exact",
+            "--test-threads=1",
+        ])
+        .env(CHILD, s.top.path())
+        .output()
+        .unwrap();
+    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("ptrace") {
+        eprintln!(
+            "SKIPPED new_directories_and_parents_of_removals_are_fsynced: ptrace is not allowed here"
+        );
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let synced: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("fsync(") && l.contains("= 0"))
+        .filter_map(|l| Some(&l[l.find('<')? + 1..l.find('>')?]))
+        .collect();
+    let share = s.share();
+    let has = |p: PathBuf| synced.iter().any(|s| *s == p.to_str().unwrap());
+    assert!(has(share.join("new")), "the new directory: {synced:?}");
+    assert!(
+        has(share.join("new/sub")),
+        "the new directory below it: {synced:?}"
+    );
+    assert!(
+        has(share.clone()),
+        "the parent of the new directory: {synced:?}"
+    );
+    assert!(
+        has(share.join("gone")),
+        "the parent of the removed file: {synced:?}"
+    );
+    let file = share.join("new/sub/.chorus-");
+    assert!(
+        synced.iter().any(|s| s.starts_with(file.to_str().unwrap())),
+        "the file's content before its rename: {synced:?}"
+    );
+}
+
+/// A save, a deletion or a new file since the last scan stops the write there; nothing the
+/// user did is overwritten or removed.
+#[test]
+fn a_change_since_the_scan_is_never_overwritten() {
+    let s = Setup::new();
+    let mut f = s.folder();
+    let v1 = tree(vec![
+        ("a", s.file(b"a\n", 0o644)),
+        ("b", s.file(b"b\n", 0o644)),
+        ("c", s.file(b"c\n", 0o644)),
+    ]);
+    scan_write(&mut f, &v1).unwrap();
+    let scanned = f.scan().unwrap();
+    // Saved since the scan: a version changing it stops there.
+    std::fs::write(s.share().join("b"), b"the user's save, longer\n").unwrap();
+    let v2 = with(&scanned, "b", Some(s.file(b"peer\n", 0o644)));
+    assert!(matches!(f.write(&scanned, &v2), Err(FolderError::Changed(p)) if p.as_str() == "b"));
+    assert_eq!(
+        std::fs::read(s.share().join("b")).unwrap(),
+        b"the user's save, longer\n"
+    );
+    // Nor removed by a version that deletes it.
+    let v3 = with(&scanned, "b", None);
+    assert!(matches!(
+        f.write(&scanned, &v3),
+        Err(FolderError::Changed(_))
+    ));
+    assert!(s.share().join("b").exists());
+    // A file deleted since the scan is not brought back by a version changing it.
+    let scanned = f.scan().unwrap();
+    std::fs::remove_file(s.share().join("c")).unwrap();
+    let v4 = with(&scanned, "c", Some(s.file(b"C\n", 0o644)));
+    assert!(matches!(
+        f.write(&scanned, &v4),
+        Err(FolderError::Changed(_))
+    ));
+    assert!(!s.share().join("c").exists());
+    // A file created since the scan where the version adds one is not replaced.
+    let scanned = f.scan().unwrap();
+    std::fs::write(s.share().join("d"), b"mine\n").unwrap();
+    let v5 = with(&scanned, "d", Some(s.file(b"theirs\n", 0o644)));
+    assert!(matches!(
+        f.write(&scanned, &v5),
+        Err(FolderError::Changed(_))
+    ));
+    assert_eq!(std::fs::read(s.share().join("d")).unwrap(), b"mine\n");
+    // Once scanned, the version is written over what the scan saw; no temp file is left.
+    let scanned = f.scan().unwrap();
+    let v6 = with(&scanned, "d", Some(s.file(b"theirs\n", 0o644)));
+    assert!(f.write(&scanned, &v6).unwrap().failed.is_empty());
+    assert_eq!(std::fs::read(s.share().join("d")).unwrap(), b"theirs\n");
+    let leftovers = std::fs::read_dir(s.share())
+        .unwrap()
+        .filter(|e| {
+            let n = e.as_ref().unwrap().file_name();
+            let n = n.to_string_lossy();
+            n.starts_with(".chorus-") && n != ".chorus-share"
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+}

@@ -1,0 +1,292 @@
+//! A path that cannot be written fails alone (issue 13, point 1): the rest of the version is
+//! written, the path is reported with what to do, remembered, retried by the next write, and
+//! the next scan reports the version there, so the failure never travels.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use chorus_sync::folder::Folder;
+use common::*;
+
+/// A directory where the version has a file, kept non-empty by an ignored file; and the
+/// reverse, a file where the version has a directory.
+#[test]
+fn kind_clashes_kept_by_unsynced_files_fail_alone_and_are_retried() {
+    let s = Setup::new();
+    let mut f = s.folder();
+    std::fs::write(s.share().join(".chorusignore"), b"*.log\n").unwrap();
+    std::fs::create_dir(s.share().join("out")).unwrap();
+    std::fs::write(s.share().join("out/build.log"), b"local, ignored\n").unwrap();
+    let v1 = f.scan().unwrap();
+    assert!(v1.get_str("out").is_some_and(|e| e.is_dir()));
+    // A peer made `out` a file, and `blocked/x` where this machine has a file `blocked`
+    // that changed after the version's base... no: `blocked` is a local file the version
+    // does not know, so the directory cannot be made.
+    std::fs::write(s.share().join("blocked"), b"mine\n").unwrap();
+    let v1 = f.scan().unwrap();
+    let v2 = with(&v1, "out", Some(s.file(b"a file now\n", 0o644)));
+    let v2 = with(
+        &with(&v2, "blocked", None),
+        "other.txt",
+        Some(s.file(b"written\n", 0o644)),
+    );
+    let v2 = with(&v2, "blocked", Some(dir(0o755)));
+    let v2 = with(&v2, "blocked/x", Some(s.file(b"x\n", 0o644)));
+    // `blocked` is in v1 as a file the user has; the version turns it into a directory, so
+    // it is removed (it is unchanged since the scan) and the directory made.
+    let report = f.write(&v1, &v2).unwrap();
+    let failed: Vec<&str> = report.failed.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(failed, ["out"], "{report:?}");
+    assert!(
+        report.failed[0].reason.contains("move them away"),
+        "{}",
+        report.failed[0].reason
+    );
+    assert_eq!(
+        std::fs::read(s.share().join("other.txt")).unwrap(),
+        b"written\n"
+    );
+    assert_eq!(std::fs::read(s.share().join("blocked/x")).unwrap(), b"x\n");
+    assert_eq!(
+        std::fs::read(s.share().join("out/build.log")).unwrap(),
+        b"local, ignored\n"
+    );
+    // The scan reports the version at `out`: nothing travels.
+    let scanned = f.scan().unwrap();
+    assert_eq!(scanned, v2);
+    assert_eq!(f.failed().len(), 1);
+    // The reverse: an ignored file where a version has a directory (and paths below it). An
+    // ignored path is never written, whatever a version holds there: the local file stays,
+    // and the version's entries there do not travel back as changes either.
+    std::fs::write(s.share().join("cache.log"), b"ignored, local\n").unwrap();
+    let v2b = with(&v2, "cache.log", Some(dir(0o755)));
+    let v2b = with(&v2b, "cache.log/a", Some(s.file(b"a\n", 0o644)));
+    let report = f.write(&scanned, &v2b).unwrap();
+    let failed: Vec<&str> = report.failed.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(failed, ["out"], "{report:?}");
+    assert_eq!(
+        std::fs::read(s.share().join("cache.log")).unwrap(),
+        b"ignored, local\n"
+    );
+    assert_eq!(f.scan().unwrap(), v2b, "nor does this one travel");
+    std::fs::remove_file(s.share().join("cache.log")).unwrap();
+    let scanned = f.scan().unwrap();
+    let report = f.write(&scanned, &v2).unwrap();
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    let scanned = f.scan().unwrap();
+    assert_eq!(scanned, v2);
+    // The user moves the ignored file away; the next write (of any version) writes `out`.
+    std::fs::remove_file(s.share().join("out/build.log")).unwrap();
+    let scanned = f.scan().unwrap();
+    assert_eq!(
+        scanned, v2,
+        "an emptied directory is still the failure's disk state"
+    );
+    let v3 = with(&v2, "other.txt", Some(s.file(b"v3\n", 0o644)));
+    let report = f.write(&scanned, &v3).unwrap();
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(
+        std::fs::read(s.share().join("out")).unwrap(),
+        b"a file now\n"
+    );
+    assert!(f.failed().is_empty());
+    assert_eq!(f.scan().unwrap(), v3);
+}
+
+/// A failure the user resolves by changing the path makes the disk count again.
+#[test]
+fn a_failed_path_changed_on_disk_is_a_local_change_again() {
+    let s = Setup::new();
+    let mut f = s.folder();
+    let too_long = "y".repeat(260);
+    let v1 = tree(vec![
+        (too_long.as_str(), s.file(b"x\n", 0o644)),
+        ("a", s.file(b"a\n", 0o644)),
+    ]);
+    let report = scan_write(&mut f, &v1).unwrap();
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(f.scan().unwrap(), v1);
+    // The user edits `a` (a normal change) : reported as such, the overlay stays.
+    std::fs::write(s.share().join("a"), b"edited\n").unwrap();
+    let t = f.scan().unwrap();
+    assert_eq!(t.get_str(&too_long), v1.get_str(&too_long));
+    assert_ne!(t.get_str("a"), v1.get_str("a"));
+}
+
+/// Leftover temp files of a crashed run are removed at the next start, by the session their
+/// names carry; a user's file named like a temp file is never touched.
+#[test]
+fn leftovers_of_a_crash_are_removed_and_nothing_else() {
+    let s = Setup::new();
+    let f1 = s.folder();
+    drop(f1);
+    // What a crash of that run would leave: find its session in the state.
+    let state = std::fs::read_to_string(s.state().join("folder/state.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let session = v["sessions"][0].as_str().unwrap().to_owned();
+    std::fs::create_dir_all(s.share().join("d/e")).unwrap();
+    let leftover = format!(".chorus-{session}abcdefgh");
+    std::fs::write(s.share().join(&leftover), b"half").unwrap();
+    std::fs::write(s.share().join("d/e").join(&leftover), b"half").unwrap();
+    std::os::unix::fs::symlink(
+        "x",
+        s.share()
+            .join("d")
+            .join(format!(".chorus-{session}zzzzzzzz")),
+    )
+    .unwrap();
+    // Look-alikes: another session, the old naming, a longer name.
+    let others = [
+        ".chorus-aaaaaaaabbbbbbbb".to_owned(),
+        ".x.chorus-tmp".to_owned(),
+        format!(".chorus-{session}abcdefgh.txt"),
+        format!("chorus-{session}abcdefgh"),
+    ];
+    for o in &others {
+        std::fs::write(s.share().join(o), b"a user's file").unwrap();
+    }
+    let mut f2 = s.folder();
+    let t = f2.scan().unwrap();
+    assert!(!s.share().join(&leftover).exists());
+    assert!(!s.share().join("d/e").join(&leftover).exists());
+    assert!(
+        std::fs::symlink_metadata(
+            s.share()
+                .join("d")
+                .join(format!(".chorus-{session}zzzzzzzz"))
+        )
+        .is_err()
+    );
+    for o in &others {
+        assert_eq!(
+            std::fs::read(s.share().join(o)).unwrap(),
+            b"a user's file",
+            "{o}"
+        );
+        assert!(t.get_str(o).is_some(), "{o} is synced like any file");
+    }
+    // The session is forgotten once its leftovers are gone.
+    let state = std::fs::read_to_string(s.state().join("folder/state.json")).unwrap();
+    assert!(!state.contains(&session));
+}
+
+/// A full disk (a 1 MiB tmpfs) stops the writing, not the caller, and says so; the paths not
+/// written are reported and kept as the version has them.
+#[test]
+fn a_full_disk_stops_writing_and_says_so() {
+    if !is_root() {
+        eprintln!("SKIPPED a_full_disk_stops_writing_and_says_so: mounting a tmpfs needs root");
+        return;
+    }
+    let s = Setup::new();
+    let share = s.share();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&share)
+        .status();
+    if !mounted.is_ok_and(|st| st.success()) {
+        eprintln!("SKIPPED a_full_disk_stops_writing_and_says_so: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(share.clone());
+    chorus_folder::marker::create(&share).unwrap();
+    // The state dir where it is by default, inside the share: on the same full disk.
+    let state = share.join(".chorus");
+    std::fs::create_dir(&state).unwrap();
+    let mut f = chorus_folder::DiskFolder::new(
+        chorus_folder::Share::Folder(share.clone()),
+        &state,
+        s.store.clone(),
+        params(),
+    )
+    .unwrap();
+    let big: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let v1 = tree(vec![
+        ("a-small.txt", s.file(b"fits\n", 0o644)),
+        ("b-big.bin", s.file(&big, 0o644)),
+        ("c-after.txt", s.file(b"after\n", 0o644)),
+    ]);
+    let report = scan_write(&mut f, &v1).unwrap();
+    let failed: Vec<&str> = report.failed.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(failed, ["b-big.bin", "c-after.txt"], "{report:?}");
+    assert!(
+        report.failed[0].reason.contains("disk is full"),
+        "{}",
+        report.failed[0].reason
+    );
+    assert!(
+        report.failed[1].reason.contains("disk is full"),
+        "{}",
+        report.failed[1].reason
+    );
+    assert_eq!(std::fs::read(share.join("a-small.txt")).unwrap(), b"fits\n");
+    // No half-written temp file eats the space.
+    let names: Vec<String> = std::fs::read_dir(&share)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names.len(),
+        3,
+        "the marker, the state dir, a-small.txt: {names:?}"
+    );
+    assert_eq!(f.scan().unwrap(), v1, "the failures do not travel");
+}
+
+/// A read-only directory fails the paths in it, alone (needs a user permissions bind).
+#[test]
+fn a_read_only_directory_fails_alone() {
+    as_unprivileged("a_read_only_directory_fails_alone", || {
+        let s = Setup::new();
+        let mut f = s.folder();
+        let v1 = tree(vec![
+            ("ro", dir(0o755)),
+            ("ro/a", s.file(b"a\n", 0o644)),
+            ("rw", s.file(b"1\n", 0o644)),
+        ]);
+        assert!(scan_write(&mut f, &v1).unwrap().failed.is_empty());
+        std::fs::set_permissions(s.share().join("ro"), std::fs::Permissions::from_mode(0o555))
+            .unwrap();
+        let scanned = f.scan().unwrap();
+        let v2 = with(
+            &with(&scanned, "ro/a", Some(s.file(b"A\n", 0o644))),
+            "rw",
+            Some(s.file(b"2\n", 0o644)),
+        );
+        let v2 = with(&v2, "ro", Some(dir(0o555)));
+        let report = f.write(&scanned, &v2).unwrap();
+        let failed: Vec<&str> = report.failed.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(failed, ["ro/a"], "{report:?}");
+        assert!(
+            report.failed[0].reason.contains("permission denied"),
+            "{}",
+            report.failed[0].reason
+        );
+        assert_eq!(std::fs::read(s.share().join("rw")).unwrap(), b"2\n");
+        assert_eq!(f.scan().unwrap(), v2);
+        // A version that turns the read-only directory into a file: what is in it cannot be
+        // removed, so neither can it; both fail, and the scan still reports the version.
+        let scanned = f.scan().unwrap();
+        let v3 = with(
+            &with(&scanned, "ro/a", None),
+            "ro",
+            Some(s.file(b"now a file\n", 0o644)),
+        );
+        let report = f.write(&scanned, &v3).unwrap();
+        let mut failed: Vec<&str> = report.failed.iter().map(|p| p.path.as_str()).collect();
+        failed.sort();
+        assert_eq!(failed, ["ro", "ro/a"], "{report:?}");
+        assert_eq!(f.scan().unwrap(), v3);
+        std::fs::set_permissions(s.share().join("ro"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    });
+}
