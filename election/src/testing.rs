@@ -55,9 +55,18 @@ impl Cluster {
 
     async fn open(&mut self, id: NodeId) {
         let dir = self.root.join(format!("node-{id}"));
-        let node = ElectionNode::open(&dir, id, self.config, self.net.transport(id))
-            .await
-            .expect("open node");
+        // A node just shut down may still hold its database for a moment on a loaded machine
+        // (openraft's tasks drop their handles after the core stops): try again for a while.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let node = loop {
+            match ElectionNode::open(&dir, id, self.config, self.net.transport(id)).await {
+                Ok(node) => break node,
+                Err(e) if Instant::now() < deadline && e.to_string().contains("already open") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("open node: {e:?}"),
+            }
+        };
         self.net.register(id, node.raft().clone());
         self.nodes.insert(id, Some(node));
     }
