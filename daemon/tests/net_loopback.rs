@@ -156,8 +156,10 @@ async fn raft_elects_and_commits_over_libp2p() {
         let mut inbound = n.inbound;
         tokio::spawn(async move {
             while let Some(msg) = inbound.recv().await {
-                if let Inbound::Raft { rpc, reply, .. } = msg {
-                    let _ = reply.send(serving.handle(*rpc).await);
+                if let Inbound::Raft { from, rpc, reply } = msg
+                    && let Ok(r) = serving.handle(node_id_of(&from.to_bytes()), *rpc).await
+                {
+                    let _ = reply.send(r);
                 }
             }
         });

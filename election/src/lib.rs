@@ -4,6 +4,7 @@
 //! - [`types`]: the openraft type config; node ids from PeerIds; headers and proposals.
 //! - [`log_store`]: the durable log and vote in redb (fsync before acknowledging).
 //! - [`state_machine`]: the accepted-version chain, its numbering and snapshots.
+//! - [`admission`]: who may send which Raft RPC, and the bounds on its terms and sizes.
 //! - [`network`]: the [`Transport`] trait the daemon implements over libp2p.
 //! - [`memnet`]: an in-memory transport with seeded faults, for tests and benchmarks.
 //! - [`node`]: [`ElectionNode`], the API the daemon drives.
@@ -15,6 +16,7 @@
 // return it too rather than converting at every call.
 #![allow(clippy::result_large_err)]
 
+pub mod admission;
 pub mod config;
 pub mod log_store;
 pub mod memnet;
@@ -25,6 +27,7 @@ pub mod testing;
 pub mod types;
 
 pub use config::ElectionConfig;
+pub use admission::Refused;
 pub use network::{RaftReply, RaftRpc, Transport, TransportError};
 pub use node::{ClusterView, ElectionNode, ProposeError, Role};
 pub use types::{AcceptedHeader, Member, NodeId, Proposal, TypeConfig, VersionNumber, node_id_of};

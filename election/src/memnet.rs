@@ -12,7 +12,7 @@ use openraft::Raft;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::network::{BoxFuture, RaftReply, RaftRpc, Transport, TransportError, handle};
+use crate::network::{BoxFuture, RaftReply, RaftRpc, Transport, TransportError, serve};
 use crate::types::{Member, NodeId, TypeConfig};
 
 /// Faults on one direction of a link.
@@ -182,7 +182,11 @@ impl Transport for Endpoint {
                 return std::future::pending().await;
             };
             tokio::time::sleep(delay).await;
-            let reply = handle(&raft, rpc).await;
+            // Admission applies here as on the wire: the sender is who it says it is.
+            let reply = match serve(&raft, from, rpc).await {
+                Ok(r) => r,
+                Err(_) => return std::future::pending().await,
+            };
             let back = {
                 let mut s = net.lock();
                 // The sender may have crashed meanwhile; its reply then goes nowhere.

@@ -1,11 +1,13 @@
 //! How Raft RPCs leave a node: a [`Transport`] trait the daemon implements over libp2p
 //! request-response (`/chorus/raft/1`), and this crate's in-memory [`crate::memnet`]. Messages
 //! are serde types, so any codec can carry them. Every call is bounded by openraft's deadline;
-//! a peer that does not answer in time is a timeout, never a hang.
+//! a peer that does not answer in time is a timeout, never a hang. What arrives, RPC or reply,
+//! passes [`crate::admission`] first.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::Raft;
 use openraft::error::{
@@ -18,6 +20,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::admission::{Local, Refused, check_rpc, check_reply};
 use crate::types::{Member, NodeId, TypeConfig};
 
 /// A Raft RPC on the wire.
@@ -57,19 +60,28 @@ pub trait Transport: Send + Sync + 'static {
     ) -> BoxFuture<Result<RaftReply, TransportError>>;
 }
 
-/// Serves one incoming RPC on the local node.
-pub async fn handle(raft: &Raft<TypeConfig>, rpc: RaftRpc) -> RaftReply {
-    match rpc {
+/// Serves one incoming RPC that node `from` (as authenticated by the transport) sent to the
+/// local node, once [`crate::admission`] admits it; a refused RPC gets no reply.
+pub async fn serve(
+    raft: &Raft<TypeConfig>,
+    from: NodeId,
+    rpc: RaftRpc,
+) -> Result<RaftReply, Refused> {
+    check_rpc(&Local::of(raft), from, &rpc)?;
+    Ok(match rpc {
         RaftRpc::AppendEntries(r) => RaftReply::AppendEntries(raft.append_entries(r).await),
         RaftRpc::Vote(r) => RaftReply::Vote(raft.vote(r).await),
         RaftRpc::InstallSnapshot(r) => RaftReply::InstallSnapshot(raft.install_snapshot(r).await),
-    }
+    })
 }
 
 /// openraft's network factory over a [`Transport`].
 pub(crate) struct Network {
     pub id: NodeId,
     pub transport: Arc<dyn Transport>,
+    /// This node's current term, kept by the node's metrics watcher: replies are bounded
+    /// against it.
+    pub term: Arc<AtomicU64>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -81,6 +93,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             member: node.clone(),
             transport: self.transport.clone(),
+            term: self.term.clone(),
         }
     }
 }
@@ -90,6 +103,7 @@ pub(crate) struct Client {
     target: NodeId,
     member: Member,
     transport: Arc<dyn Transport>,
+    term: Arc<AtomicU64>,
 }
 
 impl Client {
@@ -101,7 +115,17 @@ impl Client {
     ) -> Result<RaftReply, RPCError<NodeId, Member, E>> {
         let ttl = option.hard_ttl();
         match tokio::time::timeout(ttl, self.transport.call(self.target, &self.member, rpc)).await {
-            Ok(Ok(reply)) => Ok(reply),
+            Ok(Ok(reply)) => {
+                let local = Local {
+                    term: self.term.load(Ordering::Relaxed),
+                    ..Local::default()
+                };
+                check_reply(&local, &reply).map_err(|e| {
+                    tracing::warn!(target = self.target, "refused a raft reply: {e}");
+                    RPCError::Network(NetworkError::new(&e))
+                })?;
+                Ok(reply)
+            }
             Ok(Err(e)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
             Err(_) => Err(RPCError::Timeout(Timeout {
                 action,

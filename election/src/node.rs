@@ -13,7 +13,8 @@ use tokio::sync::watch;
 use crate::ElectionError;
 use crate::config::ElectionConfig;
 use crate::log_store::LogStore;
-use crate::network::{Network, RaftReply, RaftRpc, Transport, handle};
+use crate::admission::Refused;
+use crate::network::{Network, RaftReply, RaftRpc, Transport, serve};
 use crate::state_machine::StateMachine;
 use crate::types::{
     AcceptedHeader, MAX_PARENTS, MAX_REDO_BYTES, Member, NodeId, Proposal, Request, TypeConfig,
@@ -84,16 +85,21 @@ impl ElectionNode {
         let (log, sm) = crate::log_store::open(state_dir)
             .await
             .map_err(|e| ElectionError::Storage(format!("{}: {e}", state_dir.display())))?;
+        let term = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let raft = Raft::new(
             id,
             config.to_openraft()?,
-            Network { id, transport },
+            Network {
+                id,
+                transport,
+                term: term.clone(),
+            },
             log.clone(),
             sm.clone(),
         )
         .await
         .map_err(|e| ElectionError::Fatal(e.to_string()))?;
-        let view = spawn_view(&raft);
+        let view = spawn_view(&raft, term);
         Ok(ElectionNode {
             id,
             config,
@@ -113,9 +119,10 @@ impl ElectionNode {
         &self.raft
     }
 
-    /// Serves an RPC from a peer.
-    pub async fn handle(&self, rpc: RaftRpc) -> RaftReply {
-        handle(&self.raft, rpc).await
+    /// Serves an RPC that node `from` sent (as the transport authenticated it), once
+    /// [`crate::admission`] admits it. A refused RPC is answered by silence.
+    pub async fn handle(&self, from: NodeId, rpc: RaftRpc) -> Result<RaftReply, Refused> {
+        serve(&self.raft, from, rpc).await
     }
 
     /// True when this node has a log or a membership already.
@@ -305,8 +312,15 @@ fn write_err(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> Election
 }
 
 /// Follows openraft's metrics and publishes the parts a user cares about.
-fn spawn_view(raft: &Raft<TypeConfig>) -> watch::Receiver<ClusterView> {
+fn spawn_view(
+    raft: &Raft<TypeConfig>,
+    term: Arc<std::sync::atomic::AtomicU64>,
+) -> watch::Receiver<ClusterView> {
     let mut metrics = raft.metrics();
+    term.store(
+        metrics.borrow().current_term,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let view_of = |m: &openraft::RaftMetrics<NodeId, Member>| {
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -331,6 +345,7 @@ fn spawn_view(raft: &Raft<TypeConfig>) -> watch::Receiver<ClusterView> {
     tokio::spawn(async move {
         while metrics.changed().await.is_ok() {
             let v = view_of(&metrics.borrow());
+            term.store(v.term, std::sync::atomic::Ordering::Relaxed);
             tx.send_if_modified(|old| {
                 let changed = *old != v;
                 *old = v;

@@ -270,10 +270,16 @@ pub async fn run(
                     Err(e) => tracing::warn!(peer = %from, "dropped a malformed sync message: {e}"),
                 },
                 Some(Inbound::Join { from, addrs }) => membership::on_join(&election, from, addrs),
-                Some(Inbound::Raft { rpc, reply, .. }) => {
+                Some(Inbound::Raft { from, rpc, reply }) => {
                     let e = election.clone();
                     tokio::spawn(async move {
-                        let _ = reply.send(e.handle(*rpc).await);
+                        // The sender is the authenticated PeerId, not what the RPC claims.
+                        match e.handle(node_id_of(&from.to_bytes()), *rpc).await {
+                            Ok(r) => {
+                                let _ = reply.send(r);
+                            }
+                            Err(refused) => tracing::warn!(peer = %from, "refused a raft rpc: {refused}"),
+                        }
                     });
                 }
                 None => return Err(NodeError::Net(net::NetError::Stopped)),
