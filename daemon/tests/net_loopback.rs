@@ -10,13 +10,13 @@ use chorus_election::{ElectionConfig, ElectionNode, Member, Proposal, node_id_of
 use chorus_proto::{Body, Limits, Stored, VersionId};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 const LIVENESS: Duration = Duration::from_secs(20);
 
 struct Node {
     net: NetHandle,
-    inbound: UnboundedReceiver<Inbound>,
+    inbound: Receiver<Inbound>,
     peer: PeerId,
     addr: Multiaddr,
 }

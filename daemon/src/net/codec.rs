@@ -39,8 +39,15 @@ impl FrameCodec {
                 format!("frame of {len} bytes exceeds the limit of {}", self.max),
             ));
         }
-        let mut buf = vec![0u8; len];
-        io.read_exact(&mut buf).await?;
+        // Allocated as bytes arrive: a peer that declares 16 MiB and sends ten bytes costs ten.
+        let mut buf = Vec::with_capacity(len.min(64 << 10));
+        (&mut *io).take(len as u64).read_to_end(&mut buf).await?;
+        if buf.len() != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("frame truncated at {} of {len} bytes", buf.len()),
+            ));
+        }
         self.counters
             .received
             .fetch_add(4 + len as u64, Ordering::Relaxed);

@@ -23,8 +23,8 @@ use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, Respons
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, Transport, allow_block_list, identify, mdns, noise,
-    ping, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, Transport, allow_block_list, connection_limits,
+    identify, mdns, noise, ping, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -41,6 +41,20 @@ const MAX_JOIN_FRAME: usize = 4 << 10;
 const JOIN_GRACE: Duration = Duration::from_secs(10);
 /// Raft frames are small (headers only); this bounds a hostile one.
 const MAX_RAFT_FRAME: usize = 4 << 20;
+/// Connections still in their handshake (private-network key, Noise) at once: a stranger
+/// without the key holding idle TCP connections is turned away past this, so it cannot use up
+/// the daemon's file descriptors.
+const MAX_PENDING_INCOMING: u32 = 64;
+/// Established incoming connections at once, and per peer.
+const MAX_ESTABLISHED_INCOMING: u32 = 256;
+const MAX_ESTABLISHED_PER_PEER: u32 = 4;
+/// A handshake that has not finished in this long is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What arrived and waits for the node: past this, more is dropped (the sync protocol
+/// retries what matters; a dropped Raft RPC is a timeout to its sender).
+pub const INBOUND_QUEUE: usize = 1024;
+/// Raft RPCs being served at once.
+const MAX_RAFT_IN_FLIGHT: usize = 256;
 /// Longest wait between two dials of an explicit peer.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -278,6 +292,7 @@ impl NetHandle {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    limits: connection_limits::Behaviour,
     block: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     join: request_response::Behaviour<FrameCodec>,
     sync: request_response::Behaviour<FrameCodec>,
@@ -309,7 +324,9 @@ struct Redial {
 
 struct Task {
     swarm: Swarm<Behaviour>,
-    inbound: mpsc::UnboundedSender<Inbound>,
+    inbound: mpsc::Sender<Inbound>,
+    /// What was dropped because the node was behind.
+    inbound_dropped: u64,
     limits: Limits,
     raft_calls: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, String>>>,
     replies: FuturesUnordered<PendingReply>,
@@ -331,7 +348,7 @@ struct Task {
 const MDNS_QUERY_EVERY: Duration = Duration::from_secs(20);
 
 /// Starts the network task; returns its handle and the stream of what arrives.
-pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbound>), NetError> {
+pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), NetError> {
     let counters = Arc::new(Counters::default());
     let raft_counters = Arc::new(Counters::default());
     let limits = cfg.limits;
@@ -358,6 +375,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbou
                     .upgrade(Version::V1Lazy)
                     .authenticate(noise)
                     .multiplex(yamux::Config::default())
+                    .timeout(HANDSHAKE_TIMEOUT)
                     .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer))),
             )
         })
@@ -377,6 +395,12 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbou
                 None
             };
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Behaviour {
+                limits: connection_limits::Behaviour::new(
+                    connection_limits::ConnectionLimits::default()
+                        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+                        .with_max_established_incoming(Some(MAX_ESTABLISHED_INCOMING))
+                        .with_max_established_per_peer(Some(MAX_ESTABLISHED_PER_PEER)),
+                ),
                 block: allow_block_list::Behaviour::default(),
                 join: rr(JOIN, MAX_JOIN_FRAME, &raft_counters),
                 sync: rr(SYNC, limits.max_frame, &counters),
@@ -419,11 +443,12 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::UnboundedReceiver<Inbou
         })
         .collect();
     let (tx, rx) = mpsc::unbounded_channel();
-    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
     let stats = SharedStats::default();
     let task = Task {
         swarm,
         inbound: in_tx,
+        inbound_dropped: 0,
         limits,
         raft_calls: HashMap::new(),
         replies: FuturesUnordered::new(),
@@ -664,6 +689,25 @@ impl Task {
 
     /// True when `peer` may send requests; otherwise it is refused: disconnected, blocked, and
     /// its request left unanswered (dropping the channel closes the stream).
+    /// Hands what arrived to the node; false when its queue is full (then it is dropped) or
+    /// the node stopped.
+    fn deliver(&mut self, what: Inbound) -> bool {
+        match self.inbound.try_send(what) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.inbound_dropped += 1;
+                if self.inbound_dropped.is_power_of_two() {
+                    tracing::warn!(
+                        dropped = self.inbound_dropped,
+                        "the node is behind; messages from peers were dropped"
+                    );
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
     fn authorize(&mut self, peer: PeerId) -> bool {
         if self.allowed.contains(&peer) {
             return true;
@@ -693,7 +737,7 @@ impl Task {
                 match decode_frame(&request, &self.limits) {
                     Ok(env) => {
                         if let Some(body) = env.body {
-                            let _ = self.inbound.send(Inbound::Sync { from: peer, body });
+                            self.deliver(Inbound::Sync { from: peer, body });
                         }
                     }
                     Err(e) => tracing::warn!(%peer, "dropped a sync frame: {e}"),
@@ -756,7 +800,7 @@ impl Task {
                     .behaviour_mut()
                     .join
                     .send_response(channel, answer);
-                let _ = self.inbound.send(Inbound::Join { from: peer, addrs });
+                self.deliver(Inbound::Join { from: peer, addrs });
             }
             Rr::Response {
                 request_id,
@@ -795,6 +839,11 @@ impl Task {
                 if !self.authorize(peer) {
                     return;
                 }
+                if self.replies.len() >= MAX_RAFT_IN_FLIGHT {
+                    // Dropped unanswered: the sender times out, as on a lost frame.
+                    tracing::debug!(%peer, "too many raft rpcs in flight; one was dropped");
+                    return;
+                }
                 let rpc: RaftRpc = match serde_json::from_slice(&request) {
                     Ok(r) => r,
                     Err(e) => {
@@ -803,15 +852,11 @@ impl Task {
                     }
                 };
                 let (reply, rx) = oneshot::channel();
-                if self
-                    .inbound
-                    .send(Inbound::Raft {
-                        from: peer,
-                        rpc: Box::new(rpc),
-                        reply,
-                    })
-                    .is_err()
-                {
+                if !self.deliver(Inbound::Raft {
+                    from: peer,
+                    rpc: Box::new(rpc),
+                    reply,
+                }) {
                     return;
                 }
                 self.replies.push(Box::pin(async move {

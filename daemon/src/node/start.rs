@@ -26,7 +26,7 @@ use crate::net::{self, Inbound, NetConfig, NetHandle, RaftTransport};
 pub(super) struct Started {
     pub election: Arc<ElectionNode>,
     pub net: NetHandle,
-    pub inbound: mpsc::UnboundedReceiver<Inbound>,
+    pub inbound: mpsc::Receiver<Inbound>,
     pub api: ApiGuard,
     pub listener: tokio::net::UnixListener,
     /// The worker's inputs: control (never dropped) and peer messages (bounded).
@@ -63,6 +63,7 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
             })
         })
         .collect::<Result<_, _>>()?;
+    raise_fd_limit();
     let (net, inbound) = net::spawn(NetConfig {
         keypair,
         secret: cfg.secret,
@@ -234,5 +235,19 @@ impl Drop for ApiGuard {
             task.abort();
         }
         let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: a share of many files and peers
+/// needs more than the usual 1,024, and the network's connection limits keep strangers well
+/// below either.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, l) {
+            tracing::debug!("cannot raise the open-file limit: {e}");
+        }
     }
 }

@@ -26,6 +26,8 @@ pub struct Node {
     pub env: Vec<(String, String)>,
     /// Options for `chorus run` after PATH (none when formed the README's way).
     pub args: Vec<String>,
+    /// A hard limit on its open files (`ulimit -Hn`), as a small machine would have.
+    pub nofile: Option<u64>,
 }
 
 pub struct Group {
@@ -148,6 +150,7 @@ impl Group {
             child: None,
             env,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
+            nofile: None,
         });
         let i = self.nodes.len() - 1;
         self.restart(i);
@@ -171,6 +174,23 @@ impl Group {
             .envs(n.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file));
+        if let Some(limit) = n.nofile {
+            use std::os::unix::process::CommandExt;
+            let l = libc::rlimit {
+                rlim_cur: limit as libc::rlim_t,
+                rlim_max: limit as libc::rlim_t,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         n.child = Some(cmd.spawn().expect("start chorus run"));
         let p = n.path.to_str().unwrap().to_owned();
         wait_until("the daemon's socket", || {
