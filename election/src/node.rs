@@ -169,6 +169,50 @@ impl ElectionNode {
         Ok(Role::Follower)
     }
 
+    /// On the leader: promotes learners that replicate to voters while there are fewer than
+    /// `max_voters`, all in one change (a one-voter group with two learners goes straight to
+    /// three voters, never through an even two). A promotion that failed when the learner was
+    /// added (another change was in progress, the leader changed) is completed here; the
+    /// daemon calls this periodically. Returns the nodes promoted.
+    pub async fn promote_learners(&self) -> Result<BTreeSet<NodeId>, ElectionError> {
+        let (candidates, voters) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            if m.state != ServerState::Leader {
+                return Ok(BTreeSet::new());
+            }
+            let membership = m.membership_config.membership();
+            let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+            // Only learners the leader has reached: a learner that never answered would
+            // otherwise become a voter that can block the quorum.
+            let reached: BTreeSet<NodeId> = m
+                .replication
+                .as_ref()
+                .map(|r| {
+                    r.iter()
+                        .filter(|(_, matched)| matched.is_some())
+                        .map(|(id, _)| *id)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let learners: Vec<NodeId> = membership
+                .learner_ids()
+                .filter(|id| reached.contains(id))
+                .collect();
+            (learners, voters)
+        };
+        let room = self.config.max_voters.saturating_sub(voters.len());
+        let promote: BTreeSet<NodeId> = candidates.into_iter().take(room).collect();
+        if promote.is_empty() {
+            return Ok(promote);
+        }
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(promote.clone()), false)
+            .await
+            .map_err(write_err)?;
+        Ok(promote)
+    }
+
     /// The voters of the membership this node knows.
     fn voters(&self) -> BTreeSet<NodeId> {
         self.raft

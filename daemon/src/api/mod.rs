@@ -66,6 +66,10 @@ pub struct Status {
     /// Other members of the share, and how many of them are connected now.
     pub peers: usize,
     pub peers_connected: usize,
+    /// Members this node cannot reach now (PeerIds): if the others are gone too, the group
+    /// cannot elect a leader without them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<String>,
     pub traffic: Traffic,
     /// The folder or document this node keeps in sync.
     #[serde(default)]

@@ -277,6 +277,7 @@ mod tests {
                 settled: true,
                 peers: 2,
                 peers_connected: 1,
+                unreachable: vec!["12D3KooWother".into()],
                 traffic: Traffic {
                     sync_sent: 10,
                     sync_received: 20,

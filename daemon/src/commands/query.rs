@@ -126,6 +126,20 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "peers",
             format!("{} ({} connected)", s.peers, s.peers_connected),
         );
+        if !s.unreachable.is_empty() {
+            let ids: Vec<&str> = s
+                .unreachable
+                .iter()
+                .map(|p| &p[p.len().saturating_sub(8)..])
+                .collect();
+            row(
+                "unreachable",
+                format!(
+                    "{}: not connected now; `chorus peers` shows where they were seen",
+                    ids.join(", ")
+                ),
+            );
+        }
         let t = s.traffic;
         row(
             "sync",

@@ -342,6 +342,9 @@ struct Task {
     /// Sync and chunk frames waiting for the bandwidth limit: (to, frame, on /chorus/chunks).
     throttle: Throttle<(PeerId, Vec<u8>, bool)>,
     stats: SharedStats,
+    /// Members not connected: when to dial them next, and the backoff. Every member is
+    /// kept connected, so a joiner reaches the others before the node that let it in is gone.
+    member_dials: HashMap<PeerId, (Instant, Duration)>,
 }
 
 /// How often mDNS asks the LAN who is there.
@@ -460,6 +463,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
         book,
         throttle: Throttle::new(cfg.bandwidth_limit, Instant::now()),
         stats: stats.clone(),
+        member_dials: HashMap::new(),
     };
     tokio::spawn(task.run(rx));
     Ok((
@@ -627,6 +631,30 @@ impl Task {
             }
             r.next = now + r.backoff;
             r.backoff = (r.backoff * 2).min(MAX_BACKOFF);
+        }
+        let local = *self.swarm.local_peer_id();
+        let members: Vec<PeerId> = self.allowed.iter().copied().collect();
+        for p in members {
+            if p == local || self.swarm.is_connected(&p) {
+                self.member_dials.remove(&p);
+                continue;
+            }
+            let Some(addrs) = self.book.get(&p).filter(|a| !a.is_empty()) else {
+                continue;
+            };
+            let (next, backoff) = self
+                .member_dials
+                .entry(p)
+                .or_insert((now, Duration::from_millis(250)));
+            if *next > now {
+                continue;
+            }
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(p)
+                .addresses(addrs.clone())
+                .build();
+            let _ = self.swarm.dial(opts);
+            *next = now + *backoff;
+            *backoff = (*backoff * 2).min(MAX_BACKOFF);
         }
     }
 

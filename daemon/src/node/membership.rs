@@ -1,9 +1,11 @@
 //! Joining the group and letting others in: the node that makes the share adds the peers it
 //! was given as members; a joiner presents its invite to the members it knows until the leader
 //! has added it; the leader adds a peer that presented a valid invite (a learner first, then a
-//! voter while there are fewer than five).
+//! voter while there are fewer than five); and the leader completes promotions that did not
+//! happen at the join.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chorus_election::{ElectionNode, Member, node_id_of};
@@ -99,5 +101,29 @@ pub fn on_join(election: &Arc<ElectionNode>, from: PeerId, addrs: Vec<Multiaddr>
             Ok(_) => {}
             Err(err) => tracing::debug!(%from, "adding a joiner failed (it retries): {err}"),
         }
+    });
+}
+
+/// On the leader: completes any promotion of learners to voters that did not happen when
+/// they joined (two joins at once, a leader change midway), one change at a time. Called on
+/// the loop's timer; `busy` keeps at most one attempt in flight.
+pub fn promote(election: &Arc<ElectionNode>, busy: &Arc<AtomicBool>) {
+    let view = election.view();
+    if view.leader != Some(election.id()) || view.learners.is_empty() {
+        return;
+    }
+    if busy.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (e, busy) = (election.clone(), busy.clone());
+    tokio::spawn(async move {
+        match e.promote_learners().await {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::info!(voters = ?ids, "members promoted to voters");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::debug!("promoting learners failed (retrying): {err}"),
+        }
+        busy.store(false, Ordering::Release);
     });
 }

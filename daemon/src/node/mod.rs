@@ -216,6 +216,7 @@ pub async fn run(
     let mut snapshot_timer = tokio::time::interval(SNAPSHOT_EVERY);
     snapshot_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut members_seen: Option<ClusterInfo> = None;
+    let promoting = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Raft as it is at start.
     let follow = |feed: &mut RaftFeed, members_seen: &mut Option<ClusterInfo>| {
         let v = raft_view(&election);
@@ -312,6 +313,7 @@ pub async fn run(
                 });
             }
             _ = snapshot_timer.tick() => {
+                membership::promote(&election, &promoting);
                 let snap = composer.compose().await?;
                 for ev in snapshot::events_between(&last, &snap, worker::now_ms()) {
                     let _ = events.send(ev);

@@ -101,6 +101,11 @@ impl Composer {
             pending_local: w.pending_local.map(|v| v.to_string()),
             settled: w.settled,
             peers_connected: peers.iter().filter(|p| p.connected).count(),
+            unreachable: peers
+                .iter()
+                .filter(|p| !p.connected)
+                .map(|p| p.peer_id.clone())
+                .collect(),
             peers: peers.len(),
             traffic: Traffic {
                 sync_sent,
