@@ -1,18 +1,30 @@
 //! Answering `NeedChunks` and taking in the `Chunks` reply: chunks travel zstd-compressed in
 //! frames bounded by the frame limit, and every chunk received is checked against its id
 //! before it is stored.
+//!
+//! A message's chunks are held in memory until all are verified, so what they decompress to
+//! is bounded too: each chunk by `max_chunk_len`, the message by [`MAX_MESSAGE_BYTES`], both
+//! refused as output is produced, before more is allocated (a zstd bomb costs the receiver at
+//! most the bound, never what the bomb declares).
 
 use chorus_proto as proto;
 
 use crate::Error;
+use crate::delta::limits::{Inflate, decompress_bounded, ratio_cap, window_log};
 use crate::ids::ChunkId;
 use crate::store::ChunkStore;
 
 /// Bytes reserved in every frame for the envelope and per-chunk framing.
 const FRAME_SLACK: usize = 64 << 10;
 
-/// Builds `Chunks` messages carrying `ids` from `store`, each under `max_frame` bytes. A chunk
-/// the store lacks is an error naming it.
+/// Most decompressed bytes one `Chunks` message may carry: 256 MiB. A frame of compressed
+/// chunks can decompress to far more (an all-zero chunk shrinks ~10,000x), so
+/// [`chunks_messages`] cuts messages at this many raw bytes too, and [`receive_chunks`]
+/// refuses a message that goes beyond it.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// Builds `Chunks` messages carrying `ids` from `store`, each under `max_frame` bytes and
+/// [`MAX_MESSAGE_BYTES`] decompressed. A chunk the store lacks is an error naming it.
 pub fn chunks_messages(
     ids: &[ChunkId],
     store: &dyn ChunkStore,
@@ -22,19 +34,24 @@ pub fn chunks_messages(
     let mut out = vec![];
     let mut current = proto::Chunks::default();
     let mut size = 0usize;
+    let mut raw = 0usize;
     for id in ids {
         let bytes = store.require(id)?;
+        let raw_len = bytes.len();
         let compressed = zstd::bulk::compress(&bytes, 3).map_err(Error::io("<zstd>"))?;
         let (compression, data) = if compressed.len() < bytes.len() {
             (proto::Compression::Zstd, compressed)
         } else {
             (proto::Compression::None, bytes)
         };
-        if size + data.len() > budget && !current.chunks.is_empty() {
+        let full = size + data.len() > budget || raw + raw_len > MAX_MESSAGE_BYTES;
+        if full && !current.chunks.is_empty() {
             out.push(std::mem::take(&mut current));
             size = 0;
+            raw = 0;
         }
         size += data.len() + 40;
+        raw += raw_len;
         current.chunks.push(proto::ChunkData {
             id: Some(id.to_proto()),
             compression: compression as i32,
@@ -48,22 +65,66 @@ pub fn chunks_messages(
 }
 
 /// Verifies and stores the chunks of a `Chunks` message; returns how many were stored. If any
-/// chunk fails its check, none of the message is stored.
+/// chunk fails its check, none of the message is stored. A chunk longer than `max_chunk_len`,
+/// or a message of more than [`MAX_MESSAGE_BYTES`] decompressed, is refused as
+/// [`Error::Invalid`].
 pub fn receive_chunks(
     msg: &proto::Chunks,
     store: &dyn ChunkStore,
     max_chunk_len: usize,
 ) -> Result<usize, Error> {
+    receive_chunks_within(msg, store, max_chunk_len, MAX_MESSAGE_BYTES)
+}
+
+/// [`receive_chunks`] with another bound than [`MAX_MESSAGE_BYTES`] on the decompressed bytes
+/// of the message.
+pub fn receive_chunks_within(
+    msg: &proto::Chunks,
+    store: &dyn ChunkStore,
+    max_chunk_len: usize,
+    max_message_bytes: usize,
+) -> Result<usize, Error> {
     let mut verified = Vec::with_capacity(msg.chunks.len());
+    let mut total = 0usize;
     for c in &msg.chunks {
         let id = ChunkId::from_proto(
             c.id.as_ref()
                 .ok_or_else(|| Error::Invalid("a chunk without an id".into()))?,
         )?;
+        // What this chunk may still decompress to; zstd can give no more than ratio_cap.
+        let left = max_message_bytes - total;
+        let cap = max_chunk_len.min(left);
+        let too_large = || {
+            if cap < max_chunk_len {
+                Error::Invalid(format!(
+                    "the chunks of one message decompress to more than {max_message_bytes} \
+                     bytes (at chunk {id})"
+                ))
+            } else {
+                Error::Invalid(format!(
+                    "chunk {id} is longer than the {max_chunk_len}-byte limit"
+                ))
+            }
+        };
         let bytes = match proto::Compression::try_from(c.compression) {
+            Ok(proto::Compression::None) if c.data.len() > cap => return Err(too_large()),
             Ok(proto::Compression::None) => c.data.clone(),
-            Ok(proto::Compression::Zstd) => zstd::bulk::decompress(&c.data, max_chunk_len)
-                .map_err(|e| Error::Invalid(format!("chunk {id} does not decompress: {e}")))?,
+            Ok(proto::Compression::Zstd) if cap == 0 => return Err(too_large()),
+            Ok(proto::Compression::Zstd) => {
+                // The window follows what the chunk may be (not what is left of the message,
+                // so that running out of room reads as such, not as a bad window).
+                let window = window_log(max_chunk_len.min(ratio_cap(c.data.len())));
+                let cap = cap.min(ratio_cap(c.data.len()));
+                match decompress_bounded(&c.data, &[], cap, window) {
+                    Ok(b) => b,
+                    Err(Inflate::TooLarge { .. }) => return Err(too_large()),
+                    Err(e) => {
+                        return Err(Error::Invalid(format!(
+                            "chunk {id} does not decompress: {e}"
+                        )));
+                    }
+                }
+            }
             _ => {
                 return Err(Error::Invalid(format!(
                     "chunk {id}: unsupported compression"
@@ -73,6 +134,7 @@ pub fn receive_chunks(
         if ChunkId::of(&bytes) != id {
             return Err(Error::Corrupt { id });
         }
+        total += bytes.len();
         verified.push((id, bytes));
     }
     for (id, bytes) in &verified {

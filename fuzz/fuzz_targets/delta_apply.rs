@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
         store.put(id, bytes).expect("memory store");
     }
     let before = store.len();
-    match apply(&delta, Some(tree), &store, &ApplyLimits { max_literal_bytes: 1 << 20, max_chunk_refs: 1 << 16 }) {
+    match apply(&delta, Some(tree), &store, &ApplyLimits { max_literal_bytes: 1 << 20, max_chunk_refs: 1 << 16, ..Default::default() }) {
         Ok(applied) => {
             let target = delta.target.as_ref().expect("an applied delta has a target");
             assert_eq!(applied.tree.version_id().to_proto(), *target);

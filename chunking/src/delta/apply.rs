@@ -2,8 +2,15 @@
 //! literal chunk (its id is computed from its bytes) and the result (its VersionId must be the
 //! one the sender named). Nothing is written unless the whole delta checks out; what is missing
 //! is reported precisely, as NeedBase or NeedChunks, so one round trip repairs it.
+//!
+//! The sender may be hostile, so a few bytes of delta must not make the receiver allocate or
+//! work without bound: [`ApplyLimits`] bounds the literal bytes, each literal's dictionary,
+//! the chunk references, each file's size and the whole version's size, all checked from the
+//! lengths in the chunk table before a byte is read or the store is asked anything, and
+//! literals decompress into buffers that grow only as output is produced.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
 
 use chorus_proto as proto;
 
@@ -15,20 +22,41 @@ use crate::manifest::{ChunkRef, Entry, FileManifest, Mode, TreeManifest};
 use crate::path::RelPath;
 use crate::store::ChunkStore;
 
-/// Bounds on what one delta may make the receiver do.
+/// Bounds on what one delta may make the receiver do. Every one is checked before the memory
+/// it bounds is allocated; a delta beyond one is refused as [`ApplyError::Invalid`], naming
+/// the limit. The defaults are far above what an honest sender produces; a receiver that
+/// needs more sets them in its configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct ApplyLimits {
     /// Total decompressed literal bytes (a zstd bomb stops here).
     pub max_literal_bytes: u64,
-    /// Total chunk references in the changed files (runs expand to this many).
+    /// Total chunk references in the changed files (runs expand to this many). Each costs the
+    /// receiver ~40 bytes of manifest, so the default 4 Mi refs (~160 MiB) is what a run of a
+    /// few bytes can make it allocate at most. The default is `max_file_bytes` at the default
+    /// minimum chunk size (chunker.rs): 64 GiB / 16 KiB = 2^36 / 2^14 = 2^22, and a file's
+    /// chunks are all at least the minimum but its last, so a 64 GiB file never needs more.
+    /// (A share chunked with a smaller minimum, or a delta moving more than that at once,
+    /// needs it raised.)
     pub max_chunk_refs: u64,
+    /// Largest dictionary of one literal, in bytes: the sum of the lengths of the distinct
+    /// base chunks it names. The default is the encoder's `EncodeOptions::max_dictionary`
+    /// (4 MiB), which the encoder never exceeds.
+    pub max_dictionary_bytes: u64,
+    /// Largest file a delta may describe (64 GiB by default).
+    pub max_file_bytes: u64,
+    /// Largest resulting version: the bytes of all its files, changed or kept (1 TiB by
+    /// default).
+    pub max_version_bytes: u64,
 }
 
 impl Default for ApplyLimits {
     fn default() -> Self {
         ApplyLimits {
             max_literal_bytes: 256 << 20,
-            max_chunk_refs: 1 << 24,
+            max_chunk_refs: 1 << 22,
+            max_dictionary_bytes: 4 << 20,
+            max_file_bytes: 64 << 30,
+            max_version_bytes: 1 << 40,
         }
     }
 }
@@ -143,10 +171,35 @@ pub fn apply(
             if lit.dictionary.is_empty() {
                 return Err(invalid("a dictionary literal names no dictionary"));
             }
-            if let Some(&i) = lit.dictionary.iter().find(|&&i| i >= n_known) {
-                return Err(invalid(format!(
-                    "dictionary index {i} is outside the known chunks"
-                )));
+            // Bounded from the table's lengths before any chunk is read: every chunk is at
+            // least a byte, so more entries than bytes cannot fit; each may appear once.
+            let too_big = |what: String| {
+                invalid(format!(
+                    "a literal's dictionary of {what} exceeds max_dictionary_bytes ({} bytes; the \
+                     receiver's configuration can raise it)",
+                    limits.max_dictionary_bytes
+                ))
+            };
+            if lit.dictionary.len() as u64 > limits.max_dictionary_bytes {
+                return Err(too_big(format!("{} chunks", lit.dictionary.len())));
+            }
+            let mut seen = HashSet::with_capacity(lit.dictionary.len());
+            let mut dict_bytes = 0u64;
+            for &i in &lit.dictionary {
+                if i >= n_known {
+                    return Err(invalid(format!(
+                        "dictionary index {i} is outside the known chunks"
+                    )));
+                }
+                if !seen.insert(i) {
+                    return Err(invalid(format!(
+                        "dictionary index {i} appears more than once"
+                    )));
+                }
+                dict_bytes += u64::from(chunk_at(&table, &external, i).len);
+                if dict_bytes > limits.max_dictionary_bytes {
+                    return Err(too_big(format!("{dict_bytes}+ bytes")));
+                }
             }
         } else if !lit.dictionary.is_empty() {
             return Err(invalid(
@@ -173,7 +226,32 @@ pub fn apply(
         }
     }
     let changed = sorted_paths(delta.changes.iter().map(|c| c.path.as_str()), "changes")?;
-    let mut used: BTreeSet<u64> = BTreeSet::new();
+    // The length of table entry `i` (< table_len), from the lengths alone.
+    let len_at = |i: u64| -> u64 {
+        if i < n_known {
+            u64::from(chunk_at(&table, &external, i).len)
+        } else {
+            u64::from(literal_lens[(i - n_known) as usize])
+        }
+    };
+    // The version's bytes: what the base keeps, plus each changed file as it is expanded.
+    let mut version_bytes = entries
+        .values()
+        .map(Entry::size)
+        .fold(0u64, u64::saturating_add);
+    for p in &changed {
+        version_bytes = version_bytes.saturating_sub(entries.get(p).map_or(0, Entry::size));
+    }
+    let version_too_big = |bytes: u64| {
+        invalid(format!(
+            "the version would hold {bytes}+ bytes, over max_version_bytes ({} bytes; the \
+             receiver's configuration can raise it)",
+            limits.max_version_bytes
+        ))
+    };
+    if version_bytes > limits.max_version_bytes {
+        return Err(version_too_big(version_bytes));
+    }
     let mut refs = 0u64;
     let mut resolved: Vec<(RelPath, Resolved)> = Vec::with_capacity(changed.len());
     for (path, c) in changed.into_iter().zip(&delta.changes) {
@@ -184,7 +262,9 @@ pub fn apply(
         let mode = Mode::new(c.mode).map_err(|e| invalid(format!("{path}: {e}")))?;
         let r = match kind {
             proto::EntryKind::File if c.link_target.is_empty() => {
-                let mut idx = Vec::new();
+                // Kept as ranges (bounded by the bytes received); expanded once all is checked.
+                let mut runs = Vec::with_capacity(c.runs.len() / 2);
+                let mut file_bytes = 0u64;
                 for pair in c.runs.chunks(2) {
                     let &[start, count] = pair else {
                         return Err(invalid("runs must be (start, count) pairs"));
@@ -200,14 +280,28 @@ pub fn apply(
                     refs += count;
                     if refs > limits.max_chunk_refs {
                         return Err(invalid(format!(
-                            "more than {} chunk references",
+                            "more than max_chunk_refs ({}) chunk references; the receiver's \
+                             configuration can raise it",
                             limits.max_chunk_refs
                         )));
                     }
-                    idx.extend(start..end);
+                    // At most max_chunk_refs lengths summed over the whole delta, u32 each.
+                    let run_bytes: u64 = (start..end).map(len_at).sum();
+                    file_bytes += run_bytes;
+                    if file_bytes > limits.max_file_bytes {
+                        return Err(invalid(format!(
+                            "{path}: the file would be {file_bytes}+ bytes, over max_file_bytes \
+                             ({} bytes; the receiver's configuration can raise it)",
+                            limits.max_file_bytes
+                        )));
+                    }
+                    version_bytes += run_bytes;
+                    if version_bytes > limits.max_version_bytes {
+                        return Err(version_too_big(version_bytes));
+                    }
+                    runs.push(start..end);
                 }
-                used.extend(idx.iter().copied());
-                Resolved::File { mode, idx }
+                Resolved::File { mode, runs }
             }
             proto::EntryKind::Dir if c.runs.is_empty() && c.link_target.is_empty() => {
                 Resolved::Dir(mode)
@@ -229,8 +323,12 @@ pub fn apply(
     let mut need = |r: ChunkRef| {
         needed.insert(r.id, r.len);
     };
-    for &i in used.iter().filter(|&&i| i < n_known) {
-        need(chunk_at(&table, &external, i));
+    for (_, r) in &resolved {
+        if let Resolved::File { runs, .. } = r {
+            for i in runs.iter().flat_map(Range::clone).filter(|&i| i < n_known) {
+                need(chunk_at(&table, &external, i));
+            }
+        }
     }
     for lit in &delta.literals {
         for &i in &lit.dictionary {
@@ -290,12 +388,15 @@ pub fn apply(
     };
     for (path, r) in resolved {
         let entry = match r {
-            Resolved::File { mode, idx } => Entry::File {
-                mode,
-                manifest: FileManifest {
-                    chunks: idx.into_iter().map(lookup).collect(),
-                },
-            },
+            Resolved::File { mode, runs } => {
+                let n: u64 = runs.iter().map(|r| r.end - r.start).sum();
+                let mut chunks = Vec::with_capacity(n as usize);
+                chunks.extend(runs.into_iter().flatten().map(lookup));
+                Entry::File {
+                    mode,
+                    manifest: FileManifest { chunks },
+                }
+            }
             Resolved::Dir(mode) => Entry::Dir { mode },
             Resolved::Symlink(e) => e,
         };
@@ -322,7 +423,11 @@ pub fn apply(
 }
 
 enum Resolved {
-    File { mode: Mode, idx: Vec<u64> },
+    /// Table ranges, already checked against the table and the limits.
+    File {
+        mode: Mode,
+        runs: Vec<Range<u64>>,
+    },
     Dir(Mode),
     Symlink(Entry),
 }
@@ -348,12 +453,27 @@ fn decompress(
         Ok(proto::Compression::Zstd) => zstd_decompress(&lit.data, &[], want)
             .map_err(|e| invalid(format!("a literal does not decompress: {e}"))),
         Ok(proto::Compression::ZstdDict) => {
-            let mut dict = Vec::new();
-            for &i in &lit.dictionary {
-                let id = chunk_at(table, external, i).id;
+            // The entries were checked (distinct, within max_dictionary_bytes by their table
+            // lengths); a stored chunk of another length than the table says (a sent base
+            // manifest can lie about lengths) is refused, so the bound holds for the bytes.
+            let refs: Vec<ChunkRef> = lit
+                .dictionary
+                .iter()
+                .map(|&i| chunk_at(table, external, i))
+                .collect();
+            let mut dict = Vec::with_capacity(refs.iter().map(|r| r.len as usize).sum());
+            for r in refs {
                 let bytes = store
-                    .get(&id)?
-                    .ok_or_else(|| invalid(format!("dictionary chunk {id} vanished")))?;
+                    .get(&r.id)?
+                    .ok_or_else(|| invalid(format!("dictionary chunk {} vanished", r.id)))?;
+                if bytes.len() != r.len as usize {
+                    return Err(invalid(format!(
+                        "dictionary chunk {} is {} bytes, not the {} its reference says",
+                        r.id,
+                        bytes.len(),
+                        r.len
+                    )));
+                }
                 dict.extend_from_slice(&bytes);
             }
             zstd_decompress(&lit.data, &dict, want).map_err(|e| {

@@ -379,18 +379,19 @@ pub(crate) fn zstd_compress(raw: &[u8], prefix: &[u8], level: i32) -> std::io::R
 /// Largest zstd window a literal may use (and a receiver accepts): 128 MiB.
 pub(crate) const MAX_WINDOW_LOG: u32 = 27;
 
-/// Decompresses a literal of exactly `want` bytes primed with `prefix`. The output buffer is
-/// allocated once at `want`, so a frame that would inflate further fails instead of growing.
+/// Decompresses a literal of exactly `want` bytes primed with `prefix`. `want` is only the
+/// peer's word, so nothing is allocated from it: a `want` beyond what `data` can possibly
+/// decompress to ([`MAX_RATIO`](super::limits::MAX_RATIO) per byte) is refused at once, the
+/// window may be no larger than the encoder would pick for `want` plus the prefix, and the
+/// output grows only as it is produced, failing one byte past `want`.
 pub(crate) fn zstd_decompress(data: &[u8], prefix: &[u8], want: usize) -> Result<Vec<u8>, String> {
-    use zstd::zstd_safe::{DCtx, DParameter};
-    let err = |code: usize| zstd::zstd_safe::get_error_name(code).to_string();
-    let mut d = DCtx::create();
-    d.set_parameter(DParameter::WindowLogMax(MAX_WINDOW_LOG))
-        .map_err(err)?;
-    if !prefix.is_empty() {
-        d.ref_prefix(prefix).map_err(err)?;
+    use super::limits::{MAX_RATIO, decompress_bounded, ratio_cap, window_log};
+    if want > ratio_cap(data.len()) {
+        return Err(format!(
+            "{} bytes of zstd cannot hold the {want} bytes declared (at most {MAX_RATIO} per byte)",
+            data.len()
+        ));
     }
-    let mut out = Vec::with_capacity(want);
-    d.decompress(&mut out, data).map_err(err)?;
-    Ok(out)
+    let window = window_log(want.saturating_add(prefix.len()));
+    decompress_bounded(data, prefix, want, window).map_err(|e| e.to_string())
 }

@@ -8,9 +8,15 @@
 //! zstd-compressed with the base chunks they replace as a raw-content dictionary, so a one-line
 //! edit inside a 64 KiB chunk costs tens of bytes. [`encode`] builds the delta, [`apply`]
 //! rebuilds and verifies the target on the receiver.
+//!
+//! The receiver bounds what a delta makes it allocate before allocating it: [`ApplyLimits`]
+//! for the structure (dictionaries, references, file and version sizes, literal bytes), and
+//! `limits` for zstd output, which grows only as it is produced (also used by
+//! [`crate::fetch`]).
 
 mod apply;
 mod encode;
+pub(crate) mod limits;
 mod table;
 
 pub use apply::{Applied, ApplyError, ApplyLimits, apply};
