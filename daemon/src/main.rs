@@ -39,7 +39,10 @@ enum Command {
     /// How the daemon is: role, leader, head version, pending local changes, peers, traffic.
     Status(commands::query::StatusArgs),
     /// The other members: id, addresses, connected, role, last-shared version.
+    #[command(visible_alias = "members")]
     Peers(commands::query::Args),
+    /// Take a member out of the share (run on the leader's machine): the others refuse it.
+    Remove(commands::control::RemoveArgs),
     /// The accepted versions, newest first: number, time, merge or fast-forward, what was
     /// displaced, origin.
     Log(commands::query::Args),
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         Command::Invite(args) => commands::control::invite(args),
         Command::Status(args) => commands::query::status(args),
         Command::Peers(args) => commands::query::peers(args),
+        Command::Remove(args) => commands::control::remove(args),
         Command::Log(args) => commands::query::log(args),
         Command::Conflicts(args) => commands::conflicts::run(args),
         Command::Undo(args) => commands::control::undo(args),

@@ -54,3 +54,78 @@ fn a_group_formed_the_readme_way_survives_the_loss_of_its_first_machine() {
         }
     }
 }
+
+/// `chorus peers --json` on node `i`, as (PeerId, role) pairs.
+fn roles(g: &Group, i: usize) -> Vec<(String, String)> {
+    peers(g, i)
+        .iter()
+        .map(|p| {
+            (
+                p["peer_id"].as_str().unwrap().to_owned(),
+                p["role"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_voter_long_gone_becomes_a_learner_and_a_removed_member_is_shut_out() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    // The leader demotes voters unseen for 3 s (the default is three days).
+    g.stop(a);
+    let config = g.file(a, ".chorus/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("demote_after_secs") {
+                "demote_after_secs = 3\n".to_owned()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert!(text.contains("demote_after_secs = 3"), "{text}");
+    std::fs::write(&config, text).unwrap();
+    g.restart(a);
+    wait_until("the first machine leads", || g.status(a)["role"] == "leader");
+    let b = g.join(a, g.at("b"));
+    let c = g.join(a, g.at("c"));
+    wait_until("three voters", || {
+        let r = roles(&g, a);
+        r.len() == 2 && r.iter().all(|(_, role)| role == "voter")
+    });
+    let c_id = g.status(c)["peer_id"].as_str().unwrap().to_owned();
+
+    // c is gone for longer than the limit: a learner, so it no longer counts toward quorum.
+    g.kill(c);
+    wait_until("the lost voter is a learner", || {
+        roles(&g, a).contains(&(c_id.clone(), "learner".to_owned()))
+    });
+    // Back, it is a voter again.
+    g.restart(c);
+    wait_until("the returning member is a voter again", || {
+        roles(&g, a).contains(&(c_id.clone(), "voter".to_owned()))
+    });
+
+    // Removing is the leader's: another member says where to run it.
+    let tail = &c_id[c_id.len() - 8..];
+    let out = support::group::cli_in(None, &["remove", tail, "--folder", g.path(b)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("leader"), "{err}");
+    let said = g.ask(a, &["remove", tail]);
+    assert!(said.contains(&c_id), "{said}");
+    wait_until("the removed member is gone from the others' lists", || {
+        roles(&g, a).len() == 1 && roles(&g, b).len() == 1
+    });
+    // What the group writes now does not reach it.
+    std::fs::write(g.file(a, "after.txt"), "members only\n").unwrap();
+    let f = g.file(b, "after.txt");
+    wait_until("the remaining member gets the edit", || {
+        std::fs::read(&f).is_ok_and(|x| x == b"members only\n")
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(!g.file(c, "after.txt").exists(), "the removed member got the edit");
+}

@@ -174,7 +174,10 @@ impl ElectionNode {
     /// three voters, never through an even two). A promotion that failed when the learner was
     /// added (another change was in progress, the leader changed) is completed here; the
     /// daemon calls this periodically. Returns the nodes promoted.
-    pub async fn promote_learners(&self) -> Result<BTreeSet<NodeId>, ElectionError> {
+    pub async fn promote_learners(
+        &self,
+        eligible: impl Fn(NodeId) -> bool,
+    ) -> Result<BTreeSet<NodeId>, ElectionError> {
         let (candidates, voters) = {
             let m = self.raft.metrics();
             let m = m.borrow();
@@ -197,7 +200,7 @@ impl ElectionNode {
                 .unwrap_or_default();
             let learners: Vec<NodeId> = membership
                 .learner_ids()
-                .filter(|id| reached.contains(id))
+                .filter(|id| reached.contains(id) && eligible(*id))
                 .collect();
             (learners, voters)
         };
@@ -211,6 +214,22 @@ impl ElectionNode {
             .await
             .map_err(write_err)?;
         Ok(promote)
+    }
+
+    /// On the leader: makes these voters learners (they keep their log and are promoted again
+    /// by [`ElectionNode::promote_learners`] once they are back). Refused when it would leave
+    /// no voter, or would take out this node.
+    pub async fn demote_voters(&self, ids: BTreeSet<NodeId>) -> Result<(), ElectionError> {
+        let voters = self.voters();
+        let ids: BTreeSet<NodeId> = ids.intersection(&voters).copied().collect();
+        if ids.is_empty() || ids.contains(&self.id) || ids.len() >= voters.len() {
+            return Ok(());
+        }
+        self.raft
+            .change_membership(ChangeMembers::RemoveVoters(ids), true)
+            .await
+            .map_err(write_err)?;
+        Ok(())
     }
 
     /// The voters of the membership this node knows.

@@ -217,6 +217,8 @@ pub enum Request {
     },
     /// A join token for a new machine.
     Invite,
+    /// Take a member out of the share for good (`peer`: its PeerId or the end of it).
+    Remove { peer: String },
     /// A file as it was in an accepted version.
     Show { version: String, path: String },
     /// What an accepted version holds at a path (the root when empty): a directory's entries,
@@ -234,6 +236,13 @@ pub enum Request {
 pub struct RedoBody {
     #[serde(default)]
     pub entry: Option<u64>,
+}
+
+/// The body `POST /v1/members/remove` takes: the member's PeerId (or its last characters).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveBody {
+    pub peer: String,
 }
 
 /// The body `POST /v1/restore` takes.

@@ -1,7 +1,7 @@
 //! What each path of the socket answers, from a [`Snapshot`]: pure, so every answer is a
 //! function of the request line and the driver's last published state.
 
-use super::{ErrorBody, RedoBody, Request, RestoreBody, ResumeBody, Snapshot};
+use super::{ErrorBody, RedoBody, RemoveBody, Request, RestoreBody, ResumeBody, Snapshot};
 
 /// An answer: HTTP status, content type and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,13 +42,14 @@ pub(crate) fn error(status: u16, message: &str) -> Reply {
 }
 
 /// The paths that take a `POST` (a [`Request`] for the node's loop).
-pub const COMMANDS: [&str; 6] = [
+pub const COMMANDS: [&str; 7] = [
     "/v1/pause",
     "/v1/resume",
     "/v1/undo",
     "/v1/redo",
     "/v1/restore",
     "/v1/invite",
+    "/v1/members/remove",
 ];
 
 /// True for a path that takes a `POST`.
@@ -94,6 +95,9 @@ pub fn parse_command(path: &str, body: &[u8]) -> Result<Request, Reply> {
                 path: b.path,
             }
         }
+        "/v1/members/remove" => Request::Remove {
+            peer: parse::<RemoveBody>(path, body)?.peer,
+        },
         _ => return Err(error(404, &format!("no such endpoint: {path}"))),
     })
 }
@@ -308,6 +312,13 @@ mod tests {
     #[test]
     fn commands_parse_their_bodies_and_refuse_bad_ones() {
         assert_eq!(parse_command("/v1/pause", b""), Ok(Request::Pause));
+        assert_eq!(
+            parse_command("/v1/members/remove", br#"{"peer": "abcdef"}"#),
+            Ok(Request::Remove {
+                peer: "abcdef".into()
+            })
+        );
+        assert!(parse_command("/v1/members/remove", b"").is_err());
         assert_eq!(
             parse_command("/v1/resume", b"{\"confirm\": true}"),
             Ok(Request::Resume { confirm: true })

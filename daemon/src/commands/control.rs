@@ -141,6 +141,29 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+#[derive(clap::Args)]
+pub struct RemoveArgs {
+    #[command(flatten)]
+    at: query::Args,
+    /// The member: its PeerId, or enough of its end to be unique (`chorus peers` lists them).
+    peer: String,
+}
+
+pub fn remove(args: RemoveArgs) -> anyhow::Result<ExitCode> {
+    post(
+        &args.at,
+        "/v1/members/remove",
+        json!({"peer": args.peer}),
+        |v| {
+            format!(
+                "removed {} from the share: no member lets it connect now (it keeps the secret: \
+                 to shut it out for good, start a new share; see docs/security.md)",
+                s(v, "removed")
+            )
+        },
+    )
+}
+
 pub fn pause(at: query::Args) -> anyhow::Result<ExitCode> {
     post(&at, "/v1/pause", json!({}), |_| {
         "paused: the share is neither scanned nor written until `chorus resume`".into()

@@ -256,6 +256,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         guard,
         bandwidth_limit: Some(args.bandwidth_limit.unwrap_or(cfg.bandwidth_limit))
             .filter(|&r| r > 0),
+        demote_after: Some(Duration::from_secs(cfg.demote_after_secs))
+            .filter(|d| !d.is_zero()),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

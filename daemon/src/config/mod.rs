@@ -76,6 +76,10 @@ pub struct Config {
     pub mass_delete_fraction: f64,
     /// ...or more than this many files, is held until `chorus resume --confirm`.
     pub mass_delete_files: u64,
+    /// A voter the leader has not seen for this many seconds (default 259200, three days) is
+    /// made a learner, so a lost machine stops counting toward the quorum; it is a voter
+    /// again once back. 0: never.
+    pub demote_after_secs: u64,
 }
 
 /// Makes the state dir (and its parents) if needed, and makes it private (0700) whatever the
@@ -123,6 +127,7 @@ impl Default for Config {
             bandwidth_limit: 0,
             mass_delete_fraction: 0.5,
             mass_delete_files: 1000,
+            demote_after_secs: 3 * 24 * 3600,
         }
     }
 }

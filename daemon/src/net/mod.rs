@@ -4,25 +4,42 @@
 //! bounded by the frame limits: `/chorus/sync/1` (the sync messages), `/chorus/chunks/1`
 //! (NeedChunks and Chunks, the bulky ones) and `/chorus/raft/1` (openraft RPCs as JSON).
 //!
-//! One task owns the Swarm ([`swarm::spawn`]); everything else talks to it through a
-//! [`NetHandle`] (commands, with oneshot replies where an answer is due) and receives what
-//! arrives as [`Inbound`] values. Only peers on the allow list (the Raft membership) get a
-//! request answered; a peer that is not on it has a few seconds to present a valid invite on
+//! One task owns the Swarm ([`spawn`]); everything else talks to it through a [`NetHandle`]
+//! (commands, with oneshot replies where an answer is due) and receives what arrives as
+//! [`Inbound`] values. Only peers on the allow list (the Raft membership) get a request
+//! answered; a peer that is not on it has a few seconds to present a valid invite on
 //! `/chorus/join/1`, else it is disconnected and blocked (`allow_block_list`), as is any
 //! non-member that sends a sync or Raft request.
 //! [`RaftTransport`] carries chorus-election's RPCs over it. Sync and chunk frames go out
 //! through the bandwidth limit ([`throttle`]); bytes and round trips are kept per peer.
+//!
+//! The modules:
+//! - `handle`: [`NetHandle`], the commands it sends the task, [`Inbound`] and [`PeerStats`];
+//! - `build`: [`NetConfig`], [`NetError`], the protocols and limits, and [`spawn`], which
+//!   builds the transport, the behaviour and the task;
+//! - `task`: the task that owns the Swarm, its loop, commands and swarm events;
+//! - `book`: the address book, and redial of explicit peers and members;
+//! - `admission`: the allow list, strangers and their grace, refusals, the join protocol;
+//! - `dispatch`: the sync, chunk and Raft protocols, delivery to the node;
+//! - [`codec`], [`identity`], [`invite`], [`raft`], [`throttle`]: the frame codec, the
+//!   keypair and private-network key, invites, the Raft transport, the bandwidth limit.
 
+mod admission;
+mod book;
+mod build;
 pub mod codec;
+mod dispatch;
+mod handle;
 pub mod identity;
 pub mod invite;
 pub mod raft;
-pub mod swarm;
+mod task;
 pub mod throttle;
 
+pub use build::{NetConfig, NetError, spawn};
 pub use codec::FrameCodec;
+pub use handle::{Inbound, NetHandle, PeerStats};
 pub use identity::{load_or_create_keypair, psk_of_secret};
 pub use invite::{check_invite, invite_for};
 pub use raft::RaftTransport;
-pub use swarm::{Inbound, NetConfig, NetError, NetHandle, PeerStats, spawn};
 pub use throttle::Throttle;

@@ -5,7 +5,7 @@ use chorus_election::network::BoxFuture;
 use chorus_election::{Member, NodeId, RaftReply, RaftRpc, Transport, TransportError};
 use libp2p::{Multiaddr, PeerId};
 
-use super::swarm::NetHandle;
+use super::handle::NetHandle;
 
 /// The Raft transport of one node.
 pub struct RaftTransport {

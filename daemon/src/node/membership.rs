@@ -1,14 +1,15 @@
 //! Joining the group and letting others in: the node that makes the share adds the peers it
 //! was given as members; a joiner presents its invite to the members it knows until the leader
 //! has added it; the leader adds a peer that presented a valid invite (a learner first, then a
-//! voter while there are fewer than five); and the leader completes promotions that did not
-//! happen at the join.
+//! voter while there are fewer than five); the leader's care of the membership afterwards
+//! (promotions that did not happen at the join, voters long unseen made learners), and
+//! `chorus remove`.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chorus_election::{ElectionNode, Member, node_id_of};
+use chorus_election::{ElectionNode, Member, NodeId, node_id_of};
 use libp2p::{Multiaddr, PeerId};
 
 use super::peer_of;
@@ -104,26 +105,116 @@ pub fn on_join(election: &Arc<ElectionNode>, from: PeerId, addrs: Vec<Multiaddr>
     });
 }
 
-/// On the leader: completes any promotion of learners to voters that did not happen when
-/// they joined (two joins at once, a leader change midway), one change at a time. Called on
-/// the loop's timer; `busy` keeps at most one attempt in flight.
-pub fn promote(election: &Arc<ElectionNode>, busy: &Arc<AtomicBool>) {
-    let view = election.view();
-    if view.leader != Some(election.id()) || view.learners.is_empty() {
-        return;
-    }
-    if busy.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    let (e, busy) = (election.clone(), busy.clone());
+/// How often the leader looks after the membership.
+const KEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The leader's care of the membership, one task owning when each member was last seen:
+/// it completes promotions of learners to voters that did not happen at the join (two joins
+/// at once, a leader change midway) for learners connected now, and demotes to learner a
+/// voter unseen for `demote_after` (so a lost machine does not count toward the quorum the
+/// others need; it is promoted again once it is back). `None` never demotes.
+pub fn keep(election: Arc<ElectionNode>, net: NetHandle, demote_after: Option<Duration>) {
     tokio::spawn(async move {
-        match e.promote_learners().await {
-            Ok(ids) if !ids.is_empty() => {
-                tracing::info!(voters = ?ids, "members promoted to voters");
+        let mut last_seen: HashMap<NodeId, Instant> = HashMap::new();
+        let mut tick = tokio::time::interval(KEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Ok(connected) = net.connected().await else {
+                return;
+            };
+            let now = Instant::now();
+            let connected: HashSet<NodeId> = connected
+                .iter()
+                .map(|p| node_id_of(&p.to_bytes()))
+                .collect();
+            let view = election.view();
+            for id in view.voters.iter().chain(&view.learners) {
+                // A member is "seen" from this node's start until it is found missing.
+                let seen = last_seen.entry(*id).or_insert(now);
+                if connected.contains(id) || *id == election.id() {
+                    *seen = now;
+                }
             }
-            Ok(_) => {}
-            Err(err) => tracing::debug!("promoting learners failed (retrying): {err}"),
+            if view.leader != Some(election.id()) {
+                continue;
+            }
+            if !view.learners.is_empty() {
+                match election.promote_learners(|id| connected.contains(&id)).await {
+                    Ok(ids) if !ids.is_empty() => {
+                        tracing::info!(voters = ?ids, "members promoted to voters");
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::debug!("promoting learners failed (retrying): {err}"),
+                }
+            }
+            if let Some(after) = demote_after {
+                let gone: BTreeSet<NodeId> = view
+                    .voters
+                    .iter()
+                    .filter(|id| last_seen.get(id).is_some_and(|t| now - *t >= after))
+                    .copied()
+                    .collect();
+                if !gone.is_empty() {
+                    match election.demote_voters(gone.clone()).await {
+                        Ok(()) => tracing::warn!(
+                            voters = ?gone,
+                            "voters unseen for {} s are learners now; they become voters again when back",
+                            after.as_secs()
+                        ),
+                        Err(err) => tracing::debug!("demoting unseen voters failed: {err}"),
+                    }
+                }
+            }
         }
-        busy.store(false, Ordering::Release);
     });
+}
+
+/// Removes a member for good (`chorus remove PEER`): on the leader, the member leaves the
+/// membership; every node then refuses its connections. `peer` is a PeerId or its last
+/// characters, as `chorus peers` shows them.
+pub async fn remove(election: &ElectionNode, me: PeerId, peer: &str) -> Result<String, String> {
+    let peer = peer.trim();
+    if peer.len() < 6 {
+        return Err(format!(
+            "'{peer}' is too short to name a member; give at least 6 characters of its PeerId (`chorus peers`)"
+        ));
+    }
+    let members: Vec<PeerId> = election
+        .members()
+        .values()
+        .filter_map(|m| PeerId::from_bytes(&m.peer_id).ok())
+        .collect();
+    let matching: Vec<PeerId> = members
+        .iter()
+        .filter(|p| p.to_string().ends_with(peer))
+        .copied()
+        .collect();
+    let target = match matching.as_slice() {
+        [one] => *one,
+        [] => return Err(format!("no member's PeerId ends with {peer}; `chorus peers` lists them")),
+        _ => return Err(format!("several members' PeerIds end with {peer}; give more of it")),
+    };
+    if target == me {
+        return Err(
+            "this is the node you are asking; ask another member to remove it".to_owned(),
+        );
+    }
+    let view = election.view();
+    if view.leader != Some(election.id()) {
+        let leader = view
+            .leader
+            .and_then(|l| election.members().get(&l).cloned())
+            .and_then(|m| PeerId::from_bytes(&m.peer_id).ok())
+            .map_or("unknown just now".to_owned(), |p| p.to_string());
+        return Err(format!(
+            "only the leader changes the membership; the leader is {leader}: run `chorus remove` on its machine (or retry when this node leads)"
+        ));
+    }
+    election
+        .remove_member(node_id_of(&target.to_bytes()))
+        .await
+        .map_err(|e| format!("removing {target} failed: {e}"))?;
+    tracing::warn!(peer = %target, "a member was removed from the share");
+    Ok(target.to_string())
 }

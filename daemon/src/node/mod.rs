@@ -72,6 +72,8 @@ pub struct NodeConfig {
     pub guard: MassDeleteGuard,
     /// Sync bytes sent per second, all peers together; `None` for no limit.
     pub bandwidth_limit: Option<u64>,
+    /// A voter unseen this long is made a learner by the leader; `None` never.
+    pub demote_after: Option<Duration>,
     /// Called once start-up has passed its checks (the socket bound, the ports free, the
     /// network listening), with this node's PeerId and listen addresses: where `chorus run`
     /// says it is running, so that nothing says so before a refusal.
@@ -176,6 +178,7 @@ pub async fn run(
         Share::Document(_) => crate::config::ShareKind::Document,
     };
     let share_path = cfg.share.path().display().to_string();
+    let cfg_demote_after = cfg.demote_after;
     let start::Started {
         election,
         net,
@@ -216,7 +219,8 @@ pub async fn run(
     let mut snapshot_timer = tokio::time::interval(SNAPSHOT_EVERY);
     snapshot_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut members_seen: Option<ClusterInfo> = None;
-    let promoting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let members_known: std::cell::RefCell<Vec<PeerId>> = Default::default();
+    membership::keep(election.clone(), net.clone(), cfg_demote_after);
     // Raft as it is at start.
     let follow = |feed: &mut RaftFeed, members_seen: &mut Option<ClusterInfo>| {
         let v = raft_view(&election);
@@ -228,6 +232,15 @@ pub async fn run(
                 .values()
                 .filter_map(|m| PeerId::from_bytes(&m.peer_id).ok())
                 .collect();
+            // A member that left the membership (`chorus remove`) is refused from now on.
+            let gone: Vec<PeerId> = std::mem::take(&mut *members_known.borrow_mut())
+                .into_iter()
+                .filter(|p| !peers.contains(p))
+                .collect();
+            if !gone.is_empty() {
+                net.disallow(gone);
+            }
+            *members_known.borrow_mut() = peers.clone();
             net.allow(peers);
             for m in members.values() {
                 if let Ok(p) = PeerId::from_bytes(&m.peer_id) {
@@ -300,9 +313,18 @@ pub async fn run(
                 let control = control.clone();
                 let (composer, snapshots) = (composer.clone(), snapshots.clone());
                 let invite = (share_id, secret, kind, net.clone());
+                let election = election.clone();
                 tokio::spawn(async move {
                     let answer = match cmd.request {
                         Request::Invite => make_invite(invite).await,
+                        Request::Remove { peer } => {
+                            let me = invite.3.local_peer_id();
+                            match membership::remove(&election, me, &peer).await {
+                                Ok(removed) => Ok(serde_json::json!({ "removed": removed })),
+                                Err(e) if e.starts_with("removing") => Err(Refusal::failed(e)),
+                                Err(e) => Err(Refusal::conflict(e)),
+                            }
+                        }
                         request => ask_worker(&control, request).await,
                     };
                     // What the command changed is visible to the next query at once.
@@ -313,7 +335,6 @@ pub async fn run(
                 });
             }
             _ = snapshot_timer.tick() => {
-                membership::promote(&election, &promoting);
                 let snap = composer.compose().await?;
                 for ev in snapshot::events_between(&last, &snap, worker::now_ms()) {
                     let _ = events.send(ev);

@@ -369,8 +369,8 @@ impl Worker {
                     .list(&version, &path, recursive, self.document)?,
                 Vec::new(),
             ),
-            Request::Invite => {
-                return Err(Refusal::failed("invites are made by the network side"));
+            Request::Invite | Request::Remove { .. } => {
+                return Err(Refusal::failed("membership is the network side's"));
             }
         };
         self.after(Ok(out));

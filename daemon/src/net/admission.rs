@@ -1,0 +1,195 @@
+//! Admission: only members (the allow list) get a request answered. A peer that is not one has
+//! [`JOIN_GRACE`] to present a valid invite on `/chorus/join/1`, else it is disconnected and
+//! blocked, as is any non-member that sends a sync or Raft request. Also the join protocol
+//! itself: requests checked against the invite, answered with the members this node knows, and
+//! the answers to this node's own joins.
+
+use std::time::{Duration, Instant};
+
+use libp2p::request_response;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::oneshot;
+
+use super::book::peer_of;
+use super::dispatch::Rr;
+use super::handle::Inbound;
+use super::task::Task;
+
+/// How long a peer that is not a member may stay connected without a valid invite.
+const JOIN_GRACE: Duration = Duration::from_secs(10);
+
+/// A join request on the wire.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct JoinRequest {
+    /// The invite, hex.
+    invite: String,
+    /// Where the joiner listens.
+    addrs: Vec<String>,
+}
+
+/// The answer to a join: the members this node knows, so the joiner can present its invite
+/// to whichever of them leads.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct JoinAnswer {
+    members: Vec<String>,
+}
+
+impl Task {
+    /// Lets these peers connect (they joined the membership).
+    pub(super) fn allow(&mut self, peers: Vec<PeerId>) {
+        for p in peers {
+            self.swarm.behaviour_mut().block.unblock_peer(p);
+            self.strangers.remove(&p);
+            self.allowed.insert(p);
+        }
+    }
+
+    /// Refuses these peers from now on, and drops their connections.
+    pub(super) fn disallow(&mut self, peers: Vec<PeerId>) {
+        for p in peers {
+            self.allowed.remove(&p);
+            self.refuse(p);
+        }
+    }
+
+    /// Disconnects and blocks a peer that may not talk to this node.
+    pub(super) fn refuse(&mut self, peer: PeerId) {
+        self.strangers.remove(&peer);
+        self.swarm.behaviour_mut().block.block_peer(peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    /// True when `peer` may send requests; otherwise it is refused: disconnected, blocked, and
+    /// its request left unanswered (dropping the channel closes the stream).
+    pub(super) fn authorize(&mut self, peer: PeerId) -> bool {
+        if self.allowed.contains(&peer) {
+            return true;
+        }
+        self.refuse(peer);
+        false
+    }
+
+    /// A peer connected: if it is not a member, its grace to present an invite starts.
+    pub(super) fn admit_connection(&mut self, peer: PeerId) {
+        if !self.allowed.contains(&peer) {
+            self.strangers
+                .entry(peer)
+                .or_insert_with(|| Instant::now() + JOIN_GRACE);
+        }
+    }
+
+    /// Refuses the strangers whose grace is over.
+    pub(super) fn expire_strangers(&mut self, now: Instant) {
+        let expired: Vec<PeerId> = self
+            .strangers
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in expired {
+            tracing::info!(%p, "disconnected a peer that is not a member and showed no invite");
+            self.refuse(p);
+        }
+    }
+
+    /// Presents `invite` to `to`; `reply` gets the members it knows, or `None`.
+    pub(super) fn send_join(
+        &mut self,
+        to: PeerId,
+        invite: [u8; 32],
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Option<Vec<Multiaddr>>>,
+    ) {
+        let req = JoinRequest {
+            invite: hex::encode(invite),
+            addrs: addrs.iter().map(|a| a.to_string()).collect(),
+        };
+        match serde_json::to_vec(&req) {
+            Ok(bytes) => {
+                let id = self.swarm.behaviour_mut().join.send_request(&to, bytes);
+                self.joins.insert(id, reply);
+            }
+            Err(_) => {
+                let _ = reply.send(None);
+            }
+        }
+    }
+
+    /// Join requests (from anyone, checked against the invite) and the answers to ours.
+    pub(super) fn join_event(&mut self, e: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match Rr::from(e) {
+            Rr::Request {
+                peer,
+                request,
+                channel,
+            } => {
+                let req: Option<JoinRequest> = serde_json::from_slice(&request).ok();
+                let valid = req.as_ref().is_some_and(|r| {
+                    hex::decode(&r.invite)
+                        .is_ok_and(|inv| super::check_invite(&self.secret, &peer, &inv))
+                });
+                let Some(req) = req.filter(|_| valid) else {
+                    tracing::info!(%peer, "refused a join without a valid invite");
+                    self.refuse(peer);
+                    return;
+                };
+                self.allowed.insert(peer);
+                self.strangers.remove(&peer);
+                let addrs: Vec<Multiaddr> = req
+                    .addrs
+                    .iter()
+                    .take(8)
+                    .filter_map(|a| a.parse().ok())
+                    .collect();
+                for a in &addrs {
+                    self.learn(peer, a.clone());
+                }
+                let members: Vec<String> = self
+                    .allowed
+                    .iter()
+                    .filter(|p| **p != peer)
+                    .flat_map(|p| {
+                        self.book.get(p).into_iter().flatten().map(move |a| {
+                            if peer_of(a).is_some() {
+                                a.to_string()
+                            } else {
+                                format!("{a}/p2p/{p}")
+                            }
+                        })
+                    })
+                    .take(64)
+                    .collect();
+                let answer = serde_json::to_vec(&JoinAnswer { members }).unwrap_or_default();
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .join
+                    .send_response(channel, answer);
+                self.deliver(Inbound::Join { from: peer, addrs });
+            }
+            Rr::Response {
+                request_id,
+                response,
+            } => {
+                if let Some(tx) = self.joins.remove(&request_id) {
+                    let members = serde_json::from_slice::<JoinAnswer>(&response)
+                        .ok()
+                        .map(|a| {
+                            a.members
+                                .iter()
+                                .take(64)
+                                .filter_map(|m| m.parse().ok())
+                                .collect()
+                        });
+                    let _ = tx.send(members);
+                }
+            }
+            Rr::Failed { request_id, .. } => {
+                if let Some(tx) = self.joins.remove(&request_id) {
+                    let _ = tx.send(None);
+                }
+            }
+            Rr::Other => {}
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The address book and redial: every address learnt per peer (libp2p forgets one after a
+//! failed dial; the book does not), handed to the swarm again before a request to a peer that
+//! is not connected; explicit peers and members that are not connected are redialled with a
+//! backoff.
+
+use std::time::{Duration, Instant};
+
+use libp2p::{Multiaddr, PeerId};
+
+use super::task::Task;
+
+/// Longest wait between two dials of an explicit peer.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The peer id an address ends with (`/p2p/...`), if any.
+pub(super) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+/// An explicit peer and when to dial it next (addresses without `/p2p/` are dialled with the
+/// backoff whether or not their peer is connected).
+pub(super) struct Redial {
+    pub(super) addr: Multiaddr,
+    pub(super) next: Instant,
+    pub(super) backoff: Duration,
+}
+
+impl Task {
+    /// Remembers an address of a peer (bounded per peer) and tells the swarm.
+    pub(super) fn learn(&mut self, peer: PeerId, addr: Multiaddr) {
+        let known = self.book.entry(peer).or_default();
+        if !known.contains(&addr) {
+            if known.len() >= 16 {
+                known.remove(0);
+            }
+            known.push(addr.clone());
+        }
+        self.swarm.add_peer_address(peer, addr);
+    }
+
+    /// Before a request to a peer that is not connected: every address ever learnt for it.
+    pub(super) fn remind(&mut self, peer: PeerId) {
+        if self.swarm.is_connected(&peer) {
+            return;
+        }
+        if let Some(addrs) = self.book.get(&peer) {
+            for a in addrs.clone() {
+                self.swarm.add_peer_address(peer, a);
+            }
+        }
+    }
+
+    /// Dials the explicit peers and the members that are not connected and whose backoff is
+    /// over.
+    pub(super) fn redial(&mut self, now: Instant) {
+        for r in &mut self.redial {
+            if r.next > now {
+                continue;
+            }
+            let connected = peer_of(&r.addr).is_some_and(|p| self.swarm.is_connected(&p));
+            if !connected {
+                let _ = self.swarm.dial(r.addr.clone());
+            }
+            r.next = now + r.backoff;
+            r.backoff = (r.backoff * 2).min(MAX_BACKOFF);
+        }
+        let local = *self.swarm.local_peer_id();
+        let members: Vec<PeerId> = self.allowed.iter().copied().collect();
+        for p in members {
+            if p == local || self.swarm.is_connected(&p) {
+                self.member_dials.remove(&p);
+                continue;
+            }
+            let Some(addrs) = self.book.get(&p).filter(|a| !a.is_empty()) else {
+                continue;
+            };
+            let (next, backoff) = self
+                .member_dials
+                .entry(p)
+                .or_insert((now, Duration::from_millis(250)));
+            if *next > now {
+                continue;
+            }
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(p)
+                .addresses(addrs.clone())
+                .build();
+            let _ = self.swarm.dial(opts);
+            *next = now + *backoff;
+            *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// A connected explicit peer is not redialled until it goes away again.
+    pub(super) fn redial_connected(&mut self, peer: PeerId) {
+        for r in &mut self.redial {
+            if peer_of(&r.addr) == Some(peer) {
+                r.backoff = Duration::from_millis(250);
+                r.next = Instant::now() + MAX_BACKOFF;
+            }
+        }
+    }
+
+    /// An explicit peer that went away is dialled again at the next tick.
+    pub(super) fn redial_closed(&mut self, peer: PeerId) {
+        for r in &mut self.redial {
+            if peer_of(&r.addr) == Some(peer) {
+                r.next = Instant::now();
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Starting the network: its configuration ([`NetConfig`]) and errors ([`NetError`]), the
+//! protocols and the limits on frames and connections, and [`spawn`], which builds the
+//! transport (TCP, the private network's key, Noise, yamux), the [`Behaviour`] and the
+//! [`Task`] that owns the Swarm.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chorus_proto::Limits;
+use futures::stream::FuturesUnordered;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::upgrade::Version;
+use libp2p::identity::Keypair;
+use libp2p::pnet::PnetConfig;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Transport, allow_block_list, connection_limits, identify,
+    mdns, noise, ping, tcp, yamux,
+};
+use tokio::sync::mpsc;
+
+use super::book::{Redial, peer_of};
+use super::codec::{Counters, FrameCodec};
+use super::handle::{Inbound, NetHandle, SharedStats};
+use super::task::Task;
+use super::throttle::Throttle;
+
+const SYNC: StreamProtocol = StreamProtocol::new("/chorus/sync/1");
+const CHUNKS: StreamProtocol = StreamProtocol::new("/chorus/chunks/1");
+const RAFT: StreamProtocol = StreamProtocol::new("/chorus/raft/1");
+const JOIN: StreamProtocol = StreamProtocol::new("/chorus/join/1");
+/// A join request: an invite and a few addresses.
+const MAX_JOIN_FRAME: usize = 4 << 10;
+/// Raft frames are small (headers only); this bounds a hostile one.
+const MAX_RAFT_FRAME: usize = 4 << 20;
+/// Connections still in their handshake (private-network key, Noise) at once: a stranger
+/// without the key holding idle TCP connections is turned away past this, so it cannot use up
+/// the daemon's file descriptors.
+const MAX_PENDING_INCOMING: u32 = 64;
+/// Established incoming connections at once, and per peer.
+const MAX_ESTABLISHED_INCOMING: u32 = 256;
+const MAX_ESTABLISHED_PER_PEER: u32 = 4;
+/// A handshake that has not finished in this long is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What arrived and waits for the node: past this, more is dropped (the sync protocol
+/// retries what matters; a dropped Raft RPC is a timeout to its sender).
+pub const INBOUND_QUEUE: usize = 1024;
+/// How often mDNS asks the LAN who is there.
+const MDNS_QUERY_EVERY: Duration = Duration::from_secs(20);
+
+/// Why the network could not start or act.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("identity: {0}")]
+    Identity(String),
+    #[error("cannot build the network: {0}")]
+    Build(String),
+    #[error("cannot listen on {addr}: {detail}; is the port in use?")]
+    Listen { addr: Multiaddr, detail: String },
+    #[error("the network task has stopped")]
+    Stopped,
+}
+
+/// How the network starts.
+pub struct NetConfig {
+    pub keypair: Keypair,
+    /// The share secret: the private network's key derives from it ([`super::psk_of_secret`]),
+    /// and invites are checked with it.
+    pub secret: [u8; 32],
+    pub listen: Vec<Multiaddr>,
+    /// Peers dialled at start and redialled with a backoff while disconnected.
+    pub explicit_peers: Vec<Multiaddr>,
+    /// Peers allowed to connect (the membership); more with [`NetHandle::allow`].
+    pub allowed: Vec<PeerId>,
+    /// mDNS discovery (a LAN; it ignores loopback).
+    pub mdns: bool,
+    pub limits: Limits,
+    pub request_timeout: Duration,
+    /// Sync and chunk bytes sent per second, all peers together; `None` for no limit.
+    pub bandwidth_limit: Option<u64>,
+}
+
+#[derive(NetworkBehaviour)]
+pub(super) struct Behaviour {
+    pub(super) limits: connection_limits::Behaviour,
+    pub(super) block: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    pub(super) join: request_response::Behaviour<FrameCodec>,
+    pub(super) sync: request_response::Behaviour<FrameCodec>,
+    pub(super) chunks: request_response::Behaviour<FrameCodec>,
+    pub(super) raft: request_response::Behaviour<FrameCodec>,
+    pub(super) identify: identify::Behaviour,
+    pub(super) ping: ping::Behaviour,
+    pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// Starts the network task; returns its handle and the stream of what arrives.
+pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), NetError> {
+    let counters = Arc::new(Counters::default());
+    let raft_counters = Arc::new(Counters::default());
+    let limits = cfg.limits;
+    let timeout = cfg.request_timeout;
+    let psk = super::psk_of_secret(&cfg.secret);
+    let secret = cfg.secret;
+    let local = cfg.keypair.public().to_peer_id();
+    let mdns_on = cfg.mdns;
+    let rr = |proto: StreamProtocol, max: usize, counters: &Arc<Counters>| {
+        request_response::Behaviour::with_codec(
+            FrameCodec::new(max, counters.clone()),
+            [(proto, ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(timeout),
+        )
+    };
+    let build = |e: &dyn std::fmt::Display| NetError::Build(e.to_string());
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair)
+        .with_tokio()
+        .with_other_transport(|key| {
+            let noise = noise::Config::new(key)?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                    .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                    .upgrade(Version::V1Lazy)
+                    .authenticate(noise)
+                    .multiplex(yamux::Config::default())
+                    .timeout(HANDSHAKE_TIMEOUT)
+                    .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer))),
+            )
+        })
+        .map_err(|e| build(&e))?
+        .with_behaviour(|key| {
+            let mdns = if mdns_on {
+                // Ask again every 20 s rather than libp2p's 5 min: a node that missed the first
+                // answers (started first, or a lost packet) finds the others soon.
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config {
+                        query_interval: MDNS_QUERY_EVERY,
+                        ..mdns::Config::default()
+                    },
+                    key.public().to_peer_id(),
+                )?)
+            } else {
+                None
+            };
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Behaviour {
+                limits: connection_limits::Behaviour::new(
+                    connection_limits::ConnectionLimits::default()
+                        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+                        .with_max_established_incoming(Some(MAX_ESTABLISHED_INCOMING))
+                        .with_max_established_per_peer(Some(MAX_ESTABLISHED_PER_PEER)),
+                ),
+                block: allow_block_list::Behaviour::default(),
+                join: rr(JOIN, MAX_JOIN_FRAME, &raft_counters),
+                sync: rr(SYNC, limits.max_frame, &counters),
+                chunks: rr(CHUNKS, limits.max_frame, &counters),
+                raft: rr(RAFT, MAX_RAFT_FRAME, &raft_counters),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/chorus/1".into(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                mdns: Toggle::from(mdns),
+            })
+        })
+        .map_err(|e| build(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    for addr in cfg.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetError::Listen {
+                addr,
+                detail: e.to_string(),
+            })?;
+    }
+    let allowed: HashSet<PeerId> = cfg.allowed.into_iter().collect();
+    let mut book: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+    for a in &cfg.explicit_peers {
+        if let Some(p) = peer_of(a) {
+            book.entry(p).or_default().push(a.clone());
+        }
+    }
+    let now = Instant::now();
+    let redial = cfg
+        .explicit_peers
+        .into_iter()
+        .map(|addr| Redial {
+            addr,
+            next: now,
+            backoff: Duration::from_millis(250),
+        })
+        .collect();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
+    let stats = SharedStats::default();
+    let task = Task {
+        swarm,
+        inbound: in_tx,
+        inbound_dropped: 0,
+        limits,
+        raft_calls: HashMap::new(),
+        replies: FuturesUnordered::new(),
+        allowed,
+        redial,
+        secret,
+        strangers: HashMap::new(),
+        joins: HashMap::new(),
+        book,
+        throttle: Throttle::new(cfg.bandwidth_limit, Instant::now()),
+        stats: stats.clone(),
+        member_dials: HashMap::new(),
+    };
+    tokio::spawn(task.run(rx));
+    Ok((
+        NetHandle {
+            tx,
+            local,
+            counters,
+            raft_counters,
+            stats,
+        },
+        in_rx,
+    ))
+}

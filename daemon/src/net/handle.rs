@@ -1,0 +1,205 @@
+//! The handle the rest of the daemon talks to the network task through ([`NetHandle`]): the
+//! commands it sends the task, what arrives from peers ([`Inbound`]), and the bytes and round
+//! trips kept per peer ([`PeerStats`]).
+//!
+//! Sync messages are one-way: a request carries one chorus-proto frame and the response is an
+//! empty acknowledgement (the sync protocol answers with its own messages and retries what
+//! matters). Raft RPCs are request and response.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chorus_election::{RaftReply, RaftRpc, TransportError};
+use chorus_proto::{Body, encode_frame};
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+
+use super::build::NetError;
+use super::codec::Counters;
+
+/// What this node exchanged with one peer, and how far away it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PeerStats {
+    /// Sync and chunk frames, length prefixes included.
+    pub sent: u64,
+    pub received: u64,
+    /// The last ping's round trip.
+    pub rtt: Option<Duration>,
+}
+
+pub(super) type SharedStats = Arc<std::sync::Mutex<HashMap<PeerId, PeerStats>>>;
+
+/// Updates the stats of `peer` (a poisoned lock still holds usable counters).
+pub(super) fn with_stats(stats: &SharedStats, peer: PeerId, f: impl FnOnce(&mut PeerStats)) {
+    let mut map = stats.lock().unwrap_or_else(|e| e.into_inner());
+    f(map.entry(peer).or_default());
+}
+
+/// Something that arrived from a peer.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A peer presented a valid invite; it may talk to this node from now on, and the leader
+    /// adds it to the membership.
+    Join { from: PeerId, addrs: Vec<Multiaddr> },
+    /// A sync message, decoded under the frame limits.
+    Sync { from: PeerId, body: Body },
+    /// A Raft RPC; send the reply through `reply`.
+    Raft {
+        from: PeerId,
+        rpc: Box<RaftRpc>,
+        reply: oneshot::Sender<RaftReply>,
+    },
+}
+
+/// What a [`NetHandle`] asks of the network task.
+pub(super) enum Command {
+    Send {
+        to: PeerId,
+        frame: Vec<u8>,
+        chunks: bool,
+    },
+    Raft {
+        to: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, String>>,
+    },
+    Allow(Vec<PeerId>),
+    Join {
+        to: PeerId,
+        invite: [u8; 32],
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Option<Vec<Multiaddr>>>,
+    },
+    Disallow(Vec<PeerId>),
+    AddAddress(PeerId, Multiaddr),
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Connected(oneshot::Sender<Vec<PeerId>>),
+}
+
+/// Talks to the network task. Cheap to clone.
+#[derive(Clone)]
+pub struct NetHandle {
+    pub(super) tx: mpsc::UnboundedSender<Command>,
+    pub(super) local: PeerId,
+    pub(super) counters: Arc<Counters>,
+    pub(super) raft_counters: Arc<Counters>,
+    pub(super) stats: SharedStats,
+}
+
+impl NetHandle {
+    /// Bytes and round trip per peer, for every peer seen so far.
+    pub fn peer_stats(&self) -> HashMap<PeerId, PeerStats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    /// Sends a sync message (best effort; the protocol retries).
+    pub fn send(&self, to: PeerId, body: Body) {
+        let chunks = matches!(body, Body::Chunks(_) | Body::NeedChunks(_));
+        let _ = self.tx.send(Command::Send {
+            to,
+            frame: encode_frame(body),
+            chunks,
+        });
+    }
+
+    /// One Raft RPC and its reply.
+    pub async fn raft_call(
+        &self,
+        to: PeerId,
+        addrs: Vec<Multiaddr>,
+        rpc: &RaftRpc,
+    ) -> Result<RaftReply, TransportError> {
+        let request = serde_json::to_vec(rpc).map_err(|e| TransportError(e.to_string()))?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Raft {
+                to,
+                addrs,
+                request,
+                reply,
+            })
+            .map_err(|_| TransportError("the network task has stopped".into()))?;
+        let bytes = rx
+            .await
+            .map_err(|_| TransportError("the network task has stopped".into()))?
+            .map_err(TransportError)?;
+        serde_json::from_slice(&bytes).map_err(|e| TransportError(format!("bad raft reply: {e}")))
+    }
+
+    /// Presents `invite` to `to`. `Some(members)` when it was accepted: the addresses
+    /// (`.../p2p/<id>`) of the members `to` knows, for reaching the leader; `None` when refused
+    /// or unreachable.
+    pub async fn join(
+        &self,
+        to: PeerId,
+        invite: [u8; 32],
+        addrs: Vec<Multiaddr>,
+    ) -> Result<Option<Vec<Multiaddr>>, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Join {
+                to,
+                invite,
+                addrs,
+                reply,
+            })
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Lets these peers connect (they joined the membership).
+    pub fn allow(&self, peers: Vec<PeerId>) {
+        let _ = self.tx.send(Command::Allow(peers));
+    }
+
+    /// Refuses these peers from now on, and drops their connections.
+    pub fn disallow(&self, peers: Vec<PeerId>) {
+        let _ = self.tx.send(Command::Disallow(peers));
+    }
+
+    /// Remembers an address of a peer.
+    pub fn add_address(&self, peer: PeerId, addr: Multiaddr) {
+        let _ = self.tx.send(Command::AddAddress(peer, addr));
+    }
+
+    /// The addresses this node listens on.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::ListenAddrs(tx))
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// The peers connected now.
+    pub async fn connected(&self) -> Result<Vec<PeerId>, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Connected(tx))
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// (sent, received) bytes of sync and chunk frames so far, length prefixes included.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.counters.sent.load(Ordering::Relaxed),
+            self.counters.received.load(Ordering::Relaxed),
+        )
+    }
+
+    /// (sent, received) bytes of Raft frames so far (heartbeats and headers).
+    pub fn raft_bytes(&self) -> (u64, u64) {
+        (
+            self.raft_counters.sent.load(Ordering::Relaxed),
+            self.raft_counters.received.load(Ordering::Relaxed),
+        )
+    }
+}

@@ -1,0 +1,171 @@
+//! The task that owns the Swarm: [`Task`] holds all of the network's state, and its loop
+//! serves the handle's commands, the swarm's events, the Raft replies the node gives, the
+//! bandwidth limit and a tick for redial. Requests to a peer that is not connected dial it at
+//! the addresses known for it.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use chorus_proto::Limits;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use libp2p::request_response::OutboundRequestId;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, ping};
+use tokio::sync::{mpsc, oneshot};
+
+use super::book::Redial;
+use super::build::{Behaviour, BehaviourEvent};
+use super::dispatch::PendingReply;
+use super::handle::{Command, Inbound, SharedStats, with_stats};
+use super::throttle::Throttle;
+
+/// The network's state, owned by the one task that runs the swarm.
+pub(super) struct Task {
+    pub(super) swarm: Swarm<Behaviour>,
+    pub(super) inbound: mpsc::Sender<Inbound>,
+    /// What was dropped because the node was behind.
+    pub(super) inbound_dropped: u64,
+    pub(super) limits: Limits,
+    pub(super) raft_calls: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, String>>>,
+    pub(super) replies: FuturesUnordered<PendingReply>,
+    pub(super) allowed: HashSet<PeerId>,
+    pub(super) redial: Vec<Redial>,
+    pub(super) secret: [u8; 32],
+    /// Connected peers that are not members, and until when they may present an invite.
+    pub(super) strangers: HashMap<PeerId, Instant>,
+    pub(super) joins: HashMap<OutboundRequestId, oneshot::Sender<Option<Vec<Multiaddr>>>>,
+    /// Every address learnt per peer (libp2p forgets one after a failed dial; this does not):
+    /// handed to the swarm again before each request to a peer that is not connected.
+    pub(super) book: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Sync and chunk frames waiting for the bandwidth limit: (to, frame, on /chorus/chunks).
+    pub(super) throttle: Throttle<(PeerId, Vec<u8>, bool)>,
+    pub(super) stats: SharedStats,
+    /// Members not connected: when to dial them next, and the backoff. Every member is
+    /// kept connected, so a joiner reaches the others before the node that let it in is gone.
+    pub(super) member_dials: HashMap<PeerId, (Instant, Duration)>,
+}
+
+impl Task {
+    pub(super) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            let throttled = self.throttle.next_at().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                () = async { if let Some(at) = throttled { tokio::time::sleep_until(at).await } }, if throttled.is_some() => self.pump(),
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.event(event),
+                Some((channel, reply)) = self.replies.next(), if !self.replies.is_empty() => {
+                    // A dropped reply (the node stopped) closes the stream without an answer.
+                    if let Some(bytes) = reply {
+                        let _ = self.swarm.behaviour_mut().raft.send_response(channel, bytes);
+                    }
+                }
+                _ = tick.tick() => self.tick(),
+            }
+        }
+    }
+
+    /// Every 250 ms: strangers past their grace are refused, and who is due is redialled.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        self.expire_strangers(now);
+        self.redial(now);
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Send { to, frame, chunks } => {
+                self.throttle.push(frame.len() + 4, (to, frame, chunks));
+                self.pump();
+            }
+            Command::Raft {
+                to,
+                addrs,
+                request,
+                reply,
+            } => {
+                for a in addrs {
+                    self.learn(to, a);
+                }
+                self.remind(to);
+                let id = self.swarm.behaviour_mut().raft.send_request(&to, request);
+                self.raft_calls.insert(id, reply);
+            }
+            Command::Allow(peers) => self.allow(peers),
+            Command::Disallow(peers) => self.disallow(peers),
+            Command::Join {
+                to,
+                invite,
+                addrs,
+                reply,
+            } => self.send_join(to, invite, addrs, reply),
+            Command::AddAddress(peer, addr) => self.learn(peer, addr),
+            Command::ListenAddrs(tx) => {
+                let _ = tx.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Connected(tx) => {
+                let _ = tx.send(self.swarm.connected_peers().copied().collect());
+            }
+        }
+    }
+
+    /// Sends the sync and chunk frames the bandwidth limit lets go now.
+    fn pump(&mut self) {
+        for (to, frame, chunks) in self.throttle.ready(Instant::now()) {
+            self.remind(to);
+            let len = frame.len() as u64 + 4;
+            let b = self.swarm.behaviour_mut();
+            if chunks {
+                b.chunks.send_request(&to, frame);
+            } else {
+                b.sync.send_request(&to, frame);
+            }
+            with_stats(&self.stats, to, |s| s.sent += len);
+        }
+    }
+
+    fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(e))
+            | SwarmEvent::Behaviour(BehaviourEvent::Chunks(e)) => self.sync_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Raft(e)) => self.raft_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) if self.allowed.contains(&peer_id) => {
+                for a in info.listen_addrs {
+                    self.learn(peer_id, a);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    if self.allowed.contains(&peer) {
+                        self.learn(peer, addr.clone());
+                        if !self.swarm.is_connected(&peer) {
+                            let _ = self.swarm.dial(addr);
+                        }
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Join(e)) => self.join_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            })) if self.allowed.contains(&peer) => {
+                with_stats(&self.stats, peer, |s| s.rtt = Some(rtt));
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                self.admit_connection(peer_id);
+                self.redial_connected(peer_id);
+            }
+            SwarmEvent::ConnectionClosed { peer_id, .. } => self.redial_closed(peer_id),
+            _ => {}
+        }
+    }
+}
