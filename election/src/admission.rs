@@ -24,8 +24,8 @@ use crate::types::{NodeId, TypeConfig};
 pub const MAX_TERM: u64 = u64::MAX / 2;
 /// How far above this node's current term a peer may name a term. An honest node cut off
 /// from the group raises its term by one per election timeout (150 ms at the fastest), so
-/// 2^32 is over 20 years alone; a hostile member needs 2^30 accepted messages to carry the
-/// group from 0 to [`MAX_TERM`].
+/// 2^32 is over 20 years alone; a hostile member needs 2^31 accepted messages to carry the
+/// group from 0 to [`MAX_TERM`] (where no election could follow: docs/security.md).
 pub const MAX_TERM_STEP: u64 = 1 << 32;
 /// No log index goes above this (a log of 2^62 headers is never written).
 pub const MAX_INDEX: u64 = u64::MAX / 4;

@@ -83,6 +83,16 @@ pub struct Status {
     /// A version waiting to be written (while paused, or held by the mass-delete guard).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<HeldVersion>,
+    /// How much history this node keeps (config.toml `keep_versions`, `keep_days`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionView>,
+}
+
+/// History retention as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionView {
+    pub keep_versions: usize,
+    pub keep_days: u64,
 }
 
 /// A version whose chunks are being fetched from a peer.

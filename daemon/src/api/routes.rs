@@ -292,6 +292,7 @@ mod tests {
                 paused: false,
                 transfers: Vec::new(),
                 held: None,
+                retention: None,
             },
             peers: Vec::new(),
             versions: Arc::new(Vec::new()),

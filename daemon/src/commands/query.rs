@@ -201,10 +201,19 @@ pub fn peers(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 pub fn log(args: Args) -> anyhow::Result<ExitCode> {
+    // How far back the history reaches, said under the table.
+    let retention = args
+        .state_dir()
+        .ok()
+        .and_then(|dir| client::get_json::<Status>(&dir, "/v1/status").ok())
+        .and_then(|s| s.retention);
     query(&args, "/v1/versions", |versions: Vec<Version>| {
         if versions.is_empty() {
             return "no accepted version yet\n".into();
         }
+        let oldest = versions
+            .first()
+            .map(|v| format!("{} of {}", v.number, utc(v.created_at_ms)));
         let rows = versions
             .into_iter()
             .rev()
@@ -230,7 +239,14 @@ pub fn log(args: Args) -> anyhow::Result<ExitCode> {
                 "ORIGIN",
             ],
             rows,
-        )
+        ) + &match (retention, oldest) {
+            (Some(r), Some(oldest)) => format!(
+                "history kept here: the last {} versions and all of the last {} days \
+                 (config.toml keep_versions, keep_days); the oldest is {oldest}\n",
+                r.keep_versions, r.keep_days
+            ),
+            _ => String::new(),
+        }
     })
 }
 

@@ -258,6 +258,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .filter(|&r| r > 0),
         demote_after: Some(Duration::from_secs(cfg.demote_after_secs))
             .filter(|d| !d.is_zero()),
+        retention: chorus_sync::Retention {
+            keep_last: cfg.keep_versions,
+            keep_ms: cfg.keep_days.saturating_mul(24 * 3600 * 1000),
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

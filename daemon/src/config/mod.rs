@@ -80,6 +80,11 @@ pub struct Config {
     /// made a learner, so a lost machine stops counting toward the quorum; it is a voter
     /// again once back. 0: never.
     pub demote_after_secs: u64,
+    /// History kept on this node: at least the last this many accepted versions...
+    pub keep_versions: usize,
+    /// ...and every accepted version younger than this many days. Older ones (their chunks,
+    /// unless a kept version shares them) are collected; `chorus log` shows the oldest kept.
+    pub keep_days: u64,
 }
 
 /// Makes the state dir (and its parents) if needed, and makes it private (0700) whatever the
@@ -128,6 +133,8 @@ impl Default for Config {
             mass_delete_fraction: 0.5,
             mass_delete_files: 1000,
             demote_after_secs: 3 * 24 * 3600,
+            keep_versions: 100,
+            keep_days: 30,
         }
     }
 }

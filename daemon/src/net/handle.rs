@@ -38,6 +38,8 @@ pub(super) fn with_stats(stats: &SharedStats, peer: PeerId, f: impl FnOnce(&mut 
 }
 
 /// Something that arrived from a peer.
+// Each value crosses the inbound queue once; boxing `Body` would change the public API.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Inbound {
     /// A peer presented a valid invite; it may talk to this node from now on, and the leader

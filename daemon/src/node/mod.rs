@@ -74,6 +74,8 @@ pub struct NodeConfig {
     pub bandwidth_limit: Option<u64>,
     /// A voter unseen this long is made a learner by the leader; `None` never.
     pub demote_after: Option<Duration>,
+    /// How much history this node keeps.
+    pub retention: chorus_sync::Retention,
     /// Called once start-up has passed its checks (the socket bound, the ports free, the
     /// network listening), with this node's PeerId and listen addresses: where `chorus run`
     /// says it is running, so that nothing says so before a refusal.
@@ -179,6 +181,7 @@ pub async fn run(
     };
     let share_path = cfg.share.path().display().to_string();
     let cfg_demote_after = cfg.demote_after;
+    let retention = cfg.retention;
     let start::Started {
         election,
         net,
@@ -197,6 +200,7 @@ pub async fn run(
         net: net.clone(),
         view,
         share: share_path,
+        retention,
     });
     // The local socket answers from the snapshots the loop publishes, and queues commands.
     let mut last = composer.compose().await?;

@@ -40,6 +40,7 @@ pub struct Composer {
     pub view: watch::Receiver<WorkerView>,
     /// The share's path, as shown.
     pub share: String,
+    pub retention: chorus_sync::Retention,
 }
 
 impl Composer {
@@ -126,6 +127,10 @@ impl Composer {
                 })
                 .collect(),
             held: w.held.clone(),
+            retention: Some(crate::api::RetentionView {
+                keep_versions: self.retention.keep_last,
+                keep_days: self.retention.keep_ms / (24 * 3600 * 1000),
+            }),
         };
         Ok(Snapshot {
             status,

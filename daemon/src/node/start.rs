@@ -12,7 +12,7 @@ use chorus_chunking::{ChunkStore, DiskStore};
 use chorus_election::{ElectionNode, Member, node_id_of};
 use chorus_folder::DiskFolder;
 use chorus_proto::Limits;
-use chorus_sync::{Engine, EngineConfig, Replica, Retention, SyncStore};
+use chorus_sync::{Engine, EngineConfig, Replica, SyncStore};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -172,7 +172,8 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
             events: events.clone(),
             debounce: cfg.debounce,
             rescan_every: cfg.rescan_every,
-            retention: Retention::default(),
+            retention: cfg.retention,
+            pause_marker: cfg.state_dir.join(worker::PAUSE_MARKER),
             peers: Default::default(),
         },
         control_rx,

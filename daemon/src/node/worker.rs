@@ -77,7 +77,12 @@ pub struct Worker {
     pub retention: Retention,
     /// The members' PeerIds, by node id (from the cluster events).
     pub peers: BTreeMap<NodeId, PeerId>,
+    /// Present while the share is paused, so a pause outlives a restart.
+    pub pause_marker: std::path::PathBuf,
 }
+
+/// The file in the state dir that says the share is paused.
+pub const PAUSE_MARKER: &str = "paused";
 
 /// Unix milliseconds: the engine's retry timers tolerate a clock step (they saturate), and
 /// headers carry wall-clock creation times for history retention.
@@ -130,6 +135,11 @@ impl Worker {
             next_gc: now + GC_EVERY,
             next_view: now,
         };
+        // A pause outlives a restart: nothing is scanned or written until `chorus resume`.
+        if self.pause_marker.exists() {
+            self.replica.pause();
+            tracing::info!("the share is paused (`chorus pause`); `chorus resume` to sync again");
+        }
         // The first scan at once; then on changes, and fully every `rescan_every`.
         let out = self.replica.scan(now_ms());
         self.after(out);
@@ -336,10 +346,26 @@ impl Worker {
         let now = now_ms();
         let (answer, out) = match request {
             Request::Pause => {
+                std::fs::write(&self.pause_marker, b"paused by `chorus pause`\n").map_err(|e| {
+                    Refusal::failed(format!(
+                        "cannot record the pause in {}: {e}",
+                        self.pause_marker.display()
+                    ))
+                })?;
                 self.replica.pause();
                 (json!({"paused": true}), Vec::new())
             }
             Request::Resume { confirm } => {
+                match std::fs::remove_file(&self.pause_marker) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(Refusal::failed(format!(
+                            "cannot remove {} (the pause would come back at the next start): {e}",
+                            self.pause_marker.display()
+                        )));
+                    }
+                }
                 let (released, out) = self.replica.resume(now, confirm)?;
                 let answer = match released {
                     Some(v) => json!({"paused": false, "released": v.to_string()}),

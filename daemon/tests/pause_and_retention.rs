@@ -1,0 +1,64 @@
+//! Two promises of the everyday path, through real processes formed the README's way: a
+//! `chorus pause` outlives a restart of the daemon (the share stays untouched until
+//! `chorus resume`), and `chorus log` says how far back the history kept here reaches, as
+//! config.toml's `keep_versions` and `keep_days` set it.
+
+mod support;
+
+use std::time::Duration;
+
+use support::group::{Group, wait_until};
+
+#[test]
+fn a_pause_outlives_a_restart() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    std::fs::write(g.file(a, "one.txt"), "one\n").unwrap();
+    g.wait_everywhere("one.txt", b"one\n");
+
+    g.ask(b, &["pause"]);
+    g.stop(b);
+    g.restart(b);
+    assert_eq!(g.status(b)["paused"], true, "paused after the restart");
+    std::fs::write(g.file(a, "two.txt"), "two\n").unwrap();
+    // The other member has it; the paused one is left alone.
+    wait_until("the leader accepts the edit", || {
+        g.ask(a, &["log"]).lines().count() >= 4
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!g.file(b, "two.txt").exists(), "a paused share was written");
+
+    g.ask(b, &["resume"]);
+    g.wait_everywhere("two.txt", b"two\n");
+    g.stop(b);
+    g.restart(b);
+    assert_eq!(g.status(b)["paused"], false, "a resume outlives a restart too");
+}
+
+#[test]
+fn the_log_says_how_far_back_history_reaches() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    g.stop(a);
+    let config = g.file(a, ".chorus/config.toml");
+    let text: String = std::fs::read_to_string(&config)
+        .unwrap()
+        .lines()
+        .map(|l| match l.split('=').next().map(str::trim) {
+            Some("keep_versions") => "keep_versions = 7\n".to_owned(),
+            Some("keep_days") => "keep_days = 2\n".to_owned(),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&config, text).unwrap();
+    g.restart(a);
+    std::fs::write(g.file(a, "x.txt"), "x\n").unwrap();
+    wait_until("a version", || g.ask(a, &["log"]).contains("history kept here"));
+    let log = g.ask(a, &["log"]);
+    assert!(
+        log.contains("the last 7 versions and all of the last 2 days"),
+        "{log}"
+    );
+    assert_eq!(g.status(a)["retention"]["keep_versions"], 7);
+}
