@@ -594,7 +594,16 @@ impl Engine {
         if let Some(l) = &self.leader {
             needed.extend(l.versions());
         }
-        gc::collect(&self.store, &*self.chunks, needed, now_ms, retention)
+        needed.extend(self.transfers.versions());
+        let fetching = self.transfers.fetching_chunks();
+        gc::collect(
+            &self.store,
+            &*self.chunks,
+            needed,
+            &fetching,
+            now_ms,
+            retention,
+        )
     }
 
     // ---- what the driver and the socket read ------------------------------------------------

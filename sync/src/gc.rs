@@ -48,6 +48,7 @@ pub(crate) fn collect(
     store: &SyncStore,
     chunks: &dyn ChunkStore,
     needed: Vec<VersionId>,
+    fetching: &HashSet<ChunkId>,
     now_ms: u64,
     retention: &Retention,
 ) -> Result<GcReport, EngineError> {
@@ -70,7 +71,7 @@ pub(crate) fn collect(
     let drop: BTreeSet<VersionId> = all.difference(&keep).copied().collect();
     store.remove_manifests(&drop)?;
 
-    let mut live: HashSet<ChunkId> = HashSet::new();
+    let mut live: HashSet<ChunkId> = fetching.clone();
     for id in all.intersection(&keep) {
         if let Some(tree) = store.manifest(id)? {
             live.extend(tree.chunks().map(|c| c.id));

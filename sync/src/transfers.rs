@@ -125,6 +125,10 @@ pub(crate) struct Transfers {
     sent_chunks: HashMap<(NodeId, ChunkId), u64>,
     /// The chunks of the window asked for last, per incoming delta, not arrived yet.
     asked: HashMap<(NodeId, u8), HashSet<ChunkId>>,
+    /// Every chunk an incoming delta lacked when it arrived: those that came since are stored
+    /// but named by no manifest until the delta completes, so garbage collection must keep
+    /// them (a transfer of hours would otherwise lose what it fetched at every collection).
+    fetching: HashMap<(NodeId, u8), HashSet<ChunkId>>,
 }
 
 impl Transfers {
@@ -133,6 +137,27 @@ impl Transfers {
         let mut v: Vec<Fetch> = self.fetches.values().copied().collect();
         v.sort_by_key(|f| (f.from, f.target));
         v
+    }
+
+    /// The versions transfers still need: the bases and targets of deltas remembered for a
+    /// NeedBase answer, and the bases of incoming deltas waiting for chunks.
+    pub fn versions(&self) -> Vec<VersionId> {
+        let mut out: Vec<VersionId> = Vec::new();
+        for ((_, target), what) in &self.outgoing {
+            out.push(*target);
+            match what {
+                Outgoing::Push { base, .. } => out.push(*base),
+                Outgoing::Merged { pushed, .. } => out.push(*pushed),
+                Outgoing::Offer { .. } => {}
+            }
+        }
+        out.extend(self.incoming.values().map(|(_, d)| d.base));
+        out
+    }
+
+    /// The chunks incoming deltas are fetching (arrived or not): live for garbage collection.
+    pub fn fetching_chunks(&self) -> HashSet<ChunkId> {
+        self.fetching.values().flatten().copied().collect()
     }
 
     /// The delta from `base` to `target`. A `lean` one carries no literals, only the chunks'
@@ -263,6 +288,7 @@ impl Transfers {
                 self.incoming.remove(&(from, slot));
                 self.fetches.remove(&(from, slot));
                 self.asked.remove(&(from, slot));
+                self.fetching.remove(&(from, slot));
                 ctx.store.put_manifest(&a.tree)?;
                 let sent_base = match (&held, &delta.wire.base_manifest) {
                     (None, Some(m)) => TreeManifest::from_proto(m).ok(),
@@ -295,7 +321,12 @@ impl Transfers {
                         chunks: ids.len(),
                         received: 0,
                     };
+                    self.fetching.remove(&(from, slot));
                 }
+                self.fetching
+                    .entry((from, slot))
+                    .or_default()
+                    .extend(ids.iter().copied());
                 fetch.chunks = fetch.chunks.max(ids.len());
                 fetch.received = fetch.chunks - ids.len();
                 self.incoming.insert((from, slot), (kind, delta));
@@ -330,6 +361,30 @@ impl Transfers {
     /// `from` lacks `base`: the delta to `target` goes again with the base's manifest (or, for
     /// an offer, against the empty tree, forgetting what `from` was thought to share).
     pub fn on_need_base(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        last_shared: &mut BTreeMap<NodeId, VersionId>,
+        from: NodeId,
+        base: VersionId,
+        target: VersionId,
+    ) -> Result<(), EngineError> {
+        let answered = self.resend(ctx, last_shared, from, base, target);
+        if let Err(EngineError::Missing(gone)) = answered {
+            // Collected here since it was sent: a clean refusal; the asker's own retry (a new
+            // push, a Want of the head) goes from what both still hold.
+            self.outgoing.remove(&(from, target));
+            reject(
+                ctx,
+                from,
+                RejectReason::UnsupportedVersion,
+                format!("version {gone} is no longer kept here; ask again from the head"),
+            );
+            return Ok(());
+        }
+        answered
+    }
+
+    fn resend(
         &mut self,
         ctx: &mut Ctx<'_>,
         last_shared: &mut BTreeMap<NodeId, VersionId>,
