@@ -34,6 +34,9 @@ pub enum Error {
     Id(#[from] chorus_proto::ids::IdError),
     #[error("chunk {id} is corrupt: its bytes do not hash to its id")]
     Corrupt { id: ChunkId },
+    /// A chunk a version needs is not stored (dropped as corrupt, or never fetched).
+    #[error("chunk {id} is not in the store")]
+    Missing { id: ChunkId },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: std::path::PathBuf,

@@ -56,8 +56,7 @@ pub trait ChunkStore: Send + Sync {
 
     /// The chunk's bytes, or an error naming it when absent.
     fn require(&self, id: &ChunkId) -> Result<Vec<u8>, Error> {
-        self.get(id)?
-            .ok_or_else(|| Error::Invalid(format!("chunk {id} is not in the store")))
+        self.get(id)?.ok_or(Error::Missing { id: *id })
     }
 }
 

@@ -641,6 +641,29 @@ impl Engine {
         std::mem::take(&mut self.out)
     }
 
+    /// Asks for the chunks of `version` this node lacks again (the leader's, or while this
+    /// node leads every other member's): `(missing, messages to send)`.
+    pub fn refetch(
+        &mut self,
+        version: VersionId,
+        now_ms: u64,
+    ) -> Result<(usize, Vec<Action>), EngineError> {
+        self.now = now_ms;
+        let sources: Vec<NodeId> = match self.cluster.leader {
+            Some(l) if l != self.me => vec![l],
+            _ => self
+                .cluster
+                .voters
+                .iter()
+                .chain(&self.cluster.learners)
+                .filter(|&&n| n != self.me)
+                .copied()
+                .collect(),
+        };
+        let n = self.transfers.refetch(&mut ctx!(self), &sources, version)?;
+        Ok((n, std::mem::take(&mut self.out)))
+    }
+
     /// The local version with unanswered changes, if any.
     pub fn work(&self) -> Option<VersionId> {
         self.follower.s.work

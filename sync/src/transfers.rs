@@ -155,6 +155,39 @@ impl Transfers {
         out
     }
 
+    /// Asks `sources` for a window of the chunks of `version` this node lacks (a chunk the
+    /// store dropped as corrupt, or lost): they are stored as they come, and the version can
+    /// be written again. Returns how many are missing.
+    pub fn refetch(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        sources: &[NodeId],
+        version: VersionId,
+    ) -> Result<usize, EngineError> {
+        let tree = ctx.tree(version)?;
+        let mut ids: Vec<ChunkId> = tree.chunks().map(|c| c.id).collect();
+        ids.sort();
+        ids.dedup();
+        let missing = ctx.chunks.missing(&ids)?;
+        if !missing.is_empty() {
+            let window: Vec<ChunkId> = missing
+                .iter()
+                .take(*FETCH_WINDOW_CHUNKS.end() as usize)
+                .copied()
+                .collect();
+            for &s in sources {
+                ctx.send(
+                    s,
+                    Message::NeedChunks {
+                        target: version,
+                        ids: window.clone(),
+                    },
+                );
+            }
+        }
+        Ok(missing.len())
+    }
+
     /// The chunks incoming deltas are fetching (arrived or not): live for garbage collection.
     pub fn fetching_chunks(&self) -> HashSet<ChunkId> {
         self.fetching.values().flatten().copied().collect()

@@ -86,7 +86,10 @@ fn a_collection_between_fetch_windows_keeps_what_arrived() {
     }
     assert!(w.settled(), "the transfer completes");
     assert_eq!(w.folder(B).read("big.bin").unwrap(), big);
-    assert!(collections >= 2, "collections ran between windows: {collections}");
+    assert!(
+        collections >= 2,
+        "collections ran between windows: {collections}"
+    );
     let distinct: HashSet<_> = asked.iter().collect();
     assert_eq!(
         asked.len(),

@@ -97,7 +97,13 @@ pub struct Replica<F> {
     notices: Vec<Notice>,
     /// Messages to send that no event returned yet (a fetch a refused request started).
     outbox: Vec<Action>,
+    /// A version whose writing needs chunks this node lacks (dropped as corrupt, or lost),
+    /// and when to ask for them again; once they are all here it is written.
+    refetching: Option<(VersionId, u64)>,
 }
+
+/// How often chunks a version lacks are asked for again.
+const REFETCH_EVERY_MS: u64 = 2_000;
 
 impl<F: Folder> Replica<F> {
     pub fn new(engine: Engine, folder: F, guard: MassDeleteGuard) -> Self {
@@ -114,6 +120,7 @@ impl<F: Folder> Replica<F> {
             queue: VecDeque::new(),
             notices: Vec::new(),
             outbox: Vec::new(),
+            refetching: None,
         }
     }
 
@@ -176,6 +183,20 @@ impl<F: Folder> Replica<F> {
 
     /// Time passed: retries due now, and a stopped writing tried again.
     pub fn tick(&mut self, now: u64) -> Result<Vec<Action>, EngineError> {
+        if let Some((version, at)) = self.refetching
+            && now >= at
+        {
+            let (missing, out) = self.engine.refetch(version, now)?;
+            self.outbox.extend(out);
+            if missing == 0 {
+                // Every chunk is back: what the engine wants written is asked for again.
+                tracing::info!(?version, "the missing chunks arrived; writing the version");
+                self.refetching = None;
+                self.stalled = true;
+            } else {
+                self.refetching = Some((version, now + REFETCH_EVERY_MS));
+            }
+        }
         if std::mem::take(&mut self.stalled) {
             if self.paused {
                 self.stalled = true;
@@ -190,6 +211,9 @@ impl<F: Folder> Replica<F> {
     pub fn poll_timeout(&self) -> Option<u64> {
         if self.stalled {
             return Some(0);
+        }
+        if let Some((_, at)) = self.refetching {
+            return Some(self.engine.poll_timeout().map_or(at, |t| t.min(at)));
         }
         self.engine.poll_timeout()
     }
@@ -325,13 +349,32 @@ impl<F: Folder> Replica<F> {
                 return Ok(());
             }
             Err(FolderError::Unavailable(_)) => return Ok(()),
-            Err(FolderError::Chunks(e)) => return Err(e.into()),
+            Err(FolderError::Chunks(e)) => return self.lacks_chunks(version, e),
         }
         self.notices.push(Notice::Materialized {
             version,
             entries: tree.len(),
         });
         self.queue.push_back(Event::Materialized { version });
+        Ok(())
+    }
+
+    /// Writing `version` stopped at a chunk this node lacks: a corrupt one the store dropped,
+    /// or one lost. It is fetched again from the leader (or the other members), and the
+    /// version written once everything is here; any other store failure is the engine's.
+    fn lacks_chunks(
+        &mut self,
+        version: VersionId,
+        e: chorus_chunking::Error,
+    ) -> Result<(), EngineError> {
+        use chorus_chunking::Error as E;
+        let (E::Missing { id } | E::Corrupt { id }) = e else {
+            return Err(e.into());
+        };
+        tracing::warn!(chunk = %id, ?version, "a chunk this version needs is missing or corrupt here; fetching it again");
+        if self.refetching.map(|(v, _)| v) != Some(version) {
+            self.refetching = Some((version, 0));
+        }
         Ok(())
     }
 
@@ -422,7 +465,7 @@ impl<F: Folder> Replica<F> {
         // exactly those paths.
         match self.write(&tree, &tree) {
             Ok(()) | Err(FolderError::Unavailable(_)) | Err(FolderError::Changed(_)) => {}
-            Err(FolderError::Chunks(e)) => return Err(e.into()),
+            Err(FolderError::Chunks(e)) => self.lacks_chunks(version, e)?,
         }
         self.drain(now)
     }

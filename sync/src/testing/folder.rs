@@ -188,6 +188,15 @@ impl Folder for MemFolder {
             }
             match want {
                 Some(e) => {
+                    // As on a disk, writing a file takes its bytes: every chunk must be held.
+                    if let Some(m) = e.manifest() {
+                        let ids: Vec<_> = m.chunks.iter().map(|c| c.id).collect();
+                        if let Some(&id) = self.chunks.missing(&ids)?.first() {
+                            return Err(FolderError::Chunks(chorus_chunking::Error::Missing {
+                                id,
+                            }));
+                        }
+                    }
                     self.files.insert(path.clone(), e.clone());
                 }
                 None => {
