@@ -31,7 +31,8 @@ fn a_group_formed_the_readme_way_survives_the_loss_of_its_first_machine() {
             (0..3).all(|i| {
                 let p = peers(&g, i);
                 p.len() == 2
-                    && p.iter().all(|x| x["connected"] == true && x["role"] != "learner")
+                    && p.iter()
+                        .all(|x| x["connected"] == true && x["role"] != "learner")
             })
         });
 
@@ -41,7 +42,11 @@ fn a_group_formed_the_readme_way_survives_the_loss_of_its_first_machine() {
         });
         // Each names the machine it lost.
         let lost = g.status(b);
-        assert_eq!(lost["unreachable"].as_array().map(Vec::len), Some(1), "{lost}");
+        assert_eq!(
+            lost["unreachable"].as_array().map(Vec::len),
+            Some(1),
+            "{lost}"
+        );
         let human = g.ask(b, &["status"]);
         assert!(human.contains("unreachable"), "{human}");
 
@@ -89,7 +94,9 @@ fn a_voter_long_gone_becomes_a_learner_and_a_removed_member_is_shut_out() {
     assert!(text.contains("demote_after_secs = 3"), "{text}");
     std::fs::write(&config, text).unwrap();
     g.restart(a);
-    wait_until("the first machine leads", || g.status(a)["role"] == "leader");
+    wait_until("the first machine leads", || {
+        g.status(a)["role"] == "leader"
+    });
     let b = g.join(a, g.at("b"));
     let c = g.join(a, g.at("c"));
     wait_until("three voters", || {
@@ -127,5 +134,8 @@ fn a_voter_long_gone_becomes_a_learner_and_a_removed_member_is_shut_out() {
         std::fs::read(&f).is_ok_and(|x| x == b"members only\n")
     });
     std::thread::sleep(std::time::Duration::from_secs(2));
-    assert!(!g.file(c, "after.txt").exists(), "the removed member got the edit");
+    assert!(
+        !g.file(c, "after.txt").exists(),
+        "the removed member got the edit"
+    );
 }

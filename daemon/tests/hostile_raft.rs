@@ -177,7 +177,10 @@ fn forged_raft_rpcs_from_a_member_are_refused_and_the_group_syncs_on() {
                 done: false,
             }),
         );
-        assert!(!answered, "a snapshot chunk at a terabyte offset is refused");
+        assert!(
+            !answered,
+            "a snapshot chunk at a terabyte offset is refused"
+        );
     }
 
     // Past several election timeouts: nobody has died, the term did not leap, one leader.
@@ -201,6 +204,9 @@ fn forged_raft_rpcs_from_a_member_are_refused_and_the_group_syncs_on() {
     std::fs::write(g.file(a, "restarted.txt"), "restarted\n").unwrap();
     g.wait_everywhere("restarted.txt", b"restarted\n");
     for i in [a, b] {
-        assert!(running(&mut g, i), "node {i} is still running after the restart");
+        assert!(
+            running(&mut g, i),
+            "node {i} is still running after the restart"
+        );
     }
 }

@@ -72,7 +72,11 @@ fn a_stranger_holding_idle_connections_cannot_exhaust_a_members_descriptors() {
 
     // Open them all and say nothing; keep what the member has not closed.
     let want = CONNECTIONS.min(own.saturating_sub(200));
-    assert!(want as u64 > 2 * NOFILE, "this test needs {} descriptors", 2 * NOFILE);
+    assert!(
+        want as u64 > 2 * NOFILE,
+        "this test needs {} descriptors",
+        2 * NOFILE
+    );
     let mut held = Vec::new();
     for _ in 0..want {
         if let Ok(s) = TcpStream::connect_timeout(&tcp, Duration::from_secs(2)) {
@@ -87,7 +91,11 @@ fn a_stranger_holding_idle_connections_cannot_exhaust_a_members_descriptors() {
         round += 1;
         assert!(running(&mut g, a), "the member is still running");
         let name = format!("during{round}.txt");
-        let (from, text) = if round % 2 == 0 { (a, "from a\n") } else { (b, "from b\n") };
+        let (from, text) = if round % 2 == 0 {
+            (a, "from a\n")
+        } else {
+            (b, "from b\n")
+        };
         std::fs::write(g.file(from, &name), text).unwrap();
         g.wait_everywhere(&name, text.as_bytes());
     }

@@ -33,7 +33,11 @@ fn a_pause_outlives_a_restart() {
     g.wait_everywhere("two.txt", b"two\n");
     g.stop(b);
     g.restart(b);
-    assert_eq!(g.status(b)["paused"], false, "a resume outlives a restart too");
+    assert_eq!(
+        g.status(b)["paused"],
+        false,
+        "a resume outlives a restart too"
+    );
 }
 
 #[test]
@@ -54,7 +58,9 @@ fn the_log_says_how_far_back_history_reaches() {
     std::fs::write(&config, text).unwrap();
     g.restart(a);
     std::fs::write(g.file(a, "x.txt"), "x\n").unwrap();
-    wait_until("a version", || g.ask(a, &["log"]).contains("history kept here"));
+    wait_until("a version", || {
+        g.ask(a, &["log"]).contains("history kept here")
+    });
     let log = g.ask(a, &["log"]);
     assert!(
         log.contains("the last 7 versions and all of the last 2 days"),

@@ -60,6 +60,9 @@ pub enum Event {
 }
 
 /// Something the driver must do.
+// A message is the common case and is moved once, to the network; boxing it would cost an
+// allocation per message to shrink the rare other variants.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Action {
     /// Send a message to a peer (best effort: the protocol retries what matters).

@@ -256,8 +256,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         guard,
         bandwidth_limit: Some(args.bandwidth_limit.unwrap_or(cfg.bandwidth_limit))
             .filter(|&r| r > 0),
-        demote_after: Some(Duration::from_secs(cfg.demote_after_secs))
-            .filter(|d| !d.is_zero()),
+        demote_after: Some(Duration::from_secs(cfg.demote_after_secs)).filter(|d| !d.is_zero()),
         retention: chorus_sync::Retention {
             keep_last: cfg.keep_versions,
             keep_ms: cfg.keep_days.saturating_mul(24 * 3600 * 1000),

@@ -140,7 +140,10 @@ pub fn keep(election: Arc<ElectionNode>, net: NetHandle, demote_after: Option<Du
                 continue;
             }
             if !view.learners.is_empty() {
-                match election.promote_learners(|id| connected.contains(&id)).await {
+                match election
+                    .promote_learners(|id| connected.contains(&id))
+                    .await
+                {
                     Ok(ids) if !ids.is_empty() => {
                         tracing::info!(voters = ?ids, "members promoted to voters");
                     }
@@ -192,13 +195,19 @@ pub async fn remove(election: &ElectionNode, me: PeerId, peer: &str) -> Result<S
         .collect();
     let target = match matching.as_slice() {
         [one] => *one,
-        [] => return Err(format!("no member's PeerId ends with {peer}; `chorus peers` lists them")),
-        _ => return Err(format!("several members' PeerIds end with {peer}; give more of it")),
+        [] => {
+            return Err(format!(
+                "no member's PeerId ends with {peer}; `chorus peers` lists them"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "several members' PeerIds end with {peer}; give more of it"
+            ));
+        }
     };
     if target == me {
-        return Err(
-            "this is the node you are asking; ask another member to remove it".to_owned(),
-        );
+        return Err("this is the node you are asking; ask another member to remove it".to_owned());
     }
     let view = election.view();
     if view.leader != Some(election.id()) {

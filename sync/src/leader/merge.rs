@@ -34,15 +34,14 @@ pub(crate) struct Merged {
 /// Merges `theirs` (the push, numbered `theirs_number`) and `ours` (the tip, `ours_number`)
 /// from `base`; merged bytes are cut and stored in `chunks`, which is synced.
 pub(crate) fn merge(
-    cfg: &EngineConfig,
-    store: &SyncStore,
-    chunks: &dyn ChunkStore,
+    ctx: &crate::ctx::Ctx<'_>,
     base: &TreeManifest,
     ours: &TreeManifest,
     ours_number: VersionNumber,
     theirs: &TreeManifest,
     theirs_number: VersionNumber,
 ) -> Result<Merged, EngineError> {
+    let (cfg, store, chunks) = (ctx.cfg, ctx.store, ctx.chunks);
     let m = merge_trees(
         base,
         ours,

@@ -237,9 +237,7 @@ impl Leader {
                 None => ctx.tree(base)?,
             };
             let ours = ctx.tree(tip.version)?;
-            let m = merge::merge(
-                ctx.cfg, ctx.store, ctx.chunks, &base_tree, &ours, tip.number, &t.tree, t.number,
-            )?;
+            let m = merge::merge(ctx, &base_tree, &ours, tip.number, &t.tree, t.number)?;
             let id = ctx.store.put_manifest(&m.tree)?;
             for e in m.extras {
                 if !self.extras.contains(&e) {
