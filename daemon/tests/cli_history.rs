@@ -152,6 +152,33 @@ fn conflicts_preview_each_displaced_change_and_show_it_against_what_won() {
     assert_eq!(hunk["kept"], format!("when: {won}\n"), "{hunk}");
     assert_eq!(hunk["preview"], format!("when: {lost}\n"), "{hunk}");
 
+    // The node whose change lost is told, once, until the user looks (`--json` is for
+    // scripts and does not count as looking).
+    let (loser, winner) = if lost == "wednesday" { (b, a) } else { (a, b) };
+    let hunk_seq = hunk["seq"].as_u64().unwrap();
+    wait_until("the loser's status names the displaced change", || {
+        g.status(loser)["displaced_here"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|x| x.as_u64() == Some(hunk_seq)))
+    });
+    let human = g.ask(loser, &["status"]);
+    assert!(human.contains("lost to a merge"), "{human}");
+    wait_until("the loser's log says it", || {
+        g.log(loser).contains("was displaced by")
+    });
+    g.ask(loser, &["conflicts"]);
+    assert!(
+        g.status(loser)["displaced_here"].as_array().is_none(),
+        "seen: {}",
+        g.status(loser)
+    );
+    assert!(
+        !g.status(winner)["displaced_here"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|x| x.as_u64() == Some(hunk_seq))),
+        "the winner is not told it lost"
+    );
+
     // The table shows the displaced text.
     let table = g.ask(a, &["conflicts"]);
     assert!(table.lines().next().unwrap().contains("PREVIEW"), "{table}");

@@ -324,3 +324,58 @@ fn a_committed_header_for_a_version_never_sent_is_not_materialized_and_does_not_
     // The next honest version is adopted over it.
     w.still_syncing("base, and after the ghost");
 }
+
+#[test]
+fn a_forged_answer_to_a_push_is_ignored() {
+    let mut w = World::new();
+    w.still_syncing("base");
+    // B saves a change; before the leader answers, H answers in its stead, with the largest
+    // number there is (taken, it would stop B from ever adopting a version again).
+    let mine = w.b.edit("from b", &mut w.out);
+    let forged = Body::Accepted(proto::Accepted {
+        version: Some(mine.version_id().to_proto()),
+        number: Some(proto::VersionNumber {
+            major: u64::MAX,
+            minor: 0,
+        }),
+    });
+    w.hostile_sends(B, forged);
+    assert_eq!(w.a.folder, w.b.folder, "B's change went through the leader");
+    assert!(
+        w.b.engine.adopted().1.major < 1 << 20,
+        "B adopted {}",
+        w.b.engine.adopted().1
+    );
+    w.still_syncing("base, still");
+}
+
+#[test]
+fn a_member_cannot_choose_its_versions_number() {
+    let mut w = World::new();
+    w.still_syncing("base");
+    let before = w.a.engine.head().1;
+    let base = w.a.folder.clone();
+    let (d, target) = delta(&w, &base, "from h");
+    // H claims a number far ahead, and another node's rank, to win every conflict.
+    w.hostile_sends(
+        A,
+        Body::Push(proto::Push {
+            number: Some(proto::VersionNumber {
+                major: 1 << 40,
+                minor: 0,
+            }),
+            delta: Some(d),
+            pushed_before: Vec::new(),
+            displaced: Vec::new(),
+        }),
+    );
+    let (head, number) = w.a.engine.head();
+    assert_eq!(head, target.version_id(), "H's version was accepted");
+    assert_eq!(
+        number.major,
+        before.major + 1,
+        "numbered from the chain: {number}"
+    );
+    assert_eq!(number.minor, 2, "MINOR is H's rank: {number}");
+    w.still_syncing("base, still");
+}

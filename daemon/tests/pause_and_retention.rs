@@ -1,7 +1,7 @@
 //! Two promises of the everyday path, through real processes formed the README's way: a
 //! `chorus pause` outlives a restart of the daemon (the share stays untouched until
-//! `chorus resume`), and `chorus log` says how far back the history kept here reaches, as
-//! config.toml's `keep_versions` and `keep_days` set it.
+//! `chorus resume`), and `chorus log` says (on stderr, under its table) how far back the
+//! history kept here reaches, as config.toml's `keep_versions` and `keep_days` set it.
 
 mod support;
 
@@ -21,10 +21,12 @@ fn a_pause_outlives_a_restart() {
     g.stop(b);
     g.restart(b);
     assert_eq!(g.status(b)["paused"], true, "paused after the restart");
+    let head = g.head(a);
     std::fs::write(g.file(a, "two.txt"), "two\n").unwrap();
     // The other member has it; the paused one is left alone.
     wait_until("the leader accepts the edit", || {
-        g.ask(a, &["log"]).lines().count() >= 4
+        let s = g.status(a);
+        s["head"]["number"] != head.as_str() && s["settled"] == true
     });
     std::thread::sleep(Duration::from_secs(2));
     assert!(!g.file(b, "two.txt").exists(), "a paused share was written");
@@ -58,10 +60,13 @@ fn the_log_says_how_far_back_history_reaches() {
     std::fs::write(&config, text).unwrap();
     g.restart(a);
     std::fs::write(g.file(a, "x.txt"), "x\n").unwrap();
-    wait_until("a version", || {
-        g.ask(a, &["log"]).contains("history kept here")
-    });
-    let log = g.ask(a, &["log"]);
+    // Under the table, on stderr (stdout is the table alone).
+    let footer = || {
+        let out = support::group::cli_in(None, &["log", "--folder", g.path(a)]);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    wait_until("a version", || footer().contains("history kept here"));
+    let log = footer();
     assert!(
         log.contains("the last 7 versions and all of the last 2 days"),
         "{log}"

@@ -222,12 +222,18 @@ mod tests {
                 Err(Refused::Term { .. })
             ));
         }
-        assert_eq!(check_rpc(&local(), 2, &append(2, 7 + MAX_TERM_STEP)), Ok(()));
+        assert_eq!(
+            check_rpc(&local(), 2, &append(2, 7 + MAX_TERM_STEP)),
+            Ok(())
+        );
         let v = RaftRpc::Vote(VoteRequest {
             vote: vote(8, 2),
             last_log_id: Some(LogId::new(CommittedLeaderId::new(u64::MAX, 2), 1)),
         });
-        assert!(matches!(check_rpc(&local(), 2, &v), Err(Refused::Term { .. })));
+        assert!(matches!(
+            check_rpc(&local(), 2, &v),
+            Err(Refused::Term { .. })
+        ));
         let v = RaftRpc::Vote(VoteRequest {
             vote: vote(8, 2),
             last_log_id: Some(LogId::new(CommittedLeaderId::new(7, 2), u64::MAX)),
@@ -240,7 +246,10 @@ mod tests {
         let r = RaftReply::AppendEntries(Ok(openraft::raft::AppendEntriesResponse::HigherVote(
             vote(u64::MAX, 2),
         )));
-        assert!(matches!(check_reply(&local(), &r), Err(Refused::Term { .. })));
+        assert!(matches!(
+            check_reply(&local(), &r),
+            Err(Refused::Term { .. })
+        ));
         let r = RaftReply::AppendEntries(Ok(openraft::raft::AppendEntriesResponse::HigherVote(
             vote(9, 2),
         )));

@@ -26,8 +26,8 @@ pub mod state_machine;
 pub mod testing;
 pub mod types;
 
-pub use config::ElectionConfig;
 pub use admission::Refused;
+pub use config::ElectionConfig;
 pub use network::{RaftReply, RaftRpc, Transport, TransportError};
 pub use node::{ClusterView, ElectionNode, ProposeError, Role};
 pub use types::{AcceptedHeader, Member, NodeId, Proposal, TypeConfig, VersionNumber, node_id_of};

@@ -20,7 +20,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::admission::{Local, Refused, check_rpc, check_reply};
+use crate::admission::{Local, Refused, check_reply, check_rpc};
 use crate::types::{Member, NodeId, TypeConfig};
 
 /// A Raft RPC on the wire.

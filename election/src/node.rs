@@ -11,9 +11,9 @@ use openraft::{ChangeMembers, Raft, ServerState};
 use tokio::sync::watch;
 
 use crate::ElectionError;
+use crate::admission::Refused;
 use crate::config::ElectionConfig;
 use crate::log_store::LogStore;
-use crate::admission::Refused;
 use crate::network::{Network, RaftReply, RaftRpc, Transport, serve};
 use crate::state_machine::StateMachine;
 use crate::types::{

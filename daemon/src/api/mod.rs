@@ -86,6 +86,10 @@ pub struct Status {
     /// How much history this node keeps (config.toml `keep_versions`, `keep_days`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionView>,
+    /// Redo entries (SEQ) of changes made on this node that a merge displaced, not yet looked
+    /// at with `chorus conflicts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub displaced_here: Vec<u64>,
 }
 
 /// History retention as configured.
@@ -229,6 +233,8 @@ pub enum Request {
     Invite,
     /// Take a member out of the share for good (`peer`: its PeerId or the end of it).
     Remove { peer: String },
+    /// The user has seen the redo entries up to `upto` (`chorus conflicts` shows them).
+    ConflictsSeen { upto: u64 },
     /// A file as it was in an accepted version.
     Show { version: String, path: String },
     /// What an accepted version holds at a path (the root when empty): a directory's entries,
@@ -246,6 +252,13 @@ pub enum Request {
 pub struct RedoBody {
     #[serde(default)]
     pub entry: Option<u64>,
+}
+
+/// The body `POST /v1/conflicts/seen` takes: the newest redo entry the user was shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeenBody {
+    pub upto: u64,
 }
 
 /// The body `POST /v1/members/remove` takes: the member's PeerId (or its last characters).

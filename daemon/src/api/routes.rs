@@ -1,7 +1,9 @@
 //! What each path of the socket answers, from a [`Snapshot`]: pure, so every answer is a
 //! function of the request line and the driver's last published state.
 
-use super::{ErrorBody, RedoBody, RemoveBody, Request, RestoreBody, ResumeBody, Snapshot};
+use super::{
+    ErrorBody, RedoBody, RemoveBody, Request, RestoreBody, ResumeBody, SeenBody, Snapshot,
+};
 
 /// An answer: HTTP status, content type and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +44,7 @@ pub(crate) fn error(status: u16, message: &str) -> Reply {
 }
 
 /// The paths that take a `POST` (a [`Request`] for the node's loop).
-pub const COMMANDS: [&str; 7] = [
+pub const COMMANDS: [&str; 8] = [
     "/v1/pause",
     "/v1/resume",
     "/v1/undo",
@@ -50,6 +52,7 @@ pub const COMMANDS: [&str; 7] = [
     "/v1/restore",
     "/v1/invite",
     "/v1/members/remove",
+    "/v1/conflicts/seen",
 ];
 
 /// True for a path that takes a `POST`.
@@ -95,6 +98,9 @@ pub fn parse_command(path: &str, body: &[u8]) -> Result<Request, Reply> {
                 path: b.path,
             }
         }
+        "/v1/conflicts/seen" => Request::ConflictsSeen {
+            upto: parse::<SeenBody>(path, body)?.upto,
+        },
         "/v1/members/remove" => Request::Remove {
             peer: parse::<RemoveBody>(path, body)?.peer,
         },
@@ -293,6 +299,7 @@ mod tests {
                 transfers: Vec::new(),
                 held: None,
                 retention: None,
+                displaced_here: vec![],
             },
             peers: Vec::new(),
             versions: Arc::new(Vec::new()),

@@ -2,7 +2,8 @@
 //! change; with SEQ, that change as a diff against what won (for a hunk, the winner's lines
 //! against the displaced ones in their context; for a whole file, a unified diff when both
 //! sides are short text, else their kinds and sizes). `--json` prints the socket's JSON (the
-//! one entry with SEQ) and nothing else on stdout.
+//! one entry with SEQ) and nothing else on stdout. What a person was shown (not `--json`)
+//! counts as seen: `chorus status` no longer points at it.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -29,6 +30,12 @@ pub fn run(args: ConflictsArgs) -> anyhow::Result<ExitCode> {
     let raw = client::get(&dir, "/v1/conflicts")?;
     let entries: Vec<Conflict> =
         serde_json::from_slice(&raw).context("the daemon's /v1/conflicts is not a list")?;
+    // What a person is shown counts as seen: `chorus status` stops pointing at it (`--json`,
+    // for scripts, does not).
+    let shown = match args.at.json {
+        true => None,
+        false => args.seq.or(entries.iter().map(|c| c.seq).max()),
+    };
     let text = match args.seq {
         None if args.at.json => String::from_utf8_lossy(&raw).into_owned(),
         None => list(entries),
@@ -46,6 +53,14 @@ pub fn run(args: ConflictsArgs) -> anyhow::Result<ExitCode> {
     };
     // A closed pipe (`| head`) is not an error worth a message.
     let _ = std::io::stdout().write_all(text.as_bytes());
+    if let Some(upto) = shown {
+        let _ = client::post(
+            &dir,
+            "/v1/conflicts/seen",
+            &serde_json::json!({ "upto": upto }),
+            std::time::Duration::from_secs(5),
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

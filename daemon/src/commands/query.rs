@@ -126,6 +126,17 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "peers",
             format!("{} ({} connected)", s.peers, s.peers_connected),
         );
+        if !s.displaced_here.is_empty() {
+            let seqs: Vec<String> = s.displaced_here.iter().map(u64::to_string).collect();
+            row(
+                "displaced",
+                format!(
+                    "{} of your changes lost to a merge (redo {}): `chorus conflicts` shows them, `chorus redo SEQ` brings one back",
+                    seqs.len(),
+                    seqs.join(", ")
+                ),
+            );
+        }
         if !s.unreachable.is_empty() {
             let ids: Vec<&str> = s
                 .unreachable
@@ -229,7 +240,7 @@ pub fn log(args: Args) -> anyhow::Result<ExitCode> {
                 ]
             })
             .collect();
-        table(
+        let table = table(
             &[
                 "NUMBER",
                 "VERSION",
@@ -239,14 +250,16 @@ pub fn log(args: Args) -> anyhow::Result<ExitCode> {
                 "ORIGIN",
             ],
             rows,
-        ) + &match (retention, oldest) {
-            (Some(r), Some(oldest)) => format!(
-                "history kept here: the last {} versions and all of the last {} days \
-                 (config.toml keep_versions, keep_days); the oldest is {oldest}\n",
+        );
+        // On stderr, as advice: stdout stays the table alone (`chorus log | wc -l`).
+        if let (Some(r), Some(oldest)) = (retention, oldest) {
+            eprintln!(
+                "chorus: history kept here: the last {} versions and all of the last {} days \
+                 (config.toml keep_versions, keep_days); the oldest is {oldest}",
                 r.keep_versions, r.keep_days
-            ),
-            _ => String::new(),
+            );
         }
+        table
     })
 }
 

@@ -182,6 +182,7 @@ pub async fn run(
     let share_path = cfg.share.path().display().to_string();
     let cfg_demote_after = cfg.demote_after;
     let retention = cfg.retention;
+    let state_dir = cfg.state_dir.clone();
     let start::Started {
         election,
         net,
@@ -201,6 +202,7 @@ pub async fn run(
         view,
         share: share_path,
         retention,
+        seen: snapshot::Seen::load(&state_dir),
     });
     // The local socket answers from the snapshots the loop publishes, and queues commands.
     let mut last = composer.compose().await?;
@@ -321,6 +323,11 @@ pub async fn run(
                 tokio::spawn(async move {
                     let answer = match cmd.request {
                         Request::Invite => make_invite(invite).await,
+                        Request::ConflictsSeen { upto } => composer
+                            .seen
+                            .mark(upto)
+                            .map(|now| serde_json::json!({ "seen": now }))
+                            .map_err(|e| Refusal::failed(format!("cannot record what was seen: {e}"))),
                         Request::Remove { peer } => {
                             let me = invite.3.local_peer_id();
                             match membership::remove(&election, me, &peer).await {

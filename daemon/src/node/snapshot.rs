@@ -41,6 +41,44 @@ pub struct Composer {
     /// The share's path, as shown.
     pub share: String,
     pub retention: chorus_sync::Retention,
+    /// The newest redo entry the user has looked at (`chorus conflicts`), kept in a file of
+    /// the state dir so a restart does not show them again.
+    pub seen: Seen,
+}
+
+/// Which redo entries the user has seen: the newest SEQ, in memory and in a file.
+pub struct Seen {
+    upto: std::sync::atomic::AtomicU64,
+    file: std::path::PathBuf,
+}
+
+impl Seen {
+    /// Reads the state dir's record (none yet: nothing seen).
+    pub fn load(state_dir: &std::path::Path) -> Seen {
+        let file = state_dir.join("conflicts-seen");
+        let upto = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        Seen {
+            upto: upto.into(),
+            file,
+        }
+    }
+
+    pub fn upto(&self) -> u64 {
+        self.upto.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records that the entries up to `upto` were shown.
+    pub fn mark(&self, upto: u64) -> std::io::Result<u64> {
+        let now = self
+            .upto
+            .fetch_max(upto, std::sync::atomic::Ordering::Relaxed)
+            .max(upto);
+        std::fs::write(&self.file, format!("{now}\n"))?;
+        Ok(now)
+    }
 }
 
 impl Composer {
@@ -131,6 +169,21 @@ impl Composer {
                 keep_versions: self.retention.keep_last,
                 keep_days: self.retention.keep_ms / (24 * 3600 * 1000),
             }),
+            displaced_here: {
+                // MINOR of a change's number is the rank of the node that made it.
+                let rank = self.election.ranks().get(&self.election.id()).copied();
+                let seen = self.seen.upto();
+                w.conflicts
+                    .iter()
+                    .filter(|c| c.seq > seen)
+                    .filter(|c| {
+                        rank.is_some_and(|r| {
+                            c.displaced_from.rsplit('.').next() == Some(&r.to_string())
+                        })
+                    })
+                    .map(|c| c.seq)
+                    .collect()
+            },
         };
         Ok(Snapshot {
             status,
@@ -186,6 +239,21 @@ pub fn events_between(old: &Snapshot, new: &Snapshot, at_ms: u64) -> Vec<Event> 
             "conflict",
             serde_json::json!({"seq": c.seq, "path": c.path, "what": c.what, "displaced_from": c.displaced_from}),
         );
+        if new.status.displaced_here.contains(&c.seq) {
+            // Said once, on the node whose change it was.
+            tracing::info!(
+                "your change {} to {} was displaced by {} in a merge: `chorus conflicts {}` shows it, `chorus redo {}` brings it back",
+                c.displaced_from,
+                c.path.as_deref().unwrap_or("the share"),
+                c.displaced_by,
+                c.seq,
+                c.seq
+            );
+            ev(
+                "displaced",
+                serde_json::json!({"seq": c.seq, "path": c.path, "displaced_by": c.displaced_by, "displaced_from": c.displaced_from}),
+            );
+        }
     }
     out
 }

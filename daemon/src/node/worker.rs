@@ -395,7 +395,7 @@ impl Worker {
                     .list(&version, &path, recursive, self.document)?,
                 Vec::new(),
             ),
-            Request::Invite | Request::Remove { .. } => {
+            Request::Invite | Request::Remove { .. } | Request::ConflictsSeen { .. } => {
                 return Err(Refusal::failed("membership is the network side's"));
             }
         };

@@ -7,7 +7,6 @@
 
 use chorus_chunking::chunker::chunk_bytes;
 use chorus_chunking::{ChunkerParams, Entry, RelPath, TreeManifest, VersionId, VersionNumber};
-use chorus_merge::ContentLoader;
 use chorus_merge::redo::{Change, NewContent, reapply};
 use serde_json::{Value, json};
 
@@ -114,7 +113,11 @@ impl<F: Folder> Replica<F> {
     }
 
     /// The tree of an accepted version kept here.
-    fn tree_of(&self, version: &VersionId, number: VersionNumber) -> Result<TreeManifest, Refusal> {
+    pub(super) fn tree_of(
+        &self,
+        version: &VersionId,
+        number: VersionNumber,
+    ) -> Result<TreeManifest, Refusal> {
         self.engine
             .manifest(version)
             .map_err(Refusal::failed)?
@@ -154,7 +157,7 @@ impl<F: Folder> Replica<F> {
     }
 
     /// A path as the user gives it, in the tree's terms (a document share has one).
-    fn tree_path(&self, document: bool, path: &str) -> Result<RelPath, Refusal> {
+    pub(super) fn tree_path(&self, document: bool, path: &str) -> Result<RelPath, Refusal> {
         let p = if document {
             DOCUMENT_PATH
         } else {
@@ -393,118 +396,4 @@ impl<F: Folder> Replica<F> {
                 .map(|t| t.get(path).cloned())
         })
     }
-
-    /// A file as it was in an accepted version: its text, or its bytes in hex.
-    pub fn show(&self, spec: &str, path: &str, document: bool) -> Result<Value, Refusal> {
-        const MAX: u64 = 16 << 20;
-        let (version, number) = self.find_version(spec)?;
-        let tree = self.tree_of(&version, number)?;
-        let rel = self.tree_path(document, path)?;
-        let Some(Entry::File { manifest, .. }) = tree.get(&rel) else {
-            return Err(Refusal::bad(format!(
-                "{rel} is not a file in version {number}"
-            )));
-        };
-        if manifest.size() > MAX {
-            return Err(Refusal::conflict(format!(
-                "{rel} is {} bytes in version {number}, more than this shows (16 MiB); restore it instead",
-                manifest.size()
-            )));
-        }
-        let bytes = Loader(&**self.engine.chunks())
-            .load(manifest)
-            .map_err(Refusal::failed)?;
-        Ok(match String::from_utf8(bytes) {
-            Ok(text) => {
-                json!({"version": number.to_string(), "path": rel.to_string(), "text": text})
-            }
-            Err(e) => {
-                json!({"version": number.to_string(), "path": rel.to_string(), "hex": hex_of(&e.into_bytes())})
-            }
-        })
-    }
-}
-
-impl<F: Folder> Replica<F> {
-    /// What an accepted version holds at `path` (the share's root when empty), as `ls` shows
-    /// a folder: a directory's entries (everything below it with `recursive`), or the one
-    /// entry a file's path names. Each entry has its path, kind, and for a file its size and
-    /// exec bit, for a symlink its target.
-    pub fn list(
-        &self,
-        spec: &str,
-        path: &str,
-        recursive: bool,
-        document: bool,
-    ) -> Result<Value, Refusal> {
-        let (version, number) = self.find_version(spec)?;
-        let tree = self.tree_of(&version, number)?;
-        let at = if document || !path.trim_matches('/').is_empty() {
-            Some(self.tree_path(document, path)?)
-        } else {
-            None
-        };
-        let mut listed: std::collections::BTreeMap<String, Value> = Default::default();
-        match at.as_ref().map(|p| (p, tree.get(p))) {
-            // A file or a symlink: that one entry, as `ls FILE` shows it.
-            Some((p, Some(e))) if !e.is_dir() => {
-                listed.insert(p.to_string(), entry_json(p.as_str(), Some(e)));
-            }
-            _ => {
-                let prefix = at.as_ref().map(|p| format!("{p}/")).unwrap_or_default();
-                for (q, e) in tree.iter() {
-                    let Some(rest) = q.as_str().strip_prefix(prefix.as_str()) else {
-                        continue;
-                    };
-                    match rest.split_once('/') {
-                        // Below a child directory: that directory, unless all is listed.
-                        Some((child, _)) if !recursive => {
-                            let dir = format!("{prefix}{child}");
-                            listed
-                                .entry(dir.clone())
-                                .or_insert_with(|| entry_json(&dir, None));
-                        }
-                        _ => {
-                            listed.insert(q.to_string(), entry_json(q.as_str(), Some(e)));
-                        }
-                    }
-                }
-                if let Some(p) = &at
-                    && listed.is_empty()
-                    && tree.get(p).is_none()
-                {
-                    return Err(Refusal::bad(format!("{p} is not in version {number}")));
-                }
-            }
-        }
-        Ok(json!({
-            "version": number.to_string(),
-            "path": at.map(|p| p.to_string()),
-            "entries": listed.into_values().collect::<Vec<_>>(),
-        }))
-    }
-}
-
-/// One entry of a listing; `None` is a directory the tree implies but does not name.
-fn entry_json(path: &str, entry: Option<&Entry>) -> Value {
-    match entry {
-        None => json!({"path": path, "kind": "dir"}),
-        Some(Entry::Dir { mode }) => {
-            json!({"path": path, "kind": "dir", "mode": format!("{:04o}", mode.bits())})
-        }
-        Some(Entry::File { mode, manifest }) => json!({
-            "path": path,
-            "kind": "file",
-            "size": manifest.size(),
-            "mode": format!("{:04o}", mode.bits()),
-            "exec": mode.bits() & 0o111 != 0,
-        }),
-        Some(Entry::Symlink { target }) => {
-            json!({"path": path, "kind": "symlink", "target": target})
-        }
-    }
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -13,6 +13,7 @@
 //! into the folder and let the next scan make it a version like any edit. It is sans IO but for
 //! the folder it is given, so the simulation drives the same rules the daemon runs.
 
+mod browse;
 mod history_ops;
 
 use std::collections::{BTreeMap, VecDeque};

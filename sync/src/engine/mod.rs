@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chorus_chunking::{ChunkStore, TreeManifest, VersionId, VersionNumber};
+use chorus_chunking::{ChunkStore, VersionId, VersionNumber};
 use chorus_proto::header::{AcceptedHeader, NodeId};
 use chorus_proto::message::Message;
 
@@ -19,11 +19,10 @@ use crate::ctx::Ctx;
 use crate::event::{Action, ClusterInfo, Event};
 use crate::follower::Follower;
 use crate::gc::{self, GcReport, Retention};
-use crate::header::Header;
 use crate::history::History;
 use crate::leader::{Leader, Take};
-use crate::store::{Persisted, RedoRecord, StoreError, SyncStore};
-use crate::transfers::{Fetch, Incoming, Received, Transfers};
+use crate::store::{Persisted, StoreError, SyncStore};
+use crate::transfers::Transfers;
 
 /// Why the engine stopped. These are local failures (storage); a peer's bad input never ends
 /// here, it is answered with `Rejected` and logged. The driver should stop the engine and
@@ -97,6 +96,9 @@ macro_rules! ctx {
         }
     };
 }
+
+mod inbox;
+mod queries;
 
 impl Engine {
     /// Opens the engine of node `me` on its stores, resuming the persisted state.
@@ -328,241 +330,6 @@ impl Engine {
         Ok(())
     }
 
-    fn on_message(&mut self, from: NodeId, message: Message) -> Result<(), EngineError> {
-        if !self.cluster.is_member(from) {
-            tracing::debug!(
-                from,
-                msg = message.name(),
-                "ignored a message from a non-member"
-            );
-            return Ok(());
-        }
-        match message {
-            Message::Push {
-                number,
-                delta,
-                before,
-                displaced,
-            } => {
-                // Entries that do not decode are dropped; the push itself still counts.
-                let displaced = crate::header::decode_redo(&displaced).unwrap_or_default();
-                self.on_push(from, number, delta, before, displaced)
-            }
-            Message::Accepted { version, number } => {
-                if !self.answer_is_plausible(from, number) {
-                    return Ok(());
-                }
-                if self.store.has_manifest(&version)? {
-                    let steps = self.follower.on_outcome(
-                        &mut ctx!(self),
-                        &mut self.transfers,
-                        version,
-                        version,
-                        number,
-                    )?;
-                    self.run(steps)?;
-                }
-                Ok(())
-            }
-            Message::Merged {
-                pushed,
-                number,
-                delta,
-            } => {
-                if !self.follower.awaits(&pushed) || !self.answer_is_plausible(from, number) {
-                    return Ok(()); // an answer this node does not wait for
-                }
-                self.receive(from, Incoming::Merged { pushed, number }, delta)
-            }
-            Message::NeedBase { base, target } => self.transfers.on_need_base(
-                &mut ctx!(self),
-                &mut self.last_shared,
-                from,
-                base,
-                target,
-            ),
-            Message::NeedChunks { ids, .. } => {
-                self.transfers.on_need_chunks(&mut ctx!(self), from, &ids)
-            }
-            Message::Chunks(c) => {
-                let done = self.transfers.on_chunks(&mut ctx!(self), from, c)?;
-                for (kind, rx) in done {
-                    self.delivered(from, kind, rx)?;
-                }
-                Ok(())
-            }
-            Message::NotLeader { .. } => {
-                self.follower.on_not_leader(from);
-                Ok(())
-            }
-            Message::Rejected { reason, detail } => {
-                tracing::info!(from, ?reason, %detail, "a peer refused a message");
-                Ok(())
-            }
-            Message::Offer { delta, extra } => self.receive(from, Incoming::Offer { extra }, delta),
-            Message::Stored { version } => {
-                // Only what members share is a delta base; a conflict's stored tree is not.
-                let extra = self.leader.as_ref().is_some_and(|l| l.is_extra(&version));
-                if !extra && self.history.s.included.contains_key(&version)
-                    || self
-                        .leader
-                        .as_ref()
-                        .is_some_and(|l| l.is_candidate(&version))
-                {
-                    self.last_shared.insert(from, version);
-                }
-                if let Some(l) = self.leader.as_mut() {
-                    l.on_stored(from, version);
-                }
-                Ok(())
-            }
-            Message::Want { want, have } => self.on_want(from, want, have),
-        }
-    }
-
-    fn on_push(
-        &mut self,
-        from: NodeId,
-        number: VersionNumber,
-        delta: chorus_proto::message::Delta,
-        before: Vec<VersionId>,
-        displaced: Vec<chorus_merge::RedoEntry>,
-    ) -> Result<(), EngineError> {
-        if self.cluster.leader != Some(self.me) {
-            let leader = self
-                .cluster
-                .leader
-                .and_then(|l| self.cluster.peer_ids.get(&l).cloned());
-            ctx!(self).send(from, Message::NotLeader { leader });
-            return Ok(());
-        }
-        let ready = match &self.leader {
-            Some(l) => l.ready(&ctx!(self))?,
-            None => false,
-        };
-        if !ready {
-            ctx!(self).send(
-                from,
-                Message::Rejected {
-                    reason: chorus_proto::RejectReason::Busy,
-                    detail: "the leader is catching up; retry shortly".into(),
-                },
-            );
-            return Ok(());
-        }
-        // Numbers are the leader's to give, never the sender's: MINOR is the sender's rank,
-        // MAJOR at most the next accepted version's (a member claiming a huge number would
-        // otherwise win every conflict).
-        let Some(&rank) = self.cluster.ranks.get(&from) else {
-            return Ok(());
-        };
-        let next = self.history.s.head.number.major + 1;
-        let number = VersionNumber::new(number.major.clamp(1, next), rank);
-        self.receive(
-            from,
-            Incoming::Push {
-                number,
-                before,
-                displaced,
-            },
-            delta,
-        )
-    }
-
-    /// An answer to a push counts only from the leader, and only with a number the chain can
-    /// have reached: a forged `Accepted{v, u64::MAX}` would otherwise stop this node from
-    /// ever adopting again.
-    fn answer_is_plausible(&self, from: NodeId, number: VersionNumber) -> bool {
-        let ok = self.cluster.leader == Some(from)
-            && number.major <= self.history.s.head.number.major + MAX_AHEAD;
-        if !ok {
-            tracing::info!(from, %number, "ignored an answer to a push that did not come from the leader or names an impossible number");
-        }
-        ok
-    }
-
-    /// Applies a delta, and delivers it once it is complete.
-    fn receive(
-        &mut self,
-        from: NodeId,
-        kind: Incoming,
-        delta: chorus_proto::message::Delta,
-    ) -> Result<(), EngineError> {
-        if let Some(rx) = self
-            .transfers
-            .receive(&mut ctx!(self), from, kind.clone(), delta)?
-        {
-            self.delivered(from, kind, rx)?;
-        }
-        Ok(())
-    }
-
-    /// A delta received in full (at once, or after its missing chunks arrived).
-    fn delivered(&mut self, from: NodeId, kind: Incoming, rx: Received) -> Result<(), EngineError> {
-        let steps = match kind {
-            Incoming::Push {
-                number,
-                before,
-                displaced,
-            } => {
-                self.last_shared.insert(from, rx.target);
-                let ready = match &self.leader {
-                    Some(l) => l.ready(&ctx!(self))?,
-                    None => false,
-                };
-                if !ready {
-                    return Ok(()); // the pusher retries
-                }
-                self.take(Take {
-                    from,
-                    base: rx.base,
-                    sent_base: rx.sent_base,
-                    target: rx.target,
-                    number,
-                    tree: rx.tree,
-                    before,
-                    displaced,
-                })?
-            }
-            Incoming::Merged { pushed, number } => self.follower.on_outcome(
-                &mut ctx!(self),
-                &mut self.transfers,
-                pushed,
-                rx.target,
-                number,
-            )?,
-            Incoming::Offer { extra } => {
-                if !extra {
-                    self.last_shared.insert(from, rx.target);
-                }
-                ctx!(self).send(from, Message::Stored { version: rx.target });
-                Vec::new()
-            }
-        };
-        self.run(steps)
-    }
-
-    fn on_want(
-        &mut self,
-        from: NodeId,
-        want: VersionId,
-        have: VersionId,
-    ) -> Result<(), EngineError> {
-        if !self.store.has_manifest(&want)? {
-            return Ok(());
-        }
-        // An accepted version goes as a delta against what the asker holds; anything else (a
-        // conflict's stored tree) as an extra, against nothing.
-        let accepted = self.history.s.included.contains_key(&want);
-        let base = if accepted && self.store.has_manifest(&have)? {
-            have
-        } else {
-            TreeManifest::empty().version_id()
-        };
-        self.transfers
-            .send_offer(&mut ctx!(self), from, base, want, false, !accepted)
-    }
-
     fn flush(&mut self) -> Result<(), EngineError> {
         let p = Persisted {
             follower: self.follower.s.clone(),
@@ -607,119 +374,4 @@ impl Engine {
     }
 
     // ---- what the driver and the socket read ------------------------------------------------
-
-    pub fn id(&self) -> NodeId {
-        self.me
-    }
-
-    /// The accepted version this node last adopted, with its number.
-    pub fn adopted(&self) -> (VersionId, VersionNumber) {
-        let a = self.follower.s.adopted;
-        (a.version, a.number)
-    }
-
-    /// The newest committed header applied here.
-    pub fn head(&self) -> (VersionId, VersionNumber) {
-        let h = self.history.s.head;
-        (h.version, h.number)
-    }
-
-    /// The local work displaces these changes on purpose (a redo): they ride with its pushes,
-    /// and the leader puts them on the redo stack with the version that takes the work in.
-    pub fn note_displaced(&mut self, entries: Vec<chorus_merge::RedoEntry>) {
-        self.follower.s.displaced.extend(entries);
-    }
-
-    /// Asks the other members for a version this node lacks (a conflict's stored tree that a
-    /// redo needs); it arrives as an offer.
-    pub fn fetch(&mut self, version: VersionId, now_ms: u64) -> Vec<Action> {
-        self.now = now_ms;
-        self.follower.fetch(version);
-        if let Err(e) = self.follower.fetch_due(&mut ctx!(self)) {
-            tracing::warn!("cannot ask for {version}: {e}");
-        }
-        std::mem::take(&mut self.out)
-    }
-
-    /// Asks for the chunks of `version` this node lacks again (the leader's, or while this
-    /// node leads every other member's): `(missing, messages to send)`.
-    pub fn refetch(
-        &mut self,
-        version: VersionId,
-        now_ms: u64,
-    ) -> Result<(usize, Vec<Action>), EngineError> {
-        self.now = now_ms;
-        let sources: Vec<NodeId> = match self.cluster.leader {
-            Some(l) if l != self.me => vec![l],
-            _ => self
-                .cluster
-                .voters
-                .iter()
-                .chain(&self.cluster.learners)
-                .filter(|&&n| n != self.me)
-                .copied()
-                .collect(),
-        };
-        let n = self.transfers.refetch(&mut ctx!(self), &sources, version)?;
-        Ok((n, std::mem::take(&mut self.out)))
-    }
-
-    /// The local version with unanswered changes, if any.
-    pub fn work(&self) -> Option<VersionId> {
-        self.follower.s.work
-    }
-
-    /// What the working folder holds as far as the engine knows.
-    pub fn folder(&self) -> VersionId {
-        self.follower.s.folder
-    }
-
-    /// True when this node has no unanswered local change and has adopted the newest header
-    /// it knows.
-    pub fn is_settled(&self) -> bool {
-        self.follower.is_settled(&self.history.s.head)
-    }
-
-    /// The version both this node and `peer` are believed to hold.
-    pub fn last_shared(&self, peer: NodeId) -> Option<VersionId> {
-        self.last_shared.get(&peer).copied()
-    }
-
-    /// The manifest of a stored version.
-    pub fn manifest(&self, id: &VersionId) -> Result<Option<TreeManifest>, EngineError> {
-        Ok(self.store.manifest(id)?)
-    }
-
-    /// Committed headers stored here, oldest first.
-    pub fn headers(&self) -> Result<Vec<Header>, EngineError> {
-        Ok(self.store.headers()?)
-    }
-
-    /// The redo stack as stored here, oldest first.
-    pub fn redo(&self) -> Result<Vec<RedoRecord>, EngineError> {
-        Ok(self.store.redo()?)
-    }
-
-    /// Forgets a stored version, as if it had never arrived (tests of repair).
-    #[cfg(feature = "test-util")]
-    pub fn forget_for_tests(&mut self, id: &VersionId) -> Result<(), EngineError> {
-        Ok(self
-            .store
-            .remove_manifests(&std::collections::BTreeSet::from([*id]))?)
-    }
-
-    /// The chunk store.
-    pub fn chunks(&self) -> &Arc<dyn ChunkStore> {
-        &self.chunks
-    }
-
-    /// True while this node leads with a confirmed leader half.
-    pub fn is_leading(&self) -> bool {
-        self.leader.as_ref().is_some_and(Leader::is_confirmed)
-    }
-
-    /// The incoming deltas still waiting for chunks, and how far their chunks have come.
-    pub fn fetches(&self) -> Vec<Fetch> {
-        self.transfers.fetches()
-    }
 }

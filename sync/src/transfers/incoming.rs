@@ -1,0 +1,208 @@
+//! The incoming side of [`Transfers`]: a delta applied and verified, or parked while the
+//! chunks it lacks are fetched in windows (NeedChunks, Chunks, the next window); the chunks
+//! and bases such a fetch holds live through garbage collection; and a version whose chunks
+//! this node lost is fetched again.
+
+use std::collections::HashSet;
+
+use chorus_chunking::delta::{ApplyError, apply};
+use chorus_chunking::fetch::receive_chunks;
+use chorus_chunking::{ChunkId, TreeManifest, VersionId};
+use chorus_proto::header::NodeId;
+use chorus_proto::message::{Delta, Message};
+use chorus_proto::{RejectReason, v1};
+
+use super::{FETCH_WINDOW_CHUNKS, Fetch, Incoming, Received, Transfers, reject, window_len};
+use crate::ctx::Ctx;
+use crate::engine::EngineError;
+
+impl Transfers {
+    /// The versions incoming transfers still need: the bases of deltas waiting for chunks.
+    /// (Deltas sent are remembered for a NeedBase answer, but do not hold their versions: one
+    /// collected since is refused cleanly, and the asker starts again from what both hold.)
+    pub fn versions(&self) -> Vec<VersionId> {
+        self.incoming.values().map(|(_, d)| d.base).collect()
+    }
+
+    /// Asks `sources` for a window of the chunks of `version` this node lacks (a chunk the
+    /// store dropped as corrupt, or lost): they are stored as they come, and the version can
+    /// be written again. Returns how many are missing.
+    pub fn refetch(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        sources: &[NodeId],
+        version: VersionId,
+    ) -> Result<usize, EngineError> {
+        let tree = ctx.tree(version)?;
+        let mut ids: Vec<ChunkId> = tree.chunks().map(|c| c.id).collect();
+        ids.sort();
+        ids.dedup();
+        let missing = ctx.chunks.missing(&ids)?;
+        if !missing.is_empty() {
+            let window: Vec<ChunkId> = missing
+                .iter()
+                .take(*FETCH_WINDOW_CHUNKS.end() as usize)
+                .copied()
+                .collect();
+            for &s in sources {
+                ctx.send(
+                    s,
+                    Message::NeedChunks {
+                        target: version,
+                        ids: window.clone(),
+                    },
+                );
+            }
+        }
+        Ok(missing.len())
+    }
+
+    /// The chunks incoming deltas are fetching (arrived or not): live for garbage collection.
+    pub fn fetching_chunks(&self) -> HashSet<ChunkId> {
+        self.fetching.values().flatten().copied().collect()
+    }
+
+    /// Applies a delta from `from`. `None` when it could not be applied yet: the sender was
+    /// asked for the base or the chunks, or told why it was refused.
+    pub fn receive(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeId,
+        kind: Incoming,
+        delta: Delta,
+    ) -> Result<Option<Received>, EngineError> {
+        let slot = kind.slot();
+        let held = ctx.store.manifest(&delta.base)?;
+        match apply(
+            &delta.wire,
+            held.as_ref(),
+            ctx.chunks,
+            &ctx.cfg.apply_limits,
+        ) {
+            Ok(a) => {
+                self.incoming.remove(&(from, slot));
+                self.fetches.remove(&(from, slot));
+                self.asked.remove(&(from, slot));
+                self.fetching.remove(&(from, slot));
+                ctx.store.put_manifest(&a.tree)?;
+                let sent_base = match (&held, &delta.wire.base_manifest) {
+                    (None, Some(m)) => TreeManifest::from_proto(m).ok(),
+                    _ => None,
+                };
+                Ok(Some(Received {
+                    base: delta.base,
+                    sent_base,
+                    target: a.target,
+                    tree: a.tree,
+                }))
+            }
+            Err(ApplyError::NeedBase { base, target }) => {
+                tracing::debug!(me = ctx.me, from, ?base, ?target, "need base");
+                ctx.send(from, Message::NeedBase { base, target });
+                Ok(None)
+            }
+            Err(ApplyError::NeedChunks { target, ids, bytes }) => {
+                tracing::debug!(me = ctx.me, from, ?target, n = ids.len(), "need chunks");
+                let fetch = self.fetches.entry((from, slot)).or_insert(Fetch {
+                    from,
+                    target,
+                    chunks: ids.len(),
+                    received: 0,
+                });
+                if fetch.target != target {
+                    *fetch = Fetch {
+                        from,
+                        target,
+                        chunks: ids.len(),
+                        received: 0,
+                    };
+                    self.fetching.remove(&(from, slot));
+                }
+                self.fetching
+                    .entry((from, slot))
+                    .or_default()
+                    .extend(ids.iter().copied());
+                fetch.chunks = fetch.chunks.max(ids.len());
+                fetch.received = fetch.chunks - ids.len();
+                self.incoming.insert((from, slot), (kind, delta));
+                let window: Vec<ChunkId> = ids
+                    .iter()
+                    .take(window_len(ids.len(), bytes))
+                    .copied()
+                    .collect();
+                ctx.send(
+                    from,
+                    Message::NeedChunks {
+                        target,
+                        ids: window.clone(),
+                    },
+                );
+                self.asked
+                    .insert((from, slot), window.into_iter().collect());
+                Ok(None)
+            }
+            Err(ApplyError::Store(e)) => Err(e.into()),
+            Err(e @ (ApplyError::BaseMismatch { .. } | ApplyError::TargetMismatch { .. })) => {
+                reject(ctx, from, RejectReason::HashMismatch, e.to_string());
+                Ok(None)
+            }
+            Err(e) => {
+                reject(ctx, from, RejectReason::Malformed, e.to_string());
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stores the chunks `from` sent, and applies again each of its deltas whose window has
+    /// arrived (which asks for the next window, or completes the delta). Returns the deltas
+    /// completed.
+    pub fn on_chunks(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeId,
+        c: v1::Chunks,
+    ) -> Result<Vec<(Incoming, Received)>, EngineError> {
+        if let Err(e) = receive_chunks(&c, ctx.chunks, ctx.cfg.limits.max_chunk_len as usize) {
+            return match e {
+                chorus_chunking::Error::Io { .. } => Err(e.into()),
+                e => {
+                    reject(ctx, from, RejectReason::HashMismatch, e.to_string());
+                    Ok(Vec::new())
+                }
+            };
+        }
+        let got: Vec<ChunkId> = c
+            .chunks
+            .iter()
+            .filter_map(|d| d.id.as_ref().and_then(|id| ChunkId::from_proto(id).ok()))
+            .collect();
+        let waiting: Vec<u8> = self
+            .incoming
+            .keys()
+            .filter(|(peer, _)| *peer == from)
+            .map(|(_, slot)| *slot)
+            .collect();
+        let mut done = Vec::new();
+        for slot in waiting {
+            let window_done = match self.asked.get_mut(&(from, slot)) {
+                Some(left) => {
+                    for id in &got {
+                        left.remove(id);
+                    }
+                    left.is_empty()
+                }
+                None => true,
+            };
+            if !window_done {
+                continue;
+            }
+            let Some((kind, delta)) = self.incoming.get(&(from, slot)).cloned() else {
+                continue;
+            };
+            if let Some(rx) = self.receive(ctx, from, kind.clone(), delta)? {
+                done.push((kind, rx));
+            }
+        }
+        Ok(done)
+    }
+}
