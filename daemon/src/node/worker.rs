@@ -140,6 +140,9 @@ impl Worker {
             self.replica.pause();
             tracing::info!("the share is paused (`chorus pause`); `chorus resume` to sync again");
         }
+        // What could not be written before a restart is tried again first.
+        let out = self.replica.retry_after_restart(now_ms());
+        self.after(out);
         // The first scan at once; then on changes, and fully every `rescan_every`.
         let out = self.replica.scan(now_ms());
         self.after(out);

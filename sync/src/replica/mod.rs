@@ -453,11 +453,24 @@ impl<F: Folder> Replica<F> {
         Ok((Some(released), out))
     }
 
+    /// At start: the paths the folder could not write before the restart (it remembers
+    /// them) are written again, now that space or permissions may have come back.
+    pub fn retry_after_restart(&mut self, now: u64) -> Result<Vec<Action>, EngineError> {
+        if self.paused {
+            return Ok(Vec::new());
+        }
+        self.retry_writes(now)
+    }
+
     /// Writes the paths that failed again (the folder holds the version otherwise).
     fn retry_failures(&mut self, now: u64) -> Result<Vec<Action>, EngineError> {
         if self.failures.is_empty() {
             return Ok(Vec::new());
         }
+        self.retry_writes(now)
+    }
+
+    fn retry_writes(&mut self, now: u64) -> Result<Vec<Action>, EngineError> {
         let version = self.engine.folder();
         let Some(tree) = self.engine.manifest(&version)? else {
             return Ok(Vec::new());
