@@ -44,6 +44,8 @@ impl Rng {
 #[derive(Default)]
 struct Own {
     files: BTreeMap<String, Vec<String>>,
+    /// Permission bits set with chmod, by path (the others keep what they were created with).
+    modes: BTreeMap<String, u32>,
     dirs: u32,
 }
 
@@ -58,6 +60,9 @@ struct Chaos {
     seed: u64,
     log: Vec<String>,
     faults: usize,
+    /// Nodes this run stopped (kill -9) and has not restarted: any other node found not
+    /// running exited by itself, which is a failure, never a fault it survived.
+    stopped: BTreeSet<usize>,
 }
 
 impl Chaos {
@@ -106,7 +111,13 @@ impl Chaos {
                 format!("n{i}/")
             };
             let ext = if self.rng.chance(25) { "bin" } else { "txt" };
-            let rel = format!("{dir}f{}.{ext}", self.next_token);
+            // Some names are as long as Linux allows (78 CJK characters, 234 bytes, and more).
+            let long = if self.rng.chance(15) {
+                "長".repeat(78)
+            } else {
+                String::new()
+            };
+            let rel = format!("{dir}{long}f{}.{ext}", self.next_token);
             let t = self.token();
             self.own[i].files.insert(rel.clone(), vec![t.clone()]);
             self.write_own(i, &rel);
@@ -135,9 +146,37 @@ impl Chaos {
             .unwrap();
             self.log
                 .push(format!("edit n{i}: insert {t} into shared.txt at {at}"));
+        } else if what < 84 {
+            // Permissions: a private file, or an executable one.
+            let rel = files[self.rng.below(files.len())].clone();
+            let mode = if self.rng.chance(50) { 0o600 } else { 0o755 };
+            use std::os::unix::fs::PermissionsExt;
+            let _ =
+                std::fs::set_permissions(self.path(i, &rel), std::fs::Permissions::from_mode(mode));
+            self.own[i].modes.insert(rel.clone(), mode);
+            self.log.push(format!("edit n{i}: chmod {mode:o} {rel}"));
+        } else if what < 86 {
+            // A large binary file two nodes write at once: one side wins, the other goes on
+            // the redo stack; neither may stop a daemon.
+            let j = (i + 1) % NODES;
+            let t = self.token();
+            // Not counted as a live token: the losing side is kept by reference, not shown.
+            self.written.remove(&t);
+            for (k, node) in [i, j].into_iter().enumerate() {
+                let mut bytes = vec![0u8; 3 << 20];
+                for (n, b) in bytes.iter_mut().enumerate() {
+                    *b = (n as u64 ^ self.next_token ^ (k as u64 * 0x5bd1_e995)) as u8 | 1;
+                }
+                bytes.extend_from_slice(t.as_bytes());
+                let _ = std::fs::write(self.path(node, "big-shared.bin"), bytes);
+            }
+            self.log.push(format!(
+                "edit n{i} and n{j}: write big-shared.bin at once ({t})"
+            ));
         } else if what < 88 {
             let rel = files[self.rng.below(files.len())].clone();
             let tokens = self.own[i].files.remove(&rel).unwrap();
+            self.own[i].modes.remove(&rel);
             self.deleted.extend(tokens);
             let _ = std::fs::remove_file(self.path(i, &rel));
             self.log.push(format!("edit n{i}: delete {rel}"));
@@ -147,6 +186,9 @@ impl Chaos {
             let to = format!("{stem}-r{}.{ext}", self.next_token);
             let tokens = self.own[i].files.remove(&rel).unwrap();
             self.own[i].files.insert(to.clone(), tokens);
+            if let Some(m) = self.own[i].modes.remove(&rel) {
+                self.own[i].modes.insert(to.clone(), m);
+            }
             let _ = std::fs::rename(self.path(i, &rel), self.path(i, &to));
             self.log.push(format!("edit n{i}: rename {rel} -> {to}"));
         } else {
@@ -165,6 +207,9 @@ impl Chaos {
             for f in moved {
                 let tokens = self.own[i].files.remove(&f).unwrap();
                 self.own[i].files.insert(f.replacen(&from, &to, 1), tokens);
+                if let Some(m) = self.own[i].modes.remove(&f) {
+                    self.own[i].modes.insert(f.replacen(&from, &to, 1), m);
+                }
             }
             let _ = std::fs::rename(self.path(i, &from), self.path(i, &to));
             self.log.push(format!("edit n{i}: move {from} -> {to}"));
@@ -178,9 +223,11 @@ impl Chaos {
             0 | 1 => {
                 if self.c.is_running(i) {
                     self.c.kill(i);
+                    self.stopped.insert(i);
                     self.log.push(format!("fault: kill -9 n{i}"));
                 } else {
                     self.c.start(i);
+                    self.stopped.remove(&i);
                     self.log.push(format!("fault: restart n{i}"));
                 }
             }
@@ -204,6 +251,26 @@ impl Chaos {
         }
     }
 
+    /// Every node this run did not stop is running.
+    fn check_alive(&mut self) {
+        for i in 0..NODES {
+            if !self.stopped.contains(&i) && !self.c.is_running(i) {
+                let log = std::fs::read_to_string(&self.c.node(i).log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                eprintln!(
+                    "chaos schedule (seed {}):\n{}",
+                    self.seed,
+                    self.log.join("\n")
+                );
+                panic!(
+                    "the daemon of n{i} exited by itself (seed {}); its last lines:\n{}",
+                    self.seed,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+    }
+
     fn heal_everything(&mut self) {
         for i in 0..NODES {
             let _ = self.c.lab().heal(i);
@@ -212,6 +279,7 @@ impl Chaos {
                 self.c.start(i);
             }
         }
+        self.stopped.clear();
     }
 }
 
@@ -248,6 +316,7 @@ fn chaos_loses_no_edit() {
         seed,
         log: Vec::new(),
         faults: 0,
+        stopped: BTreeSet::new(),
     };
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
@@ -257,7 +326,9 @@ fn chaos_loses_no_edit() {
             ch.fault();
         }
         std::thread::sleep(Duration::from_millis(50 + ch.rng.below(350) as u64));
+        ch.check_alive();
     }
+    ch.check_alive();
     ch.heal_everything();
     let all: Vec<usize> = (0..NODES).collect();
     let converged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -268,6 +339,25 @@ fn chaos_loses_no_edit() {
         panic!("no convergence after healing; seed {seed}");
     }
 
+    ch.check_alive();
+    // Permissions travelled: every file chmod-ed keeps those bits on every node.
+    use std::os::unix::fs::PermissionsExt;
+    for (i, own) in ch.own.iter().enumerate() {
+        for (rel, mode) in &own.modes {
+            if !own.files.contains_key(rel) {
+                continue;
+            }
+            for n in 0..NODES {
+                let got = std::fs::metadata(ch.c.node(n).folder.join(rel))
+                    .map(|m| m.permissions().mode() & 0o777);
+                assert_eq!(
+                    got.ok(),
+                    Some(*mode),
+                    "n{i}'s {rel} on node {n} (seed {seed})"
+                );
+            }
+        }
+    }
     // Every live token is somewhere: the final tree, a redo entry, or history.
     let final_text: String =
         ch.c.tree(0)

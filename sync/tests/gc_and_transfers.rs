@@ -10,7 +10,7 @@ use chorus_chunking::ChunkerParams;
 use chorus_merge::ModeRules;
 use chorus_proto::header::NodeId;
 use chorus_proto::message::Message;
-use chorus_sync::testing::World;
+use chorus_sync::testing::{World, noise};
 use chorus_sync::{EngineConfig, Retention};
 
 const A: NodeId = 1;
@@ -24,18 +24,6 @@ fn cfg() -> EngineConfig {
     );
     c.encode.literal_budget = 0;
     c
-}
-
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Everything kept only as retention's minimum: the harshest collection.

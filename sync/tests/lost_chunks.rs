@@ -8,7 +8,7 @@ use chorus_chunking::{ChunkStore, ChunkerParams};
 use chorus_merge::ModeRules;
 use chorus_proto::header::NodeId;
 use chorus_sync::EngineConfig;
-use chorus_sync::testing::World;
+use chorus_sync::testing::{World, noise};
 
 const A: NodeId = 1;
 const B: NodeId = 2;
@@ -19,18 +19,6 @@ fn cfg() -> EngineConfig {
         ModeRules::new(false),
         ChunkerParams::new(256, 1024, 4096).unwrap(),
     )
-}
-
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]

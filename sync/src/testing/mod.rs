@@ -8,3 +8,17 @@ mod world;
 
 pub use folder::MemFolder;
 pub use world::{Envelope, Log, ScriptedLog, World, WorldNode};
+
+/// Random-looking bytes (a xorshift stream), incompressible like most real payloads; the same
+/// for the same seed.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
