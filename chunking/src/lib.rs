@@ -15,6 +15,7 @@ pub use chorus_proto::ids;
 pub mod manifest;
 pub mod path;
 pub mod store;
+#[cfg(any(test, feature = "test-util"))]
 pub mod testdata;
 
 pub use chunker::ChunkerParams;

@@ -19,10 +19,12 @@
 pub mod admission;
 pub mod config;
 pub mod log_store;
+#[cfg(any(test, feature = "test-util"))]
 pub mod memnet;
 pub mod network;
 pub mod node;
 pub mod state_machine;
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod types;
 

@@ -1,5 +1,7 @@
 //! A delta from a peer, applied to a base the receiver holds: a typed error that leaves the
-//! store untouched, or exactly the tree the delta names (its VersionId checked). Never a panic.
+//! store untouched, or exactly the tree the delta names (its VersionId checked). Never a panic,
+//! and, at the daemon's real limits, no allocation beyond what the input's bytes allow (run with
+//! `-rss_limit_mb`).
 #![no_main]
 
 use std::sync::OnceLock;
@@ -43,7 +45,9 @@ fuzz_target!(|data: &[u8]| {
         store.put(id, bytes).expect("memory store");
     }
     let before = store.len();
-    match apply(&delta, Some(tree), &store, &ApplyLimits { max_literal_bytes: 1 << 20, max_chunk_refs: 1 << 16, ..Default::default() }) {
+    // The daemon's own limits (256 MiB of literals, 4 MiB dictionaries, 64 GiB files, 4M chunk
+    // references): what they let through must still be bounded by the bytes received.
+    match apply(&delta, Some(tree), &store, &ApplyLimits::default()) {
         Ok(applied) => {
             let target = delta.target.as_ref().expect("an applied delta has a target");
             assert_eq!(applied.tree.version_id().to_proto(), *target);

@@ -19,6 +19,7 @@ pub mod mode;
 pub mod order;
 pub mod redo;
 pub mod text;
+#[cfg(any(test, feature = "test-util"))]
 pub mod trace;
 pub mod tree;
 pub mod woot;
