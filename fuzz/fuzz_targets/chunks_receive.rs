@@ -10,7 +10,8 @@ use prost::Message;
 fuzz_target!(|data: &[u8]| {
     let Ok(msg) = chorus_proto::Chunks::decode(data) else { return };
     let store = MemStore::new();
-    match receive_chunks(&msg, &store, 1 << 20) {
+    // The daemon's own bound on a chunk (chorus-proto's Limits::max_chunk_len, 16 MiB).
+    match receive_chunks(&msg, &store, 16 << 20) {
         Ok(n) => {
             assert!(n <= msg.chunks.len());
             for id in store.ids().expect("memory store") {
