@@ -379,3 +379,26 @@ fn a_member_cannot_choose_its_versions_number() {
     assert_eq!(number.minor, 2, "MINOR is H's rank: {number}");
     w.still_syncing("base, still");
 }
+
+#[test]
+fn a_want_repeated_at_once_is_answered_once() {
+    let mut w = World::new();
+    w.still_syncing("base");
+    let (head, _) = w.a.engine.head();
+    let want = Body::Want(proto::Want {
+        want: Some(head.to_proto()),
+        have: Some(TreeManifest::empty().version_id().to_proto()),
+    });
+    // A hundred identical Wants at one instant: each answer would encode a delta.
+    let mut offers = 0;
+    for _ in 0..100 {
+        w.hostile_sends(A, want.clone());
+        offers += w
+            .to_h
+            .iter()
+            .filter(|(_, b)| matches!(b, Body::Offer(_)))
+            .count();
+    }
+    assert_eq!(offers, 1, "one answer within the retry period");
+    w.still_syncing("base, still");
+}
