@@ -161,19 +161,6 @@ fn listen_takes_ip_port_and_bare_ports_and_refuses_the_rest_with_an_example() {
     );
 }
 
-/// A file of `len` bytes that compresses poorly (several chunks, a real transfer).
-fn noise(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn a_healthy_start_and_transfer_log_no_warnings_and_no_colour_codes() {
     let mut g = Group::new();
@@ -182,7 +169,7 @@ fn a_healthy_start_and_transfer_log_no_warnings_and_no_colour_codes() {
     let a = g.init(g.at("a"));
     let b = g.join_with(a, g.at("b"), vec![("RUST_LOG".into(), "info".into())]);
     let c = g.join(a, g.at("c"));
-    let big = noise(3 << 20);
+    let big = chorus_sync::testing::noise(1, 3 << 20);
     std::fs::write(g.file(b, "big.bin"), &big).unwrap();
     std::fs::write(g.file(a, "notes.txt"), "hello\n").unwrap();
     g.wait_everywhere("big.bin", &big);

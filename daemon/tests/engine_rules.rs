@@ -246,19 +246,6 @@ fn need_chunks(body: Body) -> (chorus_proto::NeedChunks, BTreeSet<ChunkId>) {
     (need, ids)
 }
 
-/// Random-looking bytes (a xorshift stream), incompressible like most real payloads.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn an_empty_node_catches_up_chunk_by_chunk_and_resumes_without_resending() {
     let mut w = World::new();
@@ -281,7 +268,7 @@ fn an_empty_node_catches_up_chunk_by_chunk_and_resumes_without_resending() {
     w.a.feed(Event::LeaderConfirmed, &mut w.out);
     let files: Vec<(RelPath, Entry)> = (0..24u64)
         .map(|i| {
-            let bytes = noise(i, 100_000);
+            let bytes = chorus_sync::testing::noise(i, 100_000);
             let manifest = chorus_chunking::chunker::chunk_bytes(&bytes, ChunkerParams::default());
             let mut pos = 0;
             for c in &manifest.chunks {

@@ -79,20 +79,7 @@ fn a_voter_long_gone_becomes_a_learner_and_a_removed_member_is_shut_out() {
     let a = g.init(g.at("a"));
     // The leader demotes voters unseen for 3 s (the default is three days).
     g.stop(a);
-    let config = g.file(a, ".chorus/config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let text: String = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("demote_after_secs") {
-                "demote_after_secs = 3\n".to_owned()
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    assert!(text.contains("demote_after_secs = 3"), "{text}");
-    std::fs::write(&config, text).unwrap();
+    g.set_config(a, "demote_after_secs", "3");
     g.restart(a);
     wait_until("the first machine leads", || {
         g.status(a)["role"] == "leader"

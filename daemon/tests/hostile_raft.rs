@@ -114,13 +114,6 @@ fn vote(term: u64, node: NodeId) -> Vote<NodeId> {
     }
 }
 
-fn running(g: &mut Group, i: usize) -> bool {
-    g.nodes[i]
-        .child
-        .as_mut()
-        .is_some_and(|c| c.try_wait().unwrap().is_none())
-}
-
 #[test]
 fn forged_raft_rpcs_from_a_member_are_refused_and_the_group_syncs_on() {
     let mut g = Group::new();
@@ -186,7 +179,7 @@ fn forged_raft_rpcs_from_a_member_are_refused_and_the_group_syncs_on() {
     // Past several election timeouts: nobody has died, the term did not leap, one leader.
     std::thread::sleep(Duration::from_secs(3));
     for i in [a, b] {
-        assert!(running(&mut g, i), "node {i} is still running");
+        assert!(g.running(i), "node {i} is still running");
         let s = g.status(i);
         assert!(
             s["term"].as_u64().unwrap() < 1 << 20,
@@ -204,9 +197,6 @@ fn forged_raft_rpcs_from_a_member_are_refused_and_the_group_syncs_on() {
     std::fs::write(g.file(a, "restarted.txt"), "restarted\n").unwrap();
     g.wait_everywhere("restarted.txt", b"restarted\n");
     for i in [a, b] {
-        assert!(
-            running(&mut g, i),
-            "node {i} is still running after the restart"
-        );
+        assert!(g.running(i), "node {i} is still running after the restart");
     }
 }

@@ -47,17 +47,8 @@ fn the_log_says_how_far_back_history_reaches() {
     let mut g = Group::new();
     let a = g.init(g.at("a"));
     g.stop(a);
-    let config = g.file(a, ".chorus/config.toml");
-    let text: String = std::fs::read_to_string(&config)
-        .unwrap()
-        .lines()
-        .map(|l| match l.split('=').next().map(str::trim) {
-            Some("keep_versions") => "keep_versions = 7\n".to_owned(),
-            Some("keep_days") => "keep_days = 2\n".to_owned(),
-            _ => format!("{l}\n"),
-        })
-        .collect();
-    std::fs::write(&config, text).unwrap();
+    g.set_config(a, "keep_versions", "7");
+    g.set_config(a, "keep_days", "2");
     g.restart(a);
     std::fs::write(g.file(a, "x.txt"), "x\n").unwrap();
     // Under the table, on stderr (stdout is the table alone).

@@ -7,10 +7,10 @@
 use std::collections::BTreeSet;
 
 use chorus_chunking::ChunkerParams;
+use chorus_merge::Displaced;
 use chorus_merge::redo::WholeContent;
-use chorus_merge::{Displaced, ModeRules};
 use chorus_proto::header::NodeId;
-use chorus_sync::testing::{Log, World};
+use chorus_sync::testing::{Log, World, small_chunks};
 use chorus_sync::{EngineConfig, Retention};
 
 const A: NodeId = 1;
@@ -19,10 +19,7 @@ const C: NodeId = 3;
 
 /// Small chunks, so a file of a few hundred KiB has hundreds of them.
 fn cfg() -> EngineConfig {
-    EngineConfig::new(
-        ModeRules::new(false),
-        ChunkerParams::new(256, 1024, 4096).unwrap(),
-    )
+    small_chunks()
 }
 
 /// Bytes that sniff as binary (whole-file merges), different per seed.

@@ -6,11 +6,9 @@
 
 use std::collections::HashSet;
 
-use chorus_chunking::ChunkerParams;
-use chorus_merge::ModeRules;
 use chorus_proto::header::NodeId;
 use chorus_proto::message::Message;
-use chorus_sync::testing::{World, noise};
+use chorus_sync::testing::{World, noise, small_chunks};
 use chorus_sync::{EngineConfig, Retention};
 
 const A: NodeId = 1;
@@ -18,10 +16,7 @@ const B: NodeId = 2;
 
 /// Small chunks and lean deltas: the receiver fetches everything in windows.
 fn cfg() -> EngineConfig {
-    let mut c = EngineConfig::new(
-        ModeRules::new(false),
-        ChunkerParams::new(256, 1024, 4096).unwrap(),
-    );
+    let mut c = small_chunks();
     c.encode.literal_budget = 0;
     c
 }

@@ -4,21 +4,17 @@
 //! asks the leader for the chunks it lacks, stores them as they come and then writes the
 //! version; it never stops on it and never leaves the version unwritable.
 
-use chorus_chunking::{ChunkStore, ChunkerParams};
-use chorus_merge::ModeRules;
+use chorus_chunking::ChunkStore;
 use chorus_proto::header::NodeId;
 use chorus_sync::EngineConfig;
-use chorus_sync::testing::{World, noise};
+use chorus_sync::testing::{World, noise, small_chunks};
 
 const A: NodeId = 1;
 const B: NodeId = 2;
 const C: NodeId = 3;
 
 fn cfg() -> EngineConfig {
-    EngineConfig::new(
-        ModeRules::new(false),
-        ChunkerParams::new(256, 1024, 4096).unwrap(),
-    )
+    small_chunks()
 }
 
 #[test]

@@ -225,7 +225,6 @@ pub async fn run(
     let mut snapshot_timer = tokio::time::interval(SNAPSHOT_EVERY);
     snapshot_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut members_seen: Option<ClusterInfo> = None;
-    let members_known: std::cell::RefCell<Vec<PeerId>> = Default::default();
     membership::keep(election.clone(), net.clone(), cfg_demote_after);
     // Raft as it is at start.
     let follow = |feed: &mut RaftFeed, members_seen: &mut Option<ClusterInfo>| {
@@ -239,14 +238,15 @@ pub async fn run(
                 .filter_map(|m| PeerId::from_bytes(&m.peer_id).ok())
                 .collect();
             // A member that left the membership (`chorus remove`) is refused from now on.
-            let gone: Vec<PeerId> = std::mem::take(&mut *members_known.borrow_mut())
-                .into_iter()
+            let gone: Vec<PeerId> = members_seen
+                .iter()
+                .flat_map(|c| c.peer_ids.values())
+                .filter_map(|b| PeerId::from_bytes(b).ok())
                 .filter(|p| !peers.contains(p))
                 .collect();
             if !gone.is_empty() {
                 net.disallow(gone);
             }
-            *members_known.borrow_mut() = peers.clone();
             net.allow(peers);
             for m in members.values() {
                 if let Ok(p) = PeerId::from_bytes(&m.peer_id) {

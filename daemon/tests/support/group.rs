@@ -214,6 +214,36 @@ impl Group {
         }
     }
 
+    /// True while node `i`'s daemon runs: one that exited by itself (not stopped or killed
+    /// by the test) is a failure.
+    pub fn running(&mut self, i: usize) -> bool {
+        self.nodes[i]
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Sets `key = value` in node `i`'s config.toml (the key must be there: `chorus init` and
+    /// `chorus join` write every key); takes effect at the daemon's next start.
+    pub fn set_config(&self, i: usize, key: &str, value: &str) {
+        let path = self.file(i, ".chorus/config.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut found = false;
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.split('=').next().map(str::trim) == Some(key) {
+                    found = true;
+                    format!("{key} = {value}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        assert!(found, "{key} is not in {}", path.display());
+        std::fs::write(&path, text).unwrap();
+    }
+
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
             let _ = c.kill();

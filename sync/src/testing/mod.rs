@@ -22,3 +22,12 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A folder share's config with small chunks (256 B to 4 KiB, 1 KiB on average), so a file of
+/// a few hundred KiB has hundreds of them and transfers run in several windows.
+pub fn small_chunks() -> crate::EngineConfig {
+    crate::EngineConfig::new(
+        chorus_merge::ModeRules::new(false),
+        chorus_chunking::ChunkerParams::new(256, 1024, 4096).expect("valid chunk sizes"),
+    )
+}
