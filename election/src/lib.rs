@@ -31,7 +31,7 @@ pub mod types;
 pub use admission::Refused;
 pub use config::ElectionConfig;
 pub use network::{RaftReply, RaftRpc, Transport, TransportError};
-pub use node::{ClusterView, ElectionNode, ProposeError, Role};
+pub use node::{CATCH_UP_WITHIN, ClusterView, ElectionNode, ProposeError, Role};
 pub use types::{AcceptedHeader, Member, NodeId, Proposal, TypeConfig, VersionNumber, node_id_of};
 
 /// Errors of node management.

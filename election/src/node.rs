@@ -21,6 +21,9 @@ use crate::types::{
     VersionNumber,
 };
 
+/// How long [`ElectionNode::add_member`] waits for a new learner to catch up.
+pub const CATCH_UP_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why a proposal or a linearizable read did not go through.
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {
@@ -145,9 +148,10 @@ impl ElectionNode {
             .map_err(|e| ElectionError::Fatal(e.to_string()))
     }
 
-    /// Adds a node: first as a learner (returns once it caught up), then as a voter while
-    /// there are fewer than `max_voters`. Must be called on the leader. A node id already
-    /// used by another PeerId is refused.
+    /// Adds a node: first as a learner (waits up to [`CATCH_UP_WITHIN`] for it to catch up),
+    /// then as a voter while there are fewer than `max_voters`. Must be called on the leader.
+    /// A node id already used by another PeerId is refused. A learner that has not caught up
+    /// in time stays a learner (an error says so; the leader's keeper promotes it later).
     pub async fn add_member(&self, id: NodeId, member: Member) -> Result<Role, ElectionError> {
         let current = self.raft.metrics().borrow().membership_config.clone();
         if let Some(existing) = current.membership().get_node(&id)
@@ -155,10 +159,39 @@ impl ElectionNode {
         {
             return Err(ElectionError::IdCollision(id));
         }
-        self.raft
-            .add_learner(id, member, true)
+        let added = self
+            .raft
+            .add_learner(id, member, false)
             .await
             .map_err(write_err)?;
+        // openraft's own blocking wait has no end: a leader that steps down meanwhile, or a
+        // learner that never answers, would hold the caller for good (and whoever adds the
+        // next member behind it). Wait a bounded time; callers retry.
+        let caught_up = self
+            .raft
+            .wait(Some(CATCH_UP_WITHIN))
+            .metrics(
+                |m| {
+                    m.state != ServerState::Leader
+                        || m.replication
+                            .as_ref()
+                            .and_then(|r| r.get(&id))
+                            .is_some_and(|matched| matched.as_ref() >= Some(&added.log_id))
+                },
+                "the new learner catches up",
+            )
+            .await;
+        match caught_up {
+            Ok(m) if m.state != ServerState::Leader => {
+                return Err(ElectionError::NotLeader(m.current_leader));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(ElectionError::Membership(format!(
+                    "node {id} is a learner but has not caught up ({e}); it becomes a voter once it does"
+                )));
+            }
+        }
         if self.voters().len() >= self.config.max_voters {
             return Ok(Role::Learner);
         }

@@ -404,3 +404,30 @@ async fn a_node_id_already_taken_by_another_peer_is_refused() {
     );
     c.shutdown().await;
 }
+
+/// A member that never answers does not hold the leader's membership changes: adding it
+/// returns (as a learner that has not caught up) within the bound, and the next member joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_never_answers_does_not_hold_the_next_join() {
+    let (mut c, _d) = cluster(1, "a_member_that_never_answers").await;
+    let leader = c.wait_leader(5 * SECS).await.unwrap();
+    let ghost: NodeId = 77;
+    let added = tokio::time::timeout(
+        chorus_election::CATCH_UP_WITHIN + 10 * SECS,
+        c.node(leader).add_member(
+            ghost,
+            chorus_election::Member {
+                peer_id: b"a machine that is off".to_vec(),
+                addresses: vec![],
+            },
+        ),
+    )
+    .await
+    .expect("add_member returns while the new member is silent");
+    assert!(added.is_err(), "a silent member cannot have caught up");
+    assert!(c.node(leader).view().learners.contains(&ghost));
+    let role = c.join(2).await;
+    assert_eq!(role, Role::Follower);
+    assert!(c.node(leader).view().voters.contains(&2));
+    c.shutdown().await;
+}

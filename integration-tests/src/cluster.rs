@@ -252,10 +252,22 @@ impl Cluster {
             self.status(i)
                 .is_some_and(|s| s["peers"] == others && s["peers_connected"] == others)
         }) {
-            assert!(
-                start.elapsed() < within,
-                "the nodes did not all become members within {within:?}"
-            );
+            if start.elapsed() >= within {
+                let seen: Vec<String> = all
+                    .iter()
+                    .map(|&i| {
+                        let s = self.status(i).unwrap_or_default();
+                        format!(
+                            "node {i}: role {} peers {} connected {}",
+                            s["role"], s["peers"], s["peers_connected"]
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "the nodes did not all become members within {within:?}:\n{}",
+                    seen.join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(250));
         }
         self.wait_converged(&all, within);
