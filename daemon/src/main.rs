@@ -43,6 +43,9 @@ enum Command {
     Peers(commands::query::Args),
     /// Take a member out of the share (run on the leader's machine): the others refuse it.
     Remove(commands::control::RemoveArgs),
+    /// New share secret (run on the leader's machine): every other machine is removed and every
+    /// invite void; the machines kept are invited again.
+    Rekey(commands::control::RekeyArgs),
     /// The accepted versions, newest first: number, time, merge or fast-forward, what was
     /// displaced, origin.
     Log(commands::query::Args),
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         Command::Status(args) => commands::query::status(args),
         Command::Peers(args) => commands::query::peers(args),
         Command::Remove(args) => commands::control::remove(args),
+        Command::Rekey(args) => commands::control::rekey(args),
         Command::Log(args) => commands::query::log(args),
         Command::Conflicts(args) => commands::conflicts::run(args),
         Command::Undo(args) => commands::control::undo(args),

@@ -126,3 +126,114 @@ fn a_voter_long_gone_becomes_a_learner_and_a_removed_member_is_shut_out() {
         "the removed member got the edit"
     );
 }
+
+/// Invites as users make them: `chorus invite --uses 1` admits one machine, the next one
+/// with the same token is kept out, and a token past its `--expires` admits none. A machine
+/// that is kept out receives nothing and stays out.
+#[test]
+fn invites_expire_and_a_single_use_one_admits_one_machine() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let once = support::group::ok(&["invite", "--uses", "1", "--folder", g.path(a)]);
+    let short = support::group::ok(&["invite", "--expires", "1s", "--folder", g.path(a)]);
+    let (once, short) = (once.trim().to_owned(), short.trim().to_owned());
+    // The short one expires before anyone uses it.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::fs::write(g.file(a, "shared.txt"), "for members\n").unwrap();
+
+    support::group::ok(&["join", &once, g.at("b").to_str().unwrap()]);
+    let b = g.start(g.at("b"), Vec::new());
+    g.wait_everywhere("shared.txt", b"for members\n");
+    wait_until("b is a member", || peers(&g, a).len() == 1);
+
+    support::group::ok(&["join", &once, g.at("c").to_str().unwrap()]);
+    let c = g.start(g.at("c"), Vec::new());
+    // An expired token is refused at `chorus join`, with what to do.
+    let out = support::group::cli_in(None, &["join", &short, g.at("d").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("expired") && err.contains("chorus invite"),
+        "{err}"
+    );
+    // Long enough for several join attempts (one a second).
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    for kept_out in [c] {
+        assert!(
+            g.running(kept_out),
+            "a refused joiner's daemon keeps running"
+        );
+        let s = g.status(kept_out);
+        assert_eq!(s["traffic"]["sync_received"], 0, "{s}");
+        assert!(!g.file(kept_out, "shared.txt").exists());
+    }
+    assert_eq!(peers(&g, a).len(), 1, "only b joined");
+    let _ = b;
+}
+
+/// `chorus rekey` on the leader: every other machine is removed and every invite void; the
+/// machine invited again rejoins with the new token and syncs, the one not invited gets
+/// nothing more, and the old token admits nobody.
+#[test]
+fn rekey_shuts_out_every_machine_not_invited_again() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let old_token = g.invite(a);
+    let b = g.join(a, g.at("b"));
+    let c = g.join(a, g.at("c"));
+    std::fs::write(g.file(a, "before.txt"), "before\n").unwrap();
+    g.wait_everywhere("before.txt", b"before\n");
+    wait_until("three voters", || {
+        let r = roles(&g, a);
+        r.len() == 2 && r.iter().all(|(_, role)| role == "voter")
+    });
+    // Without --yes it only says what it would do.
+    let out = support::group::cli_in(None, &["rekey", "--folder", g.path(a)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--yes"), "{err}");
+
+    let mut leader = a;
+    wait_until("a leader", || {
+        match [a, b, c]
+            .into_iter()
+            .find(|&i| g.status(i)["role"] == "leader")
+        {
+            Some(l) => {
+                leader = l;
+                true
+            }
+            None => false,
+        }
+    });
+    let (keep, gone) = match leader {
+        l if l == a => (b, c),
+        l if l == b => (c, a),
+        _ => (a, b),
+    };
+    let said = support::group::ok(&["rekey", "--yes", "--folder", g.path(leader)]);
+    assert!(said.contains("removed 2 machines"), "{said}");
+    g.stop(leader);
+    g.restart(leader);
+    wait_until("the leader leads alone", || {
+        g.status(leader)["role"] == "leader"
+    });
+
+    // The machine kept is invited again and rejoins.
+    g.stop(keep);
+    let token = g.invite(leader);
+    support::group::ok(&["join", &token, g.path(keep)]);
+    g.restart(keep);
+    std::fs::write(g.file(leader, "after.txt"), "after the rekey\n").unwrap();
+    let f = g.file(keep, "after.txt");
+    wait_until("the rejoined machine gets the new edit", || {
+        std::fs::read(&f).is_ok_and(|x| x == b"after the rekey\n")
+    });
+    // The old token admits nobody, and the machine not invited again gets nothing more.
+    support::group::ok(&["join", &old_token, g.at("d").to_str().unwrap()]);
+    let d = g.start(g.at("d"), Vec::new());
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    for out in [gone, d] {
+        assert!(g.running(out), "a shut-out machine's daemon keeps running");
+        assert!(!g.file(out, "after.txt").exists());
+    }
+    assert_eq!(roles(&g, leader).len(), 1, "{:?}", roles(&g, leader));
+}

@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use chorus::config::token::JoinToken;
-use chorus::net::{NetConfig, NetHandle, invite_for, spawn};
+use chorus::net::{NetConfig, NetHandle, spawn};
 use chorus_election::{NodeId, RaftRpc, node_id_of};
 use chorus_proto::Limits;
 use libp2p::identity::Keypair;
@@ -40,6 +40,7 @@ impl Hostile {
             spawn(NetConfig {
                 keypair,
                 secret: token.secret,
+                invites: None,
                 listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
                 explicit_peers: token.addresses.clone(),
                 allowed: vec![token.inviter],
@@ -64,13 +65,14 @@ impl Hostile {
         for a in &token.addresses {
             net.add_address(token.inviter, a.clone());
         }
-        let invite = invite_for(&token.secret, &me);
+        let code = Some(token.invite);
         let answer = rt
-            .block_on(net.join(token.inviter, invite, addrs.clone()))
+            .block_on(net.join(token.inviter, code, None, addrs.clone()))
             .unwrap()
             .expect("a genuine invite is accepted");
+        let voucher = answer.voucher;
         let mut members = Vec::new();
-        for a in answer {
+        for a in answer.members {
             let Some(libp2p::multiaddr::Protocol::P2p(p)) = a.iter().last() else {
                 continue;
             };
@@ -78,7 +80,7 @@ impl Hostile {
             net.add_address(p, a.clone());
             if !members.iter().any(|(q, _)| *q == p) {
                 // Present the invite to every member, so the leader, whoever it is, adds it.
-                let _ = rt.block_on(net.join(p, invite, addrs.clone()));
+                let _ = rt.block_on(net.join(p, code, voucher.clone(), addrs.clone()));
             }
             members.push((p, a));
         }

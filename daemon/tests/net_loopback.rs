@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus::net::{Inbound, NetConfig, NetHandle, RaftTransport, invite_for, spawn};
+use chorus::net::{Inbound, NetConfig, NetHandle, RaftTransport, spawn};
 use chorus_election::{ElectionConfig, ElectionNode, Member, Proposal, node_id_of};
 use chorus_proto::{Body, Limits, Stored, VersionId};
 use libp2p::identity::Keypair;
@@ -26,6 +26,7 @@ async fn node(secret: [u8; 32], keypair: Keypair, allowed: Vec<PeerId>) -> Node 
     let (net, inbound) = spawn(NetConfig {
         keypair,
         secret,
+        invites: None,
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         explicit_peers: vec![],
         allowed,
@@ -205,27 +206,49 @@ async fn raft_elects_and_commits_over_libp2p() {
     assert!(rb.view().voters.contains(&ra.id()));
 }
 
+/// Presents `code` and/or `voucher` from `from` to `to`; what `to` answered.
+async fn present(
+    from: &Node,
+    to: &Node,
+    code: Option<chorus::net::Code>,
+    voucher: Option<chorus::net::Voucher>,
+) -> Option<chorus::net::JoinAccepted> {
+    from.net.add_address(to.peer, to.addr.clone());
+    tokio::time::timeout(
+        LIVENESS,
+        from.net
+            .join(to.peer, code, voucher, vec![from.addr.clone()]),
+    )
+    .await
+    .expect("the join ends")
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joiner_with_a_valid_invite_is_let_in_and_a_forged_one_is_not() {
     let secret = [4u8; 32];
-    let (ka, ke, kf) = (
+    let (ka, kb, ke, kf, kg) = (
+        Keypair::generate_ed25519(),
+        Keypair::generate_ed25519(),
         Keypair::generate_ed25519(),
         Keypair::generate_ed25519(),
         Keypair::generate_ed25519(),
     );
-    let pa = ka.public().to_peer_id();
-    let mut a = node(secret, ka, vec![]).await;
-    let e = node(secret, ke, vec![pa]).await;
-    let f = node(secret, kf, vec![pa]).await;
-
-    // F shows E's invite: refused, and nothing of F's arrives.
-    let e_invite = invite_for(&secret, &e.peer);
-    f.net.add_address(a.peer, a.addr.clone());
-    let ok = tokio::time::timeout(LIVENESS, f.net.join(a.peer, e_invite, vec![f.addr.clone()]))
+    let (pa, pb) = (ka.public().to_peer_id(), kb.public().to_peer_id());
+    let mut a = node(secret, ka, vec![pb]).await;
+    let b = node(secret, kb, vec![pa]).await;
+    let e = node(secret, ke, vec![pa, pb]).await;
+    let f = node(secret, kf, vec![pa, pb]).await;
+    let g = node(secret, kg, vec![pa]).await;
+    // A issues a single-use invite.
+    let (code, _) = a
+        .net
+        .issue_invite(Duration::from_secs(3600), 1)
         .await
-        .expect("the join ends")
         .unwrap();
-    assert!(ok.is_none(), "an invite is good for its own peer only");
+
+    // F shows a code A never issued: refused, and nothing of F's arrives.
+    assert!(present(&f, &a, Some([9; 16]), None).await.is_none());
     let r = tokio::time::timeout(
         LIVENESS,
         f.net.raft_call(
@@ -238,13 +261,25 @@ async fn a_joiner_with_a_valid_invite_is_let_in_and_a_forged_one_is_not() {
     .expect("the call ends");
     assert!(r.is_err(), "a refused joiner gets no answer");
 
-    // E shows its own invite: accepted, announced, and its messages get through.
-    e.net.add_address(a.peer, a.addr.clone());
-    let ok = tokio::time::timeout(LIVENESS, e.net.join(a.peer, e_invite, vec![e.addr.clone()]))
+    // E shows the code: accepted, with A's voucher; B, which never saw the code, takes the
+    // voucher from E, and only from E.
+    let accepted = present(&e, &a, Some(code), None)
         .await
-        .expect("the join ends")
-        .unwrap();
-    assert!(ok.is_some());
+        .expect("the code A issued is good");
+    let voucher = accepted.voucher.expect("the issuer vouches for the joiner");
+    assert!(
+        present(&g, &b, Some(code), None).await.is_none(),
+        "B did not issue it"
+    );
+    assert!(
+        present(&f, &b, None, Some(voucher.clone())).await.is_none(),
+        "E's voucher"
+    );
+    assert!(present(&e, &b, None, Some(voucher)).await.is_some());
+
+    // The code was for one machine: G is refused; E may present it again.
+    assert!(present(&g, &a, Some(code), None).await.is_none(), "used up");
+    assert!(present(&e, &a, Some(code), None).await.is_some());
     match tokio::time::timeout(LIVENESS, a.inbound.recv())
         .await
         .expect("announced")
@@ -256,6 +291,9 @@ async fn a_joiner_with_a_valid_invite_is_let_in_and_a_forged_one_is_not() {
         }
         other => panic!("expected the join, got {other:?}"),
     }
+    while let Ok(Some(Inbound::Join { .. })) =
+        tokio::time::timeout(Duration::from_millis(200), a.inbound.recv()).await
+    {}
     e.net.send(a.peer, stored(3));
     match tokio::time::timeout(LIVENESS, a.inbound.recv())
         .await
@@ -268,4 +306,16 @@ async fn a_joiner_with_a_valid_invite_is_let_in_and_a_forged_one_is_not() {
         }
         other => panic!("expected E's message, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_invite_is_refused_by_the_member_that_issued_it() {
+    let secret = [5u8; 32];
+    let (ka, kj) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let pa = ka.public().to_peer_id();
+    let a = node(secret, ka, vec![]).await;
+    let j = node(secret, kj, vec![pa]).await;
+    let (code, _) = a.net.issue_invite(Duration::from_secs(1), 5).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(present(&j, &a, Some(code), None).await.is_none());
 }

@@ -314,42 +314,32 @@ fn a_node_with_an_invite_joins_and_syncs_and_a_forged_invite_gets_nothing() {
     wait_for("the member gets the file", || {
         read(&c.file(1)).as_deref() == Some(text)
     });
-    let invite = |peer: &str| {
-        let out = chorus()
-            .args(["invite", "--peer", peer])
-            .env("CHORUS_SECRET", SECRET)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        Some(String::from_utf8(out.stdout).unwrap().trim().to_owned())
-    };
-    // The joiner knows only node 1, which normally does not lead: node 1 names the members,
-    // and the joiner presents its invite to the leader too.
-    let joiner = c.outsider_with(SECRET, 1, invite);
-    // A forged invite: made with another secret.
-    let forged = c.outsider_with(SECRET, 0, |peer| {
-        let out = chorus()
-            .args(["invite", "--peer", peer])
-            .env(
-                "CHORUS_SECRET",
-                "0808080808080808080808080808080808080808080808080808080808080808",
-            )
-            .output()
-            .unwrap();
-        Some(String::from_utf8(out.stdout).unwrap().trim().to_owned())
-    });
+    // Node 1 (which normally does not lead) issues the invite; the joiner knows only node 1:
+    // node 1 names the members and vouches for the joiner, which presents the voucher to
+    // the leader.
+    let (code, out, _) = cli(&c.procs[1].state, &["invite", "--json", "--uses", "1"]);
+    assert_eq!(code, Some(0), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let code = v["invite"].as_str().unwrap().to_owned();
+    let joiner = c.outsider_with(SECRET, 1, |_| Some(code.clone()));
+    // A forged invite (a code nobody issued), and the used-up one on another machine.
+    let forged = c.outsider_with(SECRET, 0, |_| Some("08".repeat(16)));
     wait_for("the joiner catches up", || {
         read(&c.file(joiner)).as_deref() == Some(text)
     });
+    // The invite was for one machine: a second one is refused.
+    let second = c.outsider_with(SECRET, 1, |_| Some(code.clone()));
     let from_joiner = "before the join\nfrom the joiner\n";
     write(&c.file(joiner), from_joiner);
     wait_for("the joiner's edit reaches the members", || {
         (0..2).all(|i| read(&c.file(i)).as_deref() == Some(from_joiner))
     });
-    let stats = wait_for_status(&c.procs[forged].state);
-    assert_eq!(stats["traffic"]["sync_received"], 0, "{stats}");
-    assert_eq!(stats["traffic"]["raft_received"], 0, "{stats}");
-    assert!(read(&c.file(forged)).is_none());
+    for refused in [forged, second] {
+        let stats = wait_for_status(&c.procs[refused].state);
+        assert_eq!(stats["traffic"]["sync_received"], 0, "{stats}");
+        assert_eq!(stats["traffic"]["raft_received"], 0, "{stats}");
+        assert!(read(&c.file(refused)).is_none());
+    }
 }
 
 /// `chorus COMMAND --state-dir STATE` (readable output): (exit code, stdout, stderr).

@@ -276,7 +276,41 @@ impl ElectionNode {
             .collect()
     }
 
-    /// Removes a node from the membership.
+    /// On the leader: every other node leaves the membership (`chorus rekey`), this one stays
+    /// its one voter. Returns the nodes removed.
+    pub async fn remove_all_but_self(&self) -> Result<BTreeSet<NodeId>, ElectionError> {
+        let others: BTreeSet<NodeId> = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .filter(|id| *id != self.id)
+                .collect()
+        };
+        if others.is_empty() {
+            return Ok(others);
+        }
+        let voters: BTreeSet<NodeId> = self
+            .voters()
+            .into_iter()
+            .filter(|id| *id != self.id)
+            .collect();
+        if !voters.is_empty() {
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(voters), false)
+                .await
+                .map_err(write_err)?;
+        }
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes(others.clone()), false)
+            .await
+            .map_err(write_err)?;
+        Ok(others)
+    }
+
+    /// Removes member `id` (voter or learner) from the membership; on the leader.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), ElectionError> {
         if self.voters().contains(&id) {
             self.raft

@@ -227,7 +227,11 @@ impl DiskFolder {
             ScanError::Chunks(e) => FolderError::Chunks(e),
         })?;
         for (p, why) in &report.unknown {
-            tracing::warn!(%p, "cannot be read, kept as it was: {why}");
+            tracing::warn!(
+                path = %chorus_proto::shown(p.as_str()),
+                "cannot be read, kept as it was: {}",
+                chorus_proto::shown(why)
+            );
         }
         let tree = with_unknown_kept(entries, &report.unknown, &self.known);
         // A path an ignore rule now excludes keeps what was last known of it: the rule stops

@@ -140,7 +140,7 @@ pub(crate) fn parent_str(path: &RelPath) -> String {
 
 impl Writer<'_, '_> {
     pub(crate) fn fail(&mut self, path: &RelPath, why: String) {
-        tracing::warn!(%path, "not written: {why}");
+        tracing::warn!(path = %chorus_proto::shown(path.as_str()), "not written: {}", chorus_proto::shown(&why));
         if self.failed_set.insert(path.clone()) {
             self.out.failed.push((path.clone(), why));
         }

@@ -7,14 +7,17 @@
 //! [`DecodeError`]; it never panics, whatever the input.
 //!
 //! It also holds the vocabulary every crate shares, defined once: [`ids`] (VersionId, ChunkId,
-//! VersionNumber) and [`header`] (node ids and the accepted-version header the Raft log orders).
+//! VersionNumber) and [`header`] (node ids and the accepted-version header the Raft log orders),
+//! and [`shown`], how a string a peer sent appears in a log line.
 
 mod frame;
 pub mod header;
 pub mod ids;
 pub mod message;
+pub mod shown;
 mod validate;
 
+pub use shown::shown;
 pub use validate::MAX_PUSHED_BEFORE;
 
 pub use frame::{

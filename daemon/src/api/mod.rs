@@ -229,10 +229,18 @@ pub enum Request {
         version: String,
         path: Option<String>,
     },
-    /// A join token for a new machine.
-    Invite,
+    /// A join token for new machines, good for `expires_secs` (24 h when `None`) and for
+    /// `uses` machines (any number when `None`).
+    Invite {
+        expires_secs: Option<u64>,
+        uses: Option<u32>,
+    },
     /// Take a member out of the share for good (`peer`: its PeerId or the end of it).
     Remove { peer: String },
+    /// The first half of `chorus rekey`, on the leader: every other member leaves the
+    /// membership and every invite this node issued is void (the CLI then writes the new
+    /// secret).
+    EvictAll,
     /// The user has seen the redo entries up to `upto` (`chorus conflicts` shows them).
     ConflictsSeen { upto: u64 },
     /// A file as it was in an accepted version.

@@ -44,7 +44,7 @@ pub(crate) fn error(status: u16, message: &str) -> Reply {
 }
 
 /// The paths that take a `POST` (a [`Request`] for the node's loop).
-pub const COMMANDS: [&str; 8] = [
+pub const COMMANDS: [&str; 9] = [
     "/v1/pause",
     "/v1/resume",
     "/v1/undo",
@@ -52,12 +52,23 @@ pub const COMMANDS: [&str; 8] = [
     "/v1/restore",
     "/v1/invite",
     "/v1/members/remove",
+    "/v1/members/evict-all",
     "/v1/conflicts/seen",
 ];
 
 /// True for a path that takes a `POST`.
 pub fn is_command(path: &str) -> bool {
     COMMANDS.contains(&path)
+}
+
+/// The body of `POST /v1/invite`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteBody {
+    #[serde(default)]
+    expires_secs: Option<u64>,
+    #[serde(default)]
+    uses: Option<u32>,
 }
 
 /// The request a `POST path` with `body` makes (an empty body is `{}`); a 400 that says what
@@ -77,12 +88,19 @@ pub fn parse_command(path: &str, body: &[u8]) -> Result<Request, Reply> {
     #[serde(deny_unknown_fields)]
     struct NoArguments {}
     Ok(match path {
-        "/v1/pause" | "/v1/undo" | "/v1/invite" => {
+        "/v1/pause" | "/v1/undo" | "/v1/members/evict-all" => {
             parse::<NoArguments>(path, body)?;
             match path {
                 "/v1/pause" => Request::Pause,
                 "/v1/undo" => Request::Undo,
-                _ => Request::Invite,
+                _ => Request::EvictAll,
+            }
+        }
+        "/v1/invite" => {
+            let b: InviteBody = parse(path, body)?;
+            Request::Invite {
+                expires_secs: b.expires_secs,
+                uses: b.uses,
             }
         }
         "/v1/resume" => Request::Resume {

@@ -44,33 +44,62 @@ fn s(v: &Value, key: &str) -> String {
 pub struct InviteArgs {
     #[command(flatten)]
     at: query::Args,
-    /// Instead of a join token, print the 64-hex-digit invite of this one PeerId (it prints it
-    /// with `chorus id`), for `chorus run --join`; needs --secret or CHORUS_SECRET, not a
-    /// running daemon.
-    #[arg(long)]
-    peer: Option<libp2p::PeerId>,
-    /// The share secret, with --peer.
-    #[arg(long, requires = "peer")]
-    secret: Option<String>,
+    /// How long the invite is good for: seconds, or a number with s, m, h or d (at most 30
+    /// days).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    expires: u64,
+    /// How many machines the invite admits (1: single-use); any number when not given.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    uses: Option<u32>,
 }
 
-/// `chorus invite`: a join token from the running daemon (or, with `--peer`, one peer's
-/// invite made offline from the secret).
+/// `90`, `90s`, `30m`, `12h`, `7d`: seconds.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (n, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c),
+        _ => (t, 's'),
+    };
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration: use e.g. 90s, 30m, 12h or 7d"))?;
+    let unit = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
+        _ => return Err(format!("'{text}': the unit is s, m, h or d")),
+    };
+    Ok(n.saturating_mul(unit))
+}
+
+/// `chorus invite`: a join token from the running daemon, with an invite code it issued.
 pub fn invite(args: InviteArgs) -> anyhow::Result<ExitCode> {
-    if let Some(peer) = args.peer {
-        let Some(secret) = super::run::secret_arg(args.secret)? else {
-            anyhow::bail!("no share secret: pass --secret or set CHORUS_SECRET (64 hex digits)");
-        };
-        println!("{}", hex::encode(chorus::net::invite_for(&secret, &peer)));
-        return Ok(ExitCode::SUCCESS);
-    }
-    let answer = post(&args.at, "/v1/invite", json!({}), |v| s(v, "token"))?;
+    let body = json!({ "expires_secs": args.expires, "uses": args.uses });
+    let answer = post(&args.at, "/v1/invite", body, |v| s(v, "token"))?;
     // Advice on stderr, so `TOKEN=$(chorus invite)` holds the token and nothing else.
+    let uses = match args.uses {
+        Some(1) => "one machine".to_owned(),
+        Some(n) => format!("{n} machines"),
+        None => "any number of machines".to_owned(),
+    };
     eprintln!(
         "chorus: on the new machine: `chorus join TOKEN [FOLDER]`, then `chorus run [FOLDER]`.\n\
-         chorus: the token holds the share secret: send it only to machines you trust."
+         chorus: the invite is good for {} and for {uses}, while this node runs to let them in.\n\
+         chorus: the token holds the share secret: send it only to machines you trust.",
+        shown_duration(args.expires)
     );
     Ok(answer)
+}
+
+/// `86400` as "24 h", `90` as "90 s".
+fn shown_duration(secs: u64) -> String {
+    match secs {
+        s if s % 86400 == 0 && s >= 2 * 86400 => format!("{} days", s / 86400),
+        s if s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
 }
 
 pub fn undo(at: query::Args) -> anyhow::Result<ExitCode> {
@@ -139,6 +168,48 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
             s(v, "changed")
         )
     })
+}
+
+#[derive(clap::Args)]
+pub struct RekeyArgs {
+    #[command(flatten)]
+    at: query::Args,
+    /// Go ahead: every other machine leaves the share until it is invited again.
+    #[arg(long)]
+    yes: bool,
+}
+
+/// `chorus rekey`, on the leader's machine: every other member is removed, every invite this
+/// node issued is void, and `config.toml` gets a new secret, which the daemon uses from its
+/// next start. Machines kept are invited again and rejoin with the new token.
+pub fn rekey(args: RekeyArgs) -> anyhow::Result<ExitCode> {
+    let state = args.at.state_dir()?;
+    let path = state.join(chorus::config::CONFIG_FILE);
+    let mut cfg = chorus::config::Config::load(&path)?;
+    if !args.yes {
+        anyhow::bail!(
+            "`chorus rekey` removes every other machine from the share and makes a new secret; each machine you keep is then invited again. `chorus rekey --yes` goes ahead"
+        );
+    }
+    let answer = client::post(&state, "/v1/members/evict-all", &json!({}), WITHIN)?;
+    let v: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+    let removed = v["removed"].as_array().map_or(0, Vec::len);
+    cfg.secret = hex::encode(rand::random::<[u8; 32]>());
+    cfg.invite.clear();
+    cfg.save(&path)?;
+    if args.at.json {
+        println!("{}", json!({ "removed": v["removed"], "config": path }));
+    } else {
+        println!(
+            "removed {removed} machines from the share and wrote a new secret to {}",
+            path.display()
+        );
+    }
+    eprintln!(
+        "chorus: restart this daemon (stop it, then `chorus run`) to use the new secret; then, for each\n\
+         chorus: machine you keep: `chorus invite` here, and on it: stop its daemon, `chorus join TOKEN PATH`, `chorus run PATH`."
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(clap::Args)]

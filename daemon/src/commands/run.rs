@@ -14,9 +14,7 @@ use anyhow::{Context, bail};
 use chorus::config::{
     CONFIG_FILE, Config, ConfigError, ShareKind, Timing, address, default_state_dir, parse_secret,
 };
-use chorus::node::{
-    JoinWith, MassDeleteGuard, NodeConfig, Share, peer_id, run as run_node, stop_signal,
-};
+use chorus::node::{MassDeleteGuard, NodeConfig, Share, peer_id, run as run_node, stop_signal};
 use chorus_chunking::ChunkerParams;
 use chorus_election::ElectionConfig;
 use chorus_merge::ModeRules;
@@ -52,8 +50,9 @@ pub struct Args {
     /// as `bootstrap = true`).
     #[arg(long, conflicts_with = "join")]
     init: bool,
-    /// Join with this invite (64 hex digits, from `chorus invite --peer` on a member).
-    #[arg(long)]
+    /// Join with this invite code (32 hex digits, `invite` in `chorus invite --json` on a
+    /// member); `chorus join TOKEN` records the token's in the config instead.
+    #[arg(long, value_name = "CODE")]
     join: Option<String>,
     /// Full rescan period in milliseconds; overrides the config's `rescan_secs`.
     #[arg(long)]
@@ -187,14 +186,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut peers = parse(&cfg.peers, address::parse_peer)?;
     peers.extend(args.peer.iter().cloned());
     let join = match &args.join {
-        Some(h) => {
-            let mut inv = [0u8; 32];
-            hex::decode_to_slice(h.trim(), &mut inv)
-                .context("the invite must be 64 hex digits, as `chorus invite --peer` prints it")?;
-            Some(JoinWith::Invite(inv))
-        }
-        // A node that joined with a token presents an invite of its own making until it is in.
-        None if from_file && !cfg.bootstrap && !cfg.peers.is_empty() => Some(JoinWith::Secret),
+        Some(h) => Some(chorus::config::parse_invite(h).map_err(anyhow::Error::msg)?),
+        // A node that joined with a token presents the token's invite until it is in.
+        None if from_file && !cfg.bootstrap => cfg.invite_code().map_err(anyhow::Error::msg)?,
         None => None,
     };
     let share_id = {

@@ -2,7 +2,7 @@
 //! join one. Both write the share's state dir (identity, `config.toml`) and say what to run
 //! next, on stderr (they print no result to use in a script); neither starts the daemon.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -83,6 +83,15 @@ pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
 
 pub fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
     let token = JoinToken::decode(&args.token)?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if token.expires_at_ms <= now_ms {
+        bail!(
+            "this token's invite expired {} min ago: run `chorus invite` on a member for a new one",
+            (now_ms - token.expires_at_ms) / 60_000
+        );
+    }
     let path = match (args.path, token.kind) {
         (Some(p), _) => p,
         (None, ShareKind::Folder) => PathBuf::from("."),
@@ -113,9 +122,14 @@ pub fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
     let state_dir = args
         .state_dir
         .unwrap_or_else(|| default_state_dir(&path, token.kind));
+    let config_path = state_dir.join(CONFIG_FILE);
+    if config_path.exists() {
+        return rejoin(&token, &path, &state_dir);
+    }
     let cfg = with_fixed_port(Config {
         share_id: hex::encode(token.share_id),
         secret: hex::encode(token.secret),
+        invite: hex::encode(token.invite),
         kind: token.kind,
         peers: token.addresses.iter().map(|a| a.to_string()).collect(),
         bootstrap: false,
@@ -129,6 +143,43 @@ pub fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
     let me = peer_id(&state_dir)?;
     eprintln!(
         "chorus: {} is set up to join share {} through {} (this node {me})",
+        path.display(),
+        cfg.share_id,
+        token.inviter
+    );
+    eprintln!("  start it: chorus run {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `chorus join` where the share is set up already (a machine removed by `chorus rekey` and
+/// invited again): the config takes the token's secret, invite and inviter; the Raft state of
+/// the old membership goes, so the node enters as a new member; the folder, history store and
+/// identity stay.
+fn rejoin(token: &JoinToken, path: &Path, state_dir: &Path) -> anyhow::Result<ExitCode> {
+    let config_path = state_dir.join(CONFIG_FILE);
+    let mut cfg = Config::load(&config_path)?;
+    if cfg.share_id != hex::encode(token.share_id) {
+        bail!(
+            "{} is set up for another share ({}): give this one its own folder, or --state-dir",
+            state_dir.display(),
+            cfg.share_id
+        );
+    }
+    if chorus::api::client::get(state_dir, "/v1/status").is_ok() {
+        bail!("the daemon of this share is running: stop it first, then join again");
+    }
+    cfg.secret = hex::encode(token.secret);
+    cfg.invite = hex::encode(token.invite);
+    cfg.peers = token.addresses.iter().map(|a| a.to_string()).collect();
+    cfg.bootstrap = false;
+    cfg.save(&config_path)?;
+    let raft = state_dir.join("raft");
+    if raft.exists() {
+        std::fs::remove_dir_all(&raft)
+            .with_context(|| format!("cannot reset the membership state in {}", raft.display()))?;
+    }
+    eprintln!(
+        "chorus: {} is set up to rejoin share {} through {} with the new token",
         path.display(),
         cfg.share_id,
         token.inviter

@@ -47,8 +47,11 @@ pub struct Config {
     /// Names the share (32 hex digits); join tokens carry it so a node cannot be pointed at
     /// the wrong share's state.
     pub share_id: String,
-    /// The share secret, 64 hex digits: the key of the private network and of invites.
+    /// The share secret, 64 hex digits: the key of the private network.
     pub secret: String,
+    /// The invite code from the join token (32 hex digits; `chorus join` writes it): presented
+    /// to the members until this node is one. Empty on the machine that made the share.
+    pub invite: String,
     /// `folder` or `document` (one file, merged character by character).
     pub kind: ShareKind,
     /// Addresses to listen on: libp2p multiaddrs, or `IP:PORT`, `[IPV6]:PORT` or a bare port
@@ -121,6 +124,7 @@ impl Default for Config {
         Config {
             share_id: String::new(),
             secret: String::new(),
+            invite: String::new(),
             kind: ShareKind::Folder,
             listen: vec!["/ip4/0.0.0.0/tcp/0".into()],
             peers: Vec::new(),
@@ -177,6 +181,7 @@ impl Config {
     /// Checks what serde cannot: the secret's form, addresses, bounds.
     pub fn check(&self) -> Result<(), String> {
         self.secret_bytes()?;
+        self.invite_code()?;
         for a in &self.listen {
             address::parse_listen(a).map_err(|e| format!("listen: {e}"))?;
         }
@@ -195,9 +200,28 @@ impl Config {
         Ok(())
     }
 
+    /// The invite code as bytes, if there is one.
+    pub fn invite_code(&self) -> Result<Option<[u8; 16]>, String> {
+        if self.invite.trim().is_empty() {
+            return Ok(None);
+        }
+        parse_invite(&self.invite).map(Some)
+    }
+
     /// The secret as bytes.
     pub fn secret_bytes(&self) -> Result<[u8; 32], String> {
         parse_secret(&self.secret)
+    }
+
+    /// Replaces the file at `path` (a private temp file renamed over it).
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let tmp = path.with_extension("toml.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        self.create(&tmp)?;
+        std::fs::rename(&tmp, path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })
     }
 
     /// Writes the file (mode 0600: it holds the secret); refuses to replace an existing one.
@@ -237,6 +261,15 @@ const HEADER: &str = "# chorus share configuration; every key is documented in R
                       # Keep this file private: it holds the share secret.\n";
 
 /// 64 hex digits into 32 bytes.
+/// An invite code: 32 hex digits.
+pub fn parse_invite(hexed: &str) -> Result<[u8; 16], String> {
+    let mut code = [0u8; 16];
+    hex::decode_to_slice(hexed.trim(), &mut code).map_err(|_| {
+        "the invite code must be 32 hex digits, as `chorus invite --json` prints it".to_owned()
+    })?;
+    Ok(code)
+}
+
 pub fn parse_secret(hexed: &str) -> Result<[u8; 32], String> {
     let mut secret = [0u8; 32];
     hex::decode_to_slice(hexed.trim(), &mut secret)

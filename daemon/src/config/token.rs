@@ -1,10 +1,12 @@
 //! Join tokens: one copy-pasteable line that lets a machine join a share.
 //!
 //! `chorus invite` prints one on a member; `chorus join TOKEN` on the new machine writes its
-//! config from it. It carries the share id, the secret, what the share holds, and the inviting
-//! node's PeerId and addresses (where the joiner first dials). The bytes are a protobuf message
+//! config from it. It carries the share id, the secret, what the share holds, the inviting
+//! node's PeerId and addresses (where the joiner first dials), and the invite code that node
+//! issued (good until it expires, for as many machines as it was made for). The bytes are a protobuf message
 //! followed by a 4-byte BLAKE3 checksum, in base58 (no characters a terminal or a chat app
-//! mangles), after the prefix `chorus1`. The token holds the secret: whoever has it can join.
+//! mangles), after the prefix `chorus1`. The token holds the secret, so keep it private; the
+//! secret alone does not let a machine join, the invite code does, while it is good.
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
@@ -26,6 +28,10 @@ pub struct JoinToken {
     pub inviter: PeerId,
     /// Where the inviter listens, each ending in `/p2p/<inviter>`.
     pub addresses: Vec<Multiaddr>,
+    /// The invite code the inviter issued.
+    pub invite: [u8; 16],
+    /// When the invite expires (Unix ms), so `chorus join` can say so before trying.
+    pub expires_at_ms: u64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -40,6 +46,10 @@ struct Wire {
     inviter: Vec<u8>,
     #[prost(bytes = "vec", repeated, tag = "5")]
     addresses: Vec<Vec<u8>>,
+    #[prost(bytes = "vec", tag = "6")]
+    invite: Vec<u8>,
+    #[prost(uint64, tag = "7")]
+    expires_at_ms: u64,
 }
 
 /// Why a token was refused.
@@ -51,6 +61,10 @@ pub enum TokenError {
     Prefix,
     #[error("the token is damaged ({0}): copy the whole line `chorus invite` printed, again")]
     Damaged(&'static str),
+    #[error(
+        "the token holds no invite code (an older chorus made it): run `chorus invite` on a member for a new one"
+    )]
+    NoInvite,
 }
 
 impl JoinToken {
@@ -73,6 +87,8 @@ impl JoinToken {
                     a.to_vec()
                 })
                 .collect(),
+            invite: self.invite.to_vec(),
+            expires_at_ms: self.expires_at_ms,
         };
         let mut bytes = wire.encode_to_vec();
         let sum = blake3::hash(&bytes);
@@ -108,6 +124,7 @@ impl JoinToken {
             .map_err(|_| TokenError::Damaged("secret"))?;
         let inviter =
             PeerId::from_bytes(&wire.inviter).map_err(|_| TokenError::Damaged("peer id"))?;
+        let invite = wire.invite.try_into().map_err(|_| TokenError::NoInvite)?;
         let addresses = wire
             .addresses
             .into_iter()
@@ -124,6 +141,8 @@ impl JoinToken {
             },
             inviter,
             addresses,
+            invite,
+            expires_at_ms: wire.expires_at_ms,
         })
     }
 }
@@ -146,6 +165,8 @@ mod tests {
                     .parse()
                     .unwrap(),
             ],
+            invite: [3; 16],
+            expires_at_ms: 1_800_000_000_000,
         }
     }
 

@@ -1,8 +1,9 @@
 //! Admission: only members (the allow list) get a request answered. A peer that is not one has
 //! [`JOIN_GRACE`] to present a valid invite on `/chorus/join/1`, else it is disconnected and
 //! blocked, as is any non-member that sends a sync or Raft request. Also the join protocol
-//! itself: requests checked against the invite, answered with the members this node knows, and
-//! the answers to this node's own joins.
+//! itself: a request carries an invite code (good at the member that issued it, which answers
+//! with a voucher) or a voucher (good at every member, [`super::invite`]); an accepted one is
+//! answered with the members this node knows. And the answers to this node's own joins.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,8 @@ use tokio::sync::oneshot;
 
 use super::book::peer_of;
 use super::dispatch::Rr;
-use super::handle::Inbound;
+use super::handle::{Inbound, JoinAccepted};
+use super::invite::{Code, Voucher, check_voucher, vouch};
 use super::task::Task;
 
 /// How long a peer that is not a member may stay connected without a valid invite.
@@ -21,17 +23,30 @@ const JOIN_GRACE: Duration = Duration::from_secs(10);
 /// A join request on the wire.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct JoinRequest {
-    /// The invite, hex.
-    invite: String,
+    /// The invite code, hex.
+    #[serde(default)]
+    code: Option<String>,
+    /// A voucher from the member that issued the code.
+    #[serde(default)]
+    voucher: Option<Voucher>,
     /// Where the joiner listens.
     addrs: Vec<String>,
 }
 
 /// The answer to a join: the members this node knows, so the joiner can present its invite
-/// to whichever of them leads.
+/// to whichever of them leads, and the voucher when this node issued the code.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct JoinAnswer {
     members: Vec<String>,
+    #[serde(default)]
+    voucher: Option<Voucher>,
+}
+
+/// Now, in milliseconds since the Unix epoch (what invites and vouchers expire by).
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Task {
@@ -92,16 +107,49 @@ impl Task {
         }
     }
 
-    /// Presents `invite` to `to`; `reply` gets the members it knows, or `None`.
+    /// Checks a join request from `peer`: `Some(voucher to give)` when its code is one this
+    /// node issued and may still be used (the voucher), or its voucher is good (`None` to
+    /// give); `None` when it is refused (logged, with why).
+    fn admit_join(&mut self, peer: PeerId, r: &JoinRequest) -> Option<Option<Voucher>> {
+        let now = now_ms();
+        let mut why = "no invite code or voucher".to_owned();
+        if let Some(code) = &r.code {
+            let code = hex::decode(code).unwrap_or_default();
+            match self.invites.redeem(&code, &peer, now) {
+                Ok(()) => return Some(vouch(&self.keypair, &self.secret, &peer, now)),
+                Err(e) => why = e.to_string(),
+            }
+        }
+        if let Some(v) = &r.voucher {
+            let local = *self.swarm.local_peer_id();
+            if check_voucher(
+                v,
+                &self.secret,
+                &peer,
+                |p| *p != peer && (*p == local || self.allowed.contains(p)),
+                now,
+            ) {
+                return Some(None);
+            }
+            why = "a voucher this node does not take (expired, or not a member's)".to_owned();
+        }
+        tracing::info!(%peer, "refused a join: {why}");
+        None
+    }
+
+    /// Presents an invite code and/or voucher to `to`; `reply` gets what it answered, or
+    /// `None`.
     pub(super) fn send_join(
         &mut self,
         to: PeerId,
-        invite: [u8; 32],
+        code: Option<Code>,
+        voucher: Option<Voucher>,
         addrs: Vec<Multiaddr>,
-        reply: oneshot::Sender<Option<Vec<Multiaddr>>>,
+        reply: oneshot::Sender<Option<JoinAccepted>>,
     ) {
         let req = JoinRequest {
-            invite: hex::encode(invite),
+            code: code.map(hex::encode),
+            voucher,
             addrs: addrs.iter().map(|a| a.to_string()).collect(),
         };
         match serde_json::to_vec(&req) {
@@ -124,12 +172,10 @@ impl Task {
                 channel,
             } => {
                 let req: Option<JoinRequest> = serde_json::from_slice(&request).ok();
-                let valid = req.as_ref().is_some_and(|r| {
-                    hex::decode(&r.invite)
-                        .is_ok_and(|inv| super::check_invite(&self.secret, &peer, &inv))
-                });
-                let Some(req) = req.filter(|_| valid) else {
-                    tracing::info!(%peer, "refused a join without a valid invite");
+                let Some((req, voucher)) = req.and_then(|r| {
+                    let v = self.admit_join(peer, &r)?;
+                    Some((r, v))
+                }) else {
                     self.refuse(peer);
                     return;
                 };
@@ -159,7 +205,8 @@ impl Task {
                     })
                     .take(64)
                     .collect();
-                let answer = serde_json::to_vec(&JoinAnswer { members }).unwrap_or_default();
+                let answer =
+                    serde_json::to_vec(&JoinAnswer { members, voucher }).unwrap_or_default();
                 let _ = self
                     .swarm
                     .behaviour_mut()
@@ -172,16 +219,18 @@ impl Task {
                 response,
             } => {
                 if let Some(tx) = self.joins.remove(&request_id) {
-                    let members = serde_json::from_slice::<JoinAnswer>(&response)
+                    let accepted = serde_json::from_slice::<JoinAnswer>(&response)
                         .ok()
-                        .map(|a| {
-                            a.members
+                        .map(|a| JoinAccepted {
+                            members: a
+                                .members
                                 .iter()
                                 .take(64)
                                 .filter_map(|m| m.parse().ok())
-                                .collect()
+                                .collect(),
+                            voucher: a.voucher,
                         });
-                    let _ = tx.send(members);
+                    let _ = tx.send(accepted);
                 }
             }
             Rr::Failed { request_id, .. } => {

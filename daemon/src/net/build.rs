@@ -68,8 +68,10 @@ pub enum NetError {
 pub struct NetConfig {
     pub keypair: Keypair,
     /// The share secret: the private network's key derives from it ([`super::psk_of_secret`]),
-    /// and invites are checked with it.
+    /// and vouchers are bound to it.
     pub secret: [u8; 32],
+    /// Where the invites this node issues are kept (`None`: in memory only).
+    pub invites: Option<std::path::PathBuf>,
     pub listen: Vec<Multiaddr>,
     /// Peers dialled at start and redialled with a backoff while disconnected.
     pub explicit_peers: Vec<Multiaddr>,
@@ -114,6 +116,8 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
         )
     };
     let build = |e: &dyn std::fmt::Display| NetError::Build(e.to_string());
+    let keypair = cfg.keypair.clone();
+    let invites = super::invite::InviteBook::open(cfg.invites);
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair)
         .with_tokio()
         .with_other_transport(|key| {
@@ -206,6 +210,8 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
         secret,
         strangers: HashMap::new(),
         joins: HashMap::new(),
+        keypair,
+        invites,
         book,
         throttle: Throttle::new(cfg.bandwidth_limit, Instant::now()),
         stats: stats.clone(),

@@ -18,6 +18,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::build::NetError;
 use super::codec::Counters;
+use super::invite::{Code, Voucher};
+
+/// A member accepted a join: the addresses (`.../p2p/<id>`) of the members it knows, for
+/// reaching the leader, and, from the member that issued the code, a voucher the others take.
+#[derive(Debug, Clone, Default)]
+pub struct JoinAccepted {
+    pub members: Vec<Multiaddr>,
+    pub voucher: Option<Voucher>,
+}
 
 /// What this node exchanged with one peer, and how far away it is.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -71,9 +80,16 @@ pub(super) enum Command {
     Allow(Vec<PeerId>),
     Join {
         to: PeerId,
-        invite: [u8; 32],
+        code: Option<Code>,
+        voucher: Option<Voucher>,
         addrs: Vec<Multiaddr>,
-        reply: oneshot::Sender<Option<Vec<Multiaddr>>>,
+        reply: oneshot::Sender<Option<JoinAccepted>>,
+    },
+    ClearInvites,
+    Invite {
+        ttl: Duration,
+        uses: u32,
+        reply: oneshot::Sender<Result<(Code, u64), String>>,
     },
     Disallow(Vec<PeerId>),
     AddAddress(PeerId, Multiaddr),
@@ -135,25 +151,42 @@ impl NetHandle {
         serde_json::from_slice(&bytes).map_err(|e| TransportError(format!("bad raft reply: {e}")))
     }
 
-    /// Presents `invite` to `to`. `Some(members)` when it was accepted: the addresses
-    /// (`.../p2p/<id>`) of the members `to` knows, for reaching the leader; `None` when refused
-    /// or unreachable.
+    /// Presents an invite `code` (good at the member that issued it) and/or a `voucher` (good
+    /// at every member) to `to`. `Some` when it was accepted; `None` when refused or
+    /// unreachable.
     pub async fn join(
         &self,
         to: PeerId,
-        invite: [u8; 32],
+        code: Option<Code>,
+        voucher: Option<Voucher>,
         addrs: Vec<Multiaddr>,
-    ) -> Result<Option<Vec<Multiaddr>>, NetError> {
+    ) -> Result<Option<JoinAccepted>, NetError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Join {
                 to,
-                invite,
+                code,
+                voucher,
                 addrs,
                 reply,
             })
             .map_err(|_| NetError::Stopped)?;
         rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Voids every invite this node issued (`chorus rekey`).
+    pub fn clear_invites(&self) {
+        let _ = self.tx.send(Command::ClearInvites);
+    }
+
+    /// Issues an invite good for `ttl`, for `uses` machines: its code and when it expires
+    /// (Unix ms).
+    pub async fn issue_invite(&self, ttl: Duration, uses: u32) -> Result<(Code, u64), String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Invite { ttl, uses, reply })
+            .map_err(|_| NetError::Stopped.to_string())?;
+        rx.await.map_err(|_| NetError::Stopped.to_string())?
     }
 
     /// Lets these peers connect (they joined the membership).

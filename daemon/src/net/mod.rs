@@ -7,9 +7,10 @@
 //! One task owns the Swarm ([`spawn`]); everything else talks to it through a [`NetHandle`]
 //! (commands, with oneshot replies where an answer is due) and receives what arrives as
 //! [`Inbound`] values. Only peers on the allow list (the Raft membership) get a request
-//! answered; a peer that is not on it has a few seconds to present a valid invite on
-//! `/chorus/join/1`, else it is disconnected and blocked (`allow_block_list`), as is any
-//! non-member that sends a sync or Raft request.
+//! answered; a peer that is not on it has a few seconds to present a valid invite code (to the
+//! member that issued it) or voucher (to any member) on `/chorus/join/1`, else it is
+//! disconnected and blocked (`allow_block_list`), as is any non-member that sends a sync or
+//! Raft request.
 //! [`RaftTransport`] carries chorus-election's RPCs over it. Sync and chunk frames go out
 //! through the bandwidth limit ([`throttle`]); bytes and round trips are kept per peer.
 //!
@@ -38,8 +39,9 @@ pub mod throttle;
 
 pub use build::{NetConfig, NetError, spawn};
 pub use codec::FrameCodec;
+pub use handle::JoinAccepted;
 pub use handle::{Inbound, NetHandle, PeerStats};
 pub use identity::{load_or_create_keypair, psk_of_secret};
-pub use invite::{check_invite, invite_for};
+pub use invite::{Code, InviteBook, Voucher, check_voucher, vouch};
 pub use raft::RaftTransport;
 pub use throttle::Throttle;

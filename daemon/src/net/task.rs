@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::book::Redial;
 use super::build::{Behaviour, BehaviourEvent};
 use super::dispatch::PendingReply;
-use super::handle::{Command, Inbound, SharedStats, with_stats};
+use super::handle::{Command, Inbound, JoinAccepted, SharedStats, with_stats};
+use super::invite::InviteBook;
 use super::throttle::Throttle;
 
 /// The network's state, owned by the one task that runs the swarm.
@@ -34,7 +35,11 @@ pub(super) struct Task {
     pub(super) secret: [u8; 32],
     /// Connected peers that are not members, and until when they may present an invite.
     pub(super) strangers: HashMap<PeerId, Instant>,
-    pub(super) joins: HashMap<OutboundRequestId, oneshot::Sender<Option<Vec<Multiaddr>>>>,
+    pub(super) joins: HashMap<OutboundRequestId, oneshot::Sender<Option<JoinAccepted>>>,
+    /// This node's identity, which signs the vouchers it gives.
+    pub(super) keypair: libp2p::identity::Keypair,
+    /// The invites this node issued.
+    pub(super) invites: InviteBook,
     /// Every address learnt per peer (libp2p forgets one after a failed dial; this does not):
     /// handed to the swarm again before each request to a peer that is not connected.
     pub(super) book: HashMap<PeerId, Vec<Multiaddr>>,
@@ -99,10 +104,23 @@ impl Task {
             Command::Disallow(peers) => self.disallow(peers),
             Command::Join {
                 to,
-                invite,
+                code,
+                voucher,
                 addrs,
                 reply,
-            } => self.send_join(to, invite, addrs, reply),
+            } => self.send_join(to, code, voucher, addrs, reply),
+            Command::ClearInvites => {
+                if let Err(e) = self.invites.clear() {
+                    tracing::warn!("{e}");
+                }
+            }
+            Command::Invite { ttl, uses, reply } => {
+                let issued = self
+                    .invites
+                    .issue(ttl, uses, super::admission::now_ms())
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(issued);
+            }
             Command::AddAddress(peer, addr) => self.learn(peer, addr),
             Command::ListenAddrs(tx) => {
                 let _ = tx.send(self.swarm.listeners().cloned().collect());

@@ -13,7 +13,7 @@ use chorus_election::{ElectionNode, Member, NodeId, node_id_of};
 use libp2p::{Multiaddr, PeerId};
 
 use super::peer_of;
-use crate::net::NetHandle;
+use crate::net::{Code, NetHandle};
 
 /// Adds `explicit` peers as members, each retried until it is in (on the node that made the
 /// share, while it leads).
@@ -42,17 +42,20 @@ pub fn add_explicit_peers(election: Arc<ElectionNode>, explicit: Vec<(PeerId, Mu
     });
 }
 
-/// Presents `invite` to `targets` (and to the members they name) until this node is a member.
+/// Presents the invite `code` to `targets` (and to the members they name) until this node is
+/// a member; the member that issued the code answers with a voucher, which goes to the others
+/// with the code from then on.
 pub fn join(
     election: Arc<ElectionNode>,
     net: NetHandle,
     mut targets: Vec<PeerId>,
-    invite: [u8; 32],
+    code: Code,
     addrs: Vec<Multiaddr>,
 ) {
     let me = election.id();
     let me_peer = net.local_peer_id();
     tokio::spawn(async move {
+        let mut voucher = None;
         loop {
             let view = election.view();
             if view.voters.contains(&me) || view.learners.contains(&me) {
@@ -62,8 +65,16 @@ pub fn join(
             // leads, and only the leader adds members.
             let mut learnt = Vec::new();
             for p in &targets {
-                match net.join(*p, invite, addrs.clone()).await {
-                    Ok(Some(members)) => learnt.extend(members),
+                match net
+                    .join(*p, Some(code), voucher.clone(), addrs.clone())
+                    .await
+                {
+                    Ok(Some(accepted)) => {
+                        learnt.extend(accepted.members);
+                        if accepted.voucher.is_some() {
+                            voucher = accepted.voucher;
+                        }
+                    }
                     _ => tracing::debug!(%p, "join not accepted (yet)"),
                 }
             }
@@ -226,4 +237,33 @@ pub async fn remove(election: &ElectionNode, me: PeerId, peer: &str) -> Result<S
         .map_err(|e| format!("removing {target} failed: {e}"))?;
     tracing::warn!(peer = %target, "a member was removed from the share");
     Ok(target.to_string())
+}
+
+/// The first half of `chorus rekey`, on the leader: every other member leaves the membership,
+/// and every node that sees the change refuses them. Returns their PeerIds.
+pub async fn evict_all(election: &ElectionNode, me: PeerId) -> Result<Vec<String>, String> {
+    let view = election.view();
+    if view.leader != Some(election.id()) {
+        return Err(
+            "only the leader changes the membership: run `chorus rekey` on the leader's machine (`chorus status` names it)"
+                .to_owned(),
+        );
+    }
+    let members = election.members();
+    let removed = election
+        .remove_all_but_self()
+        .await
+        .map_err(|e| format!("removing the other members failed: {e}"))?;
+    let removed: Vec<String> = removed
+        .iter()
+        .filter_map(|id| members.get(id))
+        .filter_map(|m| PeerId::from_bytes(&m.peer_id).ok())
+        .filter(|p| *p != me)
+        .map(|p| p.to_string())
+        .collect();
+    tracing::warn!(
+        removed = removed.len(),
+        "every other member was removed from the share (chorus rekey)"
+    );
+    Ok(removed)
 }

@@ -56,9 +56,9 @@ pub struct NodeConfig {
     pub peers: Vec<Multiaddr>,
     /// Start a one-node cluster here (once; a node with Raft state resumes instead).
     pub init: bool,
-    /// Join with this invite (made for this node's PeerId with the share secret): presented to
-    /// the explicit peers until one that leads adds this node to the membership.
-    pub join: Option<JoinWith>,
+    /// Join with this invite code (from a join token): presented to the explicit peers (the
+    /// inviter first) until the leader adds this node to the membership.
+    pub join: Option<crate::net::Code>,
     pub election: ElectionConfig,
     pub chunker: ChunkerParams,
     pub rules: ModeRules,
@@ -84,15 +84,6 @@ pub struct NodeConfig {
 
 /// What [`NodeConfig::started`] calls.
 pub type OnStarted = Box<dyn FnOnce(PeerId, &[Multiaddr]) + Send>;
-
-/// How a joining node proves it was invited.
-#[derive(Debug, Clone, Copy)]
-pub enum JoinWith {
-    /// An invite made for this node's PeerId by a member (`chorus invite --peer`).
-    Invite([u8; 32]),
-    /// The share secret (from a join token): the node makes its own invite.
-    Secret,
-}
 
 /// Why a node stopped.
 #[derive(Debug, thiserror::Error)]
@@ -287,7 +278,7 @@ pub async fn run(
                             tracing::debug!(dropped, "the worker is busy; a sync message was dropped");
                         }
                     }
-                    Err(e) => tracing::warn!(peer = %from, "dropped a malformed sync message: {e}"),
+                    Err(e) => tracing::warn!(peer = %from, "dropped a malformed sync message: {}", chorus_proto::shown(&e.to_string())),
                 },
                 Some(Inbound::Join { from, addrs }) => membership::on_join(&election, from, addrs),
                 Some(Inbound::Raft { from, rpc, reply }) => {
@@ -322,12 +313,23 @@ pub async fn run(
                 let election = election.clone();
                 tokio::spawn(async move {
                     let answer = match cmd.request {
-                        Request::Invite => make_invite(invite).await,
+                        Request::Invite { expires_secs, uses } => make_invite(invite, expires_secs, uses).await,
                         Request::ConflictsSeen { upto } => composer
                             .seen
                             .mark(upto)
                             .map(|now| serde_json::json!({ "seen": now }))
                             .map_err(|e| Refusal::failed(format!("cannot record what was seen: {e}"))),
+                        Request::EvictAll => {
+                            let net = invite.3.clone();
+                            match membership::evict_all(&election, net.local_peer_id()).await {
+                                Ok(removed) => {
+                                    net.clear_invites();
+                                    Ok(serde_json::json!({ "removed": removed }))
+                                }
+                                Err(e) if e.starts_with("removing") => Err(Refusal::failed(e)),
+                                Err(e) => Err(Refusal::conflict(e)),
+                            }
+                        }
                         Request::Remove { peer } => {
                             let me = invite.3.local_peer_id();
                             match membership::remove(&election, me, &peer).await {
@@ -383,8 +385,13 @@ async fn ask_worker(
 /// A join token for a new machine: the share, its secret, and where this node listens.
 async fn make_invite(
     (share_id, secret, kind, net): ([u8; 16], [u8; 32], crate::config::ShareKind, net::NetHandle),
+    expires_secs: Option<u64>,
+    uses: Option<u32>,
 ) -> Result<serde_json::Value, Refusal> {
     let me = net.local_peer_id();
+    let ttl = expires_secs.map_or(net::invite::DEFAULT_TTL, Duration::from_secs);
+    let uses = uses.unwrap_or(net::invite::MAX_USES);
+    let (code, expires_at_ms) = net.issue_invite(ttl, uses).await.map_err(Refusal::bad)?;
     let addresses = net
         .listen_addrs()
         .await
@@ -398,9 +405,14 @@ async fn make_invite(
         kind,
         inviter: me,
         addresses: addresses.clone(),
+        invite: code,
+        expires_at_ms,
     };
     Ok(serde_json::json!({
         "token": token.encode(),
         "addresses": addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "invite": hex::encode(code),
+        "expires_at_ms": expires_at_ms,
+        "uses": uses,
     }))
 }

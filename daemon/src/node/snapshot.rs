@@ -244,7 +244,7 @@ pub fn events_between(old: &Snapshot, new: &Snapshot, at_ms: u64) -> Vec<Event> 
             tracing::info!(
                 "your change {} to {} was displaced by {} in a merge: `chorus conflicts {}` shows it, `chorus redo {}` brings it back",
                 c.displaced_from,
-                c.path.as_deref().unwrap_or("the share"),
+                chorus_proto::shown(c.path.as_deref().unwrap_or("the share")),
                 c.displaced_by,
                 c.seq,
                 c.seq

@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use super::view::WorkerView;
 use super::worker::{self, Input, PeerMessage, Worker};
-use super::{JoinWith, NodeConfig, NodeError, membership, peer_of};
+use super::{NodeConfig, NodeError, membership, peer_of};
 use crate::api;
 use crate::net::{self, Inbound, NetConfig, NetHandle, RaftTransport};
 
@@ -67,6 +67,7 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
     let (net, inbound) = net::spawn(NetConfig {
         keypair,
         secret: cfg.secret,
+        invites: Some(cfg.state_dir.join("invites.json")),
         listen: cfg.listen.clone(),
         explicit_peers: cfg.peers.clone(),
         allowed: explicit.iter().map(|(p, _)| *p).collect(),
@@ -104,19 +105,9 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
     if cfg.init {
         membership::add_explicit_peers(election.clone(), explicit);
     }
-    if let Some(with) = cfg.join {
-        let invite = match with {
-            JoinWith::Invite(invite) => invite,
-            JoinWith::Secret => net::invite_for(&cfg.secret, &me_peer),
-        };
+    if let Some(code) = cfg.join {
         let targets = cfg.peers.iter().filter_map(peer_of).collect();
-        membership::join(
-            election.clone(),
-            net.clone(),
-            targets,
-            invite,
-            listen.clone(),
-        );
+        membership::join(election.clone(), net.clone(), targets, code, listen.clone());
     }
 
     let (control, control_rx) = mpsc::unbounded_channel();

@@ -398,7 +398,10 @@ impl Worker {
                     .list(&version, &path, recursive, self.document)?,
                 Vec::new(),
             ),
-            Request::Invite | Request::Remove { .. } | Request::ConflictsSeen { .. } => {
+            Request::Invite { .. }
+            | Request::Remove { .. }
+            | Request::EvictAll
+            | Request::ConflictsSeen { .. } => {
                 return Err(Refusal::failed("membership is the network side's"));
             }
         };

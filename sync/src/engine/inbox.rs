@@ -81,7 +81,7 @@ impl Engine {
                 Ok(())
             }
             Message::Rejected { reason, detail } => {
-                tracing::info!(from, ?reason, %detail, "a peer refused a message");
+                tracing::info!(from, ?reason, detail = %chorus_proto::shown(&detail), "a peer refused a message");
                 Ok(())
             }
             Message::Offer { delta, extra } => self.receive(from, Incoming::Offer { extra }, delta),

@@ -340,7 +340,7 @@ impl<F: Folder> Replica<F> {
             Err(FolderError::Changed(path)) => {
                 // A save landed while the version was written: it is scanned and pushed, and
                 // the version (or a newer one merging that save) is written afterwards.
-                tracing::info!(%path, ?version, "a file changed while a version was being written; its change goes first");
+                tracing::info!(path = %chorus_proto::shown(path.as_str()), ?version, "a file changed while a version was being written; its change goes first");
                 match self.read()? {
                     Some(t) if t.version_id() != in_folder => {
                         self.queue.push_back(Event::Local(t));
@@ -401,7 +401,11 @@ impl<F: Folder> Replica<F> {
             .collect();
         for (path, reason) in &failed {
             if self.failures.get(path) != Some(reason) {
-                tracing::warn!(%path, "cannot write this path: {reason}");
+                tracing::warn!(
+                    path = %chorus_proto::shown(path.as_str()),
+                    "cannot write this path: {}",
+                    chorus_proto::shown(reason)
+                );
                 self.notices.push(Notice::WriteFailed {
                     path: path.clone(),
                     reason: reason.clone(),

@@ -348,7 +348,12 @@ impl Transfers {
 
 /// Refuses a message from `to`, telling it why.
 pub(crate) fn reject(ctx: &mut Ctx<'_>, to: NodeId, reason: RejectReason, detail: String) {
-    tracing::warn!(peer = to, ?reason, "refused a message: {detail}");
+    tracing::warn!(
+        peer = to,
+        ?reason,
+        "refused a message: {}",
+        chorus_proto::shown(&detail)
+    );
     ctx.send(to, Message::Rejected { reason, detail });
 }
 
