@@ -128,17 +128,24 @@ fn a_voter_long_gone_becomes_a_learner_and_a_removed_member_is_shut_out() {
 }
 
 /// Invites as users make them: `chorus invite --uses 1` admits one machine, the next one
-/// with the same token is kept out, and a token past its `--expires` admits none. A machine
-/// that is kept out receives nothing and stays out.
+/// with the same token is kept out; a token past its `--expires` is refused by `chorus join`,
+/// and a machine set up before its token expired and started after is kept out by the member
+/// that issued it. A machine kept out receives nothing and keeps running.
 #[test]
 fn invites_expire_and_a_single_use_one_admits_one_machine() {
     let mut g = Group::new();
     let a = g.init(g.at("a"));
-    let once = support::group::ok(&["invite", "--uses", "1", "--folder", g.path(a)]);
-    let short = support::group::ok(&["invite", "--expires", "1s", "--folder", g.path(a)]);
-    let (once, short) = (once.trim().to_owned(), short.trim().to_owned());
-    // The short one expires before anyone uses it.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let invite = |args: &[&str]| {
+        let mut all = vec!["invite", "--folder", g.path(a)];
+        all.extend_from_slice(args);
+        support::group::ok(&all).trim().to_owned()
+    };
+    let once = invite(&["--uses", "1"]);
+    let short = invite(&["--expires", "1s"]);
+    let brief = invite(&["--expires", "3s"]);
+    // d is set up while `brief` is good, and started once it has expired.
+    support::group::ok(&["join", &brief, g.at("d").to_str().unwrap()]);
+    std::thread::sleep(std::time::Duration::from_millis(3500));
     std::fs::write(g.file(a, "shared.txt"), "for members\n").unwrap();
 
     support::group::ok(&["join", &once, g.at("b").to_str().unwrap()]);
@@ -149,15 +156,16 @@ fn invites_expire_and_a_single_use_one_admits_one_machine() {
     support::group::ok(&["join", &once, g.at("c").to_str().unwrap()]);
     let c = g.start(g.at("c"), Vec::new());
     // An expired token is refused at `chorus join`, with what to do.
-    let out = support::group::cli_in(None, &["join", &short, g.at("d").to_str().unwrap()]);
+    let out = support::group::cli_in(None, &["join", &short, g.at("e").to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("expired") && err.contains("chorus invite"),
         "{err}"
     );
+    let d = g.start(g.at("d"), Vec::new());
     // Long enough for several join attempts (one a second).
     std::thread::sleep(std::time::Duration::from_secs(5));
-    for kept_out in [c] {
+    for kept_out in [c, d] {
         assert!(
             g.running(kept_out),
             "a refused joiner's daemon keeps running"
