@@ -49,6 +49,17 @@ fn a_group_formed_the_readme_way_survives_the_loss_of_its_first_machine() {
         );
         let human = g.ask(b, &["status"]);
         assert!(human.contains("unreachable"), "{human}");
+        // `chorus members` says when the lost one was last seen.
+        let lost_peer = peers(&g, b)
+            .into_iter()
+            .find(|p| p["connected"] == false)
+            .expect("the lost member is listed");
+        assert!(lost_peer["last_seen_ms"].as_u64().is_some(), "{lost_peer}");
+        let table = g.ask(b, &["members"]);
+        assert!(
+            table.contains("LAST SEEN") && table.contains(" s ago"),
+            "{table}"
+        );
 
         std::fs::write(g.file(c, "after.txt"), "after the loss\n").unwrap();
         for i in [b, c] {

@@ -145,6 +145,10 @@ pub struct Peer {
     /// The last measured round trip, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f64>,
+    /// When this node last had a working connection to it (Unix ms; now while connected);
+    /// absent when not since this daemon started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_ms: Option<u64>,
 }
 
 /// One entry of `GET /v1/versions`: an accepted version in the history kept here.

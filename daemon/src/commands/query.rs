@@ -184,6 +184,7 @@ pub fn peers(args: Args) -> anyhow::Result<ExitCode> {
                     p.peer_id,
                     p.role,
                     if p.connected { "yes" } else { "no" }.into(),
+                    seen(p.connected, p.last_seen_ms),
                     p.rtt_ms
                         .map_or_else(|| "-".into(), |ms| format!("{ms:.1} ms")),
                     p.last_shared_number
@@ -200,6 +201,7 @@ pub fn peers(args: Args) -> anyhow::Result<ExitCode> {
                 "PEER",
                 "ROLE",
                 "CONNECTED",
+                "LAST SEEN",
                 "RTT",
                 "SHARED",
                 "SENT",
@@ -209,6 +211,26 @@ pub fn peers(args: Args) -> anyhow::Result<ExitCode> {
             rows,
         )
     })
+}
+
+/// When a member was last seen, as `chorus peers` says it: `now`, `5 min ago`, or `not since
+/// start` (this daemon's).
+fn seen(connected: bool, last_seen_ms: Option<u64>) -> String {
+    if connected {
+        return "now".into();
+    }
+    let Some(at) = last_seen_ms else {
+        return "not since start".into();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    match now.saturating_sub(at) / 1000 {
+        s if s < 120 => format!("{s} s ago"),
+        s if s < 7200 => format!("{} min ago", s / 60),
+        s if s < 2 * 86400 => format!("{} h ago", s / 3600),
+        s => format!("{} days ago", s / 86400),
+    }
 }
 
 pub fn log(args: Args) -> anyhow::Result<ExitCode> {

@@ -36,6 +36,9 @@ pub struct PeerStats {
     pub received: u64,
     /// The last ping's round trip.
     pub rtt: Option<Duration>,
+    /// When a connection to it was last known to work (Unix ms): opened, answering a ping,
+    /// or closing. `None`: not since the daemon started.
+    pub last_seen_ms: Option<u64>,
 }
 
 pub(super) type SharedStats = Arc<std::sync::Mutex<HashMap<PeerId, PeerStats>>>;

@@ -74,6 +74,14 @@ impl Task {
         }
     }
 
+    /// A member's connection was working just now.
+    fn seen(&mut self, peer: PeerId) {
+        if self.allowed.contains(&peer) {
+            let now = super::admission::now_ms();
+            with_stats(&self.stats, peer, |s| s.last_seen_ms = Some(now));
+        }
+    }
+
     /// Every 250 ms: strangers past their grace are refused, and who is due is redialled.
     fn tick(&mut self) {
         let now = Instant::now();
@@ -176,13 +184,21 @@ impl Task {
                 result: Ok(rtt),
                 ..
             })) if self.allowed.contains(&peer) => {
-                with_stats(&self.stats, peer, |s| s.rtt = Some(rtt));
+                let now = super::admission::now_ms();
+                with_stats(&self.stats, peer, |s| {
+                    s.rtt = Some(rtt);
+                    s.last_seen_ms = Some(now);
+                });
             }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 self.admit_connection(peer_id);
                 self.redial_connected(peer_id);
+                self.seen(peer_id);
             }
-            SwarmEvent::ConnectionClosed { peer_id, .. } => self.redial_closed(peer_id),
+            SwarmEvent::ConnectionClosed { peer_id, .. } => {
+                self.seen(peer_id);
+                self.redial_closed(peer_id);
+            }
             _ => {}
         }
     }

@@ -95,6 +95,7 @@ impl Composer {
                 .and_then(|m| PeerId::from_bytes(&m.peer_id).ok())
         };
         let stats = self.net.peer_stats();
+        let now_ms = super::worker::now_ms();
         let peers: Vec<Peer> = members
             .iter()
             .filter(|(id, _)| **id != me)
@@ -112,10 +113,16 @@ impl Composer {
                     .and_then(|p| stats.get(&p))
                     .copied()
                     .unwrap_or_default();
+                let is_connected = peer.is_some_and(|p| connected.contains(&p));
                 Peer {
                     peer_id: peer.map_or_else(|| format!("node {id}"), |p| p.to_string()),
                     addresses: m.addresses.clone(),
-                    connected: peer.is_some_and(|p| connected.contains(&p)),
+                    connected: is_connected,
+                    last_seen_ms: if is_connected {
+                        Some(now_ms)
+                    } else {
+                        st.last_seen_ms
+                    },
                     role: role.to_owned(),
                     last_shared: last_shared.map(|v| v.to_string()),
                     last_shared_number: last_shared
