@@ -92,7 +92,9 @@ impl Task {
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Send { to, frame, chunks } => {
-                self.throttle.push(frame.len() + 4, (to, frame, chunks));
+                if !self.throttle.push(frame.len() + 4, (to, frame, chunks)) {
+                    tracing::debug!(%to, "the bandwidth limit's queue is full; a frame was dropped (it is asked for again)");
+                }
                 self.pump();
             }
             Command::Raft {

@@ -7,9 +7,16 @@
 //! The bucket holds at most one second of budget, so an idle link does not save up a burst. A
 //! frame larger than that budget still goes once the bucket is full, and the debt it leaves is
 //! paid before the next one: over time the rate holds whatever the frame sizes.
+//!
+//! The queue holds at most [`MAX_QUEUED_BYTES`]: a frame that would go past it is dropped (the
+//! sync protocol asks again for what matters), so peers that ask faster than the limit lets
+//! answers go cannot grow it without bound.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+/// Most bytes of frames waiting for budget.
+pub const MAX_QUEUED_BYTES: usize = 256 << 20;
 
 /// Frames waiting for budget, and the budget.
 #[derive(Debug)]
@@ -20,6 +27,8 @@ pub struct Throttle<F> {
     budget: f64,
     last: Instant,
     queue: VecDeque<(usize, F)>,
+    /// Bytes in `queue`.
+    queued_bytes: usize,
 }
 
 impl<F> Throttle<F> {
@@ -29,12 +38,19 @@ impl<F> Throttle<F> {
             budget: rate.unwrap_or(0) as f64,
             last: now,
             queue: VecDeque::new(),
+            queued_bytes: 0,
         }
     }
 
-    /// Queues a frame of `len` bytes.
-    pub fn push(&mut self, len: usize, frame: F) {
+    /// Queues a frame of `len` bytes; false (and the frame dropped) when the queue would hold
+    /// more than [`MAX_QUEUED_BYTES`].
+    pub fn push(&mut self, len: usize, frame: F) -> bool {
+        if self.rate.is_some() && self.queued_bytes.saturating_add(len) > MAX_QUEUED_BYTES {
+            return false;
+        }
+        self.queued_bytes += len;
         self.queue.push_back((len, frame));
+        true
     }
 
     fn refill(&mut self, now: Instant) {
@@ -56,7 +72,8 @@ impl<F> Throttle<F> {
                 }
                 self.budget -= *len as f64;
             }
-            if let Some((_, f)) = self.queue.pop_front() {
+            if let Some((len, f)) = self.queue.pop_front() {
+                self.queued_bytes -= len;
                 out.push(f);
             }
         }
@@ -133,5 +150,23 @@ mod tests {
         assert!(at >= t0 + Duration::from_secs(4), "the debt is paid first");
         assert!(t.ready(at - Duration::from_millis(10)).is_empty());
         assert_eq!(t.ready(at), vec!['b']);
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes() {
+        let now = Instant::now();
+        let mut t = Throttle::new(Some(1000), now);
+        let frame = MAX_QUEUED_BYTES / 4;
+        for i in 0..4 {
+            assert!(t.push(frame, i), "frame {i} fits");
+        }
+        assert!(!t.push(1, 4), "past the bound: dropped");
+        assert_eq!(t.queued(), 4);
+        // What goes out makes room again.
+        assert_eq!(t.ready(now), vec![0]);
+        assert!(t.push(frame, 5));
+        // Without a limit nothing waits, so nothing is dropped.
+        let mut free = Throttle::new(None, now);
+        assert!(free.push(MAX_QUEUED_BYTES * 2, 0));
     }
 }
