@@ -17,8 +17,7 @@
 
 use openraft::{LogId, Vote};
 
-use crate::network::{RaftReply, RaftRpc};
-use crate::types::{NodeId, TypeConfig};
+use crate::types::{NodeId, RaftReply, RaftRpc, TypeConfig};
 
 /// No term ever goes above this; half of `u64`, so `term + 1` can never wrap.
 pub const MAX_TERM: u64 = u64::MAX / 2;

@@ -18,28 +18,10 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::admission::{Local, Refused, check_reply, check_rpc};
 use crate::types::{Member, NodeId, TypeConfig};
-
-/// A Raft RPC on the wire.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum RaftRpc {
-    AppendEntries(AppendEntriesRequest<TypeConfig>),
-    Vote(VoteRequest<NodeId>),
-    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
-}
-
-/// Its answer.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum RaftReply {
-    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
-    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
-    InstallSnapshot(
-        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
-    ),
-}
+pub use crate::types::{RaftReply, RaftRpc};
 
 /// Why an RPC got no answer.
 #[derive(Debug, Clone, thiserror::Error)]

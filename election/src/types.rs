@@ -1,9 +1,15 @@
 //! The openraft type configuration of chorus: node ids derived from libp2p PeerIds, members
-//! with their addresses, and the one thing the log orders, accepted-version headers.
+//! with their addresses, the one thing the log orders (accepted-version headers), and the
+//! RPCs and replies on the wire.
 
 use std::fmt;
 use std::io::Cursor;
 
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
 use serde::{Deserialize, Serialize};
 
 pub use chorus_proto::header::{
@@ -58,4 +64,22 @@ openraft::declare_raft_types!(
 
 pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A Raft RPC on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RaftRpc {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// Its answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftReply {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
 }

@@ -7,11 +7,13 @@
 //! - [`scan`] and [`cache`]: a directory into a tree manifest, with a cache so unchanged files
 //!   are not read again (and a racy-entry rule so a save within a timestamp tick is not
 //!   missed).
-//! - [`write`]: writing a version, never over a change made since the last scan.
+//! - [`write`]: writing a version, never over a change made since the last scan (`batch`:
+//!   the temp files not yet renamed; `write_files`: one file's content).
 //! - [`marker`]: the `.chorus-share` marker that tells a share from an empty mount point.
 //! - [`share`]: what a node keeps in sync, a folder or one document, as a tree.
 //! - [`watcher`]: inotify, and the debounce that decides when to scan.
 
+mod batch;
 pub mod cache;
 mod checks;
 pub mod confined;

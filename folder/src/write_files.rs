@@ -4,57 +4,21 @@
 //! since the scan. A temp file never renamed is removed.
 
 use std::io::{Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, OwnedFd};
-use std::rc::Rc;
+use std::os::fd::AsFd;
 
 use chorus_chunking::{ChunkStore, FileManifest, Mode, RelPath};
 use rustix::fs::FileType;
 
+use crate::batch::{Batch, Pending};
 use crate::cache::{OnDisk, Stamp};
 use crate::confined as c;
 use crate::write::{Stop, Writer, parent_str};
 
-/// Up to this many files are made durable together (and their directories kept open).
-const BATCH_FILES: usize = 256;
-const BATCH_BYTES: u64 = 256 << 20;
 /// A batch of at most this many files is made durable file by file (a `syncfs` flushes the
 /// whole file system, other programs' writes included: worth it only for many files).
 const FSYNC_EACH_UP_TO: usize = 8;
 /// All-zero chunks at least this long are written as holes.
 const HOLE_MIN: usize = 4096;
-
-/// A temp file written and not yet renamed into place.
-pub(crate) struct Pending {
-    path: RelPath,
-    dir: Rc<OwnedFd>,
-    temp: String,
-    /// Still open, to be fsynced when the batch is small.
-    file: std::fs::File,
-    manifest: FileManifest,
-}
-
-/// Temp files not yet renamed; those still here when it is dropped (the writing stopped) are
-/// removed.
-#[derive(Default)]
-pub(crate) struct Batch {
-    pub(crate) files: Vec<Pending>,
-    pub(crate) bytes: u64,
-}
-
-impl Drop for Batch {
-    fn drop(&mut self) {
-        for p in &self.files {
-            let _ = c::unlink_at(p.dir.as_fd(), &p.temp);
-        }
-    }
-}
-
-impl Batch {
-    /// Time to commit.
-    pub(crate) fn full(&self) -> bool {
-        self.files.len() >= BATCH_FILES || self.bytes >= BATCH_BYTES
-    }
-}
 
 impl Writer<'_, '_> {
     /// Writes a file's content to a temp file beside it, with its mode.

@@ -17,6 +17,7 @@
 mod diff;
 pub mod mode;
 pub mod order;
+pub mod reapply;
 pub mod redo;
 pub mod text;
 #[cfg(any(test, feature = "test-util"))]
@@ -27,6 +28,7 @@ mod xdiff;
 
 pub use mode::{MergeMode, ModeRules};
 pub use order::{Order, Side};
-pub use redo::{Displaced, RedoEntry, RedoStack, reapply};
+pub use reapply::reapply;
+pub use redo::{Displaced, RedoEntry, RedoStack};
 pub use text::{MergeError, MergeOutcome, merge, merge_file};
 pub use tree::{ContentLoader, MergedContent, MergedEntry, Numbers, TreeMerge, merge_trees};

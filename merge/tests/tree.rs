@@ -5,7 +5,8 @@ use chorus_chunking::chunker::chunk_bytes;
 use chorus_chunking::{
     ChunkId, ChunkStore, ChunkerParams, Entry, MemStore, Mode, RelPath, TreeManifest, VersionNumber,
 };
-use chorus_merge::redo::{Change, NewContent, WholeContent};
+use chorus_merge::reapply::{Change, NewContent};
+use chorus_merge::redo::WholeContent;
 use chorus_merge::tree::LoadError;
 use chorus_merge::{
     ContentLoader, Displaced, MergeMode, MergedContent, MergedEntry, ModeRules, Numbers, RedoStack,

@@ -13,6 +13,7 @@
 mod frame;
 pub mod header;
 pub mod ids;
+mod limits;
 pub mod message;
 pub mod shown;
 mod validate;

@@ -2,7 +2,7 @@
 //! Semantic checks (path syntax, chunk hashes, version ids) belong to chorus-chunking, which
 //! turns these messages into validated domain types.
 
-use crate::frame::{DecodeError, Limits};
+use crate::limits::{DecodeError, Limits};
 use crate::{
     Body, ChunkData, ChunkId, ChunkRef, Compression, Delta, EntryKind, FileChange, Literal,
     RejectReason, TreeEntry, TreeManifest, VersionId, tree_entry,

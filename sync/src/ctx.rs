@@ -8,8 +8,8 @@ use chorus_proto::header::NodeId;
 use chorus_proto::message::Message;
 
 use crate::config::EngineConfig;
-use crate::engine::EngineError;
 use crate::event::{Action, ClusterInfo};
+use crate::step::EngineError;
 use crate::store::SyncStore;
 
 /// The borrowed context of one event.

@@ -14,8 +14,8 @@ use chorus_proto::message::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::ctx::Ctx;
-use crate::engine::{EngineError, Step};
 use crate::event::Action;
+use crate::step::{EngineError, Step};
 use crate::store::AcceptedRef;
 use crate::transfers::Transfers;
 

@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashSet};
 use chorus_chunking::{ChunkId, ChunkStore, VersionId};
 use chorus_merge::redo::{Displaced, WholeContent};
 
-use crate::engine::EngineError;
+use crate::step::EngineError;
 use crate::store::SyncStore;
 
 /// What history to keep.

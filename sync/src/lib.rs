@@ -38,18 +38,20 @@ pub mod header;
 pub mod history;
 pub mod leader;
 pub mod replica;
+mod step;
 pub mod store;
 #[cfg(feature = "test-util")]
 pub mod testing;
 pub mod transfers;
 
 pub use config::{Cutter, EngineConfig};
-pub use engine::{Engine, EngineError};
+pub use engine::Engine;
 pub use event::{Action, ClusterInfo, Event};
 pub use feed::{RaftFeed, RaftView};
 pub use gc::{GcReport, Retention};
 pub use guard::MassDeleteGuard;
 pub use header::Header;
 pub use replica::{Notice, Refusal, Replica};
+pub use step::EngineError;
 pub use store::{StoreError, SyncStore};
 pub use transfers::Fetch;

@@ -5,19 +5,17 @@
 //! Every write commits before it returns (redb fsyncs at commit with its default durability),
 //! and every manifest read back is checked against the id it is stored under.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use chorus_chunking::{TreeManifest, VersionId, VersionNumber};
 use chorus_merge::RedoEntry;
-use chorus_proto::header::NodeId;
 use prost::Message;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::follower::FollowerState;
 use crate::header::Header;
-use crate::history::HistoryState;
 
 const VERSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("versions");
 const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers");
@@ -54,29 +52,6 @@ impl AcceptedRef {
         AcceptedRef {
             version: TreeManifest::empty().version_id(),
             number: VersionNumber::default(),
-        }
-    }
-}
-
-/// What the engine must remember across restarts: each part's own state, and what it believes
-/// every peer holds. Stored as one record (flat JSON, as one struct).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Persisted {
-    #[serde(flatten)]
-    pub follower: FollowerState,
-    #[serde(flatten)]
-    pub history: HistoryState,
-    /// Per peer, the newest version this node believes both hold: the base of deltas to it.
-    pub last_shared: BTreeMap<NodeId, VersionId>,
-}
-
-impl Persisted {
-    /// A node with nothing: the empty tree, accepted as 0.0.
-    pub fn fresh() -> Self {
-        Persisted {
-            follower: FollowerState::fresh(),
-            history: HistoryState::fresh(),
-            last_shared: BTreeMap::new(),
         }
     }
 }
@@ -233,7 +208,7 @@ impl SyncStore {
         &self,
         headers: &[Header],
         redo: &[RedoRecord],
-        state: &Persisted,
+        state: &impl Serialize,
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(db_err)?;
         {
@@ -254,13 +229,13 @@ impl SyncStore {
         txn.commit().map_err(db)
     }
 
-    /// Stores the engine state.
-    pub fn save_state(&self, state: &Persisted) -> Result<(), StoreError> {
+    /// Stores the engine state (the engine's `Persisted` record).
+    pub fn save_state(&self, state: &impl Serialize) -> Result<(), StoreError> {
         self.commit_headers(&[], &[], state)
     }
 
     /// The engine state, if one was saved.
-    pub fn load_state(&self) -> Result<Option<Persisted>, StoreError> {
+    pub fn load_state<T: DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
         let t = txn.open_table(STATE).map_err(db)?;
         match t.get(ENGINE_KEY).map_err(db)? {
@@ -315,6 +290,8 @@ fn db_err(e: redb::TransactionError) -> StoreError {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use chorus_chunking::{ChunkId, ChunkRef, Entry, RelPath};
 
     use super::*;
@@ -340,13 +317,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sync.redb");
         let t = tree(b"hello");
-        let mut state = Persisted::fresh();
-        state.follower.work = Some(t.version_id());
-        state.history.include(t.version_id(), 7, false);
-        state.last_shared.insert(42, t.version_id());
+        let state = BTreeMap::from([(42u64, t.version_id())]);
         {
             let store = SyncStore::open(&path).unwrap();
-            assert_eq!(store.load_state().unwrap(), None);
+            assert_eq!(
+                store.load_state::<BTreeMap<u64, VersionId>>().unwrap(),
+                None
+            );
             store.put_manifest(&t).unwrap();
             store.save_state(&state).unwrap();
         }

@@ -356,8 +356,7 @@ pub(crate) fn zstd_compress(raw: &[u8], prefix: &[u8], level: i32) -> std::io::R
     use zstd::zstd_safe::{CCtx, CParameter};
     let err = |code: usize| std::io::Error::other(zstd::zstd_safe::get_error_name(code));
     let mut c = CCtx::create();
-    let span = (raw.len() + prefix.len()).max(1 << 10);
-    let window_log = (usize::BITS - (span - 1).leading_zeros()).clamp(10, MAX_WINDOW_LOG);
+    let window_log = super::limits::window_log(raw.len() + prefix.len());
     for p in [
         CParameter::CompressionLevel(level),
         CParameter::WindowLog(window_log),
@@ -375,9 +374,6 @@ pub(crate) fn zstd_compress(raw: &[u8], prefix: &[u8], level: i32) -> std::io::R
     c.compress2(&mut out, raw).map_err(err)?;
     Ok(out)
 }
-
-/// Largest zstd window a literal may use (and a receiver accepts): 128 MiB.
-pub(crate) const MAX_WINDOW_LOG: u32 = 27;
 
 /// Decompresses a literal of exactly `want` bytes primed with `prefix`. `want` is only the
 /// peer's word, so nothing is allocated from it: a `want` beyond what `data` can possibly

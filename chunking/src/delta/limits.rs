@@ -7,7 +7,8 @@
 
 use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer};
 
-use super::encode::MAX_WINDOW_LOG;
+/// Largest zstd window a literal may use (and a receiver accepts): 128 MiB.
+pub(crate) const MAX_WINDOW_LOG: u32 = 27;
 
 /// The most bytes one byte of a valid zstd frame can decompress to. A block yields at most
 /// 128 KiB and costs at least 4 bytes (a 3-byte header and the one byte an RLE block repeats;

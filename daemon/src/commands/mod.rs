@@ -1,5 +1,6 @@
 //! The `chorus` subcommands: `demo` (three local nodes), `run` (the daemon), `share` (init,
-//! join), the clients of the running daemon's socket (`query`: status, peers, log;
+//! join), the clients of the running daemon's socket (`socket`: which daemon to ask; `format`: how
+//! values are shown; `query`: status, peers, log;
 //! `status_watch`; `conflicts`; `ls`; `control`: invite, undo, redo, restore, show, pause,
 //! resume, watch), the offline tools `delta` and `merge_file`, and `completions` (shell
 //! completions and man pages). Results go to stdout, hints and progress to stderr.
@@ -10,9 +11,11 @@ pub mod control;
 pub mod delta;
 pub mod demo;
 pub mod diff;
+pub mod format;
 pub mod ls;
 pub mod merge_file;
 pub mod query;
 pub mod run;
 pub mod share;
+pub mod socket;
 pub mod status_watch;

@@ -11,14 +11,15 @@ use std::time::{Duration, Instant};
 use chorus::api::{Status, Traffic, client};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::query::{self, short, size};
+use super::format::{short, size, utc};
+use super::socket::Args;
 
 /// How often a terminal is redrawn.
 const REDRAW: Duration = Duration::from_millis(500);
 /// How often a plain line is written.
 const LINE_EVERY: Duration = Duration::from_secs(1);
 
-pub fn run(at: &query::Args) -> anyhow::Result<ExitCode> {
+pub fn run(at: &Args) -> anyhow::Result<ExitCode> {
     let dir = at.state_dir()?;
     if std::io::stdout().is_terminal() {
         live(&dir)
@@ -82,11 +83,7 @@ fn plain(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let mut text = format!(
-            "{} {}\n",
-            query::utc(wall),
-            summary(&s, &rates(&s, &last, now))
-        );
+        let mut text = format!("{} {}\n", utc(wall), summary(&s, &rates(&s, &last, now)));
         for t in &s.transfers {
             let percent = (t.received * 100).checked_div(t.chunks).unwrap_or(100);
             text.push_str(&format!(

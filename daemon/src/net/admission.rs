@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use super::book::peer_of;
 use super::dispatch::Rr;
 use super::handle::{Inbound, JoinAccepted};
-use super::invite::{Code, Voucher, check_voucher, vouch};
+use super::invite::{Code, Voucher, check_voucher, now_ms, vouch};
 use super::task::Task;
 
 /// How long a peer that is not a member may stay connected without a valid invite.
@@ -40,13 +40,6 @@ struct JoinAnswer {
     members: Vec<String>,
     #[serde(default)]
     voucher: Option<Voucher>,
-}
-
-/// Now, in milliseconds since the Unix epoch (what invites and vouchers expire by).
-pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Task {

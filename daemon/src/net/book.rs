@@ -20,14 +20,6 @@ pub(super) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     })
 }
 
-/// An explicit peer and when to dial it next (addresses without `/p2p/` are dialled with the
-/// backoff whether or not their peer is connected).
-pub(super) struct Redial {
-    pub(super) addr: Multiaddr,
-    pub(super) next: Instant,
-    pub(super) backoff: Duration,
-}
-
 impl Task {
     /// Remembers an address of a peer (bounded per peer) and tells the swarm.
     pub(super) fn learn(&mut self, peer: PeerId, addr: Multiaddr) {

@@ -14,7 +14,6 @@ use libp2p::core::transport::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::pnet::PnetConfig;
 use libp2p::request_response::{self, ProtocolSupport};
-use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Transport, allow_block_list, connection_limits, identify,
@@ -22,10 +21,10 @@ use libp2p::{
 };
 use tokio::sync::mpsc;
 
-use super::book::{Redial, peer_of};
+use super::book::peer_of;
 use super::codec::{Counters, FrameCodec};
-use super::handle::{Inbound, NetHandle, SharedStats};
-use super::task::Task;
+use super::handle::{Inbound, NetError, NetHandle, SharedStats};
+use super::task::{Behaviour, Redial, Task};
 use super::throttle::Throttle;
 
 const SYNC: StreamProtocol = StreamProtocol::new("/chorus/sync/1");
@@ -51,19 +50,6 @@ pub const INBOUND_QUEUE: usize = 1024;
 /// How often mDNS asks the LAN who is there.
 const MDNS_QUERY_EVERY: Duration = Duration::from_secs(20);
 
-/// Why the network could not start or act.
-#[derive(Debug, thiserror::Error)]
-pub enum NetError {
-    #[error("identity: {0}")]
-    Identity(String),
-    #[error("cannot build the network: {0}")]
-    Build(String),
-    #[error("cannot listen on {addr}: {detail}; is the port in use?")]
-    Listen { addr: Multiaddr, detail: String },
-    #[error("the network task has stopped")]
-    Stopped,
-}
-
 /// How the network starts.
 pub struct NetConfig {
     pub keypair: Keypair,
@@ -83,19 +69,6 @@ pub struct NetConfig {
     pub request_timeout: Duration,
     /// Sync and chunk bytes sent per second, all peers together; `None` for no limit.
     pub bandwidth_limit: Option<u64>,
-}
-
-#[derive(NetworkBehaviour)]
-pub(super) struct Behaviour {
-    pub(super) limits: connection_limits::Behaviour,
-    pub(super) block: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
-    pub(super) join: request_response::Behaviour<FrameCodec>,
-    pub(super) sync: request_response::Behaviour<FrameCodec>,
-    pub(super) chunks: request_response::Behaviour<FrameCodec>,
-    pub(super) raft: request_response::Behaviour<FrameCodec>,
-    pub(super) identify: identify::Behaviour,
-    pub(super) ping: ping::Behaviour,
-    pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
 /// Starts the network task; returns its handle and the stream of what arrives.

@@ -2,8 +2,6 @@
 //! inbound queue; and [`Rr`], a request-response event reduced to what the handlers (these and
 //! the join protocol's) act on.
 
-use std::pin::Pin;
-
 use chorus_election::{RaftReply, RaftRpc};
 use chorus_proto::decode_frame;
 use libp2p::PeerId;
@@ -15,10 +13,6 @@ use super::task::Task;
 
 /// Raft RPCs being served at once.
 const MAX_RAFT_IN_FLIGHT: usize = 256;
-
-/// A Raft RPC being served: its channel, and the reply once the node gives it.
-pub(super) type PendingReply =
-    Pin<Box<dyn futures::Future<Output = (ResponseChannel<Vec<u8>>, Option<Vec<u8>>)> + Send>>;
 
 impl Task {
     /// Hands what arrived to the node; false when its queue is full (then it is dropped) or

@@ -16,9 +16,21 @@ use chorus_proto::{Body, encode_frame};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
-use super::build::NetError;
 use super::codec::Counters;
 use super::invite::{Code, Voucher};
+
+/// Why the network could not start or act.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("identity: {0}")]
+    Identity(String),
+    #[error("cannot build the network: {0}")]
+    Build(String),
+    #[error("cannot listen on {addr}: {detail}; is the port in use?")]
+    Listen { addr: Multiaddr, detail: String },
+    #[error("the network task has stopped")]
+    Stopped,
+}
 
 /// A member accepted a join: the addresses (`.../p2p/<id>`) of the members it knows, for
 /// reaching the leader, and, from the member that issued the code, a voucher the others take.

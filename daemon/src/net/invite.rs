@@ -35,6 +35,13 @@ pub const CODE_LEN: usize = 16;
 /// An invite code.
 pub type Code = [u8; CODE_LEN];
 
+/// Now, in milliseconds since the Unix epoch (what invites and vouchers expire by).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// One invite this member issued.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Issued {

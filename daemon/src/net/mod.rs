@@ -15,10 +15,13 @@
 //! through the bandwidth limit ([`throttle`]); bytes and round trips are kept per peer.
 //!
 //! The modules:
-//! - `handle`: [`NetHandle`], the commands it sends the task, [`Inbound`] and [`PeerStats`];
-//! - `build`: [`NetConfig`], [`NetError`], the protocols and limits, and [`spawn`], which
-//!   builds the transport, the behaviour and the task;
-//! - `task`: the task that owns the Swarm, its loop, commands and swarm events;
+//! - `handle`: [`NetHandle`], the commands it sends the task, [`Inbound`], [`PeerStats`] and
+//!   [`NetError`];
+//! - `build`: [`NetConfig`], the protocol names and limits, and [`spawn`], which builds the
+//!   transport, the behaviour and the task;
+//! - `task`: the behaviour (the protocols the swarm runs) and the task that owns the Swarm, its
+//!   loop, commands and swarm events; the other files add to `Task` and import only it (and
+//!   the leaves: handle, codec, invite), never the other way round;
 //! - `book`: the address book, and redial of explicit peers and members;
 //! - `admission`: the allow list, strangers and their grace, refusals, the join protocol;
 //! - `dispatch`: the sync, chunk and Raft protocols, delivery to the node;
@@ -37,10 +40,10 @@ pub mod raft;
 mod task;
 pub mod throttle;
 
-pub use build::{NetConfig, NetError, spawn};
+pub use build::{NetConfig, spawn};
 pub use codec::FrameCodec;
 pub use handle::JoinAccepted;
-pub use handle::{Inbound, NetHandle, PeerStats};
+pub use handle::{Inbound, NetError, NetHandle, PeerStats};
 pub use identity::{load_or_create_keypair, psk_of_secret};
 pub use invite::{Code, InviteBook, Voucher, check_voucher, vouch};
 pub use raft::RaftTransport;

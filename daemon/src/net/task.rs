@@ -4,22 +4,51 @@
 //! the addresses known for it.
 
 use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use chorus_proto::Limits;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use libp2p::request_response::OutboundRequestId;
-use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, ping};
+use libp2p::request_response::{OutboundRequestId, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, allow_block_list, connection_limits, identify, mdns, ping,
+    request_response,
+};
 use tokio::sync::{mpsc, oneshot};
 
-use super::book::Redial;
-use super::build::{Behaviour, BehaviourEvent};
-use super::dispatch::PendingReply;
+use super::codec::FrameCodec;
 use super::handle::{Command, Inbound, JoinAccepted, SharedStats, with_stats};
 use super::invite::InviteBook;
 use super::throttle::Throttle;
+
+/// The protocols the swarm runs.
+#[derive(NetworkBehaviour)]
+pub(super) struct Behaviour {
+    pub(super) limits: connection_limits::Behaviour,
+    pub(super) block: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    pub(super) join: request_response::Behaviour<FrameCodec>,
+    pub(super) sync: request_response::Behaviour<FrameCodec>,
+    pub(super) chunks: request_response::Behaviour<FrameCodec>,
+    pub(super) raft: request_response::Behaviour<FrameCodec>,
+    pub(super) identify: identify::Behaviour,
+    pub(super) ping: ping::Behaviour,
+    pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// A Raft RPC being served: its channel, and the reply once the node gives it.
+pub(super) type PendingReply =
+    Pin<Box<dyn futures::Future<Output = (ResponseChannel<Vec<u8>>, Option<Vec<u8>>)> + Send>>;
+
+/// An explicit peer and when to dial it next (addresses without `/p2p/` are dialled with the
+/// backoff whether or not their peer is connected).
+pub(super) struct Redial {
+    pub(super) addr: Multiaddr,
+    pub(super) next: Instant,
+    pub(super) backoff: Duration,
+}
 
 /// The network's state, owned by the one task that runs the swarm.
 pub(super) struct Task {
@@ -77,7 +106,7 @@ impl Task {
     /// A member's connection was working just now.
     fn seen(&mut self, peer: PeerId) {
         if self.allowed.contains(&peer) {
-            let now = super::admission::now_ms();
+            let now = super::invite::now_ms();
             with_stats(&self.stats, peer, |s| s.last_seen_ms = Some(now));
         }
     }
@@ -127,7 +156,7 @@ impl Task {
             Command::Invite { ttl, uses, reply } => {
                 let issued = self
                     .invites
-                    .issue(ttl, uses, super::admission::now_ms())
+                    .issue(ttl, uses, super::invite::now_ms())
                     .map_err(|e| e.to_string());
                 let _ = reply.send(issued);
             }
@@ -186,7 +215,7 @@ impl Task {
                 result: Ok(rtt),
                 ..
             })) if self.allowed.contains(&peer) => {
-                let now = super::admission::now_ms();
+                let now = super::invite::now_ms();
                 with_stats(&self.stats, peer, |s| {
                     s.rtt = Some(rtt);
                     s.last_seen_ms = Some(now);

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chorus_chunking::{ChunkStore, VersionId, VersionNumber};
+use chorus_chunking::{ChunkStore, VersionId};
 use chorus_proto::header::{AcceptedHeader, NodeId};
 use chorus_proto::message::Message;
 
@@ -21,45 +21,39 @@ use crate::follower::Follower;
 use crate::gc::{self, GcReport, Retention};
 use crate::history::History;
 use crate::leader::{Leader, Take};
-use crate::store::{Persisted, StoreError, SyncStore};
-use crate::transfers::Transfers;
+use crate::step::{EngineError, Step};
+use serde::{Deserialize, Serialize};
 
-/// Why the engine stopped. These are local failures (storage); a peer's bad input never ends
-/// here, it is answered with `Rejected` and logged. The driver should stop the engine and
-/// report the error.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("chunk store: {0}; check the state dir's disk (space, permissions)")]
-    Chunks(#[from] chorus_chunking::Error),
-    #[error(
-        "version {0} is needed but its manifest is not stored here; the state dir lost data, join the share again"
-    )]
-    Missing(VersionId),
-    #[error("merge failed")]
-    Merge(#[source] chorus_merge::tree::TreeMergeError),
-}
+use crate::follower::FollowerState;
+use crate::history::HistoryState;
+use crate::store::SyncStore;
+use crate::transfers::Transfers;
 
 /// How far ahead of the head applied here an answer's number may be: the leader answers once
 /// a header committed, and this node may not have applied the last few yet.
 const MAX_AHEAD: u64 = 1024;
 
-/// Work one part of the engine hands to another, routed by [`Engine`].
-#[derive(Debug)]
-pub(crate) enum Step {
-    /// This node's own push, for its own leader half.
-    PushToSelf {
-        base: VersionId,
-        target: VersionId,
-        number: VersionNumber,
-        before: Vec<VersionId>,
-        displaced: Vec<chorus_merge::RedoEntry>,
-    },
-    /// The head includes `pushed`: tell its pusher.
-    Answer { to: NodeId, pushed: VersionId },
-    /// Ask for a version this node lacks.
-    Want(VersionId),
+/// What the engine must remember across restarts: each part's own state, and what it believes
+/// every peer holds. Stored as one record (flat JSON, as one struct).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Persisted {
+    #[serde(flatten)]
+    pub follower: FollowerState,
+    #[serde(flatten)]
+    pub history: HistoryState,
+    /// Per peer, the newest version this node believes both hold: the base of deltas to it.
+    pub last_shared: BTreeMap<NodeId, VersionId>,
+}
+
+impl Persisted {
+    /// A node with nothing: the empty tree, accepted as 0.0.
+    pub fn fresh() -> Self {
+        Persisted {
+            follower: FollowerState::fresh(),
+            history: HistoryState::fresh(),
+            last_shared: BTreeMap::new(),
+        }
+    }
 }
 
 /// The sync engine of one node.

@@ -9,9 +9,9 @@ use chorus_proto::header::{MAX_PARENTS, MAX_REDO_BYTES, NodeId, Proposal};
 
 use super::{Candidate, Leader, OfferSent};
 use crate::ctx::Ctx;
-use crate::engine::{EngineError, Step};
 use crate::event::Action;
 use crate::header::encode_redo;
+use crate::step::{EngineError, Step};
 use crate::store::AcceptedRef;
 use crate::transfers::Transfers;
 

@@ -10,7 +10,7 @@ use chorus_merge::tree::LoadError;
 use chorus_merge::{ContentLoader, Numbers, RedoEntry, merge_trees};
 
 use crate::config::EngineConfig;
-use crate::engine::EngineError;
+use crate::step::EngineError;
 use crate::store::SyncStore;
 
 /// The chunk store as a merge's content loader.

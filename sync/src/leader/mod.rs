@@ -21,7 +21,7 @@ use chorus_proto::message::Message;
 
 pub use self::merge::Loader;
 use crate::ctx::Ctx;
-use crate::engine::{EngineError, Step};
+use crate::step::{EngineError, Step};
 use crate::store::AcceptedRef;
 
 /// Most redo entries one push may add on purpose (a redo displaces few hunks).

@@ -7,7 +7,7 @@
 
 use chorus_chunking::chunker::chunk_bytes;
 use chorus_chunking::{ChunkerParams, Entry, RelPath, TreeManifest, VersionId, VersionNumber};
-use chorus_merge::redo::{Change, NewContent, reapply};
+use chorus_merge::reapply::{Change, NewContent, reapply};
 use serde_json::{Value, json};
 
 use super::{Notice, Replica};

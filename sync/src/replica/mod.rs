@@ -20,10 +20,11 @@ use std::collections::{BTreeMap, VecDeque};
 
 use chorus_chunking::{RelPath, TreeManifest, VersionId};
 
-use crate::engine::{Engine, EngineError};
+use crate::engine::Engine;
 use crate::event::{Action, Event};
 use crate::folder::{Folder, FolderError, PathFailure};
 use crate::guard::MassDeleteGuard;
+use crate::step::EngineError;
 
 pub use self::history_ops::Refusal;
 

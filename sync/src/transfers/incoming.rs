@@ -14,7 +14,7 @@ use chorus_proto::{RejectReason, v1};
 
 use super::{FETCH_WINDOW_CHUNKS, Fetch, Incoming, Received, Transfers, reject, window_len};
 use crate::ctx::Ctx;
-use crate::engine::EngineError;
+use crate::step::EngineError;
 
 impl Transfers {
     /// The versions incoming transfers still need: the bases of deltas waiting for chunks.

@@ -18,7 +18,7 @@ use chorus_proto::header::NodeId;
 use chorus_proto::message::{Delta, Message};
 
 use crate::ctx::Ctx;
-use crate::engine::EngineError;
+use crate::step::EngineError;
 
 /// Most chunk bytes sent in answer to one NeedChunks; the rest is asked for again when the
 /// receiver retries (every chunk that arrived stays stored there).
