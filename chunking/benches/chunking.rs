@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use chorus_chunking::chunker::{
     chunk_bytes, chunk_bytes_parallel, file_manifest, file_manifest_pipelined, for_each_chunk,
 };
-use chorus_chunking::delta::{ApplyError, ApplyLimits, EncodeOptions, apply, encode};
+use chorus_chunking::delta::{ApplyLimits, ApplyOutcome, EncodeOptions, apply, encode};
 use chorus_chunking::fetch::{chunks_messages, receive_chunks};
 use chorus_chunking::testdata::pseudo_random;
 use chorus_chunking::{ChunkStore, ChunkerParams, DiskStore, Entry, RelPath, TreeManifest};
@@ -465,11 +465,11 @@ fn chorus_bytes(old: &Path, new: &Path, w: &Path) -> (u64, f64) {
     let mut total = frame.len() as u64;
     loop {
         match apply(&delta, Some(&a), &receiver, &ApplyLimits::default()) {
-            Ok(applied) => {
+            Ok(ApplyOutcome::Applied(applied)) => {
                 assert_eq!(applied.tree, b);
                 break;
             }
-            Err(ApplyError::NeedChunks { target, ids, .. }) => {
+            Ok(ApplyOutcome::NeedChunks { target, ids, .. }) => {
                 total += encode_frame(Body::NeedChunks(proto::NeedChunks {
                     target: Some(target.to_proto()),
                     ids: ids.iter().map(|i| i.to_proto()).collect(),
@@ -480,6 +480,7 @@ fn chorus_bytes(old: &Path, new: &Path, w: &Path) -> (u64, f64) {
                     total += encode_frame(Body::Chunks(m)).len() as u64;
                 }
             }
+            Ok(other) => panic!("the receiver holds the base, yet: {other:?}"),
             Err(e) => panic!("{e}"),
         }
     }

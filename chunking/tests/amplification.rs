@@ -284,7 +284,10 @@ fn a_dictionary_of_exactly_the_limit_applies() {
         }],
     );
     d.target = Some(target.version_id().to_proto());
-    let applied = apply(&d, Some(&base), &store, &ApplyLimits::default()).unwrap();
+    let applied = apply(&d, Some(&base), &store, &ApplyLimits::default())
+        .unwrap()
+        .applied()
+        .unwrap();
     assert_eq!(applied.tree, target);
     assert_eq!(store.get(&new.id).unwrap().unwrap(), raw);
 }
@@ -404,7 +407,10 @@ fn a_literal_at_max_literal_bytes_applies() {
     assert_eq!(d.literals.len(), 1);
     println!("64 MiB literal: {} bytes on the wire", stats.literal_bytes);
     let receiver = MemStore::new();
-    let applied = apply(&d, None, &receiver, &limits).unwrap();
+    let applied = apply(&d, None, &receiver, &limits)
+        .unwrap()
+        .applied()
+        .unwrap();
     assert_eq!(applied.tree, target);
     assert_eq!(receiver.len(), 256);
     // One byte less allowed, and it is refused before decompressing.
@@ -441,7 +447,10 @@ fn a_16_mib_file_of_zeros_changed_slightly_round_trips() {
     let (d, _) = encode(&base, &target, &sender, &EncodeOptions::default()).unwrap();
     let receiver = MemStore::new();
     let rbase = build(&old, &receiver);
-    let applied = apply(&d, Some(&rbase), &receiver, &ApplyLimits::default()).unwrap();
+    let applied = apply(&d, Some(&rbase), &receiver, &ApplyLimits::default())
+        .unwrap()
+        .applied()
+        .unwrap();
     assert_eq!(applied.tree, target);
     let back: Vec<u8> = target
         .get_str("disk.img")

@@ -3,7 +3,7 @@
 
 mod common;
 
-use chorus_chunking::delta::{ApplyError, ApplyLimits, EncodeOptions, apply, encode};
+use chorus_chunking::delta::{ApplyError, ApplyLimits, ApplyOutcome, EncodeOptions, apply, encode};
 use chorus_chunking::{ChunkStore, MemStore, TreeManifest};
 use chorus_proto::{self as proto, Body, Limits, decode_frame, encode_frame};
 use common::*;
@@ -92,7 +92,10 @@ fn a_small_edit_costs_little_and_round_trips() {
     );
 
     let (rstore, rbase) = receiver(&base_spec);
-    let applied = apply(&wire(delta), Some(&rbase), &rstore, &ApplyLimits::default()).unwrap();
+    let applied = apply(&wire(delta), Some(&rbase), &rstore, &ApplyLimits::default())
+        .unwrap()
+        .applied()
+        .unwrap();
     assert_eq!(applied.tree, target);
     assert_holds(&applied.tree, &target_spec, &rstore);
 }
@@ -116,7 +119,7 @@ fn unknown_base_asks_for_it_then_succeeds_with_it() {
     let (rstore, _) = receiver(&base_spec);
     let (delta, _) = encode(&base, &target, &sender, &EncodeOptions::default()).unwrap();
     match apply(&wire(delta), None, &rstore, &ApplyLimits::default()) {
-        Err(ApplyError::NeedBase { base: b, target: t }) => {
+        Ok(ApplyOutcome::NeedBase { base: b, target: t }) => {
             assert_eq!((b, t), (base.version_id(), target.version_id()));
         }
         other => panic!("{other:?}"),
@@ -126,7 +129,10 @@ fn unknown_base_asks_for_it_then_succeeds_with_it() {
         ..Default::default()
     };
     let (delta, _) = encode(&base, &target, &sender, &opts).unwrap();
-    let applied = apply(&wire(delta), None, &rstore, &ApplyLimits::default()).unwrap();
+    let applied = apply(&wire(delta), None, &rstore, &ApplyLimits::default())
+        .unwrap()
+        .applied()
+        .unwrap();
     assert_eq!(applied.tree, target);
 }
 
@@ -158,7 +164,7 @@ fn missing_chunks_are_named_exactly_and_then_suffice() {
     // chunks the delta uses are checked, so drop one of the external ones' would-be sources.
     let before = rstore.len();
     let ids = match apply(&delta, Some(&rbase), &rstore, &ApplyLimits::default()) {
-        Err(ApplyError::NeedChunks { ids, .. }) => ids,
+        Ok(ApplyOutcome::NeedChunks { ids, .. }) => ids,
         other => panic!("{other:?}"),
     };
     assert_eq!(ids.len() as u64, stats.external_chunks);
@@ -166,7 +172,10 @@ fn missing_chunks_are_named_exactly_and_then_suffice() {
     for id in &ids {
         rstore.put(id, &sender.get(id).unwrap().unwrap()).unwrap();
     }
-    let applied = apply(&delta, Some(&rbase), &rstore, &ApplyLimits::default()).unwrap();
+    let applied = apply(&delta, Some(&rbase), &rstore, &ApplyLimits::default())
+        .unwrap()
+        .applied()
+        .unwrap();
     assert_eq!(applied.tree, target);
     assert_holds(&applied.tree, &target_spec, &rstore);
 }
@@ -188,7 +197,7 @@ fn a_missing_base_chunk_is_reported_not_guessed() {
     let lost = rbase.get_str("bin").unwrap().manifest().unwrap().chunks[1].id;
     rstore.remove(&lost).unwrap();
     match apply(&wire(delta), Some(&rbase), &rstore, &ApplyLimits::default()) {
-        Err(ApplyError::NeedChunks { ids, .. }) => assert_eq!(ids, vec![lost]),
+        Ok(ApplyOutcome::NeedChunks { ids, .. }) => assert_eq!(ids, vec![lost]),
         other => panic!("{other:?}"),
     }
 }
@@ -215,6 +224,8 @@ fn permission_changes_alone_travel_in_a_delta() {
         &rstore,
         &ApplyLimits::default(),
     )
+    .unwrap()
+    .applied()
     .unwrap();
     assert_eq!(applied.tree, target);
     assert_eq!(
@@ -307,12 +318,17 @@ fn hostile_deltas_are_refused_and_change_nothing() {
         let mut d = good.clone();
         mutate(&mut d);
         let r = apply(&d, Some(&rbase), &rstore, &ApplyLimits::default());
-        assert!(r.is_err(), "{name}: accepted");
+        assert!(
+            !matches!(r, Ok(ApplyOutcome::Applied(_))),
+            "{name}: accepted"
+        );
         assert_eq!(rstore.len(), before, "{name}: wrote to the store");
     }
     // The untouched delta still applies.
     assert_eq!(
         apply(&good, Some(&rbase), &rstore, &ApplyLimits::default())
+            .unwrap()
+            .applied()
             .unwrap()
             .tree,
         target
@@ -566,14 +582,14 @@ proptest! {
         let delta = wire(delta);
         let (rstore, rbase) = receiver(&base_spec);
         let applied = match apply(&delta, Some(&rbase), &rstore, &ApplyLimits::default()) {
-            Err(ApplyError::NeedChunks { ids, .. }) => {
+            Ok(ApplyOutcome::NeedChunks { ids, .. }) => {
                 prop_assert!(budget != u64::MAX, "all chunks were carried, yet {} missing", ids.len());
                 for id in &ids {
                     rstore.put(id, &sender.get(id).unwrap().unwrap()).unwrap();
                 }
-                apply(&delta, Some(&rbase), &rstore, &ApplyLimits::default()).unwrap()
+                apply(&delta, Some(&rbase), &rstore, &ApplyLimits::default()).unwrap().applied().unwrap()
             }
-            other => other.unwrap(),
+            other => other.unwrap().applied().unwrap(),
         };
         prop_assert_eq!(&applied.tree, &target);
         assert_holds(&applied.tree, &target_spec, &rstore);
@@ -604,7 +620,7 @@ proptest! {
         let (rstore, rbase) = receiver(&base_spec);
         if let Ok(proto::Envelope { body: Some(Body::Push(p)), .. }) = decode_frame(&frame, &Limits::default())
             && let Some(d) = p.delta
-            && let Ok(applied) = apply(&d, Some(&rbase), &rstore, &ApplyLimits::default())
+            && let Ok(ApplyOutcome::Applied(applied)) = apply(&d, Some(&rbase), &rstore, &ApplyLimits::default())
         {
             // Only flips that do not change meaning (e.g. in the version number) get here.
             prop_assert_eq!(applied.tree, target);

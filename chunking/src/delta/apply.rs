@@ -64,17 +64,6 @@ impl Default for ApplyLimits {
 /// Why a delta could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// The receiver does not hold the base and the delta does not carry it.
-    #[error("base version {base} is unknown here; resend with its manifest")]
-    NeedBase { base: VersionId, target: VersionId },
-    /// These chunks are referenced but neither stored here nor carried.
-    #[error("{} chunks are missing; send them", ids.len())]
-    NeedChunks {
-        target: VersionId,
-        ids: Vec<ChunkId>,
-        /// Their total length, so a receiver can ask for them in windows of bounded bytes.
-        bytes: u64,
-    },
     /// The delta contradicts itself or the base; the sender is broken or hostile.
     #[error("invalid delta: {0}")]
     Invalid(String),
@@ -106,6 +95,35 @@ impl From<chorus_proto::ids::IdError> for ApplyError {
     }
 }
 
+/// What applying a delta came to: the tree, or exactly what is missing for it. Missing
+/// pieces are a normal outcome (one round trip repairs them), not an error.
+#[derive(Debug)]
+pub enum ApplyOutcome {
+    Applied(Applied),
+    /// The receiver does not hold the base and the delta does not carry it.
+    NeedBase {
+        base: VersionId,
+        target: VersionId,
+    },
+    /// These chunks are referenced but neither stored here nor carried.
+    NeedChunks {
+        target: VersionId,
+        ids: Vec<ChunkId>,
+        /// Their total length, so a receiver can ask for them in windows of bounded bytes.
+        bytes: u64,
+    },
+}
+
+impl ApplyOutcome {
+    /// The applied tree, if it was.
+    pub fn applied(self) -> Option<Applied> {
+        match self {
+            ApplyOutcome::Applied(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
 /// A delta applied: the verified target and what it brought.
 #[derive(Debug)]
 pub struct Applied {
@@ -122,7 +140,7 @@ pub fn apply(
     held_base: Option<&TreeManifest>,
     store: &dyn ChunkStore,
     limits: &ApplyLimits,
-) -> Result<Applied, ApplyError> {
+) -> Result<ApplyOutcome, ApplyError> {
     let base_id = VersionId::from_proto(need(delta.base.as_ref(), "base")?)?;
     let target_id = VersionId::from_proto(need(delta.target.as_ref(), "target")?)?;
 
@@ -143,7 +161,7 @@ pub fn apply(
         }
         (None, None) if base_id == empty.version_id() => (&empty, false),
         (None, None) => {
-            return Err(ApplyError::NeedBase {
+            return Ok(ApplyOutcome::NeedBase {
                 base: base_id,
                 target: target_id,
             });
@@ -346,7 +364,7 @@ pub fn apply(
     if !missing.is_empty() {
         missing.sort();
         let bytes = missing.iter().map(|id| u64::from(needed[id])).sum();
-        return Err(ApplyError::NeedChunks {
+        return Ok(ApplyOutcome::NeedChunks {
             target: target_id,
             ids: missing,
             bytes,
@@ -415,11 +433,11 @@ pub fn apply(
         store.put(&r.id, bytes)?;
     }
     store.sync()?;
-    Ok(Applied {
+    Ok(ApplyOutcome::Applied(Applied {
         tree,
         target: target_id,
         new_chunks: literal_chunks.len() as u64,
-    })
+    }))
 }
 
 enum Resolved {

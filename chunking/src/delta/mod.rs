@@ -19,5 +19,5 @@ mod encode;
 pub(crate) mod limits;
 mod table;
 
-pub use apply::{Applied, ApplyError, ApplyLimits, apply};
+pub use apply::{Applied, ApplyError, ApplyLimits, ApplyOutcome, apply};
 pub use encode::{EncodeOptions, EncodeStats, encode};

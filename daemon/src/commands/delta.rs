@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use chorus_chunking::delta::{ApplyError, ApplyLimits, EncodeOptions, apply, encode};
+use chorus_chunking::delta::{ApplyLimits, ApplyOutcome, EncodeOptions, apply, encode};
 use chorus_chunking::fetch::{chunks_messages, receive_chunks};
 use chorus_chunking::{ChunkId, ChunkStore, ChunkerParams, DiskStore, TreeManifest};
 use chorus_folder::scan::{ScanCache, scan_dir};
@@ -138,8 +138,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (mut request_bytes, mut reply_bytes, mut round_trips) = (0u64, 0u64, 0u32);
     let applied = loop {
         match apply(&delta, Some(&old), &receiver, &ApplyLimits::default()) {
-            Ok(a) => break a,
-            Err(ApplyError::NeedChunks { target, ids, .. }) if round_trips < 3 => {
+            Ok(ApplyOutcome::Applied(a)) => break a,
+            Ok(ApplyOutcome::NeedChunks { target, ids, .. }) if round_trips < 3 => {
                 round_trips += 1;
                 let need = encode_frame(Body::NeedChunks(proto::NeedChunks {
                     target: Some(target.to_proto()),
@@ -157,6 +157,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            Ok(other) => bail!("the receiver could not apply the delta: {other:?}"),
             Err(e) => return Err(e).context("the receiver could not apply the delta"),
         }
     };

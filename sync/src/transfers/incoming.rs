@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use chorus_chunking::delta::{ApplyError, apply};
+use chorus_chunking::delta::{ApplyError, ApplyOutcome, apply};
 use chorus_chunking::fetch::receive_chunks;
 use chorus_chunking::{ChunkId, TreeManifest, VersionId};
 use chorus_proto::header::NodeId;
@@ -79,7 +79,7 @@ impl Transfers {
             ctx.chunks,
             &ctx.cfg.apply_limits,
         ) {
-            Ok(a) => {
+            Ok(ApplyOutcome::Applied(a)) => {
                 self.incoming.remove(&(from, slot));
                 self.fetches.remove(&(from, slot));
                 self.asked.remove(&(from, slot));
@@ -96,12 +96,12 @@ impl Transfers {
                     tree: a.tree,
                 }))
             }
-            Err(ApplyError::NeedBase { base, target }) => {
+            Ok(ApplyOutcome::NeedBase { base, target }) => {
                 tracing::debug!(me = ctx.me, from, ?base, ?target, "need base");
                 ctx.send(from, Message::NeedBase { base, target });
                 Ok(None)
             }
-            Err(ApplyError::NeedChunks { target, ids, bytes }) => {
+            Ok(ApplyOutcome::NeedChunks { target, ids, bytes }) => {
                 tracing::debug!(me = ctx.me, from, ?target, n = ids.len(), "need chunks");
                 let fetch = self.fetches.entry((from, slot)).or_insert(Fetch {
                     from,
