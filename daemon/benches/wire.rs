@@ -63,7 +63,10 @@ fn tree(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
         for e in entries.filter_map(Result::ok) {
             let p = e.path();
             let Ok(ft) = e.file_type() else { continue };
-            if p.file_name().is_some_and(|n| n == ".chorus") {
+            // The state dir and the share marker are each machine's own, never synced.
+            if p.file_name()
+                .is_some_and(|n| n == ".chorus" || n == chorus_chunking::SHARE_MARKER)
+            {
                 continue;
             }
             if ft.is_dir() {
@@ -222,7 +225,13 @@ fn main() {
     let t = Instant::now();
     // --checksum: the registry gives every file the same mtime, so rsync's size+mtime quick
     // check would skip changed files of equal size.
-    rsync(&["-a", "--delete", "--checksum"], &new, &nodes[0].folder);
+    // The share marker is the folder's own: `--delete` must not take it (without it the daemon
+    // takes the folder for an unmounted disk and stops scanning, as it should).
+    rsync(
+        &["-a", "--delete", "--checksum", "--exclude=/.chorus-share"],
+        &new,
+        &nodes[0].folder,
+    );
     wait("the new release reaches every node", || {
         (1..3).all(|i| tree(&nodes[i].folder) == new_tree)
     });
