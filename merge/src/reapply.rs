@@ -238,8 +238,9 @@ pub fn reapply(
     };
     match &entry.what {
         Displaced::Hunk(h) => {
-            let Some(Entry::File { mode, manifest }) = now else {
-                return beside(
+            // The displaced text in its context, next to the file, when it cannot go in place.
+            let aside = || {
+                beside(
                     &path,
                     entry.displaced_from,
                     current,
@@ -247,7 +248,10 @@ pub fn reapply(
                         bytes: h.in_context(),
                         mode: Mode::FILE,
                     },
-                );
+                )
+            };
+            let Some(Entry::File { mode, manifest }) = now else {
+                return aside();
             };
             let bytes = loader.load(manifest)?;
             match h.redo_in(&bytes) {
@@ -267,15 +271,7 @@ pub fn reapply(
                         })
                         .collect(),
                 }),
-                None => beside(
-                    &path,
-                    entry.displaced_from,
-                    current,
-                    NewContent::Bytes {
-                        bytes: h.in_context(),
-                        mode: Mode::FILE,
-                    },
-                ),
+                None => aside(),
             }
         }
         Displaced::Whole { content, kept } => {
