@@ -2,7 +2,8 @@
 //! twice, `chorus run PATH`; edits on every node appear on all; undo, redo and restore
 //! round-trip; conflicting edits give one merged result everywhere and a redo entry that
 //! `chorus redo` brings back; the socket is mode 0600; the mass-delete guard holds and releases;
-//! a document share merges concurrent typing character by character; a node killed with
+//! `[[merge]]` rules in config.toml choose how a path merges; a document share merges
+//! concurrent typing character by character; a node killed with
 //! SIGKILL and restarted keeps an edit made while it was down; bad input gets a one-line error.
 //!
 //! Waits are liveness bounds (a stuck cluster fails the test), not speed assertions. Each
@@ -353,6 +354,81 @@ fn the_mass_delete_guard_holds_until_confirmed() {
     wait_until("the deletion on b", || !g.file(b, "many").exists());
     assert_eq!(read(&g.file(b, "keep.txt")).as_deref(), Some("kept\n"));
     g.wait_converged();
+}
+
+#[test]
+fn merge_rules_in_config_toml_choose_how_a_path_merges() {
+    let mut g = Group::new();
+    // `*.txt` merges whole on both machines (the rules apply where the merge runs: whichever
+    // machine leads); `.md` files are sniffed, so they merge line by line.
+    let rule = "\n[[merge]]\npath = \"*.txt\"\nmode = \"whole\"\n";
+    let with_rule = |path: &Path| {
+        let config = path.join(".chorus/config.toml");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(rule);
+        std::fs::write(&config, text).unwrap();
+    };
+    let (one, two) = (g.at("one"), g.at("two"));
+    std::fs::create_dir(&one).unwrap();
+    ok(&["init", one.to_str().unwrap()]);
+    with_rule(&one);
+    let a = g.start(one);
+    let token = g.invite(a);
+    ok(&["join", &token, two.to_str().unwrap()]);
+    with_rule(&two);
+    let b = g.start(two);
+    let base = "1\n2\n3\n4\n5\n";
+    for name in ["data.txt", "notes.md"] {
+        std::fs::write(g.file(a, name), base).unwrap();
+        g.wait_everywhere(name, Some(base));
+    }
+    g.wait_converged();
+    // Both change different lines of both files while b is paused.
+    g.ask(b, &["pause"]);
+    let (on_b, on_a) = ("1\nTWO\n3\n4\n5\n", "1\n2\n3\nFOUR\n5\n");
+    for name in ["data.txt", "notes.md"] {
+        std::fs::write(g.file(b, name), on_b).unwrap();
+        std::fs::write(g.file(a, name), on_a).unwrap();
+    }
+    wait_until("a's edits accepted", || {
+        g.status(a)["head"]["version"] != g.status(b)["adopted"]["version"]
+            && read(&g.file(a, "data.txt")).as_deref() == Some(on_a)
+    });
+    g.ask(b, &["resume"]);
+    g.wait_everywhere("notes.md", Some("1\nTWO\n3\nFOUR\n5\n"));
+    g.wait_converged();
+    let data = read(&g.file(a, "data.txt")).unwrap();
+    assert!(
+        data == on_a || data == on_b,
+        "data.txt merges whole, one side wins: {data:?}"
+    );
+    assert_eq!(read(&g.file(b, "data.txt")).as_deref(), Some(data.as_str()));
+    let conflicts: Vec<serde_json::Value> =
+        serde_json::from_str(&g.ask(a, &["conflicts", "--json"])).unwrap();
+    assert!(
+        conflicts.iter().any(|c| c["path"] == "data.txt"),
+        "the losing data.txt is a redo entry: {conflicts:?}"
+    );
+    assert!(
+        !conflicts.iter().any(|c| c["path"] == "notes.md"),
+        "notes.md combined both edits: {conflicts:?}"
+    );
+
+    // A rule the merge cannot use stops `chorus run` with the file and the reason.
+    let bad = g.at("bad");
+    std::fs::create_dir(&bad).unwrap();
+    ok(&["init", bad.to_str().unwrap()]);
+    let config = bad.join(".chorus/config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[[merge]]\npath = \"*.txt\"\nmode = \"newest\"\n");
+    std::fs::write(&config, text).unwrap();
+    let out = cli(&["run", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config.toml") && err.contains("expected lines, chars or whole"),
+        "{err}"
+    );
 }
 
 #[test]

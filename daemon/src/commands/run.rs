@@ -17,7 +17,6 @@ use chorus::config::{
 use chorus::node::{MassDeleteGuard, NodeConfig, Share, peer_id, run as run_node, stop_signal};
 use chorus_chunking::ChunkerParams;
 use chorus_election::ElectionConfig;
-use chorus_merge::ModeRules;
 use libp2p::Multiaddr;
 
 #[derive(clap::Args)]
@@ -242,7 +241,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Timing::Wan => ElectionConfig::wan(),
         },
         chunker: ChunkerParams::default(),
-        rules: ModeRules::new(kind == ShareKind::Document || args.single_document),
+        rules: cfg
+            .mode_rules(kind == ShareKind::Document || args.single_document)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?,
         rescan_every,
         watch: true,
         debounce: Duration::from_millis(args.debounce_ms.unwrap_or(cfg.debounce_ms)),

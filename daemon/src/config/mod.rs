@@ -12,6 +12,7 @@ pub mod token;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use chorus_merge::{MergeMode, ModeRules};
 use serde::{Deserialize, Serialize};
 
 /// The config file's name inside the state dir.
@@ -88,6 +89,21 @@ pub struct Config {
     /// ...and every accepted version younger than this many days. Older ones (their chunks,
     /// unless a kept version shares them) are collected; `chorus log` shows the oldest kept.
     pub keep_days: u64,
+    /// Merge modes by path, `[[merge]]` tables checked in order (the first match wins);
+    /// a path no rule names is sniffed (text: `lines`, binary or over 8 MiB: `whole`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub merge: Vec<MergeRule>,
+}
+
+/// One `[[merge]]` table: the paths `path` matches (a glob: `*` within a name, `**` across
+/// folders, `?` one character; without a `/` it matches the name in any folder) merge in
+/// `mode`: `lines`, `chars` or `whole` (the higher-numbered side wins, the other goes on the
+/// redo stack).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeRule {
+    pub path: String,
+    pub mode: String,
 }
 
 /// Makes the state dir (and its parents) if needed, and makes it private (0700) whatever the
@@ -139,6 +155,7 @@ impl Default for Config {
             demote_after_secs: 3 * 24 * 3600,
             keep_versions: 100,
             keep_days: 30,
+            merge: Vec::new(),
         }
     }
 }
@@ -197,7 +214,22 @@ impl Config {
         if self.debounce_ms > 60_000 {
             return Err("debounce_ms above 60000 would leave changes unsynced for minutes".into());
         }
+        self.mode_rules(false)?;
         Ok(())
+    }
+
+    /// The `[[merge]]` rules as the merge applies them; `single_document` for a share that is
+    /// one document (a path no rule names that sniffs as text merges by `chars`).
+    pub fn mode_rules(&self, single_document: bool) -> Result<ModeRules, String> {
+        self.merge
+            .iter()
+            .try_fold(ModeRules::new(single_document), |rules, r| {
+                let mode = r
+                    .mode
+                    .parse::<MergeMode>()
+                    .map_err(|e| format!("merge: {e}"))?;
+                rules.with(&r.path, mode).map_err(|e| format!("merge: {e}"))
+            })
     }
 
     /// The invite code as bytes, if there is one.
@@ -260,7 +292,6 @@ impl Config {
 const HEADER: &str = "# chorus share configuration; every key is documented in README.md.\n\
                       # Keep this file private: it holds the share secret.\n";
 
-/// 64 hex digits into 32 bytes.
 /// An invite code: 32 hex digits.
 pub fn parse_invite(hexed: &str) -> Result<[u8; 16], String> {
     let mut code = [0u8; 16];
@@ -270,6 +301,7 @@ pub fn parse_invite(hexed: &str) -> Result<[u8; 16], String> {
     Ok(code)
 }
 
+/// 64 hex digits into 32 bytes.
 pub fn parse_secret(hexed: &str) -> Result<[u8; 32], String> {
     let mut secret = [0u8; 32];
     hex::decode_to_slice(hexed.trim(), &mut secret)
@@ -368,6 +400,20 @@ mod tests {
                 ),
                 "mass_delete_fraction",
             ),
+            (
+                &format!(
+                    "secret = \"{}\"\n[[merge]]\npath = \"*.lock\"\nmode = \"newest\"\n",
+                    "ab".repeat(32)
+                ),
+                "expected lines, chars or whole",
+            ),
+            (
+                &format!(
+                    "secret = \"{}\"\n[[merge]]\npath = \"/abs\"\nmode = \"whole\"\n",
+                    "ab".repeat(32)
+                ),
+                "must not start with '/'",
+            ),
         ] {
             std::fs::write(&path, text).unwrap();
             let err = Config::load(&path).unwrap_err().to_string();
@@ -377,6 +423,39 @@ mod tests {
             Config::load(&dir.path().join("none.toml")),
             Err(ConfigError::Missing(_))
         ));
+    }
+
+    #[test]
+    fn merge_rules_are_read_in_order_and_survive_a_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let text = format!(
+            "secret = \"{}\"\n\n[[merge]]\npath = \"docs/**\"\nmode = \"chars\"\n\n\
+             [[merge]]\npath = \"*.lock\"\nmode = \"whole\"\n\n\
+             [[merge]]\npath = \"**\"\nmode = \"lines\"\n",
+            "ab".repeat(32)
+        );
+        std::fs::write(&path, text).unwrap();
+        let cfg = Config::load(&path).unwrap();
+        let rules = cfg.mode_rules(false).unwrap();
+        let at = |p: &str| rules.configured(&chorus_chunking::RelPath::new(p).unwrap());
+        assert_eq!(
+            at("docs/a/Cargo.lock"),
+            Some(MergeMode::Chars),
+            "first match wins"
+        );
+        assert_eq!(at("src/Cargo.lock"), Some(MergeMode::Whole));
+        assert_eq!(at("src/main.rs"), Some(MergeMode::Lines));
+        let again = dir.path().join("again.toml");
+        cfg.save(&again).unwrap();
+        assert_eq!(Config::load(&again).unwrap(), cfg);
+        assert!(
+            Config::default()
+                .mode_rules(true)
+                .unwrap()
+                .single_document(),
+            "no rules: every path is sniffed"
+        );
     }
 
     #[test]
