@@ -365,6 +365,10 @@ impl Folder for DiskFolder {
         matches!(self.share, Share::Folder(_)) && self.last_report.ignore_rules.excludes(path)
     }
 
+    fn holds_ignore_rules(&self, path: &RelPath) -> bool {
+        matches!(self.share, Share::Folder(_)) && path.file_name() == crate::scan::IGNORE_FILE
+    }
+
     fn scan(&mut self) -> Result<TreeManifest, FolderError> {
         let root = self.open()?;
         let tree = match self.share {

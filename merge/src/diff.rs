@@ -59,6 +59,33 @@ impl<'a> LineTokens<'a> {
 
 /// Line hunks from `before` to `after`, placed as `git merge-file --diff-algorithm=histogram`
 /// places them (see [`crate::xdiff`]).
+/// `hunks` with every replacement of n lines by n lines cut into one hunk per line that
+/// differs, so a fine merge pairs a changed line with the line it replaced and never takes a
+/// base line back over a line only the other side changed.
+pub(crate) fn per_line_replacements(
+    hunks: Vec<Hunk>,
+    before: &[Token],
+    after: &[Token],
+) -> Vec<Hunk> {
+    let mut out = Vec::with_capacity(hunks.len());
+    for h in hunks {
+        if h.before.len() != h.after.len() || h.before.len() < 2 {
+            out.push(h);
+            continue;
+        }
+        out.extend(
+            h.before
+                .zip(h.after)
+                .filter(|&(i, j)| before[i] != after[j])
+                .map(|(i, j)| Hunk {
+                    before: i..i + 1,
+                    after: j..j + 1,
+                }),
+        );
+    }
+    out
+}
+
 pub(crate) fn line_hunks(before: &[Token], after: &[Token], num_tokens: u32) -> Vec<Hunk> {
     let a: Vec<u32> = before.iter().map(|t| t.0).collect();
     let b: Vec<u32> = after.iter().map(|t| t.0).collect();

@@ -18,7 +18,7 @@
 use chorus_chunking::VersionNumber;
 use serde::{Deserialize, Serialize};
 
-use crate::diff::{Hunk, LineTokens, char_hunks, line_hunks};
+use crate::diff::{Hunk, LineTokens, char_hunks, line_hunks, per_line_replacements};
 use crate::mode::MergeMode;
 use crate::order::{Order, Side};
 use crate::redo::{Bytes, Displaced, HunkRedo, RedoEntry, WholeContent};
@@ -212,20 +212,25 @@ fn merge_lines(
 ) -> Result<MergeOutcome, MergeError> {
     let lt = LineTokens::new(base, ours, theirs);
     let n = lt.interner.num_tokens();
-    let mut all: Vec<SideHunk> = line_hunks(&lt.base, &lt.ours, n)
+    // A fine merge pairs the lines of an n-for-n replacement one to one, so a change to one
+    // of them does not carry the base's copy of its neighbours over the other side's edits.
+    let hunks = |side: &[imara_diff::Token]| {
+        let h = line_hunks(&lt.base, side, n);
+        match adjacent {
+            Adjacent::Conflict => h,
+            Adjacent::Combine => per_line_replacements(h, &lt.base, side),
+        }
+    };
+    let mut all: Vec<SideHunk> = hunks(&lt.ours)
         .into_iter()
         .map(|hunk| SideHunk {
             side: Side::Ours,
             hunk,
         })
-        .chain(
-            line_hunks(&lt.base, &lt.theirs, n)
-                .into_iter()
-                .map(|hunk| SideHunk {
-                    side: Side::Theirs,
-                    hunk,
-                }),
-        )
+        .chain(hunks(&lt.theirs).into_iter().map(|hunk| SideHunk {
+            side: Side::Theirs,
+            hunk,
+        }))
         .collect();
     all.sort_by_key(|h| {
         (
@@ -459,6 +464,25 @@ mod tests {
             MergeMode::Lines,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_fine_merge_pairs_replaced_lines_one_to_one() {
+        // What stands changed two lines; the change being re-applied changed the first only:
+        // the second keeps what stands, and only the first line is displaced.
+        let m = merge_lines_fine(b"l1\nl2\n", b"B1\nB2\n", b"A1\nl2\n").unwrap();
+        assert_eq!(m.result.0, b"A1\nB2\n");
+        assert_eq!(m.redo.len(), 1);
+        match &m.redo[0].what {
+            Displaced::Hunk(h) => assert_eq!(
+                (h.kept.0.as_slice(), h.displaced.0.as_slice()),
+                (&b"A1\n"[..], &b"B1\n"[..])
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A replacement of a different length cannot be paired: the region conflicts whole.
+        let m = merge_lines_fine(b"l1\nl2\n", b"B1\nB2\nB3\n", b"A1\nl2\n").unwrap();
+        assert_eq!(m.result.0, b"A1\nl2\n");
     }
 
     #[test]

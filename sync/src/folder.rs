@@ -60,4 +60,12 @@ pub trait Folder {
         let _ = path;
         false
     }
+
+    /// True when `path` holds ignore rules (a `.chorusignore`): history operations leave such
+    /// a file as it is now, so going back to a version from before a rule never switches the
+    /// rule off (which would start syncing what it kept private).
+    fn holds_ignore_rules(&self, path: &RelPath) -> bool {
+        let _ = path;
+        false
+    }
 }

@@ -2,7 +2,9 @@
 //! walks back one accepted version at a time and redo walks forward again (any sequence of k
 //! undos then k redos returns to the start); a new edit ends the walk; redoing a displaced
 //! change re-applies only what that change changed, and what it displaces in turn goes on the
-//! redo stack; ignored paths are never taken from or written by history operations.
+//! redo stack (for any concurrent line edits, redone in any order); ignored paths are never
+//! taken from or written by history operations (over any history), and `.chorusignore` files
+//! stay as they are, so going back never switches a rule off.
 
 use chorus_chunking::ChunkerParams;
 use chorus_merge::ModeRules;
@@ -211,8 +213,10 @@ fn history_operations_never_touch_ignored_paths() {
     w.node_mut(A).folder_mut().remove("secret.env");
     w.edit(A, "build.log", b"local output");
     w.node_mut(A).folder_mut().ignore("build.log");
+    w.edit(A, ".chorusignore", b"secret.env\nbuild.log\n");
     w.scan(A);
     settle(&mut w);
+    let rules = Some("secret.env\nbuild.log\n");
     assert_eq!(
         text(&w, B, "secret.env").as_deref(),
         Some("v1"),
@@ -233,9 +237,120 @@ fn history_operations_never_touch_ignored_paths() {
         Some("local output"),
         "restore never removes an ignored path"
     );
+    for n in [A, B] {
+        assert_eq!(
+            text(&w, n, ".chorusignore").as_deref(),
+            rules,
+            "going back to a version from before the rules keeps the rules (node {n:?})"
+        );
+    }
     undo(&mut w, A).unwrap();
     settle(&mut w);
     assert_eq!(text(&w, A, "f.txt").as_deref(), Some("two"));
     assert_eq!(text(&w, A, "secret.env"), None);
     assert_eq!(text(&w, A, "build.log").as_deref(), Some("local output"));
+    assert_eq!(text(&w, A, ".chorusignore").as_deref(), rules);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Concurrent line edits of one file on both sides (replacements, overlapping or not); then
+    /// every displaced hunk is redone, in a random order: no redo changes a line that the
+    /// redone side left as it was in the base.
+    #[test]
+    fn a_redo_never_changes_a_line_its_change_left_alone(
+        n in 3usize..9,
+        ours_at in prop::collection::btree_set(0usize..9, 1..4),
+        theirs_at in prop::collection::btree_set(0usize..9, 1..4),
+        order in any::<u64>(),
+    ) {
+        let base: Vec<String> = (0..n).map(|i| format!("l{i}")).collect();
+        let side = |at: &std::collections::BTreeSet<usize>, tag: &str| -> String {
+            base.iter()
+                .enumerate()
+                .map(|(i, l)| if at.contains(&i) { format!("{tag}{i}\n") } else { format!("{l}\n") })
+                .collect()
+        };
+        let (base_text, ours, theirs) = (side(&Default::default(), ""), side(&ours_at, "A"), side(&theirs_at, "B"));
+        let mut w = World::new(&[A, B], cfg());
+        w.edit(A, "f.txt", base_text.as_bytes());
+        settle(&mut w);
+        w.cut_off(B);
+        w.edit(A, "f.txt", ours.as_bytes());
+        w.edit(B, "f.txt", theirs.as_bytes());
+        w.run(1000);
+        w.heal(B);
+        settle(&mut w);
+        let mut seqs: Vec<u64> = w.node(A).engine().redo().unwrap().iter().map(|r| r.seq).collect();
+        // A random order, from the seed.
+        let mut state = order | 1;
+        for i in (1..seqs.len()).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            seqs.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        for seq in seqs {
+            let Some(rec) = w.node(B).engine().redo().unwrap().into_iter().find(|r| r.seq == seq) else {
+                continue;
+            };
+            let loser = if rec.entry.displaced_from.minor == 0 { &ours } else { &theirs };
+            let before = text(&w, B, "f.txt").unwrap();
+            if w.request(B, |r, now| r.redo_entry(now, seq, ChunkerParams::default())).is_err() {
+                continue;
+            }
+            settle(&mut w);
+            let after = text(&w, B, "f.txt").unwrap();
+            prop_assert_eq!(lines(&after).len(), n, "replacements keep the line count:\n{}", after);
+            for (i, (b, l)) in lines(&base_text).iter().zip(lines(loser)).enumerate() {
+                if b == &l {
+                    prop_assert_eq!(
+                        lines(&after)[i], lines(&before)[i],
+                        "line {} was left alone by the redone side, yet the redo changed it:\nbefore:\n{}after:\n{}",
+                        i + 1, before, after
+                    );
+                }
+            }
+            prop_assert_eq!(text(&w, A, "f.txt").unwrap(), after, "every node gets the redo");
+        }
+    }
+
+    /// Any history, then any undo, redo and restore: a path ignored here from the start never
+    /// leaves this machine, and a path that became ignored after it was shared keeps its local
+    /// content here and its shared content on the other machine.
+    #[test]
+    fn history_operations_never_create_change_or_remove_an_ignored_path(
+        edits in prop::collection::vec((0usize..3, 0u8..4), 1..6),
+        ops in prop::collection::vec((0u8..3, 0usize..8), 1..6),
+    ) {
+        let mut w = World::new(&[A, B], cfg());
+        w.node_mut(A).folder_mut().ignore("private");
+        w.edit(A, "private/key", b"mine only");
+        w.edit(A, "late.txt", b"shared");
+        settle(&mut w);
+        let mut versions = vec![w.head(A)];
+        w.node_mut(A).folder_mut().ignore("late.txt");
+        w.edit(A, "late.txt", b"local");
+        for (i, (file, word)) in edits.iter().enumerate() {
+            w.edit(A, &format!("f{file}"), format!("edit {i} word {word}\n").as_bytes());
+            settle(&mut w);
+            versions.push(w.head(A));
+        }
+        for (op, pick) in ops {
+            let _ = match op {
+                0 => undo(&mut w, A),
+                1 => redo(&mut w, A),
+                _ => {
+                    let v = versions[pick % versions.len()].to_string();
+                    w.request(A, |r, now| r.restore(now, &v, None, false)).map(drop).map_err(|e| e.message)
+                }
+            };
+            settle(&mut w);
+            prop_assert_eq!(text(&w, A, "private/key"), Some("mine only".to_owned()));
+            prop_assert_eq!(text(&w, B, "private/key"), None);
+            prop_assert_eq!(text(&w, A, "late.txt"), Some("local".to_owned()));
+            prop_assert_eq!(text(&w, B, "late.txt"), Some("shared".to_owned()));
+        }
+    }
 }

@@ -169,9 +169,9 @@ impl<F: Folder> Replica<F> {
     /// Makes the share, or one path in it, what it was in an accepted version.
     pub fn restore(&mut self, now: u64, spec: &str, path: Option<&str>, document: bool) -> Answer {
         let (version, number) = self.find_version(spec)?;
-        let then = self.without_ignored(self.tree_of(&version, number)?)?;
         let mut out = Vec::new();
         let disk = self.settled_disk(now, &mut out)?;
+        let then = self.without_ignored(self.tree_of(&version, number)?, &disk)?;
         let target = match path {
             None => then,
             Some(p) => {
@@ -218,19 +218,31 @@ impl<F: Folder> Replica<F> {
         Ok((self.tree_of(&h.version, h.number)?, h.number))
     }
 
-    /// `target` without what this share ignores now: history operations never create, change
-    /// or remove an ignored path (whatever an old version held there stays out of sync).
-    fn without_ignored(&self, target: TreeManifest) -> Result<TreeManifest, Refusal> {
-        if !target.iter().any(|(p, _)| self.folder.is_ignored(p)) {
+    /// `target` as a history operation may write it over `disk`: what this share ignores now
+    /// and the ignore-rule files (`.chorusignore`) stay as `disk` has them (an ignored path is
+    /// never created, changed or removed, whatever an old version held there, and going back
+    /// never switches a rule off).
+    fn without_ignored(
+        &self,
+        target: TreeManifest,
+        disk: &TreeManifest,
+    ) -> Result<TreeManifest, Refusal> {
+        let kept_out = |p: &RelPath| self.folder.is_ignored(p) || self.folder.holds_ignore_rules(p);
+        if !target.iter().chain(disk.iter()).any(|(p, _)| kept_out(p)) {
             return Ok(target);
         }
         TreeManifest::from_entries(
             target
                 .into_entries()
                 .into_iter()
-                .filter(|(p, _)| !self.folder.is_ignored(p)),
+                .filter(|(p, _)| !kept_out(p))
+                .chain(
+                    disk.iter()
+                        .filter(|(p, _)| kept_out(p))
+                        .map(|(p, e)| (p.clone(), e.clone())),
+                ),
         )
-        .map_err(Refusal::failed)
+        .map_err(|e| Refusal::conflict(format!("cannot leave the ignored paths as they are: {e}")))
     }
 
     /// Goes back one accepted version. Repeated, it goes further back: each undo steps from
@@ -253,7 +265,7 @@ impl<F: Folder> Replica<F> {
         }
         let (_, undid) = self.tree_at(at)?;
         let (then, back_to) = self.tree_at(at - 1)?;
-        let target = self.without_ignored(then)?;
+        let target = self.without_ignored(then, &disk)?;
         let changed = self.write_tree(now, &disk, &target, &mut out)?;
         self.walk = Some(UndoWalk {
             top,
@@ -291,7 +303,7 @@ impl<F: Folder> Replica<F> {
             ));
         }
         let (then, number) = self.tree_at(w.at + 1)?;
-        let target = self.without_ignored(then)?;
+        let target = self.without_ignored(then, &disk)?;
         let changed = self.write_tree(now, &disk, &target, &mut out)?;
         self.walk = Some(UndoWalk {
             top: w.top,
@@ -367,7 +379,7 @@ impl<F: Folder> Replica<F> {
         };
         let target = TreeManifest::from_entries(entries)
             .map_err(|e| Refusal::conflict(format!("redo entry {seq}: {e}")))?;
-        let target = self.without_ignored(target)?;
+        let target = self.without_ignored(target, &disk)?;
         // What the redo displaces in turn rides with the version it makes, onto the redo stack.
         let displaced = re.displaced.len();
         self.engine.note_displaced(re.displaced);

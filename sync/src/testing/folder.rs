@@ -211,4 +211,8 @@ impl Folder for MemFolder {
     fn is_ignored(&self, path: &RelPath) -> bool {
         self.is_ignored_str(path.as_str())
     }
+
+    fn holds_ignore_rules(&self, path: &RelPath) -> bool {
+        path.file_name() == ".chorusignore"
+    }
 }
