@@ -1,7 +1,8 @@
 //! Browsing history from the CLI and the socket, with real processes on a group formed the
 //! README's way: `chorus ls VERSION [PATH]` (and `GET /v1/tree`) lists what a version held;
 //! `chorus conflicts` previews each displaced change, and `chorus conflicts SEQ` shows one as
-//! a diff against what won (a hunk in its context; a binary file by its sizes).
+//! a diff against what won (a hunk in its context; a binary file by its sizes); the node whose
+//! change lost is told (status, log line, a `displaced` event on `GET /v1/events`).
 
 mod support;
 
@@ -127,6 +128,17 @@ fn conflicts_preview_each_displaced_change_and_show_it_against_what_won() {
     });
     std::fs::write(g.file(b, "notes.txt"), base.replace("monday", "wednesday")).unwrap();
     std::fs::write(g.file(b, "data.bin"), vec![0xfeu8; 2000]).unwrap();
+    // Both nodes' event streams (`GET /v1/events`), read from before the merge.
+    let (tx, displaced_events) = std::sync::mpsc::channel();
+    for i in [a, b] {
+        let (tx, state) = (tx.clone(), g.file(i, ".chorus"));
+        std::thread::spawn(move || {
+            let _ = chorus::api::client::events(&state, |ev| {
+                ev.kind != "displaced" || tx.send((i, ev.detail)).is_ok()
+            });
+        });
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
     g.ask(b, &["resume"]);
     let entries = |i: usize| -> Vec<serde_json::Value> {
         serde_json::from_str(&g.ask(i, &["conflicts", "--json"])).unwrap()
@@ -166,6 +178,17 @@ fn conflicts_preview_each_displaced_change_and_show_it_against_what_won() {
     wait_until("the loser's log says it", || {
         g.log(loser).contains("was displaced by")
     });
+    let mut told = Vec::new();
+    wait_until("a displaced event on the loser's stream", || {
+        told.extend(displaced_events.try_iter());
+        told.iter()
+            .any(|(i, d)| *i == loser && d["seq"].as_u64() == Some(hunk_seq))
+    });
+    assert!(
+        told.iter()
+            .all(|(i, d)| *i == loser || d["seq"].as_u64() != Some(hunk_seq)),
+        "only the loser is told: {told:?}"
+    );
     g.ask(loser, &["conflicts"]);
     assert!(
         g.status(loser)["displaced_here"].as_array().is_none(),
@@ -235,4 +258,121 @@ fn conflicts_preview_each_displaced_change_and_show_it_against_what_won() {
     let out = cli_in(None, &["conflicts", "9999", "--folder", g.path(a)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no redo entry 9999"));
+}
+
+#[test]
+fn undo_walks_back_redo_forward_and_history_leaves_ignored_files_alone() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    let read = |g: &Group, i: usize, p: &str| std::fs::read_to_string(g.file(i, p)).ok();
+
+    // A file the group shares, then made private on a by a rule; output only a ever had.
+    std::fs::write(g.file(a, "secret.env"), "KEY=shared once\n").unwrap();
+    g.wait_everywhere("secret.env", b"KEY=shared once\n");
+    g.wait_converged();
+    let before_rules = g.head(a);
+    std::fs::write(g.file(a, ".chorusignore"), "secret.env\nbuild/\n").unwrap();
+    g.wait_everywhere(".chorusignore", b"secret.env\nbuild/\n");
+    g.wait_converged();
+    std::fs::write(g.file(a, "secret.env"), "KEY=only on a\n").unwrap();
+    std::fs::create_dir(g.file(a, "build")).unwrap();
+    std::fs::write(g.file(a, "build/out.o"), "local output\n").unwrap();
+
+    // Three edits, then `chorus undo` three times on b (not where they were made): each goes
+    // one version further back, on every node; `chorus redo` three times comes forward again.
+    for word in ["one\n", "two\n", "three\n"] {
+        std::fs::write(g.file(a, "f.txt"), word).unwrap();
+        g.wait_everywhere("f.txt", word.as_bytes());
+        g.wait_converged();
+    }
+    for expect in ["two\n", "one\n"] {
+        g.ask(b, &["undo"]);
+        g.wait_everywhere("f.txt", expect.as_bytes());
+        g.wait_converged();
+    }
+    g.ask(b, &["undo"]);
+    wait_until("f.txt gone everywhere", || {
+        read(&g, a, "f.txt").is_none() && read(&g, b, "f.txt").is_none()
+    });
+    g.wait_converged();
+    for expect in ["one\n", "two\n", "three\n"] {
+        g.ask(b, &["redo"]);
+        g.wait_everywhere("f.txt", expect.as_bytes());
+        g.wait_converged();
+    }
+
+    // Back to a version from before the rules: the rules stay, the ignored paths keep what
+    // each machine has, and nothing private reaches b, then or after an undo.
+    g.ask(a, &["restore", &before_rules]);
+    wait_until("f.txt gone everywhere after the restore", || {
+        read(&g, a, "f.txt").is_none() && read(&g, b, "f.txt").is_none()
+    });
+    g.wait_converged();
+    g.ask(a, &["undo"]);
+    g.wait_everywhere("f.txt", b"three\n");
+    g.wait_converged();
+    // A rescan's worth of time for anything that would leak.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    g.wait_converged();
+    for i in [a, b] {
+        assert_eq!(
+            read(&g, i, ".chorusignore").as_deref(),
+            Some("secret.env\nbuild/\n"),
+            "history never switches a rule off (node {i})"
+        );
+    }
+    assert_eq!(
+        read(&g, a, "secret.env").as_deref(),
+        Some("KEY=only on a\n")
+    );
+    assert_eq!(
+        read(&g, a, "build/out.o").as_deref(),
+        Some("local output\n")
+    );
+    assert_eq!(
+        read(&g, b, "secret.env").as_deref(),
+        Some("KEY=shared once\n"),
+        "an ignore rule stops syncing a path; it deletes or changes it nowhere"
+    );
+    assert!(!g.file(b, "build").exists(), "a's ignored output reached b");
+}
+
+#[test]
+fn a_sparse_file_stays_sparse_on_the_other_machines() {
+    use std::os::unix::fs::MetadataExt;
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    // 256 MiB of which 4 KiB are data at the start and at the end, as `truncate` and a
+    // database's preallocation leave them.
+    const SIZE: u64 = 256 << 20;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(g.file(a, "disk.img")).unwrap();
+        f.write_all(&[7u8; 4096]).unwrap();
+        f.set_len(SIZE).unwrap();
+        f.seek(SeekFrom::Start(SIZE - 4096)).unwrap();
+        f.write_all(&[9u8; 4096]).unwrap();
+    }
+    let on_a = std::fs::metadata(g.file(a, "disk.img")).unwrap();
+    if on_a.blocks() * 512 >= SIZE / 2 {
+        eprintln!("SKIPPED: this filesystem does not keep holes, so sparseness cannot be seen");
+        return;
+    }
+    wait_until("disk.img whole on b", || {
+        std::fs::metadata(g.file(b, "disk.img")).is_ok_and(|m| m.len() == SIZE)
+    });
+    g.wait_converged();
+    let copy = std::fs::read(g.file(b, "disk.img")).unwrap();
+    assert!(
+        copy[..4096].iter().all(|&x| x == 7) && copy[copy.len() - 4096..].iter().all(|&x| x == 9)
+    );
+    assert!(copy[4096..copy.len() - 4096].iter().all(|&x| x == 0));
+    let on_b = std::fs::metadata(g.file(b, "disk.img")).unwrap();
+    assert!(
+        on_b.blocks() * 512 < 16 << 20,
+        "b's copy of a 256 MiB file with 8 KiB of data takes {} bytes on disk",
+        on_b.blocks() * 512
+    );
 }
