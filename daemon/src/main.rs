@@ -115,10 +115,27 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("chorus: {e:#}");
+            eprintln!("chorus: {}", said_once(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// An error and its sources on one line, `outer: inner: ...`, leaving out a source whose text
+/// the line already holds (many errors say their source in their own message as well).
+fn said_once(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 #[cfg(test)]
@@ -128,5 +145,21 @@ mod tests {
     #[test]
     fn the_command_definitions_are_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn an_error_line_names_each_source_once() {
+        let disk = std::io::Error::other("No space left on device");
+        let said = anyhow::Error::new(chorus::node::NodeError::StateDir {
+            path: "/s/.chorus".into(),
+            source: disk,
+        })
+        .context("cannot start the node");
+        assert_eq!(
+            super::said_once(&said),
+            "cannot start the node: the state dir /s/.chorus: No space left on device; check its permissions and free space"
+        );
+        let bare = anyhow::Error::new(std::io::Error::other("inner")).context("outer");
+        assert_eq!(super::said_once(&bare), "outer: inner");
     }
 }

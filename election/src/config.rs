@@ -67,7 +67,7 @@ impl ElectionConfig {
         }
         c.validate()
             .map(Arc::new)
-            .map_err(|e| crate::ElectionError::Config(e.to_string()))
+            .map_err(|e| crate::ElectionError::Config(e.into()))
     }
 }
 

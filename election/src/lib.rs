@@ -34,13 +34,20 @@ pub use network::{RaftReply, RaftRpc, Transport, TransportError};
 pub use node::{CATCH_UP_WITHIN, ClusterView, ElectionNode, ProposeError, Role};
 pub use types::{AcceptedHeader, Member, NodeId, Proposal, TypeConfig, VersionNumber, node_id_of};
 
-/// Errors of node management.
+/// The error underneath another: openraft's, the disk's, the log store's.
+pub type Source = Box<dyn std::error::Error + Send + Sync>;
+
+/// Errors of node management. Each keeps the error underneath as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum ElectionError {
-    #[error("storage: {0}")]
-    Storage(String),
+    #[error("Raft state in {}: {source}; check that disk (space, permissions)", path.display())]
+    Storage {
+        path: std::path::PathBuf,
+        #[source]
+        source: Source,
+    },
     #[error("invalid election config: {0}")]
-    Config(String),
+    Config(#[source] Source),
     #[error("this node already has cluster state; it is never initialized twice")]
     AlreadyInitialized,
     #[error("node id {0} is already used by another peer; that peer cannot join")]
@@ -48,7 +55,7 @@ pub enum ElectionError {
     #[error("not the leader (leader: {0:?}); membership changes go to the leader")]
     NotLeader(Option<NodeId>),
     #[error("membership change failed: {0}")]
-    Membership(String),
+    Membership(#[source] Source),
     #[error("raft stopped: {0}")]
-    Fatal(String),
+    Fatal(#[source] Source),
 }

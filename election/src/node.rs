@@ -10,7 +10,6 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Raft, ServerState};
 use tokio::sync::watch;
 
-use crate::ElectionError;
 use crate::admission::Refused;
 use crate::config::ElectionConfig;
 use crate::log_store::LogStore;
@@ -20,6 +19,7 @@ use crate::types::{
     AcceptedHeader, MAX_PARENTS, MAX_REDO_BYTES, Member, NodeId, Proposal, Request, TypeConfig,
     VersionNumber,
 };
+use crate::{ElectionError, Source};
 
 /// How long [`ElectionNode::add_member`] waits for a new learner to catch up.
 pub const CATCH_UP_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -33,13 +33,13 @@ pub enum ProposeError {
     /// Leadership could not be confirmed with a majority just now (a slow or cut-off
     /// majority); retry.
     #[error("could not confirm leadership with a majority: {0}; retry")]
-    NoQuorum(String),
+    NoQuorum(#[source] Source),
     /// The header breaks a size bound.
     #[error("header too large: {0}")]
     TooLarge(String),
     /// Raft stopped (storage failure or shutdown).
     #[error("raft stopped: {0}")]
-    Fatal(String),
+    Fatal(#[source] Source),
 }
 
 /// Role of this node.
@@ -83,11 +83,14 @@ impl ElectionNode {
         config: ElectionConfig,
         transport: Arc<dyn Transport>,
     ) -> Result<Self, ElectionError> {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|e| ElectionError::Storage(format!("{}: {e}", state_dir.display())))?;
+        let storage = |source: Source| ElectionError::Storage {
+            path: state_dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(state_dir).map_err(|e| storage(e.into()))?;
         let (log, sm) = crate::log_store::open(state_dir)
             .await
-            .map_err(|e| ElectionError::Storage(format!("{}: {e}", state_dir.display())))?;
+            .map_err(|e| storage(e.into()))?;
         let term = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let raft = Raft::new(
             id,
@@ -101,7 +104,7 @@ impl ElectionNode {
             sm.clone(),
         )
         .await
-        .map_err(|e| ElectionError::Fatal(e.to_string()))?;
+        .map_err(|e| ElectionError::Fatal(e.into()))?;
         let view = spawn_view(&raft, term);
         Ok(ElectionNode {
             id,
@@ -133,7 +136,7 @@ impl ElectionNode {
         self.raft
             .is_initialized()
             .await
-            .map_err(|e| ElectionError::Fatal(e.to_string()))
+            .map_err(|e| ElectionError::Fatal(e.into()))
     }
 
     /// Makes this node a one-node cluster (`chorus init`). Refused when it has state.
@@ -145,7 +148,7 @@ impl ElectionNode {
         self.raft
             .initialize(members)
             .await
-            .map_err(|e| ElectionError::Fatal(e.to_string()))
+            .map_err(|e| ElectionError::Fatal(e.into()))
     }
 
     /// Adds a node: first as a learner (waits up to [`CATCH_UP_WITHIN`] for it to catch up),
@@ -187,9 +190,12 @@ impl ElectionNode {
             }
             Ok(_) => {}
             Err(e) => {
-                return Err(ElectionError::Membership(format!(
-                    "node {id} is a learner but has not caught up ({e}); it becomes a voter once it does"
-                )));
+                return Err(ElectionError::Membership(
+                    format!(
+                        "node {id} is a learner but has not caught up ({e}); it becomes a voter once it does"
+                    )
+                    .into(),
+                ));
             }
         }
         if self.voters().len() >= self.config.max_voters {
@@ -344,7 +350,7 @@ impl ElectionNode {
                     leader: f.leader_id.zip(f.leader_node),
                 })
             }
-            Err(e) => Err(ProposeError::Fatal(e.to_string())),
+            Err(e) => Err(ProposeError::Fatal(e.into())),
         }
     }
 
@@ -359,9 +365,9 @@ impl ElectionNode {
                 })
             }
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(q))) => {
-                Err(ProposeError::NoQuorum(q.to_string()))
+                Err(ProposeError::NoQuorum(q.into()))
             }
-            Err(e) => Err(ProposeError::Fatal(e.to_string())),
+            Err(e) => Err(ProposeError::Fatal(e.into())),
         }
     }
 
@@ -437,7 +443,7 @@ fn write_err(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> Election
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
             ElectionError::NotLeader(f.leader_id)
         }
-        e => ElectionError::Membership(e.to_string()),
+        e => ElectionError::Membership(e.into()),
     }
 }
 

@@ -27,16 +27,30 @@ const ENGINE_KEY: &str = "engine";
 /// or, for corruption, restoring the state dir from a peer (`chorus join` again).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("cannot open the sync store {}: {source}; is another chorus running on this state dir? Else check its disk (space, permissions)", path.display())]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<redb::Error>,
+    },
+    #[error("cannot create the sync store {}: {source}; check the state dir's permissions", path.display())]
+    Create {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("sync store: {0}; check the state dir's disk (space, permissions)")]
-    Db(String),
+    Db(#[source] Box<redb::Error>),
+    #[error("sync store: cannot encode a record: {0}")]
+    Encode(#[from] serde_json::Error),
     #[error(
         "sync store is corrupt: {0}; move the state dir away and join the share again to rebuild it"
     )]
     Corrupt(String),
 }
 
-fn db<E: std::fmt::Display>(e: E) -> StoreError {
-    StoreError::Db(e.to_string())
+fn db<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Db(Box::new(e.into()))
 }
 
 /// A version that the log accepted, with its number (`0.0` and the empty tree before any).
@@ -87,18 +101,16 @@ impl SyncStore {
                     f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
                     Ok(f)
                 });
-            if let Err(e) = f {
-                return Err(StoreError::Db(format!(
-                    "cannot create {}: {e}",
-                    path.display()
-                )));
+            if let Err(source) = f {
+                return Err(StoreError::Create {
+                    path: path.to_owned(),
+                    source,
+                });
             }
         }
-        let database = Database::create(path).map_err(|e| {
-            StoreError::Db(format!(
-                "cannot open {}: {e}; is another chorus running on this state dir?",
-                path.display()
-            ))
+        let database = Database::create(path).map_err(|e| StoreError::Open {
+            path: path.to_owned(),
+            source: Box::new(e.into()),
         })?;
         Self::init(database)
     }
@@ -214,16 +226,16 @@ impl SyncStore {
         {
             let mut t = txn.open_table(HEADERS).map_err(db)?;
             for h in headers {
-                let bytes = serde_json::to_vec(h).map_err(db)?;
+                let bytes = serde_json::to_vec(h)?;
                 t.insert(h.number.major, bytes.as_slice()).map_err(db)?;
             }
             let mut r = txn.open_table(REDO).map_err(db)?;
             for rec in redo {
-                let bytes = serde_json::to_vec(rec).map_err(db)?;
+                let bytes = serde_json::to_vec(rec)?;
                 r.insert(rec.seq, bytes.as_slice()).map_err(db)?;
             }
             let mut s = txn.open_table(STATE).map_err(db)?;
-            let bytes = serde_json::to_vec(state).map_err(db)?;
+            let bytes = serde_json::to_vec(state)?;
             s.insert(ENGINE_KEY, bytes.as_slice()).map_err(db)?;
         }
         txn.commit().map_err(db)

@@ -88,7 +88,6 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
             request_response::Config::default().with_request_timeout(timeout),
         )
     };
-    let build = |e: &dyn std::fmt::Display| NetError::Build(e.to_string());
     let keypair = cfg.keypair.clone();
     let invites = super::invite::InviteBook::open(cfg.invites);
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair)
@@ -105,7 +104,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
                     .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer))),
             )
         })
-        .map_err(|e| build(&e))?
+        .map_err(|e| NetError::Build(e.into()))?
         .with_behaviour(|key| {
             let mdns = if mdns_on {
                 // Ask again every 20 s rather than libp2p's 5 min: a node that missed the first
@@ -140,7 +139,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
                 mdns: Toggle::from(mdns),
             })
         })
-        .map_err(|e| build(&e))?
+        .map_err(|e| NetError::Build(e.into()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
     for addr in cfg.listen {

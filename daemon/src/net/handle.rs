@@ -22,10 +22,15 @@ use super::invite::{Code, Voucher};
 /// Why the network could not start or act.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("identity: {0}")]
-    Identity(String),
+    #[error("identity key {}: {advice}: {source}", path.display())]
+    Identity {
+        path: std::path::PathBuf,
+        advice: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("cannot build the network: {0}")]
-    Build(String),
+    Build(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot listen on {addr}: {detail}; is the port in use?")]
     Listen { addr: Multiaddr, detail: String },
     #[error("the network task has stopped")]

@@ -13,17 +13,18 @@ use super::NetError;
 /// Loads the key at `path`, or creates it (mode 0600) when there is none.
 pub fn load_or_create_keypair(path: &Path) -> Result<Keypair, NetError> {
     match std::fs::read(path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
-            NetError::Identity(format!(
-                "{} is not a chorus identity key ({e}); move it away to make a new identity",
-                path.display()
-            ))
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| NetError::Identity {
+            path: path.to_owned(),
+            advice: "not a chorus identity key; move it away to make a new identity",
+            source: e.into(),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Keypair::generate_ed25519();
-            let bytes = key
-                .to_protobuf_encoding()
-                .map_err(|e| NetError::Identity(e.to_string()))?;
+            let bytes = key.to_protobuf_encoding().map_err(|e| NetError::Identity {
+                path: path.to_owned(),
+                advice: "cannot encode the new key",
+                source: e.into(),
+            })?;
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
             }
@@ -42,7 +43,11 @@ pub fn load_or_create_keypair(path: &Path) -> Result<Keypair, NetError> {
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> NetError {
-    NetError::Identity(format!("{}: {e}", path.display()))
+    NetError::Identity {
+        path: path.to_owned(),
+        advice: "check the state dir's permissions and disk",
+        source: e.into(),
+    }
 }
 
 /// The private network's key: BLAKE3 in key-derivation mode over the share secret, so the

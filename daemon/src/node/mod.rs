@@ -102,6 +102,16 @@ pub enum NodeError {
     Api(#[from] crate::api::server::ServeError),
     #[error("{0}")]
     Config(String),
+    #[error("the state dir {}: {source}; check its permissions and free space", path.display())]
+    StateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Folder(#[from] chorus_sync::folder::FolderError),
+    #[error("cannot start the worker thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 /// The PeerId of the identity in `state_dir` (created when missing).

@@ -41,8 +41,10 @@ pub(super) struct Started {
 
 /// Starts everything but the event loop.
 pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
-    std::fs::create_dir_all(&cfg.state_dir)
-        .map_err(|e| NodeError::Config(format!("{}: {e}", cfg.state_dir.display())))?;
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|source| NodeError::StateDir {
+        path: cfg.state_dir.clone(),
+        source,
+    })?;
     // The socket first: a second daemon on this state dir stops here, with a clear error.
     let listener = api::server::bind(&cfg.state_dir)?;
     // Stops serving (and removes the socket) however the node stops.
@@ -146,8 +148,7 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
     {
         tracing::warn!("cannot mark {} as a share: {e}", root.display());
     }
-    let folder = DiskFolder::new(cfg.share, &cfg.state_dir, chunks, cfg.chunker)
-        .map_err(|e| NodeError::Config(e.to_string()))?;
+    let folder = DiskFolder::new(cfg.share, &cfg.state_dir, chunks, cfg.chunker)?;
     let (view_tx, view) = watch::channel(WorkerView::default());
     let (events, _) = broadcast::channel(1024);
     let worker = worker::spawn(
@@ -170,7 +171,7 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
         control_rx,
         messages_rx,
     )
-    .map_err(|e| NodeError::Config(format!("cannot start the worker thread: {e}")))?;
+    .map_err(NodeError::Thread)?;
     Ok(Started {
         election,
         net,
