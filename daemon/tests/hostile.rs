@@ -381,6 +381,46 @@ fn a_member_cannot_choose_its_versions_number() {
 }
 
 #[test]
+fn wants_for_ever_different_versions_meet_a_per_peer_budget() {
+    let mut w = World::new();
+    let mut versions = Vec::new();
+    for i in 0..60 {
+        w.still_syncing(&format!("version {i}"));
+        versions.push(w.a.engine.head().0);
+    }
+    // Each answer encodes a delta; varying the version asked for defeats the per-Want limit,
+    // not the peer's budget.
+    let offers_for = |w: &mut World, versions: &[VersionId]| {
+        let mut offers = 0;
+        for v in versions {
+            w.hostile_sends(
+                A,
+                Body::Want(proto::Want {
+                    want: Some(v.to_proto()),
+                    have: Some(TreeManifest::empty().version_id().to_proto()),
+                }),
+            );
+            offers += w
+                .to_h
+                .iter()
+                .filter(|(_, b)| matches!(b, Body::Offer(_)))
+                .count();
+        }
+        offers
+    };
+    let offers = offers_for(&mut w, &versions);
+    assert!(
+        (30..=34).contains(&offers),
+        "a burst of about 32 answers, then about eight a second: {offers}"
+    );
+    w.still_syncing("the honest members are not held up");
+    // Later, the budget is back: versions that went unanswered are answered now.
+    w.a.now += 60_000;
+    let later = offers_for(&mut w, &versions[56..]);
+    assert!(later >= 4, "{later}");
+}
+
+#[test]
 fn a_want_repeated_at_once_is_answered_once() {
     let mut w = World::new();
     w.still_syncing("base");

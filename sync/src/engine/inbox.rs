@@ -7,7 +7,7 @@ use chorus_chunking::{TreeManifest, VersionId, VersionNumber};
 use chorus_proto::header::NodeId;
 use chorus_proto::message::Message;
 
-use super::{Engine, EngineError, MAX_AHEAD, WANTS_KEPT};
+use super::{Engine, EngineError, MAX_AHEAD};
 use crate::ctx::Ctx;
 use crate::leader::Take;
 use crate::transfers::{Incoming, Received};
@@ -59,6 +59,8 @@ impl Engine {
                 }
                 self.receive(from, Incoming::Merged { pushed, number }, delta)
             }
+            // Each answer encodes a delta again: within the peer's budget only (it asks again).
+            Message::NeedBase { .. } if !self.budgets.spend(from, self.now) => Ok(()),
             Message::NeedBase { base, target } => self.transfers.on_need_base(
                 &mut ctx!(self),
                 &mut self.last_shared,
@@ -236,20 +238,13 @@ impl Engine {
         if !self.store.has_manifest(&want)? {
             return Ok(());
         }
-        // A peer's budget: the same Want answered at most once per half retry period.
-        let (now, gap) = (self.now, self.cfg.want_retry_ms / 2);
-        if self
-            .wants_answered
-            .get(&(from, want))
-            .is_some_and(|&at| now.saturating_sub(at) < gap)
+        // The same Want at most once per half retry period, and within the peer's budget.
+        if !self
+            .budgets
+            .want(from, want, self.now, self.cfg.want_retry_ms / 2)
         {
             return Ok(());
         }
-        if self.wants_answered.len() >= WANTS_KEPT {
-            self.wants_answered
-                .retain(|_, at| now.saturating_sub(*at) < gap);
-        }
-        self.wants_answered.insert((from, want), now);
         // An accepted version goes as a delta against what the asker holds; anything else (a
         // conflict's stored tree) as an extra, against nothing.
         let accepted = self.history.s.included.contains_key(&want);

@@ -73,13 +73,9 @@ pub struct Engine {
     last_shared: BTreeMap<NodeId, VersionId>,
     /// The state as last committed to the store.
     saved: Persisted,
-    /// When each (peer, version) Want was last answered: each answer encodes a delta, so one
-    /// repeated sooner than half the honest retry period is not answered again.
-    wants_answered: std::collections::HashMap<(NodeId, VersionId), u64>,
+    /// What each peer may still have this node encode for it (Want and NeedBase answers).
+    budgets: budget::Budgets,
 }
-
-/// Want answers remembered for that, all peers together, before the old ones are dropped.
-const WANTS_KEPT: usize = 4096;
 
 /// Lends the engine's context to one of its parts (a macro, so the parts' fields stay
 /// borrowable beside it).
@@ -97,6 +93,7 @@ macro_rules! ctx {
     };
 }
 
+mod budget;
 mod inbox;
 mod queries;
 
@@ -123,7 +120,7 @@ impl Engine {
             history: History::new(p.history.clone()),
             last_shared: p.last_shared.clone(),
             saved: p,
-            wants_answered: Default::default(),
+            budgets: Default::default(),
         })
     }
 
