@@ -2,21 +2,19 @@
 //! id`: prints a state dir's PeerId (creating its identity).
 //!
 //! Settings come from the share's `config.toml` (written by `chorus init` or `chorus join`);
-//! options given here override it. Without a config file, `--secret` (or CHORUS_SECRET) and
+//! options given here override it, both resolved in one place (`config::resolve`). Without a config file, `--secret` (or CHORUS_SECRET) and
 //! `--peer`/`--init`/`--join` describe the share on the command line instead, as scripts and
 //! tests do.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
+use chorus::config::resolve::{Overrides, resolve};
 use chorus::config::{
     CONFIG_FILE, Config, ConfigError, ShareKind, Timing, address, default_state_dir, parse_secret,
 };
-use chorus::node::{MassDeleteGuard, NodeConfig, Share, peer_id, run as run_node, stop_signal};
-use chorus_chunking::ChunkerParams;
-use chorus_election::ElectionConfig;
+use chorus::node::{NodeConfig, Share, peer_id, run as run_node, stop_signal};
 use libp2p::Multiaddr;
 
 #[derive(clap::Args)]
@@ -170,45 +168,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ShareKind::Folder => Share::Folder(share_path),
         ShareKind::Document => Share::Document(share_path),
     };
-    // The config's addresses were checked when it was read; these fail only for a share
-    // without a config file, whose defaults are valid.
-    let parse = |list: &[String], parse: fn(&str) -> Result<Multiaddr, String>| {
-        list.iter()
-            .map(|a| parse(a).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display())))
-            .collect::<anyhow::Result<Vec<_>>>()
-    };
-    let listen = if args.listen.is_empty() {
-        parse(&cfg.listen, address::parse_listen)?
-    } else {
-        args.listen.clone()
-    };
-    let mut peers = parse(&cfg.peers, address::parse_peer)?;
-    peers.extend(args.peer.iter().cloned());
-    let join = match &args.join {
-        Some(h) => Some(chorus::config::parse_invite(h).map_err(anyhow::Error::msg)?),
-        // A node that joined with a token presents the token's invite until it is in.
-        None if from_file && !cfg.bootstrap => cfg.invite_code().map_err(anyhow::Error::msg)?,
-        None => None,
-    };
     let share_id = {
         let mut id = [0u8; 16];
         // A share without a config file has no id; tokens then carry zeros.
         let _ = hex::decode_to_slice(&cfg.share_id, &mut id);
         id
     };
-    let rescan_every = match args.scan_ms {
-        Some(ms) => Duration::from_millis(ms.max(50)),
-        None => Duration::from_secs(cfg.rescan_secs.max(1)),
+    let overrides = Overrides {
+        listen: args.listen.clone(),
+        peers: args.peer.clone(),
+        init: args.init,
+        join: args.join.clone(),
+        scan_ms: args.scan_ms,
+        debounce_ms: args.debounce_ms,
+        single_document: args.single_document,
+        bandwidth_limit: args.bandwidth_limit,
+        timing: args.timing,
+        no_mdns: args.no_mdns,
+        no_delete_guard: args.no_delete_guard,
     };
-    let guard = if args.no_delete_guard {
-        MassDeleteGuard::off()
-    } else {
-        MassDeleteGuard {
-            max_fraction: cfg.mass_delete_fraction,
-            max_files: cfg.mass_delete_files,
-            ..MassDeleteGuard::default()
-        }
-    };
+    let settings = resolve(&cfg, from_file, kind, &overrides)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
     // Said once start-up has passed its checks (the socket is ours, the ports are free, the
     // network listens), so a busy port or a second daemon is the only thing printed.
     let keeping = format!(
@@ -232,30 +212,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         share_id,
         state_dir,
         secret,
-        listen,
-        peers,
-        init: args.init || cfg.bootstrap,
-        join,
-        election: match args.timing.unwrap_or(cfg.timing) {
-            Timing::Lan => ElectionConfig::lan(),
-            Timing::Wan => ElectionConfig::wan(),
-        },
-        chunker: ChunkerParams::default(),
-        rules: cfg
-            .mode_rules(kind == ShareKind::Document || args.single_document)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?,
-        rescan_every,
+        listen: settings.listen,
+        peers: settings.peers,
+        init: settings.init,
+        join: settings.join,
+        election: settings.election,
+        chunker: settings.chunker,
+        rules: settings.rules,
+        rescan_every: settings.rescan_every,
         watch: true,
-        debounce: Duration::from_millis(args.debounce_ms.unwrap_or(cfg.debounce_ms)),
-        mdns: cfg.mdns && !args.no_mdns,
-        guard,
-        bandwidth_limit: Some(args.bandwidth_limit.unwrap_or(cfg.bandwidth_limit))
-            .filter(|&r| r > 0),
-        demote_after: Some(Duration::from_secs(cfg.demote_after_secs)).filter(|d| !d.is_zero()),
-        retention: chorus_sync::Retention {
-            keep_last: cfg.keep_versions,
-            keep_ms: cfg.keep_days.saturating_mul(24 * 3600 * 1000),
-        },
+        debounce: settings.debounce,
+        mdns: settings.mdns,
+        guard: settings.guard,
+        bandwidth_limit: settings.bandwidth_limit,
+        demote_after: settings.demote_after,
+        retention: settings.retention,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -7,6 +7,7 @@
 
 pub mod address;
 pub mod discover;
+pub mod resolve;
 pub mod token;
 
 use std::os::unix::fs::OpenOptionsExt;
