@@ -248,12 +248,40 @@ impl SyncStore {
 
     /// The engine state, if one was saved.
     pub fn load_state<T: DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
+        self.load_record(ENGINE_KEY)
+    }
+
+    /// Keeps a small record under `key` beside the engine state (what the replica must not
+    /// forget at a restart, such as how far a run of undos went), or removes it (`None`).
+    pub fn save_record(&self, key: &str, value: Option<&impl Serialize>) -> Result<(), StoreError> {
+        assert_ne!(
+            key, ENGINE_KEY,
+            "the engine state is saved with its headers"
+        );
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut s = txn.open_table(STATE).map_err(db)?;
+            match value {
+                Some(v) => {
+                    let bytes = serde_json::to_vec(v)?;
+                    s.insert(key, bytes.as_slice()).map_err(db)?;
+                }
+                None => {
+                    s.remove(key).map_err(db)?;
+                }
+            }
+        }
+        txn.commit().map_err(db)
+    }
+
+    /// The record kept under `key`, if there is one.
+    pub fn load_record<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
         let t = txn.open_table(STATE).map_err(db)?;
-        match t.get(ENGINE_KEY).map_err(db)? {
+        match t.get(key).map_err(db)? {
             Some(v) => serde_json::from_slice(v.value())
                 .map(Some)
-                .map_err(|e| StoreError::Corrupt(format!("engine state: {e}"))),
+                .map_err(|e| StoreError::Corrupt(format!("{key}: {e}"))),
             None => Ok(None),
         }
     }

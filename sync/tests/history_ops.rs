@@ -50,10 +50,15 @@ fn repeated_undo_goes_further_back_and_redo_comes_forward_again() {
         settle(&mut w);
     }
     let mut seen = Vec::new();
-    for _ in 0..3 {
+    for i in 0..3 {
         undo(&mut w, A).unwrap();
         settle(&mut w);
         seen.push(text(&w, B, "f.txt"));
+        if i == 0 {
+            // A restart in the middle does not end the walk.
+            w.restart(A);
+            settle(&mut w);
+        }
     }
     assert_eq!(
         seen,

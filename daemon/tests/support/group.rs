@@ -159,6 +159,8 @@ impl Group {
 
     /// `chorus run PATH`, logging to the node's log file; waits until its socket answers.
     pub fn restart(&mut self, i: usize) {
+        // A daemon still running is stopped first (a second one would be refused).
+        self.stop(i);
         let n = &mut self.nodes[i];
         let file = std::fs::OpenOptions::new()
             .create(true)

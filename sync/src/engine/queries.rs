@@ -107,6 +107,24 @@ impl Engine {
         Ok(self.store.redo()?)
     }
 
+    /// Keeps a small record of the replica's under `key` in the store, durably (`None`
+    /// removes it).
+    pub fn save_record(
+        &self,
+        key: &str,
+        value: Option<&impl serde::Serialize>,
+    ) -> Result<(), EngineError> {
+        Ok(self.store.save_record(key, value)?)
+    }
+
+    /// The record kept under `key`, if any.
+    pub fn load_record<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, EngineError> {
+        Ok(self.store.load_record(key)?)
+    }
+
     /// Forgets a stored version, as if it had never arrived (tests of repair).
     #[cfg(feature = "test-util")]
     pub fn forget_for_tests(&mut self, id: &VersionId) -> Result<(), EngineError> {

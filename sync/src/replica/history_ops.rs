@@ -51,12 +51,15 @@ impl Refusal {
 /// Where a run of undos stands: it started at the accepted version numbered MAJOR `top`, the
 /// share now holds the tree of MAJOR `at`, and the last undo or redo left the folder holding
 /// `wrote` (the walk goes on only while it still does).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) struct UndoWalk {
     pub top: u64,
     pub at: u64,
     pub wrote: VersionId,
 }
+
+/// Where the undo walk is kept in the store.
+pub(super) const UNDO_WALK_KEY: &str = "undo_walk";
 
 /// An answer, and the messages and proposals it set off.
 pub type Answer = Result<(Value, Vec<Action>), Refusal>;
@@ -245,6 +248,14 @@ impl<F: Folder> Replica<F> {
         .map_err(|e| Refusal::conflict(format!("cannot leave the ignored paths as they are: {e}")))
     }
 
+    /// Records where the run of undos stands, durably, so a restart does not end it.
+    fn set_walk(&mut self, walk: Option<UndoWalk>) -> Result<(), Refusal> {
+        self.walk = walk;
+        self.engine
+            .save_record(UNDO_WALK_KEY, walk.as_ref())
+            .map_err(Refusal::failed)
+    }
+
     /// Goes back one accepted version. Repeated, it goes further back: each undo steps from
     /// where the last one left the share (while the share still holds what it wrote; any other
     /// change starts a new walk from the newest accepted version).
@@ -267,11 +278,11 @@ impl<F: Folder> Replica<F> {
         let (then, back_to) = self.tree_at(at - 1)?;
         let target = self.without_ignored(then, &disk)?;
         let changed = self.write_tree(now, &disk, &target, &mut out)?;
-        self.walk = Some(UndoWalk {
+        self.set_walk(Some(UndoWalk {
             top,
             at: at - 1,
             wrote: self.engine.folder(),
-        });
+        }))?;
         let answer =
             json!({"undid": undid.to_string(), "back_to": back_to.to_string(), "changed": changed});
         self.notices.push(Notice::History {
@@ -292,7 +303,7 @@ impl<F: Folder> Replica<F> {
             ));
         };
         if w.wrote != disk.version_id() {
-            self.walk = None;
+            self.set_walk(None)?;
             return Err(Refusal::conflict(
                 "the share changed since the last undo, so redo would overwrite that change; use `chorus restore VERSION`",
             ));
@@ -305,11 +316,11 @@ impl<F: Folder> Replica<F> {
         let (then, number) = self.tree_at(w.at + 1)?;
         let target = self.without_ignored(then, &disk)?;
         let changed = self.write_tree(now, &disk, &target, &mut out)?;
-        self.walk = Some(UndoWalk {
+        self.set_walk(Some(UndoWalk {
             top: w.top,
             at: w.at + 1,
             wrote: self.engine.folder(),
-        });
+        }))?;
         self.notices.push(Notice::History {
             kind: "redone",
             detail: json!({"version": number.to_string(), "changed": changed}),

@@ -109,6 +109,11 @@ const REFETCH_EVERY_MS: u64 = 2_000;
 
 impl<F: Folder> Replica<F> {
     pub fn new(engine: Engine, folder: F, guard: MassDeleteGuard) -> Self {
+        // A run of undos goes on after a restart (a store that cannot say starts a new one).
+        let walk = engine
+            .load_record(history_ops::UNDO_WALK_KEY)
+            .ok()
+            .flatten();
         Replica {
             engine,
             folder,
@@ -118,7 +123,7 @@ impl<F: Folder> Replica<F> {
             stalled: false,
             failures: BTreeMap::new(),
             unavailable: None,
-            walk: None,
+            walk,
             queue: VecDeque::new(),
             notices: Vec::new(),
             outbox: Vec::new(),
