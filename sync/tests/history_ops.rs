@@ -119,21 +119,27 @@ fn lines(s: &str) -> Vec<&str> {
     s.lines().collect()
 }
 
-#[test]
-fn a_redo_reapplies_only_what_the_displaced_change_changed() {
-    let base = "l1\nl2\nl3\nl4\nl5\nl6\n";
-    let ours = "l1\nA2\nl3\nA4\nl5\nl6\n";
-    let theirs = "l1\nB2\nl3\nl4\nB5\nl6\n";
+/// A and B share `f.txt` = `base`, then change it concurrently to `ours` and `theirs` (B's
+/// push reaches the leader after A's own); settled.
+fn concurrent(base: &str, ours: &str, theirs: &str) -> World {
     let mut w = World::new(&[A, B], cfg());
     w.edit(A, "f.txt", base.as_bytes());
     settle(&mut w);
-    // Concurrent edits: B's push reaches the leader after A's own.
     w.cut_off(B);
     w.edit(A, "f.txt", ours.as_bytes());
     w.edit(B, "f.txt", theirs.as_bytes());
     w.run(1000);
     w.heal(B);
     settle(&mut w);
+    w
+}
+
+#[test]
+fn a_redo_reapplies_only_what_the_displaced_change_changed() {
+    let base = "l1\nl2\nl3\nl4\nl5\nl6\n";
+    let ours = "l1\nA2\nl3\nA4\nl5\nl6\n";
+    let theirs = "l1\nB2\nl3\nl4\nB5\nl6\n";
+    let mut w = concurrent(base, ours, theirs);
     let merged = text(&w, A, "f.txt").unwrap();
     assert_eq!(text(&w, B, "f.txt").unwrap(), merged);
     let entries = w.node(A).engine().redo().unwrap();
@@ -278,15 +284,7 @@ proptest! {
                 .collect()
         };
         let (base_text, ours, theirs) = (side(&Default::default(), ""), side(&ours_at, "A"), side(&theirs_at, "B"));
-        let mut w = World::new(&[A, B], cfg());
-        w.edit(A, "f.txt", base_text.as_bytes());
-        settle(&mut w);
-        w.cut_off(B);
-        w.edit(A, "f.txt", ours.as_bytes());
-        w.edit(B, "f.txt", theirs.as_bytes());
-        w.run(1000);
-        w.heal(B);
-        settle(&mut w);
+        let mut w = concurrent(&base_text, &ours, &theirs);
         let mut seqs: Vec<u64> = w.node(A).engine().redo().unwrap().iter().map(|r| r.seq).collect();
         // A random order, from the seed.
         let mut state = order | 1;
