@@ -212,21 +212,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         share_id,
         state_dir,
         secret,
-        listen: settings.listen,
-        peers: settings.peers,
-        init: settings.init,
-        join: settings.join,
-        election: settings.election,
-        chunker: settings.chunker,
-        rules: settings.rules,
-        rescan_every: settings.rescan_every,
+        settings,
         watch: true,
-        debounce: settings.debounce,
-        mdns: settings.mdns,
-        guard: settings.guard,
-        bandwidth_limit: settings.bandwidth_limit,
-        demote_after: settings.demote_after,
-        retention: settings.retention,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -40,20 +40,29 @@ pub struct Overrides {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: Vec<Multiaddr>,
+    /// Explicit peers, `/ip4/.../tcp/.../p2p/<peer id>`: dialled, allowed to connect, and added
+    /// as members by the node that initializes the cluster.
     pub peers: Vec<Multiaddr>,
+    /// Start a one-node cluster here (once; a node with Raft state resumes instead).
     pub init: bool,
+    /// Join with this invite code (from a join token): presented to the explicit peers (the
+    /// inviter first) until the leader adds this node to the membership.
     pub join: Option<Code>,
     pub election: ElectionConfig,
     pub chunker: ChunkerParams,
     pub rules: ModeRules,
+    /// A full rescan runs this often (the watcher covers changes in between).
     pub rescan_every: Duration,
+    /// How long the folder must be quiet after a change before it is scanned.
     pub debounce: Duration,
     pub mdns: bool,
+    /// When a version deletes too much to write without asking.
     pub guard: MassDeleteGuard,
-    /// Bytes per second, all peers together; `None`: no limit.
+    /// Sync bytes sent per second, all peers together; `None`: no limit.
     pub bandwidth_limit: Option<u64>,
-    /// `None`: a voter is never demoted.
+    /// A voter unseen this long is made a learner by the leader; `None`: never.
     pub demote_after: Option<Duration>,
+    /// How much history this node keeps.
     pub retention: Retention,
 }
 

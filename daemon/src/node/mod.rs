@@ -17,9 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_chunking::ChunkerParams;
-use chorus_election::{ElectionConfig, ElectionNode, Role, node_id_of};
-use chorus_merge::ModeRules;
+use chorus_election::{ElectionNode, Role, node_id_of};
 use chorus_proto::message::Message;
 use chorus_sync::{ClusterInfo, RaftFeed, RaftView};
 use libp2p::{Multiaddr, PeerId};
@@ -31,6 +29,7 @@ pub use chorus_sync::MassDeleteGuard;
 use self::snapshot::Composer;
 use self::worker::{Input, PeerMessage};
 use crate::api::{self, Command, Refusal, Request};
+use crate::config::resolve::Settings;
 use crate::config::token::JoinToken;
 use crate::net::{self, Inbound};
 
@@ -50,32 +49,10 @@ pub struct NodeConfig {
     pub state_dir: PathBuf,
     /// The share secret (the private network's key derives from it).
     pub secret: [u8; 32],
-    pub listen: Vec<Multiaddr>,
-    /// Explicit peers, `/ip4/.../tcp/.../p2p/<peer id>`: dialled, allowed to connect, and added
-    /// as members by the node that initializes the cluster.
-    pub peers: Vec<Multiaddr>,
-    /// Start a one-node cluster here (once; a node with Raft state resumes instead).
-    pub init: bool,
-    /// Join with this invite code (from a join token): presented to the explicit peers (the
-    /// inviter first) until the leader adds this node to the membership.
-    pub join: Option<crate::net::Code>,
-    pub election: ElectionConfig,
-    pub chunker: ChunkerParams,
-    pub rules: ModeRules,
-    /// A full rescan runs this often (the watcher covers changes in between).
-    pub rescan_every: Duration,
-    /// Watch the share for changes (inotify); scan this long after the last change.
+    /// What the config file and the command line resolved to (`config::resolve`).
+    pub settings: Settings,
+    /// Watch the share for changes (inotify), scanning `settings.debounce` after the last.
     pub watch: bool,
-    pub debounce: Duration,
-    pub mdns: bool,
-    /// When a version deletes too much to write without asking.
-    pub guard: MassDeleteGuard,
-    /// Sync bytes sent per second, all peers together; `None` for no limit.
-    pub bandwidth_limit: Option<u64>,
-    /// A voter unseen this long is made a learner by the leader; `None` never.
-    pub demote_after: Option<Duration>,
-    /// How much history this node keeps.
-    pub retention: chorus_sync::Retention,
     /// Called once start-up has passed its checks (the socket bound, the ports free, the
     /// network listening), with this node's PeerId and listen addresses: where `chorus run`
     /// says it is running, so that nothing says so before a refusal.
@@ -181,8 +158,8 @@ pub async fn run(
         Share::Document(_) => crate::config::ShareKind::Document,
     };
     let share_path = cfg.share.path().display().to_string();
-    let cfg_demote_after = cfg.demote_after;
-    let retention = cfg.retention;
+    let cfg_demote_after = cfg.settings.demote_after;
+    let retention = cfg.settings.retention;
     let state_dir = cfg.state_dir.clone();
     let start::Started {
         election,

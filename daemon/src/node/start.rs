@@ -52,11 +52,12 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
         task: None,
         socket: api::socket_path(&cfg.state_dir),
     };
-    check_ports_free(&cfg.listen)?;
+    check_ports_free(&cfg.settings.listen)?;
     let keypair = net::load_or_create_keypair(&cfg.state_dir.join("identity.key"))?;
     let me_peer = keypair.public().to_peer_id();
     let me = node_id_of(&me_peer.to_bytes());
     let explicit: Vec<(PeerId, Multiaddr)> = cfg
+        .settings
         .peers
         .iter()
         .map(|a| {
@@ -70,26 +71,26 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
         keypair,
         secret: cfg.secret,
         invites: Some(cfg.state_dir.join("invites.json")),
-        listen: cfg.listen.clone(),
-        explicit_peers: cfg.peers.clone(),
+        listen: cfg.settings.listen.clone(),
+        explicit_peers: cfg.settings.peers.clone(),
         allowed: explicit.iter().map(|(p, _)| *p).collect(),
-        mdns: cfg.mdns,
+        mdns: cfg.settings.mdns,
         limits: Limits::default(),
         request_timeout: Duration::from_secs(10),
-        bandwidth_limit: cfg.bandwidth_limit,
+        bandwidth_limit: cfg.settings.bandwidth_limit,
     })?;
     let election = Arc::new(
         ElectionNode::open(
             &cfg.state_dir.join("raft"),
             me,
-            cfg.election,
+            cfg.settings.election,
             Arc::new(RaftTransport::new(net.clone())),
         )
         .await?,
     );
     let listen = loop {
         let addrs = net.listen_addrs().await?;
-        if !addrs.is_empty() || cfg.listen.is_empty() {
+        if !addrs.is_empty() || cfg.settings.listen.is_empty() {
             break addrs;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -97,18 +98,18 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
     if let Some(started) = cfg.started.take() {
         started(me_peer, &listen);
     }
-    if cfg.init && !election.is_initialized().await? {
+    if cfg.settings.init && !election.is_initialized().await? {
         let member = Member {
             peer_id: me_peer.to_bytes(),
             addresses: listen.iter().map(|a| a.to_string()).collect(),
         };
         election.initialize(member).await?;
     }
-    if cfg.init {
+    if cfg.settings.init {
         membership::add_explicit_peers(election.clone(), explicit);
     }
-    if let Some(code) = cfg.join {
-        let targets = cfg.peers.iter().filter_map(peer_of).collect();
+    if let Some(code) = cfg.settings.join {
+        let targets = cfg.settings.peers.iter().filter_map(peer_of).collect();
         membership::join(election.clone(), net.clone(), targets, code, listen.clone());
     }
 
@@ -132,7 +133,7 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
     let chunks: Arc<dyn ChunkStore> = Arc::new(DiskStore::open(cfg.state_dir.join("chunks"))?);
     let engine = Engine::open(
         me,
-        EngineConfig::new(cfg.rules, cfg.chunker),
+        EngineConfig::new(cfg.settings.rules, cfg.settings.chunker),
         SyncStore::open(&cfg.state_dir.join("sync.redb"))?,
         chunks.clone(),
     )?;
@@ -148,23 +149,23 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
     {
         tracing::warn!("cannot mark {} as a share: {e}", root.display());
     }
-    let folder = DiskFolder::new(cfg.share, &cfg.state_dir, chunks, cfg.chunker)?;
+    let folder = DiskFolder::new(cfg.share, &cfg.state_dir, chunks, cfg.settings.chunker)?;
     let (view_tx, view) = watch::channel(WorkerView::default());
     let (events, _) = broadcast::channel(1024);
     let worker = worker::spawn(
         Worker {
-            replica: Replica::new(engine, folder, cfg.guard),
+            replica: Replica::new(engine, folder, cfg.settings.guard),
             document,
-            chunker: cfg.chunker,
+            chunker: cfg.settings.chunker,
             net: net.clone(),
             election: election.clone(),
             runtime: tokio::runtime::Handle::current(),
             control: control.clone(),
             view: view_tx,
             events: events.clone(),
-            debounce: cfg.debounce,
-            rescan_every: cfg.rescan_every,
-            retention: cfg.retention,
+            debounce: cfg.settings.debounce,
+            rescan_every: cfg.settings.rescan_every,
+            retention: cfg.settings.retention,
             pause_marker: cfg.state_dir.join(worker::PAUSE_MARKER),
             peers: Default::default(),
         },
