@@ -1,7 +1,8 @@
 //! Groups formed exactly as README.md's Quickstart forms them (`chorus init`, `chorus run`,
 //! `chorus invite`, `chorus join` twice, `chorus run`), several times over: every member
 //! ends up a voter, the two joiners reach each other directly, and when the first machine is
-//! then killed the other two elect a leader and go on syncing. `chorus status` names a
+//! then killed the other two elect a leader (started by the dead leader's closed connection,
+//! not by a heartbeat timeout) and go on syncing. `chorus status` names a
 //! member it cannot reach.
 //!
 //! Waits are liveness bounds (a stuck group fails the test), never speed assertions.
@@ -40,6 +41,16 @@ fn a_group_formed_the_readme_way_survives_the_loss_of_its_first_machine() {
         wait_until("the two left elect a leader", || {
             [b, c].iter().any(|&i| g.status(i)["role"] == "leader")
         });
+        // They did not wait out the heartbeat timeout: the leader's connection closed, a redial
+        // failed, and that started the election.
+        assert!(
+            [b, c]
+                .iter()
+                .any(|&i| g.log(i).contains("the leader's connection closed")),
+            "no survivor noticed the leader's connection close:\n{}\n{}",
+            g.log(b),
+            g.log(c)
+        );
         // Each names the machine it lost.
         let lost = g.status(b);
         assert_eq!(

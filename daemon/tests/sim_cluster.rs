@@ -362,8 +362,13 @@ async fn run(seed: u64) {
         .try_init();
     eprintln!("sim_cluster: seed {seed} (rerun with CHORUS_SEED={seed})");
     let dir = tempfile::tempdir().unwrap();
-    let cluster =
-        Cluster::start(NODES, seed, ElectionConfig::lan(), dir.path().to_path_buf()).await;
+    let cluster = Cluster::start(
+        NODES,
+        seed,
+        ElectionConfig::eager(),
+        dir.path().to_path_buf(),
+    )
+    .await;
     cluster.net.set_default_faults(LinkFaults {
         drop: 0.02,
         delay_ms: (0, 10),

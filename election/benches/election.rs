@@ -2,12 +2,14 @@
 //!
 //! 1. Failover: the leader of a 3-node in-memory cluster in a steady state (every log equal) is
 //!    killed; time until a new leader has committed a header. 20 trials, median and max, with
-//!    the config used.
+//!    the config used. The survivors are told the leader is gone, as the daemon tells them
+//!    when its connections close and a redial fails; `-- --silent` leaves them to notice alone
+//!    (a machine that vanished).
 //! 2. Header commits on 3 in-process nodes with durable (fsync'd) redb storage: throughput and
 //!    latency at several concurrencies, and durable commits per header.
 //!
 //! `cargo bench -p chorus-election --bench election` (`-- --quick` for fewer trials;
-//! `-- --wan` for the WAN config).
+//! `-- --wan` for the WAN config, `-- --eager` for the in-memory tests' 50 ms heartbeats).
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,8 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let mut config = if args.iter().any(|a| a == "--wan") {
         ElectionConfig::wan()
+    } else if args.iter().any(|a| a == "--eager") {
+        ElectionConfig::eager()
     } else {
         ElectionConfig::lan()
     };
@@ -36,20 +40,21 @@ fn main() {
         }
     }
     let failover_only = args.iter().any(|a| a == "--failover-only");
+    let silent = args.iter().any(|a| a == "--silent");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("a tokio runtime");
     rt.block_on(async {
-        failover(config, if quick { 5 } else { 20 }).await;
+        failover(config, if quick { 5 } else { 20 }, silent).await;
         if !failover_only {
             throughput(config, if quick { 300 } else { 2000 }).await;
         }
     });
 }
 
-async fn failover(config: ElectionConfig, trials: usize) {
+async fn failover(config: ElectionConfig, trials: usize, silent: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut c = Cluster::start(3, 7, config, dir.path().to_path_buf()).await;
     let mut next = 1u64;
@@ -65,6 +70,11 @@ async fn failover(config: ElectionConfig, trials: usize) {
         next += 1;
         let t = Instant::now();
         let dead = c.crash(leader);
+        if !silent {
+            for id in c.running() {
+                c.node(id).leader_lost(leader);
+            }
+        }
         let n = c
             .propose(proposal(next, 1), Duration::from_secs(10))
             .await
@@ -84,8 +94,16 @@ async fn failover(config: ElectionConfig, trials: usize) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!("## Failover: leader killed → a new leader commits a header\n");
     println!(
-        "3 nodes in memory, heartbeat {} ms, election timeout {}–{} ms, {} trials.\n",
-        config.heartbeat_ms, config.election_timeout_min_ms, config.election_timeout_max_ms, trials
+        "3 nodes in memory, heartbeat {} ms, election timeout {}–{} ms, {} trials, {}.\n",
+        config.heartbeat_ms,
+        config.election_timeout_min_ms,
+        config.election_timeout_max_ms,
+        trials,
+        if silent {
+            "the survivors left to notice alone"
+        } else {
+            "the survivors told the leader is gone"
+        }
     );
     println!("| min | median | p90 | max |");
     println!("|---:|---:|---:|---:|");

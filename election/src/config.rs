@@ -1,4 +1,5 @@
-//! Election timing and membership limits, with LAN defaults and WAN settings.
+//! Election timing and membership limits: LAN defaults, WAN settings, and eager timing for
+//! in-memory tests.
 
 use std::sync::Arc;
 
@@ -22,8 +23,28 @@ pub struct ElectionConfig {
 }
 
 impl ElectionConfig {
-    /// A LAN: heartbeat 50 ms, election 150–300 ms (fails over in about half a second).
+    /// A LAN: a heartbeat every 2 s, election timeout 4–5 s. An idle group is nearly silent
+    /// (a heartbeat is one request-response round of about a kilobyte of IP traffic, most of it
+    /// TCP, yamux and noise framing); log entries still replicate at once, heartbeats only say
+    /// "still here". Failover does not wait on them: a daemon that dies closes its
+    /// connections, and the followers campaign as soon as a redial fails (well under a
+    /// second); a machine that vanishes silently is noticed once the leader lease (the election
+    /// timeout's maximum) runs out, about 5 s (see `lookout`).
     pub const fn lan() -> Self {
+        ElectionConfig {
+            heartbeat_ms: 2000,
+            election_timeout_min_ms: 4000,
+            election_timeout_max_ms: 5000,
+            install_snapshot_timeout_ms: 10_000,
+            max_voters: 5,
+            snapshot_every: 1000,
+        }
+    }
+
+    /// Eager timing for in-memory clusters (tests, simulations, benchmarks), where no
+    /// connection closes to say a node is gone: heartbeat 50 ms, election 150–300 ms.
+    #[cfg(any(test, feature = "test-util"))]
+    pub const fn eager() -> Self {
         ElectionConfig {
             heartbeat_ms: 50,
             election_timeout_min_ms: 150,
@@ -35,13 +56,14 @@ impl ElectionConfig {
     }
 
     /// A WAN with round trips up to ~700 ms (openraft gives an AppendEntries one heartbeat
-    /// interval): heartbeat 1 s, election 3–6 s, snapshot chunks allowed 60 s. Failover then
-    /// takes several seconds, and a slow or lossy link is not mistaken for a dead leader.
+    /// interval): heartbeat 2 s, election 6–8 s, snapshot chunks allowed 60 s. A slow or lossy
+    /// link is not mistaken for a dead leader; a leader whose daemon dies is still replaced at
+    /// once (its connections close), a silent one after about 8 s.
     pub const fn wan() -> Self {
         ElectionConfig {
-            heartbeat_ms: 1000,
-            election_timeout_min_ms: 3000,
-            election_timeout_max_ms: 6000,
+            heartbeat_ms: 2000,
+            election_timeout_min_ms: 6000,
+            election_timeout_max_ms: 8000,
             install_snapshot_timeout_ms: 60_000,
             max_voters: 5,
             snapshot_every: 1000,

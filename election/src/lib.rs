@@ -6,8 +6,10 @@
 //! - [`state_machine`]: the accepted-version chain, its numbering and snapshots.
 //! - [`admission`]: who may send which Raft RPC, and the bounds on its terms and sizes.
 //! - [`network`]: the [`Transport`] trait the daemon implements over libp2p.
+//! - [`wire`]: RPCs and replies as compact binary (postcard) bytes.
 //! - [`memnet`]: an in-memory transport with seeded faults, for tests and benchmarks.
 //! - [`node`]: [`ElectionNode`], the API the daemon drives.
+//! - `lookout`: a follower campaigns as soon as its leader is known gone or silent.
 //! - [`config`]: LAN and WAN timings.
 //!
 //! Only small headers ride in the log; version content moves over the sync protocol.
@@ -19,6 +21,7 @@
 pub mod admission;
 pub mod config;
 pub mod log_store;
+mod lookout;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memnet;
 pub mod network;
@@ -27,12 +30,14 @@ pub mod state_machine;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod types;
+pub mod wire;
 
 pub use admission::Refused;
 pub use config::ElectionConfig;
 pub use network::{RaftReply, RaftRpc, Transport, TransportError};
 pub use node::{CATCH_UP_WITHIN, ClusterView, ElectionNode, ProposeError, Role};
 pub use types::{AcceptedHeader, Member, NodeId, Proposal, TypeConfig, VersionNumber, node_id_of};
+pub use wire::WireError;
 
 /// The error underneath another: openraft's, the disk's, the log store's.
 pub type Source = Box<dyn std::error::Error + Send + Sync>;

@@ -1,5 +1,5 @@
 //! How Raft RPCs leave a node: a [`Transport`] trait the daemon implements over libp2p
-//! request-response (`/chorus/raft/1`), and this crate's in-memory [`crate::memnet`]. Messages
+//! request-response (`/chorus/raft/2`), and this crate's in-memory [`crate::memnet`]. Messages
 //! are serde types, so any codec can carry them. Every call is bounded by openraft's deadline;
 //! a peer that does not answer in time is a timeout, never a hang. What arrives, RPC or reply,
 //! passes [`crate::admission`] first.

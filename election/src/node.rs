@@ -7,12 +7,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::AppendEntriesResponse;
 use openraft::{ChangeMembers, Raft, ServerState};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::admission::Refused;
 use crate::config::ElectionConfig;
 use crate::log_store::LogStore;
+use crate::lookout::{self, LastHeard};
 use crate::network::{Network, RaftReply, RaftRpc, Transport, serve};
 use crate::state_machine::StateMachine;
 use crate::types::{
@@ -72,6 +74,10 @@ pub struct ElectionNode {
     sm: StateMachine,
     log: LogStore,
     view: watch::Receiver<ClusterView>,
+    /// When the leader was last heard, for the lookout.
+    heard: LastHeard,
+    /// Tells the lookout a leader is gone.
+    lost: mpsc::UnboundedSender<NodeId>,
 }
 
 impl ElectionNode {
@@ -106,6 +112,17 @@ impl ElectionNode {
         .await
         .map_err(|e| ElectionError::Fatal(e.into()))?;
         let view = spawn_view(&raft, term);
+        let heard = LastHeard::new();
+        let (lost, lost_rx) = mpsc::unbounded_channel();
+        let lease = std::time::Duration::from_millis(config.election_timeout_max_ms);
+        lookout::spawn(
+            id,
+            raft.clone(),
+            view.clone(),
+            heard.clone(),
+            lease,
+            lost_rx,
+        );
         Ok(ElectionNode {
             id,
             config,
@@ -113,6 +130,8 @@ impl ElectionNode {
             sm,
             log,
             view,
+            heard,
+            lost,
         })
     }
 
@@ -128,7 +147,24 @@ impl ElectionNode {
     /// Serves an RPC that node `from` sent (as the transport authenticated it), once
     /// [`crate::admission`] admits it. A refused RPC is answered by silence.
     pub async fn handle(&self, from: NodeId, rpc: RaftRpc) -> Result<RaftReply, Refused> {
-        serve(&self.raft, from, rpc).await
+        let reply = serve(&self.raft, from, rpc).await?;
+        if matches!(
+            reply,
+            RaftReply::AppendEntries(Ok(AppendEntriesResponse::Success
+                | AppendEntriesResponse::PartialSuccess(_)
+                | AppendEntriesResponse::Conflict))
+                | RaftReply::InstallSnapshot(Ok(_))
+        ) {
+            self.heard.now();
+        }
+        Ok(reply)
+    }
+
+    /// The daemon's word that `leader` is gone: its last connection closed and a fresh dial
+    /// failed. While it is still this node's leader, a voter campaigns at once (see
+    /// [`crate::lookout`]) instead of waiting out the heartbeat timeout.
+    pub fn leader_lost(&self, leader: NodeId) {
+        let _ = self.lost.send(leader);
     }
 
     /// True when this node has a log or a membership already.

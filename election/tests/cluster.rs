@@ -15,7 +15,7 @@ async fn cluster(n: u64, test: &str) -> (Cluster, tempfile::TempDir) {
     let c = Cluster::start(
         n,
         seed(test),
-        ElectionConfig::lan(),
+        ElectionConfig::eager(),
         dir.path().to_path_buf(),
     )
     .await;
@@ -255,7 +255,7 @@ async fn learners_catch_up_and_are_promoted_up_to_max_voters() {
     let dir = tempfile::tempdir().unwrap();
     let config = ElectionConfig {
         max_voters: 3,
-        ..ElectionConfig::lan()
+        ..ElectionConfig::eager()
     };
     let mut c = Cluster::start(
         2,
@@ -329,7 +329,7 @@ async fn a_late_learner_catches_up_from_a_snapshot() {
     // Snapshot every 10 entries and keep few logs, so a late joiner must install a snapshot.
     let config = ElectionConfig {
         snapshot_every: 10,
-        ..ElectionConfig::lan()
+        ..ElectionConfig::eager()
     };
     let mut c = Cluster::start(
         3,

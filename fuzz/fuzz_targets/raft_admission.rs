@@ -1,5 +1,5 @@
 //! Raft admission at the daemon's real bounds: any bytes, decoded as the Raft RPC a peer sends
-//! on `/chorus/raft/1`, go through `check_rpc` as if node 2 (a member) sent them to a node whose
+//! on `/chorus/raft/2`, go through `check_rpc` as if node 2 (a member) sent them to a node whose
 //! current term is the input's first eight bytes. Nothing panics, and what is admitted names
 //! node 2 as its sender, keeps every term within `MAX_TERM_STEP` of the current one and at
 //! most `MAX_TERM`, every log index at most `MAX_INDEX`, and a snapshot chunk within
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         term,
         members: [1, 2, 3].into(),
     };
-    let Ok(rpc) = serde_json::from_slice::<RaftRpc>(body) else {
+    let Ok(rpc) = RaftRpc::from_bytes(body) else {
         return;
     };
     if check_rpc(&local, 2, &rpc).is_err() {

@@ -66,9 +66,9 @@ pub struct Config {
     pub bootstrap: bool,
     /// Find peers on the local network with mDNS.
     pub mdns: bool,
-    /// Raft timing: `lan` (50 ms heartbeats, 150-300 ms election timeout: failover in about
-    /// half a second) or `wan` (500 ms, 1.5-3 s: round trips up to ~300 ms are not taken for
-    /// a dead leader).
+    /// Raft timing: `lan` (2 s heartbeats, 4-5 s election timeout: a dead daemon is replaced
+    /// in well under a second, a silently vanished machine in about 5 s) or `wan` (2 s, 6-8 s:
+    /// round trips up to ~700 ms are not taken for a dead leader).
     pub timing: Timing,
     /// How long the watcher waits after a change for the folder to settle before scanning.
     pub debounce_ms: u64,

@@ -1,12 +1,13 @@
 //! The address book and redial: every address learnt per peer (libp2p forgets one after a
 //! failed dial; the book does not), handed to the swarm again before a request to a peer that
 //! is not connected; explicit peers and members that are not connected are redialled with a
-//! backoff.
+//! backoff; a member whose last connection closed is reported gone when the next dial fails.
 
 use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
 
+use super::handle::Inbound;
 use super::task::Task;
 
 /// Longest wait between two dials of an explicit peer.
@@ -82,6 +83,26 @@ impl Task {
             let _ = self.swarm.dial(opts);
             *next = now + *backoff;
             *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// A member's last connection closed: it is dialled again at the next tick (within 250 ms),
+    /// and if that dial fails the node hears the member is gone ([`Inbound::Gone`]), so a
+    /// leader that died is replaced without waiting for its heartbeats to be missed.
+    pub(super) fn member_closed(&mut self, peer: PeerId) {
+        if !self.allowed.contains(&peer) || self.swarm.is_connected(&peer) {
+            return;
+        }
+        if self.book.get(&peer).is_some_and(|a| !a.is_empty()) {
+            self.lost.insert(peer);
+        }
+    }
+
+    /// A dial failed: a member lost a moment ago and still not connected is gone.
+    pub(super) fn dial_failed(&mut self, peer: PeerId) {
+        if self.lost.remove(&peer) && !self.swarm.is_connected(&peer) {
+            tracing::debug!(%peer, "a member's connection closed and a redial failed");
+            self.deliver(Inbound::Gone { peer });
         }
     }
 

@@ -29,7 +29,7 @@ use super::throttle::Throttle;
 
 const SYNC: StreamProtocol = StreamProtocol::new("/chorus/sync/1");
 const CHUNKS: StreamProtocol = StreamProtocol::new("/chorus/chunks/1");
-const RAFT: StreamProtocol = StreamProtocol::new("/chorus/raft/1");
+const RAFT: StreamProtocol = StreamProtocol::new("/chorus/raft/2");
 const JOIN: StreamProtocol = StreamProtocol::new("/chorus/join/1");
 /// A join request: an invite and a few addresses.
 const MAX_JOIN_FRAME: usize = 4 << 10;
@@ -188,6 +188,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
         throttle: Throttle::new(cfg.bandwidth_limit, Instant::now()),
         stats: stats.clone(),
         member_dials: HashMap::new(),
+        lost: HashSet::new(),
     };
     tokio::spawn(task.run(rx));
     Ok((

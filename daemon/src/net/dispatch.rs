@@ -84,7 +84,7 @@ impl Task {
                     tracing::debug!(%peer, "too many raft rpcs in flight; one was dropped");
                     return;
                 }
-                let rpc: RaftRpc = match serde_json::from_slice(&request) {
+                let rpc = match RaftRpc::from_bytes(&request) {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(%peer, "dropped a raft frame: {e}");
@@ -100,10 +100,7 @@ impl Task {
                     return;
                 }
                 self.replies.push(Box::pin(async move {
-                    let bytes = rx
-                        .await
-                        .ok()
-                        .and_then(|r: RaftReply| serde_json::to_vec(&r).ok());
+                    let bytes = rx.await.ok().and_then(|r: RaftReply| r.to_bytes().ok());
                     (channel, bytes)
                 }));
             }

@@ -82,6 +82,8 @@ pub enum Inbound {
         rpc: Box<RaftRpc>,
         reply: oneshot::Sender<RaftReply>,
     },
+    /// A member's last connection closed and a redial failed: it is gone (for now).
+    Gone { peer: PeerId },
 }
 
 /// What a [`NetHandle`] asks of the network task.
@@ -154,7 +156,7 @@ impl NetHandle {
         addrs: Vec<Multiaddr>,
         rpc: &RaftRpc,
     ) -> Result<RaftReply, TransportError> {
-        let request = serde_json::to_vec(rpc).map_err(|e| TransportError(e.to_string()))?;
+        let request = rpc.to_bytes().map_err(|e| TransportError(e.to_string()))?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Raft {
@@ -168,7 +170,7 @@ impl NetHandle {
             .await
             .map_err(|_| TransportError("the network task has stopped".into()))?
             .map_err(TransportError)?;
-        serde_json::from_slice(&bytes).map_err(|e| TransportError(format!("bad raft reply: {e}")))
+        RaftReply::from_bytes(&bytes).map_err(|e| TransportError(format!("bad raft reply: {e}")))
     }
 
     /// Presents an invite `code` (good at the member that issued it) and/or a `voucher` (good

@@ -2,7 +2,7 @@
 //! the share secret (`pnet`, which stops non-members before any handshake), Noise, yamux;
 //! identify and ping; mDNS on a LAN; request-response protocols with a length-prefixed codec
 //! bounded by the frame limits: `/chorus/sync/1` (the sync messages), `/chorus/chunks/1`
-//! (NeedChunks and Chunks, the bulky ones) and `/chorus/raft/1` (openraft RPCs as JSON).
+//! (NeedChunks and Chunks, the bulky ones) and `/chorus/raft/2` (openraft RPCs as postcard bytes).
 //!
 //! One task owns the Swarm ([`spawn`]); everything else talks to it through a [`NetHandle`]
 //! (commands, with oneshot replies where an answer is due) and receives what arrives as

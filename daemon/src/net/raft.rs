@@ -1,5 +1,5 @@
 //! chorus-election's [`Transport`] over the network task: an RPC to a member goes as a
-//! `/chorus/raft/1` request to its PeerId, dialled at its recorded addresses when needed.
+//! `/chorus/raft/2` request to its PeerId, dialled at its recorded addresses when needed.
 
 use chorus_election::network::BoxFuture;
 use chorus_election::{Member, NodeId, RaftReply, RaftRpc, Transport, TransportError};

@@ -78,6 +78,9 @@ pub(super) struct Task {
     /// Members not connected: when to dial them next, and the backoff. Every member is
     /// kept connected, so a joiner reaches the others before the node that let it in is gone.
     pub(super) member_dials: HashMap<PeerId, (Instant, Duration)>,
+    /// Members whose last connection closed and that were not reached since: a failed dial
+    /// to one is reported to the node as [`Inbound::Gone`].
+    pub(super) lost: HashSet<PeerId>,
 }
 
 impl Task {
@@ -222,14 +225,26 @@ impl Task {
                 });
             }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                self.lost.remove(&peer_id);
                 self.admit_connection(peer_id);
                 self.redial_connected(peer_id);
                 self.seen(peer_id);
             }
-            SwarmEvent::ConnectionClosed { peer_id, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
                 self.seen(peer_id);
                 self.redial_closed(peer_id);
+                if num_established == 0 {
+                    self.member_closed(peer_id);
+                }
             }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                ..
+            } => self.dial_failed(peer),
             _ => {}
         }
     }

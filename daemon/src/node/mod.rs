@@ -280,6 +280,14 @@ pub async fn run(
                         }
                     });
                 }
+                // If it led, the followers campaign now rather than after the heartbeat timeout.
+                Some(Inbound::Gone { peer }) => {
+                    let id = node_id_of(&peer.to_bytes());
+                    if election.view().leader == Some(id) {
+                        tracing::info!(%peer, "the leader's connection closed and it cannot be dialled; electing another");
+                        election.leader_lost(id);
+                    }
+                }
                 None => return Err(NodeError::Net(net::NetError::Stopped)),
             },
             Ok(()) = raft_changes.changed() => follow(&mut feed, &mut members_seen),

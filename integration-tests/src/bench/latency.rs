@@ -66,6 +66,9 @@ pub fn latency(ctx: &Ctx, results: &mut Results) -> Result<(), String> {
     Ok(())
 }
 
+/// How long a group is watched idle, its traffic counted.
+const IDLE_WINDOW: Duration = Duration::from_secs(30);
+
 struct LatencyRun {
     samples: Vec<f64>,
     idle_rss: u64,
@@ -99,9 +102,11 @@ fn latency_session(tool: &dyn Tool, dir: &Path, edits: usize) -> Result<LatencyR
         session.settle();
         std::thread::sleep(Duration::from_secs(1));
         let idle_rss = session.rss_now().into_iter().max().unwrap_or(0);
+        // Long enough to hold several of the slowest heartbeats (chorus: one a follower every
+        // 1.5 s) and libp2p's pings (every 15 s), so the rate is not an accident of the window.
         let before = counters.read()?;
-        std::thread::sleep(Duration::from_secs(3));
-        let idle_bps = nft::total(&before, &counters.read()?) as f64 / 3.0;
+        std::thread::sleep(IDLE_WINDOW);
+        let idle_bps = nft::total(&before, &counters.read()?) as f64 / IDLE_WINDOW.as_secs_f64();
         let mut samples = Vec::new();
         for k in 0..edits {
             let line = format!("edit {k}: one line appended on node 1\n");

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# How long a group is without a leader when the leader goes: three daemons formed the
+# README's way (init, invite, join twice, run) on this machine; ROUNDS times, the leader is
+# killed with SIGKILL (MODE kill: its connections close, as when a daemon dies) or frozen with
+# SIGSTOP (MODE freeze: nothing closes, as when a machine vanishes), and the others'
+# `chorus status --json` polled until one says it leads. Prints each round's time from the
+# signal to the new leader, then the median and the largest. Not part of the test command.
+#
+#   ./scripts/failover.sh [CHORUS_BINARY] [ROUNDS] [MODE]   (default target/release/chorus, 5, kill)
+set -euo pipefail
+bin=$(realpath "${1:-target/release/chorus}")
+rounds=${2:-5}
+mode=${3:-kill}
+dir=$(mktemp -d)
+declare -A pid
+cleanup() {
+  for p in "${pid[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+export RUST_LOG=warn CHORUS_LOG=warn
+
+start() { # start NAME: runs the daemon of share NAME and waits for its socket
+  "$bin" run "$dir/$1" >>"$dir/$1.log" 2>&1 &
+  pid[$1]=$!
+  for _ in $(seq 1 100); do
+    "$bin" status --folder "$dir/$1" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "the daemon of $1 did not start" >&2
+  exit 1
+}
+role() { "$bin" status --json --folder "$dir/$1" 2>/dev/null | grep -o '"role": *"[a-z]*"' | grep -o '[a-z]*"$' | tr -d '"'; }
+
+"$bin" init "$dir/a" >/dev/null 2>&1
+start a
+for n in b c; do
+  token=$("$bin" invite --folder "$dir/a" 2>/dev/null | grep -o 'chorus1[A-Za-z0-9]*' | head -n 1)
+  "$bin" join "$token" "$dir/$n" >/dev/null 2>&1
+  start "$n"
+done
+
+times=()
+for r in $(seq 1 "$rounds"); do
+  # Three voters, one leader, everything settled.
+  for _ in $(seq 1 300); do
+    leaders=0; followers=0
+    for n in a b c; do
+      case "$(role $n)" in leader) leaders=$((leaders + 1)); lead=$n ;; follower) followers=$((followers + 1)) ;; esac
+    done
+    [ "$leaders" = 1 ] && [ "$followers" = 2 ] && break
+    sleep 0.2
+  done
+  [ "$leaders" = 1 ] && [ "$followers" = 2 ] || { echo "round $r: no settled group" >&2; exit 1; }
+  sleep 3
+  t0=$(date +%s%N)
+  if [ "$mode" = freeze ]; then kill -STOP "${pid[$lead]}"; else kill -9 "${pid[$lead]}"; fi
+  new=""
+  while [ -z "$new" ]; do
+    for n in a b c; do
+      [ "$n" = "$lead" ] && continue
+      [ "$(role $n)" = leader ] && new=$n
+    done
+    [ $(( ($(date +%s%N) - t0) / 1000000 )) -gt 60000 ] && { echo "round $r: no new leader in 60 s" >&2; exit 1; }
+  done
+  ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  echo "round $r: leader $lead ${mode}, $new leads after $ms ms"
+  times+=("$ms")
+  if [ "$mode" = freeze ]; then
+    kill -CONT "${pid[$lead]}"
+  else
+    wait "${pid[$lead]}" 2>/dev/null || true
+    start "$lead"
+  fi
+done
+sorted=$(printf '%s\n' "${times[@]}" | sort -n)
+median=$(echo "$sorted" | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')
+echo "median ${median} ms, largest $(echo "$sorted" | tail -n 1) ms over $rounds rounds"
