@@ -2,11 +2,20 @@
 //! folders, a network the test steps and a scripted Raft log, so protocol tests, hostile-peer
 //! tests and simulations drive the very code the daemon runs, sans IO. The product compiles
 //! without it.
+//!
+//! - `world.rs`: the [`World`], its network and the [`Log`];
+//! - `hand.rs`: what a test does by hand (one message at a time, a deaf node, one node's timer,
+//!   a member the test speaks for);
+//! - `text.rs`: text shares ([`letters`], a file's text, a one-file tree);
+//! - `folder.rs`: the [`MemFolder`].
 
 mod folder;
+mod hand;
+mod text;
 mod world;
 
 pub use folder::MemFolder;
+pub use text::letters;
 pub use world::{Envelope, Log, ScriptedLog, World, WorldNode};
 
 /// Random-looking bytes (a xorshift stream), incompressible like most real payloads; the same

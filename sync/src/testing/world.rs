@@ -6,6 +6,9 @@
 //!
 //! The log is scripted by default ([`ScriptedLog`]: a proposal commits when the test says so,
 //! numbered as chorus-election numbers it); a simulation can plug in real Raft instead.
+//!
+//! What a test does by hand beyond this (one message at a time, a deaf node, a node's own
+//! timer, a member the test speaks for) is in `hand.rs`; reading text shares in `text.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -81,6 +84,19 @@ impl Log for ScriptedLog {
     }
 }
 
+impl ScriptedLog {
+    /// The proposals not committed yet, oldest first.
+    pub fn pending(&self) -> &[Proposal] {
+        &self.pending
+    }
+
+    /// Appends `h` as committed although nobody proposed it (as a hostile leader could commit
+    /// a header); later commits are numbered after it.
+    pub fn append(&mut self, h: AcceptedHeader) {
+        self.log.push(h);
+    }
+}
+
 /// One node of the world.
 pub struct WorldNode {
     pub replica: Replica<MemFolder>,
@@ -99,8 +115,14 @@ pub struct World<L: Log = ScriptedLog> {
     pub now: u64,
     /// Nodes cut off: what they send or are sent is lost, commits wait until they heal.
     cut: BTreeSet<NodeId>,
-    /// Commits a cut node has not heard of yet.
+    /// Deaf nodes: what they are sent is lost, commits wait, what they send arrives.
+    pub(super) deaf: BTreeSet<NodeId>,
+    /// Commits a cut or deaf node has not heard of yet.
     missed: BTreeMap<NodeId, Vec<AcceptedHeader>>,
+    /// How far each node's clock runs ahead of `now` (its own timer fired alone).
+    pub(super) skew: BTreeMap<NodeId, u64>,
+    /// Members without a replica that the test speaks for: what they are sent, kept.
+    pub(super) puppets: BTreeMap<NodeId, Vec<Envelope>>,
 }
 
 impl World<ScriptedLog> {
@@ -132,7 +154,10 @@ impl<L: Log> World<L> {
             cfg,
             now: 1,
             cut: BTreeSet::new(),
+            deaf: BTreeSet::new(),
             missed: BTreeMap::new(),
+            skew: BTreeMap::new(),
+            puppets: BTreeMap::new(),
         };
         for &id in ids {
             let chunks = Arc::new(MemStore::new());
@@ -181,11 +206,17 @@ impl<L: Log> World<L> {
         self.node(id).folder()
     }
 
+    /// The clock node `id` is fed for its next event: the world's, one millisecond on, plus
+    /// how far the node's own runs ahead.
+    pub(super) fn clock(&mut self, id: NodeId) -> u64 {
+        self.now += 1;
+        self.now + self.skew.get(&id).copied().unwrap_or(0)
+    }
+
     /// Feeds node `id` an event; what it sends goes on the network, what it proposes to the
     /// log.
     pub fn feed(&mut self, id: NodeId, event: Event) {
-        self.now += 1;
-        let now = self.now;
+        let now = self.clock(id);
         let out = self
             .node_mut(id)
             .handle(now, event)
@@ -193,11 +224,14 @@ impl<L: Log> World<L> {
         self.out(id, out);
     }
 
-    fn out(&mut self, id: NodeId, actions: Vec<Action>) {
+    pub(super) fn out(&mut self, id: NodeId, actions: Vec<Action>) {
         for a in actions {
             match a {
                 Action::Send { to, message } => {
-                    if !self.cut.contains(&id) && !self.cut.contains(&to) {
+                    if !self.cut.contains(&id)
+                        && !self.cut.contains(&to)
+                        && !self.deaf.contains(&to)
+                    {
                         self.net.push_back(Envelope {
                             from: id,
                             to,
@@ -225,8 +259,7 @@ impl<L: Log> World<L> {
 
     /// Node `id` scans its folder.
     pub fn scan(&mut self, id: NodeId) {
-        self.now += 1;
-        let now = self.now;
+        let now = self.clock(id);
         let out = self.node_mut(id).scan(now).expect("the scan is handled");
         self.out(id, out);
     }
@@ -237,8 +270,7 @@ impl<L: Log> World<L> {
         id: NodeId,
         f: impl FnOnce(&mut Replica<MemFolder>, u64) -> Result<(T, Vec<Action>), crate::Refusal>,
     ) -> Result<T, crate::Refusal> {
-        self.now += 1;
-        let now = self.now;
+        let now = self.clock(id);
         let result = f(self.node_mut(id), now);
         let pending = self.node_mut(id).take_outbox();
         self.out(id, pending);
@@ -247,12 +279,15 @@ impl<L: Log> World<L> {
         Ok(answer)
     }
 
-    /// Delivers the oldest message in flight; false when there is none.
+    /// Delivers the oldest message in flight (to a puppet's mailbox if it goes to one); false
+    /// when there is none.
     pub fn deliver_one(&mut self) -> bool {
         let Some(e) = self.net.pop_front() else {
             return false;
         };
-        if self.nodes.contains_key(&e.to) {
+        if let Some(mail) = self.puppets.get_mut(&e.to) {
+            mail.push(e);
+        } else if self.nodes.contains_key(&e.to) {
             self.feed(
                 e.to,
                 Event::Message {
@@ -280,17 +315,20 @@ impl<L: Log> World<L> {
         );
     }
 
-    /// Commits what was proposed, and every node that is not cut off hears of it.
+    /// Commits what was proposed, and every node that is neither cut off nor deaf hears of it
+    /// (after the commits it missed while deaf).
     pub fn commit(&mut self) -> usize {
         let headers = self.log.commit(&self.cluster.ranks);
         let n = headers.len();
         if n > 0 {
             let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
             for id in ids {
-                if self.cut.contains(&id) {
+                if self.cut.contains(&id) || self.deaf.contains(&id) {
                     self.missed.entry(id).or_default().extend(headers.clone());
                 } else {
-                    self.feed(id, Event::Committed(headers.clone()));
+                    let mut heard = self.missed.remove(&id).unwrap_or_default();
+                    heard.extend(headers.clone());
+                    self.feed(id, Event::Committed(heard));
                 }
             }
         }
@@ -302,7 +340,7 @@ impl<L: Log> World<L> {
         self.now += ms;
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
-            let now = self.now;
+            let now = self.now + self.skew.get(&id).copied().unwrap_or(0);
             let out = self.node_mut(id).tick(now).expect("the tick is handled");
             self.out(id, out);
         }
@@ -340,9 +378,12 @@ impl<L: Log> World<L> {
         self.net.retain(|e| e.from != id && e.to != id);
     }
 
-    /// Brings node `id` back: it hears the commits it missed.
+    /// Brings node `id` back: it hears the commits it missed (unless it is deaf still).
     pub fn heal(&mut self, id: NodeId) {
         self.cut.remove(&id);
+        if self.deaf.contains(&id) {
+            return;
+        }
         if let Some(missed) = self.missed.remove(&id) {
             self.feed(id, Event::Committed(missed));
         }

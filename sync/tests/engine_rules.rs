@@ -1,0 +1,371 @@
+//! Rules of the engine that the worked example does not reach, sans IO through the test
+//! World (replicas on in-memory folders, so the folder's never-overwrite rule runs too): a
+//! materialization that meets local edits never overwrites them nor rebases them onto the new
+//! version (they are pushed on the old base and merged by the leader); a retried push that was
+//! already merged is answered without merging it twice; a push whose predecessor's answer was
+//! lost is merged on that predecessor, not against it, and going back to a tree it pushed
+//! before is a change, not a retry; a message from a non-member is ignored.
+
+use std::collections::BTreeSet;
+
+use chorus_chunking::{ChunkId, ChunkStore, ChunkerParams, TreeManifest};
+use chorus_merge::ModeRules;
+use chorus_proto::Body;
+use chorus_proto::header::NodeId;
+use chorus_proto::message::Message;
+use chorus_sync::EngineConfig;
+use chorus_sync::testing::{Envelope, Log, World, letters};
+
+const A: NodeId = 1;
+const B: NodeId = 2;
+/// The share's one file.
+const DOC: &str = "doc";
+
+/// A and B (A leads) on the single-document share, one chunk per letter.
+fn world() -> World {
+    World::new(&[A, B], letters())
+}
+
+/// The user of `id` saves `text`, and the node scans; returns the tree its folder holds.
+fn edit(w: &mut World, id: NodeId, text: &str) -> TreeManifest {
+    w.edit(id, DOC, text.as_bytes());
+    w.tree(id)
+}
+
+/// A message to deliver by hand.
+fn envelope(from: NodeId, to: NodeId, body: Body) -> Envelope {
+    Envelope {
+        from,
+        to,
+        message: Message::parse(body).expect("a well-formed message"),
+    }
+}
+
+#[test]
+fn local_edits_met_by_a_materialization_are_pushed_on_the_old_base() {
+    let mut w = world();
+    let b0 = edit(&mut w, A, "AaBb");
+    w.quiesce();
+    assert_eq!(w.text(B, DOC), "AaBb");
+    assert_eq!(w.node(B).engine().adopted().0, b0.version_id());
+
+    // A commits AaBbXx; B is asked to materialize it, but holds it unwritten (paused), and
+    // B's folder changes meanwhile.
+    w.node_mut(B).pause();
+    edit(&mut w, A, "AaBbXx");
+    w.quiesce();
+    let held = w.node(B).held().expect("a version waits to be written");
+    assert_eq!(
+        held.version,
+        w.node(A).engine().head().0,
+        "B was asked to materialize the new version"
+    );
+    assert_eq!(
+        w.node(B).engine().adopted().0,
+        b0.version_id(),
+        "nothing is adopted before the folder holds it"
+    );
+    // B's user edits; at resume the replica rescans before writing, finds B's edit, writes
+    // nothing and reports it.
+    w.edit(B, DOC, b"YyAaBb");
+    w.request(B, |r, now| r.resume(now, false))
+        .expect("resumed");
+    assert_eq!(w.text(B, DOC), "YyAaBb", "the edit is not overwritten");
+    let push = match w
+        .net
+        .front()
+        .map(|e| (e.from, e.to, e.message.clone().into_body()))
+    {
+        Some((B, A, Body::Push(p))) => p,
+        Some((f, t, body)) => panic!("expected B's push, got {} {f} -> {t}", body.name()),
+        None => panic!("expected B's push, nothing is in flight"),
+    };
+    let base =
+        chorus_chunking::VersionId::from_proto(push.delta.as_ref().unwrap().base.as_ref().unwrap())
+            .unwrap();
+    assert_eq!(base, b0.version_id(), "pushed on the base it was made on");
+    w.quiesce();
+    assert_eq!(w.text(A, DOC), "YyAaBbXx");
+    assert_eq!(w.text(B, DOC), "YyAaBbXx", "both edits survive");
+    assert_eq!(w.node(A).engine().adopted(), w.node(B).engine().adopted());
+}
+
+#[test]
+fn a_retried_push_is_not_merged_twice() {
+    let mut w = world();
+    edit(&mut w, A, "AaBb");
+    w.quiesce();
+    edit(&mut w, A, "AaBbXx");
+    edit(&mut w, B, "AaBbYy");
+    // B's push is duplicated on the wire (a retry crossing the answer).
+    let dup = w.net.iter().find(|e| e.from == B).cloned().unwrap();
+    w.net.push_back(dup.clone());
+    w.quiesce();
+    let t = w.text(A, DOC);
+    assert_eq!(t.matches("Yy").count(), 1, "B's change is in once: {t}");
+    assert_eq!(t.matches("Xx").count(), 1, "A's change is in once: {t}");
+    assert_eq!(w.text(B, DOC), t);
+    // The same push again, long after it was committed: answered from the log, not merged
+    // and committed a second time.
+    let headers = w.log.headers().len();
+    w.net.push_back(dup);
+    w.quiesce();
+    assert_eq!(
+        w.log.headers().len(),
+        headers,
+        "no new header for a push already in"
+    );
+    assert_eq!(w.text(A, DOC), t);
+    assert_eq!(w.text(B, DOC), t);
+}
+
+#[test]
+fn messages_from_non_members_are_ignored() {
+    let mut w = world();
+    edit(&mut w, A, "AaBb");
+    w.quiesce();
+    let before = w.node(A).engine().head();
+    let stranger = w.one_file(B, DOC, b"evil");
+    let delta = chorus_chunking::delta::encode(
+        &TreeManifest::empty(),
+        &stranger,
+        &*w.nodes[&B].chunks,
+        &Default::default(),
+    )
+    .unwrap()
+    .0;
+    w.deliver(envelope(
+        99,
+        A,
+        Body::Push(chorus_proto::Push {
+            number: Some(chorus_proto::VersionNumber { major: 9, minor: 9 }),
+            delta: Some(delta),
+            pushed_before: Vec::new(),
+            displaced: Vec::new(),
+        }),
+    ));
+    assert!(w.net.is_empty() && w.log.pending().is_empty());
+    assert_eq!(w.node(A).engine().head(), before);
+    assert!(
+        w.node(A)
+            .engine()
+            .manifest(&stranger.version_id())
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A NeedChunks message and the set of chunks it asks for.
+fn need_chunks(body: Body) -> (chorus_proto::NeedChunks, BTreeSet<ChunkId>) {
+    let Body::NeedChunks(need) = body else {
+        panic!("expected NeedChunks, got {}", body.name())
+    };
+    let ids = need
+        .ids
+        .iter()
+        .map(|i| ChunkId::from_proto(i).unwrap())
+        .collect();
+    (need, ids)
+}
+
+#[test]
+fn an_empty_node_catches_up_chunk_by_chunk_and_resumes_without_resending() {
+    // Small literal budget and frames: most chunks travel as NeedChunks answers, in many frames.
+    let mut cfg = EngineConfig::new(ModeRules::new(false), ChunkerParams::default());
+    cfg.encode.literal_budget = 64 << 10;
+    cfg.limits.max_frame = 256 << 10;
+    let mut w = World::new(&[A, B], cfg);
+    for i in 0..24u64 {
+        let bytes = chorus_sync::testing::noise(i, 100_000);
+        w.node_mut(A)
+            .folder_mut()
+            .write_file(&format!("f{i:02}"), &bytes);
+    }
+    w.scan(A);
+    let tree = w.tree(A);
+
+    // The offer names most chunks without carrying them; B asks for exactly those.
+    let offer = w.take(A, B);
+    assert!(matches!(offer, Message::Offer { .. }));
+    w.deliver(Envelope {
+        from: A,
+        to: B,
+        message: offer,
+    });
+    let (need, asked_first) = need_chunks(w.take(B, A).into_body());
+    assert!(asked_first.len() > 10, "{} chunks asked", asked_first.len());
+    w.deliver(envelope(B, A, Body::NeedChunks(need)));
+    let answers: Vec<Envelope> = w.take_sent();
+    assert!(
+        answers.len() > 3,
+        "the chunks travel in several bounded frames"
+    );
+    // The connection drops after half of them.
+    let half = answers.len() / 2;
+    let mut received = BTreeSet::new();
+    for e in answers.into_iter().take(half) {
+        if let Message::Chunks(c) = &e.message {
+            received.extend(
+                c.chunks
+                    .iter()
+                    .map(|d| ChunkId::from_proto(d.id.as_ref().unwrap()).unwrap()),
+            );
+        }
+        w.deliver(e);
+    }
+    assert!(
+        w.net.is_empty(),
+        "B waits for the rest without asking again"
+    );
+
+    // A offers again (its retry timer), leanly: no literals, which may still be on their way
+    // over a slow link. B asks for every chunk it lacks, and none that arrived.
+    w.tick_one(A, 60_000);
+    let offer = w.take(A, B);
+    w.deliver(Envelope {
+        from: A,
+        to: B,
+        message: offer,
+    });
+    let (need, asked) = need_chunks(w.take(B, A).into_body());
+    assert!(
+        asked.is_disjoint(&received),
+        "nothing that arrived is asked twice"
+    );
+    assert!(
+        asked_first
+            .difference(&received)
+            .all(|id| asked.contains(id)),
+        "what never arrived is asked again"
+    );
+    w.net.push_back(envelope(B, A, Body::NeedChunks(need)));
+    w.quiesce();
+    assert_eq!(w.tree(B), tree, "B holds everything");
+    assert_eq!(w.node(A).engine().adopted(), w.node(B).engine().adopted());
+}
+
+#[test]
+fn a_large_displaced_hunk_travels_as_the_losers_file_and_stays_loadable() {
+    let cfg = EngineConfig::new(ModeRules::new(false), ChunkerParams::default());
+    let mut w = World::new(&[A, B], cfg);
+    w.edit(A, DOC, b"head\nx\ntail\n");
+    w.quiesce();
+    // Both replace the middle line with 100 KB of their own: a conflict in lines mode.
+    let big = |who: &str| {
+        let body: String = (0..2000)
+            .map(|i| format!("{who} line {i:05} of a long rewrite\n"))
+            .collect();
+        format!("head\n{body}tail\n")
+    };
+    let (mine, theirs) = (big("alice"), big("bob"));
+    w.edit(A, DOC, mine.as_bytes());
+    w.edit(B, DOC, theirs.as_bytes());
+    w.quiesce();
+    let merged = w.text(A, DOC);
+    assert_eq!(merged, w.text(B, DOC));
+    assert_eq!(
+        merged, theirs,
+        "the higher number (B's 2.1) wins the conflict"
+    );
+    for h in w.log.headers() {
+        assert!(
+            h.redo.len() < 8 << 10,
+            "a header carries {} redo bytes",
+            h.redo.len()
+        );
+    }
+    // The displaced rewrite is on B's redo stack too, as A's file by its chunks.
+    let redo = w.node(B).engine().redo().unwrap();
+    let displaced = redo
+        .iter()
+        .find_map(|r| match &r.entry.what {
+            chorus_merge::Displaced::Whole {
+                content: chorus_merge::redo::WholeContent::File { manifest, .. },
+                ..
+            } => Some(manifest.clone()),
+            _ => None,
+        })
+        .expect("a whole-file redo entry");
+    let bytes: Vec<u8> = displaced
+        .chunks
+        .iter()
+        .flat_map(|c| w.nodes[&A].chunks.get(&c.id).unwrap().unwrap())
+        .collect();
+    assert_eq!(
+        String::from_utf8(bytes).unwrap(),
+        mine,
+        "nothing displaced is lost"
+    );
+}
+
+#[test]
+fn a_change_back_to_an_earlier_tree_is_a_new_version_not_a_retry() {
+    // An undo or a restore pushes a tree that history already holds; it must be accepted
+    // again, not answered as if it were a retry of the push that first brought it.
+    let mut w = world();
+    edit(&mut w, B, "AaBb");
+    w.quiesce();
+    edit(&mut w, B, "AaBbCc");
+    w.quiesce();
+    let headers = w.log.headers().len();
+    edit(&mut w, B, "AaBb");
+    w.quiesce();
+    assert_eq!(
+        w.log.headers().len(),
+        headers + 1,
+        "going back is a new version"
+    );
+    assert_eq!(w.text(A, DOC), "AaBb");
+    assert_eq!(w.text(B, DOC), "AaBb");
+    edit(&mut w, B, "AaBbCc");
+    w.quiesce();
+    assert_eq!(
+        w.log.headers().len(),
+        headers + 2,
+        "and so is going forward again"
+    );
+    assert_eq!(w.text(A, DOC), "AaBbCc");
+}
+
+#[test]
+fn a_save_pushed_before_the_answer_to_the_previous_push_keeps_that_save() {
+    // B's push is merged and committed, but B hears neither the answer nor the commit (it was
+    // restarting, or the link dropped them). Its next save is pushed on the base it still
+    // has; the leader must not take the earlier push's changes for a rival of the newer save.
+    let mut w = world();
+    edit(&mut w, A, "AaBb");
+    w.quiesce();
+    edit(&mut w, B, "AaBbXx");
+    w.deafen(B);
+    w.quiesce();
+    w.hear(B);
+    assert_eq!(w.text(A, DOC), "AaBbXx");
+    edit(&mut w, A, "ZzAaBbXx"); // and the others go on editing
+    edit(&mut w, B, "AaBbXxYy");
+    w.tick_one(B, 600_000); // B's retry timer fires
+    w.quiesce(); // B hears the commits it missed, then the rest
+    assert_eq!(w.text(A, DOC), "ZzAaBbXxYy");
+    assert_eq!(w.text(B, DOC), "ZzAaBbXxYy");
+}
+
+#[test]
+fn going_back_after_lost_answers_is_a_change_not_a_retry() {
+    // B saves T1, then T2, and both are taken while B hears nothing; then B's user goes back to
+    // T1. History holds T1 already, but this push comes after T2: it is a change, not a retry.
+    let mut w = world();
+    edit(&mut w, A, "AaBb");
+    w.quiesce();
+    edit(&mut w, B, "AaBbXx");
+    w.deafen(B);
+    w.quiesce();
+    edit(&mut w, B, "AaBbXxYy");
+    w.tick_one(B, 600_000);
+    w.quiesce();
+    w.hear(B);
+    assert_eq!(w.text(A, DOC), "AaBbXxYy");
+    edit(&mut w, B, "AaBbXx");
+    w.tick_one(B, 600_000);
+    w.quiesce();
+    assert_eq!(w.text(A, DOC), "AaBbXx", "going back is kept");
+    assert_eq!(w.text(B, DOC), "AaBbXx");
+}
