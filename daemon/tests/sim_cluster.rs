@@ -1,8 +1,12 @@
-//! Sync engines over a simulated network, with real Raft (chorus-election over its in-memory
-//! transport): every node edits at random while messages are dropped, delayed (so reordered),
-//! a node is partitioned away and another crashes and restarts from its stores. After healing,
-//! every node must hold the same tree and head number, and every edit ever made must be in the
-//! final tree (once), in an accepted version of history, or in a redo entry.
+//! Replicas (the engine and the folder layer the daemon runs, on in-memory stores and
+//! folders) over a simulated network, with real Raft (chorus-election over its in-memory
+//! transport) bridged by the daemon's own [`RaftFeed`]: every node edits at random while
+//! messages are dropped, delayed (so reordered), a node is partitioned away and another crashes
+//! and restarts from its stores. An edit lands on disk first and is scanned a moment later, as
+//! the watcher's debounce does, so versions are written into folders that changed since their
+//! scan and the folder's never-overwrite rule is exercised. After healing, every node must hold
+//! the same tree and head number, and every edit ever made must be in the final tree (once), in
+//! an accepted version of history, or in a redo entry.
 //!
 //! Each run prints its seed; rerun one with `CHORUS_SEED=<seed>`. `CHORUS_SIM_SEEDS=<n>` runs
 //! n fresh seeds (default 200), `CHORUS_SIM_PARALLEL=<k>` k clusters at a time (default 16:
@@ -10,347 +14,23 @@
 //! seed; thread scheduling and Raft's timers add real-time interleaving, so a failing seed
 //! reproduces the same faults and edits, not always the same interleaving.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+mod sim;
+
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_chunking::chunker::chunk_bytes;
-use chorus_chunking::{
-    ChunkStore, ChunkerParams, Entry, FileManifest, MemStore, RelPath, TreeManifest, VersionId,
-};
+use chorus_chunking::{ChunkStore, MemStore};
+use chorus_election::ElectionConfig;
 use chorus_election::memnet::LinkFaults;
 use chorus_election::testing::Cluster;
-use chorus_election::types::Request;
-use chorus_election::{ElectionConfig, NodeId, Proposal, Role};
-use chorus_merge::ModeRules;
-use chorus_proto::Body;
-use chorus_proto::message::Message;
-use chorus_sync::{Action, ClusterInfo, Engine, EngineConfig, Event, SyncStore};
+use chorus_sync::testing::MemFolder;
+use chorus_sync::{RaftFeed, SyncStore};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
-const NODES: u64 = 3;
-const FILES: usize = 3;
-
-/// One node of the simulation: its engine (None while crashed), its stores, its folder.
-struct Sim {
-    engine: Option<Engine>,
-    stores: Option<(SyncStore, Arc<dyn ChunkStore>)>,
-    chunks: Arc<MemStore>,
-    folder: TreeManifest,
-    info: Option<ClusterInfo>,
-    fed_major: u64,
-    confirmed_term: Option<u64>,
-    next_tick: u64,
-}
-
-struct Msg {
-    at: u64,
-    from: NodeId,
-    to: NodeId,
-    body: Body,
-}
-
-/// The sync messages' network: seeded drops and delays, partitions.
-struct Router {
-    rng: StdRng,
-    queue: VecDeque<Msg>,
-    drop: f64,
-    groups: Vec<BTreeSet<NodeId>>,
-}
-
-impl Router {
-    fn separated(&self, a: NodeId, b: NodeId) -> bool {
-        let g = |n| self.groups.iter().position(|g| g.contains(&n));
-        !self.groups.is_empty() && g(a) != g(b)
-    }
-
-    fn send(&mut self, now: u64, from: NodeId, to: NodeId, body: Body) {
-        if self.separated(from, to) || self.rng.gen_bool(self.drop) {
-            return;
-        }
-        let at = now + self.rng.gen_range(0..25);
-        self.queue.push_back(Msg { at, from, to, body });
-    }
-
-    fn due(&mut self, now: u64) -> Vec<Msg> {
-        let (due, later): (Vec<Msg>, Vec<Msg>) = self.queue.drain(..).partition(|m| m.at <= now);
-        self.queue = later.into();
-        due
-    }
-}
-
-fn engine_config() -> EngineConfig {
-    let mut cfg = EngineConfig::new(ModeRules::new(false), ChunkerParams::default());
-    cfg.push_retry_ms = 400;
-    cfg.offer_retry_ms = 200;
-    cfg.propose_retry_ms = 600;
-    cfg.want_retry_ms = 200;
-    cfg
-}
-
-fn text_tree(files: &BTreeMap<String, String>, store: &dyn ChunkStore) -> TreeManifest {
-    TreeManifest::from_entries(files.iter().map(|(path, text)| {
-        let manifest: FileManifest = chunk_bytes(text.as_bytes(), ChunkerParams::default());
-        let mut pos = 0usize;
-        for c in &manifest.chunks {
-            let piece = &text.as_bytes()[pos..pos + c.len as usize];
-            store.put(&c.id, piece).unwrap();
-            pos += c.len as usize;
-        }
-        (
-            RelPath::new(path.clone()).unwrap(),
-            Entry::File {
-                mode: chorus_chunking::Mode::FILE,
-                manifest,
-            },
-        )
-    }))
-    .unwrap()
-}
-
-fn files_of(tree: &TreeManifest, store: &dyn ChunkStore) -> BTreeMap<String, String> {
-    tree.iter()
-        .filter_map(|(p, e)| {
-            let m = e.manifest()?;
-            let mut bytes = Vec::new();
-            for c in &m.chunks {
-                bytes.extend(store.get(&c.id).unwrap().expect("chunk of a held version"));
-            }
-            Some((p.as_str().to_owned(), String::from_utf8(bytes).unwrap()))
-        })
-        .collect()
-}
-
-struct Run {
-    seed: u64,
-    rng: StdRng,
-    cluster: Cluster,
-    sims: BTreeMap<NodeId, Sim>,
-    router: Router,
-    start: Instant,
-    proposals: mpsc::UnboundedSender<(NodeId, VersionId, bool)>,
-    results: mpsc::UnboundedReceiver<(NodeId, VersionId, bool)>,
-    tokens: Vec<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Run {
-    fn now(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64 + 1
-    }
-
-    fn feed(&mut self, id: NodeId, event: Event) {
-        let now = self.now();
-        let sim = self.sims.get_mut(&id).unwrap();
-        let Some(engine) = sim.engine.as_mut() else {
-            return;
-        };
-        let actions = engine
-            .handle(now, event)
-            .unwrap_or_else(|e| panic!("seed {}: node {id}: {e}", self.seed));
-        let mut proposals = Vec::new();
-        let mut written = Vec::new();
-        for a in actions {
-            match a {
-                Action::Send { to, message } => self.router.send(now, id, to, message.into_body()),
-                Action::Materialize { version, tree } => {
-                    sim.folder = tree;
-                    written.push(version);
-                }
-                Action::Propose(p) => proposals.push(p),
-            }
-        }
-        for p in proposals {
-            self.propose(id, p);
-        }
-        for version in written {
-            self.feed(id, Event::Materialized { version });
-        }
-    }
-
-    fn propose(&self, id: NodeId, p: Proposal) {
-        if !self.cluster.running().contains(&id) {
-            return;
-        }
-        let raft = self.cluster.node(id).raft().clone();
-        let tx = self.proposals.clone();
-        let version = p.version;
-        tokio::spawn(async move {
-            let r = tokio::time::timeout(
-                Duration::from_secs(2),
-                raft.client_write(Request::Accept(p)),
-            )
-            .await;
-            let _ = tx.send((id, version, matches!(r, Ok(Ok(_)))));
-        });
-    }
-
-    /// One round: cluster views, headers, leadership, ticks, deliveries, proposal results.
-    async fn step(&mut self) {
-        for id in self.cluster.running() {
-            if self.sims[&id].engine.is_none() {
-                continue;
-            }
-            let node = self.cluster.node(id);
-            let view = node.view();
-            let info = ClusterInfo {
-                leader: view.leader,
-                voters: view.voters.clone(),
-                learners: view.learners.clone(),
-                ranks: node.ranks(),
-                peer_ids: node
-                    .members()
-                    .into_iter()
-                    .map(|(id, m)| (id, m.peer_id))
-                    .collect(),
-            };
-            if self.sims[&id].info.as_ref() != Some(&info) {
-                self.sims.get_mut(&id).unwrap().info = Some(info.clone());
-                self.feed(id, Event::Cluster(info));
-            }
-            self.feed_headers(id);
-            if view.role == Role::Leader && self.sims[&id].confirmed_term != Some(view.term) {
-                let read = tokio::time::timeout(
-                    Duration::from_millis(300),
-                    self.cluster.node(id).read_head(),
-                )
-                .await;
-                if matches!(read, Ok(Ok(_))) {
-                    self.feed_headers(id);
-                    self.sims.get_mut(&id).unwrap().confirmed_term = Some(view.term);
-                    self.feed(id, Event::LeaderConfirmed);
-                }
-            }
-            let now = self.now();
-            if now >= self.sims[&id].next_tick {
-                self.sims.get_mut(&id).unwrap().next_tick = now + 20;
-                self.feed(id, Event::Tick);
-            }
-        }
-        let now = self.now();
-        for m in self.router.due(now) {
-            if self.sims[&m.to].engine.is_some() {
-                self.feed(
-                    m.to,
-                    Event::Message {
-                        from: m.from,
-                        message: Message::parse(m.body).expect("a well-formed message"),
-                    },
-                );
-            }
-        }
-        while let Ok((id, version, ok)) = self.results.try_recv() {
-            if !ok {
-                self.feed(id, Event::ProposeFailed { version });
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-
-    fn feed_headers(&mut self, id: NodeId) {
-        let fed = self.sims[&id].fed_major;
-        let new: Vec<_> = self
-            .cluster
-            .node(id)
-            .recent_headers()
-            .into_iter()
-            .filter(|h| h.number.major > fed)
-            .collect();
-        if let Some(last) = new.last() {
-            self.sims.get_mut(&id).unwrap().fed_major = last.number.major;
-            self.feed(id, Event::Committed(new));
-        }
-    }
-
-    /// A random node adds a unique line to a random file: at its end, or inside it.
-    fn edit(&mut self) {
-        let running: Vec<NodeId> = self
-            .sims
-            .iter()
-            .filter(|(_, s)| s.engine.is_some())
-            .map(|(id, _)| *id)
-            .collect();
-        if running.is_empty() {
-            return;
-        }
-        let id = running[self.rng.gen_range(0..running.len())];
-        let token = format!("edit-{}-{}-{}", self.seed, id, self.tokens.len());
-        let file = format!("f{}.txt", self.rng.gen_range(0..FILES));
-        let at_end = self.rng.gen_bool(0.5);
-        let pick: u64 = self.rng.r#gen();
-        let sim = self.sims.get_mut(&id).unwrap();
-        let mut files = files_of(&sim.folder, &*sim.chunks);
-        let text = files.entry(file).or_default();
-        if at_end || text.is_empty() {
-            text.push_str(&format!("{token}\n"));
-        } else {
-            // A line inserted somewhere inside: far from the others' edits it merges cleanly.
-            let lines: Vec<&str> = text.split_inclusive('\n').collect();
-            let at = (pick % lines.len() as u64) as usize;
-            let mut out = String::with_capacity(text.len() + token.len() + 1);
-            for (i, l) in lines.iter().enumerate() {
-                if i == at {
-                    out.push_str(&format!("{token}\n"));
-                }
-                out.push_str(l);
-            }
-            *text = out;
-        }
-        let tree = text_tree(&files, &*sim.chunks);
-        sim.folder = tree.clone();
-        self.tokens.push(token);
-        self.feed(id, Event::Local(tree));
-    }
-
-    async fn crash(&mut self, id: NodeId) {
-        self.cluster.kill(id).await;
-        let sim = self.sims.get_mut(&id).unwrap();
-        if let Some(e) = sim.engine.take() {
-            sim.stores = Some(e.into_stores());
-        }
-        self.router.queue.retain(|m| m.to != id);
-    }
-
-    async fn restart(&mut self, id: NodeId) {
-        self.cluster.restart(id).await;
-        let sim = self.sims.get_mut(&id).unwrap();
-        let (store, chunks) = sim.stores.take().expect("a crashed node keeps its stores");
-        sim.engine = Some(Engine::open(id, engine_config(), store, chunks).unwrap());
-        sim.info = None;
-        sim.fed_major = 0;
-        sim.confirmed_term = None;
-    }
-
-    fn partition(&mut self, alone: NodeId) {
-        let rest: Vec<NodeId> = (1..=NODES).filter(|&n| n != alone).collect();
-        self.cluster.net.partition(&[&[alone], &rest]);
-        self.router.groups = vec![BTreeSet::from([alone]), rest.into_iter().collect()];
-    }
-
-    fn heal(&mut self) {
-        self.cluster.net.heal();
-        self.router.groups.clear();
-    }
-
-    fn converged(&self) -> bool {
-        let mut seen = None;
-        for (id, sim) in &self.sims {
-            let Some(e) = &sim.engine else { return false };
-            if !e.is_settled() || sim.folder.version_id() != e.adopted().0 {
-                return false;
-            }
-            let state = (e.adopted(), e.head());
-            if e.adopted() != e.head() || seen.is_some_and(|s| s != state) {
-                return false;
-            }
-            seen = Some(state);
-            let _ = id;
-        }
-        self.router.queue.is_empty()
-    }
-}
+use sim::{NODES, Router, Run, Sim, engine_config, files_of, replica};
 
 async fn run(seed: u64) {
     let _ = tracing_subscriber::fmt()
@@ -376,24 +56,17 @@ async fn run(seed: u64) {
     let sims = (1..=NODES)
         .map(|id| {
             let chunks = Arc::new(MemStore::new());
-            let engine = Engine::open(
-                id,
-                engine_config(),
-                SyncStore::in_memory().unwrap(),
-                chunks.clone() as Arc<dyn ChunkStore>,
-            )
-            .unwrap();
+            let folder = MemFolder::new(chunks.clone(), engine_config().cutter);
+            let store = SyncStore::in_memory().unwrap();
             (
                 id,
                 Sim {
-                    engine: Some(engine),
-                    stores: None,
+                    replica: Some(replica(id, store, chunks.clone(), folder)),
+                    down: None,
                     chunks,
-                    folder: TreeManifest::empty(),
-                    info: None,
-                    fed_major: 0,
-                    confirmed_term: None,
+                    feed: RaftFeed::new(),
                     next_tick: 0,
+                    scan_at: None,
                 },
             )
         })
@@ -416,6 +89,7 @@ async fn run(seed: u64) {
         proposals: tx,
         results: rx,
         tokens: Vec::new(),
+        in_flight: 0,
         _dir: dir,
     };
 
@@ -472,9 +146,10 @@ async fn run(seed: u64) {
                 .iter()
                 .map(|(id, s)| (
                     id,
-                    s.engine
-                        .as_ref()
-                        .map(|e| (e.adopted(), e.head(), e.work(), e.is_settled()))
+                    s.replica.as_ref().map(|r| {
+                        let e = r.engine();
+                        (e.adopted(), e.head(), e.work(), e.is_settled())
+                    })
                 ))
                 .collect::<Vec<_>>()
         );
@@ -482,7 +157,7 @@ async fn run(seed: u64) {
     }
 
     // Same tree and number everywhere, and on disk as the engines say.
-    let (final_id, number) = r.sims[&1].engine.as_ref().unwrap().adopted();
+    let (final_id, number) = r.sims[&1].engine().adopted();
     // A linearizable read needs a majority's acknowledgement in time; under load (many seeds at
     // once on two cores) that can take a few tries.
     let mut tries = 0;
@@ -504,26 +179,26 @@ async fn run(seed: u64) {
     );
     assert_eq!(raft_head.number.major, number.major, "seed {seed}");
     let sim1 = &r.sims[&1];
-    let final_files = files_of(&sim1.folder, &*sim1.chunks);
+    let final_files = files_of(&sim1.disk(), &*sim1.chunks);
     for (id, sim) in &r.sims {
         assert_eq!(
-            sim.folder.version_id(),
+            sim.disk().version_id(),
             final_id,
             "seed {seed}: node {id} differs"
         );
         assert_eq!(
-            files_of(&sim.folder, &*sim.chunks),
+            files_of(&sim.disk(), &*sim.chunks),
             final_files,
             "seed {seed}"
         );
     }
 
     // Every edit is in the final tree, in an accepted version, or in a redo entry.
-    let engine = r.sims[&leader].engine.as_ref().unwrap();
+    let engine = r.sims[&leader].engine();
     let mut history = String::new();
     for h in engine.headers().unwrap() {
         for sim in r.sims.values() {
-            let e = sim.engine.as_ref().unwrap();
+            let e = sim.engine();
             if let Some(tree) = e.manifest(&h.version).unwrap() {
                 for text in files_of(&tree, &*sim.chunks).values() {
                     history.push_str(text);
@@ -536,7 +211,7 @@ async fn run(seed: u64) {
     // from whichever node holds them.
     let mut redo = String::new();
     for sim in r.sims.values() {
-        for rec in sim.engine.as_ref().unwrap().redo().unwrap() {
+        for rec in sim.engine().redo().unwrap() {
             redo.push_str(&serde_json::to_string(&rec.entry).unwrap());
             let files: Vec<&chorus_merge::redo::WholeContent> = match &rec.entry.what {
                 chorus_merge::Displaced::Whole { content, kept } => {

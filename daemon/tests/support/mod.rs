@@ -1,8 +1,11 @@
-//! What the daemon's process tests share: a group of real `chorus` processes formed with
-//! `init`/`invite`/`join`/`run` (`group`), and running the binary itself (`procs`). The
+//! What the daemon's process tests share: groups of real `chorus` processes formed with
+//! `init`/`invite`/`join`/`run` (`group`, and `flows` for the user-flow tests), a cluster
+//! formed with explicit peers (`cluster`), and running the binary itself (`procs`). The
 //! in-process engine tests live in chorus-sync's own tests, on its test `World`.
 
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod flows;
 pub mod group;
 pub mod procs;

@@ -1,0 +1,376 @@
+//! The simulation's parts: nodes ([`Sim`]: a replica on in-memory stores and folder, and its
+//! bridge from Raft), the sync messages' network ([`Router`]: seeded drops, delays and
+//! partitions) and one run of it ([`Run`]: stepping, edits, faults, convergence).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chorus_chunking::{ChunkStore, ChunkerParams, MemStore, TreeManifest};
+use chorus_election::testing::Cluster;
+use chorus_election::types::Request;
+use chorus_election::{NodeId, Proposal, Role};
+use chorus_merge::ModeRules;
+use chorus_proto::Body;
+use chorus_proto::message::Message;
+use chorus_sync::testing::MemFolder;
+use chorus_sync::{
+    Action, ClusterInfo, Engine, EngineConfig, Event, MassDeleteGuard, RaftFeed, RaftView, Replica,
+    SyncStore,
+};
+use rand::Rng;
+use rand::rngs::StdRng;
+use tokio::sync::mpsc;
+
+pub const NODES: u64 = 3;
+pub const FILES: usize = 3;
+
+/// One node of the simulation: its replica (None while crashed), its stores and folder while
+/// crashed (the disk outlives the daemon), its chunks, its bridge from Raft.
+pub struct Sim {
+    pub replica: Option<Replica<MemFolder>>,
+    pub down: Option<(SyncStore, Arc<dyn ChunkStore>, MemFolder)>,
+    pub chunks: Arc<MemStore>,
+    pub feed: RaftFeed,
+    pub next_tick: u64,
+    /// When the folder is scanned next: an edit lands on disk and is scanned a moment later.
+    pub scan_at: Option<u64>,
+}
+
+impl Sim {
+    pub fn replica(&self) -> &Replica<MemFolder> {
+        self.replica.as_ref().expect("a running node")
+    }
+
+    pub fn engine(&self) -> &Engine {
+        self.replica().engine()
+    }
+
+    /// What the node's disk holds.
+    pub fn disk(&self) -> TreeManifest {
+        self.replica().folder().disk()
+    }
+}
+
+pub struct Msg {
+    pub at: u64,
+    pub from: NodeId,
+    pub to: NodeId,
+    pub body: Body,
+}
+
+/// The sync messages' network: seeded drops and delays, partitions.
+pub struct Router {
+    pub rng: StdRng,
+    pub queue: VecDeque<Msg>,
+    pub drop: f64,
+    pub groups: Vec<BTreeSet<NodeId>>,
+}
+
+impl Router {
+    pub fn separated(&self, a: NodeId, b: NodeId) -> bool {
+        let g = |n| self.groups.iter().position(|g| g.contains(&n));
+        !self.groups.is_empty() && g(a) != g(b)
+    }
+
+    pub fn send(&mut self, now: u64, from: NodeId, to: NodeId, body: Body) {
+        if self.separated(from, to) || self.rng.gen_bool(self.drop) {
+            return;
+        }
+        let at = now + self.rng.gen_range(0..25);
+        self.queue.push_back(Msg { at, from, to, body });
+    }
+
+    pub fn due(&mut self, now: u64) -> Vec<Msg> {
+        let (due, later): (Vec<Msg>, Vec<Msg>) = self.queue.drain(..).partition(|m| m.at <= now);
+        self.queue = later.into();
+        due
+    }
+}
+
+pub fn engine_config() -> EngineConfig {
+    let mut cfg = EngineConfig::new(ModeRules::new(false), ChunkerParams::default());
+    cfg.push_retry_ms = 400;
+    cfg.offer_retry_ms = 200;
+    cfg.propose_retry_ms = 600;
+    cfg.want_retry_ms = 200;
+    cfg
+}
+
+pub fn replica(
+    id: NodeId,
+    store: SyncStore,
+    chunks: Arc<dyn ChunkStore>,
+    folder: MemFolder,
+) -> Replica<MemFolder> {
+    let engine = Engine::open(id, engine_config(), store, chunks).expect("an engine");
+    Replica::new(engine, folder, MassDeleteGuard::off())
+}
+
+pub fn files_of(tree: &TreeManifest, store: &dyn ChunkStore) -> BTreeMap<String, String> {
+    tree.iter()
+        .filter_map(|(p, e)| {
+            let m = e.manifest()?;
+            let mut bytes = Vec::new();
+            for c in &m.chunks {
+                bytes.extend(store.get(&c.id).unwrap().expect("chunk of a held version"));
+            }
+            Some((p.as_str().to_owned(), String::from_utf8(bytes).unwrap()))
+        })
+        .collect()
+}
+
+pub struct Run {
+    pub seed: u64,
+    pub rng: StdRng,
+    pub cluster: Cluster,
+    pub sims: BTreeMap<NodeId, Sim>,
+    pub router: Router,
+    pub start: Instant,
+    pub proposals: mpsc::UnboundedSender<(NodeId, chorus_chunking::VersionId, bool)>,
+    pub results: mpsc::UnboundedReceiver<(NodeId, chorus_chunking::VersionId, bool)>,
+    pub tokens: Vec<String>,
+    /// Proposals handed to Raft whose outcome is not known yet: one may still commit (an old
+    /// leader's, after a new one took over), so nothing has converged while any is out.
+    pub in_flight: usize,
+    pub _dir: tempfile::TempDir,
+}
+
+impl Run {
+    pub fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Runs `f` on node `id`'s replica (if it is up) and carries out what it returns.
+    pub fn on(
+        &mut self,
+        id: NodeId,
+        f: impl FnOnce(&mut Replica<MemFolder>, u64) -> Result<Vec<Action>, chorus_sync::EngineError>,
+    ) {
+        let now = self.now();
+        let seed = self.seed;
+        let Some(replica) = self.sims.get_mut(&id).unwrap().replica.as_mut() else {
+            return;
+        };
+        let mut actions = f(replica, now).unwrap_or_else(|e| panic!("seed {seed}: node {id}: {e}"));
+        actions.extend(replica.take_outbox());
+        for a in actions {
+            match a {
+                Action::Send { to, message } => self.router.send(now, id, to, message.into_body()),
+                Action::Propose(p) => self.propose(id, p),
+                Action::Materialize { .. } => unreachable!("the replica writes versions"),
+            }
+        }
+    }
+
+    pub fn feed(&mut self, id: NodeId, event: Event) {
+        self.on(id, |r, now| r.handle(now, event));
+    }
+
+    pub fn propose(&mut self, id: NodeId, p: Proposal) {
+        if !self.cluster.running().contains(&id) {
+            return;
+        }
+        self.in_flight += 1;
+        let raft = self.cluster.node(id).raft().clone();
+        let tx = self.proposals.clone();
+        let version = p.version;
+        tokio::spawn(async move {
+            let r = tokio::time::timeout(
+                Duration::from_secs(2),
+                raft.client_write(Request::Accept(p)),
+            )
+            .await;
+            let _ = tx.send((id, version, matches!(r, Ok(Ok(_)))));
+        });
+    }
+
+    /// What Raft says now on node `id`, as the daemon reads it.
+    pub fn view(&self, id: NodeId) -> RaftView {
+        let node = self.cluster.node(id);
+        let view = node.view();
+        RaftView {
+            term: view.term,
+            leading: view.role == Role::Leader,
+            cluster: ClusterInfo {
+                leader: view.leader,
+                voters: view.voters.clone(),
+                learners: view.learners.clone(),
+                ranks: node.ranks(),
+                peer_ids: node
+                    .members()
+                    .into_iter()
+                    .map(|(id, m)| (id, m.peer_id))
+                    .collect(),
+            },
+        }
+    }
+
+    /// Node `id`'s bridge from Raft, polled as the daemon polls it.
+    pub fn follow(&mut self, id: NodeId) {
+        let view = self.view(id);
+        let node = self.cluster.node(id);
+        let events = self
+            .sims
+            .get_mut(&id)
+            .unwrap()
+            .feed
+            .poll(&view, |after| node.headers_after(after));
+        for e in events {
+            self.feed(id, e);
+        }
+    }
+
+    /// One round: Raft's view and headers, leadership, scans, ticks, deliveries, proposal
+    /// results.
+    pub async fn step(&mut self) {
+        for id in self.cluster.running() {
+            if self.sims[&id].replica.is_none() {
+                continue;
+            }
+            self.follow(id);
+            let view = self.view(id);
+            if let Some(term) = self.sims.get_mut(&id).unwrap().feed.confirm_due(&view) {
+                let read = tokio::time::timeout(
+                    Duration::from_millis(300),
+                    self.cluster.node(id).read_head(),
+                )
+                .await;
+                let view = self.view(id);
+                let node = self.cluster.node(id);
+                let events = self.sims.get_mut(&id).unwrap().feed.confirmed(
+                    term,
+                    matches!(read, Ok(Ok(_))),
+                    &view,
+                    |after| node.headers_after(after),
+                );
+                for e in events {
+                    self.feed(id, e);
+                }
+            }
+            let now = self.now();
+            if self.sims[&id].scan_at.is_some_and(|at| now >= at) {
+                self.sims.get_mut(&id).unwrap().scan_at = None;
+                self.on(id, |r, now| r.scan(now));
+            }
+            if now >= self.sims[&id].next_tick {
+                self.sims.get_mut(&id).unwrap().next_tick = now + 20;
+                self.on(id, |r, now| r.tick(now));
+            }
+        }
+        let now = self.now();
+        for m in self.router.due(now) {
+            if self.sims[&m.to].replica.is_some() {
+                self.feed(
+                    m.to,
+                    Event::Message {
+                        from: m.from,
+                        message: Message::parse(m.body).expect("a well-formed message"),
+                    },
+                );
+            }
+        }
+        while let Ok((id, version, ok)) = self.results.try_recv() {
+            self.in_flight -= 1;
+            if !ok {
+                self.feed(id, Event::ProposeFailed { version });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+
+    /// A random node adds a unique line to a random file (at its end, or inside it) on disk;
+    /// the node scans it a moment later.
+    pub fn edit(&mut self) {
+        let running: Vec<NodeId> = self
+            .sims
+            .iter()
+            .filter(|(_, s)| s.replica.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let id = running[self.rng.gen_range(0..running.len())];
+        let token = format!("edit-{}-{}-{}", self.seed, id, self.tokens.len());
+        let file = format!("f{}.txt", self.rng.gen_range(0..FILES));
+        let at_end = self.rng.gen_bool(0.5);
+        let pick: u64 = self.rng.r#gen();
+        let scan_in = self.rng.gen_range(0..30);
+        let now = self.now();
+        let sim = self.sims.get_mut(&id).unwrap();
+        let folder = sim.replica.as_mut().unwrap().folder_mut();
+        let text = folder
+            .read(&file)
+            .map(|b| String::from_utf8(b).expect("text"))
+            .unwrap_or_default();
+        let text = if at_end || text.is_empty() {
+            format!("{text}{token}\n")
+        } else {
+            // A line inserted somewhere inside: far from the others' edits it merges cleanly.
+            let lines: Vec<&str> = text.split_inclusive('\n').collect();
+            let at = (pick % lines.len() as u64) as usize;
+            let mut out = String::with_capacity(text.len() + token.len() + 1);
+            for (i, l) in lines.iter().enumerate() {
+                if i == at {
+                    out.push_str(&format!("{token}\n"));
+                }
+                out.push_str(l);
+            }
+            out
+        };
+        folder.write_file(&file, text.as_bytes());
+        sim.scan_at.get_or_insert(now + scan_in);
+        self.tokens.push(token);
+    }
+
+    pub async fn crash(&mut self, id: NodeId) {
+        self.cluster.kill(id).await;
+        let sim = self.sims.get_mut(&id).unwrap();
+        if let Some(r) = sim.replica.take() {
+            let (engine, folder) = r.into_parts();
+            let (store, chunks) = engine.into_stores();
+            sim.down = Some((store, chunks, folder));
+        }
+        self.router.queue.retain(|m| m.to != id);
+    }
+
+    pub async fn restart(&mut self, id: NodeId) {
+        self.cluster.restart(id).await;
+        let sim = self.sims.get_mut(&id).unwrap();
+        let (store, chunks, folder) = sim.down.take().expect("a crashed node keeps its stores");
+        sim.replica = Some(replica(id, store, chunks, folder));
+        sim.feed = RaftFeed::new();
+        // What changed on disk while it was down is found by the first scan.
+        sim.scan_at = Some(0);
+    }
+
+    pub fn partition(&mut self, alone: NodeId) {
+        let rest: Vec<NodeId> = (1..=NODES).filter(|&n| n != alone).collect();
+        self.cluster.net.partition(&[&[alone], &rest]);
+        self.router.groups = vec![BTreeSet::from([alone]), rest.into_iter().collect()];
+    }
+
+    pub fn heal(&mut self) {
+        self.cluster.net.heal();
+        self.router.groups.clear();
+    }
+
+    pub fn converged(&self) -> bool {
+        let mut seen = None;
+        for sim in self.sims.values() {
+            let Some(r) = &sim.replica else { return false };
+            let e = r.engine();
+            if sim.scan_at.is_some() || !e.is_settled() || sim.disk().version_id() != e.adopted().0
+            {
+                return false;
+            }
+            let state = (e.adopted(), e.head());
+            if e.adopted() != e.head() || seen.is_some_and(|s| s != state) {
+                return false;
+            }
+            seen = Some(state);
+        }
+        self.router.queue.is_empty() && self.in_flight == 0
+    }
+}
