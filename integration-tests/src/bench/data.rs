@@ -14,6 +14,7 @@ fn is_tool_artifact(name: &str) -> bool {
     name == ".stfolder"
         || name == ".stversions"
         || name == ".chorus"
+        || name == ".chorus-share"
         || name.starts_with(".syncthing.")
         || name.starts_with("~syncthing~")
         || name.starts_with(".unison")

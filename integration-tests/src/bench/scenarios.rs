@@ -70,12 +70,15 @@ pub fn update(ctx: &Ctx, results: &mut Results) -> Result<(), String> {
                 title: title.into(),
                 apply: Box::new(|a, stage| {
                     let ok = std::process::Command::new("rsync")
-                        // Leave what a tool keeps in the folder (Syncthing's marker) alone.
+                        // Leave what a tool keeps in the folder alone (Syncthing's and chorus'
+                        // markers: without its marker chorus takes the folder for a disk that is
+                        // not mounted and stops syncing it).
                         .args([
                             "-a",
                             "--delete",
                             "--exclude=/.stfolder",
                             "--exclude=/.chorus",
+                            "--exclude=/.chorus-share",
                         ])
                         .arg(format!("{}/", stage.join("new").display()))
                         .arg(format!("{}/", a.display()))
