@@ -12,7 +12,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chorus_chunking::{ChunkStore, ChunkerParams, Entry, RelPath, TreeManifest};
@@ -20,6 +20,7 @@ use chorus_sync::folder::{Folder, FolderError, PathFailure, WriteReport};
 
 use crate::cache::ScanCache;
 use crate::confined as c;
+use crate::focus::Focus;
 use crate::scan::{Exclude, ScanError, ScanReport, scan_root, with_unknown_kept};
 use crate::share::{DOCUMENT_PATH, Share};
 use crate::state::{Failed, Files, State};
@@ -208,7 +209,11 @@ impl DiskFolder {
         TreeManifest::from_entries(entries).unwrap_or(scanned)
     }
 
-    fn scan_folder(&mut self, root: &OwnedFd) -> Result<TreeManifest, FolderError> {
+    fn scan_folder(
+        &mut self,
+        root: &OwnedFd,
+        focus: Option<&Focus>,
+    ) -> Result<TreeManifest, FolderError> {
         let exclude = Exclude {
             state_dir: self.state_dir_id,
         };
@@ -218,6 +223,7 @@ impl DiskFolder {
             exclude,
             &mut self.cache,
             &*self.chunks,
+            focus,
         )
         .map_err(|e| match e {
             ScanError::Share(e) => unavailable(format!(
@@ -233,6 +239,10 @@ impl DiskFolder {
                 chorus_proto::shown(why)
             );
         }
+        let (entries, report) = match focus {
+            Some(f) => self.with_unfocused(f, entries, report),
+            None => (entries, report),
+        };
         let tree = with_unknown_kept(entries, &report.unknown, &self.known);
         // A path an ignore rule now excludes keeps what was last known of it: the rule stops
         // syncing it, it does not delete it anywhere.
@@ -240,6 +250,11 @@ impl DiskFolder {
             .known
             .iter()
             .filter(|(p, _)| tree.get(p).is_none() && report.ignore_rules.excludes(p))
+            // ... where it still fits: below what is now a file or a link it cannot be.
+            .filter(|(p, _)| {
+                p.ancestors()
+                    .all(|a| tree.get_str(a).is_none_or(chorus_chunking::Entry::is_dir))
+            })
             .map(|(p, e)| (p.clone(), e.clone()))
             .collect();
         let tree = if carried.is_empty() {
@@ -251,6 +266,25 @@ impl DiskFolder {
         };
         self.last_report = report;
         Ok(tree)
+    }
+
+    /// A focused scan's entries completed with what the folder last knew where it did not
+    /// look, as the disk showed it (a path whose write failed holds what the disk held then,
+    /// not the version's entry).
+    fn with_unfocused(
+        &self,
+        focus: &Focus,
+        entries: Vec<(RelPath, Entry)>,
+        report: ScanReport,
+    ) -> (Vec<(RelPath, Entry)>, ScanReport) {
+        let mut disk = self.known.entries().clone();
+        for (p, f) in &self.state.failed {
+            match &f.disk {
+                Some(e) => disk.insert(p.clone(), e.clone()),
+                None => disk.remove(p),
+            };
+        }
+        crate::focus::complete(focus, entries, report, disk, &self.last_report)
     }
 
     fn scan_document(&mut self, dir: &OwnedFd) -> Result<TreeManifest, FolderError> {
@@ -372,9 +406,25 @@ impl Folder for DiskFolder {
     fn scan(&mut self) -> Result<TreeManifest, FolderError> {
         let root = self.open()?;
         let tree = match self.share {
-            Share::Folder(_) => self.scan_folder(&root)?,
+            Share::Folder(_) => self.scan_folder(&root, None)?,
             Share::Document(_) => self.scan_document(&root)?,
         };
+        self.chunks.sync()?;
+        let tree = self.overlay(tree);
+        self.set_known(&tree);
+        Ok(tree)
+    }
+
+    fn scan_paths(&mut self, changed: &[PathBuf]) -> Result<TreeManifest, FolderError> {
+        let focus = match &self.share {
+            Share::Folder(dir) => Focus::of(dir, changed).filter(|f| !f.is_empty()),
+            Share::Document(_) => None,
+        };
+        let Some(focus) = focus else {
+            return self.scan();
+        };
+        let root = self.open()?;
+        let tree = self.scan_folder(&root, Some(&focus))?;
         self.chunks.sync()?;
         let tree = self.overlay(tree);
         self.set_known(&tree);

@@ -6,7 +6,7 @@
 //! - [`confined`]: path operations relative to directory handles, never through a symlink.
 //! - [`scan`] and [`cache`]: a directory into a tree manifest, with a cache so unchanged files
 //!   are not read again (and a racy-entry rule so a save within a timestamp tick is not
-//!   missed).
+//!   missed); [`focus`]: the paths the watcher named, so a scan it starts walks only them.
 //! - [`write`]: writing a version, never over a change made since the last scan (`batch`:
 //!   the temp files not yet renamed; `write_files`: one file's content).
 //! - [`marker`]: the `.chorus-share` marker that tells a share from an empty mount point.
@@ -19,6 +19,7 @@ mod checks;
 pub mod confined;
 pub mod disk;
 mod failure;
+pub mod focus;
 pub mod marker;
 pub mod materialize;
 mod read;

@@ -55,6 +55,9 @@ pub struct ScanReport {
     pub unknown: Vec<(RelPath, String)>,
     /// The `.chorusignore` rules found, by the directory that holds them ("" for the root).
     pub ignore_rules: IgnoreRules,
+    /// A focused scan: the directories it listed on the way to the changed paths (found as
+    /// directories), and the rest of the tree it did not look at.
+    pub routes: Vec<RelPath>,
 }
 
 /// The ignore rules of a share, by the directory whose `.chorusignore` holds them.
@@ -62,6 +65,19 @@ pub struct ScanReport {
 pub struct IgnoreRules(std::collections::BTreeMap<String, Arc<Gitignore>>);
 
 impl IgnoreRules {
+    /// These rules, with those of the directories `looked_at` (a focused scan's listed or
+    /// walked directories) replaced by what `fresh` found there.
+    pub fn updated(&self, fresh: &IgnoreRules, looked_at: impl Fn(&str) -> bool) -> IgnoreRules {
+        let mut all: std::collections::BTreeMap<String, Arc<Gitignore>> = self
+            .0
+            .iter()
+            .filter(|(dir, _)| !looked_at(dir))
+            .map(|(d, g)| (d.clone(), g.clone()))
+            .collect();
+        all.extend(fresh.0.iter().map(|(d, g)| (d.clone(), g.clone())));
+        IgnoreRules(all)
+    }
+
     /// True when these rules exclude `path` (as a file, or as a directory, or below an
     /// excluded directory), whether or not it exists on disk now.
     pub fn excludes(&self, path: &RelPath) -> bool {
@@ -103,21 +119,27 @@ pub struct Exclude {
     pub state_dir: Option<(u64, u64)>,
 }
 
-/// A directory still to walk: its path (None at the root), handle and ignore rules.
+/// A directory still to walk: its path (None at the root), handle and ignore rules, and
+/// whether all of it is walked (false: a focused scan's route, where only the names on the way
+/// to a changed path are looked at).
 struct Pending {
     rel: Option<RelPath>,
     fd: OwnedFd,
     ignores: Vec<Arc<Gitignore>>,
+    whole: bool,
 }
 
 /// Scans the share below `root` into entries. Every chunk of every file read is put in
-/// `store`; a cached file's chunks are there already.
+/// `store`; a cached file's chunks are there already. With a `focus`, only the changed paths
+/// (and below) are walked and the directories on the way to them listed; the entries returned
+/// are those alone, and [`ScanReport::routes`] names the route directories found.
 pub fn scan_root(
     root: BorrowedFd<'_>,
     params: ChunkerParams,
     exclude: Exclude,
     cache: &mut ScanCache,
     store: &dyn ChunkStore,
+    focus: Option<&crate::focus::Focus>,
 ) -> Result<(Vec<(RelPath, Entry)>, ScanReport), ScanError> {
     cache.use_params(params);
     let mut report = ScanReport::default();
@@ -127,6 +149,7 @@ pub fn scan_root(
         rel: None,
         fd,
         ignores: Vec::new(),
+        whole: focus.is_none(),
     }];
     while let Some(dir) = stack.pop() {
         let names = match c::list(dir.fd.as_fd()) {
@@ -175,6 +198,14 @@ pub fn scan_root(
                     continue;
                 }
             };
+            // On a route, a name neither changed nor on the way to a change is not looked at.
+            let (walked, route) = match focus {
+                Some(f) if !dir.whole => (f.covers(&path), f.leads_to(&path)),
+                _ => (true, false),
+            };
+            if !walked && !route {
+                continue;
+            }
             let st = match c::stat_at(dir.fd.as_fd(), &name) {
                 Ok(Some(st)) => st,
                 Ok(None) => continue, // deleted while scanning: not in this version
@@ -194,11 +225,15 @@ pub fn scan_root(
             match kind {
                 FileType::Directory => {
                     entries.push((path.clone(), Entry::Dir { mode }));
+                    if !walked {
+                        report.routes.push(path.clone());
+                    }
                     match c::open_dir_at(dir.fd.as_fd(), &name) {
                         Ok(fd) => stack.push(Pending {
                             rel: Some(path),
                             fd,
                             ignores: ignores.clone(),
+                            whole: walked,
                         }),
                         Err(e) => report.unknown.push((path, e.to_string())),
                     }
@@ -256,7 +291,11 @@ pub fn scan_root(
     }
     let live: std::collections::HashSet<&RelPath> = entries.iter().map(|(p, _)| p).collect();
     let unknown: Vec<&RelPath> = report.unknown.iter().map(|(p, _)| p).collect();
-    cache.retain(|p| live.contains(p) || unknown.iter().any(|u| p.starts_with(u)));
+    cache.retain(|p| {
+        focus.is_some_and(|f| !f.covers(p))
+            || live.contains(p)
+            || unknown.iter().any(|u| p.starts_with(u))
+    });
     Ok((entries, report))
 }
 
@@ -382,13 +421,13 @@ pub fn scan_dir(
     store: &dyn ChunkStore,
 ) -> Result<(TreeManifest, ScanReport), Error> {
     let fd = c::open_root(root).map_err(Error::io(root))?;
-    let (entries, report) = scan_root(fd.as_fd(), params, Exclude::default(), cache, store)
+    let (entries, report) = scan_root(fd.as_fd(), params, Exclude::default(), cache, store, None)
         .map_err(|e| match e {
-            ScanError::Share(source) => Error::Io {
-                path: root.to_path_buf(),
-                source,
-            },
-            ScanError::Chunks(e) => e,
-        })?;
+        ScanError::Share(source) => Error::Io {
+            path: root.to_path_buf(),
+            source,
+        },
+        ScanError::Chunks(e) => e,
+    })?;
     Ok((TreeManifest::from_entries(entries)?, report))
 }

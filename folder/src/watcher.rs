@@ -47,31 +47,53 @@ impl Debounce {
     }
 }
 
+/// What the watcher saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// These paths (absolute) changed: created, modified, removed, or renamed from or to.
+    Paths(Vec<PathBuf>),
+    /// Something changed, the watcher cannot say what (its queue overflowed): scan it all.
+    Unknown,
+}
+
 /// A running watcher; it stops when dropped.
 pub struct FolderWatcher {
     _inner: notify::RecommendedWatcher,
 }
 
-/// Watches the share; every relevant change calls `on_change` (on the watcher's own thread;
-/// it should only signal, for example `try_send` on a channel of one). The share and the state dir must be named by canonical paths, as
+/// Watches the share; every relevant change calls `on_change` with what changed (on the
+/// watcher's own thread; it should only pass it on, for example on a channel). The share and the state dir must be named by canonical paths, as
 /// inotify names what changed. A share the kernel cannot watch (inotify limits) is an error that
 /// says how to raise them; the loop then falls back on its periodic rescan.
 pub fn watch(
     share: &Share,
     state_dir: &Path,
-    on_change: impl Fn() + Send + 'static,
+    on_change: impl Fn(Change) + Send + 'static,
 ) -> Result<FolderWatcher, String> {
     let filter_share = share.clone();
     let state: PathBuf = state_dir.to_owned();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let relevant = match res {
-            Ok(ev) => ev.need_rescan() || ev.paths.iter().any(|p| filter_share.concerns(p, &state)),
+        let change = match res {
+            Ok(ev) if ev.need_rescan() => Change::Unknown,
+            // Opening, reading and closing without writing change nothing, and a scan does all
+            // three to every directory it lists: heard as changes, each scan would start the
+            // next one.
+            Ok(ev) if ev.kind.is_access() => return,
+            Ok(ev) => {
+                let paths: Vec<PathBuf> = ev
+                    .paths
+                    .into_iter()
+                    .filter(|p| filter_share.concerns(p, &state))
+                    .collect();
+                if paths.is_empty() {
+                    return;
+                }
+                Change::Paths(paths)
+            }
             // The queue overflowed or the watch broke: scan to be sure.
-            Err(_) => true,
+            Err(_) => Change::Unknown,
         };
-        if relevant {
-            on_change();
-        }
+        on_change(change);
     })
     .map_err(|e| format!("cannot start the file watcher: {e}"))?;
     let mode = match share {

@@ -78,6 +78,7 @@ fn a_save_within_the_scans_tick_is_never_taken_as_unchanged() {
         Exclude::default(),
         &mut scan_cache,
         &store,
+        None,
     )
     .unwrap();
     assert_eq!(report.files_read, 1);

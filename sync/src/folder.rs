@@ -46,6 +46,14 @@ pub trait Folder {
     /// keeps what the folder last knew of it.
     fn scan(&mut self) -> Result<TreeManifest, FolderError>;
 
+    /// As [`scan`](Self::scan), told which paths changed since the last scan (absolute paths,
+    /// as the file watcher names them): a folder may look at those alone and take the rest
+    /// from what it last knew. The periodic full scan catches what a watcher missed.
+    fn scan_paths(&mut self, changed: &[std::path::PathBuf]) -> Result<TreeManifest, FolderError> {
+        let _ = changed;
+        self.scan()
+    }
+
     /// Turns the folder from `old` (what it held as of the last scan or write) into `new`,
     /// leaving alone, and stopping at, a file changed since the last scan
     /// ([`FolderError::Changed`]). Paths that cannot be written are reported in the

@@ -35,6 +35,8 @@ use crate::net::{self, Inbound};
 
 /// How long a new leader's confirming read may take before it is tried again.
 const CONFIRM_WITHIN: Duration = Duration::from_secs(10);
+/// How long after a failed confirmation it is tried again.
+const CONFIRM_RETRY: Duration = Duration::from_millis(250);
 /// How often the socket's snapshot is refreshed.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(200);
 
@@ -246,6 +248,8 @@ pub async fn run(
                 let read = tokio::time::timeout(CONFIRM_WITHIN, e.read_head()).await;
                 if let Ok(Err(err)) = &read {
                     tracing::debug!(term, "confirming the leadership failed: {err}");
+                    // Without a majority a read fails at once; it is tried again, not spun.
+                    tokio::time::sleep(CONFIRM_RETRY).await;
                 }
                 let _ = tx.send((term, matches!(read, Ok(Ok(_)))));
             });

@@ -118,8 +118,8 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
     // The watcher before the first scan, so no change falls between the two.
     let watcher = if cfg.watch {
         let tx = control.clone();
-        match chorus_folder::watcher::watch(&cfg.share, &cfg.state_dir, move || {
-            let _ = tx.send(Input::FolderChanged);
+        match chorus_folder::watcher::watch(&cfg.share, &cfg.state_dir, move |change| {
+            let _ = tx.send(Input::FolderChanged(change));
         }) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -150,7 +150,10 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
         tracing::warn!("cannot mark {} as a share: {e}", root.display());
     }
     let folder = DiskFolder::new(cfg.share, &cfg.state_dir, chunks, cfg.settings.chunker)?;
-    let (view_tx, view) = watch::channel(WorkerView::default());
+    // Paused from the first answer the socket gives, before the worker has published.
+    let mut first_view = WorkerView::default();
+    first_view.paused = cfg.state_dir.join(worker::PAUSE_MARKER).exists();
+    let (view_tx, view) = watch::channel(first_view);
     let (events, _) = broadcast::channel(1024);
     let worker = worker::spawn(
         Worker {

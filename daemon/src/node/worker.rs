@@ -7,7 +7,8 @@
 //! watcher's debounce, the periodic rescan and retention), and publishes a [`WorkerView`] for
 //! the socket and [`api::Event`]s for `/v1/events`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,8 @@ use super::view::WorkerView;
 use crate::api::{self, Request};
 use crate::net::NetHandle;
 use chorus_folder::DiskFolder;
+use chorus_folder::focus::MAX_FOCUS_PATHS;
+use chorus_folder::watcher::Change;
 
 /// How often history retention runs.
 const GC_EVERY: Duration = Duration::from_secs(600);
@@ -43,7 +46,7 @@ pub enum Input {
     /// A proposal did not commit.
     ProposeFailed(chorus_chunking::VersionId),
     /// The watcher saw a change in the share.
-    FolderChanged,
+    FolderChanged(Change),
     /// A request from the socket, and where its answer goes.
     Command {
         request: Request,
@@ -117,6 +120,8 @@ pub fn spawn(
 struct Timers {
     /// First and latest change of a burst not scanned yet.
     burst: Option<(Instant, Instant)>,
+    /// The paths the burst changed (None: the watcher could not say, or too many to list).
+    changed: Option<BTreeSet<PathBuf>>,
     next_rescan: Instant,
     next_gc: Instant,
     next_view: Instant,
@@ -131,6 +136,7 @@ impl Worker {
         let now = Instant::now();
         let mut t = Timers {
             burst: None,
+            changed: Some(BTreeSet::new()),
             next_rescan: now + self.rescan_every,
             next_gc: now + GC_EVERY,
             next_view: now,
@@ -217,8 +223,19 @@ impl Worker {
                     .handle(now_ms(), Event::ProposeFailed { version });
                 self.after(out);
             }
-            Input::FolderChanged => {
+            Input::FolderChanged(change) => {
+                tracing::trace!(?change, "the watcher saw a change");
                 let now = Instant::now();
+                match (change, &mut t.changed) {
+                    (Change::Paths(paths), Some(all)) => {
+                        all.extend(paths);
+                        if all.len() > MAX_FOCUS_PATHS {
+                            t.changed = None;
+                        }
+                    }
+                    (Change::Paths(_), None) => {}
+                    (Change::Unknown, _) => t.changed = None,
+                }
                 t.burst = Some(match t.burst {
                     Some((first, _)) => (first, now),
                     None => (now, now),
@@ -244,7 +261,15 @@ impl Worker {
                     .min(first + self.debounce * chorus_folder::watcher::MAX_DELAY_FACTOR)
         {
             t.burst = None;
-            let out = self.replica.scan(now_ms());
+            // The paths the watcher named, unless it could not say; the periodic rescan below
+            // still looks at everything.
+            let out = match t.changed.replace(BTreeSet::new()) {
+                Some(paths) => {
+                    let paths: Vec<PathBuf> = paths.into_iter().collect();
+                    self.replica.scan_paths(now_ms(), &paths)
+                }
+                None => self.replica.scan(now_ms()),
+            };
             self.after(out);
         }
         if now >= t.next_rescan {

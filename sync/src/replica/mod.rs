@@ -15,6 +15,7 @@
 
 mod browse;
 mod history_ops;
+mod scan;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -225,24 +226,6 @@ impl<F: Folder> Replica<F> {
         self.engine.poll_timeout()
     }
 
-    /// Scans the folder (unless paused) and hands a change to the engine.
-    pub fn scan(&mut self, now: u64) -> Result<Vec<Action>, EngineError> {
-        if self.paused {
-            return Ok(Vec::new());
-        }
-        let Some(tree) = self.read()? else {
-            return Ok(Vec::new());
-        };
-        if tree.version_id() != self.engine.folder() {
-            self.notices.push(Notice::Scanned {
-                version: tree.version_id(),
-                entries: tree.len(),
-            });
-            return self.handle(now, Event::Local(tree));
-        }
-        Ok(Vec::new())
-    }
-
     /// Feeds the queued events and carries out what they ask of the folder.
     fn drain(&mut self, now: u64) -> Result<Vec<Action>, EngineError> {
         let mut out = std::mem::take(&mut self.outbox);
@@ -257,34 +240,6 @@ impl<F: Folder> Replica<F> {
             }
         }
         Ok(out)
-    }
-
-    /// The folder as it is now, its chunks stored; `None` while it cannot be read (reported
-    /// once).
-    fn read(&mut self) -> Result<Option<TreeManifest>, EngineError> {
-        match self.folder.scan() {
-            Ok(tree) => {
-                self.unavailable = None;
-                Ok(Some(tree))
-            }
-            Err(FolderError::Unavailable(reason)) => {
-                if self.unavailable.as_deref() != Some(reason.as_str()) {
-                    tracing::warn!("{reason}");
-                    self.notices.push(Notice::Unavailable {
-                        reason: reason.clone(),
-                    });
-                }
-                self.unavailable = Some(reason);
-                Ok(None)
-            }
-            Err(FolderError::Chunks(e)) => Err(e.into()),
-            Err(FolderError::Changed(path)) => {
-                // Not a scan's answer; read it as "try again shortly".
-                tracing::debug!(%path, "the folder changed while it was scanned");
-                self.stalled = true;
-                Ok(None)
-            }
-        }
     }
 
     /// Writes `version` into the folder, unless paused (then it waits), the folder changed

@@ -1,0 +1,179 @@
+//! [`Focus`]: what a scan that the watcher started needs to look at. The watcher names the
+//! paths that changed; a focused scan lists the directories on the way to them (their routes)
+//! and walks each named path and everything below it, and takes the rest of the tree from what
+//! the folder last knew. The periodic full rescan catches what a watcher cannot see.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ops::Bound::{Excluded, Included};
+use std::path::Path;
+
+use chorus_chunking::{Entry, RelPath};
+
+use crate::scan::{IGNORE_FILE, ScanReport};
+
+/// Beyond this many changed paths a focused scan is no cheaper than a full one.
+pub const MAX_FOCUS_PATHS: usize = 4096;
+
+/// The changed paths of a share, relative to its root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Focus {
+    /// No path below another one.
+    paths: BTreeSet<String>,
+}
+
+impl Focus {
+    /// The focus on `changed` (absolute paths) below the share's `root`; `None` when only a
+    /// full scan will do: the root itself changed, an ignore file changed (its rules reach
+    /// paths the watcher did not name), or too many paths changed.
+    pub fn of(root: &Path, changed: impl IntoIterator<Item = impl AsRef<Path>>) -> Option<Focus> {
+        let mut paths = BTreeSet::new();
+        for p in changed {
+            let rel = p.as_ref().strip_prefix(root).ok()?;
+            let rel = rel.to_str()?;
+            if rel.is_empty() || rel.split('/').any(|c| c == IGNORE_FILE) {
+                return None;
+            }
+            // A name that is not a valid path (the scan reports it as skipped) is looked at
+            // through its parent.
+            let rel = match RelPath::new(rel) {
+                Ok(r) => r.as_str().to_owned(),
+                Err(_) => match rel.rsplit_once('/') {
+                    Some((parent, _)) => RelPath::new(parent).ok()?.as_str().to_owned(),
+                    None => return None,
+                },
+            };
+            paths.insert(rel);
+            if paths.len() > MAX_FOCUS_PATHS {
+                return None;
+            }
+        }
+        let mut f = Focus::default();
+        for p in paths {
+            if !f.covers_str(&p) {
+                f.paths.insert(p);
+            }
+        }
+        Some(f)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// True when `path` is a changed path or lies below one: a focused scan walks it.
+    pub fn covers(&self, path: &RelPath) -> bool {
+        self.covers_str(path.as_str())
+    }
+
+    /// As [`covers`](Self::covers), for a path as a string (`""` is the root).
+    pub fn covers_str(&self, path: &str) -> bool {
+        self.paths.contains(path) || ancestors(path).any(|a| self.paths.contains(a))
+    }
+
+    /// True when `dir` is a proper ancestor of a changed path: a focused scan lists it.
+    pub fn leads_to(&self, dir: &RelPath) -> bool {
+        let from = format!("{}/", dir.as_str());
+        let to = format!("{}0", dir.as_str()); // '0' follows '/'
+        self.paths
+            .range::<str, _>((Included(from.as_str()), Excluded(to.as_str())))
+            .next()
+            .is_some()
+    }
+
+    /// Every directory on the way to a changed path (its proper ancestors).
+    pub fn routes(&self) -> BTreeSet<String> {
+        self.paths
+            .iter()
+            .flat_map(|p| ancestors(p).map(str::to_owned).collect::<Vec<_>>())
+            .collect()
+    }
+}
+
+/// A focused scan's `entries` completed with `disk` (what the folder last knew the disk held)
+/// everywhere the scan did not look, and its `report` with the ignore rules and skipped paths
+/// of the `last` full report for the rest of the share.
+pub(crate) fn complete(
+    focus: &Focus,
+    mut entries: Vec<(RelPath, Entry)>,
+    mut report: ScanReport,
+    disk: BTreeMap<RelPath, Entry>,
+    last: &ScanReport,
+) -> (Vec<(RelPath, Entry)>, ScanReport) {
+    let found: HashSet<String> = report.routes.iter().map(|r| r.to_string()).collect();
+    // Directories on the way to a change that are not directories any more: what was known
+    // below them went with them.
+    let missing: Vec<String> = focus
+        .routes()
+        .into_iter()
+        .filter(|r| !found.contains(r))
+        .collect();
+    let below_missing = |p: &str| {
+        missing
+            .iter()
+            .any(|m| p == m || (p.starts_with(m.as_str()) && p.as_bytes()[m.len()] == b'/'))
+    };
+    let looked_at =
+        |p: &str| p.is_empty() || focus.covers_str(p) || found.contains(p) || below_missing(p);
+    let have: HashSet<RelPath> = entries.iter().map(|(p, _)| p.clone()).collect();
+    entries.extend(
+        disk.into_iter()
+            .filter(|(p, _)| !have.contains(p) && !looked_at(p.as_str())),
+    );
+    report.ignore_rules = last.ignore_rules.updated(&report.ignore_rules, looked_at);
+    let fresh = std::mem::take(&mut report.skipped);
+    report.skipped = last
+        .skipped
+        .iter()
+        .filter(|s| !s.path.to_str().is_some_and(looked_at))
+        .cloned()
+        .chain(fresh)
+        .collect();
+    (entries, report)
+}
+
+/// The proper ancestors of `path`, nearest first.
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    path.char_indices()
+        .filter(|&(_, c)| c == '/')
+        .map(move |(i, _)| &path[..i])
+        .rev()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_focus_covers_its_paths_and_below_and_leads_through_their_parents() {
+        let root = Path::new("/share");
+        let f = Focus::of(root, ["/share/a/b/c.txt", "/share/a/b/c.txt", "/share/d"]).unwrap();
+        assert!(f.covers(&rel("a/b/c.txt")));
+        assert!(f.covers(&rel("d/e/f")));
+        assert!(!f.covers(&rel("a/b")));
+        assert!(!f.covers(&rel("a/b/c.txt2")));
+        assert!(f.leads_to(&rel("a")) && f.leads_to(&rel("a/b")));
+        assert!(!f.leads_to(&rel("d")) && !f.leads_to(&rel("a/b/c.txt")));
+        assert_eq!(f.routes(), ["a", "a/b"].map(String::from).into());
+    }
+
+    #[test]
+    fn a_path_below_another_is_folded_into_it() {
+        let f = Focus::of(Path::new("/s"), ["/s/a/b", "/s/a", "/s/a/c"]).unwrap();
+        assert_eq!(f.paths, ["a".to_owned()].into());
+        assert!(f.routes().is_empty());
+    }
+
+    #[test]
+    fn the_root_an_ignore_file_or_too_many_paths_need_a_full_scan() {
+        let root = Path::new("/s");
+        assert_eq!(Focus::of(root, ["/s"]), None);
+        assert_eq!(Focus::of(root, ["/s/x/.chorusignore"]), None);
+        assert_eq!(Focus::of(root, ["/elsewhere/x"]), None);
+        let many: Vec<String> = (0..=MAX_FOCUS_PATHS).map(|i| format!("/s/f{i}")).collect();
+        assert_eq!(Focus::of(root, many), None);
+    }
+}
