@@ -8,7 +8,7 @@
 //! - [`network`]: the [`Transport`] trait the daemon implements over libp2p.
 //! - [`wire`]: RPCs and replies as compact binary (postcard) bytes.
 //! - [`memnet`]: an in-memory transport with seeded faults, for tests and benchmarks.
-//! - [`node`]: [`ElectionNode`], the API the daemon drives.
+//! - [`node`]: [`ElectionNode`], the API the daemon drives; [`view`]: who leads, as it sees it.
 //! - `lookout`: a follower campaigns as soon as its leader is known gone or silent.
 //! - [`config`]: LAN and WAN timings.
 //!
@@ -30,6 +30,7 @@ pub mod state_machine;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod types;
+pub mod view;
 pub mod wire;
 
 pub use admission::Refused;

@@ -23,8 +23,8 @@ use openraft::Raft;
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 
-use crate::node::{ClusterView, Role};
 use crate::types::{NodeId, TypeConfig};
+use crate::view::{ClusterView, Role};
 
 /// Campaign rounds after the leader is known gone.
 const ROUNDS: u32 = 6;

@@ -284,7 +284,7 @@ impl DiskFolder {
                 None => disk.remove(p),
             };
         }
-        crate::focus::complete(focus, entries, report, disk, &self.last_report)
+        crate::focused_scan::complete(focus, entries, report, disk, &self.last_report)
     }
 
     fn scan_document(&mut self, dir: &OwnedFd) -> Result<TreeManifest, FolderError> {

@@ -20,6 +20,8 @@ pub mod confined;
 pub mod disk;
 mod failure;
 pub mod focus;
+mod focused_scan;
+mod ignore_file;
 pub mod marker;
 pub mod materialize;
 mod read;

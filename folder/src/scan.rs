@@ -27,8 +27,7 @@ use crate::confined as c;
 use crate::marker::MARKER;
 use crate::read::{ReadError, read_file};
 
-/// The per-directory ignore file, in gitignore syntax.
-pub const IGNORE_FILE: &str = ".chorusignore";
+pub use crate::ignore_file::IGNORE_FILE;
 
 /// Largest ignore file read.
 const IGNORE_FILE_MAX: u64 = 1 << 20;

@@ -1,0 +1,51 @@
+//! Completing a focused scan: what it found where the watcher pointed, and what the folder
+//! last knew everywhere else (entries, ignore rules, skipped paths).
+
+use std::collections::{BTreeMap, HashSet};
+
+use chorus_chunking::{Entry, RelPath};
+
+use crate::focus::Focus;
+use crate::scan::ScanReport;
+
+/// A focused scan's `entries` completed with `disk` (what the folder last knew the disk held)
+/// everywhere the scan did not look, and its `report` with the ignore rules and skipped paths
+/// of the `last` full report for the rest of the share.
+pub(crate) fn complete(
+    focus: &Focus,
+    mut entries: Vec<(RelPath, Entry)>,
+    mut report: ScanReport,
+    disk: BTreeMap<RelPath, Entry>,
+    last: &ScanReport,
+) -> (Vec<(RelPath, Entry)>, ScanReport) {
+    let found: HashSet<String> = report.routes.iter().map(|r| r.to_string()).collect();
+    // Directories on the way to a change that are not directories any more: what was known
+    // below them went with them.
+    let missing: Vec<String> = focus
+        .routes()
+        .into_iter()
+        .filter(|r| !found.contains(r))
+        .collect();
+    let below_missing = |p: &str| {
+        missing
+            .iter()
+            .any(|m| p == m || (p.starts_with(m.as_str()) && p.as_bytes()[m.len()] == b'/'))
+    };
+    let looked_at =
+        |p: &str| p.is_empty() || focus.covers_str(p) || found.contains(p) || below_missing(p);
+    let have: HashSet<RelPath> = entries.iter().map(|(p, _)| p.clone()).collect();
+    entries.extend(
+        disk.into_iter()
+            .filter(|(p, _)| !have.contains(p) && !looked_at(p.as_str())),
+    );
+    report.ignore_rules = last.ignore_rules.updated(&report.ignore_rules, looked_at);
+    let fresh = std::mem::take(&mut report.skipped);
+    report.skipped = last
+        .skipped
+        .iter()
+        .filter(|s| !s.path.to_str().is_some_and(looked_at))
+        .cloned()
+        .chain(fresh)
+        .collect();
+    (entries, report)
+}
