@@ -11,35 +11,11 @@ set -euo pipefail
 bin=$(realpath "${1:-target/release/chorus}")
 rounds=${2:-5}
 mode=${3:-kill}
-dir=$(mktemp -d)
-declare -A pid
-cleanup() {
-  for p in "${pid[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-export RUST_LOG=warn CHORUS_LOG=warn
+source "$(dirname "$0")/group.sh"
 
-start() { # start NAME: runs the daemon of share NAME and waits for its socket
-  "$bin" run "$dir/$1" >>"$dir/$1.log" 2>&1 &
-  pid[$1]=$!
-  for _ in $(seq 1 100); do
-    "$bin" status --folder "$dir/$1" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "the daemon of $1 did not start" >&2
-  exit 1
-}
 role() { "$bin" status --json --folder "$dir/$1" 2>/dev/null | grep -o '"role": *"[a-z]*"' | grep -o '[a-z]*"$' | tr -d '"'; }
 
-"$bin" init "$dir/a" >/dev/null 2>&1
-start a
-for n in b c; do
-  token=$("$bin" invite --folder "$dir/a" 2>/dev/null | grep -o 'chorus1[A-Za-z0-9]*' | head -n 1)
-  "$bin" join "$token" "$dir/$n" >/dev/null 2>&1
-  start "$n"
-done
+form_group
 
 times=()
 for r in $(seq 1 "$rounds"); do

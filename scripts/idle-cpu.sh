@@ -8,35 +8,9 @@
 set -euo pipefail
 bin=$(realpath "${1:-target/release/chorus}")
 secs=${2:-30}
-dir=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-export RUST_LOG=warn CHORUS_LOG=warn
+source "$(dirname "$0")/group.sh"
 
-start() { # start NAME: runs the daemon of share NAME and waits for its socket
-  "$bin" run "$dir/$1" >"$dir/$1.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 1 100); do
-    "$bin" status --folder "$dir/$1" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "the daemon of $1 did not start" >&2
-  exit 1
-}
-
-"$bin" init "$dir/a" >/dev/null 2>&1
-start a
-for n in b c; do
-  # (the token alone: older builds printed advice on stdout too)
-  token=$("$bin" invite --folder "$dir/a" 2>/dev/null | grep -o 'chorus1[A-Za-z0-9]*' | head -n 1)
-  "$bin" join "$token" "$dir/$n" >/dev/null 2>&1
-  start "$n"
-done
+form_group
 echo "hello" >"$dir/a/hello.txt"
 # Agreed: every node has the file and says it is settled, twice in a row a second apart.
 agreed=0
@@ -56,11 +30,11 @@ sleep 5
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 declare -A before
-for p in "${pids[@]}"; do before[$p]=$(ticks "$p"); done
+for p in "${pid[@]}"; do before[$p]=$(ticks "$p"); done
 sleep "$secs"
 total=0
 i=0
-for p in "${pids[@]}"; do
+for p in "${pid[@]}"; do
   used=$(( $(ticks "$p") - before[$p] ))
   pct=$(awk -v u="$used" -v hz="$hz" -v s="$secs" 'BEGIN { printf "%.2f", 100 * u / hz / s }')
   echo "node $i: ${pct}% of a core"

@@ -11,7 +11,7 @@
 
 mod support;
 
-use support::flows::*;
+use support::group::{Group, cli_in, ok, read, wait_until};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -36,44 +36,44 @@ fn init_invite_join_edit_undo_redo_restore_conflict_and_restart() {
         std::fs::write(g.file(i, name), format!("written on {i}\n")).unwrap();
     }
     for (i, name) in [(a, "from-a.txt"), (b, "from-b.txt"), (c, "sub/from-c.txt")] {
-        g.wait_everywhere(name, Some(&format!("written on {i}\n")));
+        g.wait_everywhere(name, format!("written on {i}\n").as_bytes());
     }
     g.wait_converged();
 
     // Undo on c takes back the newest version everywhere; redo brings it back; restore of an
     // older version too, then of one path.
     std::fs::write(g.file(b, "undo-me.txt"), "new\n").unwrap();
-    g.wait_everywhere("undo-me.txt", Some("new\n"));
+    g.wait_everywhere("undo-me.txt", b"new\n");
     g.wait_converged();
     let undone = g.ask(c, &["undo"]);
     assert!(undone.starts_with("undid version"), "{undone}");
-    g.wait_everywhere("undo-me.txt", None);
+    g.wait_missing_everywhere("undo-me.txt");
     g.wait_converged();
     g.ask(c, &["redo"]);
-    g.wait_everywhere("undo-me.txt", Some("new\n"));
+    g.wait_everywhere("undo-me.txt", b"new\n");
     g.wait_converged();
     // Restore a whole version, then one path of another.
     let with_undo_me = g.head(a);
     std::fs::remove_file(g.file(a, "undo-me.txt")).unwrap();
     std::fs::write(g.file(a, "later.txt"), "later\n").unwrap();
-    g.wait_everywhere("later.txt", Some("later\n"));
-    g.wait_everywhere("undo-me.txt", None);
+    g.wait_everywhere("later.txt", b"later\n");
+    g.wait_missing_everywhere("undo-me.txt");
     g.wait_converged();
     let with_later = g.head(a);
     // `chorus show` prints a file of an earlier version.
     assert_eq!(g.ask(c, &["show", &with_undo_me, "undo-me.txt"]), "new\n");
     g.ask(b, &["restore", &with_undo_me]);
-    g.wait_everywhere("undo-me.txt", Some("new\n"));
-    g.wait_everywhere("later.txt", None);
+    g.wait_everywhere("undo-me.txt", b"new\n");
+    g.wait_missing_everywhere("later.txt");
     g.wait_converged();
     g.ask(c, &["restore", &with_later, "later.txt"]);
-    g.wait_everywhere("later.txt", Some("later\n"));
-    g.wait_everywhere("undo-me.txt", Some("new\n"));
+    g.wait_everywhere("later.txt", b"later\n");
+    g.wait_everywhere("undo-me.txt", b"new\n");
     g.wait_converged();
 
     // A conflict: b edits the same line while paused, a edits it too; b resumes.
     std::fs::write(g.file(a, "t.txt"), "one\ntwo\nthree\n").unwrap();
-    g.wait_everywhere("t.txt", Some("one\ntwo\nthree\n"));
+    g.wait_everywhere("t.txt", b"one\ntwo\nthree\n");
     g.wait_converged();
     g.ask(b, &["pause"]);
     assert_eq!(g.status(b)["paused"], true);
@@ -103,7 +103,7 @@ fn init_invite_join_edit_undo_redo_restore_conflict_and_restart() {
     let loser = if merged == va { vb } else { va };
     let said = g.ask(c, &["redo", &entry["seq"].to_string()]);
     assert!(said.contains("in place"), "{said}");
-    g.wait_everywhere("t.txt", Some(loser));
+    g.wait_everywhere("t.txt", loser.as_bytes());
     g.wait_converged();
 
     // Per-peer figures: bytes both ways, and a round trip once a ping has gone.
@@ -119,12 +119,12 @@ fn init_invite_join_edit_undo_redo_restore_conflict_and_restart() {
     });
 
     // kill -9 of b; an edit made while it is down is synced after the restart.
-    g.kill9(b);
+    g.kill(b);
     std::fs::write(g.file(b, "offline.txt"), "written while down\n").unwrap();
     std::fs::write(g.file(a, "online.txt"), "written meanwhile\n").unwrap();
     g.restart(b);
-    g.wait_everywhere("offline.txt", Some("written while down\n"));
-    g.wait_everywhere("online.txt", Some("written meanwhile\n"));
+    g.wait_everywhere("offline.txt", b"written while down\n");
+    g.wait_everywhere("online.txt", b"written meanwhile\n");
     g.wait_converged();
 }
 
@@ -138,7 +138,7 @@ fn the_mass_delete_guard_holds_until_confirmed() {
         std::fs::write(g.file(a, &format!("many/f{i}")), format!("{i}\n")).unwrap();
     }
     std::fs::write(g.file(a, "keep.txt"), "kept\n").unwrap();
-    g.wait_everywhere("many/f29", Some("29\n"));
+    g.wait_everywhere("many/f29", b"29\n");
     g.wait_converged();
     std::fs::remove_dir_all(g.file(a, "many")).unwrap();
     wait_until("the deletion to be held on b", || {
@@ -147,7 +147,7 @@ fn the_mass_delete_guard_holds_until_confirmed() {
     assert_eq!(g.status(b)["held"]["deleting"], 30);
     assert!(g.file(b, "many/f0").exists(), "nothing deleted while held");
     // Plain resume does not release it; it says how.
-    let out = cli(&["resume", "--folder", g.path(b)]);
+    let out = cli_in(None, &["resume", "--folder", g.path(b)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--confirm"));
     assert!(g.file(b, "many/f0").exists());
@@ -173,15 +173,15 @@ fn merge_rules_in_config_toml_choose_how_a_path_merges() {
     std::fs::create_dir(&one).unwrap();
     ok(&["init", one.to_str().unwrap()]);
     with_rule(&one);
-    let a = g.start(one);
+    let a = g.start(one, Vec::new());
     let token = g.invite(a);
     ok(&["join", &token, two.to_str().unwrap()]);
     with_rule(&two);
-    let b = g.start(two);
+    let b = g.start(two, Vec::new());
     let base = "1\n2\n3\n4\n5\n";
     for name in ["data.txt", "notes.md"] {
         std::fs::write(g.file(a, name), base).unwrap();
-        g.wait_everywhere(name, Some(base));
+        g.wait_everywhere(name, base.as_bytes());
     }
     g.wait_converged();
     // Both change different lines of both files while b is paused.
@@ -196,7 +196,7 @@ fn merge_rules_in_config_toml_choose_how_a_path_merges() {
             && read(&g.file(a, "data.txt")).as_deref() == Some(on_a)
     });
     g.ask(b, &["resume"]);
-    g.wait_everywhere("notes.md", Some("1\nTWO\n3\nFOUR\n5\n"));
+    g.wait_everywhere("notes.md", b"1\nTWO\n3\nFOUR\n5\n");
     g.wait_converged();
     let data = read(&g.file(a, "data.txt")).unwrap();
     assert!(
@@ -223,7 +223,7 @@ fn merge_rules_in_config_toml_choose_how_a_path_merges() {
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str("\n[[merge]]\npath = \"*.txt\"\nmode = \"newest\"\n");
     std::fs::write(&config, text).unwrap();
-    let out = cli(&["run", bad.to_str().unwrap()]);
+    let out = cli_in(None, &["run", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -286,7 +286,7 @@ fn bad_input_gets_one_line_that_says_what_to_do() {
         (vec!["run", &p("missing/dir")], "does not exist"),
         (vec!["status", "--folder", &p("empty")], "no chorus daemon"),
     ] {
-        let out = cli(&args);
+        let out = cli_in(None, &args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
@@ -294,10 +294,10 @@ fn bad_input_gets_one_line_that_says_what_to_do() {
     }
     // A second `init` of a share refuses to replace it; a bad config names the file.
     ok(&["init", &p("s")]);
-    let out = cli(&["init", &p("s")]);
+    let out = cli_in(None, &["init", &p("s")]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("already a chorus share"));
     std::fs::write(dir.path().join("s/.chorus/config.toml"), "secret = 1\n").unwrap();
-    let out = cli(&["run", &p("s")]);
+    let out = cli_in(None, &["run", &p("s")]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("config.toml"), "{err}");
     assert_eq!(out.status.code(), Some(1));
@@ -305,15 +305,18 @@ fn bad_input_gets_one_line_that_says_what_to_do() {
     ok(&["init", &p("t")]);
     let holder = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = holder.local_addr().unwrap().port();
-    let out = cli(&[
-        "run",
-        &p("t"),
-        "--listen",
-        &format!("/ip4/0.0.0.0/tcp/{port}"),
-    ]);
+    let out = cli_in(
+        None,
+        &[
+            "run",
+            &p("t"),
+            "--listen",
+            &format!("/ip4/0.0.0.0/tcp/{port}"),
+        ],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("port {port} is in use")), "{err}");
     // Usage errors exit 2.
-    assert_eq!(cli(&["restore"]).status.code(), Some(2));
+    assert_eq!(cli_in(None, &["restore"]).status.code(), Some(2));
 }

@@ -277,13 +277,17 @@ impl DiskFolder {
         entries: Vec<(RelPath, Entry)>,
         report: ScanReport,
     ) -> (Vec<(RelPath, Entry)>, ScanReport) {
-        let mut disk = self.known.entries().clone();
-        for (p, f) in &self.state.failed {
-            match &f.disk {
-                Some(e) => disk.insert(p.clone(), e.clone()),
-                None => disk.remove(p),
-            };
-        }
+        // Borrowed, not copied: at 100k files every copy of the tree is tens of MB.
+        let failed = &self.state.failed;
+        let disk = self
+            .known
+            .iter()
+            .filter(|(p, _)| !failed.contains_key(*p))
+            .chain(
+                failed
+                    .iter()
+                    .filter_map(|(p, f)| f.disk.as_ref().map(|e| (p, e))),
+            );
         crate::focused_scan::complete(focus, entries, report, disk, &self.last_report)
     }
 

@@ -1,7 +1,7 @@
 //! Completing a focused scan: what it found where the watcher pointed, and what the folder
 //! last knew everywhere else (entries, ignore rules, skipped paths).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use chorus_chunking::{Entry, RelPath};
 
@@ -11,11 +11,11 @@ use crate::scan::ScanReport;
 /// A focused scan's `entries` completed with `disk` (what the folder last knew the disk held)
 /// everywhere the scan did not look, and its `report` with the ignore rules and skipped paths
 /// of the `last` full report for the rest of the share.
-pub(crate) fn complete(
+pub(crate) fn complete<'a>(
     focus: &Focus,
     mut entries: Vec<(RelPath, Entry)>,
     mut report: ScanReport,
-    disk: BTreeMap<RelPath, Entry>,
+    disk: impl Iterator<Item = (&'a RelPath, &'a Entry)>,
     last: &ScanReport,
 ) -> (Vec<(RelPath, Entry)>, ScanReport) {
     let found: HashSet<String> = report.routes.iter().map(|r| r.to_string()).collect();
@@ -35,8 +35,8 @@ pub(crate) fn complete(
         |p: &str| p.is_empty() || focus.covers_str(p) || found.contains(p) || below_missing(p);
     let have: HashSet<RelPath> = entries.iter().map(|(p, _)| p.clone()).collect();
     entries.extend(
-        disk.into_iter()
-            .filter(|(p, _)| !have.contains(p) && !looked_at(p.as_str())),
+        disk.filter(|(p, _)| !have.contains(*p) && !looked_at(p.as_str()))
+            .map(|(p, e)| (p.clone(), e.clone())),
     );
     report.ignore_rules = last.ignore_rules.updated(&report.ignore_rules, looked_at);
     let fresh = std::mem::take(&mut report.skipped);

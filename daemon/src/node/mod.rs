@@ -128,8 +128,8 @@ pub async fn stop_signal() {
     }
 }
 
-/// What Raft says now, as the feed reads it.
-fn raft_view(election: &ElectionNode) -> RaftView {
+/// What Raft says now, as the engine's feed reads it (the simulation reads it so too).
+pub fn raft_view(election: &ElectionNode) -> RaftView {
     let view = election.view();
     let members = election.members();
     RaftView {

@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 use chorus_chunking::{ChunkStore, ChunkerParams, MemStore, TreeManifest};
 use chorus_election::testing::Cluster;
 use chorus_election::types::Request;
-use chorus_election::{NodeId, Proposal, Role};
+use chorus_election::{NodeId, Proposal};
 use chorus_merge::ModeRules;
 use chorus_proto::Body;
 use chorus_proto::message::Message;
 use chorus_sync::testing::MemFolder;
 use chorus_sync::{
-    Action, ClusterInfo, Engine, EngineConfig, Event, MassDeleteGuard, RaftFeed, RaftView, Replica,
-    SyncStore,
+    Action, Engine, EngineConfig, Event, MassDeleteGuard, RaftFeed, RaftView, Replica, SyncStore,
 };
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -185,25 +184,9 @@ impl Run {
         });
     }
 
-    /// What Raft says now on node `id`, as the daemon reads it.
+    /// What Raft says now on node `id`, read as the daemon reads it.
     pub fn view(&self, id: NodeId) -> RaftView {
-        let node = self.cluster.node(id);
-        let view = node.view();
-        RaftView {
-            term: view.term,
-            leading: view.role == Role::Leader,
-            cluster: ClusterInfo {
-                leader: view.leader,
-                voters: view.voters.clone(),
-                learners: view.learners.clone(),
-                ranks: node.ranks(),
-                peer_ids: node
-                    .members()
-                    .into_iter()
-                    .map(|(id, m)| (id, m.peer_id))
-                    .collect(),
-            },
-        }
+        chorus::node::raft_view(self.cluster.node(id))
     }
 
     /// Node `id`'s bridge from Raft, polled as the daemon polls it.

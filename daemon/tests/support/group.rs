@@ -80,6 +80,11 @@ pub fn ok(args: &[&str]) -> String {
     ok_in(None, args)
 }
 
+/// The text of the file at `p`, if it can be read.
+pub fn read(p: &Path) -> Option<String> {
+    std::fs::read_to_string(p).ok()
+}
+
 /// Waits until `cond` holds, failing the test after [`LIVENESS`].
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -270,6 +275,14 @@ impl Group {
 
     pub fn status(&self, i: usize) -> serde_json::Value {
         serde_json::from_str(&self.ask(i, &["status", "--json"])).expect("status is JSON")
+    }
+
+    /// No node holds anything at `rel`.
+    pub fn wait_missing_everywhere(&self, rel: &str) {
+        for i in 0..self.nodes.len() {
+            let f = self.file(i, rel);
+            wait_until(&format!("{rel} gone on node {i}"), || !f.exists());
+        }
     }
 
     /// Every node holds `bytes` at `rel`.
