@@ -20,10 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use openraft::Raft;
+use openraft::raft::AppendEntriesResponse;
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 
-use crate::types::{NodeId, TypeConfig};
+use crate::types::{NodeId, RaftReply, TypeConfig};
 use crate::view::{ClusterView, Role};
 
 /// Campaign rounds after the leader is known gone.
@@ -62,6 +63,20 @@ impl LastHeard {
         self.opened
             .elapsed()
             .saturating_sub(Duration::from_millis(at))
+    }
+}
+
+/// Notes that the leader was heard when `reply` answers an AppendEntries or a snapshot chunk
+/// it accepted (however the RPC arrived: the daemon's network or the in-memory one).
+pub(crate) fn note(heard: &LastHeard, reply: &RaftReply) {
+    if matches!(
+        reply,
+        RaftReply::AppendEntries(Ok(AppendEntriesResponse::Success
+            | AppendEntriesResponse::PartialSuccess(_)
+            | AppendEntriesResponse::Conflict))
+            | RaftReply::InstallSnapshot(Ok(_))
+    ) {
+        heard.now();
     }
 }
 

@@ -12,7 +12,9 @@ use openraft::Raft;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::lookout::LastHeard;
 use crate::network::{BoxFuture, RaftReply, RaftRpc, Transport, TransportError, serve};
+use crate::node::ElectionNode;
 use crate::types::{Member, NodeId, TypeConfig};
 
 /// Faults on one direction of a link.
@@ -34,7 +36,8 @@ impl Default for LinkFaults {
 }
 
 struct State {
-    nodes: HashMap<NodeId, Raft<TypeConfig>>,
+    /// Each reachable node's Raft, and where it notes hearing its leader.
+    nodes: HashMap<NodeId, (Raft<TypeConfig>, LastHeard)>,
     links: HashMap<(NodeId, NodeId), LinkFaults>,
     default: LinkFaults,
     /// Nodes in different groups cannot talk; empty means no partition.
@@ -115,8 +118,10 @@ impl MemNet {
     }
 
     /// Makes a node reachable (after start or restart).
-    pub fn register(&self, id: NodeId, raft: Raft<TypeConfig>) {
-        self.lock().nodes.insert(id, raft);
+    pub fn register(&self, node: &ElectionNode) {
+        self.lock()
+            .nodes
+            .insert(node.id(), (node.raft().clone(), node.heard()));
     }
 
     /// Makes a node unreachable (crashed).
@@ -166,7 +171,7 @@ impl Transport for Endpoint {
         let net = self.net.clone();
         let from = self.from;
         Box::pin(async move {
-            let (raft, there) = {
+            let ((raft, heard), there) = {
                 let mut s = net.lock();
                 // A crashed node sends nothing.
                 if !s.nodes.contains_key(&from) {
@@ -187,6 +192,7 @@ impl Transport for Endpoint {
                 Ok(r) => r,
                 Err(_) => return std::future::pending().await,
             };
+            crate::lookout::note(&heard, &reply);
             let back = {
                 let mut s = net.lock();
                 // The sender may have crashed meanwhile; its reply then goes nowhere.

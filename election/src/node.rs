@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::raft::AppendEntriesResponse;
 use openraft::{ChangeMembers, Raft, ServerState};
 use tokio::sync::{mpsc, watch};
 
@@ -119,6 +118,11 @@ impl ElectionNode {
         self.id
     }
 
+    /// When this node last heard its leader (for transports that serve RPCs themselves).
+    pub(crate) fn heard(&self) -> LastHeard {
+        self.heard.clone()
+    }
+
     /// The openraft handle, for serving RPCs and metrics.
     pub fn raft(&self) -> &Raft<TypeConfig> {
         &self.raft
@@ -128,15 +132,7 @@ impl ElectionNode {
     /// [`crate::admission`] admits it. A refused RPC is answered by silence.
     pub async fn handle(&self, from: NodeId, rpc: RaftRpc) -> Result<RaftReply, Refused> {
         let reply = serve(&self.raft, from, rpc).await?;
-        if matches!(
-            reply,
-            RaftReply::AppendEntries(Ok(AppendEntriesResponse::Success
-                | AppendEntriesResponse::PartialSuccess(_)
-                | AppendEntriesResponse::Conflict))
-                | RaftReply::InstallSnapshot(Ok(_))
-        ) {
-            self.heard.now();
-        }
+        lookout::note(&self.heard, &reply);
         Ok(reply)
     }
 

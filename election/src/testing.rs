@@ -67,7 +67,7 @@ impl Cluster {
                 Err(e) => panic!("open node: {e:?}"),
             }
         };
-        self.net.register(id, node.raft().clone());
+        self.net.register(&node);
         self.nodes.insert(id, Some(node));
     }
 

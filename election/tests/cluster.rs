@@ -70,6 +70,23 @@ async fn three_nodes_elect_commit_and_number_gap_free() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_keeps_sending_heartbeats_keeps_its_term() {
+    // The followers' lookout campaigns when the leader goes silent for its whole lease; a
+    // leader heard all along (here for ten leases) must never be replaced, whichever
+    // transport carried its heartbeats.
+    let (c, _dir) = cluster(3, "a_leader_that_keeps_sending_heartbeats_keeps_its_term").await;
+    let leader = c.wait_leader(5 * SECS).await.expect("a leader");
+    let term = c.node(leader).view().term;
+    let lease = Duration::from_millis(ElectionConfig::eager().election_timeout_max_ms);
+    tokio::time::sleep(lease * 10).await;
+    for id in c.running() {
+        let v = c.node(id).view();
+        assert_eq!((v.term, v.leader), (term, Some(leader)), "node {id}");
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_leader_is_replaced_and_the_new_one_commits() {
     for n in [3, 5] {
         let (mut c, _d) = cluster(n, &format!("killed_leader_is_replaced ({n} nodes)")).await;
