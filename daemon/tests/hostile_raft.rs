@@ -48,6 +48,8 @@ impl Hostile {
                 limits: Limits::default(),
                 request_timeout: Duration::from_secs(5),
                 bandwidth_limit: None,
+                relay: true,
+                relay_circuit_bytes: 1 << 30,
             })
             .unwrap()
         });

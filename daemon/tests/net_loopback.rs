@@ -34,6 +34,8 @@ async fn node(secret: [u8; 32], keypair: Keypair, allowed: Vec<PeerId>) -> Node 
         limits: Limits::default(),
         request_timeout: Duration::from_secs(5),
         bandwidth_limit: None,
+        relay: true,
+        relay_circuit_bytes: 1 << 30,
     })
     .unwrap();
     let addr = tokio::time::timeout(LIVENESS, async {

@@ -13,7 +13,9 @@
 //!   `election_timeout_max`) and a little more: one campaign round, instead of openraft's
 //!   lease plus a random election timeout.
 //!
-//! openraft's timer stays on underneath, for whatever the lookout misses.
+//! openraft's timer stays on underneath, for whatever the lookout misses. Neither campaigns
+//! while the daemon says this node reaches fewer than a majority of the voters
+//! ([`crate::ElectionNode::set_reach`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,7 +97,10 @@ pub(crate) fn spawn(
     heard: LastHeard,
     lease: Duration,
     mut lost: mpsc::UnboundedReceiver<NodeId>,
+    reach: Arc<std::sync::atomic::AtomicBool>,
 ) {
+    let may_campaign =
+        move |me: NodeId, v: &ClusterView| reach.load(Ordering::Relaxed) && may_campaign(me, v);
     tokio::spawn(async move {
         let mut campaign: Option<Campaign> = None;
         // The (term, leader) a silence campaign was already run for: one per leader.

@@ -57,6 +57,9 @@ pub struct ElectionNode {
     heard: LastHeard,
     /// Tells the lookout a leader is gone.
     lost: mpsc::UnboundedSender<NodeId>,
+    /// False while the daemon says this node reaches fewer than a majority of the voters: it
+    /// does not campaign then ([`ElectionNode::set_reach`]).
+    reach: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ElectionNode {
@@ -94,6 +97,7 @@ impl ElectionNode {
         let heard = LastHeard::new();
         let (lost, lost_rx) = mpsc::unbounded_channel();
         let lease = std::time::Duration::from_millis(config.election_timeout_max_ms);
+        let reach = Arc::new(std::sync::atomic::AtomicBool::new(true));
         lookout::spawn(
             id,
             raft.clone(),
@@ -101,6 +105,7 @@ impl ElectionNode {
             heard.clone(),
             lease,
             lost_rx,
+            reach.clone(),
         );
         Ok(ElectionNode {
             id,
@@ -111,6 +116,7 @@ impl ElectionNode {
             view,
             heard,
             lost,
+            reach,
         })
     }
 
@@ -119,6 +125,7 @@ impl ElectionNode {
     }
 
     /// When this node last heard its leader (for transports that serve RPCs themselves).
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn heard(&self) -> LastHeard {
         self.heard.clone()
     }
@@ -141,6 +148,19 @@ impl ElectionNode {
     /// [`crate::lookout`]) instead of waiting out the heartbeat timeout.
     pub fn leader_lost(&self, leader: NodeId) {
         let _ = self.lost.send(leader);
+    }
+
+    /// The daemon's word on whether this node reaches a majority of the voters (over any
+    /// connection, direct or relayed). While it does not, it does not campaign (neither
+    /// openraft's election timer nor the lookout): a member the others cannot reach would only
+    /// raise the term without end, and, elected, could not lead. A leader is not affected.
+    pub fn set_reach(&self, reaches_majority: bool) {
+        let was = self
+            .reach
+            .swap(reaches_majority, std::sync::atomic::Ordering::Relaxed);
+        if was != reaches_majority {
+            self.raft.runtime_config().elect(reaches_majority);
+        }
     }
 
     /// True when this node has a log or a membership already.

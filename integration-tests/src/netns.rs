@@ -4,6 +4,9 @@
 //! [`Lab::enable_gateway`] the bridge gets 10.231.N.254, so processes of the root namespace (a
 //! relay) reach the hosts and the hosts reach them.
 //!
+//! NAT: [`Lab::add_nat_site`] puts a host behind another one acting as its NAT router (cone or
+//! symmetric).
+//!
 //! Faults: [`Lab::cut`] takes a host's link down (and [`Lab::heal`] brings it back);
 //! [`Lab::set_loss`] drops a share of the packets a host receives (nftables `numgen random`);
 //! [`Lab::set_blocked`] drops what a host receives from given addresses (partitions).
@@ -49,10 +52,23 @@ pub struct Host {
     veth: String,
 }
 
+/// How a NAT router ([`Lab::add_nat_site`]) maps a private host's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat {
+    /// Linux's plain masquerade: the source port is kept where it is free, so the same local
+    /// port appears at the same public port to every peer (hole punching can work).
+    Cone,
+    /// A random public port per connection: a peer cannot predict it, so no hole punch.
+    Symmetric,
+}
+
 /// A set of hosts on one bridge. Dropping it removes everything it made.
 pub struct Lab {
     /// The third octet of this lab's addresses.
     subnet: u8,
+    /// `<pid>-<lab number>`, in every namespace name, and its hex form in link names.
+    base: String,
+    tag: String,
     bridge: String,
     hosts: Vec<Host>,
     children: Mutex<Vec<Child>>,
@@ -75,6 +91,8 @@ impl Lab {
         let subnet = ((pid as usize).wrapping_mul(7).wrapping_add(seq as usize) % 250) as u8;
         let mut lab = Lab {
             subnet,
+            base: format!("{pid}-{seq}"),
+            tag: tag.clone(),
             bridge: format!("chb{tag}"),
             hosts: Vec::new(),
             children: Mutex::new(Vec::new()),
@@ -141,6 +159,119 @@ impl Lab {
     /// if the caller has not (the caller owns the `Child`).
     pub fn spawn_piped(&self, mut command: Command) -> std::io::Result<Child> {
         command.stdin(Stdio::null()).stdout(Stdio::piped()).spawn()
+    }
+
+    /// Puts a new host behind host `router`, which becomes its NAT router: a private link
+    /// (192.168.K.0/24, the host at .2, the router at .1), the router forwarding and
+    /// masquerading what the host sends to the bridge, and dropping what comes from the bridge
+    /// for the private side unless it answers a connection from inside (nftables). The hosts
+    /// on the bridge have no route to the private side: they cannot dial the new host. Returns
+    /// the new host's index.
+    pub fn add_nat_site(&mut self, router: usize, nat: Nat) -> Result<usize, LabError> {
+        let index = self.hosts.len();
+        let k = index as u8;
+        let host = Host {
+            index,
+            netns: format!("{NS_PREFIX}{}-{index}", self.base),
+            addr: Ipv4Addr::new(192, 168, k, 2),
+            veth: format!("chn{}-{index}", self.tag),
+        };
+        let peer = format!("chs{}-{index}", self.tag);
+        let r = self.hosts[router].netns.clone();
+        ip(&["netns", "add", &host.netns])?;
+        self.hosts.push(host.clone());
+        ip(&[
+            "link", "add", &host.veth, "type", "veth", "peer", "name", &peer,
+        ])?;
+        let lan = format!("lan{index}");
+        ip(&["link", "set", &host.veth, "netns", &r])?;
+        ip(&["-n", &r, "link", "set", &host.veth, "name", &lan])?;
+        ip(&[
+            "-n",
+            &r,
+            "addr",
+            "add",
+            &format!("192.168.{k}.1/24"),
+            "dev",
+            &lan,
+        ])?;
+        ip(&["-n", &r, "link", "set", &lan, "up"])?;
+        let ns = &host.netns;
+        ip(&["link", "set", &peer, "netns", ns])?;
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        ip(&["-n", ns, "link", "set", &peer, "name", "eth0"])?;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{}/24", host.addr),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+        ip(&[
+            "-n",
+            ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("192.168.{k}.1"),
+        ])?;
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &r,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]))?;
+        let masquerade = match nat {
+            Nat::Cone => "masquerade",
+            // A new public port for every connection: what a symmetric NAT does.
+            Nat::Symmetric => "masquerade fully-random",
+        };
+        let rules = format!(
+            "table ip chorus_nat_{k} {{\n\
+               chain masq {{ type nat hook postrouting priority srcnat; \
+                 oifname \"eth0\" ip saddr 192.168.{k}.0/24 {masquerade}; }}\n\
+               chain inward {{ type filter hook forward priority 0; \
+                 iifname \"eth0\" oifname \"{lan}\" ct state established,related accept; \
+                 iifname \"eth0\" oifname \"{lan}\" drop; }}\n\
+             }}\n"
+        );
+        let mut nft = Command::new("ip");
+        nft.args(["netns", "exec", &r, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let command = format!("{nft:?}");
+        let mut child = nft.spawn().map_err(|source| LabError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(rules.as_bytes())
+            .map_err(|source| LabError::Spawn {
+                command: command.clone(),
+                source,
+            })?;
+        let out = child.wait_with_output().map_err(|source| LabError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+        if !out.status.success() {
+            return Err(LabError::Command {
+                command: format!("{command} <<< {rules}"),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(index)
     }
 
     /// The bridge's address (10.231.N.254), assigned by [`Lab::enable_gateway`].
@@ -305,7 +436,7 @@ fn remove_stale() -> Result<(), LabError> {
         let links = run(Command::new("ip").args(["-o", "link", "show"]))?;
         for link in links.lines().filter_map(|l| l.split(':').nth(1)) {
             let link = link.trim().split('@').next().unwrap_or_default();
-            if ["chb", "chv", "chp"]
+            if ["chb", "chv", "chp", "chn", "chs"]
                 .iter()
                 .any(|p| link.starts_with(&format!("{p}{tag}")))
             {

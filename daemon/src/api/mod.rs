@@ -149,6 +149,13 @@ pub struct Peer {
     /// absent when not since this daemon started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen_ms: Option<u64>,
+    /// How it is reached now: `direct`, `hole-punched` (a direct connection made from a relayed
+    /// one) or `relayed` (through another member's relay); absent while not connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Its address on that connection (for a relayed one, the circuit through the relay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_addr: Option<String>,
 }
 
 /// One entry of `GET /v1/versions`: an accepted version in the history kept here.

@@ -158,6 +158,7 @@ pub fn peers(args: Args) -> anyhow::Result<ExitCode> {
                     p.peer_id,
                     p.role,
                     if p.connected { "yes" } else { "no" }.into(),
+                    p.path.unwrap_or_else(|| "-".into()),
                     seen(p.connected, p.last_seen_ms),
                     p.rtt_ms
                         .map_or_else(|| "-".into(), |ms| format!("{ms:.1} ms")),
@@ -175,6 +176,7 @@ pub fn peers(args: Args) -> anyhow::Result<ExitCode> {
                 "PEER",
                 "ROLE",
                 "CONNECTED",
+                "PATH",
                 "LAST SEEN",
                 "RTT",
                 "SHARED",

@@ -77,6 +77,14 @@ pub struct Config {
     pub rescan_secs: u64,
     /// Sync bytes sent per second, all peers together; 0 means no limit.
     pub bandwidth_limit: u64,
+    /// Serve as a relay for the members of this share (circuit relay v2), so members behind
+    /// NATs reach each other through this node when they cannot directly. Only members can use
+    /// it: the share's key guards the listener. Worth leaving on where this machine has a
+    /// public address; `false` turns it off.
+    pub relay: bool,
+    /// What the relay carries per circuit (one pair of members) at most, in MiB, before it
+    /// closes the circuit (the pair connects again, directly if a hole punch works by then).
+    pub relay_circuit_mib: u64,
     /// A version that would delete more than this fraction of the files here...
     pub mass_delete_fraction: f64,
     /// ...or more than this many files, is held until `chorus resume --confirm`.
@@ -151,6 +159,8 @@ impl Default for Config {
             debounce_ms: 100,
             rescan_secs: 600,
             bandwidth_limit: 0,
+            relay: true,
+            relay_circuit_mib: 1024,
             mass_delete_fraction: 0.5,
             mass_delete_files: 1000,
             demote_after_secs: 3 * 24 * 3600,

@@ -60,6 +60,10 @@ pub struct Settings {
     pub guard: MassDeleteGuard,
     /// Sync bytes sent per second, all peers together; `None`: no limit.
     pub bandwidth_limit: Option<u64>,
+    /// Serve as a relay for the members.
+    pub relay: bool,
+    /// What the relay carries per circuit at most, in bytes.
+    pub relay_circuit_bytes: u64,
     /// A voter unseen this long is made a learner by the leader; `None`: never.
     pub demote_after: Option<Duration>,
     /// How much history this node keeps.
@@ -120,6 +124,8 @@ pub fn resolve(
         guard,
         bandwidth_limit: Some(args.bandwidth_limit.unwrap_or(file.bandwidth_limit))
             .filter(|&r| r > 0),
+        relay: file.relay,
+        relay_circuit_bytes: file.relay_circuit_mib.clamp(1, 1 << 20) << 20,
         demote_after: Some(Duration::from_secs(file.demote_after_secs)).filter(|d| !d.is_zero()),
         retention: Retention {
             keep_last: file.keep_versions,

@@ -50,6 +50,7 @@ impl Task {
             self.strangers.remove(&p);
             self.allowed.insert(p);
         }
+        self.links_allowed_changed();
     }
 
     /// Refuses these peers from now on, and drops their connections.
@@ -58,6 +59,7 @@ impl Task {
             self.allowed.remove(&p);
             self.refuse(p);
         }
+        self.links_allowed_changed();
     }
 
     /// Disconnects and blocks a peer that may not talk to this node.

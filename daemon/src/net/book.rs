@@ -34,13 +34,19 @@ impl Task {
         self.swarm.add_peer_address(peer, addr);
     }
 
-    /// Before a request to a peer that is not connected: every address ever learnt for it.
+    /// Before a request to a peer that is not connected: every address ever learnt for it,
+    /// and, for a member, the circuits to it through the connected members' relays.
     pub(super) fn remind(&mut self, peer: PeerId) {
         if self.swarm.is_connected(&peer) {
             return;
         }
         if let Some(addrs) = self.book.get(&peer) {
             for a in addrs.clone() {
+                self.swarm.add_peer_address(peer, a);
+            }
+        }
+        if self.allowed.contains(&peer) {
+            for a in self.circuit_addrs(peer) {
                 self.swarm.add_peer_address(peer, a);
             }
         }
@@ -67,9 +73,13 @@ impl Task {
                 self.member_dials.remove(&p);
                 continue;
             }
-            let Some(addrs) = self.book.get(&p).filter(|a| !a.is_empty()) else {
+            let mut addrs = self.book.get(&p).cloned().unwrap_or_default();
+            // Through the relays of the members connected now: a member behind a NAT is
+            // reached this way when nobody can dial it.
+            addrs.extend(self.circuit_addrs(p));
+            if addrs.is_empty() {
                 continue;
-            };
+            }
             let (next, backoff) = self
                 .member_dials
                 .entry(p)
@@ -78,7 +88,7 @@ impl Task {
                 continue;
             }
             let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(p)
-                .addresses(addrs.clone())
+                .addresses(addrs)
                 .build();
             let _ = self.swarm.dial(opts);
             *next = now + *backoff;

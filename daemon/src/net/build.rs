@@ -1,6 +1,7 @@
 //! Starting the network: its configuration ([`NetConfig`]) and errors ([`NetError`]), the
 //! protocols and the limits on frames and connections, and [`spawn`], which builds the
-//! transport (TCP, the private network's key, Noise, yamux), the [`Behaviour`] and the
+//! transport (TCP, the private network's key, Noise, yamux; circuits through a member's relay),
+//! the [`Behaviour`] and the
 //! [`Task`] that owns the Swarm.
 
 use std::collections::{HashMap, HashSet};
@@ -16,8 +17,8 @@ use libp2p::pnet::PnetConfig;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Transport, allow_block_list, connection_limits, identify,
-    mdns, noise, ping, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Transport, allow_block_list, connection_limits, dcutr,
+    identify, mdns, noise, ping, relay, tcp, yamux,
 };
 use tokio::sync::mpsc;
 
@@ -69,6 +70,10 @@ pub struct NetConfig {
     pub request_timeout: Duration,
     /// Sync and chunk bytes sent per second, all peers together; `None` for no limit.
     pub bandwidth_limit: Option<u64>,
+    /// Serve as a relay for the members (see `reach`).
+    pub relay: bool,
+    /// What the relay carries per circuit at most before closing it.
+    pub relay_circuit_bytes: u64,
 }
 
 /// Starts the network task; returns its handle and the stream of what arrives.
@@ -81,6 +86,8 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
     let secret = cfg.secret;
     let local = cfg.keypair.public().to_peer_id();
     let mdns_on = cfg.mdns;
+    let relay_on = cfg.relay;
+    let relay_circuit_bytes = cfg.relay_circuit_bytes;
     let rr = |proto: StreamProtocol, max: usize, counters: &Arc<Counters>| {
         request_response::Behaviour::with_codec(
             FrameCodec::new(max, counters.clone()),
@@ -105,7 +112,11 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
             )
         })
         .map_err(|e| NetError::Build(e.into()))?
-        .with_behaviour(|key| {
+        // Connections through a member's relay: Noise and yamux inside a circuit, which itself
+        // runs on a connection behind the share's key.
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| NetError::Build(e.into()))?
+        .with_behaviour(|key, relay_client| {
             let mdns = if mdns_on {
                 // Ask again every 20 s rather than libp2p's 5 min: a node that missed the first
                 // answers (started first, or a lost packet) finds the others soon.
@@ -137,6 +148,14 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
                 )),
                 ping: ping::Behaviour::new(ping::Config::new()),
                 mdns: Toggle::from(mdns),
+                relay: Toggle::from(relay_on.then(|| {
+                    relay::Behaviour::new(
+                        key.public().to_peer_id(),
+                        super::reach::relay_config(relay_circuit_bytes),
+                    )
+                })),
+                relay_client,
+                dcutr: dcutr::Behaviour::new(key.public().to_peer_id()),
             })
         })
         .map_err(|e| NetError::Build(e.into()))?
@@ -170,6 +189,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
     let (tx, rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
     let stats = SharedStats::default();
+    let (members_up, members_up_rx) = tokio::sync::watch::channel(Default::default());
     let task = Task {
         swarm,
         inbound: in_tx,
@@ -189,6 +209,10 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
         stats: stats.clone(),
         member_dials: HashMap::new(),
         lost: HashSet::new(),
+        links: HashMap::new(),
+        relays: HashMap::new(),
+        punched: HashSet::new(),
+        members_up,
     };
     tokio::spawn(task.run(rx));
     Ok((
@@ -198,6 +222,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
             counters,
             raft_counters,
             stats,
+            members_up: members_up_rx,
         },
         in_rx,
     ))

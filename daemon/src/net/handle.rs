@@ -45,8 +45,37 @@ pub struct JoinAccepted {
     pub voucher: Option<Voucher>,
 }
 
+/// How a peer is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    /// A connection one of the two dialled.
+    Direct,
+    /// A direct connection made by hole punching (DCUtR) from a relayed one.
+    HolePunched,
+    /// Through a member's relay.
+    Relayed,
+}
+
+impl PathKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathKind::Direct => "direct",
+            PathKind::HolePunched => "hole-punched",
+            PathKind::Relayed => "relayed",
+        }
+    }
+}
+
+/// The connection a peer is reached on now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerPath {
+    pub kind: PathKind,
+    /// The peer's address on that connection.
+    pub addr: Multiaddr,
+}
+
 /// What this node exchanged with one peer, and how far away it is.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PeerStats {
     /// Sync and chunk frames, length prefixes included.
     pub sent: u64,
@@ -56,6 +85,8 @@ pub struct PeerStats {
     /// When a connection to it was last known to work (Unix ms): opened, answering a ping,
     /// or closing. `None`: not since the daemon started.
     pub last_seen_ms: Option<u64>,
+    /// How it is reached now (`None`: not connected).
+    pub path: Option<PeerPath>,
 }
 
 pub(super) type SharedStats = Arc<std::sync::Mutex<HashMap<PeerId, PeerStats>>>;
@@ -127,9 +158,16 @@ pub struct NetHandle {
     pub(super) counters: Arc<Counters>,
     pub(super) raft_counters: Arc<Counters>,
     pub(super) stats: SharedStats,
+    pub(super) members_up: tokio::sync::watch::Receiver<std::collections::BTreeSet<PeerId>>,
 }
 
 impl NetHandle {
+    /// The members with at least one open connection (direct or relayed), updated as
+    /// connections open and close.
+    pub fn links(&self) -> tokio::sync::watch::Receiver<std::collections::BTreeSet<PeerId>> {
+        self.members_up.clone()
+    }
+
     /// Bytes and round trip per peer, for every peer seen so far.
     pub fn peer_stats(&self) -> HashMap<PeerId, PeerStats> {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()

@@ -1,6 +1,7 @@
 //! The daemon's network over libp2p 0.57 (DESIGN.md §8): TCP with a pre-shared key derived from
 //! the share secret (`pnet`, which stops non-members before any handshake), Noise, yamux;
-//! identify and ping; mDNS on a LAN; request-response protocols with a length-prefixed codec
+//! identify and ping; mDNS on a LAN; a circuit relay v2 for the members, the relay client and
+//! DCUtR hole punching (see `reach`); request-response protocols with a length-prefixed codec
 //! bounded by the frame limits: `/chorus/sync/1` (the sync messages), `/chorus/chunks/1`
 //! (NeedChunks and Chunks, the bulky ones) and `/chorus/raft/2` (openraft RPCs as postcard bytes).
 //!
@@ -25,6 +26,9 @@
 //! - `book`: the address book, and redial of explicit peers and members;
 //! - `admission`: the allow list, strangers and their grace, refusals, the join protocol;
 //! - `dispatch`: the sync, chunk and Raft protocols, delivery to the node;
+//! - `reach`: connection paths (direct, hole-punched, relayed), the relay run for the members,
+//!   reservations at other members' relays, dialling through them, hole punching, and the set
+//!   of connected members;
 //! - [`codec`], [`identity`], [`invite`], [`raft`], [`throttle`]: the frame codec, the
 //!   keypair and private-network key, invites, the Raft transport, the bandwidth limit.
 
@@ -37,13 +41,14 @@ mod handle;
 pub mod identity;
 pub mod invite;
 pub mod raft;
+mod reach;
 mod task;
 pub mod throttle;
 
 pub use build::{NetConfig, spawn};
 pub use codec::FrameCodec;
 pub use handle::JoinAccepted;
-pub use handle::{Inbound, NetError, NetHandle, PeerStats};
+pub use handle::{Inbound, NetError, NetHandle, PathKind, PeerPath, PeerStats};
 pub use identity::{load_or_create_keypair, psk_of_secret};
 pub use invite::{Code, InviteBook, Voucher, check_voucher, vouch};
 pub use raft::RaftTransport;

@@ -14,8 +14,8 @@ use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, Swarm, allow_block_list, connection_limits, identify, mdns, ping,
-    request_response,
+    Multiaddr, PeerId, Swarm, allow_block_list, connection_limits, dcutr, identify, mdns, ping,
+    relay, request_response,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -36,6 +36,10 @@ pub(super) struct Behaviour {
     pub(super) identify: identify::Behaviour,
     pub(super) ping: ping::Behaviour,
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
+    /// The relay this node runs for the members (see [`super::reach`]).
+    pub(super) relay: Toggle<relay::Behaviour>,
+    pub(super) relay_client: relay::client::Behaviour,
+    pub(super) dcutr: dcutr::Behaviour,
 }
 
 /// A Raft RPC being served: its channel, and the reply once the node gives it.
@@ -81,6 +85,14 @@ pub(super) struct Task {
     /// Members whose last connection closed and that were not reached since: a failed dial
     /// to one is reported to the node as [`Inbound::Gone`].
     pub(super) lost: HashSet<PeerId>,
+    /// Open connections per peer and how each goes (direct, hole-punched, relayed).
+    pub(super) links: super::reach::Links,
+    /// Relay reservations asked of members.
+    pub(super) relays: HashMap<PeerId, super::reach::Reservation>,
+    /// Connections a hole punch made, reported before the connection itself.
+    pub(super) punched: HashSet<libp2p::swarm::ConnectionId>,
+    /// The members connected now, for the node.
+    pub(super) members_up: tokio::sync::watch::Sender<std::collections::BTreeSet<PeerId>>,
 }
 
 impl Task {
@@ -119,6 +131,7 @@ impl Task {
         let now = Instant::now();
         self.expire_strangers(now);
         self.redial(now);
+        self.reserve_relays();
     }
 
     fn command(&mut self, cmd: Command) {
@@ -201,7 +214,11 @@ impl Task {
                 for a in info.listen_addrs {
                     self.learn(peer_id, a);
                 }
+                self.observed(peer_id, info.observed_addr);
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => self.relay_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => self.relay_client_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.dcutr_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
                     if self.allowed.contains(&peer) {
@@ -224,17 +241,25 @@ impl Task {
                     s.last_seen_ms = Some(now);
                 });
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
                 self.lost.remove(&peer_id);
+                self.link_opened(peer_id, connection_id, &endpoint);
                 self.admit_connection(peer_id);
                 self.redial_connected(peer_id);
                 self.seen(peer_id);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 ..
             } => {
+                self.link_closed(peer_id, connection_id);
                 self.seen(peer_id);
                 self.redial_closed(peer_id);
                 if num_established == 0 {
@@ -245,6 +270,15 @@ impl Task {
                 peer_id: Some(peer),
                 ..
             } => self.dial_failed(peer),
+            SwarmEvent::NewListenAddr { address, .. } => self.listening_on(address),
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => self.listener_closed(listener_id, reason.err().map(|e| e.to_string())),
+            SwarmEvent::ListenerError { listener_id, error } => {
+                self.listener_closed(listener_id, Some(error.to_string()))
+            }
             _ => {}
         }
     }

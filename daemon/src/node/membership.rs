@@ -267,3 +267,38 @@ pub async fn evict_all(election: &ElectionNode, me: PeerId) -> Result<Vec<String
     );
     Ok(removed)
 }
+
+/// Tells the election whether this node reaches a majority of the voters (itself and the
+/// voters connected now, directly or through a relay): a node that does not, does not campaign
+/// (see [`ElectionNode::set_reach`]). Logged when it changes.
+pub fn update_reach(election: &ElectionNode, connected: &BTreeSet<PeerId>, was: &mut Option<bool>) {
+    let me = election.id();
+    let v = election.view();
+    if !v.voters.contains(&me) {
+        return;
+    }
+    let reached = v
+        .voters
+        .iter()
+        .filter(|id| **id == me || connected.iter().any(|p| node_id_of(&p.to_bytes()) == **id))
+        .count();
+    let majority = v.voters.len() / 2 + 1;
+    let reaches = reached >= majority;
+    if *was != Some(reaches) {
+        if reaches {
+            tracing::info!(
+                reached,
+                voters = v.voters.len(),
+                "this node reaches a majority of the voters"
+            );
+        } else {
+            tracing::warn!(
+                reached,
+                voters = v.voters.len(),
+                "this node reaches fewer than a majority of the voters; it will not campaign until it does"
+            );
+        }
+        *was = Some(reaches);
+    }
+    election.set_reach(reaches);
+}

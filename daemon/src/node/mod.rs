@@ -200,6 +200,8 @@ pub async fn run(
     let mut feed = RaftFeed::new();
     let mut raft_changes = election.subscribe();
     let mut head_changes = election.subscribe_head();
+    let mut links = net.links();
+    let mut reaches: Option<bool> = None;
     let (confirmations, mut confirmed) = mpsc::unbounded_channel::<(u64, bool)>();
     let mut dropped: u64 = 0;
     let mut snapshot_timer = tokio::time::interval(SNAPSHOT_EVERY);
@@ -294,7 +296,13 @@ pub async fn run(
                 }
                 None => return Err(NodeError::Net(net::NetError::Stopped)),
             },
-            Ok(()) = raft_changes.changed() => follow(&mut feed, &mut members_seen),
+            Ok(()) = raft_changes.changed() => {
+                follow(&mut feed, &mut members_seen);
+                membership::update_reach(&election, &links.borrow(), &mut reaches);
+            }
+            Ok(()) = links.changed() => {
+                membership::update_reach(&election, &links.borrow_and_update(), &mut reaches);
+            }
             Ok(()) = head_changes.changed() => follow(&mut feed, &mut members_seen),
             Some((term, ok)) = confirmed.recv() => {
                 let v = raft_view(&election);

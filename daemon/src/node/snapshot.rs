@@ -111,7 +111,7 @@ impl Composer {
                 let last_shared = w.last_shared.get(id).copied();
                 let st = peer
                     .and_then(|p| stats.get(&p))
-                    .copied()
+                    .cloned()
                     .unwrap_or_default();
                 let is_connected = peer.is_some_and(|p| connected.contains(&p));
                 Peer {
@@ -131,6 +131,16 @@ impl Composer {
                     bytes_sent: st.sent,
                     bytes_received: st.received,
                     rtt_ms: st.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                    path: st
+                        .path
+                        .as_ref()
+                        .filter(|_| is_connected)
+                        .map(|p| p.kind.as_str().to_owned()),
+                    path_addr: st
+                        .path
+                        .as_ref()
+                        .filter(|_| is_connected)
+                        .map(|p| p.addr.to_string()),
                 }
             })
             .collect();

@@ -78,6 +78,8 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
         limits: Limits::default(),
         request_timeout: Duration::from_secs(10),
         bandwidth_limit: cfg.settings.bandwidth_limit,
+        relay: cfg.settings.relay,
+        relay_circuit_bytes: cfg.settings.relay_circuit_bytes,
     })?;
     let election = Arc::new(
         ElectionNode::open(

@@ -1,0 +1,402 @@
+//! Reaching members behind NATs: every connection's path (direct, hole-punched or relayed),
+//! relays run by the group, and which members are connected now.
+//!
+//! - **Relays run by the group.** Every member serves as a circuit relay v2 (unless configured
+//!   `relay = false`). Its TCP listener is behind the share's private-network key, so only
+//!   peers holding the share secret ever reach the relay; the limits in [`relay_config`] bound
+//!   what one member can make it carry.
+//! - **Reservations.** A node reserves a slot (listens on `/p2p-circuit`) at up to
+//!   [`MAX_RELAYS`] members it reached by dialling them (asked again every few seconds while
+//!   refused): a member it could dial is one others can likely dial too. A member behind a NAT that nobody can dial is then reachable at
+//!   `<relay address>/p2p/<relay>/p2p-circuit/p2p/<member>`.
+//! - **Dialling a member through the others.** A member that is not connected is dialled at
+//!   its known addresses and through every connected member whose address is known
+//!   ([`Task::circuit_addrs`]); the relay forwards only to a member holding a reservation.
+//! - **Hole punching.** DCUtR upgrades a relayed connection to a direct one when both NATs allow
+//!   it (each side's address as members observe it is taken as its external address). Once a
+//!   direct connection to a peer exists its relayed ones are closed, so sync and chunk traffic
+//!   never goes through the relay when a direct path exists.
+//! - **Who is connected.** The set of members with at least one connection, published on a
+//!   watch channel ([`super::NetHandle::links`]); the node campaigns only while it reaches a
+//!   majority of the voters.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use libp2p::core::ConnectedPoint;
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
+use libp2p::relay;
+use libp2p::swarm::ConnectionId;
+use libp2p::{Multiaddr, PeerId, dcutr};
+
+use super::handle::{PathKind, PeerPath, with_stats};
+use super::task::Task;
+
+/// Members this node holds a relay reservation at, at most.
+pub const MAX_RELAYS: usize = 2;
+
+/// How long one circuit lives at most.
+const MAX_CIRCUIT_DURATION: Duration = Duration::from_secs(60 * 60);
+/// Circuits through this node at once, and per member.
+const MAX_CIRCUITS: usize = 32;
+const MAX_CIRCUITS_PER_PEER: usize = 8;
+/// Reservations held at this node, and per member.
+const MAX_RESERVATIONS: usize = 64;
+const MAX_RESERVATIONS_PER_PEER: usize = 2;
+
+/// The relay server's limits. `max_circuit_bytes` of 0 would be unlimited; chorus always bounds
+/// it.
+/// The rate limits are libp2p's (per peer and per IP address: a burst of 30 reservations and
+/// of 30 circuits, then one every two minutes).
+pub fn relay_config(max_circuit_bytes: u64) -> relay::Config {
+    relay::Config {
+        max_reservations: MAX_RESERVATIONS,
+        max_reservations_per_peer: MAX_RESERVATIONS_PER_PEER,
+        reservation_duration: Duration::from_secs(60 * 60),
+        max_circuits: MAX_CIRCUITS,
+        max_circuits_per_peer: MAX_CIRCUITS_PER_PEER,
+        max_circuit_duration: MAX_CIRCUIT_DURATION,
+        max_circuit_bytes: max_circuit_bytes.max(1),
+        ..relay::Config::default()
+    }
+}
+
+/// One open connection to a peer.
+#[derive(Debug, Clone)]
+pub(super) struct Link {
+    id: ConnectionId,
+    /// The peer's address on it (for a relayed one, the circuit address).
+    addr: Multiaddr,
+    kind: PathKind,
+    /// This node dialled it (not relayed): the address is one this node can reach.
+    dialed: bool,
+}
+
+/// A relay reservation at a member.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Reservation {
+    /// Asked for or held, on this listener.
+    Listening(ListenerId),
+    /// Refused or closed at this instant: asked again [`RESERVE_RETRY`] later (a relay
+    /// offers its service only once a member confirmed its address, moments after connecting).
+    Failed(Instant),
+}
+
+/// How long after a refused or lost reservation it is asked for again.
+const RESERVE_RETRY: Duration = Duration::from_secs(5);
+
+/// True when `addr` goes through a relay.
+pub(super) fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+/// True for an address worth telling others as this node's external address.
+fn is_public_candidate(addr: &Multiaddr) -> bool {
+    !is_relayed(addr)
+        && addr.iter().any(|p| match p {
+            Protocol::Ip4(ip) => !ip.is_loopback() && !ip.is_unspecified(),
+            Protocol::Ip6(ip) => !ip.is_loopback() && !ip.is_unspecified(),
+            _ => false,
+        })
+}
+
+/// `addr` without a trailing `/p2p/...`.
+fn without_peer(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect()
+}
+
+impl Task {
+    /// A connection opened: its path is recorded, a direct one replaces relayed ones, and a
+    /// member dialled directly is asked for a relay reservation.
+    pub(super) fn link_opened(&mut self, peer: PeerId, id: ConnectionId, at: &ConnectedPoint) {
+        let (addr, dialed) = match at {
+            ConnectedPoint::Dialer { address, .. } => (address.clone(), true),
+            // An inbound circuit's remote address is only `/p2p/<peer>`: the relay it came
+            // through is in the local one.
+            ConnectedPoint::Listener { local_addr, .. } if at.is_relayed() => {
+                (local_addr.clone().with(Protocol::P2p(peer)), false)
+            }
+            ConnectedPoint::Listener { send_back_addr, .. } => (send_back_addr.clone(), false),
+        };
+        let relayed = is_relayed(&addr) || at.is_relayed();
+        let kind = if relayed {
+            PathKind::Relayed
+        } else if self.punched.remove(&id) {
+            PathKind::HolePunched
+        } else {
+            PathKind::Direct
+        };
+        self.links.entry(peer).or_default().push(Link {
+            id,
+            addr,
+            kind,
+            dialed: dialed && !relayed,
+        });
+        if !relayed {
+            self.close_relayed(peer);
+        }
+        self.publish_path(peer);
+        self.publish_links();
+        self.reserve_relays();
+    }
+
+    /// A connection closed.
+    pub(super) fn link_closed(&mut self, peer: PeerId, id: ConnectionId) {
+        if let Some(links) = self.links.get_mut(&peer) {
+            links.retain(|l| l.id != id);
+            if links.is_empty() {
+                self.links.remove(&peer);
+                // Asked again when it is connected again.
+                self.relays.remove(&peer);
+            }
+        }
+        self.publish_path(peer);
+        self.publish_links();
+    }
+
+    /// A listener closed: if it was a relay reservation, that relay is not asked again until
+    /// the member reconnects.
+    pub(super) fn listener_closed(&mut self, listener: ListenerId, reason: Option<String>) {
+        let Some((&peer, _)) = self
+            .relays
+            .iter()
+            .find(|(_, r)| **r == Reservation::Listening(listener))
+        else {
+            return;
+        };
+        tracing::debug!(%peer, ?reason, "a relay reservation ended");
+        self.relays
+            .insert(peer, Reservation::Failed(Instant::now()));
+    }
+
+    /// Holds reservations at up to [`MAX_RELAYS`] members this node dialled directly (run at
+    /// every tick and when connections change).
+    pub(super) fn reserve_relays(&mut self) {
+        let held = self
+            .relays
+            .values()
+            .filter(|r| matches!(r, Reservation::Listening(_)))
+            .count();
+        if held >= MAX_RELAYS {
+            return;
+        }
+        let candidates: Vec<(PeerId, Multiaddr)> = self
+            .links
+            .iter()
+            .filter(|(p, _)| {
+                self.allowed.contains(p)
+                    && match self.relays.get(p) {
+                        None => true,
+                        Some(Reservation::Listening(_)) => false,
+                        Some(Reservation::Failed(at)) => at.elapsed() >= RESERVE_RETRY,
+                    }
+            })
+            .filter_map(|(p, links)| {
+                links
+                    .iter()
+                    .find(|l| l.dialed)
+                    .map(|l| (*p, l.addr.clone()))
+            })
+            .take(MAX_RELAYS - held)
+            .collect();
+        for (peer, addr) in candidates {
+            let circuit = without_peer(&addr)
+                .with(Protocol::P2p(peer))
+                .with(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(listener) => {
+                    tracing::debug!(%peer, %circuit, "asking a member for a relay reservation");
+                    self.relays.insert(peer, Reservation::Listening(listener));
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, "cannot listen through a member's relay: {e}");
+                    self.relays
+                        .insert(peer, Reservation::Failed(Instant::now()));
+                }
+            }
+        }
+    }
+
+    /// Addresses that reach `target` through each connected member whose address this node
+    /// dialled (the relay forwards only if `target` holds a reservation there).
+    pub(super) fn circuit_addrs(&self, target: PeerId) -> Vec<Multiaddr> {
+        self.links
+            .iter()
+            .filter(|(p, _)| **p != target && self.allowed.contains(p))
+            .filter_map(|(p, links)| {
+                let l = links.iter().find(|l| l.dialed)?;
+                Some(
+                    without_peer(&l.addr)
+                        .with(Protocol::P2p(*p))
+                        .with(Protocol::P2pCircuit)
+                        .with(Protocol::P2p(target)),
+                )
+            })
+            .collect()
+    }
+
+    /// A member told this node the address it sees it at: taken as an external address (for
+    /// hole punching, and for what identify tells the others).
+    pub(super) fn observed(&mut self, from: PeerId, addr: Multiaddr) {
+        if self.allowed.contains(&from) && is_public_candidate(&addr) {
+            let known = self.swarm.external_addresses().any(|a| *a == addr);
+            if !known {
+                tracing::debug!(%from, %addr, "a member sees this node at a new address");
+                self.swarm.add_external_address(addr);
+            }
+        }
+    }
+
+    /// A new listen address: a node serving as a relay takes it as an external address, for
+    /// libp2p's relay offers its service only on a node that says it is reachable (members
+    /// learn it through identify anyway).
+    pub(super) fn listening_on(&mut self, addr: Multiaddr) {
+        if self.swarm.behaviour().relay.is_enabled() && is_public_candidate(&addr) {
+            self.swarm.add_external_address(addr);
+        }
+    }
+
+    /// The relay server's events. Its limits are enforced by libp2p; that only members use it
+    /// is enforced here and by the share's key: only a peer holding the key reaches the relay
+    /// at all, and a circuit that is not between two members (one end a peer still in its
+    /// grace to present an invite, or no longer a member) is refused the moment it opens,
+    /// which drops its non-member end. A reservation by a joiner in its grace is left alone: it
+    /// ends with the grace unless the joiner becomes a member.
+    pub(super) fn relay_event(&mut self, e: relay::Event) {
+        match e {
+            relay::Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } if !self.allowed.contains(&src_peer_id) || !self.allowed.contains(&dst_peer_id) => {
+                tracing::warn!(from = %src_peer_id, to = %dst_peer_id, "a relayed circuit not between two members; refused");
+                for p in [src_peer_id, dst_peer_id] {
+                    if !self.allowed.contains(&p) {
+                        self.refuse(p);
+                    }
+                }
+            }
+            relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
+                tracing::debug!(peer = %src_peer_id, "holding a relay reservation for a member");
+            }
+            relay::Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => {
+                tracing::info!(from = %src_peer_id, to = %dst_peer_id, "relaying between two members");
+            }
+            relay::Event::CircuitClosed {
+                src_peer_id,
+                dst_peer_id,
+                error,
+            } => {
+                tracing::debug!(from = %src_peer_id, to = %dst_peer_id, ?error, "a relayed circuit closed");
+            }
+            other => tracing::debug!(?other, "relay"),
+        }
+    }
+
+    /// The relay client's events.
+    pub(super) fn relay_client_event(&mut self, e: relay::client::Event) {
+        match e {
+            relay::client::Event::ReservationReqAccepted { relay_peer_id, .. } => {
+                tracing::info!(relay = %relay_peer_id, "reachable through a member's relay");
+            }
+            other => tracing::debug!(?other, "relay client"),
+        }
+    }
+
+    /// A hole punch's outcome: the direct connection replaces the relayed one.
+    pub(super) fn dcutr_event(&mut self, e: dcutr::Event) {
+        match e.result {
+            Ok(id) => {
+                let peer = e.remote_peer_id;
+                tracing::info!(%peer, "a hole punch made a direct connection");
+                let mut found = false;
+                if let Some(links) = self.links.get_mut(&peer) {
+                    for l in links.iter_mut().filter(|l| l.id == id) {
+                        l.kind = PathKind::HolePunched;
+                        found = true;
+                    }
+                }
+                if !found {
+                    // The connection's event comes after this one.
+                    self.punched.insert(id);
+                }
+                self.close_relayed(peer);
+                self.publish_path(peer);
+            }
+            Err(err) => {
+                tracing::info!(peer = %e.remote_peer_id, "no hole punch; staying relayed: {err}");
+            }
+        }
+    }
+
+    /// Closes the relayed connections to `peer` when a direct one exists.
+    fn close_relayed(&mut self, peer: PeerId) {
+        let Some(links) = self.links.get(&peer) else {
+            return;
+        };
+        if !links.iter().any(|l| l.kind != PathKind::Relayed) {
+            return;
+        }
+        let relayed: Vec<ConnectionId> = links
+            .iter()
+            .filter(|l| l.kind == PathKind::Relayed)
+            .map(|l| l.id)
+            .collect();
+        for id in relayed {
+            tracing::debug!(%peer, "a direct connection exists; closing the relayed one");
+            self.swarm.close_connection(id);
+        }
+    }
+
+    /// The path `peer`'s stats show: the best open connection.
+    fn publish_path(&mut self, peer: PeerId) {
+        let path = self.links.get(&peer).and_then(|links| {
+            links
+                .iter()
+                .min_by_key(|l| match l.kind {
+                    PathKind::Direct => 0,
+                    PathKind::HolePunched => 0,
+                    PathKind::Relayed => 1,
+                })
+                .map(|l| PeerPath {
+                    kind: l.kind,
+                    addr: l.addr.clone(),
+                })
+        });
+        if self.allowed.contains(&peer) || path.is_none() {
+            with_stats(&self.stats, peer, |s| s.path = path);
+        }
+    }
+
+    /// Publishes the members connected now, when that set changed.
+    fn publish_links(&mut self) {
+        let up: BTreeSet<PeerId> = self
+            .links
+            .keys()
+            .filter(|p| self.allowed.contains(p))
+            .copied()
+            .collect();
+        self.members_up.send_if_modified(|old| {
+            if *old == up {
+                false
+            } else {
+                *old = up;
+                true
+            }
+        });
+    }
+
+    /// The allow list changed: who counts as a connected member may have too.
+    pub(super) fn links_allowed_changed(&mut self) {
+        self.publish_links();
+        self.reserve_relays();
+    }
+}
+
+/// Every link, by peer (kept by the task).
+pub(super) type Links = HashMap<PeerId, Vec<Link>>;

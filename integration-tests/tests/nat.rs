@@ -1,0 +1,279 @@
+//! Members behind NATs, set up the README's way (`init`, `invite`, `join`, `run`): one member on
+//! a public segment, one behind each of two NAT routers (nftables masquerade, new connections
+//! from outside dropped). The two NATed members cannot dial each other; they must still sync,
+//! through the public member's relay (or directly, should a hole punch work), and each says how
+//! it reaches the other. A stranger on the public segment (another share's key) gets nothing.
+//! Needs root; skipped (with a message) otherwise.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chorus_integration_tests::cluster::chorus_bin;
+use chorus_integration_tests::needs_root;
+use chorus_integration_tests::netns::{Lab, Nat};
+
+/// The public member, the two routers and the stranger are hosts 0..4 on the bridge.
+const PUBLIC: usize = 0;
+const ROUTER_A: usize = 1;
+const ROUTER_B: usize = 2;
+const STRANGER: usize = 3;
+
+struct Site {
+    lab: Lab,
+    /// Each daemon's process, by folder name.
+    pids: std::cell::RefCell<Vec<(String, u32)>>,
+    bin: PathBuf,
+    _root: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Site {
+    fn folder(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run chorus")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "chorus {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// `chorus run FOLDER` inside host `host`'s namespace, its output in `FOLDER.log`.
+    fn run(&self, host: usize, name: &str) {
+        let folder = self.folder(name);
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let mut cmd = self.lab.command(host, &self.bin);
+        cmd.arg("run")
+            .arg(&folder)
+            .args(["--debounce-ms", "50"])
+            .env(
+                "RUST_LOG",
+                "chorus=debug,libp2p_relay=info,libp2p_dcutr=info",
+            )
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log));
+        let pid = self.lab.spawn(cmd).expect("start chorus run");
+        self.pids.borrow_mut().push((name.to_owned(), pid));
+        self.wait(
+            &format!("{name}'s daemon answers"),
+            Duration::from_secs(30),
+            || self.query(name, "status").is_some(),
+        );
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    fn query(&self, name: &str, what: &str) -> Option<serde_json::Value> {
+        let folder = self.folder(name);
+        let out = self.cli(&[what, "--json", "--folder", folder.to_str().unwrap()]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    fn peer_id(&self, name: &str) -> String {
+        let state = self.folder(name).join(".chorus");
+        self.ok(&["id", "--state-dir", state.to_str().unwrap()])
+    }
+
+    /// How `name` reaches the member `peer`: its `/v1/peers` entry.
+    fn path_to(&self, name: &str, peer: &str) -> Option<(String, String)> {
+        let peers = self.query(name, "peers")?;
+        let p = peers.as_array()?.iter().find(|p| p["peer_id"] == peer)?;
+        Some((
+            p["path"].as_str()?.to_owned(),
+            p["path_addr"].as_str()?.to_owned(),
+        ))
+    }
+
+    fn wait(&self, what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            if start.elapsed() > within {
+                for name in ["public", "a", "b", "stranger"] {
+                    let log = self.log(name);
+                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                    eprintln!("==== {name} ====");
+                    for l in tail.iter().rev() {
+                        eprintln!("{l}");
+                    }
+                }
+                panic!("{what}: not within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The lab: the public member, two NAT routers (site A behind a cone NAT, site B behind `nat_b`)
+/// and a stranger; the share made on the public member and joined from both sites.
+fn group(nat_b: Nat) -> Site {
+    let mut lab = Lab::new(4).expect("a lab");
+    let a = lab.add_nat_site(ROUTER_A, Nat::Cone).expect("site A");
+    let b = lab.add_nat_site(ROUTER_B, nat_b).expect("site B");
+    let root = tempfile::tempdir().unwrap();
+    let site = Site {
+        lab,
+        pids: Default::default(),
+        bin: chorus_bin().expect("the chorus binary"),
+        dir: root.path().to_owned(),
+        _root: root,
+    };
+    let public = site.folder("public");
+    site.ok(&["init", public.to_str().unwrap()]);
+    site.run(PUBLIC, "public");
+    for (name, host) in [("a", a), ("b", b)] {
+        let token = site.ok(&["invite", "--folder", public.to_str().unwrap()]);
+        let folder = site.folder(name);
+        site.ok(&["join", &token, folder.to_str().unwrap()]);
+        site.run(host, name);
+    }
+    site.wait(
+        "all three are members, each connected to the other two",
+        Duration::from_secs(60),
+        || {
+            ["public", "a", "b"].iter().all(|n| {
+                site.query(n, "status")
+                    .is_some_and(|s| s["peers"] == 2 && s["peers_connected"] == 2)
+            })
+        },
+    );
+    site
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Both NATed members' edits reach each other (and the public member).
+fn edits_cross(site: &Site) {
+    write(
+        &site.folder("a").join("from-a.txt"),
+        b"written behind NAT A\n",
+    );
+    write(
+        &site.folder("b").join("from-b.txt"),
+        b"written behind NAT B\n",
+    );
+    site.wait(
+        "each NATed member's file on the other",
+        Duration::from_secs(60),
+        || {
+            ["public", "a", "b"].iter().all(|n| {
+                std::fs::read(site.folder(n).join("from-a.txt"))
+                    .ok()
+                    .as_deref()
+                    == Some(&b"written behind NAT A\n"[..])
+                    && std::fs::read(site.folder(n).join("from-b.txt"))
+                        .ok()
+                        .as_deref()
+                        == Some(&b"written behind NAT B\n"[..])
+            })
+        },
+    );
+}
+
+#[test]
+fn members_behind_a_symmetric_nat_sync_through_a_members_relay() {
+    if !needs_root("members_behind_a_symmetric_nat_sync_through_a_members_relay") {
+        return;
+    }
+    let site = group(Nat::Symmetric);
+    let (a, b, public) = (site.peer_id("a"), site.peer_id("b"), site.peer_id("public"));
+    // A's connection to B can only go through the public member's relay.
+    let (path, addr) = site.path_to("a", &b).expect("A is connected to B");
+    assert_eq!(path, "relayed", "A reaches B at {addr}");
+    assert!(
+        addr.contains(&format!("/p2p/{public}/p2p-circuit")),
+        "through the public member: {addr}"
+    );
+    assert_eq!(site.path_to("a", &public).unwrap().0, "direct");
+    assert_eq!(site.path_to("b", &a).unwrap().0, "relayed");
+    edits_cross(&site);
+    assert!(
+        site.log("public").contains("relaying between two members"),
+        "the public member relayed"
+    );
+
+    // A stranger on the public segment (its own share, its own key) dials the public member and
+    // the circuit to A: the share's key turns it away before any protocol runs.
+    let stranger = site.folder("stranger");
+    site.ok(&["init", stranger.to_str().unwrap()]);
+    let config =
+        std::fs::read_to_string(site.folder("public").join(".chorus/config.toml")).unwrap();
+    let port: u16 = config
+        .split("/tcp/")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .expect("the public member's port in its config");
+    let public_addr = format!(
+        "/ip4/{}/tcp/{port}/p2p/{public}",
+        site.lab.host(PUBLIC).addr
+    );
+    let circuit = format!("{public_addr}/p2p-circuit/p2p/{a}");
+    let log = std::fs::File::create(site.dir.join("stranger.log")).unwrap();
+    let mut cmd = site.lab.command(STRANGER, &site.bin);
+    cmd.arg("run")
+        .arg(&stranger)
+        .args(["--peer", &public_addr, "--peer", &circuit])
+        .env("RUST_LOG", "chorus=debug")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log));
+    site.lab.spawn(cmd).expect("start the stranger");
+    std::thread::sleep(Duration::from_secs(8));
+    let stranger_id = site.peer_id("stranger");
+    for n in ["public", "a"] {
+        assert!(
+            !site.log(n).contains(&stranger_id),
+            "{n} heard of the stranger"
+        );
+        let peers = site.query(n, "peers").unwrap();
+        assert!(
+            !peers.to_string().contains(&stranger_id),
+            "the stranger is among {n}'s peers"
+        );
+    }
+    assert_eq!(
+        site.query("stranger", "status").unwrap()["peers_connected"],
+        0
+    );
+}
+
+#[test]
+fn members_behind_cone_nats_sync_and_say_how_they_reach_each_other() {
+    if !needs_root("members_behind_cone_nats_sync_and_say_how_they_reach_each_other") {
+        return;
+    }
+    let site = group(Nat::Cone);
+    let (a, b) = (site.peer_id("a"), site.peer_id("b"));
+    edits_cross(&site);
+    // Both NATs keep ports, so DCUtR may turn the relayed connection into a direct one (and the
+    // relayed one is then closed); either way each says which path it uses, and only a direct
+    // or a relayed one.
+    for (from, to) in [("a", &b), ("b", &a)] {
+        let (path, addr) = site.path_to(from, to).expect("connected");
+        eprintln!("{from} reaches the other NATed member: {path} at {addr}");
+        match path.as_str() {
+            "relayed" => assert!(addr.contains("/p2p-circuit"), "{addr}"),
+            "hole-punched" => assert!(!addr.contains("/p2p-circuit"), "{addr}"),
+            other => panic!("a NATed member cannot be dialled directly, yet the path is {other}"),
+        }
+    }
+}
