@@ -54,7 +54,11 @@ impl Site {
     /// `chorus run FOLDER` inside host `host`'s namespace, its output in `FOLDER.log`.
     fn run(&self, host: usize, name: &str) {
         let folder = self.folder(name);
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))
+            .unwrap();
         let mut cmd = self.lab.command(host, &self.bin);
         cmd.arg("run")
             .arg(&folder)
@@ -72,6 +76,34 @@ impl Site {
             Duration::from_secs(30),
             || self.query(name, "status").is_some(),
         );
+    }
+
+    /// SIGKILL of `name`'s daemon.
+    fn kill(&self, name: &str) {
+        let mut pids = self.pids.borrow_mut();
+        if let Some(i) = pids.iter().position(|(n, _)| n == name) {
+            let (_, pid) = pids.remove(i);
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
+        }
+    }
+
+    /// Bytes host `host` received and sent on its link so far.
+    fn link_bytes(&self, host: usize) -> u64 {
+        ["rx_bytes", "tx_bytes"]
+            .iter()
+            .map(|c| {
+                let out = self
+                    .lab
+                    .command(host, "cat")
+                    .arg(format!("/sys/class/net/eth0/statistics/{c}"))
+                    .output()
+                    .expect("read the link's counters");
+                String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .sum()
     }
 
     fn log(&self, name: &str) -> String {
@@ -276,4 +308,125 @@ fn members_behind_cone_nats_sync_and_say_how_they_reach_each_other() {
             other => panic!("a NATed member cannot be dialled directly, yet the path is {other}"),
         }
     }
+}
+
+/// The stranding case: the public member comes back after a crash and a NATed member
+/// may be elected; that leader must reach the other NATed member (through the public member's
+/// relay) and take its edits. Bytes of the edit cross the relay, counted on its link.
+#[test]
+fn a_member_behind_nat_that_leads_reaches_the_other_through_the_relay() {
+    if !needs_root("a_member_behind_nat_that_leads_reaches_the_other_through_the_relay") {
+        return;
+    }
+    let site = group(Nat::Symmetric);
+    // The leader all three agree on (same term, same leader, and it says it leads), if any.
+    let agreed = || -> Option<String> {
+        let st: Vec<serde_json::Value> = ["public", "a", "b"]
+            .iter()
+            .map(|n| site.query(n, "status"))
+            .collect::<Option<_>>()?;
+        let leader = st[0]["leader"].as_str()?.to_owned();
+        let same = st
+            .iter()
+            .all(|s| s["leader"] == leader.as_str() && s["term"] == st[0]["term"]);
+        let leads = ["public", "a", "b"]
+            .iter()
+            .zip(&st)
+            .any(|(n, s)| s["role"] == "leader" && site.peer_id(n) == leader);
+        (same && leads).then_some(leader)
+    };
+    let ids: Vec<(String, &str)> = ["public", "a", "b"]
+        .iter()
+        .map(|n| (site.peer_id(n), *n))
+        .collect();
+    let name_of = |id: &str| ids.iter().find(|(i, _)| i == id).map(|(_, n)| *n);
+    // Freeze the public member (SIGSTOP) past the election timeout and let it go: the two NATed
+    // members campaigned meanwhile, and one of them is usually elected once it is back (the
+    // issue's case). Repeated until a NATed member leads.
+    let public_pid = site
+        .pids
+        .borrow()
+        .iter()
+        .find(|(n, _)| n == "public")
+        .unwrap()
+        .1;
+    let signal = |sig: &str| {
+        let _ = Command::new("kill")
+            .args([sig, &public_pid.to_string()])
+            .output();
+    };
+    let mut nated_leader = None;
+    for round in 0..6 {
+        let mut leader = None;
+        site.wait(
+            "all three agree on a leader",
+            Duration::from_secs(60),
+            || {
+                leader = agreed();
+                leader.is_some()
+            },
+        );
+        let leader = name_of(&leader.unwrap()).unwrap();
+        if leader != "public" {
+            nated_leader = Some(leader);
+            break;
+        }
+        eprintln!("round {round}: the public member leads; freezing it for 12 s");
+        signal("-STOP");
+        std::thread::sleep(Duration::from_secs(12));
+        signal("-CONT");
+    }
+    let leader = nated_leader.expect("a NATed member was elected within 6 rounds");
+    let other = if leader == "a" { "b" } else { "a" };
+    eprintln!("{leader} (behind NAT) leads");
+    let started = Instant::now();
+    site.wait(
+        "the other NATed member connected to the leader",
+        Duration::from_secs(60),
+        || site.path_to(other, &site.peer_id(leader)).is_some(),
+    );
+    eprintln!(
+        "{other} reached the leader in {:?}: {:?}",
+        started.elapsed(),
+        site.path_to(other, &site.peer_id(leader))
+    );
+    // An edit on the other NATed member reaches the leader and the public member.
+    let before = site.link_bytes(PUBLIC);
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let big: Vec<u8> = (0..2 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    write(&site.folder(other).join("big.bin"), &big);
+    site.wait(
+        "the edit of a NATed member reaches everyone through a NATed leader",
+        Duration::from_secs(90),
+        || {
+            ["public", "a", "b"].iter().all(|n| {
+                std::fs::read(site.folder(n).join("big.bin"))
+                    .ok()
+                    .as_deref()
+                    == Some(&big[..])
+            })
+        },
+    );
+    let carried = site.link_bytes(PUBLIC) - before;
+    if let Ok(d) = std::env::var("NAT_KEEP_LOGS") {
+        for n in ["public", "a", "b"] {
+            let _ = std::fs::copy(site.dir.join(format!("{n}.log")), format!("{d}/{n}.log"));
+        }
+    }
+    eprintln!(
+        "public member's link: {carried} bytes for a {} byte file (relay in and out, plus its own copy)",
+        big.len()
+    );
+    // Its own copy is one file's worth; relaying the push to the leader is two more.
+    assert!(
+        carried >= 2 * big.len() as u64,
+        "the push crossed the relay: {carried} bytes on the relay's link"
+    );
 }

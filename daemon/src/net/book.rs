@@ -10,6 +10,9 @@ use libp2p::{Multiaddr, PeerId};
 use super::handle::Inbound;
 use super::task::Task;
 
+/// The wait before a member is dialled again after a first failed dial.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
 /// Longest wait between two dials of an explicit peer.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -45,11 +48,23 @@ impl Task {
                 self.swarm.add_peer_address(peer, a);
             }
         }
-        if self.allowed.contains(&peer) {
+        if self.through_relays(peer) {
             for a in self.circuit_addrs(peer) {
                 self.swarm.add_peer_address(peer, a);
             }
         }
+    }
+
+    /// A member is dialled through the other members' relays when no direct address is known
+    /// for it, or once a direct dial of it has failed: a member on the same network as this
+    /// one is reached directly rather than through a third machine.
+    fn through_relays(&self, peer: PeerId) -> bool {
+        self.allowed.contains(&peer)
+            && (self.book.get(&peer).is_none_or(|a| a.is_empty())
+                || self
+                    .member_dials
+                    .get(&peer)
+                    .is_some_and(|(_, backoff)| *backoff > FIRST_BACKOFF))
     }
 
     /// Dials the explicit peers and the members that are not connected and whose backoff is
@@ -76,14 +91,13 @@ impl Task {
             let mut addrs = self.book.get(&p).cloned().unwrap_or_default();
             // Through the relays of the members connected now: a member behind a NAT is
             // reached this way when nobody can dial it.
-            addrs.extend(self.circuit_addrs(p));
+            if self.through_relays(p) {
+                addrs.extend(self.circuit_addrs(p));
+            }
             if addrs.is_empty() {
                 continue;
             }
-            let (next, backoff) = self
-                .member_dials
-                .entry(p)
-                .or_insert((now, Duration::from_millis(250)));
+            let (next, backoff) = self.member_dials.entry(p).or_insert((now, FIRST_BACKOFF));
             if *next > now {
                 continue;
             }

@@ -259,19 +259,22 @@ impl Task {
         }
     }
 
-    /// The relay server's events. Its limits are enforced by libp2p; that only members use it
-    /// is enforced here and by the share's key: only a peer holding the key reaches the relay
-    /// at all, and a circuit that is not between two members (one end a peer still in its
-    /// grace to present an invite, or no longer a member) is refused the moment it opens,
-    /// which drops its non-member end. A reservation by a joiner in its grace is left alone: it
-    /// ends with the grace unless the joiner becomes a member.
+    /// The relay server's events. Its limits are enforced by libp2p; who may use it, here and
+    /// by the share's key: only a peer holding the key reaches the relay at all; a circuit must
+    /// lead to a member (else both ends that are not members are refused, which drops it); its
+    /// source may be a joiner still in its grace to present an invite (a machine joining with
+    /// the token of a member behind a NAT reaches it this way), which this node disconnects
+    /// when the grace ends unless it has become a member.
     pub(super) fn relay_event(&mut self, e: relay::Event) {
         match e {
             relay::Event::CircuitReqAccepted {
                 src_peer_id,
                 dst_peer_id,
-            } if !self.allowed.contains(&src_peer_id) || !self.allowed.contains(&dst_peer_id) => {
-                tracing::warn!(from = %src_peer_id, to = %dst_peer_id, "a relayed circuit not between two members; refused");
+            } if !self.allowed.contains(&dst_peer_id)
+                || !(self.allowed.contains(&src_peer_id)
+                    || self.strangers.contains_key(&src_peer_id)) =>
+            {
+                tracing::warn!(from = %src_peer_id, to = %dst_peer_id, "a relayed circuit not to a member, or from a peer that is neither a member nor joining; refused");
                 for p in [src_peer_id, dst_peer_id] {
                     if !self.allowed.contains(&p) {
                         self.refuse(p);

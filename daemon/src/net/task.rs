@@ -178,7 +178,15 @@ impl Task {
             }
             Command::AddAddress(peer, addr) => self.learn(peer, addr),
             Command::ListenAddrs(tx) => {
-                let _ = tx.send(self.swarm.listeners().cloned().collect());
+                // Where it listens, where members see it, and its circuits through members'
+                // relays: what an invite carries.
+                let mut addrs: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
+                for a in self.swarm.external_addresses() {
+                    if !addrs.contains(a) {
+                        addrs.push(a.clone());
+                    }
+                }
+                let _ = tx.send(addrs);
             }
             Command::Connected(tx) => {
                 let _ = tx.send(self.swarm.connected_peers().copied().collect());
@@ -271,6 +279,9 @@ impl Task {
                 ..
             } => self.dial_failed(peer),
             SwarmEvent::NewListenAddr { address, .. } => self.listening_on(address),
+            SwarmEvent::NewExternalAddrCandidate { address } => {
+                tracing::debug!(%address, "an address others may reach this node at (for hole punching)");
+            }
             SwarmEvent::ListenerClosed {
                 listener_id,
                 reason,

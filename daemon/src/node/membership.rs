@@ -292,7 +292,9 @@ pub fn update_reach(election: &ElectionNode, connected: &BTreeSet<PeerId>, was: 
                 "this node reaches a majority of the voters"
             );
         } else {
-            tracing::warn!(
+            // Info, not a warning: it is what every node of a group that stops one by one
+            // sees, and a partition's minority already says so through `chorus status`.
+            tracing::info!(
                 reached,
                 voters = v.voters.len(),
                 "this node reaches fewer than a majority of the voters; it will not campaign until it does"

@@ -404,7 +404,14 @@ async fn make_invite(
         .await
         .map_err(Refusal::failed)?
         .into_iter()
-        .map(|a| a.with(libp2p::multiaddr::Protocol::P2p(me)))
+        .map(|a| {
+            // A circuit listen address may end with this node's id already.
+            if a.iter().last() == Some(libp2p::multiaddr::Protocol::P2p(me)) {
+                a
+            } else {
+                a.with(libp2p::multiaddr::Protocol::P2p(me))
+            }
+        })
         .collect::<Vec<_>>();
     let token = JoinToken {
         share_id,

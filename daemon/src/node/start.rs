@@ -91,7 +91,16 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
         .await?,
     );
     let listen = loop {
-        let addrs = net.listen_addrs().await?;
+        // Its own listeners: circuits through other members' relays come and go.
+        let addrs: Vec<Multiaddr> = net
+            .listen_addrs()
+            .await?
+            .into_iter()
+            .filter(|a| {
+                !a.iter()
+                    .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit))
+            })
+            .collect();
         if !addrs.is_empty() || cfg.settings.listen.is_empty() {
             break addrs;
         }
