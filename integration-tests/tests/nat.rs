@@ -78,15 +78,6 @@ impl Site {
         );
     }
 
-    /// SIGKILL of `name`'s daemon.
-    fn kill(&self, name: &str) {
-        let mut pids = self.pids.borrow_mut();
-        if let Some(i) = pids.iter().position(|(n, _)| n == name) {
-            let (_, pid) = pids.remove(i);
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
-        }
-    }
-
     /// Bytes host `host` received and sent on its link so far.
     fn link_bytes(&self, host: usize) -> u64 {
         ["rx_bytes", "tx_bytes"]
