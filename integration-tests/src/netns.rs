@@ -164,7 +164,8 @@ impl Lab {
     /// Puts a new host behind host `router`, which becomes its NAT router: a private link
     /// (192.168.K.0/24, the host at .2, the router at .1), the router forwarding and
     /// masquerading what the host sends to the bridge, and dropping what comes from the bridge
-    /// for the private side unless it answers a connection from inside (nftables). The hosts
+    /// for the private side unless it answers a connection from inside, and any new connection
+    /// to the router itself, silently as home routers do (nftables). The hosts
     /// on the bridge have no route to the private side: they cannot dial the new host. Returns
     /// the new host's index.
     pub fn add_nat_site(&mut self, router: usize, nat: Nat) -> Result<usize, LabError> {
@@ -239,6 +240,8 @@ impl Lab {
                chain inward {{ type filter hook forward priority 0; \
                  iifname \"eth0\" oifname \"{lan}\" ct state established,related accept; \
                  iifname \"eth0\" oifname \"{lan}\" drop; }}\n\
+               chain stealth {{ type filter hook input priority 0; \
+                 iifname \"eth0\" ct state new drop; }}\n\
              }}\n"
         );
         let mut nft = Command::new("ip");

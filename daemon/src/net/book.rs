@@ -13,6 +13,9 @@ use super::task::Task;
 /// The wait before a member is dialled again after a first failed dial.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
+/// How long dials wait at most for this node's listen addresses.
+const LISTEN_WAIT: Duration = Duration::from_secs(1);
+
 /// Longest wait between two dials of an explicit peer.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -55,6 +58,21 @@ impl Task {
         }
     }
 
+    /// Dials wait until this node listens on an address other than loopback (at most
+    /// [`LISTEN_WAIT`]): a dial then leaves from the listening port (libp2p's port reuse), so
+    /// what the dialled member observes is an address a NAT maps back to this node, which hole
+    /// punching needs; a dial made before that leaves from a random port.
+    fn may_dial(&self, now: Instant) -> bool {
+        now.duration_since(self.started) >= LISTEN_WAIT
+            || self.swarm.listeners().any(|a| {
+                a.iter().any(|p| match p {
+                    libp2p::multiaddr::Protocol::Ip4(ip) => !ip.is_loopback(),
+                    libp2p::multiaddr::Protocol::Ip6(ip) => !ip.is_loopback(),
+                    _ => false,
+                })
+            })
+    }
+
     /// A member is dialled through the other members' relays when no direct address is known
     /// for it, or once a direct dial of it has failed: a member on the same network as this
     /// one is reached directly rather than through a third machine.
@@ -70,6 +88,9 @@ impl Task {
     /// Dials the explicit peers and the members that are not connected and whose backoff is
     /// over.
     pub(super) fn redial(&mut self, now: Instant) {
+        if !self.may_dial(now) {
+            return;
+        }
         for r in &mut self.redial {
             if r.next > now {
                 continue;

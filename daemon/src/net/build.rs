@@ -213,6 +213,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
         relays: HashMap::new(),
         punched: HashSet::new(),
         members_up,
+        started: Instant::now(),
     };
     tokio::spawn(task.run(rx));
     Ok((

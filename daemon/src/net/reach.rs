@@ -13,7 +13,8 @@
 //!   its known addresses and through every connected member whose address is known
 //!   ([`Task::circuit_addrs`]); the relay forwards only to a member holding a reservation.
 //! - **Hole punching.** DCUtR upgrades a relayed connection to a direct one when both NATs allow
-//!   it (each side's address as members observe it is taken as its external address). Once a
+//!   it (each side tries the addresses other members observed it at, as identify reports them;
+//!   dials leave from the listening port, so a NAT that keeps ports maps them back). Once a
 //!   direct connection to a peer exists its relayed ones are closed, so sync and chunk traffic
 //!   never goes through the relay when a direct path exists.
 //! - **Who is connected.** The set of members with at least one connection, published on a
@@ -236,18 +237,6 @@ impl Task {
                 )
             })
             .collect()
-    }
-
-    /// A member told this node the address it sees it at: taken as an external address (for
-    /// hole punching, and for what identify tells the others).
-    pub(super) fn observed(&mut self, from: PeerId, addr: Multiaddr) {
-        if self.allowed.contains(&from) && is_public_candidate(&addr) {
-            let known = self.swarm.external_addresses().any(|a| *a == addr);
-            if !known {
-                tracing::debug!(%from, %addr, "a member sees this node at a new address");
-                self.swarm.add_external_address(addr);
-            }
-        }
     }
 
     /// A new listen address: a node serving as a relay takes it as an external address, for

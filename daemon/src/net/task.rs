@@ -93,6 +93,8 @@ pub(super) struct Task {
     pub(super) punched: HashSet<libp2p::swarm::ConnectionId>,
     /// The members connected now, for the node.
     pub(super) members_up: tokio::sync::watch::Sender<std::collections::BTreeSet<PeerId>>,
+    /// When the task started.
+    pub(super) started: Instant,
 }
 
 impl Task {
@@ -222,7 +224,6 @@ impl Task {
                 for a in info.listen_addrs {
                     self.learn(peer_id, a);
                 }
-                self.observed(peer_id, info.observed_addr);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => self.relay_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => self.relay_client_event(e),
