@@ -112,22 +112,9 @@ impl Lab {
             ip(&[
                 "link", "add", &host.veth, "type", "veth", "peer", "name", &peer,
             ])?;
-            ip(&["link", "set", &peer, "netns", &host.netns])?;
             ip(&["link", "set", &host.veth, "master", &lab.bridge])?;
             ip(&["link", "set", &host.veth, "up"])?;
-            let ns = &host.netns;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", ns, "link", "set", &peer, "name", "eth0"])?;
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{}/24", host.addr),
-                "dev",
-                "eth0",
-            ])?;
-            ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+            host_side(&host, &peer)?;
         }
         Ok(lab)
     }
@@ -197,23 +184,10 @@ impl Lab {
             &lan,
         ])?;
         ip(&["-n", &r, "link", "set", &lan, "up"])?;
-        let ns = &host.netns;
-        ip(&["link", "set", &peer, "netns", ns])?;
-        ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        ip(&["-n", ns, "link", "set", &peer, "name", "eth0"])?;
+        host_side(&host, &peer)?;
         ip(&[
             "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{}/24", host.addr),
-            "dev",
-            "eth0",
-        ])?;
-        ip(&["-n", ns, "link", "set", "eth0", "up"])?;
-        ip(&[
-            "-n",
-            ns,
+            &host.netns,
             "route",
             "add",
             "default",
@@ -448,6 +422,18 @@ fn remove_stale() -> Result<(), LabError> {
         }
     }
     Ok(())
+}
+
+/// Moves the veth end `peer` into `host`'s namespace as `eth0` with the host's address, and
+/// brings it and loopback up.
+fn host_side(host: &Host, peer: &str) -> Result<(), LabError> {
+    let ns = &host.netns;
+    ip(&["link", "set", peer, "netns", ns])?;
+    ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    ip(&["-n", ns, "link", "set", peer, "name", "eth0"])?;
+    let addr = format!("{}/24", host.addr);
+    ip(&["-n", ns, "addr", "add", &addr, "dev", "eth0"])?;
+    ip(&["-n", ns, "link", "set", "eth0", "up"])
 }
 
 fn ip(args: &[&str]) -> Result<(), LabError> {

@@ -94,6 +94,16 @@ impl Site {
         );
     }
 
+    /// Sends `sig` (`-STOP`, `-CONT`) to `name`'s daemon.
+    fn signal(&self, name: &str, sig: &str) {
+        let pids = self.pids.borrow();
+        let (_, pid) = pids
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("a daemon of that name");
+        let _ = Command::new("kill").args([sig, &pid.to_string()]).output();
+    }
+
     /// Bytes host `host` received and sent on its link so far.
     fn link_bytes(&self, host: usize) -> u64 {
         ["rx_bytes", "tx_bytes"]
@@ -322,18 +332,7 @@ fn members_behind_cone_nats_punch_a_hole_and_sync_without_the_relay() {
     edits_cross(&site);
     // With the public member (the relay, and the leader) frozen, the two elect one of them and
     // sync over the punched connection.
-    let public = site
-        .pids
-        .borrow()
-        .iter()
-        .find(|(n, _)| n == "public")
-        .unwrap()
-        .1;
-    let signal = |sig: &str| {
-        let _ = Command::new("kill")
-            .args([sig, &public.to_string()])
-            .output();
-    };
+    let signal = |sig: &str| site.signal("public", sig);
     signal("-STOP");
     write(
         &site.folder("a").join("while-public-frozen.txt"),
@@ -397,18 +396,7 @@ fn a_member_behind_nat_that_leads_reaches_the_other_through_the_relay() {
     // Freeze the public member (SIGSTOP) past the election timeout and let it go: the two NATed
     // members campaigned meanwhile, and one of them is usually elected once it is back (the
     // issue's case). Repeated until a NATed member leads.
-    let public_pid = site
-        .pids
-        .borrow()
-        .iter()
-        .find(|(n, _)| n == "public")
-        .unwrap()
-        .1;
-    let signal = |sig: &str| {
-        let _ = Command::new("kill")
-            .args([sig, &public_pid.to_string()])
-            .output();
-    };
+    let signal = |sig: &str| site.signal("public", sig);
     let mut nated_leader = None;
     for round in 0..6 {
         let mut leader = None;

@@ -248,6 +248,16 @@ impl Task {
         }
     }
 
+    /// libp2p's relay client confirms this node's circuit addresses as external; they are
+    /// withdrawn at once: this node's relay would hand them out as its own addresses in its
+    /// reservations, and a member reserving there would listen on a circuit through a circuit.
+    /// Members find circuits to this node without them ([`Task::circuit_addrs`], identify).
+    pub(super) fn external_confirmed(&mut self, addr: Multiaddr) {
+        if is_relayed(&addr) {
+            self.swarm.remove_external_address(&addr);
+        }
+    }
+
     /// The relay server's events. Its limits are enforced by libp2p; who may use it, here and
     /// by the share's key: only a peer holding the key reaches the relay at all; a circuit must
     /// lead to a member (else both ends that are not members are refused, which drops it); its

@@ -280,6 +280,7 @@ impl Task {
                 ..
             } => self.dial_failed(peer),
             SwarmEvent::NewListenAddr { address, .. } => self.listening_on(address),
+            SwarmEvent::ExternalAddrConfirmed { address } => self.external_confirmed(address),
             SwarmEvent::NewExternalAddrCandidate { address } => {
                 tracing::debug!(%address, "an address others may reach this node at (for hole punching)");
             }
