@@ -313,6 +313,20 @@ impl Lab {
         ip(&["link", "set", &self.hosts[i].veth, "up"])
     }
 
+    /// Gives host `i` another address on the bridge (the last octet `last`), as when a
+    /// router gets a new public address: the old one is removed, so connections through it
+    /// die (a NAT forgets what it mapped to it). Returns the new address.
+    pub fn readdress(&mut self, i: usize, last: u8) -> Result<Ipv4Addr, LabError> {
+        let new = Ipv4Addr::new(10, 231, self.subnet, last);
+        let ns = self.hosts[i].netns.clone();
+        let (old, new_cidr) = (format!("{}/24", self.hosts[i].addr), format!("{new}/24"));
+        // In this order: deleting a primary address deletes its secondaries with it.
+        ip(&["-n", &ns, "addr", "del", &old, "dev", "eth0"])?;
+        ip(&["-n", &ns, "addr", "add", &new_cidr, "dev", "eth0"])?;
+        self.hosts[i].addr = new;
+        Ok(new)
+    }
+
     /// Drops `percent` of the packets host `i` receives (0 removes the rule).
     pub fn set_loss(&self, i: usize, percent: u8) -> Result<(), LabError> {
         let ns = &self.hosts[i].netns;

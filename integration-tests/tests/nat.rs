@@ -468,3 +468,54 @@ fn a_member_behind_nat_that_leads_reaches_the_other_through_the_relay() {
         "the push crossed the relay: {carried} bytes on the relay's link"
     );
 }
+
+/// A NATed member's public address changes (its router gets a new one, as a laptop moving
+/// networks): its connections die, and it is found again without a new invite: it dials the
+/// public member again and the other NATed member reaches it through the relay; edits cross.
+#[test]
+fn a_member_whose_public_address_changes_is_found_again() {
+    if !needs_root("a_member_whose_public_address_changes_is_found_again") {
+        return;
+    }
+    let mut site = group(Nat::Symmetric);
+    let (a, b) = (site.peer_id("a"), site.peer_id("b"));
+    edits_cross(&site);
+    let moved = Instant::now();
+    let new = site
+        .lab
+        .readdress(ROUTER_B, 200)
+        .expect("a new address for B's router");
+    write(&site.folder("b").join("after-the-move.txt"), b"moved\n");
+    site.wait(
+        "B's edit after its address changed reaches everyone",
+        Duration::from_secs(90),
+        || {
+            ["public", "a"].iter().all(|n| {
+                std::fs::read(site.folder(n).join("after-the-move.txt"))
+                    .ok()
+                    .as_deref()
+                    == Some(&b"moved\n"[..])
+            })
+        },
+    );
+    let crossed = moved.elapsed();
+    site.wait("A reaches B again", Duration::from_secs(60), || {
+        site.path_to("a", &b).is_some()
+    });
+    // The old connection is dead (pings find it out within about 20 s); the new one is from
+    // the new address.
+    site.wait(
+        "the public member reaches B at its new address",
+        Duration::from_secs(60),
+        || {
+            site.path_to("public", &b)
+                .is_some_and(|(_, addr)| addr.contains(&new.to_string()))
+        },
+    );
+    let (path, addr) = site.path_to("public", &b).unwrap();
+    eprintln!(
+        "B's router moved to {new}; edits crossed {crossed:?} after; the public member reaches B {path} at {addr} {:?} after",
+        moved.elapsed()
+    );
+    assert!(site.path_to("b", &a).is_some(), "B reaches A again");
+}

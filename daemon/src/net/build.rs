@@ -48,6 +48,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What arrived and waits for the node: past this, more is dropped (the sync protocol
 /// retries what matters; a dropped Raft RPC is a timeout to its sender).
 pub const INBOUND_QUEUE: usize = 1024;
+/// Pings on every connection: the round trip `chorus peers` shows, and how a dead connection
+/// (a NAT that forgot it, a machine that moved networks) is found out and closed within about
+/// 20 s (see the task's ping handling).
+const PING_EVERY: Duration = Duration::from_secs(10);
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often mDNS asks the LAN who is there.
 const MDNS_QUERY_EVERY: Duration = Duration::from_secs(20);
 
@@ -146,7 +151,11 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
                     "/chorus/1".into(),
                     key.public(),
                 )),
-                ping: ping::Behaviour::new(ping::Config::new()),
+                ping: ping::Behaviour::new(
+                    ping::Config::new()
+                        .with_interval(PING_EVERY)
+                        .with_timeout(PING_TIMEOUT),
+                ),
                 mdns: Toggle::from(mdns),
                 relay: Toggle::from(relay_on.then(|| {
                     relay::Behaviour::new(

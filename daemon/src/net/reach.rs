@@ -355,16 +355,18 @@ impl Task {
         }
     }
 
-    /// The path `peer`'s stats show: the best open connection.
+    /// The path `peer`'s stats show: the best open connection (direct over relayed), the
+    /// newest of equals (an older one may be dead and not yet found out).
     fn publish_path(&mut self, peer: PeerId) {
+        let rank = |k: PathKind| match k {
+            PathKind::Direct | PathKind::HolePunched => 1,
+            PathKind::Relayed => 0,
+        };
         let path = self.links.get(&peer).and_then(|links| {
             links
                 .iter()
-                .min_by_key(|l| match l.kind {
-                    PathKind::Direct => 0,
-                    PathKind::HolePunched => 0,
-                    PathKind::Relayed => 1,
-                })
+                .rev()
+                .max_by_key(|l| rank(l.kind))
                 .map(|l| PeerPath {
                     kind: l.kind,
                     addr: l.addr.clone(),

@@ -250,6 +250,18 @@ impl Task {
                     s.last_seen_ms = Some(now);
                 });
             }
+            // A connection whose pings go unanswered is dead (a NAT that forgot it, a machine
+            // that moved networks or vanished): libp2p keeps it open, and TCP would not notice
+            // for many minutes, so requests would wait on it; it is closed, and the peer
+            // dialled again.
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(e),
+            })) => {
+                tracing::debug!(%peer, "a connection stopped answering pings ({e}); closing it");
+                self.swarm.close_connection(connection);
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
