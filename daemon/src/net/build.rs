@@ -51,7 +51,7 @@ pub const INBOUND_QUEUE: usize = 1024;
 /// Pings on every connection: the round trip `chorus peers` shows, and how a dead connection
 /// (a NAT that forgot it, a machine that moved networks) is found out and closed within about
 /// 20 s (see the task's ping handling).
-const PING_EVERY: Duration = Duration::from_secs(10);
+const PING_EVERY: Duration = Duration::from_secs(15);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often mDNS asks the LAN who is there.
 const MDNS_QUERY_EVERY: Duration = Duration::from_secs(20);
@@ -220,6 +220,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
         lost: HashSet::new(),
         links: HashMap::new(),
         relays: HashMap::new(),
+        relay_waits: HashMap::new(),
         punched: HashSet::new(),
         members_up,
         started: Instant::now(),

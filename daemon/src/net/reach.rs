@@ -79,13 +79,16 @@ pub(super) struct Link {
 pub(super) enum Reservation {
     /// Asked for or held, on this listener.
     Listening(ListenerId),
-    /// Refused or closed at this instant: asked again [`RESERVE_RETRY`] later (a relay
-    /// offers its service only once a member confirmed its address, moments after connecting).
+    /// Refused or closed: asked again when the instant has come (a relay offers its service
+    /// only once it has an address to offer, moments after it starts; one that never does, or
+    /// whose owner turned it off, is asked ever less often).
     Failed(Instant),
 }
 
-/// How long after a refused or lost reservation it is asked for again.
+/// How long after a refused or lost reservation it is asked for again, the first time; each
+/// refusal in a row doubles it, up to [`RESERVE_RETRY_MAX`].
 const RESERVE_RETRY: Duration = Duration::from_secs(5);
+const RESERVE_RETRY_MAX: Duration = Duration::from_secs(600);
 
 /// True when `addr` goes through a relay.
 pub(super) fn is_relayed(addr: &Multiaddr) -> bool {
@@ -136,9 +139,8 @@ impl Task {
             kind,
             dialed: dialed && !relayed,
         });
-        if !relayed {
-            self.close_relayed(peer);
-        }
+        // A direct connection makes relayed ones redundant, whichever opened first.
+        self.close_relayed(peer);
         self.publish_path(peer);
         self.publish_links();
         self.reserve_relays();
@@ -158,8 +160,8 @@ impl Task {
         self.publish_links();
     }
 
-    /// A listener closed: if it was a relay reservation, that relay is not asked again until
-    /// the member reconnects.
+    /// A listener closed: if it was a relay reservation, that relay is asked again after a
+    /// wait that doubles with each failure in a row.
     pub(super) fn listener_closed(&mut self, listener: ListenerId, reason: Option<String>) {
         let Some((&peer, _)) = self
             .relays
@@ -169,8 +171,18 @@ impl Task {
             return;
         };
         tracing::debug!(%peer, ?reason, "a relay reservation ended");
+        self.reservation_failed(peer);
+    }
+
+    /// When to ask `peer` for a reservation again.
+    fn reservation_failed(&mut self, peer: PeerId) {
+        let wait = self
+            .relay_waits
+            .get(&peer)
+            .map_or(RESERVE_RETRY, |w| (*w * 2).min(RESERVE_RETRY_MAX));
+        self.relay_waits.insert(peer, wait);
         self.relays
-            .insert(peer, Reservation::Failed(Instant::now()));
+            .insert(peer, Reservation::Failed(Instant::now() + wait));
     }
 
     /// Holds reservations at up to [`MAX_RELAYS`] members this node dialled directly (run at
@@ -192,7 +204,7 @@ impl Task {
                     && match self.relays.get(p) {
                         None => true,
                         Some(Reservation::Listening(_)) => false,
-                        Some(Reservation::Failed(at)) => at.elapsed() >= RESERVE_RETRY,
+                        Some(Reservation::Failed(at)) => Instant::now() >= *at,
                     }
             })
             .filter_map(|(p, links)| {
@@ -214,8 +226,7 @@ impl Task {
                 }
                 Err(e) => {
                     tracing::debug!(%peer, "cannot listen through a member's relay: {e}");
-                    self.relays
-                        .insert(peer, Reservation::Failed(Instant::now()));
+                    self.reservation_failed(peer);
                 }
             }
         }
@@ -304,6 +315,7 @@ impl Task {
     pub(super) fn relay_client_event(&mut self, e: relay::client::Event) {
         match e {
             relay::client::Event::ReservationReqAccepted { relay_peer_id, .. } => {
+                self.relay_waits.remove(&relay_peer_id);
                 tracing::info!(relay = %relay_peer_id, "reachable through a member's relay");
             }
             other => tracing::debug!(?other, "relay client"),

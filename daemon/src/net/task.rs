@@ -89,6 +89,8 @@ pub(super) struct Task {
     pub(super) links: super::reach::Links,
     /// Relay reservations asked of members.
     pub(super) relays: HashMap<PeerId, super::reach::Reservation>,
+    /// How long to wait before asking a member that refused again (doubling).
+    pub(super) relay_waits: HashMap<PeerId, Duration>,
     /// Connections a hole punch made, reported before the connection itself.
     pub(super) punched: HashSet<libp2p::swarm::ConnectionId>,
     /// The members connected now, for the node.
