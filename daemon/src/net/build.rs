@@ -50,7 +50,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const INBOUND_QUEUE: usize = 1024;
 /// Pings on every connection: the round trip `chorus peers` shows, and how a dead connection
 /// (a NAT that forgot it, a machine that moved networks) is found out and closed within about
-/// 20 s (see the task's ping handling).
+/// 25 s (see the task's ping handling).
 const PING_EVERY: Duration = Duration::from_secs(15);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often mDNS asks the LAN who is there.

@@ -29,8 +29,9 @@
 //! - `reach`: connection paths (direct, hole-punched, relayed), the relay run for the members,
 //!   reservations at other members' relays, dialling through them, hole punching, and the set
 //!   of connected members;
-//! - [`codec`], [`identity`], [`invite`], [`raft`], [`throttle`]: the frame codec, the
-//!   keypair and private-network key, invites, the Raft transport, the bandwidth limit.
+//! - [`codec`], [`identity`], [`invite`], `link`, [`raft`], [`throttle`]: the frame codec, the
+//!   keypair and private-network key, invites, what the task keeps per connection and per
+//!   relay, the Raft transport, the bandwidth limit.
 
 mod admission;
 mod book;
@@ -40,6 +41,7 @@ mod dispatch;
 mod handle;
 pub mod identity;
 pub mod invite;
+mod link;
 pub mod raft;
 mod reach;
 mod task;

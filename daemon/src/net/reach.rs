@@ -21,7 +21,7 @@
 //!   watch channel ([`super::NetHandle::links`]); the node campaigns only while it reaches a
 //!   majority of the voters.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use libp2p::core::ConnectedPoint;
@@ -32,6 +32,7 @@ use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId, dcutr};
 
 use super::handle::{PathKind, PeerPath, with_stats};
+use super::link::{Link, Reservation};
 use super::task::Task;
 
 /// Members this node holds a relay reservation at, at most.
@@ -61,28 +62,6 @@ pub fn relay_config(max_circuit_bytes: u64) -> relay::Config {
         max_circuit_bytes: max_circuit_bytes.max(1),
         ..relay::Config::default()
     }
-}
-
-/// One open connection to a peer.
-#[derive(Debug, Clone)]
-pub(super) struct Link {
-    id: ConnectionId,
-    /// The peer's address on it (for a relayed one, the circuit address).
-    addr: Multiaddr,
-    kind: PathKind,
-    /// This node dialled it (not relayed): the address is one this node can reach.
-    dialed: bool,
-}
-
-/// A relay reservation at a member.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum Reservation {
-    /// Asked for or held, on this listener.
-    Listening(ListenerId),
-    /// Refused or closed: asked again when the instant has come (a relay offers its service
-    /// only once it has an address to offer, moments after it starts; one that never does, or
-    /// whose owner turned it off, is asked ever less often).
-    Failed(Instant),
 }
 
 /// How long after a refused or lost reservation it is asked for again, the first time; each
@@ -413,6 +392,3 @@ impl Task {
         self.reserve_relays();
     }
 }
-
-/// Every link, by peer (kept by the task).
-pub(super) type Links = HashMap<PeerId, Vec<Link>>;

@@ -86,9 +86,9 @@ pub(super) struct Task {
     /// to one is reported to the node as [`Inbound::Gone`].
     pub(super) lost: HashSet<PeerId>,
     /// Open connections per peer and how each goes (direct, hole-punched, relayed).
-    pub(super) links: super::reach::Links,
+    pub(super) links: super::link::Links,
     /// Relay reservations asked of members.
-    pub(super) relays: HashMap<PeerId, super::reach::Reservation>,
+    pub(super) relays: HashMap<PeerId, super::link::Reservation>,
     /// How long to wait before asking a member that refused again (doubling).
     pub(super) relay_waits: HashMap<PeerId, Duration>,
     /// Connections a hole punch made, reported before the connection itself.

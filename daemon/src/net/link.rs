@@ -1,0 +1,37 @@
+//! What the network task keeps per connection and per relay: [`Link`] (one open connection
+//! and how it goes) and [`Reservation`] (a relay slot asked of a member). A leaf: the task
+//! holds these, and `reach` (which adds to the task) fills them.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use libp2p::core::transport::ListenerId;
+use libp2p::swarm::ConnectionId;
+use libp2p::{Multiaddr, PeerId};
+
+use super::handle::PathKind;
+
+/// One open connection to a peer.
+#[derive(Debug, Clone)]
+pub(super) struct Link {
+    pub(super) id: ConnectionId,
+    /// The peer's address on it (for a relayed one, the circuit address).
+    pub(super) addr: Multiaddr,
+    pub(super) kind: PathKind,
+    /// This node dialled it (not relayed): the address is one this node can reach.
+    pub(super) dialed: bool,
+}
+
+/// Every open connection, by peer.
+pub(super) type Links = HashMap<PeerId, Vec<Link>>;
+
+/// A relay reservation at a member.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Reservation {
+    /// Asked for or held, on this listener.
+    Listening(ListenerId),
+    /// Refused or closed: asked again when the instant has come (a relay offers its service
+    /// only once it has an address to offer, moments after it starts; one that never does, or
+    /// whose owner turned it off, is asked ever less often).
+    Failed(Instant),
+}
