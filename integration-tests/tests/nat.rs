@@ -123,6 +123,13 @@ impl Site {
             .sum()
     }
 
+    /// True when every member in `names` holds `rel` with exactly `bytes`.
+    fn holds(&self, names: &[&str], rel: &str, bytes: &[u8]) -> bool {
+        names
+            .iter()
+            .all(|n| std::fs::read(self.folder(n).join(rel)).ok().as_deref() == Some(bytes))
+    }
+
     fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
     }
@@ -229,16 +236,9 @@ fn edits_cross(site: &Site) {
         "each NATed member's file on the other",
         Duration::from_secs(60),
         || {
-            ["public", "a", "b"].iter().all(|n| {
-                std::fs::read(site.folder(n).join("from-a.txt"))
-                    .ok()
-                    .as_deref()
-                    == Some(&b"written behind NAT A\n"[..])
-                    && std::fs::read(site.folder(n).join("from-b.txt"))
-                        .ok()
-                        .as_deref()
-                        == Some(&b"written behind NAT B\n"[..])
-            })
+            let all = ["public", "a", "b"];
+            site.holds(&all, "from-a.txt", b"written behind NAT A\n")
+                && site.holds(&all, "from-b.txt", b"written behind NAT B\n")
         },
     );
 }
@@ -341,11 +341,7 @@ fn members_behind_cone_nats_punch_a_hole_and_sync_without_the_relay() {
     let frozen = Instant::now();
     let crossed = (|| {
         while frozen.elapsed() < Duration::from_secs(60) {
-            if std::fs::read(site.folder("b").join("while-public-frozen.txt"))
-                .ok()
-                .as_deref()
-                == Some(&b"direct\n"[..])
-            {
+            if site.holds(&["b"], "while-public-frozen.txt", b"direct\n") {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -447,14 +443,7 @@ fn a_member_behind_nat_that_leads_reaches_the_other_through_the_relay() {
     site.wait(
         "the edit of a NATed member reaches everyone through a NATed leader",
         Duration::from_secs(90),
-        || {
-            ["public", "a", "b"].iter().all(|n| {
-                std::fs::read(site.folder(n).join("big.bin"))
-                    .ok()
-                    .as_deref()
-                    == Some(&big[..])
-            })
-        },
+        || site.holds(&["public", "a", "b"], "big.bin", &big),
     );
     let carried = site.link_bytes(PUBLIC) - before;
 
@@ -489,14 +478,7 @@ fn a_member_whose_public_address_changes_is_found_again() {
     site.wait(
         "B's edit after its address changed reaches everyone",
         Duration::from_secs(90),
-        || {
-            ["public", "a"].iter().all(|n| {
-                std::fs::read(site.folder(n).join("after-the-move.txt"))
-                    .ok()
-                    .as_deref()
-                    == Some(&b"moved\n"[..])
-            })
-        },
+        || site.holds(&["public", "a"], "after-the-move.txt", b"moved\n"),
     );
     let crossed = moved.elapsed();
     site.wait("A reaches B again", Duration::from_secs(60), || {

@@ -64,13 +64,10 @@ impl Task {
     /// punching needs; a dial made before that leaves from a random port.
     fn may_dial(&self, now: Instant) -> bool {
         now.duration_since(self.started) >= LISTEN_WAIT
-            || self.swarm.listeners().any(|a| {
-                a.iter().any(|p| match p {
-                    libp2p::multiaddr::Protocol::Ip4(ip) => !ip.is_loopback(),
-                    libp2p::multiaddr::Protocol::Ip6(ip) => !ip.is_loopback(),
-                    _ => false,
-                })
-            })
+            || self
+                .swarm
+                .listeners()
+                .any(super::link::is_direct_off_loopback)
     }
 
     /// A member is dialled through the other members' relays when no direct address is known

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
 
@@ -34,4 +35,20 @@ pub(super) enum Reservation {
     /// only once it has an address to offer, moments after it starts; one that never does, or
     /// whose owner turned it off, is asked ever less often).
     Failed(Instant),
+}
+
+/// True when `addr` goes through a relay.
+pub(super) fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+/// True for a direct address on an interface other than loopback (public or private): one
+/// a peer elsewhere might reach, and one a dial leaves from with the listening port.
+pub(super) fn is_direct_off_loopback(addr: &Multiaddr) -> bool {
+    !is_relayed(addr)
+        && addr.iter().any(|p| match p {
+            Protocol::Ip4(ip) => !ip.is_loopback() && !ip.is_unspecified(),
+            Protocol::Ip6(ip) => !ip.is_loopback() && !ip.is_unspecified(),
+            _ => false,
+        })
 }

@@ -32,7 +32,7 @@ use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId, dcutr};
 
 use super::handle::{PathKind, PeerPath, with_stats};
-use super::link::{Link, Reservation};
+use super::link::{Link, Reservation, is_direct_off_loopback, is_relayed};
 use super::task::Task;
 
 /// Members this node holds a relay reservation at, at most.
@@ -68,21 +68,6 @@ pub fn relay_config(max_circuit_bytes: u64) -> relay::Config {
 /// refusal in a row doubles it, up to [`RESERVE_RETRY_MAX`].
 const RESERVE_RETRY: Duration = Duration::from_secs(5);
 const RESERVE_RETRY_MAX: Duration = Duration::from_secs(600);
-
-/// True when `addr` goes through a relay.
-pub(super) fn is_relayed(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
-}
-
-/// True for an address worth telling others as this node's external address.
-fn is_public_candidate(addr: &Multiaddr) -> bool {
-    !is_relayed(addr)
-        && addr.iter().any(|p| match p {
-            Protocol::Ip4(ip) => !ip.is_loopback() && !ip.is_unspecified(),
-            Protocol::Ip6(ip) => !ip.is_loopback() && !ip.is_unspecified(),
-            _ => false,
-        })
-}
 
 /// `addr` without a trailing `/p2p/...`.
 fn without_peer(addr: &Multiaddr) -> Multiaddr {
@@ -233,7 +218,7 @@ impl Task {
     /// libp2p's relay offers its service only on a node that says it is reachable (members
     /// learn it through identify anyway).
     pub(super) fn listening_on(&mut self, addr: Multiaddr) {
-        if self.swarm.behaviour().relay.is_enabled() && is_public_candidate(&addr) {
+        if self.swarm.behaviour().relay.is_enabled() && is_direct_off_loopback(&addr) {
             self.swarm.add_external_address(addr);
         }
     }
@@ -363,7 +348,7 @@ impl Task {
                     addr: l.addr.clone(),
                 })
         });
-        if self.allowed.contains(&peer) || path.is_none() {
+        if self.allowed.contains(&peer) {
             with_stats(&self.stats, peer, |s| s.path = path);
         }
     }
