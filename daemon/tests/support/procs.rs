@@ -12,11 +12,24 @@ pub fn chorus() -> Command {
 }
 
 /// A TCP port free on loopback right now.
+///
+/// The listener is closed before a daemon binds the port, so the kernel may hand the same port
+/// out again; tests run in parallel in one process, and two nodes given the same port made one
+/// of them stop at start ("port is in use"). Ports this process handed out are never given
+/// twice.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The PeerId of the identity in `state` (created when missing), from `chorus id`.
