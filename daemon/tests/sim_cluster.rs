@@ -139,6 +139,19 @@ async fn run(seed: u64) {
     // faults stopped is stuck.
     let deadline = Instant::now() + Duration::from_secs(60);
     while !r.converged() {
+        if Instant::now() >= deadline {
+            for (id, sim) in &r.sims {
+                if let Some(rep) = &sim.replica {
+                    eprintln!("seed {seed}: {}", rep.engine().diagnosis());
+                    eprintln!("  feed {:?} raft {:?}", sim.feed, r.view(*id));
+                }
+            }
+            eprintln!(
+                "seed {seed}: in flight {} queued {}",
+                r.in_flight,
+                r.router.queue.len()
+            );
+        }
         assert!(
             Instant::now() < deadline,
             "seed {seed}: no convergence; states: {:?}",

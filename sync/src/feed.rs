@@ -40,11 +40,7 @@ impl RaftFeed {
         view: &RaftView,
         headers_after: impl FnOnce(u64) -> Vec<AcceptedHeader>,
     ) -> Vec<Event> {
-        let mut out = Vec::new();
-        if self.info.as_ref() != Some(&view.cluster) {
-            self.info = Some(view.cluster.clone());
-            out.push(Event::Cluster(view.cluster.clone()));
-        }
+        let mut out = self.cluster(view);
         out.extend(self.headers(headers_after));
         if !view.leading {
             self.confirmed_term = None;
@@ -67,7 +63,9 @@ impl RaftFeed {
     }
 
     /// The outcome of confirming `term`: when it holds and this node still leads in it, the
-    /// headers applied meanwhile, then [`Event::LeaderConfirmed`].
+    /// cluster as it is now if the engine has not heard it yet (it learns that it leads before
+    /// it hears the leadership confirmed, else it would drop the confirmation), the headers
+    /// applied meanwhile, then [`Event::LeaderConfirmed`].
     pub fn confirmed(
         &mut self,
         term: u64,
@@ -81,10 +79,20 @@ impl RaftFeed {
         if !(ok && view.leading && view.term == term) {
             return Vec::new();
         }
-        let mut out = self.headers(headers_after);
+        let mut out = self.cluster(view);
+        out.extend(self.headers(headers_after));
         self.confirmed_term = Some(term);
         out.push(Event::LeaderConfirmed);
         out
+    }
+
+    /// The cluster event for `view`, when it differs from the last one fed.
+    fn cluster(&mut self, view: &RaftView) -> Vec<Event> {
+        if self.info.as_ref() == Some(&view.cluster) {
+            return Vec::new();
+        }
+        self.info = Some(view.cluster.clone());
+        vec![Event::Cluster(view.cluster.clone())]
     }
 
     fn headers(&mut self, headers_after: impl FnOnce(u64) -> Vec<AcceptedHeader>) -> Vec<Event> {
@@ -141,5 +149,28 @@ mod tests {
         view.term = 4;
         assert_eq!(f.confirm_due(&view), Some(4));
         assert!(f.confirmed(4, false, &view, |_| vec![]).is_empty());
+    }
+
+    /// The leadership began between the driver's poll and its confirmation: the poll fed a
+    /// cluster without a leader, the confirmation saw this node lead. The engine hears that
+    /// it leads before it hears the confirmation (a simulation stalled for good when the
+    /// confirmation came first: the engine dropped it, and the feed never confirmed again).
+    #[test]
+    fn a_confirmation_tells_the_engine_it_leads_first() {
+        let mut f = RaftFeed::new();
+        let mut view = RaftView::default();
+        view.term = 9;
+        assert!(
+            matches!(&f.poll(&view, |_| vec![])[..], [Event::Cluster(c)] if c.leader.is_none())
+        );
+        view.leading = true;
+        view.cluster.leader = Some(3);
+        assert_eq!(f.confirm_due(&view), Some(9));
+        let ev = f.confirmed(9, true, &view, |_| vec![]);
+        assert!(
+            matches!(&ev[..], [Event::Cluster(c), Event::LeaderConfirmed] if c.leader == Some(3)),
+            "{ev:?}"
+        );
+        assert!(f.poll(&view, |_| vec![]).is_empty(), "fed once");
     }
 }

@@ -67,6 +67,7 @@ struct InFlight {
 }
 
 /// The follower half of one node.
+#[derive(Debug)]
 pub(crate) struct Follower {
     pub s: FollowerState,
     inflight: Option<InFlight>,

@@ -25,6 +25,20 @@ impl Engine {
         (a.version, a.number)
     }
 
+    /// Everything the engine's halves hold in memory, for a diagnosis (a stuck simulation
+    /// prints it): the cluster as it sees it, the follower's pushes, the leader's candidate.
+    pub fn diagnosis(&self) -> String {
+        format!(
+            "node {}: head {} cluster {:?}\n  follower {:?}\n  leader {:?}\n  last_shared {:?}",
+            self.me,
+            self.history.s.head.number,
+            self.cluster,
+            self.follower,
+            self.leader,
+            self.last_shared
+        )
+    }
+
     /// The newest committed header applied here.
     pub fn head(&self) -> (VersionId, VersionNumber) {
         let h = self.history.s.head;

@@ -75,6 +75,7 @@ pub(crate) struct Take {
 }
 
 /// The leader's volatile state; it starts over at every leadership.
+#[derive(Debug)]
 pub(crate) struct Leader {
     /// Set once the driver confirmed the leadership (all earlier headers applied).
     confirmed: bool,
