@@ -50,6 +50,7 @@ impl Hostile {
                 bandwidth_limit: None,
                 relay: true,
                 relay_circuit_bytes: 1 << 30,
+                quic: false,
             })
             .unwrap()
         });

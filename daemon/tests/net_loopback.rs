@@ -18,7 +18,10 @@ struct Node {
     net: NetHandle,
     inbound: Receiver<Inbound>,
     peer: PeerId,
+    /// Its TCP address.
     addr: Multiaddr,
+    /// Its QUIC address.
+    quic: Multiaddr,
 }
 
 async fn node(secret: [u8; 32], keypair: Keypair, allowed: Vec<PeerId>) -> Node {
@@ -36,23 +39,28 @@ async fn node(secret: [u8; 32], keypair: Keypair, allowed: Vec<PeerId>) -> Node 
         bandwidth_limit: None,
         relay: true,
         relay_circuit_bytes: 1 << 30,
+        quic: true,
     })
     .unwrap();
-    let addr = tokio::time::timeout(LIVENESS, async {
+    let (addr, quic) = tokio::time::timeout(LIVENESS, async {
         loop {
-            if let Some(a) = net.listen_addrs().await.unwrap().into_iter().next() {
-                return a;
+            let addrs = net.listen_addrs().await.unwrap();
+            let quic = addrs.iter().find(|a| a.to_string().contains("/quic-v1"));
+            let tcp = addrs.iter().find(|a| a.to_string().contains("/tcp/"));
+            if let (Some(t), Some(q)) = (tcp, quic) {
+                return (t.clone(), q.clone());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .expect("the node listens");
+    .expect("the node listens on TCP and QUIC");
     Node {
         net,
         inbound,
         peer,
         addr,
+        quic,
     }
 }
 
@@ -128,6 +136,79 @@ async fn members_talk_and_outsiders_get_nothing_through() {
         a.inbound.try_recv().is_err(),
         "nothing from outsiders arrived"
     );
+}
+
+/// QUIC has no private-network key: a QUIC connection is admitted by the PeerId its TLS
+/// handshake proves, members only. Members talk over QUIC alone; a peer with the share's
+/// secret that is not a member, and one with neither, get nothing through it, not even a join
+/// with a valid invite (joiners come in over TCP, behind the share's key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_talk_over_quic_and_strangers_are_denied() {
+    let secret = [5u8; 32];
+    let (ka, kb, kc, kd) = (
+        Keypair::generate_ed25519(),
+        Keypair::generate_ed25519(),
+        Keypair::generate_ed25519(),
+        Keypair::generate_ed25519(),
+    );
+    let (pa, pb) = (ka.public().to_peer_id(), kb.public().to_peer_id());
+    let a = node(secret, ka, vec![pb]).await;
+    let mut b = node(secret, kb, vec![pa]).await;
+    let c = node([9u8; 32], kc, vec![pa]).await;
+    let d = node(secret, kd, vec![pa]).await;
+    a.net.set_quic_members(vec![pb]);
+    b.net.set_quic_members(vec![pa]);
+    // The outsiders take A for a member they talk QUIC with (so they dial its QUIC address).
+    c.net.set_quic_members(vec![pa]);
+    d.net.set_quic_members(vec![pa]);
+
+    a.net.add_address(b.peer, b.quic.clone());
+    a.net.send(b.peer, stored(1));
+    let got = tokio::time::timeout(LIVENESS, b.inbound.recv())
+        .await
+        .expect("delivered over QUIC")
+        .unwrap();
+    assert!(matches!(got, Inbound::Sync { from, .. } if from == a.peer));
+    let path = a.net.peer_stats().get(&b.peer).and_then(|s| s.path.clone());
+    assert!(
+        path.as_ref()
+            .is_some_and(|p| p.addr.to_string().contains("/quic-v1")),
+        "the connection runs on QUIC: {path:?}"
+    );
+
+    let (code, _) = a
+        .net
+        .issue_invite(Duration::from_secs(3600), 1)
+        .await
+        .unwrap();
+    d.net.add_address(a.peer, a.quic.clone());
+    let joined = tokio::time::timeout(
+        LIVENESS,
+        d.net.join(a.peer, Some(code), None, vec![d.quic.clone()]),
+    )
+    .await
+    .expect("the join ends")
+    .unwrap();
+    assert!(joined.is_none(), "a join over QUIC is not even heard");
+
+    let rpc = chorus_election::RaftRpc::Vote(openraft_vote(1));
+    for (outsider, what) in [(&c, "wrong key"), (&d, "not a member")] {
+        let r = tokio::time::timeout(
+            LIVENESS,
+            outsider.net.raft_call(a.peer, vec![a.quic.clone()], &rpc),
+        )
+        .await
+        .expect("the call ends");
+        assert!(r.is_err(), "{what}: a raft call over QUIC must fail");
+        // The denial closes the connection; the close reaches the dialer a moment later.
+        tokio::time::timeout(LIVENESS, async {
+            while outsider.net.connected().await.unwrap().contains(&a.peer) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}: a QUIC connection stays up"));
+    }
 }
 
 fn openraft_vote(term: u64) -> openraft::raft::VoteRequest<u64> {

@@ -158,8 +158,10 @@ mod tests {
     #[test]
     fn a_confirmation_tells_the_engine_it_leads_first() {
         let mut f = RaftFeed::new();
-        let mut view = RaftView::default();
-        view.term = 9;
+        let mut view = RaftView {
+            term: 9,
+            ..RaftView::default()
+        };
         assert!(
             matches!(&f.poll(&view, |_| vec![])[..], [Event::Cluster(c)] if c.leader.is_none())
         );

@@ -85,6 +85,10 @@ pub struct Config {
     /// What the relay carries per circuit (one pair of members) at most, in MiB, before it
     /// closes the circuit (the pair connects again, directly if a hole punch works by then).
     pub relay_circuit_mib: u64,
+    /// Listen on QUIC (UDP) beside TCP, at the same port numbers. Members use either; QUIC
+    /// connections are admitted only from members' keys (TCP's are behind the share's key).
+    /// `false` leaves UDP alone.
+    pub quic: bool,
     /// A version that would delete more than this fraction of the files here...
     pub mass_delete_fraction: f64,
     /// ...or more than this many files, is held until `chorus resume --confirm`.
@@ -161,6 +165,7 @@ impl Default for Config {
             bandwidth_limit: 0,
             relay: true,
             relay_circuit_mib: 1024,
+            quic: true,
             mass_delete_fraction: 0.5,
             mass_delete_files: 1000,
             demote_after_secs: 3 * 24 * 3600,

@@ -64,6 +64,8 @@ pub struct Settings {
     pub relay: bool,
     /// What the relay carries per circuit at most, in bytes.
     pub relay_circuit_bytes: u64,
+    /// Listen on QUIC beside TCP.
+    pub quic: bool,
     /// A voter unseen this long is made a learner by the leader; `None`: never.
     pub demote_after: Option<Duration>,
     /// How much history this node keeps.
@@ -126,6 +128,7 @@ pub fn resolve(
             .filter(|&r| r > 0),
         relay: file.relay,
         relay_circuit_bytes: file.relay_circuit_mib.clamp(1, 1 << 20) << 20,
+        quic: file.quic,
         demote_after: Some(Duration::from_secs(file.demote_after_secs)).filter(|d| !d.is_zero()),
         retention: Retention {
             keep_last: file.keep_versions,

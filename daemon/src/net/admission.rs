@@ -57,8 +57,13 @@ impl Task {
     pub(super) fn disallow(&mut self, peers: Vec<PeerId>) {
         for p in peers {
             self.allowed.remove(&p);
+            self.quic_members.remove(&p);
             self.refuse(p);
         }
+        self.swarm
+            .behaviour_mut()
+            .gate
+            .set_members(&self.quic_members);
         self.links_allowed_changed();
     }
 

@@ -37,7 +37,9 @@ impl Task {
             }
             known.push(addr.clone());
         }
-        self.swarm.add_peer_address(peer, addr);
+        if super::gate::dialable(&self.quic_members, Some(peer), &addr) {
+            self.swarm.add_peer_address(peer, addr);
+        }
     }
 
     /// Before a request to a peer that is not connected: every address ever learnt for it,
@@ -48,7 +50,9 @@ impl Task {
         }
         if let Some(addrs) = self.book.get(&peer) {
             for a in addrs.clone() {
-                self.swarm.add_peer_address(peer, a);
+                if super::gate::dialable(&self.quic_members, Some(peer), &a) {
+                    self.swarm.add_peer_address(peer, a);
+                }
             }
         }
         if self.through_relays(peer) {
@@ -92,8 +96,9 @@ impl Task {
             if r.next > now {
                 continue;
             }
-            let connected = peer_of(&r.addr).is_some_and(|p| self.swarm.is_connected(&p));
-            if !connected {
+            let peer = peer_of(&r.addr);
+            let connected = peer.is_some_and(|p| self.swarm.is_connected(&p));
+            if !connected && super::gate::dialable(&self.quic_members, peer, &r.addr) {
                 let _ = self.swarm.dial(r.addr.clone());
             }
             r.next = now + r.backoff;
@@ -107,6 +112,7 @@ impl Task {
                 continue;
             }
             let mut addrs = self.book.get(&p).cloned().unwrap_or_default();
+            addrs.retain(|a| super::gate::dialable(&self.quic_members, Some(p), a));
             // Through the relays of the members connected now: a member behind a NAT is
             // reached this way when nobody can dial it.
             if self.through_relays(p) {

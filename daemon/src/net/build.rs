@@ -1,6 +1,7 @@
 //! Starting the network: its configuration ([`NetConfig`]) and errors ([`NetError`]), the
 //! protocols and the limits on frames and connections, and [`spawn`], which builds the
-//! transport (TCP, the private network's key, Noise, yamux; circuits through a member's relay),
+//! transport (TCP, the private network's key, Noise, yamux; QUIC; circuits through a member's
+//! relay),
 //! the [`Behaviour`] and the
 //! [`Task`] that owns the Swarm.
 
@@ -79,6 +80,8 @@ pub struct NetConfig {
     pub relay: bool,
     /// What the relay carries per circuit at most before closing it.
     pub relay_circuit_bytes: u64,
+    /// Listen on QUIC (UDP) beside every TCP address, at the same port number.
+    pub quic: bool,
 }
 
 /// Starts the network task; returns its handle and the stream of what arrives.
@@ -104,6 +107,9 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
     let invites = super::invite::InviteBook::open(cfg.invites);
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair)
         .with_tokio()
+        // QUIC: built always (a member may dial another's QUIC address); listened on when
+        // `quic` is on. Admission is by membership, see `gate`.
+        .with_quic()
         .with_other_transport(|key| {
             let noise = noise::Config::new(key)?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
@@ -143,6 +149,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
                         .with_max_established_per_peer(Some(MAX_ESTABLISHED_PER_PEER)),
                 ),
                 block: allow_block_list::Behaviour::default(),
+                gate: super::gate::QuicGate::default(),
                 join: rr(JOIN, MAX_JOIN_FRAME, &raft_counters),
                 sync: rr(SYNC, limits.max_frame, &counters),
                 chunks: rr(CHUNKS, limits.max_frame, &counters),
@@ -174,9 +181,16 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
         swarm
             .listen_on(addr.clone())
             .map_err(|e| NetError::Listen {
-                addr,
+                addr: addr.clone(),
                 detail: e.to_string(),
             })?;
+        // QUIC on the same port number, over UDP. TCP alone still works, so a UDP port that
+        // is taken costs only QUIC.
+        if let Some(quic) = cfg.quic.then(|| super::gate::quic_beside(&addr)).flatten()
+            && let Err(e) = swarm.listen_on(quic.clone())
+        {
+            tracing::warn!(addr = %quic, "cannot listen on QUIC ({e}); TCP only");
+        }
     }
     let allowed: HashSet<PeerId> = cfg.allowed.into_iter().collect();
     let mut book: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
@@ -207,6 +221,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
         raft_calls: HashMap::new(),
         replies: FuturesUnordered::new(),
         allowed,
+        quic_members: HashSet::new(),
         redial,
         secret,
         strangers: HashMap::new(),

@@ -131,6 +131,7 @@ pub(super) enum Command {
         reply: oneshot::Sender<Result<Vec<u8>, String>>,
     },
     Allow(Vec<PeerId>),
+    QuicMembers(Vec<PeerId>),
     Join {
         to: PeerId,
         code: Option<Code>,
@@ -252,6 +253,14 @@ impl NetHandle {
     /// Lets these peers connect (they joined the membership).
     pub fn allow(&self, peers: Vec<PeerId>) {
         let _ = self.tx.send(Command::Allow(peers));
+    }
+
+    /// The members that this node, itself a member, talks QUIC with: their QUIC connections
+    /// are admitted and their QUIC addresses dialled (replacing the last set). Everyone else
+    /// uses TCP, behind the share's key: a joiner's QUIC connection would be denied by members
+    /// that do not know it yet.
+    pub fn set_quic_members(&self, peers: Vec<PeerId>) {
+        let _ = self.tx.send(Command::QuicMembers(peers));
     }
 
     /// Refuses these peers from now on, and drops their connections.

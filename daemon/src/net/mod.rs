@@ -1,5 +1,7 @@
 //! The daemon's network over libp2p 0.57 (DESIGN.md §8): TCP with a pre-shared key derived from
-//! the share secret (`pnet`, which stops non-members before any handshake), Noise, yamux;
+//! the share secret (`pnet`, which stops non-members before any handshake), Noise, yamux; QUIC
+//! beside it, for members only (`gate`: a QUIC connection of a PeerId outside the membership is
+//! denied before any protocol runs);
 //! identify and ping; mDNS on a LAN; a circuit relay v2 for the members, the relay client and
 //! DCUtR hole punching (see `reach`); request-response protocols with a length-prefixed codec
 //! bounded by the frame limits: `/chorus/sync/1` (the sync messages), `/chorus/chunks/1`
@@ -25,6 +27,7 @@
 //!   the leaves: handle, codec, invite), never the other way round;
 //! - `book`: the address book, and redial of explicit peers and members;
 //! - `admission`: the allow list, strangers and their grace, refusals, the join protocol;
+//! - `gate`: which QUIC connections are admitted and which QUIC addresses are dialled;
 //! - `dispatch`: the sync, chunk and Raft protocols, delivery to the node;
 //! - `reach`: connection paths (direct, hole-punched, relayed), the relay run for the members,
 //!   reservations at other members' relays, dialling through them, hole punching, and the set
@@ -38,6 +41,7 @@ mod book;
 mod build;
 pub mod codec;
 mod dispatch;
+mod gate;
 mod handle;
 pub mod identity;
 pub mod invite;
@@ -49,6 +53,7 @@ pub mod throttle;
 
 pub use build::{NetConfig, spawn};
 pub use codec::FrameCodec;
+pub use gate::quic_beside;
 pub use handle::JoinAccepted;
 pub use handle::{Inbound, NetError, NetHandle, PathKind, PeerPath, PeerStats};
 pub use identity::{load_or_create_keypair, psk_of_secret};

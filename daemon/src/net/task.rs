@@ -29,6 +29,8 @@ use super::throttle::Throttle;
 pub(super) struct Behaviour {
     pub(super) limits: connection_limits::Behaviour,
     pub(super) block: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    /// QUIC connections of members only (see [`super::gate`]).
+    pub(super) gate: super::gate::QuicGate,
     pub(super) join: request_response::Behaviour<FrameCodec>,
     pub(super) sync: request_response::Behaviour<FrameCodec>,
     pub(super) chunks: request_response::Behaviour<FrameCodec>,
@@ -64,6 +66,8 @@ pub(super) struct Task {
     pub(super) raft_calls: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, String>>>,
     pub(super) replies: FuturesUnordered<PendingReply>,
     pub(super) allowed: HashSet<PeerId>,
+    /// The members QUIC connections are admitted from and dialled to (see `gate`).
+    pub(super) quic_members: HashSet<PeerId>,
     pub(super) redial: Vec<Redial>,
     pub(super) secret: [u8; 32],
     /// Connected peers that are not members, and until when they may present an invite.
@@ -160,6 +164,13 @@ impl Task {
                 self.raft_calls.insert(id, reply);
             }
             Command::Allow(peers) => self.allow(peers),
+            Command::QuicMembers(peers) => {
+                self.quic_members = peers.into_iter().collect();
+                self.swarm
+                    .behaviour_mut()
+                    .gate
+                    .set_members(&self.quic_members);
+            }
             Command::Disallow(peers) => self.disallow(peers),
             Command::Join {
                 to,

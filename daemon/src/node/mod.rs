@@ -229,6 +229,9 @@ pub async fn run(
             if !gone.is_empty() {
                 net.disallow(gone);
             }
+            if members.contains_key(&election.id()) {
+                net.set_quic_members(peers.clone());
+            }
             net.allow(peers);
             for m in members.values() {
                 if let Ok(p) = PeerId::from_bytes(&m.peer_id) {

@@ -80,6 +80,7 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
         bandwidth_limit: cfg.settings.bandwidth_limit,
         relay: cfg.settings.relay,
         relay_circuit_bytes: cfg.settings.relay_circuit_bytes,
+        quic: cfg.settings.quic,
     })?;
     let election = Arc::new(
         ElectionNode::open(

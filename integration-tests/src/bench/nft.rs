@@ -1,11 +1,12 @@
 //! Bytes on the wire, counted the same way for every tool: nftables counters on loopback, by
-//! TCP port. Each packet leaving through `lo` is counted once, at the output hook, as IP bytes
-//! (IP and TCP headers included; loopback carries segments of up to 64 KiB, so headers are a
-//! small share).
+//! TCP and UDP port (chorus and Syncthing speak QUIC as well as TCP). Each packet leaving
+//! through `lo` is counted once, at the output hook, as IP bytes (IP and TCP or UDP headers
+//! included; loopback carries TCP segments of up to 64 KiB, so headers are a small share; a
+//! QUIC packet is at most about 1.4 KB, so its headers are a few percent).
 //!
 //! For every listening port P of a session there are two rules, in this order, each ending the
 //! chain's evaluation for the packets it counts so none is counted twice: first
-//! `tcp dport P` (a packet addressed to P's listener), then `tcp sport P` (a packet from P's
+//! `th dport P` (a packet addressed to P's listener), then `th sport P` (a packet from P's
 //! listener to a dialer's ephemeral port). With two parties A and B, bytes from A to B are
 //! `to[B] + from[A]` and bytes from B to A are `to[A] + from[B]`, whoever dialed whom, and
 //! also when a dialer binds its own listening port (libp2p's port reuse).
@@ -55,10 +56,14 @@ pub fn script(ports: &[u16]) -> String {
         "table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n  chain count {{\n    type filter hook output priority 0; policy accept;\n"
     );
     for p in ports {
-        s += &format!("    oifname \"lo\" tcp dport {p} counter accept comment \"to:{p}\"\n");
+        s += &format!(
+            "    oifname \"lo\" meta l4proto {{ tcp, udp }} th dport {p} counter accept comment \"to:{p}\"\n"
+        );
     }
     for p in ports {
-        s += &format!("    oifname \"lo\" tcp sport {p} counter accept comment \"from:{p}\"\n");
+        s += &format!(
+            "    oifname \"lo\" meta l4proto {{ tcp, udp }} th sport {p} counter accept comment \"from:{p}\"\n"
+        );
     }
     s += "  }\n}\n";
     s
@@ -220,8 +225,8 @@ mod tests {
     #[test]
     fn script_counts_each_port_both_ways() {
         let s = script(&[5, 6]);
-        assert!(s.contains("tcp dport 5 counter accept comment \"to:5\""));
-        assert!(s.contains("tcp sport 6 counter accept comment \"from:6\""));
+        assert!(s.contains("th dport 5 counter accept comment \"to:5\""));
+        assert!(s.contains("th sport 6 counter accept comment \"from:6\""));
         // Every "to" rule comes before every "from" rule.
         assert!(s.find("to:6").unwrap() < s.find("from:5").unwrap());
     }
