@@ -82,6 +82,42 @@ fn a_group_formed_the_readme_way_survives_the_loss_of_its_first_machine() {
     }
 }
 
+/// A member that comes back on another port (a laptop on another network, a port changed in
+/// `config.toml`) is recorded at its new address in the membership every member keeps, so a
+/// member that starts later dials it there, without a new invite.
+#[test]
+fn a_member_that_moves_is_recorded_at_its_new_address() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    let c = g.join(a, g.at("c"));
+    g.wait_converged();
+    let b_id = g.status(b)["peer_id"].as_str().unwrap().to_owned();
+    g.stop(b);
+    let port = support::procs::free_port();
+    g.set_config(b, "listen", &format!("[\"/ip4/127.0.0.1/tcp/{port}\"]"));
+    g.restart(b);
+    let at_new_port = |i: usize| {
+        peers(&g, i).iter().any(|p| {
+            p["peer_id"] == b_id.as_str()
+                && p["addresses"].as_array().is_some_and(|a| {
+                    a.iter().any(|x| {
+                        x.as_str()
+                            .is_some_and(|x| x.contains(&format!("/tcp/{port}")))
+                    })
+                })
+        })
+    };
+    wait_until("the membership records b's new port, on a and on c", || {
+        at_new_port(a) && at_new_port(c)
+    });
+    // And with it, a member that restarts finds b and syncs with it.
+    g.stop(c);
+    std::fs::write(g.file(b, "moved.txt"), "from the new port\n").unwrap();
+    g.restart(c);
+    g.wait_everywhere("moved.txt", b"from the new port\n");
+}
+
 /// `chorus peers --json` on node `i`, as (PeerId, role) pairs.
 fn roles(g: &Group, i: usize) -> Vec<(String, String)> {
     peers(g, i)

@@ -287,6 +287,42 @@ impl ElectionNode {
         Ok(promote)
     }
 
+    /// On the leader: records where members are reachable now (their addresses, as they
+    /// report them), so every member, after a restart too, dials a member that moved at its new
+    /// address. Only the addresses change: openraft's `SetNodes` keeps voters and learners as
+    /// they are (its warning is about pointing an id at another machine; here the id is the
+    /// PeerId's hash, and the address is a hint a wrong key cannot answer). Members not in the
+    /// membership are left out.
+    pub async fn set_addresses(
+        &self,
+        addresses: std::collections::BTreeMap<NodeId, Vec<String>>,
+    ) -> Result<(), ElectionError> {
+        let members = self.members();
+        let nodes: std::collections::BTreeMap<NodeId, Member> = addresses
+            .into_iter()
+            .filter_map(|(id, addresses)| {
+                let m = members.get(&id)?;
+                (m.addresses != addresses).then(|| {
+                    (
+                        id,
+                        Member {
+                            peer_id: m.peer_id.clone(),
+                            addresses,
+                        },
+                    )
+                })
+            })
+            .collect();
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        self.raft
+            .change_membership(ChangeMembers::SetNodes(nodes), false)
+            .await
+            .map_err(write_err)?;
+        Ok(())
+    }
+
     /// On the leader: makes these voters learners (they keep their log and are promoted again
     /// by [`ElectionNode::promote_learners`] once they are back). Refused when it would leave
     /// no voter, or would take out this node.

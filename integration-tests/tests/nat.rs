@@ -260,6 +260,26 @@ fn members_behind_a_symmetric_nat_sync_through_a_members_relay() {
     assert_eq!(site.path_to("a", &public).unwrap().0, "direct");
     assert_eq!(site.path_to("b", &a).unwrap().0, "relayed");
     edits_cross(&site);
+    // Each knows whether members can dial it: the NATed ones asked the public member to dial
+    // them back (AutoNAT) and it could not; the public member was dialled by both.
+    let reach = |n: &str| {
+        site.query(n, "status")
+            .and_then(|s| s["reachability"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    for n in ["a", "b"] {
+        site.wait(
+            &format!("{n} knows it is behind a NAT"),
+            Duration::from_secs(60),
+            || reach(n) == "behind-nat",
+        );
+    }
+    let public_reach = reach("public");
+    eprintln!("reachability: public member {public_reach}, NATed members behind-nat");
+    assert!(
+        public_reach == "public" || public_reach == "reachable",
+        "the public member: {public_reach}"
+    );
     assert!(
         site.log("public").contains("relaying between two members"),
         "the public member relayed"
@@ -329,6 +349,11 @@ fn members_behind_cone_nats_punch_a_hole_and_sync_without_the_relay() {
             },
         );
     }
+    eprintln!(
+        "hole-punched paths: a->b {:?}, b->a {:?}",
+        site.path_to("a", &b),
+        site.path_to("b", &a)
+    );
     edits_cross(&site);
     // With the public member (the relay, and the leader) frozen, the two elect one of them and
     // sync over the punched connection.

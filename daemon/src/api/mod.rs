@@ -70,6 +70,13 @@ pub struct Status {
     /// cannot elect a leader without them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreachable: Vec<String>,
+    /// Whether members can dial this node: `public` (a member dialled it back at
+    /// `public_addrs`, AutoNAT v2), `reachable` (members dialled it directly), `behind-nat`
+    /// (none could: it is reached through relays and hole punches) or `unknown`.
+    #[serde(default = "unknown")]
+    pub reachability: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_addrs: Vec<String>,
     pub traffic: Traffic,
     /// The folder or document this node keeps in sync.
     #[serde(default)]
@@ -90,6 +97,10 @@ pub struct Status {
     /// at with `chorus conflicts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub displaced_here: Vec<u64>,
+}
+
+fn unknown() -> String {
+    "unknown".into()
 }
 
 /// History retention as configured.

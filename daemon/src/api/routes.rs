@@ -306,6 +306,8 @@ mod tests {
                 peers: 2,
                 peers_connected: 1,
                 unreachable: vec!["12D3KooWother".into()],
+                reachability: "behind-nat".into(),
+                public_addrs: Vec::new(),
                 traffic: Traffic {
                     sync_sent: 10,
                     sync_received: 20,

@@ -100,6 +100,21 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "peers",
             format!("{} ({} connected)", s.peers, s.peers_connected),
         );
+        row(
+            "reachable",
+            match s.reachability.as_str() {
+                "public" => format!(
+                    "yes, at {} (a member dialled it back)",
+                    s.public_addrs.join(", ")
+                ),
+                "reachable" => "yes: members dial it directly".into(),
+                "behind-nat" => {
+                    "no: behind a NAT or firewall; members reach it through relays and hole punches"
+                        .into()
+                }
+                _ => "not known yet".into(),
+            },
+        );
         if !s.displaced_here.is_empty() {
             let seqs: Vec<String> = s.displaced_here.iter().map(u64::to_string).collect();
             row(

@@ -18,8 +18,8 @@ use libp2p::pnet::PnetConfig;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Transport, allow_block_list, connection_limits, dcutr,
-    identify, mdns, noise, ping, relay, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Transport, allow_block_list, autonat, connection_limits,
+    dcutr, identify, mdns, noise, ping, relay, tcp, yamux,
 };
 use tokio::sync::mpsc;
 
@@ -172,6 +172,10 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
                 })),
                 relay_client,
                 dcutr: dcutr::Behaviour::new(key.public().to_peer_id()),
+                // It tests each address once (a new one when the NAT maps this node anew),
+                // looking for untested ones every 5 s.
+                autonat: autonat::v2::client::Behaviour::default(),
+                autonat_server: autonat::v2::server::Behaviour::default(),
             })
         })
         .map_err(|e| NetError::Build(e.into()))?
@@ -212,6 +216,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
     let (tx, rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
     let stats = SharedStats::default();
+    let reach = super::handle::SharedReach::default();
     let (members_up, members_up_rx) = tokio::sync::watch::channel(Default::default());
     let task = Task {
         swarm,
@@ -222,6 +227,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
         replies: FuturesUnordered::new(),
         allowed,
         quic_members: HashSet::new(),
+        reported: HashMap::new(),
         redial,
         secret,
         strangers: HashMap::new(),
@@ -231,6 +237,10 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
         book,
         throttle: Throttle::new(cfg.bandwidth_limit, Instant::now()),
         stats: stats.clone(),
+        reach: reach.clone(),
+        dialled_back: Vec::new(),
+        tcp_tried: HashMap::new(),
+        not_dialled_back: Vec::new(),
         member_dials: HashMap::new(),
         lost: HashSet::new(),
         links: HashMap::new(),
@@ -248,6 +258,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
             counters,
             raft_counters,
             stats,
+            reach,
             members_up: members_up_rx,
         },
         in_rx,

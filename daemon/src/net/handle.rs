@@ -91,6 +91,36 @@ pub struct PeerStats {
 
 pub(super) type SharedStats = Arc<std::sync::Mutex<HashMap<PeerId, PeerStats>>>;
 
+/// Whether members can dial this node, as far as it knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Reachability {
+    /// Not known yet: no member has tested it, nor dialled it.
+    #[default]
+    Unknown,
+    /// A member dialled it back at these addresses when asked to (AutoNAT v2).
+    Public(Vec<Multiaddr>),
+    /// Members dialled it directly (not through a relay, not by a hole punch), but no dial-back
+    /// test has confirmed an address: reachable by them, publicly or on their network.
+    Reachable,
+    /// Members could not dial it back at the addresses they see it at, and none dialled it:
+    /// behind a NAT or a firewall, reached through relays and hole punches.
+    BehindNat,
+}
+
+impl Reachability {
+    /// The word `chorus status --json` gives.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reachability::Unknown => "unknown",
+            Reachability::Public(_) => "public",
+            Reachability::Reachable => "reachable",
+            Reachability::BehindNat => "behind-nat",
+        }
+    }
+}
+
+pub(super) type SharedReach = Arc<std::sync::Mutex<Reachability>>;
+
 /// Updates the stats of `peer` (a poisoned lock still holds usable counters).
 pub(super) fn with_stats(stats: &SharedStats, peer: PeerId, f: impl FnOnce(&mut PeerStats)) {
     let mut map = stats.lock().unwrap_or_else(|e| e.into_inner());
@@ -149,6 +179,7 @@ pub(super) enum Command {
     AddAddress(PeerId, Multiaddr),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Connected(oneshot::Sender<Vec<PeerId>>),
+    Reported(oneshot::Sender<HashMap<PeerId, Vec<Multiaddr>>>),
 }
 
 /// Talks to the network task. Cheap to clone.
@@ -159,6 +190,7 @@ pub struct NetHandle {
     pub(super) counters: Arc<Counters>,
     pub(super) raft_counters: Arc<Counters>,
     pub(super) stats: SharedStats,
+    pub(super) reach: SharedReach,
     pub(super) members_up: tokio::sync::watch::Receiver<std::collections::BTreeSet<PeerId>>,
 }
 
@@ -283,6 +315,21 @@ impl NetHandle {
     }
 
     /// The peers connected now.
+    /// Where each member says it can be reached (its listen and external addresses, as its
+    /// last identify told them), and this node's own: what the membership records.
+    pub async fn reported_addresses(&self) -> Result<HashMap<PeerId, Vec<Multiaddr>>, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Reported(tx))
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Whether members can dial this node (AutoNAT v2 among the members, and who dialled it).
+    pub fn reachability(&self) -> Reachability {
+        self.reach.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub async fn connected(&self) -> Result<Vec<PeerId>, NetError> {
         let (tx, rx) = oneshot::channel();
         self.tx

@@ -3,7 +3,7 @@
 //! beside it, for members only (`gate`: a QUIC connection of a PeerId outside the membership is
 //! denied before any protocol runs);
 //! identify and ping; mDNS on a LAN; a circuit relay v2 for the members, the relay client and
-//! DCUtR hole punching (see `reach`); request-response protocols with a length-prefixed codec
+//! DCUtR hole punching, AutoNAT v2 among the members (see `reach`); request-response protocols with a length-prefixed codec
 //! bounded by the frame limits: `/chorus/sync/1` (the sync messages), `/chorus/chunks/1`
 //! (NeedChunks and Chunks, the bulky ones) and `/chorus/raft/2` (openraft RPCs as postcard bytes).
 //!
@@ -55,7 +55,7 @@ pub use build::{NetConfig, spawn};
 pub use codec::FrameCodec;
 pub use gate::quic_beside;
 pub use handle::JoinAccepted;
-pub use handle::{Inbound, NetError, NetHandle, PathKind, PeerPath, PeerStats};
+pub use handle::{Inbound, NetError, NetHandle, PathKind, PeerPath, PeerStats, Reachability};
 pub use identity::{load_or_create_keypair, psk_of_secret};
 pub use invite::{Code, InviteBook, Voucher, check_voucher, vouch};
 pub use raft::RaftTransport;

@@ -2,9 +2,9 @@
 //! relays run by the group, and which members are connected now.
 //!
 //! - **Relays run by the group.** Every member serves as a circuit relay v2 (unless configured
-//!   `relay = false`). Its TCP listener is behind the share's private-network key, so only
-//!   peers holding the share secret ever reach the relay; the limits in [`relay_config`] bound
-//!   what one member can make it carry.
+//!   `relay = false`). Its TCP listener is behind the share's private-network key and its QUIC
+//!   one admits members only (`gate`), so only peers holding the share secret ever reach the
+//!   relay; the limits in [`relay_config`] bound what one member can make it carry.
 //! - **Reservations.** A node reserves a slot (listens on `/p2p-circuit`) at up to
 //!   [`MAX_RELAYS`] members it reached by dialling them (asked again every few seconds while
 //!   refused): a member it could dial is one others can likely dial too. A member behind a NAT that nobody can dial is then reachable at
@@ -17,6 +17,10 @@
 //!   dials leave from the listening port, so a NAT that keeps ports maps them back). Once a
 //!   direct connection to a peer exists its relayed ones are closed, so sync and chunk traffic
 //!   never goes through the relay when a direct path exists.
+//! - **Knowing its own reachability.** AutoNAT v2 among the members: a node asks a member it
+//!   dialled to dial it back, from a fresh port, at an address others observed it at; a
+//!   success confirms that address as external. With who dialled it directly, this gives
+//!   [`Reachability`] (`chorus status`).
 //! - **Who is connected.** The set of members with at least one connection, published on a
 //!   watch channel ([`super::NetHandle::links`]); the node campaigns only while it reaches a
 //!   majority of the voters.
@@ -29,11 +33,14 @@ use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::relay;
 use libp2p::swarm::ConnectionId;
-use libp2p::{Multiaddr, PeerId, dcutr};
+use libp2p::{Multiaddr, PeerId, autonat, dcutr};
 
-use super::handle::{PathKind, PeerPath, with_stats};
+use super::handle::{PathKind, PeerPath, Reachability, with_stats};
 use super::link::{Link, Reservation, is_direct_off_loopback, is_relayed};
 use super::task::Task;
+
+/// How often a member reached over QUIC alone is dialled over TCP again.
+const TCP_RETRY: Duration = Duration::from_secs(60);
 
 /// Members this node holds a relay reservation at, at most.
 pub const MAX_RELAYS: usize = 2;
@@ -105,6 +112,9 @@ impl Task {
         });
         // A direct connection makes relayed ones redundant, whichever opened first.
         self.close_relayed(peer);
+        if !relayed {
+            self.prefer_tcp(peer);
+        }
         self.publish_path(peer);
         self.publish_links();
         self.reserve_relays();
@@ -313,6 +323,63 @@ impl Task {
     }
 
     /// Closes the relayed connections to `peer` when a direct one exists.
+    /// TCP where it works, QUIC where only it does: a TCP connection makes QUIC ones redundant
+    /// (a daemon that dies resets its TCP connections at once, so the others notice within
+    /// milliseconds; a QUIC connection only times out), and a member reached over QUIC alone
+    /// (QUIC won the race of a dial, or a hole punch went over UDP) is dialled over TCP too, at
+    /// most once a minute, in case TCP works as well.
+    fn prefer_tcp(&mut self, peer: PeerId) {
+        let Some(links) = self.links.get(&peer) else {
+            return;
+        };
+        let direct = |l: &&Link| l.kind != PathKind::Relayed;
+        let quic: Vec<ConnectionId> = links
+            .iter()
+            .filter(direct)
+            .filter(|l| super::gate::is_quic(&l.addr))
+            .map(|l| l.id)
+            .collect();
+        if quic.is_empty() {
+            return;
+        }
+        if links
+            .iter()
+            .filter(direct)
+            .any(|l| !super::gate::is_quic(&l.addr))
+        {
+            for id in quic {
+                tracing::debug!(%peer, "a TCP connection exists; closing the QUIC one");
+                self.swarm.close_connection(id);
+            }
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .tcp_tried
+            .get(&peer)
+            .is_some_and(|at| now.duration_since(*at) < TCP_RETRY)
+        {
+            return;
+        }
+        let tcp: Vec<Multiaddr> = self
+            .book
+            .get(&peer)
+            .into_iter()
+            .flatten()
+            .filter(|a| !super::gate::is_quic(a) && !is_relayed(a))
+            .cloned()
+            .collect();
+        if tcp.is_empty() {
+            return;
+        }
+        self.tcp_tried.insert(peer, now);
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+            .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+            .addresses(tcp)
+            .build();
+        let _ = self.swarm.dial(opts);
+    }
+
     fn close_relayed(&mut self, peer: PeerId) {
         let Some(links) = self.links.get(&peer) else {
             return;
@@ -355,6 +422,7 @@ impl Task {
 
     /// Publishes the members connected now, when that set changed.
     fn publish_links(&mut self) {
+        self.publish_reach();
         let up: BTreeSet<PeerId> = self
             .links
             .keys()
@@ -375,5 +443,49 @@ impl Task {
     pub(super) fn links_allowed_changed(&mut self) {
         self.publish_links();
         self.reserve_relays();
+    }
+
+    /// A member answered an AutoNAT probe: it dialled this node back at `tested_addr` (the
+    /// address it sees this node at), or could not. A success also confirms the address as
+    /// external (libp2p does that), so members learn it through identify.
+    pub(super) fn autonat_event(&mut self, e: autonat::v2::client::Event) {
+        let addr = e.tested_addr;
+        tracing::debug!(server = %e.server, %addr, ok = e.result.is_ok(), "AutoNAT probe");
+        let (to, from) = if e.result.is_ok() {
+            (&mut self.dialled_back, &mut self.not_dialled_back)
+        } else {
+            (&mut self.not_dialled_back, &mut self.dialled_back)
+        };
+        from.retain(|a| *a != addr);
+        if !to.contains(&addr) {
+            // Bounded: one entry per address tested, the oldest dropped past 16.
+            if to.len() >= 16 {
+                to.remove(0);
+            }
+            to.push(addr);
+        }
+        self.publish_reach();
+    }
+
+    /// Whether members can dial this node: a dial-back confirmed an address; else a member
+    /// dialled it directly (a connection it accepted that is neither relayed nor hole-punched);
+    /// else every dial-back failed; else nobody knows yet.
+    pub(super) fn publish_reach(&mut self) {
+        let dialled_in = self.links.iter().any(|(p, links)| {
+            self.allowed.contains(p)
+                && links
+                    .iter()
+                    .any(|l| !l.dialed && l.kind == PathKind::Direct && !is_relayed(&l.addr))
+        });
+        let now = if !self.dialled_back.is_empty() {
+            Reachability::Public(self.dialled_back.clone())
+        } else if dialled_in {
+            Reachability::Reachable
+        } else if !self.not_dialled_back.is_empty() {
+            Reachability::BehindNat
+        } else {
+            Reachability::Unknown
+        };
+        *self.reach.lock().unwrap_or_else(|e| e.into_inner()) = now;
     }
 }

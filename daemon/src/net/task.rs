@@ -14,8 +14,8 @@ use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, Swarm, allow_block_list, connection_limits, dcutr, identify, mdns, ping,
-    relay, request_response,
+    Multiaddr, PeerId, Swarm, allow_block_list, autonat, connection_limits, dcutr, identify, mdns,
+    ping, relay, request_response,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -42,6 +42,10 @@ pub(super) struct Behaviour {
     pub(super) relay: Toggle<relay::Behaviour>,
     pub(super) relay_client: relay::client::Behaviour,
     pub(super) dcutr: dcutr::Behaviour,
+    /// Asks members to dial this node back at the addresses they see it at (AutoNAT v2)...
+    pub(super) autonat: autonat::v2::client::Behaviour,
+    /// ...and does the same for them.
+    pub(super) autonat_server: autonat::v2::server::Behaviour,
 }
 
 /// A Raft RPC being served: its channel, and the reply once the node gives it.
@@ -68,6 +72,8 @@ pub(super) struct Task {
     pub(super) allowed: HashSet<PeerId>,
     /// The members QUIC connections are admitted from and dialled to (see `gate`).
     pub(super) quic_members: HashSet<PeerId>,
+    /// Where each member last said (identify) it can be reached.
+    pub(super) reported: HashMap<PeerId, Vec<Multiaddr>>,
     pub(super) redial: Vec<Redial>,
     pub(super) secret: [u8; 32],
     /// Connected peers that are not members, and until when they may present an invite.
@@ -83,6 +89,13 @@ pub(super) struct Task {
     /// Sync and chunk frames waiting for the bandwidth limit: (to, frame, on /chorus/chunks).
     pub(super) throttle: Throttle<(PeerId, Vec<u8>, bool)>,
     pub(super) stats: SharedStats,
+    /// Whether members can dial this node, published for the handle.
+    pub(super) reach: super::handle::SharedReach,
+    /// Addresses of this node a member dialled back (AutoNAT), and those none could.
+    pub(super) dialled_back: Vec<Multiaddr>,
+    /// When each member reached over QUIC alone was last dialled over TCP.
+    pub(super) tcp_tried: HashMap<PeerId, Instant>,
+    pub(super) not_dialled_back: Vec<Multiaddr>,
     /// Members not connected: when to dial them next, and the backoff. Every member is
     /// kept connected, so a joiner reaches the others before the node that let it in is gone.
     pub(super) member_dials: HashMap<PeerId, (Instant, Duration)>,
@@ -203,6 +216,14 @@ impl Task {
                 }
                 let _ = tx.send(addrs);
             }
+            Command::Reported(tx) => {
+                let mut all = self.reported.clone();
+                all.retain(|p, _| self.allowed.contains(p));
+                let mut own: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
+                own.extend(self.swarm.external_addresses().cloned());
+                all.insert(*self.swarm.local_peer_id(), own);
+                let _ = tx.send(all);
+            }
             Command::Connected(tx) => {
                 let _ = tx.send(self.swarm.connected_peers().copied().collect());
             }
@@ -234,6 +255,7 @@ impl Task {
                 info,
                 ..
             })) if self.allowed.contains(&peer_id) => {
+                self.reported.insert(peer_id, info.listen_addrs.clone());
                 for a in info.listen_addrs {
                     self.learn(peer_id, a);
                 }
@@ -241,6 +263,10 @@ impl Task {
             SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => self.relay_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => self.relay_client_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.dcutr_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => self.autonat_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::AutonatServer(e)) => {
+                tracing::debug!(client = %e.client, addr = %e.tested_addr, ok = e.result.is_ok(), "dialled a member back");
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
                     if self.allowed.contains(&peer) {

@@ -119,14 +119,83 @@ pub fn on_join(election: &Arc<ElectionNode>, from: PeerId, addrs: Vec<Multiaddr>
 /// How often the leader looks after the membership.
 const KEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// How often the leader brings the members' recorded addresses up to date.
+const ADDRESSES_EVERY: Duration = Duration::from_secs(30);
+
+/// Most addresses recorded per member.
+const MAX_RECORDED: usize = 8;
+
+/// The addresses worth recording of those a member reports, in a stable order: no circuits
+/// (they come and go with the relays, and are made afresh from the members connected), no
+/// unspecified ones, and loopback only where there is nothing else (one machine, as in tests).
+pub fn recordable(addrs: &[Multiaddr]) -> Vec<String> {
+    use libp2p::multiaddr::Protocol;
+    let kept: Vec<&Multiaddr> = addrs
+        .iter()
+        .filter(|a| {
+            !a.iter().any(|p| match p {
+                Protocol::P2pCircuit => true,
+                Protocol::Ip4(ip) => ip.is_unspecified(),
+                Protocol::Ip6(ip) => ip.is_unspecified(),
+                _ => false,
+            })
+        })
+        .collect();
+    let loopback = |a: &Multiaddr| {
+        a.iter().any(|p| match p {
+            Protocol::Ip4(ip) => ip.is_loopback(),
+            Protocol::Ip6(ip) => ip.is_loopback(),
+            _ => false,
+        })
+    };
+    let elsewhere = kept.iter().any(|a| !loopback(a));
+    let mut out: Vec<String> = kept
+        .into_iter()
+        .filter(|a| !elsewhere || !loopback(a))
+        .map(|a| a.to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out.truncate(MAX_RECORDED);
+    out
+}
+
+/// On the leader: the members whose recorded addresses differ from those they report now.
+async fn update_addresses(election: &ElectionNode, net: &NetHandle) {
+    let Ok(reported) = net.reported_addresses().await else {
+        return;
+    };
+    let members = election.members();
+    let mut update = std::collections::BTreeMap::new();
+    for (peer, addrs) in reported {
+        let id = node_id_of(&peer.to_bytes());
+        let Some(m) = members.get(&id) else { continue };
+        let now = recordable(&addrs);
+        let mut was = m.addresses.clone();
+        was.sort();
+        if !now.is_empty() && now != was {
+            update.insert(id, now);
+        }
+    }
+    if update.is_empty() {
+        return;
+    }
+    let ids: Vec<NodeId> = update.keys().copied().collect();
+    match election.set_addresses(update).await {
+        Ok(()) => tracing::info!(members = ?ids, "recorded members' new addresses"),
+        Err(err) => tracing::debug!("recording members' addresses failed (retrying): {err}"),
+    }
+}
+
 /// The leader's care of the membership, one task owning when each member was last seen:
-/// it completes promotions of learners to voters that did not happen at the join (two joins
+/// it records members' current addresses (every 30 s, when they changed), completes promotions of learners to voters that did not happen at the join (two joins
 /// at once, a leader change midway) for learners connected now, and demotes to learner a
 /// voter unseen for `demote_after` (so a lost machine does not count toward the quorum the
 /// others need; it is promoted again once it is back). `None` never demotes.
 pub fn keep(election: Arc<ElectionNode>, net: NetHandle, demote_after: Option<Duration>) {
     tokio::spawn(async move {
         let mut last_seen: HashMap<NodeId, Instant> = HashMap::new();
+        let mut addresses_at = Instant::now();
         let mut tick = tokio::time::interval(KEEP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -149,6 +218,10 @@ pub fn keep(election: Arc<ElectionNode>, net: NetHandle, demote_after: Option<Du
             }
             if view.leader != Some(election.id()) {
                 continue;
+            }
+            if now.duration_since(addresses_at) >= ADDRESSES_EVERY {
+                addresses_at = now;
+                update_addresses(&election, &net).await;
             }
             if !view.learners.is_empty() {
                 match election
@@ -303,4 +376,41 @@ pub fn update_reach(election: &ElectionNode, connected: &BTreeSet<PeerId>, was: 
         *was = Some(reaches);
     }
     election.set_reach(reaches);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_addresses_leave_out_circuits_and_loopback_when_there_is_more() {
+        let a = |s: &str| s.parse::<Multiaddr>().unwrap();
+        let relay = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+        let got = recordable(&[
+            a("/ip4/127.0.0.1/tcp/7000"),
+            a("/ip4/192.168.1.5/tcp/7000"),
+            a("/ip4/192.168.1.5/udp/7000/quic-v1"),
+            a("/ip4/0.0.0.0/tcp/7000"),
+            a(&format!(
+                "/ip4/203.0.113.7/tcp/4001/p2p/{relay}/p2p-circuit"
+            )),
+            a("/ip4/192.168.1.5/tcp/7000"),
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                "/ip4/192.168.1.5/tcp/7000",
+                "/ip4/192.168.1.5/udp/7000/quic-v1"
+            ]
+        );
+        // One machine: loopback is all there is, and it is kept.
+        assert_eq!(
+            recordable(&[a("/ip4/127.0.0.1/tcp/7000")]),
+            vec!["/ip4/127.0.0.1/tcp/7000"]
+        );
+        let many: Vec<Multiaddr> = (0..20)
+            .map(|i| a(&format!("/ip4/10.0.0.{i}/tcp/1")))
+            .collect();
+        assert_eq!(recordable(&many).len(), MAX_RECORDED);
+    }
 }

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::NodeError;
 use super::view::WorkerView;
 use crate::api::{Event, Peer, Snapshot, Status, Traffic, Transfer, VersionRef};
-use crate::net::NetHandle;
+use crate::net::{self, NetHandle};
 
 fn role_name(role: Role) -> &'static str {
     match role {
@@ -145,6 +145,7 @@ impl Composer {
             })
             .collect();
         let (sync_sent, sync_received) = self.net.bytes();
+        let reach = self.net.reachability();
         let (raft_sent, raft_received) = self.net.raft_bytes();
         let name = |id: NodeId| peer_of(id).map(|p| p.to_string());
         let status = Status {
@@ -163,6 +164,11 @@ impl Composer {
                 .map(|p| p.peer_id.clone())
                 .collect(),
             peers: peers.len(),
+            reachability: reach.as_str().to_owned(),
+            public_addrs: match &reach {
+                net::Reachability::Public(addrs) => addrs.iter().map(|a| a.to_string()).collect(),
+                _ => Vec::new(),
+            },
             traffic: Traffic {
                 sync_sent,
                 sync_received,
