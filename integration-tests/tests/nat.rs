@@ -180,6 +180,11 @@ impl Site {
 /// The lab: the public member, two NAT routers (site A behind a cone NAT, site B behind `nat_b`)
 /// and a stranger; the share made on the public member and joined from both sites.
 fn group(nat_b: Nat) -> Site {
+    group_with(nat_b, None)
+}
+
+/// As [`group`], the public member's `relay_circuit_mib` set first when given.
+fn group_with(nat_b: Nat, relay_circuit_mib: Option<u64>) -> Site {
     let mut lab = Lab::new(4).expect("a lab");
     let a = lab.add_nat_site(ROUTER_A, Nat::Cone).expect("site A");
     let b = lab.add_nat_site(ROUTER_B, nat_b).expect("site B");
@@ -194,6 +199,16 @@ fn group(nat_b: Nat) -> Site {
     let public = site.folder("public");
     let started = Instant::now();
     site.ok(&["init", public.to_str().unwrap()]);
+    if let Some(mib) = relay_circuit_mib {
+        let path = public.join(".chorus/config.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("relay_circuit_mib = 1024"), "{text}");
+        let text = text.replace(
+            "relay_circuit_mib = 1024",
+            &format!("relay_circuit_mib = {mib}"),
+        );
+        std::fs::write(&path, text).unwrap();
+    }
     site.run(PUBLIC, "public");
     for (name, host) in [("a", a), ("b", b)] {
         let token = site.ok(&["invite", "--folder", public.to_str().unwrap()]);
@@ -220,6 +235,58 @@ fn group(nat_b: Nat) -> Site {
 
 fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
+}
+
+/// Freezes the public member past the election timeout until a NATed member leads (the
+/// issue's case); returns its name.
+fn nated_leader(site: &Site) -> &'static str {
+    // The leader all three agree on (same term, same leader, and it says it leads), if any.
+    let agreed = || -> Option<String> {
+        let st: Vec<serde_json::Value> = ["public", "a", "b"]
+            .iter()
+            .map(|n| site.query(n, "status"))
+            .collect::<Option<_>>()?;
+        let leader = st[0]["leader"].as_str()?.to_owned();
+        let same = st
+            .iter()
+            .all(|s| s["leader"] == leader.as_str() && s["term"] == st[0]["term"]);
+        let leads = ["public", "a", "b"]
+            .iter()
+            .zip(&st)
+            .any(|(n, s)| s["role"] == "leader" && site.peer_id(n) == leader);
+        (same && leads).then_some(leader)
+    };
+    let ids: Vec<(String, &str)> = ["public", "a", "b"]
+        .iter()
+        .map(|n| (site.peer_id(n), *n))
+        .collect();
+    let name_of = |id: &str| ids.iter().find(|(i, _)| i == id).map(|(_, n)| *n);
+    // Freeze the public member (SIGSTOP) past the election timeout and let it go: the two NATed
+    // members campaigned meanwhile, and one of them is usually elected once it is back (the
+    // issue's case). Repeated until a NATed member leads.
+    let signal = |sig: &str| site.signal("public", sig);
+    let mut nated_leader = None;
+    for round in 0..6 {
+        let mut leader = None;
+        site.wait(
+            "all three agree on a leader",
+            Duration::from_secs(60),
+            || {
+                leader = agreed();
+                leader.is_some()
+            },
+        );
+        let leader = name_of(&leader.unwrap()).unwrap();
+        if leader != "public" {
+            nated_leader = Some(leader);
+            break;
+        }
+        eprintln!("round {round}: the public member leads; freezing it for 12 s");
+        signal("-STOP");
+        std::thread::sleep(Duration::from_secs(12));
+        signal("-CONT");
+    }
+    nated_leader.expect("a NATed member was elected within 6 rounds")
 }
 
 /// Both NATed members' edits reach each other (and the public member).
@@ -393,53 +460,8 @@ fn a_member_behind_nat_that_leads_reaches_the_other_through_the_relay() {
         return;
     }
     let site = group(Nat::Symmetric);
-    // The leader all three agree on (same term, same leader, and it says it leads), if any.
-    let agreed = || -> Option<String> {
-        let st: Vec<serde_json::Value> = ["public", "a", "b"]
-            .iter()
-            .map(|n| site.query(n, "status"))
-            .collect::<Option<_>>()?;
-        let leader = st[0]["leader"].as_str()?.to_owned();
-        let same = st
-            .iter()
-            .all(|s| s["leader"] == leader.as_str() && s["term"] == st[0]["term"]);
-        let leads = ["public", "a", "b"]
-            .iter()
-            .zip(&st)
-            .any(|(n, s)| s["role"] == "leader" && site.peer_id(n) == leader);
-        (same && leads).then_some(leader)
-    };
-    let ids: Vec<(String, &str)> = ["public", "a", "b"]
-        .iter()
-        .map(|n| (site.peer_id(n), *n))
-        .collect();
-    let name_of = |id: &str| ids.iter().find(|(i, _)| i == id).map(|(_, n)| *n);
-    // Freeze the public member (SIGSTOP) past the election timeout and let it go: the two NATed
-    // members campaigned meanwhile, and one of them is usually elected once it is back (the
-    // issue's case). Repeated until a NATed member leads.
-    let signal = |sig: &str| site.signal("public", sig);
-    let mut nated_leader = None;
-    for round in 0..6 {
-        let mut leader = None;
-        site.wait(
-            "all three agree on a leader",
-            Duration::from_secs(60),
-            || {
-                leader = agreed();
-                leader.is_some()
-            },
-        );
-        let leader = name_of(&leader.unwrap()).unwrap();
-        if leader != "public" {
-            nated_leader = Some(leader);
-            break;
-        }
-        eprintln!("round {round}: the public member leads; freezing it for 12 s");
-        signal("-STOP");
-        std::thread::sleep(Duration::from_secs(12));
-        signal("-CONT");
-    }
-    let leader = nated_leader.expect("a NATed member was elected within 6 rounds");
+    let leader = nated_leader(&site);
+
     let other = if leader == "a" { "b" } else { "a" };
     eprintln!("{leader} (behind NAT) leads");
     let started = Instant::now();
@@ -525,4 +547,89 @@ fn a_member_whose_public_address_changes_is_found_again() {
         moved.elapsed()
     );
     assert!(site.path_to("b", &a).is_some(), "B reaches A again");
+}
+
+/// The relay member's bytes stay within its limits: with `relay_circuit_mib = 32` (the least
+/// allowed), a 96 MiB file pushed by one NATed member to the other, which leads (a symmetric
+/// NAT: relayed), makes the relay close the circuit at the limit; the file still arrives whole,
+/// and what crossed the relay's link is bounded by the circuits it opened.
+#[test]
+fn the_relay_closes_circuits_at_their_limit_and_the_transfer_goes_on() {
+    if !needs_root("the_relay_closes_circuits_at_their_limit_and_the_transfer_goes_on") {
+        return;
+    }
+    const LIMIT: u64 = 32 << 20;
+    let site = group_with(Nat::Symmetric, Some(32));
+    // A push to a NATed leader from the other NATed member crosses the relay.
+    let leader = nated_leader(&site);
+    let other = if leader == "a" { "b" } else { "a" };
+    site.wait(
+        "the other NATed member reaches the leader",
+        Duration::from_secs(60),
+        || {
+            site.path_to(other, &site.peer_id(leader))
+                .is_some_and(|(p, _)| p == "relayed")
+        },
+    );
+    let opened = |s: &Site| {
+        s.log("public")
+            .matches("relaying between two members")
+            .count()
+    };
+    let at_limit = |s: &Site| s.log("public").matches("reached its byte limit").count();
+    let (opened_before, before) = (opened(&site), site.link_bytes(PUBLIC));
+    // Incompressible and unlike anything held: every byte crosses.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let data: Vec<u8> = (0..96 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let started = Instant::now();
+    write(&site.folder(other).join("big.bin"), &data);
+    site.wait(
+        "the 96 MiB file reaches the NATed leader through the relay",
+        Duration::from_secs(600),
+        || site.holds(&[leader], "big.bin", &data),
+    );
+    let carried = site.link_bytes(PUBLIC) - before;
+    let circuits = (opened(&site) - opened_before) as u64;
+    if std::env::var("NAT_DEBUG").is_ok() {
+        for n in ["public", "a", "b"] {
+            eprintln!(
+                "== {n}: {:?}",
+                site.query(n, "status")
+                    .map(|s| (s["role"].clone(), s["term"].clone()))
+            );
+            for l in site
+                .log(n)
+                .lines()
+                .filter(|l| l.contains("circuit") || l.contains("leader") || l.contains("campaign"))
+            {
+                eprintln!("{n}: {}", &l[..l.len().min(260)]);
+            }
+        }
+    }
+    eprintln!(
+        "96 MiB through a relay with 32 MiB circuits: {:?}, {} MB on the relay's link, {circuits} circuits opened, {} closed at the limit",
+        started.elapsed(),
+        carried / 1_000_000,
+        at_limit(&site)
+    );
+    // At least one circuit reached the limit and was closed; the pair then connects again
+    // through a new circuit, or the leadership moves to the public member (the closed circuit
+    // was the leader's connection to the other), and the rest goes directly.
+    assert!(
+        at_limit(&site) >= 1,
+        "the relay closed a circuit at 32 MiB (96 MiB crossed)"
+    );
+    // In and out of the relay's link: each circuit carries at most the limit each way, plus
+    // the members' own traffic with the relay (each holds the file too: it came in directly).
+    assert!(
+        carried <= (circuits + 1) * LIMIT * 2 + (96 << 20) * 2 + (64 << 20),
+        "{carried} bytes on the relay's link for {circuits} circuits"
+    );
 }

@@ -148,6 +148,13 @@ pub enum ShareKind {
     Document,
 }
 
+/// The least a relay circuit may carry, in MiB: two of the largest frames (16 MiB), so a frame
+/// that starts late in one circuit still fits; less, and a large transfer through the relay
+/// could stall on one frame for good.
+pub const MIN_RELAY_CIRCUIT_MIB: u64 = 32;
+/// The most (1 TiB): beyond it the bound means nothing.
+pub const MAX_RELAY_CIRCUIT_MIB: u64 = 1 << 20;
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -225,6 +232,12 @@ impl Config {
             return Err(format!(
                 "mass_delete_fraction must be in (0, 1], not {}",
                 self.mass_delete_fraction
+            ));
+        }
+        if !(MIN_RELAY_CIRCUIT_MIB..=MAX_RELAY_CIRCUIT_MIB).contains(&self.relay_circuit_mib) {
+            return Err(format!(
+                "relay_circuit_mib must be from {MIN_RELAY_CIRCUIT_MIB} (two of the largest messages, so a transfer through the relay always moves on) to {MAX_RELAY_CIRCUIT_MIB}, not {}",
+                self.relay_circuit_mib
             ));
         }
         if self.debounce_ms > 60_000 {
@@ -415,6 +428,10 @@ mod tests {
                     "ab".repeat(32)
                 ),
                 "mass_delete_fraction",
+            ),
+            (
+                &format!("secret = \"{}\"\nrelay_circuit_mib = 1\n", "ab".repeat(32)),
+                "relay_circuit_mib must be from 32",
             ),
             (
                 &format!(

@@ -127,7 +127,10 @@ pub fn resolve(
         bandwidth_limit: Some(args.bandwidth_limit.unwrap_or(file.bandwidth_limit))
             .filter(|&r| r > 0),
         relay: file.relay,
-        relay_circuit_bytes: file.relay_circuit_mib.clamp(1, 1 << 20) << 20,
+        relay_circuit_bytes: file
+            .relay_circuit_mib
+            .clamp(super::MIN_RELAY_CIRCUIT_MIB, super::MAX_RELAY_CIRCUIT_MIB)
+            << 20,
         quic: file.quic,
         demote_after: Some(Duration::from_secs(file.demote_after_secs)).filter(|d| !d.is_zero()),
         retention: Retention {

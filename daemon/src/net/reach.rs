@@ -279,7 +279,17 @@ impl Task {
                 dst_peer_id,
                 error,
             } => {
-                tracing::debug!(from = %src_peer_id, to = %dst_peer_id, ?error, "a relayed circuit closed");
+                // libp2p tells the byte limit only in the error's text.
+                match error {
+                    Some(e) if e.to_string().contains("circuit bytes") => tracing::info!(
+                        from = %src_peer_id,
+                        to = %dst_peer_id,
+                        "a relayed circuit reached its byte limit (relay_circuit_mib); closed"
+                    ),
+                    error => {
+                        tracing::debug!(from = %src_peer_id, to = %dst_peer_id, ?error, "a relayed circuit closed")
+                    }
+                }
             }
             other => tracing::debug!(?other, "relay"),
         }

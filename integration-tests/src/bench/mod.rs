@@ -4,7 +4,7 @@
 //! docs/benchmarks.md with PNG plots. The `bench` binary parses options and calls [`run`].
 //!
 //! - [`stats`]: median/min/max and percentiles;
-//! - [`nft`]: byte counters on loopback by TCP port;
+//! - [`nft`]: byte counters on loopback by TCP and UDP port;
 //! - [`procs`]: processes, their peak RSS, a tiny HTTP client;
 //! - [`data`]: the data sets and tree snapshots;
 //! - [`tools`]: chorus, rsync, Syncthing and Unison behind one interface;
@@ -308,7 +308,7 @@ pub fn run(opts: Options) -> Result<(), String> {
             ctx.long_runs,
             started.elapsed().as_secs_f64() / 60.0),
         format!("Versions: {}; {}; {}.", first_line("rsync", "--version"), first_line("syncthing", "--version"), first_line("unison", "-version")),
-        "Bytes: nftables counters on `lo` by TCP port, at the output hook, so every packet is counted once, as IP bytes (headers included), for every tool alike and never from a tool's own report. A → B is from the side that changed to the other. Every connection of a session is counted from just before the change until every daemon says it is done, control traffic included: for chorus that includes its Raft heartbeats (one per follower every 2 s since issue 15, every 50 ms before; its idle rate is in the latency table), for rsync and Unison the whole connection of the command.".into(),
+        "Bytes: nftables counters on `lo` by TCP and UDP port (chorus and Syncthing can speak QUIC), at the output hook, so every packet is counted once, as IP bytes (headers included), for every tool alike and never from a tool's own report. A → B is from the side that changed to the other. Every connection of a session is counted from just before the change until every daemon says it is done, control traffic included: for chorus that includes its Raft heartbeats (one per follower every 2 s since issue 15, every 50 ms before; its idle rate is in the latency table), for rsync and Unison the whole connection of the command.".into(),
         "Time: from the moment the change is on disk (daemons) or the command starts (rsync, Unison) until the other folder holds exactly the expected bytes (the folder is polled by size, then checked by BLAKE3; the pause between polls is four times the last walk of the tree, at least 5 ms, so the time is exact to within a pause: milliseconds for a source tree, about a second for 100k files).".into(),
         "Peak RSS: the largest process of the tool (its daemons, servers and clients, and their children) over the whole scenario, setup included: `VmHWM` from `/proc`, sampled every 20 ms and once more before a daemon is stopped.".into(),
         format!("chorus: `chorus run` per folder with explicit loopback peers, state dirs outside the folders, change detection: {detection}; two nodes in two-party scenarios (A started the cluster), three for latency."),
