@@ -73,12 +73,7 @@ fn stored(n: u8) -> Body {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_talk_and_outsiders_get_nothing_through() {
     let secret = [7u8; 32];
-    let (ka, kb, kc, kd) = (
-        Keypair::generate_ed25519(),
-        Keypair::generate_ed25519(),
-        Keypair::generate_ed25519(),
-        Keypair::generate_ed25519(),
-    );
+    let [ka, kb, kc, kd] = std::array::from_fn(|_| Keypair::generate_ed25519());
     let (pa, pb) = (ka.public().to_peer_id(), kb.public().to_peer_id());
     let mut a = node(secret, ka, vec![pb]).await;
     let mut b = node(secret, kb, vec![pa]).await;
@@ -145,12 +140,7 @@ async fn members_talk_and_outsiders_get_nothing_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_talk_over_quic_and_strangers_are_denied() {
     let secret = [5u8; 32];
-    let (ka, kb, kc, kd) = (
-        Keypair::generate_ed25519(),
-        Keypair::generate_ed25519(),
-        Keypair::generate_ed25519(),
-        Keypair::generate_ed25519(),
-    );
+    let [ka, kb, kc, kd] = std::array::from_fn(|_| Keypair::generate_ed25519());
     let (pa, pb) = (ka.public().to_peer_id(), kb.public().to_peer_id());
     let a = node(secret, ka, vec![pb]).await;
     let mut b = node(secret, kb, vec![pa]).await;
@@ -310,13 +300,7 @@ async fn present(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joiner_with_a_valid_invite_is_let_in_and_a_forged_one_is_not() {
     let secret = [4u8; 32];
-    let (ka, kb, ke, kf, kg) = (
-        Keypair::generate_ed25519(),
-        Keypair::generate_ed25519(),
-        Keypair::generate_ed25519(),
-        Keypair::generate_ed25519(),
-        Keypair::generate_ed25519(),
-    );
+    let [ka, kb, ke, kf, kg] = std::array::from_fn(|_| Keypair::generate_ed25519());
     let (pa, pb) = (ka.public().to_peer_id(), kb.public().to_peer_id());
     let mut a = node(secret, ka, vec![pb]).await;
     let b = node(secret, kb, vec![pa]).await;

@@ -233,6 +233,19 @@ fn group_with(nat_b: Nat, relay_circuit_mib: Option<u64>) -> Site {
     site
 }
 
+/// `len` pseudo-random bytes (xorshift): incompressible, and unlike anything a member holds.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
@@ -477,15 +490,7 @@ fn a_member_behind_nat_that_leads_reaches_the_other_through_the_relay() {
     );
     // An edit on the other NATed member reaches the leader and the public member.
     let before = site.link_bytes(PUBLIC);
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    let big: Vec<u8> = (0..2 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let big = noise(2 << 20);
     write(&site.folder(other).join("big.bin"), &big);
     site.wait(
         "the edit of a NATed member reaches everyone through a NATed leader",
@@ -579,15 +584,7 @@ fn the_relay_closes_circuits_at_their_limit_and_the_transfer_goes_on() {
     let at_limit = |s: &Site| s.log("public").matches("reached its byte limit").count();
     let (opened_before, before) = (opened(&site), site.link_bytes(PUBLIC));
     // Incompressible and unlike anything held: every byte crosses.
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let data: Vec<u8> = (0..96 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = noise(96 << 20);
     let started = Instant::now();
     write(&site.folder(other).join("big.bin"), &data);
     site.wait(
