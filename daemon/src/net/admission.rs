@@ -58,6 +58,7 @@ impl Task {
         for p in peers {
             self.allowed.remove(&p);
             self.quic_members.remove(&p);
+            self.relayed_last.remove(&p);
             self.refuse(p);
         }
         self.swarm

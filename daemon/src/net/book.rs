@@ -75,11 +75,14 @@ impl Task {
     }
 
     /// A member is dialled through the other members' relays when no direct address is known
-    /// for it, or once a direct dial of it has failed: a member on the same network as this
-    /// one is reached directly rather than through a third machine.
+    /// for it, once a direct dial of it has failed, or when a relay is how it was last reached
+    /// (a circuit closed at its byte limit, or with its relay, is replaced at once, not after a
+    /// direct dial that cannot work has failed and Raft has heard the member is gone): a member
+    /// on the same network as this one is reached directly rather than through a third machine.
     fn through_relays(&self, peer: PeerId) -> bool {
         self.allowed.contains(&peer)
             && (self.book.get(&peer).is_none_or(|a| a.is_empty())
+                || self.relayed_last.contains(&peer)
                 || self
                     .member_dials
                     .get(&peer)

@@ -104,6 +104,11 @@ impl Task {
         } else {
             PathKind::Direct
         };
+        if kind == PathKind::Relayed && self.allowed.contains(&peer) {
+            self.relayed_last.insert(peer);
+        } else {
+            self.relayed_last.remove(&peer);
+        }
         self.links.entry(peer).or_default().push(Link {
             id,
             addr,

@@ -110,6 +110,8 @@ pub(super) struct Task {
     pub(super) relay_waits: HashMap<PeerId, Duration>,
     /// Connections a hole punch made, reported before the connection itself.
     pub(super) punched: HashSet<libp2p::swarm::ConnectionId>,
+    /// Members whose newest connection went through a relay (until a direct one opens).
+    pub(super) relayed_last: HashSet<PeerId>,
     /// The members connected now, for the node.
     pub(super) members_up: tokio::sync::watch::Sender<std::collections::BTreeSet<PeerId>>,
     /// When the task started.
