@@ -118,6 +118,30 @@ fn a_member_that_moves_is_recorded_at_its_new_address() {
     g.wait_everywhere("moved.txt", b"from the new port\n");
 }
 
+/// `timing = "auto"` (the default): a running daemon records the slowest voter's round trip in
+/// its state dir, and at its next start Raft runs with the timing for it; a round trip of a
+/// WAN (700 ms, as if recorded on a slow path) gives a longer heartbeat and election timeout,
+/// and the group goes on syncing.
+#[test]
+fn raft_timing_follows_the_round_trip_measured() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    g.wait_converged();
+    let recorded = g.file(b, ".chorus/round-trip");
+    wait_until("b records its round trip to the other voter", || {
+        std::fs::read_to_string(&recorded).is_ok_and(|t| t.trim().parse::<u64>().is_ok())
+    });
+    std::fs::write(&recorded, "700\n").unwrap();
+    g.restart(b);
+    wait_until("b starts with the timing for 700 ms", || {
+        g.log(b)
+            .contains("round_trip_ms=700 heartbeat_ms=2800 election_timeout_ms=7000-8000")
+    });
+    std::fs::write(g.file(a, "after.txt"), "slow timing\n").unwrap();
+    g.wait_everywhere("after.txt", b"slow timing\n");
+}
+
 /// `chorus peers --json` on node `i`, as (PeerId, role) pairs.
 fn roles(g: &Group, i: usize) -> Vec<(String, String)> {
     peers(g, i)

@@ -70,6 +70,27 @@ impl ElectionConfig {
         }
     }
 
+    /// Timing for a group whose slowest path to a voter has round trip `rtt_ms` (measured),
+    /// within bounds: the LAN timing up to about 200 ms, about the WAN timing at 700 ms, and
+    /// at most a 10 s heartbeat and a 30 s election timeout. openraft gives an AppendEntries one
+    /// heartbeat interval, so the heartbeat stays at least four round trips; the election
+    /// timeout at least two heartbeats and two round trips, so a slow path is never taken for
+    /// a dead leader, and a LAN group keeps the LAN timing.
+    pub fn for_round_trip(rtt_ms: u64) -> Self {
+        let lan = Self::lan();
+        let rtt = rtt_ms.min(5_000);
+        let heartbeat = (4 * rtt).clamp(lan.heartbeat_ms, 10_000);
+        let min = (2 * heartbeat + 2 * rtt).clamp(lan.election_timeout_min_ms, 30_000);
+        let max = (min + rtt.max(1_000)).min(31_000);
+        ElectionConfig {
+            heartbeat_ms: heartbeat,
+            election_timeout_min_ms: min,
+            election_timeout_max_ms: max,
+            install_snapshot_timeout_ms: (20 * rtt).clamp(lan.install_snapshot_timeout_ms, 60_000),
+            ..lan
+        }
+    }
+
     /// The openraft config, validated.
     pub fn to_openraft(&self) -> Result<Arc<openraft::Config>, crate::ElectionError> {
         let c = openraft::Config {
@@ -96,5 +117,41 @@ impl ElectionConfig {
 impl Default for ElectionConfig {
     fn default() -> Self {
         Self::lan()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_follows_the_round_trip_within_bounds() {
+        assert_eq!(ElectionConfig::for_round_trip(0), ElectionConfig::lan());
+        assert_eq!(ElectionConfig::for_round_trip(150), {
+            let mut c = ElectionConfig::lan();
+            c.election_timeout_min_ms = 4300;
+            c.election_timeout_max_ms = 5300;
+            c
+        });
+        let wan = ElectionConfig::for_round_trip(700);
+        assert!(
+            (6000..=8000).contains(&wan.election_timeout_min_ms),
+            "{wan:?}"
+        );
+        let mut last = ElectionConfig::for_round_trip(0);
+        for rtt in (0..20_000).step_by(50) {
+            let c = ElectionConfig::for_round_trip(rtt);
+            assert!(c.to_openraft().is_ok(), "{rtt}: {c:?}");
+            assert!(c.heartbeat_ms >= 4 * rtt.min(2_500), "{rtt}: {c:?}");
+            assert!(
+                c.election_timeout_min_ms >= 2 * c.heartbeat_ms,
+                "{rtt}: {c:?}"
+            );
+            assert!(c.election_timeout_max_ms > c.election_timeout_min_ms);
+            assert!(c.heartbeat_ms <= 10_000 && c.election_timeout_max_ms <= 31_000);
+            assert!(c.heartbeat_ms >= last.heartbeat_ms);
+            assert!(c.election_timeout_min_ms >= last.election_timeout_min_ms);
+            last = c;
+        }
     }
 }

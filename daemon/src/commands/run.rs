@@ -64,8 +64,8 @@ pub struct Args {
     /// `bandwidth_limit`.
     #[arg(long)]
     bandwidth_limit: Option<u64>,
-    /// Raft timing; overrides the config's `timing` (`wan` for round trips of ~100 ms and
-    /// more).
+    /// Raft timing; overrides the config's `timing` (`auto`: from the round trip measured in
+    /// earlier runs; `lan`; `wan` for round trips of ~100 ms and more).
     #[arg(long, value_enum)]
     timing: Option<Timing>,
     /// Do not discover peers on the LAN with mDNS.

@@ -130,11 +130,14 @@ pub fn create_state_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
-/// Raft timing, by the kind of network between the machines.
+/// Raft timing: from the round trips measured (`auto`), or fixed by the kind of network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Timing {
+    /// From the slowest round trip to a voter measured in earlier runs (the LAN timing until
+    /// there is one): see `ElectionConfig::for_round_trip`.
     #[default]
+    Auto,
     Lan,
     Wan,
 }
@@ -166,7 +169,7 @@ impl Default for Config {
             peers: Vec::new(),
             bootstrap: false,
             mdns: true,
-            timing: Timing::Lan,
+            timing: Timing::Auto,
             debounce_ms: 100,
             rescan_secs: 600,
             bandwidth_limit: 0,

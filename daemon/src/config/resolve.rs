@@ -49,6 +49,9 @@ pub struct Settings {
     /// inviter first) until the leader adds this node to the membership.
     pub join: Option<Code>,
     pub election: ElectionConfig,
+    /// `timing = "auto"`: the node replaces `election` with the timing for the round trip it
+    /// measured in earlier runs (see `node::round_trip`).
+    pub timing_auto: bool,
     pub chunker: ChunkerParams,
     pub rules: ModeRules,
     /// A full rescan runs this often (the watcher covers changes in between).
@@ -112,9 +115,10 @@ pub fn resolve(
         init: args.init || file.bootstrap,
         join,
         election: match args.timing.unwrap_or(file.timing) {
-            Timing::Lan => ElectionConfig::lan(),
+            Timing::Lan | Timing::Auto => ElectionConfig::lan(),
             Timing::Wan => ElectionConfig::wan(),
         },
+        timing_auto: args.timing.unwrap_or(file.timing) == Timing::Auto,
         chunker: ChunkerParams::default(),
         rules: file.mode_rules(kind == ShareKind::Document || args.single_document)?,
         rescan_every: match args.scan_ms {

@@ -8,6 +8,7 @@
 //! the socket, and the snapshot timer that publishes what the socket serves.
 
 mod membership;
+mod round_trip;
 mod snapshot;
 mod start;
 mod view;
@@ -161,6 +162,7 @@ pub async fn run(
     };
     let share_path = cfg.share.path().display().to_string();
     let cfg_demote_after = cfg.settings.demote_after;
+    let cfg_timing_auto = cfg.settings.timing_auto;
     let retention = cfg.settings.retention;
     let state_dir = cfg.state_dir.clone();
     let start::Started {
@@ -208,6 +210,9 @@ pub async fn run(
     snapshot_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut members_seen: Option<ClusterInfo> = None;
     membership::keep(election.clone(), net.clone(), cfg_demote_after);
+    if cfg_timing_auto {
+        round_trip::record(state_dir.clone(), election.clone(), net.clone());
+    }
     // Raft as it is at start.
     let follow = |feed: &mut RaftFeed, members_seen: &mut Option<ClusterInfo>| {
         let v = raft_view(&election);

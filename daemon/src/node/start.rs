@@ -82,6 +82,18 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
         relay_circuit_bytes: cfg.settings.relay_circuit_bytes,
         quic: cfg.settings.quic,
     })?;
+    if cfg.settings.timing_auto
+        && let Some(rtt) = super::round_trip::load(&cfg.state_dir)
+    {
+        let t = chorus_election::ElectionConfig::for_round_trip(rtt);
+        tracing::info!(
+            round_trip_ms = rtt,
+            heartbeat_ms = t.heartbeat_ms,
+            election_timeout_ms = %format!("{}-{}", t.election_timeout_min_ms, t.election_timeout_max_ms),
+            "Raft timing for the slowest voter's round trip measured before"
+        );
+        cfg.settings.election = t;
+    }
     let election = Arc::new(
         ElectionNode::open(
             &cfg.state_dir.join("raft"),
