@@ -71,8 +71,8 @@ impl ElectionConfig {
     }
 
     /// Timing for a group whose slowest path to a voter has round trip `rtt_ms` (measured),
-    /// within bounds: the LAN timing up to about 200 ms, about the WAN timing at 700 ms, and
-    /// at most a 10 s heartbeat and a 30 s election timeout. openraft gives an AppendEntries one
+    /// within bounds: the LAN timing at 0, 2 s and 4.3-5.3 s at 150 ms, about the WAN timing at
+    /// 700 ms, and at most a 10 s heartbeat and a 31 s election timeout. openraft gives an AppendEntries one
     /// heartbeat interval, so the heartbeat stays at least four round trips; the election
     /// timeout at least two heartbeats and two round trips, so a slow path is never taken for
     /// a dead leader, and a LAN group keeps the LAN timing.
