@@ -59,6 +59,8 @@ impl Task {
             self.allowed.remove(&p);
             self.quic_members.remove(&p);
             self.relayed_last.remove(&p);
+            self.reported.remove(&p);
+            self.tcp_tried.remove(&p);
             self.refuse(p);
         }
         self.swarm

@@ -33,7 +33,7 @@ pub(super) fn dialable(members: &HashSet<PeerId>, peer: Option<PeerId>, addr: &M
 
 /// The QUIC listen address beside a TCP one (the same IP and port number, on UDP), if `tcp`
 /// is a TCP address at an IP.
-pub fn quic_beside(tcp: &Multiaddr) -> Option<Multiaddr> {
+pub(super) fn quic_beside(tcp: &Multiaddr) -> Option<Multiaddr> {
     let mut it = tcp.iter();
     let ip = match it.next()? {
         p @ (Protocol::Ip4(_) | Protocol::Ip6(_)) => p,

@@ -53,7 +53,6 @@ pub mod throttle;
 
 pub use build::{NetConfig, spawn};
 pub use codec::FrameCodec;
-pub use gate::quic_beside;
 pub use handle::JoinAccepted;
 pub use handle::{Inbound, NetError, NetHandle, PathKind, PeerPath, PeerStats, Reachability};
 pub use identity::{load_or_create_keypair, psk_of_secret};
