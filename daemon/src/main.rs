@@ -68,6 +68,9 @@ enum Command {
     Resume(commands::control::ResumeArgs),
     /// Print the daemon's events as they happen.
     Watch(commands::query::Args),
+    /// Serve the web page (the group, history, conflicts and actions in a browser) and print
+    /// its address with its token; `--open` opens it.
+    Ui(commands::ui::UiArgs),
     /// Print the PeerId of a state dir's identity (created when missing).
     Id(commands::run::IdArgs),
     /// Encode NEW_DIR as a delta against OLD_DIR, as a sender would, apply and verify it, and
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
         Command::Pause(args) => commands::control::pause(args),
         Command::Resume(args) => commands::control::resume(args),
         Command::Watch(args) => commands::control::watch(args),
+        Command::Ui(args) => commands::ui::run(args),
         Command::Id(args) => commands::run::id(args),
         Command::Delta(args) => commands::delta::run(args),
         Command::MergeFile(args) => commands::merge_file::run(args),

@@ -195,6 +195,10 @@ pub enum RedoError {
     NotAFile { path: RelPath },
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(
+        "the change displaced at {path} is a deletion or a mode: it has no content to put beside the file; redo it in place"
+    )]
+    NothingBeside { path: RelPath },
     #[error("no free name beside {0} for the restored content")]
     NoName(RelPath),
     #[error("the displaced content is in version {0}, which is not stored here yet")]
@@ -316,6 +320,28 @@ pub fn reapply(
             _ => Err(RedoError::NotAFile { path }),
         },
     }
+}
+
+/// The change that restores `entry`'s displaced content next to its file, as
+/// `name.redo-MAJOR.MINOR`, leaving what won untouched: the choice a user makes who wants to
+/// compare both before keeping one. A hunk comes back in its context; a whole file whole. A
+/// displaced deletion or mode has no content to put beside the file.
+pub fn reapply_beside(entry: &RedoEntry, current: &TreeManifest) -> Result<Reapplied, RedoError> {
+    if let Some(tree) = entry.stored_trees().first() {
+        return Err(RedoError::Unresolved(*tree));
+    }
+    let path = entry.path.clone().ok_or(RedoError::NoPath)?;
+    let content = match &entry.what {
+        Displaced::Hunk(h) => NewContent::Bytes {
+            bytes: h.in_context(),
+            mode: Mode::FILE,
+        },
+        Displaced::Whole { content, .. } => content.clone().into_content(),
+        Displaced::Deletion { .. } | Displaced::Mode { .. } => {
+            return Err(RedoError::NothingBeside { path });
+        }
+    };
+    beside(&path, entry.displaced_from, current, content)
 }
 
 /// True when no ancestor of `path` is a file or symlink in `tree`.

@@ -95,7 +95,12 @@ fn the_losing_side_of_a_large_binary_conflict_is_restorable_on_every_node() {
     }
     // Redo on C (neither side's author) brings A's file back.
     w.request(C, |r, now| {
-        r.redo_entry(now, rec.seq, ChunkerParams::new(256, 1024, 4096).unwrap())
+        r.redo_entry(
+            now,
+            rec.seq,
+            false,
+            ChunkerParams::new(256, 1024, 4096).unwrap(),
+        )
     })
     .unwrap();
     assert!(w.run(10_000));
@@ -124,13 +129,23 @@ fn a_node_that_lacks_the_displaced_side_fetches_it_for_a_redo() {
     w.node_mut(C).engine_mut().forget_for_tests(&tree).unwrap();
     assert!(w.node(C).engine().manifest(&tree).unwrap().is_none());
     let first = w.request(C, |r, now| {
-        r.redo_entry(now, rec.seq, ChunkerParams::new(256, 1024, 4096).unwrap())
+        r.redo_entry(
+            now,
+            rec.seq,
+            false,
+            ChunkerParams::new(256, 1024, 4096).unwrap(),
+        )
     });
     assert!(first.is_err(), "not here yet: it is fetched");
     assert!(w.run(10_000));
     assert!(w.node(C).engine().manifest(&tree).unwrap().is_some());
     w.request(C, |r, now| {
-        r.redo_entry(now, rec.seq, ChunkerParams::new(256, 1024, 4096).unwrap())
+        r.redo_entry(
+            now,
+            rec.seq,
+            false,
+            ChunkerParams::new(256, 1024, 4096).unwrap(),
+        )
     })
     .expect("once fetched, the redo works");
     assert!(w.run(10_000));

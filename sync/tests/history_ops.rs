@@ -172,8 +172,10 @@ fn a_redo_reapplies_only_what_the_displaced_change_changed() {
         } else {
             theirs
         };
-        w.request(B, |r, now| r.redo_entry(now, seq, ChunkerParams::default()))
-            .unwrap();
+        w.request(B, |r, now| {
+            r.redo_entry(now, seq, false, ChunkerParams::default())
+        })
+        .unwrap();
         settle(&mut w);
         let after = text(&w, B, "f.txt").unwrap();
         for (i, (b, l)) in lines(base).iter().zip(lines(loser)).enumerate() {
@@ -208,6 +210,32 @@ fn a_redo_reapplies_only_what_the_displaced_change_changed() {
         after,
         "every node gets the redo"
     );
+}
+
+#[test]
+fn a_redo_beside_leaves_the_winner_and_puts_the_displaced_text_next_to_it() {
+    let base = "l1\nl2\nl3\n";
+    let mut w = concurrent(base, "l1\nA2\nl3\n", "l1\nB2\nl3\n");
+    let merged = text(&w, A, "f.txt").unwrap();
+    let rec = w
+        .node(B)
+        .engine()
+        .redo()
+        .unwrap()
+        .pop()
+        .expect("a displaced hunk");
+    w.request(B, |r, now| {
+        r.redo_entry(now, rec.seq, true, ChunkerParams::default())
+    })
+    .unwrap();
+    settle(&mut w);
+    for id in [A, B] {
+        assert_eq!(text(&w, id, "f.txt").unwrap(), merged, "what won stays");
+        let aside = format!("f.txt.redo-{}", rec.entry.displaced_from);
+        let back = text(&w, id, &aside).unwrap_or_else(|| panic!("{aside} on node {id}"));
+        let lost = if merged.contains("A2") { "B2" } else { "A2" };
+        assert!(back.contains(lost), "the displaced line is beside: {back}");
+    }
 }
 
 #[test]
@@ -300,7 +328,7 @@ proptest! {
             };
             let loser = if rec.entry.displaced_from.minor == 0 { &ours } else { &theirs };
             let before = text(&w, B, "f.txt").unwrap();
-            if w.request(B, |r, now| r.redo_entry(now, seq, ChunkerParams::default())).is_err() {
+            if w.request(B, |r, now| r.redo_entry(now, seq, false, ChunkerParams::default())).is_err() {
                 continue;
             }
             settle(&mut w);

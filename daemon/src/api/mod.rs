@@ -7,8 +7,10 @@
 
 pub mod client;
 pub mod conflict;
+pub mod diff;
 pub mod routes;
 pub mod server;
+pub mod ui;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -243,9 +245,9 @@ pub enum Request {
     Resume { confirm: bool },
     /// Make the folder what it was before the newest accepted version, as a new version.
     Undo,
-    /// With an entry: bring back that change a merge displaced. Without: take back the last
-    /// undo.
-    Redo { entry: Option<u64> },
+    /// With an entry: bring back that change a merge displaced (in place when it fits,
+    /// always next to its file with `beside`). Without: take back the last undo.
+    Redo { entry: Option<u64>, beside: bool },
     /// Make the folder (or one path in it) what it was in an accepted version.
     Restore {
         version: String,
@@ -267,6 +269,8 @@ pub enum Request {
     ConflictsSeen { upto: u64 },
     /// A file as it was in an accepted version.
     Show { version: String, path: String },
+    /// The paths an accepted version added, changed or removed against the one before it.
+    Changes { version: String },
     /// What an accepted version holds at a path (the root when empty): a directory's entries,
     /// everything below it with `recursive`, or one file's entry.
     List {
@@ -282,6 +286,10 @@ pub enum Request {
 pub struct RedoBody {
     #[serde(default)]
     pub entry: Option<u64>,
+    /// Put the displaced content next to its file (`NAME.redo-MAJOR.MINOR`) even where it
+    /// would fit in place, leaving what won as it is.
+    #[serde(default)]
+    pub beside: bool,
 }
 
 /// The body `POST /v1/conflicts/seen` takes: the newest redo entry the user was shown.

@@ -106,9 +106,19 @@ pub fn parse_command(path: &str, body: &[u8]) -> Result<Request, Reply> {
         "/v1/resume" => Request::Resume {
             confirm: parse::<ResumeBody>(path, body)?.confirm,
         },
-        "/v1/redo" => Request::Redo {
-            entry: parse::<RedoBody>(path, body)?.entry,
-        },
+        "/v1/redo" => {
+            let b: RedoBody = parse(path, body)?;
+            if b.beside && b.entry.is_none() {
+                return Err(error(
+                    400,
+                    "/v1/redo: `beside` goes with an `entry` (taking back an undo has no file to put beside)",
+                ));
+            }
+            Request::Redo {
+                entry: b.entry,
+                beside: b.beside,
+            }
+        }
         "/v1/restore" => {
             let b: RestoreBody = parse(path, body)?;
             Request::Restore {
@@ -141,6 +151,12 @@ fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, Reply> {
         .collect()
 }
 
+/// The percent-decoded value of `key` in a query string; a 400 naming it when missing.
+pub fn query_value(query: Option<&str>, key: &str) -> Result<String, Reply> {
+    value_of(&query_pairs(query)?, key)
+        .ok_or_else(|| error(400, &format!("the query needs {key}=... (percent-encoded)")))
+}
+
 /// The value of `key` in `pairs`, if given.
 fn value_of(pairs: &[(String, String)], key: &str) -> Option<String> {
     pairs
@@ -158,6 +174,39 @@ pub fn parse_show(query: Option<&str>) -> Result<Request, Reply> {
         _ => Err(error(
             400,
             "/v1/file needs ?version=MAJOR.MINOR&path=PATH (percent-encoded)",
+        )),
+    }
+}
+
+/// The request `GET /v1/changes?version=V` makes.
+pub fn parse_changes(query: Option<&str>) -> Result<Request, Reply> {
+    let pairs = query_pairs(query)?;
+    match value_of(&pairs, "version") {
+        Some(version) => Ok(Request::Changes { version }),
+        None => Err(error(400, "/v1/changes needs ?version=MAJOR.MINOR")),
+    }
+}
+
+/// What `GET /v1/diff?path=P&from=V&to=W` compares: one file in two accepted versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffQuery {
+    pub path: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// The query of `GET /v1/diff`.
+pub fn parse_diff(query: Option<&str>) -> Result<DiffQuery, Reply> {
+    let pairs = query_pairs(query)?;
+    match (
+        value_of(&pairs, "path"),
+        value_of(&pairs, "from"),
+        value_of(&pairs, "to"),
+    ) {
+        (Some(path), Some(from), Some(to)) => Ok(DiffQuery { path, from, to }),
+        _ => Err(error(
+            400,
+            "/v1/diff needs ?path=PATH&from=MAJOR.MINOR&to=MAJOR.MINOR (percent-encoded)",
         )),
     }
 }
@@ -353,7 +402,10 @@ mod tests {
         );
         assert_eq!(
             parse_command("/v1/redo", b" \n"),
-            Ok(Request::Redo { entry: None })
+            Ok(Request::Redo {
+                entry: None,
+                beside: false
+            })
         );
         assert_eq!(
             parse_command("/v1/restore", b"{\"version\": \"3.0\", \"path\": \"a\"}"),

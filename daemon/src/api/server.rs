@@ -83,6 +83,8 @@ pub struct Channels {
     pub snapshots: watch::Receiver<Snapshot>,
     pub commands: mpsc::Sender<Command>,
     pub events: broadcast::Sender<Event>,
+    /// The web page's server, which `POST /v1/ui` starts.
+    pub ui: std::sync::Arc<super::ui::Launcher>,
 }
 
 /// How long a command may take (a restore of a large tree writes it all).
@@ -92,7 +94,7 @@ const MAX_BODY: usize = 64 << 10;
 /// An idle event stream gets a comment this often, so clients and proxies see it alive.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
-type Body = BoxBody<Bytes, Infallible>;
+pub(super) type Body = BoxBody<Bytes, Infallible>;
 
 /// Accepts connections until the task is dropped; each is served on its own task.
 pub async fn serve(listener: UnixListener, channels: Channels) {
@@ -122,9 +124,19 @@ pub async fn serve(listener: UnixListener, channels: Channels) {
     }
 }
 
-async fn handle(req: Request<Incoming>, ch: Channels) -> Response<Body> {
+/// Answers one request of the API (both listeners').
+pub(super) async fn handle(req: Request<Incoming>, ch: Channels) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let method = req.method().as_str().to_owned();
+    if path == "/v1/ui" {
+        if method != "POST" {
+            return full(routes::error(405, "/v1/ui answers POST only"));
+        }
+        return match ch.ui.start(ch.clone()) {
+            Ok(url) => full(routes::json(200, &serde_json::json!({ "url": url }))),
+            Err(e) => full(routes::error(500, &e.to_string())),
+        };
+    }
     if routes::is_command(&path) {
         if method != "POST" {
             return full(routes::error(405, &format!("{path} answers POST only")));
@@ -144,14 +156,23 @@ async fn handle(req: Request<Incoming>, ch: Channels) -> Response<Body> {
         };
         return full(ask(&ch, request).await);
     }
-    if path == "/v1/file" || path == "/v1/tree" {
+    if path == "/v1/diff" {
+        if method != "GET" {
+            return full(routes::error(405, "/v1/diff answers GET only"));
+        }
+        return match routes::parse_diff(req.uri().query()) {
+            Ok(q) => full(file_diff(&ch, q).await),
+            Err(reply) => full(reply),
+        };
+    }
+    if matches!(path.as_str(), "/v1/file" | "/v1/tree" | "/v1/changes") {
         if method != "GET" {
             return full(routes::error(405, &format!("{path} answers GET only")));
         }
-        let request = if path == "/v1/file" {
-            routes::parse_show(req.uri().query())
-        } else {
-            routes::parse_list(req.uri().query())
+        let request = match path.as_str() {
+            "/v1/file" => routes::parse_show(req.uri().query()),
+            "/v1/tree" => routes::parse_list(req.uri().query()),
+            _ => routes::parse_changes(req.uri().query()),
         };
         return match request {
             Ok(request) => full(ask(&ch, request).await),
@@ -166,6 +187,55 @@ async fn handle(req: Request<Incoming>, ch: Channels) -> Response<Body> {
     }
     let reply = routes::route(&method, &path, &ch.snapshots.borrow());
     full(reply)
+}
+
+/// `GET /v1/diff`: one file in two accepted versions as a unified diff (`diff -u` hunks, no
+/// header), computed off the async loop. A side where the file is absent counts as empty;
+/// a file that is not text, or too long to compare line by line, is answered with its
+/// sizes only.
+async fn file_diff(ch: &Channels, q: routes::DiffQuery) -> routes::Reply {
+    // Each side's text; `None` where the file is not text.
+    let mut sides: Vec<Option<String>> = Vec::with_capacity(2);
+    for version in [&q.from, &q.to] {
+        let request = super::Request::Show {
+            version: version.clone(),
+            path: q.path.clone(),
+        };
+        let reply = ask(ch, request).await;
+        let value: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+        let absent = reply.status == 400
+            && value["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("is not a file"));
+        sides.push(match reply.status {
+            200 => value["text"].as_str().map(str::to_owned),
+            // Not a file in that version: the diff adds or removes it whole.
+            _ if absent => Some(String::new()),
+            _ => return reply,
+        });
+    }
+    let new = sides.pop().flatten();
+    let old = sides.pop().flatten();
+    let (Some(old), Some(new)) = (old, new) else {
+        return routes::json(
+            200,
+            &serde_json::json!({"path": q.path, "from": q.from, "to": q.to, "binary": true}),
+        );
+    };
+    let hunks = tokio::task::spawn_blocking(move || super::diff::unified(&old, &new, 1))
+        .await
+        .ok()
+        .flatten();
+    match hunks {
+        Some(diff) => routes::json(
+            200,
+            &serde_json::json!({"path": q.path, "from": q.from, "to": q.to, "diff": diff}),
+        ),
+        None => routes::json(
+            200,
+            &serde_json::json!({"path": q.path, "from": q.from, "to": q.to, "too_long": true}),
+        ),
+    }
 }
 
 /// Hands a request to the node's loop and waits for its answer.
@@ -228,7 +298,7 @@ pub fn sse(ev: &Event) -> String {
     format!("event: {}\ndata: {data}\n\n", ev.kind)
 }
 
-fn full(reply: routes::Reply) -> Response<Body> {
+pub(super) fn full(reply: routes::Reply) -> Response<Body> {
     let mut resp = Response::new(BodyExt::boxed(Full::new(Bytes::from(reply.body))));
     *resp.status_mut() = hyper::StatusCode::from_u16(reply.status)
         .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);

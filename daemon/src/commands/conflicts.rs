@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use chorus::api::{Conflict, client};
 
-use super::diff;
 use super::query::{self, table};
+use chorus::api::diff;
 
 #[derive(clap::Args)]
 pub struct ConflictsArgs {

@@ -120,10 +120,15 @@ pub struct RedoArgs {
     /// The redo entry (SEQ in `chorus conflicts`) to bring back; without it, take back the
     /// last `chorus undo`.
     entry: Option<u64>,
+    /// Put the displaced change next to its file (NAME.redo-MAJOR.MINOR) even where it would
+    /// fit in place, leaving what won as it is.
+    #[arg(long, requires = "entry")]
+    beside: bool,
 }
 
 pub fn redo(args: RedoArgs) -> anyhow::Result<ExitCode> {
     let body = match args.entry {
+        Some(e) if args.beside => json!({"entry": e, "beside": true}),
         Some(e) => json!({"entry": e}),
         None => json!({}),
     };
@@ -134,6 +139,8 @@ pub fn redo(args: RedoArgs) -> anyhow::Result<ExitCode> {
             s(v, "path"),
             if v["in_place"] == Value::Bool(true) {
                 "in place"
+            } else if args.beside {
+                "beside the file, as NAME.redo-MAJOR.MINOR, as asked"
             } else {
                 "beside the file, as NAME.redo-MAJOR.MINOR, because the text around it changed"
             }

@@ -2,7 +2,7 @@
 //! join), the clients of the running daemon's socket (`socket`: which daemon to ask; `format`: how
 //! values are shown; `query`: status, peers, log;
 //! `status_watch`; `conflicts`; `ls`; `control`: invite, undo, redo, restore, show, pause,
-//! resume, watch), the offline tools `delta` and `merge_file`, and `completions` (shell
+//! resume, watch; `ui`: the web page's address), the offline tools `delta` and `merge_file`, and `completions` (shell
 //! completions and man pages). Results go to stdout, hints and progress to stderr.
 
 pub mod completions;
@@ -10,7 +10,6 @@ pub mod conflicts;
 pub mod control;
 pub mod delta;
 pub mod demo;
-pub mod diff;
 pub mod format;
 pub mod ls;
 pub mod merge_file;
@@ -19,3 +18,4 @@ pub mod run;
 pub mod share;
 pub mod socket;
 pub mod status_watch;
+pub mod ui;

@@ -89,6 +89,13 @@ pub struct Config {
     /// connections are admitted only from members' keys (TCP's are behind the share's key).
     /// `false` leaves UDP alone.
     pub quic: bool,
+    /// Serve the web page (`chorus ui`) from the start at this address: `IP:PORT` or a bare
+    /// port (on 127.0.0.1). Empty: only when `chorus ui` asks, on 127.0.0.1 at a random port.
+    /// An address off loopback needs `ui_token` too.
+    pub ui_listen: String,
+    /// The web page's token (at least 32 letters, digits, `-` or `_`); empty: a random one
+    /// each time the daemon starts, which `chorus ui` prints.
+    pub ui_token: String,
     /// A version that would delete more than this fraction of the files here...
     pub mass_delete_fraction: f64,
     /// ...or more than this many files, is held until `chorus resume --confirm`.
@@ -176,6 +183,8 @@ impl Default for Config {
             relay: true,
             relay_circuit_mib: 1024,
             quic: true,
+            ui_listen: String::new(),
+            ui_token: String::new(),
             mass_delete_fraction: 0.5,
             mass_delete_files: 1000,
             demote_after_secs: 3 * 24 * 3600,

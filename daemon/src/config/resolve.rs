@@ -3,6 +3,7 @@
 //! and the options and hands both to [`resolve`]; the precedence is tested here, not in a
 //! process.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use chorus_chunking::ChunkerParams;
@@ -69,10 +70,60 @@ pub struct Settings {
     pub relay_circuit_bytes: u64,
     /// Listen on QUIC beside TCP.
     pub quic: bool,
+    /// The web page's address and token, as configured.
+    pub ui: UiSettings,
     /// A voter unseen this long is made a learner by the leader; `None`: never.
     pub demote_after: Option<Duration>,
     /// How much history this node keeps.
     pub retention: Retention,
+}
+
+/// Where the web page is served and with what token, as config.toml says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UiSettings {
+    /// Serve from the start here; `None`: only when `chorus ui` asks, on 127.0.0.1:0.
+    pub listen: Option<SocketAddr>,
+    /// A fixed token; `None`: a random one per start.
+    pub token: Option<String>,
+}
+
+/// The fewest characters a configured `ui_token` has (a random one has 43).
+pub const MIN_UI_TOKEN: usize = 32;
+
+/// `ui_listen` and `ui_token` checked: an address off loopback only with a token, a token
+/// long enough and made of characters a URL carries as they are.
+fn ui_settings(file: &Config) -> Result<UiSettings, String> {
+    let listen = match file.ui_listen.trim() {
+        "" => None,
+        s => Some(match s.parse::<u16>() {
+            Ok(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+            Err(_) => s.parse::<SocketAddr>().map_err(|e| {
+                format!("ui_listen `{s}`: {e}; give IP:PORT (e.g. 127.0.0.1:8384) or a port")
+            })?,
+        }),
+    };
+    let token = match file.ui_token.trim() {
+        "" => None,
+        t if t.len() < MIN_UI_TOKEN
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            return Err(format!(
+                "ui_token must be at least {MIN_UI_TOKEN} letters, digits, `-` or `_` (e.g. the output of `openssl rand -hex 24`)"
+            ));
+        }
+        t => Some(t.to_owned()),
+    };
+    if let Some(addr) = listen
+        && !addr.ip().is_loopback()
+        && token.is_none()
+    {
+        return Err(format!(
+            "ui_listen {addr} is not a loopback address: anyone who reaches it could try the page, so set ui_token too (at least {MIN_UI_TOKEN} characters), or listen on 127.0.0.1"
+        ));
+    }
+    Ok(UiSettings { listen, token })
 }
 
 /// The settings of a share of `kind` from `file` (read from disk when `from_file`, else the
@@ -136,6 +187,7 @@ pub fn resolve(
             .clamp(super::MIN_RELAY_CIRCUIT_MIB, super::MAX_RELAY_CIRCUIT_MIB)
             << 20,
         quic: file.quic,
+        ui: ui_settings(file)?,
         demote_after: Some(Duration::from_secs(file.demote_after_secs)).filter(|d| !d.is_zero()),
         retention: Retention {
             keep_last: file.keep_versions,
@@ -257,6 +309,39 @@ mod tests {
         assert!(
             s.rules.single_document(),
             "a document share merges its text by chars"
+        );
+    }
+
+    #[test]
+    fn the_page_listens_on_loopback_unless_an_address_and_a_token_are_given() {
+        let with = |listen: &str, token: &str| {
+            let mut f = file();
+            f.ui_listen = listen.into();
+            f.ui_token = token.into();
+            resolve(&f, true, ShareKind::Folder, &Overrides::default()).map(|s| s.ui)
+        };
+        assert_eq!(with("", ""), Ok(UiSettings::default()));
+        assert_eq!(
+            with("8384", "").unwrap().listen,
+            Some("127.0.0.1:8384".parse().unwrap())
+        );
+        assert_eq!(
+            with("[::1]:8384", "").unwrap().listen,
+            Some("[::1]:8384".parse().unwrap())
+        );
+        let long = "a".repeat(MIN_UI_TOKEN);
+        let err = with("0.0.0.0:8384", "").unwrap_err();
+        assert!(err.contains("ui_token"), "{err}");
+        let s = with("192.168.1.5:8384", &long).unwrap();
+        assert_eq!(s.token.as_deref(), Some(long.as_str()));
+        for bad in ["short", &format!("{long}<script>"), &format!("{long} x")] {
+            let err = with("", bad).unwrap_err();
+            assert!(err.contains("at least"), "{bad}: {err}");
+        }
+        assert!(
+            with("not an address", "")
+                .unwrap_err()
+                .contains("ui_listen")
         );
     }
 }

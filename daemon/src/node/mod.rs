@@ -165,6 +165,7 @@ pub async fn run(
     let cfg_timing_auto = cfg.settings.timing_auto;
     let retention = cfg.settings.retention;
     let state_dir = cfg.state_dir.clone();
+    let ui = Arc::new(api::ui::Launcher::new(cfg.settings.ui.clone()));
     let start::Started {
         election,
         net,
@@ -191,14 +192,20 @@ pub async fn run(
     let (snapshots, snapshots_rx) = watch::channel(last.clone());
     let snapshots = Arc::new(snapshots);
     let (commands_tx, mut commands) = mpsc::channel::<Command>(16);
-    api.task = Some(tokio::spawn(api::server::serve(
-        listener,
-        api::server::Channels {
-            snapshots: snapshots_rx,
-            commands: commands_tx,
-            events: events.clone(),
-        },
-    )));
+    let channels = api::server::Channels {
+        snapshots: snapshots_rx,
+        commands: commands_tx,
+        events: events.clone(),
+        ui: ui.clone(),
+    };
+    api.ui = Some(ui.clone());
+    if ui.configured()
+        && let Err(e) = ui.start(channels.clone())
+    {
+        // The share syncs without its page; `chorus ui` tries again and says why.
+        tracing::warn!("{e}");
+    }
+    api.task = Some(tokio::spawn(api::server::serve(listener, channels)));
     let mut feed = RaftFeed::new();
     let mut raft_changes = election.subscribe();
     let mut head_changes = election.subscribe_head();

@@ -50,6 +50,7 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
     // Stops serving (and removes the socket) however the node stops.
     let api = ApiGuard {
         task: None,
+        ui: None,
         socket: api::socket_path(&cfg.state_dir),
     };
     check_ports_free(&cfg.settings.listen)?;
@@ -247,6 +248,8 @@ fn check_ports_free(listen: &[Multiaddr]) -> Result<(), NodeError> {
 /// Aborts the socket's task (once it serves) and removes the socket file when the node stops.
 pub(super) struct ApiGuard {
     pub task: Option<tokio::task::JoinHandle<()>>,
+    /// The web page's server, stopped with the socket's.
+    pub ui: Option<std::sync::Arc<api::ui::Launcher>>,
     pub socket: PathBuf,
 }
 
@@ -254,6 +257,9 @@ impl Drop for ApiGuard {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+        if let Some(ui) = self.ui.take() {
+            ui.stop();
         }
         let _ = std::fs::remove_file(&self.socket);
     }

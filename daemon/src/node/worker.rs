@@ -402,10 +402,11 @@ impl Worker {
                 (answer, out)
             }
             Request::Undo => self.replica.undo(now)?,
-            Request::Redo { entry: Some(seq) } => {
-                self.replica.redo_entry(now, seq, self.chunker)?
-            }
-            Request::Redo { entry: None } => self.replica.redo_undo(now)?,
+            Request::Redo {
+                entry: Some(seq),
+                beside,
+            } => self.replica.redo_entry(now, seq, beside, self.chunker)?,
+            Request::Redo { entry: None, .. } => self.replica.redo_undo(now)?,
             Request::Restore { version, path } => {
                 self.replica
                     .restore(now, &version, path.as_deref(), self.document)?
@@ -414,6 +415,7 @@ impl Worker {
                 self.replica.show(&version, &path, self.document)?,
                 Vec::new(),
             ),
+            Request::Changes { version } => (self.replica.changes(&version)?, Vec::new()),
             Request::List {
                 version,
                 path,

@@ -100,6 +100,57 @@ impl<F: Folder> Replica<F> {
     }
 }
 
+impl<F: Folder> Replica<F> {
+    /// What an accepted version changed: each path it added, changed or removed against the
+    /// version before it (its first parent, the previous head). Against nothing, everything is
+    /// added; a first parent no longer kept here says so (`against` is then absent).
+    pub fn changes(&self, spec: &str) -> Result<Value, Refusal> {
+        let (version, number) = self.find_version(spec)?;
+        let tree = self.tree_of(&version, number)?;
+        let headers = self.engine.headers().map_err(Refusal::failed)?;
+        let parent = headers
+            .iter()
+            .find(|h| h.version == version)
+            .and_then(|h| h.parents.first().copied());
+        let before = match parent {
+            Some(p) => self.engine.manifest(&p).map_err(Refusal::failed)?,
+            None => Some(Default::default()),
+        };
+        let Some(before) = before else {
+            return Ok(json!({
+                "version": number.to_string(),
+                "changes": [],
+                "note": "the version before it is no longer kept here",
+            }));
+        };
+        let against = parent.and_then(|p| headers.iter().find(|h| h.version == p));
+        let mut changes: Vec<(&chorus_chunking::RelPath, &str)> = tree
+            .iter()
+            .filter_map(|(p, e)| match before.get(p) {
+                None => Some((p, "added")),
+                Some(b) if b != e => Some((p, "changed")),
+                Some(_) => None,
+            })
+            .chain(
+                before
+                    .iter()
+                    .filter(|(p, _)| tree.get(p).is_none())
+                    .map(|(p, _)| (p, "removed")),
+            )
+            .collect();
+        changes.sort();
+        let changes: Vec<Value> = changes
+            .into_iter()
+            .map(|(p, c)| json!({"path": p.to_string(), "change": c}))
+            .collect();
+        Ok(json!({
+            "version": number.to_string(),
+            "against": against.map(|h| h.number.to_string()),
+            "changes": changes,
+        }))
+    }
+}
+
 /// One entry of a listing; `None` is a directory the tree implies but does not name.
 fn entry_json(path: &str, entry: Option<&Entry>) -> Value {
     match entry {

@@ -7,7 +7,7 @@
 
 use chorus_chunking::chunker::chunk_bytes;
 use chorus_chunking::{ChunkerParams, Entry, RelPath, TreeManifest, VersionId, VersionNumber};
-use chorus_merge::reapply::{Change, NewContent, reapply};
+use chorus_merge::reapply::{Change, NewContent, reapply, reapply_beside};
 use serde_json::{Value, json};
 
 use super::{Notice, Replica};
@@ -331,8 +331,15 @@ impl<F: Folder> Replica<F> {
         ))
     }
 
-    /// Brings back the change redo entry `seq` holds.
-    pub fn redo_entry(&mut self, now: u64, seq: u64, params: ChunkerParams) -> Answer {
+    /// Brings back the change redo entry `seq` holds: in place when it still fits, beside
+    /// the file otherwise; always beside the file with `beside`, leaving what won as it is.
+    pub fn redo_entry(
+        &mut self,
+        now: u64,
+        seq: u64,
+        beside: bool,
+        params: ChunkerParams,
+    ) -> Answer {
         let records = self.engine.redo().map_err(Refusal::failed)?;
         let Some(rec) = records.into_iter().find(|r| r.seq == seq) else {
             return Err(Refusal::bad(format!(
@@ -359,8 +366,12 @@ impl<F: Folder> Replica<F> {
         };
         let disk = self.settled_disk(now, &mut out)?;
         let chunks = self.engine.chunks().clone();
-        let re = reapply(&entry, &disk, &Loader(&*chunks))
-            .map_err(|e| Refusal::conflict(format!("redo entry {seq}: {e}")))?;
+        let re = if beside {
+            reapply_beside(&entry, &disk)
+        } else {
+            reapply(&entry, &disk, &Loader(&*chunks))
+        }
+        .map_err(|e| Refusal::conflict(format!("redo entry {seq}: {e}")))?;
         let mut entries = disk.entries().clone();
         let path = match re.change {
             Change::Remove { path } => {
