@@ -442,6 +442,17 @@ fn the_page_shows_the_group_history_and_conflicts_and_acts_on_them() {
         "{diff}"
     );
     browser.screenshot("history");
+    // The compare form: any file between any two versions.
+    browser.type_into("#compare-path", "notes.txt");
+    browser.click(&format!("#compare-from option[value=\"{before}\"]"));
+    browser.click(&format!("#compare-to option[value=\"{number}\"]"));
+    browser.click("#compare button[type=submit]");
+    browser.wait_js(
+        "the compared diff",
+        "return !!document.querySelector('#compare-out .diff')",
+    );
+    let compared = browser.text("#compare-out .diff");
+    assert!(compared.contains("+what: launch"), "{compared}");
 
     // A conflict: b offline (paused) while both change one line and one binary file.
     g.ask(b, &["pause"]);
@@ -597,6 +608,11 @@ fn the_page_shows_the_group_history_and_conflicts_and_acts_on_them() {
         "document.getElementById('toast').className = ''; document.getElementById('invite').scrollIntoView(); return true",
     );
     browser.screenshot("actions");
+    browser.click("#invite-copy");
+    browser.wait_js(
+        "the copy said",
+        "return document.getElementById('toast').innerText === 'token copied'",
+    );
     let token = browser.js("return document.getElementById('invite-token').value");
     let c_path = g.at("c");
     ok_in(

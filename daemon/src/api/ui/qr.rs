@@ -17,7 +17,7 @@ pub fn svg(text: &str) -> Result<String, String> {
         QrCode::new(text.as_bytes()).map_err(|e| format!("cannot draw it as a QR code: {e}"))?;
     Ok(code
         .render::<svg::Color<'_>>()
-        .min_dimensions(240, 240)
+        .min_dimensions(320, 320)
         .quiet_zone(true)
         .build())
 }
