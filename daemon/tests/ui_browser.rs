@@ -66,6 +66,48 @@ fn requests_that_do_not_come_from_the_page_get_nothing() {
     let host = base.trim_start_matches("http://").to_owned();
     // Asked twice, the daemon answers the same page.
     assert_eq!(ui_url(&g, a), url);
+    // `--open` hands the browser a private file that redirects to the page, never the token
+    // itself (a command line is in every user's `ps`).
+    let bin = g.at("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let opener = bin.join("xdg-open");
+    std::fs::write(
+        &opener,
+        format!(
+            "#!/bin/sh\necho \"$1\" > {}\n",
+            bin.join("opened").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&opener, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = support::procs::chorus()
+        .args(["ui", "--open", "--folder", g.path(a)])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), url);
+    let opened = std::fs::read_to_string(bin.join("opened")).unwrap();
+    let opened = Path::new(opened.trim());
+    assert!(
+        !opened.to_string_lossy().contains(&token),
+        "{}",
+        opened.display()
+    );
+    let redirect = std::fs::read_to_string(opened).unwrap();
+    assert!(redirect.contains(&format!("url={url}")), "{redirect}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(opened).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "the redirect file is private");
     let get = |path: &str, extra: &str| {
         http(
             &base,

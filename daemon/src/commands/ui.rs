@@ -21,8 +21,9 @@ pub struct UiArgs {
 }
 
 pub fn run(args: UiArgs) -> anyhow::Result<ExitCode> {
+    let state_dir = args.at.state_dir()?;
     let answer = client::post(
-        &args.at.state_dir()?,
+        &state_dir,
         "/v1/ui",
         &serde_json::json!({}),
         Duration::from_secs(10),
@@ -45,8 +46,20 @@ pub fn run(args: UiArgs) -> anyhow::Result<ExitCode> {
         } else {
             "xdg-open"
         };
+        // The browser is handed a private file that redirects to the address, as Jupyter does:
+        // the token on a command line would be in every user's `ps`.
+        let target = match redirect_file(&state_dir, url) {
+            Ok(file) => file.into_os_string(),
+            Err(e) => {
+                eprintln!(
+                    "chorus: cannot write the page's redirect file in {} ({e}); opening the address directly",
+                    state_dir.display()
+                );
+                url.into()
+            }
+        };
         match std::process::Command::new(opener)
-            .arg(url)
+            .arg(target)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status()
@@ -59,4 +72,26 @@ pub fn run(args: UiArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `STATE_DIR/ui-open.html` (mode 0600, made anew): a page that sends the browser on to `url`.
+fn redirect_file(state_dir: &std::path::Path, url: &str) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state_dir.join("ui-open.html");
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    // The address holds only characters a URL carries as they are (the token is hex, or
+    // letters, digits, `-` and `_`), so it goes into the attribute unescaped.
+    write!(
+        f,
+        "<!doctype html>\n<meta charset=\"utf-8\">\n<meta http-equiv=\"refresh\" content=\"0;url={url}\">\n<title>chorus</title>\n<p><a href=\"{url}\">Open chorus</a></p>\n"
+    )?;
+    Ok(path)
 }

@@ -122,9 +122,13 @@ impl Gate {
             .get(HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or_default();
-        let allowed = ["127.0.0.1", "[::1]", "localhost"]
-            .iter()
-            .any(|name| host == format!("{name}:{}", self.port));
+        // `NAME:PORT`, or `NAME` alone where the port is HTTP's own (80).
+        let (name, port) = match host.rsplit_once(':') {
+            Some((name, port)) if !port.contains(']') => (name, port.parse::<u16>().ok()),
+            _ => (host, Some(80)),
+        };
+        let allowed =
+            port == Some(self.port) && ["127.0.0.1", "[::1]", "localhost"].contains(&name);
         if allowed {
             Ok(())
         } else {
@@ -307,6 +311,15 @@ mod tests {
         assert_eq!(g.check("GET", "/v1/status", None, &h), Verdict::Allow);
         h.insert(HOST, HeaderValue::from_static("localhost:8385"));
         assert_eq!(refused(&g.check("GET", "/v1/status", None, &h)), 403);
+        h.insert(HOST, HeaderValue::from_static("[::1]:8384"));
+        assert_eq!(g.check("GET", "/v1/status", None, &h), Verdict::Allow);
+        h.insert(HOST, HeaderValue::from_static("localhost"));
+        assert_eq!(refused(&g.check("GET", "/v1/status", None, &h)), 403);
+        // At port 80 a browser names the host alone.
+        let at_80 = Gate::new(TOKEN.into(), 80, true);
+        assert_eq!(at_80.check("GET", "/v1/status", None, &h), Verdict::Allow);
+        h.insert(HOST, HeaderValue::from_static("[::1]"));
+        assert_eq!(at_80.check("GET", "/v1/status", None, &h), Verdict::Allow);
         // Served on another interface by the user's choice: any name, the token still needed.
         let open = Gate::new(TOKEN.into(), 8384, false);
         h.insert(HOST, HeaderValue::from_static("nas.lan:8384"));

@@ -27,8 +27,11 @@ use super::server::{self, Body, Channels};
 use crate::config::resolve::UiSettings;
 use auth::{Gate, Verdict};
 
-/// Connections served at once; more wait in the kernel's queue (a browser opens about six).
+/// Connections served at once; more are closed (a browser opens about six).
 const MAX_CONNECTIONS: usize = 64;
+/// How long a connection may take to send a request's headers: a client that opens
+/// connections and sends nothing does not hold them.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the page could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +148,8 @@ async fn serve(listener: TcpListener, gate: Gate, channels: Channels) {
                         async move { Ok::<_, Infallible>(handle(req, &gate, channels).await) }
                     });
                     if let Err(e) = http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT)
                         .serve_connection(TokioIo::new(stream), service)
                         .await
                     {
