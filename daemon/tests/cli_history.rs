@@ -118,16 +118,22 @@ fn conflicts_preview_each_displaced_change_and_show_it_against_what_won() {
     g.wait_converged();
 
     // b is offline (paused) while both change the same line and the same binary file.
-    g.ask(b, &["pause"]);
-    let head = g.head(a);
-    std::fs::write(g.file(a, "notes.txt"), base.replace("monday", "tuesday")).unwrap();
-    std::fs::write(g.file(a, "data.bin"), vec![0xffu8; 1000]).unwrap();
-    wait_until("a's edit accepted", || {
-        let s = g.status(a);
-        s["head"]["number"] != head.as_str() && s["settled"] == true
-    });
-    std::fs::write(g.file(b, "notes.txt"), base.replace("monday", "wednesday")).unwrap();
-    std::fs::write(g.file(b, "data.bin"), vec![0xfeu8; 2000]).unwrap();
+    let (ours, theirs) = (
+        base.replace("monday", "tuesday"),
+        base.replace("monday", "wednesday"),
+    );
+    g.concurrent_edits(
+        a,
+        b,
+        &[
+            ("notes.txt", ours.as_bytes()),
+            ("data.bin", &[0xffu8; 1000]),
+        ],
+        &[
+            ("notes.txt", theirs.as_bytes()),
+            ("data.bin", &[0xfeu8; 2000]),
+        ],
+    );
     // Both nodes' event streams (`GET /v1/events`), read from before the merge.
     let (tx, displaced_events) = std::sync::mpsc::channel();
     for i in [a, b] {

@@ -497,26 +497,23 @@ fn the_page_shows_the_group_history_and_conflicts_and_acts_on_them() {
     assert!(compared.contains("+what: launch"), "{compared}");
 
     // A conflict: b offline (paused) while both change one line and one binary file.
-    g.ask(b, &["pause"]);
-    let head = g.head(a);
-    std::fs::write(
-        g.file(a, "notes.txt"),
-        base.replace("monday", "tuesday")
-            .replace("kickoff", "launch"),
-    )
-    .unwrap();
-    std::fs::write(g.file(a, "data.bin"), vec![0xffu8; 1000]).unwrap();
-    wait_until("a's edit accepted", || {
-        let s = g.status(a);
-        s["head"]["number"] != head.as_str() && s["settled"] == true
-    });
-    std::fs::write(
-        g.file(b, "notes.txt"),
-        base.replace("monday", "wednesday")
-            .replace("kickoff", "launch"),
-    )
-    .unwrap();
-    std::fs::write(g.file(b, "data.bin"), vec![0xfeu8; 2000]).unwrap();
+    let launched = base.replace("kickoff", "launch");
+    let (ours, theirs) = (
+        launched.replace("monday", "tuesday"),
+        launched.replace("monday", "wednesday"),
+    );
+    g.concurrent_edits(
+        a,
+        b,
+        &[
+            ("notes.txt", ours.as_bytes()),
+            ("data.bin", &[0xffu8; 1000]),
+        ],
+        &[
+            ("notes.txt", theirs.as_bytes()),
+            ("data.bin", &[0xfeu8; 2000]),
+        ],
+    );
     g.ask(b, &["resume"]);
     browser.goto(&format!("{origin}/#conflicts"));
     browser.wait_js(

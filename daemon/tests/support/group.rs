@@ -312,6 +312,30 @@ impl Group {
         });
     }
 
+    /// Concurrent edits, the way a user makes them with one machine offline: node `b` is
+    /// paused (`chorus pause`), `ours` are written on `a` and accepted, then `theirs` on `b`.
+    /// The caller resumes `b` (`chorus resume`), and the merge happens then.
+    pub fn concurrent_edits(
+        &self,
+        a: usize,
+        b: usize,
+        ours: &[(&str, &[u8])],
+        theirs: &[(&str, &[u8])],
+    ) {
+        self.ask(b, &["pause"]);
+        let head = self.head(a);
+        for (rel, bytes) in ours {
+            std::fs::write(self.file(a, rel), bytes).unwrap();
+        }
+        wait_until("a's edit accepted", || {
+            let s = self.status(a);
+            s["head"]["number"] != head.as_str() && s["settled"] == true
+        });
+        for (rel, bytes) in theirs {
+            std::fs::write(self.file(b, rel), bytes).unwrap();
+        }
+    }
+
     /// The head's number on node `i`, as `chorus log` shows it.
     pub fn head(&self, i: usize) -> String {
         self.status(i)["head"]["number"]
