@@ -84,7 +84,14 @@ pub struct Channels {
     pub commands: mpsc::Sender<Command>,
     pub events: broadcast::Sender<Event>,
     /// The web page's server, which `POST /v1/ui` starts.
-    pub ui: std::sync::Arc<super::ui::Launcher>,
+    pub ui: std::sync::Arc<dyn PageServer>,
+}
+
+/// What serves the web page (`ui::Launcher`), as the socket's `POST /v1/ui` sees it: the page
+/// listener imports this router, so the router knows it only by this.
+pub trait PageServer: Send + Sync {
+    /// Serves the page if it is not served yet; its address with the token, or why not.
+    fn start(&self, channels: Channels) -> Result<String, String>;
 }
 
 /// How long a command may take (a restore of a large tree writes it all).
@@ -134,7 +141,7 @@ pub(super) async fn handle(req: Request<Incoming>, ch: Channels) -> Response<Bod
         }
         return match ch.ui.start(ch.clone()) {
             Ok(url) => full(routes::json(200, &serde_json::json!({ "url": url }))),
-            Err(e) => full(routes::error(500, &e.to_string())),
+            Err(e) => full(routes::error(500, &e)),
         };
     }
     if routes::is_command(&path) {

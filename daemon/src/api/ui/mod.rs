@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::routes;
-use super::server::{self, Body, Channels};
+use super::server::{self, Body, Channels, PageServer};
 use crate::config::resolve::UiSettings;
 use auth::{Gate, Verdict};
 
@@ -119,6 +119,12 @@ impl Launcher {
         {
             r.task.abort();
         }
+    }
+}
+
+impl PageServer for Launcher {
+    fn start(&self, channels: Channels) -> Result<String, String> {
+        Launcher::start(self, channels).map_err(|e| e.to_string())
     }
 }
 
