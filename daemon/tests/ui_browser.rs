@@ -383,6 +383,19 @@ impl Drop for Browser {
     }
 }
 
+/// `len` bytes that do not compress or repeat (xorshift).
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 fn text_of(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
@@ -667,6 +680,19 @@ fn the_page_shows_the_group_history_and_conflicts_and_acts_on_them() {
         "return document.querySelectorAll('#members tbody tr').length === 3",
     );
     browser.screenshot("group");
+    // A version arriving in pieces: b sends slowly (its bandwidth limit), and the page shows the
+    // chunks a fetches with a progress bar.
+    g.set_config(b, "bandwidth_limit", "2000000");
+    g.restart(b);
+    g.wait_converged();
+    let big = noise(24 << 20);
+    std::fs::write(g.file(b, "big.bin"), &big).unwrap();
+    browser.wait_js(
+        "a transfer's progress bar",
+        "const p = document.querySelector('#transfers progress'); return !!p && p.value > 0 && p.value < p.max",
+    );
+    browser.screenshot("transfers");
+    g.wait_everywhere("big.bin", &big);
     // Readable on a phone: nothing wider than the screen but the scrolled table.
     browser.resize(390, 844);
     browser.wait_js("the phone layout", "return window.innerWidth <= 400");

@@ -111,6 +111,7 @@ function renderSummary() {
     `version ${s.head.number}`];
   if (s.paused) parts.push('paused');
   else if (s.held) parts.push(`holding ${short(s.held.version)} (${s.held.reason})`);
+  else if (s.transfers && s.transfers.length) parts.push('receiving…');
   else parts.push(s.settled ? 'in sync' : 'syncing…');
   parts.push(`${s.peers_connected} of ${s.peers} peers connected`);
   $('summary').textContent = parts.join(' · ');
