@@ -383,19 +383,6 @@ impl Drop for Browser {
     }
 }
 
-/// `len` bytes that do not compress or repeat (xorshift).
-fn noise(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 fn text_of(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
@@ -497,6 +484,46 @@ fn the_page_shows_the_group_history_and_conflicts_and_acts_on_them() {
         "{diff}"
     );
     browser.screenshot("history");
+    // A member names a file as markup would (a hostile or careless one): the page shows the
+    // name as text, runs nothing, and diffs the new file against its absence.
+    let hostile = "<img src=x onerror=\"document.title='owned'\">.txt";
+    std::fs::write(g.file(b, hostile), "line one\n").unwrap();
+    let before_hostile = g.head(a);
+    wait_until("the oddly named file accepted", || {
+        g.head(a) != before_hostile
+    });
+    let added = g.head(a);
+    browser.wait_js(
+        "the version adding it",
+        &format!("return !!document.querySelector('#timeline [data-version=\"{added}\"]')"),
+    );
+    browser.click(&format!("#timeline [data-version=\"{added}\"] > button"));
+    browser.wait_js(
+        "its diff button",
+        &format!(
+            "return !!document.querySelector('#timeline [data-version=\"{added}\"] [data-diff]')"
+        ),
+    );
+    let listed = browser.text(&format!("#timeline [data-version=\"{added}\"]"));
+    assert!(
+        listed.contains(hostile),
+        "the name is shown as text: {listed}"
+    );
+    browser.click(&format!("#timeline [data-version=\"{added}\"] [data-diff]"));
+    browser.wait_js(
+        "the new file's diff",
+        &format!("return !!document.querySelector('#timeline [data-version=\"{added}\"] .diff')"),
+    );
+    assert!(
+        browser
+            .text(&format!("#timeline [data-version=\"{added}\"] .diff"))
+            .contains("+line one")
+    );
+    assert_eq!(
+        browser.js("return [document.querySelectorAll('#timeline img').length, document.title]"),
+        serde_json::json!([0, "chorus"]),
+        "no markup from a file name ran"
+    );
     // The compare form: any file between any two versions.
     browser.type_into("#compare-path", "notes.txt");
     browser.click(&format!("#compare-from option[value=\"{before}\"]"));
@@ -685,7 +712,7 @@ fn the_page_shows_the_group_history_and_conflicts_and_acts_on_them() {
     g.set_config(b, "bandwidth_limit", "2000000");
     g.restart(b);
     g.wait_converged();
-    let big = noise(24 << 20);
+    let big = chorus_sync::testing::noise(18, 24 << 20);
     std::fs::write(g.file(b, "big.bin"), &big).unwrap();
     browser.wait_js(
         "a transfer's progress bar",
@@ -705,4 +732,8 @@ fn the_page_shows_the_group_history_and_conflicts_and_acts_on_them() {
         "return [...document.querySelectorAll('nav a, button, input, select, textarea')].every(e => e.tabIndex >= 0)",
     );
     assert_eq!(focusable, Value::Bool(true));
+    // Every daemon lived through all of it.
+    for i in 0..g.nodes.len() {
+        assert!(g.running(i), "node {i}'s daemon exited:\n{}", g.log(i));
+    }
 }

@@ -271,6 +271,12 @@ pub enum Request {
     Show { version: String, path: String },
     /// The paths an accepted version added, changed or removed against the one before it.
     Changes { version: String },
+    /// One file's text in two accepted versions (`GET /v1/diff` diffs them).
+    Texts {
+        path: String,
+        from: String,
+        to: String,
+    },
     /// What an accepted version holds at a path (the root when empty): a directory's entries,
     /// everything below it with `recursive`, or one file's entry.
     List {

@@ -187,23 +187,15 @@ pub fn parse_changes(query: Option<&str>) -> Result<Request, Reply> {
     }
 }
 
-/// What `GET /v1/diff?path=P&from=V&to=W` compares: one file in two accepted versions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiffQuery {
-    pub path: String,
-    pub from: String,
-    pub to: String,
-}
-
-/// The query of `GET /v1/diff`.
-pub fn parse_diff(query: Option<&str>) -> Result<DiffQuery, Reply> {
+/// The request `GET /v1/diff?path=P&from=V&to=W` makes: one file's text in two versions.
+pub fn parse_diff(query: Option<&str>) -> Result<Request, Reply> {
     let pairs = query_pairs(query)?;
     match (
         value_of(&pairs, "path"),
         value_of(&pairs, "from"),
         value_of(&pairs, "to"),
     ) {
-        (Some(path), Some(from), Some(to)) => Ok(DiffQuery { path, from, to }),
+        (Some(path), Some(from), Some(to)) => Ok(Request::Texts { path, from, to }),
         _ => Err(error(
             400,
             "/v1/diff needs ?path=PATH&from=MAJOR.MINOR&to=MAJOR.MINOR (percent-encoded)",

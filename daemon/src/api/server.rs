@@ -168,7 +168,7 @@ pub(super) async fn handle(req: Request<Incoming>, ch: Channels) -> Response<Bod
             return full(routes::error(405, "/v1/diff answers GET only"));
         }
         return match routes::parse_diff(req.uri().query()) {
-            Ok(q) => full(file_diff(&ch, q).await),
+            Ok(request) => full(file_diff(&ch, request).await),
             Err(reply) => full(reply),
         };
     }
@@ -197,56 +197,44 @@ pub(super) async fn handle(req: Request<Incoming>, ch: Channels) -> Response<Bod
 }
 
 /// `GET /v1/diff`: one file in two accepted versions as a unified diff (`diff -u` hunks, no
-/// header), computed off the async loop. A side where the file is absent counts as empty;
-/// a file that is not text, or too long to compare line by line, is answered with its
-/// sizes only.
-async fn file_diff(ch: &Channels, q: routes::DiffQuery) -> routes::Reply {
-    // Each side's text; `None` where the file is not text.
-    let mut sides: Vec<Option<String>> = Vec::with_capacity(2);
-    for version in [&q.from, &q.to] {
-        let request = super::Request::Show {
-            version: version.clone(),
-            path: q.path.clone(),
-        };
-        let reply = ask(ch, request).await;
-        let value: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
-        let absent = reply.status == 400
-            && value["error"]
-                .as_str()
-                .is_some_and(|e| e.contains("is not a file"));
-        sides.push(match reply.status {
-            200 => value["text"].as_str().map(str::to_owned),
-            // Not a file in that version: the diff adds or removes it whole.
-            _ if absent => Some(String::new()),
-            _ => return reply,
-        });
-    }
-    let new = sides.pop().flatten();
-    let old = sides.pop().flatten();
-    let (Some(old), Some(new)) = (old, new) else {
-        return routes::json(
-            200,
-            &serde_json::json!({"path": q.path, "from": q.from, "to": q.to, "binary": true}),
-        );
+/// header), computed off the async loop. A side where the file is absent counts as empty; a
+/// file that is not text, or too long to compare line by line, is answered as such.
+async fn file_diff(ch: &Channels, request: super::Request) -> routes::Reply {
+    let texts = match answer(ch, request).await {
+        Ok(v) => v,
+        Err(reply) => return reply,
     };
-    let hunks = tokio::task::spawn_blocking(move || super::diff::unified(&old, &new, 1))
+    let mut out =
+        serde_json::json!({"path": texts["path"], "from": texts["from"], "to": texts["to"]});
+    let (Some(old), Some(new)) = (texts["old"].as_str(), texts["new"].as_str()) else {
+        out["binary"] = true.into();
+        return routes::json(200, &out);
+    };
+    let (old, new) = (old.to_owned(), new.to_owned());
+    match tokio::task::spawn_blocking(move || super::diff::unified(&old, &new, 1))
         .await
         .ok()
-        .flatten();
-    match hunks {
-        Some(diff) => routes::json(
-            200,
-            &serde_json::json!({"path": q.path, "from": q.from, "to": q.to, "diff": diff}),
-        ),
-        None => routes::json(
-            200,
-            &serde_json::json!({"path": q.path, "from": q.from, "to": q.to, "too_long": true}),
-        ),
+        .flatten()
+    {
+        Some(diff) => out["diff"] = diff.into(),
+        None => out["too_long"] = true.into(),
     }
+    routes::json(200, &out)
 }
 
 /// Hands a request to the node's loop and waits for its answer.
 async fn ask(ch: &Channels, request: super::Request) -> routes::Reply {
+    match answer(ch, request).await {
+        Ok(value) => routes::json(200, &value),
+        Err(reply) => reply,
+    }
+}
+
+/// The node loop's answer to `request`, or the error reply that says why there is none.
+async fn answer(
+    ch: &Channels,
+    request: super::Request,
+) -> Result<serde_json::Value, routes::Reply> {
     let (tx, rx) = oneshot::channel();
     if ch
         .commands
@@ -254,16 +242,16 @@ async fn ask(ch: &Channels, request: super::Request) -> routes::Reply {
         .await
         .is_err()
     {
-        return routes::error(503, "the node is stopping");
+        return Err(routes::error(503, "the node is stopping"));
     }
     match tokio::time::timeout(COMMAND_WITHIN, rx).await {
-        Ok(Ok(Ok(value))) => routes::json(200, &value),
-        Ok(Ok(Err(refusal))) => routes::error(refusal.status, &refusal.message),
-        Ok(Err(_)) => routes::error(503, "the node stopped before answering"),
-        Err(_) => routes::error(
+        Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Ok(Err(refusal))) => Err(routes::error(refusal.status, &refusal.message)),
+        Ok(Err(_)) => Err(routes::error(503, "the node stopped before answering")),
+        Err(_) => Err(routes::error(
             504,
             "the node did not answer in time; see `chorus status` and its log",
-        ),
+        )),
     }
 }
 

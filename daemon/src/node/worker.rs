@@ -416,6 +416,10 @@ impl Worker {
                 Vec::new(),
             ),
             Request::Changes { version } => (self.replica.changes(&version)?, Vec::new()),
+            Request::Texts { path, from, to } => (
+                self.replica.texts(&from, &to, &path, self.document)?,
+                Vec::new(),
+            ),
             Request::List {
                 version,
                 path,

@@ -13,24 +13,14 @@ use crate::leader::Loader;
 impl<F: Folder> Replica<F> {
     /// A file as it was in an accepted version: its text, or its bytes in hex.
     pub fn show(&self, spec: &str, path: &str, document: bool) -> Result<Value, Refusal> {
-        const MAX: u64 = 16 << 20;
-        let (version, number) = self.find_version(spec)?;
-        let tree = self.tree_of(&version, number)?;
         let rel = self.tree_path(document, path)?;
-        let Some(Entry::File { manifest, .. }) = tree.get(&rel) else {
+        let (number, entry) = self.entry_at(spec, &rel)?;
+        let Some(Entry::File { manifest, .. }) = entry else {
             return Err(Refusal::bad(format!(
                 "{rel} is not a file in version {number}"
             )));
         };
-        if manifest.size() > MAX {
-            return Err(Refusal::conflict(format!(
-                "{rel} is {} bytes in version {number}, more than this shows (16 MiB); restore it instead",
-                manifest.size()
-            )));
-        }
-        let bytes = Loader(&**self.engine.chunks())
-            .load(manifest)
-            .map_err(Refusal::failed)?;
+        let bytes = self.bytes_of(&rel, number, &manifest)?;
         Ok(match String::from_utf8(bytes) {
             Ok(text) => {
                 json!({"version": number.to_string(), "path": rel.to_string(), "text": text})
@@ -39,6 +29,69 @@ impl<F: Folder> Replica<F> {
                 json!({"version": number.to_string(), "path": rel.to_string(), "hex": hex_of(&e.into_bytes())})
             }
         })
+    }
+
+    /// One file in two accepted versions, for a diff: `{"path", "from", "to"}` (the versions'
+    /// numbers) and `{"old", "new"}`, each side's text,
+    /// `""` where the path is absent (the diff adds or removes it whole) and `null` where it is
+    /// not a text file (binary, a directory, a symlink).
+    pub fn texts(
+        &self,
+        from: &str,
+        to: &str,
+        path: &str,
+        document: bool,
+    ) -> Result<Value, Refusal> {
+        let rel = self.tree_path(document, path)?;
+        let (mut sides, mut numbers) = (Vec::with_capacity(2), Vec::with_capacity(2));
+        for spec in [from, to] {
+            let (number, entry) = self.entry_at(spec, &rel)?;
+            numbers.push(number.to_string());
+            sides.push(match entry {
+                None => Some(String::new()),
+                Some(Entry::File { manifest, .. }) => {
+                    String::from_utf8(self.bytes_of(&rel, number, &manifest)?).ok()
+                }
+                Some(_) => None,
+            });
+        }
+        Ok(json!({
+            "path": rel.to_string(),
+            "from": numbers[0],
+            "to": numbers[1],
+            "old": sides[0],
+            "new": sides[1],
+        }))
+    }
+
+    /// The entry at `rel` in the accepted version `spec`, with the version's number.
+    fn entry_at(
+        &self,
+        spec: &str,
+        rel: &chorus_chunking::RelPath,
+    ) -> Result<(chorus_chunking::VersionNumber, Option<Entry>), Refusal> {
+        let (version, number) = self.find_version(spec)?;
+        let tree = self.tree_of(&version, number)?;
+        Ok((number, tree.get(rel).cloned()))
+    }
+
+    /// A file's bytes from the chunk store, up to 16 MiB.
+    fn bytes_of(
+        &self,
+        rel: &chorus_chunking::RelPath,
+        number: chorus_chunking::VersionNumber,
+        manifest: &chorus_chunking::FileManifest,
+    ) -> Result<Vec<u8>, Refusal> {
+        const MAX: u64 = 16 << 20;
+        if manifest.size() > MAX {
+            return Err(Refusal::conflict(format!(
+                "{rel} is {} bytes in version {number}, more than this shows (16 MiB); restore it instead",
+                manifest.size()
+            )));
+        }
+        Loader(&**self.engine.chunks())
+            .load(manifest)
+            .map_err(Refusal::failed)
     }
 
     /// What an accepted version holds at `path` (the share's root when empty), as `ls` shows

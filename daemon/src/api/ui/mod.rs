@@ -184,7 +184,7 @@ async fn handle(req: Request<Incoming>, gate: &Gate, channels: Channels) -> Resp
         }
         Verdict::Allow => match path.as_str() {
             "/" | "/index.html" if method == "GET" || method == "HEAD" => {
-                let page = assets::INDEX.replace("{{TOKEN}}", gate_token(gate));
+                let page = assets::INDEX.replace("{{TOKEN}}", gate.token());
                 let mut r = bytes(200, "text/html; charset=utf-8", page.into_bytes());
                 insert(&mut r, header::CONTENT_SECURITY_POLICY, CSP);
                 r
@@ -197,11 +197,10 @@ async fn handle(req: Request<Incoming>, gate: &Gate, channels: Channels) -> Resp
             },
             // Starting the page is the socket's: a page cannot mint its own address.
             "/v1/ui" => server::full(routes::error(404, "no such endpoint: /v1/ui")),
-            p if assets::get(p).is_some() && method == "GET" => {
-                let a = assets::get(p).expect("checked");
-                bytes(200, a.content_type, a.body.to_vec())
-            }
-            _ => server::handle(req, channels).await,
+            p => match assets::get(p).filter(|_| method == "GET") {
+                Some(a) => bytes(200, a.content_type, a.body.to_vec()),
+                None => server::handle(req, channels).await,
+            },
         },
     };
     let h = resp.headers_mut();
@@ -220,10 +219,6 @@ async fn handle(req: Request<Incoming>, gate: &Gate, channels: Channels) -> Resp
 
 /// What the page may load: only its own files; no inline script, no other origin.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
-
-fn gate_token(gate: &Gate) -> &str {
-    gate.token()
-}
 
 /// A refusal: JSON for the API, a short page for a browser.
 fn refusal(status: u16, path: &str, message: &str) -> Response<Body> {
