@@ -732,6 +732,42 @@ fn the_page_shows_the_group_history_and_conflicts_and_acts_on_them() {
         "return [...document.querySelectorAll('nav a, button, input, select, textarea')].every(e => e.tabIndex >= 0)",
     );
     assert_eq!(focusable, Value::Bool(true));
+    // A version that adds many files (written while paused: one scan, one version) lists the
+    // first 500 and says how many more.
+    let many = g.file(a, "many");
+    g.ask(a, &["pause"]);
+    std::fs::create_dir_all(&many).unwrap();
+    for i in 0..600 {
+        std::fs::write(many.join(format!("f{i:03}.txt")), format!("{i}\n")).unwrap();
+    }
+    g.ask(a, &["resume"]);
+    g.wait_everywhere("many/f599.txt", b"599\n");
+    g.wait_converged();
+    let newest = g.head(a);
+    browser.resize(1200, 900);
+    browser.goto(&format!("{origin}/#history"));
+    let at = format!("#timeline [data-version=\"{newest}\"]");
+    browser.wait_js(
+        "the version adding many files",
+        &format!("return !!document.querySelector('{at}')"),
+    );
+    browser.click(&format!("{at} > button"));
+    browser.wait_js(
+        "its changes",
+        &format!("return document.querySelectorAll('{at} .changes li').length > 1"),
+    );
+    let rows = browser.js(&format!(
+        "return document.querySelectorAll('{at} .changes li').length"
+    ));
+    assert_eq!(
+        rows,
+        serde_json::json!(501),
+        "500 paths and a line for the rest"
+    );
+    let listed = browser.text(&format!("{at} .changes"));
+    // 601 paths: the folder and its 600 files.
+    assert!(listed.contains("and 101 more paths"), "{listed}");
+
     // Every daemon lived through all of it.
     for i in 0..g.nodes.len() {
         assert!(g.running(i), "node {i}'s daemon exited:\n{}", g.log(i));

@@ -8,6 +8,7 @@ const EVENTS = ['scanned', 'accepted', 'materialized', 'held', 'write-failed', '
   'paused', 'resumed', 'undone', 'redone', 'restored', 'leader', 'peer', 'conflict',
   'displaced', 'lagged'];
 const VIEWS = ['group', 'history', 'conflicts', 'actions'];
+const MAX_CHANGES_SHOWN = 500;
 const state = { status: null, peers: [], versions: [], conflicts: [], open: new Set() };
 
 // ---- talking to the daemon ----
@@ -183,7 +184,9 @@ const details = new Map();
 function versionDetail(v) {
   const box = el('div', { class: 'detail' });
   const fill = (c) => {
-    const rows = c.changes.map((ch) => el('li', { class: `change-${ch.change}` },
+    // A first version of a large share changes every path: the first few hundred are shown.
+    const shown = c.changes.slice(0, MAX_CHANGES_SHOWN);
+    const rows = shown.map((ch) => el('li', { class: `change-${ch.change}` },
       `${ch.change} `, el('code', {}, ch.path), ' ',
       c.against && ch.change !== 'removed'
         ? el('button', { type: 'button', class: 'secondary', 'data-diff': ch.path,
@@ -196,7 +199,10 @@ function versionDetail(v) {
         : null));
     box.replaceChildren(
       el('p', {}, c.against ? `Against version ${c.against}:` : (c.note || 'The first version:')),
-      el('ul', { class: 'changes' }, rows.length ? rows : el('li', { class: 'muted' }, 'no paths changed')),
+      el('ul', { class: 'changes' }, rows.length ? rows : el('li', { class: 'muted' }, 'no paths changed'),
+        c.changes.length > shown.length
+          ? el('li', { class: 'muted' }, `… and ${c.changes.length - shown.length} more paths (chorus ls ${v.number} -R lists them all)`)
+          : null),
       el('p', {}, `Parents: ${v.parents.map(short).join(', ') || 'none'}`),
       el('button', { type: 'button', onclick: (e) => act(e.target, '/v1/restore', { version: v.number },
         (a) => `the share is restored to version ${v.number} (${a.changed ?? '?'} paths changed)`) },
