@@ -183,6 +183,9 @@ impl Chaos {
         } else if what < 96 {
             let rel = files[self.rng.below(files.len())].clone();
             let (stem, ext) = rel.rsplit_once('.').unwrap();
+            // The name keeps its length: a rename replaces the previous rename's suffix, so a
+            // name already as long as Linux allows stays within its 255 bytes.
+            let stem = stem.split_once("-r").map_or(stem, |(base, _)| base);
             let to = format!("{stem}-r{}.{ext}", self.next_token);
             let tokens = self.own[i].files.remove(&rel).unwrap();
             self.own[i].files.insert(to.clone(), tokens);
