@@ -38,7 +38,7 @@ pub fn chunks_messages(
     for id in ids {
         let bytes = store.require(id)?;
         let raw_len = bytes.len();
-        let compressed = zstd::bulk::compress(&bytes, 3).map_err(Error::io("<zstd>"))?;
+        let compressed = crate::squeeze::compress(&bytes, 3).map_err(Error::io("<zstd>"))?;
         let (compression, data) = if compressed.len() < bytes.len() {
             (proto::Compression::Zstd, compressed)
         } else {

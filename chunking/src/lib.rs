@@ -14,6 +14,7 @@ pub mod fetch;
 pub use chorus_proto::ids;
 pub mod manifest;
 pub mod path;
+mod squeeze;
 pub mod store;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testdata;

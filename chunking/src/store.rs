@@ -331,7 +331,7 @@ impl DiskStore {
     /// Appends a record for `id`; with `replace`, even if it is already stored (compaction
     /// moves records).
     fn append(&self, id: &ChunkId, bytes: &[u8], replace: bool) -> Result<(), Error> {
-        let compressed = zstd::bulk::compress(bytes, self.level).map_err(|e| self.err(e))?;
+        let compressed = crate::squeeze::compress(bytes, self.level).map_err(|e| self.err(e))?;
         let (tag, body) = if compressed.len() < bytes.len() {
             (ZSTD, compressed.as_slice())
         } else {

@@ -2,7 +2,8 @@
 //! (NeedChunks, Chunks, and the next window), and a collection that runs between two windows
 //! (every ten minutes on a daemon, so an hour-long initial sync meets several) keeps what has
 //! arrived: the transfer completes without asking any chunk twice. And a NeedBase for a version
-//! collected since it was sent is answered with a clean refusal, never an error.
+//! collected since it was sent is answered with a clean refusal, never an error. The receiver
+//! asks for the next window while the one before it arrives, so the sender is never idle.
 
 use std::collections::HashSet;
 
@@ -81,4 +82,44 @@ fn a_collection_between_fetch_windows_keeps_what_arrived() {
         asked.len(),
         distinct.len()
     );
+}
+
+#[test]
+fn the_next_window_is_asked_while_the_one_before_it_arrives() {
+    let mut w = World::new(&[A, B], cfg());
+    // About 40,000 chunks of ~1 KiB: five windows of at most 8,192 chunks.
+    let big = noise(8, 40 << 20);
+    w.edit(A, "big.bin", &big);
+    let mut asked: Vec<chorus_chunking::ChunkId> = Vec::new();
+    // B's asks and A's answers to B, in the order they were delivered: 'N' and 'C'.
+    let mut order = String::new();
+    for _ in 0..400_000 {
+        let Some(e) = w.net.pop_front() else {
+            if w.commit() > 0 {
+                continue;
+            }
+            if w.settled() {
+                break;
+            }
+            w.tick(cfg().push_retry_ms.max(cfg().offer_retry_ms));
+            continue;
+        };
+        match (e.from, e.to, &e.message) {
+            (B, _, Message::NeedChunks { ids, .. }) => {
+                asked.extend(ids.iter().copied());
+                order.push('N');
+            }
+            (A, B, Message::Chunks(_)) => order.push('C'),
+            _ => {}
+        }
+        w.deliver(e);
+    }
+    assert!(w.settled(), "the transfer completes");
+    assert_eq!(w.folder(B).read("big.bin").unwrap(), big);
+    let distinct: HashSet<_> = asked.iter().collect();
+    assert_eq!(asked.len(), distinct.len(), "no chunk was asked twice");
+    let windows = order.matches('N').count();
+    assert!(windows >= 4, "the version came in windows: {order}");
+    // Two windows asked before any chunk came: the sender always has the next one to send.
+    assert!(order.starts_with("NN"), "{order}");
 }

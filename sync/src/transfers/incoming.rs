@@ -1,5 +1,6 @@
 //! The incoming side of [`Transfers`]: a delta applied and verified, or parked while the
-//! chunks it lacks are fetched in windows (NeedChunks, Chunks, the next window); the chunks
+//! chunks it lacks are fetched in windows (NeedChunks, Chunks, the next window; two on their
+//! way at once) and applied again once all have arrived; the chunks
 //! and bases such a fetch holds live through garbage collection; and a version whose chunks
 //! this node lost is fetched again.
 
@@ -12,7 +13,9 @@ use chorus_proto::header::NodeId;
 use chorus_proto::message::{Delta, Message};
 use chorus_proto::{RejectReason, v1};
 
-use super::{FETCH_WINDOW_CHUNKS, Fetch, Incoming, Received, Transfers, reject, window_len};
+use super::{
+    FETCH_WINDOW_CHUNKS, Fetch, Incoming, Received, Transfers, Windows, reject, window_len,
+};
 use crate::ctx::Ctx;
 use crate::step::EngineError;
 
@@ -82,7 +85,7 @@ impl Transfers {
             Ok(ApplyOutcome::Applied(a)) => {
                 self.incoming.remove(&(from, slot));
                 self.fetches.remove(&(from, slot));
-                self.asked.remove(&(from, slot));
+                self.windows.remove(&(from, slot));
                 self.fetching.remove(&(from, slot));
                 ctx.store.put_manifest(&a.tree)?;
                 let sent_base = match (&held, &delta.wire.base_manifest) {
@@ -125,20 +128,15 @@ impl Transfers {
                 fetch.chunks = fetch.chunks.max(ids.len());
                 fetch.received = fetch.chunks - ids.len();
                 self.incoming.insert((from, slot), (kind, delta));
-                let window: Vec<ChunkId> = ids
-                    .iter()
-                    .take(window_len(ids.len(), bytes))
-                    .copied()
-                    .collect();
-                ctx.send(
-                    from,
-                    Message::NeedChunks {
-                        target,
-                        ids: window.clone(),
-                    },
-                );
-                self.asked
-                    .insert((from, slot), window.into_iter().collect());
+                let len = window_len(ids.len(), bytes);
+                let windows = self
+                    .windows
+                    .entry((from, slot))
+                    .insert_entry(Windows::new(target, ids, len))
+                    .into_mut();
+                for ids in windows.ask() {
+                    ctx.send(from, Message::NeedChunks { target, ids });
+                }
                 Ok(None)
             }
             Err(ApplyError::Store(e)) => Err(e.into()),
@@ -153,9 +151,9 @@ impl Transfers {
         }
     }
 
-    /// Stores the chunks `from` sent, and applies again each of its deltas whose window has
-    /// arrived (which asks for the next window, or completes the delta). Returns the deltas
-    /// completed.
+    /// Stores the chunks `from` sent, asks for the next windows of each of its deltas, and
+    /// applies again each delta whose windows have all arrived (which completes it, or asks
+    /// for what is still missing). Returns the deltas completed.
     pub fn on_chunks(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -184,17 +182,18 @@ impl Transfers {
             .collect();
         let mut done = Vec::new();
         for slot in waiting {
-            let window_done = match self.asked.get_mut(&(from, slot)) {
-                Some(left) => {
-                    for id in &got {
-                        left.remove(id);
-                    }
-                    left.is_empty()
+            if let Some(windows) = self.windows.get_mut(&(from, slot)) {
+                let n = windows.arrived(&got);
+                if let Some(f) = self.fetches.get_mut(&(from, slot)) {
+                    f.received = (f.received + n).min(f.chunks);
                 }
-                None => true,
-            };
-            if !window_done {
-                continue;
+                if !windows.done() {
+                    let target = windows.target;
+                    for ids in windows.ask() {
+                        ctx.send(from, Message::NeedChunks { target, ids });
+                    }
+                    continue;
+                }
             }
             let Some((kind, delta)) = self.incoming.get(&(from, slot)).cloned() else {
                 continue;

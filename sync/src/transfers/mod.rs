@@ -3,7 +3,8 @@
 //! remembered per (peer, target) so a NeedBase can be answered by resending with the base's
 //! manifest (or against the empty tree). Incoming: a delta is applied and verified by
 //! chorus-chunking; when chunks are missing the receiver asks for exactly those (NeedChunks),
-//! in windows of bounded bytes, keeps the delta, and applies it again once a window has
+//! in windows of bounded bytes with the next window asked while one arrives
+//! ([`window`](self::window)), keeps the delta, and applies it again once every window has
 //! arrived. Chunks already received stay stored, so a transfer cut off half way resumes
 //! without resending them.
 
@@ -37,14 +38,15 @@ const OUTGOING_KEPT: usize = 1024;
 const RESEND_AFTER_MS: u64 = 15_000;
 /// Chunk sends remembered for that, all peers together.
 const SENT_KEPT: usize = 1 << 20;
-/// Bytes of chunks asked for at a time: the next window is asked for as soon as this one has
-/// arrived, so a large transfer streams in bounded memory with one round trip per window
-/// instead of waiting for the sender's retry timer. 8 MiB a round trip is 80 MB/s at 100 ms;
-/// 32 MiB cost 50 MB more of peak RSS on each side for no speed on a LAN (1 GiB between two
-/// local nodes: 119 MB -> 69 MB on the receiver, 12-15 s either way).
+/// Bytes of chunks asked for at a time: two windows are on their way at once and the next is
+/// asked for as soon as one has arrived, so a large transfer streams in bounded memory without
+/// waiting for the sender's retry timer, and the sender is not idle while the receiver stores
+/// a window. 8 MiB a round trip is 80 MB/s at 100 ms with one window; 32 MiB windows cost
+/// 50 MB more of peak RSS on each side for no speed on a LAN (1 GiB between two local nodes:
+/// 119 MB -> 69 MB on the receiver, 12-15 s either way).
 const FETCH_WINDOW_BYTES: u64 = 8 << 20;
-/// Chunks per window, whatever their size: every window re-applies the whole delta, so a
-/// version of many small files (100,000 of ~600 bytes) must not take thousands of windows.
+/// Chunks per window, whatever their size: a version of many small files (100,000 of ~600
+/// bytes) must not take thousands of round trips.
 const FETCH_WINDOW_CHUNKS: std::ops::RangeInclusive<u64> = 128..=8192;
 
 /// What an incoming delta is for.
@@ -123,8 +125,8 @@ pub(crate) struct Transfers {
     fetches: HashMap<(NodeId, u8), Fetch>,
     /// When each chunk was last sent to each peer.
     sent_chunks: HashMap<(NodeId, ChunkId), u64>,
-    /// The chunks of the window asked for last, per incoming delta, not arrived yet.
-    asked: HashMap<(NodeId, u8), HashSet<ChunkId>>,
+    /// The chunks each incoming delta lacks: asked for, arrived, still to ask for.
+    windows: HashMap<(NodeId, u8), Windows>,
     /// Every chunk an incoming delta lacked when it arrived: those that came since are stored
     /// but named by no manifest until the delta completes, so garbage collection must keep
     /// them (a transfer of hours would otherwise lose what it fetched at every collection).
@@ -132,6 +134,9 @@ pub(crate) struct Transfers {
 }
 
 mod incoming;
+mod window;
+
+use window::Windows;
 
 impl Transfers {
     /// The incoming deltas still waiting for chunks, and how far their chunks have come.

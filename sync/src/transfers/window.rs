@@ -1,0 +1,111 @@
+//! [`Windows`]: the chunks an incoming delta lacks, asked for a window at a time with the next
+//! window already asked while the one before it arrives, so the sender is never idle waiting
+//! for the receiver's next request. The delta is applied once more only when every window has
+//! arrived, not once per window (a 1 GiB file is 128 windows of 8 MiB; applying its delta again
+//! after each one looked up all 16,000 of its chunks 128 times).
+
+use std::collections::{HashSet, VecDeque};
+
+use chorus_chunking::{ChunkId, VersionId};
+
+/// Windows asked for and not yet arrived, at most: one arriving while the next is on its way.
+pub(super) const IN_FLIGHT: usize = 2;
+
+/// The missing chunks of one incoming delta, in the delta's order.
+#[derive(Debug)]
+pub(super) struct Windows {
+    /// The version they are for.
+    pub target: VersionId,
+    /// Chunks per window.
+    len: usize,
+    /// Not asked for yet.
+    next: VecDeque<ChunkId>,
+    /// Asked for and not arrived, a set per window, oldest first.
+    asked: VecDeque<HashSet<ChunkId>>,
+}
+
+impl Windows {
+    /// `missing` (as the delta's apply named them), `len` chunks a window.
+    pub fn new(target: VersionId, missing: Vec<ChunkId>, len: usize) -> Self {
+        Windows {
+            target,
+            len: len.max(1),
+            next: missing.into(),
+            asked: VecDeque::new(),
+        }
+    }
+
+    /// The windows to ask for now, so that [`IN_FLIGHT`] are on their way (none while they
+    /// are).
+    pub fn ask(&mut self) -> Vec<Vec<ChunkId>> {
+        let mut out = Vec::new();
+        while self.asked.len() < IN_FLIGHT && !self.next.is_empty() {
+            let n = self.len.min(self.next.len());
+            let window: Vec<ChunkId> = self.next.drain(..n).collect();
+            self.asked.push_back(window.iter().copied().collect());
+            out.push(window);
+        }
+        out
+    }
+
+    /// Takes note of chunks that arrived; returns how many of them were asked for.
+    pub fn arrived(&mut self, got: &[ChunkId]) -> usize {
+        let mut n = 0;
+        for id in got {
+            if let Some(w) = self.asked.iter_mut().find(|w| w.contains(id)) {
+                w.remove(id);
+                n += 1;
+            }
+        }
+        self.asked.retain(|w| !w.is_empty());
+        n
+    }
+
+    /// True when every chunk asked for has arrived and none is left to ask for.
+    pub fn done(&self) -> bool {
+        self.next.is_empty() && self.asked.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(i: u8) -> ChunkId {
+        ChunkId([i; 32])
+    }
+
+    fn target() -> VersionId {
+        chorus_chunking::TreeManifest::empty().version_id()
+    }
+
+    #[test]
+    fn two_windows_are_asked_and_the_next_as_each_arrives() {
+        let mut w = Windows::new(target(), (0..7).map(id).collect(), 3);
+        assert_eq!(
+            w.ask(),
+            vec![vec![id(0), id(1), id(2)], vec![id(3), id(4), id(5)]]
+        );
+        assert!(w.ask().is_empty(), "two are on their way");
+        // Part of the first window, and a chunk nobody asked for.
+        assert_eq!(w.arrived(&[id(0), id(1), id(9)]), 2);
+        assert!(w.ask().is_empty());
+        // The second window completes before the first: the next may go.
+        assert_eq!(w.arrived(&[id(3), id(4), id(5)]), 3);
+        assert_eq!(w.ask(), vec![vec![id(6)]]);
+        assert!(!w.done());
+        assert_eq!(w.arrived(&[id(2), id(6)]), 2);
+        assert!(w.ask().is_empty());
+        assert!(w.done());
+    }
+
+    #[test]
+    fn a_chunk_arriving_twice_counts_once_and_nothing_missing_is_done_at_once() {
+        let mut w = Windows::new(target(), vec![id(1)], 8);
+        assert_eq!(w.ask(), vec![vec![id(1)]]);
+        assert_eq!(w.arrived(&[id(1), id(1)]), 1);
+        assert!(w.done());
+        let empty = Windows::new(target(), Vec::new(), 0);
+        assert!(empty.done());
+    }
+}
