@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use chorus_proto::header::NodeId;
 use chorus_proto::message::Message;
-use chorus_sync::testing::{World, noise, small_chunks};
+use chorus_sync::testing::{Envelope, World, noise, small_chunks};
 use chorus_sync::{EngineConfig, Retention};
 
 const A: NodeId = 1;
@@ -30,16 +30,10 @@ fn harsh() -> Retention {
     }
 }
 
-#[test]
-fn a_collection_between_fetch_windows_keeps_what_arrived() {
-    let mut w = World::new(&[A, B], cfg());
-    // About 20,000 chunks of ~1 KiB: three windows of at most 8 MiB.
-    let big = noise(7, 20 << 20);
-    w.edit(A, "big.bin", &big);
-    let mut asked: Vec<chorus_chunking::ChunkId> = Vec::new();
-    let mut collections = 0;
-    let mut windows_seen = 0;
-    for _ in 0..200_000 {
+/// Runs `w` until it settles (ticking the retry timers whenever nothing is on its way), showing
+/// each message to `look` before it is delivered; `look` returning false stops the run.
+fn run(w: &mut World, steps: usize, mut look: impl FnMut(&mut World, &Envelope) -> bool) {
+    for _ in 0..steps {
         let Some(e) = w.net.pop_front() else {
             if w.commit() > 0 {
                 continue;
@@ -50,12 +44,29 @@ fn a_collection_between_fetch_windows_keeps_what_arrived() {
             w.tick(cfg().push_retry_ms.max(cfg().offer_retry_ms));
             continue;
         };
+        if !look(w, &e) {
+            break;
+        }
+        w.deliver(e);
+    }
+}
+
+#[test]
+fn a_collection_between_fetch_windows_keeps_what_arrived() {
+    let mut w = World::new(&[A, B], cfg());
+    // About 20,000 chunks of ~1 KiB: three windows of at most 8 MiB.
+    let big = noise(7, 20 << 20);
+    w.edit(A, "big.bin", &big);
+    let mut asked: Vec<chorus_chunking::ChunkId> = Vec::new();
+    let mut collections = 0;
+    let mut windows_seen = 0;
+    run(&mut w, 200_000, |w, e| {
         if let (B, Message::NeedChunks { ids, .. }) = (e.from, &e.message) {
             asked.extend(ids.iter().copied());
             windows_seen += 1;
             if asked.len() > 100_000 {
                 // Five times the chunks there are: fetching what it already had, forever.
-                break;
+                return false;
             }
             // Between windows: B has stored what came so far; collect as harshly as possible.
             if windows_seen > 1 {
@@ -66,8 +77,8 @@ fn a_collection_between_fetch_windows_keeps_what_arrived() {
                 collections += 1;
             }
         }
-        w.deliver(e);
-    }
+        true
+    });
     assert!(w.settled(), "the transfer completes");
     assert_eq!(w.folder(B).read("big.bin").unwrap(), big);
     assert!(
@@ -93,17 +104,7 @@ fn the_next_window_is_asked_while_the_one_before_it_arrives() {
     let mut asked: Vec<chorus_chunking::ChunkId> = Vec::new();
     // B's asks and A's answers to B, in the order they were delivered: 'N' and 'C'.
     let mut order = String::new();
-    for _ in 0..400_000 {
-        let Some(e) = w.net.pop_front() else {
-            if w.commit() > 0 {
-                continue;
-            }
-            if w.settled() {
-                break;
-            }
-            w.tick(cfg().push_retry_ms.max(cfg().offer_retry_ms));
-            continue;
-        };
+    run(&mut w, 400_000, |_, e| {
         match (e.from, e.to, &e.message) {
             (B, _, Message::NeedChunks { ids, .. }) => {
                 asked.extend(ids.iter().copied());
@@ -112,8 +113,8 @@ fn the_next_window_is_asked_while_the_one_before_it_arrives() {
             (A, B, Message::Chunks(_)) => order.push('C'),
             _ => {}
         }
-        w.deliver(e);
-    }
+        true
+    });
     assert!(w.settled(), "the transfer completes");
     assert_eq!(w.folder(B).read("big.bin").unwrap(), big);
     let distinct: HashSet<_> = asked.iter().collect();
