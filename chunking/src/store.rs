@@ -132,8 +132,15 @@ const INDEX: TableDefinition<&[u8; 32], &[u8; 16]> = TableDefinition::new("chunk
 /// A pack is closed and a new one started beyond this size.
 const PACK_MAX: u64 = 256 << 20;
 
+/// Bytes of the index's pages redb keeps in memory. Its default (1 GiB) let a daemon grow by
+/// every page it ever touched; 100,000 chunks are ~5 MB of index, and the OS caches the file.
+const INDEX_CACHE: usize = 16 << 20;
+
 /// Index entries buffered before a commit.
 const BATCH_ENTRIES: usize = 1024;
+
+/// The largest chunk a record may hold (fastcdc's bound).
+const MAX_CHUNK: u64 = 16 << 20;
 
 /// Bytes in front of every record: the chunk id, the format byte, the payload length.
 const RECORD_HEADER: usize = 32 + 1 + 4;
@@ -211,7 +218,10 @@ impl DiskStore {
         }
         let path = root.join("index.redb");
         private_file(&path).map_err(Error::io(&path))?;
-        let index = redb::Database::create(&path).map_err(|e| store_err(&path, e))?;
+        let index = redb::Database::builder()
+            .set_cache_size(INDEX_CACHE)
+            .create(&path)
+            .map_err(|e| store_err(&path, e))?;
         let txn = index.begin_write().map_err(|e| store_err(&path, e))?;
         txn.open_table(INDEX).map_err(|e| store_err(&path, e))?;
         txn.commit().map_err(|e| store_err(&path, e))?;
@@ -481,8 +491,18 @@ fn decode_record(id: &ChunkId, record: &[u8]) -> Option<Vec<u8>> {
     let body = record.get(RECORD_HEADER..RECORD_HEADER + len)?;
     let bytes = match tag {
         RAW => body.to_vec(),
-        // Chunks are at most 16 MiB (fastcdc's bound); refuse to inflate beyond that.
-        ZSTD => zstd::bulk::decompress(body, 16 << 20).ok()?,
+        // Chunks are at most 16 MiB (fastcdc's bound); refuse to inflate beyond that. The
+        // output is sized by the frame's own content size when it states one (every record
+        // written here does): a 16 MiB buffer for each 600-byte chunk read made every read
+        // map and unmap 16 MiB, and a chunk kept (a chunk answer) kept all of it.
+        ZSTD => {
+            let cap = match zstd::zstd_safe::get_frame_content_size(body) {
+                Ok(Some(n)) if n <= MAX_CHUNK => n as usize,
+                Ok(Some(_)) => return None,
+                _ => MAX_CHUNK as usize,
+            };
+            zstd::bulk::decompress(body, cap).ok()?
+        }
         _ => return None,
     };
     (ChunkId::of(&bytes) == *id).then_some(bytes)

@@ -259,7 +259,14 @@ pub async fn open(dir: &std::path::Path) -> Result<(LogStore, crate::state_machi
         f.set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(write_err)?;
     }
-    let db = Arc::new(Database::create(&path).map_err(write_err)?);
+    // redb's default cache (1 GiB) would grow with every page touched; the log's entries are
+    // small and the OS caches the file.
+    let db = Arc::new(
+        Database::builder()
+            .set_cache_size(8 << 20)
+            .create(&path)
+            .map_err(write_err)?,
+    );
     Ok((
         LogStore::new(db.clone())?,
         crate::state_machine::StateMachine::open(db)?,

@@ -17,6 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::header::Header;
 
+/// Bytes of the store's pages redb keeps in memory: its default (1 GiB) let a daemon grow by
+/// every manifest it read or wrote (a version of 100,000 files is ~10 MB), several hundred MB
+/// on a large share; the OS caches the file anyway.
+const CACHE_BYTES: usize = 32 << 20;
+
 const VERSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("versions");
 const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers");
 const REDO: TableDefinition<u64, &[u8]> = TableDefinition::new("redo");
@@ -108,10 +113,13 @@ impl SyncStore {
                 });
             }
         }
-        let database = Database::create(path).map_err(|e| StoreError::Open {
-            path: path.to_owned(),
-            source: Box::new(e.into()),
-        })?;
+        let database = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| StoreError::Open {
+                path: path.to_owned(),
+                source: Box::new(e.into()),
+            })?;
         Self::init(database)
     }
 
