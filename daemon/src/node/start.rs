@@ -16,6 +16,7 @@ use chorus_sync::{Engine, EngineConfig, Replica, SyncStore};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{broadcast, mpsc, watch};
 
+use super::heard::Heard;
 use super::view::WorkerView;
 use super::worker::{self, Input, PeerMessage, Worker};
 use super::{NodeConfig, NodeError, membership, peer_of};
@@ -141,10 +142,14 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
     let (control, control_rx) = mpsc::unbounded_channel();
     let (messages, messages_rx) = mpsc::channel(worker::MESSAGES_QUEUED);
     // The watcher before the first scan, so no change falls between the two.
+    let heard = Arc::new(Heard::default());
     let watcher = if cfg.watch {
         let tx = control.clone();
+        let heard = heard.clone();
         match chorus_folder::watcher::watch(&cfg.share, &cfg.state_dir, move |change| {
-            let _ = tx.send(Input::FolderChanged(change));
+            if heard.add(change) {
+                let _ = tx.send(Input::FolderChanged);
+            }
         }) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -195,6 +200,7 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
             rescan_every: cfg.settings.rescan_every,
             retention: cfg.settings.retention,
             pause_marker: cfg.state_dir.join(worker::PAUSE_MARKER),
+            heard,
             peers: Default::default(),
         },
         control_rx,

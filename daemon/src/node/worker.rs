@@ -21,6 +21,7 @@ use libp2p::PeerId;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use super::heard::Heard;
 use super::view::WorkerView;
 use crate::api::{self, Request};
 use crate::net::NetHandle;
@@ -45,8 +46,8 @@ pub enum Input {
     Raft(Vec<Event>),
     /// A proposal did not commit.
     ProposeFailed(chorus_chunking::VersionId),
-    /// The watcher saw a change in the share.
-    FolderChanged(Change),
+    /// The watcher heard changes in the share: they wait in [`Worker::heard`].
+    FolderChanged,
     /// A request from the socket, and where its answer goes.
     Command {
         request: Request,
@@ -82,6 +83,8 @@ pub struct Worker {
     pub peers: BTreeMap<NodeId, PeerId>,
     /// Present while the share is paused, so a pause outlives a restart.
     pub pause_marker: std::path::PathBuf,
+    /// What the watcher heard and this worker has not taken yet.
+    pub heard: Arc<Heard>,
 }
 
 /// The file in the state dir that says the share is paused.
@@ -223,7 +226,10 @@ impl Worker {
                     .handle(now_ms(), Event::ProposeFailed { version });
                 self.after(out);
             }
-            Input::FolderChanged(change) => {
+            Input::FolderChanged => {
+                let Some(change) = self.heard.take() else {
+                    return;
+                };
                 tracing::trace!(?change, "the watcher saw a change");
                 let now = Instant::now();
                 match (change, &mut t.changed) {
