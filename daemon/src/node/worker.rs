@@ -21,6 +21,7 @@ use libp2p::PeerId;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use super::heap;
 use super::heard::Heard;
 use super::view::WorkerView;
 use crate::api::{self, Request};
@@ -60,6 +61,13 @@ pub enum Input {
 pub struct PeerMessage {
     pub from: NodeId,
     pub message: Message,
+}
+
+/// What woke the worker.
+enum Woke {
+    Control(Option<Input>),
+    Message(Option<PeerMessage>),
+    Timer,
 }
 
 /// What the worker needs besides its replica.
@@ -158,20 +166,26 @@ impl Worker {
         self.publish();
         loop {
             let deadline = self.deadline(&t);
-            tokio::select! {
+            let woke = tokio::select! {
                 biased;
-                input = control.recv() => match input {
-                    Some(input) => self.input(input, &mut t),
-                    None => break,
-                },
-                m = messages.recv() => match m {
-                    Some(PeerMessage { from, message }) => {
-                        let out = self.replica.handle(now_ms(), Event::Message { from, message });
-                        self.after(out);
-                    }
-                    None => break,
-                },
-                () = tokio::time::sleep_until(deadline.into()) => self.timers(&mut t),
+                input = control.recv() => Woke::Control(input),
+                m = messages.recv() => Woke::Message(m),
+                () = tokio::time::sleep_until(deadline.into()) => Woke::Timer,
+            };
+            let started = Instant::now();
+            match woke {
+                Woke::Control(Some(input)) => self.input(input, &mut t),
+                Woke::Message(Some(PeerMessage { from, message })) => {
+                    let out = self
+                        .replica
+                        .handle(now_ms(), Event::Message { from, message });
+                    self.after(out);
+                }
+                Woke::Timer => self.timers(&mut t),
+                Woke::Control(None) | Woke::Message(None) => break,
+            }
+            if started.elapsed() >= heap::TRIM_AFTER {
+                heap::trim();
             }
             if Instant::now() >= t.next_view {
                 self.publish();
