@@ -63,7 +63,8 @@ pub struct PeerMessage {
     pub message: Message,
 }
 
-/// What woke the worker.
+/// What woke the worker (on the stack for one turn of the loop, so its size does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Woke {
     Control(Option<Input>),
     Message(Option<PeerMessage>),
