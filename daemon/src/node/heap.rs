@@ -1,8 +1,8 @@
 //! The C allocator, told how a long-running daemon uses it (glibc only; elsewhere these do
 //! nothing). glibc gives each thread that allocates at once an arena of its own and keeps what
 //! is freed in it: a daemon that decodes a 100k-file version on one thread and writes it on
-//! another held ~70 MB more at its peak than with two arenas (a 100k-file join: 349–362 MiB
-//! against 288 MiB with `MALLOC_ARENA_MAX=2`). After a long piece of work, freed pages are
+//! another held ~70 MB more at its peak than with two arenas (a 100k-file join: 341–354 MiB
+//! against 281 MiB with `MALLOC_ARENA_MAX=2`). After a long piece of work, freed pages are
 //! handed back to the system, so the next piece does not stack on top of them.
 
 use std::time::Duration;
