@@ -3,7 +3,8 @@
 //! (every ten minutes on a daemon, so an hour-long initial sync meets several) keeps what has
 //! arrived: the transfer completes without asking any chunk twice. And a NeedBase for a version
 //! collected since it was sent is answered with a clean refusal, never an error. The receiver
-//! asks for the next window while the one before it arrives, so the sender is never idle.
+//! asks for the next window while the one before it arrives, so the sender is never idle, and a
+//! transfer whose answers were lost starts over when the offer is retried.
 
 use std::collections::HashSet;
 
@@ -30,9 +31,18 @@ fn harsh() -> Retention {
     }
 }
 
+/// What becomes of a message `run` showed.
+enum Then {
+    Deliver,
+    /// Lost on the way.
+    Drop,
+    /// The run ends here.
+    Stop,
+}
+
 /// Runs `w` until it settles (ticking the retry timers whenever nothing is on its way), showing
-/// each message to `look` before it is delivered; `look` returning false stops the run.
-fn run(w: &mut World, steps: usize, mut look: impl FnMut(&mut World, &Envelope) -> bool) {
+/// each message to `look` before it is delivered.
+fn run(w: &mut World, steps: usize, mut look: impl FnMut(&mut World, &Envelope) -> Then) {
     for _ in 0..steps {
         let Some(e) = w.net.pop_front() else {
             if w.commit() > 0 {
@@ -44,10 +54,11 @@ fn run(w: &mut World, steps: usize, mut look: impl FnMut(&mut World, &Envelope) 
             w.tick(cfg().push_retry_ms.max(cfg().offer_retry_ms));
             continue;
         };
-        if !look(w, &e) {
-            break;
+        match look(w, &e) {
+            Then::Deliver => w.deliver(e),
+            Then::Drop => {}
+            Then::Stop => break,
         }
-        w.deliver(e);
     }
 }
 
@@ -66,7 +77,7 @@ fn a_collection_between_fetch_windows_keeps_what_arrived() {
             windows_seen += 1;
             if asked.len() > 100_000 {
                 // Five times the chunks there are: fetching what it already had, forever.
-                return false;
+                return Then::Stop;
             }
             // Between windows: B has stored what came so far; collect as harshly as possible.
             if windows_seen > 1 {
@@ -77,7 +88,7 @@ fn a_collection_between_fetch_windows_keeps_what_arrived() {
                 collections += 1;
             }
         }
-        true
+        Then::Deliver
     });
     assert!(w.settled(), "the transfer completes");
     assert_eq!(w.folder(B).read("big.bin").unwrap(), big);
@@ -113,7 +124,7 @@ fn the_next_window_is_asked_while_the_one_before_it_arrives() {
             (A, B, Message::Chunks(_)) => order.push('C'),
             _ => {}
         }
-        true
+        Then::Deliver
     });
     assert!(w.settled(), "the transfer completes");
     assert_eq!(w.folder(B).read("big.bin").unwrap(), big);
@@ -123,4 +134,23 @@ fn the_next_window_is_asked_while_the_one_before_it_arrives() {
     assert!(windows >= 4, "the version came in windows: {order}");
     // Two windows asked before any chunk came: the sender always has the next one to send.
     assert!(order.starts_with("NN"), "{order}");
+}
+
+#[test]
+fn a_transfer_whose_chunks_were_lost_starts_over_on_a_retry() {
+    let mut w = World::new(&[A, B], cfg());
+    let big = noise(10, 20 << 20);
+    w.edit(A, "big.bin", &big);
+    let mut lost = 0;
+    run(&mut w, 400_000, |_, e| match (e.from, e.to, &e.message) {
+        // The first answers are lost: the windows they belong to never complete.
+        (A, B, Message::Chunks(_)) if lost < 3 => {
+            lost += 1;
+            Then::Drop
+        }
+        _ => Then::Deliver,
+    });
+    assert_eq!(lost, 3);
+    assert!(w.settled(), "the transfer completes");
+    assert_eq!(w.folder(B).read("big.bin").unwrap(), big);
 }
