@@ -1,17 +1,18 @@
-//! [`Heard`]: what the file watcher heard and the worker has not taken yet, gathered on the
-//! watcher's thread. The worker is woken once per gathering, not sent a message per event: while
-//! it writes a version of 100,000 files it hears its own writes (five events a file), and a
-//! message for each, queued until it was done, grew the daemon by ~180 MB. Gathered, a burst
-//! costs at most [`MAX_FOCUS_PATHS`] paths; beyond that it is "scan it all", as a full focus is
-//! no cheaper.
+//! [`Heard`]: the changes the file watcher heard and no scan has looked at yet, gathered on the
+//! watcher's thread; their one owner. The worker is woken once per gathering, not sent a
+//! message per event: while it writes a version of 100,000 files it hears its own writes (five
+//! events a file), and a message for each, queued until it was done, grew the daemon by
+//! ~180 MB. Gathered, a burst costs at most [`MAX_FOCUS_PATHS`] distinct paths; beyond that it
+//! is "scan it all", as a focus that wide is no cheaper.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use chorus_folder::focus::MAX_FOCUS_PATHS;
 use chorus_folder::watcher::Change;
 
-/// Changes heard since the worker last took them.
+/// Changes heard and not scanned yet.
 #[derive(Default)]
 pub struct Heard {
     state: Mutex<Gathered>,
@@ -19,44 +20,53 @@ pub struct Heard {
 
 #[derive(Default)]
 struct Gathered {
-    /// Something was heard that the worker has not taken.
-    any: bool,
+    /// A wake-up is on its way to the worker.
+    waking: bool,
     /// Too much, or the watcher could not say what: everything may have changed.
     unknown: bool,
-    paths: Vec<PathBuf>,
+    paths: BTreeSet<PathBuf>,
 }
 
 impl Heard {
-    /// Adds a change; true when the worker has to be woken (nothing was waiting before).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Gathered> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a change; true when the worker has to be woken (no wake-up is on its way).
     pub fn add(&self, change: Change) -> bool {
-        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = self.lock();
         match change {
             Change::Paths(paths) if !g.unknown => {
                 g.paths.extend(paths);
                 if g.paths.len() > MAX_FOCUS_PATHS {
                     g.unknown = true;
-                    g.paths = Vec::new();
+                    g.paths = BTreeSet::new();
                 }
             }
             Change::Paths(_) => {}
             Change::Unknown => {
                 g.unknown = true;
-                g.paths = Vec::new();
+                g.paths = BTreeSet::new();
             }
         }
-        !std::mem::replace(&mut g.any, true)
+        !std::mem::replace(&mut g.waking, true)
     }
 
-    /// What was heard since the last take, if anything.
-    pub fn take(&self) -> Option<Change> {
-        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let g = std::mem::take(&mut *g);
-        if !g.any {
-            None
-        } else if g.unknown {
-            Some(Change::Unknown)
+    /// The worker got its wake-up: the next change wakes it again (so it knows when the
+    /// latest change of a burst came).
+    pub fn woken(&self) {
+        self.lock().waking = false;
+    }
+
+    /// What to scan: the paths heard since the last take, or everything
+    /// ([`Change::Unknown`]).
+    pub fn take(&self) -> Change {
+        let mut g = self.lock();
+        let paths = std::mem::take(&mut g.paths);
+        if std::mem::take(&mut g.unknown) {
+            Change::Unknown
         } else {
-            Some(Change::Paths(g.paths))
+            Change::Paths(paths.into_iter().collect())
         }
     }
 }
@@ -65,37 +75,45 @@ impl Heard {
 mod tests {
     use super::*;
 
-    fn paths(n: usize) -> Change {
-        Change::Paths((0..n).map(|i| PathBuf::from(format!("/s/f{i}"))).collect())
+    fn paths(from: usize, n: usize) -> Change {
+        Change::Paths(
+            (from..from + n)
+                .map(|i| PathBuf::from(format!("/s/f{i}")))
+                .collect(),
+        )
     }
 
     #[test]
     fn a_burst_wakes_the_worker_once_and_is_taken_whole() {
         let h = Heard::default();
-        assert!(h.take().is_none());
-        assert!(h.add(paths(2)), "the first change wakes the worker");
-        assert!(!h.add(paths(3)), "later ones join it");
+        assert_eq!(h.take(), Change::Paths(Vec::new()));
+        assert!(h.add(paths(0, 2)), "the first change wakes the worker");
+        assert!(!h.add(paths(2, 3)), "later ones join it");
+        // The same paths heard again (a file's create, write and rename) count once.
+        assert!(!h.add(paths(0, 5)));
+        h.woken();
+        assert!(
+            h.add(paths(5, 1)),
+            "once woken, the next change wakes it again"
+        );
         match h.take() {
-            Some(Change::Paths(p)) => assert_eq!(p.len(), 5),
+            Change::Paths(p) => assert_eq!(p.len(), 6),
             other => panic!("{other:?}"),
         }
-        assert!(h.take().is_none());
-        assert!(
-            h.add(paths(1)),
-            "after a take, the next change wakes it again"
-        );
+        assert_eq!(h.take(), Change::Paths(Vec::new()));
     }
 
     #[test]
     fn a_burst_beyond_the_focus_bound_is_a_full_scan_and_holds_no_paths() {
         let h = Heard::default();
-        for _ in 0..1000 {
-            h.add(paths(MAX_FOCUS_PATHS / 100));
+        for i in 0..100 {
+            h.add(paths(i * 100, MAX_FOCUS_PATHS / 50));
         }
-        assert!(h.state.lock().unwrap().paths.is_empty());
-        assert!(matches!(h.take(), Some(Change::Unknown)));
+        assert!(h.lock().paths.is_empty());
+        assert_eq!(h.take(), Change::Unknown);
+        assert_eq!(h.take(), Change::Paths(Vec::new()), "taken");
         h.add(Change::Unknown);
-        h.add(paths(1));
-        assert!(matches!(h.take(), Some(Change::Unknown)));
+        h.add(paths(0, 1));
+        assert_eq!(h.take(), Change::Unknown);
     }
 }

@@ -7,8 +7,7 @@
 //! watcher's debounce, the periodic rescan and retention), and publishes a [`WorkerView`] for
 //! the socket and [`api::Event`]s for `/v1/events`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +26,6 @@ use super::view::WorkerView;
 use crate::api::{self, Request};
 use crate::net::NetHandle;
 use chorus_folder::DiskFolder;
-use chorus_folder::focus::MAX_FOCUS_PATHS;
 use chorus_folder::watcher::Change;
 
 /// How often history retention runs.
@@ -130,10 +128,8 @@ pub fn spawn(
 
 /// The worker's timers.
 struct Timers {
-    /// First and latest change of a burst not scanned yet.
+    /// First and latest change of a burst not scanned yet (its paths wait in [`Heard`]).
     burst: Option<(Instant, Instant)>,
-    /// The paths the burst changed (None: the watcher could not say, or too many to list).
-    changed: Option<BTreeSet<PathBuf>>,
     next_rescan: Instant,
     next_gc: Instant,
     next_view: Instant,
@@ -148,7 +144,6 @@ impl Worker {
         let now = Instant::now();
         let mut t = Timers {
             burst: None,
-            changed: Some(BTreeSet::new()),
             next_rescan: now + self.rescan_every,
             next_gc: now + GC_EVERY,
             next_view: now,
@@ -242,21 +237,9 @@ impl Worker {
                 self.after(out);
             }
             Input::FolderChanged => {
-                let Some(change) = self.heard.take() else {
-                    return;
-                };
-                tracing::trace!(?change, "the watcher saw a change");
+                self.heard.woken();
+                tracing::trace!("the watcher heard a change");
                 let now = Instant::now();
-                match (change, &mut t.changed) {
-                    (Change::Paths(paths), Some(all)) => {
-                        all.extend(paths);
-                        if all.len() > MAX_FOCUS_PATHS {
-                            t.changed = None;
-                        }
-                    }
-                    (Change::Paths(_), None) => {}
-                    (Change::Unknown, _) => t.changed = None,
-                }
                 t.burst = Some(match t.burst {
                     Some((first, _)) => (first, now),
                     None => (now, now),
@@ -284,14 +267,18 @@ impl Worker {
             t.burst = None;
             // The paths the watcher named, unless it could not say; the periodic rescan below
             // still looks at everything.
-            let out = match t.changed.replace(BTreeSet::new()) {
-                Some(paths) => {
-                    let paths: Vec<PathBuf> = paths.into_iter().collect();
-                    self.replica.scan_paths(now_ms(), &paths)
+            match self.heard.take() {
+                // Scanned already, with an earlier burst's paths.
+                Change::Paths(paths) if paths.is_empty() => {}
+                Change::Paths(paths) => {
+                    let out = self.replica.scan_paths(now_ms(), &paths);
+                    self.after(out);
                 }
-                None => self.replica.scan(now_ms()),
-            };
-            self.after(out);
+                Change::Unknown => {
+                    let out = self.replica.scan(now_ms());
+                    self.after(out);
+                }
+            }
         }
         if now >= t.next_rescan {
             let out = self.replica.scan(now_ms());
