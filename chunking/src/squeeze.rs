@@ -15,13 +15,11 @@ thread_local! {
 pub(crate) fn compress(bytes: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            *slot = Some((level, Compressor::new(level)?));
-        }
-        match slot.as_mut() {
-            Some((_, c)) => c.compress(bytes),
-            None => zstd::bulk::compress(bytes, level),
-        }
+        let (_, c) = match &mut *slot {
+            Some(kept) if kept.0 == level => kept,
+            other => other.insert((level, Compressor::new(level)?)),
+        };
+        c.compress(bytes)
     })
 }
 
