@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::group::{Group, cli_in, wait_until};
+use support::group::{Group, PLAN, cli_in, wait_until};
 
 fn lines_with<'a>(text: &'a str, words: &[&str]) -> Vec<&'a str> {
     text.lines()
@@ -107,15 +107,8 @@ fn ls_lists_what_a_version_held() {
 
 #[test]
 fn conflicts_preview_each_displaced_change_and_show_it_against_what_won() {
-    let mut g = Group::new();
-    let a = g.init(g.at("a"));
-    let b = g.join(a, g.at("b"));
-    let base = "title: the plan\nwho: alice\nwhere: the office\nwhen: monday\nwhat: kickoff\n";
-    std::fs::write(g.file(a, "notes.txt"), base).unwrap();
-    std::fs::write(g.file(a, "data.bin"), [0u8; 100]).unwrap();
-    g.wait_everywhere("notes.txt", base.as_bytes());
-    g.wait_everywhere("data.bin", &[0u8; 100]);
-    g.wait_converged();
+    let (mut g, a, b) = Group::with_plan();
+    let base = PLAN;
 
     // b is offline (paused) while both change the same line and the same binary file.
     let (ours, theirs) = (

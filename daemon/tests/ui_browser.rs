@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::Value;
-use support::group::{Group, LIVENESS, cli_in, ok_in, wait_until};
+use support::group::{Group, LIVENESS, PLAN, cli_in, ok_in, wait_until};
 use support::procs::free_port;
 
 /// `chorus ui` run in node `i`'s folder, as a user runs it: the address with the token.
@@ -404,14 +404,8 @@ fn the_page_shows_the_group_history_and_conflicts_and_acts_on_them() {
             return;
         }
     };
-    let mut g = Group::new();
-    let a = g.init(g.at("a"));
-    let b = g.join(a, g.at("b"));
-    let base = "title: the plan\nwho: alice\nwhere: the office\nwhen: monday\nwhat: kickoff\n";
-    std::fs::write(g.file(a, "notes.txt"), base).unwrap();
-    std::fs::write(g.file(a, "data.bin"), [0u8; 100]).unwrap();
-    g.wait_everywhere("notes.txt", base.as_bytes());
-    g.wait_converged();
+    let (mut g, a, b) = Group::with_plan();
+    let base = PLAN;
 
     // Refused without the token, in the browser too.
     let url = ui_url(&g, a);

@@ -31,6 +31,18 @@ fn harsh() -> Retention {
     }
 }
 
+/// Fails when a chunk was asked for more than once.
+fn asked_once(asked: &[chorus_chunking::ChunkId]) {
+    let distinct: HashSet<_> = asked.iter().collect();
+    assert_eq!(
+        asked.len(),
+        distinct.len(),
+        "no chunk was asked twice ({} asks, {} distinct)",
+        asked.len(),
+        distinct.len()
+    );
+}
+
 /// What becomes of a message `run` showed.
 enum Then {
     Deliver,
@@ -96,14 +108,7 @@ fn a_collection_between_fetch_windows_keeps_what_arrived() {
         collections >= 2,
         "collections ran between windows: {collections}"
     );
-    let distinct: HashSet<_> = asked.iter().collect();
-    assert_eq!(
-        asked.len(),
-        distinct.len(),
-        "no chunk was asked twice ({} asks, {} distinct)",
-        asked.len(),
-        distinct.len()
-    );
+    asked_once(&asked);
 }
 
 #[test]
@@ -128,8 +133,7 @@ fn the_next_window_is_asked_while_the_one_before_it_arrives() {
     });
     assert!(w.settled(), "the transfer completes");
     assert_eq!(w.folder(B).read("big.bin").unwrap(), big);
-    let distinct: HashSet<_> = asked.iter().collect();
-    assert_eq!(asked.len(), distinct.len(), "no chunk was asked twice");
+    asked_once(&asked);
     let windows = order.matches('N').count();
     assert!(windows >= 4, "the version came in windows: {order}");
     // Two windows asked before any chunk came: the sender always has the next one to send.

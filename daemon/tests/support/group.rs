@@ -30,6 +30,10 @@ pub struct Node {
     pub nofile: Option<u64>,
 }
 
+/// The text the conflict scenarios start from (`Group::with_plan`).
+pub const PLAN: &str =
+    "title: the plan\nwho: alice\nwhere: the office\nwhen: monday\nwhat: kickoff\n";
+
 pub struct Group {
     pub root: tempfile::TempDir,
     pub nodes: Vec<Node>,
@@ -310,6 +314,20 @@ impl Group {
             }
             since.is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
         });
+    }
+
+    /// The conflict scenarios' start: `a` initialised, `b` joined with its invite, both
+    /// holding [`PLAN`] as `notes.txt` and 100 zero bytes as `data.bin`.
+    pub fn with_plan() -> (Group, usize, usize) {
+        let mut g = Group::new();
+        let a = g.init(g.at("a"));
+        let b = g.join(a, g.at("b"));
+        std::fs::write(g.file(a, "notes.txt"), PLAN).unwrap();
+        std::fs::write(g.file(a, "data.bin"), [0u8; 100]).unwrap();
+        g.wait_everywhere("notes.txt", PLAN.as_bytes());
+        g.wait_everywhere("data.bin", &[0u8; 100]);
+        g.wait_converged();
+        (g, a, b)
     }
 
     /// Concurrent edits, the way a user makes them with one machine offline: node `b` is
