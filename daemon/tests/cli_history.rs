@@ -107,7 +107,7 @@ fn ls_lists_what_a_version_held() {
 
 #[test]
 fn conflicts_preview_each_displaced_change_and_show_it_against_what_won() {
-    let (mut g, a, b) = Group::with_plan();
+    let (g, a, b) = Group::with_plan();
     let base = PLAN;
 
     // b is offline (paused) while both change the same line and the same binary file.
