@@ -15,15 +15,17 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use chorus_chunking::{ChunkStore, ChunkerParams, Entry, RelPath, TreeManifest};
+use chorus_chunking::{ChunkStore, ChunkerParams, Entry, RelPath, TreeManifest, VersionId};
 use chorus_sync::folder::{Folder, FolderError, PathFailure, WriteReport};
 
 use crate::cache::ScanCache;
 use crate::confined as c;
 use crate::focus::Focus;
+use crate::heard::Heard;
 use crate::scan::{Exclude, ScanError, ScanReport, scan_root, with_unknown_kept};
 use crate::share::{DOCUMENT_PATH, Share};
 use crate::state::{Failed, Files, State};
+use crate::watcher::Change;
 use crate::write::{Ctx, Stop, write_tree};
 
 /// The share on disk.
@@ -43,6 +45,12 @@ pub struct DiskFolder {
     pub(crate) state_dir_rel: Option<RelPath>,
     pub(crate) leftovers_removed: bool,
     pub(crate) last_report: ScanReport,
+    /// What the file watcher heard and no scan has taken, when one watches the share: the
+    /// check before a write then looks at those paths alone ([`Folder::scan_before_write`]).
+    pub(crate) heard: Option<Arc<Heard>>,
+    /// A whole scan worked in this run: until then the last known tree may predate changes
+    /// made while no watcher was running.
+    pub(crate) scanned_whole: bool,
 }
 
 impl std::fmt::Debug for DiskFolder {
@@ -102,7 +110,18 @@ impl DiskFolder {
             state_dir_rel,
             leftovers_removed: false,
             last_report: ScanReport::default(),
+            heard: None,
+            scanned_whole: false,
         })
+    }
+
+    /// Tells the folder that a watcher watches the share and gathers what it hears in
+    /// `heard`: the check before writing a version then scans just the paths heard since the
+    /// last scan, instead of the whole share (0.5 s for 100k files). Only for a watcher that
+    /// reports [`Change::Unknown`](crate::watcher::Change::Unknown) whenever it may have
+    /// missed something.
+    pub fn hear(&mut self, heard: Arc<Heard>) {
+        self.heard = Some(heard);
     }
 
     /// The share.
@@ -416,6 +435,7 @@ impl Folder for DiskFolder {
         self.chunks.sync()?;
         let tree = self.overlay(tree);
         self.set_known(&tree);
+        self.scanned_whole = true;
         Ok(tree)
     }
 
@@ -433,6 +453,31 @@ impl Folder for DiskFolder {
         let tree = self.overlay(tree);
         self.set_known(&tree);
         Ok(tree)
+    }
+
+    fn scan_before_write(
+        &mut self,
+        expected: VersionId,
+    ) -> Result<Option<TreeManifest>, FolderError> {
+        let Some(heard) = self.heard.clone() else {
+            return self.scan().map(Some);
+        };
+        let change = heard.take();
+        let read = match &change {
+            Change::Paths(paths) if paths.is_empty() => {
+                if self.scanned_whole && self.known.version_id() == expected {
+                    return Ok(None);
+                }
+                self.scan()
+            }
+            Change::Paths(paths) => self.scan_paths(paths),
+            Change::Unknown => self.scan(),
+        };
+        if read.is_err() {
+            // Not looked at: the next scan takes it again.
+            heard.requeue(change);
+        }
+        read.map(Some)
     }
 
     fn write(

@@ -11,7 +11,8 @@
 //!   the temp files not yet renamed; `write_files`: one file's content).
 //! - [`marker`]: the `.chorus-share` marker that tells a share from an empty mount point.
 //! - [`share`]: what a node keeps in sync, a folder or one document, as a tree.
-//! - [`watcher`]: inotify, and the debounce that decides when to scan.
+//! - [`watcher`]: inotify, and the debounce that decides when to scan; [`heard`]: what it heard
+//!   and no scan has looked at yet.
 
 mod batch;
 pub mod cache;
@@ -21,6 +22,7 @@ pub mod disk;
 mod failure;
 pub mod focus;
 mod focused_scan;
+pub mod heard;
 mod ignore_file;
 pub mod marker;
 pub mod materialize;

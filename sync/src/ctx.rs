@@ -31,7 +31,7 @@ impl Ctx<'_> {
     }
 
     /// The manifest of a version this node must hold.
-    pub fn tree(&self, id: VersionId) -> Result<TreeManifest, EngineError> {
+    pub fn tree(&self, id: VersionId) -> Result<std::sync::Arc<TreeManifest>, EngineError> {
         self.store.manifest(&id)?.ok_or(EngineError::Missing(id))
     }
 

@@ -4,7 +4,7 @@
 //! (scan before writing, never overwrite what changed since the scan, hold a mass delete, stay
 //! out while paused) are the [`Replica`](crate::replica::Replica)'s, on top of this.
 
-use chorus_chunking::{RelPath, TreeManifest};
+use chorus_chunking::{RelPath, TreeManifest, VersionId};
 
 /// One path that could not be written, and why: it stays as it was on disk, the rest of the
 /// version is written, and it is tried again by the next write.
@@ -52,6 +52,18 @@ pub trait Folder {
     fn scan_paths(&mut self, changed: &[std::path::PathBuf]) -> Result<TreeManifest, FolderError> {
         let _ = changed;
         self.scan()
+    }
+
+    /// The folder as it is now, for the check right before a version is written over it:
+    /// `None` when the folder can tell that it still holds `expected` (what it last scanned or
+    /// wrote) without reading it all: a watcher that heard nothing since. A scan by default.
+    /// Either way [`write`](Self::write) still checks each path it replaces or removes.
+    fn scan_before_write(
+        &mut self,
+        expected: VersionId,
+    ) -> Result<Option<TreeManifest>, FolderError> {
+        let _ = expected;
+        self.scan().map(Some)
     }
 
     /// Turns the folder from `old` (what it held as of the last scan or write) into `new`,

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use chorus_chunking::{TreeManifest, VersionId, VersionNumber};
 use chorus_merge::RedoEntry;
@@ -84,9 +85,18 @@ pub struct RedoRecord {
     pub entry: RedoEntry,
 }
 
+/// How many decoded manifests [`SyncStore`] keeps, and at most how many entries they hold
+/// together: one change reads the same two or three versions several times (the delta's
+/// base and target, the leader's merge, the old tree a write starts from), and decoding and
+/// verifying a version of 100k files takes ~50 ms each time.
+const RECENT_KEPT: usize = 3;
+const RECENT_ENTRIES: usize = 300_000;
+
 /// The redb database. Cheap to share behind a reference; one engine owns it at a time.
 pub struct SyncStore {
     db: Database,
+    /// The manifests read last, newest first, verified against their ids when read.
+    recent: std::sync::Mutex<std::collections::VecDeque<Arc<TreeManifest>>>,
 }
 
 impl SyncStore {
@@ -138,7 +148,10 @@ impl SyncStore {
         txn.open_table(REDO).map_err(db)?;
         txn.open_table(STATE).map_err(db)?;
         txn.commit().map_err(db)?;
-        Ok(SyncStore { db: database })
+        Ok(SyncStore {
+            db: database,
+            recent: Default::default(),
+        })
     }
 
     /// Stores a manifest under its VersionId (a no-op when present).
@@ -168,11 +181,39 @@ impl SyncStore {
         Ok(t.get(id.as_bytes().as_slice()).map_err(db)?.is_some())
     }
 
-    /// The manifest of `id`, verified against it.
-    pub fn manifest(&self, id: &VersionId) -> Result<Option<TreeManifest>, StoreError> {
+    fn recent(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Arc<TreeManifest>>> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The manifest of `id`, verified against it (when read from the disk; a recent one is
+    /// shared as it was read).
+    pub fn manifest(&self, id: &VersionId) -> Result<Option<Arc<TreeManifest>>, StoreError> {
         if *id == TreeManifest::empty().version_id() {
-            return Ok(Some(TreeManifest::empty()));
+            return Ok(Some(Arc::new(TreeManifest::empty())));
         }
+        if let Some(tree) = self.recent().iter().find(|t| t.version_id() == *id) {
+            return Ok(Some(tree.clone()));
+        }
+        let Some(tree) = self.read_manifest(id)? else {
+            return Ok(None);
+        };
+        let tree = Arc::new(tree);
+        let mut recent = self.recent();
+        recent.push_front(tree.clone());
+        let mut entries = 0;
+        let keep = recent
+            .iter()
+            .take(RECENT_KEPT)
+            .take_while(|t| {
+                entries += t.len();
+                entries <= RECENT_ENTRIES
+            })
+            .count();
+        recent.truncate(keep);
+        Ok(Some(tree))
+    }
+
+    fn read_manifest(&self, id: &VersionId) -> Result<Option<TreeManifest>, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
         let t = txn.open_table(VERSIONS).map_err(db)?;
         let Some(v) = t.get(id.as_bytes().as_slice()).map_err(db)? else {
@@ -219,6 +260,7 @@ impl SyncStore {
                 t.remove(id.as_bytes().as_slice()).map_err(db)?;
             }
         }
+        self.recent().retain(|t| !ids.contains(&t.version_id()));
         txn.commit().map_err(db)
     }
 
@@ -377,7 +419,10 @@ mod tests {
         }
         let store = SyncStore::open(&path).unwrap();
         assert_eq!(store.load_state().unwrap(), Some(state));
-        assert_eq!(store.manifest(&t.version_id()).unwrap(), Some(t.clone()));
+        assert_eq!(
+            store.manifest(&t.version_id()).unwrap().as_deref(),
+            Some(&t)
+        );
         assert!(
             store
                 .has_manifest(&TreeManifest::empty().version_id())
@@ -405,5 +450,31 @@ mod tests {
             store.manifest(&a.version_id()),
             Err(StoreError::Corrupt(_))
         ));
+    }
+
+    /// Read versions are kept decoded, shared, a few at a time; a removed one is never
+    /// served from them.
+    #[test]
+    fn recent_manifests_are_shared_and_forgotten_when_removed() {
+        let store = SyncStore::in_memory().unwrap();
+        let trees: Vec<TreeManifest> = (0..5).map(|i| tree(format!("v{i}").as_bytes())).collect();
+        for t in &trees {
+            store.put_manifest(t).unwrap();
+        }
+        let a = store.manifest(&trees[0].version_id()).unwrap().unwrap();
+        let again = store.manifest(&trees[0].version_id()).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&a, &again), "read once, shared after");
+        for t in &trees[1..] {
+            store.manifest(&t.version_id()).unwrap().unwrap();
+        }
+        assert_eq!(store.recent().len(), RECENT_KEPT);
+        let evicted = store.manifest(&trees[0].version_id()).unwrap().unwrap();
+        assert!(!Arc::ptr_eq(&a, &evicted), "read again from the store");
+        assert_eq!(*evicted, trees[0]);
+
+        store
+            .remove_manifests(&BTreeSet::from([trees[0].version_id()]))
+            .unwrap();
+        assert_eq!(store.manifest(&trees[0].version_id()).unwrap(), None);
     }
 }

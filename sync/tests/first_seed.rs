@@ -113,6 +113,7 @@ fn stored(w: &World, node: NodeId, id: &VersionId) -> TreeManifest {
         .engine()
         .manifest(id)
         .unwrap()
+        .map(std::sync::Arc::unwrap_or_clone)
         .expect("version stored")
 }
 

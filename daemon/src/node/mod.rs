@@ -8,7 +8,6 @@
 //! the socket, and the snapshot timer that publishes what the socket serves.
 
 pub mod heap;
-mod heard;
 mod membership;
 mod round_trip;
 mod snapshot;

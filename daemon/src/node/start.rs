@@ -16,12 +16,12 @@ use chorus_sync::{Engine, EngineConfig, Replica, SyncStore};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use super::heard::Heard;
 use super::view::WorkerView;
 use super::worker::{self, Input, PeerMessage, Worker};
 use super::{NodeConfig, NodeError, membership, peer_of};
 use crate::api;
 use crate::net::{self, Inbound, NetConfig, NetHandle, RaftTransport};
+use chorus_folder::heard::Heard;
 
 /// A node that has started: what its event loop works with.
 pub(super) struct Started {
@@ -179,7 +179,10 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
     {
         tracing::warn!("cannot mark {} as a share: {e}", root.display());
     }
-    let folder = DiskFolder::new(cfg.share, &cfg.state_dir, chunks, cfg.settings.chunker)?;
+    let mut folder = DiskFolder::new(cfg.share, &cfg.state_dir, chunks, cfg.settings.chunker)?;
+    if watcher.is_some() {
+        folder.hear(heard.clone());
+    }
     // Paused from the first answer the socket gives, before the worker has published.
     let mut first_view = WorkerView::default();
     first_view.paused = cfg.state_dir.join(worker::PAUSE_MARKER).exists();

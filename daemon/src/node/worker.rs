@@ -21,11 +21,11 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::heap;
-use super::heard::Heard;
 use super::view::WorkerView;
 use crate::api::{self, Request};
 use crate::net::NetHandle;
 use chorus_folder::DiskFolder;
+use chorus_folder::heard::Heard;
 use chorus_folder::watcher::Change;
 
 /// How often history retention runs.

@@ -202,7 +202,7 @@ impl Engine {
                     if !ready {
                         continue;
                     }
-                    let tree = ctx!(self).tree(target)?;
+                    let tree = std::sync::Arc::unwrap_or_clone(ctx!(self).tree(target)?);
                     self.take(Take {
                         from: self.me,
                         base,

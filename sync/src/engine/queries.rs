@@ -107,7 +107,10 @@ impl Engine {
     }
 
     /// The manifest of a stored version.
-    pub fn manifest(&self, id: &VersionId) -> Result<Option<TreeManifest>, EngineError> {
+    pub fn manifest(
+        &self,
+        id: &VersionId,
+    ) -> Result<Option<std::sync::Arc<TreeManifest>>, EngineError> {
         Ok(self.store.manifest(id)?)
     }
 

@@ -234,7 +234,7 @@ impl Leader {
             )
         } else {
             let base_tree = match sent_base {
-                Some(tree) => tree,
+                Some(tree) => std::sync::Arc::new(tree),
                 None => ctx.tree(base)?,
             };
             let ours = ctx.tree(tip.version)?;

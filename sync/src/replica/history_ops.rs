@@ -124,6 +124,7 @@ impl<F: Folder> Replica<F> {
         self.engine
             .manifest(version)
             .map_err(Refusal::failed)?
+            .map(std::sync::Arc::unwrap_or_clone)
             .ok_or_else(|| {
                 Refusal::conflict(format!(
                     "version {number} is no longer kept here (history retention removed it)"

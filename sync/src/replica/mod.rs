@@ -261,21 +261,20 @@ impl<F: Folder> Replica<F> {
         }
         // Never overwrite what changed since the last scan: scan it as a local edit.
         let in_folder = self.engine.folder();
-        let Some(now_on_disk) = self.read()? else {
+        let Some(now_on_disk) = self.read_before_write()? else {
             // The folder cannot be read now: write nothing; the version waits for the next
             // scan that works (it is asked for again then).
             self.stalled = self.unavailable.is_none();
             return Ok(());
         };
-        if now_on_disk.version_id() != in_folder {
+        if let Some(now_on_disk) = now_on_disk
+            && now_on_disk.version_id() != in_folder
+        {
             tracing::debug!(?version, on_disk = ?now_on_disk.version_id(), "local edits first");
             self.queue.push_back(Event::Local(now_on_disk));
             return Ok(());
         }
-        let old = self
-            .engine
-            .manifest(&in_folder)?
-            .unwrap_or_else(TreeManifest::empty);
+        let old = self.engine.manifest(&in_folder)?.unwrap_or_default();
         if !confirmed && let Some((deleting, of)) = self.guard.trips(&old, &tree) {
             tracing::warn!(
                 deleting,

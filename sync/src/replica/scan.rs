@@ -55,10 +55,19 @@ impl<F: Folder> Replica<F> {
         self.read_via(F::scan)
     }
 
-    fn read_via(
+    /// The folder right before a version is written over it: `Ok(Some(None))` when it still
+    /// holds what the engine last knew (see [`Folder::scan_before_write`]).
+    pub(super) fn read_before_write(
         &mut self,
-        scan: impl FnOnce(&mut F) -> Result<TreeManifest, FolderError>,
-    ) -> Result<Option<TreeManifest>, EngineError> {
+    ) -> Result<Option<Option<TreeManifest>>, EngineError> {
+        let expected = self.engine.folder();
+        self.read_via(|f| f.scan_before_write(expected))
+    }
+
+    fn read_via<T>(
+        &mut self,
+        scan: impl FnOnce(&mut F) -> Result<T, FolderError>,
+    ) -> Result<Option<T>, EngineError> {
         match scan(&mut self.folder) {
             Ok(tree) => {
                 self.unavailable = None;

@@ -85,7 +85,7 @@ impl Transfers {
         let held = ctx.store.manifest(&delta.base)?;
         match apply(
             &delta.wire,
-            held.as_ref(),
+            held.as_deref(),
             ctx.chunks,
             &ctx.cfg.apply_limits,
         ) {

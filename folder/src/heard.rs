@@ -1,6 +1,8 @@
 //! [`Heard`]: the changes the file watcher heard and no scan has looked at yet, gathered on the
-//! watcher's thread; their one owner. The worker is woken once per gathering, not sent a
-//! message per event: while it writes a version of 100,000 files it hears its own writes (five
+//! watcher's thread; their one owner. Whoever scans takes them: the daemon's worker when a
+//! burst has settled, the [`DiskFolder`](crate::disk::DiskFolder) right before it writes a
+//! version (so the check that nothing changed since the last scan looks at just those paths).
+//! The worker is woken once per gathering, not sent a message per event: while it writes a version of 100,000 files it hears its own writes (five
 //! events a file), and a message for each, queued until it was done, grew the daemon by
 //! ~180 MB. Gathered, a burst costs at most [`MAX_FOCUS_PATHS`] distinct paths; beyond that it
 //! is "scan it all", as a focus that wide is no cheaper.
@@ -9,8 +11,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use chorus_folder::focus::MAX_FOCUS_PATHS;
-use chorus_folder::watcher::Change;
+use crate::focus::MAX_FOCUS_PATHS;
+use crate::watcher::Change;
 
 /// Changes heard and not scanned yet.
 #[derive(Default)]
@@ -27,6 +29,25 @@ struct Gathered {
     paths: BTreeSet<PathBuf>,
 }
 
+impl Gathered {
+    fn gather(&mut self, change: Change) {
+        match change {
+            Change::Paths(paths) if !self.unknown => {
+                self.paths.extend(paths);
+                if self.paths.len() > MAX_FOCUS_PATHS {
+                    self.unknown = true;
+                    self.paths = BTreeSet::new();
+                }
+            }
+            Change::Paths(_) => {}
+            Change::Unknown => {
+                self.unknown = true;
+                self.paths = BTreeSet::new();
+            }
+        }
+    }
+}
+
 impl Heard {
     fn lock(&self) -> std::sync::MutexGuard<'_, Gathered> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -35,20 +56,7 @@ impl Heard {
     /// Adds a change; true when the worker has to be woken (no wake-up is on its way).
     pub fn add(&self, change: Change) -> bool {
         let mut g = self.lock();
-        match change {
-            Change::Paths(paths) if !g.unknown => {
-                g.paths.extend(paths);
-                if g.paths.len() > MAX_FOCUS_PATHS {
-                    g.unknown = true;
-                    g.paths = BTreeSet::new();
-                }
-            }
-            Change::Paths(_) => {}
-            Change::Unknown => {
-                g.unknown = true;
-                g.paths = BTreeSet::new();
-            }
-        }
+        g.gather(change);
         !std::mem::replace(&mut g.waking, true)
     }
 
@@ -68,6 +76,12 @@ impl Heard {
         } else {
             Change::Paths(paths.into_iter().collect())
         }
+    }
+
+    /// Gives back what a scan took and could not look at (the folder was unavailable): the
+    /// next scan takes it again. Wakes no one (the scan that failed is retried).
+    pub fn requeue(&self, change: Change) {
+        self.lock().gather(change);
     }
 }
 
