@@ -229,21 +229,18 @@ impl TreeManifest {
         entries: impl IntoIterator<Item = (RelPath, Entry)>,
     ) -> Result<Self, Error> {
         let entries: BTreeMap<RelPath, Entry> = entries.into_iter().collect();
+        // An ancestor that is absent is fine (it is implied); one that is a file or a link is
+        // not. Looked up by hash: a tree lookup per ancestor cost ~50 ms for 100k paths.
+        let not_dirs: std::collections::HashSet<&str> = entries
+            .iter()
+            .filter(|(_, e)| !e.is_dir())
+            .map(|(p, _)| p.as_str())
+            .collect();
         for path in entries.keys() {
-            for anc in path.ancestors() {
-                // An ancestor that is absent is fine (it is implied); one that is a file is not.
-                if let Some((_, e)) = entries
-                    .range::<str, _>((
-                        std::ops::Bound::Included(anc),
-                        std::ops::Bound::Included(anc),
-                    ))
-                    .next()
-                    && !e.is_dir()
-                {
-                    return Err(Error::Invalid(format!(
-                        "{path} lies below {anc}, which is not a directory"
-                    )));
-                }
+            if let Some(anc) = path.ancestors().find(|a| not_dirs.contains(a)) {
+                return Err(Error::Invalid(format!(
+                    "{path} lies below {anc}, which is not a directory"
+                )));
             }
         }
         Ok(TreeManifest {

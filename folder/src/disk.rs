@@ -24,7 +24,7 @@ use crate::focus::Focus;
 use crate::heard::Heard;
 use crate::scan::{Exclude, ScanError, ScanReport, scan_root, with_unknown_kept};
 use crate::share::{DOCUMENT_PATH, Share};
-use crate::state::{Failed, Files, State};
+use crate::state::{Failed, Files, KnownSaver, State};
 use crate::watcher::Change;
 use crate::write::{Ctx, Stop, write_tree};
 
@@ -37,7 +37,9 @@ pub struct DiskFolder {
     pub(crate) files: Files,
     pub(crate) state: State,
     /// The last tree the folder was known to hold.
-    pub(crate) known: TreeManifest,
+    pub(crate) known: Arc<TreeManifest>,
+    /// Records `known` in the state dir.
+    pub(crate) known_saver: KnownSaver,
     /// This run's temp-name tag.
     pub(crate) session: String,
     /// The state dir's (device, inode) and, when it lies inside the share, its path there.
@@ -98,7 +100,8 @@ impl DiskFolder {
             _ => None,
         };
         Ok(DiskFolder {
-            known: files.known(),
+            known: Arc::new(files.known()),
+            known_saver: files.known_saver().map_err(state_err)?,
             share,
             chunks,
             params,
@@ -156,10 +159,8 @@ impl DiskFolder {
 
     fn set_known(&mut self, tree: &TreeManifest) {
         if tree.version_id() != self.known.version_id() {
-            self.known = tree.clone();
-            if let Err(e) = self.files.save_known(tree) {
-                tracing::warn!("cannot record the folder's last known tree: {e}");
-            }
+            self.known = Arc::new(tree.clone());
+            self.known_saver.save(self.known.clone());
         }
     }
 

@@ -5,13 +5,16 @@
 //! hold (so an unreadable subtree keeps it even on the first scan after a restart).
 //!
 //! Written atomically (temp file, rename) whenever it changes. The known tree is a hint: a
-//! lost or unreadable copy means "nothing known", never an error.
+//! lost or unreadable copy means "nothing known", never an error. It is written by a thread of
+//! its own ([`KnownSaver`]), the newest tree only: encoding and writing a tree of 100k files
+//! took ~60 ms of every scan, on the way from a saved file to the other machines.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -38,6 +41,30 @@ pub(crate) struct State {
     /// Sessions whose temp files may be left in the share (the current one included).
     pub sessions: Vec<String>,
     pub failed: BTreeMap<RelPath, Failed>,
+}
+
+/// Saves the folder's known tree off the caller's thread ([`Files::known_saver`]).
+#[derive(Debug)]
+pub(crate) struct KnownSaver {
+    tx: Option<std::sync::mpsc::Sender<Arc<TreeManifest>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KnownSaver {
+    pub fn save(&self, tree: Arc<TreeManifest>) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(tree);
+        }
+    }
+}
+
+impl Drop for KnownSaver {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Where the state lives.
@@ -82,6 +109,29 @@ impl Files {
 
     pub fn save_known(&self, tree: &TreeManifest) -> std::io::Result<()> {
         self.put("known.pb", &tree.to_proto().encode_to_vec(), false)
+    }
+
+    /// A thread that saves the known trees it is given, the newest first (older ones waiting
+    /// are skipped), until it is dropped (then it saves the last one it was given, and ends).
+    pub fn known_saver(&self) -> std::io::Result<KnownSaver> {
+        let (tx, rx) = std::sync::mpsc::channel::<Arc<TreeManifest>>();
+        let files = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("chorus-known".into())
+            .spawn(move || {
+                while let Ok(mut tree) = rx.recv() {
+                    while let Ok(newer) = rx.try_recv() {
+                        tree = newer;
+                    }
+                    if let Err(e) = files.save_known(&tree) {
+                        tracing::warn!("cannot record the folder's last known tree: {e}");
+                    }
+                }
+            })?;
+        Ok(KnownSaver {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// Replaces `name` atomically; `durable` fsyncs it first.
