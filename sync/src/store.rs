@@ -198,8 +198,23 @@ impl SyncStore {
             return Ok(None);
         };
         let tree = Arc::new(tree);
+        self.keep(tree.clone());
+        Ok(Some(tree))
+    }
+
+    /// Stores a manifest, as [`put_manifest`](Self::put_manifest), and keeps it decoded as
+    /// one of the recent ones: a version just made (a scan, a merge) is read next.
+    pub fn put_and_keep(&self, tree: TreeManifest) -> Result<VersionId, StoreError> {
+        let id = self.put_manifest(&tree)?;
+        if !self.recent().iter().any(|t| t.version_id() == id) {
+            self.keep(Arc::new(tree));
+        }
+        Ok(id)
+    }
+
+    fn keep(&self, tree: Arc<TreeManifest>) {
         let mut recent = self.recent();
-        recent.push_front(tree.clone());
+        recent.push_front(tree);
         let mut entries = 0;
         let keep = recent
             .iter()
@@ -210,7 +225,6 @@ impl SyncStore {
             })
             .count();
         recent.truncate(keep);
-        Ok(Some(tree))
     }
 
     fn read_manifest(&self, id: &VersionId) -> Result<Option<TreeManifest>, StoreError> {

@@ -135,7 +135,7 @@ impl Engine {
         self.now = now_ms;
         match event {
             Event::Local(tree) => {
-                let id = self.store.put_manifest(&tree)?;
+                let id = self.store.put_and_keep(tree)?;
                 let steps = self
                     .follower
                     .on_local(&mut ctx!(self), &mut self.transfers, id)?;

@@ -239,7 +239,7 @@ impl Leader {
             };
             let ours = ctx.tree(tip.version)?;
             let m = merge::merge(ctx, &base_tree, &ours, tip.number, &t.tree, t.number)?;
-            let id = ctx.store.put_manifest(&m.tree)?;
+            let id = ctx.store.put_and_keep(m.tree)?;
             for e in m.extras {
                 if !self.extras.contains(&e) {
                     self.extras.push(e);

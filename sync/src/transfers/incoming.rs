@@ -92,7 +92,8 @@ impl Transfers {
             Ok(ApplyOutcome::Applied(a)) => {
                 self.incoming.remove(&(from, slot));
                 self.forget(from, slot);
-                ctx.store.put_manifest(&a.tree)?;
+                // Kept decoded: the version is adopted and written next.
+                ctx.store.put_and_keep(a.tree.clone())?;
                 let sent_base = match (&held, &delta.wire.base_manifest) {
                     (None, Some(m)) => TreeManifest::from_proto(m).ok(),
                     _ => None,
