@@ -10,6 +10,7 @@
 //!   tag their names carry (recorded in the state dir before any was made), so no file of a
 //!   user or a peer, whatever its name, is ever taken for one.
 
+use std::borrow::Cow;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -404,7 +405,7 @@ fn as_named(tree: &TreeManifest, name: &RelPath) -> TreeManifest {
 
 impl DiskFolder {
     /// `tree` without the paths the share's ignore rules (as the last scan read them) exclude.
-    fn without_ignored(&self, tree: TreeManifest) -> TreeManifest {
+    fn without_ignored<'t>(&self, tree: Cow<'t, TreeManifest>) -> Cow<'t, TreeManifest> {
         let rules = &self.last_report.ignore_rules;
         if !tree.iter().any(|(p, _)| rules.excludes(p)) {
             return tree;
@@ -414,7 +415,10 @@ impl DiskFolder {
             .filter(|(p, _)| !rules.excludes(p))
             .map(|(p, e)| (p.clone(), e.clone()))
             .collect();
-        TreeManifest::from_entries(kept).unwrap_or(tree)
+        match TreeManifest::from_entries(kept) {
+            Ok(t) => Cow::Owned(t),
+            Err(_) => tree,
+        }
     }
 }
 
@@ -488,32 +492,49 @@ impl Folder for DiskFolder {
     ) -> Result<WriteReport, FolderError> {
         let root = self.open()?;
         let mut refused: Vec<(RelPath, String)> = Vec::new();
+        // The trees are copied only when something must be taken out or put back (at 100k
+        // files each copy costs tens of ms and MB).
+        let in_state_dir = |t: &TreeManifest| {
+            self.state_dir_rel
+                .as_ref()
+                .is_some_and(|s| t.iter().any(|(p, _)| p.starts_with(s)))
+        };
         // What the disk holds: the version, but what failed is as the disk showed it.
-        let mut disk = old.clone().into_entries();
-        for (p, f) in &self.state.failed {
-            match &f.disk {
-                Some(e) => disk.insert(p.clone(), e.clone()),
-                None => disk.remove(p),
-            };
-        }
-        let mut want = new.clone().into_entries();
-        // This machine's state dir, inside the share under another name, is never written.
-        if let Some(s) = &self.state_dir_rel {
-            for p in want.keys().filter(|p| p.starts_with(s)) {
-                refused.push((p.clone(), format!(
-                    "this machine keeps its chorus state in {s} (--state-dir): move the state dir out of the share"
-                )));
+        let disk: Cow<'_, TreeManifest> = if self.state.failed.is_empty() && !in_state_dir(old) {
+            Cow::Borrowed(old)
+        } else {
+            let mut disk = old.clone().into_entries();
+            for (p, f) in &self.state.failed {
+                match &f.disk {
+                    Some(e) => disk.insert(p.clone(), e.clone()),
+                    None => disk.remove(p),
+                };
             }
-            disk.retain(|p, _| !p.starts_with(s));
-            want.retain(|p, _| !p.starts_with(s));
-        }
-        // Should what failed not fit the version any more, the version is taken as the disk.
-        let disk = TreeManifest::from_entries(disk).unwrap_or_else(|_| old.clone());
-        let want_tree = TreeManifest::from_entries(want)?;
+            if let Some(s) = &self.state_dir_rel {
+                disk.retain(|p, _| !p.starts_with(s));
+            }
+            // Should what failed not fit the version any more, the version is taken as the
+            // disk.
+            Cow::Owned(TreeManifest::from_entries(disk).unwrap_or_else(|_| old.clone()))
+        };
+        // This machine's state dir, inside the share under another name, is never written.
+        let want_tree: Cow<'_, TreeManifest> = match &self.state_dir_rel {
+            Some(s) if in_state_dir(new) => {
+                let mut want = new.clone().into_entries();
+                for p in want.keys().filter(|p| p.starts_with(s)) {
+                    refused.push((p.clone(), format!(
+                        "this machine keeps its chorus state in {s} (--state-dir): move the state dir out of the share"
+                    )));
+                }
+                want.retain(|p, _| !p.starts_with(s));
+                Cow::Owned(TreeManifest::from_entries(want)?)
+            }
+            _ => Cow::Borrowed(new),
+        };
         let (old_w, new_w, doc) = match &self.share {
             // Ignored paths are never written, removed or created, whatever a version holds.
             Share::Folder(_) => (
-                self.without_ignored(disk.clone()),
+                self.without_ignored(Cow::Borrowed(&*disk)),
                 self.without_ignored(want_tree),
                 None,
             ),
@@ -526,14 +547,14 @@ impl Folder for DiskFolder {
                         if e.is_dir() { "directory" } else { "link" }
                     )));
                     (
-                        TreeManifest::empty(),
-                        TreeManifest::empty(),
+                        Cow::Owned(TreeManifest::empty()),
+                        Cow::Owned(TreeManifest::empty()),
                         Some((name, doc)),
                     )
                 } else {
                     (
-                        as_named(&disk, &name),
-                        as_named(&want_tree, &name),
+                        Cow::Owned(as_named(&disk, &name)),
+                        Cow::Owned(as_named(&want_tree, &name)),
                         Some((name, doc)),
                     )
                 }

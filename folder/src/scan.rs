@@ -320,8 +320,11 @@ pub fn with_unknown_kept(
     known: &TreeManifest,
 ) -> TreeManifest {
     use std::ops::Bound::{Excluded, Included};
-    let mut have: std::collections::HashSet<RelPath> =
-        entries.iter().map(|(p, _)| p.clone()).collect();
+    let mut have: std::collections::HashSet<RelPath> = if unknown.is_empty() {
+        Default::default()
+    } else {
+        entries.iter().map(|(p, _)| p.clone()).collect()
+    };
     let known = known.entries();
     for (u, _) in unknown {
         // The path itself, then every path below it ("u/" up to "u0", '0' following '/').
@@ -335,24 +338,9 @@ pub fn with_unknown_kept(
             }
         }
     }
-    match TreeManifest::from_entries(entries.clone()) {
-        Ok(t) => t,
-        // What was known no longer fits what is on disk (a file became a directory): the
-        // disk's entries win, what was known below them is dropped.
-        Err(_) => {
-            let scanned: std::collections::BTreeMap<RelPath, Entry> = entries.into_iter().collect();
-            let fits = |p: &RelPath| {
-                p.ancestors()
-                    .all(|a| scanned.get(a).is_none_or(Entry::is_dir))
-            };
-            let kept: Vec<(RelPath, Entry)> = scanned
-                .iter()
-                .filter(|(p, _)| fits(p))
-                .map(|(p, e)| (p.clone(), e.clone()))
-                .collect();
-            TreeManifest::from_entries(kept).unwrap_or_default()
-        }
-    }
+    // What was known may no longer fit what is on disk (a file became a directory): the
+    // disk's entries win, what was known below them is dropped.
+    TreeManifest::from_entries_fitting(entries)
 }
 
 /// Reads a directory's `.chorusignore` (confined) into rules.
