@@ -240,6 +240,46 @@ impl TreeManifest {
         })
     }
 
+    /// Builds a manifest from the entries of a valid one, less some paths and with the paths
+    /// in `changed` set: only those are checked (against their ancestors and, a file or a
+    /// link, against anything below it), not every path of the tree. A removal cannot make a
+    /// tree invalid; a change can only where it is.
+    pub(crate) fn from_changed<'a>(
+        entries: BTreeMap<RelPath, Entry>,
+        changed: impl IntoIterator<Item = &'a RelPath>,
+    ) -> Result<Self, Error> {
+        use std::ops::Bound::{Excluded, Included};
+        for path in changed {
+            let Some(entry) = entries.get(path) else {
+                continue;
+            };
+            if let Some(anc) = path
+                .ancestors()
+                .find(|a| entries.get(*a).is_some_and(|e| !e.is_dir()))
+            {
+                return Err(Error::Invalid(format!(
+                    "{path} lies below {anc}, which is not a directory"
+                )));
+            }
+            if !entry.is_dir()
+                && let Some((below, _)) = entries
+                    .range::<str, _>((
+                        Included(format!("{path}/").as_str()),
+                        Excluded(format!("{path}0").as_str()),
+                    ))
+                    .next()
+            {
+                return Err(Error::Invalid(format!(
+                    "{below} lies below {path}, which is not a directory"
+                )));
+            }
+        }
+        Ok(TreeManifest {
+            entries,
+            id: Default::default(),
+        })
+    }
+
     /// Builds a manifest from `entries`, leaving out each path that lies below a file or a
     /// symlink among them (which [`from_entries`](Self::from_entries) refuses).
     pub fn from_entries_fitting(entries: impl IntoIterator<Item = (RelPath, Entry)>) -> Self {
@@ -608,6 +648,35 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.to_string().contains("a/f/g/h lies below a/f"), "{e}");
+    }
+
+    /// A valid tree changed at a few paths is checked at those paths only, both ways: below
+    /// a file, and a file over what lies below it.
+    #[test]
+    fn a_changed_tree_is_checked_where_it_changed() {
+        let base = TreeManifest::from_entries([
+            (p("d"), Entry::dir()),
+            (p("d/x"), file(b"1")),
+            (p("f"), file(b"2")),
+        ])
+        .unwrap();
+        let changed = |path: &str, e: Entry| {
+            let mut m = base.entries().clone();
+            m.insert(p(path), e);
+            TreeManifest::from_changed(m, [&p(path)])
+        };
+        assert!(changed("f/y", file(b"3")).is_err(), "below a file");
+        assert!(changed("d", file(b"3")).is_err(), "a file over d/x");
+        assert!(
+            changed("d", Entry::symlink("f").unwrap()).is_err(),
+            "a link over d/x"
+        );
+        let fine = changed("d/y", file(b"3")).unwrap();
+        assert_eq!(
+            TreeManifest::from_entries(fine.clone().into_entries()).unwrap(),
+            fine
+        );
+        assert!(changed("d", Entry::dir()).is_ok(), "a directory stays one");
     }
 
     #[test]

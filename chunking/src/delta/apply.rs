@@ -404,6 +404,7 @@ pub fn apply(
             literal_chunks[(i - n_known) as usize].0
         }
     };
+    let changed: Vec<RelPath> = resolved.iter().map(|(p, _)| p.clone()).collect();
     for (path, r) in resolved {
         let entry = match r {
             Resolved::File { mode, runs } => {
@@ -420,7 +421,8 @@ pub fn apply(
         };
         entries.insert(path, entry);
     }
-    let tree = TreeManifest::from_entries(entries)?;
+    // The base was a valid tree: only what changed needs checking.
+    let tree = TreeManifest::from_changed(entries, &changed)?;
     let got = tree.version_id();
     if got != target_id {
         return Err(ApplyError::TargetMismatch {
