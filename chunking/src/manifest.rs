@@ -395,6 +395,17 @@ impl TreeManifest {
         }
     }
 
+    /// The manifest encoded as the wire type ([`to_proto`](Self::to_proto) then encoded, the
+    /// same bytes), one entry at a time: the wire type of a whole 100k-file tree, built only to
+    /// be encoded, was ~20 MB and a copy of every path.
+    pub fn encode_proto(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (p, e) in &self.entries {
+            prost::encoding::message::encode(1, &entry_to_proto(p, e), &mut out);
+        }
+        out
+    }
+
     /// The manifest from the wire: paths validated, entries strictly sorted, sizes consistent.
     pub fn from_proto(p: &proto::TreeManifest) -> Result<Self, Error> {
         let mut prev: Option<&str> = None;
@@ -714,6 +725,11 @@ mod tests {
         ])
         .unwrap();
         let back = TreeManifest::from_proto(&t.to_proto()).unwrap();
+        assert_eq!(
+            t.encode_proto(),
+            prost::Message::encode_to_vec(&t.to_proto()),
+            "encoded one entry at a time, the same bytes"
+        );
         assert_eq!(back, t);
 
         let mut unsorted = t.to_proto();

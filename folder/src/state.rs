@@ -108,7 +108,7 @@ impl Files {
     }
 
     pub fn save_known(&self, tree: &TreeManifest) -> std::io::Result<()> {
-        self.put("known.pb", &tree.to_proto().encode_to_vec(), false)
+        self.put("known.pb", &tree.encode_proto(), false)
     }
 
     /// A thread that saves the known trees it is given, the newest first (older ones waiting

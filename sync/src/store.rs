@@ -160,7 +160,7 @@ impl SyncStore {
         if self.has_manifest(&id)? {
             return Ok(id);
         }
-        let bytes = tree.to_proto().encode_to_vec();
+        let bytes = tree.encode_proto();
         let txn = self.db.begin_write().map_err(db_err)?;
         {
             let mut t = txn.open_table(VERSIONS).map_err(db)?;
