@@ -501,7 +501,7 @@ fn decode_record(id: &ChunkId, record: &[u8]) -> Option<Vec<u8>> {
                 Ok(Some(_)) => return None,
                 _ => MAX_CHUNK as usize,
             };
-            zstd::bulk::decompress(body, cap).ok()?
+            crate::squeeze::decompress(body, cap).ok()?
         }
         _ => return None,
     };
