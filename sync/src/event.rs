@@ -75,6 +75,6 @@ pub enum Action {
     /// is never overwritten: scan it and send [`Event::Local`] instead.
     Materialize {
         version: VersionId,
-        tree: TreeManifest,
+        tree: std::sync::Arc<TreeManifest>,
     },
 }

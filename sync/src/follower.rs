@@ -265,7 +265,7 @@ impl Follower {
         if self.materializing == Some(a) {
             return Ok(());
         }
-        let tree = std::sync::Arc::unwrap_or_clone(ctx.tree(a.version)?);
+        let tree = ctx.tree(a.version)?;
         self.materializing = Some(a);
         ctx.out.push(Action::Materialize {
             version: a.version,

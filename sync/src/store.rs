@@ -204,10 +204,10 @@ impl SyncStore {
 
     /// Stores a manifest, as [`put_manifest`](Self::put_manifest), and keeps it decoded as
     /// one of the recent ones: a version just made (a scan, a merge) is read next.
-    pub fn put_and_keep(&self, tree: TreeManifest) -> Result<VersionId, StoreError> {
+    pub fn put_and_keep(&self, tree: Arc<TreeManifest>) -> Result<VersionId, StoreError> {
         let id = self.put_manifest(&tree)?;
         if !self.recent().iter().any(|t| t.version_id() == id) {
-            self.keep(Arc::new(tree));
+            self.keep(tree);
         }
         Ok(id)
     }

@@ -135,7 +135,7 @@ impl Engine {
         self.now = now_ms;
         match event {
             Event::Local(tree) => {
-                let id = self.store.put_and_keep(tree)?;
+                let id = self.store.put_and_keep(Arc::new(tree))?;
                 let steps = self
                     .follower
                     .on_local(&mut ctx!(self), &mut self.transfers, id)?;
@@ -202,7 +202,7 @@ impl Engine {
                     if !ready {
                         continue;
                     }
-                    let tree = std::sync::Arc::unwrap_or_clone(ctx!(self).tree(target)?);
+                    let tree = ctx!(self).tree(target)?;
                     self.take(Take {
                         from: self.me,
                         base,

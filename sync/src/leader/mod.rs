@@ -68,7 +68,7 @@ pub(crate) struct Take {
     pub sent_base: Option<TreeManifest>,
     pub target: VersionId,
     pub number: VersionNumber,
-    pub tree: TreeManifest,
+    pub tree: std::sync::Arc<TreeManifest>,
     pub before: Vec<VersionId>,
     /// What the push displaces on purpose (a redo), for the redo stack.
     pub displaced: Vec<RedoEntry>,
@@ -239,7 +239,7 @@ impl Leader {
             };
             let ours = ctx.tree(tip.version)?;
             let m = merge::merge(ctx, &base_tree, &ours, tip.number, &t.tree, t.number)?;
-            let id = ctx.store.put_and_keep(m.tree)?;
+            let id = ctx.store.put_and_keep(std::sync::Arc::new(m.tree))?;
             for e in m.extras {
                 if !self.extras.contains(&e) {
                     self.extras.push(e);

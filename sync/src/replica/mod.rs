@@ -71,7 +71,7 @@ pub enum Notice {
 #[derive(Debug, Clone)]
 pub struct Held {
     pub version: VersionId,
-    pub tree: TreeManifest,
+    pub tree: std::sync::Arc<TreeManifest>,
     /// Set when the mass-delete guard holds it: how many files it deletes, of how many.
     pub mass_delete: Option<(usize, usize)>,
 }
@@ -248,7 +248,7 @@ impl<F: Folder> Replica<F> {
     fn materialize(
         &mut self,
         version: VersionId,
-        tree: TreeManifest,
+        tree: std::sync::Arc<TreeManifest>,
         confirmed: bool,
     ) -> Result<(), EngineError> {
         if self.paused {

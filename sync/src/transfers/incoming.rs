@@ -93,7 +93,8 @@ impl Transfers {
                 self.incoming.remove(&(from, slot));
                 self.forget(from, slot);
                 // Kept decoded: the version is adopted and written next.
-                ctx.store.put_and_keep(a.tree.clone())?;
+                let tree = std::sync::Arc::new(a.tree);
+                ctx.store.put_and_keep(tree.clone())?;
                 let sent_base = match (&held, &delta.wire.base_manifest) {
                     (None, Some(m)) => TreeManifest::from_proto(m).ok(),
                     _ => None,
@@ -102,7 +103,7 @@ impl Transfers {
                     base: delta.base,
                     sent_base,
                     target: a.target,
-                    tree: a.tree,
+                    tree,
                 }))
             }
             Ok(ApplyOutcome::NeedBase { base, target }) => {

@@ -102,7 +102,7 @@ pub struct Received {
     /// The base as the sender sent it, when this node did not hold it.
     pub sent_base: Option<TreeManifest>,
     pub target: VersionId,
-    pub tree: TreeManifest,
+    pub tree: std::sync::Arc<TreeManifest>,
 }
 
 /// How far the chunks of an incoming delta have arrived.
