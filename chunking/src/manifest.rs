@@ -248,29 +248,12 @@ impl TreeManifest {
         entries: BTreeMap<RelPath, Entry>,
         changed: impl IntoIterator<Item = &'a RelPath>,
     ) -> Result<Self, Error> {
-        use std::ops::Bound::{Excluded, Included};
         for path in changed {
-            let Some(entry) = entries.get(path) else {
-                continue;
-            };
-            if let Some(anc) = path
-                .ancestors()
-                .find(|a| entries.get(*a).is_some_and(|e| !e.is_dir()))
+            if let Some(entry) = entries.get(path)
+                && !fits(&entries, path, entry)
             {
                 return Err(Error::Invalid(format!(
-                    "{path} lies below {anc}, which is not a directory"
-                )));
-            }
-            if !entry.is_dir()
-                && let Some((below, _)) = entries
-                    .range::<str, _>((
-                        Included(format!("{path}/").as_str()),
-                        Excluded(format!("{path}0").as_str()),
-                    ))
-                    .next()
-            {
-                return Err(Error::Invalid(format!(
-                    "{below} lies below {path}, which is not a directory"
+                    "{path} lies below a file or a link, or is one with paths below it"
                 )));
             }
         }
@@ -494,6 +477,26 @@ impl Sink for Vec<u8> {
     }
 }
 
+/// The entries strictly below `path` ("path/" up to "path0": '0' follows '/'), in order.
+pub fn entries_below<'a>(
+    entries: &'a BTreeMap<RelPath, Entry>,
+    path: &str,
+) -> impl Iterator<Item = (&'a RelPath, &'a Entry)> {
+    use std::ops::Bound::{Excluded, Included};
+    entries.range::<str, _>((
+        Included(format!("{path}/").as_str()),
+        Excluded(format!("{path}0").as_str()),
+    ))
+}
+
+/// True when `entry` can stand at `path` among `entries`: its ancestors are directories (or
+/// absent), and nothing lies below it unless it is a directory.
+pub fn fits(entries: &BTreeMap<RelPath, Entry>, path: &RelPath, entry: &Entry) -> bool {
+    path.ancestors()
+        .all(|a| entries.get(a).is_none_or(Entry::is_dir))
+        && (entry.is_dir() || entries_below(entries, path.as_str()).next().is_none())
+}
+
 /// Each path that lies below a file or a symlink, with the nearest such ancestor. An ancestor
 /// that is absent is fine (it is implied). Looked up by hash: a tree lookup per ancestor cost
 /// ~50 ms for 100k paths.
@@ -688,6 +691,13 @@ mod tests {
             fine
         );
         assert!(changed("d", Entry::dir()).is_ok(), "a directory stays one");
+        assert!(!fits(base.entries(), &p("f/y"), &file(b"3")));
+        assert!(!fits(base.entries(), &p("d"), &file(b"3")));
+        assert!(fits(base.entries(), &p("d"), &Entry::dir()));
+        assert!(
+            fits(base.entries(), &p("e/f"), &file(b"3")),
+            "an absent ancestor is implied"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use chorus_chunking::manifest::fits;
 use chorus_chunking::{ChunkStore, ChunkerParams, Entry, RelPath, TreeManifest, VersionId};
 use chorus_sync::folder::{Folder, FolderError, PathFailure, WriteReport};
 
@@ -102,7 +103,12 @@ impl DiskFolder {
         };
         Ok(DiskFolder {
             known: Arc::new(files.known()),
-            known_saver: files.known_saver().map_err(state_err)?,
+            known_saver: files.known_saver().map_err(|e| {
+                unavailable(format!(
+                    "cannot start the thread that records the folder's last known tree: {e}; \
+                     the system is out of threads or memory"
+                ))
+            })?,
             share,
             chunks,
             params,
@@ -370,27 +376,6 @@ impl DiskFolder {
             Entry::File { mode, manifest },
         )])?)
     }
-}
-
-/// True when `entry` can stand at `path` among `entries`: its ancestors are directories (or
-/// absent), and nothing lies below it unless it is a directory.
-fn fits(
-    entries: &std::collections::BTreeMap<RelPath, Entry>,
-    path: &RelPath,
-    entry: &Entry,
-) -> bool {
-    use std::ops::Bound::{Excluded, Included};
-    let ancestors_ok = path
-        .ancestors()
-        .all(|a| entries.get(a).is_none_or(Entry::is_dir));
-    let below = format!("{path}/");
-    let end = format!("{path}0");
-    let nothing_below = entry.is_dir()
-        || entries
-            .range::<str, _>((Included(below.as_str()), Excluded(end.as_str())))
-            .next()
-            .is_none();
-    ancestors_ok && nothing_below
 }
 
 /// A document tree with its file under `name` instead of [`DOCUMENT_PATH`]; anything else a

@@ -319,7 +319,6 @@ pub fn with_unknown_kept(
     unknown: &[(RelPath, String)],
     known: &TreeManifest,
 ) -> TreeManifest {
-    use std::ops::Bound::{Excluded, Included};
     let mut have: std::collections::HashSet<RelPath> = if unknown.is_empty() {
         Default::default()
     } else {
@@ -327,11 +326,8 @@ pub fn with_unknown_kept(
     };
     let known = known.entries();
     for (u, _) in unknown {
-        // The path itself, then every path below it ("u/" up to "u0", '0' following '/').
-        let below = known.range::<str, _>((
-            Included(format!("{u}/").as_str()),
-            Excluded(format!("{u}0").as_str()),
-        ));
+        // The path itself, then every path below it.
+        let below = chorus_chunking::manifest::entries_below(known, u.as_str());
         for (p, e) in known.get_key_value(u).into_iter().chain(below) {
             if have.insert(p.clone()) {
                 entries.push((p.clone(), e.clone()));
