@@ -627,3 +627,92 @@ proptest! {
         }
     }
 }
+
+/// The canonical encoding of a tree given as sorted entries, computed by hand (as a hostile
+/// member can): the VersionId of a tree that `TreeManifest` itself refuses to build.
+fn canonical_id(entries: &[(String, chorus_chunking::Entry)]) -> [u8; 32] {
+    use chorus_chunking::Entry;
+    let mut b = b"chorus tree manifest v2\n".to_vec();
+    b.extend((entries.len() as u64).to_le_bytes());
+    for (path, e) in entries {
+        b.extend((path.len() as u32).to_le_bytes());
+        b.extend(path.as_bytes());
+        match e {
+            Entry::File { mode, manifest } => {
+                b.push(1);
+                b.extend((mode.bits() as u16).to_le_bytes());
+                b.extend((manifest.chunks.len() as u64).to_le_bytes());
+                for c in &manifest.chunks {
+                    b.extend(c.id.0);
+                    b.extend(c.len.to_le_bytes());
+                }
+            }
+            Entry::Dir { mode } => {
+                b.push(2);
+                b.extend((mode.bits() as u16).to_le_bytes());
+            }
+            Entry::Symlink { target } => {
+                b.push(3);
+                b.extend((target.len() as u32).to_le_bytes());
+                b.extend(target.as_bytes());
+            }
+        }
+    }
+    *blake3::hash(&b).as_bytes()
+}
+
+/// A member that sends a delta whose target puts a file below another file, with the target
+/// id of exactly that tree (so the id check alone passes it): the receiver checks the paths
+/// the delta changed and refuses it, whatever the base held.
+#[test]
+fn a_delta_that_puts_a_path_below_a_file_is_refused_even_with_its_true_id() {
+    let base_spec = sample_base();
+    let mut target_spec = base_spec.clone();
+    target_spec.insert(
+        "docs/new.txt".into(),
+        Node::File {
+            mode: 0o644,
+            bytes: text(30, 3),
+        },
+    );
+    let sender = MemStore::new();
+    let base = build(&base_spec, &sender);
+    let target = build(&target_spec, &sender);
+    let (good, _) = encode(&base, &target, &sender, &EncodeOptions::default()).unwrap();
+    let (rstore, rbase) = receiver(&base_spec);
+    assert_eq!(good.changes.len(), 1);
+
+    // Two forgeries: a file below the file "bin", and "docs" (which holds docs/notes.txt)
+    // turned into a file.
+    for (from, to) in [("docs/new.txt", "bin/new.txt"), ("docs/new.txt", "docs")] {
+        let mut forged = good.clone();
+        forged.changes[0].path = to.into();
+        let mut entries: Vec<(String, chorus_chunking::Entry)> = target
+            .iter()
+            .filter(|(p, _)| p.as_str() != to)
+            .map(|(p, e)| {
+                let p = if p.as_str() == from { to } else { p.as_str() };
+                (p.to_owned(), e.clone())
+            })
+            .collect();
+        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        forged.target = Some(proto::VersionId::from_bytes(canonical_id(&entries)));
+        let r = apply(
+            &wire(forged),
+            Some(&rbase),
+            &rstore,
+            &ApplyLimits::default(),
+        );
+        match r {
+            Err(ApplyError::Invalid(why)) => assert!(why.contains(to), "{to}: {why}"),
+            other => panic!("{to}: not refused as invalid: {other:?}"),
+        }
+    }
+    // Unforged, the same delta applies.
+    let tree = apply(&good, Some(&rbase), &rstore, &ApplyLimits::default())
+        .unwrap()
+        .applied()
+        .unwrap()
+        .tree;
+    assert_eq!(tree, target);
+}
