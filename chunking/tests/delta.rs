@@ -38,6 +38,28 @@ fn assert_holds(tree: &TreeManifest, spec: &Spec, store: &dyn ChunkStore) {
     }
 }
 
+/// The sample base, and a target that adds the file `path` of `lines` lines of text.
+fn sample_with_new_file(path: &str, lines: usize, seed: u64) -> (Spec, Spec) {
+    let base_spec = sample_base();
+    let mut target_spec = base_spec.clone();
+    target_spec.insert(
+        path.into(),
+        Node::File {
+            mode: 0o644,
+            bytes: text(lines, seed),
+        },
+    );
+    (base_spec, target_spec)
+}
+
+/// Both trees built in a sender's store.
+fn built(base_spec: &Spec, target_spec: &Spec) -> (MemStore, TreeManifest, TreeManifest) {
+    let sender = MemStore::new();
+    let base = build(base_spec, &sender);
+    let target = build(target_spec, &sender);
+    (sender, base, target)
+}
+
 fn sample_base() -> Spec {
     let mut s = Spec::new();
     s.insert("docs".into(), Node::Dir);
@@ -102,18 +124,8 @@ fn a_small_edit_costs_little_and_round_trips() {
 
 #[test]
 fn unknown_base_asks_for_it_then_succeeds_with_it() {
-    let base_spec = sample_base();
-    let mut target_spec = base_spec.clone();
-    target_spec.insert(
-        "new.txt".into(),
-        Node::File {
-            mode: 0o644,
-            bytes: text(50, 9),
-        },
-    );
-    let sender = MemStore::new();
-    let base = build(&base_spec, &sender);
-    let target = build(&target_spec, &sender);
+    let (base_spec, target_spec) = sample_with_new_file("new.txt", 50, 9);
+    let (sender, base, target) = built(&base_spec, &target_spec);
 
     // The receiver has the chunks (from elsewhere) but not the version.
     let (rstore, _) = receiver(&base_spec);
@@ -245,19 +257,9 @@ fn permission_changes_alone_travel_in_a_delta() {
 
 #[test]
 fn hostile_deltas_are_refused_and_change_nothing() {
-    let base_spec = sample_base();
-    let mut target_spec = base_spec.clone();
-    target_spec.insert(
-        "docs/new.txt".into(),
-        Node::File {
-            mode: 0o644,
-            bytes: text(30, 3),
-        },
-    );
+    let (base_spec, mut target_spec) = sample_with_new_file("docs/new.txt", 30, 3);
     target_spec.remove("empty");
-    let sender = MemStore::new();
-    let base = build(&base_spec, &sender);
-    let target = build(&target_spec, &sender);
+    let (sender, base, target) = built(&base_spec, &target_spec);
     let (good, _) = encode(&base, &target, &sender, &EncodeOptions::default()).unwrap();
     let (rstore, rbase) = receiver(&base_spec);
     let before = rstore.len();
@@ -666,18 +668,8 @@ fn canonical_id(entries: &[(String, chorus_chunking::Entry)]) -> [u8; 32] {
 /// the delta changed and refuses it, whatever the base held.
 #[test]
 fn a_delta_that_puts_a_path_below_a_file_is_refused_even_with_its_true_id() {
-    let base_spec = sample_base();
-    let mut target_spec = base_spec.clone();
-    target_spec.insert(
-        "docs/new.txt".into(),
-        Node::File {
-            mode: 0o644,
-            bytes: text(30, 3),
-        },
-    );
-    let sender = MemStore::new();
-    let base = build(&base_spec, &sender);
-    let target = build(&target_spec, &sender);
+    let (base_spec, target_spec) = sample_with_new_file("docs/new.txt", 30, 3);
+    let (sender, base, target) = built(&base_spec, &target_spec);
     let (good, _) = encode(&base, &target, &sender, &EncodeOptions::default()).unwrap();
     let (rstore, rbase) = receiver(&base_spec);
     assert_eq!(good.changes.len(), 1);
