@@ -21,7 +21,7 @@ pub mod testdata;
 
 pub use chunker::ChunkerParams;
 pub use ids::{ChunkId, VersionId, VersionNumber};
-pub use manifest::{ChunkRef, Entry, FileManifest, Mode, TreeManifest};
+pub use manifest::{ChunkRef, Difference, Entry, FileManifest, Mode, TreeManifest};
 pub use path::{PathError, RelPath, SHARE_MARKER, STATE_DIR};
 pub use store::{ChunkStore, DiskStore, MemStore};
 

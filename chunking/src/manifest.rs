@@ -45,6 +45,16 @@ impl ChunkRef {
     }
 }
 
+/// A path where two trees differ ([`TreeManifest::differences`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Difference<'a> {
+    pub path: &'a RelPath,
+    /// Its entry in the first tree, `None` when it has none.
+    pub old: Option<&'a Entry>,
+    /// Its entry in the second tree.
+    pub new: Option<&'a Entry>,
+}
+
 /// A file's content: its chunks in order. The empty file has no chunks.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct FileManifest {
@@ -288,6 +298,39 @@ impl TreeManifest {
 
     pub fn iter(&self) -> impl Iterator<Item = (&RelPath, &Entry)> {
         self.entries.iter()
+    }
+
+    /// The paths where `self` and `to` differ, in path order, with the entry each has there
+    /// (`None`: none): one walk of both sorted trees, no lookups.
+    pub fn differences<'a>(&'a self, to: &'a TreeManifest) -> Vec<Difference<'a>> {
+        use std::cmp::Ordering;
+        let mut out = Vec::new();
+        let mut a = self.entries.iter().peekable();
+        let mut b = to.entries.iter().peekable();
+        loop {
+            let (old, new) = match (a.peek().copied(), b.peek().copied()) {
+                (None, None) => break,
+                (Some(x), None) => (Some(x), None),
+                (None, Some(y)) => (None, Some(y)),
+                (Some(x), Some(y)) => match x.0.cmp(y.0) {
+                    Ordering::Less => (Some(x), None),
+                    Ordering::Greater => (None, Some(y)),
+                    Ordering::Equal => (Some(x), Some(y)),
+                },
+            };
+            if old.is_some() {
+                a.next();
+            }
+            if new.is_some() {
+                b.next();
+            }
+            let path = old.or(new).map(|(p, _)| p).expect("one side has it");
+            let (old, new) = (old.map(|(_, e)| e), new.map(|(_, e)| e));
+            if old != new {
+                out.push(Difference { path, old, new });
+            }
+        }
+        out
     }
 
     pub fn entries(&self) -> &BTreeMap<RelPath, Entry> {

@@ -601,6 +601,27 @@ proptest! {
         prop_assert_eq!(stats.files_changed, 0);
     }
 
+    /// The one-walk difference of two trees is what looking every path up in both gives.
+    #[test]
+    fn differences_are_what_lookups_give(base_spec in tree_spec(), edits in proptest::collection::vec(edit(), 0..8)) {
+        let mut target_spec = base_spec.clone();
+        for e in &edits {
+            apply_edit(&mut target_spec, e);
+        }
+        let store = MemStore::new();
+        let (a, b) = (build(&base_spec, &store), build(&target_spec, &store));
+        let mut want: Vec<_> = a
+            .iter()
+            .map(|(p, e)| (p, Some(e), b.get(p)))
+            .chain(b.iter().filter(|(p, _)| a.get(p).is_none()).map(|(p, e)| (p, None, Some(e))))
+            .filter(|(_, x, y)| x != y)
+            .collect();
+        want.sort_by(|x, y| x.0.cmp(y.0));
+        let got: Vec<_> = a.differences(&b).into_iter().map(|d| (d.path, d.old, d.new)).collect();
+        prop_assert_eq!(got, want);
+        prop_assert!(b.differences(&b).is_empty());
+    }
+
     /// Random corruption of a delta frame: refused by the decoder or by apply, or, if it gets
     /// through, it still yields exactly the target (the hashes leave no other way). Never a
     /// panic.

@@ -75,14 +75,15 @@ pub fn encode(
     let table = BaseTable::of(base);
     let mut stats = EncodeStats::default();
 
-    let changed: Vec<(&RelPath, &Entry)> = target
+    let differences = base.differences(target);
+    let changed: Vec<(&RelPath, &Entry)> = differences
         .iter()
-        .filter(|(p, e)| base.get(p) != Some(*e))
+        .filter_map(|d| Some((d.path, d.new?)))
         .collect();
-    let removed: Vec<String> = base
+    let removed: Vec<String> = differences
         .iter()
-        .filter(|(p, _)| target.get(p).is_none())
-        .map(|(p, _)| p.as_str().to_owned())
+        .filter(|d| d.new.is_none())
+        .map(|d| d.path.as_str().to_owned())
         .collect();
     stats.files_changed = (changed.len() + removed.len()) as u64;
 
