@@ -4,7 +4,11 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 
+use std::time::Instant;
+
 use chorus_chunking::{FileManifest, RelPath};
+
+use crate::cache::Stamp;
 
 use crate::confined as c;
 
@@ -19,6 +23,8 @@ pub(crate) struct Pending {
     /// Still open, to be fsynced when the batch is small.
     pub(crate) file: std::fs::File,
     pub(crate) manifest: FileManifest,
+    /// Its stamp right after its content and mode were written, and when that was.
+    pub(crate) wrote: Option<(Stamp, Instant)>,
 }
 
 /// Temp files not yet renamed; those still here when it is dropped (the writing stopped) are

@@ -5,9 +5,11 @@
 //! writes within one timestamp tick: a file read in the same tick as its last change (a
 //! "racy" entry, as git calls it) is neither reused by the next scan nor believed unchanged
 //! by a writer on its stamp alone: [`ScanCache::check`] asks for its content to be compared.
+//! A file this process wrote is believed on its stamp when it kept the stamp of its last write
+//! for a tick until its rename ([`ScanCache::remember`]): a later save cannot share that tick.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +18,31 @@ use chorus_chunking::{ChunkerParams, FileManifest, RelPath};
 /// A file changed this close before it was read may be written again within the same
 /// timestamp tick without its stamp changing (coarse clocks, FAT's 2 s), so it is not trusted.
 pub const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// A timestamp tick of a file system with sub-second timestamps is the kernel's coarse clock
+/// (at most 10 ms); this leaves room for more.
+pub(crate) const FINE_TICK: Duration = Duration::from_millis(50);
+
+/// How long after its last write a file must go unwritten before its stamp alone vouches for
+/// its content: a write after that lands in a later timestamp tick. A stamp without
+/// sub-second digits may come from a file system that keeps whole seconds (or FAT's two).
+pub(crate) fn settles_after(stamp: &Stamp) -> Duration {
+    if stamp.mtime_ns % 1_000_000_000 == 0 {
+        RACY_WINDOW
+    } else {
+        FINE_TICK
+    }
+}
+
+/// Whether a file this process wrote is believed on its stamp: `wrote` is its stamp right after
+/// its last write (taken at `wrote_at`, while only this process knew its temp name), `now` its
+/// stamp after its rename into place, begun at `renaming_at`. It must be unchanged (size,
+/// mtime, inode; the rename changes the ctime) and renamed a tick or more after that write, so
+/// that any save after the rename carries a later mtime.
+pub(crate) fn settled(wrote: &Stamp, wrote_at: Instant, renaming_at: Instant, now: &Stamp) -> bool {
+    (wrote.size, wrote.mtime_ns, wrote.ino) == (now.size, now.mtime_ns, now.ino)
+        && renaming_at.saturating_duration_since(wrote_at) >= settles_after(wrote)
+}
 
 /// What a file looked like when it was last read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +149,16 @@ impl ScanCache {
             .map(|s| &s.manifest)
     }
 
+    /// The manifest the last scan read at `path` under this very stamp, and whether the stamp
+    /// alone vouches for it (false: read within a tick of its last change, so the file may
+    /// hold other bytes under the same stamp).
+    pub(crate) fn seen(&self, path: &RelPath, stamp: &Stamp) -> Option<(&FileManifest, bool)> {
+        self.files
+            .get(path)
+            .filter(|s| s.stamp == *stamp)
+            .map(|s| (&s.manifest, s.trusted))
+    }
+
     /// Records a file just read, whose reading started at `read_at`.
     pub(crate) fn read(
         &mut self,
@@ -150,13 +187,28 @@ impl ScanCache {
         self.files.remove(path);
     }
 
-    /// Records a file this process just wrote, as it is on disk now, so a writer knows it and
-    /// a scan need not read it back once its stamp is out of the racy window (a save by the
-    /// user within the tick of our rename would leave the same stamp: until then, it is read
-    /// again). Only for content whose manifest is known to be what was written.
-    pub fn remember(&mut self, path: RelPath, stamp: &Stamp, manifest: FileManifest) {
+    /// Records a file this process just wrote, as it is on disk now, so a writer knows it.
+    /// `settled`: the writer saw the file keep the size, mtime and inode it had after its last
+    /// write until it was renamed into place, at least a tick ([`settles_after`]) later, so a
+    /// save after the rename shows in the stamp and a scan need not read it back. Otherwise
+    /// (a save within the tick of the write would leave the same stamp) the next scan reads
+    /// it again. Only for content whose manifest is known to be what was written.
+    pub fn remember(
+        &mut self,
+        path: RelPath,
+        stamp: &Stamp,
+        manifest: FileManifest,
+        settled: bool,
+    ) {
         if stamp.size == manifest.size() {
-            self.read(path, *stamp, manifest, SystemTime::now());
+            self.files.insert(
+                path,
+                Seen {
+                    stamp: *stamp,
+                    manifest,
+                    trusted: settled,
+                },
+            );
         }
     }
 
@@ -206,5 +258,70 @@ impl ScanCache {
         read_at: SystemTime,
     ) {
         self.read(path, stamp, manifest, read_at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(mtime_ns: i128) -> Stamp {
+        Stamp {
+            size: 10,
+            mtime_ns,
+            ctime_ns: mtime_ns,
+            ino: 7,
+        }
+    }
+
+    #[test]
+    fn a_written_file_is_believed_only_when_renamed_a_tick_after_its_last_write_unchanged() {
+        let wrote = stamp(1_700_000_000_123_456_789);
+        let at = Instant::now();
+        let renamed = Stamp {
+            ctime_ns: wrote.ctime_ns + 60_000_000,
+            ..wrote
+        };
+        let ms = Duration::from_millis;
+        assert!(settled(&wrote, at, at + ms(60), &renamed));
+        // Renamed within a tick of its last write: a save just after could share its mtime.
+        assert!(!settled(&wrote, at, at + ms(5), &renamed));
+        // Written again, grown, or another file by the time of the rename's stat.
+        for now in [
+            Stamp {
+                mtime_ns: wrote.mtime_ns + 1,
+                ..renamed
+            },
+            Stamp {
+                size: 11,
+                ..renamed
+            },
+            Stamp { ino: 8, ..renamed },
+        ] {
+            assert!(!settled(&wrote, at, at + ms(60), &now), "{now:?}");
+        }
+        // Whole-second timestamps (FAT keeps two): the full window.
+        let coarse = stamp(1_700_000_000_000_000_000);
+        assert!(!settled(&coarse, at, at + ms(1500), &coarse));
+        assert!(settled(&coarse, at, at + RACY_WINDOW, &coarse));
+    }
+
+    #[test]
+    fn a_written_file_not_settled_is_read_again_by_the_next_scan() {
+        let path = RelPath::new("f").unwrap();
+        let m = FileManifest::default();
+        let s = Stamp {
+            size: 0,
+            ..stamp(5)
+        };
+        let mut cache = ScanCache::new();
+        cache.remember(path.clone(), &s, m.clone(), false);
+        assert!(cache.reuse(&path, &s).is_none());
+        assert_eq!(
+            cache.check(&path, Some(&OnDisk::File(s))),
+            Verdict::CompareContent(m.clone())
+        );
+        cache.remember(path.clone(), &s, m.clone(), true);
+        assert_eq!(cache.reuse(&path, &s), Some(&m));
     }
 }

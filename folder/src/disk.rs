@@ -266,6 +266,12 @@ impl DiskFolder {
                 chorus_proto::shown(why)
             );
         }
+        tracing::debug!(
+            focused = focus.is_some(),
+            read = report.files_read,
+            cached = report.files_cached,
+            "scanned"
+        );
         let (entries, report) = match focus {
             Some(f) => self.with_unfocused(f, entries, report),
             None => (entries, report),
@@ -558,8 +564,9 @@ impl Folder for DiskFolder {
             Some((_, d)) => d.clone(),
             None => p,
         };
-        for (p, stamp, m) in written.files {
-            self.cache.remember(to_tree(p), &stamp, m);
+        for f in written.files {
+            self.cache
+                .remember(to_tree(f.path), &f.stamp, f.manifest, f.settled);
         }
         let mut failed: Vec<(RelPath, String)> = written
             .failed

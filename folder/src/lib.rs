@@ -32,6 +32,8 @@ pub mod share;
 mod state;
 pub mod watcher;
 mod write;
+#[cfg(test)]
+mod write_base_tests;
 mod write_files;
 #[cfg(test)]
 mod write_tests;

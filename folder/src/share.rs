@@ -151,7 +151,7 @@ impl Share {
         Ok(written
             .files
             .into_iter()
-            .map(|(p, stamp, _)| (tree_path(p), stamp))
+            .map(|f| (tree_path(f.path), f.stamp))
             .collect())
     }
 

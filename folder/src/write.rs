@@ -21,7 +21,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 
 use chorus_chunking::{
-    ChunkStore, ChunkerParams, Entry, FileManifest, Mode, RelPath, TreeManifest,
+    ChunkStore, ChunkerParams, Difference, Entry, FileManifest, Mode, RelPath, TreeManifest,
 };
 use rustix::fs::FileType;
 
@@ -43,11 +43,20 @@ pub(crate) struct Ctx<'a> {
     pub cache_key: Option<&'a RelPath>,
 }
 
+/// A file written, as it is on disk now.
+#[derive(Debug)]
+pub(crate) struct WrittenFile {
+    pub path: RelPath,
+    pub stamp: Stamp,
+    pub manifest: FileManifest,
+    /// Its stamp vouches for its content ([`ScanCache::remember`]).
+    pub settled: bool,
+}
+
 /// What a write did.
 #[derive(Debug, Default)]
 pub(crate) struct Written {
-    /// Files written, as they are on disk now.
-    pub files: Vec<(RelPath, Stamp, FileManifest)>,
+    pub files: Vec<WrittenFile>,
     /// Paths left as they were, with one line saying why and what to do.
     pub failed: Vec<(RelPath, String)>,
 }
@@ -77,20 +86,23 @@ pub(crate) fn write_tree(
         failed_set: std::collections::HashSet::new(),
         full: false,
     };
-    let stop = w.run(old, new).err();
+    let differences = old.differences(new);
+    let stop = w.run(&differences).err();
     if stop.is_none() {
-        w.dir_modes(old, new);
+        w.dir_modes(new, &differences);
     }
     w.sync_dirs();
     (w.out, stop)
 }
 
 impl Writer<'_, '_> {
-    fn run(&mut self, old: &TreeManifest, new: &TreeManifest) -> Result<(), Stop> {
-        self.remove_gone(old, new)?;
+    fn run(&mut self, differences: &[Difference<'_>]) -> Result<(), Stop> {
+        self.remove_gone(differences)?;
         let mut batch = Batch::default();
-        for (path, entry) in new.iter() {
-            if old.get(path) == Some(entry) || self.failed(path) {
+        for d in differences {
+            let (path, old) = (d.path, d.old);
+            let Some(entry) = d.new else { continue };
+            if self.failed(path) {
                 continue;
             }
             if self.full {
@@ -106,7 +118,8 @@ impl Writer<'_, '_> {
                 Entry::Dir { .. } => self.dir(path),
                 Entry::Symlink { target } => self.symlink(path, target)?,
                 Entry::File { mode, manifest } => {
-                    if let Some(p) = self.temp_file(path, *mode, manifest)? {
+                    let was_file = matches!(old, Some(Entry::File { .. }));
+                    if let Some(p) = self.temp_file(path, *mode, manifest, was_file)? {
                         batch.bytes += manifest.size();
                         batch.files.push(p);
                         if batch.full() {
@@ -236,14 +249,17 @@ impl Writer<'_, '_> {
     }
 
     /// Removes what `new` no longer has (or has as another kind), deepest first.
-    fn remove_gone(&mut self, old: &TreeManifest, new: &TreeManifest) -> Result<(), Stop> {
-        let mut gone: Vec<&RelPath> = old
+    fn remove_gone(&mut self, differences: &[Difference<'_>]) -> Result<(), Stop> {
+        let mut gone: Vec<(&RelPath, Option<&Entry>)> = differences
             .iter()
-            .filter(|(p, e)| new.get(p).is_none_or(|n| n.kind() != e.kind()))
-            .map(|(p, _)| p)
+            .filter(|d| {
+                d.old
+                    .is_some_and(|e| d.new.is_none_or(|n| n.kind() != e.kind()))
+            })
+            .map(|d| (d.path, d.new))
             .collect();
-        gone.sort_by(|a, b| b.cmp(a));
-        for path in gone {
+        gone.sort_by(|a, b| b.0.cmp(a.0));
+        for (path, replacement) in gone {
             let parent = parent_str(path);
             let dir = match c::open_dir_beneath(self.ctx.root, &parent) {
                 Ok(d) => d,
@@ -277,8 +293,8 @@ impl Writer<'_, '_> {
                     }
                     // Only an empty directory goes; what is left in it is not ours to delete.
                     Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
-                        if new.get(path).is_some() {
-                            self.fail(path, format!("a directory is where the version has a {}, kept by files that are not synced (ignored or unreadable): move them away", kind_name(new.get(path))));
+                        if replacement.is_some() {
+                            self.fail(path, format!("a directory is where the version has a {}, kept by files that are not synced (ignored or unreadable): move them away", kind_name(replacement)));
                         }
                     }
                     Err(e) => self.io_fail(path, &e),
@@ -362,18 +378,23 @@ impl Writer<'_, '_> {
     }
 
     /// Applies the modes of directories the version changed or made, deepest first.
-    fn dir_modes(&mut self, old: &TreeManifest, new: &TreeManifest) {
-        let mut dirs: Vec<(&RelPath, Mode)> = new
+    fn dir_modes(&mut self, new: &TreeManifest, differences: &[Difference<'_>]) {
+        // Those the version changed or made, and those that gained or lost an entry.
+        let changed = differences.iter().filter_map(|d| Some((d.path, d.new?)));
+        let dirty = self
+            .dirty
             .iter()
+            .filter_map(|p| new.entries().get_key_value(p.as_str()));
+        let mut dirs: Vec<(&RelPath, Mode)> = changed
+            .chain(dirty)
             .filter_map(|(p, e)| match e {
-                Entry::Dir { mode } if old.get(p) != Some(e) || self.dirty.contains(p.as_str()) => {
-                    Some((p, *mode))
-                }
+                Entry::Dir { mode } => Some((p, *mode)),
                 _ => None,
             })
             .filter(|(p, _)| !self.failed(p))
             .collect();
         dirs.sort_by(|a, b| b.0.cmp(a.0));
+        dirs.dedup_by(|a, b| a.0 == b.0);
         for (path, mode) in dirs {
             let set = c::open_dir_beneath(self.ctx.root, path.as_str()).and_then(|fd| {
                 let st = rustix::fs::fstat(&fd)?;
@@ -402,8 +423,8 @@ impl Writer<'_, '_> {
         }
         if let Some((rel, e)) = failed {
             // The renames may not be durable: say so on a path of that directory.
-            if let Some((p, _, _)) = self.out.files.iter().find(|(p, _, _)| parent_str(p) == rel) {
-                let p = p.clone();
+            if let Some(f) = self.out.files.iter().find(|f| parent_str(&f.path) == rel) {
+                let p = f.path.clone();
                 self.io_fail(&p, &e);
             }
         }

@@ -2,31 +2,48 @@
 //! holes, so sparse files stay sparse), its mode set, made durable (one by one for a few
 //! files, one `syncfs` for a batch of many), and renamed into place unless the target changed
 //! since the scan. A temp file never renamed is removed.
+//!
+//! A large file that replaces one with the stamp the last scan read it under takes the chunks
+//! the two share from the old file, and only the others from the chunk store: a small edit in
+//! a big file costs a copy, not a read, check and write of every chunk. When the stamp vouches
+//! for the content (read well after its last change: the trust a scan gives a file it does not
+//! read again) the kernel copies them (`copy_file_range`); otherwise each is read and checked
+//! against its id, and one that fails comes from the store.
+//! A big file's written pages are handed to the disk as they are written, so the `fsync`
+//! before its rename has little left to do.
 
-use std::io::{Seek, SeekFrom, Write};
-use std::os::fd::AsFd;
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
+use std::time::Instant;
 
-use chorus_chunking::{ChunkStore, FileManifest, Mode, RelPath};
+use chorus_chunking::{ChunkId, ChunkStore, FileManifest, Mode, RelPath};
 use rustix::fs::FileType;
 
 use crate::batch::{Batch, Pending};
-use crate::cache::{OnDisk, Stamp};
+use crate::cache::{FINE_TICK, OnDisk, Stamp, settled, settles_after};
 use crate::confined as c;
-use crate::write::{Stop, Writer, parent_str};
+use crate::write::{Stop, Writer, WrittenFile, parent_str};
 
 /// A batch of at most this many files is made durable file by file (a `syncfs` flushes the
 /// whole file system, other programs' writes included: worth it only for many files).
 const FSYNC_EACH_UP_TO: usize = 8;
 /// All-zero chunks at least this long are written as holes.
 const HOLE_MIN: usize = 4096;
+/// Files at least this big take the chunks they share with the file they replace from it.
+const BASE_MIN: u64 = 1 << 20;
+/// A file's written pages are handed to the disk every this many bytes.
+const WRITEBACK_EVERY: u64 = 8 << 20;
 
 impl Writer<'_, '_> {
     /// Writes a file's content to a temp file beside it, with its mode.
+    /// `was_file`: the last scan saw a file at `path`, whose chunks this one may share.
     pub(crate) fn temp_file(
         &mut self,
         path: &RelPath,
         mode: Mode,
         manifest: &FileManifest,
+        was_file: bool,
     ) -> Result<Option<Pending>, Stop> {
         let dir = match self.open_dir(&parent_str(path), true) {
             Ok(d) => d,
@@ -35,20 +52,28 @@ impl Writer<'_, '_> {
                 return Ok(None);
             }
         };
-        let (mut f, temp) = match c::create_temp(dir.as_fd(), self.ctx.session) {
+        let (f, temp) = match c::create_temp(dir.as_fd(), self.ctx.session) {
             Ok(t) => t,
             Err(e) => {
                 self.io_fail(path, &e);
                 return Ok(None);
             }
         };
-        let written = write_content(&mut f, manifest, self.ctx.chunks)
+        let base = if was_file && manifest.size() >= BASE_MIN {
+            self.base(dir.as_fd(), path)
+        } else {
+            None
+        };
+        let written = write_content(&f, manifest, self.ctx.chunks, base.as_ref())
             .and_then(|()| c::chmod(f.as_fd(), mode.bits()).map_err(Into::into));
         match written {
             Ok(()) => Ok(Some(Pending {
                 path: path.clone(),
                 dir,
                 temp,
+                wrote: rustix::fs::fstat(&f)
+                    .ok()
+                    .map(|st| (Stamp::of(&st), Instant::now())),
                 file: f,
                 manifest: manifest.clone(),
             })),
@@ -63,6 +88,30 @@ impl Writer<'_, '_> {
                 }
             }
         }
+    }
+
+    /// The file at `path` as a source of chunks, when it has the stamp the last scan read it
+    /// under.
+    fn base(&self, dir: BorrowedFd<'_>, path: &RelPath) -> Option<Base> {
+        let file = c::open_file_at(dir, path.file_name()).ok()?;
+        let stamp = Stamp::of(&rustix::fs::fstat(&file).ok()?);
+        let (known, trusted) = self
+            .ctx
+            .cache
+            .seen(self.ctx.cache_key.unwrap_or(path), &stamp)?;
+        let mut at = HashMap::with_capacity(known.chunks.len());
+        let mut offset = 0u64;
+        for ch in &known.chunks {
+            at.entry(ch.id).or_insert(offset);
+            offset += u64::from(ch.len);
+        }
+        tracing::debug!(%path, trusted, "chunks shared with the old file are taken from it");
+        Some(Base {
+            file,
+            stamp,
+            at,
+            trusted,
+        })
     }
 
     /// Makes a batch's temp files durable and renames each into place unless its target
@@ -92,6 +141,7 @@ impl Writer<'_, '_> {
             }
             batch.files = durable;
         }
+        settle_big_files(batch);
         // Last first, so a stop leaves the rest in the batch for its drop to clean up.
         batch.files.reverse();
         while let Some(p) = batch.files.pop() {
@@ -118,6 +168,7 @@ impl Writer<'_, '_> {
                 let _ = c::unlink_at(p.dir.as_fd(), &p.temp);
                 return Err(Stop::Changed(p.path.clone()));
             }
+            let renaming_at = Instant::now();
             if let Err(e) = c::rename_at(p.dir.as_fd(), &p.temp, name, now.is_none()) {
                 let _ = c::unlink_at(p.dir.as_fd(), &p.temp);
                 if e.raw_os_error() == Some(libc::EEXIST) {
@@ -128,9 +179,17 @@ impl Writer<'_, '_> {
             }
             self.dirty.insert(parent_str(&p.path));
             if let Ok(Some(st)) = c::stat_at(p.dir.as_fd(), name) {
-                self.out
-                    .files
-                    .push((p.path.clone(), Stamp::of(&st), p.manifest.clone()));
+                let stamp = Stamp::of(&st);
+                let settled = p
+                    .wrote
+                    .is_some_and(|(wrote, at)| settled(&wrote, at, renaming_at, &stamp));
+                tracing::trace!(path = %p.path, settled, "written");
+                self.out.files.push(WrittenFile {
+                    path: p.path.clone(),
+                    stamp,
+                    manifest: p.manifest.clone(),
+                    settled,
+                });
             }
         }
         batch.bytes = 0;
@@ -149,23 +208,147 @@ impl From<std::io::Error> for ContentError {
     }
 }
 
-/// Writes the chunks of `manifest` into `f`, all-zero chunks as holes.
+/// Waits, when the batch has a big file, until each of its files was last written a tick ago
+/// (at most [`FINE_TICK`]): renamed after that, a file is believed on its stamp
+/// ([`settled`]) and is not read again by the next scan. A big file whose pages went to the
+/// disk as it was written has a short `fsync`, and a re-read of it costs far more than the
+/// wait. Small files are renamed at once.
+fn settle_big_files(batch: &Batch) {
+    let until = batch
+        .files
+        .iter()
+        .filter_map(|p| p.wrote)
+        .filter(|(wrote, _)| wrote.size >= BASE_MIN && settles_after(wrote) <= FINE_TICK)
+        .map(|(_, at)| at + FINE_TICK)
+        .max();
+    if let Some(wait) = until.and_then(|u| u.checked_duration_since(Instant::now())) {
+        std::thread::sleep(wait);
+    }
+}
+
+/// A file being replaced, whose content the last scan read: where each of its chunks starts.
+struct Base {
+    file: std::fs::File,
+    /// Its stamp when opened; the copies count only if it still has it after them.
+    stamp: Stamp,
+    at: HashMap<ChunkId, u64>,
+    /// The stamp vouches for the content (read well after its last change): chunks are
+    /// copied by the kernel. Otherwise each is read and checked against its id first.
+    trusted: bool,
+}
+
+/// Writes the chunks of `manifest` into `f`, all-zero chunks as holes, those `base` holds
+/// copied from it.
 fn write_content(
-    f: &mut std::fs::File,
+    f: &std::fs::File,
     manifest: &FileManifest,
     chunks: &dyn ChunkStore,
+    base: Option<&Base>,
 ) -> Result<(), ContentError> {
     let mut end = 0u64;
-    for c in &manifest.chunks {
-        let bytes = chunks.require(&c.id).map_err(ContentError::Chunks)?;
-        if bytes.len() >= HOLE_MIN && bytes.iter().all(|&b| b == 0) {
-            f.seek(SeekFrom::Current(bytes.len() as i64))?;
-        } else {
-            f.write_all(&bytes)?;
+    let mut handed = 0u64;
+    // Chunks the kernel copied unseen: they count only if the old file kept its stamp.
+    let mut unseen = false;
+    let mut buf = Vec::new();
+    for ch in &manifest.chunks {
+        let len = u64::from(ch.len);
+        let from_base = base.and_then(|b| b.at.get(&ch.id).map(|&off| (b, off)));
+        let done = match from_base {
+            Some((b, off)) if b.trusted => {
+                unseen = true;
+                copy_from_base(&b.file, off, f, end, len).is_ok()
+            }
+            // Checked against its id: whatever the old file does meanwhile, these bytes are it.
+            Some((b, off)) => {
+                buf.resize(ch.len as usize, 0);
+                b.file.read_exact_at(&mut buf, off).is_ok()
+                    && ChunkId::of(&buf) == ch.id
+                    && write_unless_zero(f, &buf, end).is_ok()
+            }
+            None => false,
+        };
+        if !done {
+            let bytes = chunks.require(&ch.id).map_err(ContentError::Chunks)?;
+            write_unless_zero(f, &bytes, end)?;
         }
-        end += bytes.len() as u64;
+        end += len;
+        if end - handed >= WRITEBACK_EVERY {
+            start_writeback(f, handed, end - handed);
+            handed = end;
+        }
     }
     // Sets the size: a trailing hole becomes part of the file.
     f.set_len(end)?;
+    if unseen {
+        let b = base.expect("copies come from a base");
+        let still = rustix::fs::fstat(&b.file).map(|st| Stamp::of(&st));
+        if still.ok() != Some(b.stamp) {
+            // The old file changed while it was copied from: every chunk from the store.
+            f.set_len(0)?;
+            return write_content(f, manifest, chunks, None);
+        }
+    }
     Ok(())
+}
+
+/// Writes `bytes` at `at`, unless they are a long run of zeros: a hole is left by not
+/// writing (the next write, or the size set at the end, is past it).
+fn write_unless_zero(f: &std::fs::File, bytes: &[u8], at: u64) -> std::io::Result<()> {
+    if bytes.len() < HOLE_MIN || bytes.iter().any(|&b| b != 0) {
+        f.write_all_at(bytes, at)?;
+    }
+    Ok(())
+}
+
+/// Copies `len` bytes at `from_at` in `from` to `to_at` in `to`, in the kernel. A hole in
+/// `from` stays a hole. Fails when `from` is shorter than that (it changed).
+fn copy_from_base(
+    from: &std::fs::File,
+    mut from_at: u64,
+    to: &std::fs::File,
+    mut to_at: u64,
+    len: u64,
+) -> std::io::Result<()> {
+    let end = from_at + len;
+    if is_hole(from, from_at, end) {
+        return Ok(());
+    }
+    while from_at < end {
+        let want = usize::try_from(end - from_at).unwrap_or(usize::MAX);
+        let n = rustix::fs::copy_file_range(from, Some(&mut from_at), to, Some(&mut to_at), want)?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+    }
+    Ok(())
+}
+
+/// True when `from..end` of `f` is one hole (no data up to `end`, or none at all after it
+/// while the file reaches `end`).
+fn is_hole(f: &std::fs::File, from: u64, end: u64) -> bool {
+    if end - from < HOLE_MIN as u64 {
+        return false;
+    }
+    match rustix::fs::seek(f, rustix::fs::SeekFrom::Data(from)) {
+        Ok(data) => data >= end,
+        // No data past `from`: a hole to the end of the file, if the file is that long.
+        Err(rustix::io::Errno::NXIO) => {
+            rustix::fs::fstat(f).is_ok_and(|st| st.st_size as u64 >= end)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Asks the kernel to start writing `len` bytes at `from` of `f` to the disk, without
+/// waiting: the `fsync` before the rename then finds little left. Only a hint.
+fn start_writeback(f: &std::fs::File, from: u64, len: u64) {
+    // SAFETY: a plain system call on an open descriptor; no memory is handed over.
+    unsafe {
+        libc::sync_file_range(
+            std::os::fd::AsRawFd::as_raw_fd(f),
+            from as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
 }

@@ -166,3 +166,38 @@ fn a_change_since_the_scan_is_never_overwritten() {
         .count();
     assert_eq!(leftovers, 0);
 }
+
+/// A file the folder wrote is believed on its stamp only when no save can share that stamp
+/// (`ScanCache::remember`): a save of the same size right after the write, at any moment
+/// after it, is seen by the next scan. Small files (renamed within a tick of their writing)
+/// and big ones (whose `fsync` outlasts a tick), saved at once and a little later.
+#[test]
+fn a_save_right_after_a_write_is_seen_by_the_next_scan() {
+    for (size, wait_ms) in [
+        (100, 0),
+        (100, 30),
+        (3 << 20, 0),
+        (3 << 20, 30),
+        (3 << 20, 80),
+    ] {
+        let s = Setup::new();
+        let mut f = s.folder();
+        let theirs: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        let v = with(&f.scan().unwrap(), "f", Some(s.file(&theirs, 0o644)));
+        assert!(scan_write(&mut f, &v).unwrap().failed.is_empty());
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        // The user's save: in place, same size, other bytes.
+        let mine: Vec<u8> = theirs.iter().map(|b| b.wrapping_add(1)).collect();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(s.share().join("f"))
+            .and_then(|mut h| std::io::Write::write_all(&mut h, &mine))
+            .unwrap();
+        let scanned = f.scan().unwrap();
+        assert_eq!(
+            scanned.get(&chorus_chunking::RelPath::new("f").unwrap()),
+            Some(&file_in(&*s.store, &mine, 0o644)),
+            "size {size}, saved {wait_ms} ms after the write"
+        );
+    }
+}

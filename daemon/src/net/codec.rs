@@ -72,6 +72,7 @@ impl FrameCodec {
         self.counters
             .sent
             .fetch_add(4 + data.len() as u64, Ordering::Relaxed);
+        tracing::trace!(bytes = 4 + data.len(), "frame sent");
         Ok(())
     }
 }
