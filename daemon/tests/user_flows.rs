@@ -320,3 +320,45 @@ fn bad_input_gets_one_line_that_says_what_to_do() {
     // Usage errors exit 2.
     assert_eq!(cli_in(None, &["restore"]).status.code(), Some(2));
 }
+
+/// Big files edited the ways users edit them reach every member whole: a line inserted in
+/// place, a save through a new file renamed over the old one, an append. A member writes such
+/// a file from the one it replaces (the chunks they share), whether that file was written by
+/// chorus or by the user, just changed or long settled; the daemons keep running throughout.
+#[test]
+fn big_files_edited_in_place_and_saved_by_rename_reach_every_member_whole() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    let mut big = chorus_sync::testing::noise(7, 6 << 20);
+    std::fs::write(g.file(a, "big.bin"), &big).unwrap();
+    g.wait_everywhere("big.bin", &big);
+
+    // A line inserted in the middle, the file rewritten in place (same inode).
+    let mid = big.len() / 2;
+    big.splice(mid..mid, b"one line inserted in place\n".iter().copied());
+    std::fs::write(g.file(a, "big.bin"), &big).unwrap();
+    g.wait_everywhere("big.bin", &big);
+
+    // On the other member, saved as an editor saves: a new file renamed over the old one.
+    big[100..200].fill(b'x');
+    let tmp = g.file(b, "big.bin.swp");
+    std::fs::write(&tmp, &big).unwrap();
+    std::fs::rename(&tmp, g.file(b, "big.bin")).unwrap();
+    g.wait_everywhere("big.bin", &big);
+
+    // Once everything settled, an append.
+    g.wait_converged();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    big.extend_from_slice(b"appended\n");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(g.file(a, "big.bin"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"appended\n"))
+        .unwrap();
+    g.wait_everywhere("big.bin", &big);
+    g.wait_converged();
+    for i in [a, b] {
+        assert!(g.running(i), "node {i} exited");
+    }
+}
