@@ -23,7 +23,17 @@ use crate::header::Header;
 /// on a large share; the OS caches the file anyway.
 const CACHE_BYTES: usize = 32 << 20;
 
+/// Manifests as they were first stored, one value per version: read only to move them into
+/// [`PARTS`] when a store of that layout is opened.
 const VERSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("versions");
+/// Each stored manifest's id and encoded length: whether a version is stored, and which, is
+/// asked here. redb keeps a value inside its B-tree leaf, so asking the table of whole
+/// manifests for an id (present or not) read a neighbouring manifest whole, ~6 MB at 100k
+/// files, and inserting one rewrote that neighbour too.
+const VERSION_INDEX: TableDefinition<&[u8], u64> = TableDefinition::new("version_index");
+/// A manifest's encoding in pieces of at most [`PART_BYTES`], keyed by (id, piece number).
+const PARTS: TableDefinition<(&[u8], u32), &[u8]> = TableDefinition::new("manifest_parts");
+const PART_BYTES: usize = 64 << 10;
 const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers");
 const REDO: TableDefinition<u64, &[u8]> = TableDefinition::new("redo");
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
@@ -143,7 +153,9 @@ impl SyncStore {
 
     fn init(database: Database) -> Result<Self, StoreError> {
         let txn = database.begin_write().map_err(db_err)?;
-        txn.open_table(VERSIONS).map_err(db)?;
+        move_whole_manifests(&txn)?;
+        txn.open_table(VERSION_INDEX).map_err(db)?;
+        txn.open_table(PARTS).map_err(db)?;
         txn.open_table(HEADERS).map_err(db)?;
         txn.open_table(REDO).map_err(db)?;
         txn.open_table(STATE).map_err(db)?;
@@ -162,11 +174,7 @@ impl SyncStore {
         }
         let bytes = tree.encode_proto();
         let txn = self.db.begin_write().map_err(db_err)?;
-        {
-            let mut t = txn.open_table(VERSIONS).map_err(db)?;
-            t.insert(id.as_bytes().as_slice(), bytes.as_slice())
-                .map_err(db)?;
-        }
+        put_parts(&txn, &id, &bytes)?;
         txn.commit().map_err(db)?;
         Ok(id)
     }
@@ -176,8 +184,11 @@ impl SyncStore {
         if *id == TreeManifest::empty().version_id() {
             return Ok(true);
         }
+        if self.recent().iter().any(|t| t.version_id() == *id) {
+            return Ok(true);
+        }
         let txn = self.db.begin_read().map_err(db)?;
-        let t = txn.open_table(VERSIONS).map_err(db)?;
+        let t = txn.open_table(VERSION_INDEX).map_err(db)?;
         Ok(t.get(id.as_bytes().as_slice()).map_err(db)?.is_some())
     }
 
@@ -229,11 +240,34 @@ impl SyncStore {
 
     fn read_manifest(&self, id: &VersionId) -> Result<Option<TreeManifest>, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
-        let t = txn.open_table(VERSIONS).map_err(db)?;
-        let Some(v) = t.get(id.as_bytes().as_slice()).map_err(db)? else {
+        let index = txn.open_table(VERSION_INDEX).map_err(db)?;
+        let Some(len) = index.get(id.as_bytes().as_slice()).map_err(db)? else {
             return Ok(None);
         };
-        let proto = chorus_proto::TreeManifest::decode(v.value())
+        let len = len.value();
+        let parts = txn.open_table(PARTS).map_err(db)?;
+        let key = id.as_bytes().as_slice();
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 30));
+        for (n, part) in parts
+            .range((key, 0)..=(key, u32::MAX))
+            .map_err(db)?
+            .enumerate()
+        {
+            let (k, v) = part.map_err(db)?;
+            if k.value().1 as usize != n {
+                return Err(StoreError::Corrupt(format!(
+                    "manifest {id}: piece {n} missing"
+                )));
+            }
+            bytes.extend_from_slice(v.value());
+        }
+        if bytes.len() as u64 != len {
+            return Err(StoreError::Corrupt(format!(
+                "manifest {id}: {} bytes stored of {len}",
+                bytes.len()
+            )));
+        }
+        let proto = chorus_proto::TreeManifest::decode(bytes.as_slice())
             .map_err(|e| StoreError::Corrupt(format!("manifest {id}: {e}")))?;
         let tree = TreeManifest::from_proto(&proto)
             .map_err(|e| StoreError::Corrupt(format!("manifest {id}: {e}")))?;
@@ -249,7 +283,7 @@ impl SyncStore {
     /// Every stored manifest's id.
     pub fn version_ids(&self) -> Result<Vec<VersionId>, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
-        let t = txn.open_table(VERSIONS).map_err(db)?;
+        let t = txn.open_table(VERSION_INDEX).map_err(db)?;
         let mut out = Vec::with_capacity(t.len().map_err(db)? as usize);
         for item in t.iter().map_err(db)? {
             let (k, _) = item.map_err(db)?;
@@ -268,11 +302,8 @@ impl SyncStore {
             return Ok(());
         }
         let txn = self.db.begin_write().map_err(db_err)?;
-        {
-            let mut t = txn.open_table(VERSIONS).map_err(db)?;
-            for id in ids {
-                t.remove(id.as_bytes().as_slice()).map_err(db)?;
-            }
+        for id in ids {
+            remove_parts(&txn, id)?;
         }
         self.recent().retain(|t| !ids.contains(&t.version_id()));
         txn.commit().map_err(db)
@@ -392,6 +423,62 @@ fn db_err(e: redb::TransactionError) -> StoreError {
     db(e)
 }
 
+/// Stores `bytes`, the encoded manifest of `id`, as its index entry and its pieces.
+fn put_parts(txn: &redb::WriteTransaction, id: &VersionId, bytes: &[u8]) -> Result<(), StoreError> {
+    let key = id.as_bytes().as_slice();
+    let mut parts = txn.open_table(PARTS).map_err(db)?;
+    for (n, piece) in bytes.chunks(PART_BYTES).enumerate() {
+        let n = u32::try_from(n).map_err(|_| StoreError::Corrupt("a manifest too large".into()))?;
+        parts.insert((key, n), piece).map_err(db)?;
+    }
+    let mut index = txn.open_table(VERSION_INDEX).map_err(db)?;
+    index.insert(key, bytes.len() as u64).map_err(db)?;
+    Ok(())
+}
+
+/// Removes the manifest of `id` (its index entry and its pieces), if stored.
+fn remove_parts(txn: &redb::WriteTransaction, id: &VersionId) -> Result<(), StoreError> {
+    let key = id.as_bytes().as_slice();
+    let mut index = txn.open_table(VERSION_INDEX).map_err(db)?;
+    let Some(len) = index.remove(key).map_err(db)?.map(|v| v.value()) else {
+        return Ok(());
+    };
+    let pieces = len.div_ceil(PART_BYTES as u64).max(1);
+    let mut parts = txn.open_table(PARTS).map_err(db)?;
+    for n in 0..u32::try_from(pieces).unwrap_or(u32::MAX) {
+        parts.remove((key, n)).map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Moves the manifests of a store written before they were kept in pieces out of
+/// [`VERSIONS`], one at a time, in the transaction that opens the store.
+fn move_whole_manifests(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut whole = txn.open_table(VERSIONS).map_err(db)?;
+    let mut moved = 0u64;
+    loop {
+        let next = whole
+            .first()
+            .map_err(db)?
+            .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()));
+        let Some((key, bytes)) = next else { break };
+        whole.remove(key.as_slice()).map_err(db)?;
+        let id: [u8; 32] = key
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("a version key is not 32 bytes".into()))?;
+        put_parts(txn, &VersionId(id), &bytes)?;
+        moved += 1;
+    }
+    if moved > 0 {
+        tracing::info!(
+            versions = moved,
+            "the sync store's manifests were moved to the layout in pieces"
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -448,17 +535,120 @@ mod tests {
         assert_eq!(store.manifest(&t.version_id()).unwrap(), None);
     }
 
+    fn big_tree(files: usize) -> TreeManifest {
+        TreeManifest::from_entries((0..files).map(|i| {
+            let text = format!("file {i}");
+            (
+                RelPath::new(format!("dir/file-{i:06}.txt")).unwrap(),
+                Entry::file(chorus_chunking::FileManifest {
+                    chunks: vec![ChunkRef {
+                        id: ChunkId::of(text.as_bytes()),
+                        len: text.len() as u32,
+                    }],
+                }),
+            )
+        }))
+        .unwrap()
+    }
+
+    /// A manifest larger than a piece is stored in pieces, read back whole, and removed with
+    /// all of them.
+    #[test]
+    fn a_large_manifest_is_kept_in_pieces() {
+        let store = SyncStore::in_memory().unwrap();
+        let (small, big) = (tree(b"x"), big_tree(5_000));
+        assert!(big.encode_proto().len() > 3 * PART_BYTES);
+        store.put_manifest(&small).unwrap();
+        store.put_manifest(&big).unwrap();
+        let fresh = SyncStore {
+            db: store.db,
+            recent: Default::default(),
+        };
+        assert!(fresh.has_manifest(&big.version_id()).unwrap());
+        assert_eq!(
+            fresh.manifest(&big.version_id()).unwrap().as_deref(),
+            Some(&big)
+        );
+        let mut ids = fresh.version_ids().unwrap();
+        ids.sort();
+        let mut want = vec![small.version_id(), big.version_id()];
+        want.sort();
+        assert_eq!(ids, want);
+        fresh
+            .remove_manifests(&BTreeSet::from([big.version_id()]))
+            .unwrap();
+        assert!(!fresh.has_manifest(&big.version_id()).unwrap());
+        let txn = fresh.db.begin_read().unwrap();
+        let parts = txn.open_table(PARTS).unwrap();
+        assert_eq!(
+            parts.len().unwrap(),
+            1,
+            "only the small manifest's piece is left"
+        );
+    }
+
+    /// A piece gone from the disk is corruption, not a shorter manifest.
+    #[test]
+    fn a_missing_piece_is_corrupt() {
+        let store = SyncStore::in_memory().unwrap();
+        let big = big_tree(5_000);
+        store.put_manifest(&big).unwrap();
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut parts = txn.open_table(PARTS).unwrap();
+            parts
+                .remove((big.version_id().as_bytes().as_slice(), 1))
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        let fresh = SyncStore {
+            db: store.db,
+            recent: Default::default(),
+        };
+        assert!(matches!(
+            fresh.manifest(&big.version_id()),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    /// A store written when each manifest was one value is moved to pieces when opened, and
+    /// reads as before.
+    #[test]
+    fn a_store_of_whole_manifests_is_moved_to_pieces_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sync.redb");
+        let (small, big) = (tree(b"old"), big_tree(3_000));
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(VERSIONS).unwrap();
+                for m in [&small, &big] {
+                    t.insert(
+                        m.version_id().as_bytes().as_slice(),
+                        m.encode_proto().as_slice(),
+                    )
+                    .unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = SyncStore::open(&path).unwrap();
+        for m in [&small, &big] {
+            assert!(store.has_manifest(&m.version_id()).unwrap());
+            assert_eq!(store.manifest(&m.version_id()).unwrap().as_deref(), Some(m));
+        }
+        let txn = store.db.begin_read().unwrap();
+        assert_eq!(txn.open_table(VERSIONS).unwrap().len().unwrap(), 0);
+    }
+
     #[test]
     fn a_manifest_under_the_wrong_id_is_corrupt() {
         let store = SyncStore::in_memory().unwrap();
         let (a, b) = (tree(b"a"), tree(b"b"));
         let bytes = b.to_proto().encode_to_vec();
         let txn = store.db.begin_write().unwrap();
-        {
-            let mut t = txn.open_table(VERSIONS).unwrap();
-            t.insert(a.version_id().as_bytes().as_slice(), bytes.as_slice())
-                .unwrap();
-        }
+        put_parts(&txn, &a.version_id(), &bytes).unwrap();
         txn.commit().unwrap();
         assert!(matches!(
             store.manifest(&a.version_id()),
