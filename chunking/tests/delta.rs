@@ -620,6 +620,10 @@ proptest! {
         let got: Vec<_> = a.differences(&b).into_iter().map(|d| (d.path, d.old, d.new)).collect();
         prop_assert_eq!(got, want);
         prop_assert!(b.differences(&b).is_empty());
+        // The store's encoding, written entry by entry, is the bytes prost gives the wire type.
+        for t in [&a, &b] {
+            prop_assert_eq!(t.encode_proto(), prost::Message::encode_to_vec(&t.to_proto()));
+        }
     }
 
     /// Random corruption of a delta frame: refused by the decoder or by apply, or, if it gets

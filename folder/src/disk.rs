@@ -279,17 +279,24 @@ impl DiskFolder {
         let tree = with_unknown_kept(entries, &report.unknown, &self.known);
         // A path an ignore rule now excludes keeps what was last known of it: the rule stops
         // syncing it, it does not delete it anywhere.
-        let carried: Vec<(RelPath, chorus_chunking::Entry)> = self
-            .known
-            .iter()
-            .filter(|(p, _)| tree.get(p).is_none() && report.ignore_rules.excludes(p))
-            // ... where it still fits: below what is now a file or a link it cannot be.
-            .filter(|(p, _)| {
-                p.ancestors()
-                    .all(|a| tree.get_str(a).is_none_or(chorus_chunking::Entry::is_dir))
-            })
-            .map(|(p, e)| (p.clone(), e.clone()))
-            .collect();
+        // Without rules nothing is excluded; with them, the known paths the scan left out are
+        // found by one walk of both sorted trees, not a lookup per known path.
+        let carried: Vec<(RelPath, chorus_chunking::Entry)> = if report.ignore_rules.is_empty() {
+            Vec::new()
+        } else {
+            self.known
+                .differences(&tree)
+                .into_iter()
+                .filter_map(|d| Some((d.path, d.old?)).filter(|_| d.new.is_none()))
+                .filter(|(p, _)| report.ignore_rules.excludes(p))
+                // ... where it still fits: below what is now a file or a link it cannot be.
+                .filter(|(p, _)| {
+                    p.ancestors()
+                        .all(|a| tree.get_str(a).is_none_or(chorus_chunking::Entry::is_dir))
+                })
+                .map(|(p, e)| (p.clone(), e.clone()))
+                .collect()
+        };
         let tree = if carried.is_empty() {
             tree
         } else {

@@ -67,7 +67,18 @@ impl Focus {
 
     /// As [`covers`](Self::covers), for a path as a string (`""` is the root).
     pub fn covers_str(&self, path: &str) -> bool {
-        self.paths.contains(path) || ancestors(path).any(|a| self.paths.contains(a))
+        // A path that covers `path` is `path` or a prefix of it, so not after it: a path
+        // before every changed one (most of the share, for a scan of a few paths) is not
+        // covered. Asked for every path the folder knows after each focused scan.
+        match self.paths.first() {
+            Some(first) if first.as_str() <= path => {}
+            _ => return false,
+        }
+        self.paths.contains(path)
+            || path
+                .bytes()
+                .enumerate()
+                .any(|(i, b)| b == b'/' && self.paths.contains(&path[..i]))
     }
 
     /// True when `dir` is a proper ancestor of a changed path: a focused scan lists it.

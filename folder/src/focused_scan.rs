@@ -18,7 +18,9 @@ pub(crate) fn complete<'a>(
     disk: impl Iterator<Item = (&'a RelPath, &'a Entry)>,
     last: &ScanReport,
 ) -> (Vec<(RelPath, Entry)>, ScanReport) {
-    let found: HashSet<String> = report.routes.iter().map(|r| r.to_string()).collect();
+    // Sets of paths asked about for every path of the share: a seeded fast hash.
+    type Set<T> = HashSet<T, foldhash::fast::RandomState>;
+    let found: Set<String> = report.routes.iter().map(|r| r.to_string()).collect();
     // Directories on the way to a change that are not directories any more: what was known
     // below them went with them.
     let missing: Vec<String> = focus
@@ -33,7 +35,7 @@ pub(crate) fn complete<'a>(
     };
     let looked_at =
         |p: &str| p.is_empty() || focus.covers_str(p) || found.contains(p) || below_missing(p);
-    let have: HashSet<RelPath> = entries.iter().map(|(p, _)| p.clone()).collect();
+    let have: Set<RelPath> = entries.iter().map(|(p, _)| p.clone()).collect();
     entries.extend(
         disk.filter(|(p, _)| !have.contains(*p) && !looked_at(p.as_str()))
             .map(|(p, e)| (p.clone(), e.clone())),

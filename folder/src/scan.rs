@@ -64,6 +64,11 @@ pub struct ScanReport {
 pub struct IgnoreRules(std::collections::BTreeMap<String, Arc<Gitignore>>);
 
 impl IgnoreRules {
+    /// True when no directory has rules: nothing is excluded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// These rules, with those of the directories `looked_at` (a focused scan's listed or
     /// walked directories) replaced by what `fresh` found there.
     pub fn updated(&self, fresh: &IgnoreRules, looked_at: impl Fn(&str) -> bool) -> IgnoreRules {

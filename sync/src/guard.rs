@@ -41,9 +41,12 @@ impl MassDeleteGuard {
     pub fn trips(&self, old: &TreeManifest, new: &TreeManifest) -> Option<(usize, usize)> {
         let is_file = |e: &Entry| !e.is_dir();
         let files = old.iter().filter(|(_, e)| is_file(e)).count();
+        // One walk of both trees: a lookup of every old path in the new tree was a tenth of a
+        // 100k-file share's work per change.
         let deleted = old
+            .differences(new)
             .iter()
-            .filter(|(p, e)| is_file(e) && new.get(p).is_none_or(|n| !is_file(n)))
+            .filter(|d| d.old.is_some_and(is_file) && d.new.is_none_or(|n| !is_file(n)))
             .count();
         let too_many = deleted as u64 > self.max_files;
         let too_much =

@@ -7,15 +7,19 @@ use std::collections::HashMap;
 use crate::ids::ChunkId;
 use crate::manifest::{ChunkRef, TreeManifest};
 
+/// Chunk ids are hashes already; a seeded fast hash of them (foldhash) is enough, and the table
+/// of a 100k-file base is built for every delta made or applied.
+pub(crate) type ChunkIndex = HashMap<ChunkId, u64, foldhash::fast::RandomState>;
+
 pub(crate) struct BaseTable {
     pub refs: Vec<ChunkRef>,
-    pub index: HashMap<ChunkId, u64>,
+    pub index: ChunkIndex,
 }
 
 impl BaseTable {
     pub fn of(tree: &TreeManifest) -> Self {
-        let mut refs = Vec::new();
-        let mut index = HashMap::new();
+        let mut refs = Vec::with_capacity(tree.len());
+        let mut index = ChunkIndex::with_capacity_and_hasher(tree.len(), Default::default());
         for c in tree.chunks() {
             index.entry(c.id).or_insert_with(|| {
                 refs.push(*c);
