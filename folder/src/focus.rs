@@ -129,6 +129,26 @@ mod tests {
         assert_eq!(f.routes(), ["a", "a/b"].map(String::from).into());
     }
 
+    /// The cover test is what "is it a changed path or below one" says, for names that sort
+    /// between a directory and its contents ('-' and '.' come before '/') and before or after
+    /// every changed path.
+    #[test]
+    fn covers_is_being_a_changed_path_or_below_one() {
+        let root = Path::new("/s");
+        let f = Focus::of(root, ["/s/b", "/s/b-x/y", "/s/é/z"]).unwrap();
+        let by_definition = |p: &str| {
+            f.paths
+                .iter()
+                .any(|c| p == c || (p.starts_with(c.as_str()) && p.as_bytes()[c.len()] == b'/'))
+        };
+        for p in [
+            "a", "a/b", "b", "b/c", "b/c/d", "b-x", "b-x/y", "b-x/y/z", "b-x/yy", "b.x", "b.x/y",
+            "b0", "bb/c", "c", "é", "é/z", "é/z/w", "é/zz", "ê/z",
+        ] {
+            assert_eq!(f.covers_str(p), by_definition(p), "{p}");
+        }
+    }
+
     #[test]
     fn a_path_below_another_is_folded_into_it() {
         let f = Focus::of(Path::new("/s"), ["/s/a/b", "/s/a", "/s/a/c"]).unwrap();
