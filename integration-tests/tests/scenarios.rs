@@ -423,6 +423,10 @@ fn a_full_disk_stops_one_node_cleanly_and_it_recovers_when_space_returns() {
     let state = Tmpfs::mount(&c.node(2).state.clone(), "12m");
     c.start_all(CONVERGE);
     write(&c, 0, "small.txt", "fits\n");
+    // An older big.bin that fits: the write that fails replaces a file, as a user's big file
+    // that grows does (a daemon restarted before its first scan did not retry that write,
+    // since it had not seen the file yet).
+    write(&c, 0, "big.bin", vec![7u8; 1 << 20]);
     c.wait_converged(&[0, 1, 2], CONVERGE);
     // 16 MiB of incompressible bytes: neither the chunks nor the file fit in 12 MiB.
     let big: Vec<u8> = (0..16u32 << 20)

@@ -153,11 +153,14 @@ impl Worker {
             self.replica.pause();
             tracing::info!("the share is paused (`chorus pause`); `chorus resume` to sync again");
         }
-        // What could not be written before a restart is tried again first.
-        let out = self.replica.retry_after_restart(now_ms());
-        self.after(out);
         // The first scan at once; then on changes, and fully every `rescan_every`.
         let out = self.replica.scan(now_ms());
+        self.after(out);
+        // Then what could not be written before a restart is tried again. Not before that
+        // scan: a write never replaces a file the folder has not seen since it started, so
+        // a failed path that still held an older file stayed unwritten until the next
+        // version (a full disk freed, the daemon restarted, the file still old).
+        let out = self.replica.retry_after_restart(now_ms());
         self.after(out);
         self.publish();
         loop {

@@ -417,8 +417,10 @@ impl<F: Folder> Replica<F> {
         Ok((Some(released), out))
     }
 
-    /// At start: the paths the folder could not write before the restart (it remembers
-    /// them) are written again, now that space or permissions may have come back.
+    /// At start, after the first scan: the paths the folder could not write before the
+    /// restart (it remembers them) are written again, now that space or permissions may have
+    /// come back. Before any scan the folder has seen none of its files, and a write never
+    /// replaces a file it has not seen: such a path would stay unwritten.
     pub fn retry_after_restart(&mut self, now: u64) -> Result<Vec<Action>, EngineError> {
         if self.paused {
             return Ok(Vec::new());
