@@ -287,7 +287,8 @@ impl DiskFolder {
             self.known
                 .differences(&tree)
                 .into_iter()
-                .filter_map(|d| Some((d.path, d.old?)).filter(|_| d.new.is_none()))
+                .filter(|d| d.new.is_none())
+                .filter_map(|d| Some((d.path, d.old?)))
                 .filter(|(p, _)| report.ignore_rules.excludes(p))
                 // ... where it still fits: below what is now a file or a link it cannot be.
                 .filter(|(p, _)| {

@@ -247,7 +247,8 @@ impl SyncStore {
         let len = len.value();
         let parts = txn.open_table(PARTS).map_err(db)?;
         let key = id.as_bytes().as_slice();
-        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 30));
+        // The index's length is a hint for the buffer, bounded: the pieces decide.
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(64 << 20));
         for (n, part) in parts
             .range((key, 0)..=(key, u32::MAX))
             .map_err(db)?
@@ -443,7 +444,7 @@ fn remove_parts(txn: &redb::WriteTransaction, id: &VersionId) -> Result<(), Stor
     let Some(len) = index.remove(key).map_err(db)?.map(|v| v.value()) else {
         return Ok(());
     };
-    let pieces = len.div_ceil(PART_BYTES as u64).max(1);
+    let pieces = len.div_ceil(PART_BYTES as u64);
     let mut parts = txn.open_table(PARTS).map_err(db)?;
     for n in 0..u32::try_from(pieces).unwrap_or(u32::MAX) {
         parts.remove((key, n)).map_err(db)?;
@@ -535,6 +536,14 @@ mod tests {
         assert_eq!(store.manifest(&t.version_id()).unwrap(), None);
     }
 
+    /// The same store with none of its manifests kept decoded: reads go to the disk.
+    fn without_kept(store: SyncStore) -> SyncStore {
+        SyncStore {
+            db: store.db,
+            recent: Default::default(),
+        }
+    }
+
     fn big_tree(files: usize) -> TreeManifest {
         TreeManifest::from_entries((0..files).map(|i| {
             let text = format!("file {i}");
@@ -560,10 +569,7 @@ mod tests {
         assert!(big.encode_proto().len() > 3 * PART_BYTES);
         store.put_manifest(&small).unwrap();
         store.put_manifest(&big).unwrap();
-        let fresh = SyncStore {
-            db: store.db,
-            recent: Default::default(),
-        };
+        let fresh = without_kept(store);
         assert!(fresh.has_manifest(&big.version_id()).unwrap());
         assert_eq!(
             fresh.manifest(&big.version_id()).unwrap().as_deref(),
@@ -601,10 +607,7 @@ mod tests {
                 .unwrap();
         }
         txn.commit().unwrap();
-        let fresh = SyncStore {
-            db: store.db,
-            recent: Default::default(),
-        };
+        let fresh = without_kept(store);
         assert!(matches!(
             fresh.manifest(&big.version_id()),
             Err(StoreError::Corrupt(_))
