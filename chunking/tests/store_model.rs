@@ -29,7 +29,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Chunk bytes for key `k` of length `n`: half compressible, half not.
 fn bytes(k: u8, n: usize) -> Vec<u8> {
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         (0..n).map(|i| (i % 7) as u8 ^ k).collect()
     } else {
         chorus_chunking::testdata::pseudo_random(n, u64::from(k))

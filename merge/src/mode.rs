@@ -109,10 +109,10 @@ fn glob_match(p: &[char], s: &[char]) -> bool {
         Some(('*', rest)) if rest.first() == Some(&'*') => {
             // `**`, and `**/` which may also match no directory at all.
             let rest = &rest[1..];
-            if let Some(after) = rest.strip_prefix(&['/']) {
-                if glob_match(after, s) {
-                    return true;
-                }
+            if let Some(after) = rest.strip_prefix(&['/'])
+                && glob_match(after, s)
+            {
+                return true;
             }
             (0..=s.len()).any(|i| glob_match(rest, &s[i..]))
         }

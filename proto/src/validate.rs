@@ -180,7 +180,7 @@ fn file_change(c: &FileChange, l: &Limits) -> Result<(), DecodeError> {
     known_enum::<EntryKind>(c.kind, "FileChange.kind")?;
     mode(c.mode, "FileChange.mode")?;
     count("FileChange.runs", c.runs.len(), l)?;
-    if c.runs.len() % 2 != 0 {
+    if !c.runs.len().is_multiple_of(2) {
         return Err(DecodeError::Invalid {
             field: "FileChange.runs",
             detail: "runs must be (start, count) pairs".into(),

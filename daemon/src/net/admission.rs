@@ -62,6 +62,7 @@ impl Task {
             self.reported.remove(&p);
             self.tcp_tried.remove(&p);
             self.refuse(p);
+            self.close_lanes(p);
         }
         self.swarm
             .behaviour_mut()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chorus_proto::Limits;
-use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::upgrade::Version;
 use libp2p::identity::Keypair;
@@ -26,17 +26,14 @@ use tokio::sync::mpsc;
 use super::book::peer_of;
 use super::codec::{Counters, FrameCodec};
 use super::handle::{Inbound, NetError, NetHandle, SharedStats};
+use super::lanes::{Lane, LaneCtx};
 use super::task::{Behaviour, Redial, Task};
 use super::throttle::Throttle;
 
-const SYNC: StreamProtocol = StreamProtocol::new("/chorus/sync/1");
 const CHUNKS: StreamProtocol = StreamProtocol::new("/chorus/chunks/1");
-const RAFT: StreamProtocol = StreamProtocol::new("/chorus/raft/2");
 const JOIN: StreamProtocol = StreamProtocol::new("/chorus/join/1");
 /// A join request: an invite and a few addresses.
 const MAX_JOIN_FRAME: usize = 4 << 10;
-/// Raft frames are small (headers only); this bounds a hostile one.
-const MAX_RAFT_FRAME: usize = 4 << 20;
 /// Connections still in their handshake (private-network key, Noise) at once: a stranger
 /// without the key holding idle TCP connections is turned away past this, so it cannot use up
 /// the daemon's file descriptors.
@@ -151,9 +148,8 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
                 block: allow_block_list::Behaviour::default(),
                 gate: super::gate::QuicGate::default(),
                 join: rr(JOIN, MAX_JOIN_FRAME, &raft_counters),
-                sync: rr(SYNC, limits.max_frame, &counters),
                 chunks: rr(CHUNKS, limits.max_frame, &counters),
-                raft: rr(RAFT, MAX_RAFT_FRAME, &raft_counters),
+                lanes: libp2p_stream::Behaviour::new(),
                 identify: identify::Behaviour::new(identify::Config::new(
                     "/chorus/1".into(),
                     key.public(),
@@ -216,15 +212,41 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
     let (tx, rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
     let stats = SharedStats::default();
+    let mut control = swarm.behaviour().lanes.new_control();
+    // Lanes members open to this node, handed to the task, which checks who opened them.
+    let (opened_tx, opened) = mpsc::channel(64);
+    for lane in Lane::ALL {
+        let mut incoming = control
+            .accept(lane.protocol())
+            .map_err(|e| NetError::Build(e.into()))?;
+        let opened_tx = opened_tx.clone();
+        tokio::spawn(async move {
+            while let Some((peer, stream)) = incoming.next().await {
+                if opened_tx.send((peer, lane, stream)).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let lane_ctx = LaneCtx {
+        inbound: in_tx,
+        dropped: Arc::default(),
+        limits,
+        counters: counters.clone(),
+        raft_counters: raft_counters.clone(),
+        stats: stats.clone(),
+        open_timeout: timeout,
+    };
     let reach = super::handle::SharedReach::default();
     let (members_up, members_up_rx) = tokio::sync::watch::channel(Default::default());
     let task = Task {
         swarm,
-        inbound: in_tx,
-        inbound_dropped: 0,
         limits,
-        raft_calls: HashMap::new(),
-        replies: FuturesUnordered::new(),
+        control,
+        lane_ctx,
+        lanes_out: HashMap::new(),
+        lanes_in: HashMap::new(),
+        opened,
         allowed,
         quic_members: HashSet::new(),
         reported: HashMap::new(),
@@ -261,6 +283,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
             stats,
             reach,
             members_up: members_up_rx,
+            request_timeout: timeout,
         },
         in_rx,
     ))

@@ -10,6 +10,9 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response::Codec;
 
+/// Frames up to this size are copied behind their length prefix and written at once.
+const ONE_WRITE: usize = 64 << 10;
+
 /// Bytes counted at the transport (frames in and out, length prefixes included).
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -65,9 +68,18 @@ impl FrameCodec {
                 ),
             ));
         }
-        // The bound above keeps the length within u32.
-        io.write_all(&(data.len() as u32).to_be_bytes()).await?;
-        io.write_all(data).await?;
+        // The bound above keeps the length within u32. A small frame goes out in one write:
+        // every write is a yamux frame, a Noise frame and a TCP segment of its own.
+        let prefix = (data.len() as u32).to_be_bytes();
+        if data.len() <= ONE_WRITE {
+            let mut buf = Vec::with_capacity(4 + data.len());
+            buf.extend_from_slice(&prefix);
+            buf.extend_from_slice(data);
+            io.write_all(&buf).await?;
+        } else {
+            io.write_all(&prefix).await?;
+            io.write_all(data).await?;
+        }
         io.flush().await?;
         self.counters
             .sent

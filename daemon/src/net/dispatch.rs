@@ -1,42 +1,28 @@
-//! What arrives on the sync, chunk and Raft protocols, handed to the node through its bounded
-//! inbound queue; and [`Rr`], a request-response event reduced to what the handlers (these and
-//! the join protocol's) act on.
+//! What arrives from members, handed to the node through its bounded inbound queue: chunk
+//! requests (a stream each, `/chorus/chunks/1`) and the lanes members open (sync messages and
+//! Raft calls, see [`super::lanes`]); what this node sends them, through the bandwidth limit
+//! and its own lanes; and [`Rr`], a request-response event reduced to what the handlers (these
+//! and the join protocol's) act on.
 
-use chorus_election::{RaftReply, RaftRpc};
 use chorus_proto::decode_frame;
-use libp2p::PeerId;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use tokio::sync::{mpsc, oneshot};
+use libp2p::{PeerId, Stream};
+use tokio::sync::mpsc;
 
 use super::handle::{Inbound, with_stats};
+use super::lanes::{self, Lane, Out};
 use super::task::Task;
-
-/// Raft RPCs being served at once.
-const MAX_RAFT_IN_FLIGHT: usize = 256;
 
 impl Task {
     /// Hands what arrived to the node; false when its queue is full (then it is dropped) or
     /// the node stopped.
     pub(super) fn deliver(&mut self, what: Inbound) -> bool {
-        match self.inbound.try_send(what) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.inbound_dropped += 1;
-                if self.inbound_dropped.is_power_of_two() {
-                    tracing::warn!(
-                        dropped = self.inbound_dropped,
-                        "the node is behind; messages from peers were dropped"
-                    );
-                }
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
+        self.lane_ctx.deliver(what)
     }
 
-    /// Sync and chunk requests: acknowledged at once (the protocol answers with messages of
-    /// its own), decoded and handed to the node.
-    pub(super) fn sync_event(&mut self, e: request_response::Event<Vec<u8>, Vec<u8>>) {
+    /// Chunk requests: acknowledged at once (the protocol answers with messages of its own),
+    /// decoded and handed to the node.
+    pub(super) fn chunks_event(&mut self, e: request_response::Event<Vec<u8>, Vec<u8>>) {
         match Rr::from(e) {
             Rr::Request {
                 peer,
@@ -49,8 +35,8 @@ impl Task {
                 let len = request.len() as u64 + 4;
                 with_stats(&self.stats, peer, |s| s.received += len);
                 let b = self.swarm.behaviour_mut();
-                if b.sync.send_response(channel, Vec::new()).is_err() {
-                    tracing::debug!(%peer, "a sync request's stream closed before the ack");
+                if b.chunks.send_response(channel, Vec::new()).is_err() {
+                    tracing::debug!(%peer, "a chunk request's stream closed before the ack");
                 }
                 match decode_frame(&request, &self.limits) {
                     Ok(env) => {
@@ -58,68 +44,56 @@ impl Task {
                             self.deliver(Inbound::Sync { from: peer, body });
                         }
                     }
-                    Err(e) => tracing::warn!(%peer, "dropped a sync frame: {e}"),
+                    Err(e) => tracing::warn!(%peer, "dropped a chunk frame: {e}"),
                 }
             }
             Rr::Failed { peer, error, .. } => {
-                tracing::debug!(%peer, "a sync message was not delivered: {error}");
+                tracing::debug!(%peer, "a chunk message was not delivered: {error}");
             }
             Rr::Response { .. } | Rr::Other => {}
         }
     }
 
-    /// Raft RPCs from members, answered when the node replies; and the answers to ours.
-    pub(super) fn raft_event(&mut self, e: request_response::Event<Vec<u8>, Vec<u8>>) {
-        match Rr::from(e) {
-            Rr::Request {
-                peer,
-                request,
-                channel,
-            } => {
-                if !self.authorize(peer) {
-                    return;
-                }
-                if self.replies.len() >= MAX_RAFT_IN_FLIGHT {
-                    // Dropped unanswered: the sender times out, as on a lost frame.
-                    tracing::debug!(%peer, "too many raft rpcs in flight; one was dropped");
-                    return;
-                }
-                let rpc = match RaftRpc::from_bytes(&request) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(%peer, "dropped a raft frame: {e}");
-                        return;
-                    }
-                };
-                let (reply, rx) = oneshot::channel();
-                if !self.deliver(Inbound::Raft {
-                    from: peer,
-                    rpc: Box::new(rpc),
-                    reply,
-                }) {
-                    return;
-                }
-                self.replies.push(Box::pin(async move {
-                    let bytes = rx.await.ok().and_then(|r: RaftReply| r.to_bytes().ok());
-                    (channel, bytes)
-                }));
+    /// A member opened a lane to this node: it is served (a newer lane of the same kind from
+    /// the same peer replaces the older, so a peer holds at most one of each); anyone else is
+    /// refused.
+    pub(super) fn lane_opened(&mut self, peer: PeerId, lane: Lane, stream: Stream) {
+        if !self.authorize(peer) {
+            return;
+        }
+        let served = tokio::spawn(lanes::inbound(peer, lane, stream, self.lane_ctx.clone()));
+        if let Some(old) = self.lanes_in.insert((peer, lane), served.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    /// Sends on this node's lane to `to`, opening it if needed.
+    pub(super) fn send_on_lane(&mut self, to: PeerId, lane: Lane, out: Out) {
+        let queue = match self.lanes_out.get(&(to, lane)) {
+            Some(q) if !q.is_closed() => q.clone(),
+            _ => {
+                let (tx, rx) = mpsc::channel(lanes::QUEUE);
+                let ctx = self.lane_ctx.clone();
+                tokio::spawn(lanes::outbound(self.control.clone(), to, lane, ctx, rx));
+                self.lanes_out.insert((to, lane), tx.clone());
+                tx
             }
-            Rr::Response {
-                request_id,
-                response,
-            } => {
-                if let Some(tx) = self.raft_calls.remove(&request_id) {
-                    let _ = tx.send(Ok(response));
-                }
+        };
+        if let Err(e) = queue.try_send(out) {
+            let out = match e {
+                mpsc::error::TrySendError::Full(o) | mpsc::error::TrySendError::Closed(o) => o,
+            };
+            out.fail(to, "too much is waiting for the lane");
+        }
+    }
+
+    /// Closes the lanes of a peer that is no longer a member.
+    pub(super) fn close_lanes(&mut self, peer: PeerId) {
+        for lane in Lane::ALL {
+            self.lanes_out.remove(&(peer, lane));
+            if let Some(served) = self.lanes_in.remove(&(peer, lane)) {
+                served.abort();
             }
-            Rr::Failed {
-                request_id, error, ..
-            } => {
-                if let Some(tx) = self.raft_calls.remove(&request_id) {
-                    let _ = tx.send(Err(error));
-                }
-            }
-            Rr::Other => {}
         }
     }
 }

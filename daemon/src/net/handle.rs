@@ -2,9 +2,9 @@
 //! commands it sends the task, what arrives from peers ([`Inbound`]), and the bytes and round
 //! trips kept per peer ([`PeerStats`]).
 //!
-//! Sync messages are one-way: a request carries one chorus-proto frame and the response is an
-//! empty acknowledgement (the sync protocol answers with its own messages and retries what
-//! matters). Raft RPCs are request and response.
+//! Sync messages are one-way: a frame on the lane to the peer (chunk requests and chunks: a
+//! request whose response is an empty acknowledgement), and the sync protocol answers with its
+//! own messages and retries what matters. Raft RPCs are calls answered on their lane.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -192,6 +192,8 @@ pub struct NetHandle {
     pub(super) stats: SharedStats,
     pub(super) reach: SharedReach,
     pub(super) members_up: tokio::sync::watch::Receiver<std::collections::BTreeSet<PeerId>>,
+    /// How long a Raft call waits for its reply.
+    pub(super) request_timeout: Duration,
 }
 
 impl NetHandle {
@@ -237,8 +239,9 @@ impl NetHandle {
                 reply,
             })
             .map_err(|_| TransportError("the network task has stopped".into()))?;
-        let bytes = rx
+        let bytes = tokio::time::timeout(self.request_timeout, rx)
             .await
+            .map_err(|_| TransportError(format!("no reply within {:?}", self.request_timeout)))?
             .map_err(|_| TransportError("the network task has stopped".into()))?
             .map_err(TransportError)?;
         RaftReply::from_bytes(&bytes).map_err(|e| TransportError(format!("bad raft reply: {e}")))

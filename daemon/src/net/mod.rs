@@ -45,6 +45,7 @@ mod gate;
 mod handle;
 pub mod identity;
 pub mod invite;
+mod lanes;
 mod link;
 pub mod raft;
 mod reach;

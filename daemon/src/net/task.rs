@@ -4,24 +4,23 @@
 //! the addresses known for it.
 
 use std::collections::{HashMap, HashSet};
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use chorus_proto::Limits;
 use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use libp2p::request_response::{OutboundRequestId, ResponseChannel};
+use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, Swarm, allow_block_list, autonat, connection_limits, dcutr, identify, mdns,
-    ping, relay, request_response,
+    Multiaddr, PeerId, Stream, Swarm, allow_block_list, autonat, connection_limits, dcutr,
+    identify, mdns, ping, relay, request_response,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::FrameCodec;
-use super::handle::{Command, Inbound, JoinAccepted, SharedStats, with_stats};
+use super::handle::{Command, JoinAccepted, SharedStats, with_stats};
 use super::invite::InviteBook;
+use super::lanes::{Lane, LaneCtx, Out};
 use super::throttle::Throttle;
 
 /// The protocols the swarm runs.
@@ -32,9 +31,9 @@ pub(super) struct Behaviour {
     /// QUIC connections of members only (see [`super::gate`]).
     pub(super) gate: super::gate::QuicGate,
     pub(super) join: request_response::Behaviour<FrameCodec>,
-    pub(super) sync: request_response::Behaviour<FrameCodec>,
     pub(super) chunks: request_response::Behaviour<FrameCodec>,
-    pub(super) raft: request_response::Behaviour<FrameCodec>,
+    /// Long-lived streams to and from members (see [`super::lanes`]).
+    pub(super) lanes: libp2p_stream::Behaviour,
     pub(super) identify: identify::Behaviour,
     pub(super) ping: ping::Behaviour,
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
@@ -48,10 +47,6 @@ pub(super) struct Behaviour {
     pub(super) autonat_server: autonat::v2::server::Behaviour,
 }
 
-/// A Raft RPC being served: its channel, and the reply once the node gives it.
-pub(super) type PendingReply =
-    Pin<Box<dyn futures::Future<Output = (ResponseChannel<Vec<u8>>, Option<Vec<u8>>)> + Send>>;
-
 /// An explicit peer and when to dial it next (addresses without `/p2p/` are dialled with the
 /// backoff whether or not their peer is connected).
 pub(super) struct Redial {
@@ -63,12 +58,17 @@ pub(super) struct Redial {
 /// The network's state, owned by the one task that runs the swarm.
 pub(super) struct Task {
     pub(super) swarm: Swarm<Behaviour>,
-    pub(super) inbound: mpsc::Sender<Inbound>,
-    /// What was dropped because the node was behind.
-    pub(super) inbound_dropped: u64,
     pub(super) limits: Limits,
-    pub(super) raft_calls: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, String>>>,
-    pub(super) replies: FuturesUnordered<PendingReply>,
+    /// Opens lanes to members.
+    pub(super) control: libp2p_stream::Control,
+    /// What lanes share with the task: the node's inbound queue, the counters, the limits.
+    pub(super) lane_ctx: LaneCtx,
+    /// This node's lanes to members: what each is given to send.
+    pub(super) lanes_out: HashMap<(PeerId, Lane), mpsc::Sender<Out>>,
+    /// The lanes members opened to this node, being served.
+    pub(super) lanes_in: HashMap<(PeerId, Lane), tokio::task::AbortHandle>,
+    /// Lanes members opened, not yet checked.
+    pub(super) opened: mpsc::Receiver<(PeerId, Lane, Stream)>,
     pub(super) allowed: HashSet<PeerId>,
     /// The members QUIC connections are admitted from and dialled to (see `gate`).
     pub(super) quic_members: HashSet<PeerId>,
@@ -130,12 +130,7 @@ impl Task {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.event(event),
-                Some((channel, reply)) = self.replies.next(), if !self.replies.is_empty() => {
-                    // A dropped reply (the node stopped) closes the stream without an answer.
-                    if let Some(bytes) = reply {
-                        let _ = self.swarm.behaviour_mut().raft.send_response(channel, bytes);
-                    }
-                }
+                Some((peer, lane, stream)) = self.opened.recv() => self.lane_opened(peer, lane, stream),
                 _ = tick.tick() => self.tick(),
             }
         }
@@ -175,8 +170,7 @@ impl Task {
                     self.learn(to, a);
                 }
                 self.remind(to);
-                let id = self.swarm.behaviour_mut().raft.send_request(&to, request);
-                self.raft_calls.insert(id, reply);
+                self.send_on_lane(to, Lane::Raft, Out::Call { request, reply });
             }
             Command::Allow(peers) => self.allow(peers),
             Command::QuicMembers(peers) => {
@@ -237,11 +231,10 @@ impl Task {
         for (to, frame, chunks) in self.throttle.ready(Instant::now()) {
             self.remind(to);
             let len = frame.len() as u64 + 4;
-            let b = self.swarm.behaviour_mut();
             if chunks {
-                b.chunks.send_request(&to, frame);
+                self.swarm.behaviour_mut().chunks.send_request(&to, frame);
             } else {
-                b.sync.send_request(&to, frame);
+                self.send_on_lane(to, Lane::Sync, Out::Message(frame));
             }
             with_stats(&self.stats, to, |s| s.sent += len);
         }
@@ -249,9 +242,7 @@ impl Task {
 
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::Behaviour(BehaviourEvent::Sync(e))
-            | SwarmEvent::Behaviour(BehaviourEvent::Chunks(e)) => self.sync_event(e),
-            SwarmEvent::Behaviour(BehaviourEvent::Raft(e)) => self.raft_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Chunks(e)) => self.chunks_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,

@@ -303,8 +303,8 @@ pub fn small_files(root: &Path, count: usize, seed: u64) -> Result<u64, String> 
         while text.len() < len {
             let w = rng.next_u64();
             text.push((b'a' + (w % 26) as u8) as char);
-            if w % 7 == 0 {
-                text.push(if w % 5 == 0 { '\n' } else { ' ' });
+            if w.is_multiple_of(7) {
+                text.push(if w.is_multiple_of(5) { '\n' } else { ' ' });
             }
         }
         text.truncate(len);
