@@ -289,15 +289,24 @@ impl Follower {
         }
     }
 
-    /// Adopts `head` when nothing local is pending, or asks for its content.
-    pub fn settle(&mut self, ctx: &mut Ctx<'_>, head: AcceptedRef) -> Result<(), EngineError> {
+    /// Adopts `head` when nothing local is pending, or asks for its content (unless it is
+    /// `arriving`: a delta to it is fetching its chunks, and asking again would have the
+    /// whole delta sent again).
+    pub fn settle(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        head: AcceptedRef,
+        arriving: bool,
+    ) -> Result<(), EngineError> {
         if self.s.work.is_some() || head.number.major <= self.s.adopted.number.major {
             return Ok(());
         }
         if ctx.holds(&head.version)? {
             self.adopt(ctx, head)
         } else {
-            self.want(ctx, head.version);
+            if !arriving {
+                self.want(ctx, head.version);
+            }
             Ok(())
         }
     }

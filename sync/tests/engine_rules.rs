@@ -218,8 +218,11 @@ fn an_empty_node_catches_up_chunk_by_chunk_and_resumes_without_resending() {
         "B waits for the rest without asking again"
     );
 
-    // A offers again (its retry timer), leanly: no literals, which may still be on their way
-    // over a slow link. B asks for every chunk it lacks, and none that arrived.
+    // A minute later (no chunk came since: the rest was lost), A offers again (its retry
+    // timer), leanly: no literals, which may still be on their way over a slow link. B asks
+    // for every chunk it lacks, and none that arrived.
+    w.tick_one(B, 60_000);
+    assert!(w.net.is_empty(), "B waits for an offer");
     w.tick_one(A, 60_000);
     let offer = w.take(A, B);
     w.deliver(Envelope {

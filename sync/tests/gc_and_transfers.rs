@@ -158,3 +158,42 @@ fn a_transfer_whose_chunks_were_lost_starts_over_on_a_retry() {
     assert!(w.settled(), "the transfer completes");
     assert_eq!(w.folder(B).read("big.bin").unwrap(), big);
 }
+
+/// A transfer that takes a while (a slow link, or 100,000 files) is offered once: neither the
+/// leader's offer retry (to a member it needs for the commit) nor the Want of a member
+/// catching up with the committed head has the whole delta sent again while the member is
+/// fetching its chunks (each copy made it decode and apply the delta again and ask for its
+/// windows from the start).
+#[test]
+fn a_slow_transfer_is_offered_once() {
+    const C: NodeId = 3;
+    let mut w = World::new(&[A, B, C], cfg());
+    let big = noise(11, 20 << 20);
+    let mut offers = Vec::new();
+    let mut delivered = 0u32;
+    let mut slowly = |w: &mut World, e: &Envelope| {
+        if let (A, Message::Offer { .. }) = (e.from, &e.message) {
+            offers.push(e.to);
+        }
+        // Time passes while messages travel: 250 ms every two, so the transfer takes seconds.
+        delivered += 1;
+        if delivered.is_multiple_of(2) {
+            w.tick(250);
+        }
+        Then::Deliver
+    };
+    // C is away: the commit waits for B, offered the version while A's retry timer runs.
+    w.cut_off(C);
+    w.edit(A, "big.bin", &big);
+    run(&mut w, 400_000, &mut slowly);
+    assert_eq!(w.folder(B).read("big.bin").unwrap(), big);
+    // C comes back behind the head: it asks for it while A's catch-up offers it.
+    w.heal(C);
+    run(&mut w, 400_000, &mut slowly);
+    assert!(w.settled(), "the transfers complete");
+    assert_eq!(w.folder(C).read("big.bin").unwrap(), big);
+    for id in [B, C] {
+        let n = offers.iter().filter(|&&to| to == id).count();
+        assert_eq!(n, 1, "node {id} was offered the version {n} times");
+    }
+}

@@ -293,6 +293,7 @@ pub(super) async fn outbound(
                 }
                 let sent = bytes.len() as u64;
                 ctx.counters(lane).sent.fetch_add(sent, Ordering::Relaxed);
+                tracing::trace!(%peer, lane = lane.name(), bytes = sent, "frame sent");
             }
             tokio::select! {
                 out = queue.recv() => match out {

@@ -68,8 +68,9 @@ impl Engine {
                 base,
                 target,
             ),
-            Message::NeedChunks { ids, .. } => {
-                self.transfers.on_need_chunks(&mut ctx!(self), from, &ids)
+            Message::NeedChunks { target, ids } => {
+                self.transfers
+                    .on_need_chunks(&mut ctx!(self), from, target, &ids)
             }
             Message::Chunks(c) => {
                 let done = self.transfers.on_chunks(&mut ctx!(self), from, c)?;

@@ -161,7 +161,10 @@ impl Engine {
             }
         }
         let head = self.history.s.head;
-        self.follower.settle(&mut ctx!(self), head)?;
+        let arriving = self
+            .transfers
+            .receiving(head.version, self.now, self.cfg.want_retry_ms);
+        self.follower.settle(&mut ctx!(self), head, arriving)?;
         self.follower.fetch_due(&mut ctx!(self))?;
         if let Some(l) = self.leader.as_mut() {
             let steps = l.drive(

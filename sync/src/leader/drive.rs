@@ -63,6 +63,15 @@ impl Leader {
             for (v, extra) in wanted {
                 let previous = self.offers.get(&(m, v)).copied();
                 let due = previous.is_none_or(|o| ctx.now >= o.at.saturating_add(backoff(ctx, &o)));
+                // A member fetching the chunks of the last offer has it: no retry while it asks.
+                if let Some(o) = previous
+                    && due
+                    && transfers.fetching_from_here(m, v, ctx.now, ctx.cfg.offer_retry_ms)
+                {
+                    // Looked at again one backoff from now (not at every tick meanwhile).
+                    self.offers.insert((m, v), OfferSent { at: ctx.now, ..o });
+                    continue;
+                }
                 if due {
                     let attempts = previous.map_or(0, |o| o.attempts + 1);
                     self.offers.insert(

@@ -60,8 +60,32 @@ impl Transfers {
         Ok(missing.len())
     }
 
+    /// Whether `delta` is an offer of the version whose chunks are arriving from `from` now
+    /// (one came within the offer retry period): a retry sent before the sender could know.
+    /// Applying it again would decode the whole delta and ask for its windows from the start;
+    /// once the chunks stop coming, an offer is applied again (what was lost is asked anew).
+    fn same_offer_arriving(
+        &self,
+        ctx: &Ctx<'_>,
+        from: NodeId,
+        kind: &Incoming,
+        delta: &Delta,
+    ) -> bool {
+        let slot = kind.slot();
+        matches!(kind, Incoming::Offer { .. })
+            && self
+                .incoming
+                .get(&(from, slot))
+                .is_some_and(|(k, d)| k == kind && d.target == delta.target)
+            && self
+                .asked
+                .get(&(from, slot))
+                .is_some_and(|&at| ctx.now.saturating_sub(at) < ctx.cfg.offer_retry_ms)
+    }
+
     /// Forgets how far the chunks of the delta in `slot` from `from` have come.
     fn forget(&mut self, from: NodeId, slot: u8) {
+        self.asked.remove(&(from, slot));
         self.fetches.remove(&(from, slot));
         self.windows.remove(&(from, slot));
         self.fetching.remove(&(from, slot));
@@ -82,6 +106,10 @@ impl Transfers {
         delta: Delta,
     ) -> Result<Option<Received>, EngineError> {
         let slot = kind.slot();
+        if self.same_offer_arriving(ctx, from, &kind, &delta) {
+            tracing::debug!(me = ctx.me, from, target = ?delta.target, "the offer is on its way already");
+            return Ok(None);
+        }
         let held = ctx.store.manifest(&delta.base)?;
         match apply(
             &delta.wire,
@@ -144,6 +172,7 @@ impl Transfers {
                 for ids in windows.ask() {
                     ctx.send(from, Message::NeedChunks { target, ids });
                 }
+                self.asked.insert((from, slot), ctx.now);
                 Ok(None)
             }
             Err(ApplyError::Store(e)) => Err(e.into()),
@@ -199,6 +228,9 @@ impl Transfers {
                     for ids in windows.ask() {
                         ctx.send(from, Message::NeedChunks { target, ids });
                     }
+                    // Chunks arrived: the delta is on its way (whether or not a window was
+                    // asked for just now).
+                    self.asked.insert((from, slot), ctx.now);
                     continue;
                 }
             }

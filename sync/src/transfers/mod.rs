@@ -36,6 +36,9 @@ const OUTGOING_KEPT: usize = 1024;
 /// while the first answer is still on its way (a slow link, a bandwidth limit) would otherwise
 /// send the same bytes twice. Lost chunks are sent again after it.
 const RESEND_AFTER_MS: u64 = 15_000;
+/// Bytes per millisecond (1 MB/s) a chunk answer is assumed to travel at, at least, when
+/// telling whether the peer that asked is still fetching: offers are not sent again meanwhile.
+const SLOWEST_LINK: u64 = 1_000;
 /// Chunk sends remembered for that, all peers together.
 const SENT_KEPT: usize = 1 << 20;
 /// Bytes of chunks asked for at a time: two windows are on their way at once and the next is
@@ -131,6 +134,11 @@ pub(crate) struct Transfers {
     /// but named by no manifest until the delta completes, so garbage collection must keep
     /// them (a transfer of hours would otherwise lose what it fetched at every collection).
     fetching: HashMap<(NodeId, u8), HashSet<ChunkId>>,
+    /// Until when each peer is taken to be fetching the chunks of each version: its last ask,
+    /// plus the time the chunks sent in answer take at [`SLOWEST_LINK`].
+    asking: HashMap<(NodeId, VersionId), u64>,
+    /// When this node last asked for a window of each incoming delta.
+    asked: HashMap<(NodeId, u8), u64>,
 }
 
 mod incoming;
@@ -224,6 +232,7 @@ impl Transfers {
         lean: bool,
         extra: bool,
     ) -> Result<(), EngineError> {
+        tracing::debug!(me = ctx.me, to, ?target, ?base, lean, extra, "offer");
         let delta = Self::encode(ctx, base, target, false, lean)?;
         self.remember(to, target, Outgoing::Offer { extra });
         ctx.send(to, Message::Offer { delta, extra });
@@ -310,14 +319,50 @@ impl Transfers {
         }
     }
 
-    /// Sends `from` the chunks it asked for that this node holds, bounded per answer, and not
-    /// those sent to it recently.
+    /// Whether an incoming delta to `version` asked for chunks within the last `within_ms`:
+    /// the version is on its way, and asking for it again would only have it sent again.
+    pub fn receiving(&self, version: VersionId, now: u64, within_ms: u64) -> bool {
+        self.fetches.iter().any(|(key, f)| {
+            f.target == version
+                && self
+                    .asked
+                    .get(key)
+                    .is_some_and(|&at| now.saturating_sub(at) < within_ms)
+        })
+    }
+
+    /// Whether `peer` is fetching the chunks of `version` from this node: it asked for some
+    /// within the last `within_ms`, or the chunks sent in answer may still be on their way.
+    /// It holds a delta to `version`, so offering it again (a retry) would only send the
+    /// whole delta again. A transfer that stalls stops asking, and the retries resume.
+    pub fn fetching_from_here(
+        &self,
+        peer: NodeId,
+        version: VersionId,
+        now: u64,
+        within_ms: u64,
+    ) -> bool {
+        self.asking
+            .get(&(peer, version))
+            .is_some_and(|&until| now < until.saturating_add(within_ms))
+    }
+
+    /// Sends `from` the chunks of `target` it asked for that this node holds, bounded per
+    /// answer, and not those sent to it recently.
     pub fn on_need_chunks(
         &mut self,
         ctx: &mut Ctx<'_>,
         from: NodeId,
+        target: VersionId,
         asked: &[ChunkId],
     ) -> Result<(), EngineError> {
+        // A peer fetches one delta from a sender at a time (a newer one replaces the older
+        // in its slot): asking for `target` means the others are no longer being fetched.
+        self.asking
+            .retain(|(peer, v), _| *peer != from || *v == target);
+        if self.asking.len() >= OUTGOING_KEPT {
+            self.asking.clear();
+        }
         let mut ids = Vec::with_capacity(asked.len());
         for id in asked {
             let recently = self
@@ -347,6 +392,14 @@ impl Transfers {
                 break;
             }
         }
+        // Answers queue behind the ones before them that may still be on their way.
+        let until = self
+            .asking
+            .get(&(from, target))
+            .map_or(ctx.now, |&u| u.max(ctx.now));
+        let on_the_way = (sent as u64).div_ceil(SLOWEST_LINK);
+        self.asking
+            .insert((from, target), until.saturating_add(on_the_way));
         Ok(())
     }
 }
