@@ -7,12 +7,39 @@
 use std::cell::RefCell;
 
 use zstd::bulk::{Compressor, Decompressor};
+use zstd::zstd_safe::{CCtx, DCtx, ResetDirective};
 
 thread_local! {
+    /// This thread's streaming contexts, for delta literals without a prefix: a 100k-file
+    /// delta carries thousands of small literals, and a context made for each was a tenth of
+    /// a joiner's time (`ZSTD_createDCtx`).
+    static DCTX: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
+    static CCTX: RefCell<Option<CCtx<'static>>> = const { RefCell::new(None) };
     /// This thread's compressor and the level it was made for.
     static COMPRESSOR: RefCell<Option<(i32, Compressor<'static>)>> = const { RefCell::new(None) };
     /// This thread's decompressor.
     static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's decompression context, reset (session and parameters).
+pub(crate) fn with_dctx<R>(f: impl FnOnce(&mut DCtx<'static>) -> R) -> R {
+    DCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let d = slot.get_or_insert_with(DCtx::create);
+        // Resetting a valid context cannot fail.
+        let _ = d.reset(ResetDirective::SessionAndParameters);
+        f(d)
+    })
+}
+
+/// Runs `f` with this thread's compression context, reset (session and parameters).
+pub(crate) fn with_cctx<R>(f: impl FnOnce(&mut CCtx<'static>) -> R) -> R {
+    CCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let c = slot.get_or_insert_with(CCtx::create);
+        let _ = c.reset(ResetDirective::SessionAndParameters);
+        f(c)
+    })
 }
 
 /// One zstd frame `bytes` decompressed into at most `capacity` bytes (what

@@ -354,9 +354,22 @@ fn compress_batch(
 /// The optional header fields the receiver does not need are left out: the chunk lengths give
 /// the size and the chunk ids the check.
 pub(crate) fn zstd_compress(raw: &[u8], prefix: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
-    use zstd::zstd_safe::{CCtx, CParameter};
+    use zstd::zstd_safe::CCtx;
+    if prefix.is_empty() {
+        return crate::squeeze::with_cctx(|c| compress_with(c, raw, &[], level));
+    }
+    compress_with(&mut CCtx::create(), raw, prefix, level)
+}
+
+/// [`zstd_compress`] with a given context (fresh, or reset).
+fn compress_with<'a>(
+    c: &mut zstd::zstd_safe::CCtx<'a>,
+    raw: &[u8],
+    prefix: &'a [u8],
+    level: i32,
+) -> std::io::Result<Vec<u8>> {
+    use zstd::zstd_safe::CParameter;
     let err = |code: usize| std::io::Error::other(zstd::zstd_safe::get_error_name(code));
-    let mut c = CCtx::create();
     let window_log = super::limits::window_log(raw.len() + prefix.len());
     for p in [
         CParameter::CompressionLevel(level),
@@ -391,4 +404,31 @@ pub(crate) fn zstd_decompress(data: &[u8], prefix: &[u8], want: usize) -> Result
     }
     let window = window_log(want.saturating_add(prefix.len()));
     decompress_bounded(data, prefix, want, window).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{compress_with, zstd_compress, zstd_decompress};
+    use zstd::zstd_safe::CCtx;
+
+    /// The contexts kept per thread (literals without a prefix) give the bytes a fresh context
+    /// gives, whatever they compressed before, at whatever level; and they read back.
+    #[test]
+    fn kept_contexts_give_what_fresh_ones_give() {
+        let a: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 13).to_le_bytes())
+            .collect();
+        let b: Vec<u8> = (0..50_000u32)
+            .flat_map(|i| (i.wrapping_mul(2_654_435_761) >> 7).to_le_bytes())
+            .collect();
+        let fresh = compress_with(&mut CCtx::create(), &a, &[], 3).unwrap();
+        assert_eq!(zstd_compress(&a, &[], 3).unwrap(), fresh);
+        let other = zstd_compress(&b, &[], 19).unwrap();
+        assert_eq!(zstd_compress(&a, &[], 3).unwrap(), fresh);
+        assert_eq!(zstd_decompress(&fresh, &[], a.len()).unwrap(), a);
+        // A failed read leaves nothing behind for the next one.
+        assert!(zstd_decompress(&other[..other.len() / 2], &[], b.len()).is_err());
+        assert_eq!(zstd_decompress(&other, &[], b.len()).unwrap(), b);
+        assert_eq!(zstd_decompress(&fresh, &[], a.len()).unwrap(), a);
+    }
 }

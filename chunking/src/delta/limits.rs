@@ -69,13 +69,28 @@ pub(crate) fn decompress_bounded(
     cap: usize,
     window_log_max: u32,
 ) -> Result<Vec<u8>, Inflate> {
-    let err = |code: usize| Inflate::Bad(zstd::zstd_safe::get_error_name(code).to_string());
+    if prefix.is_empty() {
+        return crate::squeeze::with_dctx(|d| inflate(d, data, cap, window_log_max));
+    }
     let mut d = DCtx::create();
+    d.ref_prefix(prefix).map_err(bad)?;
+    inflate(&mut d, data, cap, window_log_max)
+}
+
+fn bad(code: usize) -> Inflate {
+    Inflate::Bad(zstd::zstd_safe::get_error_name(code).to_string())
+}
+
+/// [`decompress_bounded`] with a context made ready (a prefix referenced, if any).
+fn inflate(
+    d: &mut DCtx<'_>,
+    data: &[u8],
+    cap: usize,
+    window_log_max: u32,
+) -> Result<Vec<u8>, Inflate> {
+    let err = bad;
     d.set_parameter(DParameter::WindowLogMax(window_log_max))
         .map_err(err)?;
-    if !prefix.is_empty() {
-        d.ref_prefix(prefix).map_err(err)?;
-    }
     let limit = cap.saturating_add(1);
     let mut out: Vec<u8> = Vec::new();
     let mut input = InBuffer::around(data);
