@@ -3,17 +3,20 @@
 //! beside it, for members only (`gate`: a QUIC connection of a PeerId outside the membership is
 //! denied before any protocol runs);
 //! identify and ping; mDNS on a LAN; a circuit relay v2 for the members, the relay client and
-//! DCUtR hole punching, AutoNAT v2 among the members (see `reach`); request-response protocols with a length-prefixed codec
-//! bounded by the frame limits: `/chorus/sync/1` (the sync messages), `/chorus/chunks/1`
-//! (NeedChunks and Chunks, the bulky ones) and `/chorus/raft/2` (openraft RPCs as postcard bytes).
+//! DCUtR hole punching, AutoNAT v2 among the members (see `reach`). Sync messages and Raft calls
+//! travel on lanes (`lanes`): one long-lived stream per member, direction and kind,
+//! `/chorus/sync/2` (the sync messages) and `/chorus/raft/3` (openraft RPCs as postcard bytes,
+//! their replies on the same stream); the bulky NeedChunks and Chunks, and joins, on
+//! request-response protocols with a length-prefixed codec (`/chorus/chunks/1`,
+//! `/chorus/join/1`). Every frame is bounded by the frame limits.
 //!
 //! One task owns the Swarm ([`spawn`]); everything else talks to it through a [`NetHandle`]
 //! (commands, with oneshot replies where an answer is due) and receives what arrives as
 //! [`Inbound`] values. Only peers on the allow list (the Raft membership) get a request
 //! answered; a peer that is not on it has a few seconds to present a valid invite code (to the
 //! member that issued it) or voucher (to any member) on `/chorus/join/1`, else it is
-//! disconnected and blocked (`allow_block_list`), as is any non-member that sends a sync or
-//! Raft request.
+//! disconnected and blocked (`allow_block_list`), as is any non-member that opens a lane or
+//! sends a chunk request.
 //! [`RaftTransport`] carries chorus-election's RPCs over it. Sync and chunk frames go out
 //! through the bandwidth limit ([`throttle`]); bytes and round trips are kept per peer.
 //!
@@ -28,7 +31,10 @@
 //! - `book`: the address book, and redial of explicit peers and members;
 //! - `admission`: the allow list, strangers and their grace, refusals, the join protocol;
 //! - `gate`: which QUIC connections are admitted and which QUIC addresses are dialled;
-//! - `dispatch`: the sync, chunk and Raft protocols, delivery to the node;
+//! - `dispatch`: chunk requests, lanes opened by members and this node's own, delivery to
+//!   the node;
+//! - `lanes`: the lanes' frames, the task that runs this node's lane to a member (opening it
+//!   when a message is due, matching replies to calls) and the one that serves a member's;
 //! - `reach`: connection paths (direct, hole-punched, relayed), the relay run for the members,
 //!   reservations at other members' relays, dialling through them, hole punching, and the set
 //!   of connected members;
