@@ -2,8 +2,8 @@
 //! `chorus invite`, `chorus join` twice, `chorus run`), several times over: every member
 //! ends up a voter, the two joiners reach each other directly, and when the first machine is
 //! then killed the other two elect a leader (started by the dead leader's closed connection,
-//! not by a heartbeat timeout) and go on syncing. `chorus status` names a
-//! member it cannot reach.
+//! not by a heartbeat timeout) and go on syncing; so do the others when the joiner that leads
+//! next is killed. `chorus status` names a member it cannot reach.
 //!
 //! Waits are liveness bounds (a stuck group fails the test), never speed assertions.
 
@@ -79,6 +79,36 @@ fn a_group_formed_the_readme_way_survives_the_loss_of_its_first_machine() {
                 std::fs::read(&f).is_ok_and(|x| x == b"after the loss\n")
             });
         }
+
+        // The first machine comes back; then the joiner that leads dies. A joiner is known to
+        // the others by the addresses the membership records (TCP and QUIC), not by a token:
+        // its loss too is noticed from its closed connection, not after the heartbeat timeout.
+        g.restart(a);
+        wait_until("all three connected again", || {
+            (0..3).all(|i| peers(&g, i).iter().all(|x| x["connected"] == true))
+        });
+        let leader = *[b, c]
+            .iter()
+            .find(|&&i| g.status(i)["role"] == "leader")
+            .expect("a joiner leads");
+        let others: Vec<usize> = [a, b, c].into_iter().filter(|&i| i != leader).collect();
+        let noticed = |g: &Group| -> usize {
+            others
+                .iter()
+                .map(|&i| g.log(i).matches("the leader's connection closed").count())
+                .sum()
+        };
+        let before = noticed(&g);
+        g.kill(leader);
+        wait_until("the two left elect a leader", || {
+            others.iter().any(|&i| g.status(i)["role"] == "leader")
+        });
+        assert!(
+            noticed(&g) > before,
+            "no survivor noticed the leading joiner's connection close:\n{}\n{}",
+            g.log(others[0]),
+            g.log(others[1])
+        );
     }
 }
 

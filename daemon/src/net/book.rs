@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId};
 
 use super::handle::Inbound;
@@ -124,11 +125,35 @@ impl Task {
             if addrs.is_empty() {
                 continue;
             }
+            // A member whose connection just closed is dialled at its direct TCP addresses
+            // alone when it has any: a machine whose daemon died refuses a TCP dial at once,
+            // while a QUIC dial waits out its handshake timeout, and a dial fails (telling the
+            // node the member is gone, for a failover within a second) only once every
+            // address has.
+            // That dial goes whatever other dial of the member is under way (a lane opening
+            // dials every address known).
+            let lost = self.lost.contains(&p);
+            if lost {
+                let tcp: Vec<Multiaddr> = addrs
+                    .iter()
+                    .filter(|a| !super::gate::is_quic(a) && !super::link::is_relayed(a))
+                    .cloned()
+                    .collect();
+                if !tcp.is_empty() {
+                    addrs = tcp;
+                }
+            }
             let (next, backoff) = self.member_dials.entry(p).or_insert((now, FIRST_BACKOFF));
             if *next > now {
                 continue;
             }
-            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(p)
+            let condition = if lost {
+                PeerCondition::Always
+            } else {
+                PeerCondition::DisconnectedAndNotDialing
+            };
+            let opts = DialOpts::peer_id(p)
+                .condition(condition)
                 .addresses(addrs)
                 .build();
             let _ = self.swarm.dial(opts);
@@ -147,6 +172,7 @@ impl Task {
         if self.book.get(&peer).is_some_and(|a| !a.is_empty()) {
             self.lost.insert(peer);
         }
+        tracing::debug!(%peer, lost = self.lost.contains(&peer), "a member's last connection closed");
     }
 
     /// A dial failed: a member lost a moment ago and still not connected is gone.

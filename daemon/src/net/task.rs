@@ -298,8 +298,15 @@ impl Task {
                 peer_id,
                 connection_id,
                 endpoint,
+                num_established,
                 ..
             } => {
+                tracing::debug!(
+                    peer = %peer_id,
+                    addr = %endpoint.get_remote_address(),
+                    open = num_established.get(),
+                    "a connection opened"
+                );
                 self.lost.remove(&peer_id);
                 self.link_opened(peer_id, connection_id, &endpoint);
                 self.admit_connection(peer_id);
@@ -310,8 +317,17 @@ impl Task {
                 peer_id,
                 connection_id,
                 num_established,
+                endpoint,
+                cause,
                 ..
             } => {
+                tracing::debug!(
+                    peer = %peer_id,
+                    addr = %endpoint.get_remote_address(),
+                    left = num_established,
+                    cause = ?cause.map(|c| c.to_string()),
+                    "a connection closed"
+                );
                 self.link_closed(peer_id, connection_id);
                 self.seen(peer_id);
                 self.redial_closed(peer_id);
