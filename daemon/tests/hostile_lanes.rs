@@ -5,10 +5,12 @@
 //! and nothing else: A keeps serving a well-formed lane from the same peer and an honest member
 //! B throughout. Waits are liveness bounds, never speed assertions.
 
+mod support;
+
 use std::time::Duration;
 
 use chorus::net::{Inbound, NetConfig, NetHandle, psk_of_secret, spawn};
-use chorus_proto::{Body, Limits, Stored, VersionId, encode_frame};
+use chorus_proto::{Body, Stored, VersionId, encode_frame};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::upgrade::Version;
@@ -28,19 +30,8 @@ async fn member(
     allowed: Vec<PeerId>,
 ) -> (NetHandle, Receiver<Inbound>, Multiaddr) {
     let (net, inbound) = spawn(NetConfig {
-        keypair,
-        secret,
-        invites: None,
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        explicit_peers: vec![],
-        allowed,
-        mdns: false,
-        limits: Limits::default(),
-        request_timeout: Duration::from_secs(5),
-        bandwidth_limit: None,
         relay: false,
-        relay_circuit_bytes: 1 << 20,
-        quic: false,
+        ..support::net::loopback(secret, keypair, allowed)
     })
     .unwrap();
     let addr = tokio::time::timeout(LIVENESS, async {

@@ -14,7 +14,6 @@ use std::time::Duration;
 use chorus::config::token::JoinToken;
 use chorus::net::{NetConfig, NetHandle, spawn};
 use chorus_election::{NodeId, RaftRpc, node_id_of};
-use chorus_proto::Limits;
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -38,19 +37,8 @@ impl Hostile {
         let me = keypair.public().to_peer_id();
         let (net, mut inbound) = rt.block_on(async {
             spawn(NetConfig {
-                keypair,
-                secret: token.secret,
-                invites: None,
-                listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
                 explicit_peers: token.addresses.clone(),
-                allowed: vec![token.inviter],
-                mdns: false,
-                limits: Limits::default(),
-                request_timeout: Duration::from_secs(5),
-                bandwidth_limit: None,
-                relay: true,
-                relay_circuit_bytes: 1 << 30,
-                quic: false,
+                ..support::net::loopback(token.secret, keypair, vec![token.inviter])
             })
             .unwrap()
         });

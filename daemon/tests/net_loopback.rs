@@ -2,12 +2,14 @@
 //! with the wrong share key, or with the right key but outside the membership, gets nothing
 //! through. Waits are liveness bounds (a stuck network fails the test), never speed assertions.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use chorus::net::{Inbound, NetConfig, NetHandle, RaftTransport, spawn};
 use chorus_election::{ElectionConfig, ElectionNode, Member, Proposal, node_id_of};
-use chorus_proto::{Body, Limits, Stored, VersionId};
+use chorus_proto::{Body, Stored, VersionId};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc::Receiver;
@@ -27,19 +29,8 @@ struct Node {
 async fn node(secret: [u8; 32], keypair: Keypair, allowed: Vec<PeerId>) -> Node {
     let peer = keypair.public().to_peer_id();
     let (net, inbound) = spawn(NetConfig {
-        keypair,
-        secret,
-        invites: None,
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        explicit_peers: vec![],
-        allowed,
-        mdns: false,
-        limits: Limits::default(),
-        request_timeout: Duration::from_secs(5),
-        bandwidth_limit: None,
-        relay: true,
-        relay_circuit_bytes: 1 << 30,
         quic: true,
+        ..support::net::loopback(secret, keypair, allowed)
     })
     .unwrap();
     let (addr, quic) = tokio::time::timeout(LIVENESS, async {

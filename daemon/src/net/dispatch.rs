@@ -7,10 +7,9 @@
 use chorus_proto::decode_frame;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::{PeerId, Stream};
-use tokio::sync::mpsc;
 
 use super::handle::{Inbound, with_stats};
-use super::lanes::{self, Lane, Out};
+use super::lanes::{self, Lane, LaneSender, Out};
 use super::task::Task;
 
 impl Task {
@@ -69,21 +68,16 @@ impl Task {
 
     /// Sends on this node's lane to `to`, opening it if needed.
     pub(super) fn send_on_lane(&mut self, to: PeerId, lane: Lane, out: Out) {
-        let queue = match self.lanes_out.get(&(to, lane)) {
-            Some(q) if !q.is_closed() => q.clone(),
-            _ => {
-                let (tx, rx) = mpsc::channel(lanes::QUEUE);
-                let ctx = self.lane_ctx.clone();
-                tokio::spawn(lanes::outbound(self.control.clone(), to, lane, ctx, rx));
-                self.lanes_out.insert((to, lane), tx.clone());
-                tx
-            }
-        };
-        if let Err(e) = queue.try_send(out) {
-            let out = match e {
-                mpsc::error::TrySendError::Full(o) | mpsc::error::TrySendError::Closed(o) => o,
-            };
-            out.fail(to, "too much is waiting for the lane");
+        let open = self
+            .lanes_out
+            .get(&(to, lane))
+            .is_some_and(LaneSender::is_open);
+        if !open {
+            let started = LaneSender::start(self.control.clone(), to, lane, self.lane_ctx.clone());
+            self.lanes_out.insert((to, lane), started);
+        }
+        if let Some(l) = self.lanes_out.get(&(to, lane)) {
+            l.send(to, out);
         }
     }
 

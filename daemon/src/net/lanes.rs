@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chorus_election::{RaftReply, RaftRpc};
@@ -37,9 +37,11 @@ use super::handle::{Inbound, SharedStats, with_stats};
 
 /// Raft frames are small (headers only); this bounds a hostile one.
 pub(super) const MAX_RAFT_FRAME: usize = 4 << 20;
-/// What waits for a lane's stream (while it opens, or behind a large message); past this a
-/// message is dropped (the sync protocol asks again) and a call fails at once.
-pub(super) const QUEUE: usize = 1024;
+/// What waits for a lane's stream (while it opens, or behind a large message), in frames and
+/// in bytes; past either a message is dropped (the sync protocol asks again) and a call fails
+/// at once.
+const QUEUE: usize = 1024;
+const QUEUE_BYTES: usize = 64 << 20;
 /// Raft calls served at once on one lane; more are left unanswered (their caller times out,
 /// as on a lost frame).
 const MAX_CALLS_SERVED: usize = 256;
@@ -231,6 +233,13 @@ pub(super) enum Out {
 }
 
 impl Out {
+    fn len(&self) -> usize {
+        match self {
+            Out::Message(b) => b.len(),
+            Out::Call { request, .. } => request.len(),
+        }
+    }
+
     /// Tells a call's caller it failed; a message is dropped (the sync protocol retries).
     pub(super) fn fail(self, peer: PeerId, why: &str) {
         match self {
@@ -242,18 +251,68 @@ impl Out {
     }
 }
 
+/// This node's lane to one member as the network task holds it: what it is given to send,
+/// and how many bytes of it wait.
+pub(super) struct LaneSender {
+    tx: mpsc::Sender<Out>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl LaneSender {
+    /// Starts the lane's task (the stream opens when the first message is due).
+    pub(super) fn start(
+        control: libp2p_stream::Control,
+        peer: PeerId,
+        lane: Lane,
+        ctx: LaneCtx,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(outbound(control, peer, lane, ctx, rx, queued.clone()));
+        LaneSender { tx, queued }
+    }
+
+    /// False once the lane's task ended.
+    pub(super) fn is_open(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    /// Queues `out` for the lane, or fails it when too much waits already.
+    pub(super) fn send(&self, peer: PeerId, out: Out) {
+        let len = out.len();
+        if self.queued.load(Ordering::Relaxed).saturating_add(len) > QUEUE_BYTES {
+            out.fail(peer, "too much is waiting for the lane");
+            return;
+        }
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        if let Err(e) = self.tx.try_send(out) {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            let out = match e {
+                mpsc::error::TrySendError::Full(o) | mpsc::error::TrySendError::Closed(o) => o,
+            };
+            out.fail(peer, "too much is waiting for the lane");
+        }
+    }
+}
+
 /// The lane this node opens to `peer`: opened when the first message is due, and again after
-/// it closed; it ends when the network task drops its sender.
-pub(super) async fn outbound(
+/// it closed; it ends when the network task drops its sender. `queued` counts the bytes
+/// waiting in `queue`.
+async fn outbound(
     mut control: libp2p_stream::Control,
     peer: PeerId,
     lane: Lane,
     ctx: LaneCtx,
     mut queue: mpsc::Receiver<Out>,
+    queued: Arc<AtomicUsize>,
 ) {
     let max = ctx.max(lane);
     let mut next_id = 0u64;
+    let took = |out: &Out| {
+        queued.fetch_sub(out.len(), Ordering::Relaxed);
+    };
     while let Some(first) = queue.recv().await {
+        took(&first);
         let opened =
             tokio::time::timeout(ctx.open_timeout, control.open_stream(peer, lane.protocol()))
                 .await;
@@ -297,7 +356,10 @@ pub(super) async fn outbound(
             }
             tokio::select! {
                 out = queue.recv() => match out {
-                    Some(out) => next = Some(out),
+                    Some(out) => {
+                        took(&out);
+                        next = Some(out);
+                    }
                     None => break "this node stopped using it".to_owned(),
                 },
                 frame = replies.next() => match frame {
@@ -413,6 +475,52 @@ mod tests {
                 }
             }
         })
+    }
+
+    /// What waits for a lane is bounded in bytes: with the stream not open yet (its peer is
+    /// not connected), calls past the bound fail at once instead of piling up.
+    #[tokio::test]
+    async fn what_waits_for_a_lane_is_bounded_in_bytes() {
+        let (inbound, _rx) = mpsc::channel(1);
+        let ctx = LaneCtx {
+            inbound,
+            dropped: Arc::default(),
+            limits: Limits::default(),
+            counters: Arc::default(),
+            raft_counters: Arc::default(),
+            stats: SharedStats::default(),
+            open_timeout: Duration::from_secs(60),
+        };
+        // A control whose behaviour no swarm runs: the lane never opens.
+        let control = libp2p_stream::Behaviour::new().new_control();
+        let peer = PeerId::random();
+        let lane = LaneSender::start(control, peer, Lane::Raft, ctx);
+        let call = |len: usize| {
+            let (reply, rx) = oneshot::channel();
+            lane.send(
+                peer,
+                Out::Call {
+                    request: vec![0; len],
+                    reply,
+                },
+            );
+            rx
+        };
+        // The first is taken by the lane's task (it waits for the stream); the next fill the
+        // bound, and the one after fails at once.
+        let mut waiting = vec![call(1)];
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..4 {
+            waiting.push(call(QUEUE_BYTES / 4));
+        }
+        let mut refused = call(1);
+        let failed = tokio::time::timeout(Duration::from_secs(5), &mut refused)
+            .await
+            .expect("answered at once");
+        assert!(matches!(failed, Ok(Err(_))), "{failed:?}");
+        for rx in &mut waiting {
+            assert!(rx.try_recv().is_err(), "still waiting");
+        }
     }
 
     #[test]

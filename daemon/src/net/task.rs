@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::codec::FrameCodec;
 use super::handle::{Command, JoinAccepted, SharedStats, with_stats};
 use super::invite::InviteBook;
-use super::lanes::{Lane, LaneCtx, Out};
+use super::lanes::{Lane, LaneCtx, LaneSender, Out};
 use super::throttle::Throttle;
 
 /// The protocols the swarm runs.
@@ -64,7 +64,7 @@ pub(super) struct Task {
     /// What lanes share with the task: the node's inbound queue, the counters, the limits.
     pub(super) lane_ctx: LaneCtx,
     /// This node's lanes to members: what each is given to send.
-    pub(super) lanes_out: HashMap<(PeerId, Lane), mpsc::Sender<Out>>,
+    pub(super) lanes_out: HashMap<(PeerId, Lane), LaneSender>,
     /// The lanes members opened to this node, being served.
     pub(super) lanes_in: HashMap<(PeerId, Lane), tokio::task::AbortHandle>,
     /// Lanes members opened, not yet checked.
