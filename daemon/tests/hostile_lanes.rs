@@ -167,6 +167,15 @@ async fn a_hostile_members_frames_close_its_lane_and_nothing_else() {
         .unwrap();
     lane.flush().await.unwrap();
     assert_eq!(next_sync(&mut a_in).await, (ph, stored(1)));
+    // A message that does not decode is dropped, and the lane goes on.
+    lane.write_all(&frame(0, None, b"\x00\xff not an envelope"))
+        .await
+        .unwrap();
+    lane.write_all(&frame(0, None, &encode_frame(stored(4))))
+        .await
+        .unwrap();
+    lane.flush().await.unwrap();
+    assert_eq!(next_sync(&mut a_in).await, (ph, stored(4)));
 
     // Each of these closes the lane it arrives on, without A allocating what it declares.
     let gigabyte = (1u32 << 30).to_be_bytes().to_vec();

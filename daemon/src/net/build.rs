@@ -241,7 +241,6 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
     let (members_up, members_up_rx) = tokio::sync::watch::channel(Default::default());
     let task = Task {
         swarm,
-        limits,
         control,
         lane_ctx,
         lanes_out: HashMap::new(),

@@ -4,11 +4,10 @@
 //! and its own lanes; and [`Rr`], a request-response event reduced to what the handlers (these
 //! and the join protocol's) act on.
 
-use chorus_proto::decode_frame;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::{PeerId, Stream};
 
-use super::handle::{Inbound, with_stats};
+use super::handle::Inbound;
 use super::lanes::{self, Lane, LaneSender, Out};
 use super::task::Task;
 
@@ -31,20 +30,12 @@ impl Task {
                 if !self.authorize(peer) {
                     return;
                 }
-                let len = request.len() as u64 + 4;
-                with_stats(&self.stats, peer, |s| s.received += len);
                 let b = self.swarm.behaviour_mut();
                 if b.chunks.send_response(channel, Vec::new()).is_err() {
                     tracing::debug!(%peer, "a chunk request's stream closed before the ack");
                 }
-                match decode_frame(&request, &self.limits) {
-                    Ok(env) => {
-                        if let Some(body) = env.body {
-                            self.deliver(Inbound::Sync { from: peer, body });
-                        }
-                    }
-                    Err(e) => tracing::warn!(%peer, "dropped a chunk frame: {e}"),
-                }
+                self.lane_ctx
+                    .deliver_sync(peer, &request, request.len() as u64 + 4);
             }
             Rr::Failed { peer, error, .. } => {
                 tracing::debug!(%peer, "a chunk message was not delivered: {error}");
@@ -66,19 +57,14 @@ impl Task {
         }
     }
 
-    /// Sends on this node's lane to `to`, opening it if needed.
+    /// Sends on this node's lane to `to`, opening it if needed (again, once its task ended).
     pub(super) fn send_on_lane(&mut self, to: PeerId, lane: Lane, out: Out) {
-        let open = self
-            .lanes_out
-            .get(&(to, lane))
-            .is_some_and(LaneSender::is_open);
-        if !open {
+        let key = (to, lane);
+        if !self.lanes_out.get(&key).is_some_and(LaneSender::is_open) {
             let started = LaneSender::start(self.control.clone(), to, lane, self.lane_ctx.clone());
-            self.lanes_out.insert((to, lane), started);
+            self.lanes_out.insert(key, started);
         }
-        if let Some(l) = self.lanes_out.get(&(to, lane)) {
-            l.send(to, out);
-        }
+        self.lanes_out[&key].send(to, out);
     }
 
     /// Closes the lanes of a peer that is no longer a member.

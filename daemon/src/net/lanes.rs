@@ -203,6 +203,20 @@ impl LaneCtx {
         }
     }
 
+    /// A sync or chunk frame of `len` bytes on the wire from `peer`: counted for the peer,
+    /// decoded within the limits and handed to the node (one that does not decode is dropped).
+    pub(super) fn deliver_sync(&self, peer: PeerId, frame: &[u8], len: u64) {
+        with_stats(&self.stats, peer, |s| s.received += len);
+        match decode_frame(frame, &self.limits) {
+            Ok(env) => {
+                if let Some(body) = env.body {
+                    self.deliver(Inbound::Sync { from: peer, body });
+                }
+            }
+            Err(e) => tracing::warn!(%peer, "dropped a sync frame: {e}"),
+        }
+    }
+
     /// Hands what arrived to the node; false when its queue is full (then it is dropped) or
     /// the node stopped.
     pub(super) fn deliver(&self, what: Inbound) -> bool {
@@ -400,15 +414,7 @@ pub(super) async fn inbound(peer: PeerId, lane: Lane, stream: Stream, ctx: LaneC
                 Some(Ok(Frame::Message(bytes))) if lane == Lane::Sync => {
                     let len = 4 + 1 + bytes.len() as u64;
                     ctx.counters.received.fetch_add(len, Ordering::Relaxed);
-                    with_stats(&ctx.stats, peer, |s| s.received += len);
-                    match decode_frame(&bytes, &ctx.limits) {
-                        Ok(env) => {
-                            if let Some(body) = env.body {
-                                ctx.deliver(Inbound::Sync { from: peer, body });
-                            }
-                        }
-                        Err(e) => tracing::warn!(%peer, "dropped a sync frame: {e}"),
-                    }
+                    ctx.deliver_sync(peer, &bytes, len);
                 }
                 Some(Ok(Frame::Call(id, bytes))) if lane == Lane::Raft => {
                     let len = 4 + HEAD as u64 + bytes.len() as u64;
@@ -506,14 +512,14 @@ mod tests {
             );
             rx
         };
-        // The first is taken by the lane's task (it waits for the stream); the next fill the
-        // bound, and the one after fails at once.
+        // These fit whether or not the lane's task has taken the first yet (it waits for the
+        // stream with it): QUEUE_BYTES - 3 bytes in all. The next 8 bytes go past the bound
+        // either way, and fail at once.
         let mut waiting = vec![call(1)];
-        tokio::time::sleep(Duration::from_millis(50)).await;
         for _ in 0..4 {
-            waiting.push(call(QUEUE_BYTES / 4));
+            waiting.push(call(QUEUE_BYTES / 4 - 1));
         }
-        let mut refused = call(1);
+        let mut refused = call(8);
         let failed = tokio::time::timeout(Duration::from_secs(5), &mut refused)
             .await
             .expect("answered at once");

@@ -6,7 +6,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use chorus_proto::Limits;
 use futures::StreamExt;
 use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::behaviour::toggle::Toggle;
@@ -58,7 +57,6 @@ pub(super) struct Redial {
 /// The network's state, owned by the one task that runs the swarm.
 pub(super) struct Task {
     pub(super) swarm: Swarm<Behaviour>,
-    pub(super) limits: Limits,
     /// Opens lanes to members.
     pub(super) control: libp2p_stream::Control,
     /// What lanes share with the task: the node's inbound queue, the counters, the limits.

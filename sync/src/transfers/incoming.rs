@@ -78,14 +78,14 @@ impl Transfers {
                 .get(&(from, slot))
                 .is_some_and(|(k, d)| k == kind && d.target == delta.target)
             && self
-                .asked
+                .progress
                 .get(&(from, slot))
                 .is_some_and(|&at| ctx.now.saturating_sub(at) < ctx.cfg.offer_retry_ms)
     }
 
     /// Forgets how far the chunks of the delta in `slot` from `from` have come.
     fn forget(&mut self, from: NodeId, slot: u8) {
-        self.asked.remove(&(from, slot));
+        self.progress.remove(&(from, slot));
         self.fetches.remove(&(from, slot));
         self.windows.remove(&(from, slot));
         self.fetching.remove(&(from, slot));
@@ -172,7 +172,7 @@ impl Transfers {
                 for ids in windows.ask() {
                     ctx.send(from, Message::NeedChunks { target, ids });
                 }
-                self.asked.insert((from, slot), ctx.now);
+                self.progress.insert((from, slot), ctx.now);
                 Ok(None)
             }
             Err(ApplyError::Store(e)) => Err(e.into()),
@@ -230,7 +230,7 @@ impl Transfers {
                     }
                     // Chunks arrived: the delta is on its way (whether or not a window was
                     // asked for just now).
-                    self.asked.insert((from, slot), ctx.now);
+                    self.progress.insert((from, slot), ctx.now);
                     continue;
                 }
             }

@@ -137,8 +137,8 @@ pub(crate) struct Transfers {
     /// Until when each peer is taken to be fetching the chunks of each version: its last ask,
     /// plus the time the chunks sent in answer take at [`SLOWEST_LINK`].
     asking: HashMap<(NodeId, VersionId), u64>,
-    /// When this node last asked for a window of each incoming delta.
-    asked: HashMap<(NodeId, u8), u64>,
+    /// When each incoming delta last moved: a window asked for, or chunks of it arrived.
+    progress: HashMap<(NodeId, u8), u64>,
 }
 
 mod incoming;
@@ -325,7 +325,7 @@ impl Transfers {
         self.fetches.iter().any(|(key, f)| {
             f.target == version
                 && self
-                    .asked
+                    .progress
                     .get(key)
                     .is_some_and(|&at| now.saturating_sub(at) < within_ms)
         })
