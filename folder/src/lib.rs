@@ -30,6 +30,7 @@ mod read;
 pub mod scan;
 pub mod share;
 mod state;
+mod watch_tree;
 pub mod watcher;
 mod write;
 #[cfg(test)]
