@@ -1,8 +1,9 @@
 //! The file watcher: inotify tells the loop that the share changed (the watches themselves are
-//! kept by `watch_tree`), and a [`Debounce`] decides when to scan: once the share has been quiet for the debounce delay, or
-//! at the latest [`MAX_DELAY_FACTOR`] delays after the first change of a burst (so a file
-//! written without pause for minutes is still synced meanwhile). The periodic full rescan, for
-//! what a watcher cannot see (network filesystems, an overflowed event queue), is the loop's.
+//! kept by `watch_tree`), and a [`Debounce`] decides when to scan: once the share has been
+//! quiet for the debounce delay, or at the latest [`MAX_DELAY_FACTOR`] delays after the first
+//! change of a burst (so a file written without pause for minutes is still synced meanwhile).
+//! The periodic full rescan, for what a watcher cannot see (network filesystems, an overflowed
+//! event queue), is the loop's.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
