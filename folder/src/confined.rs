@@ -150,9 +150,13 @@ pub fn is_temp_of(name: &[u8], session: &str) -> bool {
 }
 
 /// Creates a new file in `dir` under a fresh temp name of `session`, exclusively (`O_EXCL`:
-/// never an existing file or a symlink someone placed there), readable by its owner only until
-/// its mode is set.
-pub fn create_temp(dir: BorrowedFd<'_>, session: &str) -> io::Result<(std::fs::File, String)> {
+/// never an existing file or a symlink someone placed there), with the permission `bits` (less
+/// the umask's).
+pub fn create_temp(
+    dir: BorrowedFd<'_>,
+    session: &str,
+    bits: u32,
+) -> io::Result<(std::fs::File, String)> {
     let mut last = None;
     for _ in 0..16 {
         let name = temp_name(session);
@@ -160,7 +164,7 @@ pub fn create_temp(dir: BorrowedFd<'_>, session: &str) -> io::Result<(std::fs::F
             dir,
             name.as_str(),
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            RMode::from_raw_mode(0o600),
+            RMode::from_raw_mode(bits & 0o777),
         ) {
             Ok(fd) => return Ok((std::fs::File::from(fd), name)),
             Err(rustix::io::Errno::EXIST) => last = Some(rustix::io::Errno::EXIST),
@@ -294,7 +298,7 @@ mod tests {
         let share = tempfile::tempdir().unwrap();
         let root = open_root(share.path()).unwrap();
         let session = random_tag(SESSION_LEN);
-        let (_, name) = create_temp(root.as_fd(), &session).unwrap();
+        let (_, name) = create_temp(root.as_fd(), &session, 0o600).unwrap();
         assert_eq!(name.len(), TEMP_LEN);
         assert!(is_temp_of(name.as_bytes(), &session));
         assert!(!is_temp_of(name.as_bytes(), &random_tag(SESSION_LEN)));

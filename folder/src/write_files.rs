@@ -52,7 +52,8 @@ impl Writer<'_, '_> {
                 return Ok(None);
             }
         };
-        let (f, temp) = match c::create_temp(dir.as_fd(), self.ctx.session) {
+        // Made with its mode (the umask may take bits away: they are set again below).
+        let (f, temp) = match c::create_temp(dir.as_fd(), self.ctx.session, mode.bits()) {
             Ok(t) => t,
             Err(e) => {
                 self.io_fail(path, &e);
@@ -65,15 +66,13 @@ impl Writer<'_, '_> {
             None
         };
         let written = write_content(&f, manifest, self.ctx.chunks, base.as_ref())
-            .and_then(|()| c::chmod(f.as_fd(), mode.bits()).map_err(Into::into));
+            .and_then(|()| with_mode(&f, mode).map_err(Into::into));
         match written {
-            Ok(()) => Ok(Some(Pending {
+            Ok(st) => Ok(Some(Pending {
                 path: path.clone(),
                 dir,
                 temp,
-                wrote: rustix::fs::fstat(&f)
-                    .ok()
-                    .map(|st| (Stamp::of(&st), Instant::now())),
+                wrote: Some((Stamp::of(&st), Instant::now())),
                 file: f,
                 manifest: manifest.clone(),
             })),
@@ -197,6 +196,17 @@ impl Writer<'_, '_> {
     }
 }
 
+/// Gives `f` the permission bits of `mode` unless it has them already (a file is made with
+/// them, less the umask's); its `stat` after.
+fn with_mode(f: &std::fs::File, mode: Mode) -> std::io::Result<rustix::fs::Stat> {
+    let st = rustix::fs::fstat(f)?;
+    if Mode::from_st_mode(st.st_mode) == mode {
+        return Ok(st);
+    }
+    c::chmod(f.as_fd(), mode.bits())?;
+    Ok(rustix::fs::fstat(f)?)
+}
+
 enum ContentError {
     Io(std::io::Error),
     Chunks(chorus_chunking::Error),
@@ -250,35 +260,48 @@ fn write_content(
     // Chunks the kernel copied unseen: they count only if the old file kept its stamp.
     let mut unseen = false;
     let mut buf = Vec::new();
+    // Where the bytes written so far end: short of `end` after a trailing hole.
+    let mut written_to = 0u64;
     for ch in &manifest.chunks {
         let len = u64::from(ch.len);
         let from_base = base.and_then(|b| b.at.get(&ch.id).map(|&off| (b, off)));
+        // Some(true): written; Some(false): a hole left; None: still to do.
         let done = match from_base {
             Some((b, off)) if b.trusted => {
                 unseen = true;
-                copy_from_base(&b.file, off, f, end, len).is_ok()
+                copy_from_base(&b.file, off, f, end, len).ok()
             }
             // Checked against its id: whatever the old file does meanwhile, these bytes are it.
             Some((b, off)) => {
                 buf.resize(ch.len as usize, 0);
-                b.file.read_exact_at(&mut buf, off).is_ok()
-                    && ChunkId::of(&buf) == ch.id
-                    && write_unless_zero(f, &buf, end).is_ok()
+                if b.file.read_exact_at(&mut buf, off).is_ok() && ChunkId::of(&buf) == ch.id {
+                    write_unless_zero(f, &buf, end).ok()
+                } else {
+                    None
+                }
             }
-            None => false,
+            None => None,
         };
-        if !done {
-            let bytes = chunks.require(&ch.id).map_err(ContentError::Chunks)?;
-            write_unless_zero(f, &bytes, end)?;
-        }
+        let wrote = match done {
+            Some(wrote) => wrote,
+            None => {
+                let bytes = chunks.require(&ch.id).map_err(ContentError::Chunks)?;
+                write_unless_zero(f, &bytes, end)?
+            }
+        };
         end += len;
+        if wrote {
+            written_to = end;
+        }
         if end - handed >= WRITEBACK_EVERY {
             start_writeback(f, handed, end - handed);
             handed = end;
         }
     }
-    // Sets the size: a trailing hole becomes part of the file.
-    f.set_len(end)?;
+    // A trailing hole becomes part of the file.
+    if written_to < end {
+        f.set_len(end)?;
+    }
     if unseen {
         let b = base.expect("copies come from a base");
         let still = rustix::fs::fstat(&b.file).map(|st| Stamp::of(&st));
@@ -292,26 +315,28 @@ fn write_content(
 }
 
 /// Writes `bytes` at `at`, unless they are a long run of zeros: a hole is left by not
-/// writing (the next write, or the size set at the end, is past it).
-fn write_unless_zero(f: &std::fs::File, bytes: &[u8], at: u64) -> std::io::Result<()> {
+/// writing (the next write, or the size set at the end, is past it). True when written.
+fn write_unless_zero(f: &std::fs::File, bytes: &[u8], at: u64) -> std::io::Result<bool> {
     if bytes.len() < HOLE_MIN || bytes.iter().any(|&b| b != 0) {
         f.write_all_at(bytes, at)?;
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Copies `len` bytes at `from_at` in `from` to `to_at` in `to`, in the kernel. A hole in
-/// `from` stays a hole. Fails when `from` is shorter than that (it changed).
+/// `from` stays a hole (false: nothing written). Fails when `from` is shorter than that (it
+/// changed).
 fn copy_from_base(
     from: &std::fs::File,
     mut from_at: u64,
     to: &std::fs::File,
     mut to_at: u64,
     len: u64,
-) -> std::io::Result<()> {
+) -> std::io::Result<bool> {
     let end = from_at + len;
     if is_hole(from, from_at, end) {
-        return Ok(());
+        return Ok(false);
     }
     while from_at < end {
         let want = usize::try_from(end - from_at).unwrap_or(usize::MAX);
@@ -320,7 +345,7 @@ fn copy_from_base(
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// True when `from..end` of `f` is one hole (no data up to `end`, or none at all after it

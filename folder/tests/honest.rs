@@ -64,7 +64,23 @@ fn permission_bits_round_trip_whatever_the_umask() {
     assert_eq!(mode_of(&s.share().join("keys")), 0o750);
     assert_eq!(mode_of(&s.share().join("run.sh")), 0o700);
     assert_eq!(a.scan().unwrap(), v2);
+    // A strict umask takes nothing away either (files are made with their bits, less the
+    // umask's, and given the rest after).
+    let v3 = with(&v2, "shared", Some(s.file(b"for all\n", 0o666)));
+    let v3 = with(&v3, "tool", Some(s.file(b"#!/bin/sh\n", 0o775)));
+    let v3 = with(&v3, "ro/also", Some(s.file(b"x\n", 0o444)));
     std::fs::set_permissions(s.share().join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let v2 = a.scan().unwrap();
+    let v3 = with(&v3, "ro", Some(dir(0o755)));
+    // SAFETY: as above.
+    let before = unsafe { libc::umask(0o077) };
+    let report = a.write(&v2, &v3);
+    unsafe { libc::umask(before) };
+    assert!(report.unwrap().failed.is_empty());
+    for (p, m) in [("shared", 0o666), ("tool", 0o775), ("ro/also", 0o444)] {
+        assert_eq!(mode_of(&s.share().join(p)), m, "{p}");
+    }
+    assert_eq!(a.scan().unwrap(), v3);
 }
 
 #[test]
