@@ -29,6 +29,7 @@ use crate::batch::Batch;
 use crate::cache::{OnDisk, ScanCache, Stamp, Verdict};
 use crate::confined as c;
 use crate::failure::{DISK_FULL, is_disk_full, reason};
+use crate::write_files::{FileJob, Queue};
 
 /// What the writing needs besides the trees.
 pub(crate) struct Ctx<'a> {
@@ -99,6 +100,7 @@ impl Writer<'_, '_> {
     fn run(&mut self, differences: &[Difference<'_>]) -> Result<(), Stop> {
         self.remove_gone(differences)?;
         let mut batch = Batch::default();
+        let mut queue = Queue::default();
         for d in differences {
             let (path, old) = (d.path, d.old);
             let Some(entry) = d.new else { continue };
@@ -118,17 +120,23 @@ impl Writer<'_, '_> {
                 Entry::Dir { .. } => self.dir(path),
                 Entry::Symlink { target } => self.symlink(path, target)?,
                 Entry::File { mode, manifest } => {
-                    let was_file = matches!(old, Some(Entry::File { .. }));
-                    if let Some(p) = self.temp_file(path, *mode, manifest, was_file)? {
-                        batch.bytes += manifest.size();
-                        batch.files.push(p);
-                        if batch.full() {
-                            self.commit(&mut batch)?;
-                        }
+                    let job = FileJob {
+                        path,
+                        mode: *mode,
+                        manifest,
+                        was_file: matches!(old, Some(Entry::File { .. })),
+                    };
+                    match self.open_dir(&parent_str(path), true) {
+                        Ok(dir) => queue.push(job, dir),
+                        Err(e) => self.io_fail(path, &e),
+                    }
+                    if queue.full() {
+                        self.write_queued(&mut queue, &mut batch)?;
                     }
                 }
             }
         }
+        self.write_queued(&mut queue, &mut batch)?;
         self.commit(&mut batch)
     }
 }

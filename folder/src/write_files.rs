@@ -13,8 +13,11 @@
 //! before its rename has little left to do.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
+use std::rc::Rc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use chorus_chunking::{ChunkId, ChunkStore, FileManifest, Mode, RelPath};
@@ -23,7 +26,8 @@ use rustix::fs::FileType;
 use crate::batch::{Batch, Pending};
 use crate::cache::{FINE_TICK, OnDisk, Stamp, settled, settles_after};
 use crate::confined as c;
-use crate::write::{Stop, Writer, WrittenFile, parent_str};
+use crate::failure::DISK_FULL;
+use crate::write::{Ctx, Stop, Writer, WrittenFile, parent_str};
 
 /// A batch of at most this many files is made durable file by file (a `syncfs` flushes the
 /// whole file system, other programs' writes included: worth it only for many files).
@@ -35,82 +39,103 @@ const BASE_MIN: u64 = 1 << 20;
 /// A file's written pages are handed to the disk every this many bytes.
 const WRITEBACK_EVERY: u64 = 8 << 20;
 
+/// Files written together, at most this many ...
+const QUEUED_FILES: usize = 128;
+/// ... or this many bytes of content.
+const QUEUED_BYTES: u64 = 64 << 20;
+/// Threads that write files' contents at most (the calling thread is one of them).
+const WRITERS_MAX: usize = 4;
+
+/// A file whose content is to be written to a temp file beside it.
+pub(crate) struct FileJob<'t> {
+    pub(crate) path: &'t RelPath,
+    pub(crate) mode: Mode,
+    pub(crate) manifest: &'t FileManifest,
+    /// The last scan saw a file at `path`, whose chunks this one may share.
+    pub(crate) was_file: bool,
+}
+
+/// Files waiting to be written, with their directories (opened, made if missing).
+#[derive(Default)]
+pub(crate) struct Queue<'t> {
+    jobs: Vec<FileJob<'t>>,
+    dirs: Vec<Rc<OwnedFd>>,
+    bytes: u64,
+}
+
+impl<'t> Queue<'t> {
+    pub(crate) fn push(&mut self, job: FileJob<'t>, dir: Rc<OwnedFd>) {
+        self.bytes += job.manifest.size();
+        self.jobs.push(job);
+        self.dirs.push(dir);
+    }
+
+    /// Time to write them.
+    pub(crate) fn full(&self) -> bool {
+        self.jobs.len() >= QUEUED_FILES || self.bytes >= QUEUED_BYTES
+    }
+}
+
+/// A temp file written: its name, and its `stat` right after.
+struct Temp {
+    file: std::fs::File,
+    name: String,
+    stat: rustix::fs::Stat,
+    at: Instant,
+}
+
 impl Writer<'_, '_> {
-    /// Writes a file's content to a temp file beside it, with its mode.
-    /// `was_file`: the last scan saw a file at `path`, whose chunks this one may share.
-    pub(crate) fn temp_file(
+    /// Writes the queued files' contents to temp files beside them, with their modes, on
+    /// several threads (a file is a few system calls, most of them the kernel's work: one
+    /// core leaves the other idle), and adds them to the batch, committed whenever it is full.
+    /// A chunk missing from the store stops the writing; any other failure is its file's.
+    pub(crate) fn write_queued(
         &mut self,
-        path: &RelPath,
-        mode: Mode,
-        manifest: &FileManifest,
-        was_file: bool,
-    ) -> Result<Option<Pending>, Stop> {
-        let dir = match self.open_dir(&parent_str(path), true) {
-            Ok(d) => d,
-            Err(e) => {
-                self.io_fail(path, &e);
-                return Ok(None);
+        queue: &mut Queue<'_>,
+        batch: &mut Batch,
+    ) -> Result<(), Stop> {
+        let Queue { jobs, dirs, .. } = std::mem::take(queue);
+        let ctx = self.ctx;
+        let written = {
+            let fds: Vec<BorrowedFd<'_>> = dirs.iter().map(|d| d.as_fd()).collect();
+            in_parallel(jobs.len(), |i| write_temp(ctx, fds[i], &jobs[i]))
+        };
+        let mut stop = None;
+        for ((job, dir), result) in jobs.iter().zip(dirs).zip(written) {
+            if self.full {
+                // As if written one by one: nothing after a full disk is, whatever fitted.
+                if let Ok(t) = result {
+                    let _ = c::unlink_at(dir.as_fd(), &t.name);
+                }
+                self.fail(job.path, DISK_FULL.into());
+                continue;
             }
-        };
-        // Made with its mode (the umask may take bits away: they are set again below).
-        let (f, temp) = match c::create_temp(dir.as_fd(), self.ctx.session, mode.bits()) {
-            Ok(t) => t,
-            Err(e) => {
-                self.io_fail(path, &e);
-                return Ok(None);
-            }
-        };
-        let base = if was_file && manifest.size() >= BASE_MIN {
-            self.base(dir.as_fd(), path)
-        } else {
-            None
-        };
-        let written = write_content(&f, manifest, self.ctx.chunks, base.as_ref())
-            .and_then(|()| with_mode(&f, mode).map_err(Into::into));
-        match written {
-            Ok(st) => Ok(Some(Pending {
-                path: path.clone(),
-                dir,
-                temp,
-                wrote: Some((Stamp::of(&st), Instant::now())),
-                file: f,
-                manifest: manifest.clone(),
-            })),
-            Err(e) => {
-                let _ = c::unlink_at(dir.as_fd(), &temp);
-                match e {
-                    ContentError::Io(e) => {
-                        self.io_fail(path, &e);
-                        Ok(None)
-                    }
-                    ContentError::Chunks(e) => Err(Stop::Chunks(e)),
+            match result {
+                Ok(t) => {
+                    batch.bytes += job.manifest.size();
+                    batch.files.push(Pending {
+                        path: job.path.clone(),
+                        dir,
+                        temp: t.name,
+                        wrote: Some((Stamp::of(&t.stat), t.at)),
+                        file: t.file,
+                        manifest: job.manifest.clone(),
+                    });
+                }
+                Err(ContentError::Io(e)) => self.io_fail(job.path, &e),
+                // The files written beside it are in the batch: removed when it is dropped.
+                Err(ContentError::Chunks(e)) => {
+                    stop.get_or_insert(Stop::Chunks(e));
                 }
             }
         }
-    }
-
-    /// The file at `path` as a source of chunks, when it has the stamp the last scan read it
-    /// under.
-    fn base(&self, dir: BorrowedFd<'_>, path: &RelPath) -> Option<Base> {
-        let file = c::open_file_at(dir, path.file_name()).ok()?;
-        let stamp = Stamp::of(&rustix::fs::fstat(&file).ok()?);
-        let (known, trusted) = self
-            .ctx
-            .cache
-            .seen(self.ctx.cache_key.unwrap_or(path), &stamp)?;
-        let mut at = HashMap::with_capacity(known.chunks.len());
-        let mut offset = 0u64;
-        for ch in &known.chunks {
-            at.entry(ch.id).or_insert(offset);
-            offset += u64::from(ch.len);
+        if let Some(stop) = stop {
+            return Err(stop);
         }
-        tracing::debug!(%path, trusted, "chunks shared with the old file are taken from it");
-        Some(Base {
-            file,
-            stamp,
-            at,
-            trusted,
-        })
+        if batch.full() {
+            self.commit(batch)?;
+        }
+        Ok(())
     }
 
     /// Makes a batch's temp files durable and renames each into place unless its target
@@ -234,6 +259,88 @@ fn settle_big_files(batch: &Batch) {
     if let Some(wait) = until.and_then(|u| u.checked_duration_since(Instant::now())) {
         std::thread::sleep(wait);
     }
+}
+
+/// Writes one file's content to a temp file in `dir`, with its mode; the temp file is removed
+/// when that fails.
+fn write_temp(ctx: &Ctx<'_>, dir: BorrowedFd<'_>, job: &FileJob<'_>) -> Result<Temp, ContentError> {
+    // Made with its mode (the umask may take bits away: they are set again after).
+    let (f, name) = c::create_temp(dir, ctx.session, job.mode.bits())?;
+    let base = if job.was_file && job.manifest.size() >= BASE_MIN {
+        base(ctx, dir, job.path)
+    } else {
+        None
+    };
+    let written = write_content(&f, job.manifest, ctx.chunks, base.as_ref())
+        .and_then(|()| with_mode(&f, job.mode).map_err(Into::into));
+    match written {
+        Ok(stat) => Ok(Temp {
+            file: f,
+            name,
+            stat,
+            at: Instant::now(),
+        }),
+        Err(e) => {
+            let _ = c::unlink_at(dir, &name);
+            Err(e)
+        }
+    }
+}
+
+/// `work(0..n)` on up to [`WRITERS_MAX`] threads (the caller's among them), each taking the
+/// next index left; the results in index order.
+fn in_parallel<T: Send>(n: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = cores.min(WRITERS_MAX).min(n);
+    if threads <= 1 {
+        return (0..n).map(work).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let take = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= n {
+                return done;
+            }
+            done.push((i, work(i)));
+        }
+    };
+    let mut all = std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(take)).collect();
+        let mut all = take();
+        for h in helpers {
+            match h.join() {
+                Ok(done) => all.extend(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        all
+    });
+    all.sort_unstable_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, t)| t).collect()
+}
+
+/// The file at `path` as a source of chunks, when it has the stamp the last scan read it
+/// under.
+fn base(ctx: &Ctx<'_>, dir: BorrowedFd<'_>, path: &RelPath) -> Option<Base> {
+    let file = c::open_file_at(dir, path.file_name()).ok()?;
+    let stamp = Stamp::of(&rustix::fs::fstat(&file).ok()?);
+    let (known, trusted) = ctx.cache.seen(ctx.cache_key.unwrap_or(path), &stamp)?;
+    let mut at = HashMap::with_capacity(known.chunks.len());
+    let mut offset = 0u64;
+    for ch in &known.chunks {
+        at.entry(ch.id).or_insert(offset);
+        offset += u64::from(ch.len);
+    }
+    tracing::debug!(%path, trusted, "chunks shared with the old file are taken from it");
+    Some(Base {
+        file,
+        stamp,
+        at,
+        trusted,
+    })
 }
 
 /// A file being replaced, whose content the last scan read: where each of its chunks starts.
