@@ -36,13 +36,12 @@ pub fn chunks_messages(
     let mut size = 0usize;
     let mut raw = 0usize;
     for id in ids {
-        let bytes = store.require(id)?;
-        let raw_len = bytes.len();
-        let compressed = crate::squeeze::compress(&bytes, 3).map_err(Error::io("<zstd>"))?;
-        let (compression, data) = if compressed.len() < bytes.len() {
-            (proto::Compression::Zstd, compressed)
+        let packed = store.get_packed(id)?.ok_or(Error::Missing { id: *id })?;
+        let raw_len = packed.len;
+        let (compression, data) = if packed.zstd {
+            (proto::Compression::Zstd, packed.data)
         } else {
-            (proto::Compression::None, bytes)
+            (proto::Compression::None, packed.data)
         };
         let full = size + data.len() > budget || raw + raw_len > MAX_MESSAGE_BYTES;
         if full && !current.chunks.is_empty() {
@@ -106,6 +105,7 @@ pub fn receive_chunks_within(
                 ))
             }
         };
+        let mut frame = None;
         let bytes = match proto::Compression::try_from(c.compression) {
             Ok(proto::Compression::None) if c.data.len() > cap => return Err(too_large()),
             Ok(proto::Compression::None) => c.data.clone(),
@@ -116,7 +116,10 @@ pub fn receive_chunks_within(
                 let window = window_log(max_chunk_len.min(ratio_cap(c.data.len())));
                 let cap = cap.min(ratio_cap(c.data.len()));
                 match decompress_bounded(&c.data, &[], cap, window) {
-                    Ok(b) => b,
+                    Ok(b) => {
+                        frame = Some(c.data.as_slice());
+                        b
+                    }
                     Err(Inflate::TooLarge { .. }) => return Err(too_large()),
                     Err(e) => {
                         return Err(Error::Invalid(format!(
@@ -135,10 +138,13 @@ pub fn receive_chunks_within(
             return Err(Error::Corrupt { id });
         }
         total += bytes.len();
-        verified.push((id, bytes));
+        verified.push((id, bytes, frame));
     }
-    for (id, bytes) in &verified {
-        store.put(id, bytes)?;
+    for (id, bytes, frame) in &verified {
+        match frame {
+            Some(frame) => store.put_framed(id, bytes, frame)?,
+            None => store.put(id, bytes)?,
+        }
     }
     store.sync()?;
     Ok(verified.len())
@@ -148,6 +154,38 @@ pub fn receive_chunks_within(
 mod tests {
     use super::*;
     use crate::store::MemStore;
+
+    /// Between two disk stores a chunk crosses as the frame the sender keeps, and the
+    /// receiver keeps that frame: no compression on either side.
+    #[test]
+    fn chunks_cross_between_disk_stores_in_the_frames_they_keep() {
+        use crate::store::DiskStore;
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let from = DiskStore::open(a.path()).unwrap();
+        let to = DiskStore::open(b.path()).unwrap();
+        let ids: Vec<ChunkId> = (0..20u32)
+            .map(|i| {
+                let b: Vec<u8> = (0..2_000u32)
+                    .flat_map(|j| format!("{i} {j}\n").into_bytes())
+                    .collect();
+                let id = ChunkId::of(&b);
+                from.put(&id, &b).unwrap();
+                id
+            })
+            .collect();
+        let msgs = chunks_messages(&ids, &from, 1 << 20).unwrap();
+        let sent: Vec<&proto::ChunkData> = msgs.iter().flat_map(|m| &m.chunks).collect();
+        for (id, c) in ids.iter().zip(&sent) {
+            assert_eq!(c.data, from.get_packed(id).unwrap().unwrap().data);
+        }
+        for m in &msgs {
+            receive_chunks(m, &to, 1 << 24).unwrap();
+        }
+        for id in &ids {
+            assert_eq!(to.get_packed(id).unwrap(), from.get_packed(id).unwrap());
+            assert_eq!(to.get(id).unwrap(), from.get(id).unwrap());
+        }
+    }
 
     #[test]
     fn chunks_travel_in_bounded_frames_and_are_verified() {

@@ -23,7 +23,7 @@ pub use chunker::ChunkerParams;
 pub use ids::{ChunkId, VersionId, VersionNumber};
 pub use manifest::{ChunkRef, Difference, Entry, FileManifest, Mode, TreeManifest};
 pub use path::{PathError, RelPath, SHARE_MARKER, STATE_DIR};
-pub use store::{ChunkStore, DiskStore, MemStore};
+pub use store::{ChunkStore, DiskStore, MemStore, Packed};
 
 /// Errors of this crate. Peer input never panics: it ends in one of these.
 #[derive(Debug, thiserror::Error)]

@@ -58,6 +58,65 @@ pub trait ChunkStore: Send + Sync {
     fn require(&self, id: &ChunkId) -> Result<Vec<u8>, Error> {
         self.get(id)?.ok_or(Error::Missing { id: *id })
     }
+
+    /// The chunk as it travels, verified against `id`: zstd-compressed when that is smaller.
+    /// A store that keeps chunks compressed gives the frame it keeps instead of making one.
+    fn get_packed(&self, id: &ChunkId) -> Result<Option<Packed>, Error> {
+        match self.get(id)? {
+            Some(bytes) => Packed::of(bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `bytes` under `id`, as [`put`](Self::put), when they arrived as the zstd
+    /// `frame` (which the caller decompressed to `bytes` and checked against `id`): a store
+    /// that keeps chunks compressed keeps that frame rather than compress them again.
+    fn put_framed(&self, id: &ChunkId, bytes: &[u8], frame: &[u8]) -> Result<(), Error> {
+        let _ = frame;
+        self.put(id, bytes)
+    }
+}
+
+/// A chunk as it is kept and sent: its bytes, or a zstd frame of them when that is smaller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packed {
+    /// `data` is a zstd frame (stating its content size); otherwise the bytes themselves.
+    pub zstd: bool,
+    pub data: Vec<u8>,
+    /// The chunk's length.
+    pub len: usize,
+}
+
+/// The zstd level chunks are compressed at, in stores and on the wire.
+pub const CHUNK_LEVEL: i32 = 3;
+
+impl Packed {
+    /// `bytes` compressed at [`CHUNK_LEVEL`] if that makes them smaller.
+    pub fn of(bytes: Vec<u8>) -> Result<Packed, Error> {
+        let len = bytes.len();
+        let compressed =
+            crate::squeeze::compress(&bytes, CHUNK_LEVEL).map_err(Error::io("<zstd>"))?;
+        Ok(if compressed.len() < len {
+            Packed {
+                zstd: true,
+                data: compressed,
+                len,
+            }
+        } else {
+            Packed {
+                zstd: false,
+                data: bytes,
+                len,
+            }
+        })
+    }
+}
+
+/// True when `frame` may be kept as the record of a chunk of `len` bytes: smaller than them,
+/// and stating their length as its content size (what a read sizes its output by).
+fn keepable_frame(frame: &[u8], len: usize) -> bool {
+    frame.len() < len
+        && matches!(zstd::zstd_safe::get_frame_content_size(frame), Ok(Some(n)) if n == len as u64)
 }
 
 /// Chunks in memory: for tests, and for tools that need no persistence.
@@ -144,6 +203,9 @@ const MAX_CHUNK: u64 = 16 << 20;
 
 /// Bytes in front of every record: the chunk id, the format byte, the payload length.
 const RECORD_HEADER: usize = 32 + 1 + 4;
+
+/// A record read back whole, and the chunk bytes it was checked to hold.
+type Checked = (Vec<u8>, Vec<u8>);
 
 /// Where a record lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,7 +303,7 @@ impl DiskStore {
             root,
             index,
             readers: Mutex::new(HashMap::new()),
-            level: 3,
+            level: CHUNK_LEVEL,
         };
         Ok(store)
     }
@@ -342,11 +404,15 @@ impl DiskStore {
     /// moves records).
     fn append(&self, id: &ChunkId, bytes: &[u8], replace: bool) -> Result<(), Error> {
         let compressed = crate::squeeze::compress(bytes, self.level).map_err(|e| self.err(e))?;
-        let (tag, body) = if compressed.len() < bytes.len() {
-            (ZSTD, compressed.as_slice())
+        if compressed.len() < bytes.len() {
+            self.append_body(id, ZSTD, &compressed, replace)
         } else {
-            (RAW, bytes)
-        };
+            self.append_body(id, RAW, bytes, replace)
+        }
+    }
+
+    /// Appends a record of `id` with its `tag` and `body`, as [`append`](Self::append).
+    fn append_body(&self, id: &ChunkId, tag: u8, body: &[u8], replace: bool) -> Result<(), Error> {
         let mut record = Vec::with_capacity(RECORD_HEADER + body.len());
         record.extend_from_slice(&id.0);
         record.push(tag);
@@ -388,13 +454,34 @@ impl DiskStore {
     /// Reads and checks the record at `loc`: its header must name `id`, and its bytes must
     /// decompress to content that hashes to `id`.
     fn read_record(&self, id: &ChunkId, loc: Location) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.read_checked(id, loc)?.map(|(_, bytes)| bytes))
+    }
+
+    /// The record at `loc` and its chunk's bytes, when it checks out as [`read_record`]'s.
+    fn read_checked(&self, id: &ChunkId, loc: Location) -> Result<Option<Checked>, Error> {
         use std::os::unix::fs::FileExt;
         let file = self.reader(loc.pack)?;
         let mut record = vec![0u8; loc.len as usize];
         if file.read_exact_at(&mut record, loc.offset).is_err() {
             return Ok(None);
         }
-        Ok(decode_record(id, &record))
+        Ok(decode_record(id, &record).map(|bytes| (record, bytes)))
+    }
+
+    /// The record of `id` and its bytes; a record that does not check out is dropped (and
+    /// fetched again by whoever needs it).
+    fn checked(&self, id: &ChunkId) -> Result<Option<Checked>, Error> {
+        let Some(loc) = self.locate(id)? else {
+            return Ok(None);
+        };
+        match self.read_checked(id, loc)? {
+            Some(both) => Ok(Some(both)),
+            None => {
+                tracing::warn!(chunk = %id, store = %self.root.display(), "corrupt chunk dropped; it will be fetched again");
+                self.remove(id)?;
+                Err(Error::Corrupt { id: *id })
+            }
+        }
     }
 
     /// Reclaims the space of removed chunks: every closed pack in which less than half the
@@ -537,17 +624,22 @@ impl ChunkStore for DiskStore {
     }
 
     fn get(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, Error> {
-        let Some(loc) = self.locate(id)? else {
+        Ok(self.checked(id)?.map(|(_, bytes)| bytes))
+    }
+
+    /// The record's own frame, once its content is checked: sending a chunk costs no
+    /// compression.
+    fn get_packed(&self, id: &ChunkId) -> Result<Option<Packed>, Error> {
+        let Some((mut record, bytes)) = self.checked(id)? else {
             return Ok(None);
         };
-        match self.read_record(id, loc)? {
-            Some(bytes) => Ok(Some(bytes)),
-            None => {
-                tracing::warn!(chunk = %id, store = %self.root.display(), "corrupt chunk dropped; it will be fetched again");
-                self.remove(id)?;
-                Err(Error::Corrupt { id: *id })
-            }
-        }
+        let zstd = record[32] == ZSTD;
+        record.drain(..RECORD_HEADER);
+        Ok(Some(Packed {
+            zstd,
+            data: record,
+            len: bytes.len(),
+        }))
     }
 
     fn put(&self, id: &ChunkId, bytes: &[u8]) -> Result<(), Error> {
@@ -555,6 +647,19 @@ impl ChunkStore for DiskStore {
             return Ok(());
         }
         self.append(id, bytes, false)
+    }
+
+    /// Keeps the frame a chunk arrived in (receiving a chunk costs no compression), when it
+    /// is smaller than the chunk and states its length; otherwise compresses as [`put`].
+    fn put_framed(&self, id: &ChunkId, bytes: &[u8], frame: &[u8]) -> Result<(), Error> {
+        if self.contains(id)? {
+            return Ok(());
+        }
+        if keepable_frame(frame, bytes.len()) {
+            self.append_body(id, ZSTD, frame, false)
+        } else {
+            self.append(id, bytes, false)
+        }
     }
 
     fn sync(&self) -> Result<(), Error> {
@@ -684,6 +789,11 @@ mod tests {
                 !s.contains(&id).unwrap(),
                 "a corrupt chunk is dropped so it can be fetched again"
             );
+            // Sending it as kept checks it the same way.
+            s.put(&id, &bytes).unwrap();
+            s.damage(&id, damage);
+            assert!(matches!(s.get_packed(&id), Err(Error::Corrupt { .. })));
+            assert!(!s.contains(&id).unwrap());
         }
         // A torn tail (the record cut short) is corrupt too.
         s.put(&id, &bytes).unwrap();
@@ -817,5 +927,71 @@ mod tests {
         });
         s.sync().unwrap();
         assert_eq!(s.ids().unwrap().len(), 64);
+    }
+
+    /// A chunk received as a zstd frame is kept as that frame and sent on as it (no
+    /// compression on either side), unless the frame is no smaller than the chunk or does not
+    /// state the chunk's length (a read sizes its output by it): then it is compressed anew.
+    #[test]
+    fn a_received_frame_is_kept_and_sent_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DiskStore::open(dir.path()).unwrap();
+        let text: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let id = ChunkId::of(&text);
+        // A frame of another level than the store's own: kept byte for byte.
+        let frame = crate::squeeze::compress(&text, 19).unwrap();
+        assert_ne!(frame, crate::squeeze::compress(&text, CHUNK_LEVEL).unwrap());
+        s.put_framed(&id, &text, &frame).unwrap();
+        let packed = s.get_packed(&id).unwrap().unwrap();
+        assert_eq!(
+            packed,
+            Packed {
+                zstd: true,
+                data: frame.clone(),
+                len: text.len()
+            }
+        );
+        assert_eq!(s.get(&id).unwrap().unwrap(), text);
+
+        // A frame that does not state its content size: compressed anew.
+        let other: Vec<u8> = text.iter().rev().copied().collect();
+        let other_id = ChunkId::of(&other);
+        let mut unsized_frame = Vec::new();
+        {
+            let mut e = zstd::stream::Encoder::new(&mut unsized_frame, 3).unwrap();
+            e.include_contentsize(false).unwrap();
+            std::io::Write::write_all(&mut e, &other).unwrap();
+            e.finish().unwrap();
+        }
+        assert!(matches!(
+            zstd::zstd_safe::get_frame_content_size(&unsized_frame),
+            Ok(None)
+        ));
+        s.put_framed(&other_id, &other, &unsized_frame).unwrap();
+        let packed = s.get_packed(&other_id).unwrap().unwrap();
+        assert!(packed.zstd && packed.data != unsized_frame);
+        assert!(matches!(
+            zstd::zstd_safe::get_frame_content_size(&packed.data),
+            Ok(Some(n)) if n == other.len() as u64
+        ));
+        // A frame no smaller than the chunk: kept raw.
+        let noise = crate::testdata::pseudo_random(4096, 7);
+        let noise_id = ChunkId::of(&noise);
+        let big_frame = crate::squeeze::compress(&noise, 3).unwrap();
+        assert!(big_frame.len() >= noise.len());
+        s.put_framed(&noise_id, &noise, &big_frame).unwrap();
+        let packed = s.get_packed(&noise_id).unwrap().unwrap();
+        assert_eq!((packed.zstd, &packed.data), (false, &noise));
+        // A store that keeps chunks as they are compresses what it sends.
+        let mem = MemStore::new();
+        mem.put_framed(&id, &text, &frame).unwrap();
+        let packed = mem.get_packed(&id).unwrap().unwrap();
+        assert!(packed.zstd);
+        assert_eq!(
+            crate::squeeze::decompress(&packed.data, text.len()).unwrap(),
+            text
+        );
     }
 }
