@@ -26,6 +26,7 @@ pub mod heard;
 mod ignore_file;
 pub mod marker;
 pub mod materialize;
+mod parallel;
 mod read;
 pub mod scan;
 pub mod share;

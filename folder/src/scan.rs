@@ -133,6 +133,9 @@ struct Pending {
     whole: bool,
 }
 
+/// Files smaller than this are read several at a time.
+const READ_TOGETHER_BELOW: u64 = 1 << 20;
+
 /// Scans the share below `root` into entries. Every chunk of every file read is put in
 /// `store`; a cached file's chunks are there already. With a `focus`, only the changed paths
 /// (and below) are walked and the directories on the way to them listed; the entries returned
@@ -175,6 +178,8 @@ pub fn scan_root(
             report.ignore_rules.0.insert(key, g.clone());
             ignores.push(g);
         }
+        // Files whose content must be read, read together once the directory is listed.
+        let mut to_read: Vec<(RelPath, String, Stamp, Mode)> = Vec::new();
         for name in names {
             let at_root = dir.rel.is_none();
             if at_root && (name == STATE_DIR.as_bytes() || name == MARKER.as_bytes()) {
@@ -271,25 +276,44 @@ pub fn scan_root(
                         ));
                         continue;
                     }
-                    match read_one(dir.fd.as_fd(), &name, stamp, params, store) {
-                        Ok((seen, manifest, read_at)) => {
-                            report.files_read += 1;
-                            report.bytes_read += manifest.size();
-                            match seen {
-                                Some(s) => cache.read(path.clone(), s, manifest.clone(), read_at),
-                                None => cache.forget(&path),
-                            }
-                            entries.push((path, Entry::File { mode, manifest }));
-                        }
-                        Err(ReadError::File(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(ReadError::File(e)) => report.unknown.push((path, e.to_string())),
-                        Err(ReadError::Store(e)) => return Err(ScanError::Chunks(e)),
-                    }
+                    to_read.push((path, name, stamp, mode));
                 }
                 _ => report.skipped.push(Skipped {
                     path: path.as_str().into(),
                     reason: "not a regular file, directory or symlink".into(),
                 }),
+            }
+        }
+        // Small files are read, cut, hashed and stored on every core; a big one is read alone
+        // (it may be held whole in memory, and its hashing has a thread of its own).
+        let (small, big): (Vec<_>, Vec<_>) = to_read
+            .into_iter()
+            .partition(|(_, _, stamp, _)| stamp.size < READ_TOGETHER_BELOW);
+        let read_small = crate::parallel::map(small.len(), |i| {
+            let (_, name, stamp, _) = &small[i];
+            read_one(dir.fd.as_fd(), name, *stamp, params, store)
+        });
+        let read = small
+            .into_iter()
+            .zip(read_small)
+            .chain(big.into_iter().map(|f| {
+                let read = read_one(dir.fd.as_fd(), &f.1, f.2, params, store);
+                (f, read)
+            }));
+        for ((path, _, _, mode), read) in read {
+            match read {
+                Ok((seen, manifest, read_at)) => {
+                    report.files_read += 1;
+                    report.bytes_read += manifest.size();
+                    match seen {
+                        Some(s) => cache.read(path.clone(), s, manifest.clone(), read_at),
+                        None => cache.forget(&path),
+                    }
+                    entries.push((path, Entry::File { mode, manifest }));
+                }
+                Err(ReadError::File(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(ReadError::File(e)) => report.unknown.push((path, e.to_string())),
+                Err(ReadError::Store(e)) => return Err(ScanError::Chunks(e)),
             }
         }
     }

@@ -16,8 +16,6 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use chorus_chunking::{ChunkId, ChunkStore, FileManifest, Mode, RelPath};
@@ -43,8 +41,6 @@ const WRITEBACK_EVERY: u64 = 8 << 20;
 const QUEUED_FILES: usize = 128;
 /// ... or this many bytes of content.
 const QUEUED_BYTES: u64 = 64 << 20;
-/// Threads that write files' contents at most (the calling thread is one of them).
-const WRITERS_MAX: usize = 4;
 
 /// A file whose content is to be written to a temp file beside it.
 pub(crate) struct FileJob<'t> {
@@ -86,8 +82,8 @@ struct Temp {
 
 impl Writer<'_, '_> {
     /// Writes the queued files' contents to temp files beside them, with their modes, on
-    /// several threads (a file is a few system calls, most of them the kernel's work: one
-    /// core leaves the other idle), and adds them to the batch, committed whenever it is full.
+    /// every core ([`parallel::map`](crate::parallel::map); a file is a few system calls,
+    /// most of them the kernel's work: one core leaves the others idle), and adds them to the batch, committed whenever it is full.
     /// A chunk missing from the store stops the writing; any other failure is its file's.
     pub(crate) fn write_queued(
         &mut self,
@@ -98,7 +94,7 @@ impl Writer<'_, '_> {
         let ctx = self.ctx;
         let written = {
             let fds: Vec<BorrowedFd<'_>> = dirs.iter().map(|d| d.as_fd()).collect();
-            in_parallel(jobs.len(), |i| write_temp(ctx, fds[i], &jobs[i]))
+            crate::parallel::map(jobs.len(), |i| write_temp(ctx, fds[i], &jobs[i]))
         };
         let mut stop = None;
         for ((job, dir), result) in jobs.iter().zip(dirs).zip(written) {
@@ -285,41 +281,6 @@ fn write_temp(ctx: &Ctx<'_>, dir: BorrowedFd<'_>, job: &FileJob<'_>) -> Result<T
             Err(e)
         }
     }
-}
-
-/// `work(0..n)` on up to [`WRITERS_MAX`] threads (the caller's among them), each taking the
-/// next index left; the results in index order.
-fn in_parallel<T: Send>(n: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    static CORES: OnceLock<usize> = OnceLock::new();
-    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let threads = cores.min(WRITERS_MAX).min(n);
-    if threads <= 1 {
-        return (0..n).map(work).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let take = || {
-        let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= n {
-                return done;
-            }
-            done.push((i, work(i)));
-        }
-    };
-    let mut all = std::thread::scope(|s| {
-        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(take)).collect();
-        let mut all = take();
-        for h in helpers {
-            match h.join() {
-                Ok(done) => all.extend(done),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        all
-    });
-    all.sort_unstable_by_key(|(i, _)| *i);
-    all.into_iter().map(|(_, t)| t).collect()
 }
 
 /// The file at `path` as a source of chunks, when it has the stamp the last scan read it
