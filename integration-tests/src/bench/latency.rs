@@ -51,7 +51,7 @@ pub fn latency(ctx: &Ctx, results: &mut Results) -> Result<(), String> {
                         .push(format!("run {}: {e}", run + 1));
                 }
             }
-            let _ = std::fs::remove_dir_all(&dir);
+            ctx.discard(&dir);
         }
     }
     for tool in ctx

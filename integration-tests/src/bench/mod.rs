@@ -296,6 +296,9 @@ pub fn run(opts: Options) -> Result<(), String> {
         }
     }
 
+    // Deleted last, so that no tool's run follows a deletion (a bench stopped before leaves
+    // the trash for the next one's end).
+    ctx.empty_trash();
     let date = Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
