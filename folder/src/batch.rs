@@ -20,8 +20,9 @@ pub(crate) struct Pending {
     pub(crate) path: RelPath,
     pub(crate) dir: Rc<OwnedFd>,
     pub(crate) temp: String,
-    /// Still open, to be fsynced when the batch is small.
-    pub(crate) file: std::fs::File,
+    /// Still open, to be fsynced when the batch is small (a full batch is made durable by one
+    /// `syncfs`, and closes its files while it waits for its renames).
+    pub(crate) file: Option<std::fs::File>,
     pub(crate) manifest: FileManifest,
     /// Its stamp right after its content and mode were written, and when that was.
     pub(crate) wrote: Option<(Stamp, Instant)>,
@@ -47,5 +48,17 @@ impl Batch {
     /// Time to commit.
     pub(crate) fn full(&self) -> bool {
         self.files.len() >= BATCH_FILES || self.bytes >= BATCH_BYTES
+    }
+
+    /// When its last file was written.
+    pub(crate) fn last_write(&self) -> Option<Instant> {
+        self.files.iter().filter_map(|p| p.wrote.map(|w| w.1)).max()
+    }
+
+    /// Closes its files (it is made durable by one `syncfs`).
+    pub(crate) fn close_files(&mut self) {
+        for p in &mut self.files {
+            p.file = None;
+        }
     }
 }

@@ -86,6 +86,7 @@ pub(crate) fn write_tree(
         failed_dirs: Vec::new(),
         failed_set: std::collections::HashSet::new(),
         full: false,
+        aging: std::collections::VecDeque::new(),
     };
     let differences = old.differences(new);
     let stop = w.run(&differences).err();
@@ -137,6 +138,7 @@ impl Writer<'_, '_> {
             }
         }
         self.write_queued(&mut queue, &mut batch)?;
+        self.rename_aged(true)?;
         self.commit(&mut batch)
     }
 }
@@ -153,6 +155,9 @@ pub(crate) struct Writer<'a, 'b> {
     pub(crate) failed_set: std::collections::HashSet<RelPath>,
     /// The disk filled up: nothing more is tried.
     pub(crate) full: bool,
+    /// Full batches written and waiting for their renames, oldest first
+    /// ([`age`](Self::age)).
+    pub(crate) aging: std::collections::VecDeque<Batch>,
 }
 
 pub(crate) fn parent_str(path: &RelPath) -> String {

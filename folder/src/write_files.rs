@@ -1,7 +1,9 @@
 //! Writing files: content into an exclusive temp file beside the target (all-zero chunks as
-//! holes, so sparse files stay sparse), its mode set, made durable (one by one for a few
+//! holes, so sparse files stay sparse), made with its mode, made durable (one by one for a few
 //! files, one `syncfs` for a batch of many), and renamed into place unless the target changed
-//! since the scan. A temp file never renamed is removed.
+//! since the scan. A temp file never renamed is removed. Contents are written on every core;
+//! renames happen in path order, a full batch's once the batches after it have been written
+//! for a timestamp tick, so that the next scan believes its files' stamps.
 //!
 //! A large file that replaces one with the stamp the last scan read it under takes the chunks
 //! the two share from the old file, and only the others from the chunk store: a small edit in
@@ -37,6 +39,8 @@ const BASE_MIN: u64 = 1 << 20;
 /// A file's written pages are handed to the disk every this many bytes.
 const WRITEBACK_EVERY: u64 = 8 << 20;
 
+/// Full batches waiting for their renames at most (see [`Writer::age`]).
+const AGING_MAX: usize = 8;
 /// Files written together, at most this many ...
 const QUEUED_FILES: usize = 128;
 /// ... or this many bytes of content.
@@ -114,7 +118,7 @@ impl Writer<'_, '_> {
                         dir,
                         temp: t.name,
                         wrote: Some((Stamp::of(&t.stat), t.at)),
-                        file: t.file,
+                        file: Some(t.file),
                         manifest: job.manifest.clone(),
                     });
                 }
@@ -129,7 +133,35 @@ impl Writer<'_, '_> {
             return Err(stop);
         }
         if batch.full() {
-            self.commit(batch)?;
+            let full = std::mem::take(batch);
+            self.age(full)?;
+        }
+        self.rename_aged(false)
+    }
+
+    /// A full batch waits for its renames while the next ones are written, until its last
+    /// file was written a timestamp tick ago ([`FINE_TICK`]): renamed then, its files are
+    /// believed on their stamps ([`settled`]) and the next scan does not read them again
+    /// (after a join of 100k files it read nearly all of them). No batch waits for its own
+    /// sake: those left when the writing ends are renamed at once.
+    fn age(&mut self, mut batch: Batch) -> Result<(), Stop> {
+        batch.close_files();
+        self.aging.push_back(batch);
+        self.rename_aged(false)
+    }
+
+    /// Commits the waiting batches whose last write is a tick old, the oldest when more than
+    /// [`AGING_MAX`] wait, and all of them with `all`.
+    pub(crate) fn rename_aged(&mut self, all: bool) -> Result<(), Stop> {
+        while let Some(front) = self.aging.front() {
+            let due = all
+                || self.aging.len() > AGING_MAX
+                || front.last_write().is_none_or(|t| t.elapsed() >= FINE_TICK);
+            if !due {
+                break;
+            }
+            let mut oldest = self.aging.pop_front().expect("a batch is waiting");
+            self.commit(&mut oldest)?;
         }
         Ok(())
     }
@@ -140,7 +172,7 @@ impl Writer<'_, '_> {
         if batch.files.is_empty() {
             return Ok(());
         }
-        if batch.files.len() > FSYNC_EACH_UP_TO {
+        if batch.files.len() > FSYNC_EACH_UP_TO || batch.files.iter().any(|p| p.file.is_none()) {
             if let Err(e) = c::syncfs(self.ctx.root) {
                 for p in std::mem::take(&mut batch.files) {
                     let _ = c::unlink_at(p.dir.as_fd(), &p.temp);
@@ -151,7 +183,7 @@ impl Writer<'_, '_> {
         } else {
             let mut durable = Vec::with_capacity(batch.files.len());
             for p in std::mem::take(&mut batch.files) {
-                match p.file.sync_all() {
+                match p.file.as_ref().map_or(Ok(()), std::fs::File::sync_all) {
                     Ok(()) => durable.push(p),
                     Err(e) => {
                         let _ = c::unlink_at(p.dir.as_fd(), &p.temp);
