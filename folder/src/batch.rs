@@ -1,12 +1,13 @@
 //! A batch of files written to temp files and not yet renamed into place: what the writer
-//! makes durable together, and removes when the writing stops before the renames.
+//! makes durable together, and removes when the writing stops before the renames; and the
+//! queue of files whose contents are still to be written (together, on every core).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 
 use std::time::Instant;
 
-use chorus_chunking::{FileManifest, RelPath};
+use chorus_chunking::{FileManifest, Mode, RelPath};
 
 use crate::cache::Stamp;
 
@@ -60,5 +61,49 @@ impl Batch {
         for p in &mut self.files {
             p.file = None;
         }
+    }
+}
+
+/// Files written together, at most this many ...
+const QUEUED_FILES: usize = 128;
+/// ... or this many bytes of content.
+const QUEUED_BYTES: u64 = 64 << 20;
+
+/// A file whose content is to be written to a temp file beside it.
+pub(crate) struct FileJob<'t> {
+    pub(crate) path: &'t RelPath,
+    pub(crate) mode: Mode,
+    pub(crate) manifest: &'t FileManifest,
+    /// The last scan saw a file at `path`, whose chunks this one may share.
+    pub(crate) was_file: bool,
+}
+
+/// Files waiting to be written, with their directories (opened, made if missing).
+#[derive(Default)]
+pub(crate) struct Queue<'t> {
+    jobs: Vec<FileJob<'t>>,
+    dirs: Vec<Rc<OwnedFd>>,
+    bytes: u64,
+}
+
+impl<'t> Queue<'t> {
+    pub(crate) fn push(&mut self, job: FileJob<'t>, dir: Rc<OwnedFd>) {
+        self.bytes += job.manifest.size();
+        self.jobs.push(job);
+        self.dirs.push(dir);
+    }
+
+    /// Time to write them.
+    pub(crate) fn full(&self) -> bool {
+        self.jobs.len() >= QUEUED_FILES || self.bytes >= QUEUED_BYTES
+    }
+
+    /// The files queued and their directories, in the same order; the queue is left empty.
+    pub(crate) fn take(&mut self) -> (Vec<FileJob<'t>>, Vec<Rc<OwnedFd>>) {
+        self.bytes = 0;
+        (
+            std::mem::take(&mut self.jobs),
+            std::mem::take(&mut self.dirs),
+        )
     }
 }

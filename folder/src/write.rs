@@ -25,11 +25,10 @@ use chorus_chunking::{
 };
 use rustix::fs::FileType;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, FileJob, Queue};
 use crate::cache::{OnDisk, ScanCache, Stamp, Verdict};
 use crate::confined as c;
 use crate::failure::{DISK_FULL, is_disk_full, reason};
-use crate::write_files::{FileJob, Queue};
 
 /// What the writing needs besides the trees.
 pub(crate) struct Ctx<'a> {

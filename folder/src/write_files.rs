@@ -15,15 +15,14 @@
 //! before its rename has little left to do.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
-use std::rc::Rc;
 use std::time::Instant;
 
 use chorus_chunking::{ChunkId, ChunkStore, FileManifest, Mode, RelPath};
 use rustix::fs::FileType;
 
-use crate::batch::{Batch, Pending};
+use crate::batch::{Batch, FileJob, Pending, Queue};
 use crate::cache::{FINE_TICK, OnDisk, Stamp, settled, settles_after};
 use crate::confined as c;
 use crate::failure::DISK_FULL;
@@ -41,41 +40,6 @@ const WRITEBACK_EVERY: u64 = 8 << 20;
 
 /// Full batches waiting for their renames at most (see [`Writer::age`]).
 const AGING_MAX: usize = 8;
-/// Files written together, at most this many ...
-const QUEUED_FILES: usize = 128;
-/// ... or this many bytes of content.
-const QUEUED_BYTES: u64 = 64 << 20;
-
-/// A file whose content is to be written to a temp file beside it.
-pub(crate) struct FileJob<'t> {
-    pub(crate) path: &'t RelPath,
-    pub(crate) mode: Mode,
-    pub(crate) manifest: &'t FileManifest,
-    /// The last scan saw a file at `path`, whose chunks this one may share.
-    pub(crate) was_file: bool,
-}
-
-/// Files waiting to be written, with their directories (opened, made if missing).
-#[derive(Default)]
-pub(crate) struct Queue<'t> {
-    jobs: Vec<FileJob<'t>>,
-    dirs: Vec<Rc<OwnedFd>>,
-    bytes: u64,
-}
-
-impl<'t> Queue<'t> {
-    pub(crate) fn push(&mut self, job: FileJob<'t>, dir: Rc<OwnedFd>) {
-        self.bytes += job.manifest.size();
-        self.jobs.push(job);
-        self.dirs.push(dir);
-    }
-
-    /// Time to write them.
-    pub(crate) fn full(&self) -> bool {
-        self.jobs.len() >= QUEUED_FILES || self.bytes >= QUEUED_BYTES
-    }
-}
-
 /// A temp file written: its name, and its `stat` right after.
 struct Temp {
     file: std::fs::File,
@@ -94,7 +58,7 @@ impl Writer<'_, '_> {
         queue: &mut Queue<'_>,
         batch: &mut Batch,
     ) -> Result<(), Stop> {
-        let Queue { jobs, dirs, .. } = std::mem::take(queue);
+        let (jobs, dirs) = queue.take();
         let ctx = self.ctx;
         let written = {
             let fds: Vec<BorrowedFd<'_>> = dirs.iter().map(|d| d.as_fd()).collect();
