@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use inotify::{EventMask, Inotify};
 use rustix::event::{PollFd, PollFlags};
 
+use crate::focus::MAX_FOCUS_PATHS;
 use crate::share::Share;
 use crate::watch_tree::{self, WatchTree};
 
@@ -83,6 +84,8 @@ impl Drop for FolderWatcher {
 const GATHER: Duration = Duration::from_millis(10);
 /// Bytes read from the kernel at once (each event is 16 bytes and its name).
 const READ_BUFFER: usize = 64 * 1024;
+/// Reads of the kernel's queue before what they said is passed on.
+const READS_AT_ONCE: usize = 16;
 
 /// Watches the share; every relevant change calls `on_change` with what changed (on the
 /// watcher's own thread; it should only pass it on, for example on a channel). The share and
@@ -162,8 +165,9 @@ fn run(
         }
         let mut paths = Vec::new();
         let mut unknown = false;
-        // Everything queued, then on.
-        loop {
+        // Everything queued (at most READS_AT_ONCE buffers, so that a program writing without
+        // pause is still passed on), then on.
+        for _ in 0..READS_AT_ONCE {
             let events = match tree.inotify().read_events(&mut buffer) {
                 Ok(events) => events,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -179,9 +183,15 @@ fn run(
             let events: Vec<_> = events.map(|e| e.to_owned()).collect();
             for ev in events {
                 match said(&mut tree, &ev) {
+                    // More paths than a focused scan takes: it is a full scan anyway.
+                    Said::Path(_) if unknown => {}
                     Said::Path(p) => {
                         if share.concerns(&p, state) {
                             paths.push(p);
+                            if paths.len() > MAX_FOCUS_PATHS {
+                                unknown = true;
+                                paths = Vec::new();
+                            }
                         }
                     }
                     Said::Unknown => unknown = true,
@@ -302,9 +312,24 @@ mod tests {
 
     /// Waits until `want` was heard (or fails after a few seconds), gathering what was.
     fn hear(rx: &std::sync::mpsc::Receiver<Change>, want: &Path) -> Vec<PathBuf> {
+        hear_where(rx, want, |p| p == want)
+    }
+
+    /// Waits until `want` was heard, or a directory above it below `root`: a directory heard
+    /// stands for everything below it (a file made in a new directory before the watcher
+    /// watches it is found by the scan of that directory).
+    fn hear_below(rx: &std::sync::mpsc::Receiver<Change>, root: &Path, want: &Path) {
+        hear_where(rx, want, |p| p != root && want.starts_with(p));
+    }
+
+    fn hear_where(
+        rx: &std::sync::mpsc::Receiver<Change>,
+        want: &Path,
+        covers: impl Fn(&Path) -> bool,
+    ) -> Vec<PathBuf> {
         let until = Instant::now() + Duration::from_secs(5);
-        let mut heard = Vec::new();
-        while !heard.iter().any(|p| p == want) {
+        let mut heard: Vec<PathBuf> = Vec::new();
+        while !heard.iter().any(|p| covers(p)) {
             let left = until.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(Change::Paths(p)) => heard.extend(p),
@@ -336,11 +361,12 @@ mod tests {
     fn a_directory_made_or_moved_in_is_watched_with_everything_below_it() {
         let (tmp, root, _w, rx) = watched();
         // Made and filled at once: the directory itself is heard (a scan of it covers what
-        // was made before its watch), and later changes inside it too.
+        // was made before its watch), and a file made in it right after: itself, or its
+        // directory when that was made before the watcher watched it.
         std::fs::create_dir_all(root.join("new/sub")).unwrap();
         hear(&rx, &root.join("new"));
         std::fs::write(root.join("new/sub/f.txt"), "f").unwrap();
-        hear(&rx, &root.join("new/sub/f.txt"));
+        hear_below(&rx, &root, &root.join("new/sub/f.txt"));
         // Moved within the share: heard under its new name, not its old one.
         std::fs::rename(root.join("old"), root.join("renamed")).unwrap();
         hear(&rx, &root.join("renamed"));
