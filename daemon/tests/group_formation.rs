@@ -87,6 +87,26 @@ fn a_group_formed_the_readme_way_survives_the_loss_of_its_first_machine() {
         wait_until("all three connected again", || {
             (0..3).all(|i| peers(&g, i).iter().all(|x| x["connected"] == true))
         });
+        // A leader all three agree on, in the same term for a second: the returning machine's
+        // connections settle (duplicates close) before the one that leads is killed.
+        let agreed = |g: &Group| {
+            let s: Vec<serde_json::Value> = (0..3).map(|i| g.status(i)).collect();
+            let first = (s[0]["leader"].clone(), s[0]["term"].clone());
+            (first.0.is_string()
+                && s.iter()
+                    .all(|x| (x["leader"].clone(), x["term"].clone()) == first))
+            .then_some(first)
+        };
+        let mut last = None;
+        wait_until("a leader all three agree on, for a second", || {
+            let now = agreed(&g);
+            let steady = now.is_some() && now == last;
+            last = now;
+            if !steady {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            steady
+        });
         let leader = *[b, c]
             .iter()
             .find(|&&i| g.status(i)["role"] == "leader")
