@@ -38,11 +38,12 @@ pub fn chunks_messages(
     for id in ids {
         let packed = store.get_packed(id)?.ok_or(Error::Missing { id: *id })?;
         let raw_len = packed.len;
-        let (compression, data) = if packed.zstd {
-            (proto::Compression::Zstd, packed.data)
+        let compression = if packed.zstd {
+            proto::Compression::Zstd
         } else {
-            (proto::Compression::None, packed.data)
+            proto::Compression::None
         };
+        let data = packed.data;
         let full = size + data.len() > budget || raw + raw_len > MAX_MESSAGE_BYTES;
         if full && !current.chunks.is_empty() {
             out.push(std::mem::take(&mut current));
