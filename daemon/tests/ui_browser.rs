@@ -346,6 +346,19 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot click {css}: {e}"));
     }
 
+    /// Presses the button `css` selects with the page's own `click()`, found and pressed in
+    /// one turn of its event loop. The conflicts list is redrawn whenever the daemon reports a
+    /// change (a redo displaces something in turn and a new card goes on top), so WebDriver's
+    /// click, which finds the button and then clicks where it was on screen, can hit a
+    /// replaced button or the card that moved into its place.
+    fn press(&self, css: &str) {
+        let pressed = self.js(&format!(
+            "const b = document.querySelector({css:?}); \
+             if (!b || b.disabled) return false; b.click(); return true"
+        ));
+        assert_eq!(pressed, Value::Bool(true), "no button to press at {css}");
+    }
+
     /// Types `text` into the field `css` selects (after clearing it).
     fn type_into(&self, css: &str, text: &str) {
         self.rt
@@ -579,7 +592,7 @@ fn the_page_shows_the_group_history_and_conflicts_and_acts_on_them() {
     browser.screenshot("conflicts");
     // Redo in place: the displaced line is back on every machine.
     let seq = hunk["seq"].as_str().unwrap().to_owned();
-    browser.click(&format!(
+    browser.press(&format!(
         "#conflicts article[data-seq=\"{seq}\"] [data-redo=\"in-place\"]"
     ));
     wait_all(&g, "notes.txt", "the displaced line back", |t| {
@@ -591,9 +604,21 @@ fn the_page_shows_the_group_history_and_conflicts_and_acts_on_them() {
          return c ? c.dataset.seq : null",
     );
     let whole = whole.as_str().expect("a whole-file conflict").to_owned();
-    browser.click(&format!(
+    browser.press(&format!(
         "#conflicts article[data-seq=\"{whole}\"] [data-redo=\"beside\"]"
     ));
+    browser.wait_js(
+        "what the beside redo answered",
+        &format!(
+            "const t = document.getElementById('toast'); \
+             return t.innerText.includes('put #{whole} beside') || t.className.includes('bad')"
+        ),
+    );
+    let answered = browser.text("#toast");
+    assert!(
+        answered.contains(&format!("put #{whole} beside")),
+        "the page said: {answered}"
+    );
     let winner_bytes = std::fs::read(g.file(a, "data.bin")).unwrap();
     let loser_bytes = if winner_bytes == vec![0xffu8; 1000] {
         vec![0xfeu8; 2000]
