@@ -119,15 +119,35 @@ fn keepable_frame(frame: &[u8], len: usize) -> bool {
         && matches!(zstd::zstd_safe::get_frame_content_size(frame), Ok(Some(n)) if n == len as u64)
 }
 
-/// Chunks in memory: for tests, and for tools that need no persistence.
+/// Chunks in memory: for tests, and for tools that need no persistence. It keeps the
+/// contract's durability too, for tests of what a crash loses: [`MemStore::crash`] drops what
+/// was put since the last [`ChunkStore::sync`], and [`MemStore::syncs`] counts the syncs.
 #[derive(Default)]
 pub struct MemStore {
     chunks: Mutex<HashMap<ChunkId, Vec<u8>>>,
+    /// Put and not synced since.
+    unsynced: Mutex<std::collections::HashSet<ChunkId>>,
+    syncs: std::sync::atomic::AtomicUsize,
 }
 
 impl MemStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// What a kill -9 of the process that owns the store would leave: the chunks put since the
+    /// last sync are gone.
+    pub fn crash(&self) {
+        let lost = std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut map = self.lock();
+        for id in lost {
+            map.remove(&id);
+        }
+    }
+
+    /// How many times the store was synced.
+    pub fn syncs(&self) -> usize {
+        self.syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Number of stored chunks.
@@ -163,11 +183,24 @@ impl ChunkStore for MemStore {
     }
 
     fn put(&self, id: &ChunkId, bytes: &[u8]) -> Result<(), Error> {
-        self.lock().entry(*id).or_insert_with(|| bytes.to_vec());
+        let mut map = self.lock();
+        if !map.contains_key(id) {
+            map.insert(*id, bytes.to_vec());
+            self.unsynced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(*id);
+        }
         Ok(())
     }
 
     fn sync(&self) -> Result<(), Error> {
+        self.unsynced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

@@ -67,3 +67,71 @@ fn a_chunk_dropped_as_corrupt_is_fetched_again_and_the_version_written() {
         );
     }
 }
+
+/// Delivers until nothing moves, as [`World::run`] does, counting the `Chunks` messages `to`
+/// is sent; `stop` is asked after each and ends the run early when true.
+fn run_counting(w: &mut World, to: NodeId, mut stop: impl FnMut(&World, usize) -> bool) -> usize {
+    let mut chunk_messages = 0;
+    for _ in 0..100_000 {
+        if let Some(e) = w.net.front() {
+            if e.to == to && matches!(e.message, chorus_proto::message::Message::Chunks(_)) {
+                chunk_messages += 1;
+            }
+            w.deliver_one();
+            if stop(w, chunk_messages) {
+                return chunk_messages;
+            }
+            continue;
+        }
+        if w.commit() > 0 {
+            continue;
+        }
+        if w.settled() {
+            break;
+        }
+        w.tick(w.cfg.push_retry_ms.max(w.cfg.offer_retry_ms));
+    }
+    chunk_messages
+}
+
+/// A version fetched in many windows is made durable once, before it is applied, not once per
+/// message; a receiver killed midway loses the chunks it had buffered, fetches them again and
+/// writes the version.
+#[test]
+fn a_transfer_syncs_once_and_a_crash_midway_fetches_again() {
+    // 24 MB of 1 KiB chunks: three windows of 8 MiB, some fifty messages.
+    let big = noise(7, 24 << 20);
+    let mut w = World::new(&[A, B], cfg());
+    w.edit(A, "big.bin", b"small at first\n");
+    assert!(w.run(10_000));
+    let store = w.nodes[&B].chunks.clone();
+    let before = store.syncs();
+    w.edit(A, "big.bin", &big);
+    let messages = run_counting(&mut w, B, |_, _| false);
+    assert!(w.settled());
+    assert_eq!(w.folder(B).read("big.bin").as_deref(), Some(&big[..]));
+    let syncs = store.syncs() - before;
+    assert!(messages >= 8, "{messages} chunk messages");
+    assert!(
+        syncs * 4 <= messages,
+        "{syncs} syncs of the receiver's store for {messages} chunk messages"
+    );
+
+    // Again, with B killed after a few messages of the next version.
+    let mut edited = big.clone();
+    for b in edited.iter_mut().step_by(4096) {
+        *b = b.wrapping_add(1);
+    }
+    w.edit(A, "big.bin", &edited);
+    let before_crash = store.len();
+    run_counting(&mut w, B, |_, n| n >= 3);
+    assert!(
+        store.len() > before_crash,
+        "chunks arrived before the crash"
+    );
+    store.crash();
+    assert_eq!(store.len(), before_crash, "the buffered chunks are lost");
+    w.restart(B);
+    assert!(w.run(100_000), "the group settles after the crash");
+    assert_eq!(w.folder(B).read("big.bin").as_deref(), Some(&edited[..]));
+}
