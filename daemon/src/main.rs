@@ -6,6 +6,7 @@
 
 mod commands;
 mod logs;
+mod malloc;
 
 use std::process::ExitCode;
 
@@ -87,6 +88,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    malloc::tune();
     logs::init();
     let cli = Cli::parse();
     let result = match cli.command {
