@@ -269,6 +269,7 @@ pub fn run_two_party(ctx: &Ctx, spec: &Spec, results: &mut Results) {
                 .iter()
                 .try_for_each(|d| std::fs::create_dir_all(d).map_err(|e| e.to_string()))
                 .and_then(|()| (spec.stage)(&stage));
+            quiet_disk();
             let outcome = match made {
                 Ok(()) => one_session(tool.as_ref(), spec, &a, &b, &stage, &tdir),
                 Err(e) => Outcome {
@@ -321,6 +322,40 @@ pub fn run_two_party(ctx: &Ctx, spec: &Spec, results: &mut Results) {
             ctx.discard(&dir);
         }
     }
+}
+
+/// Most dirty and writeback memory left when a tool starts.
+const QUIET_BYTES: u64 = 64 << 20;
+
+/// Writes back what the staging and the runs before left dirty, and waits (up to a minute)
+/// until the kernel holds under [`QUIET_BYTES`] of it, untimed, so that a tool that fsyncs
+/// (chorus, Syncthing) never starts behind another's writes while one that does not (rsync)
+/// is unaffected. (On the development machine the disk was already quiet before every run;
+/// chorus' 1 GiB runs varied as much with this as without it.)
+fn quiet_disk() {
+    let start = Instant::now();
+    let _ = std::process::Command::new("sync").status();
+    while start.elapsed() < Duration::from_secs(60) && dirty_bytes() > QUIET_BYTES {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    log(format!(
+        "  disk quiet after {:.1} s ({} MiB dirty)",
+        start.elapsed().as_secs_f64(),
+        dirty_bytes() >> 20
+    ));
+}
+
+/// Dirty and writeback memory, from `/proc/meminfo` (0 where it cannot be read).
+fn dirty_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .map(|m| {
+            m.lines()
+                .filter(|l| l.starts_with("Dirty:") || l.starts_with("Writeback:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+                * 1024
+        })
+        .unwrap_or(0)
 }
 
 /// Directories discarded so far by this process (their names in the trash).
