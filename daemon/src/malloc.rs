@@ -6,9 +6,9 @@
 //! that allocates may also get an arena of its own (up to eight per core; the scan and the
 //! writer use up to four threads each). A 100k-file join peaked at 158–168 MiB of RSS on
 //! each side; with the threshold fixed at 4 MiB (the 2 MiB frames of a transfer still reuse
-//! heap memory rather than take fresh, zeroed pages) and two arenas, 132–145 MiB, no slower
-//! (docs/benchmarks.md). `MALLOC_MMAP_THRESHOLD_` and `MALLOC_ARENA_MAX` set in the
-//! environment are left as they are.
+//! heap memory rather than take fresh, zeroed pages) and two arenas, 128–138 MiB, no slower
+//! (docs/benchmarks.md). A setting made in the environment (`MALLOC_MMAP_THRESHOLD_`,
+//! `MALLOC_ARENA_MAX`, or any `glibc.malloc` tunable in `GLIBC_TUNABLES`) is left as it is.
 
 /// Buffers this large or larger are mapped on their own and returned when freed.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -21,11 +21,13 @@ const ARENAS: libc::c_int = 2;
 pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        let tuned = |name: &str| tunables.contains(&format!("glibc.malloc.{name}"));
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() && !tuned("mmap_threshold") {
             // SAFETY: mallopt only changes allocator parameters; no other thread runs yet.
             unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
         }
-        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() && !tuned("arena_max") {
             // SAFETY: as above.
             unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENAS) };
         }

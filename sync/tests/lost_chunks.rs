@@ -65,6 +65,12 @@ fn a_chunk_dropped_as_corrupt_is_fetched_again_and_the_version_written() {
             store.missing(&ids).unwrap().is_empty(),
             "every lost chunk came back"
         );
+        // And durably: a crash now loses none of them.
+        store.crash();
+        assert!(
+            store.missing(&ids).unwrap().is_empty(),
+            "the chunks fetched again were synced (losing on node {lose_on})"
+        );
     }
 }
 

@@ -112,13 +112,12 @@ pub fn log(msg: impl AsRef<str>) {
     eprintln!("bench: {}", msg.as_ref());
 }
 
-/// Polls until `dir` holds `expect`; the time from `t0` to the start of the successful poll.
-/// A poll walks the whole tree, so the pause between polls is four times the last walk (at
-/// least 5 ms): the benchmark then takes at most a fifth of one core from the tools, and the
-/// time is exact to within one pause (about a second for 100k files, several for a 1 GiB
-/// file). A phase that changes a few paths is timed by [`wait_focused`] instead.
 /// The most paths a phase may change and still be timed by watching those paths alone.
 const FOCUS_MAX: usize = 64;
+
+/// How often a watched file of the right size but the wrong bytes is hashed again though it
+/// looks the same.
+const REHASH: Duration = Duration::from_millis(100);
 
 /// What one watched path looked like at a poll: its inode, size and times (`None`: absent).
 type Look = Option<(u64, u64, u64, i64, i64, i64, i64)>;
@@ -148,14 +147,17 @@ struct Watched {
     since: Instant,
     /// Whether what `look` names holds `want` (`None`: not checked yet).
     right: Option<bool>,
+    /// When it was last hashed.
+    hashed: Instant,
 }
 
 /// Times a phase that changed few paths since `before`: those paths alone are looked at every
-/// 5 ms (metadata; a file is hashed only when it looks different and has the expected size),
-/// and once all hold what they should, the whole tree is checked once. The time is when the
-/// poll first saw the last of them as it is now, exact to a poll for any file size; a tree that
-/// is still not right then (a tool that writes in a different order) is timed by
-/// [`wait_match`] from there on.
+/// 5 ms (metadata; a file is hashed only when it looks different and has the expected size, or
+/// again every [`REHASH`] while it has that size and is wrong, for a writer that rewrites a file
+/// in place within one timestamp tick), and once all hold what they should, the whole tree is
+/// checked once. The time is when a look first saw the last of them as it is now, exact to a
+/// poll for a file replaced by a rename at any size; a tree that is still not right then (a
+/// tool that writes in a different order) is timed by [`wait_match`] from there on.
 fn wait_focused(
     dir: &Path,
     before: &Snapshot,
@@ -181,6 +183,7 @@ fn wait_focused(
             look: None,
             since: t0,
             right: None,
+            hashed: t0,
         })
         .collect();
     if watched.is_empty() || watched.len() > FOCUS_MAX {
@@ -190,10 +193,19 @@ fn wait_focused(
     loop {
         let at = Instant::now();
         for w in &mut watched {
+            let seen = Instant::now();
             let now = look(&w.path);
             if first || now != w.look {
                 w.look = now;
-                w.since = at;
+                w.since = seen;
+                w.right = None;
+            } else if w.right == Some(false)
+                && w.want
+                    .is_some_and(|(len, _)| now.is_some_and(|l| l.2 == len))
+                && seen - w.hashed >= REHASH
+            {
+                // Same look, maybe new bytes: right from this look on if so.
+                w.since = seen;
                 w.right = None;
             }
             if w.right.is_none() {
@@ -202,6 +214,7 @@ fn wait_focused(
                     (Some(_), None) => Some(false),
                     (Some((len, _)), Some(l)) if l.2 != len => Some(false),
                     (Some((_, hash)), Some(_)) => {
+                        w.hashed = Instant::now();
                         let h = data::hash_file(&w.path).ok();
                         // Checked only if it did not change while being read.
                         (look(&w.path) == w.look).then_some(h == Some(hash))
@@ -224,6 +237,11 @@ fn wait_focused(
     }
 }
 
+/// Polls until `dir` holds `expect`; the time from `t0` to the start of the successful poll.
+/// A poll walks the whole tree, so the pause between polls is four times the last walk (at
+/// least 5 ms): the benchmark then takes at most a fifth of one core from the tools, and the
+/// time is exact to within one pause (about a second for 100k files, several for a 1 GiB
+/// file). A phase that changes a few paths is timed by [`wait_focused`] instead.
 fn wait_match(dir: &Path, expect: &Snapshot, t0: Instant, limit: Duration) -> Result<f64, String> {
     loop {
         let at = Instant::now();

@@ -197,7 +197,10 @@ impl<F: Folder> Replica<F> {
             let (missing, out) = self.engine.refetch(version, now)?;
             self.outbox.extend(out);
             if missing == 0 {
-                // Every chunk is back: what the engine wants written is asked for again.
+                // Every chunk is back (durably: some may have come in with the windows of a
+                // delta still on its way, which leave them unsynced): what the engine wants
+                // written is asked for again.
+                self.engine.chunks().sync()?;
                 tracing::info!(?version, "the missing chunks arrived; writing the version");
                 self.refetching = None;
                 self.stalled = true;

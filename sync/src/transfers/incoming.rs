@@ -218,15 +218,15 @@ impl Transfers {
             .collect();
         let mut ready = Vec::new();
         // Chunks that went into windows of deltas still missing others.
-        let mut midway = 0;
+        let mut midway = HashSet::new();
         for slot in waiting {
             if let Some(windows) = self.windows.get_mut(&(from, slot)) {
-                let n = windows.arrived(&got);
+                let taken = windows.arrived(&got);
                 if let Some(f) = self.fetches.get_mut(&(from, slot)) {
-                    f.received = (f.received + n).min(f.chunks);
+                    f.received = (f.received + taken.len()).min(f.chunks);
                 }
                 if !windows.done() {
-                    midway += n;
+                    midway.extend(taken);
                     let target = windows.target;
                     for ids in windows.ask() {
                         ctx.send(from, Message::NeedChunks { target, ids });
@@ -243,7 +243,7 @@ impl Transfers {
         // windows have all arrived is applied, and at once when some were not for a delta
         // still on its way. Midway through a transfer they stay buffered (a 1 GiB file synced
         // the store 512 times, once per 2 MiB message, and the receiver mostly waited for it).
-        if !ready.is_empty() || midway < got.len() {
+        if !ready.is_empty() || got.iter().any(|id| !midway.contains(id)) {
             ctx.chunks.sync()?;
         }
         let mut done = Vec::new();

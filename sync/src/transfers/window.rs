@@ -49,16 +49,16 @@ impl Windows {
     }
 
     /// Takes note of chunks that arrived; returns how many of them were asked for.
-    pub fn arrived(&mut self, got: &[ChunkId]) -> usize {
-        let mut n = 0;
+    pub fn arrived(&mut self, got: &[ChunkId]) -> Vec<ChunkId> {
+        let mut taken = Vec::new();
         for id in got {
             if let Some(w) = self.asked.iter_mut().find(|w| w.contains(id)) {
                 w.remove(id);
-                n += 1;
+                taken.push(*id);
             }
         }
         self.asked.retain(|w| !w.is_empty());
-        n
+        taken
     }
 
     /// True when every chunk asked for has arrived and none is left to ask for.
@@ -88,13 +88,13 @@ mod tests {
         );
         assert!(w.ask().is_empty(), "two are on their way");
         // Part of the first window, and a chunk nobody asked for.
-        assert_eq!(w.arrived(&[id(0), id(1), id(9)]), 2);
+        assert_eq!(w.arrived(&[id(0), id(1), id(9)]).len(), 2);
         assert!(w.ask().is_empty());
         // The second window completes before the first: the next may go.
-        assert_eq!(w.arrived(&[id(3), id(4), id(5)]), 3);
+        assert_eq!(w.arrived(&[id(3), id(4), id(5)]).len(), 3);
         assert_eq!(w.ask(), vec![vec![id(6)]]);
         assert!(!w.done());
-        assert_eq!(w.arrived(&[id(2), id(6)]), 2);
+        assert_eq!(w.arrived(&[id(2), id(6)]).len(), 2);
         assert!(w.ask().is_empty());
         assert!(w.done());
     }
@@ -103,7 +103,7 @@ mod tests {
     fn a_chunk_arriving_twice_counts_once_and_nothing_missing_is_done_at_once() {
         let mut w = Windows::new(target(), vec![id(1)], 8);
         assert_eq!(w.ask(), vec![vec![id(1)]]);
-        assert_eq!(w.arrived(&[id(1), id(1)]), 1);
+        assert_eq!(w.arrived(&[id(1), id(1)]).len(), 1);
         assert!(w.done());
         let empty = Windows::new(target(), Vec::new(), 0);
         assert!(empty.done());
