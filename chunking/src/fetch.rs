@@ -64,10 +64,15 @@ pub fn chunks_messages(
     Ok(out)
 }
 
-/// Verifies and stores the chunks of a `Chunks` message and makes them durable; returns how
-/// many were stored. If any chunk fails its check, none of the message is stored. A chunk
-/// longer than `max_chunk_len`, or a message of more than [`MAX_MESSAGE_BYTES`] decompressed,
-/// is refused as [`Error::Invalid`].
+/// Verifies and stores the chunks of a `Chunks` message; returns how many were stored. If any
+/// chunk fails its check, none of the message is stored. A chunk longer than `max_chunk_len`,
+/// or a message of more than [`MAX_MESSAGE_BYTES`] decompressed, is refused as
+/// [`Error::Invalid`].
+///
+/// The chunks are readable from the store at once but not made durable: the caller syncs the
+/// store before anything durable refers to them (`delta::apply` syncs before it returns a
+/// version; the engine syncs once per transfer, not once per message: a 1 GiB file is 512
+/// messages of 2 MiB).
 pub fn receive_chunks(
     msg: &proto::Chunks,
     store: &dyn ChunkStore,
@@ -79,28 +84,6 @@ pub fn receive_chunks(
 /// [`receive_chunks`] with another bound than [`MAX_MESSAGE_BYTES`] on the decompressed bytes
 /// of the message.
 pub fn receive_chunks_within(
-    msg: &proto::Chunks,
-    store: &dyn ChunkStore,
-    max_chunk_len: usize,
-    max_message_bytes: usize,
-) -> Result<usize, Error> {
-    let n = store_chunks_within(msg, store, max_chunk_len, max_message_bytes)?;
-    store.sync()?;
-    Ok(n)
-}
-
-/// [`receive_chunks`] without making the chunks durable: they are readable from the store at
-/// once, and the caller syncs the store before anything durable refers to them. A transfer of
-/// many messages syncs once, not once per message (a 1 GiB file is 512 messages of 2 MiB).
-pub fn store_chunks(
-    msg: &proto::Chunks,
-    store: &dyn ChunkStore,
-    max_chunk_len: usize,
-) -> Result<usize, Error> {
-    store_chunks_within(msg, store, max_chunk_len, MAX_MESSAGE_BYTES)
-}
-
-fn store_chunks_within(
     msg: &proto::Chunks,
     store: &dyn ChunkStore,
     max_chunk_len: usize,

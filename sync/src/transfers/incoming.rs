@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use chorus_chunking::delta::{ApplyError, ApplyOutcome, apply};
-use chorus_chunking::fetch::store_chunks;
+use chorus_chunking::fetch::receive_chunks;
 use chorus_chunking::{ChunkId, TreeManifest, VersionId};
 use chorus_proto::header::NodeId;
 use chorus_proto::message::{Delta, Message};
@@ -196,7 +196,7 @@ impl Transfers {
         from: NodeId,
         c: v1::Chunks,
     ) -> Result<Vec<(Incoming, Received)>, EngineError> {
-        if let Err(e) = store_chunks(&c, ctx.chunks, ctx.cfg.limits.max_chunk_len as usize) {
+        if let Err(e) = receive_chunks(&c, ctx.chunks, ctx.cfg.limits.max_chunk_len as usize) {
             return match e {
                 chorus_chunking::Error::Io { .. } => Err(e.into()),
                 e => {
@@ -216,17 +216,20 @@ impl Transfers {
             .filter(|(peer, _)| *peer == from)
             .map(|(_, slot)| *slot)
             .collect();
-        let mut ready = Vec::new();
-        // Chunks that went into windows of deltas still missing others.
-        let mut midway = HashSet::new();
+        // Chunks some delta's windows were waiting for: made durable by `apply` before it
+        // returns that delta's version, not here, so a transfer syncs the store once rather
+        // than once per message (a 1 GiB file synced it 512 times, once per 2 MiB message,
+        // and the receiver mostly waited for it). Any other chunk is synced at once.
+        let mut awaited = HashSet::new();
+        let mut done = Vec::new();
         for slot in waiting {
             if let Some(windows) = self.windows.get_mut(&(from, slot)) {
                 let taken = windows.arrived(&got);
                 if let Some(f) = self.fetches.get_mut(&(from, slot)) {
                     f.received = (f.received + taken.len()).min(f.chunks);
                 }
+                awaited.extend(taken);
                 if !windows.done() {
-                    midway.extend(taken);
                     let target = windows.target;
                     for ids in windows.ask() {
                         ctx.send(from, Message::NeedChunks { target, ids });
@@ -237,17 +240,6 @@ impl Transfers {
                     continue;
                 }
             }
-            ready.push(slot);
-        }
-        // The chunks are made durable before anything refers to them: before a delta whose
-        // windows have all arrived is applied, and at once when some were not for a delta
-        // still on its way. Midway through a transfer they stay buffered (a 1 GiB file synced
-        // the store 512 times, once per 2 MiB message, and the receiver mostly waited for it).
-        if !ready.is_empty() || got.iter().any(|id| !midway.contains(id)) {
-            ctx.chunks.sync()?;
-        }
-        let mut done = Vec::new();
-        for slot in ready {
             // Taken, not copied (a version of 100,000 files is a delta of ~10 MB): a delta
             // still missing chunks goes back in.
             let Some((kind, delta)) = self.incoming.remove(&(from, slot)) else {
@@ -260,6 +252,9 @@ impl Transfers {
                 None if !self.incoming.contains_key(&(from, slot)) => self.forget(from, slot),
                 None => {}
             }
+        }
+        if got.iter().any(|id| !awaited.contains(id)) {
+            ctx.chunks.sync()?;
         }
         Ok(done)
     }
