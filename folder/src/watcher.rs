@@ -163,7 +163,9 @@ fn run(
         if !fds[1].revents().is_empty() {
             return;
         }
+        // Distinct paths, in the order first heard: a file written makes several events.
         let mut paths = Vec::new();
+        let mut heard = std::collections::HashSet::new();
         let mut unknown = false;
         // Everything queued (at most READS_AT_ONCE buffers, so that a program writing without
         // pause is still passed on), then on.
@@ -186,11 +188,12 @@ fn run(
                     // More paths than a focused scan takes: it is a full scan anyway.
                     Said::Path(_) if unknown => {}
                     Said::Path(p) => {
-                        if share.concerns(&p, state) {
+                        if share.concerns(&p, state) && heard.insert(p.clone()) {
                             paths.push(p);
                             if paths.len() > MAX_FOCUS_PATHS {
                                 unknown = true;
                                 paths = Vec::new();
+                                heard = std::collections::HashSet::new();
                             }
                         }
                     }
@@ -318,6 +321,12 @@ mod tests {
     /// Waits until `want` was heard, or a directory above it below `root`: a directory heard
     /// stands for everything below it (a file made in a new directory before the watcher
     /// watches it is found by the scan of that directory).
+    /// Takes what was heard so far, until nothing comes for a while: what is heard next is
+    /// about what is done next.
+    fn quiet(rx: &std::sync::mpsc::Receiver<Change>) {
+        while rx.recv_timeout(Duration::from_millis(300)).is_ok() {}
+    }
+
     fn hear_below(rx: &std::sync::mpsc::Receiver<Change>, root: &Path, want: &Path) {
         hear_where(rx, want, |p| p != root && want.starts_with(p));
     }
@@ -365,6 +374,7 @@ mod tests {
         // directory when that was made before the watcher watched it.
         std::fs::create_dir_all(root.join("new/sub")).unwrap();
         hear(&rx, &root.join("new"));
+        quiet(&rx);
         std::fs::write(root.join("new/sub/f.txt"), "f").unwrap();
         hear_below(&rx, &root, &root.join("new/sub/f.txt"));
         // Moved within the share: heard under its new name, not its old one.

@@ -86,12 +86,16 @@ pub(crate) fn write_tree(
         failed_set: std::collections::HashSet::new(),
         full: false,
         aging: std::collections::VecDeque::new(),
+        sync_failed: None,
     };
     let differences = old.differences(new);
     let stop = w.run(&differences).err();
     if stop.is_none() {
         w.dir_modes(new, &differences);
     }
+    // Batches still waiting for their renames when a stop came are removed before the
+    // directories are made durable.
+    w.aging.clear();
     w.sync_dirs();
     (w.out, stop)
 }
@@ -157,6 +161,10 @@ pub(crate) struct Writer<'a, 'b> {
     /// Full batches written and waiting for their renames, oldest first
     /// ([`age`](Self::age)).
     pub(crate) aging: std::collections::VecDeque<Batch>,
+    /// A `syncfs` of this write failed: it reports a write-back error once, so a later one
+    /// succeeding does not vouch for files written before it, and no batch is committed on
+    /// it again.
+    pub(crate) sync_failed: Option<(std::io::ErrorKind, String)>,
 }
 
 pub(crate) fn parent_str(path: &RelPath) -> String {

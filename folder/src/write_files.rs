@@ -51,8 +51,9 @@ struct Temp {
 impl Writer<'_, '_> {
     /// Writes the queued files' contents to temp files beside them, with their modes, on
     /// every core ([`parallel::map`](crate::parallel::map); a file is a few system calls,
-    /// most of them the kernel's work: one core leaves the others idle), and adds them to the batch, committed whenever it is full.
-    /// A chunk missing from the store stops the writing; any other failure is its file's.
+    /// most of them the kernel's work: one core leaves the others idle), and adds them to the
+    /// batch; a full batch waits for its renames ([`age`](Self::age)). A chunk missing from
+    /// the store stops the writing; any other failure is its file's.
     pub(crate) fn write_queued(
         &mut self,
         queue: &mut Queue<'_>,
@@ -98,7 +99,7 @@ impl Writer<'_, '_> {
         }
         if batch.full() {
             let full = std::mem::take(batch);
-            self.age(full)?;
+            self.age(full);
         }
         self.rename_aged(false)
     }
@@ -108,10 +109,13 @@ impl Writer<'_, '_> {
     /// believed on their stamps ([`settled`]) and the next scan does not read them again
     /// (after a join of 100k files it read nearly all of them). No batch waits for its own
     /// sake: those left when the writing ends are renamed at once.
-    fn age(&mut self, mut batch: Batch) -> Result<(), Stop> {
-        batch.close_files();
+    fn age(&mut self, mut batch: Batch) {
+        // Many files are made durable by one `syncfs` and need not stay open meanwhile; a few
+        // (a batch full by bytes) are fsynced one by one, from their open files.
+        if batch.files.len() > FSYNC_EACH_UP_TO {
+            batch.close_files();
+        }
         self.aging.push_back(batch);
-        self.rename_aged(false)
     }
 
     /// Commits the waiting batches whose last write is a tick old, the oldest when more than
@@ -137,10 +141,20 @@ impl Writer<'_, '_> {
             return Ok(());
         }
         if batch.files.len() > FSYNC_EACH_UP_TO || batch.files.iter().any(|p| p.file.is_none()) {
-            if let Err(e) = c::syncfs(self.ctx.root) {
-                for p in std::mem::take(&mut batch.files) {
-                    let _ = c::unlink_at(p.dir.as_fd(), &p.temp);
-                    self.io_fail(&p.path, &e);
+            let synced = match &self.sync_failed {
+                Some((kind, why)) => Err(std::io::Error::new(*kind, why.clone())),
+                None => c::syncfs(self.ctx.root),
+            };
+            if let Err(e) = synced {
+                // The batches waiting behind this one were written before the failed flush
+                // too, and the next `syncfs` would not tell of the same error again.
+                self.sync_failed = Some((e.kind(), e.to_string()));
+                let waiting: Vec<Batch> = self.aging.drain(..).collect();
+                for mut b in std::iter::once(std::mem::take(batch)).chain(waiting) {
+                    for p in std::mem::take(&mut b.files) {
+                        let _ = c::unlink_at(p.dir.as_fd(), &p.temp);
+                        self.io_fail(&p.path, &e);
+                    }
                 }
                 return Ok(());
             }
