@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use chorus_chunking::{TreeManifest, VersionId, VersionNumber};
+use chorus_chunking::{ChunkId, TreeManifest, VersionId, VersionNumber};
 use chorus_merge::RedoEntry;
 use prost::Message;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -24,16 +24,26 @@ use crate::header::Header;
 const CACHE_BYTES: usize = 32 << 20;
 
 /// Manifests as they were first stored, one value per version: read only to move them into
-/// [`PARTS`] when a store of that layout is opened.
+/// [`PIECES`] when a store of that layout is opened.
 const VERSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("versions");
 /// Each stored manifest's id and encoded length: whether a version is stored, and which, is
 /// asked here. redb keeps a value inside its B-tree leaf, so asking the table of whole
 /// manifests for an id (present or not) read a neighbouring manifest whole, ~6 MB at 100k
 /// files, and inserting one rewrote that neighbour too.
 const VERSION_INDEX: TableDefinition<&[u8], u64> = TableDefinition::new("version_index");
-/// A manifest's encoding in pieces of at most [`PART_BYTES`], keyed by (id, piece number).
+/// Manifests as the second layout kept them, in fixed pieces keyed by (id, piece number):
+/// read only to move them into [`PIECES`] when a store of that layout is opened.
 const PARTS: TableDefinition<(&[u8], u32), &[u8]> = TableDefinition::new("manifest_parts");
-const PART_BYTES: usize = 64 << 10;
+/// Each stored manifest's pieces, in order: their ids (BLAKE3 of the piece), 32 bytes each.
+const VERSION_PIECES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("version_pieces");
+/// Pieces of encoded manifests by id, shared by every version that has them: a manifest is
+/// cut where its bytes say (FastCDC, [`piece_params`]), so a version that changed one file of
+/// 100k stores a piece or two and its list (~25 KB) instead of ~6 MB again; with a month of
+/// versions kept, the store grew by that much per change.
+const PIECES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("manifest_pieces");
+/// How many stored manifests list each piece (a list naming it twice counts twice); a piece
+/// no manifest lists is removed with its count.
+const PIECE_USERS: TableDefinition<&[u8], u64> = TableDefinition::new("manifest_piece_users");
 const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers");
 const REDO: TableDefinition<u64, &[u8]> = TableDefinition::new("redo");
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
@@ -152,10 +162,12 @@ impl SyncStore {
     }
 
     fn init(database: Database) -> Result<Self, StoreError> {
+        move_old_layouts(&database)?;
         let txn = database.begin_write().map_err(db_err)?;
-        move_whole_manifests(&txn)?;
         txn.open_table(VERSION_INDEX).map_err(db)?;
-        txn.open_table(PARTS).map_err(db)?;
+        txn.open_table(VERSION_PIECES).map_err(db)?;
+        txn.open_table(PIECES).map_err(db)?;
+        txn.open_table(PIECE_USERS).map_err(db)?;
         txn.open_table(HEADERS).map_err(db)?;
         txn.open_table(REDO).map_err(db)?;
         txn.open_table(STATE).map_err(db)?;
@@ -174,7 +186,7 @@ impl SyncStore {
         }
         let bytes = tree.encode_proto();
         let txn = self.db.begin_write().map_err(db_err)?;
-        put_parts(&txn, &id, &bytes)?;
+        put_pieces(&txn, &id, &bytes, bytes.len() as u64)?;
         txn.commit().map_err(db)?;
         Ok(id)
     }
@@ -245,22 +257,29 @@ impl SyncStore {
             return Ok(None);
         };
         let len = len.value();
-        let parts = txn.open_table(PARTS).map_err(db)?;
-        let key = id.as_bytes().as_slice();
+        let lists = txn.open_table(VERSION_PIECES).map_err(db)?;
+        let Some(list) = lists.get(id.as_bytes().as_slice()).map_err(db)? else {
+            return Err(StoreError::Corrupt(format!(
+                "manifest {id}: its pieces are not listed"
+            )));
+        };
+        let list = list.value();
+        if list.len() % 32 != 0 {
+            return Err(StoreError::Corrupt(format!(
+                "manifest {id}: a list of pieces of {} bytes",
+                list.len()
+            )));
+        }
+        let pieces = txn.open_table(PIECES).map_err(db)?;
         // The index's length is a hint for the buffer, bounded: the pieces decide.
         let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(64 << 20));
-        for (n, part) in parts
-            .range((key, 0)..=(key, u32::MAX))
-            .map_err(db)?
-            .enumerate()
-        {
-            let (k, v) = part.map_err(db)?;
-            if k.value().1 as usize != n {
+        for (n, piece) in list.chunks_exact(32).enumerate() {
+            let Some(piece) = pieces.get(piece).map_err(db)? else {
                 return Err(StoreError::Corrupt(format!(
                     "manifest {id}: piece {n} missing"
                 )));
-            }
-            bytes.extend_from_slice(v.value());
+            };
+            bytes.extend_from_slice(piece.value());
         }
         if bytes.len() as u64 != len {
             return Err(StoreError::Corrupt(format!(
@@ -304,7 +323,7 @@ impl SyncStore {
         }
         let txn = self.db.begin_write().map_err(db_err)?;
         for id in ids {
-            remove_parts(&txn, id)?;
+            remove_pieces(&txn, id)?;
         }
         self.recent().retain(|t| !ids.contains(&t.version_id()));
         txn.commit().map_err(db)
@@ -424,60 +443,157 @@ fn db_err(e: redb::TransactionError) -> StoreError {
     db(e)
 }
 
-/// Stores `bytes`, the encoded manifest of `id`, as its index entry and its pieces.
-fn put_parts(txn: &redb::WriteTransaction, id: &VersionId, bytes: &[u8]) -> Result<(), StoreError> {
+/// Where a manifest's encoding is cut into pieces: by its content (FastCDC), so a change
+/// to one entry changes the piece around it and the rest cut as before; ~8 KiB each.
+fn piece_params() -> chorus_chunking::ChunkerParams {
+    chorus_chunking::ChunkerParams::new(2 << 10, 8 << 10, 64 << 10)
+        .expect("the manifest pieces' bounds are valid")
+}
+
+/// Stores `bytes`, the encoded manifest of `id` (`len` bytes long as far as the index
+/// says), as its index entry, its list of pieces and the pieces no stored manifest had.
+fn put_pieces(
+    txn: &redb::WriteTransaction,
+    id: &VersionId,
+    bytes: &[u8],
+    len: u64,
+) -> Result<(), StoreError> {
     let key = id.as_bytes().as_slice();
-    let mut parts = txn.open_table(PARTS).map_err(db)?;
-    for (n, piece) in bytes.chunks(PART_BYTES).enumerate() {
-        let n = u32::try_from(n).map_err(|_| StoreError::Corrupt("a manifest too large".into()))?;
-        parts.insert((key, n), piece).map_err(db)?;
+    let mut lists = txn.open_table(VERSION_PIECES).map_err(db)?;
+    if lists.get(key).map_err(db)?.is_some() {
+        return Ok(());
     }
+    let mut pieces = txn.open_table(PIECES).map_err(db)?;
+    let mut users = txn.open_table(PIECE_USERS).map_err(db)?;
+    let lengths = chorus_chunking::chunker::chunk_lengths(bytes, piece_params());
+    let mut list = Vec::with_capacity(lengths.len() * 32);
+    let mut at = 0;
+    for n in lengths {
+        let piece = &bytes[at..at + n as usize];
+        at += n as usize;
+        let piece_id = ChunkId::of(piece);
+        let piece_key = piece_id.as_bytes().as_slice();
+        let count = users.get(piece_key).map_err(db)?.map_or(0, |c| c.value());
+        if count == 0 {
+            pieces.insert(piece_key, piece).map_err(db)?;
+        }
+        users.insert(piece_key, count + 1).map_err(db)?;
+        list.extend_from_slice(piece_key);
+    }
+    lists.insert(key, list.as_slice()).map_err(db)?;
     let mut index = txn.open_table(VERSION_INDEX).map_err(db)?;
-    index.insert(key, bytes.len() as u64).map_err(db)?;
+    index.insert(key, len).map_err(db)?;
     Ok(())
 }
 
-/// Removes the manifest of `id` (its index entry and its pieces), if stored.
-fn remove_parts(txn: &redb::WriteTransaction, id: &VersionId) -> Result<(), StoreError> {
+/// Removes the manifest of `id` (its index entry, its list and the pieces no other stored
+/// manifest lists), if stored.
+fn remove_pieces(txn: &redb::WriteTransaction, id: &VersionId) -> Result<(), StoreError> {
     let key = id.as_bytes().as_slice();
     let mut index = txn.open_table(VERSION_INDEX).map_err(db)?;
-    let Some(len) = index.remove(key).map_err(db)?.map(|v| v.value()) else {
+    index.remove(key).map_err(db)?;
+    let mut lists = txn.open_table(VERSION_PIECES).map_err(db)?;
+    let Some(list) = lists.remove(key).map_err(db)?.map(|v| v.value().to_vec()) else {
         return Ok(());
     };
-    let pieces = len.div_ceil(PART_BYTES as u64);
-    let mut parts = txn.open_table(PARTS).map_err(db)?;
-    for n in 0..u32::try_from(pieces).unwrap_or(u32::MAX) {
-        parts.remove((key, n)).map_err(db)?;
+    let mut pieces = txn.open_table(PIECES).map_err(db)?;
+    let mut users = txn.open_table(PIECE_USERS).map_err(db)?;
+    for piece_key in list.chunks_exact(32) {
+        let count = users.get(piece_key).map_err(db)?.map_or(0, |c| c.value());
+        if count > 1 {
+            users.insert(piece_key, count - 1).map_err(db)?;
+        } else {
+            users.remove(piece_key).map_err(db)?;
+            pieces.remove(piece_key).map_err(db)?;
+        }
     }
     Ok(())
 }
 
-/// Moves the manifests of a store written before they were kept in pieces out of
-/// [`VERSIONS`], one at a time, in the transaction that opens the store.
-fn move_whole_manifests(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    let mut whole = txn.open_table(VERSIONS).map_err(db)?;
+/// Moves the manifests of a store written in an older layout (one value per version in
+/// [`VERSIONS`], or fixed pieces in [`PARTS`]) to shared pieces, one version per
+/// transaction: a store of a hundred 100k-file versions is not rewritten in one (its pages
+/// would all be held until the commit), and a stop midway leaves each version in one layout
+/// or the other.
+fn move_old_layouts(database: &Database) -> Result<(), StoreError> {
     let mut moved = 0u64;
     loop {
-        let next = whole
-            .first()
-            .map_err(db)?
-            .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()));
-        let Some((key, bytes)) = next else { break };
-        whole.remove(key.as_slice()).map_err(db)?;
-        let id: [u8; 32] = key
-            .as_slice()
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("a version key is not 32 bytes".into()))?;
-        put_parts(txn, &VersionId(id), &bytes)?;
+        let txn = database.begin_write().map_err(db_err)?;
+        let more = move_whole_manifest(&txn)? || move_manifest_parts(&txn)?;
+        txn.commit().map_err(db)?;
+        if !more {
+            break;
+        }
         moved += 1;
     }
     if moved > 0 {
         tracing::info!(
             versions = moved,
-            "the sync store's manifests were moved to the layout in pieces"
+            "the sync store's manifests were moved to shared pieces"
         );
     }
     Ok(())
+}
+
+/// Moves the first manifest left in [`VERSIONS`]; false when none is.
+fn move_whole_manifest(txn: &redb::WriteTransaction) -> Result<bool, StoreError> {
+    let mut whole = txn.open_table(VERSIONS).map_err(db)?;
+    let next = whole
+        .first()
+        .map_err(db)?
+        .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()));
+    let Some((key, bytes)) = next else {
+        return Ok(false);
+    };
+    whole.remove(key.as_slice()).map_err(db)?;
+    put_pieces(txn, &version_key(&key)?, &bytes, bytes.len() as u64)?;
+    Ok(true)
+}
+
+/// Moves the manifest of the first key left in [`PARTS`]; false when none is. Its length
+/// stays the index's: a piece missing there still reads as corruption after the move.
+fn move_manifest_parts(txn: &redb::WriteTransaction) -> Result<bool, StoreError> {
+    let mut parts = txn.open_table(PARTS).map_err(db)?;
+    let Some(key) = parts
+        .first()
+        .map_err(db)?
+        .map(|(k, _)| k.value().0.to_vec())
+    else {
+        return Ok(false);
+    };
+    let id = version_key(&key)?;
+    let mut bytes = Vec::new();
+    let mut numbers = Vec::new();
+    for part in parts
+        .range((key.as_slice(), 0)..=(key.as_slice(), u32::MAX))
+        .map_err(db)?
+    {
+        let (k, v) = part.map_err(db)?;
+        let n = k.value().1;
+        // Pieces after a gap are left out: the length check finds the manifest short.
+        if n as usize == numbers.len() {
+            bytes.extend_from_slice(v.value());
+        }
+        numbers.push(n);
+    }
+    for n in numbers {
+        parts.remove((key.as_slice(), n)).map_err(db)?;
+    }
+    let index = txn.open_table(VERSION_INDEX).map_err(db)?;
+    let len = index.get(key.as_slice()).map_err(db)?.map(|l| l.value());
+    drop(index);
+    // Pieces of a manifest the index does not name were left by a removal: dropped.
+    if let Some(len) = len {
+        put_pieces(txn, &id, &bytes, len)?;
+    }
+    Ok(true)
+}
+
+fn version_key(key: &[u8]) -> Result<VersionId, StoreError> {
+    let id: [u8; 32] = key
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("a version key is not 32 bytes".into()))?;
+    Ok(VersionId(id))
 }
 
 #[cfg(test)]
@@ -566,7 +682,7 @@ mod tests {
     fn a_large_manifest_is_kept_in_pieces() {
         let store = SyncStore::in_memory().unwrap();
         let (small, big) = (tree(b"x"), big_tree(5_000));
-        assert!(big.encode_proto().len() > 3 * PART_BYTES);
+        assert!(big.encode_proto().len() > 3 * piece_params().max() as usize);
         store.put_manifest(&small).unwrap();
         store.put_manifest(&big).unwrap();
         let fresh = without_kept(store);
@@ -584,13 +700,148 @@ mod tests {
             .remove_manifests(&BTreeSet::from([big.version_id()]))
             .unwrap();
         assert!(!fresh.has_manifest(&big.version_id()).unwrap());
-        let txn = fresh.db.begin_read().unwrap();
-        let parts = txn.open_table(PARTS).unwrap();
         assert_eq!(
-            parts.len().unwrap(),
-            1,
+            piece_count(&fresh),
+            (1, 1),
             "only the small manifest's piece is left"
         );
+    }
+
+    /// (pieces, pieces counted) in the store.
+    fn piece_count(store: &SyncStore) -> (u64, u64) {
+        let txn = store.db.begin_read().unwrap();
+        let pieces = txn.open_table(PIECES).unwrap().len().unwrap();
+        let users = txn.open_table(PIECE_USERS).unwrap().len().unwrap();
+        (pieces, users)
+    }
+
+    /// Bytes of all stored pieces.
+    fn piece_bytes(store: &SyncStore) -> usize {
+        let txn = store.db.begin_read().unwrap();
+        let pieces = txn.open_table(PIECES).unwrap();
+        pieces
+            .iter()
+            .unwrap()
+            .map(|p| p.unwrap().1.value().len())
+            .sum()
+    }
+
+    /// `tree` with the file at `i` (of [`big_tree`]'s naming) given other content.
+    fn with_file_changed(tree: &TreeManifest, i: usize, text: &str) -> TreeManifest {
+        let path = RelPath::new(format!("dir/file-{i:06}.txt")).unwrap();
+        TreeManifest::from_entries(tree.entries().iter().map(|(p, e)| {
+            let e = if *p == path {
+                Entry::file(chorus_chunking::FileManifest {
+                    chunks: vec![ChunkRef {
+                        id: ChunkId::of(text.as_bytes()),
+                        len: text.len() as u32,
+                    }],
+                })
+            } else {
+                e.clone()
+            };
+            (p.clone(), e)
+        }))
+        .unwrap()
+    }
+
+    /// Two versions that differ in one file of 20,000 share all but a piece or two, each read
+    /// back whole; removing one keeps the other; removing both leaves no piece.
+    #[test]
+    fn versions_share_the_pieces_they_have_in_common() {
+        let store = SyncStore::in_memory().unwrap();
+        let one = big_tree(20_000);
+        let two = with_file_changed(&one, 12_345, "appended to");
+        store.put_manifest(&one).unwrap();
+        let (pieces_one, _) = piece_count(&store);
+        let bytes_one = piece_bytes(&store);
+        assert_eq!(bytes_one, one.encode_proto().len());
+        assert!(pieces_one > 50, "{pieces_one} pieces");
+        store.put_manifest(&two).unwrap();
+        let (pieces_both, users) = piece_count(&store);
+        assert_eq!(pieces_both, users);
+        assert!(
+            pieces_both <= pieces_one + 2,
+            "{pieces_one} pieces, then {pieces_both}"
+        );
+        assert!(piece_bytes(&store) <= bytes_one + 2 * piece_params().max() as usize);
+
+        let store = without_kept(store);
+        store
+            .remove_manifests(&BTreeSet::from([one.version_id()]))
+            .unwrap();
+        assert_eq!(store.manifest(&one.version_id()).unwrap(), None);
+        assert_eq!(
+            store.manifest(&two.version_id()).unwrap().as_deref(),
+            Some(&two)
+        );
+        assert_eq!(piece_bytes(&store), two.encode_proto().len());
+        store
+            .remove_manifests(&BTreeSet::from([two.version_id()]))
+            .unwrap();
+        assert_eq!(piece_count(&store), (0, 0));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+        /// Any order of storing and removing versions that share most of their entries
+        /// reads every stored one back whole, counts each piece by the lists that name it,
+        /// and keeps no piece no stored version lists.
+        #[test]
+        fn pieces_are_counted_by_the_versions_that_list_them(
+            edits in proptest::collection::vec((0usize..3_000, 0u32..4), 1..6),
+            steps in proptest::collection::vec((0usize..6, proptest::bool::ANY), 1..24),
+        ) {
+            let base = big_tree(3_000);
+            let mut trees = vec![base.clone()];
+            for (i, (file, n)) in edits.iter().enumerate() {
+                let prev = trees[i].clone();
+                trees.push(with_file_changed(&prev, *file, &format!("edit {n} {i}")));
+            }
+            let store = SyncStore::in_memory().unwrap();
+            let mut stored = BTreeSet::new();
+            for (t, put) in steps {
+                let tree = &trees[t % trees.len()];
+                if put {
+                    store.put_manifest(tree).unwrap();
+                    stored.insert(tree.version_id());
+                } else {
+                    store.remove_manifests(&BTreeSet::from([tree.version_id()])).unwrap();
+                    stored.remove(&tree.version_id());
+                }
+            }
+            let store = without_kept(store);
+            let txn = store.db.begin_read().unwrap();
+            let lists = txn.open_table(VERSION_PIECES).unwrap();
+            let mut named: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+            for item in lists.iter().unwrap() {
+                let (_, list) = item.unwrap();
+                for p in list.value().chunks_exact(32) {
+                    *named.entry(p.to_vec()).or_default() += 1;
+                }
+            }
+            let users = txn.open_table(PIECE_USERS).unwrap();
+            let counted: BTreeMap<Vec<u8>, u64> = users
+                .iter()
+                .unwrap()
+                .map(|i| { let (k, v) = i.unwrap(); (k.value().to_vec(), v.value()) })
+                .collect();
+            proptest::prop_assert_eq!(&named, &counted);
+            let pieces = txn.open_table(PIECES).unwrap();
+            proptest::prop_assert_eq!(pieces.len().unwrap(), counted.len() as u64);
+            drop((lists, users, pieces, txn));
+            let mut ids = store.version_ids().unwrap();
+            ids.sort();
+            proptest::prop_assert_eq!(ids, stored.iter().copied().collect::<Vec<_>>());
+            for tree in &trees {
+                let read = store.manifest(&tree.version_id()).unwrap();
+                if stored.contains(&tree.version_id()) {
+                    proptest::prop_assert_eq!(read.as_deref(), Some(tree));
+                } else {
+                    proptest::prop_assert!(read.is_none());
+                }
+            }
+        }
     }
 
     /// A piece gone from the disk is corruption, not a shorter manifest.
@@ -601,10 +852,15 @@ mod tests {
         store.put_manifest(&big).unwrap();
         let txn = store.db.begin_write().unwrap();
         {
-            let mut parts = txn.open_table(PARTS).unwrap();
-            parts
-                .remove((big.version_id().as_bytes().as_slice(), 1))
-                .unwrap();
+            let lists = txn.open_table(VERSION_PIECES).unwrap();
+            let list = lists
+                .get(big.version_id().as_bytes().as_slice())
+                .unwrap()
+                .unwrap()
+                .value()
+                .to_vec();
+            let mut pieces = txn.open_table(PIECES).unwrap();
+            pieces.remove(&list[32..64]).unwrap();
         }
         txn.commit().unwrap();
         let fresh = without_kept(store);
@@ -645,13 +901,72 @@ mod tests {
         assert_eq!(txn.open_table(VERSIONS).unwrap().len().unwrap(), 0);
     }
 
+    /// A store written when manifests were kept in fixed pieces is moved to shared pieces
+    /// when opened: each reads as before, one with a piece gone still reads as corrupt, and
+    /// pieces of a manifest the index no longer named are dropped.
+    #[test]
+    fn a_store_of_fixed_parts_is_moved_to_shared_pieces_on_open() {
+        const PART_BYTES: usize = 64 << 10;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sync.redb");
+        let (small, big, broken, orphan) = (
+            tree(b"old"),
+            big_tree(3_000),
+            big_tree(4_000),
+            tree(b"removed"),
+        );
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut parts = txn.open_table(PARTS).unwrap();
+                let mut index = txn.open_table(VERSION_INDEX).unwrap();
+                for m in [&small, &big, &broken, &orphan] {
+                    let bytes = m.encode_proto();
+                    let key = m.version_id();
+                    let key = key.as_bytes().as_slice();
+                    for (n, piece) in bytes.chunks(PART_BYTES).enumerate() {
+                        if *m == broken && n == 1 {
+                            continue;
+                        }
+                        parts.insert((key, n as u32), piece).unwrap();
+                    }
+                    if *m != orphan {
+                        index.insert(key, bytes.len() as u64).unwrap();
+                    }
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = SyncStore::open(&path).unwrap();
+        for m in [&small, &big] {
+            assert!(store.has_manifest(&m.version_id()).unwrap());
+            assert_eq!(store.manifest(&m.version_id()).unwrap().as_deref(), Some(m));
+        }
+        assert!(matches!(
+            store.manifest(&broken.version_id()),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(!store.has_manifest(&orphan.version_id()).unwrap());
+        let txn = store.db.begin_read().unwrap();
+        assert_eq!(txn.open_table(PARTS).unwrap().len().unwrap(), 0);
+        drop(txn);
+        // Opened again: nothing left to move, the same reads.
+        drop(store);
+        let store = SyncStore::open(&path).unwrap();
+        assert_eq!(
+            store.manifest(&big.version_id()).unwrap().as_deref(),
+            Some(&big)
+        );
+    }
+
     #[test]
     fn a_manifest_under_the_wrong_id_is_corrupt() {
         let store = SyncStore::in_memory().unwrap();
         let (a, b) = (tree(b"a"), tree(b"b"));
         let bytes = b.to_proto().encode_to_vec();
         let txn = store.db.begin_write().unwrap();
-        put_parts(&txn, &a.version_id(), &bytes).unwrap();
+        put_pieces(&txn, &a.version_id(), &bytes, bytes.len() as u64).unwrap();
         txn.commit().unwrap();
         assert!(matches!(
             store.manifest(&a.version_id()),
