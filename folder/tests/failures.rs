@@ -290,3 +290,57 @@ fn a_read_only_directory_fails_alone() {
             .unwrap();
     });
 }
+
+/// Names of 900 files in three directories, every 150th (from the 7th) too long for the
+/// file system (a component over 255 bytes), the rest ordinary.
+fn many_names() -> (Vec<String>, Vec<String>) {
+    let mut ok = Vec::new();
+    let mut too_long = Vec::new();
+    for i in 0..900 {
+        if i % 150 == 7 {
+            too_long.push(format!("d{}/{}{i}", i % 3, "x".repeat(256 + i / 150)));
+        } else {
+            ok.push(format!("d{}/f{i:04}.txt", i % 3));
+        }
+    }
+    (ok, too_long)
+}
+
+/// Among many files, written on several threads and in several batches, the paths that
+/// cannot be written fail alone wherever they fall among the others: every other file is
+/// written, no temp file is left, and the failures do not travel.
+#[test]
+fn among_many_files_the_ones_that_cannot_be_written_fail_alone() {
+    let s = Setup::new();
+    let mut f = s.folder();
+    let (ok, too_long) = many_names();
+    let content = |p: &str| format!("content of {}\n", &p[..p.len().min(12)]);
+    let mut entries: Vec<(&str, chorus_chunking::Entry)> =
+        ["d0", "d1", "d2"].map(|d| (d, dir(0o755))).into();
+    for p in ok.iter().chain(&too_long) {
+        entries.push((p.as_str(), s.file(content(p).as_bytes(), 0o644)));
+    }
+    let v1 = tree(entries);
+    let report = scan_write(&mut f, &v1).unwrap();
+    let mut failed: Vec<&str> = report.failed.iter().map(|p| p.path.as_str()).collect();
+    failed.sort();
+    let mut want: Vec<&str> = too_long.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(failed, want);
+    for p in &ok {
+        assert_eq!(
+            std::fs::read_to_string(s.share().join(p)).unwrap(),
+            content(p),
+            "{p}"
+        );
+    }
+    for d in ["", "d0", "d1", "d2"] {
+        let names: Vec<String> = std::fs::read_dir(s.share().join(d))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".chorus-") && n != ".chorus-share")
+            .collect();
+        assert!(names.is_empty(), "temp files left in {d:?}: {names:?}");
+    }
+    assert_eq!(f.scan().unwrap(), v1, "the failures do not travel");
+}

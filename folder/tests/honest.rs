@@ -327,3 +327,59 @@ fn a_state_dir_inside_the_share_under_another_name_is_never_synced() {
     );
     assert_eq!(f.scan().unwrap(), peer, "and the refusal does not travel");
 }
+
+/// Among many files read on several threads, the ones that cannot be read keep what the
+/// folder knew of them, wherever they fall; the others are read as they are now.
+#[test]
+fn among_many_files_the_unreadable_ones_keep_what_was_known() {
+    as_unprivileged(
+        "among_many_files_the_unreadable_ones_keep_what_was_known",
+        || {
+            let s = Setup::new();
+            let mut f = s.folder();
+            let names: Vec<String> = (0..900)
+                .map(|i| format!("d{}/f{i:04}.txt", i % 3))
+                .collect();
+            let mut entries: Vec<(&str, chorus_chunking::Entry)> =
+                ["d0", "d1", "d2"].map(|d| (d, dir(0o755))).into();
+            for p in &names {
+                entries.push((p.as_str(), s.file(format!("{p} v1\n").as_bytes(), 0o644)));
+            }
+            let v1 = tree(entries);
+            scan_write(&mut f, &v1).unwrap();
+            assert_eq!(f.scan().unwrap(), v1);
+            // Every file changed; every 97th then made unreadable.
+            let unreadable: Vec<&String> = names.iter().skip(5).step_by(97).collect();
+            for p in &names {
+                std::fs::write(s.share().join(p), format!("{p} v2\n")).unwrap();
+            }
+            for p in &unreadable {
+                std::fs::set_permissions(s.share().join(p), std::fs::Permissions::from_mode(0o000))
+                    .unwrap();
+            }
+            let t = f.scan().unwrap();
+            for p in &names {
+                let want = if unreadable.contains(&p) {
+                    v1.get_str(p).cloned()
+                } else {
+                    Some(s.file(format!("{p} v2\n").as_bytes(), 0o644))
+                };
+                assert_eq!(t.get_str(p), want.as_ref(), "{p}");
+            }
+            let mut unknown: Vec<&str> = f
+                .last_report()
+                .unknown
+                .iter()
+                .map(|(p, _)| p.as_str())
+                .collect();
+            unknown.sort();
+            let mut want: Vec<&str> = unreadable.iter().map(|p| p.as_str()).collect();
+            want.sort();
+            assert_eq!(unknown, want);
+            for p in &unreadable {
+                std::fs::set_permissions(s.share().join(p), std::fs::Permissions::from_mode(0o644))
+                    .unwrap();
+            }
+        },
+    );
+}
