@@ -362,3 +362,52 @@ fn big_files_edited_in_place_and_saved_by_rename_reach_every_member_whole() {
         assert!(g.running(i), "node {i} exited");
     }
 }
+
+/// A share with more directories than a daemon may open files (a home directory or a build
+/// tree has tens of thousands; a desktop's soft limit is often 1,024 and some hard limits are
+/// no higher): both members run under a limit of 512, a thousand and more directories appear
+/// in one of them, and every file reaches the other; both keep running.
+#[test]
+fn more_directories_than_open_files_reach_every_member() {
+    const NOFILE: u64 = 512;
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    for i in [a, b] {
+        g.nodes[i].nofile = Some(NOFILE);
+        g.restart(i);
+    }
+    std::fs::write(g.file(a, "before.txt"), "before\n").unwrap();
+    g.wait_everywhere("before.txt", b"before\n");
+    // Side by side in one directory, and one inside the other.
+    let mut files = Vec::new();
+    for i in 0..1_200 {
+        files.push(format!("wide/d{i:04}/f.txt"));
+    }
+    let mut deep = String::from("deep");
+    for i in 0..300 {
+        deep.push_str(&format!("/{}", i % 10));
+        files.push(format!("{deep}/f{i}.txt"));
+    }
+    for f in &files {
+        let p = g.file(a, f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, f.as_bytes()).unwrap();
+    }
+    std::fs::write(g.file(a, "after.txt"), "after\n").unwrap();
+    g.wait_everywhere("after.txt", b"after\n");
+    for f in &files {
+        let on_b = g.file(b, f);
+        wait_until(&format!("{f} on b"), || {
+            std::fs::read(&on_b).is_ok_and(|got| got == f.as_bytes())
+        });
+    }
+    for i in [a, b] {
+        assert!(g.running(i), "node {i} exited:\n{}", g.log(i));
+        assert!(
+            !g.log(i).contains("Too many open files"),
+            "node {i} ran out of open files:\n{}",
+            g.log(i)
+        );
+    }
+}

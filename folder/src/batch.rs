@@ -13,9 +13,13 @@ use crate::cache::Stamp;
 
 use crate::confined as c;
 
-/// Up to this many files are made durable together (and their directories kept open).
+/// Up to this many files are made durable together (and their directories kept open) ...
 const BATCH_FILES: usize = 256;
 const BATCH_BYTES: u64 = 256 << 20;
+/// ... in at most this many directories: the handles a write holds stay well under a
+/// desktop's usual limit of 1,024 open files whatever the share's shape (see
+/// `Writer::open_dir`).
+const BATCH_DIRS: usize = 128;
 /// A temp file written and not yet renamed into place.
 pub(crate) struct Pending {
     pub(crate) path: RelPath,
@@ -35,6 +39,8 @@ pub(crate) struct Pending {
 pub(crate) struct Batch {
     pub(crate) files: Vec<Pending>,
     pub(crate) bytes: u64,
+    /// Directory handles its files hold (one per run of files in the same directory).
+    pub(crate) dirs: usize,
 }
 
 impl Drop for Batch {
@@ -46,9 +52,22 @@ impl Drop for Batch {
 }
 
 impl Batch {
+    /// Adds a written file.
+    pub(crate) fn push(&mut self, p: Pending) {
+        if self
+            .files
+            .last()
+            .is_none_or(|last| !Rc::ptr_eq(&last.dir, &p.dir))
+        {
+            self.dirs += 1;
+        }
+        self.bytes += p.manifest.size();
+        self.files.push(p);
+    }
+
     /// Time to commit.
     pub(crate) fn full(&self) -> bool {
-        self.files.len() >= BATCH_FILES || self.bytes >= BATCH_BYTES
+        self.files.len() >= BATCH_FILES || self.bytes >= BATCH_BYTES || self.dirs >= BATCH_DIRS
     }
 
     /// When its last file was written.

@@ -128,6 +128,17 @@ pub struct Exclude {
 /// to a changed path are looked at).
 struct Pending {
     rel: Option<RelPath>,
+    /// Opened when it is listed (the root is open from the start): a directory of 10,000
+    /// subdirectories would otherwise hold 10,000 handles while they wait, over a desktop's
+    /// usual limit of 1,024 open files.
+    fd: Option<OwnedFd>,
+    ignores: Vec<Arc<Gitignore>>,
+    whole: bool,
+}
+
+/// A directory being listed.
+struct Listed {
+    rel: Option<RelPath>,
     fd: OwnedFd,
     ignores: Vec<Arc<Gitignore>>,
     whole: bool,
@@ -154,11 +165,34 @@ pub fn scan_root(
     let fd = c::open_dir_beneath(root, "").map_err(ScanError::Share)?;
     let mut stack = vec![Pending {
         rel: None,
-        fd,
+        fd: Some(fd),
         ignores: Vec::new(),
         whole: focus.is_none(),
     }];
-    while let Some(dir) = stack.pop() {
+    while let Some(mut dir) = stack.pop() {
+        // Beneath the root, never through a symlink: one swapped in since its parent was
+        // listed is refused, as `open_dir_at` refused it then.
+        let opened = match (dir.fd.take(), &dir.rel) {
+            (Some(fd), _) => Ok(fd),
+            (None, Some(rel)) => c::open_dir_beneath(root, rel.as_str()),
+            (None, None) => c::open_dir_beneath(root, ""),
+        };
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(e) => {
+                match &dir.rel {
+                    Some(rel) => report.unknown.push((rel.clone(), e.to_string())),
+                    None => return Err(ScanError::Share(e)),
+                }
+                continue;
+            }
+        };
+        let dir = Listed {
+            rel: dir.rel,
+            fd,
+            ignores: dir.ignores,
+            whole: dir.whole,
+        };
         let names = match c::list(dir.fd.as_fd()) {
             Ok(n) => n,
             Err(e) => {
@@ -237,15 +271,12 @@ pub fn scan_root(
                     if !walked {
                         report.routes.push(path.clone());
                     }
-                    match c::open_dir_at(dir.fd.as_fd(), &name) {
-                        Ok(fd) => stack.push(Pending {
-                            rel: Some(path),
-                            fd,
-                            ignores: ignores.clone(),
-                            whole: walked,
-                        }),
-                        Err(e) => report.unknown.push((path, e.to_string())),
-                    }
+                    stack.push(Pending {
+                        rel: Some(path),
+                        fd: None,
+                        ignores: ignores.clone(),
+                        whole: walked,
+                    });
                 }
                 FileType::Symlink => match c::read_link_at(dir.fd.as_fd(), &name) {
                     Ok(t) => match String::from_utf8(t).map_err(|_| "not UTF-8".to_owned()) {

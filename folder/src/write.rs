@@ -146,6 +146,12 @@ impl Writer<'_, '_> {
     }
 }
 
+/// Directory handles kept open for reuse at most. With the queue's and the batches' (see
+/// `BATCH_DIRS`, `AGING_DIRS`), a write holds a few hundred at most, whatever the number of
+/// directories in the share: one handle per directory ran out of open files in a share of
+/// tens of thousands of directories.
+const DIRS_KEPT: usize = 32;
+
 pub(crate) struct Writer<'a, 'b> {
     pub(crate) ctx: &'a Ctx<'b>,
     pub(crate) out: Written,
@@ -223,6 +229,11 @@ impl Writer<'_, '_> {
             other => other?,
         };
         let fd = Rc::new(fd);
+        if self.dirs.len() >= DIRS_KEPT {
+            // Files are written in path order: the directories wanted next are mostly new.
+            // Those still queued or waiting for renames keep their handles open until then.
+            self.dirs.clear();
+        }
         self.dirs.insert(rel.to_owned(), fd.clone());
         Ok(fd)
     }

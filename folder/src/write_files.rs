@@ -38,8 +38,10 @@ const BASE_MIN: u64 = 1 << 20;
 /// A file's written pages are handed to the disk every this many bytes.
 const WRITEBACK_EVERY: u64 = 8 << 20;
 
-/// Full batches waiting for their renames at most (see [`Writer::age`]).
+/// Full batches waiting for their renames at most (see [`Writer::age`]) ...
 const AGING_MAX: usize = 8;
+/// ... holding at most this many directory handles together.
+const AGING_DIRS: usize = 64;
 /// A temp file written: its name, and its `stat` right after.
 struct Temp {
     file: std::fs::File,
@@ -77,8 +79,7 @@ impl Writer<'_, '_> {
             }
             match result {
                 Ok(t) => {
-                    batch.bytes += job.manifest.size();
-                    batch.files.push(Pending {
+                    batch.push(Pending {
                         path: job.path.clone(),
                         dir,
                         temp: t.name,
@@ -124,6 +125,7 @@ impl Writer<'_, '_> {
         while let Some(front) = self.aging.front() {
             let due = all
                 || self.aging.len() > AGING_MAX
+                || self.aging.iter().map(|b| b.dirs).sum::<usize>() > AGING_DIRS
                 || front.last_write().is_none_or(|t| t.elapsed() >= FINE_TICK);
             if !due {
                 break;
@@ -223,6 +225,7 @@ impl Writer<'_, '_> {
             }
         }
         batch.bytes = 0;
+        batch.dirs = 0;
         Ok(())
     }
 }
