@@ -50,6 +50,8 @@ pub fn open_dir_beneath(root: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> 
                 NO_OPENAT2.store(true, Ordering::Relaxed);
             }
             Err(rustix::io::Errno::AGAIN) => {} // a rename raced the lookup: walk instead
+            // A path at the kernel's PATH_MAX (a share path may be 4,096 bytes): walk.
+            Err(rustix::io::Errno::NAMETOOLONG) => {}
             other => return Ok(other?),
         }
     }
@@ -291,6 +293,29 @@ mod tests {
         let a = open_dir_beneath(root.as_fd(), "a").unwrap();
         assert!(open_file_at(a.as_fd(), "link").is_err());
         assert!(open_dir_at(a.as_fd(), "../..").is_err());
+    }
+
+    /// A directory whose path is as long as a share path may be (4,096 bytes, one over the
+    /// kernel's PATH_MAX) is opened by walking to it.
+    #[test]
+    fn a_directory_at_the_longest_share_path_is_opened() {
+        let share = tempfile::tempdir().unwrap();
+        let root = open_root(share.path()).unwrap();
+        let mut rel = String::new();
+        let mut at = open_dir_beneath(root.as_fd(), "").unwrap();
+        while rel.len() < chorus_chunking::path::MAX_PATH_LEN {
+            let left =
+                chorus_chunking::path::MAX_PATH_LEN - rel.len() - usize::from(!rel.is_empty());
+            let name = "d".repeat(left.min(200));
+            mkdir_at(at.as_fd(), &name).unwrap();
+            at = open_dir_at(at.as_fd(), &name).unwrap();
+            if !rel.is_empty() {
+                rel.push('/');
+            }
+            rel.push_str(&name);
+        }
+        assert_eq!(rel.len(), chorus_chunking::path::MAX_PATH_LEN);
+        assert!(open_dir_beneath(root.as_fd(), &rel).is_ok());
     }
 
     #[test]
