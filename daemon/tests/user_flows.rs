@@ -365,11 +365,11 @@ fn big_files_edited_in_place_and_saved_by_rename_reach_every_member_whole() {
 
 /// A share with more directories than a daemon may open files (a home directory or a build
 /// tree has tens of thousands; a desktop's soft limit is often 1,024 and some hard limits are
-/// no higher): both members run under a limit of 512, a thousand and more directories appear
+/// no higher): both members run under a limit of 1,024, more directories than that appear
 /// in one of them, and every file reaches the other; both keep running.
 #[test]
 fn more_directories_than_open_files_reach_every_member() {
-    const NOFILE: u64 = 512;
+    const NOFILE: u64 = 1024;
     let mut g = Group::new();
     let a = g.init(g.at("a"));
     let b = g.join(a, g.at("b"));

@@ -19,7 +19,7 @@ const BATCH_BYTES: u64 = 256 << 20;
 /// ... in at most this many directories: the handles a write holds stay well under a
 /// desktop's usual limit of 1,024 open files whatever the share's shape (see
 /// `Writer::open_dir`).
-const BATCH_DIRS: usize = 128;
+const BATCH_DIRS: usize = 64;
 /// A temp file written and not yet renamed into place.
 pub(crate) struct Pending {
     pub(crate) path: RelPath,
@@ -77,8 +77,10 @@ impl Batch {
 
     /// Closes its files (it is made durable by one `syncfs`).
     pub(crate) fn close_files(&mut self) {
-        for p in &mut self.files {
-            p.file = None;
+        for p in self.files.iter_mut().rev() {
+            if p.file.take().is_none() {
+                break; // those before were closed already
+            }
         }
     }
 }

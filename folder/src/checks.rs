@@ -72,9 +72,19 @@ impl DiskFolder {
         let recursive = matches!(self.share, Share::Folder(_));
         let mut complete = true;
         let mut removed = 0usize;
-        let mut stack =
-            vec![c::open_dir_beneath(root.as_fd(), "").map_err(|e| unavailable(e.to_string()))?];
-        while let Some(dir) = stack.pop() {
+        c::open_dir_beneath(root.as_fd(), "").map_err(|e| unavailable(e.to_string()))?;
+        // Paths, each opened when its turn comes: a handle per directory waiting would run
+        // out of open files in a share of thousands of directories side by side.
+        let mut stack = vec![String::new()];
+        while let Some(rel) = stack.pop() {
+            let dir = match c::open_dir_beneath(root.as_fd(), &rel) {
+                Ok(d) => d,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(_) => {
+                    complete = false;
+                    continue;
+                }
+            };
             let Ok(names) = c::list(dir.as_fd()) else {
                 complete = false;
                 continue;
@@ -87,10 +97,11 @@ impl DiskFolder {
                 let kind = c::kind(&st);
                 if kind == rustix::fs::FileType::Directory {
                     if recursive && self.state_dir_id != Some((st.st_dev, st.st_ino)) {
-                        match c::open_dir_at(dir.as_fd(), n) {
-                            Ok(d) => stack.push(d),
-                            Err(_) => complete = false,
-                        }
+                        stack.push(if rel.is_empty() {
+                            n.to_owned()
+                        } else {
+                            format!("{rel}/{n}")
+                        });
                     }
                 } else if stale.iter().any(|s| c::is_temp_of(&name, s)) {
                     match c::unlink_at(dir.as_fd(), n) {

@@ -179,6 +179,8 @@ pub fn scan_root(
         };
         let fd = match opened {
             Ok(fd) => fd,
+            // Removed since its parent was listed: nothing below it is there to scan.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.rel.is_some() => continue,
             Err(e) => {
                 match &dir.rel {
                     Some(rel) => report.unknown.push((rel.clone(), e.to_string())),

@@ -40,8 +40,9 @@ const WRITEBACK_EVERY: u64 = 8 << 20;
 
 /// Full batches waiting for their renames at most (see [`Writer::age`]) ...
 const AGING_MAX: usize = 8;
-/// ... holding at most this many directory handles together.
-const AGING_DIRS: usize = 64;
+/// ... holding at most this many directory handles together (at least a batch's
+/// `BATCH_DIRS`, so a batch is never committed at once for its own directories).
+const AGING_DIRS: usize = 192;
 /// A temp file written: its name, and its `stat` right after.
 struct Temp {
     file: std::fs::File,
@@ -87,6 +88,16 @@ impl Writer<'_, '_> {
                         file: Some(t.file),
                         manifest: job.manifest.clone(),
                     });
+                    // Made durable by one `syncfs` past a few files: they need not stay open.
+                    if batch.files.len() > FSYNC_EACH_UP_TO {
+                        batch.close_files();
+                    }
+                    // Full by files, bytes or directories: it waits for its renames, and the
+                    // rest of the queue starts the next one.
+                    if batch.full() {
+                        let full = std::mem::take(batch);
+                        self.age(full);
+                    }
                 }
                 Err(ContentError::Io(e)) => self.io_fail(job.path, &e),
                 // The files written beside it are in the batch: removed when it is dropped.
@@ -97,10 +108,6 @@ impl Writer<'_, '_> {
         }
         if let Some(stop) = stop {
             return Err(stop);
-        }
-        if batch.full() {
-            let full = std::mem::take(batch);
-            self.age(full);
         }
         self.rename_aged(false)
     }

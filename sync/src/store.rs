@@ -460,7 +460,13 @@ fn put_pieces(
 ) -> Result<(), StoreError> {
     let key = id.as_bytes().as_slice();
     let mut lists = txn.open_table(VERSION_PIECES).map_err(db)?;
+    let mut index = txn.open_table(VERSION_INDEX).map_err(db)?;
     if lists.get(key).map_err(db)?.is_some() {
+        // Listed already; its index entry too, unless an older build removed the version
+        // (it knew only the index): the list still counts its pieces, so it is named again.
+        if index.get(key).map_err(db)?.is_none() {
+            index.insert(key, len).map_err(db)?;
+        }
         return Ok(());
     }
     let mut pieces = txn.open_table(PIECES).map_err(db)?;
@@ -481,7 +487,6 @@ fn put_pieces(
         list.extend_from_slice(piece_key);
     }
     lists.insert(key, list.as_slice()).map_err(db)?;
-    let mut index = txn.open_table(VERSION_INDEX).map_err(db)?;
     index.insert(key, len).map_err(db)?;
     Ok(())
 }
@@ -778,6 +783,34 @@ mod tests {
         assert_eq!(piece_bytes(&store), two.encode_proto().len());
         store
             .remove_manifests(&BTreeSet::from([two.version_id()]))
+            .unwrap();
+        assert_eq!(piece_count(&store), (0, 0));
+    }
+
+    /// A version an older build removed (it knew only the index) while its list stayed is
+    /// stored again when it comes back, not taken as present.
+    #[test]
+    fn a_version_whose_index_entry_went_is_stored_again() {
+        let store = SyncStore::in_memory().unwrap();
+        let big = big_tree(3_000);
+        store.put_manifest(&big).unwrap();
+        let store = without_kept(store);
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(VERSION_INDEX)
+            .unwrap()
+            .remove(big.version_id().as_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        assert!(!store.has_manifest(&big.version_id()).unwrap());
+        store.put_manifest(&big).unwrap();
+        assert!(store.has_manifest(&big.version_id()).unwrap());
+        let store = without_kept(store);
+        assert_eq!(
+            store.manifest(&big.version_id()).unwrap().as_deref(),
+            Some(&big)
+        );
+        store
+            .remove_manifests(&BTreeSet::from([big.version_id()]))
             .unwrap();
         assert_eq!(piece_count(&store), (0, 0));
     }
