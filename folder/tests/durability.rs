@@ -203,10 +203,11 @@ fn a_save_right_after_a_write_is_seen_by_the_next_scan() {
 }
 
 /// A store that takes 60 ms to give some chunks (more than a timestamp tick), the others at
-/// once.
+/// once; `on_slow` runs when a slow one is first asked for.
 struct Slow {
     store: Arc<MemStore>,
     slow: std::collections::HashSet<chorus_chunking::ChunkId>,
+    on_slow: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl chorus_chunking::ChunkStore for Slow {
@@ -218,6 +219,10 @@ impl chorus_chunking::ChunkStore for Slow {
         id: &chorus_chunking::ChunkId,
     ) -> Result<Option<Vec<u8>>, chorus_chunking::Error> {
         if self.slow.contains(id) {
+            let hook = self.on_slow.lock().unwrap().take();
+            if let Some(hook) = hook {
+                hook();
+            }
             std::thread::sleep(std::time::Duration::from_millis(60));
         }
         self.store.get(id)
@@ -266,6 +271,7 @@ fn a_big_writes_files_are_believed_and_a_save_after_it_still_seen() {
         Arc::new(Slow {
             store: s.store.clone(),
             slow,
+            on_slow: Default::default(),
         }),
         params(),
     )
@@ -291,4 +297,69 @@ fn a_big_writes_files_are_believed_and_a_save_after_it_still_seen() {
             "{p}"
         );
     }
+}
+
+/// A save that lands while the batch holding its file waits for its renames (its files
+/// written and the next ones being written) is never overwritten, and the next scan sees it:
+/// the user saves `d/f010` of the first batch while the second batch's first file waits for
+/// its chunk.
+#[test]
+fn a_save_while_its_batch_waits_for_its_renames_is_never_overwritten() {
+    let s = Setup::new();
+    let mut v1 = tree(vec![("d", dir(0o755))]);
+    let mut v2 = v1.clone();
+    let mut slow = std::collections::HashSet::new();
+    for i in 0..300 {
+        let p = format!("d/f{i:03}");
+        v1 = with(&v1, &p, Some(s.file(format!("v1 {i}\n").as_bytes(), 0o644)));
+        let e = s.file(format!("v2 {i}\n").repeat(2).as_bytes(), 0o644);
+        if i == 256 {
+            slow.extend(e.manifest().unwrap().chunks.iter().map(|c| c.id));
+        }
+        v2 = with(&v2, &p, Some(e));
+    }
+    let saved = s.share().join("d/f010");
+    let mine = b"the user's save\n";
+    let hook: Box<dyn FnOnce() + Send> = Box::new({
+        let saved = saved.clone();
+        move || std::fs::write(&saved, mine).unwrap()
+    });
+    let mut f = DiskFolder::new(
+        Share::Folder(s.share()),
+        &s.state(),
+        Arc::new(Slow {
+            store: s.store.clone(),
+            slow,
+            on_slow: std::sync::Mutex::new(Some(hook)),
+        }),
+        params(),
+    )
+    .unwrap();
+    assert!(scan_write(&mut f, &v1).unwrap().failed.is_empty());
+    let scanned = f.scan().unwrap();
+    assert_eq!(scanned, v1);
+    // The write stops at the save (or, on a machine slow enough that the first batch was
+    // renamed before the save, the save lands on the new file): either way it stays.
+    match f.write(&scanned, &v2) {
+        Err(FolderError::Changed(p)) => assert_eq!(p.as_str(), "d/f010"),
+        Ok(report) => assert!(report.failed.is_empty(), "{report:?}"),
+        Err(e) => panic!("{e}"),
+    }
+    assert_eq!(std::fs::read(&saved).unwrap(), mine);
+    let after = f.scan().unwrap();
+    assert_eq!(
+        after.get(&chorus_chunking::RelPath::new("d/f010").unwrap()),
+        Some(&file_in(&*s.store, mine, 0o644))
+    );
+    let leftovers = std::fs::read_dir(s.share().join("d"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".chorus-")
+        })
+        .count();
+    assert_eq!(leftovers, 0, "no temp file is left");
 }
