@@ -210,6 +210,28 @@ struct Slow {
     on_slow: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
+impl Slow {
+    /// The share of `s` as a folder over its store, with `slow` chunks slow.
+    fn folder(
+        s: &Setup,
+        slow: std::collections::HashSet<chorus_chunking::ChunkId>,
+        on_slow: Option<Box<dyn FnOnce() + Send>>,
+    ) -> DiskFolder {
+        let store = Slow {
+            store: s.store.clone(),
+            slow,
+            on_slow: std::sync::Mutex::new(on_slow),
+        };
+        DiskFolder::new(
+            Share::Folder(s.share()),
+            &s.state(),
+            Arc::new(store),
+            params(),
+        )
+        .unwrap()
+    }
+}
+
 impl chorus_chunking::ChunkStore for Slow {
     fn contains(&self, id: &chorus_chunking::ChunkId) -> Result<bool, chorus_chunking::Error> {
         self.store.contains(id)
@@ -265,17 +287,7 @@ fn a_big_writes_files_are_believed_and_a_save_after_it_still_seen() {
         }
         v = with(&v, &format!("d/f{i:03}"), Some(e));
     }
-    let mut f = DiskFolder::new(
-        Share::Folder(s.share()),
-        &s.state(),
-        Arc::new(Slow {
-            store: s.store.clone(),
-            slow,
-            on_slow: Default::default(),
-        }),
-        params(),
-    )
-    .unwrap();
+    let mut f = Slow::folder(&s, slow, None);
     assert!(scan_write(&mut f, &v).unwrap().failed.is_empty());
     // The user's saves right after: in place, same size, other bytes; one early in the write,
     // one in the last batch.
@@ -324,17 +336,7 @@ fn a_save_while_its_batch_waits_for_its_renames_is_never_overwritten() {
         let saved = saved.clone();
         move || std::fs::write(&saved, mine).unwrap()
     });
-    let mut f = DiskFolder::new(
-        Share::Folder(s.share()),
-        &s.state(),
-        Arc::new(Slow {
-            store: s.store.clone(),
-            slow,
-            on_slow: std::sync::Mutex::new(Some(hook)),
-        }),
-        params(),
-    )
-    .unwrap();
+    let mut f = Slow::folder(&s, slow, Some(hook));
     assert!(scan_write(&mut f, &v1).unwrap().failed.is_empty());
     let scanned = f.scan().unwrap();
     assert_eq!(scanned, v1);
