@@ -146,9 +146,10 @@ impl Writer<'_, '_> {
     }
 }
 
-/// Directory handles kept open for reuse at most. With the queue's and the batches' (see
-/// `BATCH_DIRS`, `AGING_DIRS`), a write holds a few hundred at most, whatever the number of
-/// directories in the share: one handle per directory ran out of open files in a share of
+/// Directory handles kept open for reuse at most. With the queue's (128 files, their temp
+/// files open while they are written), the batch's (`BATCH_DIRS`, 8 files kept open) and the
+/// waiting batches' (`AGING_DIRS`), a write holds under 700 descriptors whatever the number
+/// of directories in the share: one handle per directory ran out of open files in a share of
 /// tens of thousands of directories.
 const DIRS_KEPT: usize = 32;
 
