@@ -6,7 +6,6 @@
 
 mod commands;
 mod logs;
-mod malloc;
 
 use std::process::ExitCode;
 
@@ -88,7 +87,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    malloc::tune();
+    chorus::node::heap::tune();
     logs::init();
     let cli = Cli::parse();
     let result = match cli.command {

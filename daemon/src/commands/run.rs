@@ -115,8 +115,6 @@ fn canonical(path: &Path) -> anyhow::Result<PathBuf> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    // Before any thread starts.
-    chorus::node::heap::limit_arenas();
     let path = args
         .path
         .clone()
