@@ -524,11 +524,12 @@ fn move_old_layouts(database: &Database) -> Result<(), StoreError> {
     let mut moved = 0u64;
     loop {
         let txn = database.begin_write().map_err(db_err)?;
-        let more = move_whole_manifest(&txn)? || move_manifest_parts(&txn)?;
-        txn.commit().map_err(db)?;
-        if !more {
+        if !(move_whole_manifest(&txn)? || move_manifest_parts(&txn)?) {
+            // Nothing to move (every open but the first of an old store): no commit, no fsync.
+            txn.abort().map_err(db)?;
             break;
         }
+        txn.commit().map_err(db)?;
         moved += 1;
     }
     if moved > 0 {
