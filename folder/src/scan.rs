@@ -136,14 +136,6 @@ struct Pending {
     whole: bool,
 }
 
-/// A directory being listed.
-struct Listed {
-    rel: Option<RelPath>,
-    fd: OwnedFd,
-    ignores: Vec<Arc<Gitignore>>,
-    whole: bool,
-}
-
 /// Files smaller than this are read several at a time.
 const READ_TOGETHER_BELOW: u64 = 1 << 20;
 
@@ -172,10 +164,9 @@ pub fn scan_root(
     while let Some(mut dir) = stack.pop() {
         // Beneath the root, never through a symlink: one swapped in since its parent was
         // listed is refused, as `open_dir_at` refused it then.
-        let opened = match (dir.fd.take(), &dir.rel) {
-            (Some(fd), _) => Ok(fd),
-            (None, Some(rel)) => c::open_dir_beneath(root, rel.as_str()),
-            (None, None) => c::open_dir_beneath(root, ""),
+        let opened = match dir.fd.take() {
+            Some(fd) => Ok(fd),
+            None => c::open_dir_beneath(root, dir.rel.as_ref().map_or("", |r| r.as_str())),
         };
         let fd = match opened {
             Ok(fd) => fd,
@@ -189,13 +180,7 @@ pub fn scan_root(
                 continue;
             }
         };
-        let dir = Listed {
-            rel: dir.rel,
-            fd,
-            ignores: dir.ignores,
-            whole: dir.whole,
-        };
-        let names = match c::list(dir.fd.as_fd()) {
+        let names = match c::list(fd.as_fd()) {
             Ok(n) => n,
             Err(e) => {
                 match &dir.rel {
@@ -207,7 +192,7 @@ pub fn scan_root(
         };
         let mut ignores = dir.ignores.clone();
         if names.iter().any(|n| n == IGNORE_FILE.as_bytes())
-            && let Some(g) = load_ignore(dir.fd.as_fd(), dir.rel.as_ref(), &mut report)
+            && let Some(g) = load_ignore(fd.as_fd(), dir.rel.as_ref(), &mut report)
         {
             let g = Arc::new(g);
             let key = dir.rel.as_ref().map_or(String::new(), |r| r.to_string());
@@ -251,7 +236,7 @@ pub fn scan_root(
             if !walked && !route {
                 continue;
             }
-            let st = match c::stat_at(dir.fd.as_fd(), &name) {
+            let st = match c::stat_at(fd.as_fd(), &name) {
                 Ok(Some(st)) => st,
                 Ok(None) => continue, // deleted while scanning: not in this version
                 Err(e) => {
@@ -280,7 +265,7 @@ pub fn scan_root(
                         whole: walked,
                     });
                 }
-                FileType::Symlink => match c::read_link_at(dir.fd.as_fd(), &name) {
+                FileType::Symlink => match c::read_link_at(fd.as_fd(), &name) {
                     Ok(t) => match String::from_utf8(t).map_err(|_| "not UTF-8".to_owned()) {
                         Ok(t) => match Entry::symlink(t) {
                             Ok(e) => entries.push((path, e)),
@@ -324,13 +309,13 @@ pub fn scan_root(
             .partition(|(_, _, stamp, _)| stamp.size < READ_TOGETHER_BELOW);
         let read_small = crate::parallel::map(small.len(), |i| {
             let (_, name, stamp, _) = &small[i];
-            read_one(dir.fd.as_fd(), name, *stamp, params, store)
+            read_one(fd.as_fd(), name, *stamp, params, store)
         });
         let read = small
             .into_iter()
             .zip(read_small)
             .chain(big.into_iter().map(|f| {
-                let read = read_one(dir.fd.as_fd(), &f.1, f.2, params, store);
+                let read = read_one(fd.as_fd(), &f.1, f.2, params, store);
                 (f, read)
             }));
         for ((path, _, _, mode), read) in read {

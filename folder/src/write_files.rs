@@ -117,12 +117,9 @@ impl Writer<'_, '_> {
     /// believed on their stamps ([`settled`]) and the next scan does not read them again
     /// (after a join of 100k files it read nearly all of them). No batch waits for its own
     /// sake: those left when the writing ends are renamed at once.
-    fn age(&mut self, mut batch: Batch) {
-        // Many files are made durable by one `syncfs` and need not stay open meanwhile; a few
-        // (a batch full by bytes) are fsynced one by one, from their open files.
-        if batch.files.len() > FSYNC_EACH_UP_TO {
-            batch.close_files();
-        }
+    /// Its files are closed already when it holds more than [`FSYNC_EACH_UP_TO`] (made durable
+    /// by one `syncfs`); a few (a batch full by bytes) stay open to be fsynced one by one.
+    fn age(&mut self, batch: Batch) {
         self.aging.push_back(batch);
     }
 
