@@ -226,7 +226,7 @@ const PACK_MAX: u64 = 256 << 20;
 
 /// Bytes of the index's pages redb keeps in memory. Its default (1 GiB) let a daemon grow by
 /// every page it ever touched; 100,000 chunks are ~5 MB of index, and the OS caches the file.
-const INDEX_CACHE: usize = 16 << 20;
+const INDEX_CACHE: usize = 4 << 20;
 
 /// Index entries buffered before a commit. Chunk ids are random, so a commit of n entries
 /// rewrites about n of the index's leaf pages (all of them once n passes their number), and

@@ -187,6 +187,13 @@ impl ScanCache {
         self.files.remove(path);
     }
 
+    /// Makes room for `more` files at once: a version of 100k files written is remembered in
+    /// one go, and a table grown step by step holds its old and new buckets together at each
+    /// step (~22 MB at the last one for 100k files).
+    pub(crate) fn reserve(&mut self, more: usize) {
+        self.files.reserve(more);
+    }
+
     /// Records a file this process just wrote, as it is on disk now, so a writer knows it.
     /// `settled`: the writer saw the file keep the size, mtime and inode it had after its last
     /// write until it was renamed into place, at least a tick ([`settles_after`]) later, so a

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use chorus_proto as proto;
 
-use super::table::{BaseTable, push_run};
+use super::table::{BaseTable, ChunkIndex, push_run};
 use crate::Error;
 use crate::ids::ChunkId;
 use crate::manifest::{ChunkRef, Entry, TreeManifest};
@@ -88,10 +88,14 @@ pub fn encode(
     stats.files_changed = (changed.len() + removed.len()) as u64;
 
     // Classify every new chunk (first occurrence) as literal, grouped by file, or external.
-    let mut new_chunks: HashMap<ChunkId, NewChunk> = HashMap::new();
+    // One map holds every new chunk's table index: an external one's at once, a literal's
+    // once the batches have fixed the literals' order (100k new files make this map and the
+    // externals list the encoder's largest parts, so neither is held twice).
+    let mut new_chunks = ChunkIndex::default();
     let mut groups: Vec<Group> = Vec::new();
-    let mut external: Vec<ChunkRef> = Vec::new();
+    let mut external: Vec<proto::ChunkRef> = Vec::new();
     let mut budget = opts.literal_budget;
+    let n_base = table.len();
     for (path, entry) in &changed {
         let Some(m) = entry.manifest() else { continue };
         let mut open: Option<Group> = None;
@@ -99,7 +103,7 @@ pub fn encode(
             let fresh = !table.index.contains_key(&c.id) && !new_chunks.contains_key(&c.id);
             if fresh && budget >= u64::from(c.len) {
                 budget -= u64::from(c.len);
-                new_chunks.insert(c.id, NewChunk::Literal);
+                new_chunks.insert(c.id, LITERAL_UNNUMBERED);
                 let g = open.get_or_insert_with(|| Group {
                     path,
                     start: pos,
@@ -110,8 +114,8 @@ pub fn encode(
                 continue;
             }
             if fresh {
-                new_chunks.insert(c.id, NewChunk::External(external.len() as u64));
-                external.push(*c);
+                new_chunks.insert(c.id, n_base + external.len() as u64);
+                external.push(c.to_proto());
             }
             groups.extend(open.take());
         }
@@ -130,18 +134,13 @@ pub fn encode(
 
     // Batch groups into literals, then number the literal chunks in literal order.
     let batches = batch(groups, opts);
-    let n_base = table.len();
     let mut next = n_base + external.len() as u64;
-    let mut index: HashMap<ChunkId, u64> = HashMap::new();
     for b in &batches {
         for c in b.iter().flat_map(|g| &g.chunks) {
-            index.insert(c.id, next);
+            *new_chunks
+                .get_mut(&c.id)
+                .expect("every literal chunk was classified") = next;
             next += 1;
-        }
-    }
-    for (id, n) in &new_chunks {
-        if let NewChunk::External(i) = n {
-            index.insert(*id, n_base + i);
         }
     }
 
@@ -157,7 +156,7 @@ pub fn encode(
                 Entry::File { mode, manifest } => {
                     change.mode = mode.bits();
                     for c in &manifest.chunks {
-                        let i = table.index.get(&c.id).or_else(|| index.get(&c.id));
+                        let i = table.index.get(&c.id).or_else(|| new_chunks.get(&c.id));
                         push_run(&mut change.runs, *i.expect("every chunk was indexed"));
                     }
                 }
@@ -182,7 +181,7 @@ pub fn encode(
         base: Some(base.version_id().to_proto()),
         target: Some(target.version_id().to_proto()),
         base_manifest: opts.include_base_manifest.then(|| base.to_proto()),
-        external: external.iter().map(|c| c.to_proto()).collect(),
+        external,
         literals,
         changes,
         removed,
@@ -190,10 +189,8 @@ pub fn encode(
     Ok((delta, stats))
 }
 
-enum NewChunk {
-    Literal,
-    External(u64),
-}
+/// A literal chunk's place in [`encode`]'s map until the batches number it.
+const LITERAL_UNNUMBERED: u64 = u64::MAX;
 
 /// Where each base chunk that surrounds a group first appears: (file, position).
 struct BaseLocator<'a> {
@@ -327,7 +324,13 @@ fn compress_batch(
     store: &dyn ChunkStore,
     opts: &EncodeOptions,
 ) -> Result<proto::Literal, Error> {
-    let mut raw = Vec::new();
+    let mut raw = Vec::with_capacity(
+        batch
+            .iter()
+            .flat_map(|g| &g.chunks)
+            .map(|c| c.len as usize)
+            .sum(),
+    );
     let mut chunk_lens = Vec::new();
     for c in batch.iter().flat_map(|g| &g.chunks) {
         raw.extend_from_slice(&store.require(&c.id)?);
@@ -406,6 +409,9 @@ fn compress_with<'a>(
     }
     let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(raw.len()));
     c.compress2(&mut out, raw).map_err(err)?;
+    // The bound is the raw size; a literal of text is a third of it, and a delta of many
+    // files holds its literals (up to the budget) until it is sent.
+    out.shrink_to_fit();
     Ok(out)
 }
 
