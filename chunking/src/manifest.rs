@@ -262,10 +262,10 @@ impl TreeManifest {
     /// tree invalid; a change can only where it is.
     pub(crate) fn from_changed<'a>(
         entries: BTreeMap<RelPath, Entry>,
-        changed: impl IntoIterator<Item = &'a RelPath>,
+        changed: impl IntoIterator<Item = &'a str>,
     ) -> Result<Self, Error> {
         for path in changed {
-            if let Some(entry) = entries.get(path)
+            if let Some((path, entry)) = entries.get_key_value(path)
                 && !fits(&entries, path, entry)
             {
                 return Err(Error::Invalid(format!(
@@ -826,7 +826,7 @@ mod tests {
         let changed = |path: &str, e: Entry| {
             let mut m = base.entries().clone();
             m.insert(p(path), e);
-            TreeManifest::from_changed(m, [&p(path)])
+            TreeManifest::from_changed(m, [path])
         };
         assert!(changed("f/y", file(b"3")).is_err(), "below a file");
         assert!(changed("d", file(b"3")).is_err(), "a file over d/x");

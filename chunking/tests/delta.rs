@@ -3,7 +3,9 @@
 
 mod common;
 
-use chorus_chunking::delta::{ApplyError, ApplyLimits, ApplyOutcome, EncodeOptions, apply, encode};
+use chorus_chunking::delta::{
+    ApplyError, ApplyLimits, ApplyOutcome, EncodeOptions, Finish, Prepare, apply, encode, prepare,
+};
 use chorus_chunking::{ChunkStore, MemStore, TreeManifest};
 use chorus_proto::{self as proto, Body, Limits, decode_frame, encode_frame};
 use common::*;
@@ -599,6 +601,52 @@ proptest! {
         let (same, stats) = encode(&target, &target, &sender, &EncodeOptions::default()).unwrap();
         prop_assert!(same.changes.is_empty() && same.removed.is_empty() && same.literals.is_empty());
         prop_assert_eq!(stats.files_changed, 0);
+    }
+
+    /// A delta prepared once (checked and resolved, its wire form gone) and finished after
+    /// the chunks it named arrived builds the target; every missing chunk is named in the first
+    /// answer, and a base the delta carried comes back with the tree.
+    #[test]
+    fn a_prepared_delta_finishes_once_its_chunks_arrive(base_spec in tree_spec(), edits in proptest::collection::vec(edit(), 0..8), budget in 0u64..20_000, send_base in any::<bool>()) {
+        let mut target_spec = base_spec.clone();
+        for e in &edits {
+            apply_edit(&mut target_spec, e);
+        }
+        let sender = MemStore::new();
+        let base = build(&base_spec, &sender);
+        let target = build(&target_spec, &sender);
+        let opts = EncodeOptions { literal_budget: budget, include_base_manifest: send_base, ..Default::default() };
+        let (delta, _) = encode(&base, &target, &sender, &opts).unwrap();
+        let (rstore, rbase) = receiver(&base_spec);
+        let held = (!send_base).then_some(&rbase);
+        let Prepare::Ready(mut prepared) = prepare(wire(delta), held, &ApplyLimits::default()).unwrap() else {
+            panic!("the base is held or carried");
+        };
+        prop_assert_eq!(prepared.base(), base.version_id());
+        prop_assert_eq!(prepared.target(), target.version_id());
+        let mut asked = 0;
+        let applied = loop {
+            match prepared.finish(&rstore).unwrap() {
+                Finish::Applied(a) => break a,
+                Finish::NeedChunks { prepared: again, ids, bytes } => {
+                    asked += 1;
+                    prop_assert_eq!(asked, 1, "every missing chunk is named at once");
+                    prop_assert!(!ids.is_empty());
+                    let mut sum = 0;
+                    for id in &ids {
+                        let b = sender.get(id).unwrap().unwrap();
+                        sum += b.len() as u64;
+                        rstore.put(id, &b).unwrap();
+                    }
+                    prop_assert_eq!(sum, bytes);
+                    prepared = again;
+                }
+            }
+        };
+        prop_assert_eq!(&applied.tree, &target);
+        prop_assert_eq!(applied.target, target.version_id());
+        prop_assert_eq!(applied.sent_base.as_ref(), send_base.then_some(&base));
+        assert_holds(&applied.tree, &target_spec, &rstore);
     }
 
     /// The one-walk difference of two trees is what looking every path up in both gives.

@@ -131,51 +131,131 @@ pub struct Applied {
     pub target: VersionId,
     /// Literal chunks stored by this apply.
     pub new_chunks: u64,
+    /// The base, when the delta carried it (the receiver did not hold it).
+    pub sent_base: Option<TreeManifest>,
 }
 
 /// Applies `delta`. `held_base` is the receiver's copy of the base version when it has one
 /// (the empty tree is always held). On success the literal chunks are in `store`, synced.
+/// One call does what [`prepare`] and [`Prepared::finish`] do; a receiver that fetches the
+/// missing chunks keeps the [`Prepared`] instead, so the delta is checked once.
 pub fn apply(
     delta: &proto::Delta,
     held_base: Option<&TreeManifest>,
     store: &dyn ChunkStore,
     limits: &ApplyLimits,
 ) -> Result<ApplyOutcome, ApplyError> {
+    match prepare(delta.clone(), held_base, limits)? {
+        Prepare::NeedBase { base, target } => Ok(ApplyOutcome::NeedBase { base, target }),
+        Prepare::Ready(p) => Ok(match p.finish(store)? {
+            Finish::Applied(a) => ApplyOutcome::Applied(a),
+            Finish::NeedChunks {
+                prepared,
+                ids,
+                bytes,
+            } => ApplyOutcome::NeedChunks {
+                target: prepared.target,
+                ids,
+                bytes,
+            },
+        }),
+    }
+}
+
+/// What [`prepare`] came to.
+#[derive(Debug)]
+pub enum Prepare {
+    Ready(Prepared),
+    /// The receiver does not hold the base and the delta does not carry it.
+    NeedBase {
+        base: VersionId,
+        target: VersionId,
+    },
+}
+
+/// What [`Prepared::finish`] came to.
+#[derive(Debug)]
+pub enum Finish {
+    Applied(Applied),
+    /// These chunks are referenced but neither stored here nor carried: fetch them and
+    /// finish again.
+    NeedChunks {
+        prepared: Prepared,
+        ids: Vec<ChunkId>,
+        /// Their total length, so a receiver can ask for them in windows of bounded bytes.
+        bytes: u64,
+    },
+}
+
+/// A delta checked against its base and every limit, its paths and chunk runs resolved:
+/// all but the chunks it needs from the store. The wire form is gone (a version of 100k new
+/// files was ~24 MB decoded, held while its chunks were fetched), and finishing does not check
+/// or resolve it again.
+#[derive(Debug)]
+pub struct Prepared {
+    base: TreeManifest,
+    base_was_sent: bool,
+    target: VersionId,
+    /// The chunk table below the literals: the base's distinct chunks, then the external ones.
+    known: Vec<ChunkRef>,
+    literals: Vec<proto::Literal>,
+    literal_lens: Vec<u32>,
+    removed: Vec<RelPath>,
+    /// The changed paths, sorted, with what each becomes.
+    resolved: Vec<(RelPath, Resolved)>,
+}
+
+impl Prepared {
+    /// The version this delta builds.
+    pub fn target(&self) -> VersionId {
+        self.target
+    }
+
+    /// The version it is built on.
+    pub fn base(&self) -> VersionId {
+        self.base.version_id()
+    }
+}
+
+/// Checks `delta` against its base (held, or carried) and `limits`, and resolves it, before a
+/// byte of it is decompressed or the store is asked anything.
+pub fn prepare(
+    mut delta: proto::Delta,
+    held_base: Option<&TreeManifest>,
+    limits: &ApplyLimits,
+) -> Result<Prepare, ApplyError> {
     let base_id = VersionId::from_proto(need(delta.base.as_ref(), "base")?)?;
     let target_id = VersionId::from_proto(need(delta.target.as_ref(), "target")?)?;
 
-    let sent_base;
-    let empty = TreeManifest::empty();
-    let (base, base_was_sent) = match (held_base, &delta.base_manifest) {
-        (Some(b), _) => (b, false),
+    let (base, base_was_sent) = match (held_base, delta.base_manifest.take()) {
+        (Some(b), _) => (b.clone(), false),
         (None, Some(m)) => {
-            sent_base = TreeManifest::from_proto(m)?;
-            let got = sent_base.version_id();
+            let sent = TreeManifest::from_proto(&m)?;
+            let got = sent.version_id();
             if got != base_id {
                 return Err(ApplyError::BaseMismatch {
                     expected: base_id,
                     got,
                 });
             }
-            (&sent_base, true)
+            (sent, true)
         }
-        (None, None) if base_id == empty.version_id() => (&empty, false),
+        (None, None) if base_id == TreeManifest::empty().version_id() => {
+            (TreeManifest::empty(), false)
+        }
         (None, None) => {
-            return Ok(ApplyOutcome::NeedBase {
+            return Ok(Prepare::NeedBase {
                 base: base_id,
                 target: target_id,
             });
         }
     };
 
-    let table = BaseTable::of(base);
-    let n_base = table.len();
-    let external: Vec<ChunkRef> = delta
-        .external
-        .iter()
-        .map(ChunkRef::from_proto)
-        .collect::<Result<_, _>>()?;
-    let n_known = n_base + external.len() as u64;
+    let mut known = BaseTable::of(&base).refs;
+    for c in std::mem::take(&mut delta.external) {
+        known.push(ChunkRef::from_proto(&c)?);
+    }
+    let n_known = known.len() as u64;
 
     // Literal chunk lengths are known before decompression; ids only after.
     let mut literal_lens = Vec::new();
@@ -214,7 +294,7 @@ pub fn apply(
                         "dictionary index {i} appears more than once"
                     )));
                 }
-                dict_bytes += u64::from(chunk_at(&table, &external, i).len);
+                dict_bytes += u64::from(known[i as usize].len);
                 if dict_bytes > limits.max_dictionary_bytes {
                     return Err(too_big(format!("{dict_bytes}+ bytes")));
                 }
@@ -234,32 +314,21 @@ pub fn apply(
     let table_len = n_known + literal_lens.len() as u64;
 
     // Resolve the structure: which paths go, which come, which table entries they use.
-    let mut entries: BTreeMap<RelPath, Entry> = base.entries().clone();
-    let removed = sorted_paths(delta.removed.iter().map(String::as_str), "removed")?;
+    let removed = sorted_paths(std::mem::take(&mut delta.removed), "removed")?;
     for p in &removed {
-        if entries.remove(p).is_none() {
+        if base.get(p).is_none() {
             return Err(invalid(format!(
                 "removes {p}, which the base does not have"
             )));
         }
     }
-    let changed = sorted_paths(delta.changes.iter().map(|c| c.path.as_str()), "changes")?;
     // The length of table entry `i` (< table_len), from the lengths alone.
     let len_at = |i: u64| -> u64 {
-        if i < n_known {
-            u64::from(chunk_at(&table, &external, i).len)
-        } else {
-            u64::from(literal_lens[(i - n_known) as usize])
+        match known.get(i as usize) {
+            Some(c) => u64::from(c.len),
+            None => u64::from(literal_lens[(i - n_known) as usize]),
         }
     };
-    // The version's bytes: what the base keeps, plus each changed file as it is expanded.
-    let mut version_bytes = entries
-        .values()
-        .map(Entry::size)
-        .fold(0u64, u64::saturating_add);
-    for p in &changed {
-        version_bytes = version_bytes.saturating_sub(entries.get(p).map_or(0, Entry::size));
-    }
     let version_too_big = |bytes: u64| {
         invalid(format!(
             "the version would hold {bytes}+ bytes, over max_version_bytes ({} bytes; the \
@@ -267,12 +336,36 @@ pub fn apply(
             limits.max_version_bytes
         ))
     };
+    // What the base keeps counts against the version's bound first; each changed file is
+    // added as it is resolved. The changes are taken apart as they go, so the wire form and
+    // the resolved one are not both held whole.
+    let changes = std::mem::take(&mut delta.changes);
+    let mut resolved: Vec<(RelPath, Resolved)> = Vec::with_capacity(changes.len());
+    let mut version_bytes = {
+        let mut changed_paths = Vec::with_capacity(changes.len());
+        for c in &changes {
+            changed_paths.push(c.path.as_str());
+        }
+        base.entries()
+            .iter()
+            .filter(|(p, _)| {
+                removed.binary_search(p).is_err()
+                    && changed_paths.binary_search(&p.as_str()).is_err()
+            })
+            .map(|(_, e)| e.size())
+            .fold(0u64, u64::saturating_add)
+    };
     if version_bytes > limits.max_version_bytes {
         return Err(version_too_big(version_bytes));
     }
     let mut refs = 0u64;
-    let mut resolved: Vec<(RelPath, Resolved)> = Vec::with_capacity(changed.len());
-    for (path, c) in changed.into_iter().zip(&delta.changes) {
+    for c in changes {
+        let path = RelPath::new(c.path).map_err(|e| invalid(format!("changes: {e}")))?;
+        if resolved.last().is_some_and(|(last, _)| *last >= path) {
+            return Err(invalid(format!(
+                "changes are not strictly sorted at {path}"
+            )));
+        }
         if removed.binary_search(&path).is_ok() {
             return Err(invalid(format!("{path} is both removed and changed")));
         }
@@ -313,7 +406,7 @@ pub fn apply(
                             limits.max_file_bytes
                         )));
                     }
-                    version_bytes += run_bytes;
+                    version_bytes = version_bytes.saturating_add(run_bytes);
                     if version_bytes > limits.max_version_bytes {
                         return Err(version_too_big(version_bytes));
                     }
@@ -325,7 +418,7 @@ pub fn apply(
                 Resolved::Dir(mode)
             }
             proto::EntryKind::Symlink if c.runs.is_empty() && c.mode == 0 => {
-                Resolved::Symlink(Entry::symlink(c.link_target.clone())?)
+                Resolved::Symlink(Entry::symlink(c.link_target)?)
             }
             _ => {
                 return Err(invalid(format!(
@@ -336,112 +429,149 @@ pub fn apply(
         resolved.push((path, r));
     }
 
-    // Everything needed that is not carried must be here already: report all of it at once.
-    let mut needed: HashMap<ChunkId, u32> = HashMap::new();
-    let mut need = |r: ChunkRef| {
-        needed.insert(r.id, r.len);
-    };
-    for (_, r) in &resolved {
-        if let Resolved::File { runs, .. } = r {
-            for i in runs.iter().flat_map(Range::clone).filter(|&i| i < n_known) {
-                need(chunk_at(&table, &external, i));
-            }
-        }
-    }
-    for lit in &delta.literals {
-        for &i in &lit.dictionary {
-            need(chunk_at(&table, &external, i));
-        }
-    }
-    if base_was_sent {
-        // The base came from the sender, so its chunks are not known to be here.
-        for m in entries.values().filter_map(Entry::manifest) {
-            m.chunks.iter().for_each(|&c| need(c));
-        }
-    }
-    let ids: Vec<ChunkId> = needed.keys().copied().collect();
-    let mut missing = store.missing(&ids)?;
-    if !missing.is_empty() {
-        missing.sort();
-        let bytes = missing.iter().map(|id| u64::from(needed[id])).sum();
-        return Ok(ApplyOutcome::NeedChunks {
-            target: target_id,
-            ids: missing,
-            bytes,
-        });
-    }
-
-    // Decompress and hash the literals.
-    let mut literal_chunks: Vec<(ChunkRef, Vec<u8>)> = Vec::with_capacity(literal_lens.len());
-    for lit in &delta.literals {
-        let want: u64 = lit.chunk_lens.iter().map(|&l| u64::from(l)).sum();
-        let raw = decompress(lit, want as usize, &table, &external, store)?;
-        if raw.len() as u64 != want {
-            return Err(invalid(format!(
-                "a literal holds {} bytes, its chunks add up to {want}",
-                raw.len()
-            )));
-        }
-        let mut pos = 0;
-        for &len in &lit.chunk_lens {
-            let bytes = raw[pos..pos + len as usize].to_vec();
-            pos += len as usize;
-            literal_chunks.push((
-                ChunkRef {
-                    id: ChunkId::of(&bytes),
-                    len,
-                },
-                bytes,
-            ));
-        }
-    }
-
-    // Build and verify the target.
-    let lookup = |i: u64| -> ChunkRef {
-        if i < n_known {
-            chunk_at(&table, &external, i)
-        } else {
-            literal_chunks[(i - n_known) as usize].0
-        }
-    };
-    let changed: Vec<RelPath> = resolved.iter().map(|(p, _)| p.clone()).collect();
-    for (path, r) in resolved {
-        let entry = match r {
-            Resolved::File { mode, runs } => {
-                let n: u64 = runs.iter().map(|r| r.end - r.start).sum();
-                let mut chunks = Vec::with_capacity(n as usize);
-                chunks.extend(runs.into_iter().flatten().map(lookup));
-                Entry::File {
-                    mode,
-                    manifest: FileManifest { chunks },
-                }
-            }
-            Resolved::Dir(mode) => Entry::Dir { mode },
-            Resolved::Symlink(e) => e,
-        };
-        entries.insert(path, entry);
-    }
-    // The base was a valid tree: only what changed needs checking.
-    let tree = TreeManifest::from_changed(entries, &changed)?;
-    let got = tree.version_id();
-    if got != target_id {
-        return Err(ApplyError::TargetMismatch {
-            expected: target_id,
-            got,
-        });
-    }
-
-    for (r, bytes) in &literal_chunks {
-        store.put(&r.id, bytes)?;
-    }
-    store.sync()?;
-    Ok(ApplyOutcome::Applied(Applied {
-        tree,
+    Ok(Prepare::Ready(Prepared {
+        base,
+        base_was_sent,
         target: target_id,
-        new_chunks: literal_chunks.len() as u64,
+        known,
+        literals: delta.literals,
+        literal_lens,
+        removed,
+        resolved,
     }))
 }
 
+impl Prepared {
+    /// Builds the target from the base, the literals and the chunks in `store`, and checks it
+    /// is the version the sender named; the literal chunks are stored and synced only then.
+    /// Everything needed that is neither carried nor stored is reported at once.
+    pub fn finish(self, store: &dyn ChunkStore) -> Result<Finish, ApplyError> {
+        let n_known = self.known.len() as u64;
+        let mut needed: HashMap<ChunkId, u32> = HashMap::new();
+        let mut need = |r: ChunkRef| {
+            needed.insert(r.id, r.len);
+        };
+        for (_, r) in &self.resolved {
+            if let Resolved::File { runs, .. } = r {
+                for i in runs.iter().flat_map(Range::clone).filter(|&i| i < n_known) {
+                    need(self.known[i as usize]);
+                }
+            }
+        }
+        for lit in &self.literals {
+            for &i in &lit.dictionary {
+                need(self.known[i as usize]);
+            }
+        }
+        if self.base_was_sent {
+            // The base came from the sender, so its chunks are not known to be here.
+            for m in self.base.entries().values().filter_map(Entry::manifest) {
+                m.chunks.iter().for_each(|&c| need(c));
+            }
+        }
+        let ids: Vec<ChunkId> = needed.keys().copied().collect();
+        let mut missing = store.missing(&ids)?;
+        drop(ids);
+        if !missing.is_empty() {
+            missing.sort();
+            let bytes = missing.iter().map(|id| u64::from(needed[id])).sum();
+            return Ok(Finish::NeedChunks {
+                prepared: self,
+                ids: missing,
+                bytes,
+            });
+        }
+        drop(needed);
+
+        // Decompress and hash the literals.
+        let mut literal_chunks: Vec<(ChunkRef, Vec<u8>)> =
+            Vec::with_capacity(self.literal_lens.len());
+        for lit in &self.literals {
+            let want: u64 = lit.chunk_lens.iter().map(|&l| u64::from(l)).sum();
+            let raw = decompress(lit, want as usize, &self.known, store)?;
+            if raw.len() as u64 != want {
+                return Err(invalid(format!(
+                    "a literal holds {} bytes, its chunks add up to {want}",
+                    raw.len()
+                )));
+            }
+            let mut pos = 0;
+            for &len in &lit.chunk_lens {
+                let bytes = raw[pos..pos + len as usize].to_vec();
+                pos += len as usize;
+                literal_chunks.push((
+                    ChunkRef {
+                        id: ChunkId::of(&bytes),
+                        len,
+                    },
+                    bytes,
+                ));
+            }
+        }
+
+        // Build and verify the target. The base was a valid tree: only what changed needs
+        // checking.
+        let Prepared {
+            base,
+            base_was_sent,
+            target,
+            known,
+            resolved,
+            removed,
+            ..
+        } = self;
+        let lookup = |i: u64| -> ChunkRef {
+            match known.get(i as usize) {
+                Some(c) => *c,
+                None => literal_chunks[(i - n_known) as usize].0,
+            }
+        };
+        let mut entries: BTreeMap<RelPath, Entry> = base.entries().clone();
+        for p in &removed {
+            entries.remove(p);
+        }
+        let changed: Vec<RelPath> = resolved.iter().map(|(p, _)| p.clone()).collect();
+        for (path, r) in resolved {
+            let entry = match r {
+                Resolved::File { mode, runs } => {
+                    let n: u64 = runs.iter().map(|r| r.end - r.start).sum();
+                    let mut chunks = Vec::with_capacity(n as usize);
+                    chunks.extend(runs.into_iter().flatten().map(lookup));
+                    Entry::File {
+                        mode,
+                        manifest: FileManifest { chunks },
+                    }
+                }
+                Resolved::Dir(mode) => Entry::Dir { mode },
+                Resolved::Symlink(e) => e,
+            };
+            entries.insert(path, entry);
+        }
+        drop(known);
+        let tree = TreeManifest::from_changed(entries, changed.iter().map(RelPath::as_str))?;
+        drop(changed);
+        let got = tree.version_id();
+        if got != target {
+            return Err(ApplyError::TargetMismatch {
+                expected: target,
+                got,
+            });
+        }
+
+        for (r, bytes) in &literal_chunks {
+            store.put(&r.id, bytes)?;
+        }
+        store.sync()?;
+        Ok(Finish::Applied(Applied {
+            tree,
+            target,
+            new_chunks: literal_chunks.len() as u64,
+            sent_base: base_was_sent.then_some(base),
+        }))
+    }
+}
+
+#[derive(Debug)]
 enum Resolved {
     /// Table ranges, already checked against the table and the limits.
     File {
@@ -452,20 +582,10 @@ enum Resolved {
     Symlink(Entry),
 }
 
-fn chunk_at(table: &BaseTable, external: &[ChunkRef], i: u64) -> ChunkRef {
-    let n = table.len();
-    if i < n {
-        table.refs[i as usize]
-    } else {
-        external[(i - n) as usize]
-    }
-}
-
 fn decompress(
     lit: &proto::Literal,
     want: usize,
-    table: &BaseTable,
-    external: &[ChunkRef],
+    known: &[ChunkRef],
     store: &dyn ChunkStore,
 ) -> Result<Vec<u8>, ApplyError> {
     match proto::Compression::try_from(lit.compression) {
@@ -476,11 +596,7 @@ fn decompress(
             // The entries were checked (distinct, within max_dictionary_bytes by their table
             // lengths); a stored chunk of another length than the table says (a sent base
             // manifest can lie about lengths) is refused, so the bound holds for the bytes.
-            let refs: Vec<ChunkRef> = lit
-                .dictionary
-                .iter()
-                .map(|&i| chunk_at(table, external, i))
-                .collect();
+            let refs: Vec<ChunkRef> = lit.dictionary.iter().map(|&i| known[i as usize]).collect();
             let mut dict = Vec::with_capacity(refs.iter().map(|r| r.len as usize).sum());
             for r in refs {
                 let bytes = store
@@ -507,8 +623,8 @@ fn decompress(
 }
 
 /// Validates paths and checks they are strictly sorted (so each appears once).
-fn sorted_paths<'a>(
-    paths: impl Iterator<Item = &'a str>,
+fn sorted_paths(
+    paths: impl IntoIterator<Item = String>,
     what: &str,
 ) -> Result<Vec<RelPath>, ApplyError> {
     let mut out: Vec<RelPath> = Vec::new();

@@ -7,7 +7,9 @@
 //! (`external`, fetched later with NeedChunks) and the chunks carried as literals. Literals are
 //! zstd-compressed with the base chunks they replace as a raw-content dictionary, so a one-line
 //! edit inside a 64 KiB chunk costs tens of bytes. [`encode`] builds the delta, [`apply`]
-//! rebuilds and verifies the target on the receiver.
+//! rebuilds and verifies the target on the receiver: [`prepare`] checks and resolves it once
+//! (a receiver keeps the [`Prepared`] while it fetches the chunks) and [`Prepared::finish`]
+//! builds the tree.
 //!
 //! The receiver bounds what a delta makes it allocate before allocating it: [`ApplyLimits`]
 //! for the structure (dictionaries, references, file and version sizes, literal bytes), and
@@ -19,5 +21,7 @@ mod encode;
 pub(crate) mod limits;
 mod table;
 
-pub use apply::{Applied, ApplyError, ApplyLimits, ApplyOutcome, apply};
+pub use apply::{
+    Applied, ApplyError, ApplyLimits, ApplyOutcome, Finish, Prepare, Prepared, apply, prepare,
+};
 pub use encode::{EncodeOptions, EncodeStats, encode};

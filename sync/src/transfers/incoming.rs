@@ -1,14 +1,14 @@
-//! The incoming side of [`Transfers`]: a delta applied and verified, or parked while the
-//! chunks it lacks are fetched in windows (NeedChunks, Chunks, the next window; two on their
-//! way at once) and applied again once all have arrived; the chunks
-//! and bases such a fetch holds live through garbage collection; and a version whose chunks
-//! this node lost is fetched again.
+//! The incoming side of [`Transfers`]: a delta checked and resolved once, then built and
+//! verified, or parked (resolved, not as it came) while the chunks it lacks are fetched in
+//! windows (NeedChunks, Chunks, the next window; two on their way at once) and finished once
+//! all have arrived; the chunks and bases such a fetch holds live through garbage collection;
+//! and a version whose chunks this node lost is fetched again.
 
 use std::collections::HashSet;
 
-use chorus_chunking::delta::{ApplyError, ApplyOutcome, apply};
+use chorus_chunking::delta::{ApplyError, Finish, Prepare, Prepared, prepare};
 use chorus_chunking::fetch::receive_chunks;
-use chorus_chunking::{ChunkId, TreeManifest, VersionId};
+use chorus_chunking::{ChunkId, VersionId};
 use chorus_proto::header::NodeId;
 use chorus_proto::message::{Delta, Message};
 use chorus_proto::{RejectReason, v1};
@@ -24,7 +24,7 @@ impl Transfers {
     /// (Deltas sent are remembered for a NeedBase answer, but do not hold their versions: one
     /// collected since is refused cleanly, and the asker starts again from what both hold.)
     pub fn versions(&self) -> Vec<VersionId> {
-        self.incoming.values().map(|(_, d)| d.base).collect()
+        self.incoming.values().map(|(_, p)| p.base()).collect()
     }
 
     /// Asks `sources` for a window of the chunks of `version` this node lacks (a chunk the
@@ -76,7 +76,7 @@ impl Transfers {
             && self
                 .incoming
                 .get(&(from, slot))
-                .is_some_and(|(k, d)| k == kind && d.target == delta.target)
+                .is_some_and(|(k, p)| k == kind && p.target() == delta.target)
             && self
                 .progress
                 .get(&(from, slot))
@@ -105,41 +105,53 @@ impl Transfers {
         kind: Incoming,
         delta: Delta,
     ) -> Result<Option<Received>, EngineError> {
-        let slot = kind.slot();
         if self.same_offer_arriving(ctx, from, &kind, &delta) {
             tracing::debug!(me = ctx.me, from, target = ?delta.target, "the offer is on its way already");
             return Ok(None);
         }
         let held = ctx.store.manifest(&delta.base)?;
-        match apply(
-            &delta.wire,
-            held.as_deref(),
-            ctx.chunks,
-            &ctx.cfg.apply_limits,
-        ) {
-            Ok(ApplyOutcome::Applied(a)) => {
+        match prepare(delta.wire, held.as_deref(), &ctx.cfg.apply_limits) {
+            Ok(Prepare::Ready(p)) => self.finish(ctx, from, kind, p),
+            Ok(Prepare::NeedBase { base, target }) => {
+                tracing::debug!(me = ctx.me, from, ?base, ?target, "need base");
+                ctx.send(from, Message::NeedBase { base, target });
+                Ok(None)
+            }
+            Err(e) => self.refuse(ctx, from, e),
+        }
+    }
+
+    /// Builds the version of a delta from `from` checked already: it is complete, or it waits
+    /// for the chunks it lacks (asked for in windows).
+    fn finish(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeId,
+        kind: Incoming,
+        prepared: Prepared,
+    ) -> Result<Option<Received>, EngineError> {
+        let slot = kind.slot();
+        let base = prepared.base();
+        match prepared.finish(ctx.chunks) {
+            Ok(Finish::Applied(a)) => {
                 self.incoming.remove(&(from, slot));
                 self.forget(from, slot);
                 // Kept decoded: the version is adopted and written next.
                 let tree = std::sync::Arc::new(a.tree);
                 ctx.store.put_and_keep(tree.clone())?;
-                let sent_base = match (&held, &delta.wire.base_manifest) {
-                    (None, Some(m)) => TreeManifest::from_proto(m).ok(),
-                    _ => None,
-                };
                 Ok(Some(Received {
-                    base: delta.base,
-                    sent_base,
+                    base,
+                    sent_base: a.sent_base,
                     target: a.target,
                     tree,
                 }))
             }
-            Ok(ApplyOutcome::NeedBase { base, target }) => {
-                tracing::debug!(me = ctx.me, from, ?base, ?target, "need base");
-                ctx.send(from, Message::NeedBase { base, target });
-                Ok(None)
-            }
-            Ok(ApplyOutcome::NeedChunks { target, ids, bytes }) => {
+            Ok(Finish::NeedChunks {
+                prepared,
+                ids,
+                bytes,
+            }) => {
+                let target = prepared.target();
                 tracing::debug!(me = ctx.me, from, ?target, n = ids.len(), "need chunks");
                 let fetch = self.fetches.entry((from, slot)).or_insert(Fetch {
                     from,
@@ -162,7 +174,7 @@ impl Transfers {
                     .extend(ids.iter().copied());
                 fetch.chunks = fetch.chunks.max(ids.len());
                 fetch.received = fetch.chunks - ids.len();
-                self.incoming.insert((from, slot), (kind, delta));
+                self.incoming.insert((from, slot), (kind, prepared));
                 let len = window_len(ids.len(), bytes);
                 let windows = self
                     .windows
@@ -175,12 +187,24 @@ impl Transfers {
                 self.progress.insert((from, slot), ctx.now);
                 Ok(None)
             }
-            Err(ApplyError::Store(e)) => Err(e.into()),
-            Err(e @ (ApplyError::BaseMismatch { .. } | ApplyError::TargetMismatch { .. })) => {
+            Err(e) => self.refuse(ctx, from, e),
+        }
+    }
+
+    /// Tells `from` why its delta was refused; a store failure is this node's own.
+    fn refuse(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeId,
+        e: ApplyError,
+    ) -> Result<Option<Received>, EngineError> {
+        match e {
+            ApplyError::Store(e) => Err(e.into()),
+            e @ (ApplyError::BaseMismatch { .. } | ApplyError::TargetMismatch { .. }) => {
                 reject(ctx, from, RejectReason::HashMismatch, e.to_string());
                 Ok(None)
             }
-            Err(e) => {
+            e => {
                 reject(ctx, from, RejectReason::Malformed, e.to_string());
                 Ok(None)
             }
@@ -240,12 +264,12 @@ impl Transfers {
                     continue;
                 }
             }
-            // Taken, not copied (a version of 100,000 files is a delta of ~10 MB): a delta
-            // still missing chunks goes back in.
-            let Some((kind, delta)) = self.incoming.remove(&(from, slot)) else {
+            // Taken, not copied (a version of 100,000 files is a delta of ~10 MB), and not
+            // checked again: one still missing chunks goes back in.
+            let Some((kind, prepared)) = self.incoming.remove(&(from, slot)) else {
                 continue;
             };
-            match self.receive(ctx, from, kind.clone(), delta)? {
+            match self.finish(ctx, from, kind.clone(), prepared)? {
                 Some(rx) => done.push((kind, rx)),
                 // Not to be completed from here (its base was asked for, or it was refused):
                 // the next delta from `from` starts again.

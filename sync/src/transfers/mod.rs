@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use chorus_chunking::delta::{EncodeOptions, encode};
+use chorus_chunking::delta::{EncodeOptions, Prepared, encode};
 use chorus_chunking::fetch::chunks_messages;
 use chorus_chunking::{ChunkId, TreeManifest, VersionId, VersionNumber};
 use chorus_merge::RedoEntry;
@@ -123,7 +123,8 @@ pub struct Fetch {
 /// Deltas waiting for chunks, and deltas sent.
 #[derive(Default)]
 pub(crate) struct Transfers {
-    incoming: HashMap<(NodeId, u8), (Incoming, Delta)>,
+    /// Deltas checked and resolved, waiting for their chunks.
+    incoming: HashMap<(NodeId, u8), (Incoming, Prepared)>,
     outgoing: HashMap<(NodeId, VersionId), Outgoing>,
     fetches: HashMap<(NodeId, u8), Fetch>,
     /// When each chunk was last sent to each peer.
