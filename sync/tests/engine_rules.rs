@@ -372,3 +372,25 @@ fn going_back_after_lost_answers_is_a_change_not_a_retry() {
     assert_eq!(w.text(A, DOC), "AaBbXx", "going back is kept");
     assert_eq!(w.text(B, DOC), "AaBbXx");
 }
+
+#[test]
+fn a_change_whose_scan_took_long_is_not_offered_again_at_once() {
+    // Reading a large share takes seconds. The change it found was timed from the scan's
+    // start, so the leader's retry period had all but passed when its first offer went out,
+    // and the next tick offered the whole change again (a second 100k-file delta).
+    let retry = letters().offer_retry_ms;
+    let mut w = world();
+    w.node_mut(A).folder_mut().write_file(DOC, b"a long scan\n");
+    w.scan_taking(A, 5 * retry);
+    assert!(matches!(w.take(A, B), Message::Offer { .. }));
+    assert!(w.net.is_empty());
+    w.tick_one(A, retry / 2);
+    assert!(
+        w.net.is_empty(),
+        "offered again {} ms after the first offer",
+        retry / 2
+    );
+    // Unanswered for the whole period, it is offered again.
+    w.tick_one(A, retry);
+    assert!(matches!(w.take(A, B), Message::Offer { .. }));
+}

@@ -264,6 +264,18 @@ impl<L: Log> World<L> {
         self.out(id, out);
     }
 
+    /// Node `id` scans its folder, and reading it takes `ms` (a large share): the world's clock
+    /// has moved on by then.
+    pub fn scan_taking(&mut self, id: NodeId, ms: u64) {
+        let start = self.clock(id);
+        let out = self
+            .node_mut(id)
+            .scan_timed(|| start + ms)
+            .expect("the scan is handled");
+        self.now += ms;
+        self.out(id, out);
+    }
+
     /// Runs a user request on node `id` (undo, redo, restore: see [`Replica`]'s methods).
     pub fn request<T>(
         &mut self,
