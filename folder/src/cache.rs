@@ -45,22 +45,32 @@ pub(crate) fn settled(wrote: &Stamp, wrote_at: Instant, renaming_at: Instant, no
 }
 
 /// What a file looked like when it was last read.
+///
+/// Times are nanoseconds since the epoch in an `i64` (years 1677 to 2262; one is kept for each
+/// file of the share, 100k of them in the scan's table): a time beyond is held at the nearest
+/// end. Two such mtimes look alike, but the ctime, which only the kernel sets (to now), still
+/// tells a write apart, and a far-future mtime counts as racy, so its content is compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp {
     pub size: u64,
-    pub mtime_ns: i128,
-    pub ctime_ns: i128,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
     pub ino: u64,
+}
+
+/// Seconds and nanoseconds as nanoseconds, held at the ends of `i64`.
+fn nanos(secs: i64, nsec: i64) -> i64 {
+    let ns = i128::from(secs) * 1_000_000_000 + i128::from(nsec);
+    i64::try_from(ns).unwrap_or(if ns < 0 { i64::MIN } else { i64::MAX })
 }
 
 impl Stamp {
     /// The stamp of a `stat`.
     pub fn of(st: &rustix::fs::Stat) -> Stamp {
-        let ns = |s: i64, n: i128| i128::from(s) * 1_000_000_000 + n;
         Stamp {
             size: st.st_size as u64,
-            mtime_ns: ns(st.st_mtime, i128::from(st.st_mtime_nsec)),
-            ctime_ns: ns(st.st_ctime, i128::from(st.st_ctime_nsec)),
+            mtime_ns: nanos(st.st_mtime, st.st_mtime_nsec as i64),
+            ctime_ns: nanos(st.st_ctime, st.st_ctime_nsec as i64),
             ino: st.st_ino,
         }
     }
@@ -68,11 +78,10 @@ impl Stamp {
     /// The stamp of std's metadata.
     pub fn of_metadata(md: &std::fs::Metadata) -> Stamp {
         use std::os::unix::fs::MetadataExt;
-        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
         Stamp {
             size: md.len(),
-            mtime_ns: ns(md.mtime(), md.mtime_nsec()),
-            ctime_ns: ns(md.ctime(), md.ctime_nsec()),
+            mtime_ns: nanos(md.mtime(), md.mtime_nsec()),
+            ctime_ns: nanos(md.ctime(), md.ctime_nsec()),
             ino: md.ino(),
         }
     }
@@ -250,8 +259,8 @@ pub(crate) fn is_racy(stamp: &Stamp, read_at: SystemTime) -> bool {
     let at = read_at
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128);
-    stamp.mtime_ns >= at - RACY_WINDOW.as_nanos() as i128
-        || stamp.ctime_ns >= at - RACY_WINDOW.as_nanos() as i128
+    i128::from(stamp.mtime_ns) >= at - RACY_WINDOW.as_nanos() as i128
+        || i128::from(stamp.ctime_ns) >= at - RACY_WINDOW.as_nanos() as i128
 }
 
 #[cfg(test)]
@@ -272,13 +281,27 @@ impl ScanCache {
 mod tests {
     use super::*;
 
-    fn stamp(mtime_ns: i128) -> Stamp {
+    fn stamp(mtime_ns: i64) -> Stamp {
         Stamp {
             size: 10,
             mtime_ns,
             ctime_ns: mtime_ns,
             ino: 7,
         }
+    }
+
+    #[test]
+    fn times_beyond_an_i64_of_nanoseconds_are_held_at_its_ends_and_a_far_mtime_is_racy() {
+        assert_eq!(nanos(1_700_000_000, 5), 1_700_000_000_000_000_005);
+        assert_eq!(nanos(-1, 999_999_999), -1);
+        assert_eq!(nanos(10_000_000_000, 0), i64::MAX);
+        assert_eq!(nanos(-10_000_000_000, 0), i64::MIN);
+        let far = Stamp {
+            mtime_ns: i64::MAX,
+            ctime_ns: nanos(1_700_000_000, 0),
+            ..stamp(0)
+        };
+        assert!(is_racy(&far, SystemTime::now()), "its content is compared");
     }
 
     #[test]

@@ -383,3 +383,30 @@ fn among_many_files_the_unreadable_ones_keep_what_was_known() {
         },
     );
 }
+
+#[test]
+fn a_file_dated_past_2262_is_still_seen_to_change() {
+    use std::time::{Duration, SystemTime};
+    // A stamp keeps nanoseconds in an i64, so both dates below are held at its end and look
+    // alike; the size and inode stay too. Only the ctime, or reading the file again, can tell.
+    let s = Setup::new();
+    let mut a = s.folder();
+    let p = s.share().join("far.txt");
+    let write_dated = |bytes: &[u8], years: u64| {
+        std::fs::write(&p, bytes).unwrap();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(years * 365 * 86_400);
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_times(std::fs::FileTimes::new().set_modified(at))
+            .unwrap();
+    };
+    write_dated(b"first\n", 400);
+    let v1 = a.scan().unwrap();
+    let mode = mode_of(&p);
+    assert_eq!(v1, tree(vec![("far.txt", s.file(b"first\n", mode))]));
+    write_dated(b"other\n", 450);
+    let v2 = a.scan().unwrap();
+    assert_eq!(v2, tree(vec![("far.txt", s.file(b"other\n", mode))]));
+}
