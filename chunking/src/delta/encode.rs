@@ -76,16 +76,15 @@ pub fn encode(
     let mut stats = EncodeStats::default();
 
     let differences = base.differences(target);
-    let changed: Vec<(&RelPath, &Entry)> = differences
-        .iter()
-        .filter_map(|d| Some((d.path, d.new?)))
-        .collect();
+    // Walked again, not collected: the differences are the list (~3 MB for 100k new files).
+    let changed = || differences.iter().filter_map(|d| Some((d.path, d.new?)));
     let removed: Vec<String> = differences
         .iter()
         .filter(|d| d.new.is_none())
         .map(|d| d.path.as_str().to_owned())
         .collect();
-    stats.files_changed = (changed.len() + removed.len()) as u64;
+    let n_changed = differences.len() - removed.len();
+    stats.files_changed = differences.len() as u64;
 
     // Classify every new chunk (first occurrence) as literal, grouped by file, or external.
     // One map holds every new chunk's table index: an external one's at once, a literal's
@@ -96,7 +95,7 @@ pub fn encode(
     let mut external: Vec<proto::ChunkRef> = Vec::new();
     let mut budget = opts.literal_budget;
     let n_base = table.len();
-    for (path, entry) in &changed {
+    for (path, entry) in changed() {
         let Some(m) = entry.manifest() else { continue };
         let mut open: Option<Group> = None;
         for (pos, c) in m.chunks.iter().enumerate() {
@@ -144,28 +143,26 @@ pub fn encode(
         }
     }
 
-    let changes = changed
-        .iter()
-        .map(|(path, entry)| {
-            let mut change = proto::FileChange {
-                path: path.as_str().to_owned(),
-                kind: entry.kind() as i32,
-                ..Default::default()
-            };
-            match entry {
-                Entry::File { mode, manifest } => {
-                    change.mode = mode.bits();
-                    for c in &manifest.chunks {
-                        let i = table.index.get(&c.id).or_else(|| new_chunks.get(&c.id));
-                        push_run(&mut change.runs, *i.expect("every chunk was indexed"));
-                    }
+    let mut changes = Vec::with_capacity(n_changed);
+    changes.extend(changed().map(|(path, entry)| {
+        let mut change = proto::FileChange {
+            path: path.as_str().to_owned(),
+            kind: entry.kind() as i32,
+            ..Default::default()
+        };
+        match entry {
+            Entry::File { mode, manifest } => {
+                change.mode = mode.bits();
+                for c in &manifest.chunks {
+                    let i = table.index.get(&c.id).or_else(|| new_chunks.get(&c.id));
+                    push_run(&mut change.runs, *i.expect("every chunk was indexed"));
                 }
-                Entry::Dir { mode } => change.mode = mode.bits(),
-                Entry::Symlink { target } => change.link_target.clone_from(target),
             }
-            change
-        })
-        .collect();
+            Entry::Dir { mode } => change.mode = mode.bits(),
+            Entry::Symlink { target } => change.link_target.clone_from(target),
+        }
+        change
+    }));
 
     let mut literals = Vec::with_capacity(batches.len());
     for b in &batches {

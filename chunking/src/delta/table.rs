@@ -41,6 +41,11 @@ pub(crate) fn push_run(runs: &mut Vec<u64>, i: u64) {
     if n >= 2 && runs[n - 2] + runs[n - 1] == i {
         runs[n - 1] += 1;
     } else {
+        // Most files are one run: two numbers, not the four a first push would reserve
+        // (a longer list grows as usual).
+        if runs.is_empty() {
+            runs.reserve_exact(2);
+        }
         runs.extend([i, 1]);
     }
 }
