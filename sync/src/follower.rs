@@ -64,6 +64,17 @@ struct InFlight {
     target: VersionId,
     to: NodeId,
     sent_at: u64,
+    /// The delta's size: a retry also waits for it to have arrived.
+    bytes: u64,
+}
+
+impl InFlight {
+    /// When it is pushed again if unanswered.
+    fn retry_at(&self, cfg: &crate::EngineConfig) -> u64 {
+        self.sent_at
+            .saturating_add(cfg.push_retry_ms)
+            .saturating_add(crate::transfers::transit_ms(self.bytes))
+    }
 }
 
 /// The follower half of one node.
@@ -160,6 +171,7 @@ impl Follower {
             target: work,
             to: leader,
             sent_at: ctx.now,
+            bytes: 0,
         });
         if !self.s.lineage.contains(&work) {
             self.s.lineage.push(work);
@@ -179,7 +191,11 @@ impl Follower {
                 displaced,
             }]);
         }
-        transfers.send_push(ctx, leader, base, work, number, before, displaced, false)?;
+        let bytes =
+            transfers.send_push(ctx, leader, base, work, number, before, displaced, false)?;
+        if let Some(f) = &mut self.inflight {
+            f.bytes = bytes;
+        }
         Ok(Vec::new())
     }
 
@@ -382,7 +398,7 @@ impl Follower {
     ) -> Result<Vec<Step>, EngineError> {
         let due = match self.inflight {
             None => self.s.work.is_some(),
-            Some(f) => ctx.now.saturating_sub(f.sent_at) >= ctx.cfg.push_retry_ms,
+            Some(f) => ctx.now >= f.retry_at(ctx.cfg),
         };
         if due {
             return self.push_work(ctx, transfers);
@@ -412,6 +428,7 @@ impl Follower {
             && f.to == from
         {
             f.sent_at = 0;
+            f.bytes = 0;
         }
     }
 
@@ -419,7 +436,7 @@ impl Follower {
     /// to repeat while the version it asked for has not come.
     pub fn deadline(&self, cfg: &crate::EngineConfig, head: &AcceptedRef) -> Option<u64> {
         let push = match (self.inflight, self.stuck_since) {
-            (Some(f), _) => Some(f.sent_at.saturating_add(cfg.push_retry_ms)),
+            (Some(f), _) => Some(f.retry_at(cfg)),
             (None, Some(at)) if self.s.work.is_some() => Some(at.saturating_add(cfg.push_retry_ms)),
             _ => None,
         };

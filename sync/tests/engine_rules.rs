@@ -394,3 +394,44 @@ fn a_change_whose_scan_took_long_is_not_offered_again_at_once() {
     w.tick_one(A, retry);
     assert!(matches!(w.take(A, B), Message::Offer { .. }));
 }
+
+/// A and B (A leads) on a folder share with the default chunk sizes and delta budget.
+fn folder_world() -> World {
+    World::new(
+        &[A, B],
+        EngineConfig::new(ModeRules::new(false), ChunkerParams::default()),
+    )
+}
+
+#[test]
+fn a_large_offer_is_given_time_to_arrive_before_it_is_sent_again() {
+    // 2 MB that do not compress travel as literals. A retry after the bare interval sent them
+    // again while the first copy was still on its way over a slow link, or still being read.
+    let mut w = folder_world();
+    let retry = w.cfg.offer_retry_ms;
+    w.node_mut(A)
+        .folder_mut()
+        .write_file("big", &chorus_sync::testing::noise(1, 2_000_000));
+    w.scan(A);
+    assert!(matches!(w.take(A, B), Message::Offer { .. }));
+    w.tick_one(A, retry + 1_000);
+    assert!(w.net.is_empty(), "offered again before 2 MB could arrive");
+    // Given a second per MiB on top of the interval and still unanswered: offered again.
+    w.tick_one(A, 1_000);
+    assert!(matches!(w.take(A, B), Message::Offer { .. }));
+}
+
+#[test]
+fn a_large_push_is_given_time_to_arrive_before_it_is_sent_again() {
+    let mut w = folder_world();
+    let retry = w.cfg.push_retry_ms;
+    w.node_mut(B)
+        .folder_mut()
+        .write_file("big", &chorus_sync::testing::noise(2, 2_000_000));
+    w.scan(B);
+    assert!(matches!(w.take(B, A), Message::Push { .. }));
+    w.tick_one(B, retry + 1_000);
+    assert!(w.net.is_empty(), "pushed again before 2 MB could arrive");
+    w.tick_one(B, 1_000);
+    assert!(matches!(w.take(B, A), Message::Push { .. }));
+}

@@ -255,6 +255,7 @@ impl Engine {
             TreeManifest::empty().version_id()
         };
         self.transfers
-            .send_offer(&mut ctx!(self), from, base, want, false, !accepted)
+            .send_offer(&mut ctx!(self), from, base, want, false, !accepted)?;
+        Ok(())
     }
 }

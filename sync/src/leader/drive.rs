@@ -79,6 +79,7 @@ impl Leader {
                         OfferSent {
                             at: ctx.now,
                             attempts,
+                            bytes: 0,
                         },
                     );
                     to_offer.push((m, v, attempts > 0, extra));
@@ -109,7 +110,10 @@ impl Leader {
                 Some(b) if !extra && ctx.holds(b)? => *b,
                 _ => TreeManifest::empty().version_id(),
             };
-            transfers.send_offer(ctx, m, base, v, lean && !extra, extra)?;
+            let bytes = transfers.send_offer(ctx, m, base, v, lean && !extra, extra)?;
+            if let Some(o) = self.offers.get_mut(&(m, v)) {
+                o.bytes = bytes;
+            }
         }
         if let Some(p) = proposal {
             ctx.out.push(Action::Propose(p));
@@ -198,9 +202,11 @@ fn backoff(ctx: &Ctx<'_>, o: &OfferSent) -> u64 {
 }
 
 /// How long after an offer it is sent again: the retry interval, doubled per attempt up to
-/// 2^[`MAX_BACKOFF_SHIFT`] times.
+/// 2^[`MAX_BACKOFF_SHIFT`] times, plus the time its delta is given to arrive.
 fn backoff_ms(retry_ms: u64, o: &OfferSent) -> u64 {
-    retry_ms.saturating_mul(1 << o.attempts.min(MAX_BACKOFF_SHIFT))
+    retry_ms
+        .saturating_mul(1 << o.attempts.min(MAX_BACKOFF_SHIFT))
+        .saturating_add(crate::transfers::transit_ms(o.bytes))
 }
 
 /// The header proposal of a candidate, with as many of its redo entries as fit the header's

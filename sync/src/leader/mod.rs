@@ -57,6 +57,8 @@ struct Candidate {
 struct OfferSent {
     at: u64,
     attempts: u32,
+    /// The delta's size: its retry also waits for it to have arrived.
+    bytes: u64,
 }
 
 /// A push to take into the tip: the pushed version `target` (its manifest `tree`), built on

@@ -120,6 +120,18 @@ pub struct Fetch {
     pub received: usize,
 }
 
+/// Bytes a second a retry assumes a delta travels at, to its receiver's check included: a
+/// slow uplink's megabyte. A retry of a push or an offer waits its interval plus this long for
+/// the delta's bytes; a version of 100k new files (~7 MB) was offered again a second after the
+/// first offer, while the member still read and checked it (and on a slow link, again and
+/// again behind it).
+const TRANSIT_BYTES_PER_SEC: u64 = 1 << 20;
+
+/// How long a delta of `bytes` is given to arrive and be read before it is sent again.
+pub(crate) fn transit_ms(bytes: u64) -> u64 {
+    bytes.saturating_mul(1000) / TRANSIT_BYTES_PER_SEC
+}
+
 /// Deltas waiting for chunks, and deltas sent.
 #[derive(Default)]
 pub(crate) struct Transfers {
@@ -184,7 +196,8 @@ impl Transfers {
         self.outgoing.insert((to, target), what);
     }
 
-    /// Pushes `target` (built on `base`, after the pushes `before`) to the leader `to`.
+    /// Pushes `target` (built on `base`, after the pushes `before`) to the leader `to`; returns
+    /// the delta's size, which sets how long its retry waits ([`transit_ms`]).
     #[allow(clippy::too_many_arguments)]
     pub fn send_push(
         &mut self,
@@ -196,8 +209,9 @@ impl Transfers {
         before: Vec<VersionId>,
         displaced: Vec<RedoEntry>,
         include_base: bool,
-    ) -> Result<(), EngineError> {
+    ) -> Result<u64, EngineError> {
         let delta = Self::encode(ctx, base, target, include_base, false)?;
+        let bytes = prost::Message::encoded_len(&delta.wire) as u64;
         let encoded = crate::header::encode_redo(&displaced);
         self.remember(
             to,
@@ -218,12 +232,13 @@ impl Transfers {
                 displaced: encoded,
             },
         );
-        Ok(())
+        Ok(bytes)
     }
 
-    /// Offers `target` to `to`; a retry is `lean` (the first offer's literals may still be on
-    /// their way over a slow or limited link). An `extra` version is not the share as members
-    /// hold it (a stored tree of a conflict's losing side).
+    /// Offers `target` to `to` and returns the delta's size ([`transit_ms`]); a retry is `lean`
+    /// (the first offer's literals may still be on their way over a slow or limited link). An
+    /// `extra` version is not the share as members hold it (a stored tree of a conflict's
+    /// losing side).
     pub fn send_offer(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -232,12 +247,13 @@ impl Transfers {
         target: VersionId,
         lean: bool,
         extra: bool,
-    ) -> Result<(), EngineError> {
+    ) -> Result<u64, EngineError> {
         tracing::debug!(me = ctx.me, to, ?target, ?base, lean, extra, "offer");
         let delta = Self::encode(ctx, base, target, false, lean)?;
+        let bytes = prost::Message::encoded_len(&delta.wire) as u64;
         self.remember(to, target, Outgoing::Offer { extra });
         ctx.send(to, Message::Offer { delta, extra });
-        Ok(())
+        Ok(bytes)
     }
 
     /// Tells `to` that its `pushed` version was merged into the accepted `result`.
@@ -304,14 +320,16 @@ impl Transfers {
                 before,
                 displaced,
             }) if b == base => {
-                self.send_push(ctx, from, base, target, number, before, displaced, true)
+                self.send_push(ctx, from, base, target, number, before, displaced, true)?;
+                Ok(())
             }
             Some(Outgoing::Offer { extra }) => {
                 if !extra {
                     last_shared.remove(&from);
                 }
                 let empty = TreeManifest::empty().version_id();
-                self.send_offer(ctx, from, empty, target, false, extra)
+                self.send_offer(ctx, from, empty, target, false, extra)?;
+                Ok(())
             }
             Some(Outgoing::Merged { pushed, number }) if pushed == base => {
                 self.send_merged(ctx, from, pushed, target, number, true)
