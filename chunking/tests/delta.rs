@@ -568,19 +568,23 @@ fn apply_edit(s: &mut Spec, e: &Edit) {
     }
 }
 
+/// `base_spec` with `edits` made, and both trees built in a sender's store.
+fn edited(base_spec: &Spec, edits: &[Edit]) -> (Spec, MemStore, TreeManifest, TreeManifest) {
+    let mut target_spec = base_spec.clone();
+    for e in edits {
+        apply_edit(&mut target_spec, e);
+    }
+    let (sender, base, target) = built(base_spec, &target_spec);
+    (target_spec, sender, base, target)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     /// apply(base, encode(base, new)) == new, whatever the trees and edits.
     #[test]
     fn apply_inverts_encode(base_spec in tree_spec(), edits in proptest::collection::vec(edit(), 0..8), budget in prop_oneof![Just(u64::MAX), 0u64..20_000]) {
-        let mut target_spec = base_spec.clone();
-        for e in &edits {
-            apply_edit(&mut target_spec, e);
-        }
-        let sender = MemStore::new();
-        let base = build(&base_spec, &sender);
-        let target = build(&target_spec, &sender);
+        let (target_spec, sender, base, target) = edited(&base_spec, &edits);
         let opts = EncodeOptions { literal_budget: budget, ..Default::default() };
         let (delta, _) = encode(&base, &target, &sender, &opts).unwrap();
         let delta = wire(delta);
@@ -608,13 +612,7 @@ proptest! {
     /// answer, and a base the delta carried comes back with the tree.
     #[test]
     fn a_prepared_delta_finishes_once_its_chunks_arrive(base_spec in tree_spec(), edits in proptest::collection::vec(edit(), 0..8), budget in 0u64..20_000, send_base in any::<bool>()) {
-        let mut target_spec = base_spec.clone();
-        for e in &edits {
-            apply_edit(&mut target_spec, e);
-        }
-        let sender = MemStore::new();
-        let base = build(&base_spec, &sender);
-        let target = build(&target_spec, &sender);
+        let (target_spec, sender, base, target) = edited(&base_spec, &edits);
         let opts = EncodeOptions { literal_budget: budget, include_base_manifest: send_base, ..Default::default() };
         let (delta, _) = encode(&base, &target, &sender, &opts).unwrap();
         let (rstore, rbase) = receiver(&base_spec);

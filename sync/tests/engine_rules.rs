@@ -403,35 +403,36 @@ fn folder_world() -> World {
     )
 }
 
+/// `from` saves 2 MB that do not compress (they travel as literals) and sends them to `to`
+/// (`is_it` tells its message); a retry after the bare `retry` interval sent them again while
+/// the first copy was still on its way over a slow link, or still being read. Given a second
+/// per MiB on top of the interval and still unanswered, they are sent again.
+fn a_large_delta_waits_to_arrive(
+    from: NodeId,
+    to: NodeId,
+    retry: u64,
+    is_it: fn(&Message) -> bool,
+) {
+    let mut w = folder_world();
+    w.node_mut(from)
+        .folder_mut()
+        .write_file("big", &chorus_sync::testing::noise(from, 2_000_000));
+    w.scan(from);
+    assert!(is_it(&w.take(from, to)));
+    w.tick_one(from, retry + 1_000);
+    assert!(w.net.is_empty(), "sent again before 2 MB could arrive");
+    w.tick_one(from, 1_000);
+    assert!(is_it(&w.take(from, to)));
+}
+
 #[test]
 fn a_large_offer_is_given_time_to_arrive_before_it_is_sent_again() {
-    // 2 MB that do not compress travel as literals. A retry after the bare interval sent them
-    // again while the first copy was still on its way over a slow link, or still being read.
-    let mut w = folder_world();
-    let retry = w.cfg.offer_retry_ms;
-    w.node_mut(A)
-        .folder_mut()
-        .write_file("big", &chorus_sync::testing::noise(1, 2_000_000));
-    w.scan(A);
-    assert!(matches!(w.take(A, B), Message::Offer { .. }));
-    w.tick_one(A, retry + 1_000);
-    assert!(w.net.is_empty(), "offered again before 2 MB could arrive");
-    // Given a second per MiB on top of the interval and still unanswered: offered again.
-    w.tick_one(A, 1_000);
-    assert!(matches!(w.take(A, B), Message::Offer { .. }));
+    let retry = folder_world().cfg.offer_retry_ms;
+    a_large_delta_waits_to_arrive(A, B, retry, |m| matches!(m, Message::Offer { .. }));
 }
 
 #[test]
 fn a_large_push_is_given_time_to_arrive_before_it_is_sent_again() {
-    let mut w = folder_world();
-    let retry = w.cfg.push_retry_ms;
-    w.node_mut(B)
-        .folder_mut()
-        .write_file("big", &chorus_sync::testing::noise(2, 2_000_000));
-    w.scan(B);
-    assert!(matches!(w.take(B, A), Message::Push { .. }));
-    w.tick_one(B, retry + 1_000);
-    assert!(w.net.is_empty(), "pushed again before 2 MB could arrive");
-    w.tick_one(B, 1_000);
-    assert!(matches!(w.take(B, A), Message::Push { .. }));
+    let retry = folder_world().cfg.push_retry_ms;
+    a_large_delta_waits_to_arrive(B, A, retry, |m| matches!(m, Message::Push { .. }));
 }
