@@ -188,9 +188,12 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
     first_view.paused = cfg.state_dir.join(worker::PAUSE_MARKER).exists();
     let (view_tx, view) = watch::channel(first_view);
     let (events, _) = broadcast::channel(1024);
+    let mut replica = Replica::new(engine, folder, cfg.settings.guard);
+    // Each event timed when it is handled (after a long scan or write, not before it).
+    replica.set_clock(Some(Box::new(worker::now_ms)));
     let worker = worker::spawn(
         Worker {
-            replica: Replica::new(engine, folder, cfg.settings.guard),
+            replica,
             document,
             chunker: cfg.settings.chunker,
             net: net.clone(),

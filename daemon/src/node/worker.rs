@@ -154,7 +154,7 @@ impl Worker {
             tracing::info!("the share is paused (`chorus pause`); `chorus resume` to sync again");
         }
         // The first scan at once; then on changes, and fully every `rescan_every`.
-        let out = self.replica.scan_timed(now_ms);
+        let out = self.replica.scan(now_ms());
         self.after(out);
         // Then what could not be written before a restart is tried again. Not before that
         // scan: a write never replaces a file the folder has not seen since it started, so
@@ -274,17 +274,17 @@ impl Worker {
                 // Scanned already, with an earlier burst's paths.
                 Change::Paths(paths) if paths.is_empty() => {}
                 Change::Paths(paths) => {
-                    let out = self.replica.scan_paths_timed(now_ms, &paths);
+                    let out = self.replica.scan_paths(now_ms(), &paths);
                     self.after(out);
                 }
                 Change::Unknown => {
-                    let out = self.replica.scan_timed(now_ms);
+                    let out = self.replica.scan(now_ms());
                     self.after(out);
                 }
             }
         }
         if now >= t.next_rescan {
-            let out = self.replica.scan_timed(now_ms);
+            let out = self.replica.scan(now_ms());
             self.after(out);
             t.next_rescan = Instant::now() + self.rescan_every;
         }

@@ -103,7 +103,13 @@ pub struct Replica<F> {
     /// A version whose writing needs chunks this node lacks (dropped as corrupt, or lost),
     /// and when to ask for them again; once they are all here it is written.
     refetching: Option<(VersionId, u64)>,
+    /// Where the time of each event comes from, read as the event is handled; without it, the
+    /// time the call was given. See [`set_clock`](Self::set_clock).
+    clock: Option<Clock>,
 }
+
+/// A source of the time in milliseconds.
+pub type Clock = Box<dyn Fn() -> u64 + Send>;
 
 /// How often chunks a version lacks are asked for again.
 const REFETCH_EVERY_MS: u64 = 2_000;
@@ -129,7 +135,21 @@ impl<F: Folder> Replica<F> {
             notices: Vec::new(),
             outbox: Vec::new(),
             refetching: None,
+            clock: None,
         }
+    }
+
+    /// Times each event when it is handled, not when the call that brought it began: a scan
+    /// of a large share, or a version of 100k files written, takes seconds, and what follows
+    /// was timed from before it (a leader's offer already older than its retry period went out
+    /// twice). The daemon gives its wall clock; a simulation none (each call's time stands).
+    pub fn set_clock(&mut self, clock: Option<Clock>) {
+        self.clock = clock;
+    }
+
+    /// The time to handle an event at: the clock's now, else `given`.
+    fn time(&self, given: u64) -> u64 {
+        self.clock.as_ref().map_or(given, |c| c())
     }
 
     /// Takes the replica apart (a simulated crash reopens the engine on its stores).
@@ -233,6 +253,7 @@ impl<F: Folder> Replica<F> {
     fn drain(&mut self, now: u64) -> Result<Vec<Action>, EngineError> {
         let mut out = std::mem::take(&mut self.outbox);
         while let Some(ev) = self.queue.pop_front() {
+            let now = self.time(now);
             for action in self.engine.handle(now, ev)? {
                 match action {
                     Action::Materialize { version, tree } => {

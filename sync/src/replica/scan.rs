@@ -9,9 +9,10 @@ use crate::folder::{Folder, FolderError};
 use crate::step::EngineError;
 
 impl<F: Folder> Replica<F> {
-    /// Scans the folder (unless paused) and hands a change to the engine, at `now`.
+    /// Scans the folder (unless paused) and hands a change to the engine (timed once the
+    /// folder has been read, when the replica has a clock: see [`Replica::set_clock`]).
     pub fn scan(&mut self, now: u64) -> Result<Vec<Action>, EngineError> {
-        self.scan_with(|| now, None)
+        self.scan_with(now, None)
     }
 
     /// As [`scan`](Self::scan), looking at the paths the watcher said `changed` (see
@@ -21,29 +22,12 @@ impl<F: Folder> Replica<F> {
         now: u64,
         changed: &[std::path::PathBuf],
     ) -> Result<Vec<Action>, EngineError> {
-        self.scan_with(|| now, Some(changed))
-    }
-
-    /// As [`scan`](Self::scan), the change handed to the engine at the time `clock` tells once
-    /// the folder has been read. A scan of a large share takes seconds: a change timed from the
-    /// scan's start was that much older than it was, and a leader offered it again at once
-    /// (a second 100k-file delta, 220 ms after the first).
-    pub fn scan_timed(&mut self, clock: impl FnOnce() -> u64) -> Result<Vec<Action>, EngineError> {
-        self.scan_with(clock, None)
-    }
-
-    /// As [`scan_paths`](Self::scan_paths), timed as [`scan_timed`](Self::scan_timed).
-    pub fn scan_paths_timed(
-        &mut self,
-        clock: impl FnOnce() -> u64,
-        changed: &[std::path::PathBuf],
-    ) -> Result<Vec<Action>, EngineError> {
-        self.scan_with(clock, Some(changed))
+        self.scan_with(now, Some(changed))
     }
 
     fn scan_with(
         &mut self,
-        clock: impl FnOnce() -> u64,
+        now: u64,
         changed: Option<&[std::path::PathBuf]>,
     ) -> Result<Vec<Action>, EngineError> {
         if self.paused {
@@ -61,7 +45,7 @@ impl<F: Folder> Replica<F> {
                 version: tree.version_id(),
                 entries: tree.len(),
             });
-            return self.handle(clock(), Event::Local(tree));
+            return self.handle(now, Event::Local(tree));
         }
         Ok(Vec::new())
     }

@@ -268,10 +268,11 @@ impl<L: Log> World<L> {
     /// has moved on by then.
     pub fn scan_taking(&mut self, id: NodeId, ms: u64) {
         let start = self.clock(id);
-        let out = self
-            .node_mut(id)
-            .scan_timed(|| start + ms)
-            .expect("the scan is handled");
+        let node = self.node_mut(id);
+        // The node's clock reads the time the reading ended, for this scan only.
+        node.set_clock(Some(Box::new(move || start + ms)));
+        let out = node.scan(start).expect("the scan is handled");
+        node.set_clock(None);
         self.now += ms;
         self.out(id, out);
     }
