@@ -163,6 +163,10 @@ pub fn encode(
         }
         change
     }));
+    // Neither is read again: freed before the literals are compressed, when the delta is at
+    // its largest (with 100k new files, 8.5 MB of the sender's peak).
+    drop(new_chunks);
+    drop(differences);
 
     let mut literals = Vec::with_capacity(batches.len());
     for b in &batches {
