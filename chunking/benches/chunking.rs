@@ -219,7 +219,7 @@ fn chunk_size_sweep(quick: bool) {
 fn one_file_tree(bytes: &[u8], p: ChunkerParams, store: &dyn ChunkStore) -> TreeManifest {
     let m = chunk_bytes(bytes, p);
     let mut pos = 0;
-    for c in &m.chunks {
+    for c in m.chunks.iter() {
         store.put(&c.id, &bytes[pos..pos + c.len as usize]).unwrap();
         pos += c.len as usize;
     }
@@ -429,7 +429,7 @@ fn tree_of_dir(root: &Path, params: ChunkerParams, store: &dyn ChunkStore) -> Tr
             let bytes = std::fs::read(e.path()).unwrap();
             let manifest = chunk_bytes(&bytes, params);
             let mut pos = 0;
-            for c in &manifest.chunks {
+            for c in manifest.chunks.iter() {
                 store.put(&c.id, &bytes[pos..pos + c.len as usize]).unwrap();
                 pos += c.len as usize;
             }

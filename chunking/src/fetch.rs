@@ -91,7 +91,7 @@ pub fn receive_chunks_within(
 ) -> Result<usize, Error> {
     let mut verified = Vec::with_capacity(msg.chunks.len());
     let mut total = 0usize;
-    for c in &msg.chunks {
+    for c in msg.chunks.iter() {
         let id = ChunkId::from_proto(
             c.id.as_ref()
                 .ok_or_else(|| Error::Invalid("a chunk without an id".into()))?,

@@ -57,9 +57,12 @@ pub struct Difference<'a> {
 }
 
 /// A file's content: its chunks in order. The empty file has no chunks.
+///
+/// The list is shared when cloned: the scan's table and the tree hold the same one for each
+/// file read.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct FileManifest {
-    pub chunks: Vec<ChunkRef>,
+    pub chunks: std::sync::Arc<[ChunkRef]>,
 }
 
 impl FileManifest {
@@ -403,7 +406,7 @@ impl TreeManifest {
                     w.put(&[1]);
                     w.put(&mode.0.to_le_bytes());
                     w.put(&(manifest.chunks.len() as u64).to_le_bytes());
-                    for c in &manifest.chunks {
+                    for c in manifest.chunks.iter() {
                         w.put(&c.id.0);
                         w.put(&c.len.to_le_bytes());
                     }
@@ -526,7 +529,7 @@ fn encode_entry(path: &RelPath, e: &Entry, out: &mut Vec<u8>) {
         (Entry::File { manifest, .. }, Some(m)) => {
             encode_key(5, WireType::LengthDelimited, out);
             encode_varint(m as u64, out);
-            for c in &manifest.chunks {
+            for c in manifest.chunks.iter() {
                 encode_key(1, WireType::LengthDelimited, out);
                 encode_varint(chunk_len(c) as u64, out);
                 encode_key(1, WireType::LengthDelimited, out);
@@ -720,7 +723,8 @@ mod tests {
                 chunks: vec![ChunkRef {
                     id: ChunkId::of(bytes),
                     len: bytes.len() as u32,
-                }],
+                }]
+                .into(),
             },
         }
     }

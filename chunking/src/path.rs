@@ -3,6 +3,7 @@
 //! dir: a path from a peer or from disk is checked once, here, before it touches anything.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -38,9 +39,12 @@ pub enum PathError {
 }
 
 /// A validated share-relative path. Ordered by bytes, which is the manifest's order.
+///
+/// Shared, not copied, when cloned: the scan's table, the tree and the sets built while
+/// scanning each hold every path of the share (100k of them), one string among them.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct RelPath(String);
+pub struct RelPath(Arc<str>);
 
 impl RelPath {
     /// Validates `s` as a share path.
@@ -67,7 +71,7 @@ impl RelPath {
         if s.split('/').next() == Some(SHARE_MARKER) {
             return Err(PathError::Marker(s));
         }
-        Ok(RelPath(s))
+        Ok(RelPath(s.into()))
     }
 
     /// The path as a `/`-separated string.
@@ -77,12 +81,12 @@ impl RelPath {
 
     /// The parent directory, `None` at the top level.
     pub fn parent(&self) -> Option<RelPath> {
-        self.0.rsplit_once('/').map(|(p, _)| RelPath(p.to_owned()))
+        self.0.rsplit_once('/').map(|(p, _)| RelPath(p.into()))
     }
 
     /// Every proper ancestor, nearest first.
     pub fn ancestors(&self) -> impl Iterator<Item = &str> {
-        let s = self.0.as_str();
+        let s: &str = &self.0;
         s.char_indices()
             .filter(|&(_, c)| c == '/')
             .map(move |(i, _)| &s[..i])
@@ -102,12 +106,13 @@ impl RelPath {
     /// True when `self` is `other` or lies below it.
     pub fn starts_with(&self, other: &RelPath) -> bool {
         self.0 == other.0
-            || (self.0.starts_with(&other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
+            || (self.0.starts_with(&*other.0)
+                && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
     }
 
     /// The path below a share root on this machine.
     pub fn to_fs_path(&self, root: &std::path::Path) -> std::path::PathBuf {
-        root.join(&self.0)
+        root.join(&*self.0)
     }
 }
 
@@ -120,7 +125,7 @@ impl TryFrom<String> for RelPath {
 
 impl From<RelPath> for String {
     fn from(p: RelPath) -> String {
-        p.0
+        p.0.as_ref().to_owned()
     }
 }
 

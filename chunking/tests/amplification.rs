@@ -270,7 +270,9 @@ fn a_dictionary_of_exactly_the_limit_applies() {
     let mut entries = base.entries().clone();
     entries.insert(
         RelPath::new("edited").unwrap(),
-        Entry::file(FileManifest { chunks: vec![new] }),
+        Entry::file(FileManifest {
+            chunks: vec![new].into(),
+        }),
     );
     let target = TreeManifest::from_entries(entries).unwrap();
     let mut d = delta(
@@ -430,7 +432,7 @@ fn a_16_mib_file_of_zeros_changed_slightly_round_trips() {
     let build = |bytes: &[u8], store: &MemStore| {
         let m = chunk_bytes(bytes, params);
         let mut pos = 0;
-        for c in &m.chunks {
+        for c in m.chunks.iter() {
             store.put(&c.id, &bytes[pos..pos + c.len as usize]).unwrap();
             pos += c.len as usize;
         }

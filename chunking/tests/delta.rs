@@ -715,7 +715,7 @@ fn canonical_id(entries: &[(String, chorus_chunking::Entry)]) -> [u8; 32] {
                 b.push(1);
                 b.extend((mode.bits() as u16).to_le_bytes());
                 b.extend((manifest.chunks.len() as u64).to_le_bytes());
-                for c in &manifest.chunks {
+                for c in manifest.chunks.iter() {
                     b.extend(c.id.0);
                     b.extend(c.len.to_le_bytes());
                 }

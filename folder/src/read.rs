@@ -101,7 +101,7 @@ pub(crate) fn chunk_open_file(
         chunk_bytes(&data, params)
     };
     let mut pos = 0;
-    for c in &m.chunks {
+    for c in m.chunks.iter() {
         if let Some(store) = sink {
             store
                 .put(&c.id, &data[pos..pos + c.len as usize])
@@ -133,7 +133,7 @@ mod tests {
             chunk_bytes(&bytes, params),
             "the whole file, not its first 4 KiB"
         );
-        for c in &m.chunks {
+        for c in m.chunks.iter() {
             assert!(store.get(&c.id).unwrap().is_some());
         }
     }

@@ -180,7 +180,8 @@ mod tests {
                     chunks: vec![ChunkRef {
                         id: ChunkId::of(text.as_bytes()),
                         len: text.len() as u32,
-                    }],
+                    }]
+                    .into(),
                 }),
             )])
             .unwrap(),

@@ -27,7 +27,7 @@ fn entry(store: &MemStore, bytes: &[u8], old: Option<&Entry>) -> Entry {
             .is_some_and(|o| o.chunks.iter().any(|c| c.id == id))
     };
     let mut at = 0;
-    for ch in &m.chunks {
+    for ch in m.chunks.iter() {
         if !shared(ch.id) {
             store.put(&ch.id, &bytes[at..at + ch.len as usize]).unwrap();
         }

@@ -308,7 +308,7 @@ fn base(ctx: &Ctx<'_>, dir: BorrowedFd<'_>, path: &RelPath) -> Option<Base> {
     let (known, trusted) = ctx.cache.seen(ctx.cache_key.unwrap_or(path), &stamp)?;
     let mut at = HashMap::with_capacity(known.chunks.len());
     let mut offset = 0u64;
-    for ch in &known.chunks {
+    for ch in known.chunks.iter() {
         at.entry(ch.id).or_insert(offset);
         offset += u64::from(ch.len);
     }
@@ -347,7 +347,7 @@ fn write_content(
     let mut buf = Vec::new();
     // Where the bytes written so far end: short of `end` after a trailing hole.
     let mut written_to = 0u64;
-    for ch in &manifest.chunks {
+    for ch in manifest.chunks.iter() {
         let len = u64::from(ch.len);
         let from_base = base.and_then(|b| b.at.get(&ch.id).map(|&off| (b, off)));
         // Some(true): written; Some(false): a hole left; None: still to do.

@@ -21,7 +21,7 @@ fn params() -> ChunkerParams {
 fn file(store: &MemStore, bytes: &[u8]) -> Entry {
     let m = chunk_bytes(bytes, params());
     let mut at = 0;
-    for ch in &m.chunks {
+    for ch in m.chunks.iter() {
         store.put(&ch.id, &bytes[at..at + ch.len as usize]).unwrap();
         at += ch.len as usize;
     }

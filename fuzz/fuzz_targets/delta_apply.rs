@@ -23,7 +23,7 @@ fn base() -> &'static (TreeManifest, Vec<(chorus_chunking::ChunkId, Vec<u8>)>) {
             let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             let m = chunk_bytes(&bytes, params);
             let mut pos = 0;
-            for c in &m.chunks {
+            for c in m.chunks.iter() {
                 chunks.push((c.id, bytes[pos..pos + c.len as usize].to_vec()));
                 pos += c.len as usize;
             }

@@ -39,7 +39,7 @@ pub trait ContentLoader {
 impl<S: ChunkStore + ?Sized> ContentLoader for S {
     fn load(&self, manifest: &FileManifest) -> Result<Vec<u8>, LoadError> {
         let mut out = Vec::with_capacity(manifest.size() as usize);
-        for c in &manifest.chunks {
+        for c in manifest.chunks.iter() {
             let bytes = self.require(&c.id).map_err(|e| LoadError(Box::new(e)))?;
             out.extend_from_slice(&bytes);
         }

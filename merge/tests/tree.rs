@@ -29,7 +29,7 @@ fn file(store: &MemStore, bytes: &[u8], exec: bool) -> Entry {
 fn file_mode(store: &MemStore, bytes: &[u8], mode: u32) -> Entry {
     let manifest = chunk_bytes(bytes, ChunkerParams::default());
     let mut at = 0;
-    for c in &manifest.chunks {
+    for c in manifest.chunks.iter() {
         let piece = &bytes[at..at + c.len as usize];
         store.put(&ChunkId::of(piece), piece).unwrap();
         at += c.len as usize;

@@ -619,7 +619,8 @@ mod tests {
                     chunks: vec![ChunkRef {
                         id: ChunkId::of(text),
                         len: text.len() as u32,
-                    }],
+                    }]
+                    .into(),
                 },
             },
         )])
@@ -675,7 +676,8 @@ mod tests {
                     chunks: vec![ChunkRef {
                         id: ChunkId::of(text.as_bytes()),
                         len: text.len() as u32,
-                    }],
+                    }]
+                    .into(),
                 }),
             )
         }))
@@ -741,7 +743,8 @@ mod tests {
                     chunks: vec![ChunkRef {
                         id: ChunkId::of(text.as_bytes()),
                         len: text.len() as u32,
-                    }],
+                    }]
+                    .into(),
                 })
             } else {
                 e.clone()

@@ -205,7 +205,7 @@ fn deltas_naming_chunks_nobody_has_store_and_accept_nothing() {
         Entry::File {
             mode: chorus_chunking::Mode::FILE,
             manifest: chorus_chunking::FileManifest {
-                chunks: vec![chorus_chunking::ChunkRef { id: ghost, len: 3 }],
+                chunks: vec![chorus_chunking::ChunkRef { id: ghost, len: 3 }].into(),
             },
         },
     )])

@@ -539,7 +539,9 @@ impl Prepared {
                     chunks.extend(runs.into_iter().flatten().map(lookup));
                     Entry::File {
                         mode,
-                        manifest: FileManifest { chunks },
+                        manifest: FileManifest {
+                            chunks: chunks.into(),
+                        },
                     }
                 }
                 Resolved::Dir(mode) => Entry::Dir { mode },

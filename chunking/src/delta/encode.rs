@@ -60,7 +60,8 @@ struct Group<'a> {
     path: &'a RelPath,
     /// Position of its first chunk in the target file.
     start: usize,
-    chunks: Vec<ChunkRef>,
+    /// Its chunks, where they lie in the target file's list.
+    chunks: &'a [ChunkRef],
     /// Base-table indices of the base chunks it replaces.
     dictionary: Vec<u64>,
 }
@@ -106,10 +107,10 @@ pub fn encode(
                 let g = open.get_or_insert_with(|| Group {
                     path,
                     start: pos,
-                    chunks: Vec::new(),
+                    chunks: &[],
                     dictionary: Vec::new(),
                 });
-                g.chunks.push(*c);
+                g.chunks = &m.chunks[g.start..=pos];
                 continue;
             }
             if fresh {
@@ -120,6 +121,8 @@ pub fn encode(
         }
         groups.extend(open.take());
     }
+    // Grown by doubling: up to half of it unused (1.4 MB with 100k new files).
+    external.shrink_to_fit();
 
     // Dictionaries: the base chunks each group replaces.
     let locator = BaseLocator::new(base, &groups, target);
@@ -135,7 +138,7 @@ pub fn encode(
     let batches = batch(groups, opts);
     let mut next = n_base + external.len() as u64;
     for b in &batches {
-        for c in b.iter().flat_map(|g| &g.chunks) {
+        for c in b.iter().flat_map(|g| g.chunks) {
             *new_chunks
                 .get_mut(&c.id)
                 .expect("every literal chunk was classified") = next;
@@ -153,7 +156,7 @@ pub fn encode(
         match entry {
             Entry::File { mode, manifest } => {
                 change.mode = mode.bits();
-                for c in &manifest.chunks {
+                for c in manifest.chunks.iter() {
                     let i = table.index.get(&c.id).or_else(|| new_chunks.get(&c.id));
                     push_run(&mut change.runs, *i.expect("every chunk was indexed"));
                 }
@@ -328,12 +331,12 @@ fn compress_batch(
     let mut raw = Vec::with_capacity(
         batch
             .iter()
-            .flat_map(|g| &g.chunks)
+            .flat_map(|g| g.chunks)
             .map(|c| c.len as usize)
             .sum(),
     );
     let mut chunk_lens = Vec::new();
-    for c in batch.iter().flat_map(|g| &g.chunks) {
+    for c in batch.iter().flat_map(|g| g.chunks) {
         raw.extend_from_slice(&store.require(&c.id)?);
         chunk_lens.push(c.len);
     }
@@ -508,7 +511,7 @@ mod locator_tests {
                     Some(Group {
                         path,
                         start,
-                        chunks: m.chunks[start..end].to_vec(),
+                        chunks: &m.chunks[start..end],
                         dictionary: Vec::new(),
                     })
                 })

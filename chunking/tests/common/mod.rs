@@ -35,7 +35,7 @@ pub fn build(spec: &Spec, store: &dyn ChunkStore) -> TreeManifest {
             Node::File { mode, bytes } => {
                 let manifest = chunk_bytes(bytes, params());
                 let mut pos = 0;
-                for c in &manifest.chunks {
+                for c in manifest.chunks.iter() {
                     store.put(&c.id, &bytes[pos..pos + c.len as usize]).unwrap();
                     pos += c.len as usize;
                 }

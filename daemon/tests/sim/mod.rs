@@ -111,7 +111,7 @@ pub fn files_of(tree: &TreeManifest, store: &dyn ChunkStore) -> BTreeMap<String,
         .filter_map(|(p, e)| {
             let m = e.manifest()?;
             let mut bytes = Vec::new();
-            for c in &m.chunks {
+            for c in m.chunks.iter() {
                 bytes.extend(store.get(&c.id).unwrap().expect("chunk of a held version"));
             }
             Some((p.as_str().to_owned(), String::from_utf8(bytes).unwrap()))

@@ -69,7 +69,7 @@ impl Setup {
 pub fn file_in(store: &dyn ChunkStore, bytes: &[u8], mode: u32) -> Entry {
     let manifest = chunk_bytes(bytes, params());
     let mut at = 0;
-    for c in &manifest.chunks {
+    for c in manifest.chunks.iter() {
         store.put(&c.id, &bytes[at..at + c.len as usize]).unwrap();
         at += c.len as usize;
     }

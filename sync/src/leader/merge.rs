@@ -139,7 +139,9 @@ fn cut_and_store(
         chunks.put(&id, piece).map_err(|e| LoadError(Box::new(e)))?;
         refs.push(ChunkRef { id, len });
     }
-    Ok(FileManifest { chunks: refs })
+    Ok(FileManifest {
+        chunks: refs.into(),
+    })
 }
 
 /// Displaced hunks above this size travel in the header as the loser's whole file (its chunk

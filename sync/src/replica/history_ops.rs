@@ -385,7 +385,7 @@ impl<F: Folder> Replica<F> {
                     NewContent::Bytes { bytes, mode } => {
                         let manifest = chunk_bytes(&bytes, params);
                         let mut at = 0usize;
-                        for c in &manifest.chunks {
+                        for c in manifest.chunks.iter() {
                             let end = at + c.len as usize;
                             chunks
                                 .put(&c.id, &bytes[at..end])

@@ -60,7 +60,9 @@ impl MemFolder {
         }
         Entry::File {
             mode: chorus_chunking::Mode::FILE,
-            manifest: FileManifest { chunks },
+            manifest: FileManifest {
+                chunks: chunks.into(),
+            },
         }
     }
 
