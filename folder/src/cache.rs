@@ -192,6 +192,14 @@ impl ScanCache {
         self.files.retain(|p, _| keep(p));
     }
 
+    /// The path and manifest the table holds for `path`, as held.
+    #[cfg(test)]
+    pub(crate) fn held(&self, path: &RelPath) -> Option<(&RelPath, &FileManifest)> {
+        self.files
+            .get_key_value(path)
+            .map(|(p, s)| (p, &s.manifest))
+    }
+
     pub(crate) fn forget(&mut self, path: &RelPath) {
         self.files.remove(path);
     }

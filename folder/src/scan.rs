@@ -461,3 +461,52 @@ pub fn scan_dir(
     })?;
     Ok((TreeManifest::from_entries(entries)?, report))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chorus_chunking::MemStore;
+    use rustix::fs::{Mode as FsMode, OFlags};
+
+    /// A scan of a share of many small files keeps one copy of each path and chunk list: the
+    /// scan's table and the tree share them (100k files held them twice, ~7 MB).
+    #[test]
+    fn the_scan_table_and_the_tree_share_each_files_path_and_chunk_list() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..20 {
+            let sub = dir.path().join(format!("d{}", i % 3));
+            std::fs::create_dir_all(&sub).unwrap();
+            std::fs::write(sub.join(format!("f{i}.txt")), format!("file {i}\n")).unwrap();
+        }
+        let root = rustix::fs::open(
+            dir.path(),
+            OFlags::DIRECTORY | OFlags::RDONLY,
+            FsMode::empty(),
+        )
+        .unwrap();
+        let store = MemStore::new();
+        let mut cache = ScanCache::new();
+        let params = ChunkerParams::default();
+        let exclude = Exclude { state_dir: None };
+        let (entries, _) =
+            scan_root(root.as_fd(), params, exclude, &mut cache, &store, None).unwrap();
+        let mut files = 0;
+        for (path, entry) in &entries {
+            let Entry::File { manifest, .. } = entry else {
+                continue;
+            };
+            files += 1;
+            let (key, held) = cache.held(path).expect("the scan's table has it");
+            assert_eq!(
+                key.as_str().as_ptr(),
+                path.as_str().as_ptr(),
+                "{path}: one path"
+            );
+            assert!(
+                Arc::ptr_eq(&held.chunks, &manifest.chunks),
+                "{path}: one chunk list"
+            );
+        }
+        assert_eq!(files, 20);
+    }
+}
