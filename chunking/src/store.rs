@@ -226,7 +226,9 @@ const PACK_MAX: u64 = 256 << 20;
 
 /// Bytes of the index's pages redb keeps in memory. Its default (1 GiB) let a daemon grow by
 /// every page it ever touched; 100,000 chunks are ~5 MB of index, and the OS caches the file.
-const INDEX_CACHE: usize = 4 << 20;
+/// 16 → 4 → 2 MiB each took a 100k-file sync's RSS down (by 12–18, then ~3 MiB) for the same
+/// CPU (docs/benchmarks.md).
+const INDEX_CACHE: usize = 2 << 20;
 
 /// Index entries buffered before a commit. Chunk ids are random, so a commit of n entries
 /// rewrites about n of the index's leaf pages (all of them once n passes their number), and
