@@ -473,6 +473,7 @@ fn chorus_bytes(old: &Path, new: &Path, w: &Path) -> (u64, f64) {
                 total += encode_frame(Body::NeedChunks(proto::NeedChunks {
                     target: Some(target.to_proto()),
                     ids: ids.iter().map(|i| i.to_proto()).collect(),
+                    runs: Vec::new(),
                 }))
                 .len() as u64;
                 for m in chunks_messages(&ids, &sender, Limits::default().max_frame).unwrap() {

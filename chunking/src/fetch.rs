@@ -1,16 +1,19 @@
 //! Answering `NeedChunks` and taking in the `Chunks` reply: chunks travel zstd-compressed in
-//! frames bounded by the frame limit, and every chunk received is checked against its id
-//! before it is stored.
+//! frames bounded by the frame limit, each alone or, for a run the receiver named with the
+//! chunks it replaces, together in one frame primed with those chunks (as a literal is); every
+//! chunk received is checked against its id before it is stored.
 //!
 //! A message's chunks are held in memory until all are verified, so what they decompress to
 //! is bounded too: each chunk by `max_chunk_len`, the message by [`MAX_MESSAGE_BYTES`], both
 //! refused as output is produced, before more is allocated (a zstd bomb costs the receiver at
-//! most the bound, never what the bomb declares).
+//! most the bound, never what the bomb declares). A group's dictionary is read from the
+//! receiver's own store, at most [`MAX_RUN_DICTIONARY`] bytes in [`MAX_DICTIONARY_CHUNKS`].
 
 use chorus_proto as proto;
 
 use crate::Error;
 use crate::delta::limits::{Inflate, decompress_bounded, ratio_cap, window_log};
+use crate::delta::{FetchRun, level_for, zstd_compress, zstd_decompress};
 use crate::ids::ChunkId;
 use crate::store::ChunkStore;
 
@@ -23,6 +26,16 @@ const FRAME_SLACK: usize = 64 << 10;
 /// refuses a message that goes beyond it.
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
+/// Largest dictionary of one run, in bytes: the encoder's largest for a literal.
+pub const MAX_RUN_DICTIONARY: usize = 4 << 20;
+/// Most chunks one run's dictionary may name.
+pub const MAX_DICTIONARY_CHUNKS: usize = 4096;
+/// Dictionary bytes one answer reads at most, all its runs together; runs past it are sent
+/// chunk by chunk, so a NeedChunks cannot make its answerer read much more than it sends.
+pub const MAX_ANSWER_DICTIONARY: usize = 32 << 20;
+/// Raw bytes of one group at most, so that its frame fits a message even uncompressed.
+const GROUP_RAW: usize = 1 << 20;
+
 /// Builds `Chunks` messages carrying `ids` from `store`, each under `max_frame` bytes and
 /// [`MAX_MESSAGE_BYTES`] decompressed. A chunk the store lacks is an error naming it.
 pub fn chunks_messages(
@@ -30,42 +43,185 @@ pub fn chunks_messages(
     store: &dyn ChunkStore,
     max_frame: usize,
 ) -> Result<Vec<proto::Chunks>, Error> {
-    let budget = max_frame.saturating_sub(FRAME_SLACK).max(1);
-    let mut out = vec![];
-    let mut current = proto::Chunks::default();
-    let mut size = 0usize;
-    let mut raw = 0usize;
+    let mut w = ChunksWriter::new(store, max_frame);
     for id in ids {
-        let packed = store.get_packed(id)?.ok_or(Error::Missing { id: *id })?;
-        let raw_len = packed.len;
+        w.chunk(id)?;
+    }
+    Ok(w.finish())
+}
+
+/// The messages answering a whole fetch plan from `store` at once, each run compressed
+/// against its dictionary (the daemon answers a window at a time; a tool or a test asks for
+/// everything).
+pub fn runs_messages(
+    runs: &[FetchRun],
+    store: &dyn ChunkStore,
+    max_frame: usize,
+) -> Result<Vec<proto::Chunks>, Error> {
+    let mut w = ChunksWriter::new(store, max_frame);
+    w.dictionary_left = usize::MAX;
+    for r in runs {
+        w.run(&r.ids, &r.dictionary)?;
+    }
+    Ok(w.finish())
+}
+
+/// The `Chunks` messages of an answer, built a chunk or a run at a time: each message under
+/// the frame given and [`MAX_MESSAGE_BYTES`] decompressed.
+pub struct ChunksWriter<'s> {
+    store: &'s dyn ChunkStore,
+    budget: usize,
+    out: Vec<proto::Chunks>,
+    current: proto::Chunks,
+    size: usize,
+    raw: usize,
+    dictionary_left: usize,
+    sent: usize,
+}
+
+impl<'s> ChunksWriter<'s> {
+    pub fn new(store: &'s dyn ChunkStore, max_frame: usize) -> Self {
+        ChunksWriter {
+            store,
+            budget: max_frame.saturating_sub(FRAME_SLACK).max(1),
+            out: Vec::new(),
+            current: proto::Chunks::default(),
+            size: 0,
+            raw: 0,
+            dictionary_left: MAX_ANSWER_DICTIONARY,
+            sent: 0,
+        }
+    }
+
+    /// Makes room in the current message for `size` more bytes of `raw` decompressed.
+    fn room(&mut self, size: usize, raw: usize) {
+        let full = self.size + size > self.budget || self.raw + raw > MAX_MESSAGE_BYTES;
+        let empty = self.current.chunks.is_empty() && self.current.groups.is_empty();
+        if full && !empty {
+            self.out.push(std::mem::take(&mut self.current));
+            self.size = 0;
+            self.raw = 0;
+        }
+        self.size += size;
+        self.raw += raw;
+        self.sent += size;
+    }
+
+    /// Adds chunk `id` on its own, as the store keeps it. A chunk the store lacks is an error
+    /// naming it.
+    pub fn chunk(&mut self, id: &ChunkId) -> Result<(), Error> {
+        let packed = self
+            .store
+            .get_packed(id)?
+            .ok_or(Error::Missing { id: *id })?;
         let compression = if packed.zstd {
             proto::Compression::Zstd
         } else {
             proto::Compression::None
         };
-        let data = packed.data;
-        let full = size + data.len() > budget || raw + raw_len > MAX_MESSAGE_BYTES;
-        if full && !current.chunks.is_empty() {
-            out.push(std::mem::take(&mut current));
-            size = 0;
-            raw = 0;
-        }
-        size += data.len() + 40;
-        raw += raw_len;
-        current.chunks.push(proto::ChunkData {
+        self.room(packed.data.len() + 40, packed.len);
+        self.current.chunks.push(proto::ChunkData {
             id: Some(id.to_proto()),
             compression: compression as i32,
+            data: packed.data,
+        });
+        Ok(())
+    }
+
+    /// Adds the run `ids`, compressed together against `dictionary` (chunks the receiver
+    /// holds) when this store holds those too and the answer's dictionary allowance lasts;
+    /// chunk by chunk otherwise.
+    pub fn run(&mut self, ids: &[ChunkId], dictionary: &[ChunkId]) -> Result<(), Error> {
+        let Some(prefix) = self.dictionary(dictionary)? else {
+            return ids.iter().try_for_each(|id| self.chunk(id));
+        };
+        let mut raw = Vec::new();
+        let mut lens = Vec::new();
+        let mut first = 0;
+        for (i, id) in ids.iter().enumerate() {
+            let bytes = self.store.require(id)?;
+            if !lens.is_empty() && raw.len() + bytes.len() > GROUP_RAW {
+                self.group(&ids[first..i], &lens, &raw, dictionary, &prefix)?;
+                raw.clear();
+                lens.clear();
+                first = i;
+            }
+            lens.push(bytes.len() as u32);
+            raw.extend_from_slice(&bytes);
+        }
+        if !lens.is_empty() {
+            self.group(&ids[first..], &lens, &raw, dictionary, &prefix)?;
+        }
+        Ok(())
+    }
+
+    /// The dictionary's bytes, or `None` when it is empty, not all here, too large or past
+    /// the answer's allowance.
+    fn dictionary(&mut self, ids: &[ChunkId]) -> Result<Option<Vec<u8>>, Error> {
+        if ids.is_empty() || ids.len() > MAX_DICTIONARY_CHUNKS {
+            return Ok(None);
+        }
+        let mut prefix = Vec::new();
+        for id in ids {
+            match self.store.get(id)? {
+                Some(b) if prefix.len() + b.len() <= MAX_RUN_DICTIONARY => {
+                    prefix.extend_from_slice(&b)
+                }
+                _ => return Ok(None),
+            }
+        }
+        if prefix.len() > self.dictionary_left {
+            return Ok(None);
+        }
+        self.dictionary_left -= prefix.len();
+        Ok(Some(prefix))
+    }
+
+    /// One group of `ids` (`raw` their bytes), or each chunk alone when that is no larger.
+    fn group(
+        &mut self,
+        ids: &[ChunkId],
+        lens: &[u32],
+        raw: &[u8],
+        dictionary: &[ChunkId],
+        prefix: &[u8],
+    ) -> Result<(), Error> {
+        let data = zstd_compress(raw, prefix, level_for(raw.len())).map_err(Error::io("<zstd>"))?;
+        if data.len() >= raw.len() {
+            return ids.iter().try_for_each(|id| self.chunk(id));
+        }
+        self.room(data.len() + 40 * ids.len(), raw.len());
+        self.current.groups.push(proto::ChunkGroup {
+            ids: ids.iter().map(|id| id.to_proto()).collect(),
+            lens: lens.to_vec(),
+            dictionary: dictionary.iter().map(|id| id.to_proto()).collect(),
             data,
         });
+        Ok(())
     }
-    if !current.chunks.is_empty() {
-        out.push(current);
+
+    /// Bytes of chunk data added so far.
+    pub fn sent(&self) -> usize {
+        self.sent
     }
-    Ok(out)
+
+    /// The messages filled so far (the current one stays open).
+    pub fn take_full(&mut self) -> Vec<proto::Chunks> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Every message, the last one included.
+    pub fn finish(mut self) -> Vec<proto::Chunks> {
+        if !self.current.chunks.is_empty() || !self.current.groups.is_empty() {
+            self.out.push(self.current);
+        }
+        self.out
+    }
 }
 
-/// Verifies and stores the chunks of a `Chunks` message; returns how many were stored. If any
-/// chunk fails its check, none of the message is stored. A chunk longer than `max_chunk_len`,
+/// Verifies and stores the chunks of a `Chunks` message; returns those stored. If any chunk
+/// fails its check, none of the message is stored. A group whose dictionary names a chunk
+/// this store lacks cannot be read and is left out (its chunks are asked for again). A chunk longer than `max_chunk_len`,
 /// or a message of more than [`MAX_MESSAGE_BYTES`] decompressed, is refused as
 /// [`Error::Invalid`].
 ///
@@ -77,7 +233,7 @@ pub fn receive_chunks(
     msg: &proto::Chunks,
     store: &dyn ChunkStore,
     max_chunk_len: usize,
-) -> Result<usize, Error> {
+) -> Result<Vec<ChunkId>, Error> {
     receive_chunks_within(msg, store, max_chunk_len, MAX_MESSAGE_BYTES)
 }
 
@@ -88,7 +244,7 @@ pub fn receive_chunks_within(
     store: &dyn ChunkStore,
     max_chunk_len: usize,
     max_message_bytes: usize,
-) -> Result<usize, Error> {
+) -> Result<Vec<ChunkId>, Error> {
     let mut verified = Vec::with_capacity(msg.chunks.len());
     let mut total = 0usize;
     for c in msg.chunks.iter() {
@@ -146,13 +302,103 @@ pub fn receive_chunks_within(
         total += bytes.len();
         verified.push((id, bytes, frame));
     }
+    for g in &msg.groups {
+        total += receive_group(
+            g,
+            store,
+            max_chunk_len,
+            max_message_bytes - total,
+            &mut verified,
+        )?;
+    }
     for (id, bytes, frame) in &verified {
         match frame {
             Some(frame) => store.put_framed(id, bytes, frame)?,
             None => store.put(id, bytes)?,
         }
     }
-    Ok(verified.len())
+    Ok(verified.into_iter().map(|(id, _, _)| id).collect())
+}
+
+/// A chunk checked against its id: its bytes, and the frame it came in when the store can
+/// keep that frame as it is.
+type Verified<'m> = (ChunkId, Vec<u8>, Option<&'m [u8]>);
+
+/// Checks one group against the bounds (`room` decompressed bytes left in the message), reads
+/// its dictionary from `store`, decompresses it and verifies each chunk into `verified`.
+/// Returns its bytes: 0 when its dictionary is not all here (the group is left out).
+fn receive_group<'m>(
+    g: &'m proto::ChunkGroup,
+    store: &dyn ChunkStore,
+    max_chunk_len: usize,
+    room: usize,
+    verified: &mut Vec<Verified<'m>>,
+) -> Result<usize, Error> {
+    let ids = g
+        .ids
+        .iter()
+        .map(ChunkId::from_proto)
+        .collect::<Result<Vec<_>, _>>()?;
+    if ids.is_empty() || ids.len() != g.lens.len() {
+        return Err(Error::Invalid(format!(
+            "a group of {} chunks with {} lengths",
+            ids.len(),
+            g.lens.len()
+        )));
+    }
+    let mut want = 0usize;
+    for (id, &len) in ids.iter().zip(&g.lens) {
+        if len == 0 || len as usize > max_chunk_len {
+            return Err(Error::Invalid(format!(
+                "chunk {id} is {len} bytes, outside 1..={max_chunk_len}"
+            )));
+        }
+        want += len as usize;
+    }
+    if want > room {
+        return Err(Error::Invalid(format!(
+            "the chunks of one message decompress to more than the message may (a group of \
+             {want} bytes with {room} left)"
+        )));
+    }
+    if g.dictionary.len() > MAX_DICTIONARY_CHUNKS {
+        return Err(Error::Invalid(format!(
+            "a group's dictionary of {} chunks (at most {MAX_DICTIONARY_CHUNKS})",
+            g.dictionary.len()
+        )));
+    }
+    let mut prefix = Vec::new();
+    for d in &g.dictionary {
+        let d = ChunkId::from_proto(d)?;
+        let Some(bytes) = store.get(&d)? else {
+            tracing::debug!(chunk = %d, "a group's dictionary chunk is not here; left out");
+            return Ok(0);
+        };
+        if prefix.len() + bytes.len() > MAX_RUN_DICTIONARY {
+            return Err(Error::Invalid(format!(
+                "a group's dictionary exceeds {MAX_RUN_DICTIONARY} bytes"
+            )));
+        }
+        prefix.extend_from_slice(&bytes);
+    }
+    let raw = zstd_decompress(&g.data, &prefix, want)
+        .map_err(|e| Error::Invalid(format!("a group does not decompress: {e}")))?;
+    if raw.len() != want {
+        return Err(Error::Invalid(format!(
+            "a group holds {} bytes, its chunks add up to {want}",
+            raw.len()
+        )));
+    }
+    let mut at = 0;
+    for (id, &len) in ids.into_iter().zip(&g.lens) {
+        let bytes = raw[at..at + len as usize].to_vec();
+        at += len as usize;
+        if ChunkId::of(&bytes) != id {
+            return Err(Error::Corrupt { id });
+        }
+        verified.push((id, bytes, None));
+    }
+    Ok(want)
 }
 
 #[cfg(test)]
@@ -209,7 +455,7 @@ mod tests {
         let to = MemStore::new();
         let n: usize = msgs
             .iter()
-            .map(|m| receive_chunks(m, &to, 1 << 24).unwrap())
+            .map(|m| receive_chunks(m, &to, 1 << 24).unwrap().len())
             .sum();
         assert_eq!(n, 50);
         for id in &ids {
@@ -224,5 +470,126 @@ mod tests {
             Err(Error::Corrupt { .. })
         ));
         assert!(empty.is_empty(), "nothing of a bad message is stored");
+    }
+
+    fn put(store: &MemStore, bytes: &[u8]) -> ChunkId {
+        let id = ChunkId::of(bytes);
+        store.put(&id, bytes).unwrap();
+        id
+    }
+
+    /// A run compressed against the chunk it replaces costs a few bytes for a small edit, and
+    /// the receiver rebuilds each chunk exactly; an answerer that lacks the dictionary sends
+    /// the chunks one by one instead.
+    #[test]
+    fn a_run_travels_compressed_against_what_it_replaces() {
+        let old: Vec<u8> = (0..4000u32)
+            .flat_map(|i| format!("line {} of the old file\n", i * 7919 % 10007).into_bytes())
+            .collect();
+        let mut new = old.clone();
+        new.splice(50_000..50_000, b"one inserted line\n".iter().copied());
+        let (a, b) = (new[..40_000].to_vec(), new[40_000..].to_vec());
+        let (sender, receiver) = (MemStore::new(), MemStore::new());
+        let dict = put(&sender, &old);
+        put(&receiver, &old);
+        let ids = [put(&sender, &a), put(&sender, &b)];
+        let runs = [FetchRun {
+            ids: ids.to_vec(),
+            dictionary: vec![dict],
+        }];
+        let msgs = runs_messages(&runs, &sender, 16 << 20).unwrap();
+        let wire: usize = msgs
+            .iter()
+            .flat_map(|m| &m.groups)
+            .map(|g| g.data.len())
+            .sum();
+        assert!(msgs.iter().all(|m| m.chunks.is_empty()));
+        assert!(wire < 200, "{wire} bytes for a one-line edit");
+        let got: Vec<ChunkId> = msgs
+            .iter()
+            .flat_map(|m| receive_chunks(m, &receiver, 1 << 24).unwrap())
+            .collect();
+        assert_eq!(got, ids);
+        assert_eq!(receiver.get(&ids[0]).unwrap().unwrap(), a);
+        assert_eq!(receiver.get(&ids[1]).unwrap().unwrap(), b);
+
+        // Without the dictionary the answer is the chunks alone.
+        let bare = MemStore::new();
+        put(&bare, &a);
+        put(&bare, &b);
+        let msgs = runs_messages(&runs, &bare, 16 << 20).unwrap();
+        assert!(msgs.iter().all(|m| m.groups.is_empty()));
+        assert_eq!(msgs.iter().map(|m| m.chunks.len()).sum::<usize>(), 2);
+    }
+
+    /// What a hostile answer's group may make the receiver do is bounded before it is done:
+    /// lengths against the chunk and message bounds, the dictionary's size in chunks and
+    /// bytes; one whose dictionary is not here is left out; a lie stores nothing.
+    #[test]
+    fn a_groups_bounds_are_checked_before_work_and_a_lie_stores_nothing() {
+        let store = MemStore::new();
+        let held = put(&store, &vec![7u8; 3 << 20]);
+        let held2 = put(&store, &vec![8u8; 2 << 20]);
+        let bytes = b"the chunk the group carries".to_vec();
+        let id = ChunkId::of(&bytes);
+        let group = |lens: Vec<u32>, dictionary: Vec<ChunkId>, data: Vec<u8>| proto::Chunks {
+            chunks: Vec::new(),
+            groups: vec![proto::ChunkGroup {
+                ids: lens.iter().map(|_| id.to_proto()).collect(),
+                lens,
+                dictionary: dictionary.iter().map(|d| d.to_proto()).collect(),
+                data,
+            }],
+        };
+        let data = zstd_compress(&bytes, &[], 3).unwrap();
+        let invalid = |m: proto::Chunks, room: usize| {
+            let before = store.len();
+            let got = receive_chunks_within(&m, &store, 1 << 20, room);
+            assert!(matches!(got, Err(Error::Invalid(_))), "{got:?}");
+            assert_eq!(store.len(), before);
+        };
+        // A chunk longer than the bound, a group larger than the message's room.
+        invalid(group(vec![(1 << 20) + 1], vec![], data.clone()), 1 << 30);
+        invalid(group(vec![bytes.len() as u32], vec![], data.clone()), 10);
+        // Too many dictionary chunks, too many dictionary bytes.
+        invalid(
+            group(
+                vec![bytes.len() as u32],
+                vec![held; MAX_DICTIONARY_CHUNKS + 1],
+                data.clone(),
+            ),
+            1 << 30,
+        );
+        invalid(
+            group(vec![bytes.len() as u32], vec![held, held2], data.clone()),
+            1 << 30,
+        );
+        // Not the bytes its lengths say.
+        invalid(
+            group(vec![bytes.len() as u32 + 1], vec![held], data.clone()),
+            1 << 30,
+        );
+        // A dictionary not here: left out, not refused.
+        let unknown = ChunkId::of(b"nowhere");
+        let m = group(vec![bytes.len() as u32], vec![unknown], data.clone());
+        assert!(receive_chunks(&m, &store, 1 << 20).unwrap().is_empty());
+        assert!(!store.contains(&id).unwrap());
+        // A lie: nothing of the message is stored, the plain chunk beside it neither.
+        let mut lie = group(vec![bytes.len() as u32], vec![held], data.clone());
+        lie.groups[0].ids[0] = ChunkId::of(b"another").to_proto();
+        let plain = b"plain".to_vec();
+        lie.chunks.push(proto::ChunkData {
+            id: Some(ChunkId::of(&plain).to_proto()),
+            compression: proto::Compression::None as i32,
+            data: plain.clone(),
+        });
+        assert!(matches!(
+            receive_chunks(&lie, &store, 1 << 20),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(!store.contains(&ChunkId::of(&plain)).unwrap());
+        // The honest group goes through.
+        let m = group(vec![bytes.len() as u32], vec![held], data);
+        assert_eq!(receive_chunks(&m, &store, 1 << 20).unwrap(), vec![id]);
     }
 }

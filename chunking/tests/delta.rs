@@ -6,6 +6,7 @@ mod common;
 use chorus_chunking::delta::{
     ApplyError, ApplyLimits, ApplyOutcome, EncodeOptions, Finish, Prepare, apply, encode, prepare,
 };
+use chorus_chunking::fetch::{MAX_RUN_DICTIONARY, chunks_messages, receive_chunks, runs_messages};
 use chorus_chunking::{ChunkStore, MemStore, TreeManifest};
 use chorus_proto::{self as proto, Body, Limits, decode_frame, encode_frame};
 use common::*;
@@ -578,6 +579,119 @@ fn edited(base_spec: &Spec, edits: &[Edit]) -> (Spec, MemStore, TreeManifest, Tr
     (target_spec, sender, base, target)
 }
 
+/// Fetches what `prepared` lacks from `sender` the way the daemon does (the plan's runs, each
+/// compressed against its dictionary, through real frames) until it is built; returns the
+/// tree and the bytes of the Chunks frames.
+fn fetched_by_runs(
+    mut prepared: chorus_chunking::delta::Prepared,
+    sender: &MemStore,
+    rstore: &MemStore,
+) -> (chorus_chunking::delta::Applied, usize) {
+    let mut bytes = 0;
+    loop {
+        match prepared.finish(rstore).unwrap() {
+            Finish::Applied(a) => return (a, bytes),
+            Finish::NeedChunks {
+                prepared: again,
+                ids,
+                ..
+            } => {
+                let mut sorted = ids.clone();
+                sorted.sort();
+                let runs = again.fetch_runs(ids, rstore, MAX_RUN_DICTIONARY).unwrap();
+                // Every missing chunk is in exactly one run; a dictionary names only chunks
+                // the receiver holds.
+                let mut planned: Vec<_> = runs.iter().flat_map(|r| r.ids.clone()).collect();
+                planned.sort();
+                assert_eq!(planned, sorted);
+                for r in &runs {
+                    for d in &r.dictionary {
+                        assert!(rstore.contains(d).unwrap(), "a dictionary chunk not held");
+                    }
+                }
+                for m in runs_messages(&runs, sender, Limits::default().max_frame).unwrap() {
+                    let frame = encode_frame(Body::Chunks(m));
+                    bytes += frame.len();
+                    let Some(Body::Chunks(c)) =
+                        decode_frame(&frame, &Limits::default()).unwrap().body
+                    else {
+                        panic!("a Chunks frame");
+                    };
+                    receive_chunks(&c, rstore, 1 << 24).unwrap();
+                }
+                prepared = again;
+            }
+        }
+    }
+}
+
+/// Text files edited in a few places, with no literal budget: every new chunk is fetched.
+/// Fetched in runs, each compressed against the chunks it replaces, they cost a small part of
+/// what the same chunks cost compressed one by one (the daemon's chunk sizes).
+#[test]
+fn fetched_runs_cost_about_what_literals_cost() {
+    let mut base_spec = Spec::new();
+    for i in 0..16 {
+        base_spec.insert(
+            format!("src/f{i:02}.txt"),
+            Node::File {
+                mode: 0o644,
+                bytes: text(6000, 40 + i),
+            },
+        );
+    }
+    let mut target_spec = base_spec.clone();
+    for (i, n) in target_spec.values_mut().enumerate() {
+        if let Node::File { bytes, .. } = n {
+            for k in 1..6 {
+                let at = bytes.len() * k / 6;
+                bytes.splice(at..at, format!("edit {k} of {i}\n").bytes());
+            }
+        }
+    }
+    let sender = MemStore::new();
+    let params = chorus_chunking::ChunkerParams::default();
+    let base = build_with(&base_spec, &sender, params);
+    let target = build_with(&target_spec, &sender, params);
+    let opts = EncodeOptions {
+        literal_budget: 0,
+        ..Default::default()
+    };
+    let (delta, stats) = encode(&base, &target, &sender, &opts).unwrap();
+    assert!(stats.external_chunks >= 16, "{stats:?}");
+    let rstore = MemStore::new();
+    let rbase = build_with(&base_spec, &rstore, params);
+    let Prepare::Ready(prepared) =
+        prepare(wire(delta), Some(&rbase), &ApplyLimits::default()).unwrap()
+    else {
+        panic!("the base is held");
+    };
+    // One by one, as the chunks were fetched before.
+    let Finish::NeedChunks { ids, .. } = prepared.finish(&rstore).unwrap() else {
+        panic!("chunks are missing");
+    };
+    let one_by_one: usize = chunks_messages(&ids, &sender, Limits::default().max_frame)
+        .unwrap()
+        .into_iter()
+        .map(|m| encode_frame(Body::Chunks(m)).len())
+        .sum();
+    let Prepare::Ready(prepared) = prepare(
+        wire(encode(&base, &target, &sender, &opts).unwrap().0),
+        Some(&rbase),
+        &ApplyLimits::default(),
+    )
+    .unwrap() else {
+        panic!("the base is held");
+    };
+    let (applied, in_runs) = fetched_by_runs(prepared, &sender, &rstore);
+    assert_eq!(applied.tree, target);
+    assert_holds(&applied.tree, &target_spec, &rstore);
+    assert!(
+        in_runs * 10 < one_by_one,
+        "runs {in_runs} bytes, one by one {one_by_one}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -778,4 +892,26 @@ fn a_delta_that_puts_a_path_below_a_file_is_refused_even_with_its_true_id() {
         .unwrap()
         .tree;
     assert_eq!(tree, target);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// Whatever the trees, edits, budget and whether the base was carried: the plan covers
+    /// every missing chunk once, its dictionaries name only chunks held, and the runs fetched
+    /// compressed against them build the target.
+    #[test]
+    fn chunks_fetched_in_runs_build_the_target(base_spec in tree_spec(), edits in proptest::collection::vec(edit(), 0..8), budget in 0u64..20_000, send_base in any::<bool>()) {
+        let (target_spec, sender, base, target) = edited(&base_spec, &edits);
+        let opts = EncodeOptions { literal_budget: budget, include_base_manifest: send_base, ..Default::default() };
+        let (delta, _) = encode(&base, &target, &sender, &opts).unwrap();
+        let (rstore, rbase) = receiver(&base_spec);
+        let held = (!send_base).then_some(&rbase);
+        let Prepare::Ready(prepared) = prepare(wire(delta), held, &ApplyLimits::default()).unwrap() else {
+            panic!("the base is held or carried");
+        };
+        let (applied, _) = fetched_by_runs(prepared, &sender, &rstore);
+        prop_assert_eq!(&applied.tree, &target);
+        assert_holds(&applied.tree, &target_spec, &rstore);
+    }
 }

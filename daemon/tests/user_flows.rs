@@ -411,3 +411,85 @@ fn more_directories_than_open_files_reach_every_member() {
         );
     }
 }
+
+/// A release-sized update: every file of a 12 MiB tree of text edited in a few places, more
+/// new bytes than one delta carries as literals (8 MiB), so the rest is fetched as chunks.
+/// Those chunks come compressed against the ones they replace, as the literals are: the
+/// update costs a small part of what the files themselves compress to. (Fetched chunks
+/// compressed one by one, as before, cost ~1.5 MB here.) A bound on bytes, not on time.
+#[test]
+fn an_update_larger_than_a_deltas_literals_moves_about_what_its_edits_are() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    // Text of words from a vocabulary: about 3x compressible on its own, like source code.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let words: Vec<String> = (0..3000)
+        .map(|_| {
+            let n = 2 + next() % 9;
+            (0..n)
+                .map(|_| (b'a' + (next() % 26) as u8) as char)
+                .collect()
+        })
+        .collect();
+    let mut files: Vec<Vec<u8>> = (0..48)
+        .map(|_| {
+            let mut t = Vec::with_capacity(256 << 10);
+            while t.len() < 256 << 10 {
+                for _ in 0..1 + next() % 12 {
+                    t.extend_from_slice(words[(next() % 3000) as usize].as_bytes());
+                    t.push(b' ');
+                }
+                t.extend_from_slice(format!("{}\n", next() % 100_000).as_bytes());
+            }
+            t
+        })
+        .collect();
+    std::fs::create_dir_all(g.file(a, "src")).unwrap();
+    for (i, f) in files.iter().enumerate() {
+        std::fs::write(g.file(a, &format!("src/f{i:02}.txt")), f).unwrap();
+    }
+    for (i, f) in files.iter().enumerate() {
+        g.wait_everywhere(&format!("src/f{i:02}.txt"), f);
+    }
+    g.wait_converged();
+    let sent = |i: usize| -> u64 {
+        let peers: Vec<serde_json::Value> =
+            serde_json::from_str(&g.ask(i, &["peers", "--json"])).unwrap();
+        peers.iter().filter_map(|p| p["bytes_sent"].as_u64()).sum()
+    };
+    let before = sent(a) + sent(b);
+
+    // Twelve lines inserted across each file: every chunk of the tree changes.
+    let mut edited = 0usize;
+    for (i, f) in files.iter_mut().enumerate() {
+        for k in 0..12 {
+            let at = (f.len() * k / 12..f.len())
+                .find(|&p| f[p] == b'\n')
+                .map_or(f.len(), |p| p + 1);
+            let line = format!("inserted line {k} of file {i}\n");
+            f.splice(at..at, line.bytes());
+        }
+        edited += f.len();
+        std::fs::write(g.file(a, &format!("src/f{i:02}.txt")), &*f).unwrap();
+    }
+    for (i, f) in files.iter().enumerate() {
+        g.wait_everywhere(&format!("src/f{i:02}.txt"), f);
+    }
+    g.wait_converged();
+    let moved = sent(a) + sent(b) - before;
+    eprintln!("the update of {edited} bytes moved {moved} bytes both ways");
+    assert!(
+        moved < (edited / 20) as u64,
+        "the update of {edited} bytes of edited files moved {moved} bytes both ways"
+    );
+    for i in [a, b] {
+        assert!(g.running(i), "node {i} exited");
+    }
+}

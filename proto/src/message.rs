@@ -23,6 +23,43 @@ impl Delta {
     }
 }
 
+/// A run of a NeedChunks' ids (`count` of them from `first`) and the chunks the asker holds
+/// that they replace: the answer may compress the run against them. Decoding checked that
+/// runs lie within the ids, in order, without overlap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkRun {
+    pub first: u32,
+    pub count: u32,
+    pub dictionary: Vec<ChunkId>,
+}
+
+impl ChunkRun {
+    fn from_proto(r: &v1::ChunkRun) -> Result<ChunkRun, ParseError> {
+        Ok(ChunkRun {
+            first: r.first,
+            count: r.count,
+            dictionary: r
+                .dictionary
+                .iter()
+                .map(ChunkId::from_proto)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    fn into_proto(self) -> v1::ChunkRun {
+        v1::ChunkRun {
+            first: self.first,
+            count: self.count,
+            dictionary: self.dictionary.into_iter().map(ChunkId::to_proto).collect(),
+        }
+    }
+
+    /// Its place in the ids.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.first as usize..self.first as usize + self.count as usize
+    }
+}
+
 /// One sync message (DESIGN.md §4), parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -49,10 +86,12 @@ pub enum Message {
     },
     /// Receiver to sender: resend the delta to `target` with the manifest of `base`.
     NeedBase { base: VersionId, target: VersionId },
-    /// Receiver to sender: send these chunks of `target`.
+    /// Receiver to sender: send these chunks of `target`; `runs` of them may come compressed
+    /// against chunks the receiver holds.
     NeedChunks {
         target: VersionId,
         ids: Vec<ChunkId>,
+        runs: Vec<ChunkRun>,
     },
     /// Chunk bytes (each checked against its id by the receiver).
     Chunks(v1::Chunks),
@@ -131,6 +170,11 @@ impl Message {
                     .iter()
                     .map(ChunkId::from_proto)
                     .collect::<Result<_, _>>()?,
+                runs: n
+                    .runs
+                    .iter()
+                    .map(ChunkRun::from_proto)
+                    .collect::<Result<_, _>>()?,
             },
             Body::Chunks(c) => Message::Chunks(c),
             Body::NotLeader(n) => Message::NotLeader {
@@ -188,9 +232,10 @@ impl Message {
                 base: Some(base.to_proto()),
                 target: Some(target.to_proto()),
             }),
-            Message::NeedChunks { target, ids } => Body::NeedChunks(v1::NeedChunks {
+            Message::NeedChunks { target, ids, runs } => Body::NeedChunks(v1::NeedChunks {
                 target: Some(target.to_proto()),
                 ids: ids.into_iter().map(ChunkId::to_proto).collect(),
+                runs: runs.into_iter().map(ChunkRun::into_proto).collect(),
             }),
             Message::Chunks(c) => Body::Chunks(c),
             Message::NotLeader { leader } => Body::NotLeader(v1::NotLeader {
@@ -282,6 +327,16 @@ mod tests {
             Message::NeedChunks {
                 target: vid(2),
                 ids: vec![ChunkId([9; 32])],
+                runs: Vec::new(),
+            },
+            Message::NeedChunks {
+                target: vid(2),
+                ids: vec![ChunkId([9; 32]), ChunkId([8; 32]), ChunkId([7; 32])],
+                runs: vec![ChunkRun {
+                    first: 1,
+                    count: 2,
+                    dictionary: vec![ChunkId([6; 32])],
+                }],
             },
             Message::Chunks(v1::Chunks::default()),
             Message::NotLeader { leader: None },

@@ -4,8 +4,8 @@
 
 use crate::limits::{DecodeError, Limits};
 use crate::{
-    Body, ChunkData, ChunkId, ChunkRef, Compression, Delta, EntryKind, FileChange, Literal,
-    RejectReason, TreeEntry, TreeManifest, VersionId, tree_entry,
+    Body, ChunkData, ChunkGroup, ChunkId, ChunkRef, ChunkRun, Compression, Delta, EntryKind,
+    FileChange, Literal, RejectReason, TreeEntry, TreeManifest, VersionId, tree_entry,
 };
 
 /// Most versions a push may name as pushed before it (a follower keeps fewer).
@@ -69,11 +69,14 @@ pub(crate) fn body(body: &Body, l: &Limits) -> Result<(), DecodeError> {
             count("NeedChunks.ids", n.ids.len(), l)?;
             n.ids
                 .iter()
-                .try_for_each(|id| chunk_id(id, "NeedChunks.ids"))
+                .try_for_each(|id| chunk_id(id, "NeedChunks.ids"))?;
+            chunk_runs(&n.runs, n.ids.len(), l)
         }
         Body::Chunks(c) => {
             count("Chunks.chunks", c.chunks.len(), l)?;
-            c.chunks.iter().try_for_each(|c| chunk_data(c, l))
+            c.chunks.iter().try_for_each(|c| chunk_data(c, l))?;
+            count("Chunks.groups", c.groups.len(), l)?;
+            c.groups.iter().try_for_each(|g| chunk_group(g, l))
         }
         Body::NotLeader(n) => {
             count("NotLeader.leader_addrs", n.leader_addrs.len(), l)?;
@@ -205,6 +208,54 @@ fn chunk_data(c: &ChunkData, l: &Limits) -> Result<(), DecodeError> {
         });
     }
     Ok(())
+}
+
+/// The runs of a NeedChunks: each within `ids`, in order, none overlapping the one before.
+fn chunk_runs(runs: &[ChunkRun], ids: usize, l: &Limits) -> Result<(), DecodeError> {
+    count("NeedChunks.runs", runs.len(), l)?;
+    let mut next = 0u64;
+    let mut dictionary = 0usize;
+    for r in runs {
+        let end = u64::from(r.first) + u64::from(r.count);
+        if r.count == 0 || u64::from(r.first) < next || end > ids as u64 {
+            return Err(DecodeError::Invalid {
+                field: "NeedChunks.runs",
+                detail: format!(
+                    "run of {} ids from {} is empty, overlaps the one before or ends past the {ids} ids",
+                    r.count, r.first
+                ),
+            });
+        }
+        next = end;
+        dictionary += r.dictionary.len();
+        r.dictionary
+            .iter()
+            .try_for_each(|id| chunk_id(id, "ChunkRun.dictionary"))?;
+    }
+    count("ChunkRun.dictionary", dictionary, l)
+}
+
+fn chunk_group(g: &ChunkGroup, l: &Limits) -> Result<(), DecodeError> {
+    count("ChunkGroup.ids", g.ids.len(), l)?;
+    count("ChunkGroup.dictionary", g.dictionary.len(), l)?;
+    if g.ids.is_empty() || g.ids.len() != g.lens.len() {
+        return Err(DecodeError::Invalid {
+            field: "ChunkGroup.lens",
+            detail: format!("{} ids with {} lengths", g.ids.len(), g.lens.len()),
+        });
+    }
+    if let Some(&len) = g.lens.iter().find(|&&n| n == 0 || n > l.max_chunk_len) {
+        return Err(DecodeError::Invalid {
+            field: "ChunkGroup.lens",
+            detail: format!("chunk length {len} is outside 1..={}", l.max_chunk_len),
+        });
+    }
+    g.ids
+        .iter()
+        .try_for_each(|id| chunk_id(id, "ChunkGroup.ids"))?;
+    g.dictionary
+        .iter()
+        .try_for_each(|id| chunk_id(id, "ChunkGroup.dictionary"))
 }
 
 fn chunk_ref(c: &ChunkRef, field: &'static str, l: &Limits) -> Result<(), DecodeError> {

@@ -93,12 +93,19 @@ fn every_body() -> Vec<Body> {
         Body::NeedChunks(NeedChunks {
             target: Some(vid(2)),
             ids: vec![cid(4), cid(5)],
+            runs: Vec::new(),
         }),
         Body::Chunks(Chunks {
             chunks: vec![ChunkData {
                 id: Some(cid(4)),
                 compression: Compression::Zstd as i32,
                 data: vec![1, 2, 3],
+            }],
+            groups: vec![ChunkGroup {
+                ids: vec![cid(6), cid(7)],
+                lens: vec![10, 20],
+                dictionary: vec![cid(8)],
+                data: vec![4, 5, 6],
             }],
         }),
         Body::NotLeader(NotLeader {
@@ -196,6 +203,7 @@ fn bounds_are_enforced() {
     let too_many = Body::NeedChunks(NeedChunks {
         target: Some(vid(1)),
         ids: vec![cid(1), cid(2), cid(3), cid(4), cid(5)],
+        runs: Vec::new(),
     });
     assert!(matches!(
         decode_frame(&encode_frame(too_many), &limits),
@@ -330,5 +338,74 @@ proptest! {
             frame[i] ^= b;
         }
         let _ = decode_frame(&frame, &Limits::default());
+    }
+}
+
+/// A NeedChunks' runs lie within its ids, in order, without overlap; a group's lengths match
+/// its ids and stay within the chunk bound. Anything else is refused before the engine sees it.
+#[test]
+fn runs_and_groups_are_checked_at_decoding() {
+    let limits = Limits::default();
+    let run = |first, count| ChunkRun {
+        first,
+        count,
+        dictionary: vec![cid(9)],
+    };
+    let need = |runs: Vec<ChunkRun>| {
+        Body::NeedChunks(NeedChunks {
+            target: Some(vid(1)),
+            ids: vec![cid(1), cid(2), cid(3), cid(4)],
+            runs,
+        })
+    };
+    assert!(decode_frame(&encode_frame(need(vec![run(0, 2), run(2, 2)])), &limits).is_ok());
+    for bad in [
+        vec![run(0, 3), run(2, 2)],
+        vec![run(2, 1), run(0, 1)],
+        vec![run(3, 2)],
+        vec![run(1, 0)],
+        vec![run(u32::MAX, 2)],
+    ] {
+        let got = decode_frame(&encode_frame(need(bad.clone())), &limits);
+        assert!(
+            matches!(
+                got,
+                Err(DecodeError::Invalid {
+                    field: "NeedChunks.runs",
+                    ..
+                })
+            ),
+            "{bad:?}: {got:?}"
+        );
+    }
+    let group = |ids: usize, lens: Vec<u32>| {
+        Body::Chunks(Chunks {
+            chunks: Vec::new(),
+            groups: vec![ChunkGroup {
+                ids: (0..ids as u8).map(cid).collect(),
+                lens,
+                dictionary: vec![cid(9)],
+                data: vec![0; 8],
+            }],
+        })
+    };
+    assert!(decode_frame(&encode_frame(group(2, vec![5, 6])), &limits).is_ok());
+    for (n, lens) in [
+        (2, vec![5]),
+        (0, vec![]),
+        (1, vec![0]),
+        (1, vec![(16 << 20) + 1]),
+    ] {
+        let got = decode_frame(&encode_frame(group(n, lens.clone())), &limits);
+        assert!(
+            matches!(
+                got,
+                Err(DecodeError::Invalid {
+                    field: "ChunkGroup.lens",
+                    ..
+                })
+            ),
+            "{n} ids, {lens:?}: {got:?}"
+        );
     }
 }

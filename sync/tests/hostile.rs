@@ -176,12 +176,63 @@ fn chunks_that_do_not_match_their_ids_are_refused_and_not_stored() {
                 compression: proto::Compression::None as i32,
                 data: b"something else".to_vec(),
             }],
+            groups: Vec::new(),
         }),
     );
     let why = rejections(&w);
     assert_eq!(why.len(), 1, "{why:?}");
     assert_eq!(why[0].0, RejectReason::HashMismatch);
     assert!(!w.nodes[&B].chunks.contains(&id).unwrap());
+    still_syncing(&mut w, "base, still");
+}
+
+/// A group of chunks compressed against a dictionary: one whose bytes are not what its ids
+/// say is refused and stores nothing (the plain chunk beside it neither); one naming a
+/// dictionary the node does not hold is left out, and the node syncs on.
+#[test]
+fn chunk_groups_that_lie_or_name_unknown_dictionaries_store_nothing() {
+    let mut w = world();
+    still_syncing(&mut w, "base");
+    let plain = b"a plain chunk beside the group";
+    let said = ChunkId::of(b"what the group's id says");
+    let group = |dictionary: ChunkId, data: &[u8]| proto::ChunkGroup {
+        ids: vec![said.to_proto()],
+        lens: vec![data.len() as u32],
+        dictionary: vec![dictionary.to_proto()],
+        data: zstd::encode_all(data, 3).unwrap(),
+    };
+    // Its dictionary: a chunk B holds (the base's file).
+    let held = w.tree(B).chunks().next().expect("the base has a chunk").id;
+    hostile_sends(
+        &mut w,
+        B,
+        Body::Chunks(proto::Chunks {
+            chunks: vec![proto::ChunkData {
+                id: Some(ChunkId::of(plain).to_proto()),
+                compression: proto::Compression::None as i32,
+                data: plain.to_vec(),
+            }],
+            groups: vec![group(held, b"something else")],
+        }),
+    );
+    let why = rejections(&w);
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert_eq!(why[0].0, RejectReason::HashMismatch);
+    assert!(!w.nodes[&B].chunks.contains(&said).unwrap());
+    assert!(!w.nodes[&B].chunks.contains(&ChunkId::of(plain)).unwrap());
+
+    let unknown = ChunkId::of(b"a dictionary nobody holds");
+    let honest = b"what the group's id says";
+    hostile_sends(
+        &mut w,
+        B,
+        Body::Chunks(proto::Chunks {
+            chunks: Vec::new(),
+            groups: vec![group(unknown, honest)],
+        }),
+    );
+    assert!(rejections(&w).is_empty(), "{:?}", rejections(&w));
+    assert!(!w.nodes[&B].chunks.contains(&said).unwrap());
     still_syncing(&mut w, "base, still");
 }
 

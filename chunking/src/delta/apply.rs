@@ -193,16 +193,16 @@ pub enum Finish {
 /// or resolve it again.
 #[derive(Debug)]
 pub struct Prepared {
-    base: TreeManifest,
+    pub(super) base: TreeManifest,
     base_was_sent: bool,
     target: VersionId,
     /// The chunk table below the literals: the base's distinct chunks, then the external ones.
-    known: Vec<ChunkRef>,
+    pub(super) known: Vec<ChunkRef>,
     literals: Vec<proto::Literal>,
     literal_lens: Vec<u32>,
     removed: Vec<RelPath>,
     /// The changed paths, sorted, with what each becomes.
-    resolved: Vec<(RelPath, Resolved)>,
+    pub(super) resolved: Vec<(RelPath, Resolved)>,
 }
 
 impl Prepared {
@@ -574,7 +574,7 @@ impl Prepared {
 }
 
 #[derive(Debug)]
-enum Resolved {
+pub(super) enum Resolved {
     /// Table ranges, already checked against the table and the limits.
     File {
         mode: Mode,

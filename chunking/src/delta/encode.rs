@@ -1,12 +1,10 @@
 //! The sender's side: a [`Delta`](chorus_proto::Delta) from a base tree to a target tree.
 
-use std::collections::HashMap;
-
 use chorus_proto as proto;
 
+use super::locate::{BaseLocator, Run};
 use super::table::{BaseTable, ChunkIndex, push_run};
 use crate::Error;
-use crate::ids::ChunkId;
 use crate::manifest::{ChunkRef, Entry, TreeManifest};
 use crate::path::RelPath;
 use crate::store::ChunkStore;
@@ -125,14 +123,25 @@ pub fn encode(
     external.shrink_to_fit();
 
     // Dictionaries: the base chunks each group replaces.
-    let locator = BaseLocator::new(base, &groups, target);
-    for g in &mut groups {
-        let m = target
-            .get(g.path)
-            .and_then(Entry::manifest)
-            .expect("groups are built from target files");
-        g.dictionary = locator.replaced(base, &table, g, &m.chunks, opts.max_dictionary);
+    let runs: Vec<Run> = groups
+        .iter()
+        .map(|g| {
+            let m = target
+                .get(g.path)
+                .and_then(Entry::manifest)
+                .expect("groups are built from target files");
+            Run::within(g.path, &m.chunks, g.start, g.chunks.len())
+        })
+        .collect();
+    let locator = BaseLocator::new(base, &runs);
+    for (g, run) in groups.iter_mut().zip(&runs) {
+        g.dictionary = locator
+            .replaced(run, opts.max_dictionary)
+            .iter()
+            .map(|c| table.index[&c.id])
+            .collect();
     }
+    drop(runs);
 
     // Batch groups into literals, then number the literal chunks in literal order.
     let batches = batch(groups, opts);
@@ -195,100 +204,6 @@ pub fn encode(
 
 /// A literal chunk's place in [`encode`]'s map until the batches number it.
 const LITERAL_UNNUMBERED: u64 = u64::MAX;
-
-/// Where each base chunk that surrounds a group first appears: (file, position).
-struct BaseLocator<'a> {
-    at: HashMap<ChunkId, (&'a RelPath, usize)>,
-}
-
-impl<'a> BaseLocator<'a> {
-    /// Only the chunks right before and after each group in its target file are looked for
-    /// (those are all [`replaced`](Self::replaced) asks about): a map of every base chunk
-    /// was a tenth of the sender's work for a one-line change in a share of 100k files.
-    fn new(base: &'a TreeManifest, groups: &[Group<'_>], target: &TreeManifest) -> Self {
-        let wanted: std::collections::HashSet<ChunkId, foldhash::fast::RandomState> = groups
-            .iter()
-            .filter_map(|g| Some((g, target.get(g.path)?.manifest()?)))
-            .flat_map(|(g, m)| {
-                let before = g.start.checked_sub(1).and_then(|i| m.chunks.get(i));
-                let after = m.chunks.get(g.start + g.chunks.len());
-                [before, after].into_iter().flatten().map(|c| c.id)
-            })
-            .collect();
-        let mut at = HashMap::with_capacity(wanted.len());
-        if wanted.is_empty() {
-            return BaseLocator { at };
-        }
-        'walk: for (path, e) in base.iter() {
-            if let Some(m) = e.manifest() {
-                for (i, c) in m.chunks.iter().enumerate() {
-                    if wanted.contains(&c.id) {
-                        at.entry(c.id).or_insert((path, i));
-                        if at.len() == wanted.len() {
-                            break 'walk;
-                        }
-                    }
-                }
-            }
-        }
-        BaseLocator { at }
-    }
-
-    /// The base chunks that group `g` (at `g.start..` in `file`) replaces: those between the
-    /// base chunks that surround it, or, for a pure insertion, those surrounding chunks
-    /// themselves; failing that, the same positions of the same path in the base.
-    fn replaced(
-        &self,
-        base: &TreeManifest,
-        table: &BaseTable,
-        g: &Group,
-        file: &[ChunkRef],
-        max_bytes: usize,
-    ) -> Vec<u64> {
-        let len = g.chunks.len();
-        let end = g.start + len;
-        let prev = g
-            .start
-            .checked_sub(1)
-            .and_then(|i| self.at.get(&file[i].id));
-        let next = file.get(end).and_then(|c| self.at.get(&c.id));
-        let chunks_of = |p: &RelPath| {
-            base.get(p)
-                .and_then(Entry::manifest)
-                .map_or(&[][..], |m| &m.chunks[..])
-        };
-        let picked: &[ChunkRef] = match (prev, next) {
-            (Some(&(x, i)), Some(&(y, j))) if x == y && i < j => {
-                let b = chunks_of(x);
-                if j > i + 1 { &b[i + 1..j] } else { &b[i..=j] }
-            }
-            (Some(&(x, i)), _) => {
-                let b = chunks_of(x);
-                let after = &b[(i + 1).min(b.len())..(i + 1 + len).min(b.len())];
-                if after.is_empty() { &b[i..=i] } else { after }
-            }
-            (None, Some(&(y, j))) => {
-                let b = chunks_of(y);
-                let before = &b[j.saturating_sub(len)..j];
-                if before.is_empty() { &b[j..=j] } else { before }
-            }
-            (None, None) => {
-                let b = chunks_of(g.path);
-                let from = g.start.min(b.len());
-                &b[from..(from + len.max(1)).min(b.len())]
-            }
-        };
-        let mut bytes = 0usize;
-        picked
-            .iter()
-            .take_while(|c| {
-                bytes += c.len as usize;
-                bytes <= max_bytes
-            })
-            .map(|c| table.index[&c.id])
-            .collect()
-    }
-}
 
 /// Groups into literals. A group with a dictionary is a literal of its own, so that its
 /// dictionary is exactly the base chunks it replaces: a zstd match finder given one small,
@@ -355,9 +270,7 @@ fn compress_batch(
     // Small literals (a typical edited source file) get zstd's strongest level, which costs
     // little at that size; larger ones level 3: with the replaced chunks as prefix and
     // long-distance matching, 19 saves ~2% of bytes at 10x the time (docs/benchmarks.md).
-    let level = opts
-        .level
-        .unwrap_or(if raw.len() <= 32 << 10 { 19 } else { 3 });
+    let level = opts.level.unwrap_or(level_for(raw.len()));
     let compressed = zstd_compress(&raw, &dict_bytes, level).map_err(Error::io("<zstd>"))?;
     let (compression, data, dictionary) = if compressed.len() >= raw.len() {
         (proto::Compression::None, raw, vec![])
@@ -372,6 +285,12 @@ fn compress_batch(
         dictionary,
         data,
     })
+}
+
+/// The zstd level for `len` raw bytes compressed against what they replace: the strongest up
+/// to 32 KiB, 3 above.
+pub(crate) fn level_for(len: usize) -> i32 {
+    if len <= 32 << 10 { 19 } else { 3 }
 }
 
 /// One zstd frame whose history is primed with `prefix` (the base chunks a literal replaces;
@@ -460,79 +379,5 @@ mod tests {
         assert!(zstd_decompress(&other[..other.len() / 2], &[], b.len()).is_err());
         assert_eq!(zstd_decompress(&other, &[], b.len()).unwrap(), b);
         assert_eq!(zstd_decompress(&fresh, &[], a.len()).unwrap(), a);
-    }
-}
-
-#[cfg(test)]
-mod locator_tests {
-    use super::{BaseLocator, Group};
-    use crate::{ChunkId, ChunkRef, Entry, FileManifest, RelPath, TreeManifest};
-    use proptest::prelude::*;
-
-    fn chunk(n: u8) -> ChunkRef {
-        ChunkRef {
-            id: ChunkId::of(&[n]),
-            len: 1,
-        }
-    }
-
-    fn tree(files: &[Vec<u8>]) -> TreeManifest {
-        TreeManifest::from_entries(files.iter().enumerate().map(|(i, f)| {
-            (
-                RelPath::new(format!("f{i:02}")).unwrap(),
-                Entry::file(FileManifest {
-                    chunks: f.iter().map(|&n| chunk(n)).collect(),
-                }),
-            )
-        }))
-        .unwrap()
-    }
-
-    proptest! {
-        /// For every chunk right before or after a group in its target file, the locator
-        /// gives where it first appears in the base, as a map of every base chunk did; and
-        /// nothing else is asked of it.
-        #[test]
-        fn the_locator_finds_the_first_place_of_each_chunk_around_a_group(
-            base in proptest::collection::vec(proptest::collection::vec(0u8..40, 0..12), 0..8),
-            target in proptest::collection::vec(proptest::collection::vec(0u8..60, 1..12), 1..6),
-            cuts in proptest::collection::vec((0usize..12, 1usize..4), 1..6),
-        ) {
-            let (base, target) = (tree(&base), tree(&target));
-            let paths: Vec<&RelPath> = target.iter().map(|(p, _)| p).collect();
-            let groups: Vec<Group> = cuts
-                .iter()
-                .enumerate()
-                .filter_map(|(k, &(start, len))| {
-                    let path = paths[k % paths.len()];
-                    let m = target.get(path)?.manifest()?;
-                    let start = start.min(m.chunks.len() - 1);
-                    let end = (start + len).min(m.chunks.len());
-                    Some(Group {
-                        path,
-                        start,
-                        chunks: &m.chunks[start..end],
-                        dictionary: Vec::new(),
-                    })
-                })
-                .collect();
-            let locator = BaseLocator::new(&base, &groups, &target);
-            let first = |id: &ChunkId| {
-                base.iter().find_map(|(p, e)| {
-                    let i = e.manifest()?.chunks.iter().position(|c| c.id == *id)?;
-                    Some((p, i))
-                })
-            };
-            for g in &groups {
-                let m = target.get(g.path).unwrap().manifest().unwrap();
-                let around = [
-                    g.start.checked_sub(1).and_then(|i| m.chunks.get(i)),
-                    m.chunks.get(g.start + g.chunks.len()),
-                ];
-                for c in around.into_iter().flatten() {
-                    prop_assert_eq!(locator.at.get(&c.id).copied(), first(&c.id));
-                }
-            }
-        }
     }
 }

@@ -19,9 +19,13 @@
 mod apply;
 mod encode;
 pub(crate) mod limits;
+mod locate;
+mod plan;
 mod table;
 
 pub use apply::{
     Applied, ApplyError, ApplyLimits, ApplyOutcome, Finish, Prepare, Prepared, apply, prepare,
 };
 pub use encode::{EncodeOptions, EncodeStats, encode};
+pub(crate) use encode::{level_for, zstd_compress, zstd_decompress};
+pub use plan::FetchRun;

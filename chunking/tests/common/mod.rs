@@ -30,10 +30,15 @@ pub type Spec = BTreeMap<String, Node>;
 
 /// Chunks every file of `spec` into `store` and returns the manifest.
 pub fn build(spec: &Spec, store: &dyn ChunkStore) -> TreeManifest {
+    build_with(spec, store, params())
+}
+
+/// [`build`] with other chunk sizes.
+pub fn build_with(spec: &Spec, store: &dyn ChunkStore, params: ChunkerParams) -> TreeManifest {
     let entries = spec.iter().map(|(p, n)| {
         let entry = match n {
             Node::File { mode, bytes } => {
-                let manifest = chunk_bytes(bytes, params());
+                let manifest = chunk_bytes(bytes, params);
                 let mut pos = 0;
                 for c in manifest.chunks.iter() {
                     store.put(&c.id, &bytes[pos..pos + c.len as usize]).unwrap();

@@ -10,8 +10,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use chorus_chunking::delta::{ApplyLimits, ApplyOutcome, EncodeOptions, apply, encode};
-use chorus_chunking::fetch::{chunks_messages, receive_chunks};
+use chorus_chunking::delta::{
+    ApplyLimits, EncodeOptions, FetchRun, Finish, Prepare, encode, prepare,
+};
+use chorus_chunking::fetch::{MAX_RUN_DICTIONARY, receive_chunks, runs_messages};
 use chorus_chunking::{ChunkId, ChunkStore, ChunkerParams, DiskStore, TreeManifest};
 use chorus_folder::scan::{ScanCache, scan_dir};
 use chorus_proto::{self as proto, Body, Limits, decode_frame, encode_frame};
@@ -29,6 +31,27 @@ pub struct Args {
     /// Chunk sizes in bytes as MIN,AVG,MAX (even numbers), e.g. 16384,65536,262144.
     #[arg(long, value_parser = parse_sizes)]
     chunk_sizes: Option<ChunkerParams>,
+}
+
+/// The NeedChunks frame asking for `runs` of `target`.
+fn need_chunks_frame(target: chorus_chunking::VersionId, runs: &[FetchRun]) -> Vec<u8> {
+    let mut ids = Vec::new();
+    let mut wire_runs = Vec::new();
+    for r in runs {
+        if !r.dictionary.is_empty() {
+            wire_runs.push(proto::ChunkRun {
+                first: ids.len() as u32,
+                count: r.ids.len() as u32,
+                dictionary: r.dictionary.iter().map(|id| id.to_proto()).collect(),
+            });
+        }
+        ids.extend(r.ids.iter().map(|id| id.to_proto()));
+    }
+    encode_frame(Body::NeedChunks(proto::NeedChunks {
+        target: Some(target.to_proto()),
+        ids,
+        runs: wire_runs,
+    }))
 }
 
 fn parse_sizes(s: &str) -> Result<ChunkerParams, String> {
@@ -136,17 +159,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => bail!("the encoded frame did not decode as a Push"),
     };
     let (mut request_bytes, mut reply_bytes, mut round_trips) = (0u64, 0u64, 0u32);
+    let mut prepared = match prepare(delta, Some(&old), &ApplyLimits::default())
+        .context("the receiver could not apply the delta")?
+    {
+        Prepare::Ready(p) => p,
+        Prepare::NeedBase { .. } => bail!("the receiver holds the base, yet was asked for it"),
+    };
     let applied = loop {
-        match apply(&delta, Some(&old), &receiver, &ApplyLimits::default()) {
-            Ok(ApplyOutcome::Applied(a)) => break a,
-            Ok(ApplyOutcome::NeedChunks { target, ids, .. }) if round_trips < 3 => {
+        match prepared
+            .finish(&receiver)
+            .context("the receiver could not apply the delta")?
+        {
+            Finish::Applied(a) => break a,
+            Finish::NeedChunks {
+                prepared: p, ids, ..
+            } if round_trips < 3 => {
                 round_trips += 1;
-                let need = encode_frame(Body::NeedChunks(proto::NeedChunks {
-                    target: Some(target.to_proto()),
-                    ids: ids.iter().map(|id| id.to_proto()).collect(),
-                }));
-                request_bytes += need.len() as u64;
-                for msg in chunks_messages(&ids, &sender, limits.max_frame)? {
+                // As the daemon asks: each run of a file's missing chunks with the chunks
+                // it replaces, so the answer compresses it against them.
+                let runs = p.fetch_runs(ids, &receiver, MAX_RUN_DICTIONARY)?;
+                request_bytes += need_chunks_frame(p.target(), &runs).len() as u64;
+                for msg in runs_messages(&runs, &sender, limits.max_frame)? {
                     let f = encode_frame(Body::Chunks(msg));
                     reply_bytes += f.len() as u64;
                     match decode_frame(&f, &limits)?.body {
@@ -156,9 +189,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         _ => bail!("a Chunks frame did not decode as Chunks"),
                     }
                 }
+                prepared = p;
             }
-            Ok(other) => bail!("the receiver could not apply the delta: {other:?}"),
-            Err(e) => return Err(e).context("the receiver could not apply the delta"),
+            Finish::NeedChunks { ids, .. } => bail!(
+                "the receiver still lacks {} chunks after {round_trips} round trips",
+                ids.len()
+            ),
         }
     };
     let apply_ms = ms(t);

@@ -219,6 +219,35 @@ pub fn release_pair(old_src: &Path, new_src: &Path, old: &Path, new: &Path) -> R
     Ok(())
 }
 
+/// The bytes of `new` compressed against `old` as `zstd -19 --long --patch-from` does (the
+/// files of each, concatenated in path order, the old as the new's prefix): a floor for an
+/// update that carries no context.
+pub fn patch_from(old: &Path, new: &Path) -> Result<usize, String> {
+    use zstd::zstd_safe::{CCtx, CParameter};
+    let concat = |root: &Path| -> Result<Vec<u8>, String> {
+        let mut all = Vec::new();
+        for rel in sizes(root).keys() {
+            all.extend(std::fs::read(root.join(rel)).map_err(|e| e.to_string())?);
+        }
+        Ok(all)
+    };
+    let (prefix, data) = (concat(old)?, concat(new)?);
+    let window = (usize::BITS - (prefix.len() + data.len()).leading_zeros()).clamp(20, 30);
+    let err = |c: usize| zstd::zstd_safe::get_error_name(c).to_string();
+    let mut c = CCtx::create();
+    for p in [
+        CParameter::CompressionLevel(19),
+        CParameter::WindowLog(window),
+        CParameter::EnableLongDistanceMatching(true),
+    ] {
+        c.set_parameter(p).map_err(err)?;
+    }
+    c.ref_prefix(&prefix).map_err(err)?;
+    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+    c.compress2(&mut out, &data).map_err(err)?;
+    Ok(out.len())
+}
+
 /// Copies whole crates from the registry, in name order, into `to` until it holds at least
 /// `bytes` bytes or `files` files, skipping crates larger than a fifth of `bytes`. Returns
 /// (files, bytes).

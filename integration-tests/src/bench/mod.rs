@@ -35,6 +35,7 @@ use two_party::Ctx;
 /// Every scenario, in the order they run.
 pub const SCENARIOS: &[&str] = &[
     "update",
+    "release",
     "latency",
     "initial-tree",
     "big-file",
@@ -245,7 +246,7 @@ pub fn run(opts: Options) -> Result<(), String> {
             label: "rsync -z",
             options: &["--no-whole-file", "-z"],
             // Issue 8 asks for it on the source-tree update, where compression matters.
-            only: Some(&["update"]),
+            only: Some(&["update", "release"]),
         }),
     );
     add("syncthing", Box::new(tools::syncthing::Syncthing));
@@ -273,6 +274,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         let t = Instant::now();
         let outcome = match *name {
             "update" => scenarios::update(&ctx, &mut results),
+            "release" => scenarios::release(&ctx, &mut results),
             "latency" => latency::latency(&ctx, &mut results),
             "initial-tree" => scenarios::initial_tree(&ctx, &mut results),
             "big-file" => scenarios::big(&ctx, &mut results),

@@ -10,13 +10,56 @@ use super::data::{self, Snapshot};
 use super::results::Results;
 use super::two_party::{Ctx, Phase, Spec, log, run_two_party};
 
+/// Two releases of one crate as a source-tree update.
+struct Release {
+    /// The scenario's name and its measured phase's key.
+    key: &'static str,
+    krate: &'static str,
+    old: &'static str,
+    new: &'static str,
+    /// The table's title.
+    title: &'static str,
+}
+
 /// Scenario 1: two releases of tokio, old then new, plus the diff floor.
 pub fn update(ctx: &Ctx, results: &mut Results) -> Result<(), String> {
-    let data = ctx.data().join("update");
+    release_update(
+        ctx,
+        results,
+        &Release {
+            key: "update",
+            krate: "tokio",
+            old: "1.44.0",
+            new: "1.45.0",
+            title: "Source-tree update, tokio 1.44.0 → 1.45.0",
+        },
+    )
+}
+
+/// Scenario 1b (issue 15's mid-size update): OpenSSL 3.2.1 → 3.3.1 as vendored by
+/// openssl-src, ~580 of ~3,500 files changed, 14.9 MB of them: more new bytes than a delta
+/// carries as literals (8 MiB), so most come as fetched chunks. Floors: the diff and
+/// `zstd --patch-from` of the old tree.
+pub fn release(ctx: &Ctx, results: &mut Results) -> Result<(), String> {
+    release_update(
+        ctx,
+        results,
+        &Release {
+            key: "release",
+            krate: "openssl-src",
+            old: "300.2.3+3.2.1",
+            new: "300.3.1+3.3.1",
+            title: "Mid-size release update, OpenSSL 3.2.1 → 3.3.1 (openssl-src)",
+        },
+    )
+}
+
+fn release_update(ctx: &Ctx, results: &mut Results, r: &Release) -> Result<(), String> {
+    let data = ctx.data().join(r.key);
     let (old, new) = (data.join("old"), data.join("new"));
     if !new.is_dir() {
-        let o = data::registry_crate("tokio", "1.44.0", &ctx.work)?;
-        let n = data::registry_crate("tokio", "1.45.0", &ctx.work)?;
+        let o = data::registry_crate(r.krate, r.old, &ctx.work)?;
+        let n = data::registry_crate(r.krate, r.new, &ctx.work)?;
         data::release_pair(&o, &n, &old, &new)?;
     }
     let (eo, en) = (data::snapshot(&old)?, data::snapshot(&new)?);
@@ -30,13 +73,17 @@ pub fn update(ctx: &Ctx, results: &mut Results) -> Result<(), String> {
             .filter(|p| !en.files.contains_key(*p))
             .count();
     results.notes.push(format!(
-        "Source-tree update: tokio 1.44.0 ({} files, {:.1} MB) to 1.45.0 ({} files, {:.1} MB), {changed} paths changed; unchanged files keep their mtime, changed ones are a day newer.",
+        "{}: {} {} ({} files, {:.1} MB) to {} ({} files, {:.1} MB), {changed} paths changed; unchanged files keep their mtime, changed ones are a day newer.",
+        r.title,
+        r.krate,
+        r.old,
         eo.files.len(),
         eo.total_bytes() as f64 / 1e6,
+        r.new,
         en.files.len(),
         en.total_bytes() as f64 / 1e6
     ));
-    // The floor: the unified diff, compressed.
+    // The floors: the unified diff, compressed; the new tree compressed against the old.
     let diff = std::process::Command::new("diff")
         .arg("-ruN")
         .arg(&old)
@@ -44,29 +91,41 @@ pub fn update(ctx: &Ctx, results: &mut Results) -> Result<(), String> {
         .output()
         .map_err(|e| format!("cannot run diff: {e}"))?;
     let floor = zstd::encode_all(&diff.stdout[..], 19).map_err(|e| e.to_string())?;
-    let title = "Source-tree update, tokio 1.44.0 → 1.45.0";
-    let row = results
-        .phase("update", title)
-        .row("diff -ruN, zstd -19 (floor)");
-    row.fwd.push(floor.len() as f64);
+    let phase = results.phase(r.key, r.title);
+    phase
+        .row("diff -ruN, zstd -19 (floor)")
+        .fwd
+        .push(floor.len() as f64);
+    if r.key != "update" {
+        let patch = data::patch_from(&old, &new)?;
+        phase
+            .row("zstd -19 --patch-from (floor)")
+            .fwd
+            .push(patch as f64);
+    }
 
     let (o2, n2) = (old.clone(), new.clone());
+    let title = r.title;
     let spec = Spec {
-        scenario: "update",
+        scenario: r.key,
         stage: Box::new(move |stage| {
             data::copy_tree(&o2, &stage.join("old"))?;
             data::copy_tree(&n2, &stage.join("new"))
         }),
         phases: vec![
             Phase {
-                key: "update-setup",
-                title: "tokio 1.44.0 to an empty node".into(),
+                key: if r.key == "update" {
+                    "update-setup"
+                } else {
+                    "release-setup"
+                },
+                title: format!("{} {} to an empty node", r.krate, r.old),
                 apply: Box::new(|a, stage| data::move_into(&stage.join("old"), a)),
                 expect: eo,
                 measured: false,
             },
             Phase {
-                key: "update",
+                key: r.key,
                 title: title.into(),
                 apply: Box::new(|a, stage| {
                     let ok = std::process::Command::new("rsync")
@@ -94,7 +153,7 @@ pub fn update(ctx: &Ctx, results: &mut Results) -> Result<(), String> {
                 measured: true,
             },
         ],
-        limit: Duration::from_secs(120),
+        limit: Duration::from_secs(300),
         only: None,
         runs: None,
     };

@@ -68,9 +68,9 @@ impl Engine {
                 base,
                 target,
             ),
-            Message::NeedChunks { target, ids } => {
+            Message::NeedChunks { target, ids, runs } => {
                 self.transfers
-                    .on_need_chunks(&mut ctx!(self), from, target, &ids)
+                    .on_need_chunks(&mut ctx!(self), from, target, &ids, &runs)
             }
             Message::Chunks(c) => {
                 let done = self.transfers.on_chunks(&mut ctx!(self), from, c)?;

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use chorus_chunking::delta::{ApplyError, Finish, Prepare, Prepared, prepare};
-use chorus_chunking::fetch::receive_chunks;
+use chorus_chunking::fetch::{MAX_RUN_DICTIONARY, receive_chunks};
 use chorus_chunking::{ChunkId, VersionId};
 use chorus_proto::header::NodeId;
 use chorus_proto::message::{Delta, Message};
@@ -53,6 +53,7 @@ impl Transfers {
                     Message::NeedChunks {
                         target: version,
                         ids: window.clone(),
+                        runs: Vec::new(),
                     },
                 );
             }
@@ -174,15 +175,18 @@ impl Transfers {
                     .extend(ids.iter().copied());
                 fetch.chunks = fetch.chunks.max(ids.len());
                 fetch.received = fetch.chunks - ids.len();
-                self.incoming.insert((from, slot), (kind, prepared));
                 let len = window_len(ids.len(), bytes);
+                // Each run of a changed file's missing chunks with the base chunks it
+                // replaces: the sender compresses it against them.
+                let runs = prepared.fetch_runs(ids, ctx.chunks, MAX_RUN_DICTIONARY)?;
+                self.incoming.insert((from, slot), (kind, prepared));
                 let windows = self
                     .windows
                     .entry((from, slot))
-                    .insert_entry(Windows::new(target, ids, len))
+                    .insert_entry(Windows::new(target, runs, len))
                     .into_mut();
-                for ids in windows.ask() {
-                    ctx.send(from, Message::NeedChunks { target, ids });
+                for (ids, runs) in windows.ask() {
+                    ctx.send(from, Message::NeedChunks { target, ids, runs });
                 }
                 self.progress.insert((from, slot), ctx.now);
                 Ok(None)
@@ -220,20 +224,14 @@ impl Transfers {
         from: NodeId,
         c: v1::Chunks,
     ) -> Result<Vec<(Incoming, Received)>, EngineError> {
-        if let Err(e) = receive_chunks(&c, ctx.chunks, ctx.cfg.limits.max_chunk_len as usize) {
-            return match e {
-                chorus_chunking::Error::Io { .. } => Err(e.into()),
-                e => {
-                    reject(ctx, from, RejectReason::HashMismatch, e.to_string());
-                    Ok(Vec::new())
-                }
-            };
-        }
-        let got: Vec<ChunkId> = c
-            .chunks
-            .iter()
-            .filter_map(|d| d.id.as_ref().and_then(|id| ChunkId::from_proto(id).ok()))
-            .collect();
+        let got = match receive_chunks(&c, ctx.chunks, ctx.cfg.limits.max_chunk_len as usize) {
+            Ok(got) => got,
+            Err(e @ chorus_chunking::Error::Io { .. }) => return Err(e.into()),
+            Err(e) => {
+                reject(ctx, from, RejectReason::HashMismatch, e.to_string());
+                return Ok(Vec::new());
+            }
+        };
         let waiting: Vec<u8> = self
             .incoming
             .keys()
@@ -255,8 +253,8 @@ impl Transfers {
                 awaited.extend(taken);
                 if !windows.done() {
                     let target = windows.target;
-                    for ids in windows.ask() {
-                        ctx.send(from, Message::NeedChunks { target, ids });
+                    for (ids, runs) in windows.ask() {
+                        ctx.send(from, Message::NeedChunks { target, ids, runs });
                     }
                     // Chunks arrived: the delta is on its way (whether or not a window was
                     // asked for just now).

@@ -11,12 +11,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chorus_chunking::delta::{EncodeOptions, Prepared, encode};
-use chorus_chunking::fetch::chunks_messages;
+use chorus_chunking::fetch::ChunksWriter;
 use chorus_chunking::{ChunkId, TreeManifest, VersionId, VersionNumber};
 use chorus_merge::RedoEntry;
 use chorus_proto::RejectReason;
 use chorus_proto::header::NodeId;
-use chorus_proto::message::{Delta, Message};
+use chorus_proto::message::{ChunkRun, Delta, Message};
 
 use crate::ctx::Ctx;
 use crate::step::EngineError;
@@ -367,13 +367,15 @@ impl Transfers {
     }
 
     /// Sends `from` the chunks of `target` it asked for that this node holds, bounded per
-    /// answer, and not those sent to it recently.
+    /// answer, and not those sent to it recently; each of the `runs` it named compressed
+    /// against the chunks it replaces (when this node holds them too).
     pub fn on_need_chunks(
         &mut self,
         ctx: &mut Ctx<'_>,
         from: NodeId,
         target: VersionId,
         asked: &[ChunkId],
+        runs: &[ChunkRun],
     ) -> Result<(), EngineError> {
         // A peer fetches one delta from a sender at a time (a newer one replaces the older
         // in its slot): asking for `target` means the others are no longer being fetched.
@@ -382,34 +384,62 @@ impl Transfers {
         if self.asking.len() >= OUTGOING_KEPT {
             self.asking.clear();
         }
-        let mut ids = Vec::with_capacity(asked.len());
-        for id in asked {
+        // What to send, in order: pieces of consecutive ids of one run (or of none).
+        let mut pieces: Vec<(Option<usize>, Vec<ChunkId>)> = Vec::new();
+        let mut run = 0;
+        for (i, id) in asked.iter().enumerate() {
+            while runs.get(run).is_some_and(|r| r.range().end <= i) {
+                run += 1;
+            }
+            let within = runs
+                .get(run)
+                .filter(|r| r.range().contains(&i))
+                .map(|_| run);
             let recently = self
                 .sent_chunks
                 .get(&(from, *id))
                 .is_some_and(|&at| ctx.now.saturating_sub(at) < RESEND_AFTER_MS);
-            if !recently && ctx.chunks.contains(id)? {
-                ids.push(*id);
+            if recently || !ctx.chunks.contains(id)? {
+                continue;
+            }
+            match pieces.last_mut() {
+                Some((r, ids)) if *r == within => ids.push(*id),
+                _ => pieces.push((within, vec![*id])),
             }
         }
-        if self.sent_chunks.len() + ids.len() > SENT_KEPT {
+        let n: usize = pieces.iter().map(|(_, ids)| ids.len()).sum();
+        if self.sent_chunks.len() + n > SENT_KEPT {
             let now = ctx.now;
             self.sent_chunks
                 .retain(|_, at| now.saturating_sub(*at) < RESEND_AFTER_MS);
         }
-        let mut sent = 0usize;
-        for batch in ids.chunks(CHUNK_BATCH) {
-            let frame = CHUNKS_FRAME.min(ctx.cfg.limits.max_frame);
-            for msg in chunks_messages(batch, ctx.chunks, frame)? {
-                sent += msg.chunks.iter().map(|c| c.data.len()).sum::<usize>();
-                ctx.send(from, Message::Chunks(msg));
+        let frame = CHUNKS_FRAME.min(ctx.cfg.limits.max_frame);
+        let mut w = ChunksWriter::new(ctx.chunks, frame);
+        'pieces: for (run, ids) in &pieces {
+            // A run is compressed whole (its window bounds it); other chunks a batch at a time.
+            let parts = match run {
+                Some(_) => ids.chunks(ids.len()),
+                None => ids.chunks(CHUNK_BATCH),
+            };
+            for part in parts {
+                match run {
+                    Some(r) => w.run(part, &runs[*r].dictionary)?,
+                    None => part.iter().try_for_each(|id| w.chunk(id))?,
+                }
+                for msg in w.take_full() {
+                    ctx.send(from, Message::Chunks(msg));
+                }
+                for id in part {
+                    self.sent_chunks.insert((from, *id), ctx.now);
+                }
+                if w.sent() >= MAX_CHUNK_ANSWER {
+                    break 'pieces;
+                }
             }
-            for id in batch {
-                self.sent_chunks.insert((from, *id), ctx.now);
-            }
-            if sent >= MAX_CHUNK_ANSWER {
-                break;
-            }
+        }
+        let sent = w.sent();
+        for msg in w.finish() {
+            ctx.send(from, Message::Chunks(msg));
         }
         // Answers queue behind the ones before them that may still be on their way.
         let until = self

@@ -5,8 +5,11 @@
 //! after each one looked up all 16,000 of its chunks 128 times).
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
+use chorus_chunking::delta::FetchRun;
 use chorus_chunking::{ChunkId, VersionId};
+use chorus_proto::message::ChunkRun;
 
 /// Windows asked for and not yet arrived, at most: one arriving while the next is on its way.
 pub(super) const IN_FLIGHT: usize = 2;
@@ -20,30 +23,60 @@ pub(super) struct Windows {
     len: usize,
     /// Not asked for yet.
     next: VecDeque<ChunkId>,
+    /// How many of `next`, in order, go with each dictionary (empty: none).
+    dictionaries: VecDeque<(usize, Arc<[ChunkId]>)>,
     /// Asked for and not arrived, a set per window, oldest first.
     asked: VecDeque<HashSet<ChunkId>>,
 }
 
 impl Windows {
-    /// `missing` (as the delta's apply named them), `len` chunks a window.
-    pub fn new(target: VersionId, missing: Vec<ChunkId>, len: usize) -> Self {
+    /// `runs` (the missing chunks as the delta's plan ordered them), `len` chunks a window.
+    pub fn new(target: VersionId, runs: Vec<FetchRun>, len: usize) -> Self {
+        let mut next = VecDeque::new();
+        let mut dictionaries = VecDeque::new();
+        for r in runs {
+            dictionaries.push_back((r.ids.len(), Arc::from(r.dictionary)));
+            next.extend(r.ids);
+        }
         Windows {
             target,
             len: len.max(1),
-            next: missing.into(),
+            next,
+            dictionaries,
             asked: VecDeque::new(),
         }
     }
 
     /// The windows to ask for now, so that [`IN_FLIGHT`] are on their way (none while they
-    /// are).
-    pub fn ask(&mut self) -> Vec<Vec<ChunkId>> {
+    /// are): each its ids and the runs of them that come with a dictionary. A run split
+    /// between two windows keeps its dictionary in both.
+    pub fn ask(&mut self) -> Vec<(Vec<ChunkId>, Vec<ChunkRun>)> {
         let mut out = Vec::new();
         while self.asked.len() < IN_FLIGHT && !self.next.is_empty() {
             let n = self.len.min(self.next.len());
             let window: Vec<ChunkId> = self.next.drain(..n).collect();
+            let mut runs = Vec::new();
+            let mut at = 0;
+            while at < n {
+                let Some((count, dictionary)) = self.dictionaries.front_mut() else {
+                    break;
+                };
+                let take = (*count).min(n - at);
+                if !dictionary.is_empty() && take > 0 {
+                    runs.push(ChunkRun {
+                        first: at as u32,
+                        count: take as u32,
+                        dictionary: dictionary.to_vec(),
+                    });
+                }
+                at += take;
+                *count -= take;
+                if *count == 0 {
+                    self.dictionaries.pop_front();
+                }
+            }
             self.asked.push_back(window.iter().copied().collect());
-            out.push(window);
+            out.push((window, runs));
         }
         out
     }
@@ -79,11 +112,22 @@ mod tests {
         chorus_chunking::TreeManifest::empty().version_id()
     }
 
+    fn plain(ids: Vec<ChunkId>) -> Vec<FetchRun> {
+        vec![FetchRun {
+            ids,
+            dictionary: Vec::new(),
+        }]
+    }
+
+    fn ids_of(asked: Vec<(Vec<ChunkId>, Vec<ChunkRun>)>) -> Vec<Vec<ChunkId>> {
+        asked.into_iter().map(|(ids, _)| ids).collect()
+    }
+
     #[test]
     fn two_windows_are_asked_and_the_next_as_each_arrives() {
-        let mut w = Windows::new(target(), (0..7).map(id).collect(), 3);
+        let mut w = Windows::new(target(), plain((0..7).map(id).collect()), 3);
         assert_eq!(
-            w.ask(),
+            ids_of(w.ask()),
             vec![vec![id(0), id(1), id(2)], vec![id(3), id(4), id(5)]]
         );
         assert!(w.ask().is_empty(), "two are on their way");
@@ -92,7 +136,7 @@ mod tests {
         assert!(w.ask().is_empty());
         // The second window completes before the first: the next may go.
         assert_eq!(w.arrived(&[id(3), id(4), id(5)]).len(), 3);
-        assert_eq!(w.ask(), vec![vec![id(6)]]);
+        assert_eq!(ids_of(w.ask()), vec![vec![id(6)]]);
         assert!(!w.done());
         assert_eq!(w.arrived(&[id(2), id(6)]).len(), 2);
         assert!(w.ask().is_empty());
@@ -101,11 +145,38 @@ mod tests {
 
     #[test]
     fn a_chunk_arriving_twice_counts_once_and_nothing_missing_is_done_at_once() {
-        let mut w = Windows::new(target(), vec![id(1)], 8);
-        assert_eq!(w.ask(), vec![vec![id(1)]]);
+        let mut w = Windows::new(target(), plain(vec![id(1)]), 8);
+        assert_eq!(ids_of(w.ask()), vec![vec![id(1)]]);
         assert_eq!(w.arrived(&[id(1), id(1)]).len(), 1);
         assert!(w.done());
         let empty = Windows::new(target(), Vec::new(), 0);
         assert!(empty.done());
+    }
+
+    /// Each window names the runs of its ids that have a dictionary, at their place in the
+    /// window; a run cut by a window's end goes on in the next with the same dictionary.
+    #[test]
+    fn runs_keep_their_dictionaries_across_windows() {
+        let run = |ids: std::ops::Range<u8>, d: &[u8]| FetchRun {
+            ids: ids.map(id).collect(),
+            dictionary: d.iter().map(|&b| id(b)).collect(),
+        };
+        let runs = vec![run(0..2, &[]), run(2..6, &[100, 101]), run(6..7, &[102])];
+        let mut w = Windows::new(target(), runs, 3);
+        let asked = w.ask();
+        let r = |first: u32, count: u32, d: &[u8]| ChunkRun {
+            first,
+            count,
+            dictionary: d.iter().map(|&b| id(b)).collect(),
+        };
+        assert_eq!(
+            asked,
+            vec![
+                (vec![id(0), id(1), id(2)], vec![r(2, 1, &[100, 101])]),
+                (vec![id(3), id(4), id(5)], vec![r(0, 3, &[100, 101])]),
+            ]
+        );
+        w.arrived(&[id(0), id(1), id(2)]);
+        assert_eq!(w.ask(), vec![(vec![id(6)], vec![r(0, 1, &[102])])]);
     }
 }
