@@ -1,6 +1,7 @@
 //! Which base chunks a run of new chunks replaces: the encoder's dictionary for a literal, and
 //! the receiver's for chunks it fetches (so a fetched run is compressed against them too).
 
+use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 
 use crate::ids::ChunkId;
@@ -38,7 +39,12 @@ impl<'a> Run<'a> {
 pub(crate) struct BaseLocator<'a> {
     base: &'a TreeManifest,
     at: HashMap<ChunkId, (&'a RelPath, usize)>,
+    /// The base's files by file name: built the first time a run's file is not in the base.
+    by_name: OnceCell<HashMap<&'a str, Vec<&'a RelPath>>>,
 }
+
+/// Namesakes compared per run at most (a share may hold thousands of `index.js`).
+const MAX_NAMESAKES: usize = 256;
 
 impl<'a> BaseLocator<'a> {
     /// Only the chunks right before and after each run in its target file are looked for
@@ -52,7 +58,11 @@ impl<'a> BaseLocator<'a> {
             .collect();
         let mut at = HashMap::with_capacity(wanted.len());
         if wanted.is_empty() {
-            return BaseLocator { base, at };
+            return BaseLocator {
+                base,
+                at,
+                by_name: OnceCell::new(),
+            };
         }
         'walk: for (path, e) in base.iter() {
             if let Some(m) = e.manifest() {
@@ -66,12 +76,58 @@ impl<'a> BaseLocator<'a> {
                 }
             }
         }
-        BaseLocator { base, at }
+        BaseLocator {
+            base,
+            at,
+            by_name: OnceCell::new(),
+        }
+    }
+
+    /// The base file that `path` most likely was, when the base has no file there (a moved or
+    /// renamed directory: `linux-6.1/kernel/fork.c` for `linux-6.2/kernel/fork.c`): the one
+    /// of the same name whose path ends with the most of the same components, at least two
+    /// (or all but the first, for a path of two).
+    fn namesake(&self, path: &RelPath) -> Option<&'a RelPath> {
+        let by_name = self.by_name.get_or_init(|| {
+            let mut m: HashMap<&'a str, Vec<&'a RelPath>> = HashMap::new();
+            for (p, e) in self.base.iter() {
+                if e.manifest().is_some() {
+                    m.entry(p.file_name()).or_default().push(p);
+                }
+            }
+            m
+        });
+        let want = path
+            .as_str()
+            .split('/')
+            .count()
+            .saturating_sub(1)
+            .clamp(1, 2);
+        let common = |p: &RelPath| {
+            path.as_str()
+                .rsplit('/')
+                .zip(p.as_str().rsplit('/'))
+                .take_while(|(a, b)| a == b)
+                .count()
+        };
+        by_name
+            .get(path.file_name())?
+            .iter()
+            .take(MAX_NAMESAKES)
+            .map(|&p| (common(p), p))
+            .filter(|&(n, _)| n >= want)
+            // The first of the longest (the base is walked in path order).
+            .fold(None, |best: Option<(usize, &RelPath)>, (n, p)| match best {
+                Some((m, _)) if m >= n => best,
+                _ => Some((n, p)),
+            })
+            .map(|(_, p)| p)
     }
 
     /// The base chunks that `run` replaces, at most `max_bytes` of them: those between the
     /// base chunks that surround it, or, for a pure insertion, those surrounding chunks
-    /// themselves; failing that, the same positions of the same path in the base.
+    /// themselves; failing that, the same positions of the same path in the base, or of its
+    /// [namesake](Self::namesake) when the base has no file there.
     pub fn replaced(&self, run: &Run, max_bytes: usize) -> &'a [ChunkRef] {
         let len = run.len;
         let prev = run.before.and_then(|id| self.at.get(&id));
@@ -98,7 +154,10 @@ impl<'a> BaseLocator<'a> {
                 if before.is_empty() { &b[j..=j] } else { before }
             }
             (None, None) => {
-                let b = chunks_of(run.path);
+                let b = match self.base.get(run.path) {
+                    Some(_) => chunks_of(run.path),
+                    None => self.namesake(run.path).map_or(&[][..], chunks_of),
+                };
                 let from = run.start.min(b.len());
                 &b[from..(from + len.max(1)).min(b.len())]
             }
@@ -181,5 +240,61 @@ mod locator_tests {
                 }
             }
         }
+    }
+
+    fn named(files: &[(&str, &[u8])]) -> TreeManifest {
+        TreeManifest::from_entries_fitting(files.iter().map(|(p, f)| {
+            (
+                RelPath::new(*p).unwrap(),
+                Entry::file(FileManifest {
+                    chunks: f.iter().map(|&n| chunk(n)).collect(),
+                }),
+            )
+        }))
+    }
+
+    /// A file the base has not at its path (its directory renamed or moved) is compressed
+    /// against the base file of its name whose path ends the most like its own, when at
+    /// least its last two components (or, for a path of two, its name) agree; else nothing.
+    #[test]
+    fn a_file_in_a_renamed_directory_is_compressed_against_its_namesake() {
+        let base = named(&[
+            ("other/src/a.c", &[1]),
+            ("v1/README", &[2]),
+            ("v1/lib/src/a.c", &[3, 4]),
+            ("v1/src/a.c", &[5, 6]),
+        ]);
+        let loc = BaseLocator::new(&base, std::iter::empty());
+        let replaced = |path: &str, len: usize| -> Vec<ChunkRef> {
+            let path = RelPath::new(path).unwrap();
+            let run = Run {
+                path: &path,
+                start: 0,
+                len,
+                before: None,
+                after: None,
+            };
+            loc.replaced(&run, 1 << 20).to_vec()
+        };
+        // The longest agreeing end: lib/src/a.c, not src/a.c.
+        assert_eq!(replaced("v2/lib/src/a.c", 2), vec![chunk(3), chunk(4)]);
+        // Two agree in src/a.c: the first in path order.
+        assert_eq!(replaced("v2/src/a.c", 1), vec![chunk(1)]);
+        assert_eq!(replaced("v2/README", 1), vec![chunk(2)]);
+        // Only the name agrees: nothing.
+        assert!(replaced("v2/docs/a.c", 1).is_empty());
+        assert!(replaced("v2/missing.c", 1).is_empty());
+        // A path the base has is never given another's chunks.
+        let with_dir = named(&[("v1/src/a.c", &[5]), ("v2/src/a.c", &[])]);
+        let loc = BaseLocator::new(&with_dir, std::iter::empty());
+        let path = RelPath::new("v2/src/a.c").unwrap();
+        let run = Run {
+            path: &path,
+            start: 0,
+            len: 1,
+            before: None,
+            after: None,
+        };
+        assert!(loc.replaced(&run, 1 << 20).is_empty());
     }
 }
