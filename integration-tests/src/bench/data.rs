@@ -219,33 +219,41 @@ pub fn release_pair(old_src: &Path, new_src: &Path, old: &Path, new: &Path) -> R
     Ok(())
 }
 
-/// The bytes of `new` compressed against `old` as `zstd -19 --long --patch-from` does (the
-/// files of each, concatenated in path order, the old as the new's prefix): a floor for an
-/// update that carries no context.
-pub fn patch_from(old: &Path, new: &Path) -> Result<usize, String> {
-    use zstd::zstd_safe::{CCtx, CParameter};
-    let concat = |root: &Path| -> Result<Vec<u8>, String> {
+/// The bytes of `new` compressed against `old` by `zstd -19 --long=31 --patch-from` (the
+/// files of each concatenated in path order, the old as the new's reference), a floor for an
+/// update that carries no context; the zstd command is installed with the other tools.
+pub fn patch_from(old: &Path, new: &Path, work: &Path) -> Result<usize, String> {
+    let concat = |root: &Path, to: &Path| -> Result<(), String> {
         let mut all = Vec::new();
         for rel in sizes(root).keys() {
             all.extend(std::fs::read(root.join(rel)).map_err(|e| e.to_string())?);
         }
-        Ok(all)
+        std::fs::write(to, all).map_err(|e| e.to_string())
     };
-    let (prefix, data) = (concat(old)?, concat(new)?);
-    let window = (usize::BITS - (prefix.len() + data.len()).leading_zeros()).clamp(20, 30);
-    let err = |c: usize| zstd::zstd_safe::get_error_name(c).to_string();
-    let mut c = CCtx::create();
-    for p in [
-        CParameter::CompressionLevel(19),
-        CParameter::WindowLog(window),
-        CParameter::EnableLongDistanceMatching(true),
-    ] {
-        c.set_parameter(p).map_err(err)?;
+    std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
+    let (o, n, out) = (
+        work.join("old.cat"),
+        work.join("new.cat"),
+        work.join("new.zst"),
+    );
+    concat(old, &o)?;
+    concat(new, &n)?;
+    let ok = Command::new("zstd")
+        .args(["-q", "-f", "-19", "--long=31", "--single-thread"])
+        .arg(format!("--patch-from={}", o.display()))
+        .arg(&n)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .is_ok_and(|s| s.success());
+    let len = std::fs::metadata(&out).map(|m| m.len() as usize);
+    let _ = [o, n, out.clone()]
+        .iter()
+        .try_for_each(std::fs::remove_file);
+    match (ok, len) {
+        (true, Ok(len)) => Ok(len),
+        _ => Err("`zstd --patch-from` failed (install zstd)".into()),
     }
-    c.ref_prefix(&prefix).map_err(err)?;
-    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
-    c.compress2(&mut out, &data).map_err(err)?;
-    Ok(out.len())
 }
 
 /// Copies whole crates from the registry, in name order, into `to` until it holds at least

@@ -187,6 +187,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         ("unison", "unison"),
         ("nft", "nftables"),
         ("diff", "diffutils"),
+        ("zstd", "zstd"),
         (
             plot::font_path().unwrap_or("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
             "fonts-dejavu-core",

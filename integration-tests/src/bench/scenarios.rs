@@ -97,7 +97,7 @@ fn release_update(ctx: &Ctx, results: &mut Results, r: &Release) -> Result<(), S
         .fwd
         .push(floor.len() as f64);
     if r.key != "update" {
-        let patch = data::patch_from(&old, &new)?;
+        let patch = data::patch_from(&old, &new, &ctx.work.join("patch-from"))?;
         phase
             .row("zstd -19 --patch-from (floor)")
             .fwd

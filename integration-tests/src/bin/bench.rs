@@ -17,7 +17,7 @@ const USAGE: &str = "usage: bench (--all | --quick) [--scenario NAME]... [--tool
 
   --all            every scenario at full size, 3 runs each; writes docs/benchmarks.md and docs/plots
   --quick          every scenario (or those named) with small data and 1 run; report in the work dir
-  --scenario NAME  only this scenario (repeatable): update, latency, initial-tree, big-file, scale, huge-file
+  --scenario NAME  only this scenario (repeatable): update, release, latency, initial-tree, big-file, scale, huge-file
   --runs N         runs per figure (default 3, or 1 with --quick)
   --long-runs N    runs of the long scenarios, 100k files and 4 GiB (default 1: 10 min or more a run)
   --chorus PATH    the chorus binary to test (default: cargo build --release -p chorus)
