@@ -49,32 +49,44 @@ impl Windows {
 
     /// The windows to ask for now, so that [`IN_FLIGHT`] are on their way (none while they
     /// are): each its ids and the runs of them that come with a dictionary. A run split
-    /// between two windows keeps its dictionary in both.
+    /// between two windows has its dictionary in the first only.
     pub fn ask(&mut self) -> Vec<(Vec<ChunkId>, Vec<ChunkRun>)> {
         let mut out = Vec::new();
         while self.asked.len() < IN_FLIGHT && !self.next.is_empty() {
-            let n = self.len.min(self.next.len());
-            let window: Vec<ChunkId> = self.next.drain(..n).collect();
+            let mut n = 0;
             let mut runs = Vec::new();
-            let mut at = 0;
-            while at < n {
+            while n < self.len {
                 let Some((count, dictionary)) = self.dictionaries.front_mut() else {
                     break;
                 };
-                let take = (*count).min(n - at);
+                let room = self.len - n;
+                // A run that fits in a window is not cut: it starts the next one.
+                if *count > room && *count <= self.len && n > 0 && !dictionary.is_empty() {
+                    break;
+                }
+                let take = (*count).min(room);
                 if !dictionary.is_empty() && take > 0 {
                     runs.push(ChunkRun {
-                        first: at as u32,
+                        first: n as u32,
                         count: take as u32,
                         dictionary: dictionary.to_vec(),
                     });
                 }
-                at += take;
+                n += take;
                 *count -= take;
                 if *count == 0 {
                     self.dictionaries.pop_front();
+                } else {
+                    // A run longer than a window is a file rewritten at length: its dictionary
+                    // is the start of what it replaces (at most 4 MiB), no help to the windows
+                    // after the first, which come as the sender stores them.
+                    *dictionary = Arc::from([]);
                 }
             }
+            if n == 0 {
+                n = self.len.min(self.next.len());
+            }
+            let window: Vec<ChunkId> = self.next.drain(..n.min(self.next.len())).collect();
             self.asked.push_back(window.iter().copied().collect());
             out.push((window, runs));
         }
@@ -154,29 +166,38 @@ mod tests {
     }
 
     /// Each window names the runs of its ids that have a dictionary, at their place in the
-    /// window; a run cut by a window's end goes on in the next with the same dictionary.
+    /// window. A run that fits in a window is not cut (it starts the next); one longer than a
+    /// window has its dictionary in its first window only.
     #[test]
-    fn runs_keep_their_dictionaries_across_windows() {
+    fn a_run_is_cut_only_when_longer_than_a_window() {
         let run = |ids: std::ops::Range<u8>, d: &[u8]| FetchRun {
             ids: ids.map(id).collect(),
             dictionary: d.iter().map(|&b| id(b)).collect(),
         };
-        let runs = vec![run(0..2, &[]), run(2..6, &[100, 101]), run(6..7, &[102])];
-        let mut w = Windows::new(target(), runs, 3);
-        let asked = w.ask();
         let r = |first: u32, count: u32, d: &[u8]| ChunkRun {
             first,
             count,
             dictionary: d.iter().map(|&b| id(b)).collect(),
         };
+        let ids = |ids: std::ops::Range<u8>| ids.map(id).collect::<Vec<_>>();
+        let runs = vec![run(0..2, &[]), run(2..6, &[100, 101]), run(6..7, &[102])];
+        let mut w = Windows::new(target(), runs, 4);
         assert_eq!(
-            asked,
-            vec![
-                (vec![id(0), id(1), id(2)], vec![r(2, 1, &[100, 101])]),
-                (vec![id(3), id(4), id(5)], vec![r(0, 3, &[100, 101])]),
-            ]
+            w.ask(),
+            vec![(ids(0..2), vec![]), (ids(2..6), vec![r(0, 4, &[100, 101])]),]
         );
-        w.arrived(&[id(0), id(1), id(2)]);
-        assert_eq!(w.ask(), vec![(vec![id(6)], vec![r(0, 1, &[102])])]);
+        w.arrived(&ids(0..2));
+        assert_eq!(w.ask(), vec![(ids(6..7), vec![r(0, 1, &[102])])]);
+
+        let runs = vec![run(0..1, &[]), run(1..11, &[100])];
+        let mut w = Windows::new(target(), runs, 4);
+        assert_eq!(
+            w.ask(),
+            vec![(ids(0..4), vec![r(1, 3, &[100])]), (ids(4..8), vec![])]
+        );
+        w.arrived(&ids(0..8));
+        assert_eq!(w.ask(), vec![(ids(8..11), vec![])]);
+        assert_eq!(w.arrived(&ids(8..11)).len(), 3);
+        assert!(w.done());
     }
 }
