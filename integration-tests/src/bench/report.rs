@@ -246,6 +246,21 @@ pub fn goals(results: &Results) -> String {
         ratio(c, f),
         verdict(c.zip(r).map(|(c, r)| c <= r / 10.0), WHY_BYTES)
     );
+    // Bytes on the mid-size release update (issue 15), against the patch-from floor.
+    let c = phase_median(results, "release", "chorus", total);
+    let f = phase_median(results, "release", "zstd -19 --patch-from (floor)", total);
+    let r = phase_median(results, "release", "rsync --no-whole-file", total);
+    if c.is_some() {
+        s += &format!(
+            "| mid-size release update ≤ 2× the `zstd --patch-from` floor (issue 15) | chorus {} vs floor {} ({}); rsync {} (chorus {}) | {} |\n",
+            c.map_or("–".into(), bytes),
+            f.map_or("–".into(), bytes),
+            ratio(c, f),
+            r.map_or("–".into(), bytes),
+            ratio(c, r),
+            verdict(c.zip(f).map(|(c, f)| c <= 2.0 * f), WHY_BYTES)
+        );
+    }
     // Latency.
     let lat = |tool: &str| results.latency.iter().find(|l| l.tool == tool);
     let (p50, p99) = (
