@@ -13,7 +13,7 @@ use chorus_proto as proto;
 
 use crate::Error;
 use crate::delta::limits::{Inflate, decompress_bounded, ratio_cap, window_log};
-use crate::delta::{FetchRun, level_for, zstd_compress, zstd_decompress};
+use crate::delta::{FetchRun, zstd_compress, zstd_decompress};
 use crate::ids::ChunkId;
 use crate::store::ChunkStore;
 
@@ -186,7 +186,10 @@ impl<'s> ChunksWriter<'s> {
         dictionary: &[ChunkId],
         prefix: &[u8],
     ) -> Result<(), Error> {
-        let data = zstd_compress(raw, prefix, level_for(raw.len())).map_err(Error::io("<zstd>"))?;
+        // Level 3 whatever the size: runs are fetched when a change is past the delta's
+        // literal budget, so speed counts. (A small run at the literals' 19 saved 4% of an
+        // OpenSSL release's fetched bytes, 3.5 KB, for 40% more of the answer's time.)
+        let data = zstd_compress(raw, prefix, 3).map_err(Error::io("<zstd>"))?;
         if data.len() >= raw.len() {
             return ids.iter().try_for_each(|id| self.chunk(id));
         }

@@ -289,7 +289,7 @@ fn compress_batch(
 
 /// The zstd level for `len` raw bytes compressed against what they replace: the strongest up
 /// to 32 KiB, 3 above.
-pub(crate) fn level_for(len: usize) -> i32 {
+fn level_for(len: usize) -> i32 {
     if len <= 32 << 10 { 19 } else { 3 }
 }
 

@@ -27,5 +27,5 @@ pub use apply::{
     Applied, ApplyError, ApplyLimits, ApplyOutcome, Finish, Prepare, Prepared, apply, prepare,
 };
 pub use encode::{EncodeOptions, EncodeStats, encode};
-pub(crate) use encode::{level_for, zstd_compress, zstd_decompress};
+pub(crate) use encode::{zstd_compress, zstd_decompress};
 pub use plan::FetchRun;
