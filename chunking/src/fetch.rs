@@ -30,8 +30,9 @@ pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 pub const MAX_RUN_DICTIONARY: usize = 4 << 20;
 /// Most chunks one run's dictionary may name.
 pub const MAX_DICTIONARY_CHUNKS: usize = 4096;
-/// Dictionary bytes one answer reads at most, all its runs together; runs past it are sent
-/// chunk by chunk, so a NeedChunks cannot make its answerer read much more than it sends.
+/// Dictionary bytes one answer reads at most, all its runs together (runs past it are sent
+/// chunk by chunk), and one message may make its receiver read (more is refused): a
+/// NeedChunks, or a Chunks message, costs its reader at most this much besides its chunks.
 pub const MAX_ANSWER_DICTIONARY: usize = 32 << 20;
 /// Raw bytes of one group at most, so that its frame fits a message even uncompressed.
 const GROUP_RAW: usize = 1 << 20;
@@ -58,12 +59,18 @@ pub fn runs_messages(
     store: &dyn ChunkStore,
     max_frame: usize,
 ) -> Result<Vec<proto::Chunks>, Error> {
+    // One writer per answer's worth of dictionaries, so that no message names more than a
+    // receiver reads for one.
+    let mut out = Vec::new();
     let mut w = ChunksWriter::new(store, max_frame);
-    w.dictionary_left = usize::MAX;
     for r in runs {
+        if w.dictionary_left < MAX_RUN_DICTIONARY {
+            out.extend(std::mem::replace(&mut w, ChunksWriter::new(store, max_frame)).finish());
+        }
         w.run(&r.ids, &r.dictionary)?;
     }
-    Ok(w.finish())
+    out.extend(w.finish());
+    Ok(out)
 }
 
 /// The `Chunks` messages of an answer, built a chunk or a run at a time: each message under
@@ -155,25 +162,26 @@ impl<'s> ChunksWriter<'s> {
         Ok(())
     }
 
-    /// The dictionary's bytes, or `None` when it is empty, not all here, too large or past
-    /// the answer's allowance.
+    /// The dictionary's bytes, or `None` when it is empty, not all here (or damaged here), too
+    /// large or past the answer's allowance. Every byte read counts against the allowance,
+    /// used or not.
     fn dictionary(&mut self, ids: &[ChunkId]) -> Result<Option<Vec<u8>>, Error> {
-        if ids.is_empty() || ids.len() > MAX_DICTIONARY_CHUNKS {
+        if ids.is_empty() || ids.len() > MAX_DICTIONARY_CHUNKS || self.dictionary_left == 0 {
             return Ok(None);
         }
         let mut prefix = Vec::new();
         for id in ids {
-            match self.store.get(id)? {
-                Some(b) if prefix.len() + b.len() <= MAX_RUN_DICTIONARY => {
-                    prefix.extend_from_slice(&b)
-                }
-                _ => return Ok(None),
+            let bytes = match self.store.get(id) {
+                Ok(Some(b)) => b,
+                Ok(None) | Err(Error::Corrupt { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            self.dictionary_left = self.dictionary_left.saturating_sub(bytes.len());
+            if prefix.len() + bytes.len() > MAX_RUN_DICTIONARY || self.dictionary_left == 0 {
+                return Ok(None);
             }
+            prefix.extend_from_slice(&bytes);
         }
-        if prefix.len() > self.dictionary_left {
-            return Ok(None);
-        }
-        self.dictionary_left -= prefix.len();
         Ok(Some(prefix))
     }
 
@@ -193,7 +201,11 @@ impl<'s> ChunksWriter<'s> {
         if data.len() >= raw.len() {
             return ids.iter().try_for_each(|id| self.chunk(id));
         }
-        self.room(data.len() + 40 * ids.len(), raw.len());
+        // Each id and length, and each dictionary id, framed.
+        self.room(
+            data.len() + 40 * ids.len() + 36 * dictionary.len(),
+            raw.len(),
+        );
         self.current.groups.push(proto::ChunkGroup {
             ids: ids.iter().map(|id| id.to_proto()).collect(),
             lens: lens.to_vec(),
@@ -224,7 +236,8 @@ impl<'s> ChunksWriter<'s> {
 
 /// Verifies and stores the chunks of a `Chunks` message; returns those stored. If any chunk
 /// fails its check, none of the message is stored. A group whose dictionary names a chunk
-/// this store lacks cannot be read and is left out (its chunks are asked for again). A chunk longer than `max_chunk_len`,
+/// this store lacks (or holds damaged) cannot be read and is left out: its chunks come when
+/// the delta is sent again. A chunk longer than `max_chunk_len`,
 /// or a message of more than [`MAX_MESSAGE_BYTES`] decompressed, is refused as
 /// [`Error::Invalid`].
 ///
@@ -305,12 +318,14 @@ pub fn receive_chunks_within(
         total += bytes.len();
         verified.push((id, bytes, frame));
     }
+    let mut dictionaries = Dictionaries::default();
     for g in &msg.groups {
         total += receive_group(
             g,
             store,
             max_chunk_len,
             max_message_bytes - total,
+            &mut dictionaries,
             &mut verified,
         )?;
     }
@@ -327,6 +342,15 @@ pub fn receive_chunks_within(
 /// keep that frame as it is.
 type Verified<'m> = (ChunkId, Vec<u8>, Option<&'m [u8]>);
 
+/// The dictionaries one message's groups made the receiver read: the bytes read so far
+/// (bounded by [`MAX_ANSWER_DICTIONARY`]), and the last dictionary, which the next group
+/// often names again (a run cut into groups).
+#[derive(Default)]
+struct Dictionaries {
+    read: usize,
+    last: Option<(Vec<proto::ChunkId>, Vec<u8>)>,
+}
+
 /// Checks one group against the bounds (`room` decompressed bytes left in the message), reads
 /// its dictionary from `store`, decompresses it and verifies each chunk into `verified`.
 /// Returns its bytes: 0 when its dictionary is not all here (the group is left out).
@@ -335,6 +359,7 @@ fn receive_group<'m>(
     store: &dyn ChunkStore,
     max_chunk_len: usize,
     room: usize,
+    dictionaries: &mut Dictionaries,
     verified: &mut Vec<Verified<'m>>,
 ) -> Result<usize, Error> {
     let ids = g
@@ -370,21 +395,41 @@ fn receive_group<'m>(
             g.dictionary.len()
         )));
     }
-    let mut prefix = Vec::new();
-    for d in &g.dictionary {
-        let d = ChunkId::from_proto(d)?;
-        let Some(bytes) = store.get(&d)? else {
-            tracing::debug!(chunk = %d, "a group's dictionary chunk is not here; left out");
-            return Ok(0);
-        };
-        if prefix.len() + bytes.len() > MAX_RUN_DICTIONARY {
-            return Err(Error::Invalid(format!(
-                "a group's dictionary exceeds {MAX_RUN_DICTIONARY} bytes"
-            )));
+    let same = dictionaries
+        .last
+        .as_ref()
+        .is_some_and(|(ids, _)| *ids == g.dictionary);
+    if !same {
+        dictionaries.last = None;
+        let mut prefix = Vec::new();
+        for d in &g.dictionary {
+            let d = ChunkId::from_proto(d)?;
+            let bytes = match store.get(&d) {
+                Ok(Some(b)) => b,
+                Ok(None) | Err(Error::Corrupt { .. }) => {
+                    tracing::debug!(chunk = %d, "a group's dictionary chunk is not here; left out");
+                    return Ok(0);
+                }
+                Err(e) => return Err(e),
+            };
+            dictionaries.read += bytes.len();
+            if prefix.len() + bytes.len() > MAX_RUN_DICTIONARY {
+                return Err(Error::Invalid(format!(
+                    "a group's dictionary exceeds {MAX_RUN_DICTIONARY} bytes"
+                )));
+            }
+            if dictionaries.read > MAX_ANSWER_DICTIONARY {
+                return Err(Error::Invalid(format!(
+                    "the groups of one message name more than {MAX_ANSWER_DICTIONARY} bytes of \
+                     dictionaries"
+                )));
+            }
+            prefix.extend_from_slice(&bytes);
         }
-        prefix.extend_from_slice(&bytes);
+        dictionaries.last = Some((g.dictionary.clone(), prefix));
     }
-    let raw = zstd_decompress(&g.data, &prefix, want)
+    let prefix = dictionaries.last.as_ref().map_or(&[][..], |(_, p)| &p[..]);
+    let raw = zstd_decompress(&g.data, prefix, want)
         .map_err(|e| Error::Invalid(format!("a group does not decompress: {e}")))?;
     if raw.len() != want {
         return Err(Error::Invalid(format!(
@@ -594,5 +639,57 @@ mod tests {
         // The honest group goes through.
         let m = group(vec![bytes.len() as u32], vec![held], data);
         assert_eq!(receive_chunks(&m, &store, 1 << 20).unwrap(), vec![id]);
+    }
+
+    /// An answer reads at most its allowance of dictionaries, whatever the runs ask: past it,
+    /// runs go chunk by chunk.
+    #[test]
+    fn an_answer_reads_no_more_dictionaries_than_its_allowance() {
+        let store = MemStore::new();
+        let dict = put(&store, &vec![3u8; 3 << 20]);
+        let ids: Vec<ChunkId> = (0..20u32)
+            .map(|i| put(&store, format!("chunk {i} ").repeat(300).as_bytes()))
+            .collect();
+        let mut w = ChunksWriter::new(&store, 16 << 20);
+        for id in &ids {
+            w.run(std::slice::from_ref(id), &[dict]).unwrap();
+        }
+        let msgs = w.finish();
+        let groups: usize = msgs.iter().map(|m| m.groups.len()).sum();
+        let alone: usize = msgs.iter().map(|m| m.chunks.len()).sum();
+        // 3 MiB each: ten fit in 32 MiB, the eleventh read uses up the rest.
+        assert_eq!((groups, alone), (10, 10));
+    }
+
+    /// One message's groups may make the receiver read at most the answer's allowance of
+    /// dictionaries; a dictionary named again by the next group is read once.
+    #[test]
+    fn a_message_names_no_more_dictionaries_than_an_answer_may() {
+        let store = MemStore::new();
+        let bytes = b"the chunk".to_vec();
+        let id = ChunkId::of(&bytes);
+        let data = zstd_compress(&bytes, &[], 3).unwrap();
+        let group = |d: ChunkId| proto::ChunkGroup {
+            ids: vec![id.to_proto()],
+            lens: vec![bytes.len() as u32],
+            dictionary: vec![d.to_proto()],
+            data: data.clone(),
+        };
+        let dicts: Vec<ChunkId> = (0..9u8).map(|i| put(&store, &vec![i; 4 << 20])).collect();
+        let same = proto::Chunks {
+            chunks: Vec::new(),
+            groups: (0..100).map(|_| group(dicts[0])).collect(),
+        };
+        assert_eq!(receive_chunks(&same, &store, 1 << 20).unwrap().len(), 100);
+        let many = proto::Chunks {
+            chunks: Vec::new(),
+            groups: dicts.iter().map(|&d| group(d)).collect(),
+        };
+        let before = store.len();
+        match receive_chunks(&many, &store, 1 << 20) {
+            Err(Error::Invalid(m)) => assert!(m.contains("dictionaries"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.len(), before);
     }
 }

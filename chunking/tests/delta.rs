@@ -569,6 +569,41 @@ fn apply_edit(s: &mut Spec, e: &Edit) {
     }
 }
 
+/// A delta of `edits` to `base_spec` (with `budget` and the base `send_base`), sent through a
+/// frame to a receiver that holds the base and prepared there.
+struct Sent {
+    target_spec: Spec,
+    sender: MemStore,
+    base: TreeManifest,
+    target: TreeManifest,
+    rstore: MemStore,
+    prepared: chorus_chunking::delta::Prepared,
+}
+
+fn sent(base_spec: &Spec, edits: &[Edit], budget: u64, send_base: bool) -> Sent {
+    let (target_spec, sender, base, target) = edited(base_spec, edits);
+    let opts = EncodeOptions {
+        literal_budget: budget,
+        include_base_manifest: send_base,
+        ..Default::default()
+    };
+    let (delta, _) = encode(&base, &target, &sender, &opts).unwrap();
+    let (rstore, rbase) = receiver(base_spec);
+    let held = (!send_base).then_some(&rbase);
+    let Prepare::Ready(prepared) = prepare(wire(delta), held, &ApplyLimits::default()).unwrap()
+    else {
+        panic!("the base is held or carried");
+    };
+    Sent {
+        target_spec,
+        sender,
+        base,
+        target,
+        rstore,
+        prepared,
+    }
+}
+
 /// `base_spec` with `edits` made, and both trees built in a sender's store.
 fn edited(base_spec: &Spec, edits: &[Edit]) -> (Spec, MemStore, TreeManifest, TreeManifest) {
     let mut target_spec = base_spec.clone();
@@ -780,14 +815,7 @@ proptest! {
     /// answer, and a base the delta carried comes back with the tree.
     #[test]
     fn a_prepared_delta_finishes_once_its_chunks_arrive(base_spec in tree_spec(), edits in proptest::collection::vec(edit(), 0..8), budget in 0u64..20_000, send_base in any::<bool>()) {
-        let (target_spec, sender, base, target) = edited(&base_spec, &edits);
-        let opts = EncodeOptions { literal_budget: budget, include_base_manifest: send_base, ..Default::default() };
-        let (delta, _) = encode(&base, &target, &sender, &opts).unwrap();
-        let (rstore, rbase) = receiver(&base_spec);
-        let held = (!send_base).then_some(&rbase);
-        let Prepare::Ready(mut prepared) = prepare(wire(delta), held, &ApplyLimits::default()).unwrap() else {
-            panic!("the base is held or carried");
-        };
+        let Sent { target_spec, sender, base, target, rstore, mut prepared } = sent(&base_spec, &edits, budget, send_base);
         prop_assert_eq!(prepared.base(), base.version_id());
         prop_assert_eq!(prepared.target(), target.version_id());
         let mut asked = 0;
@@ -956,14 +984,7 @@ proptest! {
     /// compressed against them build the target.
     #[test]
     fn chunks_fetched_in_runs_build_the_target(base_spec in tree_spec(), edits in proptest::collection::vec(edit(), 0..8), budget in 0u64..20_000, send_base in any::<bool>()) {
-        let (target_spec, sender, base, target) = edited(&base_spec, &edits);
-        let opts = EncodeOptions { literal_budget: budget, include_base_manifest: send_base, ..Default::default() };
-        let (delta, _) = encode(&base, &target, &sender, &opts).unwrap();
-        let (rstore, rbase) = receiver(&base_spec);
-        let held = (!send_base).then_some(&rbase);
-        let Prepare::Ready(prepared) = prepare(wire(delta), held, &ApplyLimits::default()).unwrap() else {
-            panic!("the base is held or carried");
-        };
+        let Sent { target_spec, sender, target, rstore, prepared, .. } = sent(&base_spec, &edits, budget, send_base);
         let (applied, _) = fetched_by_runs(prepared, &sender, &rstore);
         prop_assert_eq!(&applied.tree, &target);
         assert_holds(&applied.tree, &target_spec, &rstore);

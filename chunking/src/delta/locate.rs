@@ -39,12 +39,24 @@ impl<'a> Run<'a> {
 pub(crate) struct BaseLocator<'a> {
     base: &'a TreeManifest,
     at: HashMap<ChunkId, (&'a RelPath, usize)>,
-    /// The base's files by file name: built the first time a run's file is not in the base.
-    by_name: OnceCell<HashMap<&'a str, Vec<&'a RelPath>>>,
+    /// The base's files by [`tail_key`]: built the first time a run's file is not in the base.
+    tails: OnceCell<HashMap<&'a str, Vec<&'a RelPath>>>,
 }
 
-/// Namesakes compared per run at most (a share may hold thousands of `index.js`).
+/// Namesakes compared per run at most.
 const MAX_NAMESAKES: usize = 256;
+
+/// What a path's namesakes share: its last two components (`src/a.c` of `v1/src/a.c`); for a
+/// path of two, a marker of that depth and its name (`/README` of `v1/README`, which no deeper
+/// path's key equals); none for a file at the top.
+fn tail_key(p: &RelPath) -> Option<&str> {
+    let s = p.as_str();
+    let last = s.rfind('/')?;
+    Some(match s[..last].rfind('/') {
+        Some(i) => &s[i + 1..],
+        None => &s[last..],
+    })
+}
 
 impl<'a> BaseLocator<'a> {
     /// Only the chunks right before and after each run in its target file are looked for
@@ -61,7 +73,7 @@ impl<'a> BaseLocator<'a> {
             return BaseLocator {
                 base,
                 at,
-                by_name: OnceCell::new(),
+                tails: OnceCell::new(),
             };
         }
         'walk: for (path, e) in base.iter() {
@@ -79,30 +91,26 @@ impl<'a> BaseLocator<'a> {
         BaseLocator {
             base,
             at,
-            by_name: OnceCell::new(),
+            tails: OnceCell::new(),
         }
     }
 
-    /// The base file that `path` most likely was, when the base has no file there (a moved or
-    /// renamed directory: `linux-6.1/kernel/fork.c` for `linux-6.2/kernel/fork.c`): the one
-    /// of the same name whose path ends with the most of the same components, at least two
-    /// (or all but the first, for a path of two).
+    /// The base file that `path` most likely was, when the base has nothing there (a moved or
+    /// renamed directory: `linux-6.1/kernel/fork.c` for `linux-6.2/kernel/fork.c`): of the
+    /// base files whose path ends with the same last two components, the one that ends with
+    /// the most of the same (the first in path order among equals); for a path of two
+    /// components, a base file of two with the same name (`v1/README` for `v2/README`). A
+    /// file at the top has none.
     fn namesake(&self, path: &RelPath) -> Option<&'a RelPath> {
-        let by_name = self.by_name.get_or_init(|| {
+        let tails = self.tails.get_or_init(|| {
             let mut m: HashMap<&'a str, Vec<&'a RelPath>> = HashMap::new();
             for (p, e) in self.base.iter() {
-                if e.manifest().is_some() {
-                    m.entry(p.file_name()).or_default().push(p);
+                if let (Some(_), Some(key)) = (e.manifest(), tail_key(p)) {
+                    m.entry(key).or_default().push(p);
                 }
             }
             m
         });
-        let want = path
-            .as_str()
-            .split('/')
-            .count()
-            .saturating_sub(1)
-            .clamp(1, 2);
         let common = |p: &RelPath| {
             path.as_str()
                 .rsplit('/')
@@ -110,16 +118,17 @@ impl<'a> BaseLocator<'a> {
                 .take_while(|(a, b)| a == b)
                 .count()
         };
-        by_name
-            .get(path.file_name())?
+        tails
+            .get(tail_key(path)?)?
             .iter()
             .take(MAX_NAMESAKES)
-            .map(|&p| (common(p), p))
-            .filter(|&(n, _)| n >= want)
             // The first of the longest (the base is walked in path order).
-            .fold(None, |best: Option<(usize, &RelPath)>, (n, p)| match best {
-                Some((m, _)) if m >= n => best,
-                _ => Some((n, p)),
+            .fold(None, |best: Option<(usize, &'a RelPath)>, &p| {
+                let n = common(p);
+                match best {
+                    Some((m, _)) if m >= n => best,
+                    _ => Some((n, p)),
+                }
             })
             .map(|(_, p)| p)
     }
@@ -284,6 +293,9 @@ mod locator_tests {
         // Only the name agrees: nothing.
         assert!(replaced("v2/docs/a.c", 1).is_empty());
         assert!(replaced("v2/missing.c", 1).is_empty());
+        // A file at the top has none; a path of two takes only a path of two.
+        assert!(replaced("a.c", 1).is_empty());
+        assert!(replaced("v2/a.c", 1).is_empty());
         // A path the base has is never given another's chunks.
         let with_dir = named(&[("v1/src/a.c", &[5]), ("v2/src/a.c", &[])]);
         let loc = BaseLocator::new(&with_dir, std::iter::empty());

@@ -98,6 +98,7 @@ impl Prepared {
                 .iter()
                 .map(|c| c.id)
                 .filter(|id| !absent.contains(id) && seen.insert(*id))
+                .take(crate::fetch::MAX_DICTIONARY_CHUNKS)
                 .collect();
             named.extend(d.iter().copied());
             dictionaries.push(d);

@@ -416,15 +416,12 @@ impl Transfers {
         let frame = CHUNKS_FRAME.min(ctx.cfg.limits.max_frame);
         let mut w = ChunksWriter::new(ctx.chunks, frame);
         'pieces: for (run, ids) in &pieces {
-            // A run is compressed whole (its window bounds it); other chunks a batch at a time.
-            let parts = match run {
-                Some(_) => ids.chunks(ids.len()),
-                None => ids.chunks(CHUNK_BATCH),
-            };
-            for part in parts {
+            // A batch at a time, whatever the peer asked: a run's first batch is compressed
+            // against its dictionary (the start of what it replaces), the rest as stored.
+            for (k, part) in ids.chunks(CHUNK_BATCH).enumerate() {
                 match run {
-                    Some(r) => w.run(part, &runs[*r].dictionary)?,
-                    None => part.iter().try_for_each(|id| w.chunk(id))?,
+                    Some(r) if k == 0 => w.run(part, &runs[*r].dictionary)?,
+                    _ => part.iter().try_for_each(|id| w.chunk(id))?,
                 }
                 for msg in w.take_full() {
                     ctx.send(from, Message::Chunks(msg));

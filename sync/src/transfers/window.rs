@@ -13,6 +13,9 @@ use chorus_proto::message::ChunkRun;
 
 /// Windows asked for and not yet arrived, at most: one arriving while the next is on its way.
 pub(super) const IN_FLIGHT: usize = 2;
+/// Dictionary chunks one window names at most (~560 KB of ids); runs past it are asked for
+/// without theirs, as the sender would send them past its allowance anyway.
+const WINDOW_DICTIONARY_CHUNKS: usize = 16_384;
 
 /// The missing chunks of one incoming delta, in the delta's order.
 #[derive(Debug)]
@@ -55,6 +58,7 @@ impl Windows {
         while self.asked.len() < IN_FLIGHT && !self.next.is_empty() {
             let mut n = 0;
             let mut runs = Vec::new();
+            let mut named = 0;
             while n < self.len {
                 let Some((count, dictionary)) = self.dictionaries.front_mut() else {
                     break;
@@ -65,7 +69,11 @@ impl Windows {
                     break;
                 }
                 let take = (*count).min(room);
-                if !dictionary.is_empty() && take > 0 {
+                if !dictionary.is_empty()
+                    && take > 0
+                    && named + dictionary.len() <= WINDOW_DICTIONARY_CHUNKS
+                {
+                    named += dictionary.len();
                     runs.push(ChunkRun {
                         first: n as u32,
                         count: take as u32,
@@ -199,5 +207,34 @@ mod tests {
         assert_eq!(w.ask(), vec![(ids(8..11), vec![])]);
         assert_eq!(w.arrived(&ids(8..11)).len(), 3);
         assert!(w.done());
+    }
+
+    /// A window names at most so many dictionary chunks; a run past that is asked for
+    /// without its dictionary.
+    #[test]
+    fn a_window_names_a_bounded_number_of_dictionary_chunks() {
+        let dictionary: Vec<ChunkId> = (0..10_000u32)
+            .map(|i| ChunkId::of(&i.to_le_bytes()))
+            .collect();
+        let runs = vec![
+            FetchRun {
+                ids: vec![id(1)],
+                dictionary: dictionary.clone(),
+            },
+            FetchRun {
+                ids: vec![id(2)],
+                dictionary,
+            },
+        ];
+        let mut w = Windows::new(target(), runs, 8);
+        let asked = w.ask();
+        assert_eq!(asked.len(), 1);
+        assert_eq!(asked[0].0, vec![id(1), id(2)]);
+        assert_eq!(
+            asked[0].1.len(),
+            1,
+            "the second run's dictionary is left out"
+        );
+        assert_eq!(asked[0].1[0].first, 0);
     }
 }
