@@ -26,10 +26,7 @@ const FRAME_SLACK: usize = 64 << 10;
 /// refuses a message that goes beyond it.
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
-/// Largest dictionary of one run, in bytes: the encoder's largest for a literal.
-pub const MAX_RUN_DICTIONARY: usize = 4 << 20;
-/// Most chunks one run's dictionary may name.
-pub const MAX_DICTIONARY_CHUNKS: usize = 4096;
+pub use crate::delta::limits::{MAX_DICTIONARY_CHUNKS, MAX_RUN_DICTIONARY};
 /// Dictionary bytes one answer reads at most, all its runs together (runs past it are sent
 /// chunk by chunk), and one message may make its receiver read (more is refused): a
 /// NeedChunks, or a Chunks message, costs its reader at most this much besides its chunks.

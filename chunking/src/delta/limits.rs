@@ -5,6 +5,11 @@
 //! The cap itself is bounded by the bytes received, through [`MAX_RATIO`], the most output
 //! the zstd format can encode per input byte, and so is the decoder's window ([`window_log`]).
 
+/// Largest dictionary of one fetched run, in bytes: the encoder's largest for a literal.
+pub const MAX_RUN_DICTIONARY: usize = 4 << 20;
+/// Most chunks one fetched run's dictionary may name.
+pub const MAX_DICTIONARY_CHUNKS: usize = 4096;
+
 use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer};
 
 /// Largest zstd window a literal may use (and a receiver accepts): 128 MiB.

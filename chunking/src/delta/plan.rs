@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 
 use super::apply::{Prepared, Resolved};
+use super::limits::MAX_DICTIONARY_CHUNKS;
 use super::locate::{BaseLocator, Run};
 use crate::Error;
 use crate::ids::ChunkId;
@@ -98,7 +99,7 @@ impl Prepared {
                 .iter()
                 .map(|c| c.id)
                 .filter(|id| !absent.contains(id) && seen.insert(*id))
-                .take(crate::fetch::MAX_DICTIONARY_CHUNKS)
+                .take(MAX_DICTIONARY_CHUNKS)
                 .collect();
             named.extend(d.iter().copied());
             dictionaries.push(d);
