@@ -107,6 +107,7 @@ fn delta(
         literals,
         changes,
         removed: vec![],
+        packed: vec![],
     }
 }
 

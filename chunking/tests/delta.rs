@@ -781,6 +781,76 @@ fn a_renamed_directorys_edited_files_cost_about_their_edits() {
     }
 }
 
+/// Many changed paths travel packed: the change and removal lists as one zstd frame, a
+/// fraction of their plain size (a release under a renamed directory names every path
+/// twice); the receiver unpacks them within its bounds, and a delta that packs too much, packs
+/// and lists at once, or packs garbage is refused.
+#[test]
+fn many_paths_travel_packed_and_unpack_within_bounds() {
+    let (mut base_spec, mut target_spec) = (Spec::new(), Spec::new());
+    let mut plain = 0;
+    for i in 0..300 {
+        let bytes = text(3, i);
+        let (old, new) = (
+            format!("pkg-1.0/src/module_{i:03}/file.txt"),
+            format!("pkg-1.1/src/module_{i:03}/file.txt"),
+        );
+        plain += old.len() + new.len();
+        base_spec.insert(
+            old,
+            Node::File {
+                mode: 0o644,
+                bytes: bytes.clone(),
+            },
+        );
+        target_spec.insert(new, Node::File { mode: 0o644, bytes });
+    }
+    let (sender, base, target) = built(&base_spec, &target_spec);
+    let (delta, stats) = encode(&base, &target, &sender, &EncodeOptions::default()).unwrap();
+    assert_eq!(stats.files_changed, 600);
+    assert!(delta.changes.is_empty() && delta.removed.is_empty());
+    assert!(
+        delta.packed.len() * 5 < plain,
+        "{} bytes packed for {plain} bytes of paths",
+        delta.packed.len()
+    );
+    let (rstore, rbase) = receiver(&base_spec);
+    let applied = apply(
+        &wire(delta.clone()),
+        Some(&rbase),
+        &rstore,
+        &ApplyLimits::default(),
+    )
+    .unwrap()
+    .applied()
+    .unwrap();
+    assert_eq!(applied.tree, target);
+
+    let refused = |d: &proto::Delta, limits: &ApplyLimits, what: &str| match apply(
+        d,
+        Some(&rbase),
+        &rstore,
+        limits,
+    ) {
+        Err(ApplyError::Invalid(m)) => assert!(m.contains(what), "{m}"),
+        other => panic!("{other:?}"),
+    };
+    let small = ApplyLimits {
+        max_packed_bytes: 1000,
+        ..Default::default()
+    };
+    refused(&delta, &small, "within 1000 bytes");
+    let mut both = delta.clone();
+    both.removed = vec!["pkg-1.0/src/module_000/file.txt".into()];
+    refused(&both, &ApplyLimits::default(), "both packed and listed");
+    let mut garbage = delta.clone();
+    garbage.packed = vec![0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3];
+    refused(&garbage, &ApplyLimits::default(), "packed paths");
+    let mut lie = delta;
+    lie.packed = zstd::encode_all(&[0x0a, 0x05, 0x0a, 0x03, b'.', b'.', b'/'][..], 3).unwrap();
+    refused(&lie, &ApplyLimits::default(), "");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 

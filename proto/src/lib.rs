@@ -19,7 +19,7 @@ pub mod shown;
 mod validate;
 
 pub use shown::shown;
-pub use validate::MAX_PUSHED_BEFORE;
+pub use validate::{MAX_PUSHED_BEFORE, delta_paths as validate_delta_paths};
 
 pub use frame::{
     DecodeError, FRAME_HEADER_LEN, Limits, PROTOCOL_VERSION, check_frame_len, decode_envelope,

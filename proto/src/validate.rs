@@ -4,8 +4,8 @@
 
 use crate::limits::{DecodeError, Limits};
 use crate::{
-    Body, ChunkData, ChunkGroup, ChunkId, ChunkRef, ChunkRun, Compression, Delta, EntryKind,
-    FileChange, Literal, RejectReason, TreeEntry, TreeManifest, VersionId, tree_entry,
+    Body, ChunkData, ChunkGroup, ChunkId, ChunkRef, ChunkRun, Compression, Delta, DeltaPaths,
+    EntryKind, FileChange, Literal, RejectReason, TreeEntry, TreeManifest, VersionId, tree_entry,
 };
 
 /// Most versions a push may name as pushed before it (a follower keeps fewer).
@@ -119,10 +119,25 @@ pub(crate) fn delta(d: &Delta, l: &Limits) -> Result<(), DecodeError> {
         .try_for_each(|c| chunk_ref(c, "Delta.external", l))?;
     count("Delta.literals", d.literals.len(), l)?;
     d.literals.iter().try_for_each(|lit| literal(lit, l))?;
-    count("Delta.changes", d.changes.len(), l)?;
-    d.changes.iter().try_for_each(|c| file_change(c, l))?;
-    count("Delta.removed", d.removed.len(), l)?;
-    d.removed
+    if !d.packed.is_empty() && !(d.changes.is_empty() && d.removed.is_empty()) {
+        return Err(DecodeError::Invalid {
+            field: "Delta.packed",
+            detail: "paths both packed and listed".into(),
+        });
+    }
+    paths(&d.changes, &d.removed, l)
+}
+
+/// Bounds of a delta's path lists, unpacked from `Delta.packed`.
+pub fn delta_paths(p: &DeltaPaths, l: &Limits) -> Result<(), DecodeError> {
+    paths(&p.changes, &p.removed, l)
+}
+
+fn paths(changes: &[FileChange], removed: &[String], l: &Limits) -> Result<(), DecodeError> {
+    count("Delta.changes", changes.len(), l)?;
+    changes.iter().try_for_each(|c| file_change(c, l))?;
+    count("Delta.removed", removed.len(), l)?;
+    removed
         .iter()
         .try_for_each(|p| path_len("Delta.removed", p, l))
 }

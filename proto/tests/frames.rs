@@ -66,6 +66,7 @@ fn sample_delta() -> Delta {
             runs: vec![0, 1, 2, 2],
         }],
         removed: vec!["old".into()],
+        packed: Vec::new(),
     }
 }
 
@@ -339,6 +340,35 @@ proptest! {
         }
         let _ = decode_frame(&frame, &Limits::default());
     }
+}
+
+/// A delta's paths come packed or listed, never both.
+#[test]
+fn a_delta_packs_its_paths_or_lists_them_not_both() {
+    let mut d = sample_delta();
+    d.packed = vec![1, 2, 3];
+    let push = |d: Delta| {
+        Body::Push(Push {
+            number: Some(num(1, 0)),
+            delta: Some(d),
+            pushed_before: Vec::new(),
+            displaced: Vec::new(),
+        })
+    };
+    let got = decode_frame(&encode_frame(push(d.clone())), &Limits::default());
+    assert!(
+        matches!(
+            got,
+            Err(DecodeError::Invalid {
+                field: "Delta.packed",
+                ..
+            })
+        ),
+        "{got:?}"
+    );
+    d.changes.clear();
+    d.removed.clear();
+    assert!(decode_frame(&encode_frame(push(d)), &Limits::default()).is_ok());
 }
 
 /// A NeedChunks' runs lie within its ids, in order, without overlap; a group's lengths match

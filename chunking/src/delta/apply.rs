@@ -15,6 +15,7 @@ use std::ops::Range;
 use chorus_proto as proto;
 
 use super::encode::zstd_decompress;
+use super::limits::{decompress_bounded, ratio_cap, window_log};
 use super::table::BaseTable;
 use crate::Error;
 use crate::ids::{ChunkId, VersionId};
@@ -47,6 +48,9 @@ pub struct ApplyLimits {
     /// Largest resulting version: the bytes of all its files, changed or kept (1 TiB by
     /// default).
     pub max_version_bytes: u64,
+    /// Most bytes a delta's packed path lists may decompress to (64 MiB by default: a
+    /// million changed paths of ~60 bytes).
+    pub max_packed_bytes: u64,
 }
 
 impl Default for ApplyLimits {
@@ -57,6 +61,7 @@ impl Default for ApplyLimits {
             max_dictionary_bytes: 4 << 20,
             max_file_bytes: 64 << 30,
             max_version_bytes: 1 << 40,
+            max_packed_bytes: 64 << 20,
         }
     }
 }
@@ -313,6 +318,9 @@ pub fn prepare(
     }
     let table_len = n_known + literal_lens.len() as u64;
 
+    if !delta.packed.is_empty() {
+        unpack_paths(&mut delta, limits)?;
+    }
     // Resolve the structure: which paths go, which come, which table entries they use.
     let removed = sorted_paths(std::mem::take(&mut delta.removed), "removed")?;
     for p in &removed {
@@ -571,6 +579,34 @@ impl Prepared {
             sent_base: base_was_sent.then_some(base),
         }))
     }
+}
+
+/// Takes `Delta.packed` apart into the delta's change and removal lists, bounded: it may
+/// decompress to no more than `max_packed_bytes` (nor than its bytes can hold, before anything
+/// is allocated), and the lists are held to the bounds of lists sent plainly.
+fn unpack_paths(delta: &mut proto::Delta, limits: &ApplyLimits) -> Result<(), ApplyError> {
+    use prost::Message;
+    if !delta.changes.is_empty() || !delta.removed.is_empty() {
+        return Err(invalid("paths both packed and listed"));
+    }
+    let packed = std::mem::take(&mut delta.packed);
+    let cap = usize::try_from(limits.max_packed_bytes)
+        .unwrap_or(usize::MAX)
+        .min(ratio_cap(packed.len()));
+    let raw = decompress_bounded(&packed, &[], cap, window_log(cap)).map_err(|e| {
+        invalid(format!(
+            "the packed paths do not decompress within {cap} bytes: {e}"
+        ))
+    })?;
+    drop(packed);
+    let paths = proto::DeltaPaths::decode(&raw[..])
+        .map_err(|e| invalid(format!("the packed paths do not decode: {e}")))?;
+    drop(raw);
+    proto::validate_delta_paths(&paths, &proto::Limits::default())
+        .map_err(|e| invalid(format!("the packed paths: {e}")))?;
+    delta.changes = paths.changes;
+    delta.removed = paths.removed;
+    Ok(())
 }
 
 #[derive(Debug)]
