@@ -119,7 +119,8 @@ pub(crate) fn delta(d: &Delta, l: &Limits) -> Result<(), DecodeError> {
         .try_for_each(|c| chunk_ref(c, "Delta.external", l))?;
     count("Delta.literals", d.literals.len(), l)?;
     d.literals.iter().try_for_each(|lit| literal(lit, l))?;
-    if !d.packed.is_empty() && !(d.changes.is_empty() && d.removed.is_empty()) {
+    let listed = !d.changes.is_empty() || !d.removed.is_empty();
+    if !d.packed.is_empty() && listed {
         return Err(DecodeError::Invalid {
             field: "Delta.packed",
             detail: "paths both packed and listed".into(),
