@@ -11,7 +11,8 @@ use crate::{Body, RejectReason, v1};
 pub struct Delta {
     pub base: VersionId,
     pub target: VersionId,
-    pub wire: v1::Delta,
+    /// Boxed: a message holding a delta is otherwise several times the size of every other.
+    pub wire: Box<v1::Delta>,
 }
 
 impl Delta {
@@ -19,7 +20,11 @@ impl Delta {
     pub fn parse(wire: v1::Delta) -> Result<Delta, ParseError> {
         let base = id(wire.base.as_ref(), "Delta.base")?;
         let target = id(wire.target.as_ref(), "Delta.target")?;
-        Ok(Delta { base, target, wire })
+        Ok(Delta {
+            base,
+            target,
+            wire: Box::new(wire),
+        })
     }
 }
 
@@ -211,7 +216,7 @@ impl Message {
                 displaced,
             } => Body::Push(v1::Push {
                 number: Some(number.to_proto()),
-                delta: Some(delta.wire),
+                delta: Some(*delta.wire),
                 pushed_before: before.into_iter().map(VersionId::to_proto).collect(),
                 displaced,
             }),
@@ -226,7 +231,7 @@ impl Message {
             } => Body::Merged(v1::Merged {
                 pushed: Some(pushed.to_proto()),
                 number: Some(number.to_proto()),
-                delta: Some(delta.wire),
+                delta: Some(*delta.wire),
             }),
             Message::NeedBase { base, target } => Body::NeedBase(v1::NeedBase {
                 base: Some(base.to_proto()),
@@ -247,7 +252,7 @@ impl Message {
                 detail,
             }),
             Message::Offer { delta, extra } => Body::Offer(v1::Offer {
-                delta: Some(delta.wire),
+                delta: Some(*delta.wire),
                 extra,
             }),
             Message::Stored { version } => Body::Stored(v1::Stored {
@@ -297,11 +302,11 @@ mod tests {
         let d = Delta {
             base: vid(1),
             target: vid(2),
-            wire: v1::Delta {
+            wire: Box::new(v1::Delta {
                 base: Some(vid(1).to_proto()),
                 target: Some(vid(2).to_proto()),
                 ..Default::default()
-            },
+            }),
         };
         let n = VersionNumber::new(7, 2);
         let all = vec![

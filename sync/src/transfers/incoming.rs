@@ -111,7 +111,7 @@ impl Transfers {
             return Ok(None);
         }
         let held = ctx.store.manifest(&delta.base)?;
-        match prepare(delta.wire, held.as_deref(), &ctx.cfg.apply_limits) {
+        match prepare(*delta.wire, held.as_deref(), &ctx.cfg.apply_limits) {
             Ok(Prepare::Ready(p)) => self.finish(ctx, from, kind, p),
             Ok(Prepare::NeedBase { base, target }) => {
                 tracing::debug!(me = ctx.me, from, ?base, ?target, "need base");

@@ -186,7 +186,11 @@ impl Transfers {
             opts.literal_budget = 0;
         }
         let wire = encode(&b, &t, ctx.chunks, &opts)?.0;
-        Ok(Delta { base, target, wire })
+        Ok(Delta {
+            base,
+            target,
+            wire: Box::new(wire),
+        })
     }
 
     fn remember(&mut self, to: NodeId, target: VersionId, what: Outgoing) {
