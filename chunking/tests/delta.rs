@@ -727,33 +727,49 @@ fn fetched_runs_cost_about_what_literals_cost() {
     );
 }
 
+/// A release of `n` text files of `lines` lines under `pkg-1.0/` and the next under
+/// `pkg-1.1/`, `edits` lines inserted in each file; `path(i)` is file `i`'s place below the top
+/// directory. The two trees, the new files' bytes and their paths' bytes (old and new).
+fn renamed_release(
+    n: u64,
+    lines: usize,
+    edits: usize,
+    path: impl Fn(u64) -> String,
+) -> (Spec, Spec, usize, usize) {
+    let (mut base_spec, mut target_spec) = (Spec::new(), Spec::new());
+    let (mut raw, mut paths) = (0, 0);
+    for i in 0..n {
+        let mut bytes = text(lines, 70 + i);
+        let (old, new) = (
+            format!("pkg-1.0/{}", path(i)),
+            format!("pkg-1.1/{}", path(i)),
+        );
+        paths += old.len() + new.len();
+        base_spec.insert(
+            old,
+            Node::File {
+                mode: 0o644,
+                bytes: bytes.clone(),
+            },
+        );
+        for k in 1..=edits {
+            let at = bytes.len() * k / (edits + 1);
+            bytes.splice(at..at, format!("edit {k} of {i}\n").bytes());
+        }
+        raw += bytes.len();
+        target_spec.insert(new, Node::File { mode: 0o644, bytes });
+    }
+    (base_spec, target_spec, raw, paths)
+}
+
 /// A release whose top directory carries its version (`v1/` becomes `v2/`): every path is
 /// new, yet each edited file is compressed against the file of the same name and place in the
 /// old directory, whether it travels as a literal or is fetched. (Compressed on its own, as
 /// before, each file cost about a third of its size.)
 #[test]
 fn a_renamed_directorys_edited_files_cost_about_their_edits() {
-    let (mut base_spec, mut target_spec) = (Spec::new(), Spec::new());
-    let mut raw = 0;
-    for i in 0..12 {
-        let mut bytes = text(4000, 70 + i);
-        base_spec.insert(
-            format!("pkg-1.0/src/f{i:02}.txt"),
-            Node::File {
-                mode: 0o644,
-                bytes: bytes.clone(),
-            },
-        );
-        for k in 1..4 {
-            let at = bytes.len() * k / 4;
-            bytes.splice(at..at, format!("edit {k} of {i}\n").bytes());
-        }
-        raw += bytes.len();
-        target_spec.insert(
-            format!("pkg-1.1/src/f{i:02}.txt"),
-            Node::File { mode: 0o644, bytes },
-        );
-    }
+    let (base_spec, target_spec, raw, _) =
+        renamed_release(12, 4000, 3, |i| format!("src/f{i:02}.txt"));
     let params = chorus_chunking::ChunkerParams::default();
     let sender = MemStore::new();
     let base = build_with(&base_spec, &sender, params);
@@ -787,24 +803,8 @@ fn a_renamed_directorys_edited_files_cost_about_their_edits() {
 /// and lists at once, or packs garbage is refused.
 #[test]
 fn many_paths_travel_packed_and_unpack_within_bounds() {
-    let (mut base_spec, mut target_spec) = (Spec::new(), Spec::new());
-    let mut plain = 0;
-    for i in 0..300 {
-        let bytes = text(3, i);
-        let (old, new) = (
-            format!("pkg-1.0/src/module_{i:03}/file.txt"),
-            format!("pkg-1.1/src/module_{i:03}/file.txt"),
-        );
-        plain += old.len() + new.len();
-        base_spec.insert(
-            old,
-            Node::File {
-                mode: 0o644,
-                bytes: bytes.clone(),
-            },
-        );
-        target_spec.insert(new, Node::File { mode: 0o644, bytes });
-    }
+    let (base_spec, target_spec, _, plain) =
+        renamed_release(300, 3, 0, |i| format!("src/module_{i:03}/file.txt"));
     let (sender, base, target) = built(&base_spec, &target_spec);
     let (delta, stats) = encode(&base, &target, &sender, &EncodeOptions::default()).unwrap();
     assert_eq!(stats.files_changed, 600);
