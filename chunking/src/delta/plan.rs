@@ -40,8 +40,7 @@ impl Prepared {
                 dictionary: Vec::new(),
             }]);
         }
-        let absent: HashSet<ChunkId> = missing.iter().copied().collect();
-        let mut left = absent.clone();
+        let mut left: HashSet<ChunkId> = missing.iter().copied().collect();
         let mut order: Vec<ChunkId> = Vec::with_capacity(missing.len());
         drop(missing);
         // Each run of missing chunks: where it lies, and its ids' place in `order`.
@@ -98,13 +97,13 @@ impl Prepared {
                 .replaced(run, max_dictionary)
                 .iter()
                 .map(|c| c.id)
-                .filter(|id| !absent.contains(id) && seen.insert(*id))
+                .filter(|id| seen.insert(*id))
                 .take(MAX_DICTIONARY_CHUNKS)
                 .collect();
             named.extend(d.iter().copied());
             dictionaries.push(d);
         }
-        // A base chunk this node lost cannot prime anything.
+        // A chunk this node lacks (lost, or itself being fetched) cannot prime anything.
         let named: Vec<ChunkId> = named.into_iter().collect();
         let lost: HashSet<ChunkId> = store.missing(&named)?.into_iter().collect();
 

@@ -5,7 +5,6 @@
 //! after each one looked up all 16,000 of its chunks 128 times).
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
 
 use chorus_chunking::delta::FetchRun;
 use chorus_chunking::{ChunkId, VersionId};
@@ -27,7 +26,7 @@ pub(super) struct Windows {
     /// Not asked for yet.
     next: VecDeque<ChunkId>,
     /// How many of `next`, in order, go with each dictionary (empty: none).
-    dictionaries: VecDeque<(usize, Arc<[ChunkId]>)>,
+    dictionaries: VecDeque<(usize, Vec<ChunkId>)>,
     /// Asked for and not arrived, a set per window, oldest first.
     asked: VecDeque<HashSet<ChunkId>>,
 }
@@ -38,7 +37,7 @@ impl Windows {
         let mut next = VecDeque::new();
         let mut dictionaries = VecDeque::new();
         for r in runs {
-            dictionaries.push_back((r.ids.len(), Arc::from(r.dictionary)));
+            dictionaries.push_back((r.ids.len(), r.dictionary));
             next.extend(r.ids);
         }
         Windows {
@@ -77,7 +76,7 @@ impl Windows {
                     runs.push(ChunkRun {
                         first: n as u32,
                         count: take as u32,
-                        dictionary: dictionary.to_vec(),
+                        dictionary: dictionary.clone(),
                     });
                 }
                 n += take;
@@ -88,7 +87,7 @@ impl Windows {
                     // A run longer than a window is a file rewritten at length: its dictionary
                     // is the start of what it replaces (at most 4 MiB), no help to the windows
                     // after the first, which come as the sender stores them.
-                    *dictionary = Arc::from([]);
+                    *dictionary = Vec::new();
                 }
             }
             if n == 0 {
