@@ -55,6 +55,20 @@ fn sample_with_new_file(path: &str, lines: usize, seed: u64) -> (Spec, Spec) {
     (base_spec, target_spec)
 }
 
+/// `delta` through a frame to a receiver that holds exactly `base_spec`, applied there in one
+/// call (nothing missing): what was built, the receiver's store and its base.
+fn applied_on_receiver(
+    base_spec: &Spec,
+    delta: proto::Delta,
+) -> (chorus_chunking::delta::Applied, MemStore, TreeManifest) {
+    let (rstore, rbase) = receiver(base_spec);
+    let applied = apply(&wire(delta), Some(&rbase), &rstore, &ApplyLimits::default())
+        .unwrap()
+        .applied()
+        .unwrap();
+    (applied, rstore, rbase)
+}
+
 /// Both trees built in a sender's store.
 fn built(base_spec: &Spec, target_spec: &Spec) -> (MemStore, TreeManifest, TreeManifest) {
     let sender = MemStore::new();
@@ -116,11 +130,7 @@ fn a_small_edit_costs_little_and_round_trips() {
         "a 21-byte edit cost {frame_len} bytes"
     );
 
-    let (rstore, rbase) = receiver(&base_spec);
-    let applied = apply(&wire(delta), Some(&rbase), &rstore, &ApplyLimits::default())
-        .unwrap()
-        .applied()
-        .unwrap();
+    let (applied, rstore, _) = applied_on_receiver(&base_spec, delta);
     assert_eq!(applied.tree, target);
     assert_holds(&applied.tree, &target_spec, &rstore);
 }
@@ -232,16 +242,7 @@ fn permission_changes_alone_travel_in_a_delta() {
     let (delta, stats) = encode(&base, &target, &sender, &EncodeOptions::default()).unwrap();
     assert_eq!(stats.files_changed, 2);
     assert!(delta.literals.is_empty(), "no content travels for a chmod");
-    let (rstore, rbase) = receiver(&base_spec);
-    let applied = apply(
-        &wire(delta.clone()),
-        Some(&rbase),
-        &rstore,
-        &ApplyLimits::default(),
-    )
-    .unwrap()
-    .applied()
-    .unwrap();
+    let (applied, rstore, rbase) = applied_on_receiver(&base_spec, delta.clone());
     assert_eq!(applied.tree, target);
     assert_eq!(
         applied
@@ -814,16 +815,7 @@ fn many_paths_travel_packed_and_unpack_within_bounds() {
         "{} bytes packed for {plain} bytes of paths",
         delta.packed.len()
     );
-    let (rstore, rbase) = receiver(&base_spec);
-    let applied = apply(
-        &wire(delta.clone()),
-        Some(&rbase),
-        &rstore,
-        &ApplyLimits::default(),
-    )
-    .unwrap()
-    .applied()
-    .unwrap();
+    let (applied, rstore, rbase) = applied_on_receiver(&base_spec, delta.clone());
     assert_eq!(applied.tree, target);
 
     let refused = |d: &proto::Delta, limits: &ApplyLimits, what: &str| match apply(
