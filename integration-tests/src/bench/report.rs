@@ -226,41 +226,64 @@ const WHY_LATENCY: &str = "an edit waits for the watcher's debounce, then goes f
 const WHY_INITIAL: &str = "chorus cuts and hashes every file into chunks, compresses and stores every chunk durably on both nodes and has the version replicated through Raft before the other node writes any file; rsync streams the files once";
 const WHY_RSS: &str = "chorus reads a file of up to 64 MiB whole (to cut it on two cores) and holds a version's manifest and delta in memory while it syncs";
 
+/// A goal on the bytes of `phase` both ways, with rsync's and `floor`'s beside chorus' and
+/// `met(chorus, rsync, floor)` as the verdict; nothing when chorus was not measured there.
+fn bytes_goal(
+    results: &Results,
+    phase: &str,
+    goal: &str,
+    floor: &str,
+    met: impl Fn(f64, f64, f64) -> bool,
+) -> String {
+    let total = |r: &ToolRow| sum(r);
+    let c = phase_median(results, phase, "chorus", total);
+    let r = phase_median(results, phase, "rsync --no-whole-file", total);
+    let f = phase_median(results, phase, floor, total);
+    if c.is_none() {
+        return String::new();
+    }
+    let beside = |label: &str, v: Option<f64>| {
+        format!(
+            "{label} {} (chorus {})",
+            v.map_or("–".into(), bytes),
+            ratio(c, v)
+        )
+    };
+    let ok = match (c, r, f) {
+        (Some(c), Some(r), Some(f)) => Some(met(c, r, f)),
+        _ => None,
+    };
+    format!(
+        "| {goal} | chorus {}; {}; {} | {} |\n",
+        c.map_or("–".into(), bytes),
+        beside("rsync", r),
+        beside("floor", f),
+        verdict(ok, WHY_BYTES)
+    )
+}
+
 /// The goals of issues 6 and 8 against this run's figures.
 pub fn goals(results: &Results) -> String {
     let mut s = String::from(
         "### Goals (issues 6 and 8) against this run\n\n| goal | measured | verdict |\n|---|---|---|\n",
     );
-    let total = |r: &ToolRow| sum(r);
     let time = |r: &ToolRow| r.secs.clone();
-    // Bytes on the source-tree update.
-    let c = phase_median(results, "update", "chorus", total);
-    let r = phase_median(results, "update", "rsync --no-whole-file", total);
-    let f = phase_median(results, "update", "diff -ruN, zstd -19 (floor)", total);
-    s += &format!(
-        "| source-tree update ≤ 1/10 of rsync's bytes, close to the diff floor | chorus {} vs rsync {} ({}), floor {} (chorus {}) | {} |\n",
-        c.map_or("–".into(), bytes),
-        r.map_or("–".into(), bytes),
-        ratio(c, r),
-        f.map_or("–".into(), bytes),
-        ratio(c, f),
-        verdict(c.zip(r).map(|(c, r)| c <= r / 10.0), WHY_BYTES)
+    // Bytes on the source-tree update (issue 8), and on the mid-size release (issue 15)
+    // against the patch-from floor.
+    s += &bytes_goal(
+        results,
+        "update",
+        "source-tree update ≤ 1/10 of rsync's bytes, close to the diff floor",
+        "diff -ruN, zstd -19 (floor)",
+        |c, r, _| c <= r / 10.0,
     );
-    // Bytes on the mid-size release update (issue 15), against the patch-from floor.
-    let c = phase_median(results, "release", "chorus", total);
-    let f = phase_median(results, "release", "zstd -19 --patch-from (floor)", total);
-    let r = phase_median(results, "release", "rsync --no-whole-file", total);
-    if c.is_some() {
-        s += &format!(
-            "| mid-size release update ≤ 2× the `zstd --patch-from` floor (issue 15) | chorus {} vs floor {} ({}); rsync {} (chorus {}) | {} |\n",
-            c.map_or("–".into(), bytes),
-            f.map_or("–".into(), bytes),
-            ratio(c, f),
-            r.map_or("–".into(), bytes),
-            ratio(c, r),
-            verdict(c.zip(f).map(|(c, f)| c <= 2.0 * f), WHY_BYTES)
-        );
-    }
+    s += &bytes_goal(
+        results,
+        "release",
+        "mid-size release update ≤ 2× the `zstd --patch-from` floor (issue 15)",
+        "zstd -19 --patch-from (floor)",
+        |c, _, f| c <= 2.0 * f,
+    );
     // Latency.
     let lat = |tool: &str| results.latency.iter().find(|l| l.tool == tool);
     let (p50, p99) = (
