@@ -69,6 +69,15 @@ fn applied_on_receiver(
     (applied, rstore, rbase)
 }
 
+/// `delta` through a frame to a receiver holding `base`, prepared there.
+fn prepared_on(base: &TreeManifest, delta: proto::Delta) -> chorus_chunking::delta::Prepared {
+    let Prepare::Ready(p) = prepare(wire(delta), Some(base), &ApplyLimits::default()).unwrap()
+    else {
+        panic!("the base is held");
+    };
+    p
+}
+
 /// Both trees built in a sender's store.
 fn built(base_spec: &Spec, target_spec: &Spec) -> (MemStore, TreeManifest, TreeManifest) {
     let sender = MemStore::new();
@@ -697,11 +706,7 @@ fn fetched_runs_cost_about_what_literals_cost() {
     assert!(stats.external_chunks >= 16, "{stats:?}");
     let rstore = MemStore::new();
     let rbase = build_with(&base_spec, &rstore, params);
-    let Prepare::Ready(prepared) =
-        prepare(wire(delta), Some(&rbase), &ApplyLimits::default()).unwrap()
-    else {
-        panic!("the base is held");
-    };
+    let prepared = prepared_on(&rbase, delta);
     // One by one, as the chunks were fetched before.
     let Finish::NeedChunks { ids, .. } = prepared.finish(&rstore).unwrap() else {
         panic!("chunks are missing");
@@ -784,11 +789,7 @@ fn a_renamed_directorys_edited_files_cost_about_their_edits() {
         let literals: usize = delta.literals.iter().map(|l| l.data.len()).sum();
         let rstore = MemStore::new();
         let rbase = build_with(&base_spec, &rstore, params);
-        let Prepare::Ready(prepared) =
-            prepare(wire(delta), Some(&rbase), &ApplyLimits::default()).unwrap()
-        else {
-            panic!("the base is held");
-        };
+        let prepared = prepared_on(&rbase, delta);
         let (applied, fetched) = fetched_by_runs(prepared, &sender, &rstore);
         assert_eq!(applied.tree, target);
         assert!(
