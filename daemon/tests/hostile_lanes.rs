@@ -9,13 +9,12 @@ mod support;
 
 use std::time::Duration;
 
-use chorus::net::{Inbound, NetConfig, NetHandle, psk_of_secret, spawn};
+use chorus::net::{Inbound, NetConfig, NetHandle, ShareKey, private_net, spawn};
 use chorus_proto::{Body, Stored, VersionId, encode_frame};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::upgrade::Version;
 use libp2p::identity::Keypair;
-use libp2p::pnet::PnetConfig;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, Transport, noise, ping, tcp, yamux};
 use tokio::sync::mpsc::Receiver;
@@ -55,14 +54,14 @@ struct Behaviour {
 
 /// The hostile node: TCP, the share's key, Noise, yamux, and raw streams.
 fn hostile(secret: [u8; 32], keypair: Keypair, dial: Multiaddr) -> libp2p_stream::Control {
-    let psk = psk_of_secret(&secret);
+    let share_key = ShareKey::of_secret(&secret);
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_other_transport(|key| {
             let noise = noise::Config::new(key)?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
                 tcp::tokio::Transport::new(tcp::Config::default())
-                    .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                    .and_then(move |socket, _| private_net::handshake(share_key, socket))
                     .upgrade(Version::V1Lazy)
                     .authenticate(noise)
                     .multiplex(yamux::Config::default())

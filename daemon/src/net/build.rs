@@ -1,6 +1,6 @@
 //! Starting the network: its configuration ([`NetConfig`]) and errors ([`NetError`]), the
 //! protocols and the limits on frames and connections, and [`spawn`], which builds the
-//! transport (TCP, the private network's key, Noise, yamux; QUIC; circuits through a member's
+//! transport (TCP, the private network, Noise, yamux; QUIC; circuits through a member's
 //! relay),
 //! the [`Behaviour`] and the
 //! [`Task`] that owns the Swarm.
@@ -14,7 +14,6 @@ use futures::StreamExt;
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::upgrade::Version;
 use libp2p::identity::Keypair;
-use libp2p::pnet::PnetConfig;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
@@ -57,7 +56,7 @@ const MDNS_QUERY_EVERY: Duration = Duration::from_secs(20);
 /// How the network starts.
 pub struct NetConfig {
     pub keypair: Keypair,
-    /// The share secret: the private network's key derives from it ([`super::psk_of_secret`]),
+    /// The share secret: the private network's key derives from it ([`super::ShareKey`]),
     /// and vouchers are bound to it.
     pub secret: [u8; 32],
     /// Where the invites this node issues are kept (`None`: in memory only).
@@ -87,7 +86,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
     let raft_counters = Arc::new(Counters::default());
     let limits = cfg.limits;
     let timeout = cfg.request_timeout;
-    let psk = super::psk_of_secret(&cfg.secret);
+    let share_key = super::ShareKey::of_secret(&cfg.secret);
     let secret = cfg.secret;
     let local = cfg.keypair.public().to_peer_id();
     let mdns_on = cfg.mdns;
@@ -111,7 +110,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
             let noise = noise::Config::new(key)?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
                 tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-                    .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                    .and_then(move |socket, _| super::private_net::handshake(share_key, socket))
                     .upgrade(Version::V1Lazy)
                     .authenticate(noise)
                     .multiplex(yamux::Config::default())

@@ -1,12 +1,10 @@
-//! The node's identity (an ed25519 key, persisted with mode 0600) and the pre-shared key of the
-//! private network, derived from the share secret.
+//! The node's identity: an ed25519 key, persisted with mode 0600.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use libp2p::identity::Keypair;
-use libp2p::pnet::PreSharedKey;
 
 use super::NetError;
 
@@ -50,15 +48,6 @@ fn io_err(path: &Path, e: std::io::Error) -> NetError {
     }
 }
 
-/// The private network's key: BLAKE3 in key-derivation mode over the share secret, so the
-/// secret itself never serves two purposes.
-pub fn psk_of_secret(secret: &[u8; 32]) -> PreSharedKey {
-    PreSharedKey::new(blake3::derive_key(
-        "chorus 2026 pnet pre-shared key v1",
-        secret,
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -76,12 +65,5 @@ mod tests {
         assert_eq!(a.public(), b.public());
         std::fs::write(&path, b"garbage").unwrap();
         assert!(load_or_create_keypair(&path).is_err());
-    }
-
-    #[test]
-    fn different_secrets_give_different_keys() {
-        let a = psk_of_secret(&[1; 32]);
-        let b = psk_of_secret(&[2; 32]);
-        assert_ne!(a.fingerprint().to_string(), b.fingerprint().to_string());
     }
 }

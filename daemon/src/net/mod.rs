@@ -1,5 +1,5 @@
-//! The daemon's network over libp2p 0.57 (DESIGN.md §8): TCP with a pre-shared key derived from
-//! the share secret (`pnet`, which stops non-members before any handshake), Noise, yamux; QUIC
+//! The daemon's network over libp2p 0.57 (DESIGN.md §8): TCP inside a private network keyed by
+//! the share secret (`private_net`, which stops non-members before any handshake), Noise, yamux; QUIC
 //! beside it, for members only (`gate`: a QUIC connection of a PeerId outside the membership is
 //! denied before any protocol runs);
 //! identify and ping; mDNS on a LAN; a circuit relay v2 for the members, the relay client and
@@ -38,8 +38,8 @@
 //! - `reach`: connection paths (direct, hole-punched, relayed), the relay run for the members,
 //!   reservations at other members' relays, dialling through them, hole punching, and the set
 //!   of connected members;
-//! - [`codec`], [`identity`], [`invite`], `link`, [`raft`], [`throttle`]: the frame codec, the
-//!   keypair and private-network key, invites, what the task keeps per connection and per
+//! - [`codec`], [`identity`], [`invite`], `link`, [`private_net`], [`raft`], [`throttle`]: the
+//!   frame codec, the keypair, invites, what the task keeps per connection and per
 //!   relay, the Raft transport, the bandwidth limit.
 
 mod admission;
@@ -53,6 +53,7 @@ pub mod identity;
 pub mod invite;
 mod lanes;
 mod link;
+pub mod private_net;
 pub mod raft;
 mod reach;
 mod task;
@@ -62,7 +63,8 @@ pub use build::{NetConfig, spawn};
 pub use codec::FrameCodec;
 pub use handle::JoinAccepted;
 pub use handle::{Inbound, NetError, NetHandle, PathKind, PeerPath, PeerStats, Reachability};
-pub use identity::{load_or_create_keypair, psk_of_secret};
+pub use identity::load_or_create_keypair;
 pub use invite::{Code, InviteBook, Voucher, check_voucher, vouch};
+pub use private_net::ShareKey;
 pub use raft::RaftTransport;
 pub use throttle::Throttle;
