@@ -9,6 +9,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use support::group::{Group, wait_until};
 
 /// Groups formed, each then losing its first machine.
@@ -383,4 +385,88 @@ fn rekey_shuts_out_every_machine_not_invited_again() {
         assert!(!g.file(out, "after.txt").exists());
     }
     assert_eq!(roles(&g, leader).len(), 1, "{:?}", roles(&g, leader));
+}
+
+/// Established TCP connections of process `pid`, from its own view of the network
+/// (`/proc/PID/net/tcp{,6}`, matched to the sockets among its open files).
+fn tcp_connections(pid: u32) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        })
+        // `st` 01 is ESTABLISHED; the inode is the tenth column.
+        .filter(|cols| cols.get(3).is_some_and(|s| s == "01"))
+        .filter(|cols| cols.get(9).is_some_and(|i| inodes.contains(i)))
+        .count()
+}
+
+/// Two members formed the README's way end up with one TCP connection between them, however
+/// many they opened (the joiner dials every address of its token, each side may dial the
+/// other, AutoNAT's dial-backs open more): every connection kept is pinged every 15 s and
+/// carries whichever lanes libp2p put on it, so extra ones cost idle traffic and bursts beside
+/// every change (the build before kept three or four for good). `chorus peers` says how many
+/// there are. An edit still goes both ways after.
+#[test]
+fn two_members_settle_on_one_connection_and_peers_says_so() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    let started = std::time::Instant::now();
+    std::fs::write(g.file(a, "one.txt"), "from a\n").unwrap();
+    g.wait_everywhere("one.txt", b"from a\n");
+    // Past the AutoNAT dial-backs of the first seconds (each a connection of its own) and
+    // the grace a duplicate is kept for.
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(started.elapsed()));
+
+    let pid = |g: &Group, i: usize| g.nodes[i].child.as_ref().expect("running").id();
+    let counted = |g: &Group, i: usize| peers(g, i).first().map(|p| p["connections"].clone());
+    // A protocol bound, not a speed: duplicates go once the newest is 10 s old (libp2p would
+    // close an idle one only after 60 s, and never one a lane is on).
+    let by = started + Duration::from_secs(50);
+    let mut seen = Vec::new();
+    loop {
+        let now = (
+            tcp_connections(pid(&g, a)),
+            tcp_connections(pid(&g, b)),
+            counted(&g, a),
+            counted(&g, b),
+        );
+        if seen.last() != Some(&now) {
+            eprintln!("sockets of a, of b; connections `chorus peers` counts on a, on b: {now:?}");
+            seen.push(now.clone());
+        }
+        if now == (1, 1, Some(1.into()), Some(1.into())) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < by,
+            "still more than one connection 50 s after the join: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(g.ask(a, &["peers"]).contains("yes"));
+
+    std::fs::write(g.file(b, "two.txt"), "from b\n").unwrap();
+    g.wait_everywhere("two.txt", b"from b\n");
+    assert_eq!(
+        tcp_connections(pid(&g, a)),
+        1,
+        "the edit went over the one kept"
+    );
 }

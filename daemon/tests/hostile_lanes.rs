@@ -3,10 +3,13 @@
 //! protocols byte by byte. Frames that declare a gigabyte, frames of a kind the lane does not
 //! carry, unknown tags and a flood of lanes each close the offending lane (or the older lane)
 //! and nothing else: A keeps serving a well-formed lane from the same peer and an honest member
-//! B throughout. Waits are liveness bounds, never speed assertions.
+//! B throughout. A member that opens two connections is left one, and its lanes go on.
+//! Waits are liveness bounds, never speed assertions.
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chorus::net::{Inbound, NetConfig, NetHandle, ShareKey, private_net, spawn};
@@ -15,7 +18,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::upgrade::Version;
 use libp2p::identity::Keypair;
-use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, Transport, noise, ping, tcp, yamux};
 use tokio::sync::mpsc::Receiver;
 
@@ -52,8 +55,14 @@ struct Behaviour {
     lanes: libp2p_stream::Behaviour,
 }
 
-/// The hostile node: TCP, the share's key, Noise, yamux, and raw streams.
-fn hostile(secret: [u8; 32], keypair: Keypair, dial: Multiaddr) -> libp2p_stream::Control {
+/// The hostile node: TCP, the share's key, Noise, yamux, and raw streams; it dials `dial`
+/// `times` times (each a connection of its own), and counts its connections open now.
+fn hostile_dialing(
+    secret: [u8; 32],
+    keypair: Keypair,
+    dial: Multiaddr,
+    times: usize,
+) -> (libp2p_stream::Control, Arc<AtomicUsize>) {
     let share_key = ShareKey::of_secret(&secret);
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -78,13 +87,30 @@ fn hostile(secret: [u8; 32], keypair: Keypair, dial: Multiaddr) -> libp2p_stream
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
     let control = swarm.behaviour().lanes.new_control();
-    swarm.dial(dial).unwrap();
+    for _ in 0..times {
+        swarm.dial(dial.clone()).unwrap();
+    }
+    let open = Arc::new(AtomicUsize::new(0));
+    let count = open.clone();
     tokio::spawn(async move {
         loop {
-            swarm.select_next_some().await;
+            match swarm.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { .. } => {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+                SwarmEvent::ConnectionClosed { .. } => {
+                    count.fetch_sub(1, Ordering::SeqCst);
+                }
+                _ => {}
+            }
         }
     });
-    control
+    (control, open)
+}
+
+/// The hostile node of the lane tests: one connection.
+fn hostile(secret: [u8; 32], keypair: Keypair, dial: Multiaddr) -> libp2p_stream::Control {
+    hostile_dialing(secret, keypair, dial, 1).0
 }
 
 fn frame(tag: u8, id: Option<u64>, bytes: &[u8]) -> Vec<u8> {
@@ -224,4 +250,52 @@ async fn a_hostile_members_frames_close_its_lane_and_nothing_else() {
     // The honest member still gets through.
     b.send(pa, stored(3));
     assert_eq!(next_sync(&mut a_in).await, (pb, stored(3)));
+}
+
+/// A member that opens several connections to A (two dials at once, as two members dialling
+/// each other do, or a join token's addresses) is left one: A, whose PeerId is the greater,
+/// closes all but the newest once it is 10 s old, says so in its stats, and the lanes go on
+/// over the one kept. (The member with the smaller PeerId never closes one, so the two never
+/// close different ones and leave none.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_two_connections_is_left_one() {
+    let secret = [5u8; 32];
+    let (ka, kh) = loop {
+        let (ka, kh) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        if ka.public().to_peer_id() > kh.public().to_peer_id() {
+            break (ka, kh);
+        }
+    };
+    let (pa, ph) = (ka.public().to_peer_id(), kh.public().to_peer_id());
+    let (a, mut a_in, a_addr) = member(secret, ka, vec![ph]).await;
+    let (mut h, open) = hostile_dialing(secret, kh, a_addr, 2);
+    let a_counts = || a.peer_stats().get(&ph).map_or(0, |s| s.connections);
+
+    tokio::time::timeout(LIVENESS, async {
+        while open.load(Ordering::SeqCst) < 2 || a_counts() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("two connections open, and A counts both");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while open.load(Ordering::SeqCst) != 1 || a_counts() != 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("A closes one of the two within its grace of 10 s");
+
+    let mut lane = open_lane_and_send(&mut h, pa, stored(6)).await;
+    assert_eq!(next_sync(&mut a_in).await, (ph, stored(6)));
+    lane.close().await.unwrap();
+}
+
+async fn open_lane_and_send(h: &mut libp2p_stream::Control, to: PeerId, body: Body) -> Stream {
+    let mut lane = open(h, to, SYNC).await;
+    lane.write_all(&frame(0, None, &encode_frame(body)))
+        .await
+        .unwrap();
+    lane.flush().await.unwrap();
+    lane
 }

@@ -169,6 +169,10 @@ pub struct Peer {
     /// Its address on that connection (for a relayed one, the circuit through the relay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_addr: Option<String>,
+    /// Connections open to it now (one once the group has settled; more for a few seconds
+    /// after a reconnection, or while a relayed one gives way to a direct one).
+    #[serde(default)]
+    pub connections: usize,
 }
 
 /// One entry of `GET /v1/versions`: an accepted version in the history kept here.

@@ -172,7 +172,11 @@ pub fn peers(args: Args) -> anyhow::Result<ExitCode> {
                 vec![
                     p.peer_id,
                     p.role,
-                    if p.connected { "yes" } else { "no" }.into(),
+                    match (p.connected, p.connections) {
+                        (false, _) => "no".into(),
+                        (true, 0 | 1) => "yes".into(),
+                        (true, n) => format!("yes ({n})"),
+                    },
                     p.path.unwrap_or_else(|| "-".into()),
                     seen(p.connected, p.last_seen_ms),
                     p.rtt_ms

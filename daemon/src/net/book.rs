@@ -3,6 +3,7 @@
 //! is not connected; explicit peers and members that are not connected are redialled with a
 //! backoff; a member whose last connection closed is reported gone when the next dial fails.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
@@ -96,6 +97,10 @@ impl Task {
         if !self.may_dial(now) {
             return;
         }
+        // The explicit addresses of one peer (a join token's) are dialled as one dial, which
+        // tries them at once and keeps the first connection: a dial each would leave as many
+        // connections, every one of them pinged and kept for the lanes libp2p spreads over them.
+        let mut per_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
         for r in &mut self.redial {
             if r.next > now {
                 continue;
@@ -103,10 +108,18 @@ impl Task {
             let peer = peer_of(&r.addr);
             let connected = peer.is_some_and(|p| self.swarm.is_connected(&p));
             if !connected && super::gate::dialable(&self.quic_members, peer, &r.addr) {
-                let _ = self.swarm.dial(r.addr.clone());
+                match peer {
+                    Some(p) => per_peer.entry(p).or_default().push(r.addr.clone()),
+                    None => {
+                        let _ = self.swarm.dial(r.addr.clone());
+                    }
+                }
             }
             r.next = now + r.backoff;
             r.backoff = (r.backoff * 2).min(MAX_BACKOFF);
+        }
+        for (peer, addrs) in per_peer {
+            self.dial_once(peer, addrs);
         }
         let local = *self.swarm.local_peer_id();
         let members: Vec<PeerId> = self.allowed.iter().copied().collect();
@@ -160,6 +173,16 @@ impl Task {
             *next = now + *backoff;
             *backoff = (*backoff * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// Dials `peer` at `addrs` (all at once, the first connection kept) unless it is
+    /// connected or being dialled already.
+    pub(super) fn dial_once(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .addresses(addrs)
+            .build();
+        let _ = self.swarm.dial(opts);
     }
 
     /// A member's last connection closed: it is dialled again at the next tick (within 250 ms),

@@ -87,6 +87,8 @@ pub struct PeerStats {
     pub last_seen_ms: Option<u64>,
     /// How it is reached now (`None`: not connected).
     pub path: Option<PeerPath>,
+    /// Connections open to it now, of any kind.
+    pub connections: usize,
 }
 
 pub(super) type SharedStats = Arc<std::sync::Mutex<HashMap<PeerId, PeerStats>>>;

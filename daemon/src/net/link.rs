@@ -21,6 +21,7 @@ pub(super) struct Link {
     pub(super) kind: PathKind,
     /// This node dialled it (not relayed): the address is one this node can reach.
     pub(super) dialed: bool,
+    pub(super) opened: Instant,
 }
 
 /// Every open connection, by peer.

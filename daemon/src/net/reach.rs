@@ -21,6 +21,10 @@
 //!   dialled to dial it back, from a fresh port, at an address others observed it at; a
 //!   success confirms that address as external. With who dialled it directly, this gives
 //!   [`Reachability`] (`chorus status`).
+//! - **One connection per member.** A peer's addresses are dialled as one dial, and of two
+//!   or more direct TCP connections between two members the one with the greater PeerId
+//!   closes all but the newest ([`Task::close_duplicates`]); relayed and QUIC connections give
+//!   way to a direct TCP one.
 //! - **Who is connected.** The set of members with at least one connection, published on a
 //!   watch channel ([`super::NetHandle::links`]); the node campaigns only while it reaches a
 //!   majority of the voters.
@@ -38,6 +42,11 @@ use libp2p::{Multiaddr, PeerId, autonat, dcutr};
 use super::handle::{PathKind, PeerPath, Reachability, with_stats};
 use super::link::{Link, Reservation, is_direct_off_loopback, is_relayed};
 use super::task::Task;
+
+/// How long two direct TCP connections to one member are both kept: past it, one of the two
+/// members closes all but the newest (see [`Task::close_duplicates`]). Long enough for what a
+/// new connection comes with (an AutoNAT dial-back, whose request waits on the older one).
+const DUPLICATE_GRACE: Duration = Duration::from_secs(10);
 
 /// How often a member reached over QUIC alone is dialled over TCP again.
 const TCP_RETRY: Duration = Duration::from_secs(60);
@@ -114,6 +123,7 @@ impl Task {
             addr,
             kind,
             dialed: dialed && !relayed,
+            opened: Instant::now(),
         });
         // A direct connection makes relayed ones redundant, whichever opened first.
         self.close_relayed(peer);
@@ -395,6 +405,47 @@ impl Task {
         let _ = self.swarm.dial(opts);
     }
 
+    /// Keeps one direct TCP connection per member. Two members may each dial the other, a
+    /// join token names several addresses, and an AutoNAT dial-back leaves a connection
+    /// behind; libp2p opens each lane on a connection picked at random, so every one of them
+    /// would stay open, each pinged every 15 s (three or four between two members on a LAN,
+    /// three times the idle traffic, and a burst of pings landing beside a change). Only the
+    /// member with the greater PeerId closes, so the two never close different ones and
+    /// leave none; it keeps the newest (an older one may be dead and not yet found out), once
+    /// the newest is [`DUPLICATE_GRACE`] old. Lanes on a closed connection are opened again
+    /// on the one kept when next due; hole-punched, relayed and QUIC connections are not
+    /// counted here (relayed and QUIC ones give way to TCP elsewhere).
+    pub(super) fn close_duplicates(&mut self, now: Instant) {
+        let local = *self.swarm.local_peer_id();
+        let mut extra = Vec::new();
+        for (peer, links) in &self.links {
+            if *peer >= local || !self.allowed.contains(peer) {
+                continue;
+            }
+            let tcp = |l: &&Link| {
+                l.kind == PathKind::Direct && !is_relayed(&l.addr) && !super::gate::is_quic(&l.addr)
+            };
+            let Some(newest) = links.iter().filter(tcp).max_by_key(|l| l.opened) else {
+                continue;
+            };
+            if now.duration_since(newest.opened) < DUPLICATE_GRACE {
+                continue;
+            }
+            extra.extend(
+                links
+                    .iter()
+                    .filter(tcp)
+                    .filter(|l| l.id != newest.id)
+                    .map(|l| (*peer, l.id)),
+            );
+        }
+        for (peer, id) in extra {
+            if self.swarm.close_connection(id) {
+                tracing::debug!(%peer, "another direct connection to this member is newer; closing this one");
+            }
+        }
+    }
+
     fn close_relayed(&mut self, peer: PeerId) {
         let Some(links) = self.links.get(&peer) else {
             return;
@@ -430,8 +481,12 @@ impl Task {
                     addr: l.addr.clone(),
                 })
         });
+        let connections = self.links.get(&peer).map_or(0, Vec::len);
         if self.allowed.contains(&peer) {
-            with_stats(&self.stats, peer, |s| s.path = path);
+            with_stats(&self.stats, peer, |s| {
+                s.path = path;
+                s.connections = connections;
+            });
         }
     }
 
@@ -454,8 +509,13 @@ impl Task {
         });
     }
 
-    /// The allow list changed: who counts as a connected member may have too.
+    /// The allow list changed: who counts as a connected member may have too, and a joiner
+    /// connected before it was a member has its path and connections published now.
     pub(super) fn links_allowed_changed(&mut self) {
+        let connected: Vec<PeerId> = self.links.keys().copied().collect();
+        for peer in connected {
+            self.publish_path(peer);
+        }
         self.publish_links();
         self.reserve_relays();
     }

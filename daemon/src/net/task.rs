@@ -142,12 +142,14 @@ impl Task {
         }
     }
 
-    /// Every 250 ms: strangers past their grace are refused, and who is due is redialled.
+    /// Every 250 ms: strangers past their grace are refused, who is due is redialled, relays
+    /// are asked for reservations, and duplicate connections to a member are closed.
     fn tick(&mut self) {
         let now = Instant::now();
         self.expire_strangers(now);
         self.redial(now);
         self.reserve_relays();
+        self.close_duplicates(now);
     }
 
     fn command(&mut self, cmd: Command) {
@@ -259,13 +261,18 @@ impl Task {
                 tracing::debug!(client = %e.client, addr = %e.tested_addr, ok = e.result.is_ok(), "dialled a member back");
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                // One dial per member found, at every address it announced.
+                let mut per_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
                 for (peer, addr) in found {
                     if self.allowed.contains(&peer) {
                         self.learn(peer, addr.clone());
-                        if !self.swarm.is_connected(&peer) {
-                            let _ = self.swarm.dial(addr);
+                        if super::gate::dialable(&self.quic_members, Some(peer), &addr) {
+                            per_peer.entry(peer).or_default().push(addr);
                         }
                     }
+                }
+                for (peer, addrs) in per_peer {
+                    self.dial_once(peer, addrs);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Join(e)) => self.join_event(e),

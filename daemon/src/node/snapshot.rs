@@ -141,6 +141,7 @@ impl Composer {
                         .as_ref()
                         .filter(|_| is_connected)
                         .map(|p| p.addr.to_string()),
+                    connections: if is_connected { st.connections } else { 0 },
                 }
             })
             .collect();
