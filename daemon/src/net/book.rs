@@ -176,7 +176,9 @@ impl Task {
     }
 
     /// Dials `peer` at `addrs` (all at once, the first connection kept) unless it is
-    /// connected or being dialled already.
+    /// connected or being dialled already. A dial under way to an address that no longer
+    /// answers holds these back until it fails (the handshake timeout, 10 s); the members'
+    /// redial then tries every address in the book.
     pub(super) fn dial_once(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
         let opts = DialOpts::peer_id(peer)
             .condition(PeerCondition::DisconnectedAndNotDialing)

@@ -5,10 +5,13 @@
 //!
 //! The construction is libp2p `pnet`'s: each side sends a random 24-byte nonce, then each
 //! direction is XOR-ed with a keystream under the share key and its sender's nonce. The
-//! keystream is XChaCha20 where `pnet` has XSalsa20: RustCrypto's Salsa20 is portable code only
+//! keystream is ChaCha20 where `pnet` has XSalsa20: RustCrypto's Salsa20 is portable code only
 //! (about 0.67 GB/s on the 2-core machine of docs/benchmarks.md, a quarter of both cores while
 //! a 1 GiB file went from one daemon to another), its ChaCha20 picks AVX2 or SSE2 at run time
-//! (about 2.3 GB/s there). The layer adds no integrity of its own: Noise, inside it,
+//! (about 2.3 GB/s there). As XChaCha20 does, a direction's key is derived from the share key
+//! and the nonce (here with BLAKE3's keyed hash), and ChaCha20 runs under it with the 64-bit
+//! block counter of the original construction: RustCrypto's XChaCha20 counts blocks in 32
+//! bits and would run out (and panic) after 256 GiB on one connection. The layer adds no integrity of its own: Noise, inside it,
 //! authenticates every byte; a byte changed on the way fails Noise's tag and ends the
 //! connection. A peer still running the `pnet` layer decrypts this one's bytes to garbage and
 //! the handshake fails, as with a wrong secret.
@@ -18,15 +21,15 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use chacha20::XChaCha20;
+use chacha20::ChaCha20Legacy;
 use chacha20::cipher::{KeyIvInit, StreamCipher};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use rand::RngCore;
 
 const NONCE: usize = 24;
 /// The most of one write taken at a time (and so the buffer a connection holds while it
-/// writes): a Noise frame at most.
-const WRITE_BUFFER: usize = 64 << 10;
+/// writes): a Noise frame and its length prefix.
+const WRITE_BUFFER: usize = (64 << 10) + 2;
 
 /// The private network's key: BLAKE3 in key-derivation mode over the share secret, so the
 /// secret itself never serves two purposes.
@@ -36,10 +39,17 @@ pub struct ShareKey([u8; 32]);
 impl ShareKey {
     pub fn of_secret(secret: &[u8; 32]) -> ShareKey {
         ShareKey(blake3::derive_key(
-            "chorus 2026 private network XChaCha20 key v2",
+            "chorus 2026 private network key v2",
             secret,
         ))
     }
+}
+
+/// One direction's keystream: ChaCha20 under a key of its own, BLAKE3 keyed by the share key
+/// over the sender's nonce, counting blocks in 64 bits (2^70 bytes before it would repeat).
+fn keystream(key: &ShareKey, nonce: &[u8; NONCE]) -> ChaCha20Legacy {
+    let direction = blake3::keyed_hash(&key.0, nonce);
+    ChaCha20Legacy::new(direction.as_bytes().into(), &[0u8; 8].into())
 }
 
 impl fmt::Debug for ShareKey {
@@ -69,8 +79,8 @@ where
     }
     Ok(Private {
         inner: socket,
-        read: XChaCha20::new(&key.0.into(), &remote.into()),
-        write: XChaCha20::new(&key.0.into(), &local.into()),
+        read: keystream(&key, &remote),
+        write: keystream(&key, &local),
         out: Vec::new(),
         sent: 0,
     })
@@ -80,8 +90,8 @@ where
 /// written is encrypted into a buffer of at most [`WRITE_BUFFER`] bytes and written from there.
 pub struct Private<S> {
     inner: S,
-    read: XChaCha20,
-    write: XChaCha20,
+    read: ChaCha20Legacy,
+    write: ChaCha20Legacy,
     /// Encrypted bytes taken from a write; `out[sent..]` not yet written to `inner`.
     out: Vec<u8>,
     sent: usize,
@@ -129,10 +139,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Private<S> {
         this.out.extend_from_slice(&buf[..n]);
         this.write.apply_keystream(&mut this.out);
         // The bytes are taken (and their keystream spent) whether or not the socket takes them
-        // now: what it does not is written by the next write, flush or close.
-        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
-            return Poll::Ready(Err(e));
-        }
+        // now: what it does not is written by the next write, flush or close, and an error
+        // writing them is told then (told now, the caller would write them again).
+        let _ = this.poll_drain(cx);
         Poll::Ready(Ok(n))
     }
 
@@ -231,7 +240,7 @@ mod tests {
         let peer_nonce = [5u8; NONCE];
         let sent: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let mut on_wire = sent.clone();
-        XChaCha20::new(&key.0.into(), &peer_nonce.into()).apply_keystream(&mut on_wire);
+        keystream(&key, &peer_nonce).apply_keystream(&mut on_wire);
         let reply: Vec<u8> = (0..200_000u32).map(|i| (i % 13) as u8).collect();
 
         let (read, written) = one_side(key, peer_nonce, &on_wire, &reply);
@@ -245,8 +254,20 @@ mod tests {
         assert_ne!(body, &reply[..], "nothing goes out in the clear");
         let mut decrypted = body.to_vec();
         let nonce: [u8; NONCE] = nonce.try_into().unwrap();
-        XChaCha20::new(&key.0.into(), &nonce.into()).apply_keystream(&mut decrypted);
+        keystream(&key, &nonce).apply_keystream(&mut decrypted);
         assert_eq!(decrypted, reply);
+    }
+
+    #[test]
+    fn a_connection_may_carry_more_than_256_gib_each_way() {
+        use chacha20::cipher::StreamCipherSeek;
+        // XChaCha20's 32-bit block counter ends at 256 GiB (and `apply_keystream` panics);
+        // this keystream's goes on.
+        let mut ks = keystream(&ShareKey::of_secret(&[4; 32]), &[6; NONCE]);
+        ks.seek((256u64 << 30) - 32);
+        let mut bytes = [0u8; 4096];
+        ks.apply_keystream(&mut bytes);
+        assert!(bytes.iter().any(|&b| b != 0));
     }
 
     #[test]
@@ -256,7 +277,7 @@ mod tests {
         assert_ne!(key, other);
         let peer_nonce = [3u8; NONCE];
         let mut on_wire = b"/multistream/1.0.0\n".to_vec();
-        XChaCha20::new(&other.0.into(), &peer_nonce.into()).apply_keystream(&mut on_wire);
+        keystream(&other, &peer_nonce).apply_keystream(&mut on_wire);
         let (read, _) = one_side(key, peer_nonce, &on_wire, b"");
         assert_ne!(read, b"/multistream/1.0.0\n");
 

@@ -108,6 +108,10 @@ pub(super) struct Task {
     pub(super) relay_waits: HashMap<PeerId, Duration>,
     /// Connections a hole punch made, reported before the connection itself.
     pub(super) punched: HashSet<libp2p::swarm::ConnectionId>,
+    /// Where this node last reached each connected member by dialling it directly (kept
+    /// while any connection to it is open, whoever dialled the one kept): the relay through
+    /// which it reserves and dials others.
+    pub(super) dialled_at: HashMap<PeerId, Multiaddr>,
     /// Members whose newest connection went through a relay (until a direct one opens).
     pub(super) relayed_last: HashSet<PeerId>,
     /// The members connected now, for the node.
