@@ -368,16 +368,25 @@ pub fn file_manifest<R: Read>(
     })
 }
 
+/// Bytes read per block of [`file_manifest_pipelined`] at least: enough for each half of a
+/// block cut on its own thread to hold many chunks at the default sizes (the parallel cut's
+/// threshold, [`Cutter::parallel_threshold`]).
+const PIPELINE_BLOCK: usize = 4 << 20;
+
 /// Like [`file_manifest`], but reading and cutting run on a second thread while this thread
-/// hashes and feeds the sink. Three blocks circulate between the threads and are reused, so
-/// memory stays at three blocks and no block is allocated or zeroed per message.
+/// hashes and feeds the sink; each block is cut by two threads ([`Cutter::cut_block_parallel`],
+/// the same cuts): one thread cutting could not keep up with the hashing's reading (FastCDC
+/// runs at ~1.3 GB/s with the reading on the machine of docs/benchmarks.md, BLAKE3 at several
+/// times that). Three blocks of [`PIPELINE_BLOCK`] circulate between the threads and are
+/// reused, so memory stays at three blocks and no block is allocated or zeroed per message.
 pub fn file_manifest_pipelined<R: Read + Send>(
     mut reader: R,
     params: ChunkerParams,
     mut sink: impl FnMut(ChunkRef, &[u8]) -> Result<(), Error>,
 ) -> Result<FileManifest, Error> {
     let cutter = Cutter::new(params);
-    let block_len = params.block_len();
+    let block_len = params.block_len().max(PIPELINE_BLOCK);
+    let threshold = cutter.parallel_threshold();
     // Full blocks go to the hasher with the chunk lengths that tile their first `used` bytes;
     // emptied blocks come back to the reader.
     let (full_tx, full_rx) = mpsc::sync_channel::<std::io::Result<(Vec<u8>, Vec<u32>)>>(1);
@@ -398,7 +407,7 @@ pub fn file_manifest_pipelined<R: Read + Send>(
                     }
                 };
                 let mut lens = Vec::new();
-                let used = cutter.cut_block(&buf[..filled], eof, &mut lens);
+                let used = cutter.cut_block_parallel(&buf[..filled], eof, &mut lens, threshold);
                 // The hasher drops its receiver on a sink error: stop then.
                 let Ok(mut next) = free_rx.recv() else { return };
                 next[..filled - used].copy_from_slice(&buf[used..filled]);
@@ -521,18 +530,24 @@ mod tests {
         assert!(matches!(err, Err(Error::Invalid(m)) if m == "late"));
     }
 
-    /// Large inputs at the default sizes take the two-thread path for real.
+    /// Large inputs at the default sizes take the two-thread path for real, in memory and
+    /// streamed (every full block of the pipeline is cut on two threads), with any read sizes.
     #[test]
     fn parallel_matches_serial_at_default_sizes() {
         for seed in [1, 2, 3] {
             let data = pseudo_random(27 << 20, seed);
             let p = ChunkerParams::default();
-            assert_eq!(
-                chunk_bytes_parallel(&data, p),
-                chunk_bytes(&data, p),
-                "seed {seed}"
-            );
+            let serial = chunk_bytes(&data, p);
+            assert_eq!(chunk_bytes_parallel(&data, p), serial, "seed {seed}");
+            let step = [(1 << 20) + 7, 4 << 20, 333_333][seed as usize - 1];
+            let piped = file_manifest_pipelined(Dribble(&data, step), p, |_, _| Ok(())).unwrap();
+            assert_eq!(piped, serial, "seed {seed}, streamed {step} bytes a read");
         }
+        // Small chunks: many per half-block, the parallel cut's resynchronisation every block.
+        let data = pseudo_random(13 << 20, 4);
+        let piped =
+            file_manifest_pipelined(Dribble(&data, 65_537), small(), |_, _| Ok(())).unwrap();
+        assert_eq!(piped, chunk_bytes(&data, small()));
     }
 
     proptest! {
