@@ -267,7 +267,6 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
         relays: HashMap::new(),
         relay_waits: HashMap::new(),
         punched: HashSet::new(),
-        dialled_at: HashMap::new(),
         relayed_last: HashSet::new(),
         members_up,
         started: Instant::now(),

@@ -21,9 +21,6 @@ pub(super) struct Link {
     pub(super) kind: PathKind,
     /// This node dialled it (not relayed): the address is one this node can reach.
     pub(super) dialed: bool,
-    pub(super) opened: Instant,
-    /// Closed by this node as a duplicate; gone when libp2p says so.
-    pub(super) closing: bool,
 }
 
 /// Every open connection, by peer.

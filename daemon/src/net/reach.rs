@@ -21,10 +21,11 @@
 //!   dialled to dial it back, from a fresh port, at an address others observed it at; a
 //!   success confirms that address as external. With who dialled it directly, this gives
 //!   [`Reachability`] (`chorus status`).
-//! - **One connection per member.** A peer's addresses are dialled as one dial, and of two
-//!   or more direct TCP connections between two members the one with the greater PeerId
-//!   closes all but the oldest ([`Task::close_duplicates`]); relayed and QUIC connections give
-//!   way to a direct TCP one.
+//! - **One connection per member, as far as dialling goes.** A peer's addresses are dialled
+//!   as one dial (`book`); relayed and QUIC connections give way to a direct TCP one.
+//!   Duplicates that still open (two members dialling each other at once, AutoNAT's
+//!   dial-backs) are left to libp2p's idle timeout: closing one could lose a chunk message on
+//!   its way.
 //! - **Who is connected.** The set of members with at least one connection, published on a
 //!   watch channel ([`super::NetHandle::links`]); the node campaigns only while it reaches a
 //!   majority of the voters.
@@ -42,11 +43,6 @@ use libp2p::{Multiaddr, PeerId, autonat, dcutr};
 use super::handle::{PathKind, PeerPath, Reachability, with_stats};
 use super::link::{Link, Reservation, is_direct_off_loopback, is_relayed};
 use super::task::Task;
-
-/// How long a second direct TCP connection to a member is kept: past it, one of the two
-/// members closes it (see [`Task::close_duplicates`]). Long enough for what a new connection
-/// comes with (an AutoNAT dial-back).
-const DUPLICATE_GRACE: Duration = Duration::from_secs(10);
 
 /// How often a member reached over QUIC alone is dialled over TCP again.
 const TCP_RETRY: Duration = Duration::from_secs(60);
@@ -118,16 +114,11 @@ impl Task {
         } else {
             self.relayed_last.remove(&peer);
         }
-        if dialed && !relayed {
-            self.dialled_at.insert(peer, addr.clone());
-        }
         self.links.entry(peer).or_default().push(Link {
             id,
             addr,
             kind,
             dialed: dialed && !relayed,
-            opened: Instant::now(),
-            closing: false,
         });
 
         // A direct connection makes relayed ones redundant, whichever opened first.
@@ -146,7 +137,6 @@ impl Task {
             links.retain(|l| l.id != id);
             if links.is_empty() {
                 self.links.remove(&peer);
-                self.dialled_at.remove(&peer);
                 // Asked again when it is connected again.
                 self.relays.remove(&peer);
             }
@@ -202,7 +192,12 @@ impl Task {
                         Some(Reservation::Failed(at)) => Instant::now() >= *at,
                     }
             })
-            .filter_map(|(p, _)| Some((*p, self.dialled_at.get(p)?.clone())))
+            .filter_map(|(p, links)| {
+                links
+                    .iter()
+                    .find(|l| l.dialed)
+                    .map(|l| (*p, l.addr.clone()))
+            })
             .take(MAX_RELAYS - held)
             .collect();
         for (peer, addr) in candidates {
@@ -228,10 +223,10 @@ impl Task {
         self.links
             .iter()
             .filter(|(p, _)| **p != target && self.allowed.contains(p))
-            .filter_map(|(p, _)| {
-                let addr = self.dialled_at.get(p)?;
+            .filter_map(|(p, links)| {
+                let l = links.iter().find(|l| l.dialed)?;
                 Some(
-                    without_peer(addr)
+                    without_peer(&l.addr)
                         .with(Protocol::P2p(*p))
                         .with(Protocol::P2pCircuit)
                         .with(Protocol::P2p(target)),
@@ -404,58 +399,6 @@ impl Task {
             .addresses(tcp)
             .build();
         let _ = self.swarm.dial(opts);
-    }
-
-    /// Keeps one direct TCP connection per member. Two members may each dial the other, a
-    /// join token names several addresses, and an AutoNAT dial-back leaves a connection
-    /// behind; libp2p opens each lane on a connection picked at random, so every one of them
-    /// would stay open, each pinged every 15 s (three or four between two members on a LAN,
-    /// and a burst of pings landing beside a change). Only the member with the greater PeerId
-    /// closes, so the two never close different ones and leave none. It keeps the oldest:
-    /// libp2p's relay client holds its reservation, and opens circuits, on the oldest
-    /// connection to the relay, and a dead one is found out by ping within ~25 s. A newer one
-    /// is closed once it is [`DUPLICATE_GRACE`] old. Where this node last reached the member
-    /// by dialling it stays known while any connection to it is open (`dialled_at`), for the
-    /// reservations and circuits through it. Lanes on a closed connection are opened again on
-    /// the one kept when next due; hole-punched, relayed and QUIC connections are not counted
-    /// here (relayed and QUIC ones give way to TCP elsewhere).
-    pub(super) fn close_duplicates(&mut self, now: Instant) {
-        let local = *self.swarm.local_peer_id();
-        let mut extra = Vec::new();
-        for (peer, links) in &self.links {
-            if *peer >= local || !self.allowed.contains(peer) {
-                continue;
-            }
-            let tcp = |l: &&Link| {
-                l.kind == PathKind::Direct && !is_relayed(&l.addr) && !super::gate::is_quic(&l.addr)
-            };
-            let Some(oldest) = links.iter().filter(tcp).min_by_key(|l| l.opened) else {
-                continue;
-            };
-            extra.extend(
-                links
-                    .iter()
-                    .filter(tcp)
-                    .filter(|l| {
-                        l.id != oldest.id
-                            && !l.closing
-                            && now.duration_since(l.opened) >= DUPLICATE_GRACE
-                    })
-                    .map(|l| (*peer, l.id)),
-            );
-        }
-        for (peer, id) in extra {
-            if self.swarm.close_connection(id) {
-                tracing::debug!(%peer, "an older direct connection to this member exists; closing this one");
-            }
-            if let Some(l) = self
-                .links
-                .get_mut(&peer)
-                .and_then(|ls| ls.iter_mut().find(|l| l.id == id))
-            {
-                l.closing = true;
-            }
-        }
     }
 
     fn close_relayed(&mut self, peer: PeerId) {

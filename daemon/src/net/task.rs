@@ -108,10 +108,6 @@ pub(super) struct Task {
     pub(super) relay_waits: HashMap<PeerId, Duration>,
     /// Connections a hole punch made, reported before the connection itself.
     pub(super) punched: HashSet<libp2p::swarm::ConnectionId>,
-    /// Where this node last reached each connected member by dialling it directly (kept
-    /// while any connection to it is open, whoever dialled the one kept): the relay through
-    /// which it reserves and dials others.
-    pub(super) dialled_at: HashMap<PeerId, Multiaddr>,
     /// Members whose newest connection went through a relay (until a direct one opens).
     pub(super) relayed_last: HashSet<PeerId>,
     /// The members connected now, for the node.
@@ -146,14 +142,13 @@ impl Task {
         }
     }
 
-    /// Every 250 ms: strangers past their grace are refused, who is due is redialled, relays
-    /// are asked for reservations, and duplicate connections to a member are closed.
+    /// Every 250 ms: strangers past their grace are refused, who is due is redialled, and
+    /// relays are asked for reservations.
     fn tick(&mut self) {
         let now = Instant::now();
         self.expire_strangers(now);
         self.redial(now);
         self.reserve_relays();
-        self.close_duplicates(now);
     }
 
     fn command(&mut self, cmd: Command) {

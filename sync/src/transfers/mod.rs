@@ -442,14 +442,21 @@ impl Transfers {
         for msg in w.finish() {
             ctx.send(from, Message::Chunks(msg));
         }
-        // Answers queue behind the ones before them that may still be on their way.
+        // Answers queue behind the ones before them that may still be on their way, for
+        // [`RESEND_AFTER_MS`] at most: each answer added its bytes at 1 MB/s, so a peer that
+        // had been sent 1 GiB was taken to be fetching for 18 minutes after its last ask, and
+        // one answer lost on the way (a connection closed while another stayed up) stalled
+        // the transfer that long. A peer still fetching keeps asking, and ignores an offer
+        // sent again while chunks arrive.
         let until = self
             .asking
             .get(&(from, target))
             .map_or(ctx.now, |&u| u.max(ctx.now));
         let on_the_way = (sent as u64).div_ceil(SLOWEST_LINK);
-        self.asking
-            .insert((from, target), until.saturating_add(on_the_way));
+        let until = until
+            .saturating_add(on_the_way)
+            .min(ctx.now.saturating_add(RESEND_AFTER_MS));
+        self.asking.insert((from, target), until);
         Ok(())
     }
 }
