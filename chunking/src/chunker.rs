@@ -374,8 +374,8 @@ pub fn file_manifest<R: Read>(
 const PIPELINE_BLOCK: usize = 4 << 20;
 
 /// Like [`file_manifest`], but reading and cutting run on a second thread while this thread
-/// hashes and feeds the sink; each block is cut by two threads ([`Cutter::cut_block_parallel`],
-/// the same cuts): one thread cutting could not keep up with the hashing's reading (FastCDC
+/// hashes and feeds the sink; each full block is cut by two threads at the default sizes
+/// ([`Cutter::cut_block_parallel`], the same cuts): one thread cutting could not keep up with the hashing's reading (FastCDC
 /// runs at ~1.3 GB/s with the reading on the machine of docs/benchmarks.md, BLAKE3 at several
 /// times that). Three blocks of [`PIPELINE_BLOCK`] circulate between the threads and are
 /// reused, so memory stays at three blocks and no block is allocated or zeroed per message.
@@ -537,6 +537,10 @@ mod tests {
         for seed in [1, 2, 3] {
             let data = pseudo_random(27 << 20, seed);
             let p = ChunkerParams::default();
+            assert!(
+                PIPELINE_BLOCK >= Cutter::new(p).parallel_threshold(),
+                "a full block of the pipeline is cut on two threads"
+            );
             let serial = chunk_bytes(&data, p);
             assert_eq!(chunk_bytes_parallel(&data, p), serial, "seed {seed}");
             let step = [(1 << 20) + 7, 4 << 20, 333_333][seed as usize - 1];

@@ -164,7 +164,7 @@ fn a_chunk_message_lost_midway_is_asked_again_within_a_resend_period() {
         if let Some(e) = w.net.front() {
             if e.to == B && matches!(e.message, chorus_proto::message::Message::Chunks(_)) {
                 seen += 1;
-                if seen == 30 {
+                if seen == 10 {
                     w.net.pop_front();
                     lost_at = Some(w.now);
                     continue;
@@ -182,6 +182,10 @@ fn a_chunk_message_lost_midway_is_asked_again_within_a_resend_period() {
         w.tick(w.cfg.push_retry_ms.max(w.cfg.offer_retry_ms));
     }
     let lost_at = lost_at.expect("a chunk message was lost");
+    assert!(
+        seen > 30,
+        "the other window kept coming ({seen} chunk messages)"
+    );
     assert!(w.settled(), "the group settles");
     assert_eq!(w.folder(B).read("big.bin").as_deref(), Some(&big[..]));
     let waited = w.now - lost_at;

@@ -24,8 +24,8 @@
 //! - **One connection per member, as far as dialling goes.** A peer's addresses are dialled
 //!   as one dial (`book`); relayed and QUIC connections give way to a direct TCP one.
 //!   Duplicates that still open (two members dialling each other at once, AutoNAT's
-//!   dial-backs) are left to libp2p's idle timeout: closing one could lose a chunk message on
-//!   its way.
+//!   dial-backs) are left to libp2p's idle timeout (which spares one a lane landed on):
+//!   closing one could lose a chunk message on its way.
 //! - **Who is connected.** The set of members with at least one connection, published on a
 //!   watch channel ([`super::NetHandle::links`]); the node campaigns only while it reaches a
 //!   majority of the voters.

@@ -443,11 +443,13 @@ impl Transfers {
             ctx.send(from, Message::Chunks(msg));
         }
         // Answers queue behind the ones before them that may still be on their way, for
-        // [`RESEND_AFTER_MS`] at most: each answer added its bytes at 1 MB/s, so a peer that
-        // had been sent 1 GiB was taken to be fetching for 18 minutes after its last ask, and
-        // one answer lost on the way (a connection closed while another stayed up) stalled
-        // the transfer that long. A peer still fetching keeps asking, and ignores an offer
-        // sent again while chunks arrive.
+        // [`RESEND_AFTER_MS`] at most (or this answer's own time at 1 MB/s, if longer): each
+        // answer added its bytes at 1 MB/s, so a peer that had been sent 1 GiB was taken to
+        // be fetching for 18 minutes after its last ask, and one answer lost on the way (a
+        // connection closed while another stayed up) stalled the transfer that long. A peer
+        // still fetching keeps asking, and ignores an offer sent again while chunks arrive
+        // (on a link slower than one chunk message a second, it applies it and asks for what
+        // it still lacks, which is then sent again).
         let until = self
             .asking
             .get(&(from, target))
@@ -455,7 +457,7 @@ impl Transfers {
         let on_the_way = (sent as u64).div_ceil(SLOWEST_LINK);
         let until = until
             .saturating_add(on_the_way)
-            .min(ctx.now.saturating_add(RESEND_AFTER_MS));
+            .min(ctx.now.saturating_add(RESEND_AFTER_MS.max(on_the_way)));
         self.asking.insert((from, target), until);
         Ok(())
     }
