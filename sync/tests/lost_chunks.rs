@@ -76,16 +76,33 @@ fn a_chunk_dropped_as_corrupt_is_fetched_again_and_the_version_written() {
 
 /// Delivers until nothing moves, as [`World::run`] does, counting the `Chunks` messages `to`
 /// is sent; `stop` is asked after each and ends the run early when true.
-fn run_counting(w: &mut World, to: NodeId, mut stop: impl FnMut(&World, usize) -> bool) -> usize {
+fn run_counting(w: &mut World, to: NodeId, stop: impl FnMut(&World, usize) -> bool) -> usize {
+    run_losing(w, to, None, stop).0
+}
+
+/// As [`run_counting`], the `lose`-th `Chunks` message to `to` (from 1) dropped on its way;
+/// also returns when it was.
+fn run_losing(
+    w: &mut World,
+    to: NodeId,
+    lose: Option<usize>,
+    mut stop: impl FnMut(&World, usize) -> bool,
+) -> (usize, Option<u64>) {
     let mut chunk_messages = 0;
+    let mut lost_at = None;
     for _ in 0..100_000 {
         if let Some(e) = w.net.front() {
             if e.to == to && matches!(e.message, chorus_proto::message::Message::Chunks(_)) {
                 chunk_messages += 1;
+                if lose == Some(chunk_messages) {
+                    w.net.pop_front();
+                    lost_at = Some(w.now);
+                    continue;
+                }
             }
             w.deliver_one();
             if stop(w, chunk_messages) {
-                return chunk_messages;
+                return (chunk_messages, lost_at);
             }
             continue;
         }
@@ -97,7 +114,7 @@ fn run_counting(w: &mut World, to: NodeId, mut stop: impl FnMut(&World, usize) -
         }
         w.tick(w.cfg.push_retry_ms.max(w.cfg.offer_retry_ms));
     }
-    chunk_messages
+    (chunk_messages, lost_at)
 }
 
 /// A version fetched in many windows is made durable once, before it is applied, not once per
@@ -159,28 +176,7 @@ fn a_chunk_message_lost_midway_is_asked_again_within_a_resend_period() {
     assert!(w.run(10_000));
     w.edit(A, "big.bin", &big);
     let start = w.now;
-    let (mut seen, mut lost_at) = (0, None);
-    for _ in 0..100_000 {
-        if let Some(e) = w.net.front() {
-            if e.to == B && matches!(e.message, chorus_proto::message::Message::Chunks(_)) {
-                seen += 1;
-                if seen == 10 {
-                    w.net.pop_front();
-                    lost_at = Some(w.now);
-                    continue;
-                }
-            }
-            w.deliver_one();
-            continue;
-        }
-        if w.commit() > 0 {
-            continue;
-        }
-        if w.settled() {
-            break;
-        }
-        w.tick(w.cfg.push_retry_ms.max(w.cfg.offer_retry_ms));
-    }
+    let (seen, lost_at) = run_losing(&mut w, B, Some(10), |_, _| false);
     let lost_at = lost_at.expect("a chunk message was lost");
     assert!(
         seen > 30,
