@@ -387,9 +387,11 @@ fn rekey_shuts_out_every_machine_not_invited_again() {
     assert_eq!(roles(&g, leader).len(), 1, "{:?}", roles(&g, leader));
 }
 
-/// The TCP sockets of process `pid` (state, local port, remote port), from its own view of
-/// the network (`/proc/PID/net/tcp{,6}`, matched to the sockets among its open files).
-fn tcp_sockets(pid: u32) -> Vec<(String, u16, u16)> {
+/// Established TCP connections of process `pid` (in a group of two, all are to the other),
+/// from its own view of the network: the `/proc/PID/net/tcp{,6}` rows in state 01 whose
+/// inode (the tenth column) is one of the sockets among its open files. A daemon that exited
+/// has none.
+fn established(pid: u32) -> usize {
     let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| {
             d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
@@ -400,36 +402,20 @@ fn tcp_sockets(pid: u32) -> Vec<(String, u16, u16)> {
                 .collect()
         })
         .unwrap_or_default();
-    let port = |addr: &str| {
-        addr.rsplit(':')
-            .next()
-            .and_then(|p| u16::from_str_radix(p, 16).ok())
-    };
     ["tcp", "tcp6"]
         .iter()
         .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
-        .flat_map(|table| {
+        .map(|table| {
             table
                 .lines()
                 .skip(1)
-                .filter_map(|l| {
-                    let c: Vec<&str> = l.split_whitespace().collect();
-                    // local, remote, state ... the inode is the tenth column.
-                    (inodes.contains(*c.get(9)?))
-                        .then(|| Some((c[3].to_owned(), port(c[1])?, port(c[2])?)))
-                        .flatten()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .filter(|c| {
+                    c.get(3) == Some(&"01") && c.get(9).is_some_and(|i| inodes.contains(*i))
                 })
-                .collect::<Vec<_>>()
+                .count()
         })
-        .collect()
-}
-
-/// Established TCP connections of process `pid` (in a group of two, all are to the other).
-fn established(pid: u32) -> usize {
-    tcp_sockets(pid)
-        .into_iter()
-        .filter(|(st, _, _)| st == "01")
-        .count()
+        .sum()
 }
 
 /// Two members formed the README's way end up with one TCP connection between them: the
