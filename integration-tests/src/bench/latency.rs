@@ -1,6 +1,7 @@
 //! Edit-to-visible latency (issue 6's measured part): three nodes of a daemon on loopback, a
 //! one-line append on node 1, timed until the bytes are on disk on node 2, many edits per run;
-//! also each daemon's RSS and traffic while idle.
+//! also each daemon's RSS and traffic while idle: once right after the group formed (its
+//! start-up included: address exchanges, AutoNAT probes) and once in its steady state.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,15 +33,17 @@ pub fn latency(ctx: &Ctx, results: &mut Results) -> Result<(), String> {
                     let p50 = percentile(&m.samples, 50.0).unwrap_or(f64::NAN);
                     let p99 = percentile(&m.samples, 99.0).unwrap_or(f64::NAN);
                     log(format!(
-                        "  p50 {p50:.0} ms, p99 {p99:.0} ms, idle {:.1} MiB, {:.0} B/s",
+                        "  p50 {p50:.0} ms, p99 {p99:.0} ms, idle {:.1} MiB, {:.0} B/s (steady {:.0} B/s)",
                         m.idle_rss as f64 / 1048576.0,
-                        m.idle_bps
+                        m.idle_bps,
+                        m.idle_bps_steady
                     ));
                     row.p50_ms.push(p50);
                     row.p99_ms.push(p99);
                     row.samples_ms.extend(m.samples);
                     row.idle_rss.push(m.idle_rss as f64);
                     row.idle_bps.push(m.idle_bps);
+                    row.idle_bps_steady.push(m.idle_bps_steady);
                     results.rss_row("latency", &name).values.push(m.peak as f64);
                 }
                 Err(e) => {
@@ -68,11 +71,15 @@ pub fn latency(ctx: &Ctx, results: &mut Results) -> Result<(), String> {
 
 /// How long a group is watched idle, its traffic counted.
 const IDLE_WINDOW: Duration = Duration::from_secs(30);
+/// The steady idle window starts this long after the daemons were started: past the start-up
+/// (chorus: AutoNAT's probes and their dial-backs, whose connections close after 60 s idle).
+const STEADY_AFTER: Duration = Duration::from_secs(90);
 
 struct LatencyRun {
     samples: Vec<f64>,
     idle_rss: u64,
     idle_bps: f64,
+    idle_bps_steady: f64,
     peak: u64,
 }
 
@@ -82,6 +89,7 @@ fn latency_session(tool: &dyn Tool, dir: &Path, edits: usize) -> Result<LatencyR
         std::fs::create_dir_all(f).map_err(|e| e.to_string())?;
     }
     std::fs::create_dir_all(dir.join("tool")).map_err(|e| e.to_string())?;
+    let started = Instant::now();
     let mut session = tool.open(&dir.join("tool"), &folders)?;
     let result = (|| {
         let ports: Vec<u16> = session.ports().into_iter().flatten().collect();
@@ -148,14 +156,23 @@ fn latency_session(tool: &dyn Tool, dir: &Path, edits: usize) -> Result<LatencyR
             session.settle();
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok((samples, idle_rss, idle_bps))
+        // The steady state: the same window again, well after the start (the edits are long
+        // settled by then).
+        std::thread::sleep(STEADY_AFTER.saturating_sub(started.elapsed()));
+        session.settle();
+        let before = counters.read()?;
+        std::thread::sleep(IDLE_WINDOW);
+        let idle_bps_steady =
+            nft::total(&before, &counters.read()?) as f64 / IDLE_WINDOW.as_secs_f64();
+        Ok((samples, idle_rss, idle_bps, idle_bps_steady))
     })();
     let peak = session.close();
-    let (samples, idle_rss, idle_bps) = result?;
+    let (samples, idle_rss, idle_bps, idle_bps_steady) = result?;
     Ok(LatencyRun {
         samples,
         idle_rss,
         idle_bps,
+        idle_bps_steady,
         peak,
     })
 }

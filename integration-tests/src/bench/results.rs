@@ -42,9 +42,12 @@ pub struct LatencyRow {
     pub p99_ms: Vec<f64>,
     pub samples_ms: Vec<f64>,
     /// RSS (bytes) of the largest node idle with a small folder, and bytes per second on the
-    /// wire between idle nodes.
+    /// wire between idle nodes right after the group formed ...
     pub idle_rss: Vec<f64>,
     pub idle_bps: Vec<f64>,
+    /// ... and in the steady state, from 90 s after the start (absent from older runs).
+    #[serde(default)]
+    pub idle_bps_steady: Vec<f64>,
     pub failures: Vec<String>,
 }
 
