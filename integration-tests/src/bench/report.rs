@@ -286,6 +286,14 @@ fn time_bytes_goal(
 ) -> String {
     let time = |r: &ToolRow| r.secs.clone();
     let total = |r: &ToolRow| sum(r);
+    // Milliseconds under a second: a bound of 0.3 s is not judged on "0.30 s".
+    let secs = |t: f64| {
+        if t < 1.0 {
+            format!("{:.0} ms", t * 1e3)
+        } else {
+            secs(t)
+        }
+    };
     let (Some(c), Some(cb)) = (
         phase_median(results, phase, "chorus", time),
         phase_median(results, phase, "chorus", total),
@@ -593,7 +601,7 @@ mod tests {
         let append = line("one line appended");
         assert!(append.ends_with("| met |"), "{append}");
         assert!(
-            append.contains("chorus 0.25 s and 1900 B both ways"),
+            append.contains("chorus 250 ms and 1900 B both ways"),
             "{append}"
         );
         assert!(
