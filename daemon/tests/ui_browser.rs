@@ -627,19 +627,38 @@ fn the_page_shows_the_group_history_and_conflicts_and_acts_on_them() {
     };
     for i in 0..g.nodes.len() {
         let dir = g.nodes[i].path.clone();
-        wait_until(
-            &format!("data.bin's displaced side beside it on node {i}"),
-            || {
-                std::fs::read_dir(&dir).is_ok_and(|entries| {
-                    entries.flatten().any(|e| {
-                        e.file_name()
-                            .to_string_lossy()
-                            .starts_with("data.bin.redo-")
-                            && std::fs::read(e.path()).is_ok_and(|b| b == loser_bytes)
+        let start = Instant::now();
+        while !std::fs::read_dir(&dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("data.bin.redo-")
+                    && std::fs::read(e.path()).is_ok_and(|b| b == loser_bytes)
+            })
+        }) {
+            // What the folder holds, to tell a copy never written from one written and removed.
+            let listing = || -> Vec<(String, u64)> {
+                std::fs::read_dir(&dir)
+                    .map(|d| {
+                        d.flatten()
+                            .map(|e| {
+                                let len = e.metadata().map_or(0, |m| m.len());
+                                (e.file_name().to_string_lossy().into_owned(), len)
+                            })
+                            .collect()
                     })
-                })
-            },
-        );
+                    .unwrap_or_default()
+            };
+            assert!(
+                start.elapsed() < LIVENESS,
+                "timed out waiting for data.bin's displaced side ({} bytes) beside it on node {i}; the winner has {} bytes; the folder holds {:?}; `chorus conflicts` says {}",
+                loser_bytes.len(),
+                winner_bytes.len(),
+                listing(),
+                g.ask(i, &["conflicts"])
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         assert_eq!(
             std::fs::read(g.file(i, "data.bin")).unwrap(),
             winner_bytes,

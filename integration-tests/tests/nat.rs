@@ -578,10 +578,10 @@ fn the_relay_closes_circuits_at_their_limit_and_the_transfer_goes_on() {
             .count()
     };
     let at_limit = |s: &Site| s.log("public").matches("reached its byte limit").count();
-    // A push to a NATed leader from the other NATed member crosses the relay. When the public
-    // member leads again before the file goes (its election timer runs on after the freeze),
-    // the file goes directly and the relay is not on its path: then again, with a NATed leader
-    // and a new file.
+    // A push to a NATed leader from the other NATed member crosses the relay. When the
+    // leadership moves while the file is on its way (the public member's election timer runs
+    // on after the freeze), the file goes around the relay: then again, with a NATed leader and
+    // a new file, until one reaches the relay's limit (at most four files).
     let mut attempt = 0u64;
     let (carried, circuits, started) = loop {
         let leader = nated_leader(&site);
@@ -622,9 +622,15 @@ fn the_relay_closes_circuits_at_their_limit_and_the_transfer_goes_on() {
             .iter()
             .map(|n| {
                 let s = site.query(n, "status");
-                let role = s.as_ref().map(|s| s["role"].to_string());
-                let term = s.as_ref().map(|s| s["term"].to_string());
-                format!("{n}: {role:?} term {term:?}")
+                let role = s
+                    .as_ref()
+                    .and_then(|s| s["role"].as_str().map(str::to_owned));
+                let term = s.as_ref().and_then(|s| s["term"].as_u64());
+                format!(
+                    "{n}: {} term {}",
+                    role.as_deref().unwrap_or("?"),
+                    term.map_or("?".into(), |t| t.to_string())
+                )
             })
             .collect();
         eprintln!(
