@@ -21,7 +21,7 @@ const USAGE: &str = "usage: bench (--all | --quick) [--scenario NAME]... [--tool
   --runs N         runs per figure (default 3, or 1 with --quick)
   --long-runs N    runs of the long scenarios, 100k files and 4 GiB (default 1: 10 min or more a run)
   --chorus PATH    the chorus binary to test (default: cargo build --release -p chorus)
-  --work DIR       data and scratch folders (default /tmp/chorus-bench; needs ~20 GB free for --all)
+  --work DIR       data and scratch folders (default /tmp/chorus-bench; needs ~70 GB free for --all: the runs' folders are deleted only at the end)
   --tool NAME      only the tools whose names contain NAME (repeatable): chorus, rsync, syncthing, unison
   --keep-failed    keep the folders and logs of a failed run in the work dir
   --write-docs     write docs/benchmarks.md and docs/plots even for a partial or quick run
