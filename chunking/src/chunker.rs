@@ -375,9 +375,9 @@ const PIPELINE_BLOCK: usize = 4 << 20;
 
 /// Like [`file_manifest`], but reading and cutting run on a second thread while this thread
 /// hashes and feeds the sink; each full block is cut by two threads at the default sizes
-/// ([`Cutter::cut_block_parallel`], the same cuts): one thread cutting could not keep up with the hashing's reading (FastCDC
-/// runs at ~1.3 GB/s with the reading on the machine of docs/benchmarks.md, BLAKE3 at several
-/// times that). Three blocks of [`PIPELINE_BLOCK`] circulate between the threads and are
+/// ([`Cutter::cut_block_parallel`], the same cuts): one thread cutting could not keep up with
+/// the hashing's reading (FastCDC runs at ~1.3 GB/s with the reading on the machine of
+/// docs/benchmarks.md, BLAKE3 at several times that). Three blocks of [`PIPELINE_BLOCK`] circulate between the threads and are
 /// reused, so memory stays at three blocks and no block is allocated or zeroed per message.
 pub fn file_manifest_pipelined<R: Read + Send>(
     mut reader: R,

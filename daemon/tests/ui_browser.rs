@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::Value;
-use support::group::{Group, LIVENESS, PLAN, cli_in, ok_in, wait_until};
+use support::group::{Group, LIVENESS, PLAN, cli_in, ok_in, wait_until, wait_until_telling};
 use support::procs::free_port;
 
 /// `chorus ui` run in node `i`'s folder, as a user runs it: the address with the token.
@@ -627,38 +627,42 @@ fn the_page_shows_the_group_history_and_conflicts_and_acts_on_them() {
     };
     for i in 0..g.nodes.len() {
         let dir = g.nodes[i].path.clone();
-        let start = Instant::now();
-        while !std::fs::read_dir(&dir).is_ok_and(|entries| {
-            entries.flatten().any(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("data.bin.redo-")
-                    && std::fs::read(e.path()).is_ok_and(|b| b == loser_bytes)
-            })
-        }) {
-            // What the folder holds, to tell a copy never written from one written and removed.
-            let listing = || -> Vec<(String, u64)> {
-                std::fs::read_dir(&dir)
-                    .map(|d| {
-                        d.flatten()
-                            .map(|e| {
-                                let len = e.metadata().map_or(0, |m| m.len());
-                                (e.file_name().to_string_lossy().into_owned(), len)
-                            })
-                            .collect()
+        // What the folder holds is told on a timeout, to tell a copy never written from one
+        // written and removed.
+        let listing = || -> Vec<(String, u64)> {
+            std::fs::read_dir(&dir)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| {
+                            let len = e.metadata().map_or(0, |m| m.len());
+                            (e.file_name().to_string_lossy().into_owned(), len)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        wait_until_telling(
+            &format!("data.bin's displaced side beside it on node {i}"),
+            || {
+                std::fs::read_dir(&dir).is_ok_and(|entries| {
+                    entries.flatten().any(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with("data.bin.redo-")
+                            && std::fs::read(e.path()).is_ok_and(|b| b == loser_bytes)
                     })
-                    .unwrap_or_default()
-            };
-            assert!(
-                start.elapsed() < LIVENESS,
-                "timed out waiting for data.bin's displaced side ({} bytes) beside it on node {i}; the winner has {} bytes; the folder holds {:?}; `chorus conflicts` says {}",
-                loser_bytes.len(),
-                winner_bytes.len(),
-                listing(),
-                g.ask(i, &["conflicts"])
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                })
+            },
+            || {
+                format!(
+                    "it has {} bytes, the winner {}; the folder holds {:?}; `chorus conflicts` says {}",
+                    loser_bytes.len(),
+                    winner_bytes.len(),
+                    listing(),
+                    g.ask(i, &["conflicts"])
+                )
+            },
+        );
         assert_eq!(
             std::fs::read(g.file(i, "data.bin")).unwrap(),
             winner_bytes,

@@ -11,8 +11,8 @@
 //! (about 2.3 GB/s there). As XChaCha20 does, a direction's key is derived from the share key
 //! and the nonce (here with BLAKE3's keyed hash), and ChaCha20 runs under it with the 64-bit
 //! block counter of the original construction: RustCrypto's XChaCha20 counts blocks in 32
-//! bits and would run out (and panic) after 256 GiB on one connection. The layer adds no integrity of its own: Noise, inside it,
-//! authenticates every byte; a byte changed on the way fails Noise's tag and ends the
+//! bits and would run out (and panic) after 256 GiB on one connection. The layer adds no
+//! integrity of its own: Noise, inside it, authenticates every byte; a byte changed on the way fails Noise's tag and ends the
 //! connection. A peer still running the `pnet` layer decrypts this one's bytes to garbage and
 //! the handshake fails, as with a wrong secret.
 

@@ -120,7 +120,6 @@ impl Task {
             kind,
             dialed: dialed && !relayed,
         });
-
         // A direct connection makes relayed ones redundant, whichever opened first.
         self.close_relayed(peer);
         if !relayed {

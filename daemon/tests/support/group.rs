@@ -90,10 +90,22 @@ pub fn read(p: &Path) -> Option<String> {
 }
 
 /// Waits until `cond` holds, failing the test after [`LIVENESS`].
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    wait_until_telling(what, cond, String::new);
+}
+
+/// [`wait_until`], the failure saying also what `state` tells then (what the folder holds, what
+/// a daemon says), so a timeout shows how far things got.
+pub fn wait_until_telling(what: &str, mut cond: impl FnMut() -> bool, state: impl Fn() -> String) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < LIVENESS, "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < LIVENESS,
+            "timed out waiting for {what}{}",
+            Some(state())
+                .filter(|s| !s.is_empty())
+                .map_or(String::new(), |s| format!("; {s}"))
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

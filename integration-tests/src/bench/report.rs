@@ -287,7 +287,7 @@ fn time_bytes_goal(
     let time = |r: &ToolRow| r.secs.clone();
     let total = |r: &ToolRow| sum(r);
     // Milliseconds to a tenth under a second: a bound of 0.3 s is not judged on "0.30 s".
-    let secs = |t: f64| {
+    let shown = |t: f64| {
         if t < 1.0 {
             format!("{:.1} ms", t * 1e3)
         } else {
@@ -307,7 +307,7 @@ fn time_bytes_goal(
             let b = phase_median(results, phase, peer, total);
             Some(format!(
                 "{peer} {} and {} (chorus {} and {})",
-                secs(t),
+                shown(t),
                 b.map_or("–".into(), bytes),
                 ratio(Some(c), Some(t)),
                 ratio(Some(cb), b)
@@ -316,7 +316,7 @@ fn time_bytes_goal(
         .collect();
     format!(
         "| {goal} | chorus {} and {} both ways; {} | {} |\n",
-        secs(c),
+        shown(c),
         bytes(cb),
         if peers.is_empty() {
             "no peer measured".into()
