@@ -17,7 +17,9 @@
 
 use openraft::{LogId, Vote};
 
-use crate::types::{NodeId, RaftReply, RaftRpc, TypeConfig};
+use openraft::raft::VoteRequest;
+
+use crate::types::{NodeId, PreVoteRequest, RaftReply, RaftRpc, TypeConfig};
 
 /// No term ever goes above this; half of `u64`, so `term + 1` can never wrap.
 pub const MAX_TERM: u64 = u64::MAX / 2;
@@ -123,10 +125,14 @@ pub fn check_rpc(local: &Local, from: NodeId, rpc: &RaftRpc) -> Result<(), Refus
                 local.log_id(&Some(e.log_id))?;
             }
         }
-        RaftRpc::Vote(r) => {
-            local.sender(from, &r.vote)?;
-            local.vote(&r.vote)?;
-            local.log_id(&r.last_log_id)?;
+        // A pre-vote names its candidate and its log as a vote does.
+        RaftRpc::Vote(VoteRequest {
+            vote, last_log_id, ..
+        })
+        | RaftRpc::PreVote(PreVoteRequest { vote, last_log_id }) => {
+            local.sender(from, vote)?;
+            local.vote(vote)?;
+            local.log_id(last_log_id)?;
         }
         RaftRpc::InstallSnapshot(r) => {
             local.sender(from, &r.vote)?;
@@ -159,6 +165,7 @@ pub fn check_reply(local: &Local, reply: &RaftReply) -> Result<(), Refused> {
         RaftReply::Vote(Err(_)) => Ok(()),
         RaftReply::InstallSnapshot(Ok(r)) => local.vote(&r.vote),
         RaftReply::InstallSnapshot(Err(_)) => Ok(()),
+        RaftReply::PreVote(_) => Ok(()),
     }
 }
 
@@ -238,6 +245,37 @@ mod tests {
             last_log_id: Some(LogId::new(CommittedLeaderId::new(7, 2), u64::MAX)),
         });
         assert_eq!(check_rpc(&local(), 2, &v), Err(Refused::Index(u64::MAX)));
+    }
+
+    #[test]
+    fn a_pre_vote_is_held_to_a_votes_rules() {
+        let pre = |from, term, last: Option<LogId<NodeId>>| {
+            RaftRpc::PreVote(PreVoteRequest {
+                vote: vote(term, from),
+                last_log_id: last,
+            })
+        };
+        assert_eq!(check_rpc(&local(), 2, &pre(2, 8, None)), Ok(()));
+        assert_eq!(
+            check_rpc(&local(), 3, &pre(2, 8, None)),
+            Err(Refused::Impostor {
+                from: 3,
+                claimed: 2
+            })
+        );
+        assert_eq!(
+            check_rpc(&local(), 9, &pre(9, 8, None)),
+            Err(Refused::NotMember(9))
+        );
+        assert!(matches!(
+            check_rpc(&local(), 2, &pre(2, u64::MAX, None)),
+            Err(Refused::Term { .. })
+        ));
+        let far = Some(LogId::new(CommittedLeaderId::new(7, 2), u64::MAX));
+        assert_eq!(
+            check_rpc(&local(), 2, &pre(2, 8, far)),
+            Err(Refused::Index(u64::MAX))
+        );
     }
 
     #[test]

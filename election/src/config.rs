@@ -101,6 +101,8 @@ impl ElectionConfig {
             install_snapshot_timeout: self.install_snapshot_timeout_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.snapshot_every,
+            // The lookout keeps the election timer, and asks a pre-vote before a campaign.
+            enable_elect: false,
             ..Default::default()
         };
         if self.max_voters == 0 {

@@ -31,6 +31,22 @@ pub struct LogStore {
     db: Arc<Database>,
     /// Durable commits so far (each is one redb commit with fsync), for benchmarks.
     syncs: Arc<AtomicU64>,
+    tail: Tail,
+}
+
+/// Where the log ends, as written: what a pre-vote compares. Kept apart from the database so
+/// the lookout holds no handle on it (a node's shutdown waits for those to go).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Tail(Arc<std::sync::Mutex<Option<LogId<NodeId>>>>);
+
+impl Tail {
+    pub(crate) fn get(&self) -> Option<LogId<NodeId>> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, last: Option<LogId<NodeId>>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = last;
+    }
 }
 
 impl LogStore {
@@ -39,9 +55,36 @@ impl LogStore {
         txn.open_table(LOG).map_err(write_err)?;
         txn.open_table(META).map_err(write_err)?;
         txn.commit().map_err(write_err)?;
-        Ok(LogStore {
+        let store = LogStore {
             db,
             syncs: Arc::new(AtomicU64::new(0)),
+            tail: Tail::default(),
+        };
+        store.tail.set(store.log_state()?.last_log_id);
+        Ok(store)
+    }
+
+    /// Where the log ends, kept up to date as entries are written, truncated and purged.
+    pub(crate) fn tail(&self) -> Tail {
+        self.tail.clone()
+    }
+
+    /// The last purged entry and the last entry, as stored.
+    fn log_state(&self) -> Result<LogState<TypeConfig>> {
+        let last_purged: Option<LogId<NodeId>> = self.get_meta(LAST_PURGED)?;
+        let txn = self.db.begin_read().map_err(|e| read_err(&e))?;
+        let table = txn.open_table(LOG).map_err(|e| read_err(&e))?;
+        let last = match table.last().map_err(|e| read_err(&e))? {
+            Some((_, v)) => {
+                let e: Entry<TypeConfig> =
+                    serde_json::from_slice(v.value()).map_err(|e| read_err(&e))?;
+                Some(e.log_id)
+            }
+            None => last_purged,
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
         })
     }
 
@@ -135,21 +178,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
-        let last_purged: Option<LogId<NodeId>> = self.get_meta(LAST_PURGED)?;
-        let txn = self.db.begin_read().map_err(|e| read_err(&e))?;
-        let table = txn.open_table(LOG).map_err(|e| read_err(&e))?;
-        let last = match table.last().map_err(|e| read_err(&e))? {
-            Some((_, v)) => {
-                let e: Entry<TypeConfig> =
-                    serde_json::from_slice(v.value()).map_err(|e| read_err(&e))?;
-                Some(e.log_id)
-            }
-            None => last_purged,
-        };
-        Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last,
-        })
+        self.log_state()
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -192,7 +221,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
     {
         let mut rows = Vec::new();
+        let mut last = None;
         for e in entries {
+            last = Some(e.log_id);
             rows.push((
                 e.log_id.index,
                 to_json(&e).map_err(StorageIOError::write_logs)?,
@@ -210,7 +241,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await;
         // The callback fires only once the entries are durable.
         match &res {
-            Ok(()) => callback.log_io_completed(Ok(())),
+            Ok(()) => {
+                if last.is_some() {
+                    self.tail.set(last);
+                }
+                callback.log_io_completed(Ok(()))
+            }
             Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
         }
         res
@@ -223,7 +259,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(|e| AnyError::new(&e))?;
             Ok(())
         })
-        .await
+        .await?;
+        self.tail.set(self.log_state()?.last_log_id);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<()> {
@@ -238,7 +276,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(|e| AnyError::new(&e))?;
             Ok(())
         })
-        .await
+        .await?;
+        self.tail.set(self.log_state()?.last_log_id);
+        Ok(())
     }
 }
 

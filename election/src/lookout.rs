@@ -1,32 +1,40 @@
-//! The lookout: a follower's watch on its leader, so failover does not wait on heartbeats.
-//!
-//! Heartbeats are slow (an idle group sends about one a second and a half per follower), so
-//! openraft's own election timer would notice a dead leader only seconds later. The lookout
-//! campaigns sooner on evidence:
+//! The lookout: when a voter campaigns. openraft's own election timer is off (`enable_elect`
+//! is false in [`crate::ElectionConfig::to_openraft`]); the lookout keeps the timer instead, so
+//! that a campaign can be asked about before it is run:
 //! - **the leader is gone**: the daemon saw the leader's last connection close and a fresh
 //!   dial fail ([`crate::ElectionNode::leader_lost`]): the voters campaign at once, each after
 //!   a short random wait, and again (a few times, a few hundred milliseconds apart) until a new
 //!   leader is known. The first round usually splits (a voter still inside the old leader's
 //!   lease refuses), but a voter that has campaigned has no lease left to honour, so the second
 //!   round elects: failover in well under a second;
-//! - **the leader is silent**: no AppendEntries for the whole leader lease (openraft's
-//!   `election_timeout_max`) and a little more: one campaign round, instead of openraft's
-//!   lease plus a random election timeout.
+//! - **no leader heard**: no AppendEntries (nor a vote it granted) for an election timeout,
+//!   drawn anew from openraft's `[election_timeout_min, election_timeout_max)` for each try.
+//!   The voter first asks the others a pre-vote ([`PreVoteRequest`], the Raft thesis §9.6):
+//!   each grants it only when it has not heard a leader for its own lease (`election_timeout_max`)
+//!   and the candidate's log is at least as long as its own; its state does not change. With
+//!   a majority (itself included) the voter campaigns; without one it tries again after
+//!   another timeout, its term untouched. So a member that cannot win never raises the
+//!   group's term: one whose log is behind, one thawed after a suspend while the others still
+//!   hear their leader, one whose timing is faster than its leader's heartbeats (each member
+//!   takes its timing from the round trips it measured). Its higher term would otherwise make
+//!   a live leader step down when it answers a heartbeat, and, with the others on a longer
+//!   timeout, keep the group leaderless for good.
 //!
-//! openraft's timer stays on underneath, for whatever the lookout misses. Neither campaigns
-//! while the daemon says this node reaches fewer than a majority of the voters
-//! ([`crate::ElectionNode::set_reach`]).
+//! A lone voter campaigns without asking. Neither path campaigns while the daemon says this
+//! node reaches fewer than a majority of the voters ([`crate::ElectionNode::set_reach`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use openraft::Raft;
 use openraft::raft::AppendEntriesResponse;
+use openraft::{Raft, ServerState, Vote};
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 
-use crate::types::{NodeId, RaftReply, TypeConfig};
+use crate::log_store::Tail;
+use crate::network::Transport;
+use crate::types::{NodeId, PreVoteRequest, RaftReply, RaftRpc, TypeConfig};
 use crate::view::{ClusterView, Role};
 
 /// Campaign rounds after the leader is known gone.
@@ -39,8 +47,8 @@ const ROUND_WAIT_MS: std::ops::Range<u64> = 150..450;
 /// How often the lookout looks when nothing happens.
 const LOOK_EVERY: Duration = Duration::from_millis(100);
 
-/// When this follower last heard its leader (an admitted AppendEntries), in milliseconds
-/// since the node opened.
+/// When this follower last heard its leader (an admitted AppendEntries, or a vote it granted),
+/// in milliseconds since the node opened; 0 for never.
 #[derive(Debug, Clone)]
 pub(crate) struct LastHeard {
     opened: Instant,
@@ -60,16 +68,23 @@ impl LastHeard {
         self.at_ms.store(ms.max(1), Ordering::Relaxed);
     }
 
+    /// How long since the leader was last heard (since the node opened, if never).
     fn since(&self) -> Duration {
         let at = self.at_ms.load(Ordering::Relaxed);
         self.opened
             .elapsed()
             .saturating_sub(Duration::from_millis(at))
     }
+
+    /// True when a leader was heard within `lease`.
+    fn within(&self, lease: Duration) -> bool {
+        self.at_ms.load(Ordering::Relaxed) != 0 && self.since() < lease
+    }
 }
 
 /// Notes that the leader was heard when `reply` answers an AppendEntries or a snapshot chunk
-/// it accepted (however the RPC arrived: the daemon's network or the in-memory one).
+/// it accepted, or grants a vote (Raft's followers restart their timer then too), however the
+/// RPC arrived: the daemon's network or the in-memory one.
 pub(crate) fn note(heard: &LastHeard, reply: &RaftReply) {
     if matches!(
         reply,
@@ -77,8 +92,44 @@ pub(crate) fn note(heard: &LastHeard, reply: &RaftReply) {
             | AppendEntriesResponse::PartialSuccess(_)
             | AppendEntriesResponse::Conflict))
             | RaftReply::InstallSnapshot(Ok(_))
-    ) {
+    ) || matches!(reply, RaftReply::Vote(Ok(v)) if v.vote_granted)
+    {
         heard.now();
+    }
+}
+
+/// Answers a pre-vote: granted when this node does not lead, has not heard a leader within
+/// `lease`, and the candidate's log is at least as long as its own. Nothing changes here.
+pub(crate) fn answer_pre_vote(
+    raft: &Raft<TypeConfig>,
+    log: &Tail,
+    heard: &LastHeard,
+    lease: Duration,
+    req: &PreVoteRequest,
+) -> bool {
+    let leading = raft.metrics().borrow().state == ServerState::Leader;
+    if leading || heard.within(lease) {
+        return false;
+    }
+    req.last_log_id >= log.get()
+}
+
+/// The lookout's timing: openraft's election timeout, and how long a pre-vote's answers are
+/// waited for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub election_timeout: (Duration, Duration),
+    pub ask_within: Duration,
+}
+
+impl Timing {
+    fn draw(&self) -> Duration {
+        let (lo, hi) = self.election_timeout;
+        if hi > lo {
+            rand::thread_rng().gen_range(lo..hi)
+        } else {
+            lo
+        }
     }
 }
 
@@ -89,23 +140,40 @@ struct Campaign {
     next: Instant,
 }
 
-/// Spawns the lookout of node `me`; it stops when `lost` closes (the node is dropped).
-pub(crate) fn spawn(
-    me: NodeId,
-    raft: Raft<TypeConfig>,
-    mut view: watch::Receiver<ClusterView>,
-    heard: LastHeard,
-    lease: Duration,
-    mut lost: mpsc::UnboundedReceiver<NodeId>,
-    reach: Arc<std::sync::atomic::AtomicBool>,
-) {
-    let may_campaign =
-        move |me: NodeId, v: &ClusterView| reach.load(Ordering::Relaxed) && may_campaign(me, v);
-    tokio::spawn(async move {
+/// What the lookout works with.
+pub(crate) struct Lookout {
+    pub me: NodeId,
+    pub raft: Raft<TypeConfig>,
+    pub log: Tail,
+    pub view: watch::Receiver<ClusterView>,
+    pub heard: LastHeard,
+    pub timing: Timing,
+    pub lost: mpsc::UnboundedReceiver<NodeId>,
+    pub reach: Arc<std::sync::atomic::AtomicBool>,
+    pub transport: Arc<dyn Transport>,
+}
+
+/// Spawns the lookout; it stops when `lost` closes (the node is dropped) or Raft shuts down.
+pub(crate) fn spawn(lookout: Lookout) {
+    tokio::spawn(lookout.run());
+}
+
+impl Lookout {
+    async fn run(mut self) {
+        let me = self.me;
+        let reach = self.reach.clone();
+        let may_campaign =
+            move |v: &ClusterView| reach.load(Ordering::Relaxed) && may_campaign(me, v);
         let mut campaign: Option<Campaign> = None;
-        // The (term, leader) a silence campaign was already run for: one per leader.
-        let mut silence_tried: Option<(u64, NodeId)> = None;
-        let silent_after = lease + Duration::from_millis(100);
+        // The election timeout of the next try, and when the lookout's own clock last
+        // restarted (a new leader or role seen, a try made): the quiet it waits for is the
+        // shorter of that and the time since the leader was last heard.
+        let mut timeout = self.timing.draw();
+        let mut restarted = Instant::now();
+        let mut seen = {
+            let v = self.view.borrow();
+            (v.term, v.leader, v.role)
+        };
         loop {
             let wake = campaign
                 .as_ref()
@@ -114,10 +182,12 @@ pub(crate) fn spawn(
                 })
                 .min(LOOK_EVERY);
             tokio::select! {
-                gone = lost.recv() => {
+                gone = self.lost.recv() => {
                     let Some(gone) = gone else { return };
-                    let v = view.borrow().clone();
-                    if may_campaign(me, &v) && v.leader == Some(gone) && campaign.is_none() {
+                    let v = self.view.borrow().clone();
+                    if may_campaign(&v) && v.voters.len() > 1 && v.leader == Some(gone)
+                        && campaign.is_none()
+                    {
                         tracing::info!(leader = gone, "the leader is gone; campaigning");
                         campaign = Some(Campaign {
                             lost: gone,
@@ -126,56 +196,104 @@ pub(crate) fn spawn(
                         });
                     }
                 }
-                changed = view.changed() => if changed.is_err() { return },
+                changed = self.view.changed() => if changed.is_err() { return },
                 _ = tokio::time::sleep(wake) => {}
             }
-            let v = view.borrow().clone();
+            let v = self.view.borrow().clone();
             if v.role == Role::Shutdown {
                 return;
             }
-            let silent_leader = v.leader.filter(|l| {
-                *l != me
-                    && campaign.is_none()
-                    && may_campaign(me, &v)
-                    && silence_tried != Some((v.term, *l))
-                    && heard.since() > silent_after
-            });
-            if let Some(leader) = silent_leader {
+            if (v.term, v.leader, v.role) != seen {
+                seen = (v.term, v.leader, v.role);
+                restarted = Instant::now();
+            }
+            if let Some(c) = campaign.as_mut() {
+                let elected = v.role == Role::Leader || v.leader.is_some_and(|l| l != c.lost);
+                if elected || !may_campaign(&v) || c.rounds == 0 {
+                    campaign = None;
+                } else if Instant::now() >= c.next {
+                    c.rounds -= 1;
+                    c.next = Instant::now() + jitter(ROUND_WAIT_MS);
+                    if self.raft.trigger().elect().await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            let quiet = self.heard.since().min(restarted.elapsed());
+            if !may_campaign(&v) || quiet < timeout {
+                continue;
+            }
+            // No leader heard for a whole election timeout: ask, then campaign.
+            let waited = timeout;
+            timeout = self.timing.draw();
+            restarted = Instant::now();
+            let lone = v.voters.len() == 1;
+            if lone || self.majority_would_vote(&v).await {
                 tracing::info!(
-                    leader,
-                    silent_ms = heard.since().as_millis() as u64,
-                    "the leader is silent; campaigning"
+                    leader = v.leader,
+                    quiet_ms = waited.as_millis() as u64,
+                    "no leader heard for an election timeout and a majority would vote for this node; campaigning"
                 );
-                silence_tried = Some((v.term, leader));
-                campaign = Some(Campaign {
-                    lost: leader,
-                    rounds: 1,
-                    next: Instant::now() + jitter(0..200),
-                });
-            }
-            let Some(c) = campaign.as_mut() else { continue };
-            let elected = v.role == Role::Leader || v.leader.is_some_and(|l| l != c.lost);
-            if elected || !may_campaign(me, &v) || c.rounds == 0 {
-                campaign = None;
-                continue;
-            }
-            if Instant::now() < c.next {
-                continue;
-            }
-            c.rounds -= 1;
-            c.next = Instant::now() + jitter(ROUND_WAIT_MS);
-            if raft.trigger().elect().await.is_err() {
-                return;
+                if self.raft.trigger().elect().await.is_err() {
+                    return;
+                }
+            } else {
+                tracing::debug!(
+                    quiet_ms = waited.as_millis() as u64,
+                    "no leader heard, but no majority would vote for this node; not campaigning"
+                );
             }
         }
-    });
+    }
+
+    /// Asks every other voter a pre-vote; true when a majority, this node included, grants it.
+    async fn majority_would_vote(&self, v: &ClusterView) -> bool {
+        let (term, members) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let members: Vec<_> = m
+                .membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.me && v.voters.contains(id))
+                .map(|(id, member)| (*id, member.clone()))
+                .collect();
+            (m.current_term, members)
+        };
+        let req = PreVoteRequest {
+            vote: Vote::new(term.saturating_add(1), self.me),
+            last_log_id: self.log.get(),
+        };
+        let mut asks = tokio::task::JoinSet::new();
+        for (id, member) in members {
+            let call = self
+                .transport
+                .call(id, &member, RaftRpc::PreVote(req.clone()));
+            let within = self.timing.ask_within;
+            asks.spawn(async move {
+                matches!(
+                    tokio::time::timeout(within, call).await,
+                    Ok(Ok(RaftReply::PreVote(true)))
+                )
+            });
+        }
+        let mut granted = 1;
+        while let Some(answer) = asks.join_next().await {
+            if answer.unwrap_or(false) {
+                granted += 1;
+                if 2 * granted > v.voters.len() {
+                    return true;
+                }
+            }
+        }
+        2 * granted > v.voters.len()
+    }
 }
 
 /// A voter that does not lead may campaign.
 fn may_campaign(me: NodeId, v: &ClusterView) -> bool {
-    v.voters.contains(&me)
-        && v.voters.len() > 1
-        && matches!(v.role, Role::Follower | Role::Candidate)
+    v.voters.contains(&me) && matches!(v.role, Role::Follower | Role::Candidate)
 }
 
 fn jitter(ms: std::ops::Range<u64>) -> Duration {

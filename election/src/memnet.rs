@@ -8,14 +8,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::Raft;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::lookout::LastHeard;
-use crate::network::{BoxFuture, RaftReply, RaftRpc, Transport, TransportError, serve};
+use crate::network::{BoxFuture, RaftReply, RaftRpc, Served, Transport, TransportError};
 use crate::node::ElectionNode;
-use crate::types::{Member, NodeId, TypeConfig};
+use crate::types::{Member, NodeId};
 
 /// Faults on one direction of a link.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,8 +34,8 @@ impl Default for LinkFaults {
 }
 
 struct State {
-    /// Each reachable node's Raft, and where it notes hearing its leader.
-    nodes: HashMap<NodeId, (Raft<TypeConfig>, LastHeard)>,
+    /// Each reachable node, as serving its RPCs needs it.
+    nodes: HashMap<NodeId, Served>,
     links: HashMap<(NodeId, NodeId), LinkFaults>,
     default: LinkFaults,
     /// Nodes in different groups cannot talk; empty means no partition.
@@ -119,9 +117,7 @@ impl MemNet {
 
     /// Makes a node reachable (after start or restart).
     pub fn register(&self, node: &ElectionNode) {
-        self.lock()
-            .nodes
-            .insert(node.id(), (node.raft().clone(), node.heard()));
+        self.lock().nodes.insert(node.id(), node.served());
     }
 
     /// Makes a node unreachable (crashed).
@@ -171,16 +167,16 @@ impl Transport for Endpoint {
         let net = self.net.clone();
         let from = self.from;
         Box::pin(async move {
-            let ((raft, heard), there) = {
+            let (served, there) = {
                 let mut s = net.lock();
                 // A crashed node sends nothing.
                 if !s.nodes.contains_key(&from) {
                     return Err(TransportError(format!("node {from} is down")));
                 }
-                let Some(raft) = s.nodes.get(&target).cloned() else {
+                let Some(served) = s.nodes.get(&target).cloned() else {
                     return Err(TransportError(format!("node {target} is down")));
                 };
-                (raft, s.hop(from, target))
+                (served, s.hop(from, target))
             };
             // A lost message never answers: the caller's deadline decides.
             let Some(delay) = there else {
@@ -188,11 +184,10 @@ impl Transport for Endpoint {
             };
             tokio::time::sleep(delay).await;
             // Admission applies here as on the wire: the sender is who it says it is.
-            let reply = match serve(&raft, from, rpc).await {
+            let reply = match served.serve(from, rpc).await {
                 Ok(r) => r,
                 Err(_) => return std::future::pending().await,
             };
-            crate::lookout::note(&heard, &reply);
             let back = {
                 let mut s = net.lock();
                 // The sender may have crashed meanwhile; its reply then goes nowhere.

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use openraft::Raft;
 use openraft::error::{
@@ -20,6 +21,8 @@ use openraft::raft::{
 };
 
 use crate::admission::{Local, Refused, check_reply, check_rpc};
+use crate::log_store::Tail;
+use crate::lookout::LastHeard;
 use crate::types::{Member, NodeId, TypeConfig};
 pub use crate::types::{RaftReply, RaftRpc};
 
@@ -42,19 +45,40 @@ pub trait Transport: Send + Sync + 'static {
     ) -> BoxFuture<Result<RaftReply, TransportError>>;
 }
 
-/// Serves one incoming RPC that node `from` (as authenticated by the transport) sent to the
-/// local node, once [`crate::admission`] admits it; a refused RPC gets no reply.
-pub async fn serve(
-    raft: &Raft<TypeConfig>,
-    from: NodeId,
-    rpc: RaftRpc,
-) -> Result<RaftReply, Refused> {
-    check_rpc(&Local::of(raft), from, &rpc)?;
-    Ok(match rpc {
-        RaftRpc::AppendEntries(r) => RaftReply::AppendEntries(raft.append_entries(r).await),
-        RaftRpc::Vote(r) => RaftReply::Vote(raft.vote(r).await),
-        RaftRpc::InstallSnapshot(r) => RaftReply::InstallSnapshot(raft.install_snapshot(r).await),
-    })
+/// The local node as serving RPCs needs it: its Raft; for pre-votes and the lookout, when it
+/// last heard its leader and how long a leader heard counts as alive (its lease).
+#[derive(Clone)]
+pub(crate) struct Served {
+    pub raft: Raft<TypeConfig>,
+    pub log: Tail,
+    pub heard: LastHeard,
+    pub lease: Duration,
+}
+
+impl Served {
+    /// Serves one incoming RPC that node `from` (as authenticated by the transport) sent to
+    /// the local node, once [`crate::admission`] admits it; a refused RPC gets no reply. A
+    /// reply that shows a leader heard (or a vote granted) restarts the lookout's clock.
+    pub(crate) async fn serve(&self, from: NodeId, rpc: RaftRpc) -> Result<RaftReply, Refused> {
+        let raft = &self.raft;
+        check_rpc(&Local::of(raft), from, &rpc)?;
+        let reply = match rpc {
+            RaftRpc::AppendEntries(r) => RaftReply::AppendEntries(raft.append_entries(r).await),
+            RaftRpc::Vote(r) => RaftReply::Vote(raft.vote(r).await),
+            RaftRpc::InstallSnapshot(r) => {
+                RaftReply::InstallSnapshot(raft.install_snapshot(r).await)
+            }
+            RaftRpc::PreVote(r) => RaftReply::PreVote(crate::lookout::answer_pre_vote(
+                raft,
+                &self.log,
+                &self.heard,
+                self.lease,
+                &r,
+            )),
+        };
+        crate::lookout::note(&self.heard, &reply);
+        Ok(reply)
+    }
 }
 
 /// openraft's network factory over a [`Transport`].

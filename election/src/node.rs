@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, watch};
 use crate::admission::Refused;
 use crate::config::ElectionConfig;
 use crate::log_store::LogStore;
-use crate::lookout::{self, LastHeard};
-use crate::network::{Network, RaftReply, RaftRpc, Transport, serve};
+use crate::lookout::{self, LastHeard, Lookout, Timing};
+use crate::network::{Network, RaftReply, RaftRpc, Served, Transport};
 use crate::state_machine::StateMachine;
 use crate::types::{
     AcceptedHeader, MAX_PARENTS, MAX_REDO_BYTES, Member, NodeId, Proposal, Request, TypeConfig,
@@ -53,8 +53,8 @@ pub struct ElectionNode {
     sm: StateMachine,
     log: LogStore,
     view: watch::Receiver<ClusterView>,
-    /// When the leader was last heard, for the lookout.
-    heard: LastHeard,
+    /// What serving RPCs needs (when the leader was last heard, for the lookout and pre-votes).
+    served: Served,
     /// Tells the lookout a leader is gone.
     lost: mpsc::UnboundedSender<NodeId>,
     /// False while the daemon says this node reaches fewer than a majority of the voters: it
@@ -85,7 +85,7 @@ impl ElectionNode {
             config.to_openraft()?,
             Network {
                 id,
-                transport,
+                transport: transport.clone(),
                 term: term.clone(),
             },
             log.clone(),
@@ -96,17 +96,31 @@ impl ElectionNode {
         let view = spawn_view(&raft, term);
         let heard = LastHeard::new();
         let (lost, lost_rx) = mpsc::unbounded_channel();
-        let lease = std::time::Duration::from_millis(config.election_timeout_max_ms);
+        let ms = std::time::Duration::from_millis;
         let reach = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        lookout::spawn(
-            id,
-            raft.clone(),
-            view.clone(),
-            heard.clone(),
-            lease,
-            lost_rx,
-            reach.clone(),
-        );
+        lookout::spawn(Lookout {
+            me: id,
+            raft: raft.clone(),
+            log: log.tail(),
+            view: view.clone(),
+            heard: heard.clone(),
+            timing: Timing {
+                election_timeout: (
+                    ms(config.election_timeout_min_ms),
+                    ms(config.election_timeout_max_ms),
+                ),
+                ask_within: ms(config.heartbeat_ms),
+            },
+            lost: lost_rx,
+            reach: reach.clone(),
+            transport,
+        });
+        let served = Served {
+            raft: raft.clone(),
+            log: log.tail(),
+            heard,
+            lease: ms(config.election_timeout_max_ms),
+        };
         Ok(ElectionNode {
             id,
             config,
@@ -114,7 +128,7 @@ impl ElectionNode {
             sm,
             log,
             view,
-            heard,
+            served,
             lost,
             reach,
         })
@@ -124,10 +138,10 @@ impl ElectionNode {
         self.id
     }
 
-    /// When this node last heard its leader (for transports that serve RPCs themselves).
+    /// What serving this node's RPCs needs (for transports that serve them themselves).
     #[cfg(any(test, feature = "test-util"))]
-    pub(crate) fn heard(&self) -> LastHeard {
-        self.heard.clone()
+    pub(crate) fn served(&self) -> Served {
+        self.served.clone()
     }
 
     /// The openraft handle, for serving RPCs and metrics.
@@ -138,9 +152,7 @@ impl ElectionNode {
     /// Serves an RPC that node `from` sent (as the transport authenticated it), once
     /// [`crate::admission`] admits it. A refused RPC is answered by silence.
     pub async fn handle(&self, from: NodeId, rpc: RaftRpc) -> Result<RaftReply, Refused> {
-        let reply = serve(&self.raft, from, rpc).await?;
-        lookout::note(&self.heard, &reply);
-        Ok(reply)
+        self.served.serve(from, rpc).await
     }
 
     /// The daemon's word that `leader` is gone: its last connection closed and a fresh dial
@@ -151,16 +163,12 @@ impl ElectionNode {
     }
 
     /// The daemon's word on whether this node reaches a majority of the voters (over any
-    /// connection, direct or relayed). While it does not, it does not campaign (neither
-    /// openraft's election timer nor the lookout): a member the others cannot reach would only
-    /// raise the term without end, and, elected, could not lead. A leader is not affected.
+    /// connection, direct or relayed). While it does not, the lookout (which keeps the
+    /// election timer) does not campaign: a member the others cannot reach would only raise
+    /// the term without end, and, elected, could not lead. A leader is not affected.
     pub fn set_reach(&self, reaches_majority: bool) {
-        let was = self
-            .reach
-            .swap(reaches_majority, std::sync::atomic::Ordering::Relaxed);
-        if was != reaches_majority {
-            self.raft.runtime_config().elect(reaches_majority);
-        }
+        self.reach
+            .store(reaches_majority, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// True when this node has a log or a membership already.

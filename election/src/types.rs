@@ -10,6 +10,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::{LogId, Vote};
 use serde::{Deserialize, Serialize};
 
 pub use chorus_proto::header::{
@@ -66,12 +67,25 @@ pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A pre-vote (the Raft thesis, §9.6): a voter asks it of the others before it campaigns.
+/// Would the receiver vote for this candidate, were it to campaign now? The receiver's state
+/// does not change, so a member that cannot win (its log is behind, or the others hear their
+/// leader) never raises the group's term: only a campaign a majority would grant is run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreVoteRequest {
+    /// The vote the candidate would ask for: its next term, and itself.
+    pub vote: Vote<NodeId>,
+    /// Where the candidate's log ends.
+    pub last_log_id: Option<LogId<NodeId>>,
+}
+
 /// A Raft RPC on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum RaftRpc {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    PreVote(PreVoteRequest),
 }
 
 /// Its answer.
@@ -82,4 +96,6 @@ pub enum RaftReply {
     InstallSnapshot(
         Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
     ),
+    /// Whether the receiver would vote for the candidate now.
+    PreVote(bool),
 }

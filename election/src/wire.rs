@@ -51,7 +51,7 @@ mod tests {
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership, Vote};
 
     use super::*;
-    use crate::types::{Member, Proposal, Request, TypeConfig};
+    use crate::types::{Member, PreVoteRequest, Proposal, Request, TypeConfig};
 
     fn log_id(term: u64, index: u64) -> LogId<u64> {
         LogId::new(CommittedLeaderId::new(term, 7), index)
@@ -105,15 +105,23 @@ mod tests {
                 leader_commit: None,
             }),
             RaftRpc::Vote(VoteRequest::new(Vote::new(4, 9), Some(log_id(3, 3)))),
+            RaftRpc::PreVote(PreVoteRequest {
+                vote: Vote::new(4, 9),
+                last_log_id: Some(log_id(3, 3)),
+            }),
         ];
         for rpc in rpcs {
             let bytes = rpc.to_bytes().expect("encodes");
             let back = RaftRpc::from_bytes(&bytes).expect("decodes");
             assert_eq!(format!("{back:?}"), format!("{rpc:?}"));
         }
-        let reply = RaftReply::AppendEntries(Ok(AppendEntriesResponse::Success));
-        let back = RaftReply::from_bytes(&reply.to_bytes().expect("encodes")).expect("decodes");
-        assert_eq!(format!("{back:?}"), format!("{reply:?}"));
+        for reply in [
+            RaftReply::AppendEntries(Ok(AppendEntriesResponse::Success)),
+            RaftReply::PreVote(true),
+        ] {
+            let back = RaftReply::from_bytes(&reply.to_bytes().expect("encodes")).expect("decodes");
+            assert_eq!(format!("{back:?}"), format!("{reply:?}"));
+        }
     }
 
     #[test]

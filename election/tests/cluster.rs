@@ -448,3 +448,88 @@ async fn a_member_that_never_answers_does_not_hold_the_next_join() {
     assert!(c.node(leader).view().voters.contains(&2));
     c.shutdown().await;
 }
+
+/// Each member picks its Raft timing from the round trips it measured before it started, so
+/// members can run with different timings: after a restart under loss, two members measured a
+/// slow path (a heartbeat every 10 s) and the third a fast one (an election timeout of 4–5 s).
+/// That third member, behind in the log, times out between two heartbeats, campaigns, cannot
+/// win (its log is behind), and its higher term makes the leader step down when it answers a
+/// heartbeat; the other two wait their long timeout while it raises its term again: no
+/// leader for good (a chaos run stalled five minutes so). Scaled down here: the fast member's
+/// election timeout is below the others' heartbeat. It must catch up, and the group keep one
+/// leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_faster_timing_and_an_old_log_does_not_keep_the_group_leaderless() {
+    let test = "a_member_with_faster_timing_and_an_old_log_does_not_keep_the_group_leaderless";
+    let slow = ElectionConfig {
+        heartbeat_ms: 600,
+        election_timeout_min_ms: 1500,
+        election_timeout_max_ms: 1700,
+        ..ElectionConfig::eager()
+    };
+    let fast = ElectionConfig {
+        heartbeat_ms: 100,
+        election_timeout_min_ms: 250,
+        election_timeout_max_ms: 300,
+        ..ElectionConfig::eager()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(3, seed(test), slow, dir.path().to_path_buf()).await;
+    c.propose(proposal(1, 1), 10 * SECS).await.unwrap();
+    assert!(c.wait_applied(1, 10 * SECS).await);
+    // Node 3 goes down while the others move on, then comes back with the fast timing.
+    c.kill(3).await;
+    for i in 2..=5 {
+        c.propose(proposal(i, 1), 10 * SECS).await.unwrap();
+    }
+    c.config = fast;
+    c.restart(3).await;
+    assert!(
+        c.wait_applied(5, 20 * SECS).await,
+        "node 3 never caught up: {:?}",
+        c.running()
+            .iter()
+            .map(|&id| (id, c.node(id).view()))
+            .collect::<Vec<_>>()
+    );
+    // And the group keeps committing.
+    let n = c.propose(proposal(6, 2), 20 * SECS).await.unwrap();
+    assert_eq!(n.major, 6);
+    c.shutdown().await;
+}
+
+/// A member cut off for a while (a laptop suspended, a link down) keeps timing out while it
+/// hears no one; were it to campaign, its term would climb, and when it is back its answer to
+/// the next heartbeat would make the live leader step down for nothing. It asks first: cut
+/// off, it hears no grant, and its term stays where it was. Back, it follows the same leader
+/// in the same term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cut_off_for_a_while_does_not_depose_the_leader_when_it_is_back() {
+    let (c, _d) = cluster(
+        3,
+        "a_member_cut_off_for_a_while_does_not_depose_the_leader_when_it_is_back",
+    )
+    .await;
+    c.propose(proposal(1, 1), 5 * SECS).await.unwrap();
+    let leader = c.wait_leader(5 * SECS).await.expect("a leader");
+    let term = c.node(leader).view().term;
+    let away = c.running().into_iter().find(|&id| id != leader).unwrap();
+    let others: Vec<NodeId> = c.running().into_iter().filter(|&id| id != away).collect();
+    c.net.partition(&[&[away], &others]);
+    // Ten election timeouts away.
+    let timeout = Duration::from_millis(ElectionConfig::eager().election_timeout_max_ms);
+    tokio::time::sleep(timeout * 10).await;
+    assert_eq!(
+        c.node(away).view().term,
+        term,
+        "cut off, it raised its term"
+    );
+    c.net.heal();
+    c.propose(proposal(2, 1), 5 * SECS).await.unwrap();
+    assert!(c.wait_applied(2, 5 * SECS).await);
+    for id in c.running() {
+        let v = c.node(id).view();
+        assert_eq!((v.term, v.leader), (term, Some(leader)), "node {id}");
+    }
+    c.shutdown().await;
+}

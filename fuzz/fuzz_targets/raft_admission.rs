@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
         RaftRpc::AppendEntries(r) => &r.vote,
         RaftRpc::Vote(r) => &r.vote,
         RaftRpc::InstallSnapshot(r) => &r.vote,
+        RaftRpc::PreVote(r) => &r.vote,
     };
     assert_eq!(vote.leader_id.node_id, 2, "admitted in another node's name");
     assert!(vote.leader_id.term <= ceiling, "admitted term {}", vote.leader_id.term);
@@ -44,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
             logs.extend(r.entries.iter().map(|e| e.log_id));
         }
         RaftRpc::Vote(r) => logs.extend(r.last_log_id),
+        RaftRpc::PreVote(r) => logs.extend(r.last_log_id),
         RaftRpc::InstallSnapshot(r) => {
             logs.extend(r.meta.last_log_id);
             logs.extend(*r.meta.last_membership.log_id());

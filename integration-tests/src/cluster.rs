@@ -215,7 +215,12 @@ impl Cluster {
             .args(["--listen", &format!("/ip4/0.0.0.0/tcp/{PORT}")])
             .args(["--debounce-ms", "50"])
             .env("CHORUS_SECRET", SECRET)
-            .env("RUST_LOG", "chorus=info");
+            // CHORUS_TEST_LOG replaces the daemons' log filter (e.g. `chorus=debug` to replay a
+            // chaos seed with the engine's reasoning in the logs).
+            .env(
+                "RUST_LOG",
+                std::env::var("CHORUS_TEST_LOG").unwrap_or_else(|_| "chorus=info".to_owned()),
+            );
         for j in (0..self.nodes.len()).filter(|&j| j != i) {
             cmd.args(["--peer", &self.addr_of(j)]);
         }
