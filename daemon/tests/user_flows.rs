@@ -363,6 +363,64 @@ fn big_files_edited_in_place_and_saved_by_rename_reach_every_member_whole() {
     }
 }
 
+/// The watcher's debounce waits for a burst to be quiet; once every file of it was closed by
+/// its writer (a save, an append), the burst is as complete as the kernel can tell and goes
+/// out after a fifth of the delay. A file still open for writing (a download, a copy under
+/// way) waits the whole delay. A user who set a minute's debounce (`debounce_ms`, its
+/// largest) to gather bursts sees a save reach the other member in seconds, not a minute; a
+/// file they are still writing does not go out half-written meanwhile.
+#[test]
+fn a_save_goes_out_once_closed_and_a_file_still_open_waits_the_debounce() {
+    use std::io::Write;
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    g.wait_converged();
+    g.set_config(a, "debounce_ms", "60000");
+    g.restart(a);
+    g.wait_converged();
+
+    // Written and still open: nothing goes out for as long as this test looks (a fifth of
+    // the delay and more).
+    let mut open = std::fs::File::create(g.file(a, "download.part")).unwrap();
+    open.write_all(b"the first half\n").unwrap();
+    open.flush().unwrap();
+    let since = std::time::Instant::now();
+    while since.elapsed() < std::time::Duration::from_secs(15) {
+        assert!(
+            !g.file(b, "download.part").exists(),
+            "a file still open went out before the debounce"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Closed: out well before the minute is up.
+    open.write_all(b"the second half\n").unwrap();
+    drop(open);
+    let closed = std::time::Instant::now();
+    let whole: &[u8] = b"the first half\nthe second half\n";
+    while std::fs::read(g.file(b, "download.part")).ok().as_deref() != Some(whole) {
+        assert!(
+            closed.elapsed() < std::time::Duration::from_secs(40),
+            "a closed file waited for the whole debounce; b's log:\n{}",
+            g.log(b)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // A save (written and closed at once) on a member with a minute's debounce.
+    std::fs::write(g.file(a, "notes.txt"), "saved\n").unwrap();
+    let saved = std::time::Instant::now();
+    while read(&g.file(b, "notes.txt")).as_deref() != Some("saved\n") {
+        assert!(
+            saved.elapsed() < std::time::Duration::from_secs(40),
+            "a save waited for the whole debounce"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for i in [a, b] {
+        assert!(g.running(i), "node {i} exited");
+    }
+}
+
 /// A share with more directories than a daemon may open files (a home directory or a build
 /// tree has tens of thousands; a desktop's soft limit is often 1,024 and some hard limits are
 /// no higher): both members run under a limit of 1,024, more directories than that appear

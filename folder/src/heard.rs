@@ -5,7 +5,8 @@
 //! The worker is woken once per gathering, not sent a message per event: while it writes a version of 100,000 files it hears its own writes (five
 //! events a file), and a message for each, queued until it was done, grew the daemon by
 //! ~180 MB. Gathered, a burst costs at most [`MAX_FOCUS_PATHS`] distinct paths; beyond that it
-//! is "scan it all", as a focus that wide is no cheaper.
+//! is "scan it all", as a focus that wide is no cheaper. With them, whether a file may still be
+//! being written ([`Heard::writing`]): the worker's debounce waits its whole delay only then.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ struct Gathered {
     waking: bool,
     /// Too much, or the watcher could not say what: everything may have changed.
     unknown: bool,
+    /// What the watcher said last: a file of the share may still be being written.
+    writing: bool,
     paths: BTreeSet<PathBuf>,
 }
 
@@ -53,11 +56,20 @@ impl Heard {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a change; true when the worker has to be woken (no wake-up is on its way).
-    pub fn add(&self, change: Change) -> bool {
+    /// Adds a change, with whether a file may still be being written as the watcher heard
+    /// it; true when the worker has to be woken (no wake-up is on its way).
+    pub fn add(&self, change: Change, writing: bool) -> bool {
         let mut g = self.lock();
         g.gather(change);
+        g.writing = writing;
         !std::mem::replace(&mut g.waking, true)
+    }
+
+    /// True while a file heard may still be being written: its writer has not closed it, or
+    /// the watcher could not say what changed (then nothing tells that the writers are done).
+    pub fn writing(&self) -> bool {
+        let g = self.lock();
+        g.writing || g.unknown
     }
 
     /// The worker got its wake-up: the next change wakes it again (so it knows when the
@@ -101,13 +113,16 @@ mod tests {
     fn a_burst_wakes_the_worker_once_and_is_taken_whole() {
         let h = Heard::default();
         assert_eq!(h.take(), Change::Paths(Vec::new()));
-        assert!(h.add(paths(0, 2)), "the first change wakes the worker");
-        assert!(!h.add(paths(2, 3)), "later ones join it");
+        assert!(
+            h.add(paths(0, 2), false),
+            "the first change wakes the worker"
+        );
+        assert!(!h.add(paths(2, 3), false), "later ones join it");
         // The same paths heard again (a file's create, write and rename) count once.
-        assert!(!h.add(paths(0, 5)));
+        assert!(!h.add(paths(0, 5), false));
         h.woken();
         assert!(
-            h.add(paths(5, 1)),
+            h.add(paths(5, 1), false),
             "once woken, the next change wakes it again"
         );
         match h.take() {
@@ -118,16 +133,27 @@ mod tests {
     }
 
     #[test]
+    fn it_tells_what_the_watcher_last_said_of_writers() {
+        let h = Heard::default();
+        assert!(!h.writing());
+        h.add(paths(0, 1), true);
+        assert!(h.writing(), "a file written and not closed");
+        h.add(paths(0, 1), false);
+        assert!(!h.writing(), "closed since");
+    }
+
+    #[test]
     fn a_burst_beyond_the_focus_bound_is_a_full_scan_and_holds_no_paths() {
         let h = Heard::default();
         for i in 0..100 {
-            h.add(paths(i * 100, MAX_FOCUS_PATHS / 50));
+            h.add(paths(i * 100, MAX_FOCUS_PATHS / 50), false);
         }
         assert!(h.lock().paths.is_empty());
         assert_eq!(h.take(), Change::Unknown);
         assert_eq!(h.take(), Change::Paths(Vec::new()), "taken");
-        h.add(Change::Unknown);
-        h.add(paths(0, 1));
+        h.add(Change::Unknown, false);
+        assert!(h.writing(), "lost track: its writers may be writing");
+        h.add(paths(0, 1), false);
         assert_eq!(h.take(), Change::Unknown);
     }
 }

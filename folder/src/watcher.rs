@@ -2,9 +2,13 @@
 //! kept by `watch_tree`), and a [`Debounce`] decides when to scan: once the share has been
 //! quiet for the debounce delay, or at the latest [`MAX_DELAY_FACTOR`] delays after the first
 //! change of a burst (so a file written without pause for minutes is still synced meanwhile).
+//! A burst whose writers have all closed their files ([`Writers`]: a save, an append, a
+//! rename into place) is complete as far as the kernel can tell: it is scanned after a fifth of
+//! the delay ([`SETTLE_DIVISOR`]) instead of the whole delay.
 //! The periodic full rescan, for what a watcher cannot see (network filesystems, an overflowed
 //! event queue), is the loop's.
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -18,8 +22,15 @@ use crate::watch_tree::{self, WatchTree};
 
 /// A burst of changes is scanned at the latest this many debounce delays after it began.
 pub const MAX_DELAY_FACTOR: u32 = 20;
+/// A burst whose files were all closed by their writers is scanned once quiet for the delay
+/// divided by this (20 ms of the default 100 ms).
+pub const SETTLE_DIVISOR: u32 = 5;
+/// A file written and not closed for this long no longer counts as being written: its writer
+/// holds it open and idle (a log, a database), or it was never going to be closed (a hard
+/// link, a symlink made). Bursts after it are not held to the whole delay for it.
+const WRITER_IDLE: Duration = Duration::from_secs(2);
 
-/// When to scan, given when changes were seen.
+/// When to scan, given when changes were seen and whether a file is still being written.
 #[derive(Debug, Clone)]
 pub struct Debounce {
     delay: Duration,
@@ -40,15 +51,64 @@ impl Debounce {
         });
     }
 
-    /// When the pending burst should be scanned, if there is one.
-    pub fn due(&self) -> Option<Instant> {
+    /// When the pending burst should be scanned, if there is one: `writing` is true while a
+    /// file of it may still be being written (its writer has not closed it, or the watcher
+    /// cannot tell), and the burst then waits the whole delay.
+    pub fn due(&self, writing: bool) -> Option<Instant> {
+        let quiet = if writing {
+            self.delay
+        } else {
+            self.delay / SETTLE_DIVISOR
+        };
         self.burst
-            .map(|(first, last)| (last + self.delay).min(first + self.delay * MAX_DELAY_FACTOR))
+            .map(|(first, last)| (last + quiet).min(first + self.delay * MAX_DELAY_FACTOR))
     }
 
     /// The burst was scanned.
     pub fn scanned(&mut self) {
         self.burst = None;
+    }
+}
+
+/// The files of the share written and not yet closed, as the watcher's events tell: a write
+/// (or a new file) opens an entry, the writer's close (or the file's removal, or a rename
+/// onto or off the path) ends it. Entries idle for [`WRITER_IDLE`] are forgotten; beyond
+/// [`MAX_FOCUS_PATHS`] entries it forgets them all and says "writing" for [`WRITER_IDLE`].
+#[derive(Debug, Default)]
+pub struct Writers {
+    open: HashMap<PathBuf, Instant>,
+    /// When it had too many to follow: a file may be being written that is not in `open`.
+    lost: Option<Instant>,
+}
+
+impl Writers {
+    /// Takes in what an event on `path` says (its `mask`), at `now`.
+    pub fn heard(&mut self, path: &Path, mask: EventMask, now: Instant) {
+        if mask.contains(EventMask::ISDIR) {
+            return;
+        }
+        if mask.intersects(
+            EventMask::CLOSE_WRITE
+                | EventMask::DELETE
+                | EventMask::MOVED_FROM
+                | EventMask::MOVED_TO,
+        ) {
+            self.open.remove(path);
+        } else if mask.intersects(EventMask::MODIFY | EventMask::CREATE) {
+            if self.open.len() >= MAX_FOCUS_PATHS && !self.open.contains_key(path) {
+                self.open.clear();
+                self.lost = Some(now);
+            }
+            self.open.insert(path.to_path_buf(), now);
+        }
+    }
+
+    /// True while a file may still be being written (idle ones forgotten as of `now`).
+    pub fn writing(&mut self, now: Instant) -> bool {
+        let busy = |at: &Instant| now.saturating_duration_since(*at) < WRITER_IDLE;
+        self.open.retain(|_, at| busy(at));
+        self.lost = self.lost.filter(busy);
+        self.lost.is_some() || !self.open.is_empty()
     }
 }
 
@@ -87,15 +147,16 @@ const READ_BUFFER: usize = 64 * 1024;
 /// Reads of the kernel's queue before what they said is passed on.
 const READS_AT_ONCE: usize = 16;
 
-/// Watches the share; every relevant change calls `on_change` with what changed (on the
-/// watcher's own thread; it should only pass it on, for example on a channel). The share and
+/// Watches the share; every relevant change calls `on_change` with what changed and whether a
+/// file of the share may still be being written ([`Writers`]), on the watcher's own thread (it
+/// should only pass them on, for example on a channel). The share and
 /// the state dir must be named by canonical paths, as inotify names what changed. A share the
 /// kernel cannot watch (inotify limits) is an error that says how to raise them; the loop then
 /// falls back on its periodic rescan.
 pub fn watch(
     share: &Share,
     state_dir: &Path,
-    on_change: impl Fn(Change) + Send + 'static,
+    on_change: impl Fn(Change, bool) + Send + 'static,
 ) -> Result<FolderWatcher, String> {
     let root = share.watch_root().to_path_buf();
     let cannot = |e: std::io::Error| {
@@ -140,9 +201,10 @@ fn run(
     share: &Share,
     state: &Path,
     stop: &OwnedFd,
-    on_change: &dyn Fn(Change),
+    on_change: &dyn Fn(Change, bool),
 ) {
     let mut buffer = vec![0u8; READ_BUFFER];
+    let mut writers = Writers::default();
     let mut out_of_watches = false;
     loop {
         let mut fds = [
@@ -156,7 +218,7 @@ fn run(
                 tracing::warn!(
                     "the file watcher stopped ({e}); changes are picked up by the periodic rescan only"
                 );
-                on_change(Change::Unknown);
+                on_change(Change::Unknown, true);
                 return;
             }
         }
@@ -178,17 +240,20 @@ fn run(
                     tracing::warn!(
                         "the file watcher stopped ({e}); changes are picked up by the periodic rescan only"
                     );
-                    on_change(Change::Unknown);
+                    on_change(Change::Unknown, true);
                     return;
                 }
             };
             let events: Vec<_> = events.map(|e| e.to_owned()).collect();
+            let now = Instant::now();
             for ev in events {
                 match said(&mut tree, &ev) {
+                    Said::Path(p) if !share.concerns(&p, state) => {}
                     // More paths than a focused scan takes: it is a full scan anyway.
-                    Said::Path(_) if unknown => {}
+                    Said::Path(p) if unknown => writers.heard(&p, ev.mask, now),
                     Said::Path(p) => {
-                        if share.concerns(&p, state) && heard.insert(p.clone()) {
+                        writers.heard(&p, ev.mask, now);
+                        if heard.insert(p.clone()) {
                             paths.push(p);
                             if paths.len() > MAX_FOCUS_PATHS {
                                 unknown = true;
@@ -211,10 +276,11 @@ fn run(
                 }
             }
         }
+        let writing = writers.writing(Instant::now());
         if unknown {
-            on_change(Change::Unknown);
+            on_change(Change::Unknown, writing);
         } else if !paths.is_empty() {
-            on_change(Change::Paths(paths));
+            on_change(Change::Paths(paths), writing);
         }
         std::thread::sleep(GATHER);
     }
@@ -277,18 +343,106 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut d = Debounce::new(ms(100));
-        assert_eq!(d.due(), None);
+        assert_eq!(d.due(true), None);
         d.changed(t0);
-        assert_eq!(d.due(), Some(t0 + ms(100)));
+        assert_eq!(d.due(true), Some(t0 + ms(100)));
         d.changed(t0 + ms(80));
-        assert_eq!(d.due(), Some(t0 + ms(180)));
-        // Changes without pause: the cap, 20 delays after the first.
+        assert_eq!(d.due(true), Some(t0 + ms(180)));
+        // Its writers closed their files: a fifth of the delay.
+        assert_eq!(d.due(false), Some(t0 + ms(100)));
+        // Changes without pause: the cap, 20 delays after the first, whatever the writers.
         for i in 0..100 {
             d.changed(t0 + ms(50 * i));
         }
-        assert_eq!(d.due(), Some(t0 + ms(2000)));
+        assert_eq!(d.due(true), Some(t0 + ms(2000)));
+        assert_eq!(d.due(false), Some(t0 + ms(2000)));
         d.scanned();
-        assert_eq!(d.due(), None);
+        assert_eq!(d.due(false), None);
+    }
+
+    #[test]
+    fn writers_are_followed_from_a_write_to_its_close() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let (a, b) = (Path::new("/s/a"), Path::new("/s/b"));
+        let mut w = Writers::default();
+        assert!(!w.writing(t0));
+        w.heard(a, EventMask::CREATE, t0);
+        w.heard(a, EventMask::MODIFY, t0);
+        w.heard(b, EventMask::MODIFY, t0);
+        assert!(w.writing(t0));
+        w.heard(a, EventMask::CLOSE_WRITE, t0);
+        assert!(w.writing(t0), "b is still open");
+        // Renamed over or away, removed: no writer of that path is left to wait for.
+        w.heard(b, EventMask::MOVED_FROM, t0);
+        assert!(!w.writing(t0));
+        w.heard(b, EventMask::MODIFY, t0);
+        w.heard(b, EventMask::DELETE, t0);
+        assert!(!w.writing(t0));
+        // A directory made is no file being written; a file's attributes change none.
+        w.heard(a, EventMask::CREATE | EventMask::ISDIR, t0);
+        w.heard(b, EventMask::ATTRIB, t0);
+        assert!(!w.writing(t0));
+        // A file left open and idle stops holding bursts back.
+        w.heard(a, EventMask::MODIFY, t0);
+        assert!(w.writing(t0 + ms(1900)));
+        assert!(!w.writing(t0 + WRITER_IDLE));
+        // Too many to follow: "writing" until they would have gone idle.
+        for i in 0..=MAX_FOCUS_PATHS {
+            w.heard(&PathBuf::from(format!("/s/f{i}")), EventMask::MODIFY, t0);
+        }
+        assert!(w.open.len() < MAX_FOCUS_PATHS);
+        for i in 0..=MAX_FOCUS_PATHS {
+            w.heard(
+                &PathBuf::from(format!("/s/f{i}")),
+                EventMask::CLOSE_WRITE,
+                t0,
+            );
+        }
+        assert!(w.writing(t0), "some writers were forgotten");
+        assert!(!w.writing(t0 + WRITER_IDLE));
+    }
+
+    /// A file written and closed is told done; one still open, not (what the debounce waits
+    /// for).
+    #[test]
+    fn the_watcher_says_whether_a_file_is_still_open_for_writing() {
+        use std::io::Write;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let state = root.join(".chorus");
+        std::fs::create_dir_all(&state).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _w = watch(&Share::Folder(root.clone()), &state, move |c, writing| {
+            let _ = tx.send((c, writing));
+        })
+        .unwrap();
+        // Once `want` was heard and the watcher is quiet: whether a file is being written, as
+        // it said last (a write and its close can come in two gatherings).
+        let writing_when = |want: &Path| {
+            let mut last = loop {
+                let (c, writing) = rx.recv_timeout(Duration::from_secs(5)).expect("heard");
+                if matches!(&c, Change::Paths(p) if p.iter().any(|p| p == want)) {
+                    break writing;
+                }
+            };
+            while let Ok((_, writing)) = rx.recv_timeout(Duration::from_millis(300)) {
+                last = writing;
+            }
+            last
+        };
+        std::fs::write(root.join("saved.txt"), "saved").unwrap();
+        assert!(!writing_when(&root.join("saved.txt")), "written and closed");
+        let mut open = std::fs::File::create(root.join("open.log")).unwrap();
+        open.write_all(b"first line\n").unwrap();
+        assert!(writing_when(&root.join("open.log")), "still open");
+        std::fs::write(root.join("other.txt"), "other").unwrap();
+        assert!(
+            writing_when(&root.join("other.txt")),
+            "open.log is still open"
+        );
+        drop(open);
+        assert!(!writing_when(&root.join("open.log")), "closed now");
     }
 
     /// A share in a temp dir (canonical, as the daemon names it), its state dir inside it,
@@ -306,7 +460,7 @@ mod tests {
         std::fs::create_dir(root.join("old")).unwrap();
         std::fs::create_dir(root.join("old/deep")).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        let w = watch(&Share::Folder(root.clone()), &state, move |c| {
+        let w = watch(&Share::Folder(root.clone()), &state, move |c, _| {
             let _ = tx.send(c);
         })
         .unwrap();

@@ -146,8 +146,8 @@ pub(super) async fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
     let watcher = if cfg.watch {
         let tx = control.clone();
         let heard = heard.clone();
-        match chorus_folder::watcher::watch(&cfg.share, &cfg.state_dir, move |change| {
-            if heard.add(change) {
+        match chorus_folder::watcher::watch(&cfg.share, &cfg.state_dir, move |change, writing| {
+            if heard.add(change, writing) {
                 let _ = tx.send(Input::FolderChanged);
             }
         }) {

@@ -26,7 +26,7 @@ use crate::api::{self, Request};
 use crate::net::NetHandle;
 use chorus_folder::DiskFolder;
 use chorus_folder::heard::Heard;
-use chorus_folder::watcher::Change;
+use chorus_folder::watcher::{Change, Debounce};
 
 /// How often history retention runs.
 const GC_EVERY: Duration = Duration::from_secs(600);
@@ -128,8 +128,8 @@ pub fn spawn(
 
 /// The worker's timers.
 struct Timers {
-    /// First and latest change of a burst not scanned yet (its paths wait in [`Heard`]).
-    burst: Option<(Instant, Instant)>,
+    /// When the burst not scanned yet is (its paths wait in [`Heard`]).
+    debounce: Debounce,
     next_rescan: Instant,
     next_gc: Instant,
     next_view: Instant,
@@ -143,7 +143,7 @@ impl Worker {
     ) {
         let now = Instant::now();
         let mut t = Timers {
-            burst: None,
+            debounce: Debounce::new(self.debounce),
             next_rescan: now + self.rescan_every,
             next_gc: now + GC_EVERY,
             next_view: now,
@@ -201,10 +201,7 @@ impl Worker {
             let wait = at.saturating_sub(now_ms());
             now + Duration::from_millis(wait)
         });
-        let scan = t.burst.map(|(first, last)| {
-            (last + self.debounce)
-                .min(first + self.debounce * chorus_folder::watcher::MAX_DELAY_FACTOR)
-        });
+        let scan = t.debounce.due(self.heard.writing());
         [
             Some(t.next_rescan),
             Some(t.next_gc),
@@ -242,11 +239,7 @@ impl Worker {
             Input::FolderChanged => {
                 self.heard.woken();
                 tracing::trace!("the watcher heard a change");
-                let now = Instant::now();
-                t.burst = Some(match t.burst {
-                    Some((first, _)) => (first, now),
-                    None => (now, now),
-                });
+                t.debounce.changed(Instant::now());
             }
             Input::Command { request, reply } => {
                 let answer = self.command(request);
@@ -262,12 +255,11 @@ impl Worker {
 
     fn timers(&mut self, t: &mut Timers) {
         let now = Instant::now();
-        if let Some((first, last)) = t.burst
-            && now
-                >= (last + self.debounce)
-                    .min(first + self.debounce * chorus_folder::watcher::MAX_DELAY_FACTOR)
+        if t.debounce
+            .due(self.heard.writing())
+            .is_some_and(|at| now >= at)
         {
-            t.burst = None;
+            t.debounce.scanned();
             // The paths the watcher named, unless it could not say; the periodic rescan below
             // still looks at everything.
             match self.heard.take() {
