@@ -9,7 +9,8 @@
 //! - [`wire`]: RPCs and replies as compact binary (postcard) bytes.
 //! - [`memnet`]: an in-memory transport with seeded faults, for tests and benchmarks.
 //! - [`node`]: [`ElectionNode`], the API the daemon drives; [`view`]: who leads, as it sees it.
-//! - `lookout`: a follower campaigns as soon as its leader is known gone or silent.
+//! - `lookout`: the election timer: a follower campaigns as soon as its leader is known gone,
+//!   and after an election timeout without one only if a majority grants it a pre-vote.
 //! - [`config`]: LAN and WAN timings.
 //!
 //! Only small headers ride in the log; version content moves over the sync protocol.

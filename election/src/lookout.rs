@@ -20,7 +20,7 @@
 //!   a live leader step down when it answers a heartbeat, and, with the others on a longer
 //!   timeout, keep the group leaderless for good.
 //!
-//! A lone voter campaigns without asking. Neither path campaigns while the daemon says this
+//! A lone voter campaigns without asking, a tenth of a timeout after it starts. Neither path campaigns while the daemon says this
 //! node reaches fewer than a majority of the voters ([`crate::ElectionNode::set_reach`]).
 
 use std::sync::Arc;
@@ -220,15 +220,17 @@ impl Lookout {
                 }
                 continue;
             }
+            // A lone voter has no one to wait for or to ask: it waits a tenth of the timeout.
+            let lone = v.voters.len() == 1;
             let quiet = self.heard.since().min(restarted.elapsed());
-            if !may_campaign(&v) || quiet < timeout {
+            let wait = if lone { timeout / 10 } else { timeout };
+            if !may_campaign(&v) || quiet < wait {
                 continue;
             }
             // No leader heard for a whole election timeout: ask, then campaign.
-            let waited = timeout;
+            let waited = quiet;
             timeout = self.timing.draw();
             restarted = Instant::now();
-            let lone = v.voters.len() == 1;
             if lone || self.majority_would_vote(&v).await {
                 tracing::info!(
                     leader = v.leader,

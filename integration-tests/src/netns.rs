@@ -21,6 +21,7 @@ use std::net::Ipv4Addr;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 /// Prefix of every namespace a lab creates.
 const NS_PREFIX: &str = "chorus-lab-";
@@ -140,6 +141,27 @@ impl Lab {
         let pid = child.id();
         self.children().push(child);
         Ok(pid)
+    }
+
+    /// Waits up to `within` for the process `pid` (started with [`Lab::spawn`]) to exit, and
+    /// reaps it; false if it still runs.
+    pub fn wait_exit(&self, pid: u32, within: Duration) -> bool {
+        let until = std::time::Instant::now() + within;
+        loop {
+            let mut children = self.children();
+            let Some(i) = children.iter().position(|c| c.id() == pid) else {
+                return true;
+            };
+            if let Ok(Some(_)) = children[i].try_wait() {
+                children.remove(i);
+                return true;
+            }
+            drop(children);
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Starts a process with its stdout piped and returns it; the lab still kills it on drop
