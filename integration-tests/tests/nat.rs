@@ -23,6 +23,12 @@ struct Site {
     lab: Lab,
     /// Each daemon's process, by folder name.
     pids: std::cell::RefCell<Vec<(String, u32)>>,
+    /// The host behind NAT A, and the host A's daemon runs on now (it may start on the public
+    /// segment and move behind its NAT later, as a laptop goes home).
+    a_nat: usize,
+    a_at: std::cell::Cell<usize>,
+    /// The host behind NAT B.
+    b_nat: usize,
     bin: PathBuf,
     _root: tempfile::TempDir,
     dir: PathBuf,
@@ -104,9 +110,10 @@ impl Site {
         let _ = Command::new("kill").args([sig, &pid.to_string()]).output();
     }
 
-    /// Crashes `name`'s daemon (SIGKILL), waits `down`, and runs it again on `host`.
-    fn crash_and_restart(&self, host: usize, name: &str, down: Duration) {
-        self.signal(name, "-KILL");
+    /// Stops `name`'s daemon with `sig` (`-KILL` for a crash, `-TERM` for a clean stop) and
+    /// waits until it is gone.
+    fn stop(&self, name: &str, sig: &str) {
+        self.signal(name, sig);
         let pid = {
             let mut pids = self.pids.borrow_mut();
             let i = pids
@@ -117,10 +124,17 @@ impl Site {
         };
         assert!(
             self.lab.wait_exit(pid, Duration::from_secs(30)),
-            "{name}'s daemon outlived SIGKILL"
+            "{name}'s daemon outlived {sig}"
         );
-        std::thread::sleep(down);
-        self.run(host, name);
+    }
+
+    /// The host `name`'s daemon runs on.
+    fn host_of(&self, name: &str) -> usize {
+        match name {
+            "public" => PUBLIC,
+            "a" => self.a_at.get(),
+            _ => self.b_nat,
+        }
     }
 
     /// Bytes host `host` received and sent on its link so far.
@@ -199,11 +213,13 @@ impl Site {
 /// The lab: the public member, two NAT routers (site A behind a cone NAT, site B behind `nat_b`)
 /// and a stranger; the share made on the public member and joined from both sites.
 fn group(nat_b: Nat) -> Site {
-    group_with(nat_b, None)
+    group_with(nat_b, None, false)
 }
 
-/// As [`group`], the public member's `relay_circuit_mib` set first when given.
-fn group_with(nat_b: Nat, relay_circuit_mib: Option<u64>) -> Site {
+/// As [`group`], the public member's `relay_circuit_mib` set first when given; with
+/// `a_outside`, A's daemon starts on the public segment (the stranger's host) instead of
+/// behind its NAT ([`nated_leader`] moves it there).
+fn group_with(nat_b: Nat, relay_circuit_mib: Option<u64>, a_outside: bool) -> Site {
     let mut lab = Lab::new(4).expect("a lab");
     let a = lab.add_nat_site(ROUTER_A, Nat::Cone).expect("site A");
     let b = lab.add_nat_site(ROUTER_B, nat_b).expect("site B");
@@ -211,6 +227,9 @@ fn group_with(nat_b: Nat, relay_circuit_mib: Option<u64>) -> Site {
     let site = Site {
         lab,
         pids: Default::default(),
+        a_nat: a,
+        a_at: std::cell::Cell::new(if a_outside { STRANGER } else { a }),
+        b_nat: b,
         bin: chorus_bin().expect("the chorus binary"),
         dir: root.path().to_owned(),
         _root: root,
@@ -229,11 +248,11 @@ fn group_with(nat_b: Nat, relay_circuit_mib: Option<u64>) -> Site {
         std::fs::write(&path, text).unwrap();
     }
     site.run(PUBLIC, "public");
-    for (name, host) in [("a", a), ("b", b)] {
+    for name in ["a", "b"] {
         let token = site.ok(&["invite", "--folder", public.to_str().unwrap()]);
         let folder = site.folder(name);
         site.ok(&["join", &token, folder.to_str().unwrap()]);
-        site.run(host, name);
+        site.run(site.host_of(name), name);
     }
     site.wait(
         "all three are members, each connected to the other two",
@@ -274,12 +293,17 @@ fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// Crashes the public member and runs it again until a NATed member leads (the case);
-/// returns its name.
+/// Makes B (behind its NAT) the leader and moves A behind its NAT, so that the leader reaches
+/// A only through the public member's relay (the case); returns the leader's name.
+/// With pre-votes a member that cannot reach a majority raises no term, so a NATed member is
+/// not elected while the relay between the NATed members is down: A starts on the public
+/// segment (`group_with(.., true)`), where B reaches it directly; the leader is crashed and
+/// run again until B is elected in its place, and then A goes home behind NAT A, as a laptop
+/// does (its daemon stopped and run there; B and the public member keep the majority).
 fn nated_leader(site: &Site) -> &'static str {
     // The leader all three agree on (same term, same leader, and it says it leads), if any.
-    let agreed = || -> Option<String> {
-        let st: Vec<serde_json::Value> = ["public", "a", "b"]
+    let agreed = |names: &[&str]| -> Option<String> {
+        let st: Vec<serde_json::Value> = names
             .iter()
             .map(|n| site.query(n, "status"))
             .collect::<Option<_>>()?;
@@ -287,52 +311,63 @@ fn nated_leader(site: &Site) -> &'static str {
         let same = st
             .iter()
             .all(|s| s["leader"] == leader.as_str() && s["term"] == st[0]["term"]);
-        let leads = ["public", "a", "b"]
+        let leads = names
             .iter()
             .zip(&st)
             .any(|(n, s)| s["role"] == "leader" && site.peer_id(n) == leader);
         (same && leads).then_some(leader)
     };
-    let ids: Vec<(String, &str)> = ["public", "a", "b"]
-        .iter()
-        .map(|n| (site.peer_id(n), *n))
-        .collect();
-    let name_of = |id: &str| ids.iter().find(|(i, _)| i == id).map(|(_, n)| *n);
-    // The public member crashes and comes back a few seconds later: the NATed members, who
-    // reach each other only through its relay, could not elect one of them meanwhile; once it
-    // is back, whichever of the three asks first (a pre-vote, then a campaign) leads.
-    // Repeated until a NATed member leads.
-    let mut nated_leader = None;
-    for round in 0..10 {
-        let mut leader = None;
-        // A liveness bound: after the relay (and leader) crashed, the circuits, the members'
-        // connections to it and the election all start again; under load that has taken
-        // over a minute.
-        site.wait(
-            "all three agree on a leader",
-            Duration::from_secs(150),
-            || {
-                leader = agreed();
-                leader.is_some()
-            },
-        );
-        let id = leader.unwrap();
-        let leader = name_of(&id).unwrap();
-        if leader != "public" {
-            // Still the leader past an election timeout (LAN: 4-5 s), so a test's file goes
-            // through the relay to it, not around it.
-            std::thread::sleep(Duration::from_secs(8));
-            if agreed().as_deref() == Some(id.as_str()) {
-                nated_leader = Some(leader);
-                break;
-            }
-            eprintln!("round {round}: {leader} led, and no longer does 8 s later");
-            continue;
+    let all = ["public", "a", "b"];
+    let name_of = |id: &str| all.into_iter().find(|n| site.peer_id(n) == id);
+    let mut leader = None;
+    // A liveness bound: after a crash the connections and the election start again; under
+    // load that has taken over a minute.
+    let within = Duration::from_secs(150);
+    site.wait("all three agree on a leader", within, || {
+        leader = agreed(&all);
+        leader.is_some()
+    });
+    if site.a_at.get() == site.a_nat {
+        if leader.as_deref().and_then(name_of) == Some("b") {
+            return "b";
         }
-        eprintln!("round {round}: the public member leads; crashing it for 3 s");
-        site.crash_and_restart(PUBLIC, "public", Duration::from_secs(3));
+        // Called again after the leadership moved: A comes back to the public segment first.
+        site.stop("a", "-TERM");
+        site.a_at.set(STRANGER);
+        site.run(STRANGER, "a");
+        site.wait("all three agree on a leader", within, || {
+            leader = agreed(&all);
+            leader.is_some()
+        });
     }
-    nated_leader.expect("a NATed member was elected, and still led 8 s later, within 10 rounds")
+    for round in 0..10 {
+        let now = name_of(leader.as_deref().unwrap()).unwrap();
+        if now == "b" {
+            break;
+        }
+        eprintln!("round {round}: {now} leads; crashing it for 3 s");
+        site.stop(now, "-KILL");
+        let others: Vec<&str> = all.into_iter().filter(|n| *n != now).collect();
+        site.wait("the other two elect one of them", within, || {
+            agreed(&others).is_some()
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        site.run(site.host_of(now), now);
+        site.wait("all three agree on a leader", within, || {
+            leader = agreed(&all);
+            leader.is_some()
+        });
+    }
+    let id = leader.expect("a leader");
+    assert_eq!(name_of(&id), Some("b"), "B was elected within 10 rounds");
+    // A goes home, behind NAT A.
+    site.stop("a", "-TERM");
+    site.a_at.set(site.a_nat);
+    site.run(site.a_nat, "a");
+    site.wait("all three agree on B, A behind its NAT", within, || {
+        agreed(&all).as_deref() == Some(id.as_str())
+    });
+    "b"
 }
 
 /// Both NATed members' edits reach each other (and the public member).
@@ -505,7 +540,7 @@ fn a_member_behind_nat_that_leads_reaches_the_other_through_the_relay() {
     if !needs_root("a_member_behind_nat_that_leads_reaches_the_other_through_the_relay") {
         return;
     }
-    let site = group(Nat::Symmetric);
+    let site = group_with(Nat::Symmetric, None, true);
     let leader = nated_leader(&site);
 
     let other = if leader == "a" { "b" } else { "a" };
@@ -596,7 +631,7 @@ fn the_relay_closes_circuits_at_their_limit_and_the_transfer_goes_on() {
     if !needs_root("the_relay_closes_circuits_at_their_limit_and_the_transfer_goes_on") {
         return;
     }
-    let site = group_with(Nat::Symmetric, Some(32));
+    let site = group_with(Nat::Symmetric, Some(32), true);
     let opened = |s: &Site| {
         s.log("public")
             .matches("relaying between two members")
