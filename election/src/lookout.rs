@@ -8,7 +8,9 @@
 //!   lease refuses), but a voter that has campaigned has no lease left to honour, so the second
 //!   round elects: failover in well under a second;
 //! - **no leader heard**: no AppendEntries (nor a vote it granted) for an election timeout,
-//!   drawn anew from openraft's `[election_timeout_min, election_timeout_max)` for each try.
+//!   drawn anew from openraft's `[election_timeout_min, election_timeout_max)` for each try,
+//!   after the leader lease (`election_timeout_max`, 5 s on a LAN) when it knew a leader, as
+//!   openraft's own timer did: a leader that vanished silently is replaced in 5–6 s.
 //!   The voter first asks the others a pre-vote ([`PreVoteRequest`], the Raft thesis §9.6):
 //!   each grants it only when it has not heard a leader for its own lease (`election_timeout_max`)
 //!   and the candidate's log is at least as long as its own; its state does not change. With
@@ -114,15 +116,20 @@ pub(crate) fn answer_pre_vote(
     req.last_log_id >= log.get()
 }
 
-/// The lookout's timing: openraft's election timeout, and how long a pre-vote's answers are
-/// waited for.
+/// The lookout's timing: openraft's election timeout (its maximum is the leader lease, as
+/// openraft's), and how long a pre-vote's answers are waited for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
     pub election_timeout: (Duration, Duration),
     pub ask_within: Duration,
 }
 
+/// How far past the others' lease a follower that knew a leader asks, at the least: the
+/// others heard that leader last a little after it did (its heartbeat reached them later).
+const PAST_LEASE: Duration = Duration::from_millis(100);
+
 impl Timing {
+    /// An election timeout, drawn from `[min, max)`.
     fn draw(&self) -> Duration {
         let (lo, hi) = self.election_timeout;
         if hi > lo {
@@ -130,6 +137,14 @@ impl Timing {
         } else {
             lo
         }
+    }
+
+    /// The quiet a follower that knew a leader waits for, given a drawn `timeout`: the lease
+    /// (`max`), a little more, and the draw's random part, so the followers do not all ask at
+    /// once.
+    fn after_lease(&self, timeout: Duration) -> Duration {
+        let (lo, hi) = self.election_timeout;
+        hi + PAST_LEASE + timeout.saturating_sub(lo)
     }
 }
 
@@ -221,9 +236,19 @@ impl Lookout {
                 continue;
             }
             // A lone voter has no one to wait for or to ask: it waits a tenth of the timeout.
+            // A follower that knew a leader waits out the leader's lease first (as openraft's
+            // own timer did): the others grant a pre-vote, and their vote, only once it ran
+            // out for them too.
             let lone = v.voters.len() == 1;
             let quiet = self.heard.since().min(restarted.elapsed());
-            let wait = if lone { timeout / 10 } else { timeout };
+            let knew_leader = v.leader.is_some_and(|l| l != me);
+            let wait = if lone {
+                timeout / 10
+            } else if knew_leader {
+                self.timing.after_lease(timeout)
+            } else {
+                timeout
+            };
             if !may_campaign(&v) || quiet < wait {
                 continue;
             }
