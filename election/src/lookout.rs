@@ -46,6 +46,9 @@ const ROUNDS: u32 = 6;
 const FIRST_WAIT_MS: std::ops::Range<u64> = 0..100;
 /// The wait between rounds.
 const ROUND_WAIT_MS: std::ops::Range<u64> = 150..450;
+/// Campaigns tried again a round's wait apart after a granted pre-vote whose campaign did
+/// not elect, before the lookout falls back on the election timeout.
+const AGAIN: u32 = 3;
 /// How often the lookout looks when nothing happens.
 const LOOK_EVERY: Duration = Duration::from_millis(100);
 
@@ -100,8 +103,10 @@ pub(crate) fn note(heard: &LastHeard, reply: &RaftReply) {
     }
 }
 
-/// Answers a pre-vote: granted when this node does not lead, has not heard a leader within
-/// `lease`, and the candidate's log is at least as long as its own. Nothing changes here.
+/// Answers a pre-vote: granted when this node does not lead, does not follow a leader it
+/// heard within `lease`, and the candidate's log is at least as long as its own. A node that
+/// campaigned itself follows no one and has no lease to honour (openraft's vote check holds
+/// a lease only for a committed vote too). Nothing changes here.
 pub(crate) fn answer_pre_vote(
     raft: &Raft<TypeConfig>,
     log: &Tail,
@@ -109,8 +114,15 @@ pub(crate) fn answer_pre_vote(
     lease: Duration,
     req: &PreVoteRequest,
 ) -> bool {
-    let leading = raft.metrics().borrow().state == ServerState::Leader;
-    if leading || heard.within(lease) {
+    let (leading, following) = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        (
+            m.state == ServerState::Leader,
+            m.current_leader.is_some_and(|l| l != m.id),
+        )
+    };
+    if leading || (following && heard.within(lease)) {
         return false;
     }
     req.last_log_id >= log.get()
@@ -185,6 +197,8 @@ impl Lookout {
         // shorter of that and the time since the leader was last heard.
         let mut timeout = self.timing.draw();
         let mut restarted = Instant::now();
+        // Quick tries left after a granted pre-vote's campaign, and the wait before the next.
+        let mut again: Option<(u32, Duration)> = None;
         let mut seen = {
             let v = self.view.borrow();
             (v.term, v.leader, v.role)
@@ -239,11 +253,18 @@ impl Lookout {
             // A follower that knew a leader waits out the leader's lease first (as openraft's
             // own timer did): the others grant a pre-vote, and their vote, only once it ran
             // out for them too.
+            // A campaign a majority said it would grant, that did not elect (another
+            // candidate's higher term, a split vote), is asked again after a round's wait.
             let lone = v.voters.len() == 1;
             let quiet = self.heard.since().min(restarted.elapsed());
             let knew_leader = v.leader.is_some_and(|l| l != me);
+            if v.leader.is_some() {
+                again = None;
+            }
             let wait = if lone {
                 timeout / 10
+            } else if let Some((_, soon)) = again {
+                soon
             } else if knew_leader {
                 self.timing.after_lease(timeout)
             } else {
@@ -256,7 +277,12 @@ impl Lookout {
             let waited = quiet;
             timeout = self.timing.draw();
             restarted = Instant::now();
+            let tries = again.map_or(AGAIN, |(left, _)| left);
+            again = None;
             if lone || self.majority_would_vote(&v).await {
+                if tries > 0 {
+                    again = Some((tries - 1, jitter(ROUND_WAIT_MS)));
+                }
                 tracing::info!(
                     leader = v.leader,
                     quiet_ms = waited.as_millis() as u64,
