@@ -9,6 +9,7 @@
 //! - [`wire`]: RPCs and replies as compact binary (postcard) bytes.
 //! - [`memnet`]: an in-memory transport with seeded faults, for tests and benchmarks.
 //! - [`node`]: [`ElectionNode`], the API the daemon drives; [`view`]: who leads, as it sees it.
+//! - `heard`: when a follower last heard its leader, and its answer to a pre-vote.
 //! - `lookout`: the election timer: a follower campaigns as soon as its leader is known gone,
 //!   and after an election timeout without one only if a majority grants it a pre-vote.
 //! - [`config`]: LAN and WAN timings.
@@ -21,6 +22,7 @@
 
 pub mod admission;
 pub mod config;
+mod heard;
 pub mod log_store;
 mod lookout;
 #[cfg(any(test, feature = "test-util"))]

@@ -6,34 +6,38 @@
 //!   a short random wait, and again (a few times, a few hundred milliseconds apart) until a new
 //!   leader is known. The first round usually splits (a voter still inside the old leader's
 //!   lease refuses), but a voter that has campaigned has no lease left to honour, so the second
-//!   round elects: failover in well under a second;
+//!   round elects: failover in well under a second. These rounds are not asked first (a
+//!   pre-vote to the dead leader waits out its deadline: failover took seconds), so a voter
+//!   whose connection to a live leader closed (a link cut between those two alone) still
+//!   raises its term;
 //! - **no leader heard**: no AppendEntries (nor a vote it granted) for an election timeout,
 //!   drawn anew from openraft's `[election_timeout_min, election_timeout_max)` for each try,
 //!   after the leader lease (`election_timeout_max`, 5 s on a LAN) when it knew a leader, as
 //!   openraft's own timer did: a leader that vanished silently is replaced in 5–6 s.
 //!   The voter first asks the others a pre-vote ([`PreVoteRequest`], the Raft thesis §9.6):
-//!   each grants it only when it has not heard a leader for its own lease (`election_timeout_max`)
-//!   and the candidate's log is at least as long as its own; its state does not change. With
-//!   a majority (itself included) the voter campaigns; without one it tries again after
-//!   another timeout, its term untouched. So a member that cannot win never raises the
+//!   each grants it unless it leads, follows a leader it heard within its own lease
+//!   (`election_timeout_max`) and was not told is gone, or holds a longer log; its state does
+//!   not change. With a majority (itself included) the voter campaigns; without one it tries
+//!   again after another timeout, its term untouched. So a member that cannot win never raises the
 //!   group's term: one whose log is behind, one thawed after a suspend while the others still
 //!   hear their leader, one whose timing is faster than its leader's heartbeats (each member
 //!   takes its timing from the round trips it measured). Its higher term would otherwise make
 //!   a live leader step down when it answers a heartbeat, and, with the others on a longer
 //!   timeout, keep the group leaderless for good.
 //!
-//! A lone voter campaigns without asking, a tenth of a timeout after it starts. Neither path campaigns while the daemon says this
-//! node reaches fewer than a majority of the voters ([`crate::ElectionNode::set_reach`]).
+//! A lone voter campaigns without asking, a tenth of a timeout after it starts. Neither path
+//! campaigns while the daemon says this node reaches fewer than a majority of the voters
+//! ([`crate::ElectionNode::set_reach`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use openraft::raft::AppendEntriesResponse;
-use openraft::{Raft, ServerState, Vote};
+use openraft::{Raft, Vote};
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 
+use crate::heard::LastHeard;
 use crate::log_store::Tail;
 use crate::network::Transport;
 use crate::types::{NodeId, PreVoteRequest, RaftReply, RaftRpc, TypeConfig};
@@ -51,82 +55,6 @@ const ROUND_WAIT_MS: std::ops::Range<u64> = 150..450;
 const AGAIN: u32 = 3;
 /// How often the lookout looks when nothing happens.
 const LOOK_EVERY: Duration = Duration::from_millis(100);
-
-/// When this follower last heard its leader (an admitted AppendEntries, or a vote it granted),
-/// in milliseconds since the node opened; 0 for never.
-#[derive(Debug, Clone)]
-pub(crate) struct LastHeard {
-    opened: Instant,
-    at_ms: Arc<AtomicU64>,
-}
-
-impl LastHeard {
-    pub(crate) fn new() -> Self {
-        LastHeard {
-            opened: Instant::now(),
-            at_ms: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    pub(crate) fn now(&self) {
-        let ms = self.opened.elapsed().as_millis() as u64;
-        self.at_ms.store(ms.max(1), Ordering::Relaxed);
-    }
-
-    /// How long since the leader was last heard (since the node opened, if never).
-    fn since(&self) -> Duration {
-        let at = self.at_ms.load(Ordering::Relaxed);
-        self.opened
-            .elapsed()
-            .saturating_sub(Duration::from_millis(at))
-    }
-
-    /// True when a leader was heard within `lease`.
-    fn within(&self, lease: Duration) -> bool {
-        self.at_ms.load(Ordering::Relaxed) != 0 && self.since() < lease
-    }
-}
-
-/// Notes that the leader was heard when `reply` answers an AppendEntries or a snapshot chunk
-/// it accepted, or grants a vote (Raft's followers restart their timer then too), however the
-/// RPC arrived: the daemon's network or the in-memory one.
-pub(crate) fn note(heard: &LastHeard, reply: &RaftReply) {
-    if matches!(
-        reply,
-        RaftReply::AppendEntries(Ok(AppendEntriesResponse::Success
-            | AppendEntriesResponse::PartialSuccess(_)
-            | AppendEntriesResponse::Conflict))
-            | RaftReply::InstallSnapshot(Ok(_))
-    ) || matches!(reply, RaftReply::Vote(Ok(v)) if v.vote_granted)
-    {
-        heard.now();
-    }
-}
-
-/// Answers a pre-vote: granted when this node does not lead, does not follow a leader it
-/// heard within `lease`, and the candidate's log is at least as long as its own. A node that
-/// campaigned itself follows no one and has no lease to honour (openraft's vote check holds
-/// a lease only for a committed vote too). Nothing changes here.
-pub(crate) fn answer_pre_vote(
-    raft: &Raft<TypeConfig>,
-    log: &Tail,
-    heard: &LastHeard,
-    lease: Duration,
-    req: &PreVoteRequest,
-) -> bool {
-    let (leading, following) = {
-        let m = raft.metrics();
-        let m = m.borrow();
-        (
-            m.state == ServerState::Leader,
-            m.current_leader.is_some_and(|l| l != m.id),
-        )
-    };
-    if leading || (following && heard.within(lease)) {
-        return false;
-    }
-    req.last_log_id >= log.get()
-}
 
 /// The lookout's timing: openraft's election timeout (its maximum is the leader lease, as
 /// openraft's), and how long a pre-vote's answers are waited for.
@@ -243,6 +171,8 @@ impl Lookout {
                 } else if Instant::now() >= c.next {
                     c.rounds -= 1;
                     c.next = Instant::now() + jitter(ROUND_WAIT_MS);
+                    // Not asked: a pre-vote to the dead leader waits out its deadline, and the
+                    // others may not have heard yet that it is gone (failover took seconds).
                     if self.raft.trigger().elect().await.is_err() {
                         return;
                     }
@@ -261,9 +191,11 @@ impl Lookout {
             if v.leader.is_some() {
                 again = None;
             }
+            // (Not while still a candidate: its campaign may yet collect its votes.)
+            let soon = again.filter(|_| v.role == Role::Follower);
             let wait = if lone {
                 timeout / 10
-            } else if let Some((_, soon)) = again {
+            } else if let Some((_, soon)) = soon {
                 soon
             } else if knew_leader {
                 self.timing.after_lease(timeout)
@@ -279,25 +211,41 @@ impl Lookout {
             restarted = Instant::now();
             let tries = again.map_or(AGAIN, |(left, _)| left);
             again = None;
-            if lone || self.majority_would_vote(&v).await {
-                if tries > 0 {
-                    again = Some((tries - 1, jitter(ROUND_WAIT_MS)));
+            match self.ask_then_elect(&v).await {
+                Err(()) => return,
+                Ok(true) => {
+                    if tries > 0 {
+                        again = Some((tries - 1, jitter(ROUND_WAIT_MS)));
+                    }
+                    tracing::info!(
+                        leader = v.leader,
+                        quiet_ms = waited.as_millis() as u64,
+                        "no leader heard for an election timeout and a majority would vote for this node; campaigned"
+                    );
                 }
-                tracing::info!(
-                    leader = v.leader,
-                    quiet_ms = waited.as_millis() as u64,
-                    "no leader heard for an election timeout and a majority would vote for this node; campaigning"
-                );
-                if self.raft.trigger().elect().await.is_err() {
-                    return;
-                }
-            } else {
-                tracing::debug!(
+                Ok(false) => tracing::debug!(
                     quiet_ms = waited.as_millis() as u64,
                     "no leader heard, but no majority would vote for this node; not campaigning"
-                );
+                ),
             }
         }
+    }
+
+    /// Asks the other voters a pre-vote (a lone voter asks no one) and campaigns when a
+    /// majority grants it and nothing changed meanwhile: no other term or leader seen, no
+    /// leader heard while it asked. `Ok(true)` when it campaigned; `Err` once Raft stopped.
+    async fn ask_then_elect(&self, v: &ClusterView) -> Result<bool, ()> {
+        let asked = Instant::now();
+        if v.voters.len() > 1 && !self.majority_would_vote(v).await {
+            return Ok(false);
+        }
+        let now = self.view.borrow().clone();
+        let heard_meanwhile = self.heard.since() < asked.elapsed();
+        if (now.term, now.leader) != (v.term, v.leader) || heard_meanwhile {
+            return Ok(false);
+        }
+        self.raft.trigger().elect().await.map_err(|_| ())?;
+        Ok(true)
     }
 
     /// Asks every other voter a pre-vote; true when a majority, this node included, grants it.

@@ -21,8 +21,8 @@ use openraft::raft::{
 };
 
 use crate::admission::{Local, Refused, check_reply, check_rpc};
+use crate::heard::LastHeard;
 use crate::log_store::Tail;
-use crate::lookout::LastHeard;
 use crate::types::{Member, NodeId, TypeConfig};
 pub use crate::types::{RaftReply, RaftRpc};
 
@@ -68,7 +68,7 @@ impl Served {
             RaftRpc::InstallSnapshot(r) => {
                 RaftReply::InstallSnapshot(raft.install_snapshot(r).await)
             }
-            RaftRpc::PreVote(r) => RaftReply::PreVote(crate::lookout::answer_pre_vote(
+            RaftRpc::PreVote(r) => RaftReply::PreVote(crate::heard::answer_pre_vote(
                 raft,
                 &self.log,
                 &self.heard,
@@ -76,7 +76,7 @@ impl Served {
                 &r,
             )),
         };
-        crate::lookout::note(&self.heard, &reply);
+        crate::heard::note(&self.heard, &reply);
         Ok(reply)
     }
 }

@@ -12,8 +12,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::admission::Refused;
 use crate::config::ElectionConfig;
+use crate::heard::LastHeard;
 use crate::log_store::LogStore;
-use crate::lookout::{self, LastHeard, Lookout, Timing};
+use crate::lookout::{self, Lookout, Timing};
 use crate::network::{Network, RaftReply, RaftRpc, Served, Transport};
 use crate::state_machine::StateMachine;
 use crate::types::{
@@ -159,6 +160,9 @@ impl ElectionNode {
     /// failed. While it is still this node's leader, a voter campaigns at once (see
     /// [`crate::lookout`]) instead of waiting out the heartbeat timeout.
     pub fn leader_lost(&self, leader: NodeId) {
+        if self.view().leader == Some(leader) {
+            self.served.heard.lose(leader);
+        }
         let _ = self.lost.send(leader);
     }
 

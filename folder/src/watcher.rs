@@ -96,11 +96,16 @@ impl Writers {
             self.open.remove(path);
         } else if mask.intersects(EventMask::MODIFY | EventMask::CREATE) {
             if self.open.len() >= MAX_FOCUS_PATHS && !self.open.contains_key(path) {
-                self.open.clear();
-                self.lost = Some(now);
+                self.lose(now);
             }
             self.open.insert(path.to_path_buf(), now);
         }
+    }
+
+    /// Events were lost: any file may be being written (until [`WRITER_IDLE`] from `now`).
+    pub fn lose(&mut self, now: Instant) {
+        self.open.clear();
+        self.lost = Some(now);
     }
 
     /// True while a file may still be being written (idle ones forgotten as of `now`).
@@ -262,7 +267,11 @@ fn run(
                             }
                         }
                     }
-                    Said::Unknown => unknown = true,
+                    // Events were lost (the queue overflowed): a writer may be at work.
+                    Said::Unknown => {
+                        unknown = true;
+                        writers.lose(now);
+                    }
                     Said::Nothing => {}
                     Said::OutOfWatches => {
                         unknown = true;
