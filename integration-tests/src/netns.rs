@@ -153,7 +153,8 @@ impl Lab {
                 return true;
             };
             if let Ok(Some(_)) = children[i].try_wait() {
-                children.remove(i);
+                // Exited: `wait` returns at once with the status `try_wait` saw.
+                let _ = children.remove(i).wait();
                 return true;
             }
             drop(children);
