@@ -72,7 +72,7 @@ impl LastHeard {
     }
 
     /// True when a leader was heard within `lease`.
-    pub(crate) fn within(&self, lease: Duration) -> bool {
+    fn within(&self, lease: Duration) -> bool {
         self.at_ms.load(Ordering::Relaxed) != 0 && self.since() < lease
     }
 }
