@@ -9,6 +9,8 @@
 //! most the bound, never what the bomb declares). A group's dictionary is read from the
 //! receiver's own store, at most [`MAX_RUN_DICTIONARY`] bytes in [`MAX_DICTIONARY_CHUNKS`].
 
+use std::borrow::Cow;
+
 use chorus_proto as proto;
 
 use crate::Error;
@@ -280,10 +282,10 @@ pub fn receive_chunks_within(
                 ))
             }
         };
-        let mut frame = None;
-        let bytes = match proto::Compression::try_from(c.compression) {
+        let (bytes, arrived) = match proto::Compression::try_from(c.compression) {
             Ok(proto::Compression::None) if c.data.len() > cap => return Err(too_large()),
-            Ok(proto::Compression::None) => c.data.clone(),
+            // Checked where it lies: a chunk that came uncompressed is not copied.
+            Ok(proto::Compression::None) => (Cow::Borrowed(c.data.as_slice()), Arrived::Raw),
             Ok(proto::Compression::Zstd) if cap == 0 => return Err(too_large()),
             Ok(proto::Compression::Zstd) => {
                 // The window follows what the chunk may be (not what is left of the message,
@@ -291,10 +293,7 @@ pub fn receive_chunks_within(
                 let window = window_log(max_chunk_len.min(ratio_cap(c.data.len())));
                 let cap = cap.min(ratio_cap(c.data.len()));
                 match decompress_bounded(&c.data, &[], cap, window) {
-                    Ok(b) => {
-                        frame = Some(c.data.as_slice());
-                        b
-                    }
+                    Ok(b) => (Cow::Owned(b), Arrived::Frame(c.data.as_slice())),
                     Err(Inflate::TooLarge { .. }) => return Err(too_large()),
                     Err(e) => {
                         return Err(Error::Invalid(format!(
@@ -313,7 +312,7 @@ pub fn receive_chunks_within(
             return Err(Error::Corrupt { id });
         }
         total += bytes.len();
-        verified.push((id, bytes, frame));
+        verified.push((id, bytes, arrived));
     }
     let mut dictionaries = Dictionaries::default();
     for g in &msg.groups {
@@ -326,18 +325,30 @@ pub fn receive_chunks_within(
             &mut verified,
         )?;
     }
-    for (id, bytes, frame) in &verified {
-        match frame {
-            Some(frame) => store.put_framed(id, bytes, frame)?,
-            None => store.put(id, bytes)?,
+    for (id, bytes, arrived) in &verified {
+        match arrived {
+            Arrived::Frame(frame) => store.put_framed(id, bytes, frame)?,
+            Arrived::Raw => store.put_raw(id, bytes)?,
+            Arrived::Inflated => store.put(id, bytes)?,
         }
     }
     Ok(verified.into_iter().map(|(id, _, _)| id).collect())
 }
 
-/// A chunk checked against its id: its bytes, and the frame it came in when the store can
-/// keep that frame as it is.
-type Verified<'m> = (ChunkId, Vec<u8>, Option<&'m [u8]>);
+/// A chunk checked against its id: its bytes (borrowed from the message when they came
+/// uncompressed), and how they came.
+type Verified<'m> = (ChunkId, Cow<'m, [u8]>, Arrived<'m>);
+
+/// How a chunk came in a message, which tells the store how to keep it.
+#[derive(Clone, Copy)]
+enum Arrived<'m> {
+    /// On its own, as this zstd frame: the store can keep the frame as it is.
+    Frame(&'m [u8]),
+    /// On its own, uncompressed: the sender's store could not make it smaller.
+    Raw,
+    /// Out of a group compressed against a dictionary: the store compresses it afresh.
+    Inflated,
+}
 
 /// The dictionaries one message's groups made the receiver read: the bytes read so far
 /// (bounded by [`MAX_ANSWER_DICTIONARY`]), and the last dictionary, which the next group
@@ -441,7 +452,7 @@ fn receive_group<'m>(
         if ChunkId::of(&bytes) != id {
             return Err(Error::Corrupt { id });
         }
-        verified.push((id, bytes, None));
+        verified.push((id, Cow::Owned(bytes), Arrived::Inflated));
     }
     Ok(want)
 }
@@ -481,6 +492,57 @@ mod tests {
             assert_eq!(to.get_packed(id).unwrap(), from.get_packed(id).unwrap());
             assert_eq!(to.get(id).unwrap(), from.get(id).unwrap());
         }
+    }
+
+    /// A chunk that comes uncompressed (its sender's store could not make it smaller) is kept
+    /// as it came: the receiver does not spend a compression on it again, and sends it on as
+    /// it was sent.
+    #[test]
+    fn a_chunk_that_comes_uncompressed_is_kept_as_it_came() {
+        use crate::store::DiskStore;
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let from = DiskStore::open(a.path()).unwrap();
+        let to = DiskStore::open(b.path()).unwrap();
+        let noise = crate::testdata::pseudo_random(70_000, 3);
+        let noise_id = ChunkId::of(&noise);
+        from.put(&noise_id, &noise).unwrap();
+        // Compressible, but sent as it is: kept so (what the sender sent, no more).
+        let text: Vec<u8> = (0..5_000u32)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        let text_id = ChunkId::of(&text);
+        let mut msgs = chunks_messages(&[noise_id], &from, 1 << 20).unwrap();
+        assert_eq!(
+            msgs[0].chunks[0].compression,
+            proto::Compression::None as i32
+        );
+        msgs[0].chunks.push(proto::ChunkData {
+            id: Some(text_id.to_proto()),
+            compression: proto::Compression::None as i32,
+            data: text.clone(),
+        });
+        assert_eq!(
+            receive_chunks(&msgs[0], &to, 1 << 24).unwrap(),
+            vec![noise_id, text_id]
+        );
+        for (id, bytes) in [(noise_id, &noise), (text_id, &text)] {
+            let packed = to.get_packed(&id).unwrap().unwrap();
+            assert_eq!(
+                (packed.zstd, &packed.data, packed.len),
+                (false, bytes, bytes.len())
+            );
+            assert_eq!(to.get(&id).unwrap().as_ref(), Some(bytes));
+        }
+        // Damaged on the way: refused, nothing kept.
+        let mut bad = msgs[0].clone();
+        bad.chunks[1].data[0] ^= 1;
+        let other = tempfile::tempdir().unwrap();
+        let other = DiskStore::open(other.path()).unwrap();
+        assert!(matches!(
+            receive_chunks(&bad, &other, 1 << 24),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(other.ids().unwrap().is_empty());
     }
 
     #[test]

@@ -75,6 +75,15 @@ pub trait ChunkStore: Send + Sync {
         let _ = frame;
         self.put(id, bytes)
     }
+
+    /// Stores `bytes` under `id`, as [`put`](Self::put), when they arrived uncompressed: the
+    /// sender's store found that compressing them does not make them smaller (pseudo-random or
+    /// already compressed data), so a store that compresses keeps them as they are rather
+    /// than try again. A sender that lies about it costs this store no more than the bytes it
+    /// sent.
+    fn put_raw(&self, id: &ChunkId, bytes: &[u8]) -> Result<(), Error> {
+        self.put(id, bytes)
+    }
 }
 
 /// A chunk as it is kept and sent: its bytes, or a zstd frame of them when that is smaller.
@@ -243,8 +252,31 @@ const MAX_CHUNK: u64 = 16 << 20;
 /// Bytes in front of every record: the chunk id, the format byte, the payload length.
 const RECORD_HEADER: usize = 32 + 1 + 4;
 
-/// A record read back whole, and the chunk bytes it was checked to hold.
-type Checked = (Vec<u8>, Vec<u8>);
+/// A record read back and checked against its id: its body as stored (the chunk's bytes, or a
+/// zstd frame of them) and, for a frame, the bytes it inflated to. A raw body is the chunk
+/// itself, handed on without a copy.
+struct Checked {
+    zstd: bool,
+    body: Vec<u8>,
+    inflated: Option<Vec<u8>>,
+}
+
+impl Checked {
+    /// The chunk's bytes.
+    fn bytes(self) -> Vec<u8> {
+        self.inflated.unwrap_or(self.body)
+    }
+
+    /// The record as it is kept and sent.
+    fn packed(self) -> Packed {
+        let len = self.inflated.as_ref().map_or(self.body.len(), Vec::len);
+        Packed {
+            zstd: self.zstd,
+            data: self.body,
+            len,
+        }
+    }
+}
 
 /// Where a record lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -452,17 +484,17 @@ impl DiskStore {
 
     /// Appends a record of `id` with its `tag` and `body`, as [`append`](Self::append).
     fn append_body(&self, id: &ChunkId, tag: u8, body: &[u8], replace: bool) -> Result<(), Error> {
-        let mut record = Vec::with_capacity(RECORD_HEADER + body.len());
-        record.extend_from_slice(&id.0);
-        record.push(tag);
-        record.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        record.extend_from_slice(body);
+        let mut head = [0u8; RECORD_HEADER];
+        head[..32].copy_from_slice(&id.0);
+        head[32] = tag;
+        head[33..].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        let record_len = RECORD_HEADER + body.len();
 
         let mut w = self.writer();
         if !replace && w.pending.contains_key(id) {
             return Ok(());
         }
-        if w.size + record.len() as u64 > PACK_MAX && w.size > 0 {
+        if w.size + record_len as u64 > PACK_MAX && w.size > 0 {
             let next = Self::new_pack(&self.root.join("packs"), w.pack + 1)?;
             let mut unsynced = std::mem::take(&mut w.unsynced);
             let pending = std::mem::take(&mut w.pending);
@@ -473,15 +505,15 @@ impl DiskStore {
         }
         let offset = w.size;
         let path = self.pack_path(w.pack);
-        w.file.write_all(&record).map_err(Error::io(&path))?;
-        w.size += record.len() as u64;
+        write_both(&mut w.file, &head, body).map_err(Error::io(&path))?;
+        w.size += record_len as u64;
         let pack = w.pack;
         w.pending.insert(
             *id,
             Location {
                 pack,
                 offset,
-                len: record.len() as u32,
+                len: record_len as u32,
             },
         );
         if w.pending.len() >= BATCH_ENTRIES {
@@ -493,18 +525,23 @@ impl DiskStore {
     /// Reads and checks the record at `loc`: its header must name `id`, and its bytes must
     /// decompress to content that hashes to `id`.
     fn read_record(&self, id: &ChunkId, loc: Location) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.read_checked(id, loc)?.map(|(_, bytes)| bytes))
+        Ok(self.read_checked(id, loc)?.map(Checked::bytes))
     }
 
     /// The record at `loc` and its chunk's bytes, when it checks out as [`read_record`]'s.
+    /// Its header and its body are read in one call into buffers of their own, so the body is
+    /// never copied out of the record.
     fn read_checked(&self, id: &ChunkId, loc: Location) -> Result<Option<Checked>, Error> {
-        use std::os::unix::fs::FileExt;
         let file = self.reader(loc.pack)?;
-        let mut record = vec![0u8; loc.len as usize];
-        if file.read_exact_at(&mut record, loc.offset).is_err() {
+        let Some(body_len) = (loc.len as usize).checked_sub(RECORD_HEADER) else {
+            return Ok(None);
+        };
+        let mut head = [0u8; RECORD_HEADER];
+        let mut body = vec![0u8; body_len];
+        if read_both_at(&file, &mut head, &mut body, loc.offset).is_err() {
             return Ok(None);
         }
-        Ok(decode_record(id, &record).map(|bytes| (record, bytes)))
+        Ok(check_record(id, &head, body))
     }
 
     /// The record of `id` and its bytes; a record that does not check out is dropped (and
@@ -607,31 +644,84 @@ impl DiskStore {
     }
 }
 
-/// A record's chunk bytes, if the record is whole and its content is `id`'s.
-fn decode_record(id: &ChunkId, record: &[u8]) -> Option<Vec<u8>> {
-    if record.len() < RECORD_HEADER || record[..32] != id.0 {
+/// The record of `id` with header `head` and body `body`, if it is whole and its content is
+/// `id`'s.
+fn check_record(id: &ChunkId, head: &[u8; RECORD_HEADER], mut body: Vec<u8>) -> Option<Checked> {
+    if head[..32] != id.0 {
         return None;
     }
-    let tag = record[32];
-    let len = u32::from_le_bytes([record[33], record[34], record[35], record[36]]) as usize;
-    let body = record.get(RECORD_HEADER..RECORD_HEADER + len)?;
-    let bytes = match tag {
-        RAW => body.to_vec(),
+    let tag = head[32];
+    let len = u32::from_le_bytes([head[33], head[34], head[35], head[36]]) as usize;
+    if len > body.len() {
+        return None;
+    }
+    body.truncate(len);
+    let checked = match tag {
+        RAW => Checked {
+            zstd: false,
+            body,
+            inflated: None,
+        },
         // Chunks are at most 16 MiB (fastcdc's bound); refuse to inflate beyond that. The
         // output is sized by the frame's own content size when it states one (every record
         // written here does): a 16 MiB buffer for each 600-byte chunk read made every read
         // map and unmap 16 MiB, and a chunk kept (a chunk answer) kept all of it.
         ZSTD => {
-            let cap = match zstd::zstd_safe::get_frame_content_size(body) {
+            let cap = match zstd::zstd_safe::get_frame_content_size(&body) {
                 Ok(Some(n)) if n <= MAX_CHUNK => n as usize,
                 Ok(Some(_)) => return None,
                 _ => MAX_CHUNK as usize,
             };
-            crate::squeeze::decompress(body, cap).ok()?
+            let inflated = crate::squeeze::decompress(&body, cap).ok()?;
+            Checked {
+                zstd: true,
+                body,
+                inflated: Some(inflated),
+            }
         }
         _ => return None,
     };
-    (ChunkId::of(&bytes) == *id).then_some(bytes)
+    let bytes = checked.inflated.as_deref().unwrap_or(&checked.body);
+    (ChunkId::of(bytes) == *id).then_some(checked)
+}
+
+/// Reads `head` and then `body` from `file` at `at`, in one `preadv` when the file gives it
+/// whole.
+fn read_both_at(file: &fs::File, head: &mut [u8], body: &mut [u8], at: u64) -> std::io::Result<()> {
+    use std::io::IoSliceMut;
+    use std::os::unix::fs::FileExt;
+    let n = rustix::io::preadv(
+        file,
+        &mut [IoSliceMut::new(head), IoSliceMut::new(body)],
+        at,
+    )?;
+    if n < head.len() {
+        file.read_exact_at(&mut head[n..], at + n as u64)?;
+    }
+    let got = n.saturating_sub(head.len()).min(body.len());
+    if got < body.len() {
+        file.read_exact_at(&mut body[got..], at + (head.len() + got) as u64)?;
+    }
+    Ok(())
+}
+
+/// Writes `head` and then `body` at the end of `file` (opened to append), in one `writev`
+/// when the file takes it whole: the body is not copied into a record first.
+fn write_both(file: &mut fs::File, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+    use std::io::IoSlice;
+    let mut done = 0;
+    while done < head.len() + body.len() {
+        let n = if done < head.len() {
+            file.write_vectored(&[IoSlice::new(&head[done..]), IoSlice::new(body)])?
+        } else {
+            file.write(&body[done - head.len()..])?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        done += n;
+    }
+    Ok(())
 }
 
 fn store_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -663,22 +753,13 @@ impl ChunkStore for DiskStore {
     }
 
     fn get(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.checked(id)?.map(|(_, bytes)| bytes))
+        Ok(self.checked(id)?.map(Checked::bytes))
     }
 
     /// The record's own frame, once its content is checked: sending a chunk costs no
     /// compression.
     fn get_packed(&self, id: &ChunkId) -> Result<Option<Packed>, Error> {
-        let Some((mut record, bytes)) = self.checked(id)? else {
-            return Ok(None);
-        };
-        let zstd = record[32] == ZSTD;
-        record.drain(..RECORD_HEADER);
-        Ok(Some(Packed {
-            zstd,
-            data: record,
-            len: bytes.len(),
-        }))
+        Ok(self.checked(id)?.map(Checked::packed))
     }
 
     fn put(&self, id: &ChunkId, bytes: &[u8]) -> Result<(), Error> {
@@ -699,6 +780,15 @@ impl ChunkStore for DiskStore {
         } else {
             self.append(id, bytes, false)
         }
+    }
+
+    /// Keeps the bytes as they came: no second attempt at compressing what the sender's
+    /// store could not.
+    fn put_raw(&self, id: &ChunkId, bytes: &[u8]) -> Result<(), Error> {
+        if self.contains(id)? {
+            return Ok(());
+        }
+        self.append_body(id, RAW, bytes, false)
     }
 
     fn sync(&self) -> Result<(), Error> {
