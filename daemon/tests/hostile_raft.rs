@@ -5,7 +5,8 @@
 //! the vote being durable, panic the node at every start), a heartbeat in another member's
 //! name that would depose the leader, and a snapshot chunk at a terabyte offset. Each is
 //! refused by the daemon's admission check; every daemon keeps running, the group keeps its
-//! leader and its term, syncs on, and restarts cleanly.
+//! leader and its term, syncs on, and restarts cleanly. Pre-votes (the question a member asks
+//! before it campaigns) are held to a vote's rules, and a flood of them changes nothing.
 
 mod support;
 
@@ -13,7 +14,8 @@ use std::time::Duration;
 
 use chorus::config::token::JoinToken;
 use chorus::net::{NetConfig, NetHandle, spawn};
-use chorus_election::{NodeId, RaftRpc, node_id_of};
+use chorus_election::types::PreVoteRequest;
+use chorus_election::{NodeId, RaftReply, RaftRpc, node_id_of};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -83,20 +85,44 @@ impl Hostile {
         }
     }
 
-    /// Sends `rpc` to `to`; true when it was answered.
-    fn send(&self, to: PeerId, rpc: RaftRpc) -> bool {
-        let addrs = self
-            .members
+    /// The addresses the join gave for `to`.
+    fn addrs(&self, to: PeerId) -> Vec<Multiaddr> {
+        self.members
             .iter()
             .filter(|(p, _)| *p == to)
             .map(|(_, a)| a.clone())
-            .collect();
+            .collect()
+    }
+
+    /// Sends `rpc` to `to`; true when it was answered.
+    fn send(&self, to: PeerId, rpc: RaftRpc) -> bool {
         self.rt
             .block_on(async {
-                tokio::time::timeout(Duration::from_secs(10), self.net.raft_call(to, addrs, &rpc))
-                    .await
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    self.net.raft_call(to, self.addrs(to), &rpc),
+                )
+                .await
             })
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Sends every one of `rpcs` to `to` at once; the replies that came (a refusal is none).
+    fn flood(&self, to: PeerId, rpcs: &[RaftRpc]) -> Vec<RaftReply> {
+        let addrs = self.addrs(to);
+        self.rt.block_on(async {
+            let calls = rpcs.iter().map(|rpc| {
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    self.net.raft_call(to, addrs.clone(), rpc),
+                )
+            });
+            futures::future::join_all(calls)
+                .await
+                .into_iter()
+                .filter_map(|r| r.ok()?.ok())
+                .collect()
+        })
     }
 }
 
@@ -192,4 +218,70 @@ fn forged_raft_rpcs_from_a_member_are_refused_and_the_group_syncs_on() {
     for i in [a, b] {
         assert!(g.running(i), "node {i} is still running after the restart");
     }
+}
+
+/// A pre-vote asks whether a campaign could win and changes nothing on the node asked: one at
+/// the largest term is refused like such a vote, and a flood of well-formed ones at the next
+/// term, each claiming the newest log, is not granted by members that follow a live leader.
+/// Through it all the group keeps its leader and its term, and syncs on.
+#[test]
+fn pre_votes_from_a_member_change_nothing_however_many() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    std::fs::write(g.file(a, "before.txt"), "before\n").unwrap();
+    g.wait_everywhere("before.txt", b"before\n");
+
+    let h = Hostile::join(&g.invite(a));
+    wait_until("the hostile node is in the membership", || {
+        (0..2).all(|i| g.status(i)["peers"] == 2)
+    });
+    let before = g.status(a);
+    let term = before["term"].as_u64().unwrap();
+    let leader = before["leader"].clone();
+    let mut peers: Vec<PeerId> = h.members.iter().map(|(p, _)| *p).collect();
+    peers.dedup();
+    assert_eq!(peers.len(), 2, "the join names both members");
+
+    let pre = |term: u64| {
+        RaftRpc::PreVote(PreVoteRequest {
+            vote: vote(term, h.id),
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(term, h.id), 1 << 40)),
+        })
+    };
+    for &to in &peers {
+        assert!(
+            !h.send(to, pre(u64::MAX)),
+            "a pre-vote at term u64::MAX is answered by silence"
+        );
+    }
+    // 2 × 10 × 50 pre-votes, fifty in flight at a time, while a file goes round.
+    std::fs::write(g.file(b, "during.txt"), "during\n").unwrap();
+    let mut answered = 0;
+    for round in 0..10 {
+        for &to in &peers {
+            let rpcs: Vec<RaftRpc> = (0..50).map(|_| pre(term + 1 + round)).collect();
+            for reply in h.flood(to, &rpcs) {
+                answered += 1;
+                assert!(
+                    matches!(reply, RaftReply::PreVote(false)),
+                    "a pre-vote is not granted by a member that follows a live leader: {reply:?}"
+                );
+            }
+        }
+    }
+    assert!(answered > 0, "the pre-votes reached the members");
+    g.wait_everywhere("during.txt", b"during\n");
+
+    for i in [a, b] {
+        assert!(g.running(i), "node {i} is still running");
+        let s = g.status(i);
+        assert_eq!(
+            (s["term"].as_u64().unwrap(), s["leader"].clone()),
+            (term, leader.clone()),
+            "node {i} kept the group's term and leader: {s}"
+        );
+    }
+    std::fs::write(g.file(a, "after.txt"), "after\n").unwrap();
+    g.wait_everywhere("after.txt", b"after\n");
 }
