@@ -59,9 +59,39 @@ impl Ctx {
         }
     }
 
-    /// Deletes what the runs left (see [`discard`](Self::discard)).
+    /// Deletes what the runs left (see [`discard`](Self::discard)), and notes when, so that
+    /// a bench started right after this one waits before its first run
+    /// ([`settle_deletions`](Self::settle_deletions)).
     pub fn empty_trash(&self) {
-        let _ = std::fs::remove_dir_all(self.work.join("trash"));
+        let trash = self.work.join("trash");
+        if trash.exists() {
+            let _ = std::fs::remove_dir_all(&trash);
+            // Written back, the freed inodes count as recent for a minute, not six.
+            let _ = std::process::Command::new("sync").status();
+            let _ = std::fs::write(self.work.join(DELETED_STAMP), unix_now().to_string());
+        }
+    }
+
+    /// Waits until [`DELETIONS_SETTLE`] has passed since a bench last emptied its trash in
+    /// this work dir: ext4's inode allocator passes over inodes freed in the last minute,
+    /// reading their inode-table blocks, and a tool that creates 100k files right after 200k
+    /// were deleted pays for it (a 100k-file sync of 23–38 s against 11–13 s on a quiet file
+    /// system, whichever tool came first after the last bench's deletions).
+    pub fn settle_deletions(&self) {
+        let Some(at) = std::fs::read_to_string(self.work.join(DELETED_STAMP))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+        else {
+            return;
+        };
+        let left = (at + DELETIONS_SETTLE.as_secs()).saturating_sub(unix_now());
+        if left > 0 {
+            log(format!(
+                "  waiting {left} s: a bench deleted its runs here {} s ago",
+                unix_now().saturating_sub(at)
+            ));
+            std::thread::sleep(Duration::from_secs(left));
+        }
     }
     fn note_unavailable(&self, results: &mut Results, keys: &[(&str, &str)], scenario: &str) {
         for (tool, why) in &self.unavailable {
@@ -287,6 +317,7 @@ pub fn run_two_party(ctx: &Ctx, spec: &Spec, results: &mut Results) {
                 .iter()
                 .try_for_each(|d| std::fs::create_dir_all(d).map_err(|e| e.to_string()))
                 .and_then(|()| (spec.stage)(&stage));
+            ctx.settle_deletions();
             quiet_disk();
             let outcome = match made {
                 Ok(()) => one_session(tool.as_ref(), spec, &a, &b, &stage, &tdir),
@@ -340,6 +371,21 @@ pub fn run_two_party(ctx: &Ctx, spec: &Spec, results: &mut Results) {
             ctx.discard(&dir);
         }
     }
+}
+
+/// The file in the work dir that says when a bench last emptied its trash (Unix seconds).
+const DELETED_STAMP: &str = "trash-emptied";
+
+/// How long after a bench's deletions (written back at once) the next one's first run waits:
+/// ext4 counts an inode as recently deleted for a minute after it was freed once its
+/// inode-table block is clean (six while it is dirty), plus room.
+const DELETIONS_SETTLE: Duration = Duration::from_secs(70);
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Most dirty and writeback memory left when a tool starts.
