@@ -246,6 +246,12 @@ const INDEX_CACHE: usize = 2 << 20;
 /// for ~5 MB of entries. The buffer costs ~80 bytes an entry.
 const BATCH_ENTRIES: usize = 16 << 10;
 
+/// Bytes appended to a pack between two requests that the kernel start writing them back:
+/// a large file stored (by a scan, or a fetch) reaches the disk while it is being stored, so
+/// the [`ChunkStore::sync`] that makes it durable finds little left to write, rather than
+/// all of it at once (the materializer does the same for the files it writes).
+const WRITEBACK_EVERY: u64 = 8 << 20;
+
 /// The largest chunk a record may hold (fastcdc's bound).
 const MAX_CHUNK: u64 = 16 << 20;
 
@@ -316,6 +322,8 @@ struct Writer {
     pending: HashMap<ChunkId, Location>,
     /// Packs written to since the last sync (their data must reach the disk first).
     unsynced: Vec<u32>,
+    /// Where in the current pack the kernel was last asked to start writing back.
+    handed: u64,
 }
 
 /// Chunks on disk: records appended to pack files (`packs/NNNNNNNN.pack`), found through an
@@ -404,6 +412,7 @@ impl DiskStore {
             size: 0,
             pending: HashMap::new(),
             unsynced: vec![pack],
+            handed: 0,
         })
     }
 
@@ -507,6 +516,10 @@ impl DiskStore {
         let path = self.pack_path(w.pack);
         write_both(&mut w.file, &head, body).map_err(Error::io(&path))?;
         w.size += record_len as u64;
+        if w.size - w.handed >= WRITEBACK_EVERY {
+            start_writeback(&w.file, w.handed, w.size - w.handed);
+            w.handed = w.size;
+        }
         let pack = w.pack;
         w.pending.insert(
             *id,
@@ -703,6 +716,24 @@ fn read_both_at(file: &fs::File, head: &mut [u8], body: &mut [u8], at: u64) -> s
         file.read_exact_at(&mut body[got..], at + (head.len() + got) as u64)?;
     }
     Ok(())
+}
+
+/// Asks the kernel to start writing back `len` bytes of `file` at `from`, without waiting for
+/// it (`sync_file_range(SYNC_FILE_RANGE_WRITE)`); durability still comes from the fsync of
+/// [`ChunkStore::sync`]. A failure here only means the fsync has more to do.
+fn start_writeback(file: &fs::File, from: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: a plain system call on an open descriptor; no memory is handed over.
+    unsafe {
+        libc::sync_file_range(
+            std::os::fd::AsRawFd::as_raw_fd(file),
+            from as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, from, len);
 }
 
 /// Writes `head` and then `body` at the end of `file` (opened to append), in one `writev`
