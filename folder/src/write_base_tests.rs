@@ -217,3 +217,57 @@ fn holes_of_the_old_file_stay_holes() {
     let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
     assert!(allocated < 3 << 20, "{allocated} bytes allocated");
 }
+
+/// A new file of many chunks is written from the store read ahead of its writes (on a thread
+/// of its own): byte for byte, and a chunk the store lacks stops the write with that chunk's
+/// error, no file left behind and no thread left waiting.
+#[test]
+fn a_file_of_many_chunks_is_written_from_chunks_read_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemStore::new();
+    let bytes = noise(11, 4 << 20);
+    let new = entry(&store, &bytes, None);
+    let chunks = new.manifest().unwrap().chunks.len();
+    assert!(
+        chunks >= 3 * crate::write_files::READ_AHEAD_MIN,
+        "{chunks} chunks"
+    );
+    let cache = ScanCache::new();
+    let session = c::random_tag(c::SESSION_LEN);
+    let root = c::open_root(dir.path()).unwrap();
+    let ctx = Ctx {
+        root: root.as_fd(),
+        chunks: &store,
+        params: params(),
+        session: &session,
+        cache: &cache,
+        cache_key: None,
+    };
+    let empty = TreeManifest::from_entries([]).unwrap();
+    let stop = write_tree(&ctx, &empty, &one(new.clone())).1;
+    assert!(stop.is_none(), "{stop:?}");
+    assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), bytes);
+
+    // The same file again under another name, one chunk in the middle gone from the store.
+    let lost = new.manifest().unwrap().chunks[chunks / 2].id;
+    store.remove(&lost).unwrap();
+    let with_g = TreeManifest::from_entries([
+        (RelPath::new("f").unwrap(), new.clone()),
+        (RelPath::new("g").unwrap(), new.clone()),
+    ])
+    .unwrap();
+    let stop = write_tree(&ctx, &one(new.clone()), &with_g).1;
+    assert!(
+        matches!(stop, Some(Stop::Chunks(chorus_chunking::Error::Missing { id })) if id == lost),
+        "{stop:?}"
+    );
+    assert!(
+        !dir.path().join("g").exists(),
+        "no file is left half written"
+    );
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["f"], "no temp file is left either");
+}
