@@ -514,7 +514,15 @@ impl DiskStore {
         }
         let offset = w.size;
         let path = self.pack_path(w.pack);
-        write_both(&mut w.file, &head, body).map_err(Error::io(&path))?;
+        if let Err(e) = write_both(&mut w.file, &head, body) {
+            // Part of the record may be in the pack (a full disk): the next one goes after
+            // it, where the file now ends, so its location is right (this one is never
+            // indexed, and its bytes are reclaimed with the pack).
+            if let Ok(m) = w.file.metadata() {
+                w.size = m.len();
+            }
+            return Err(Error::io(&path)(e));
+        }
         w.size += record_len as u64;
         if w.size - w.handed >= WRITEBACK_EVERY {
             start_writeback(&w.file, w.handed, w.size - w.handed);
@@ -536,14 +544,8 @@ impl DiskStore {
     }
 
     /// Reads and checks the record at `loc`: its header must name `id`, and its bytes must
-    /// decompress to content that hashes to `id`.
-    fn read_record(&self, id: &ChunkId, loc: Location) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.read_checked(id, loc)?.map(Checked::bytes))
-    }
-
-    /// The record at `loc` and its chunk's bytes, when it checks out as [`read_record`]'s.
-    /// Its header and its body are read in one call into buffers of their own, so the body is
-    /// never copied out of the record.
+    /// decompress to content that hashes to `id`. Its header and its body are read in one
+    /// call into buffers of their own, so the body is never copied out of the record.
     fn read_checked(&self, id: &ChunkId, loc: Location) -> Result<Option<Checked>, Error> {
         let file = self.reader(loc.pack)?;
         let Some(body_len) = (loc.len as usize).checked_sub(RECORD_HEADER) else {
@@ -617,9 +619,10 @@ impl DiskStore {
         let mut freed = 0;
         for (pack, garbage) in victims {
             for (id, loc) in live.remove(&pack).map(|l| l.1).unwrap_or_default() {
-                // A record that no longer checks out is dropped rather than copied.
-                if let Some(bytes) = self.read_record(&id, loc)? {
-                    self.append(&id, &bytes, true)?;
+                // A record that no longer checks out is dropped rather than copied; one that
+                // does is copied as it is kept (a raw chunk is not compressed on the way).
+                if let Some(c) = self.read_checked(&id, loc)? {
+                    self.append_body(&id, if c.zstd { ZSTD } else { RAW }, &c.body, true)?;
                 }
             }
             self.sync()?;
@@ -703,11 +706,16 @@ fn check_record(id: &ChunkId, head: &[u8; RECORD_HEADER], mut body: Vec<u8>) -> 
 fn read_both_at(file: &fs::File, head: &mut [u8], body: &mut [u8], at: u64) -> std::io::Result<()> {
     use std::io::IoSliceMut;
     use std::os::unix::fs::FileExt;
-    let n = rustix::io::preadv(
-        file,
-        &mut [IoSliceMut::new(head), IoSliceMut::new(body)],
-        at,
-    )?;
+    let n = loop {
+        match rustix::io::preadv(
+            file,
+            &mut [IoSliceMut::new(head), IoSliceMut::new(body)],
+            at,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
     if n < head.len() {
         file.read_exact_at(&mut head[n..], at + n as u64)?;
     }
@@ -719,9 +727,10 @@ fn read_both_at(file: &fs::File, head: &mut [u8], body: &mut [u8], at: u64) -> s
 }
 
 /// Asks the kernel to start writing back `len` bytes of `file` at `from`, without waiting for
-/// it (`sync_file_range(SYNC_FILE_RANGE_WRITE)`); durability still comes from the fsync of
-/// [`ChunkStore::sync`]. A failure here only means the fsync has more to do.
-fn start_writeback(file: &fs::File, from: u64, len: u64) {
+/// it (`sync_file_range(SYNC_FILE_RANGE_WRITE)`); durability still comes from an fsync later
+/// (for the store, [`ChunkStore::sync`]'s), which then finds less to write. A failure here
+/// only means that fsync has more to do. The materializer does this for the files it writes.
+pub fn start_writeback(file: &fs::File, from: u64, len: u64) {
     #[cfg(target_os = "linux")]
     // SAFETY: a plain system call on an open descriptor; no memory is handed over.
     unsafe {
@@ -742,10 +751,13 @@ fn write_both(file: &mut fs::File, head: &[u8], body: &[u8]) -> std::io::Result<
     use std::io::IoSlice;
     let mut done = 0;
     while done < head.len() + body.len() {
-        let n = if done < head.len() {
-            file.write_vectored(&[IoSlice::new(&head[done..]), IoSlice::new(body)])?
+        let n = match if done < head.len() {
+            file.write_vectored(&[IoSlice::new(&head[done..]), IoSlice::new(body)])
         } else {
-            file.write(&body[done - head.len()..])?
+            file.write(&body[done - head.len()..])
+        } {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => other?,
         };
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());

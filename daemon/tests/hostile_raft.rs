@@ -133,8 +133,9 @@ fn vote(term: u64, node: NodeId) -> Vote<NodeId> {
     }
 }
 
-#[test]
-fn forged_raft_rpcs_from_a_member_are_refused_and_the_group_syncs_on() {
+/// Two daemons formed the README's way, in sync, and a hostile node that joined them with a
+/// genuine invite: the group, its two members, the hostile node, and the members' peer ids.
+fn a_group_and_a_hostile_member() -> (Group, [usize; 2], Hostile, Vec<PeerId>) {
     let mut g = Group::new();
     let a = g.init(g.at("a"));
     let b = g.join(a, g.at("b"));
@@ -145,10 +146,16 @@ fn forged_raft_rpcs_from_a_member_are_refused_and_the_group_syncs_on() {
     wait_until("the hostile node is in the membership", || {
         (0..2).all(|i| g.status(i)["peers"] == 2)
     });
-    let term_before = g.status(a)["term"].as_u64().unwrap();
     let mut peers: Vec<PeerId> = h.members.iter().map(|(p, _)| *p).collect();
     peers.dedup();
     assert_eq!(peers.len(), 2, "the join names both members");
+    (g, [a, b], h, peers)
+}
+
+#[test]
+fn forged_raft_rpcs_from_a_member_are_refused_and_the_group_syncs_on() {
+    let (mut g, [a, b], h, peers) = a_group_and_a_hostile_member();
+    let term_before = g.status(a)["term"].as_u64().unwrap();
     let ids: Vec<NodeId> = peers.iter().map(|p| node_id_of(&p.to_bytes())).collect();
 
     for (i, &to) in peers.iter().enumerate() {
@@ -226,22 +233,10 @@ fn forged_raft_rpcs_from_a_member_are_refused_and_the_group_syncs_on() {
 /// Through it all the group keeps its leader and its term, and syncs on.
 #[test]
 fn pre_votes_from_a_member_change_nothing_however_many() {
-    let mut g = Group::new();
-    let a = g.init(g.at("a"));
-    let b = g.join(a, g.at("b"));
-    std::fs::write(g.file(a, "before.txt"), "before\n").unwrap();
-    g.wait_everywhere("before.txt", b"before\n");
-
-    let h = Hostile::join(&g.invite(a));
-    wait_until("the hostile node is in the membership", || {
-        (0..2).all(|i| g.status(i)["peers"] == 2)
-    });
+    let (mut g, [a, b], h, peers) = a_group_and_a_hostile_member();
     let before = g.status(a);
     let term = before["term"].as_u64().unwrap();
     let leader = before["leader"].clone();
-    let mut peers: Vec<PeerId> = h.members.iter().map(|(p, _)| *p).collect();
-    peers.dedup();
-    assert_eq!(peers.len(), 2, "the join names both members");
 
     let pre = |term: u64| {
         RaftRpc::PreVote(PreVoteRequest {

@@ -38,12 +38,13 @@ const BASE_MIN: u64 = 1 << 20;
 /// A file's written pages are handed to the disk every this many bytes.
 const WRITEBACK_EVERY: u64 = 8 << 20;
 /// A file with at least this many chunks to take from the store has them read and checked
-/// ahead of its writes, on a thread of its own: a 1 GiB file's 16k reads and BLAKE3 checks
-/// overlap its writes instead of coming between them.
+/// ahead of its writes, on a thread of its own (within [`READ_AHEAD_BYTES`]): a 1 GiB file's
+/// 16k reads and BLAKE3 checks overlap its writes instead of coming between them.
 pub(crate) const READ_AHEAD_MIN: usize = 64;
-/// Bytes of chunks read ahead at most (for chunks of the largest size; ...
+/// Bytes of chunks waiting to be written at most, by the lengths the manifest gives (at least
+/// one chunk; the reader and the writer hold one more each) ...
 const READ_AHEAD_BYTES: usize = 8 << 20;
-/// ... and at most this many chunks).
+/// ... and chunks at most.
 const READ_AHEAD_MAX: usize = 64;
 
 /// Full batches waiting for their renames at most (see [`Writer::age`]) ...
@@ -358,7 +359,11 @@ fn write_content(
     if from_store.len() < READ_AHEAD_MIN {
         return write_chunks(f, manifest, chunks, base, &mut |id| chunks.require(id));
     }
-    let largest = manifest.chunks.iter().map(|ch| ch.len).max().unwrap_or(1);
+    // The budget is in the lengths the manifest gives, so the reader stops at the first chunk
+    // that is not the length its reference says (a member can send a manifest that lies):
+    // what it holds ahead is then within the budget, and the writer reads the rest itself.
+    let lens: HashMap<ChunkId, u32> = manifest.chunks.iter().map(|ch| (ch.id, ch.len)).collect();
+    let largest = lens.values().copied().max().unwrap_or(1);
     let ahead = (READ_AHEAD_BYTES / largest.max(1) as usize).clamp(1, READ_AHEAD_MAX);
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(ahead);
@@ -367,9 +372,12 @@ fn write_content(
             .spawn_scoped(s, move || {
                 for id in from_store {
                     let got = chunks.require(&id);
-                    let failed = got.is_err();
-                    // The writer stopped (its own error), or this read failed: no more.
-                    if tx.send((id, got)).is_err() || failed {
+                    let stop = match &got {
+                        Ok(bytes) => lens.get(&id).is_none_or(|&l| bytes.len() != l as usize),
+                        Err(_) => true,
+                    };
+                    // The writer stopped (its own error), or this chunk ends the read-ahead.
+                    if tx.send((id, got)).is_err() || stop {
                         break;
                     }
                 }
@@ -379,16 +387,20 @@ fn write_content(
             return write_chunks(f, manifest, chunks, base, &mut |id| chunks.require(id));
         }
         write_chunks(f, manifest, chunks, base, &mut |id| match rx.recv() {
-            Ok((read, got)) if read == *id => got,
-            // In the order of the manifest, as the writer asks; anything else is a bug here.
-            _ => chunks.require(id),
+            Ok((read, got)) => {
+                debug_assert_eq!(read, *id, "the read-ahead follows the manifest's order");
+                if read == *id { got } else { chunks.require(id) }
+            }
+            // The read-ahead ended early (a failed read, a chunk of another length).
+            Err(_) => chunks.require(id),
         })
     })
 }
 
 /// [`write_content`]'s writes: each chunk from the old file when `base` holds it (and it
-/// checks out there), otherwise from `from_store`, asked in the manifest's order for exactly
-/// the chunks `base` does not hold, then for any whose copy from `base` failed.
+/// checks out there), otherwise from the store: through `from_store`, asked in the
+/// manifest's order for exactly the chunks `base` does not hold, and straight from `chunks`
+/// for any whose copy from `base` failed.
 fn write_chunks(
     f: &std::fs::File,
     manifest: &FileManifest,
@@ -440,7 +452,7 @@ fn write_chunks(
             written_to = end;
         }
         if end - handed >= WRITEBACK_EVERY {
-            start_writeback(f, handed, end - handed);
+            chorus_chunking::store::start_writeback(f, handed, end - handed);
             handed = end;
         }
     }
@@ -507,19 +519,5 @@ fn is_hole(f: &std::fs::File, from: u64, end: u64) -> bool {
             rustix::fs::fstat(f).is_ok_and(|st| st.st_size as u64 >= end)
         }
         Err(_) => false,
-    }
-}
-
-/// Asks the kernel to start writing `len` bytes at `from` of `f` to the disk, without
-/// waiting: the `fsync` before the rename then finds little left. Only a hint.
-fn start_writeback(f: &std::fs::File, from: u64, len: u64) {
-    // SAFETY: a plain system call on an open descriptor; no memory is handed over.
-    unsafe {
-        libc::sync_file_range(
-            std::os::fd::AsRawFd::as_raw_fd(f),
-            from as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
     }
 }

@@ -73,7 +73,8 @@ impl Ctx {
     }
 
     /// Waits until [`DELETIONS_SETTLE`] has passed since a bench last emptied its trash in
-    /// this work dir: ext4's inode allocator passes over inodes freed in the last minute,
+    /// this work dir: ext4's inode allocator (on a file system without a journal, as the
+    /// development machine's is) passes over inodes freed in the last minute,
     /// reading their inode-table blocks, and a tool that creates 100k files right after 200k
     /// were deleted pays for it (a 100k-file sync of 23–38 s against 11–13 s on a quiet file
     /// system, whichever tool came first after the last bench's deletions).
