@@ -43,7 +43,7 @@ const WRITEBACK_EVERY: u64 = 8 << 20;
 pub(crate) const READ_AHEAD_MIN: usize = 64;
 /// Bytes of chunks waiting to be written at most, by the lengths the manifest gives (at least
 /// one chunk; the reader and the writer hold one more each) ...
-const READ_AHEAD_BYTES: usize = 8 << 20;
+const READ_AHEAD_BYTES: usize = 2 << 20;
 /// ... and chunks at most.
 const READ_AHEAD_MAX: usize = 64;
 
