@@ -84,7 +84,21 @@ impl Setup {
         (setup, old_entry)
     }
 
+    /// An empty folder, an empty store and a scan cache that knows nothing.
+    fn empty() -> Setup {
+        Setup {
+            dir: tempfile::tempdir().unwrap(),
+            store: MemStore::new(),
+            cache: ScanCache::new(),
+            session: c::random_tag(c::SESSION_LEN),
+        }
+    }
+
     fn write(&self, old: &Entry, new: &Entry) -> Option<Stop> {
+        self.write_trees(&one(old.clone()), &one(new.clone()))
+    }
+
+    fn write_trees(&self, old: &TreeManifest, new: &TreeManifest) -> Option<Stop> {
         let root = c::open_root(self.dir.path()).unwrap();
         let ctx = Ctx {
             root: root.as_fd(),
@@ -94,7 +108,7 @@ impl Setup {
             cache: &self.cache,
             cache_key: None,
         };
-        write_tree(&ctx, &one(old.clone()), &one(new.clone())).1
+        write_tree(&ctx, old, new).1
     }
 
     fn read(&self) -> Vec<u8> {
@@ -223,49 +237,37 @@ fn holes_of_the_old_file_stay_holes() {
 /// error, no file left behind and no thread left waiting.
 #[test]
 fn a_file_of_many_chunks_is_written_from_chunks_read_ahead() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = MemStore::new();
+    let s = Setup::empty();
     let bytes = noise(11, 4 << 20);
-    let new = entry(&store, &bytes, None);
+    let new = entry(&s.store, &bytes, None);
     let chunks = new.manifest().unwrap().chunks.len();
     assert!(
         chunks >= 3 * crate::write_files::READ_AHEAD_MIN,
         "{chunks} chunks"
     );
-    let cache = ScanCache::new();
-    let session = c::random_tag(c::SESSION_LEN);
-    let root = c::open_root(dir.path()).unwrap();
-    let ctx = Ctx {
-        root: root.as_fd(),
-        chunks: &store,
-        params: params(),
-        session: &session,
-        cache: &cache,
-        cache_key: None,
-    };
     let empty = TreeManifest::from_entries([]).unwrap();
-    let stop = write_tree(&ctx, &empty, &one(new.clone())).1;
+    let stop = s.write_trees(&empty, &one(new.clone()));
     assert!(stop.is_none(), "{stop:?}");
-    assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), bytes);
+    assert_eq!(s.read(), bytes);
 
     // The same file again under another name, one chunk in the middle gone from the store.
     let lost = new.manifest().unwrap().chunks[chunks / 2].id;
-    store.remove(&lost).unwrap();
+    s.store.remove(&lost).unwrap();
     let with_g = TreeManifest::from_entries([
         (RelPath::new("f").unwrap(), new.clone()),
         (RelPath::new("g").unwrap(), new.clone()),
     ])
     .unwrap();
-    let stop = write_tree(&ctx, &one(new.clone()), &with_g).1;
+    let stop = s.write_trees(&one(new.clone()), &with_g);
     assert!(
         matches!(stop, Some(Stop::Chunks(chorus_chunking::Error::Missing { id })) if id == lost),
         "{stop:?}"
     );
     assert!(
-        !dir.path().join("g").exists(),
+        !s.dir.path().join("g").exists(),
         "no file is left half written"
     );
-    let names: Vec<_> = std::fs::read_dir(dir.path())
+    let names: Vec<_> = std::fs::read_dir(s.dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
