@@ -350,15 +350,16 @@ fn write_content(
     chunks: &dyn ChunkStore,
     base: Option<&Base>,
 ) -> Result<(), ContentError> {
-    let from_store: Vec<ChunkId> = manifest
+    let from_store = manifest
         .chunks
         .iter()
         .filter(|ch| base.is_none_or(|b| !b.at.contains_key(&ch.id)))
-        .map(|ch| ch.id)
-        .collect();
-    if from_store.len() < READ_AHEAD_MIN {
+        .map(|ch| ch.id);
+    // Counted before anything is allocated: most files have a chunk or two.
+    if from_store.clone().take(READ_AHEAD_MIN).count() < READ_AHEAD_MIN {
         return write_chunks(f, manifest, chunks, base, &mut |id| chunks.require(id));
     }
+    let from_store: Vec<ChunkId> = from_store.collect();
     // The budget is in the lengths the manifest gives, so the reader stops at the first chunk
     // that is not the length its reference says (a member can send a manifest that lies):
     // what it holds ahead is then within the budget, and the writer reads the rest itself.
