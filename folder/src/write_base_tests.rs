@@ -273,3 +273,45 @@ fn a_file_of_many_chunks_is_written_from_chunks_read_ahead() {
         .collect();
     assert_eq!(names, ["f"], "no temp file is left either");
 }
+
+/// A manifest from a member that lies about its chunks' lengths (each says it is 1 byte): the
+/// read-ahead stops at the first chunk whose bytes are longer than that, so what it holds is
+/// never sized by the lie, and the file is written as it would be without it (each chunk at
+/// the offset the lengths give), neither hanging nor failing.
+#[test]
+fn a_manifest_that_lies_about_lengths_ends_the_read_ahead() {
+    let s = Setup::empty();
+    let bytes = noise(12, 2 << 20);
+    let honest = entry(&s.store, &bytes, None);
+    let chunks = &honest.manifest().unwrap().chunks;
+    assert!(
+        chunks.len() >= crate::write_files::READ_AHEAD_MIN,
+        "{}",
+        chunks.len()
+    );
+    let lying: Vec<chorus_chunking::ChunkRef> = chunks
+        .iter()
+        .map(|c| chorus_chunking::ChunkRef { id: c.id, len: 1 })
+        .collect();
+    let lie = Entry::File {
+        mode: Mode::FILE,
+        manifest: chorus_chunking::FileManifest {
+            chunks: lying.into(),
+        },
+    };
+    let stop = s.write_trees(&TreeManifest::from_entries([]).unwrap(), &one(lie));
+    assert!(stop.is_none(), "{stop:?}");
+    // Each chunk's bytes written where the lengths before it end.
+    let mut want = Vec::new();
+    let (mut at, mut end) = (0usize, 0usize);
+    for c in chunks.iter() {
+        let b = &bytes[at..at + c.len as usize];
+        at += c.len as usize;
+        if want.len() < end + b.len() {
+            want.resize(end + b.len(), 0);
+        }
+        want[end..end + b.len()].copy_from_slice(b);
+        end += 1;
+    }
+    assert_eq!(s.read(), want);
+}
