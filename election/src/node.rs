@@ -41,6 +41,10 @@ pub enum ProposeError {
     /// The header breaks a size bound.
     #[error("header too large: {0}")]
     TooLarge(String),
+    /// A header committed since this one was built: it names an older head first, and is
+    /// refused (the leader merges its changes on the new head and proposes again).
+    #[error("a newer header committed since this one was built on the head it names")]
+    Superseded,
     /// Raft stopped (storage failure or shutdown).
     #[error("raft stopped: {0}")]
     Fatal(#[source] Source),
@@ -411,7 +415,8 @@ impl ElectionNode {
         Ok(())
     }
 
-    /// Proposes a header. Returns its number once committed on a majority, or `NotLeader`.
+    /// Proposes a header. Returns its number once committed on a majority; `NotLeader` from a
+    /// follower, `Superseded` when a newer header committed since it was built.
     pub async fn propose(&self, p: Proposal) -> Result<VersionNumber, ProposeError> {
         if p.redo.len() > MAX_REDO_BYTES || p.parents.len() > MAX_PARENTS {
             return Err(ProposeError::TooLarge(format!(
@@ -421,10 +426,7 @@ impl ElectionNode {
             )));
         }
         match self.raft.client_write(Request::Accept(p)).await {
-            Ok(resp) => resp
-                .data
-                .number
-                .ok_or_else(|| ProposeError::Fatal("an accepted header got no number".into())),
+            Ok(resp) => resp.data.number.ok_or(ProposeError::Superseded),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(ProposeError::NotLeader {
                     leader: f.leader_id.zip(f.leader_node),

@@ -5,7 +5,11 @@
 //! membership, so they never change). Re-proposing the head (same version and parents: a leader
 //! retrying after a failover) returns the head's number instead of a second entry; the same
 //! version with other parents is a new entry (a merge whose result equals the head still
-//! records which pushes it took in, and what it displaced). The state is small, so a
+//! records which pushes it took in, and what it displaced). A header is built on the head it
+//! names first: one whose first parent is no longer the head (a proposal reported failed by a
+//! timeout that Raft still carried, after a newer header committed) is refused, numberless,
+//! and appends nothing: committed, its tree would drop what the headers since it brought.
+//! Parent-less proposals (the crate's tests and benchmarks) are appended as they come. The state is small, so a
 //! snapshot is all of it: the head header, the membership and the ranks; version content never
 //! travels here. Snapshots are persisted in the same redb database as the log.
 
@@ -74,6 +78,17 @@ impl Chain {
                     return Response {
                         number: Some(h.number),
                     };
+                }
+                if let (Some(h), Some(first)) = (&self.head, p.parents.first())
+                    && *first != h.version
+                {
+                    tracing::info!(
+                        version = ?p.version,
+                        built_on = ?first,
+                        head = ?h.version,
+                        "a header built on an older head is refused; its leader merges again"
+                    );
+                    return Response { number: None };
                 }
                 self.len += 1;
                 let number = VersionNumber {

@@ -47,7 +47,8 @@ pub enum Request {
 /// What applying an entry returned.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
-    /// The number assigned, for an `Accept`.
+    /// The number assigned, for an `Accept`; none for a header refused because it was not
+    /// built on the head.
     pub number: Option<VersionNumber>,
 }
 

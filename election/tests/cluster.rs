@@ -46,6 +46,42 @@ fn assert_one_chain(c: &Cluster, expected_len: u64) {
     }
 }
 
+/// A header built on a head that another header replaced since is refused: it appends
+/// nothing, the head stays, and the same change built on the new head commits. (Committed, it
+/// would have become the head with a tree that lacks what the header before it brought.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_built_on_an_older_head_is_refused() {
+    let (c, _d) = cluster(3, "a_header_built_on_an_older_head_is_refused").await;
+    let on = |n: u64, parent: &chorus_election::Proposal| {
+        let mut p = proposal(n, 1);
+        p.parents = vec![parent.version];
+        p
+    };
+    let first = proposal(1, 1);
+    assert_eq!(c.propose(first.clone(), 5 * SECS).await.unwrap().major, 1);
+    let a = on(2, &first);
+    assert_eq!(c.propose(a.clone(), 5 * SECS).await.unwrap().major, 2);
+    // Built on `first` too, as a proposal still in flight when `a` committed would be.
+    let stale = on(3, &first);
+    let leader = c.wait_leader(5 * SECS).await.unwrap();
+    assert!(
+        matches!(
+            c.node(leader).propose(stale).await,
+            Err(ProposeError::Superseded)
+        ),
+        "a header built on an older head committed"
+    );
+    let head = c.node(leader).read_head().await.unwrap().unwrap();
+    assert_eq!((head.version, head.number.major), (a.version, 2));
+    // Its change merged on the head commits next, gap-free.
+    assert_eq!(c.propose(on(3, &a), 5 * SECS).await.unwrap().major, 3);
+    // Re-proposing the head as it was proposed is still answered with its number.
+    assert_eq!(c.propose(on(3, &a), 5 * SECS).await.unwrap().major, 3);
+    assert!(c.wait_applied(3, 5 * SECS).await);
+    assert_one_chain(&c, 3);
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_elect_commit_and_number_gap_free() {
     let (c, _d) = cluster(3, "three_nodes_elect_commit_and_number_gap_free").await;
