@@ -11,7 +11,7 @@ use chorus_merge::Displaced;
 use chorus_merge::redo::WholeContent;
 use chorus_proto::header::NodeId;
 use chorus_sync::testing::{Log, World, small_chunks};
-use chorus_sync::{EngineConfig, Retention};
+use chorus_sync::{EngineConfig, Event, Retention};
 
 const A: NodeId = 1;
 const B: NodeId = 2;
@@ -151,4 +151,83 @@ fn a_node_that_lacks_the_displaced_side_fetches_it_for_a_redo() {
     assert!(w.run(10_000));
     let files: BTreeSet<Vec<u8>> = w.folder(B).contents().into_values().collect();
     assert!(files.contains(&ours));
+}
+
+/// A leader's proposal times out for it while Raft still carries it; meanwhile a push that
+/// loses a conflict is merged into the same tree, and the leader proposes that tree again with
+/// the push's displaced side; only the first proposal commits (the second is lost with the
+/// leader's term). The first header carries neither the push nor its displaced side, so it
+/// must not answer the pusher: the push is merged again, and its side reaches the redo stack.
+#[test]
+fn a_push_merged_while_a_timed_out_proposal_commits_keeps_its_displaced_side() {
+    let mut w = World::new(&[A, B, C], cfg());
+    w.edit(A, "photo.raw", &binary(1, 20_000));
+    assert!(w.run(10_000));
+    // C's change reaches the leader, which proposes it.
+    let c_side = binary(2, 20_000);
+    w.edit(C, "photo.raw", &c_side);
+    while w.log.pending().is_empty() {
+        assert!(w.deliver_one(), "the leader proposes C's change");
+    }
+    let first = w.log.pending()[0].clone();
+    // B changes the file too, numbered below C's change (B ranks below C): its push reaches
+    // the leader, which merges it into the tip (B's side loses) while the proposal is out.
+    let b_side = binary(3, 20_000);
+    w.edit(B, "photo.raw", &b_side);
+    let b_pushed = w.tree(B).version_id();
+    while w.deliver_one() {}
+    // Then the proposer's timeout fires; Raft goes on with the proposal.
+    w.feed(
+        A,
+        Event::ProposeFailed {
+            version: first.version,
+        },
+    );
+    // (Its tree is offered again once the offers' retry time has passed.)
+    for _ in 0..1000 {
+        if w.log
+            .pending()
+            .iter()
+            .any(|p| p.parents.contains(&b_pushed))
+        {
+            break;
+        }
+        if !w.deliver_one() {
+            w.tick(100);
+        }
+    }
+    let second = w
+        .log
+        .pending()
+        .iter()
+        .find(|p| p.parents.contains(&b_pushed))
+        .expect("the leader proposes B's push")
+        .clone();
+    assert_eq!(second.version, first.version, "C's side won: the same tree");
+    assert!(!second.redo.is_empty(), "with B's side displaced");
+    w.log.lose(|p| p.parents.contains(&b_pushed));
+    assert!(w.run(10_000), "the group settles");
+    for id in [A, B, C] {
+        assert_eq!(w.folder(id).read("photo.raw").unwrap(), c_side);
+    }
+    // B's side is on the redo stack, and redo brings it back.
+    let rec = w
+        .node(A)
+        .engine()
+        .redo()
+        .unwrap()
+        .pop()
+        .expect("B's displaced side is on the redo stack");
+    w.request(A, |r, now| {
+        r.redo_entry(
+            now,
+            rec.seq,
+            false,
+            ChunkerParams::new(256, 1024, 4096).unwrap(),
+        )
+    })
+    .unwrap();
+    assert!(w.run(10_000));
+    let files: BTreeSet<Vec<u8>> = w.folder(C).contents().into_values().collect();
+    assert!(files.contains(&b_side), "B's side is back on every node");
 }

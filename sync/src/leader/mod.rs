@@ -52,6 +52,19 @@ struct Candidate {
     proposed_at: Option<u64>,
 }
 
+impl Candidate {
+    /// True when `hd` is this candidate as proposed: the same tree, built on the same head,
+    /// taking in the same pushes and carrying the same redo entries. A header with the same
+    /// tree alone may be an earlier proposal that a timeout reported failed while Raft carried
+    /// it on: answering this candidate's pushers on it would drop what their pushes
+    /// displaced (their redo entries travel only in this candidate's header).
+    fn proposed_as(&self, hd: &AcceptedHeader) -> bool {
+        self.version == hd.version
+            && self.parents == hd.parents
+            && crate::header::encode_redo(&self.redo) == hd.redo
+    }
+}
+
 /// An offer in flight to one member (keyed by member and version).
 #[derive(Debug, Clone, Copy)]
 struct OfferSent {
@@ -335,7 +348,7 @@ impl Leader {
             return Vec::new();
         }
         match self.candidate.take() {
-            Some(c) if c.version == hd.version => {
+            Some(c) if c.proposed_as(hd) => {
                 if self.tip.version == hd.version {
                     // The tip is now an accepted version: merges against it use its number.
                     self.tip.number = hd.number;
@@ -356,7 +369,10 @@ impl Leader {
                     .collect()
             }
             other => {
-                // A header this leader did not propose: start over from it. Pushers retry.
+                // A header this leader did not propose (or an earlier proposal of its own,
+                // from before the candidate took in more pushes: the same tree, but not their
+                // record or what they displaced): start over from it. Pushers retry; those the
+                // header named are answered at once, the others merged again.
                 self.candidate = other;
                 if self.merged.is_empty() && self.candidate.is_none() {
                     self.tip = head;

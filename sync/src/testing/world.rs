@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use chorus_chunking::{ChunkStore, MemStore, TreeManifest};
+use chorus_chunking::{ChunkStore, MemStore, TreeManifest, VersionId};
 use chorus_proto::header::{AcceptedHeader, NodeId, Proposal};
 use chorus_proto::ids::VersionNumber;
 use chorus_proto::message::Message;
@@ -43,11 +43,16 @@ pub trait Log {
 }
 
 /// A log that commits every proposal when asked, numbering it as chorus-election does: the
-/// next MAJOR, the origin's rank as MINOR; re-proposing the head is idempotent.
+/// next MAJOR, the origin's rank as MINOR; re-proposing the head is idempotent, and a proposal
+/// built on an older head (its first parent is not the head) is refused.
 #[derive(Debug, Default)]
 pub struct ScriptedLog {
     pending: Vec<Proposal>,
     log: Vec<AcceptedHeader>,
+    /// The head proposals must be built on: the last header committed through the log (one
+    /// [`append`](Self::append)ed is a hostile leader's, which the honest leader never
+    /// applied and so cannot build on).
+    built_on: Option<VersionId>,
 }
 
 impl Log for ScriptedLog {
@@ -65,6 +70,11 @@ impl Log for ScriptedLog {
             {
                 continue;
             }
+            if let (Some(head), Some(first)) = (self.built_on, p.parents.first())
+                && *first != head
+            {
+                continue;
+            }
             let h = AcceptedHeader {
                 version: p.version,
                 parents: p.parents,
@@ -73,6 +83,7 @@ impl Log for ScriptedLog {
                 created_at_ms: p.created_at_ms,
                 redo: p.redo,
             };
+            self.built_on = Some(h.version);
             self.log.push(h.clone());
             out.push(h);
         }
@@ -88,6 +99,12 @@ impl ScriptedLog {
     /// The proposals not committed yet, oldest first.
     pub fn pending(&self) -> &[Proposal] {
         &self.pending
+    }
+
+    /// Drops the pending proposals `which` picks: Raft lost them (their leader's term ended
+    /// before they committed).
+    pub fn lose(&mut self, which: impl Fn(&Proposal) -> bool) {
+        self.pending.retain(|p| !which(p));
     }
 
     /// Appends `h` as committed although nobody proposed it (as a hostile leader could commit
