@@ -5,14 +5,18 @@
 //! and restarts from its stores. An edit lands on disk first and is scanned a moment later, as
 //! the watcher's debounce does, so versions are written into folders that changed since their
 //! scan and the folder's never-overwrite rule is exercised. After healing, every node must hold
-//! the same tree and head number, and every edit ever made must be in the final tree (once), in
-//! an accepted version of history, or in a redo entry.
+//! the same tree and head number, every header must be built on the one before it, and every
+//! edit ever made must be in the final tree (once) or in a redo entry (edits only add lines, so
+//! only a conflict displaces one). Some proposals are reported failed at once while Raft goes
+//! on with them (and may commit them), as a proposer's timeout does on a loaded machine.
 //!
-//! Each run prints its seed; rerun one with `CHORUS_SEED=<seed>`. `CHORUS_SIM_SEEDS=<n>` runs
-//! n fresh seeds (default 200), `CHORUS_SIM_PARALLEL=<k>` k clusters at a time (default 16:
+//! Each run prints its seed; rerun one with `CHORUS_SEED=<seed>` (with `CHORUS_SIM_SEEDS=<n>`,
+//! n times at once). `CHORUS_SIM_SEEDS=<n>` alone runs n fresh seeds (default 200), `CHORUS_SIM_PARALLEL=<k>` k clusters at a time (default 16:
 //! they mostly wait on Raft's timers, so 200 seeds take about 50 s on two cores). Fault decisions and edits follow the
 //! seed; thread scheduling and Raft's timers add real-time interleaving, so a failing seed
-//! reproduces the same faults and edits, not always the same interleaving.
+//! reproduces the same faults and edits, not always the same interleaving. A run that loses an
+//! edit prints its trace (edits, scans, writes, proposals, commits, leaders, faults) and every
+//! version that held the edit; `CHORUS_SIM_TRACE=1` prints the trace of every run.
 
 mod sim;
 
@@ -30,7 +34,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
-use sim::{NODES, Router, Run, Sim, engine_config, files_of, replica};
+use sim::{NODES, Router, Run, Sim, Trace, engine_config, files_of, replica, short};
 
 async fn run(seed: u64) {
     let _ = tracing_subscriber::fmt()
@@ -88,8 +92,10 @@ async fn run(seed: u64) {
         start: Instant::now(),
         proposals: tx,
         results: rx,
+        late: 0.2,
         tokens: Vec::new(),
         in_flight: 0,
+        trace: Trace::default(),
         _dir: dir,
     };
 
@@ -206,7 +212,7 @@ async fn run(seed: u64) {
         );
     }
 
-    // Every edit is in the final tree, in an accepted version, or in a redo entry.
+    // Every edit is in the final tree or in a redo entry (history, to say where a lost one was).
     let engine = r.sims[&leader].engine();
     let mut history = String::new();
     for h in engine.headers().unwrap() {
@@ -251,6 +257,20 @@ async fn run(seed: u64) {
             }
         }
     }
+    // Every header is built on the one before it: a header built on an older head would
+    // make a tree without what the headers between brought.
+    let headers = engine.headers().unwrap();
+    for w in headers.windows(2) {
+        if w[1].number.major == w[0].number.major + 1 {
+            assert_eq!(
+                w[1].parents.first(),
+                Some(&w[0].version),
+                "seed {seed}: header {} is not built on header {}",
+                w[1].number,
+                w[0].number
+            );
+        }
+    }
     let tree_text: String = final_files.values().cloned().collect();
     let mut in_tree = 0;
     for t in &r.tokens {
@@ -263,11 +283,23 @@ async fn run(seed: u64) {
         );
         if tree_text.contains(&line) {
             in_tree += 1;
-        } else {
-            assert!(
-                history.contains(&line) || redo.contains(t.as_str()),
-                "seed {seed}: edit {t} is lost"
+        } else if !redo.contains(t.as_str()) {
+            // Edits only add lines: one missing from the tree was displaced by a conflict,
+            // and its redo entry holds it. Found only in history, it was dropped unrecorded.
+            report_lost(&r, t);
+            panic!(
+                "seed {seed}: edit {t} is lost ({})",
+                if history.contains(&line) {
+                    "an accepted version held it; the tree dropped it with no redo entry"
+                } else {
+                    "in no accepted version and no redo entry"
+                }
             );
+        }
+    }
+    if std::env::var_os("CHORUS_SIM_TRACE").is_some() {
+        for l in &r.trace.lines {
+            eprintln!("  {l}");
         }
     }
     eprintln!(
@@ -278,20 +310,67 @@ async fn run(seed: u64) {
     r.cluster.shutdown().await;
 }
 
+/// Prints the run's story and every version, on any node, that held the lost edit `token`.
+fn report_lost(r: &Run, token: &str) {
+    eprintln!("seed {}: the trace of the run:", r.seed);
+    for l in &r.trace.lines {
+        eprintln!("  {l}");
+    }
+    let line = format!("{token}\n");
+    for v in &r.trace.versions {
+        for (id, sim) in &r.sims {
+            let Ok(Some(tree)) = sim.engine().manifest(v) else {
+                continue;
+            };
+            // Chunks from whichever node holds them (a manifest may outlive its chunks here).
+            let held: Vec<String> = tree
+                .iter()
+                .filter(|(_, e)| {
+                    e.manifest().is_some_and(|m| {
+                        let bytes: Vec<u8> = m
+                            .chunks
+                            .iter()
+                            .flat_map(|c| {
+                                r.sims
+                                    .values()
+                                    .find_map(|s| s.chunks.get(&c.id).ok().flatten())
+                                    .unwrap_or_default()
+                            })
+                            .collect();
+                        String::from_utf8_lossy(&bytes).contains(&line)
+                    })
+                })
+                .map(|(p, _)| p.as_str().to_owned())
+                .collect();
+            eprintln!(
+                "  version {} (manifest on n{id}): {token} in {held:?}",
+                short(v)
+            );
+            break;
+        }
+    }
+    for (id, sim) in &r.sims {
+        let on_disk = files_of(&sim.disk(), &*sim.chunks)
+            .values()
+            .any(|t| t.contains(&line));
+        eprintln!("  n{id}: on disk {on_disk}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_edits_converge_under_drops_partitions_and_crashes() {
+    let count: Option<usize> = std::env::var("CHORUS_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok());
     let seeds: Vec<u64> = match std::env::var("CHORUS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
     {
-        Some(s) => vec![s],
-        None => {
-            let n = std::env::var("CHORUS_SIM_SEEDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(DEFAULT_SEEDS);
-            (0..n).map(|_| rand::random()).collect()
-        }
+        // One seed, once, or `CHORUS_SIM_SEEDS` times (its interleavings differ).
+        Some(s) => vec![s; count.unwrap_or(1)],
+        None => (0..count.unwrap_or(DEFAULT_SEEDS))
+            .map(|_| rand::random())
+            .collect(),
     };
     // The clusters spend most of their time waiting on Raft timers, so several run at once.
     let parallel = std::env::var("CHORUS_SIM_PARALLEL")

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_chunking::{ChunkStore, ChunkerParams, MemStore, TreeManifest};
+use chorus_chunking::{ChunkStore, ChunkerParams, MemStore, TreeManifest, VersionId};
 use chorus_election::testing::Cluster;
 use chorus_election::types::Request;
 use chorus_election::{NodeId, Proposal};
@@ -15,7 +15,8 @@ use chorus_proto::Body;
 use chorus_proto::message::Message;
 use chorus_sync::testing::MemFolder;
 use chorus_sync::{
-    Action, Engine, EngineConfig, Event, MassDeleteGuard, RaftFeed, RaftView, Replica, SyncStore,
+    Action, Engine, EngineConfig, Event, MassDeleteGuard, Notice, RaftFeed, RaftView, Replica,
+    SyncStore,
 };
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -106,6 +107,17 @@ pub fn replica(
     Replica::new(engine, folder, MassDeleteGuard::off())
 }
 
+/// What the trace follows of an engine: adopted version and number, work, folder.
+type State = (
+    (VersionId, chorus_chunking::VersionNumber),
+    Option<VersionId>,
+    VersionId,
+);
+
+fn state(e: &Engine) -> State {
+    (e.adopted(), e.work(), e.folder())
+}
+
 pub fn files_of(tree: &TreeManifest, store: &dyn ChunkStore) -> BTreeMap<String, String> {
     tree.iter()
         .filter_map(|(p, e)| {
@@ -126,13 +138,52 @@ pub struct Run {
     pub sims: BTreeMap<NodeId, Sim>,
     pub router: Router,
     pub start: Instant,
-    pub proposals: mpsc::UnboundedSender<(NodeId, chorus_chunking::VersionId, bool)>,
-    pub results: mpsc::UnboundedReceiver<(NodeId, chorus_chunking::VersionId, bool)>,
+    pub proposals: mpsc::UnboundedSender<Outcome>,
+    pub results: mpsc::UnboundedReceiver<Outcome>,
+    /// The share of proposals reported failed at once while they go on in Raft (and may still
+    /// commit), as a proposer's timeout does on a loaded machine.
+    pub late: f64,
     pub tokens: Vec<String>,
     /// Proposals handed to Raft whose outcome is not known yet: one may still commit (an old
     /// leader's, after a new one took over), so nothing has converged while any is out.
     pub in_flight: usize,
+    /// What happened, in order, for the report of a failed run: edits, scans, writes,
+    /// proposals and their outcomes, commits, leaders, faults.
+    pub trace: Trace,
     pub _dir: tempfile::TempDir,
+}
+
+/// What comes back of a proposal: the node and version, what the node is told (`Some(false)`:
+/// it failed), and whether Raft is done with it.
+pub struct Outcome {
+    pub node: NodeId,
+    pub version: VersionId,
+    pub told: Option<bool>,
+    pub done: bool,
+}
+
+/// A run's story, kept in memory and printed only when the run fails.
+#[derive(Default)]
+pub struct Trace {
+    pub lines: Vec<String>,
+    /// Every version the run saw named (scanned, written, proposed, committed).
+    pub versions: BTreeSet<VersionId>,
+}
+
+impl Trace {
+    pub fn note(&mut self, now: u64, line: String) {
+        self.lines.push(format!("{now:>5} {line}"));
+    }
+
+    pub fn saw(&mut self, v: VersionId) -> String {
+        self.versions.insert(v);
+        short(&v)
+    }
+}
+
+/// A version's first six hex digits, as the trace names it.
+pub fn short(v: &VersionId) -> String {
+    v.to_string()[..6].to_owned()
 }
 
 impl Run {
@@ -151,8 +202,33 @@ impl Run {
         let Some(replica) = self.sims.get_mut(&id).unwrap().replica.as_mut() else {
             return;
         };
+        let before = state(replica.engine());
         let mut actions = f(replica, now).unwrap_or_else(|e| panic!("seed {seed}: node {id}: {e}"));
         actions.extend(replica.take_outbox());
+        let after = state(replica.engine());
+        let notices = replica.take_notices();
+        for n in notices {
+            let line = match n {
+                Notice::Scanned { version, .. } => {
+                    format!("n{id} scanned {}", self.trace.saw(version))
+                }
+                Notice::Materialized { version, .. } => {
+                    format!("n{id} wrote {}", self.trace.saw(version))
+                }
+                other => format!("n{id} {other:?}"),
+            };
+            self.trace.note(now, line);
+        }
+        if before != after {
+            let line = format!(
+                "n{id} adopted {} {} work {} folder {}",
+                self.trace.saw(after.0.0),
+                after.0.1,
+                after.1.map_or("-".into(), |w| self.trace.saw(w)),
+                self.trace.saw(after.2),
+            );
+            self.trace.note(now, line);
+        }
         for a in actions {
             match a {
                 Action::Send { to, message } => self.router.send(now, id, to, message.into_body()),
@@ -163,6 +239,29 @@ impl Run {
     }
 
     pub fn feed(&mut self, id: NodeId, event: Event) {
+        let now = self.now();
+        match &event {
+            Event::Committed(headers) => {
+                for h in headers {
+                    let parents: Vec<String> =
+                        h.parents.iter().map(|p| self.trace.saw(*p)).collect();
+                    let line = format!(
+                        "n{id} committed {} {} from n{} parents {parents:?}",
+                        self.trace.saw(h.version),
+                        h.number,
+                        h.origin
+                    );
+                    self.trace.note(now, line);
+                }
+            }
+            Event::Cluster(c) => self.trace.note(now, format!("n{id} leader {:?}", c.leader)),
+            Event::LeaderConfirmed => self.trace.note(now, format!("n{id} leads")),
+            Event::ProposeFailed { version } => {
+                let line = format!("n{id} proposal {} failed", self.trace.saw(*version));
+                self.trace.note(now, line);
+            }
+            _ => {}
+        }
         self.on(id, |r, now| r.handle(now, event));
     }
 
@@ -171,16 +270,45 @@ impl Run {
             return;
         }
         self.in_flight += 1;
+        let parents: Vec<String> = p.parents.iter().map(|v| self.trace.saw(*v)).collect();
+        let line = format!(
+            "n{id} proposes {} parents {parents:?}",
+            self.trace.saw(p.version)
+        );
+        let now = self.now();
+        self.trace.note(now, line);
         let raft = self.cluster.node(id).raft().clone();
         let tx = self.proposals.clone();
         let version = p.version;
+        // Some proposals time out for the proposer while Raft goes on with them.
+        let late = self.rng.gen_bool(self.late);
+        if late {
+            self.trace.note(
+                now,
+                format!("n{id} is told its proposal failed; it goes on"),
+            );
+        }
         tokio::spawn(async move {
+            if late {
+                let _ = tx.send(Outcome {
+                    node: id,
+                    version,
+                    told: Some(false),
+                    done: false,
+                });
+            }
             let r = tokio::time::timeout(
                 Duration::from_secs(2),
                 raft.client_write(Request::Accept(p)),
             )
             .await;
-            let _ = tx.send((id, version, matches!(r, Ok(Ok(_)))));
+            let ok = matches!(r, Ok(Ok(ref w)) if w.data.number.is_some());
+            let _ = tx.send(Outcome {
+                node: id,
+                version,
+                told: (!late).then_some(ok),
+                done: true,
+            });
         });
     }
 
@@ -253,10 +381,12 @@ impl Run {
                 );
             }
         }
-        while let Ok((id, version, ok)) = self.results.try_recv() {
-            self.in_flight -= 1;
-            if !ok {
-                self.feed(id, Event::ProposeFailed { version });
+        while let Ok(o) = self.results.try_recv() {
+            if o.done {
+                self.in_flight -= 1;
+            }
+            if o.told == Some(false) {
+                self.feed(o.node, Event::ProposeFailed { version: o.version });
             }
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -304,10 +434,16 @@ impl Run {
         };
         folder.write_file(&file, text.as_bytes());
         sim.scan_at.get_or_insert(now + scan_in);
+        self.trace.note(
+            now,
+            format!("n{id} edits {file}: {token} (at end: {at_end})"),
+        );
         self.tokens.push(token);
     }
 
     pub async fn crash(&mut self, id: NodeId) {
+        let now = self.now();
+        self.trace.note(now, format!("n{id} crashes"));
         self.cluster.kill(id).await;
         let sim = self.sims.get_mut(&id).unwrap();
         if let Some(r) = sim.replica.take() {
@@ -319,6 +455,8 @@ impl Run {
     }
 
     pub async fn restart(&mut self, id: NodeId) {
+        let now = self.now();
+        self.trace.note(now, format!("n{id} restarts"));
         self.cluster.restart(id).await;
         let sim = self.sims.get_mut(&id).unwrap();
         let (store, chunks, folder) = sim.down.take().expect("a crashed node keeps its stores");
@@ -329,12 +467,16 @@ impl Run {
     }
 
     pub fn partition(&mut self, alone: NodeId) {
+        let now = self.now();
+        self.trace.note(now, format!("n{alone} partitioned away"));
         let rest: Vec<NodeId> = (1..=NODES).filter(|&n| n != alone).collect();
         self.cluster.net.partition(&[&[alone], &rest]);
         self.router.groups = vec![BTreeSet::from([alone]), rest.into_iter().collect()];
     }
 
     pub fn heal(&mut self) {
+        let now = self.now();
+        self.trace.note(now, "healed".into());
         self.cluster.net.heal();
         self.router.groups.clear();
     }
