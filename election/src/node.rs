@@ -425,7 +425,7 @@ impl ElectionNode {
                 p.parents.len()
             )));
         }
-        match self.raft.client_write(Request::Accept(p)).await {
+        match self.raft.client_write(Request::AcceptOnHead(p)).await {
             Ok(resp) => resp.data.number.ok_or(ProposeError::Superseded),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(ProposeError::NotLeader {

@@ -1,17 +1,19 @@
 //! The accepted-version chain: what applying the Raft log produces.
 //!
-//! Applying an `Accept` appends a header to the chain and numbers it: MAJOR is its position,
+//! Applying an accept appends a header to the chain and numbers it: MAJOR is its position,
 //! MINOR the origin node's rank (ranks are given in the order nodes first appear in the
 //! membership, so they never change). Re-proposing the head (same version and parents: a leader
 //! retrying after a failover) returns the head's number instead of a second entry; the same
 //! version with other parents is a new entry (a merge whose result equals the head still
-//! records which pushes it took in, and what it displaced). A header is built on the head it
-//! names first: one whose first parent is no longer the head (a proposal reported failed by a
-//! timeout that Raft still carried, after a newer header committed) is refused, numberless,
-//! and appends nothing: committed, its tree would drop what the headers since it brought.
-//! Parent-less proposals (the crate's tests and benchmarks) are appended as they come. The state is small, so a
-//! snapshot is all of it: the head header, the membership and the ranks; version content never
-//! travels here. Snapshots are persisted in the same redb database as the log.
+//! records which pushes it took in, and what it displaced). An `AcceptOnHead` (what
+//! [`ElectionNode::propose`](crate::ElectionNode::propose) writes) is built on the head it names
+//! first: one whose first parent is no longer the head (a proposal reported failed by a timeout
+//! that Raft still carried, after a newer header committed) is refused, numberless, and appends
+//! nothing: committed, its tree would drop what the headers since it brought. Parent-less
+//! proposals (tests and benchmarks) are appended as they come, and so is an `Accept`, the entry
+//! of builds before `AcceptOnHead`, so their logs replay to the same chain. The state is small,
+//! so a snapshot is all of it: the head header, the membership and the ranks; version content
+//! never travels here. Snapshots are persisted in the same redb database as the log.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Cursor;
@@ -26,7 +28,9 @@ use redb::{Database, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::types::{AcceptedHeader, Member, NodeId, Request, Response, TypeConfig, VersionNumber};
+use crate::types::{
+    AcceptedHeader, Member, NodeId, Proposal, Request, Response, TypeConfig, VersionNumber,
+};
 
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
 const CURRENT: &str = "current";
@@ -70,48 +74,54 @@ impl Chain {
                 }
                 Response::default()
             }
-            EntryPayload::Normal(Request::Accept(p)) => {
-                if let Some(h) = &self.head
-                    && h.version == p.version
-                    && h.parents == p.parents
-                {
-                    return Response {
-                        number: Some(h.number),
-                    };
-                }
-                if let (Some(h), Some(first)) = (&self.head, p.parents.first())
-                    && *first != h.version
-                {
-                    tracing::info!(
-                        version = ?p.version,
-                        built_on = ?first,
-                        head = ?h.version,
-                        "a header built on an older head is refused; its leader merges again"
-                    );
-                    return Response { number: None };
-                }
-                self.len += 1;
-                let number = VersionNumber {
-                    major: self.len,
-                    minor: self.rank_of(p.origin),
-                };
-                let header = AcceptedHeader {
-                    version: p.version,
-                    parents: p.parents.clone(),
-                    number,
-                    origin: p.origin,
-                    created_at_ms: p.created_at_ms,
-                    redo: p.redo.clone(),
-                };
-                self.recent.push_back(header.clone());
-                if self.recent.len() > RECENT {
-                    self.recent.pop_front();
-                }
-                self.head = Some(header);
-                Response {
-                    number: Some(number),
-                }
-            }
+            EntryPayload::Normal(Request::Accept(p)) => self.accept(p, false),
+            EntryPayload::Normal(Request::AcceptOnHead(p)) => self.accept(p, true),
+        }
+    }
+
+    /// Appends `p` as the next header and numbers it; the head again is answered with its
+    /// number; `on_head` refuses a proposal built on an older head.
+    fn accept(&mut self, p: &Proposal, on_head: bool) -> Response {
+        if let Some(h) = &self.head
+            && h.version == p.version
+            && h.parents == p.parents
+        {
+            return Response {
+                number: Some(h.number),
+            };
+        }
+        if on_head
+            && let (Some(h), Some(first)) = (&self.head, p.parents.first())
+            && *first != h.version
+        {
+            tracing::info!(
+                version = ?p.version,
+                built_on = ?first,
+                head = ?h.version,
+                "a header built on an older head is refused; its leader merges again"
+            );
+            return Response { number: None };
+        }
+        self.len += 1;
+        let number = VersionNumber {
+            major: self.len,
+            minor: self.rank_of(p.origin),
+        };
+        let header = AcceptedHeader {
+            version: p.version,
+            parents: p.parents.clone(),
+            number,
+            origin: p.origin,
+            created_at_ms: p.created_at_ms,
+            redo: p.redo.clone(),
+        };
+        self.recent.push_back(header.clone());
+        if self.recent.len() > RECENT {
+            self.recent.pop_front();
+        }
+        self.head = Some(header);
+        Response {
+            number: Some(number),
         }
     }
 }

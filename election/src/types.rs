@@ -37,11 +37,18 @@ impl fmt::Display for Member {
     }
 }
 
-/// An application entry of the log.
+/// An application entry of the log. Variants are only ever added (at the end), and each keeps
+/// its meaning: a log written by an earlier build replays to the same chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// Accept this version as the next in the chain.
+    /// Accept this version as the next in the chain, whatever the head (what builds before
+    /// [`AcceptOnHead`](Self::AcceptOnHead) proposed; kept so their logs replay as written).
     Accept(Proposal),
+    /// Accept this version as the next in the chain if it is built on the head: its first
+    /// parent is the head's version (or there is no head yet, or it names no parent). Refused
+    /// otherwise, numberless: committed, a proposal built on an older head (one a timeout
+    /// reported failed while Raft carried it on) would drop what the headers since brought.
+    AcceptOnHead(Proposal),
 }
 
 /// What applying an entry returned.

@@ -55,7 +55,10 @@ pub enum Event {
     LeaderConfirmed,
     /// Headers committed by Raft and applied on this node, in log order.
     Committed(Vec<AcceptedHeader>),
-    /// A proposal did not commit (not the leader any more, or Raft stopped).
+    /// A proposal did not commit, or is not known to have (not the leader any more, Raft
+    /// stopped, or the proposer's timeout: Raft may still commit it, at most once and only on
+    /// the head it names). A proposal refused as built on an older head is not reported: the
+    /// newer header that refused it starts the leader over.
     ProposeFailed { version: VersionId },
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chorus_chunking::ChunkerParams;
-use chorus_election::ElectionNode;
+use chorus_election::{ElectionNode, ProposeError};
 use chorus_proto::header::NodeId;
 use chorus_proto::message::Message;
 use chorus_sync::{Action, Event, Notice, Refusal, Replica, Retention};
@@ -323,12 +323,20 @@ impl Worker {
                     let control = self.control.clone();
                     let version = p.version;
                     self.runtime.spawn(async move {
-                        let ok = matches!(
-                            tokio::time::timeout(PROPOSE_WITHIN, election.propose(p)).await,
-                            Ok(Ok(_))
-                        );
-                        if !ok {
-                            let _ = control.send(Input::ProposeFailed(version));
+                        match tokio::time::timeout(PROPOSE_WITHIN, election.propose(p)).await {
+                            Ok(Ok(_)) => {}
+                            // A newer header committed: the engine hears of it and starts over
+                            // from it (reporting a failure would have the stale tree proposed
+                            // again meanwhile).
+                            Ok(Err(ProposeError::Superseded)) => {
+                                tracing::debug!(?version, "proposal superseded by a newer header");
+                            }
+                            // Not committed, or not known to be: proposed again (a timed-out
+                            // proposal that Raft still carries commits at most once, on the
+                            // head it names).
+                            _ => {
+                                let _ = control.send(Input::ProposeFailed(version));
+                            }
                         }
                     });
                 }

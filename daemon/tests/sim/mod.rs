@@ -140,9 +140,10 @@ pub struct Run {
     pub start: Instant,
     pub proposals: mpsc::UnboundedSender<Outcome>,
     pub results: mpsc::UnboundedReceiver<Outcome>,
-    /// The share of proposals reported failed at once while they go on in Raft (and may still
-    /// commit), as a proposer's timeout does on a loaded machine.
-    pub late: f64,
+    /// Which proposals are reported failed at once while they go on in Raft (and may still
+    /// commit), as a proposer's timeout does on a loaded machine: seeded apart from the edits
+    /// (how many proposals a run makes depends on timing), and the share of them.
+    pub late: (StdRng, f64),
     pub tokens: Vec<String>,
     /// Proposals handed to Raft whose outcome is not known yet: one may still commit (an old
     /// leader's, after a new one took over), so nothing has converged while any is out.
@@ -154,7 +155,8 @@ pub struct Run {
 }
 
 /// What comes back of a proposal: the node and version, what the node is told (`Some(false)`:
-/// it failed), and whether Raft is done with it.
+/// it failed), and whether the proposal's call returned (after its timeout, Raft may still
+/// commit it: convergence is checked long after).
 pub struct Outcome {
     pub node: NodeId,
     pub version: VersionId,
@@ -281,7 +283,7 @@ impl Run {
         let tx = self.proposals.clone();
         let version = p.version;
         // Some proposals time out for the proposer while Raft goes on with them.
-        let late = self.rng.gen_bool(self.late);
+        let late = self.late.0.gen_bool(self.late.1);
         if late {
             self.trace.note(
                 now,
@@ -299,14 +301,20 @@ impl Run {
             }
             let r = tokio::time::timeout(
                 Duration::from_secs(2),
-                raft.client_write(Request::Accept(p)),
+                raft.client_write(Request::AcceptOnHead(p)),
             )
             .await;
-            let ok = matches!(r, Ok(Ok(ref w)) if w.data.number.is_some());
+            // As the daemon's worker: a proposal refused as built on an older head is not
+            // reported (the newer header starts the leader over).
+            let told = match r {
+                Ok(Ok(w)) if w.data.number.is_none() => None,
+                Ok(Ok(_)) => Some(true),
+                _ => Some(false),
+            };
             let _ = tx.send(Outcome {
                 node: id,
                 version,
-                told: (!late).then_some(ok),
+                told: told.filter(|_| !late),
                 done: true,
             });
         });
