@@ -80,11 +80,14 @@ impl Chain {
     }
 
     /// Appends `p` as the next header and numbers it; the head again is answered with its
-    /// number; `on_head` refuses a proposal built on an older head.
+    /// number. `on_head` refuses a proposal built on an older head, and takes the head again
+    /// only as proposed (its redo entries too: a header that carries only the redo entries one
+    /// header could not hold has the head's tree and names the head alone, as the head may).
     fn accept(&mut self, p: &Proposal, on_head: bool) -> Response {
         if let Some(h) = &self.head
             && h.version == p.version
             && h.parents == p.parents
+            && (!on_head || h.redo == p.redo)
         {
             return Response {
                 number: Some(h.number),

@@ -48,7 +48,8 @@ fn assert_one_chain(c: &Cluster, expected_len: u64) {
 
 /// A header built on a head that another header replaced since is refused: it appends
 /// nothing, the head stays, and the same change built on the new head commits. (Committed, it
-/// would have become the head with a tree that lacks what the header before it brought.)
+/// would have become the head with a tree that lacks what the header before it brought.) The
+/// head proposed again is answered with its number only when proposed as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_built_on_an_older_head_is_refused() {
     let (c, _d) = cluster(3, "a_header_built_on_an_older_head_is_refused").await;
@@ -79,8 +80,19 @@ async fn a_header_built_on_an_older_head_is_refused() {
     assert_eq!(c.propose(on(3, &a), 5 * SECS).await.unwrap().major, 3);
     // Re-proposing the head as it was proposed is still answered with its number.
     assert_eq!(c.propose(on(3, &a), 5 * SECS).await.unwrap().major, 3);
-    assert!(c.wait_applied(3, 5 * SECS).await);
-    assert_one_chain(&c, 3);
+    // Headers that keep the head's tree and name the head alone, carrying what one header
+    // could not (redo entries): each is a new header; each again as proposed is not.
+    let third = on(3, &a);
+    let carrying = |redo: &[u8]| {
+        let mut p = on(3, &third);
+        p.redo = redo.to_vec();
+        p
+    };
+    assert_eq!(c.propose(carrying(b"r1"), 5 * SECS).await.unwrap().major, 4);
+    assert_eq!(c.propose(carrying(b"r1"), 5 * SECS).await.unwrap().major, 4);
+    assert_eq!(c.propose(carrying(b"r2"), 5 * SECS).await.unwrap().major, 5);
+    assert!(c.wait_applied(5, 5 * SECS).await);
+    assert_one_chain(&c, 5);
     c.shutdown().await;
 }
 

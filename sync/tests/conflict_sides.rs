@@ -231,3 +231,99 @@ fn a_push_merged_while_a_timed_out_proposal_commits_keeps_its_displaced_side() {
     let files: BTreeSet<Vec<u8>> = w.folder(C).contents().into_values().collect();
     assert!(files.contains(&b_side), "B's side is back on every node");
 }
+
+/// As above, with more displaced than one header holds: the leader proposes part of what a
+/// candidate displaced and keeps the rest for the next header; its proposal times out, more is
+/// merged, and the earlier proposal commits. The rest belongs to pushes that header includes
+/// (their pushers are answered), so it still goes with the next header: every displaced side
+/// reaches the redo stack.
+#[test]
+fn displaced_sides_beyond_one_header_survive_an_earlier_proposal_committing_late() {
+    const FILES: usize = 60;
+    let mut w = World::new(&[A, B, C], cfg());
+    let name = |i: usize| format!("notes/{i:02}.txt");
+    for i in 0..FILES {
+        w.node_mut(A)
+            .folder_mut()
+            .write_file(&name(i), format!("base {i}\n").as_bytes());
+    }
+    w.scan(A);
+    assert!(w.run(10_000));
+    // B and C change every file's line at once; C's number is higher, so B's lines lose.
+    let b_line = |i: usize| format!("b{i:02} {}\n", "b".repeat(1500));
+    for i in 0..FILES {
+        w.node_mut(B)
+            .folder_mut()
+            .write_file(&name(i), b_line(i).as_bytes());
+        w.node_mut(C).folder_mut().write_file(
+            &name(i),
+            format!("c{i:02} {}\n", "c".repeat(1500)).as_bytes(),
+        );
+    }
+    w.scan(B);
+    w.scan(C);
+    // The later of the two pushes is merged over the earlier one, displacing B's lines: the
+    // leader proposes that merge (what it displaced, as far as one header holds).
+    for _ in 0..1000 {
+        if w.log.pending().iter().any(|p| !p.redo.is_empty()) {
+            break;
+        }
+        if !w.deliver_one() && w.commit() == 0 {
+            w.tick(100);
+        }
+    }
+    let first = w
+        .log
+        .pending()
+        .iter()
+        .find(|p| !p.redo.is_empty())
+        .expect("the leader proposes the merge")
+        .clone();
+    let carried = chorus_sync::header::decode_redo(&first.redo).unwrap().len();
+    assert!(
+        carried > 0 && carried < FILES,
+        "one header carries part of the {FILES} displaced lines: {carried}"
+    );
+    // B saves one more file, merged into the tip while the proposal is out; then the
+    // proposal times out for the leader, which proposes the new tip (and what it still owes).
+    w.edit(B, "later.txt", b"later\n");
+    let later = w.tree(B).version_id();
+    while w.deliver_one() {}
+    w.feed(
+        A,
+        Event::ProposeFailed {
+            version: first.version,
+        },
+    );
+    for _ in 0..1000 {
+        if w.log.pending().iter().any(|p| p.parents.contains(&later)) {
+            break;
+        }
+        if !w.deliver_one() {
+            w.tick(100);
+        }
+    }
+    assert!(
+        w.log.pending().iter().any(|p| p.parents.contains(&later)),
+        "the leader proposes the new tip"
+    );
+    // Only the first proposal commits.
+    w.log.lose(|p| p.parents.contains(&later));
+    assert!(w.run(10_000), "the group settles");
+    let stack: String = w
+        .node(A)
+        .engine()
+        .redo()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::to_string(&r.entry).unwrap())
+        .collect();
+    for i in 0..FILES {
+        assert!(
+            stack.contains(b_line(i).trim_end()),
+            "B's line in {} is on the redo stack",
+            name(i)
+        );
+    }
+    assert_eq!(w.folder(B).read("later.txt").unwrap(), b"later\n");
+}

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chorus_chunking::{TreeManifest, VersionId};
 use chorus_proto::header::{MAX_PARENTS, MAX_REDO_BYTES, NodeId, Proposal};
 
-use super::{Candidate, Leader, OfferSent};
+use super::{Candidate, Leader, OfferSent, Owed, entries};
 use crate::ctx::Ctx;
 use crate::event::Action;
 use crate::header::encode_redo;
@@ -211,12 +211,13 @@ fn backoff_ms(retry_ms: u64, o: &OfferSent) -> u64 {
 
 /// The header proposal of a candidate, with as many of its redo entries as fit the header's
 /// bound; the rest are returned, for the next header.
-fn proposal_of(c: &mut Candidate, now: u64) -> (Proposal, Vec<chorus_merge::RedoEntry>) {
-    let mut kept = c.redo.len();
-    let mut redo = encode_redo(&c.redo);
+fn proposal_of(c: &mut Candidate, now: u64) -> (Proposal, Vec<Owed>) {
+    let all = entries(&c.redo);
+    let mut kept = all.len();
+    let mut redo = encode_redo(&all);
     while redo.len() > MAX_REDO_BYTES && kept > 0 {
         kept /= 2;
-        redo = encode_redo(&c.redo[..kept]);
+        redo = encode_redo(&all[..kept]);
     }
     let rest = c.redo.split_off(kept);
     if !rest.is_empty() {

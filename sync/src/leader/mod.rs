@@ -36,6 +36,19 @@ struct Waiter {
     seq: u64,
 }
 
+/// A redo entry waiting for a header, and the pushed version whose merge displaced it: the
+/// entry is owed to the log as long as a header that includes that push does not carry it.
+#[derive(Debug, Clone)]
+struct Owed {
+    push: VersionId,
+    entry: RedoEntry,
+}
+
+/// The entries of `owed`, as a header carries them.
+fn entries(owed: &[Owed]) -> Vec<RedoEntry> {
+    owed.iter().map(|o| o.entry.clone()).collect()
+}
+
 /// The tip snapshot being replicated and proposed.
 #[derive(Debug, Clone)]
 struct Candidate {
@@ -43,7 +56,7 @@ struct Candidate {
     seq: u64,
     parents: Vec<VersionId>,
     origin: NodeId,
-    redo: Vec<RedoEntry>,
+    redo: Vec<Owed>,
     /// Members that hold it durably (the leader from the start).
     stored: BTreeSet<NodeId>,
     /// Trees holding large displaced files its redo entries name, and who holds each: a
@@ -61,7 +74,7 @@ impl Candidate {
     fn proposed_as(&self, hd: &AcceptedHeader) -> bool {
         self.version == hd.version
             && self.parents == hd.parents
-            && crate::header::encode_redo(&self.redo) == hd.redo
+            && crate::header::encode_redo(&entries(&self.redo)) == hd.redo
     }
 }
 
@@ -98,8 +111,9 @@ pub(crate) struct Leader {
     tip_origin: NodeId,
     /// Pushed versions merged into the tip since the head, with their tip sequence number.
     merged: Vec<(VersionId, u64)>,
-    /// What the merges since the last candidate displaced.
-    redo: Vec<RedoEntry>,
+    /// What the merges since the last candidate displaced, and the entries of a proposed
+    /// candidate beyond one header's bound (they go with the next header).
+    redo: Vec<Owed>,
     /// Stored trees those entries name.
     extras: Vec<VersionId>,
     seq: u64,
@@ -278,10 +292,17 @@ impl Leader {
             e.displaced_from = tip.number;
             Some(e)
         });
-        self.redo.extend(displaced.take(MAX_DISPLACED_PER_PUSH));
+        self.redo
+            .extend(displaced.take(MAX_DISPLACED_PER_PUSH).map(|entry| Owed {
+                push: t.target,
+                entry,
+            }));
         self.tip = new_tip;
         self.tip_origin = t.from;
-        self.redo.extend(redo);
+        self.redo.extend(redo.into_iter().map(|entry| Owed {
+            push: t.target,
+            entry,
+        }));
         self.merged.push((t.target, self.seq));
         self.waiters.push(Waiter {
             peer: t.from,
@@ -325,6 +346,22 @@ impl Leader {
                 holders.insert(from);
             }
         }
+    }
+
+    /// The redo entries of the candidate and those waiting that `hd` owes the log: displaced
+    /// by pushes it includes, and not among those it carries.
+    fn still_owed(&self, hd: &AcceptedHeader) -> Vec<Owed> {
+        let carried = crate::header::decode_redo(&hd.redo).unwrap_or_default();
+        self.candidate
+            .iter()
+            .flat_map(|c| c.redo.iter())
+            .chain(self.redo.iter())
+            .filter(|o| {
+                (hd.version == o.push || hd.parents.contains(&o.push))
+                    && !carried.contains(&o.entry)
+            })
+            .cloned()
+            .collect()
     }
 
     /// A proposal did not commit: it is proposed again.
@@ -372,13 +409,24 @@ impl Leader {
                 // A header this leader did not propose (or an earlier proposal of its own,
                 // from before the candidate took in more pushes: the same tree, but not their
                 // record or what they displaced): start over from it. Pushers retry; those the
-                // header named are answered at once, the others merged again.
+                // header named are answered at once, the others merged again. What the pushes
+                // it named displaced and it does not carry (entries beyond an earlier header's
+                // bound) is still owed, and goes with the next header.
                 self.candidate = other;
                 if self.merged.is_empty() && self.candidate.is_none() {
                     self.tip = head;
                 } else {
                     tracing::info!(number = %hd.number, "a header committed under this leader that it did not propose; starting over from it");
+                    let owed = self.still_owed(hd);
                     self.reset(head);
+                    for o in &owed {
+                        for t in o.entry.stored_trees() {
+                            if !self.extras.contains(&t) {
+                                self.extras.push(t);
+                            }
+                        }
+                    }
+                    self.redo = owed;
                 }
                 Vec::new()
             }

@@ -43,8 +43,9 @@ pub trait Log {
 }
 
 /// A log that commits every proposal when asked, numbering it as chorus-election does: the
-/// next MAJOR, the origin's rank as MINOR; re-proposing the head is idempotent, and a proposal
-/// built on an older head (its first parent is not the head) is refused.
+/// next MAJOR, the origin's rank as MINOR; re-proposing the head as it was proposed is
+/// idempotent, and a proposal built on an older head (its first parent is not the head) is
+/// refused.
 #[derive(Debug, Default)]
 pub struct ScriptedLog {
     pending: Vec<Proposal>,
@@ -63,11 +64,9 @@ impl Log for ScriptedLog {
     fn commit(&mut self, ranks: &BTreeMap<NodeId, u32>) -> Vec<AcceptedHeader> {
         let mut out = Vec::new();
         for p in std::mem::take(&mut self.pending) {
-            if self
-                .log
-                .last()
-                .is_some_and(|h| h.version == p.version && h.parents == p.parents)
-            {
+            if self.log.last().is_some_and(|h| {
+                h.version == p.version && h.parents == p.parents && h.redo == p.redo
+            }) {
                 continue;
             }
             if let (Some(head), Some(first)) = (self.built_on, p.parents.first())
