@@ -232,6 +232,85 @@ fn a_push_merged_while_a_timed_out_proposal_commits_keeps_its_displaced_side() {
     assert!(files.contains(&b_side), "B's side is back on every node");
 }
 
+/// Conflicting files in [`many_conflicts`]: what their losing lines displace takes four
+/// headers (64 KiB of redo entries each).
+const FILES: usize = 60;
+
+fn note(i: usize) -> String {
+    format!("notes/{i:02}.txt")
+}
+
+fn b_line(i: usize) -> String {
+    format!("b{i:02} {}\n", "b".repeat(1500))
+}
+
+/// A group whose members B and C have each changed every line of [`FILES`] files at once
+/// (scanned, nothing delivered yet): C's number is higher, so all of B's lines lose.
+fn many_conflicts() -> World {
+    let mut w = World::new(&[A, B, C], cfg());
+    for i in 0..FILES {
+        w.node_mut(A)
+            .folder_mut()
+            .write_file(&note(i), format!("base {i}\n").as_bytes());
+    }
+    w.scan(A);
+    assert!(w.run(10_000));
+    for i in 0..FILES {
+        w.node_mut(B)
+            .folder_mut()
+            .write_file(&note(i), b_line(i).as_bytes());
+        w.node_mut(C).folder_mut().write_file(
+            &note(i),
+            format!("c{i:02} {}\n", "c".repeat(1500)).as_bytes(),
+        );
+    }
+    w.scan(B);
+    w.scan(C);
+    w
+}
+
+/// Every one of B's lines is on A's redo stack.
+fn every_losing_line_is_on_the_redo_stack(w: &World) {
+    let stack: String = w
+        .node(A)
+        .engine()
+        .redo()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::to_string(&r.entry).unwrap())
+        .collect();
+    for i in 0..FILES {
+        assert!(
+            stack.contains(b_line(i).trim_end()),
+            "B's line in {} is on the redo stack",
+            note(i)
+        );
+    }
+}
+
+/// A merge that displaces more than two headers hold: the leader commits its tree with what
+/// one header holds, then headers that keep that tree and carry the rest. The group settles
+/// with C's lines everywhere and every one of B's on the redo stack.
+#[test]
+fn a_merge_displacing_more_than_two_headers_hold_commits_them_all() {
+    let mut w = many_conflicts();
+    assert!(w.run(10_000), "the group settles");
+    for id in [A, B, C] {
+        assert!(w.text(id, &note(7)).starts_with("c07 "));
+    }
+    every_losing_line_is_on_the_redo_stack(&w);
+    let carrying = w
+        .log
+        .headers()
+        .iter()
+        .filter(|h| !h.redo.is_empty())
+        .count();
+    assert!(
+        carrying >= 3,
+        "{carrying} headers carry the displaced lines"
+    );
+}
+
 /// As above, with more displaced than one header holds: the leader proposes part of what a
 /// candidate displaced and keeps the rest for the next header; its proposal times out, more is
 /// merged, and the earlier proposal commits. The rest belongs to pushes that header includes
@@ -239,29 +318,7 @@ fn a_push_merged_while_a_timed_out_proposal_commits_keeps_its_displaced_side() {
 /// reaches the redo stack.
 #[test]
 fn displaced_sides_beyond_one_header_survive_an_earlier_proposal_committing_late() {
-    const FILES: usize = 60;
-    let mut w = World::new(&[A, B, C], cfg());
-    let name = |i: usize| format!("notes/{i:02}.txt");
-    for i in 0..FILES {
-        w.node_mut(A)
-            .folder_mut()
-            .write_file(&name(i), format!("base {i}\n").as_bytes());
-    }
-    w.scan(A);
-    assert!(w.run(10_000));
-    // B and C change every file's line at once; C's number is higher, so B's lines lose.
-    let b_line = |i: usize| format!("b{i:02} {}\n", "b".repeat(1500));
-    for i in 0..FILES {
-        w.node_mut(B)
-            .folder_mut()
-            .write_file(&name(i), b_line(i).as_bytes());
-        w.node_mut(C).folder_mut().write_file(
-            &name(i),
-            format!("c{i:02} {}\n", "c".repeat(1500)).as_bytes(),
-        );
-    }
-    w.scan(B);
-    w.scan(C);
+    let mut w = many_conflicts();
     // The later of the two pushes is merged over the earlier one, displacing B's lines: the
     // leader proposes that merge (what it displaced, as far as one header holds).
     for _ in 0..1000 {
@@ -310,20 +367,6 @@ fn displaced_sides_beyond_one_header_survive_an_earlier_proposal_committing_late
     // Only the first proposal commits.
     w.log.lose(|p| p.parents.contains(&later));
     assert!(w.run(10_000), "the group settles");
-    let stack: String = w
-        .node(A)
-        .engine()
-        .redo()
-        .unwrap()
-        .iter()
-        .map(|r| serde_json::to_string(&r.entry).unwrap())
-        .collect();
-    for i in 0..FILES {
-        assert!(
-            stack.contains(b_line(i).trim_end()),
-            "B's line in {} is on the redo stack",
-            name(i)
-        );
-    }
+    every_losing_line_is_on_the_redo_stack(&w);
     assert_eq!(w.folder(B).read("later.txt").unwrap(), b"later\n");
 }
