@@ -330,3 +330,74 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, LogId};
+
+    use super::*;
+    use crate::types::VersionId;
+
+    fn header(version: u8, parent: u8, redo: &[u8]) -> Proposal {
+        Proposal {
+            version: VersionId([version; 32]),
+            parents: vec![VersionId([parent; 32])],
+            origin: 1,
+            created_at_ms: 0,
+            redo: redo.to_vec(),
+        }
+    }
+
+    /// Applies `requests` in order as log entries 1, 2, …; the MAJOR each got, if any.
+    fn apply(requests: Vec<Request>) -> Vec<Option<u64>> {
+        let mut chain = Chain::default();
+        requests
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let entry = Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
+                    payload: EntryPayload::Normal(r),
+                };
+                chain.apply(&entry).number.map(|n| n.major)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn accept_on_head_refuses_an_older_head_and_takes_the_head_again_only_as_proposed() {
+        use Request::AcceptOnHead as On;
+        assert_eq!(
+            apply(vec![
+                On(header(1, 0, b"")),
+                On(header(2, 1, b"")),
+                // Built on 1, which 2 replaced.
+                On(header(3, 1, b"")),
+                // The head again, as proposed: its number.
+                On(header(2, 1, b"")),
+                // The head's tree, naming the head alone, with redo entries: a new header; the
+                // same again: its number; with other entries: another new header.
+                On(header(2, 2, b"r1")),
+                On(header(2, 2, b"r1")),
+                On(header(2, 2, b"r2")),
+            ]),
+            [Some(1), Some(2), None, Some(2), Some(3), Some(3), Some(4)]
+        );
+    }
+
+    /// The entry of earlier builds replays as it did: any head, the head again by tree and
+    /// parents alone.
+    #[test]
+    fn accept_replays_as_earlier_builds_applied_it() {
+        use Request::Accept as Old;
+        assert_eq!(
+            apply(vec![
+                Old(header(1, 0, b"")),
+                Old(header(2, 1, b"")),
+                Old(header(3, 1, b"")),
+                Old(header(3, 1, b"other redo")),
+            ]),
+            [Some(1), Some(2), Some(3), Some(3)]
+        );
+    }
+}

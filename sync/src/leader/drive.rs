@@ -100,7 +100,13 @@ impl Leader {
             if due && majority(&c.stored) && c.extras.values().all(majority) {
                 c.proposed_at = Some(ctx.now);
                 let (p, rest) = proposal_of(c, ctx.now);
-                // Entries beyond one header's bound wait for the next header (never dropped).
+                // Entries beyond one header's bound wait for the next header (never dropped),
+                // and so do the stored trees they name.
+                for t in rest.iter().flat_map(|o| o.entry.stored_trees()) {
+                    if !self.extras.contains(&t) {
+                        self.extras.push(t);
+                    }
+                }
                 self.redo.splice(0..0, rest);
                 proposal = Some(p);
             }
@@ -134,6 +140,11 @@ impl Leader {
             None => {
                 self.tip.version != head.version || !self.merged.is_empty() || !self.redo.is_empty()
             }
+            // A candidate that only carries redo entries (the head's tree, naming the head
+            // alone) is proposed again as it is: renewed to a new tree, it would pass for a
+            // header built on the head after it commits late (the tree is the same), and
+            // carry its entries twice.
+            Some(c) if c.version == head.version && c.parents == [head.version] => false,
             Some(c) => {
                 c.proposed_at.is_none() && (c.version != self.tip.version || c.seq != self.seq)
             }

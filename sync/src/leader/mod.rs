@@ -37,11 +37,24 @@ struct Waiter {
 }
 
 /// A redo entry waiting for a header, and the pushed version whose merge displaced it: the
-/// entry is owed to the log as long as a header that includes that push does not carry it.
+/// entry is owed to the log as long as no header carries it, once a header that includes
+/// that push has committed (its pusher is answered then, and will not push it again).
 #[derive(Debug, Clone)]
 struct Owed {
     push: VersionId,
     entry: RedoEntry,
+    /// A header that includes `push` has committed.
+    committed: bool,
+}
+
+impl Owed {
+    fn new(push: VersionId, entry: RedoEntry) -> Self {
+        Owed {
+            push,
+            entry,
+            committed: false,
+        }
+    }
 }
 
 /// The entries of `owed`, as a header carries them.
@@ -292,17 +305,15 @@ impl Leader {
             e.displaced_from = tip.number;
             Some(e)
         });
-        self.redo
-            .extend(displaced.take(MAX_DISPLACED_PER_PUSH).map(|entry| Owed {
-                push: t.target,
-                entry,
-            }));
+        self.redo.extend(
+            displaced
+                .take(MAX_DISPLACED_PER_PUSH)
+                .map(|entry| Owed::new(t.target, entry)),
+        );
         self.tip = new_tip;
         self.tip_origin = t.from;
-        self.redo.extend(redo.into_iter().map(|entry| Owed {
-            push: t.target,
-            entry,
-        }));
+        self.redo
+            .extend(redo.into_iter().map(|entry| Owed::new(t.target, entry)));
         self.merged.push((t.target, self.seq));
         self.waiters.push(Waiter {
             peer: t.from,
@@ -348,20 +359,32 @@ impl Leader {
         }
     }
 
-    /// The redo entries of the candidate and those waiting that `hd` owes the log: displaced
-    /// by pushes it includes, and not among those it carries.
+    /// The redo entries of the candidate and those waiting that are still owed after `hd`:
+    /// displaced by pushes it (or an earlier header) includes, and not among those it carries.
     fn still_owed(&self, hd: &AcceptedHeader) -> Vec<Owed> {
-        let carried = crate::header::decode_redo(&hd.redo).unwrap_or_default();
-        self.candidate
+        let mut carried = crate::header::decode_redo(&hd.redo).unwrap_or_default();
+        let mut owed = Vec::new();
+        for o in self
+            .candidate
             .iter()
             .flat_map(|c| c.redo.iter())
             .chain(self.redo.iter())
-            .filter(|o| {
-                (hd.version == o.push || hd.parents.contains(&o.push))
-                    && !carried.contains(&o.entry)
-            })
-            .cloned()
-            .collect()
+        {
+            if !(o.committed || hd.version == o.push || hd.parents.contains(&o.push)) {
+                continue; // its push is not in yet: merged again, it is displaced again
+            }
+            // Each entry the header carries settles one owed entry (equal ones are distinct).
+            match carried.iter().position(|e| *e == o.entry) {
+                Some(i) => {
+                    carried.swap_remove(i);
+                }
+                None => owed.push(Owed {
+                    committed: true,
+                    ..o.clone()
+                }),
+            }
+        }
+        owed
     }
 
     /// A proposal did not commit: it is proposed again.
@@ -395,6 +418,11 @@ impl Leader {
                 self.waiters = waiting;
                 self.merged.retain(|(_, s)| *s > c.seq);
                 self.offers.clear();
+                // What waits for the next header is owed whatever header commits next, once
+                // its push is in.
+                for o in &mut self.redo {
+                    o.committed |= hd.version == o.push || hd.parents.contains(&o.push);
+                }
                 for v in &c.stored {
                     last_shared.insert(*v, hd.version);
                 }
