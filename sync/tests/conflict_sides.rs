@@ -94,17 +94,7 @@ fn the_losing_side_of_a_large_binary_conflict_is_restorable_on_every_node() {
         }
     }
     // Redo on C (neither side's author) brings A's file back.
-    w.request(C, |r, now| {
-        r.redo_entry(
-            now,
-            rec.seq,
-            false,
-            ChunkerParams::new(256, 1024, 4096).unwrap(),
-        )
-    })
-    .unwrap();
-    assert!(w.run(10_000));
-    let files: BTreeSet<Vec<u8>> = w.folder(A).contents().into_values().collect();
+    let files = redo_on(&mut w, C, rec.seq, A);
     assert!(
         files.contains(&ours),
         "A's displaced file is back on every node"
@@ -205,18 +195,24 @@ fn a_push_merged_while_a_timed_out_proposal_commits_keeps_its_displaced_side() {
         .unwrap()
         .pop()
         .expect("B's displaced side is on the redo stack");
-    w.request(A, |r, now| {
+    let files = redo_on(&mut w, A, rec.seq, C);
+    assert!(files.contains(&b_side), "B's side is back on every node");
+}
+
+/// The user of node `on` redoes entry `seq`; once the group settles, the files node `seen`
+/// holds.
+fn redo_on(w: &mut World, on: NodeId, seq: u64, seen: NodeId) -> BTreeSet<Vec<u8>> {
+    w.request(on, |r, now| {
         r.redo_entry(
             now,
-            rec.seq,
+            seq,
             false,
             ChunkerParams::new(256, 1024, 4096).unwrap(),
         )
     })
     .unwrap();
     assert!(w.run(10_000));
-    let files: BTreeSet<Vec<u8>> = w.folder(C).contents().into_values().collect();
-    assert!(files.contains(&b_side), "B's side is back on every node");
+    w.folder(seen).contents().into_values().collect()
 }
 
 /// Runs the group (delivering, committing when `commit`, letting time pass when nothing
