@@ -28,6 +28,8 @@ use redb::{Database, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use chorus_proto::header::{Placement, placement};
+
 use crate::types::{
     AcceptedHeader, Member, NodeId, Proposal, Request, Response, TypeConfig, VersionNumber,
 };
@@ -79,31 +81,26 @@ impl Chain {
         }
     }
 
-    /// Appends `p` as the next header and numbers it; the head again is answered with its
-    /// number. `on_head` refuses a proposal built on an older head, and takes the head again
-    /// only as proposed (its redo entries too: a header that carries only the redo entries one
-    /// header could not hold has the head's tree and names the head alone, as the head may).
+    /// Appends `p` as the next header and numbers it, unless it is the head again (answered
+    /// with the head's number) or, with `on_head`, built on an older head (refused): see
+    /// [`placement`].
     fn accept(&mut self, p: &Proposal, on_head: bool) -> Response {
-        if let Some(h) = &self.head
-            && h.version == p.version
-            && h.parents == p.parents
-            && (!on_head || h.redo == p.redo)
-        {
-            return Response {
-                number: Some(h.number),
-            };
-        }
-        if on_head
-            && let (Some(h), Some(first)) = (&self.head, p.parents.first())
-            && *first != h.version
-        {
-            tracing::info!(
-                version = ?p.version,
-                built_on = ?first,
-                head = ?h.version,
-                "a header built on an older head is refused; its leader merges again"
-            );
-            return Response { number: None };
+        match placement(self.head.as_ref(), p, on_head) {
+            Placement::Again(number) => {
+                return Response {
+                    number: Some(number),
+                };
+            }
+            Placement::Refused => {
+                tracing::info!(
+                    version = ?p.version,
+                    built_on = ?p.parents.first(),
+                    head = ?self.head.as_ref().map(|h| h.version),
+                    "a header built on an older head is refused; its leader merges again"
+                );
+                return Response { number: None };
+            }
+            Placement::Next => {}
         }
         self.len += 1;
         let number = VersionNumber {

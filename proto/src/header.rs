@@ -58,6 +58,38 @@ impl AcceptedHeader {
     }
 }
 
+/// Where the log puts a proposal, given its head: the rule chorus-election's state machine
+/// applies (and the sync engine's test log with it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// The head proposed again: answered with the head's number, nothing appended.
+    Again(VersionNumber),
+    /// Appended as the next header.
+    Next,
+    /// Refused: built on a head that another header has replaced since.
+    Refused,
+}
+
+/// Where a proposal goes on top of `head`. The head again (same tree and parents) is answered
+/// with its number. With `on_head` (the rule of what current builds propose) the head again
+/// must carry the same redo entries too (a header that carries only the redo entries one
+/// header could not hold keeps the head's tree and names the head alone, as the head may), and
+/// a proposal whose first parent is not the head is refused: committed, it would drop what the
+/// headers since it was built brought. Without `on_head` (what earlier builds wrote into their
+/// logs) every other proposal is appended. A proposal that names no parent is appended.
+pub fn placement(head: Option<&AcceptedHeader>, p: &Proposal, on_head: bool) -> Placement {
+    let Some(h) = head else {
+        return Placement::Next;
+    };
+    if h.version == p.version && h.parents == p.parents && (!on_head || h.redo == p.redo) {
+        return Placement::Again(h.number);
+    }
+    match p.parents.first() {
+        Some(first) if on_head && *first != h.version => Placement::Refused,
+        _ => Placement::Next,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -370,7 +370,7 @@ impl Leader {
             .flat_map(|c| c.redo.iter())
             .chain(self.redo.iter())
         {
-            if !(o.committed || hd.version == o.push || hd.parents.contains(&o.push)) {
+            if !(o.committed || hd.includes(&o.push)) {
                 continue; // its push is not in yet: merged again, it is displaced again
             }
             // Each entry the header carries settles one owed entry (equal ones are distinct).
@@ -421,7 +421,7 @@ impl Leader {
                 // What waits for the next header is owed whatever header commits next, once
                 // its push is in.
                 for o in &mut self.redo {
-                    o.committed |= hd.version == o.push || hd.parents.contains(&o.push);
+                    o.committed |= hd.includes(&o.push);
                 }
                 for v in &c.stored {
                     last_shared.insert(*v, hd.version);

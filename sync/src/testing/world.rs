@@ -13,8 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use chorus_chunking::{ChunkStore, MemStore, TreeManifest, VersionId};
-use chorus_proto::header::{AcceptedHeader, NodeId, Proposal};
+use chorus_chunking::{ChunkStore, MemStore, TreeManifest};
+use chorus_proto::header::{AcceptedHeader, NodeId, Placement, Proposal, placement};
 use chorus_proto::ids::VersionNumber;
 use chorus_proto::message::Message;
 
@@ -42,18 +42,18 @@ pub trait Log {
     fn headers(&self) -> &[AcceptedHeader];
 }
 
-/// A log that commits every proposal when asked, numbering it as chorus-election does: the
-/// next MAJOR, the origin's rank as MINOR; re-proposing the head as it was proposed is
-/// idempotent, and a proposal built on an older head (its first parent is not the head) is
-/// refused.
+/// A log that commits every proposal when asked, numbering it as chorus-election does (the
+/// next MAJOR, the origin's rank as MINOR) and placing it by the same rule
+/// ([`placement`](chorus_proto::header::placement), as for what current builds propose): the
+/// head proposed again as it was is not appended, a proposal built on an older head is refused.
 #[derive(Debug, Default)]
 pub struct ScriptedLog {
     pending: Vec<Proposal>,
     log: Vec<AcceptedHeader>,
-    /// The head proposals must be built on: the last header committed through the log (one
+    /// The head proposals are placed on: the last header committed through the log (one
     /// [`append`](Self::append)ed is a hostile leader's, which the honest leader never
     /// applied and so cannot build on).
-    built_on: Option<VersionId>,
+    head: Option<AcceptedHeader>,
 }
 
 impl Log for ScriptedLog {
@@ -64,14 +64,7 @@ impl Log for ScriptedLog {
     fn commit(&mut self, ranks: &BTreeMap<NodeId, u32>) -> Vec<AcceptedHeader> {
         let mut out = Vec::new();
         for p in std::mem::take(&mut self.pending) {
-            if self.log.last().is_some_and(|h| {
-                h.version == p.version && h.parents == p.parents && h.redo == p.redo
-            }) {
-                continue;
-            }
-            if let (Some(head), Some(first)) = (self.built_on, p.parents.first())
-                && *first != head
-            {
+            if placement(self.head.as_ref(), &p, true) != Placement::Next {
                 continue;
             }
             let h = AcceptedHeader {
@@ -82,7 +75,7 @@ impl Log for ScriptedLog {
                 created_at_ms: p.created_at_ms,
                 redo: p.redo,
             };
-            self.built_on = Some(h.version);
+            self.head = Some(h.clone());
             self.log.push(h.clone());
             out.push(h);
         }
