@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_chunking::{ChunkStore, MemStore};
+use chorus_chunking::MemStore;
 use chorus_election::ElectionConfig;
 use chorus_election::memnet::LinkFaults;
 use chorus_election::testing::Cluster;
@@ -213,20 +213,8 @@ async fn run(seed: u64) {
         );
     }
 
-    // Every edit is in the final tree or in a redo entry (history, to say where a lost one was).
+    // Every edit is in the final tree or in a redo entry.
     let engine = r.sims[&leader].engine();
-    let mut history = String::new();
-    for h in engine.headers().unwrap() {
-        for sim in r.sims.values() {
-            let e = sim.engine();
-            if let Some(tree) = e.manifest(&h.version).unwrap() {
-                for text in files_of(&tree, &*sim.chunks).values() {
-                    history.push_str(text);
-                }
-                break;
-            }
-        }
-    }
     // Redo entries: hunks as text, whole files (large hunks travel so) loaded by their chunks
     // from whichever node holds them.
     let mut redo = String::new();
@@ -242,18 +230,7 @@ async fn run(seed: u64) {
             };
             for f in files {
                 if let chorus_merge::redo::WholeContent::File { manifest, .. } = f {
-                    for holder in r.sims.values() {
-                        let bytes: Option<Vec<u8>> = manifest
-                            .chunks
-                            .iter()
-                            .map(|c| holder.chunks.get(&c.id).unwrap())
-                            .collect::<Option<Vec<Vec<u8>>>>()
-                            .map(|v| v.concat());
-                        if let Some(b) = bytes {
-                            redo.push_str(&String::from_utf8_lossy(&b));
-                            break;
-                        }
-                    }
+                    redo.push_str(&String::from_utf8_lossy(&r.bytes_of(manifest)));
                 }
             }
         }
@@ -290,7 +267,7 @@ async fn run(seed: u64) {
             report_lost(&r, t);
             panic!(
                 "seed {seed}: edit {t} is lost ({})",
-                if history.contains(&line) {
+                if accepted_text(&r, leader).contains(&line) {
                     "an accepted version held it; the tree dropped it with no redo entry"
                 } else {
                     "in no accepted version and no redo entry"
@@ -311,6 +288,23 @@ async fn run(seed: u64) {
     r.cluster.shutdown().await;
 }
 
+/// The text of every accepted version in the history of node `of`, each read from whichever
+/// node holds its tree: where a lost edit may still be found.
+fn accepted_text(r: &Run, of: u64) -> String {
+    let mut text = String::new();
+    for h in r.sims[&of].engine().headers().unwrap() {
+        for sim in r.sims.values() {
+            if let Some(tree) = sim.engine().manifest(&h.version).unwrap() {
+                for t in files_of(&tree, &*sim.chunks).values() {
+                    text.push_str(t);
+                }
+                break;
+            }
+        }
+    }
+    text
+}
+
 /// Prints the run's story and every version, on any node, that held the lost edit `token`.
 fn report_lost(r: &Run, token: &str) {
     eprintln!("seed {}: the trace of the run:", r.seed);
@@ -327,19 +321,8 @@ fn report_lost(r: &Run, token: &str) {
             let held: Vec<String> = tree
                 .iter()
                 .filter(|(_, e)| {
-                    e.manifest().is_some_and(|m| {
-                        let bytes: Vec<u8> = m
-                            .chunks
-                            .iter()
-                            .flat_map(|c| {
-                                r.sims
-                                    .values()
-                                    .find_map(|s| s.chunks.get(&c.id).ok().flatten())
-                                    .unwrap_or_default()
-                            })
-                            .collect();
-                        String::from_utf8_lossy(&bytes).contains(&line)
-                    })
+                    e.manifest()
+                        .is_some_and(|m| String::from_utf8_lossy(&r.bytes_of(m)).contains(&line))
                 })
                 .map(|(p, _)| p.as_str().to_owned())
                 .collect();

@@ -167,12 +167,7 @@ fn a_push_merged_while_a_timed_out_proposal_commits_keeps_its_displaced_side() {
     let b_pushed = w.tree(B).version_id();
     while w.deliver_one() {}
     // Then the proposer's timeout fires; Raft goes on with the proposal.
-    w.feed(
-        A,
-        Event::ProposeFailed {
-            version: first.version,
-        },
-    );
+    times_out(&mut w, &first);
     // (Its tree is offered again once the offers' retry time has passed.)
     let second = until_proposed(
         &mut w,
@@ -197,6 +192,12 @@ fn a_push_merged_while_a_timed_out_proposal_commits_keeps_its_displaced_side() {
         .expect("B's displaced side is on the redo stack");
     let files = redo_on(&mut w, A, rec.seq, C);
     assert!(files.contains(&b_side), "B's side is back on every node");
+}
+
+/// The leader's timeout for proposal `p` fires (it is told the proposal failed); Raft goes on
+/// with it.
+fn times_out(w: &mut World, p: &Proposal) {
+    w.feed(A, Event::ProposeFailed { version: p.version });
 }
 
 /// The user of node `on` redoes entry `seq`; once the group settles, the files node `seen`
@@ -341,12 +342,7 @@ fn displaced_sides_beyond_one_header_survive_an_earlier_proposal_committing_late
     w.edit(B, "later.txt", b"later\n");
     let later = w.tree(B).version_id();
     while w.deliver_one() {}
-    w.feed(
-        A,
-        Event::ProposeFailed {
-            version: first.version,
-        },
-    );
+    times_out(&mut w, &first);
     until_proposed(
         &mut w,
         false,
@@ -376,12 +372,7 @@ fn displaced_sides_survive_a_follow_up_header_timing_out() {
     );
     w.edit(B, "later.txt", b"later\n");
     while w.deliver_one() {}
-    w.feed(
-        A,
-        Event::ProposeFailed {
-            version: first.version,
-        },
-    );
+    times_out(&mut w, &first);
     assert!(w.run(10_000), "the group settles");
     every_losing_line_is_on_the_redo_stack(&w);
     assert_eq!(w.folder(C).read("later.txt").unwrap(), b"later\n");

@@ -189,6 +189,20 @@ pub fn short(v: &VersionId) -> String {
 }
 
 impl Run {
+    /// A file's bytes, each chunk from whichever node holds it (none left out: a chunk no
+    /// node holds reads as nothing).
+    pub fn bytes_of(&self, m: &chorus_chunking::FileManifest) -> Vec<u8> {
+        m.chunks
+            .iter()
+            .flat_map(|c| {
+                self.sims
+                    .values()
+                    .find_map(|s| s.chunks.get(&c.id).ok().flatten())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
     pub fn now(&self) -> u64 {
         self.start.elapsed().as_millis() as u64 + 1
     }
