@@ -31,4 +31,6 @@ pub use order::{Order, Side};
 pub use reapply::{reapply, reapply_beside};
 pub use redo::{Displaced, RedoEntry, RedoStack};
 pub use text::{MergeError, MergeOutcome, merge, merge_file};
-pub use tree::{ContentLoader, MergedContent, MergedEntry, Numbers, TreeMerge, merge_trees};
+pub use tree::{
+    ContentLoader, MergedContent, MergedEntry, Numbers, TreeMerge, merge_trees, merge_trees_ordered,
+};

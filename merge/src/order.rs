@@ -55,6 +55,22 @@ impl Order {
         }
     }
 
+    /// Orders two sides by number, equal numbers going to `tie`: for a caller that knows which
+    /// side a tie must favour (the leader: a push numbered like its tip builds on that
+    /// pusher's own earlier change, which set the tip's number, so it is the newer change).
+    pub fn favouring(ours: VersionNumber, theirs: VersionNumber, tie: Side) -> Order {
+        let winner = match ours.cmp(&theirs) {
+            std::cmp::Ordering::Less => Side::Theirs,
+            std::cmp::Ordering::Greater => Side::Ours,
+            std::cmp::Ordering::Equal => tie,
+        };
+        Order {
+            winner,
+            ours,
+            theirs,
+        }
+    }
+
     pub fn loser(&self) -> Side {
         self.winner.other()
     }
@@ -93,5 +109,9 @@ mod tests {
         // Equal numbers: the content decides, symmetrically.
         assert_eq!(Order::new(a, a, b"x", b"y").winner, Side::Theirs);
         assert_eq!(Order::new(a, a, b"y", b"x").winner, Side::Ours);
+        // A caller's tie rule decides equal numbers only.
+        assert_eq!(Order::favouring(a, a, Side::Theirs).winner, Side::Theirs);
+        assert_eq!(Order::favouring(a, a, Side::Ours).winner, Side::Ours);
+        assert_eq!(Order::favouring(b, a, Side::Theirs).winner, Side::Ours);
     }
 }

@@ -107,6 +107,19 @@ pub fn merge(
     mode: MergeMode,
 ) -> Result<MergeOutcome, MergeError> {
     let order = Order::new(ours_number, theirs_number, ours, theirs);
+    merge_in_order(base, ours, theirs, &order, mode)
+}
+
+/// [`merge`] with the winner already chosen: a file merged inside a tree merge follows the
+/// tree's order, so what a whole-file redo entry records as the loser is the side the file
+/// did not keep (with equal numbers, the file's own tie-break could pick the other side).
+pub(crate) fn merge_in_order(
+    base: &[u8],
+    ours: &[u8],
+    theirs: &[u8],
+    order: &Order,
+    mode: MergeMode,
+) -> Result<MergeOutcome, MergeError> {
     let clean = |result: &[u8]| MergeOutcome {
         mode,
         result: Bytes(result.to_vec()),
@@ -119,15 +132,15 @@ pub fn merge(
         return Ok(clean(theirs));
     }
     match mode {
-        MergeMode::Whole => Ok(merge_whole(ours, theirs, &order)),
-        MergeMode::Lines => merge_lines(base, ours, theirs, &order, Adjacent::Conflict),
+        MergeMode::Whole => Ok(merge_whole(ours, theirs, order)),
+        MergeMode::Lines => merge_lines(base, ours, theirs, order, Adjacent::Conflict),
         MergeMode::Chars => match (
             std::str::from_utf8(base),
             std::str::from_utf8(ours),
             std::str::from_utf8(theirs),
         ) {
-            (Ok(b), Ok(o), Ok(t)) => merge_chars(b, o, t, &order),
-            _ => Ok(merge_whole(ours, theirs, &order)),
+            (Ok(b), Ok(o), Ok(t)) => merge_chars(b, o, t, order),
+            _ => Ok(merge_whole(ours, theirs, order)),
         },
     }
 }

@@ -24,7 +24,7 @@ use chorus_chunking::{
 use crate::mode::{MAX_TEXT_SIZE, MergeMode, ModeRules};
 use crate::order::{Order, Side};
 use crate::redo::{Displaced, RedoEntry, WholeContent};
-use crate::text::{MergeError, merge};
+use crate::text::{MergeError, merge_in_order};
 
 /// Why content could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +88,8 @@ impl MergedEntry {
 /// The outcome of a tree merge.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct TreeMerge {
+    /// Which side won the conflicts: every path's, and every file's content merge, follow it.
+    pub order: Order,
     pub entries: BTreeMap<RelPath, MergedEntry>,
     /// What the merge displaced, each with its path.
     pub redo: Vec<RedoEntry>,
@@ -178,6 +180,19 @@ pub fn merge_trees(
         ours.version_id().as_bytes(),
         theirs.version_id().as_bytes(),
     );
+    merge_trees_ordered(base, ours, theirs, order, rules, loader)
+}
+
+/// [`merge_trees`] with the sides already ordered (see [`Order::favouring`]). One order
+/// decides every conflict of the merge, the content of each file included.
+pub fn merge_trees_ordered(
+    base: &TreeManifest,
+    ours: &TreeManifest,
+    theirs: &TreeManifest,
+    order: Order,
+    rules: &ModeRules,
+    loader: &dyn ContentLoader,
+) -> Result<TreeMerge, TreeMergeError> {
     let mut m = Merger {
         order,
         rules,
@@ -197,6 +212,7 @@ pub fn merge_trees(
     }
     m.fix_structure();
     Ok(TreeMerge {
+        order,
         entries: m.entries.into_iter().map(|(p, (e, _))| (p, e)).collect(),
         redo: m.redo,
         modes: m.modes,
@@ -433,17 +449,11 @@ impl Merger<'_> {
         let mode = configured.unwrap_or_else(|| {
             MergeMode::sniff(&[&base, &ours, &theirs], self.rules.single_document())
         });
-        let out = merge(
-            &base,
-            &ours,
-            &theirs,
-            self.order.ours,
-            self.order.theirs,
-            mode,
-        )
-        .map_err(|source| TreeMergeError::Merge {
-            path: path.clone(),
-            source,
+        let out = merge_in_order(&base, &ours, &theirs, &self.order, mode).map_err(|source| {
+            TreeMergeError::Merge {
+                path: path.clone(),
+                source,
+            }
         })?;
         self.modes.insert(path.clone(), out.mode);
         for mut e in out.redo {

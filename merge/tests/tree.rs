@@ -9,8 +9,8 @@ use chorus_merge::reapply::{Change, NewContent};
 use chorus_merge::redo::WholeContent;
 use chorus_merge::tree::LoadError;
 use chorus_merge::{
-    ContentLoader, Displaced, MergeMode, MergedContent, MergedEntry, ModeRules, Numbers, RedoStack,
-    TreeMerge, merge_trees,
+    ContentLoader, Displaced, MergeMode, MergedContent, MergedEntry, ModeRules, Numbers, Order,
+    RedoStack, Side, TreeMerge, merge_trees, merge_trees_ordered,
 };
 
 const OURS: VersionNumber = VersionNumber::new(7, 1);
@@ -549,6 +549,47 @@ mod random_trees {
                 }
             }
             prop_assert!(into_tree(&s, m).len() <= PATHS.len());
+        }
+
+        /// Equal numbers (two pushes of one node before it heard of a newer head): whichever
+        /// side wins, the file keeps one side and the redo entry holds the other, never the
+        /// winner twice. The contents and a second path vary so that the trees' order and the
+        /// files' own byte order disagree in some cases.
+        #[test]
+        fn with_equal_numbers_the_displaced_side_is_the_one_not_kept(
+            o in prop::collection::vec(any::<u8>(), 1..48),
+            t in prop::collection::vec(any::<u8>(), 1..48),
+            other in 0u8..4,
+            tie in prop::sample::select(vec![None, Some(Side::Ours), Some(Side::Theirs)]),
+        ) {
+            let s = MemStore::new();
+            // A NUL keeps every side binary: a whole-file merge.
+            let bin = |b: &[u8]| [&[0u8][..], b].concat();
+            let (ob, tb) = (bin(&o), bin(&t));
+            prop_assume!(ob != tb);
+            let base = tree(vec![("data.bin", file(&s, b"\0base", false)), ("other", file(&s, b"x", false))]);
+            let ours = tree(vec![("data.bin", file(&s, &ob, false)), ("other", file(&s, &[other], false))]);
+            let theirs = tree(vec![("data.bin", file(&s, &tb, false)), ("other", file(&s, b"x", false))]);
+            let n = VersionNumber::new(4, 1);
+            let rules = ModeRules::new(false);
+            let m = match tie {
+                None => merge_trees(&base, &ours, &theirs, Numbers { ours: n, theirs: n }, &rules, &s),
+                Some(side) => merge_trees_ordered(&base, &ours, &theirs, Order::favouring(n, n, side), &rules, &s),
+            }.unwrap();
+            if let Some(side) = tie {
+                prop_assert_eq!(m.order.winner, side);
+            }
+            let kept = bytes_of(&s, &m.entries[&p("data.bin")]);
+            let entry = m.redo.iter().find(|e| e.path == Some(p("data.bin"))).expect("a redo entry");
+            let Displaced::Whole { content: WholeContent::File { manifest, .. }, kept: Some(WholeContent::File { manifest: kept_manifest, .. }) } = &entry.what else {
+                panic!("a whole-file entry: {:?}", entry.what);
+            };
+            let displaced = s.load(manifest).unwrap();
+            prop_assert_eq!(&s.load(kept_manifest).unwrap(), &kept, "the entry's kept side is the file");
+            prop_assert_ne!(&displaced, &kept, "the displaced side is not what the file kept");
+            let winner = if m.order.winner == Side::Ours { &ob } else { &tb };
+            prop_assert_eq!(&kept, winner);
+            prop_assert!(displaced == ob || displaced == tb);
         }
     }
 }

@@ -194,6 +194,77 @@ fn a_push_merged_while_a_timed_out_proposal_commits_keeps_its_displaced_side() {
     assert!(files.contains(&b_side), "B's side is back on every node");
 }
 
+/// Two saves of one node reach the leader as two pushes with one number: the first waits in
+/// the leader's tip for its commit when the second comes (B's answer is late, so B pushes
+/// again, its newest change, built on the first). Meanwhile A changed the binary file the
+/// second save changes. The second push is B's newest change: it wins the file, A's side goes
+/// on the redo stack naming A, and redo brings A's bytes back. The contents vary, so that the
+/// trees' order and the files' byte order disagree in some runs: the file and the redo entry
+/// must follow one order (on the build before, in some runs both held A's bytes and B's
+/// change was gone). Half the runs let the first save commit before the second goes out: B's
+/// second push is numbered past the header that answered the first, and still wins.
+#[test]
+fn a_second_push_numbered_like_the_first_keeps_both_sides_of_a_binary_conflict() {
+    for seed in 0..8 {
+        let late = seed % 2 == 0;
+        let mut w = World::new(&[A, B, C], cfg());
+        w.edit(A, "data.bin", &binary(100 + seed, 1500));
+        w.edit(A, "notes.txt", b"plan\n");
+        assert!(w.run(10_000));
+        w.cut_off(B);
+        let a_side = binary(200 + seed, 1000);
+        w.edit(A, "data.bin", &a_side);
+        w.run(10_000);
+        let a_change = w.head(A);
+        // B saves the notes: once it is back, its push reaches the leader, which proposes it.
+        w.edit(B, "notes.txt", b"plan\nb's line\n");
+        let first = w.tree(B).version_id();
+        w.heal(B);
+        until_proposed(
+            &mut w,
+            false,
+            |p| p.parents.contains(&first),
+            "the leader proposes B's first save",
+        );
+        // B saves the binary file; the first save's commit is late, and B pushes again (or,
+        // in the other runs, B pushes it once the first is answered).
+        let b_side = binary(300 + seed, 2000);
+        w.edit(B, "data.bin", &b_side);
+        for _ in 0..if late { 40 } else { 0 } {
+            while w.deliver_one() {}
+            w.tick(100);
+        }
+        assert!(w.run(10_000), "the group settles");
+        for id in [A, B, C] {
+            assert!(
+                w.folder(id).read("data.bin").unwrap() == b_side,
+                "run {seed}: B's newest change wins on node {id}"
+            );
+        }
+        let stack = w.node(C).engine().redo().unwrap();
+        let entries: Vec<_> = stack
+            .iter()
+            .filter(|r| {
+                r.entry
+                    .path
+                    .as_ref()
+                    .is_some_and(|p| p.as_str() == "data.bin")
+            })
+            .collect();
+        assert_eq!(entries.len(), 1, "run {seed}: one conflict on data.bin");
+        let entry = &entries[0].entry;
+        assert!(entry.displaced_by > entry.displaced_from, "run {seed}");
+        if late {
+            assert_eq!(
+                entry.displaced_from.minor, a_change.minor,
+                "run {seed}: the entry names A, whose change it displaced: {entry:?}"
+            );
+        }
+        let files = redo_on(&mut w, C, entries[0].seq, A);
+        assert!(files.contains(&a_side), "run {seed}: A's side is back");
+    }
+}
+
 /// The leader's timeout for proposal `p` fires (it is told the proposal failed); Raft goes on
 /// with it.
 fn times_out(w: &mut World, p: &Proposal) {

@@ -7,7 +7,7 @@ use chorus_chunking::{
 };
 use chorus_merge::redo::{Displaced, WholeContent};
 use chorus_merge::tree::LoadError;
-use chorus_merge::{ContentLoader, Numbers, RedoEntry, merge_trees};
+use chorus_merge::{ContentLoader, Order, RedoEntry, Side, merge_trees_ordered};
 
 use crate::config::EngineConfig;
 use crate::step::EngineError;
@@ -33,6 +33,13 @@ pub(crate) struct Merged {
 
 /// Merges `theirs` (the push, numbered `theirs_number`) and `ours` (the tip, `ours_number`)
 /// from `base`; merged bytes are cut and stored in `chunks`, which is synced.
+///
+/// The higher number wins a conflict. Equal numbers mean the tip's number came from this
+/// pusher (a number's MINOR is a node's rank: the tip's number is that of a push it took in,
+/// or of the head, whose MINOR names the node whose push that header took in last): the push
+/// is this node's newer change, made after that one, so it wins the tie. Whichever side wins,
+/// one order decides every path and every file's content, so a redo entry always holds the
+/// side the merge did not keep.
 pub(crate) fn merge(
     ctx: &crate::ctx::Ctx<'_>,
     base: &TreeManifest,
@@ -42,26 +49,17 @@ pub(crate) fn merge(
     theirs_number: VersionNumber,
 ) -> Result<Merged, EngineError> {
     let (cfg, store, chunks) = (ctx.cfg, ctx.store, ctx.chunks);
-    let m = merge_trees(
-        base,
-        ours,
-        theirs,
-        Numbers {
-            ours: ours_number,
-            theirs: theirs_number,
-        },
-        &cfg.rules,
-        &Loader(chunks),
-    )
-    .map_err(EngineError::Merge)?;
+    let order = Order::favouring(ours_number, theirs_number, Side::Theirs);
+    let m = merge_trees_ordered(base, ours, theirs, order, &cfg.rules, &Loader(chunks))
+        .map_err(EngineError::Merge)?;
+    let loser = match m.order.loser() {
+        Side::Ours => ours,
+        Side::Theirs => theirs,
+    };
     let mut extras = Vec::new();
     let mut redo = Vec::with_capacity(m.redo.len());
     for e in &m.redo {
-        redo.push(store_large(
-            store,
-            compact(e, theirs_number, ours, theirs),
-            &mut extras,
-        )?);
+        redo.push(store_large(store, compact(e, loser), &mut extras)?);
     }
     let tree = m
         .into_manifest(|_, bytes| cut_and_store(cfg, chunks, bytes))
@@ -149,25 +147,15 @@ fn cut_and_store(
 /// retention as long as the redo entry exists.
 const MAX_INLINE_HUNK: usize = 2 << 10;
 
-/// A redo entry small enough for a header: a large displaced hunk becomes the loser's whole
-/// file by manifest. `theirs_number` tells which side lost.
-fn compact(
-    e: &RedoEntry,
-    theirs_number: VersionNumber,
-    ours: &TreeManifest,
-    theirs: &TreeManifest,
-) -> RedoEntry {
+/// A redo entry small enough for a header: a large displaced hunk becomes the whole file of
+/// `loser` (the side whose hunks the merge displaced) by manifest.
+fn compact(e: &RedoEntry, loser: &TreeManifest) -> RedoEntry {
     let Displaced::Hunk(h) = &e.what else {
         return e.clone();
     };
     if h.displaced.0.len() + h.before.0.len() + h.after.0.len() <= MAX_INLINE_HUNK {
         return e.clone();
     }
-    let loser = if e.displaced_from == theirs_number {
-        theirs
-    } else {
-        ours
-    };
     match e.path.as_ref().and_then(|p| loser.get(p)) {
         Some(Entry::File { mode, manifest }) => RedoEntry {
             path: e.path.clone(),

@@ -62,6 +62,42 @@ fn entries(owed: &[Owed]) -> Vec<RedoEntry> {
     owed.iter().map(|o| o.entry.clone()).collect()
 }
 
+/// The numbers of the changes in the tip: the head it grew from, and each push since.
+#[derive(Debug, Clone)]
+struct TipNumbers {
+    head: VersionNumber,
+    taken: Vec<(NodeId, VersionNumber)>,
+}
+
+impl TipNumbers {
+    fn at(head: VersionNumber) -> Self {
+        TipNumbers {
+            head,
+            taken: Vec::new(),
+        }
+    }
+
+    /// The number a merge gives the tip's side against a push from `from` numbered `number`.
+    /// The tip's own number unless the two tie: a tie means the tip's number is that pusher's
+    /// (a number's MINOR is a node's rank), and the push builds on that earlier push of its
+    /// own, so the tip's side of a conflict is someone else's change: the highest number of
+    /// the others (the head's, or another node's push). A conflict's redo entry then names
+    /// the node whose change it displaced.
+    fn against(&self, from: NodeId, number: VersionNumber, tip: VersionNumber) -> VersionNumber {
+        if number != tip {
+            return tip;
+        }
+        self.taken
+            .iter()
+            .filter(|(f, _)| *f != from)
+            .map(|(_, n)| *n)
+            .chain((self.head != number).then_some(self.head))
+            .filter(|n| *n < number)
+            .max()
+            .unwrap_or(tip)
+    }
+}
+
 /// The tip snapshot being replicated and proposed.
 #[derive(Debug, Clone)]
 struct Candidate {
@@ -124,6 +160,9 @@ pub(crate) struct Leader {
     tip_origin: NodeId,
     /// Pushed versions merged into the tip since the head, with their tip sequence number.
     merged: Vec<(VersionId, u64)>,
+    /// Who pushed what number into the tip since it last was a committed head, and that
+    /// head's number: what a conflict names as the tip's side when a push ties with the tip.
+    numbers: TipNumbers,
     /// What the merges since the last candidate displaced, and the entries of a proposed
     /// candidate beyond one header's bound (they go with the next header).
     redo: Vec<Owed>,
@@ -142,6 +181,7 @@ impl Leader {
             tip: head,
             tip_origin: me,
             merged: Vec::new(),
+            numbers: TipNumbers::at(head.number),
             redo: Vec::new(),
             extras: Vec::new(),
             seq: 0,
@@ -154,6 +194,7 @@ impl Leader {
     /// Starts over from `head`: nothing merged, nothing waiting (pushers retry).
     fn reset(&mut self, head: AcceptedRef) {
         self.tip = head;
+        self.numbers = TipNumbers::at(head.number);
         self.merged.clear();
         self.redo.clear();
         self.extras.clear();
@@ -280,7 +321,8 @@ impl Leader {
                 None => ctx.tree(base)?,
             };
             let ours = ctx.tree(tip.version)?;
-            let m = merge::merge(ctx, &base_tree, &ours, tip.number, &t.tree, t.number)?;
+            let ours_number = self.numbers.against(t.from, t.number, tip.number);
+            let m = merge::merge(ctx, &base_tree, &ours, ours_number, &t.tree, t.number)?;
             let id = ctx.store.put_and_keep(std::sync::Arc::new(m.tree))?;
             for e in m.extras {
                 if !self.extras.contains(&e) {
@@ -296,6 +338,7 @@ impl Leader {
             )
         };
         self.seq += 1;
+        self.numbers.taken.push((t.from, t.number));
         // What the push displaces on purpose is numbered here: by the push's number, over
         // the tip's; the leader keeps only entries for paths the pushed tree holds.
         let displaced = t.displaced.into_iter().filter_map(|mut e| {
@@ -412,6 +455,7 @@ impl Leader {
                 if self.tip.version == hd.version {
                     // The tip is now an accepted version: merges against it use its number.
                     self.tip.number = hd.number;
+                    self.numbers = TipNumbers::at(hd.number);
                 }
                 let (done, waiting): (Vec<Waiter>, Vec<Waiter>) =
                     self.waiters.iter().partition(|w| w.seq <= c.seq);
@@ -443,6 +487,7 @@ impl Leader {
                 self.candidate = other;
                 if self.merged.is_empty() && self.candidate.is_none() {
                     self.tip = head;
+                    self.numbers = TipNumbers::at(head.number);
                 } else {
                     tracing::info!(number = %hd.number, "a header committed under this leader that it did not propose; starting over from it");
                     let owed = self.still_owed(hd);
