@@ -227,6 +227,71 @@ impl RedoEntry {
     }
 }
 
+/// Redo entries larger than this, encoded, do not travel as they are: a header holds 64 KiB
+/// of them, a push what its own redo displaced.
+pub const MAX_INLINE_ENTRY: usize = 4 << 10;
+
+impl RedoEntry {
+    /// The size of the entry as it travels (JSON, as headers and pushes carry it).
+    pub fn encoded_len(&self) -> usize {
+        serde_json::to_vec(self).map_or(usize::MAX, |v| v.len())
+    }
+}
+
+/// `entries` made small enough to travel. A hunk larger than [`MAX_INLINE_ENTRY`] encoded
+/// (its context, the text that won and the common ancestor's count, not only what it
+/// displaced) becomes the whole file `loser` holds at its path, by chunk list: `loser` is the
+/// tree whose text the hunks displaced. When the entries together still exceed `budget`, every
+/// hunk of a path becomes that one whole-file entry. Equal entries are kept once. Entries of
+/// other kinds are returned as they are (their large contents are the caller's to store).
+pub fn compact(
+    entries: Vec<RedoEntry>,
+    loser: &chorus_chunking::TreeManifest,
+    budget: usize,
+) -> Vec<RedoEntry> {
+    let whole = |e: &RedoEntry| -> Option<RedoEntry> {
+        let Displaced::Hunk(_) = &e.what else {
+            return None;
+        };
+        match e.path.as_ref().and_then(|p| loser.get(p)) {
+            Some(Entry::File { mode, manifest }) => Some(RedoEntry {
+                what: Displaced::Whole {
+                    content: WholeContent::File {
+                        mode: *mode,
+                        manifest: manifest.clone(),
+                    },
+                    kept: None,
+                },
+                ..e.clone()
+            }),
+            _ => None,
+        }
+    };
+    let mut out: Vec<RedoEntry> = Vec::with_capacity(entries.len());
+    let push = |out: &mut Vec<RedoEntry>, e: RedoEntry| {
+        if !out.contains(&e) {
+            out.push(e);
+        }
+    };
+    for e in entries {
+        let e = if e.encoded_len() > MAX_INLINE_ENTRY {
+            whole(&e).unwrap_or(e)
+        } else {
+            e
+        };
+        push(&mut out, e);
+    }
+    if out.iter().map(RedoEntry::encoded_len).sum::<usize>() <= budget {
+        return out;
+    }
+    let mut collapsed = Vec::with_capacity(out.len());
+    for e in out {
+        let e = whole(&e).unwrap_or(e);
+        push(&mut collapsed, e);
+    }
+    collapsed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +305,75 @@ mod tests {
             after: Bytes(b"c\n".to_vec()),
             base: None,
         }
+    }
+
+    #[test]
+    fn large_hunks_travel_as_the_losers_whole_file_and_many_collapse_into_one() {
+        let manifest =
+            chorus_chunking::chunker::chunk_bytes(b"the loser's file\n", Default::default());
+        let path = RelPath::new("doc.txt").unwrap();
+        let loser = chorus_chunking::TreeManifest::from_entries([(
+            path.clone(),
+            Entry::File {
+                mode: Mode::FILE,
+                manifest: manifest.clone(),
+            },
+        )])
+        .unwrap();
+        let entry = |h: HunkRedo| RedoEntry {
+            path: Some(path.clone()),
+            displaced_by: VersionNumber::new(3, 2),
+            displaced_from: VersionNumber::new(3, 1),
+            what: Displaced::Hunk(h),
+        };
+        let whole = entry(hunk());
+        let whole = RedoEntry {
+            what: Displaced::Whole {
+                content: WholeContent::File {
+                    mode: Mode::FILE,
+                    manifest,
+                },
+                kept: None,
+            },
+            ..whole
+        };
+        // Small: as it is.
+        assert_eq!(
+            compact(vec![entry(hunk())], &loser, usize::MAX),
+            vec![entry(hunk())]
+        );
+        // What won or the common ancestor large, what was displaced small: the whole file.
+        for big in [
+            HunkRedo {
+                kept: Bytes(vec![b'k'; 40_000]),
+                ..hunk()
+            },
+            HunkRedo {
+                base: Some(Bytes(vec![b'b'; 40_000])),
+                ..hunk()
+            },
+            HunkRedo {
+                displaced: Bytes(vec![0xfe; 5_000]),
+                ..hunk()
+            },
+        ] {
+            assert_eq!(
+                compact(vec![entry(big)], &loser, usize::MAX),
+                vec![whole.clone()]
+            );
+        }
+        // Many small hunks of one file beyond the budget: one whole-file entry.
+        let many: Vec<RedoEntry> = (0..100)
+            .map(|i| {
+                entry(HunkRedo {
+                    line: i,
+                    displaced: Bytes(vec![b'd'; 1_000]),
+                    ..hunk()
+                })
+            })
+            .collect();
+        assert_eq!(compact(many.clone(), &loser, 64 << 10), vec![whole]);
+        assert_eq!(compact(many.clone(), &loser, usize::MAX), many);
     }
 
     #[test]

@@ -448,3 +448,67 @@ fn displaced_sides_survive_a_follow_up_header_timing_out() {
     every_losing_line_is_on_the_redo_stack(&w);
     assert_eq!(w.folder(C).read("later.txt").unwrap(), b"later\n");
 }
+
+/// A conflict whose displaced change is small but whose context is large: B (numbered below
+/// C) deletes a 40 KiB block of lines while C changes one line inside it. C's change wins; the
+/// redo entry for B's deletion holds the region as C kept it and as it was, far more than a
+/// header holds. It must still reach the redo stack (as B's whole file, by reference), and the
+/// group must go on committing: before, the entry could not fit any header, the leader
+/// proposed the same header-less follow-up forever, and nothing committed for anyone again.
+#[test]
+fn a_small_displaced_change_with_a_large_context_reaches_the_redo_stack_and_the_group_goes_on() {
+    let mut w = World::new(&[A, B, C], cfg());
+    let line = |i: usize| format!("line {i:04} {}\n", "x".repeat(40));
+    let block: String = (0..1000).map(line).collect();
+    let base = format!("top\n{block}bottom\n");
+    w.edit(A, "doc.txt", base.as_bytes());
+    assert!(w.run(10_000));
+    let deleted = "top\nbottom\n";
+    let changed = base.replace(&line(500), "line 0500 changed by C\n");
+    w.node_mut(B)
+        .folder_mut()
+        .write_file("doc.txt", deleted.as_bytes());
+    w.node_mut(C)
+        .folder_mut()
+        .write_file("doc.txt", changed.as_bytes());
+    w.scan(B);
+    w.scan(C);
+    assert!(w.run(10_000), "the group settles");
+    for id in [A, B, C] {
+        assert_eq!(
+            w.text(id, "doc.txt"),
+            changed,
+            "C's change wins on node {id}"
+        );
+    }
+    // The group goes on: a later save commits.
+    w.edit(A, "later.txt", b"later\n");
+    assert!(w.run(10_000), "the group settles again");
+    for id in [A, B, C] {
+        assert_eq!(w.folder(id).read("later.txt").unwrap(), b"later\n");
+    }
+    for h in w.log.headers() {
+        assert!(
+            h.redo.len() <= chorus_proto::header::MAX_REDO_BYTES,
+            "a header within its bound"
+        );
+    }
+    let rec = w
+        .node(C)
+        .engine()
+        .redo()
+        .unwrap()
+        .into_iter()
+        .find(|r| {
+            r.entry
+                .path
+                .as_ref()
+                .is_some_and(|p| p.as_str() == "doc.txt")
+        })
+        .expect("B's deletion is on the redo stack");
+    let files = redo_on(&mut w, A, rec.seq, C);
+    assert!(
+        files.iter().any(|f| f == deleted.as_bytes()),
+        "redo brings B's side back"
+    );
+}

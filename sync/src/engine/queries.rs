@@ -48,7 +48,16 @@ impl Engine {
     /// The local work displaces these changes on purpose (a redo): they ride with its pushes,
     /// and the leader puts them on the redo stack with the version that takes the work in.
     pub fn note_displaced(&mut self, entries: Vec<chorus_merge::RedoEntry>) {
-        self.follower.s.displaced.extend(entries);
+        let d = &mut self.follower.s.displaced;
+        d.extend(entries);
+        // A push carries at most a header's bound of them (the leader refuses more): beyond
+        // it, the oldest go (what they displaced is in the history, as the version before).
+        while d.len() > 1
+            && crate::header::encode_redo(d).len() > chorus_proto::header::MAX_REDO_BYTES / 2
+        {
+            let e = d.remove(0);
+            tracing::warn!(path = ?e.path, "more displaced by redos than a push carries: the oldest entry is left to the history");
+        }
     }
 
     /// Asks the other members for a version this node lacks (a conflict's stored tree that a

@@ -223,6 +223,15 @@ fn backoff_ms(retry_ms: u64, o: &OfferSent) -> u64 {
 /// The header proposal of a candidate, with as many of its redo entries as fit the header's
 /// bound; the rest are returned, for the next header.
 fn proposal_of(c: &mut Candidate, now: u64) -> (Proposal, Vec<Owed>) {
+    // An entry no header can hold would keep every later header waiting: merges make their
+    // entries small (large sides by reference), so only a push's own claim can be one.
+    c.redo.retain(|o| {
+        let fits = encode_redo(std::slice::from_ref(&o.entry)).len() <= MAX_REDO_BYTES;
+        if !fits {
+            tracing::error!(path = ?o.entry.path, "a redo entry larger than a header holds is left out");
+        }
+        fits
+    });
     let all = entries(&c.redo);
     let mut kept = all.len();
     let mut redo = encode_redo(&all);

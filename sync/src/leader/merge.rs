@@ -6,12 +6,11 @@ use chorus_chunking::{
     ChunkId, ChunkRef, ChunkStore, Entry, FileManifest, TreeManifest, VersionId, VersionNumber,
 };
 use chorus_merge::redo::{Displaced, WholeContent};
-use chorus_merge::tree::LoadError;
+use chorus_merge::tree::{LoadError, TreeMergeError};
 use chorus_merge::{ContentLoader, Order, RedoEntry, Side, merge_trees_ordered};
 
 use crate::config::EngineConfig;
 use crate::step::EngineError;
-use crate::store::SyncStore;
 
 /// The chunk store as a merge's content loader.
 pub struct Loader<'a>(pub &'a dyn ChunkStore);
@@ -48,18 +47,19 @@ pub(crate) fn merge(
     theirs: &TreeManifest,
     theirs_number: VersionNumber,
 ) -> Result<Merged, EngineError> {
-    let (cfg, store, chunks) = (ctx.cfg, ctx.store, ctx.chunks);
+    let (cfg, chunks) = (ctx.cfg, ctx.chunks);
     let order = Order::favouring(ours_number, theirs_number, Side::Theirs);
-    let m = merge_trees_ordered(base, ours, theirs, order, &cfg.rules, &Loader(chunks))
+    let mut m = merge_trees_ordered(base, ours, theirs, order, &cfg.rules, &Loader(chunks))
         .map_err(EngineError::Merge)?;
     let loser = match m.order.loser() {
         Side::Ours => ours,
         Side::Theirs => theirs,
     };
     let mut extras = Vec::new();
-    let mut redo = Vec::with_capacity(m.redo.len());
-    for e in &m.redo {
-        redo.push(store_large(store, compact(e, loser), &mut extras)?);
+    let displaced = std::mem::take(&mut m.redo);
+    let mut redo = Vec::with_capacity(displaced.len());
+    for e in chorus_merge::redo::compact(displaced, loser, usize::MAX) {
+        redo.push(store_large(ctx, e, &mut extras)?);
     }
     let tree = m
         .into_manifest(|_, bytes| cut_and_store(cfg, chunks, bytes))
@@ -72,18 +72,39 @@ pub(crate) fn merge(
 /// stays a few hundred bytes whatever the size of the files a conflict displaced.
 const INLINE_CHUNKS: usize = 32;
 
+/// Merged bytes above this size travel as a file by chunk list (or stored tree), not inline.
+const MAX_INLINE_BYTES: usize = 1 << 10;
+
 /// Replaces each large file an entry carries by chunk list with a reference to a one-entry
 /// tree holding it, stored here (and named in `extras`, to be offered to every member): both
-/// sides of a conflict stay restorable, on every node, whatever their size.
+/// sides of a conflict stay restorable, on every node, whatever their size. Merged bytes an
+/// entry carries (a merged file a directory displaced) are cut and stored first, unless small.
 fn store_large(
-    store: &SyncStore,
+    ctx: &crate::ctx::Ctx<'_>,
     e: RedoEntry,
     extras: &mut Vec<VersionId>,
 ) -> Result<RedoEntry, EngineError> {
+    let (cfg, store, chunks) = (ctx.cfg, ctx.store, ctx.chunks);
     let Some(path) = e.path.clone() else {
         return Ok(e);
     };
     let mut hold = |c: WholeContent| -> Result<WholeContent, EngineError> {
+        let c = match c {
+            WholeContent::Bytes(b) if b.0.len() > MAX_INLINE_BYTES => {
+                let manifest = cut_and_store(cfg, chunks, &b.0).map_err(|e| {
+                    EngineError::Merge(TreeMergeError::Load {
+                        path: path.clone(),
+                        source: e,
+                    })
+                })?;
+                chunks.sync()?;
+                WholeContent::File {
+                    mode: chorus_chunking::Mode::FILE,
+                    manifest,
+                }
+            }
+            other => other,
+        };
         match c {
             WholeContent::File { mode, manifest } if manifest.chunks.len() > INLINE_CHUNKS => {
                 let tree =
@@ -140,35 +161,4 @@ fn cut_and_store(
     Ok(FileManifest {
         chunks: refs.into(),
     })
-}
-
-/// Displaced hunks above this size travel in the header as the loser's whole file (its chunk
-/// ids), not as text: headers stay far below their bound, and the chunks are kept by history
-/// retention as long as the redo entry exists.
-const MAX_INLINE_HUNK: usize = 2 << 10;
-
-/// A redo entry small enough for a header: a large displaced hunk becomes the whole file of
-/// `loser` (the side whose hunks the merge displaced) by manifest.
-fn compact(e: &RedoEntry, loser: &TreeManifest) -> RedoEntry {
-    let Displaced::Hunk(h) = &e.what else {
-        return e.clone();
-    };
-    if h.displaced.0.len() + h.before.0.len() + h.after.0.len() <= MAX_INLINE_HUNK {
-        return e.clone();
-    }
-    match e.path.as_ref().and_then(|p| loser.get(p)) {
-        Some(Entry::File { mode, manifest }) => RedoEntry {
-            path: e.path.clone(),
-            displaced_by: e.displaced_by,
-            displaced_from: e.displaced_from,
-            what: Displaced::Whole {
-                content: WholeContent::File {
-                    mode: *mode,
-                    manifest: manifest.clone(),
-                },
-                kept: None,
-            },
-        },
-        _ => e.clone(),
-    }
 }

@@ -403,16 +403,22 @@ impl<F: Folder> Replica<F> {
         let target = TreeManifest::from_entries(entries)
             .map_err(|e| Refusal::conflict(format!("redo entry {seq}: {e}")))?;
         let target = self.without_ignored(target, &disk)?;
-        // What the redo displaces in turn rides with the version it makes, onto the redo stack.
-        let displaced = re.displaced.len();
-        self.engine.note_displaced(re.displaced);
+        // What the redo displaces in turn rides with the version it makes, onto the redo stack,
+        // small enough for a push to carry (large hunks as the file they displaced, by chunks).
+        let displaced = chorus_merge::redo::compact(
+            re.displaced,
+            &disk,
+            chorus_proto::header::MAX_REDO_BYTES / 4,
+        );
+        let count = displaced.len();
+        self.engine.note_displaced(displaced);
         let changed = self.write_tree(now, &disk, &target, &mut out)?;
         self.notices.push(Notice::History {
             kind: "redone",
             detail: json!({"entry": seq, "path": path.to_string(), "in_place": re.in_place}),
         });
         Ok((
-            json!({"entry": seq, "path": path.to_string(), "in_place": re.in_place, "changed": changed, "displaced": displaced}),
+            json!({"entry": seq, "path": path.to_string(), "in_place": re.in_place, "changed": changed, "displaced": count}),
             out,
         ))
     }
