@@ -512,3 +512,37 @@ fn a_small_displaced_change_with_a_large_context_reaches_the_redo_stack_and_the_
         "redo brings B's side back"
     );
 }
+
+/// The losing side of a conflict on a small binary file (a few chunks, carried in the header by
+/// chunk list) is restorable on a node that neither made it nor led the merge: its chunks
+/// reach the members with the header, as a large file's do.
+#[test]
+fn the_losing_side_of_a_small_binary_conflict_is_restorable_on_a_third_node() {
+    let mut w = World::new(&[A, B, C], cfg());
+    w.edit(A, "small.bin", &binary(11, 3_000));
+    assert!(w.run(10_000));
+    let b_side = binary(12, 2_000);
+    let c_side = binary(13, 2_500);
+    w.node_mut(B).folder_mut().write_file("small.bin", &b_side);
+    w.node_mut(C).folder_mut().write_file("small.bin", &c_side);
+    w.scan(B);
+    w.scan(C);
+    assert!(w.run(10_000), "the group settles");
+    for id in [A, B, C] {
+        assert_eq!(
+            w.folder(id).read("small.bin").unwrap(),
+            c_side,
+            "C's side wins"
+        );
+    }
+    let rec = w
+        .node(C)
+        .engine()
+        .redo()
+        .unwrap()
+        .pop()
+        .expect("B's side is on the redo stack");
+    // C brings B's side back: C never held it, and A (the leader) merged it.
+    let files = redo_on(&mut w, C, rec.seq, A);
+    assert!(files.contains(&b_side), "B's side is back on every node");
+}
