@@ -396,3 +396,51 @@ fn a_sparse_file_stays_sparse_on_the_other_machines() {
         on_b.blocks() * 512
     );
 }
+
+/// A save made while the machine cannot reach a leader (the other machine of a two-machine
+/// group is stopped), then `chorus restore` and `chorus undo`: written over at once, the save
+/// would be in no version the group ever sees. Both are refused, saying why and what to do, and
+/// the save stays; once the other machine is back the save reaches it, and the restore works.
+#[test]
+fn restore_and_undo_wait_for_a_save_no_leader_has_taken() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    std::fs::write(g.file(a, "f.txt"), "one\n").unwrap();
+    g.wait_everywhere("f.txt", b"one\n");
+    g.wait_converged();
+    let first = g.head(a);
+    std::fs::write(g.file(a, "f.txt"), "two\n").unwrap();
+    g.wait_everywhere("f.txt", b"two\n");
+    g.wait_converged();
+    g.stop(a);
+    std::fs::write(g.file(b, "g.txt"), "saved while a is down\n").unwrap();
+    for args in [vec!["restore", first.as_str()], vec!["undo"]] {
+        let mut all = args.clone();
+        all.extend(["--folder", g.path(b)]);
+        let out = cli_in(None, &all);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && said.contains("not accepted") && said.contains("settled"),
+            "`chorus {}` is refused while the save is not accepted: {said}",
+            args[0]
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(g.file(b, "g.txt")).unwrap(),
+        "saved while a is down\n"
+    );
+    g.restart(a);
+    g.wait_everywhere("g.txt", b"saved while a is down\n");
+    g.wait_converged();
+    let with_save = g.head(a);
+    g.ask(b, &["restore", &first]);
+    g.wait_everywhere("f.txt", b"one\n");
+    g.wait_missing_everywhere("g.txt");
+    g.wait_converged();
+    // The save is in the history the group shares.
+    assert_eq!(
+        g.ask(a, &["show", &with_save, "g.txt"]),
+        "saved while a is down\n"
+    );
+}

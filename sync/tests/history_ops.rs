@@ -385,3 +385,41 @@ proptest! {
         }
     }
 }
+
+/// A save made while no leader can be reached, then `restore` or `undo`: written over at once,
+/// the save would be in no version the group ever sees (the version holding it superseded
+/// before it was sent). The command is refused, saying why, until the save is accepted; the
+/// save reaches every node, and the command then works.
+#[test]
+fn history_operations_wait_for_saves_the_group_has_not_accepted() {
+    for restore in [true, false] {
+        let mut w = World::new(&[A, B], cfg());
+        w.edit(A, "f.txt", b"one");
+        settle(&mut w);
+        let first = w.head(A);
+        w.edit(A, "f.txt", b"two");
+        settle(&mut w);
+        w.cut_off(B);
+        w.edit(B, "g.txt", b"saved while cut off");
+        let op = |w: &mut World| {
+            if restore {
+                w.request(B, |r, now| r.restore(now, &first.to_string(), None, false))
+                    .map(drop)
+                    .map_err(|e| e.message)
+            } else {
+                undo(w, B).map(drop)
+            }
+        };
+        let refused = op(&mut w).expect_err("refused while the save is not accepted");
+        assert!(refused.contains("not accepted"), "{refused}");
+        assert_eq!(text(&w, B, "g.txt").as_deref(), Some("saved while cut off"));
+        w.heal(B);
+        settle(&mut w);
+        assert_eq!(text(&w, A, "g.txt").as_deref(), Some("saved while cut off"));
+        op(&mut w).expect("once accepted, the command works");
+        settle(&mut w);
+        if restore {
+            assert_eq!(text(&w, A, "f.txt").as_deref(), Some("one"));
+        }
+    }
+}

@@ -87,6 +87,14 @@ impl<F: Folder> Replica<F> {
                     .map_err(Refusal::failed)?,
             );
         }
+        if self.engine.work().is_some() {
+            // Written over now, changes the group has not taken in would be kept nowhere: the
+            // version that holds them would be superseded before it was ever sent.
+            self.outbox.append(out);
+            return Err(Refusal::conflict(
+                "the share has changes the group has not accepted yet (they are being sent, or wait for a leader): run the command again once `chorus status` shows settled",
+            ));
+        }
         Ok(tree)
     }
 
