@@ -54,6 +54,13 @@ pub trait ChunkStore: Send + Sync {
         Ok(out)
     }
 
+    /// The chunk's length, `None` when absent: what a reference naming the chunk must say
+    /// (a reference whose length lies would make a reader write or load far more, or less,
+    /// than its manifest declares). Stores answer it without reading the chunk when they can.
+    fn len_of(&self, id: &ChunkId) -> Result<Option<u32>, Error> {
+        Ok(self.get(id)?.map(|b| b.len() as u32))
+    }
+
     /// The chunk's bytes, or an error naming it when absent.
     fn require(&self, id: &ChunkId) -> Result<Vec<u8>, Error> {
         self.get(id)?.ok_or(Error::Missing { id: *id })
@@ -177,6 +184,10 @@ impl MemStore {
 impl ChunkStore for MemStore {
     fn contains(&self, id: &ChunkId) -> Result<bool, Error> {
         Ok(self.lock().contains_key(id))
+    }
+
+    fn len_of(&self, id: &ChunkId) -> Result<Option<u32>, Error> {
+        Ok(self.lock().get(id).map(|b| b.len() as u32))
     }
 
     fn get(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, Error> {
@@ -799,6 +810,36 @@ impl ChunkStore for DiskStore {
         Ok(self.checked(id)?.map(Checked::bytes))
     }
 
+    /// From the record's header (a raw record's length, a frame's stated content size)
+    /// without reading its body; a record that states neither is read whole.
+    fn len_of(&self, id: &ChunkId) -> Result<Option<u32>, Error> {
+        let Some(loc) = self.locate(id)? else {
+            return Ok(None);
+        };
+        let file = self.reader(loc.pack)?;
+        let mut head = [0u8; RECORD_HEADER + 18];
+        let n = (loc.len as usize).min(head.len());
+        if std::os::unix::fs::FileExt::read_exact_at(&*file, &mut head[..n], loc.offset).is_ok()
+            && n > RECORD_HEADER
+            && head[..32] == id.0
+        {
+            let len = u32::from_le_bytes([head[33], head[34], head[35], head[36]]);
+            match head[32] {
+                RAW => return Ok(Some(len)),
+                ZSTD => {
+                    if let Ok(Some(size)) =
+                        zstd::zstd_safe::get_frame_content_size(&head[RECORD_HEADER..n])
+                        && size <= MAX_CHUNK
+                    {
+                        return Ok(Some(size as u32));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(self.get(id)?.map(|b| b.len() as u32))
+    }
+
     /// The record's own frame, once its content is checked: sending a chunk costs no
     /// compression.
     fn get_packed(&self, id: &ChunkId) -> Result<Option<Packed>, Error> {
@@ -915,9 +956,18 @@ mod tests {
                 s.put(&id, bytes).unwrap();
                 assert!(s.contains(&id).unwrap());
                 assert_eq!(s.get(&id).unwrap().as_deref(), Some(bytes));
+                assert_eq!(s.len_of(&id).unwrap(), Some(bytes.len() as u32));
             }
             s.sync().unwrap();
             assert_eq!(s.ids().unwrap().len(), 3);
+            // Lengths read back from the index and the records, compressed or raw.
+            for bytes in [&compressible[..], &random[..], b""] {
+                assert_eq!(
+                    s.len_of(&ChunkId::of(bytes)).unwrap(),
+                    Some(bytes.len() as u32)
+                );
+            }
+            assert_eq!(s.len_of(&ChunkId::of(b"never stored")).unwrap(), None);
             let id = ChunkId::of(b"");
             s.remove(&id).unwrap();
             s.remove(&id).unwrap();

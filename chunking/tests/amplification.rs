@@ -575,3 +575,108 @@ fn many_tiny_chunks_declaring_large_sizes_are_refused() {
     ));
     assert!(small.is_empty());
 }
+
+// ---- References whose lengths lie ----
+
+/// A target of one file naming `chunk` (stored here) `times` times, each reference saying it
+/// is `says` bytes long: the delta that builds it from `base` through an external reference.
+fn lying_delta(base: &TreeManifest, chunk: &[u8], says: u32, times: usize) -> proto::Delta {
+    let id = ChunkId::of(chunk);
+    let lie = ChunkRef { id, len: says };
+    let target = TreeManifest::from_entries(base.entries().clone().into_iter().chain([(
+        RelPath::new("p".to_string()).unwrap(),
+        Entry::File {
+            mode: Mode::new(0o644).unwrap(),
+            manifest: FileManifest {
+                chunks: vec![lie; times].into(),
+            },
+        },
+    )]))
+    .unwrap();
+    let n_base = base
+        .entries()
+        .values()
+        .filter_map(Entry::manifest)
+        .flat_map(|m| m.chunks.iter().map(|c| c.id))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len() as u64;
+    let mut d = delta(
+        base,
+        vec![file_change(
+            "p",
+            (0..times).flat_map(|_| [n_base, 1]).collect(),
+        )],
+        vec![],
+    );
+    d.target = Some(target.version_id().to_proto());
+    d.external = vec![lie.to_proto()];
+    d
+}
+
+#[test]
+fn external_references_whose_lengths_lie_are_refused() {
+    // A 1 MiB chunk the receiver holds, named 4,096 times by 1-byte references: a 4 KiB file
+    // by its manifest that loads or writes 4 GiB. Also one reference longer than the chunk.
+    for (says, times) in [(1u32, 4096usize), ((1 << 20) + 1, 1)] {
+        let store = Counting::default();
+        let big = vec![0x5au8; 1 << 20];
+        store.put(&ChunkId::of(&big), &big).unwrap();
+        let base = tree_of("a", &[b"hello".to_vec()], &store);
+        let d = lying_delta(&base, &big, says, times);
+        match apply(&d, Some(&base), &store, &ApplyLimits::default()) {
+            Err(ApplyError::Invalid(m)) => assert!(m.contains("it is 1048576"), "{m}"),
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("a lying length must be refused; it applied"),
+        }
+    }
+    // The honest length applies.
+    let store = Counting::default();
+    let big = vec![0x5au8; 1 << 20];
+    store.put(&ChunkId::of(&big), &big).unwrap();
+    let base = tree_of("a", &[b"hello".to_vec()], &store);
+    let d = lying_delta(&base, &big, 1 << 20, 3);
+    apply(&d, Some(&base), &store, &ApplyLimits::default()).expect("honest references apply");
+}
+
+#[test]
+fn a_sent_base_whose_lengths_lie_is_refused() {
+    // The base comes with the delta (the receiver lacks it) and names a held 1 MiB chunk as
+    // 1 byte; the target names that base chunk 4,096 times.
+    let store = Counting::default();
+    let big = vec![0x5au8; 1 << 20];
+    let id = ChunkId::of(&big);
+    store.put(&id, &big).unwrap();
+    let lie = ChunkRef { id, len: 1 };
+    let base = file_tree(&[(
+        "b",
+        FileManifest {
+            chunks: vec![lie].into(),
+        },
+    )]);
+    let target = file_tree(&[
+        (
+            "b",
+            FileManifest {
+                chunks: vec![lie].into(),
+            },
+        ),
+        (
+            "p",
+            FileManifest {
+                chunks: vec![lie; 4096].into(),
+            },
+        ),
+    ]);
+    let mut d = delta(
+        &base,
+        vec![file_change("p", (0..4096).flat_map(|_| [0, 1]).collect())],
+        vec![],
+    );
+    d.target = Some(target.version_id().to_proto());
+    d.base_manifest = Some(base.to_proto());
+    match apply(&d, None, &store, &ApplyLimits::default()) {
+        Err(ApplyError::Invalid(m)) => assert!(m.contains("it is 1048576"), "{m}"),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a lying length must be refused; it applied"),
+    }
+}

@@ -203,6 +203,8 @@ pub struct Prepared {
     target: VersionId,
     /// The chunk table below the literals: the base's distinct chunks, then the external ones.
     pub(super) known: Vec<ChunkRef>,
+    /// Where the external chunks begin in `known` (their lengths are the sender's word).
+    external_from: usize,
     literals: Vec<proto::Literal>,
     literal_lens: Vec<u32>,
     removed: Vec<RelPath>,
@@ -257,6 +259,7 @@ pub fn prepare(
     };
 
     let mut known = BaseTable::of(&base).refs;
+    let external_from = known.len();
     for c in std::mem::take(&mut delta.external) {
         known.push(ChunkRef::from_proto(&c)?);
     }
@@ -442,6 +445,7 @@ pub fn prepare(
         base_was_sent,
         target: target_id,
         known,
+        external_from,
         literals: delta.literals,
         literal_lens,
         removed,
@@ -489,6 +493,33 @@ impl Prepared {
                 bytes,
             });
         }
+        // Lengths the sender stated (its external references, a base it sent) must be the
+        // chunks' own: a reference of 1 byte to a 16 MiB chunk, named half a million times,
+        // declares a 512 KiB file that loads or writes 8 TiB.
+        let stated = self.known[self.external_from..].iter().chain(
+            self.base_was_sent
+                .then(|| self.base.entries().values().filter_map(Entry::manifest))
+                .into_iter()
+                .flatten()
+                .flat_map(|m| m.chunks.iter()),
+        );
+        let mut checked: HashSet<ChunkRef> = HashSet::new();
+        for r in stated {
+            if !needed.contains_key(&r.id) || !checked.insert(*r) {
+                continue;
+            }
+            match store.len_of(&r.id)? {
+                Some(len) if len == r.len => {}
+                Some(len) => {
+                    return Err(invalid(format!(
+                        "a reference says chunk {} is {} bytes; it is {len}",
+                        r.id, r.len
+                    )));
+                }
+                None => return Err(invalid(format!("chunk {} vanished", r.id))),
+            }
+        }
+        drop(checked);
         drop(needed);
 
         // Decompress and hash the literals.
