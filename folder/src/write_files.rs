@@ -445,6 +445,19 @@ fn write_chunks(
                     Some(_) => chunks.require(&ch.id),
                 }
                 .map_err(ContentError::Chunks)?;
+                // A manifest whose length for a chunk is not the chunk's own is refused when
+                // its delta is applied; one that got here anyway fails alone, having written
+                // nothing past its declared size.
+                if bytes.len() as u64 != len {
+                    return Err(ContentError::Io(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "chunk {} is {} bytes, not the {len} the manifest says",
+                            ch.id,
+                            bytes.len()
+                        ),
+                    )));
+                }
                 write_unless_zero(f, &bytes, end)?
             }
         };

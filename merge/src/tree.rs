@@ -41,6 +41,18 @@ impl<S: ChunkStore + ?Sized> ContentLoader for S {
         let mut out = Vec::with_capacity(manifest.size() as usize);
         for c in manifest.chunks.iter() {
             let bytes = self.require(&c.id).map_err(|e| LoadError(Box::new(e)))?;
+            // Never more than the manifest declares (its size bounds what is loaded).
+            if bytes.len() != c.len as usize {
+                return Err(LoadError(
+                    format!(
+                        "chunk {} is {} bytes, not the {} its reference says",
+                        c.id,
+                        bytes.len(),
+                        c.len
+                    )
+                    .into(),
+                ));
+            }
             out.extend_from_slice(&bytes);
         }
         Ok(out)

@@ -460,3 +460,56 @@ fn a_want_repeated_at_once_is_answered_once() {
     assert_eq!(offers, 1, "one answer within the retry period");
     still_syncing(&mut w, "base, still");
 }
+
+/// A push whose redo entries (what it says it displaced on purpose) name a stored tree nobody
+/// holds, behind entries that grow past a header's bound once the leader re-encodes them (raw
+/// byte arrays of control characters become escaped strings, three times longer). Before, the
+/// entry that did not fit went to the next header with its tree as one a majority must hold
+/// first: nobody ever did, and nothing committed for anyone again. Entries naming trees the
+/// leader lacks are left out; the group syncs on.
+#[test]
+fn redo_entries_naming_trees_nobody_holds_do_not_hold_the_group() {
+    let mut w = world();
+    still_syncing(&mut w, "base");
+    let base = w.tree(A);
+    let (d, _) = delta(&w, &base, "from h");
+    use chorus_merge::redo::{Bytes, Displaced, RedoEntry, WholeContent};
+    let number = chorus_chunking::VersionNumber::new(1, 2);
+    let entry = |content: WholeContent| RedoEntry {
+        path: Some(chorus_chunking::RelPath::new(DOC.to_string()).unwrap()),
+        displaced_by: number,
+        displaced_from: number,
+        what: Displaced::Whole {
+            content,
+            kept: None,
+        },
+    };
+    let ghost = VersionId([0xab; 32]);
+    let mut entries = serde_json::to_value([
+        entry(WholeContent::Bytes(Bytes(vec![1; 6000]))),
+        entry(WholeContent::Bytes(Bytes(vec![1; 6000]))),
+        entry(WholeContent::Stored {
+            tree: ghost,
+            path: chorus_chunking::RelPath::new(DOC.to_string()).unwrap(),
+        }),
+    ])
+    .unwrap();
+    // The bytes as a raw array, as a sender may write them: 2 bytes each on the wire.
+    for i in 0..2 {
+        entries[i]["what"]["whole"]["content"]["bytes"] = serde_json::json!(vec![1u8; 6000]);
+    }
+    let displaced = serde_json::to_string(&entries).unwrap();
+    let parsed = chorus_sync::header::decode_redo(displaced.as_bytes())
+        .expect("entries an honest node would decode");
+    assert_eq!(parsed.len(), 3);
+    assert!(parsed[2].stored_trees().len() == 1);
+    assert!(displaced.len() < chorus_proto::header::MAX_REDO_BYTES);
+    let Body::Push(mut p) = push(d) else {
+        unreachable!()
+    };
+    p.displaced = displaced.into_bytes();
+    hostile_sends(&mut w, A, Body::Push(p));
+    w.run(10_000);
+    still_syncing(&mut w, "base, and after");
+    still_syncing(&mut w, "base, and after, again");
+}

@@ -344,6 +344,16 @@ impl Leader {
         let displaced = t.displaced.into_iter().filter_map(|mut e| {
             let path = e.path.as_ref()?;
             t.tree.get(path)?;
+            // A stored tree it names must be here: the header waits for a majority to hold
+            // each, and one nobody holds would hold every later header back.
+            if e
+                .stored_trees()
+                .iter()
+                .any(|tree| !ctx.holds(tree).unwrap_or(false))
+            {
+                tracing::info!(from = t.from, path = %path, "a pushed redo entry names a stored tree this leader lacks; left out");
+                return None;
+            }
             e.displaced_by = t.number;
             e.displaced_from = tip.number;
             Some(e)
