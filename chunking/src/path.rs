@@ -17,6 +17,13 @@ pub const SHARE_MARKER: &str = ".chorus-share";
 /// Longest path accepted, in bytes.
 pub const MAX_PATH_LEN: usize = 4096;
 
+/// A share's state dir by its name: `.chorus` (a folder share's) or `.NAME.chorus` (the one
+/// beside a document share's document).
+pub fn is_state_dir_name(name: &str) -> bool {
+    name == STATE_DIR
+        || (name.len() > STATE_DIR.len() + 1 && name.starts_with('.') && name.ends_with(STATE_DIR))
+}
+
 /// Why a path was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -28,7 +35,9 @@ pub enum PathError {
     BadComponent(String),
     #[error("path {0:?} contains a NUL byte")]
     Nul(String),
-    #[error("path {0:?} is inside the state dir {STATE_DIR}")]
+    #[error(
+        "path {0:?} is inside a share's state dir ({STATE_DIR}, or .NAME{STATE_DIR} beside a document), never synced"
+    )]
     StateDir(String),
     #[error("path {0:?} is the share marker {SHARE_MARKER}, which every machine keeps its own")]
     Marker(String),
@@ -65,10 +74,13 @@ impl RelPath {
         if s.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
             return Err(PathError::BadComponent(s));
         }
-        if s.split('/').next() == Some(STATE_DIR) {
+        // At any depth: a share inside this one keeps its own state dir (`.chorus`, or
+        // `.NAME.chorus` beside a document) and marker there, which hold its keys and its
+        // databases; synced, they would hand them to this share's members.
+        if s.split('/').any(is_state_dir_name) {
             return Err(PathError::StateDir(s));
         }
-        if s.split('/').next() == Some(SHARE_MARKER) {
+        if s.split('/').any(|c| c == SHARE_MARKER) {
             return Err(PathError::Marker(s));
         }
         Ok(RelPath(s.into()))
@@ -153,15 +165,7 @@ mod tests {
 
     #[test]
     fn accepts_normal_paths() {
-        for p in [
-            "a",
-            "a/b.txt",
-            "dir/sub/file",
-            ".hidden",
-            "a/.chorus",
-            "..a",
-            "a..b",
-        ] {
+        for p in ["a", "a/b.txt", "dir/sub/file", ".hidden", "..a", "a..b"] {
             assert!(RelPath::new(p).is_ok(), "{p}");
         }
     }
@@ -181,8 +185,17 @@ mod tests {
             ".chorus/api.sock",
             ".chorus-share",
             "a\0b",
+            // A share inside the share: its state and marker at any depth.
+            "inner/.chorus/identity.key",
+            "inner/.chorus",
+            "docs/.notes.md.chorus/raft.redb",
+            "inner/.chorus-share",
         ] {
             assert!(RelPath::new(p).is_err(), "{p:?}");
+        }
+        // Names that only look alike stay share paths.
+        for p in ["a.chorus", "x/.chorus.bak", "notes.chorus", "y/chorus"] {
+            assert!(RelPath::new(p).is_ok(), "{p:?}");
         }
         assert!(matches!(
             RelPath::new("x".repeat(5000)),

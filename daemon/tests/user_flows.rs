@@ -551,3 +551,50 @@ fn an_update_larger_than_a_deltas_literals_moves_about_what_its_edits_are() {
         assert!(g.running(i), "node {i} exited");
     }
 }
+
+/// A careless user makes a share inside a share (`chorus init` on a folder, and on a document,
+/// inside one a group already syncs): the inner shares' state dirs hold their identity keys,
+/// share secrets and databases, and their markers say which share a folder is. None of that
+/// reaches the outer group's other machines; the files beside them do.
+#[test]
+fn a_share_made_inside_a_share_keeps_its_keys_to_itself() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    std::fs::create_dir_all(g.file(a, "inner")).unwrap();
+    std::fs::create_dir_all(g.file(a, "docs")).unwrap();
+    std::fs::write(g.file(a, "docs/notes.md"), "notes\n").unwrap();
+    for inner in ["inner", "docs/notes.md"] {
+        let path = g.file(a, inner);
+        let out = cli_in(None, &["init", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    assert!(g.file(a, "inner/.chorus/identity.key").exists());
+    assert!(g.file(a, "docs/.notes.md.chorus/identity.key").exists());
+    std::fs::write(g.file(a, "inner/beside.txt"), "synced\n").unwrap();
+    g.wait_everywhere("inner/beside.txt", b"synced\n");
+    g.wait_everywhere("docs/notes.md", b"notes\n");
+    g.wait_converged();
+    for private in [
+        "inner/.chorus",
+        "inner/.chorus-share",
+        "docs/.notes.md.chorus",
+    ] {
+        assert!(
+            !g.file(b, private).exists(),
+            "{private} reached the other machine"
+        );
+    }
+    for dir in ["inner", "docs"] {
+        let listed = g.ask(a, &["ls", &g.head(a), dir]);
+        assert!(
+            !listed.contains(".chorus")
+                && listed.contains(if dir == "inner" {
+                    "beside.txt"
+                } else {
+                    "notes.md"
+                }),
+            "the outer share's version of {dir}: {listed}"
+        );
+    }
+}
