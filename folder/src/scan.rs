@@ -283,6 +283,20 @@ pub fn scan_root(
                 },
                 FileType::RegularFile => {
                     let stamp = Stamp::of(&st);
+                    // Larger than any member takes in one file (a sparse disk image counts at
+                    // its full size): kept out of the version as unknown (what was known of it
+                    // stays), rather than sent for every member to refuse at every try.
+                    if stamp.size > chorus_chunking::delta::MAX_FILE_BYTES {
+                        report.unknown.push((
+                            path,
+                            format!(
+                                "{} bytes, more than the {} a file may have to be synced: not synced (move it out of the share, or add it to .chorusignore)",
+                                stamp.size,
+                                chorus_chunking::delta::MAX_FILE_BYTES
+                            ),
+                        ));
+                        continue;
+                    }
                     if let Some(m) = cache.reuse(&path, &stamp) {
                         report.files_cached += 1;
                         entries.push((

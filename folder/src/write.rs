@@ -253,6 +253,36 @@ impl Writer<'_, '_> {
         )
     }
 
+    /// Why what is at `path` (found changed since the last scan) is one the writing must leave
+    /// alone for good rather than wait for a scan to version it: a file this daemon cannot read,
+    /// or one larger than a version may hold (no scan will ever take it in). `None`: a change
+    /// a scan will pick up, which stops the writing until it has.
+    pub(crate) fn never_versioned(
+        &self,
+        dir: BorrowedFd<'_>,
+        path: &RelPath,
+        now: Option<&OnDisk>,
+    ) -> Option<String> {
+        let name = path.file_name();
+        if let Some(OnDisk::File(stamp)) = now
+            && stamp.size > chorus_chunking::delta::MAX_FILE_BYTES
+        {
+            return Some(format!(
+                "the file there is larger ({} bytes) than a file may be to be synced, so it is neither replaced nor removed: move it out of the share",
+                stamp.size
+            ));
+        }
+        if let Some(OnDisk::File(_)) = now
+            && let Err(e) = c::open_file_at(dir, name)
+            && matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM))
+        {
+            return Some(format!(
+                "the file there cannot be read by this daemon ({e}), so it is neither replaced nor removed: give it read permission (or move it away)"
+            ));
+        }
+        None
+    }
+
     /// True when `path` still holds what the last scan saw (reading it when its stamp alone
     /// cannot tell).
     pub(crate) fn unchanged(
@@ -335,6 +365,10 @@ impl Writer<'_, '_> {
             }
             let now = self.on_disk(dir.as_fd(), path).ok().flatten();
             if !self.unchanged(dir.as_fd(), path, now.as_ref()) {
+                if let Some(why) = self.never_versioned(dir.as_fd(), path, now.as_ref()) {
+                    self.fail(path, why);
+                    continue;
+                }
                 return Err(Stop::Changed(path.clone()));
             }
             match c::unlink_at(dir.as_fd(), path.file_name()) {
@@ -387,6 +421,10 @@ impl Writer<'_, '_> {
                 return Err(std::io::Error::from_raw_os_error(libc::EISDIR));
             }
             if !self.unchanged(parent.as_fd(), path, now.as_ref()) {
+                if let Some(why) = self.never_versioned(parent.as_fd(), path, now.as_ref()) {
+                    self.fail(path, why);
+                    return Ok(Ok(()));
+                }
                 return Ok(Err(Stop::Changed(path.clone())));
             }
             let temp = c::symlink_temp(parent.as_fd(), target, self.ctx.session)?;

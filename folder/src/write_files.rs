@@ -211,6 +211,10 @@ impl Writer<'_, '_> {
             }
             if !self.unchanged(p.dir.as_fd(), &p.path, now.as_ref()) {
                 let _ = c::unlink_at(p.dir.as_fd(), &p.temp);
+                if let Some(why) = self.never_versioned(p.dir.as_fd(), &p.path, now.as_ref()) {
+                    self.fail(&p.path, why);
+                    continue;
+                }
                 return Err(Stop::Changed(p.path.clone()));
             }
             let renaming_at = Instant::now();

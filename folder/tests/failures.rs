@@ -344,3 +344,114 @@ fn among_many_files_the_ones_that_cannot_be_written_fail_alone() {
     }
     assert_eq!(f.scan().unwrap(), v1, "the failures do not travel");
 }
+
+/// A file this daemon cannot read (a root-owned 0600 file left by `sudo cp`, a `chmod 000`):
+/// a version that changes or removes it fails there alone; the paths around it (before and
+/// after it in the tree's order) are written. Before, the writer took it for a change no scan
+/// had versioned yet and stopped the whole version at it, on every try, for good.
+#[test]
+fn an_unreadable_file_a_version_changes_fails_alone() {
+    as_unprivileged("an_unreadable_file_a_version_changes_fails_alone", || {
+        let s = Setup::new();
+        let mut f = s.folder();
+        let v1 = tree(vec![
+            ("a.txt", s.file(b"a1\n", 0o644)),
+            ("secret.txt", s.file(b"s1\n", 0o644)),
+            ("z.txt", s.file(b"z1\n", 0o644)),
+        ]);
+        assert!(scan_write(&mut f, &v1).unwrap().failed.is_empty());
+        let secret = s.share().join("secret.txt");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let scanned = f.scan().unwrap();
+        // A peer changes all three.
+        let v2 = with(
+            &with(
+                &with(&scanned, "a.txt", Some(s.file(b"a2\n", 0o644))),
+                "secret.txt",
+                Some(s.file(b"s2\n", 0o644)),
+            ),
+            "z.txt",
+            Some(s.file(b"z2\n", 0o644)),
+        );
+        let report = f.write(&scanned, &v2).unwrap();
+        let failed: Vec<&str> = report.failed.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(failed, ["secret.txt"], "{report:?}");
+        assert!(
+            report.failed[0].reason.contains("cannot be read"),
+            "{}",
+            report.failed[0].reason
+        );
+        assert_eq!(std::fs::read(s.share().join("a.txt")).unwrap(), b"a2\n");
+        assert_eq!(std::fs::read(s.share().join("z.txt")).unwrap(), b"z2\n");
+        // And one that removes it, with a change beside.
+        let scanned = f.scan().unwrap();
+        let v3 = with(
+            &with(&scanned, "secret.txt", None),
+            "z.txt",
+            Some(s.file(b"z3\n", 0o644)),
+        );
+        let report = f.write(&scanned, &v3).unwrap();
+        let failed: Vec<&str> = report.failed.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(failed, ["secret.txt"], "{report:?}");
+        assert!(secret.exists(), "what cannot be read is not removed");
+        assert_eq!(std::fs::read(s.share().join("z.txt")).unwrap(), b"z3\n");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    });
+}
+
+/// A file larger than a version may hold (a sparse 65 GiB disk image made with `truncate`):
+/// the scan leaves it out, reported, without reading it, rather than put it in a version every
+/// member refuses at every try (which stopped this node's syncing, or the whole group's when
+/// it led); one that was synced small and grew keeps what was known of it; a version that
+/// changes it fails there alone, and the paths beside it are written.
+#[test]
+fn a_file_larger_than_a_version_may_hold_stays_out_and_fails_alone() {
+    let s = Setup::new();
+    let mut f = s.folder();
+    let v1 = tree(vec![
+        ("disk.img", s.file(b"small at first\n", 0o644)),
+        ("notes.txt", s.file(b"n1\n", 0o644)),
+    ]);
+    assert!(scan_write(&mut f, &v1).unwrap().failed.is_empty());
+    let huge = 65u64 << 30;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(s.share().join("disk.img"))
+        .unwrap()
+        .set_len(huge)
+        .unwrap();
+    std::fs::File::create(s.share().join("new.img"))
+        .unwrap()
+        .set_len(huge)
+        .unwrap();
+    let scanned = f.scan().unwrap();
+    assert!(f.last_report().bytes_read < 1 << 20, "not read");
+    assert_eq!(scanned.get_str("new.img"), None, "a new one stays out");
+    assert_eq!(
+        scanned.get_str("disk.img"),
+        v1.get_str("disk.img"),
+        "a grown one keeps what was known of it"
+    );
+    let unknown: Vec<&str> = f
+        .last_report()
+        .unknown
+        .iter()
+        .map(|(p, _)| p.as_str())
+        .collect();
+    assert_eq!(unknown, ["disk.img", "new.img"]);
+    // A peer's version changes it and the file beside it.
+    let v2 = with(
+        &with(&scanned, "disk.img", Some(s.file(b"a peer's\n", 0o644))),
+        "notes.txt",
+        Some(s.file(b"n2\n", 0o644)),
+    );
+    let report = f.write(&scanned, &v2).unwrap();
+    let failed: Vec<&str> = report.failed.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(failed, ["disk.img"], "{report:?}");
+    assert_eq!(std::fs::read(s.share().join("notes.txt")).unwrap(), b"n2\n");
+    assert_eq!(
+        std::fs::metadata(s.share().join("disk.img")).unwrap().len(),
+        huge,
+        "left as it is"
+    );
+}

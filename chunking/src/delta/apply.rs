@@ -27,6 +27,10 @@ use crate::store::ChunkStore;
 /// it bounds is allocated; a delta beyond one is refused as [`ApplyError::Invalid`], naming
 /// the limit. The defaults are far above what an honest sender produces; a receiver that
 /// needs more sets them in its configuration.
+/// The largest file a version may hold: what [`ApplyLimits`] lets a delta describe by default,
+/// and what a scan takes in (a larger file stays out, reported, never sent to be refused).
+pub const MAX_FILE_BYTES: u64 = 64 << 30;
+
 #[derive(Debug, Clone, Copy)]
 pub struct ApplyLimits {
     /// Total decompressed literal bytes (a zstd bomb stops here).
@@ -59,7 +63,7 @@ impl Default for ApplyLimits {
             max_literal_bytes: 256 << 20,
             max_chunk_refs: 1 << 22,
             max_dictionary_bytes: 4 << 20,
-            max_file_bytes: 64 << 30,
+            max_file_bytes: MAX_FILE_BYTES,
             max_version_bytes: 1 << 40,
             max_packed_bytes: 64 << 20,
         }

@@ -24,7 +24,8 @@ mod plan;
 mod table;
 
 pub use apply::{
-    Applied, ApplyError, ApplyLimits, ApplyOutcome, Finish, Prepare, Prepared, apply, prepare,
+    Applied, ApplyError, ApplyLimits, ApplyOutcome, Finish, MAX_FILE_BYTES, Prepare, Prepared,
+    apply, prepare,
 };
 pub use encode::{EncodeOptions, EncodeStats, encode};
 pub(crate) use encode::{zstd_compress, zstd_decompress};
