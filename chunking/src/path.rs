@@ -74,16 +74,24 @@ impl RelPath {
         if s.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
             return Err(PathError::BadComponent(s));
         }
-        // At any depth: a share inside this one keeps its own state dir (`.chorus`, or
-        // `.NAME.chorus` beside a document) and marker there, which hold its keys and its
-        // databases; synced, they would hand them to this share's members.
-        if s.split('/').any(is_state_dir_name) {
+        if s.split('/').next() == Some(STATE_DIR) {
             return Err(PathError::StateDir(s));
         }
-        if s.split('/').any(|c| c == SHARE_MARKER) {
+        if s.split('/').next() == Some(SHARE_MARKER) {
             return Err(PathError::Marker(s));
         }
         Ok(RelPath(s.into()))
+    }
+
+    /// True for another share's state below the root (a share made inside this one): its
+    /// state dir (`.chorus`, or `.NAME.chorus` beside a document), what is in it, or its
+    /// marker. Such paths are valid (a tree an earlier build made may hold them), but a scan
+    /// never takes them in and a write never creates, replaces or removes them: they hold that
+    /// share's keys and databases.
+    pub fn is_share_state(&self) -> bool {
+        self.0
+            .split('/')
+            .any(|c| is_state_dir_name(c) || c == SHARE_MARKER)
     }
 
     /// The path as a `/`-separated string.
@@ -185,17 +193,27 @@ mod tests {
             ".chorus/api.sock",
             ".chorus-share",
             "a\0b",
-            // A share inside the share: its state and marker at any depth.
+        ] {
+            assert!(RelPath::new(p).is_err(), "{p:?}");
+        }
+        // A share inside the share: valid paths (trees may hold them), its state at any depth.
+        for p in [
             "inner/.chorus/identity.key",
             "inner/.chorus",
             "docs/.notes.md.chorus/raft.redb",
             "inner/.chorus-share",
         ] {
-            assert!(RelPath::new(p).is_err(), "{p:?}");
+            assert!(RelPath::new(p).unwrap().is_share_state(), "{p:?}");
         }
-        // Names that only look alike stay share paths.
-        for p in ["a.chorus", "x/.chorus.bak", "notes.chorus", "y/chorus"] {
-            assert!(RelPath::new(p).is_ok(), "{p:?}");
+        // Names that only look alike are not.
+        for p in [
+            "a.chorus",
+            "x/.chorus.bak",
+            "notes.chorus",
+            "y/chorus",
+            ".hidden/x",
+        ] {
+            assert!(!RelPath::new(p).unwrap().is_share_state(), "{p:?}");
         }
         assert!(matches!(
             RelPath::new("x".repeat(5000)),

@@ -61,6 +61,12 @@ pub trait ChunkStore: Send + Sync {
         Ok(self.get(id)?.map(|b| b.len() as u32))
     }
 
+    /// [`len_of`](Self::len_of) of each of `ids`, in the order given. Stores answer a batch in
+    /// one go.
+    fn lens_of(&self, ids: &[ChunkId]) -> Result<Vec<Option<u32>>, Error> {
+        ids.iter().map(|id| self.len_of(id)).collect()
+    }
+
     /// The chunk's bytes, or an error naming it when absent.
     fn require(&self, id: &ChunkId) -> Result<Vec<u8>, Error> {
         self.get(id)?.ok_or(Error::Missing { id: *id })
@@ -554,6 +560,36 @@ impl DiskStore {
         Ok(())
     }
 
+    /// The length of the chunk `id` whose record is at `loc`: from the record's header (a raw
+    /// record's length, a frame's stated content size), else by reading it.
+    fn len_at(&self, id: &ChunkId, loc: Location) -> Result<u32, Error> {
+        let file = self.reader(loc.pack)?;
+        let mut head = [0u8; RECORD_HEADER + 18];
+        let n = (loc.len as usize).min(head.len());
+        if std::os::unix::fs::FileExt::read_exact_at(&*file, &mut head[..n], loc.offset).is_ok()
+            && n > RECORD_HEADER
+            && head[..32] == id.0
+        {
+            let len = u32::from_le_bytes([head[33], head[34], head[35], head[36]]);
+            match head[32] {
+                RAW => return Ok(len),
+                ZSTD => {
+                    if let Ok(Some(size)) =
+                        zstd::zstd_safe::get_frame_content_size(&head[RECORD_HEADER..n])
+                        && size <= MAX_CHUNK
+                    {
+                        return Ok(size as u32);
+                    }
+                }
+                _ => {}
+            }
+        }
+        match self.checked(id)? {
+            Some(c) => Ok(c.bytes().len() as u32),
+            None => Err(Error::Missing { id: *id }),
+        }
+    }
+
     /// Reads and checks the record at `loc`: its header must name `id`, and its bytes must
     /// decompress to content that hashes to `id`. Its header and its body are read in one
     /// call into buffers of their own, so the body is never copied out of the record.
@@ -813,31 +849,37 @@ impl ChunkStore for DiskStore {
     /// From the record's header (a raw record's length, a frame's stated content size)
     /// without reading its body; a record that states neither is read whole.
     fn len_of(&self, id: &ChunkId) -> Result<Option<u32>, Error> {
-        let Some(loc) = self.locate(id)? else {
-            return Ok(None);
-        };
-        let file = self.reader(loc.pack)?;
-        let mut head = [0u8; RECORD_HEADER + 18];
-        let n = (loc.len as usize).min(head.len());
-        if std::os::unix::fs::FileExt::read_exact_at(&*file, &mut head[..n], loc.offset).is_ok()
-            && n > RECORD_HEADER
-            && head[..32] == id.0
-        {
-            let len = u32::from_le_bytes([head[33], head[34], head[35], head[36]]);
-            match head[32] {
-                RAW => return Ok(Some(len)),
-                ZSTD => {
-                    if let Ok(Some(size)) =
-                        zstd::zstd_safe::get_frame_content_size(&head[RECORD_HEADER..n])
-                        && size <= MAX_CHUNK
-                    {
-                        return Ok(Some(size as u32));
-                    }
-                }
-                _ => {}
-            }
+        match self.locate(id)? {
+            Some(loc) => self.len_at(id, loc).map(Some),
+            None => Ok(None),
         }
-        Ok(self.get(id)?.map(|b| b.len() as u32))
+    }
+
+    /// As [`len_of`](ChunkStore::len_of), the index read in one transaction.
+    fn lens_of(&self, ids: &[ChunkId]) -> Result<Vec<Option<u32>>, Error> {
+        let pending: Vec<Option<Location>> = {
+            let w = self.writer();
+            ids.iter().map(|id| w.pending.get(id).copied()).collect()
+        };
+        let locs: Vec<Option<Location>> = {
+            let txn = self.index.begin_read().map_err(|e| self.err(e))?;
+            let table = txn.open_table(INDEX).map_err(|e| self.err(e))?;
+            let mut out = Vec::with_capacity(ids.len());
+            for (id, p) in ids.iter().zip(pending) {
+                out.push(match p {
+                    Some(loc) => Some(loc),
+                    None => table
+                        .get(&id.0)
+                        .map_err(|e| self.err(e))?
+                        .map(|v| Location::decode(v.value())),
+                });
+            }
+            out
+        };
+        ids.iter()
+            .zip(locs)
+            .map(|(id, loc)| loc.map(|l| self.len_at(id, l)).transpose())
+            .collect()
     }
 
     /// The record's own frame, once its content is checked: sending a chunk costs no
@@ -968,6 +1010,16 @@ mod tests {
                 );
             }
             assert_eq!(s.len_of(&ChunkId::of(b"never stored")).unwrap(), None);
+            let ids = [
+                ChunkId::of(&compressible),
+                ChunkId::of(b"never stored"),
+                ChunkId::of(&random),
+            ];
+            assert_eq!(
+                s.lens_of(&ids).unwrap(),
+                [Some(100_000), None, Some(5000)],
+                "a batch answers in order"
+            );
             let id = ChunkId::of(b"");
             s.remove(&id).unwrap();
             s.remove(&id).unwrap();

@@ -228,6 +228,10 @@ pub fn scan_root(
                     continue;
                 }
             };
+            // Another share's state (a share made inside this one) is that share's alone.
+            if path.is_share_state() {
+                continue;
+            }
             // On a route, a name neither changed nor on the way to a change is not looked at.
             let (walked, route) = match focus {
                 Some(f) if !dir.whole => (f.covers(&path), f.leads_to(&path)),

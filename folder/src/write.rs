@@ -88,7 +88,10 @@ pub(crate) fn write_tree(
         aging: std::collections::VecDeque::new(),
         sync_failed: None,
     };
-    let differences = old.differences(new);
+    // Another share's state (a share made inside this one, which a tree of an earlier build
+    // may hold) is never created, replaced or removed here.
+    let mut differences = old.differences(new);
+    differences.retain(|d| !d.path.is_share_state());
     let stop = w.run(&differences).err();
     if stop.is_none() {
         w.dir_modes(new, &differences);

@@ -455,3 +455,47 @@ fn a_file_larger_than_a_version_may_hold_stays_out_and_fails_alone() {
         "left as it is"
     );
 }
+
+/// Another share's state inside this one (a share made inside it): a version that holds it
+/// (from a build that synced it) does not write it, one that lacks it does not remove what a
+/// share made here keeps there, and a scan does not take it in.
+#[test]
+fn another_shares_state_inside_the_share_is_never_written_removed_or_scanned() {
+    let s = Setup::new();
+    let mut f = s.folder();
+    let v1 = tree(vec![
+        ("inner", dir(0o755)),
+        ("inner/.chorus", dir(0o700)),
+        (
+            "inner/.chorus/identity.key",
+            s.file(b"someone else's key\n", 0o600),
+        ),
+        ("inner/.chorus-share", s.file(b"marker\n", 0o644)),
+        ("inner/a.txt", s.file(b"a\n", 0o644)),
+    ]);
+    let report = scan_write(&mut f, &v1).unwrap();
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert!(!s.share().join("inner/.chorus").exists(), "not written");
+    assert!(
+        !s.share().join("inner/.chorus-share").exists(),
+        "not written"
+    );
+    assert_eq!(
+        std::fs::read(s.share().join("inner/a.txt")).unwrap(),
+        b"a\n"
+    );
+    // A share made here keeps its state there; a version without it removes nothing of it.
+    std::fs::create_dir(s.share().join("inner/.chorus")).unwrap();
+    std::fs::write(s.share().join("inner/.chorus/identity.key"), b"mine\n").unwrap();
+    let scanned = f.scan().unwrap();
+    assert_eq!(scanned.get_str("inner/.chorus"), None, "not scanned");
+    assert_eq!(scanned.get_str("inner/.chorus/identity.key"), None);
+    let report = f
+        .write(&v1, &with(&v1, "inner/.chorus/identity.key", None))
+        .unwrap();
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(
+        std::fs::read(s.share().join("inner/.chorus/identity.key")).unwrap(),
+        b"mine\n"
+    );
+}

@@ -267,21 +267,28 @@ pub fn compact(
             _ => None,
         }
     };
+    // Equal entries come from one file's hunks made whole, next to each other.
     let mut out: Vec<RedoEntry> = Vec::with_capacity(entries.len());
     let push = |out: &mut Vec<RedoEntry>, e: RedoEntry| {
-        if !out.contains(&e) {
+        if out.last() != Some(&e) {
             out.push(e);
         }
     };
     for e in entries {
-        let e = if e.encoded_len() > MAX_INLINE_ENTRY {
+        // Only hunks are made smaller here, so only they are measured.
+        let e = if matches!(e.what, Displaced::Hunk(_)) && e.encoded_len() > MAX_INLINE_ENTRY {
             whole(&e).unwrap_or(e)
         } else {
             e
         };
         push(&mut out, e);
     }
-    if out.iter().map(RedoEntry::encoded_len).sum::<usize>() <= budget {
+    if budget == usize::MAX
+        || out
+            .iter()
+            .try_fold(0usize, |n, e| n.checked_add(e.encoded_len()))
+            .is_some_and(|n| n <= budget)
+    {
         return out;
     }
     let mut collapsed = Vec::with_capacity(out.len());

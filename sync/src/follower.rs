@@ -41,11 +41,6 @@ pub struct FollowerState {
     /// rides with the pushes until the work is answered, for the leader's redo stack.
     #[serde(default)]
     pub displaced: Vec<RedoEntry>,
-    /// MAJOR of the newest accepted version that answered one of this node's pushes. Work
-    /// pushed after that answer is numbered past it, as if adopted: numbered like the
-    /// answered push, it would tie with what it builds on and lose to older changes.
-    #[serde(default)]
-    pub answered: u64,
 }
 
 impl FollowerState {
@@ -59,7 +54,6 @@ impl FollowerState {
             base: empty,
             lineage: Vec::new(),
             displaced: Vec::new(),
-            answered: 0,
         }
     }
 }
@@ -171,8 +165,7 @@ impl Follower {
             self.stuck_since = Some(ctx.now);
             return Ok(Vec::new());
         };
-        let major = self.s.adopted.number.major.max(self.s.answered);
-        let number = VersionNumber::new(major + 1, rank);
+        let number = VersionNumber::new(self.s.adopted.number.major + 1, rank);
         let base = self.s.base;
         self.inflight = Some(InFlight {
             target: work,
@@ -244,7 +237,6 @@ impl Follower {
             return Ok(Vec::new()); // stale or duplicated: the newer state already covers it
         };
         tracing::debug!(me = ctx.me, ?pushed, ?result, %number, "push answered");
-        self.s.answered = self.s.answered.max(number.major);
         if self.inflight.is_some_and(|f| f.target == pushed) {
             self.inflight = None;
         }

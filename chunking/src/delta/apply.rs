@@ -23,14 +23,14 @@ use crate::manifest::{ChunkRef, Entry, FileManifest, Mode, TreeManifest};
 use crate::path::RelPath;
 use crate::store::ChunkStore;
 
-/// Bounds on what one delta may make the receiver do. Every one is checked before the memory
-/// it bounds is allocated; a delta beyond one is refused as [`ApplyError::Invalid`], naming
-/// the limit. The defaults are far above what an honest sender produces; a receiver that
-/// needs more sets them in its configuration.
 /// The largest file a version may hold: what [`ApplyLimits`] lets a delta describe by default,
 /// and what a scan takes in (a larger file stays out, reported, never sent to be refused).
 pub const MAX_FILE_BYTES: u64 = 64 << 30;
 
+/// Bounds on what one delta may make the receiver do. Every one is checked before the memory
+/// it bounds is allocated; a delta beyond one is refused as [`ApplyError::Invalid`], naming
+/// the limit. The defaults are far above what an honest sender produces; a receiver that
+/// needs more sets them in its configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct ApplyLimits {
     /// Total decompressed literal bytes (a zstd bomb stops here).
@@ -508,11 +508,14 @@ impl Prepared {
                 .flat_map(|m| m.chunks.iter()),
         );
         let mut checked: HashSet<ChunkRef> = HashSet::new();
-        for r in stated {
-            if !needed.contains_key(&r.id) || !checked.insert(*r) {
-                continue;
-            }
-            match store.len_of(&r.id)? {
+        let stated: Vec<ChunkRef> = stated
+            .filter(|r| needed.contains_key(&r.id) && checked.insert(**r))
+            .copied()
+            .collect();
+        drop(checked);
+        let ids: Vec<ChunkId> = stated.iter().map(|r| r.id).collect();
+        for (r, len) in stated.iter().zip(store.lens_of(&ids)?) {
+            match len {
                 Some(len) if len == r.len => {}
                 Some(len) => {
                     return Err(invalid(format!(
@@ -523,7 +526,6 @@ impl Prepared {
                 None => return Err(invalid(format!("chunk {} vanished", r.id))),
             }
         }
-        drop(checked);
         drop(needed);
 
         // Decompress and hash the literals.

@@ -116,6 +116,12 @@ impl ChunkStore for Tee<'_> {
     fn ids(&self) -> Result<Vec<ChunkId>, chorus_chunking::Error> {
         self.0.ids()
     }
+    fn len_of(&self, id: &ChunkId) -> Result<Option<u32>, chorus_chunking::Error> {
+        self.0.len_of(id)
+    }
+    fn lens_of(&self, ids: &[ChunkId]) -> Result<Vec<Option<u32>>, chorus_chunking::Error> {
+        self.0.lens_of(ids)
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

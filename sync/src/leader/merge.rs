@@ -89,22 +89,33 @@ fn store_large(
         return Ok(e);
     };
     let mut hold = |c: WholeContent| -> Result<WholeContent, EngineError> {
-        let c = match c {
-            WholeContent::Bytes(b) if b.0.len() > MAX_INLINE_BYTES => {
-                let manifest = cut_and_store(cfg, chunks, &b.0).map_err(|e| {
-                    EngineError::Merge(TreeMergeError::Load {
-                        path: path.clone(),
-                        source: e,
-                    })
-                })?;
-                chunks.sync()?;
-                WholeContent::File {
+        // Merged bytes are in no version: they go as a stored tree (offered to every member
+        // before the header commits), unless small enough to travel as they are.
+        if let WholeContent::Bytes(b) = &c
+            && b.0.len() > MAX_INLINE_BYTES
+        {
+            let manifest = cut_and_store(cfg, chunks, &b.0).map_err(|e| {
+                EngineError::Merge(TreeMergeError::Load {
+                    path: path.clone(),
+                    source: e,
+                })
+            })?;
+            let tree = TreeManifest::from_entries([(
+                path.clone(),
+                Entry::File {
                     mode: chorus_chunking::Mode::FILE,
                     manifest,
-                }
+                },
+            )])?;
+            let id = store.put_manifest(&tree)?;
+            if !extras.contains(&id) {
+                extras.push(id);
             }
-            other => other,
-        };
+            return Ok(WholeContent::Stored {
+                tree: id,
+                path: path.clone(),
+            });
+        }
         match c {
             WholeContent::File { mode, manifest } if manifest.chunks.len() > INLINE_CHUNKS => {
                 let tree =
