@@ -317,11 +317,16 @@ fn files_adding_up_to_a_huge_version_are_refused() {
         .map(|i| file_change(&format!("f{i:02}"), runs.clone()))
         .collect();
     let d = delta(&base, changes, vec![]);
+    // Against a bound of 1 TiB (the default is 1 PiB, which runs from one base chunk cannot
+    // reach under max_chunk_refs).
     refused(
         &d,
         &base,
         &store,
-        &ApplyLimits::default(),
+        &ApplyLimits {
+            max_version_bytes: 1 << 40,
+            ..ApplyLimits::default()
+        },
         "max_version_bytes",
     );
 }
@@ -678,5 +683,38 @@ fn a_sent_base_whose_lengths_lie_is_refused() {
         Err(ApplyError::Invalid(m)) => assert!(m.contains("it is 1048576"), "{m}"),
         Err(e) => panic!("refused for another reason: {e}"),
         Ok(_) => panic!("a lying length must be refused; it applied"),
+    }
+}
+
+/// An honest share larger than a tebibyte (a media library; here twenty 62.5 GiB files the
+/// receiver holds): a small change to it applies. The files it keeps cost the receiver
+/// nothing, and a bound of 1 TiB on the whole version refused every version of such a share.
+#[test]
+fn a_share_larger_than_a_tebibyte_takes_a_small_change() {
+    let store = Counting::default();
+    let zeros = vec![0u8; 16 << 20];
+    let id = ChunkId::of(&zeros);
+    store.put(&id, &zeros).unwrap();
+    let big = FileManifest {
+        chunks: vec![ChunkRef { id, len: 16 << 20 }; 4000].into(),
+    };
+    let names: Vec<String> = (0..20).map(|i| format!("film{i:02}.mkv")).collect();
+    let files: Vec<(&str, FileManifest)> =
+        names.iter().map(|n| (n.as_str(), big.clone())).collect();
+    let base = file_tree(&files);
+    let mut with_new = files.clone();
+    with_new.push((
+        "notes.txt",
+        FileManifest {
+            chunks: vec![ChunkRef { id, len: 16 << 20 }].into(),
+        },
+    ));
+    let target = file_tree(&with_new);
+    let mut d = delta(&base, vec![file_change("notes.txt", vec![0, 1])], vec![]);
+    d.target = Some(target.version_id().to_proto());
+    match apply(&d, Some(&base), &store, &ApplyLimits::default()) {
+        Ok(chorus_chunking::delta::ApplyOutcome::Applied(a)) => assert_eq!(a.tree, target),
+        Ok(other) => panic!("not applied: {other:?}"),
+        Err(e) => panic!("refused: {e}"),
     }
 }

@@ -49,8 +49,11 @@ pub struct ApplyLimits {
     pub max_dictionary_bytes: u64,
     /// Largest file a delta may describe (64 GiB by default).
     pub max_file_bytes: u64,
-    /// Largest resulting version: the bytes of all its files, changed or kept (1 TiB by
-    /// default).
+    /// Largest resulting version: the bytes of all its files, changed or kept (1 PiB by
+    /// default). Kept files cost the receiver nothing (they are on its disk already); what
+    /// a delta makes it write is bounded by `max_file_bytes` and `max_chunk_refs`. A bound as
+    /// low as 1 TiB stopped every version of an honest share larger than that (a media
+    /// library), refused at every push.
     pub max_version_bytes: u64,
     /// Most bytes a delta's packed path lists may decompress to (64 MiB by default: a
     /// million changed paths of ~60 bytes).
@@ -64,7 +67,7 @@ impl Default for ApplyLimits {
             max_chunk_refs: 1 << 22,
             max_dictionary_bytes: 4 << 20,
             max_file_bytes: MAX_FILE_BYTES,
-            max_version_bytes: 1 << 40,
+            max_version_bytes: 1 << 50,
             max_packed_bytes: 64 << 20,
         }
     }
