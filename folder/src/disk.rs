@@ -251,6 +251,7 @@ impl DiskFolder {
             &mut self.cache,
             &*self.chunks,
             focus,
+            &self.state.mounts,
         )
         .map_err(|e| match e {
             ScanError::Share(e) => unavailable(format!(
@@ -276,6 +277,16 @@ impl DiskFolder {
             Some(f) => self.with_unfocused(f, entries, report),
             None => (entries, report),
         };
+        // Mount points as found: a full scan knows them all; a focused one only adds.
+        let mut mounts = match focus {
+            None => std::collections::BTreeSet::new(),
+            Some(_) => self.state.mounts.clone(),
+        };
+        mounts.extend(report.mounts.iter().chain(&report.unmounted).cloned());
+        if mounts != self.state.mounts {
+            self.state.mounts = mounts;
+            self.save()?;
+        }
         let tree = with_unknown_kept(entries, &report.unknown, &self.known);
         // A path an ignore rule now excludes keeps what was last known of it: the rule stops
         // syncing it, it does not delete it anywhere.

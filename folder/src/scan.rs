@@ -57,6 +57,10 @@ pub struct ScanReport {
     /// A focused scan: the directories it listed on the way to the changed paths (found as
     /// directories), and the rest of the tree it did not look at.
     pub routes: Vec<RelPath>,
+    /// Directories another disk is mounted on.
+    pub mounts: Vec<RelPath>,
+    /// Directories that had a disk mounted on them and have none now (also in `unknown`).
+    pub unmounted: Vec<RelPath>,
 }
 
 /// The ignore rules of a share, by the directory whose `.chorusignore` holds them.
@@ -143,6 +147,10 @@ const READ_TOGETHER_BELOW: u64 = 1 << 20;
 /// `store`; a cached file's chunks are there already. With a `focus`, only the changed paths
 /// (and below) are walked and the directories on the way to them listed; the entries returned
 /// are those alone, and [`ScanReport::routes`] names the route directories found.
+///
+/// `mounts` names the directories another disk was mounted on when last scanned: one found
+/// without it (on its parent's device again) is not walked, and is reported unknown, so what
+/// was known below it is kept rather than taken for deleted (an unplugged drive).
 pub fn scan_root(
     root: BorrowedFd<'_>,
     params: ChunkerParams,
@@ -150,6 +158,7 @@ pub fn scan_root(
     cache: &mut ScanCache,
     store: &dyn ChunkStore,
     focus: Option<&crate::focus::Focus>,
+    mounts: &std::collections::BTreeSet<RelPath>,
 ) -> Result<(Vec<(RelPath, Entry)>, ScanReport), ScanError> {
     cache.use_params(params);
     let mut report = ScanReport::default();
@@ -190,6 +199,7 @@ pub fn scan_root(
                 continue;
             }
         };
+        let dir_dev = rustix::fs::fstat(&fd).ok().map(|st| st.st_dev);
         let mut ignores = dir.ignores.clone();
         if names.iter().any(|n| n == IGNORE_FILE.as_bytes())
             && let Some(g) = load_ignore(fd.as_fd(), dir.rel.as_ref(), &mut report)
@@ -258,6 +268,17 @@ pub fn scan_root(
             let mode = Mode::from_st_mode(st.st_mode);
             match kind {
                 FileType::Directory => {
+                    let mounted = dir_dev.is_some_and(|d| d != st.st_dev);
+                    if mounted {
+                        report.mounts.push(path.clone());
+                    } else if mounts.contains(&path) {
+                        report.unmounted.push(path.clone());
+                        report.unknown.push((
+                            path,
+                            "a disk was mounted here and is not now: what was known below it is kept as it was; mount it again (or, to stop syncing what was on it, move this folder away)".into(),
+                        ));
+                        continue;
+                    }
                     entries.push((path.clone(), Entry::Dir { mode }));
                     if !walked {
                         report.routes.push(path.clone());
@@ -469,8 +490,16 @@ pub fn scan_dir(
     store: &dyn ChunkStore,
 ) -> Result<(TreeManifest, ScanReport), Error> {
     let fd = c::open_root(root).map_err(Error::io(root))?;
-    let (entries, report) = scan_root(fd.as_fd(), params, Exclude::default(), cache, store, None)
-        .map_err(|e| match e {
+    let (entries, report) = scan_root(
+        fd.as_fd(),
+        params,
+        Exclude::default(),
+        cache,
+        store,
+        None,
+        &Default::default(),
+    )
+    .map_err(|e| match e {
         ScanError::Share(source) => Error::Io {
             path: root.to_path_buf(),
             source,
@@ -506,8 +535,16 @@ mod tests {
         let mut cache = ScanCache::new();
         let params = ChunkerParams::default();
         let exclude = Exclude { state_dir: None };
-        let (entries, _) =
-            scan_root(root.as_fd(), params, exclude, &mut cache, &store, None).unwrap();
+        let (entries, _) = scan_root(
+            root.as_fd(),
+            params,
+            exclude,
+            &mut cache,
+            &store,
+            None,
+            &Default::default(),
+        )
+        .unwrap();
         let mut files = 0;
         for (path, entry) in &entries {
             let Entry::File { manifest, .. } = entry else {

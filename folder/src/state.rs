@@ -43,6 +43,10 @@ pub(crate) struct State {
     /// Sessions whose temp files may be left in the share (the current one included).
     pub sessions: Vec<String>,
     pub failed: BTreeMap<RelPath, Failed>,
+    /// Directories of the share another disk was mounted on when last scanned: one found
+    /// without it is unmounted, not emptied (what was known below it is kept).
+    #[serde(default)]
+    pub mounts: std::collections::BTreeSet<RelPath>,
 }
 
 /// How long a known tree given to the [`KnownSaver`] waits before it is written (newer ones

@@ -79,6 +79,7 @@ fn a_save_within_the_scans_tick_is_never_taken_as_unchanged() {
         &mut scan_cache,
         &store,
         None,
+        &Default::default(),
     )
     .unwrap();
     assert_eq!(report.files_read, 1);

@@ -499,3 +499,61 @@ fn another_shares_state_inside_the_share_is_never_written_removed_or_scanned() {
         b"mine\n"
     );
 }
+
+/// A disk mounted on a folder inside the share (a USB drive on `Shared/photos`), then
+/// unplugged: the empty folder left behind is not the files deleted. What was known below it is
+/// kept, before and after a restart, and said; once the user removes the folder, that is a
+/// deletion like any other.
+#[test]
+fn an_unmounted_disk_inside_the_share_is_not_a_deletion() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED an_unmounted_disk_inside_the_share_is_not_a_deletion: mounting a tmpfs needs root"
+        );
+        return;
+    }
+    let s = Setup::new();
+    let mut f = s.folder();
+    let v1 = tree(vec![
+        ("notes.txt", s.file(b"n\n", 0o644)),
+        ("photos", dir(0o755)),
+    ]);
+    assert!(scan_write(&mut f, &v1).unwrap().failed.is_empty());
+    let photos = s.share().join("photos");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&photos)
+        .status();
+    if !mounted.is_ok_and(|st| st.success()) {
+        eprintln!(
+            "SKIPPED an_unmounted_disk_inside_the_share_is_not_a_deletion: cannot mount a tmpfs here"
+        );
+        return;
+    }
+    std::fs::write(photos.join("a.jpg"), b"photo a").unwrap();
+    std::fs::write(photos.join("b.jpg"), b"photo b").unwrap();
+    let with_photos = f.scan().unwrap();
+    assert!(with_photos.get_str("photos/a.jpg").is_some());
+    f.write(&with_photos, &with_photos).unwrap();
+    let unmounted = std::process::Command::new("umount").arg(&photos).status();
+    assert!(unmounted.is_ok_and(|st| st.success()));
+    let t = f.scan().unwrap();
+    assert_eq!(t, with_photos, "what was on the disk is kept, not deleted");
+    assert!(
+        f.last_report()
+            .unknown
+            .iter()
+            .any(|(p, why)| p.as_str() == "photos" && why.contains("mounted")),
+        "{:?}",
+        f.last_report().unknown
+    );
+    // After a restart too.
+    drop(f);
+    let mut f = s.folder();
+    assert_eq!(f.scan().unwrap(), with_photos, "after a restart");
+    // The user removes the folder: a deletion.
+    std::fs::remove_dir(&photos).unwrap();
+    let t = f.scan().unwrap();
+    assert_eq!(t.get_str("photos"), None);
+    assert_eq!(t.get_str("photos/a.jpg"), None);
+}
