@@ -465,6 +465,28 @@ impl DiskStore {
             .map(|v| Location::decode(v.value())))
     }
 
+    /// [`locate`](Self::locate) of each of `ids`, in the order given: the buffered entries,
+    /// then the index in one read transaction.
+    fn locate_all(&self, ids: &[ChunkId]) -> Result<Vec<Option<Location>>, Error> {
+        let pending: Vec<Option<Location>> = {
+            let w = self.writer();
+            ids.iter().map(|id| w.pending.get(id).copied()).collect()
+        };
+        let txn = self.index.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(INDEX).map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, p) in ids.iter().zip(pending) {
+            out.push(match p {
+                Some(loc) => Some(loc),
+                None => table
+                    .get(&id.0)
+                    .map_err(|e| self.err(e))?
+                    .map(|v| Location::decode(v.value())),
+            });
+        }
+        Ok(out)
+    }
+
     /// Commits the buffered index entries; with `durable`, after fsyncing the packs.
     fn commit(&self, w: &mut Writer, durable: bool) -> Result<(), Error> {
         if durable {
@@ -827,19 +849,12 @@ impl ChunkStore for DiskStore {
     }
 
     fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, Error> {
-        let pending: Vec<bool> = {
-            let w = self.writer();
-            ids.iter().map(|id| w.pending.contains_key(id)).collect()
-        };
-        let txn = self.index.begin_read().map_err(|e| self.err(e))?;
-        let table = txn.open_table(INDEX).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for (id, in_pending) in ids.iter().zip(pending) {
-            if !in_pending && table.get(&id.0).map_err(|e| self.err(e))?.is_none() {
-                out.push(*id);
-            }
-        }
-        Ok(out)
+        Ok(ids
+            .iter()
+            .zip(self.locate_all(ids)?)
+            .filter(|(_, loc)| loc.is_none())
+            .map(|(id, _)| *id)
+            .collect())
     }
 
     fn get(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, Error> {
@@ -857,27 +872,8 @@ impl ChunkStore for DiskStore {
 
     /// As [`len_of`](ChunkStore::len_of), the index read in one transaction.
     fn lens_of(&self, ids: &[ChunkId]) -> Result<Vec<Option<u32>>, Error> {
-        let pending: Vec<Option<Location>> = {
-            let w = self.writer();
-            ids.iter().map(|id| w.pending.get(id).copied()).collect()
-        };
-        let locs: Vec<Option<Location>> = {
-            let txn = self.index.begin_read().map_err(|e| self.err(e))?;
-            let table = txn.open_table(INDEX).map_err(|e| self.err(e))?;
-            let mut out = Vec::with_capacity(ids.len());
-            for (id, p) in ids.iter().zip(pending) {
-                out.push(match p {
-                    Some(loc) => Some(loc),
-                    None => table
-                        .get(&id.0)
-                        .map_err(|e| self.err(e))?
-                        .map(|v| Location::decode(v.value())),
-                });
-            }
-            out
-        };
         ids.iter()
-            .zip(locs)
+            .zip(self.locate_all(ids)?)
             .map(|(id, loc)| loc.map(|l| self.len_at(id, l)).transpose())
             .collect()
     }
