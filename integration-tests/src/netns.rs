@@ -292,6 +292,18 @@ impl Lab {
 
     /// Drops every packet host `i` receives from these addresses (an empty list lifts it).
     pub fn set_blocked(&self, i: usize, from: &[Ipv4Addr]) -> Result<(), LabError> {
+        self.block(i, from, &[])
+    }
+
+    /// Drops what host `i` receives from these addresses except multicast DNS (UDP port 5353):
+    /// the hosts hear each other's mDNS answers but cannot connect, as behind a host firewall
+    /// that passes mDNS (an empty list lifts it).
+    pub fn set_blocked_but_mdns(&self, i: usize, from: &[Ipv4Addr]) -> Result<(), LabError> {
+        self.block(i, from, &["th", "dport", "!=", "5353"])
+    }
+
+    /// One rule: drop what comes from `from` and matches `matching`.
+    fn block(&self, i: usize, from: &[Ipv4Addr], matching: &[&str]) -> Result<(), LabError> {
         let ns = &self.hosts[i].netns;
         let nft = |args: &[&str]| {
             run(Command::new("ip")
@@ -313,7 +325,8 @@ impl Lab {
             "{ type filter hook input priority -10; }",
         ])?;
         let set: Vec<String> = from.iter().map(|a| a.to_string()).collect();
-        nft(&[
+        let set = format!("{{ {} }}", set.join(", "));
+        let mut rule = vec![
             "add",
             "rule",
             "inet",
@@ -321,9 +334,11 @@ impl Lab {
             "in",
             "ip",
             "saddr",
-            &format!("{{ {} }}", set.join(", ")),
-            "drop",
-        ])
+            set.as_str(),
+        ];
+        rule.extend_from_slice(matching);
+        rule.push("drop");
+        nft(&rule)
     }
 
     /// Takes host `i`'s link down: nothing reaches it or leaves it.

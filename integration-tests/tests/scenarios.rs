@@ -1,8 +1,9 @@
 //! Cluster scenarios with real `chorus` processes, each in its own network namespace: a leader
 //! cut off from the majority; lossy, delayed, flapping links; SIGKILL of the leader during a
 //! push, of a follower during materialization (no reader ever sees a torn file), of every node
-//! in turn; a node offline for a long time while the others edit; a full disk. Each ends with
-//! every node holding the same tree on the same head, every edit in it.
+//! in turn; a node offline for a long time while the others edit; a full disk; members found by
+//! mDNS alone, also when they could not connect at first. Each ends with every node holding the
+//! same tree on the same head, every edit in it.
 //!
 //! Needs root (network namespaces, nftables, tmpfs); each test says SKIPPED otherwise. Waits
 //! are liveness bounds, never speed assertions. A failing test prints the nodes' logs.
@@ -101,6 +102,60 @@ fn mdns_finds_members_whose_addresses_are_unknown() {
     let mut c = Cluster::new(3, Wiring::Direct).expect("a cluster");
     c.mdns_only = true;
     c.start_all(CONVERGE);
+    write(&c, 1, "found.txt", "found by mDNS\n");
+    for i in 0..3 {
+        wait_file(&c, i, "found.txt", b"found by mDNS\n");
+    }
+}
+
+/// Two members that heard each other over mDNS while they could not connect (a firewall that
+/// passes mDNS, a dial that lost a race with the other's membership) connect directly once they
+/// can: mDNS names a peer once, when first heard, so they must go on dialling the addresses it
+/// gave, and the addresses the leader records for them reach every member.
+#[test]
+fn members_found_by_mdns_that_could_not_connect_at_first_connect_directly_later() {
+    if !needs_root("members_found_by_mdns_that_could_not_connect_at_first_connect_directly_later") {
+        return;
+    }
+    let mut c = Cluster::new(3, Wiring::Direct).expect("a cluster");
+    c.mdns_only = true;
+    let (a1, a2) = (c.lab().host(1).addr, c.lab().host(2).addr);
+    c.lab().set_blocked_but_mdns(1, &[a2]).unwrap();
+    c.lab().set_blocked_but_mdns(2, &[a1]).unwrap();
+    for i in 0..3 {
+        c.start(i);
+    }
+    // Every node a member, each of 1 and 2 connected to 0 only.
+    let start = Instant::now();
+    while !(0..3).all(|i| c.status(i).is_some_and(|s| s["peers"] == 2))
+        || c.status(0).is_none_or(|s| s["peers_connected"] != 2)
+    {
+        assert!(start.elapsed() < CONVERGE, "the group did not form");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Their dials of each other fail meanwhile; then the firewall lets them through.
+    std::thread::sleep(Duration::from_secs(5));
+    c.lab().set_blocked_but_mdns(1, &[]).unwrap();
+    c.lab().set_blocked_but_mdns(2, &[]).unwrap();
+    let path = |from: usize, to: usize| -> Option<String> {
+        let peers = c.query(from, "peers")?;
+        let to = &c.node(to).peer_id;
+        peers.as_array()?.iter().find_map(|p| {
+            (p["peer_id"].as_str() == Some(to.as_str()))
+                .then(|| p["path"].as_str().map(str::to_owned))
+                .flatten()
+        })
+    };
+    let start = Instant::now();
+    while path(1, 2).as_deref() != Some("direct") || path(2, 1).as_deref() != Some("direct") {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "1 and 2 did not connect directly within 90 s of being able to: 1 to 2 {:?}, 2 to 1 {:?}",
+            path(1, 2),
+            path(2, 1)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     write(&c, 1, "found.txt", "found by mDNS\n");
     for i in 0..3 {
         wait_file(&c, i, "found.txt", b"found by mDNS\n");

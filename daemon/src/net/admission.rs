@@ -70,7 +70,7 @@ impl Task {
     }
 
     /// Whether mDNS has found `peer` on the LAN (and its answer has not expired).
-    fn mdns_found(&self, peer: &PeerId) -> bool {
+    pub(super) fn mdns_found(&self, peer: &PeerId) -> bool {
         self.swarm
             .behaviour()
             .mdns

@@ -1,7 +1,8 @@
 //! The address book and redial: every address learnt per peer (libp2p forgets one after a
 //! failed dial; the book does not), handed to the swarm again before a request to a peer that
-//! is not connected; explicit peers and members that are not connected are redialled with a
-//! backoff; a member whose last connection closed is reported gone when the next dial fails.
+//! is not connected; explicit peers (until they are members) and members that are not
+//! connected are redialled with a backoff, a member at every address it is known at, mDNS's
+//! included; a member whose last connection closed is reported gone when the next dial fails.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -106,6 +107,14 @@ impl Task {
                 continue;
             }
             let peer = peer_of(&r.addr);
+            // A member is dialled below at every address it is known at, this one included
+            // (the book holds it). Dialled here alone, this address went first in the tick and
+            // the member's own dial waited for it (a member is not dialled twice at once); once
+            // both backoffs reached 30 s they fell in the same tick every time, so a member
+            // named by an address that no longer answers was never dialled where it does.
+            if peer.is_some_and(|p| self.allowed.contains(&p)) {
+                continue;
+            }
             let connected = peer.is_some_and(|p| self.swarm.is_connected(&p));
             if !connected && super::gate::dialable(&self.quic_members, peer, &r.addr) {
                 match peer {
@@ -135,7 +144,13 @@ impl Task {
             if self.through_relays(p) {
                 addrs.extend(self.circuit_addrs(p));
             }
-            if addrs.is_empty() {
+            // And where mDNS last heard it on the LAN: mDNS names a peer once, when first
+            // heard, so a member whose first dial failed (it was not yet a member there, or a
+            // firewall let mDNS through but not the dial) would otherwise never be dialled at
+            // those addresses again.
+            let lost = self.lost.contains(&p);
+            let on_lan = !lost && self.mdns_found(&p);
+            if addrs.is_empty() && !on_lan {
                 continue;
             }
             // A member whose connection just closed is dialled at its direct TCP addresses
@@ -145,7 +160,6 @@ impl Task {
             // address has.
             // That dial goes whatever other dial of the member is under way (a lane opening
             // dials every address known).
-            let lost = self.lost.contains(&p);
             if lost {
                 let tcp: Vec<Multiaddr> = addrs
                     .iter()
@@ -165,11 +179,12 @@ impl Task {
             } else {
                 PeerCondition::DisconnectedAndNotDialing
             };
-            let opts = DialOpts::peer_id(p)
-                .condition(condition)
-                .addresses(addrs)
-                .build();
-            let _ = self.swarm.dial(opts);
+            tracing::debug!(peer = %p, ?addrs, on_lan, lost, "dialling a member");
+            let mut opts = DialOpts::peer_id(p).condition(condition).addresses(addrs);
+            if on_lan {
+                opts = opts.extend_addresses_through_behaviour();
+            }
+            let _ = self.swarm.dial(opts.build());
             *next = now + *backoff;
             *backoff = (*backoff * 2).min(MAX_BACKOFF);
         }

@@ -341,8 +341,12 @@ impl Task {
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
+                error,
                 ..
-            } => self.dial_failed(peer),
+            } => {
+                tracing::debug!(%peer, "a dial failed: {error}");
+                self.dial_failed(peer);
+            }
             SwarmEvent::NewListenAddr { address, .. } => self.listening_on(address),
             SwarmEvent::ExternalAddrConfirmed { address } => self.external_confirmed(address),
             SwarmEvent::NewExternalAddrCandidate { address } => {

@@ -15,11 +15,12 @@ mod start;
 mod view;
 mod worker;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_election::{ElectionNode, Role, node_id_of};
+use chorus_election::{ElectionNode, Member, NodeId, Role, node_id_of};
 use chorus_proto::message::Message;
 use chorus_sync::{ClusterInfo, RaftFeed, RaftView};
 use libp2p::{Multiaddr, PeerId};
@@ -216,63 +217,71 @@ pub async fn run(
     let mut dropped: u64 = 0;
     let mut snapshot_timer = tokio::time::interval(SNAPSHOT_EVERY);
     snapshot_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut members_seen: Option<ClusterInfo> = None;
+    // The membership (with the addresses the leader recorded) this node last acted on.
+    let mut members_seen: Option<(ClusterInfo, BTreeMap<NodeId, Member>)> = None;
     membership::keep(election.clone(), net.clone(), cfg_demote_after);
     if cfg_timing_auto {
         round_trip::record(state_dir.clone(), election.clone(), net.clone());
     }
     // Raft as it is at start.
-    let follow = |feed: &mut RaftFeed, members_seen: &mut Option<ClusterInfo>| {
-        let v = raft_view(&election);
-        let evs = feed.poll(&v, |after| election.headers_after(after));
-        if members_seen.as_ref() != Some(&v.cluster) {
-            // Members may talk to this node, and are dialled at the addresses they recorded.
+    let follow =
+        |feed: &mut RaftFeed,
+         members_seen: &mut Option<(ClusterInfo, BTreeMap<NodeId, Member>)>| {
+            let v = raft_view(&election);
+            let evs = feed.poll(&v, |after| election.headers_after(after));
+            // Addresses count as a change: the leader records a member's new ones (a laptop on
+            // another network, a LAN address heard by mDNS), and the others dial it there.
             let members = election.members();
-            let peers: Vec<PeerId> = members
-                .values()
-                .filter_map(|m| PeerId::from_bytes(&m.peer_id).ok())
-                .collect();
-            // A member that left the membership (`chorus remove`) is refused from now on.
-            let gone: Vec<PeerId> = members_seen
-                .iter()
-                .flat_map(|c| c.peer_ids.values())
-                .filter_map(|b| PeerId::from_bytes(b).ok())
-                .filter(|p| !peers.contains(p))
-                .collect();
-            if !gone.is_empty() {
-                net.disallow(gone);
-            }
-            if members.contains_key(&election.id()) {
-                net.set_quic_members(peers.clone());
-            }
-            net.allow(peers);
-            for m in members.values() {
-                if let Ok(p) = PeerId::from_bytes(&m.peer_id) {
-                    for a in m.addresses.iter().filter_map(|a| a.parse().ok()) {
-                        net.add_address(p, a);
+            if members_seen
+                .as_ref()
+                .is_none_or(|(cluster, seen)| *cluster != v.cluster || *seen != members)
+            {
+                // Members may talk to this node, and are dialled at the addresses they recorded.
+                let peers: Vec<PeerId> = members
+                    .values()
+                    .filter_map(|m| PeerId::from_bytes(&m.peer_id).ok())
+                    .collect();
+                // A member that left the membership (`chorus remove`) is refused from now on.
+                let gone: Vec<PeerId> = members_seen
+                    .iter()
+                    .flat_map(|(c, _)| c.peer_ids.values())
+                    .filter_map(|b| PeerId::from_bytes(b).ok())
+                    .filter(|p| !peers.contains(p))
+                    .collect();
+                if !gone.is_empty() {
+                    net.disallow(gone);
+                }
+                if members.contains_key(&election.id()) {
+                    net.set_quic_members(peers.clone());
+                }
+                net.allow(peers);
+                for m in members.values() {
+                    if let Ok(p) = PeerId::from_bytes(&m.peer_id) {
+                        for a in m.addresses.iter().filter_map(|a| a.parse().ok()) {
+                            net.add_address(p, a);
+                        }
                     }
                 }
+                *members_seen = Some((v.cluster.clone(), members));
             }
-            *members_seen = Some(v.cluster.clone());
-        }
-        if !evs.is_empty() {
-            let _ = control.send(Input::Raft(evs));
-        }
-        if let Some(term) = feed.confirm_due(&v) {
-            // A linearizable read proves the leadership and that every earlier header is
-            // applied; it takes a heartbeat round, which on a WAN is most of a second.
-            let (e, tx) = (election.clone(), confirmations.clone());
-            tokio::spawn(async move {
-                let read = tokio::time::timeout(CONFIRM_WITHIN, e.read_head()).await;
-                if let Ok(Err(err)) = &read {
-                    tracing::debug!(term, "confirming the leadership failed: {err}");
-                    // Without a majority a read fails at once; it is tried again, not spun.
-                    tokio::time::sleep(CONFIRM_RETRY).await;
-                }
-                let _ = tx.send((term, matches!(read, Ok(Ok(_)))));
-            });
-        }
-    };
+            if !evs.is_empty() {
+                let _ = control.send(Input::Raft(evs));
+            }
+            if let Some(term) = feed.confirm_due(&v) {
+                // A linearizable read proves the leadership and that every earlier header is
+                // applied; it takes a heartbeat round, which on a WAN is most of a second.
+                let (e, tx) = (election.clone(), confirmations.clone());
+                tokio::spawn(async move {
+                    let read = tokio::time::timeout(CONFIRM_WITHIN, e.read_head()).await;
+                    if let Ok(Err(err)) = &read {
+                        tracing::debug!(term, "confirming the leadership failed: {err}");
+                        // Without a majority a read fails at once; it is tried again, not spun.
+                        tokio::time::sleep(CONFIRM_RETRY).await;
+                    }
+                    let _ = tx.send((term, matches!(read, Ok(Ok(_)))));
+                });
+            }
+        };
     follow(&mut feed, &mut members_seen);
     tokio::pin!(shutdown);
     loop {
