@@ -4,7 +4,8 @@
 //! `chorus redo` brings back; the socket is mode 0600; the mass-delete guard holds and releases;
 //! `[[merge]]` rules in config.toml choose how a path merges; a document share merges
 //! concurrent typing character by character; a node killed with
-//! SIGKILL and restarted keeps an edit made while it was down; bad input gets a one-line error.
+//! SIGKILL and restarted keeps an edit made while it was down; bad input gets a one-line error;
+//! a file no member can take is named in the log once.
 //!
 //! Waits are liveness bounds (a stuck cluster fails the test), not speed assertions. Each
 //! process's output is kept and printed when a test fails.
@@ -596,5 +597,44 @@ fn a_share_made_inside_a_share_keeps_its_keys_to_itself() {
                 }),
             "the outer share's version of {dir}: {listed}"
         );
+    }
+}
+
+/// What a share holds that no member can take (a name that is not UTF-8, a FIFO) is said in
+/// the log, naming it, once, rather than left out without a word; the rest syncs as ever.
+#[test]
+fn what_cannot_be_synced_is_said_once_and_the_rest_syncs() {
+    use std::os::unix::ffi::OsStrExt;
+    let mut g = Group::new();
+    // A whole scan every 300 ms besides the watcher's focused ones.
+    ok(&["init", g.at("a").to_str().unwrap()]);
+    let a = g.start_with(g.at("a"), Vec::new(), &["--scan-ms", "300"]);
+    let b = g.join(a, g.at("b"));
+    std::fs::create_dir_all(g.file(a, "odd")).unwrap();
+    let latin1 = g
+        .file(a, "odd")
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9 menu.txt"));
+    std::fs::write(&latin1, "written by an old program\n").unwrap();
+    let fifo = g.file(a, "odd/a pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Several scans, whole and focused, each finding both again.
+    for k in 0..3 {
+        let text = format!("round {k}\n");
+        std::fs::write(g.file(a, "odd/plain.txt"), &text).unwrap();
+        g.wait_everywhere("odd/plain.txt", text.as_bytes());
+        std::thread::sleep(std::time::Duration::from_millis(700));
+    }
+    assert!(!g.file(b, "odd/a pipe").exists());
+    let log = g.log(a);
+    for name in ["a pipe", " menu.txt"] {
+        let said = log
+            .lines()
+            .filter(|l| l.contains("not synced") && l.contains(name))
+            .count();
+        assert_eq!(said, 1, "{name:?} said {said} times:\n{log}");
     }
 }

@@ -277,6 +277,27 @@ impl DiskFolder {
             Some(f) => self.with_unfocused(f, entries, report),
             None => (entries, report),
         };
+        // What no scan will take (a name that is not UTF-8 or not a valid path, a socket or a
+        // FIFO, a link whose target cannot be kept) is said once, when first found: unlike an
+        // unreadable file it does not change by itself, and saying nothing left a user
+        // believing it synced.
+        let told: std::collections::HashSet<&std::path::Path> = self
+            .last_report
+            .skipped
+            .iter()
+            .map(|s| s.path.as_path())
+            .collect();
+        for s in report
+            .skipped
+            .iter()
+            .filter(|s| !told.contains(s.path.as_path()))
+        {
+            tracing::warn!(
+                path = %chorus_proto::shown(&s.path.to_string_lossy()),
+                "not synced: {}",
+                chorus_proto::shown(&s.reason)
+            );
+        }
         // Mount points as found: a full scan knows them all; a focused one only adds.
         let mut mounts = match focus {
             None => std::collections::BTreeSet::new(),
