@@ -42,12 +42,17 @@ pub(crate) fn complete<'a>(
     );
     report.ignore_rules = last.ignore_rules.updated(&report.ignore_rules, looked_at);
     let fresh = std::mem::take(&mut report.skipped);
-    report.skipped = last
+    // A name that is not UTF-8 is not a path `looked_at` can match: the scan's own finding of
+    // it replaces the last one, so it is not listed twice.
+    let found_again: HashSet<&std::path::Path> = fresh.iter().map(|s| s.path.as_path()).collect();
+    let kept: Vec<_> = last
         .skipped
         .iter()
-        .filter(|s| !s.path.to_str().is_some_and(looked_at))
+        .filter(|s| {
+            !s.path.to_str().is_some_and(looked_at) && !found_again.contains(s.path.as_path())
+        })
         .cloned()
-        .chain(fresh)
         .collect();
+    report.skipped = kept.into_iter().chain(fresh).collect();
     (entries, report)
 }

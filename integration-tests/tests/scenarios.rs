@@ -137,17 +137,27 @@ fn members_found_by_mdns_that_could_not_connect_at_first_connect_directly_later(
     std::thread::sleep(Duration::from_secs(5));
     c.lab().set_blocked_but_mdns(1, &[]).unwrap();
     c.lab().set_blocked_but_mdns(2, &[]).unwrap();
-    let path = |from: usize, to: usize| -> Option<String> {
+    // How `from` reaches `to` (`chorus peers`): the path and its address.
+    let path = |from: usize, to: usize| -> Option<(String, String)> {
         let peers = c.query(from, "peers")?;
         let to = &c.node(to).peer_id;
         peers.as_array()?.iter().find_map(|p| {
-            (p["peer_id"].as_str() == Some(to.as_str()))
-                .then(|| p["path"].as_str().map(str::to_owned))
-                .flatten()
+            (p["peer_id"].as_str() == Some(to.as_str())).then(|| {
+                Some((
+                    p["path"].as_str()?.to_owned(),
+                    p["path_addr"].as_str()?.to_owned(),
+                ))
+            })?
+        })
+    };
+    // Directly: dialled, or a hole punched from a relayed connection; never through node 0.
+    let direct = |from: usize, to: usize| {
+        path(from, to).is_some_and(|(kind, addr)| {
+            (kind == "direct" || kind == "hole-punched") && !addr.contains("/p2p-circuit")
         })
     };
     let start = Instant::now();
-    while path(1, 2).as_deref() != Some("direct") || path(2, 1).as_deref() != Some("direct") {
+    while !direct(1, 2) || !direct(2, 1) {
         assert!(
             start.elapsed() < Duration::from_secs(90),
             "1 and 2 did not connect directly within 90 s of being able to: 1 to 2 {:?}, 2 to 1 {:?}",

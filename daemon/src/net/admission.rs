@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use libp2p::request_response;
-use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::oneshot;
 
@@ -46,36 +45,32 @@ struct JoinAnswer {
 impl Task {
     /// Lets these peers connect (they joined the membership).
     ///
-    /// A new member that mDNS found before it was one is dialled now at the addresses mDNS
-    /// holds for it: mDNS reports a peer once, when first found (later answers only renew it),
-    /// and that report was passed over while the peer was a stranger. Two members that each
-    /// heard the other on the LAN before their memberships said so never dialled each other.
+    /// A new member that mDNS heard before it was one is dialled now at the addresses mDNS
+    /// gave, which go into the book for every later redial: mDNS reports a peer once, when
+    /// first heard (later answers only renew it), and that report was passed over while the
+    /// peer was a stranger. Two members that each heard the other on the LAN before their
+    /// memberships said so never dialled each other.
     pub(super) fn allow(&mut self, peers: Vec<PeerId>) {
-        let mut found_earlier = Vec::new();
+        let mut heard_earlier = Vec::new();
         for p in peers {
             self.swarm.behaviour_mut().block.unblock_peer(p);
             self.strangers.remove(&p);
-            if self.allowed.insert(p) && self.mdns_found(&p) {
-                found_earlier.push(p);
+            let newly = self.allowed.insert(p);
+            if let Some(addrs) = self.heard.remove(&p) {
+                for a in addrs {
+                    self.learn(p, a);
+                }
+                if newly {
+                    heard_earlier.push(p);
+                }
             }
         }
         self.links_allowed_changed();
-        for p in found_earlier {
-            // No addresses given: the swarm takes them from its behaviours, mDNS among them.
-            let opts = DialOpts::peer_id(p)
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build();
-            let _ = self.swarm.dial(opts);
+        for p in heard_earlier {
+            let mut addrs = self.book.get(&p).cloned().unwrap_or_default();
+            addrs.retain(|a| super::gate::dialable(&self.quic_members, Some(p), a));
+            self.dial_once(p, addrs);
         }
-    }
-
-    /// Whether mDNS has found `peer` on the LAN (and its answer has not expired).
-    pub(super) fn mdns_found(&self, peer: &PeerId) -> bool {
-        self.swarm
-            .behaviour()
-            .mdns
-            .as_ref()
-            .is_some_and(|m| m.discovered_nodes().any(|p| p == peer))
     }
 
     /// Refuses these peers from now on, and drops their connections.
@@ -86,6 +81,7 @@ impl Task {
             self.relayed_last.remove(&p);
             self.reported.remove(&p);
             self.tcp_tried.remove(&p);
+            self.direct_tried.remove(&p);
             self.refuse(p);
             self.close_lanes(p);
         }

@@ -1,8 +1,8 @@
 //! The address book and redial: every address learnt per peer (libp2p forgets one after a
 //! failed dial; the book does not), handed to the swarm again before a request to a peer that
-//! is not connected; explicit peers (until they are members) and members that are not
-//! connected are redialled with a backoff, a member at every address it is known at, mDNS's
-//! included; a member whose last connection closed is reported gone when the next dial fails.
+//! is not connected; members that are not connected are redialled with a backoff at every
+//! address known for them (a `--peer` address, those the leader recorded, those mDNS heard,
+//! also before the peer was a member); a member whose last connection closed is reported gone when the next dial fails.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,6 +22,13 @@ const LISTEN_WAIT: Duration = Duration::from_secs(1);
 /// Longest wait between two dials of an explicit peer.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// Addresses kept per peer, in the book and in what mDNS heard.
+const MAX_ADDRS_PER_PEER: usize = 16;
+
+/// Peers that are not members kept with what mDNS heard of them (anyone on the LAN can
+/// announce names).
+const MAX_HEARD_PEERS: usize = 64;
+
 /// The peer id an address ends with (`/p2p/...`), if any.
 pub(super) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     addr.iter().find_map(|p| match p {
@@ -31,17 +38,39 @@ pub(super) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
 }
 
 impl Task {
-    /// Remembers an address of a peer (bounded per peer) and tells the swarm.
+    /// Remembers an address of a peer (bounded per peer: the oldest goes first, but never an
+    /// address the user gave with `--peer`, which may be the only one that works from here,
+    /// a forwarded port, say) and tells the swarm.
     pub(super) fn learn(&mut self, peer: PeerId, addr: Multiaddr) {
+        let redial = &self.redial;
         let known = self.book.entry(peer).or_default();
         if !known.contains(&addr) {
-            if known.len() >= 16 {
-                known.remove(0);
+            if known.len() >= MAX_ADDRS_PER_PEER {
+                match known
+                    .iter()
+                    .position(|a| !redial.iter().any(|r| r.addr == *a))
+                {
+                    Some(i) => {
+                        known.remove(i);
+                    }
+                    None => return,
+                }
             }
             known.push(addr.clone());
         }
         if super::gate::dialable(&self.quic_members, Some(peer), &addr) {
             self.swarm.add_peer_address(peer, addr);
+        }
+    }
+
+    /// mDNS heard a peer that is not a member at `addr`: kept (bounded) for when it is one.
+    pub(super) fn heard_on_lan(&mut self, peer: PeerId, addr: Multiaddr) {
+        if !self.heard.contains_key(&peer) && self.heard.len() >= MAX_HEARD_PEERS {
+            return;
+        }
+        let addrs = self.heard.entry(peer).or_default();
+        if !addrs.contains(&addr) && addrs.len() < MAX_ADDRS_PER_PEER {
+            addrs.push(addr);
         }
     }
 
@@ -108,10 +137,12 @@ impl Task {
             }
             let peer = peer_of(&r.addr);
             // A member is dialled below at every address it is known at, this one included
-            // (the book holds it). Dialled here alone, this address went first in the tick and
-            // the member's own dial waited for it (a member is not dialled twice at once); once
-            // both backoffs reached 30 s they fell in the same tick every time, so a member
-            // named by an address that no longer answers was never dialled where it does.
+            // (the book holds it, and never lets it go). Dialled here alone, this address went
+            // first in the tick and the member's own dial waited for it (a member is not
+            // dialled twice at once); once both backoffs reached 30 s they fell in the same
+            // tick every time, so a member named by an address that no longer answers was
+            // never dialled where it does. (Every `--peer` is allowed from the start: this
+            // dials one only after it was removed from the group.)
             if peer.is_some_and(|p| self.allowed.contains(&p)) {
                 continue;
             }
@@ -135,6 +166,9 @@ impl Task {
         for p in members {
             if p == local || self.swarm.is_connected(&p) {
                 self.member_dials.remove(&p);
+                if p != local {
+                    self.retry_direct(p, now);
+                }
                 continue;
             }
             let mut addrs = self.book.get(&p).cloned().unwrap_or_default();
@@ -144,13 +178,7 @@ impl Task {
             if self.through_relays(p) {
                 addrs.extend(self.circuit_addrs(p));
             }
-            // And where mDNS last heard it on the LAN: mDNS names a peer once, when first
-            // heard, so a member whose first dial failed (it was not yet a member there, or a
-            // firewall let mDNS through but not the dial) would otherwise never be dialled at
-            // those addresses again.
-            let lost = self.lost.contains(&p);
-            let on_lan = !lost && self.mdns_found(&p);
-            if addrs.is_empty() && !on_lan {
+            if addrs.is_empty() {
                 continue;
             }
             // A member whose connection just closed is dialled at its direct TCP addresses
@@ -160,6 +188,7 @@ impl Task {
             // address has.
             // That dial goes whatever other dial of the member is under way (a lane opening
             // dials every address known).
+            let lost = self.lost.contains(&p);
             if lost {
                 let tcp: Vec<Multiaddr> = addrs
                     .iter()
@@ -179,12 +208,17 @@ impl Task {
             } else {
                 PeerCondition::DisconnectedAndNotDialing
             };
-            tracing::debug!(peer = %p, ?addrs, on_lan, lost, "dialling a member");
-            let mut opts = DialOpts::peer_id(p).condition(condition).addresses(addrs);
-            if on_lan {
-                opts = opts.extend_addresses_through_behaviour();
+            let opts = DialOpts::peer_id(p)
+                .condition(condition)
+                .addresses(addrs.clone())
+                .build();
+            match self.swarm.dial(opts) {
+                // Another dial of it is under way (a lane opening, mDNS): this one goes at the
+                // next tick after that, its backoff kept, rather than wait a doubled backoff
+                // behind a dial of fewer addresses.
+                Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => continue,
+                _ => tracing::debug!(peer = %p, ?addrs, lost, "dialled a member"),
             }
-            let _ = self.swarm.dial(opts.build());
             *next = now + *backoff;
             *backoff = (*backoff * 2).min(MAX_BACKOFF);
         }

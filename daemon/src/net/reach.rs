@@ -47,6 +47,9 @@ use super::task::Task;
 /// How often a member reached over QUIC alone is dialled over TCP again.
 const TCP_RETRY: Duration = Duration::from_secs(60);
 
+/// How often a member reached only through a relay is dialled directly again.
+const DIRECT_RETRY: Duration = Duration::from_secs(60);
+
 /// Members this node holds a relay reservation at, at most.
 pub const MAX_RELAYS: usize = 2;
 
@@ -396,6 +399,44 @@ impl Task {
         let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
             .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
             .addresses(tcp)
+            .build();
+        let _ = self.swarm.dial(opts);
+    }
+
+    /// A connected member reached only through a relay is dialled at its direct addresses
+    /// every [`DIRECT_RETRY`]: a hole punch is tried once, when the relayed connection opens,
+    /// so a member relayed because the direct path was down a moment (a firewall, a network
+    /// coming up) stayed on a third machine's link for good. A direct connection that opens
+    /// closes the relayed ones; behind NATs the dial fails and nothing changes.
+    pub(super) fn retry_direct(&mut self, peer: PeerId, now: Instant) {
+        let relayed_only = self
+            .links
+            .get(&peer)
+            .is_some_and(|ls| !ls.is_empty() && ls.iter().all(|l| l.kind == PathKind::Relayed));
+        if !relayed_only {
+            self.direct_tried.remove(&peer);
+            return;
+        }
+        let since = *self.direct_tried.entry(peer).or_insert(now);
+        if now.duration_since(since) < DIRECT_RETRY {
+            return;
+        }
+        self.direct_tried.insert(peer, now);
+        let direct: Vec<Multiaddr> = self
+            .book
+            .get(&peer)
+            .into_iter()
+            .flatten()
+            .filter(|a| !is_relayed(a) && super::gate::dialable(&self.quic_members, Some(peer), a))
+            .cloned()
+            .collect();
+        if direct.is_empty() {
+            return;
+        }
+        tracing::debug!(%peer, "reached through a relay only; dialling it directly again");
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+            .condition(libp2p::swarm::dial_opts::PeerCondition::NotDialing)
+            .addresses(direct)
             .build();
         let _ = self.swarm.dial(opts);
     }

@@ -84,6 +84,9 @@ pub(super) struct Task {
     /// Every address learnt per peer (libp2p forgets one after a failed dial; this does not):
     /// handed to the swarm again before each request to a peer that is not connected.
     pub(super) book: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Where mDNS heard peers that were not members then (bounded): a member's are put in the
+    /// book when it is allowed, for mDNS names a peer once, when first heard.
+    pub(super) heard: HashMap<PeerId, Vec<Multiaddr>>,
     /// Sync and chunk frames waiting for the bandwidth limit: (to, frame, on /chorus/chunks).
     pub(super) throttle: Throttle<(PeerId, Vec<u8>, bool)>,
     pub(super) stats: SharedStats,
@@ -93,6 +96,9 @@ pub(super) struct Task {
     pub(super) dialled_back: Vec<Multiaddr>,
     /// When each member reached over QUIC alone was last dialled over TCP.
     pub(super) tcp_tried: HashMap<PeerId, Instant>,
+    /// When each member reached only through a relay was first seen so, or last dialled
+    /// directly.
+    pub(super) direct_tried: HashMap<PeerId, Instant>,
     pub(super) not_dialled_back: Vec<Multiaddr>,
     /// Members not connected: when to dial them next, and the backoff. Every member is
     /// kept connected, so a joiner reaches the others before the node that let it in is gone.
@@ -268,10 +274,22 @@ impl Task {
                         if super::gate::dialable(&self.quic_members, Some(peer), &addr) {
                             per_peer.entry(peer).or_default().push(addr);
                         }
+                    } else {
+                        self.heard_on_lan(peer, addr);
                     }
                 }
                 for (peer, addrs) in per_peer {
                     self.dial_once(peer, addrs);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
+                for (peer, addr) in gone {
+                    if let Some(addrs) = self.heard.get_mut(&peer) {
+                        addrs.retain(|a| *a != addr);
+                        if addrs.is_empty() {
+                            self.heard.remove(&peer);
+                        }
+                    }
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Join(e)) => self.join_event(e),
