@@ -3,6 +3,7 @@
 //! from outside dropped). The two NATed members cannot dial each other; they must still sync,
 //! through the public member's relay (or directly, should a hole punch work), and each says how
 //! it reaches the other. A stranger on the public segment (another share's key) gets nothing.
+//! A machine joins with a NATed member's token, through the relay.
 //! Needs root; skipped (with a message) otherwise.
 
 use std::path::{Path, PathBuf};
@@ -133,6 +134,8 @@ impl Site {
         match name {
             "public" => PUBLIC,
             "a" => self.a_at.get(),
+            // A machine that joins later, on the public segment.
+            "c" => STRANGER,
             _ => self.b_nat,
         }
     }
@@ -620,6 +623,57 @@ fn a_member_whose_public_address_changes_is_found_again() {
         moved.elapsed()
     );
     assert!(site.path_to("b", &a).is_some(), "B reaches A again");
+}
+
+/// A machine joins with the token of a member behind a NAT, which nobody can dial: the token
+/// carries the circuit through the public member's relay, and the joiner reaches the inviter
+/// through it. Before, the joiner filed that address under the relay's id (the first `/p2p/`
+/// in it) and its dial was refused as one to the wrong peer: it could never join.
+#[test]
+fn a_machine_joins_with_the_token_of_a_member_behind_a_nat() {
+    if !needs_root("a_machine_joins_with_the_token_of_a_member_behind_a_nat") {
+        return;
+    }
+    let site = group(Nat::Symmetric);
+    let a_folder = site.folder("a");
+    // A's token names its circuit once it holds a reservation at the public member.
+    let mut token = String::new();
+    site.wait(
+        "A's invite carries a circuit through the relay",
+        Duration::from_secs(30),
+        || {
+            let out = site.ok(&["invite", "--json", "--folder", a_folder.to_str().unwrap()]);
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let circuit = v["addresses"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x.as_str().is_some_and(|x| x.contains("/p2p-circuit")))
+            });
+            token = v["token"].as_str().unwrap_or_default().to_owned();
+            circuit
+        },
+    );
+    let c = site.folder("c");
+    site.ok(&["join", &token, c.to_str().unwrap()]);
+    site.run(STRANGER, "c");
+    site.wait(
+        "C is a member, connected to all three",
+        Duration::from_secs(90),
+        || {
+            site.query("c", "status")
+                .is_some_and(|s| s["peers"] == 3 && s["peers_connected"] == 3)
+        },
+    );
+    write(
+        &c.join("from-c.txt"),
+        b"joined through a NATed member's invite\n",
+    );
+    site.wait("C's file on every member", Duration::from_secs(60), || {
+        site.holds(
+            &["public", "a", "b", "c"],
+            "from-c.txt",
+            b"joined through a NATed member's invite\n",
+        )
+    });
 }
 
 /// The relay member's bytes stay within its limits: with `relay_circuit_mib = 32` (the least

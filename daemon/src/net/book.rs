@@ -29,12 +29,15 @@ const MAX_ADDRS_PER_PEER: usize = 16;
 /// announce names).
 const MAX_HEARD_PEERS: usize = 64;
 
-/// The peer id an address ends with (`/p2p/...`), if any.
+/// The peer an address leads to: its last `/p2p/` (a circuit, `.../p2p/RELAY/p2p-circuit/p2p/PEER`,
+/// leads to PEER, not to the relay), if any.
 pub(super) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
-        _ => None,
-    })
+    addr.iter()
+        .filter_map(|p| match p {
+            libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+            _ => None,
+        })
+        .last()
 }
 
 impl Task {

@@ -105,12 +105,15 @@ pub fn peer_id(state_dir: &std::path::Path) -> Result<PeerId, NodeError> {
     )
 }
 
-/// The peer id an address ends with (`/p2p/...`), if any.
+/// The peer an address leads to: its last `/p2p/` (a circuit, `.../p2p/RELAY/p2p-circuit/p2p/PEER`,
+/// leads to PEER, not to the relay), if any.
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
-        _ => None,
-    })
+    addr.iter()
+        .filter_map(|p| match p {
+            libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+            _ => None,
+        })
+        .last()
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM: the daemon then stops cleanly (Raft shut down, the
