@@ -88,6 +88,9 @@ pub struct Cluster {
     /// Give the nodes each other's PeerIds with a wrong port and turn mDNS on: only mDNS can
     /// tell them where the others are.
     pub mdns_only: bool,
+    /// Give node 0 the others' PeerIds with a wrong port: only they can dial it, so every link
+    /// to it is one they dialled (they hold relay reservations there).
+    pub first_dials_nobody: bool,
 }
 
 impl Drop for Cluster {
@@ -165,6 +168,7 @@ impl Cluster {
             root,
             run_args: Vec::new(),
             mdns_only: false,
+            first_dials_nobody: false,
         })
     }
 
@@ -190,11 +194,16 @@ impl Cluster {
     }
 
     /// Where the others dial node `i`.
+    /// Node `i`'s PeerId at port 1, where nothing listens.
+    fn dead_addr_of(&self, i: usize) -> String {
+        let peer = &self.nodes[i].peer_id;
+        format!("/ip4/{}/tcp/1/p2p/{peer}", self.lab.host(i).addr)
+    }
+
     fn addr_of(&self, i: usize) -> String {
         let peer = &self.nodes[i].peer_id;
         if self.mdns_only {
-            // Port 1: nothing listens there.
-            format!("/ip4/{}/tcp/1/p2p/{peer}", self.lab.host(i).addr)
+            self.dead_addr_of(i)
         } else if self.relays.is_empty() {
             format!("/ip4/{}/tcp/{PORT}/p2p/{peer}", self.lab.host(i).addr)
         } else {
@@ -222,7 +231,12 @@ impl Cluster {
                 std::env::var("CHORUS_TEST_LOG").unwrap_or_else(|_| "chorus=info".to_owned()),
             );
         for j in (0..self.nodes.len()).filter(|&j| j != i) {
-            cmd.args(["--peer", &self.addr_of(j)]);
+            let addr = if i == 0 && self.first_dials_nobody {
+                self.dead_addr_of(j)
+            } else {
+                self.addr_of(j)
+            };
+            cmd.args(["--peer", &addr]);
         }
         if i == 0 {
             cmd.arg("--init");

@@ -2,8 +2,9 @@
 //! cut off from the majority; lossy, delayed, flapping links; SIGKILL of the leader during a
 //! push, of a follower during materialization (no reader ever sees a torn file), of every node
 //! in turn; a node offline for a long time while the others edit; a full disk; members found by
-//! mDNS alone, also when they could not connect at first. Each ends with every node holding the
-//! same tree on the same head, every edit in it.
+//! mDNS alone, also when they could not connect at first; members relayed while their direct
+//! path was down going direct once it is up. Each ends with every node holding the same tree on
+//! the same head, every edit in it.
 //!
 //! Needs root (network namespaces, nftables, tmpfs); each test says SKIPPED otherwise. Waits
 //! are liveness bounds, never speed assertions. A failing test prints the nodes' logs.
@@ -108,6 +109,68 @@ fn mdns_finds_members_whose_addresses_are_unknown() {
     }
 }
 
+/// How node `from` reaches node `to` (`chorus peers`): the path and its address.
+fn path(c: &Cluster, from: usize, to: usize) -> Option<(String, String)> {
+    let peers = c.query(from, "peers")?;
+    let to = &c.node(to).peer_id;
+    peers.as_array()?.iter().find_map(|p| {
+        (p["peer_id"].as_str() == Some(to.as_str())).then(|| {
+            Some((
+                p["path"].as_str()?.to_owned(),
+                p["path_addr"].as_str()?.to_owned(),
+            ))
+        })?
+    })
+}
+
+/// `from` reaches `to` directly: dialled, or a hole punched from a relayed connection; never
+/// through another node.
+fn direct(c: &Cluster, from: usize, to: usize) -> bool {
+    path(c, from, to).is_some_and(|(kind, addr)| {
+        (kind == "direct" || kind == "hole-punched") && !addr.contains("/p2p-circuit")
+    })
+}
+
+/// Two members whose direct path is down reach each other through the third's relay; once it
+/// is up again they connect directly within about a minute. A hole punch is tried only when the
+/// relayed connection opens, so before, they stayed on the third machine's link for good.
+#[test]
+fn members_relayed_while_their_direct_path_was_down_go_direct_once_it_is_up() {
+    if !needs_root("members_relayed_while_their_direct_path_was_down_go_direct_once_it_is_up") {
+        return;
+    }
+    let mut c = Cluster::new(3, Wiring::Direct).expect("a cluster");
+    c.first_dials_nobody = true;
+    let (a1, a2) = (c.lab().host(1).addr, c.lab().host(2).addr);
+    c.lab().set_blocked(1, &[a2]).unwrap();
+    c.lab().set_blocked(2, &[a1]).unwrap();
+    c.start_all(CONVERGE);
+    for (from, to) in [(1, 2), (2, 1)] {
+        let p = path(&c, from, to);
+        assert!(
+            p.as_ref().is_some_and(|(kind, _)| kind == "relayed"),
+            "{from} reaches {to} {p:?} while their direct path is down"
+        );
+    }
+    c.lab().set_blocked(1, &[]).unwrap();
+    c.lab().set_blocked(2, &[]).unwrap();
+    let start = Instant::now();
+    while !direct(&c, 1, 2) || !direct(&c, 2, 1) {
+        assert!(
+            start.elapsed() < Duration::from_secs(100),
+            "1 and 2 did not connect directly within 100 s of their path coming up: 1 to 2 {:?}, 2 to 1 {:?}",
+            path(&c, 1, 2),
+            path(&c, 2, 1)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("direct {:?} after the path came up", start.elapsed());
+    write(&c, 2, "direct.txt", "across the direct path\n");
+    for i in 0..3 {
+        wait_file(&c, i, "direct.txt", b"across the direct path\n");
+    }
+}
+
 /// Two members that heard each other over mDNS while they could not connect (a firewall that
 /// passes mDNS, a dial that lost a race with the other's membership) connect directly once they
 /// can: mDNS names a peer once, when first heard, so they must go on dialling the addresses it
@@ -137,32 +200,13 @@ fn members_found_by_mdns_that_could_not_connect_at_first_connect_directly_later(
     std::thread::sleep(Duration::from_secs(5));
     c.lab().set_blocked_but_mdns(1, &[]).unwrap();
     c.lab().set_blocked_but_mdns(2, &[]).unwrap();
-    // How `from` reaches `to` (`chorus peers`): the path and its address.
-    let path = |from: usize, to: usize| -> Option<(String, String)> {
-        let peers = c.query(from, "peers")?;
-        let to = &c.node(to).peer_id;
-        peers.as_array()?.iter().find_map(|p| {
-            (p["peer_id"].as_str() == Some(to.as_str())).then(|| {
-                Some((
-                    p["path"].as_str()?.to_owned(),
-                    p["path_addr"].as_str()?.to_owned(),
-                ))
-            })?
-        })
-    };
-    // Directly: dialled, or a hole punched from a relayed connection; never through node 0.
-    let direct = |from: usize, to: usize| {
-        path(from, to).is_some_and(|(kind, addr)| {
-            (kind == "direct" || kind == "hole-punched") && !addr.contains("/p2p-circuit")
-        })
-    };
     let start = Instant::now();
-    while !direct(1, 2) || !direct(2, 1) {
+    while !direct(&c, 1, 2) || !direct(&c, 2, 1) {
         assert!(
             start.elapsed() < Duration::from_secs(90),
             "1 and 2 did not connect directly within 90 s of being able to: 1 to 2 {:?}, 2 to 1 {:?}",
-            path(1, 2),
-            path(2, 1)
+            path(&c, 1, 2),
+            path(&c, 2, 1)
         );
         std::thread::sleep(Duration::from_millis(250));
     }
