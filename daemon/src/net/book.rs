@@ -31,7 +31,7 @@ const MAX_HEARD_PEERS: usize = 64;
 
 /// The peer an address leads to: its last `/p2p/` (a circuit, `.../p2p/RELAY/p2p-circuit/p2p/PEER`,
 /// leads to PEER, not to the relay), if any.
-pub(super) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     addr.iter()
         .filter_map(|p| match p {
             libp2p::multiaddr::Protocol::P2p(id) => Some(id),

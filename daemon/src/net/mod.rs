@@ -59,6 +59,7 @@ mod reach;
 mod task;
 pub mod throttle;
 
+pub use book::peer_of;
 pub use build::{NetConfig, spawn};
 pub use codec::FrameCodec;
 pub use handle::JoinAccepted;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chorus_election::{ElectionNode, Member, NodeId, node_id_of};
 use libp2p::{Multiaddr, PeerId};
 
-use super::peer_of;
+use crate::net::peer_of;
 use crate::net::{Code, NetHandle};
 
 /// Adds `explicit` peers as members, each retried until it is in (on the node that made the

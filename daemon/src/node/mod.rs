@@ -105,17 +105,6 @@ pub fn peer_id(state_dir: &std::path::Path) -> Result<PeerId, NodeError> {
     )
 }
 
-/// The peer an address leads to: its last `/p2p/` (a circuit, `.../p2p/RELAY/p2p-circuit/p2p/PEER`,
-/// leads to PEER, not to the relay), if any.
-fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter()
-        .filter_map(|p| match p {
-            libp2p::multiaddr::Protocol::P2p(id) => Some(id),
-            _ => None,
-        })
-        .last()
-}
-
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM: the daemon then stops cleanly (Raft shut down, the
 /// socket removed). Everything accepted is durable before it is acknowledged, so a SIGKILL
 /// loses nothing either; it only leaves the socket file, which the next start replaces.

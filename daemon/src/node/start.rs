@@ -18,8 +18,9 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use super::view::WorkerView;
 use super::worker::{self, Input, PeerMessage, Worker};
-use super::{NodeConfig, NodeError, membership, peer_of};
+use super::{NodeConfig, NodeError, membership};
 use crate::api;
+use crate::net::peer_of;
 use crate::net::{self, Inbound, NetConfig, NetHandle, RaftTransport};
 use chorus_folder::heard::Heard;
 
