@@ -2,9 +2,9 @@
 //! failed dial; the book does not), handed to the swarm again before a request to a peer that
 //! is not connected; members that are not connected are redialled with a backoff at every
 //! address known for them (a `--peer` address, those the leader recorded, those mDNS heard,
-//! also before the peer was a member); a member whose last connection closed is reported gone when the next dial fails.
+//! also before the peer was a member); a member whose last connection closed is reported gone
+//! when the next dial fails.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
@@ -19,7 +19,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// How long dials wait at most for this node's listen addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(1);
 
-/// Longest wait between two dials of an explicit peer.
+/// Longest wait between two dials of a member.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Addresses kept per peer, in the book and in what mDNS heard.
@@ -45,14 +45,11 @@ impl Task {
     /// address the user gave with `--peer`, which may be the only one that works from here,
     /// a forwarded port, say) and tells the swarm.
     pub(super) fn learn(&mut self, peer: PeerId, addr: Multiaddr) {
-        let redial = &self.redial;
+        let explicit = &self.explicit;
         let known = self.book.entry(peer).or_default();
         if !known.contains(&addr) {
             if known.len() >= MAX_ADDRS_PER_PEER {
-                match known
-                    .iter()
-                    .position(|a| !redial.iter().any(|r| r.addr == *a))
-                {
+                match known.iter().position(|a| !explicit.contains(a)) {
                     Some(i) => {
                         known.remove(i);
                     }
@@ -124,45 +121,12 @@ impl Task {
                     .is_some_and(|(_, backoff)| *backoff > FIRST_BACKOFF))
     }
 
-    /// Dials the explicit peers and the members that are not connected and whose backoff is
-    /// over.
+    /// Dials the members that are not connected and whose backoff is over (the `--peer` ones
+    /// among them: every explicit peer is allowed), and now and then a connected member reached
+    /// only through a relay, directly.
     pub(super) fn redial(&mut self, now: Instant) {
         if !self.may_dial(now) {
             return;
-        }
-        // The explicit addresses of one peer (a join token's) are dialled as one dial, which
-        // tries them at once and keeps the first connection: a dial each would leave as many
-        // connections, every one of them pinged and kept for the lanes libp2p spreads over them.
-        let mut per_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
-        for r in &mut self.redial {
-            if r.next > now {
-                continue;
-            }
-            let peer = peer_of(&r.addr);
-            // A member is dialled below at every address it is known at, this one included
-            // (the book holds it, and never lets it go). Dialled here alone, this address went
-            // first in the tick and the member's own dial waited for it (a member is not
-            // dialled twice at once); once both backoffs reached 30 s they fell in the same
-            // tick every time, so a member named by an address that no longer answers was
-            // never dialled where it does. (Every `--peer` is allowed from the start: this
-            // dials one only after it was removed from the group.)
-            if peer.is_some_and(|p| self.allowed.contains(&p)) {
-                continue;
-            }
-            let connected = peer.is_some_and(|p| self.swarm.is_connected(&p));
-            if !connected && super::gate::dialable(&self.quic_members, peer, &r.addr) {
-                match peer {
-                    Some(p) => per_peer.entry(p).or_default().push(r.addr.clone()),
-                    None => {
-                        let _ = self.swarm.dial(r.addr.clone());
-                    }
-                }
-            }
-            r.next = now + r.backoff;
-            r.backoff = (r.backoff * 2).min(MAX_BACKOFF);
-        }
-        for (peer, addrs) in per_peer {
-            self.dial_once(peer, addrs);
         }
         let local = *self.swarm.local_peer_id();
         let members: Vec<PeerId> = self.allowed.iter().copied().collect();
@@ -257,25 +221,6 @@ impl Task {
         if self.lost.remove(&peer) && !self.swarm.is_connected(&peer) {
             tracing::debug!(%peer, "a member's connection closed and a redial failed");
             self.deliver(Inbound::Gone { peer });
-        }
-    }
-
-    /// A connected explicit peer is not redialled until it goes away again.
-    pub(super) fn redial_connected(&mut self, peer: PeerId) {
-        for r in &mut self.redial {
-            if peer_of(&r.addr) == Some(peer) {
-                r.backoff = Duration::from_millis(250);
-                r.next = Instant::now() + MAX_BACKOFF;
-            }
-        }
-    }
-
-    /// An explicit peer that went away is dialled again at the next tick.
-    pub(super) fn redial_closed(&mut self, peer: PeerId) {
-        for r in &mut self.redial {
-            if peer_of(&r.addr) == Some(peer) {
-                r.next = Instant::now();
-            }
         }
     }
 }

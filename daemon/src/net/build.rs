@@ -26,7 +26,7 @@ use super::book::peer_of;
 use super::codec::{Counters, FrameCodec};
 use super::handle::{Inbound, NetError, NetHandle, SharedStats};
 use super::lanes::{Lane, LaneCtx};
-use super::task::{Behaviour, Redial, Task};
+use super::task::{Behaviour, Task};
 use super::throttle::Throttle;
 
 const CHUNKS: StreamProtocol = StreamProtocol::new("/chorus/chunks/1");
@@ -62,7 +62,8 @@ pub struct NetConfig {
     /// Where the invites this node issues are kept (`None`: in memory only).
     pub invites: Option<std::path::PathBuf>,
     pub listen: Vec<Multiaddr>,
-    /// Peers dialled at start and redialled with a backoff while disconnected.
+    /// Peers given by address (`--peer`, a join token's), each ending in `/p2p/<peer>`: allowed,
+    /// dialled at start and redialled with a backoff while disconnected, as every member is.
     pub explicit_peers: Vec<Multiaddr>,
     /// Peers allowed to connect (the membership); more with [`NetHandle::allow`].
     pub allowed: Vec<PeerId>,
@@ -191,23 +192,15 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
             tracing::warn!(addr = %quic, "cannot listen on QUIC ({e}); TCP only");
         }
     }
-    let allowed: HashSet<PeerId> = cfg.allowed.into_iter().collect();
+    let mut allowed: HashSet<PeerId> = cfg.allowed.into_iter().collect();
     let mut book: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
     for a in &cfg.explicit_peers {
         if let Some(p) = peer_of(a) {
+            allowed.insert(p);
             book.entry(p).or_default().push(a.clone());
         }
     }
-    let now = Instant::now();
-    let redial = cfg
-        .explicit_peers
-        .into_iter()
-        .map(|addr| Redial {
-            addr,
-            next: now,
-            backoff: Duration::from_millis(250),
-        })
-        .collect();
+    let explicit = cfg.explicit_peers;
     let (tx, rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
     let stats = SharedStats::default();
@@ -248,7 +241,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
         allowed,
         quic_members: HashSet::new(),
         reported: HashMap::new(),
-        redial,
+        explicit,
         secret,
         strangers: HashMap::new(),
         joins: HashMap::new(),

@@ -28,7 +28,7 @@
 //! - `task`: the behaviour (the protocols the swarm runs) and the task that owns the Swarm, its
 //!   loop, commands and swarm events; the other files add to `Task` and import only it (and
 //!   the leaves: handle, codec, invite), never the other way round;
-//! - `book`: the address book, and redial of explicit peers and members;
+//! - `book`: the address book, and redial of members (the `--peer` ones among them);
 //! - `admission`: the allow list, strangers and their grace, refusals, the join protocol;
 //! - `gate`: which QUIC connections are admitted and which QUIC addresses are dialled;
 //! - `dispatch`: chunk requests, lanes opened by members and this node's own, delivery to

@@ -46,14 +46,6 @@ pub(super) struct Behaviour {
     pub(super) autonat_server: autonat::v2::server::Behaviour,
 }
 
-/// An explicit peer and when to dial it next (addresses without `/p2p/` are dialled with the
-/// backoff whether or not their peer is connected).
-pub(super) struct Redial {
-    pub(super) addr: Multiaddr,
-    pub(super) next: Instant,
-    pub(super) backoff: Duration,
-}
-
 /// The network's state, owned by the one task that runs the swarm.
 pub(super) struct Task {
     pub(super) swarm: Swarm<Behaviour>,
@@ -72,7 +64,9 @@ pub(super) struct Task {
     pub(super) quic_members: HashSet<PeerId>,
     /// Where each member last said (identify) it can be reached.
     pub(super) reported: HashMap<PeerId, Vec<Multiaddr>>,
-    pub(super) redial: Vec<Redial>,
+    /// The `--peer` addresses: members dialled there like anywhere else, but never dropped
+    /// from the book (the only address that works from here may be one of them).
+    pub(super) explicit: Vec<Multiaddr>,
     pub(super) secret: [u8; 32],
     /// Connected peers that are not members, and until when they may present an invite.
     pub(super) strangers: HashMap<PeerId, Instant>,
@@ -332,7 +326,6 @@ impl Task {
                 self.lost.remove(&peer_id);
                 self.link_opened(peer_id, connection_id, &endpoint);
                 self.admit_connection(peer_id);
-                self.redial_connected(peer_id);
                 self.seen(peer_id);
             }
             SwarmEvent::ConnectionClosed {
@@ -352,7 +345,6 @@ impl Task {
                 );
                 self.link_closed(peer_id, connection_id);
                 self.seen(peer_id);
-                self.redial_closed(peer_id);
                 if num_established == 0 {
                     self.member_closed(peer_id);
                 }
