@@ -131,6 +131,22 @@ fn direct(c: &Cluster, from: usize, to: usize) -> bool {
     })
 }
 
+/// Waits until nodes 1 and 2 reach each other directly, at most `within` (a liveness bound):
+/// how long it took.
+fn wait_direct(c: &Cluster, within: Duration) -> Duration {
+    let start = Instant::now();
+    while !direct(c, 1, 2) || !direct(c, 2, 1) {
+        assert!(
+            start.elapsed() < within,
+            "1 and 2 did not connect directly within {within:?} of being able to: 1 to 2 {:?}, 2 to 1 {:?}",
+            path(c, 1, 2),
+            path(c, 2, 1)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    start.elapsed()
+}
+
 /// Two members whose direct path is down reach each other through the third's relay; once it
 /// is up again they connect directly within about a minute. A hole punch is tried only when the
 /// relayed connection opens, so before, they stayed on the third machine's link for good.
@@ -154,17 +170,8 @@ fn members_relayed_while_their_direct_path_was_down_go_direct_once_it_is_up() {
     }
     c.lab().set_blocked(1, &[]).unwrap();
     c.lab().set_blocked(2, &[]).unwrap();
-    let start = Instant::now();
-    while !direct(&c, 1, 2) || !direct(&c, 2, 1) {
-        assert!(
-            start.elapsed() < Duration::from_secs(100),
-            "1 and 2 did not connect directly within 100 s of their path coming up: 1 to 2 {:?}, 2 to 1 {:?}",
-            path(&c, 1, 2),
-            path(&c, 2, 1)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    eprintln!("direct {:?} after the path came up", start.elapsed());
+    let took = wait_direct(&c, Duration::from_secs(100));
+    eprintln!("direct {took:?} after the path came up");
     write(&c, 2, "direct.txt", "across the direct path\n");
     for i in 0..3 {
         wait_file(&c, i, "direct.txt", b"across the direct path\n");
@@ -200,16 +207,7 @@ fn members_found_by_mdns_that_could_not_connect_at_first_connect_directly_later(
     std::thread::sleep(Duration::from_secs(5));
     c.lab().set_blocked_but_mdns(1, &[]).unwrap();
     c.lab().set_blocked_but_mdns(2, &[]).unwrap();
-    let start = Instant::now();
-    while !direct(&c, 1, 2) || !direct(&c, 2, 1) {
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "1 and 2 did not connect directly within 90 s of being able to: 1 to 2 {:?}, 2 to 1 {:?}",
-            path(&c, 1, 2),
-            path(&c, 2, 1)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_direct(&c, Duration::from_secs(90));
     write(&c, 1, "found.txt", "found by mDNS\n");
     for i in 0..3 {
         wait_file(&c, i, "found.txt", b"found by mDNS\n");
