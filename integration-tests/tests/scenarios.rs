@@ -148,8 +148,10 @@ fn wait_direct(c: &Cluster, within: Duration) -> Duration {
 }
 
 /// Two members whose direct path is down reach each other through the third's relay; once it
-/// is up again they connect directly within about a minute. A hole punch is tried only when the
-/// relayed connection opens, so before, they stayed on the third machine's link for good.
+/// is up again they connect directly within about half a minute. A hole punch is tried only
+/// when the relayed connection opens, so before, they stayed on the third machine's link for
+/// good; and when they had crossed dials through the relay twice, four relayed connections
+/// filled the per-peer limit and refused every direct one (`daemon/tests/relay_slots.rs`).
 #[test]
 fn members_relayed_while_their_direct_path_was_down_go_direct_once_it_is_up() {
     if !needs_root("members_relayed_while_their_direct_path_was_down_go_direct_once_it_is_up") {

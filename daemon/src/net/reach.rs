@@ -22,7 +22,9 @@
 //!   success confirms that address as external. With who dialled it directly, this gives
 //!   [`Reachability`] (`chorus status`).
 //! - **One connection per member, as far as dialling goes.** A peer's addresses are dialled
-//!   as one dial (`book`); relayed and QUIC connections give way to a direct TCP one.
+//!   as one dial (`book`); relayed and QUIC connections give way to a direct TCP one. At most
+//!   [`MAX_RELAYED_PER_PEER`] relayed connections per member are kept, so a direct one always
+//!   has room under the per-peer connection limit.
 //!   Duplicates that still open (two members dialling each other at once, AutoNAT's
 //!   dial-backs) are left to libp2p's idle timeout (which spares one a lane landed on):
 //!   closing one could lose a chunk message on its way.
@@ -48,7 +50,14 @@ use super::task::Task;
 const TCP_RETRY: Duration = Duration::from_secs(60);
 
 /// How often a member reached only through a relay is dialled directly again.
-const DIRECT_RETRY: Duration = Duration::from_secs(60);
+const DIRECT_RETRY: Duration = Duration::from_secs(30);
+
+/// Relayed connections kept per member: half the per-peer connection limit. Two members that
+/// dial each other through relays at once, twice (a retry while the first circuits open), hold
+/// four relayed connections, the whole limit: every direct connection after that, the hole
+/// punch's and each direct redial's, was refused at both ends, and they stayed relayed for
+/// good. A relayed connection past this is closed as it opens; the older ones carry on.
+pub(super) const MAX_RELAYED_PER_PEER: usize = super::build::MAX_ESTABLISHED_PER_PEER as usize / 2;
 
 /// Members this node holds a relay reservation at, at most.
 pub const MAX_RELAYS: usize = 2;
@@ -125,7 +134,9 @@ impl Task {
         });
         // A direct connection makes relayed ones redundant, whichever opened first.
         self.close_relayed(peer);
-        if !relayed {
+        if relayed {
+            self.trim_relayed(peer);
+        } else {
             self.prefer_tcp(peer);
         }
         self.publish_path(peer);
@@ -421,7 +432,6 @@ impl Task {
         if now.duration_since(since) < DIRECT_RETRY {
             return;
         }
-        self.direct_tried.insert(peer, now);
         let direct: Vec<Multiaddr> = self
             .book
             .get(&peer)
@@ -431,14 +441,40 @@ impl Task {
             .cloned()
             .collect();
         if direct.is_empty() {
+            self.direct_tried.insert(peer, now);
             return;
         }
-        tracing::debug!(%peer, "reached through a relay only; dialling it directly again");
         let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
             .condition(libp2p::swarm::dial_opts::PeerCondition::NotDialing)
-            .addresses(direct)
+            .addresses(direct.clone())
             .build();
-        let _ = self.swarm.dial(opts);
+        match self.swarm.dial(opts) {
+            // Another dial of it is under way (a hole punch's): this one goes at a later tick.
+            Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {}
+            _ => {
+                tracing::debug!(%peer, ?direct, "reached through a relay only; dialled it directly again");
+                self.direct_tried.insert(peer, now);
+            }
+        }
+    }
+
+    /// Closes the relayed connections to `peer` past [`MAX_RELAYED_PER_PEER`], the newest
+    /// first (one closing is still counted until its close is reported, so it is closed again
+    /// rather than an older one).
+    fn trim_relayed(&mut self, peer: PeerId) {
+        let Some(links) = self.links.get(&peer) else {
+            return;
+        };
+        let surplus: Vec<ConnectionId> = links
+            .iter()
+            .filter(|l| l.kind == PathKind::Relayed)
+            .skip(MAX_RELAYED_PER_PEER)
+            .map(|l| l.id)
+            .collect();
+        for id in surplus {
+            tracing::debug!(%peer, "more relayed connections than kept; closing the newest");
+            self.swarm.close_connection(id);
+        }
     }
 
     fn close_relayed(&mut self, peer: PeerId) {
