@@ -258,7 +258,7 @@ function renderConflicts() {
         el('div', {}, el('h4', {}, `Displaced (${c.displaced_from})`), lost)),
       el('button', { type: 'button', 'data-redo': 'in-place',
         onclick: (e) => act(e.target, '/v1/redo', { entry: c.seq },
-          (a) => `brought back #${c.seq} in ${a.path} (${a.in_place ? 'in place' : 'beside the file: the text around it changed'})`) },
+          (a) => `brought back #${c.seq} in ${a.path} (${a.in_place ? 'in place' : `beside the file: ${ASIDE[a.beside_why] || 'what is there is left as it is'}`})`) },
       'Redo in place'),
       canBeside ? el('button', { type: 'button', class: 'secondary', 'data-redo': 'beside',
         onclick: (e) => act(e.target, '/v1/redo', { entry: c.seq, beside: true },
@@ -266,6 +266,15 @@ function renderConflicts() {
   });
   box.replaceChildren(...cards);
 }
+
+// Why a redo went beside its file (`beside_why` of POST /v1/redo).
+const ASIDE = {
+  'asked': 'as asked',
+  'context-changed': 'the text around it changed since',
+  'file-changed': 'the file changed since',
+  'file-gone': 'the file is gone',
+  'not-a-file': 'a folder is at its path now, or a file where its folder was',
+};
 
 function renderActions() {
   const s = state.status;

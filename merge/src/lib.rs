@@ -28,7 +28,7 @@ mod xdiff;
 
 pub use mode::{MergeMode, ModeRules};
 pub use order::{Order, Side};
-pub use reapply::{reapply, reapply_beside};
+pub use reapply::{Aside, reapply, reapply_beside};
 pub use redo::{Displaced, RedoEntry, RedoStack};
 pub use text::{MergeError, MergeOutcome, merge, merge_file};
 pub use tree::{

@@ -175,9 +175,40 @@ pub enum Change {
 pub struct Reapplied {
     pub change: Change,
     pub in_place: bool,
+    /// Why it went beside the file (`None`: in place).
+    pub aside: Option<Aside>,
     /// What the redo displaced in turn (lines both it and what stood there changed): they go
     /// on the redo stack like any displaced change.
     pub displaced: Vec<RedoEntry>,
+}
+
+/// Why a redo went beside its file rather than in place: what the user is told, so they know
+/// what to compare.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Aside {
+    /// `--beside` asked for it.
+    Asked,
+    /// The lines around the displaced hunk changed since.
+    ContextChanged,
+    /// The file changed since its content was displaced.
+    FileChanged,
+    /// The file is gone (deleted or renamed).
+    FileGone,
+    /// A folder is at its path now, or a file is where one of its folders was.
+    NotAFile,
+}
+
+impl Aside {
+    /// The word the API gives (`beside_why`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aside::Asked => "asked",
+            Aside::ContextChanged => "context-changed",
+            Aside::FileChanged => "file-changed",
+            Aside::FileGone => "file-gone",
+            Aside::NotAFile => "not-a-file",
+        }
+    }
 }
 
 /// Why an entry could not be reapplied.
@@ -237,13 +268,14 @@ pub fn reapply(
         Ok(Reapplied {
             change,
             in_place: true,
+            aside: None,
             displaced: Vec::new(),
         })
     };
     match &entry.what {
         Displaced::Hunk(h) => {
             // The displaced text in its context, next to the file, when it cannot go in place.
-            let aside = || {
+            let aside = |why| {
                 beside(
                     &path,
                     entry.displaced_from,
@@ -252,10 +284,13 @@ pub fn reapply(
                         bytes: h.in_context(),
                         mode: Mode::FILE,
                     },
+                    why,
                 )
             };
-            let Some(Entry::File { mode, manifest }) = now else {
-                return aside();
+            let (mode, manifest) = match now {
+                Some(Entry::File { mode, manifest }) => (mode, manifest),
+                None if parent_free(&path, current) => return aside(Aside::FileGone),
+                _ => return aside(Aside::NotAFile),
             };
             let bytes = loader.load(manifest)?;
             match h.redo_in(&bytes) {
@@ -265,6 +300,7 @@ pub fn reapply(
                         content: NewContent::Bytes { bytes, mode: *mode },
                     },
                     in_place: true,
+                    aside: None,
                     displaced: displaced
                         .into_iter()
                         .map(|h| RedoEntry {
@@ -275,7 +311,7 @@ pub fn reapply(
                         })
                         .collect(),
                 }),
-                None => aside(),
+                None => aside(Aside::ContextChanged),
             }
         }
         Displaced::Whole { content, kept } => {
@@ -289,11 +325,16 @@ pub fn reapply(
                     content: content.clone().into_content(),
                 })
             } else {
+                let why = match now {
+                    Some(Entry::File { .. } | Entry::Symlink { .. }) => Aside::FileChanged,
+                    Some(Entry::Dir { .. }) | None => Aside::NotAFile,
+                };
                 beside(
                     &path,
                     entry.displaced_from,
                     current,
                     content.clone().into_content(),
+                    why,
                 )
             }
         }
@@ -341,7 +382,7 @@ pub fn reapply_beside(entry: &RedoEntry, current: &TreeManifest) -> Result<Reapp
             return Err(RedoError::NothingBeside { path });
         }
     };
-    beside(&path, entry.displaced_from, current, content)
+    beside(&path, entry.displaced_from, current, content, Aside::Asked)
 }
 
 /// True when no ancestor of `path` is a file or symlink in `tree`.
@@ -356,6 +397,7 @@ fn beside(
     number: VersionNumber,
     tree: &TreeManifest,
     content: NewContent,
+    why: Aside,
 ) -> Result<Reapplied, RedoError> {
     let stem = format!("{}.redo-{number}", path.as_str());
     for i in 1..1000 {
@@ -374,6 +416,7 @@ fn beside(
                     content,
                 },
                 in_place: false,
+                aside: Some(why),
                 displaced: Vec::new(),
             });
         }

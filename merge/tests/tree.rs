@@ -5,7 +5,7 @@ use chorus_chunking::chunker::chunk_bytes;
 use chorus_chunking::{
     ChunkId, ChunkStore, ChunkerParams, Entry, MemStore, Mode, RelPath, TreeManifest, VersionNumber,
 };
-use chorus_merge::reapply::{Change, NewContent};
+use chorus_merge::reapply::{Aside, Change, NewContent};
 use chorus_merge::redo::WholeContent;
 use chorus_merge::tree::LoadError;
 use chorus_merge::{
@@ -217,6 +217,81 @@ fn a_conflict_keeps_the_higher_number_and_the_hunk_reapplies_later() {
         panic!()
     };
     assert_eq!(path, p("notes.md.redo-7.1-2"));
+}
+
+/// A redo that goes beside its file says why, as the user is told: the lines around a hunk
+/// changed, the file changed or is gone, a folder took its path.
+#[test]
+fn a_redo_beside_its_file_says_why() {
+    let s = MemStore::new();
+    // A hunk displaced from notes.md.
+    let base = tree(vec![("notes.md", file(&s, b"a\nb\nc\n", false))]);
+    let ours = tree(vec![("notes.md", file(&s, b"a\nours\nc\n", false))]);
+    let theirs = tree(vec![("notes.md", file(&s, b"a\ntheirs\nc\n", false))]);
+    let mut hunk = RedoStack::new();
+    hunk.extend(merged(&s, &base, &ours, &theirs).redo);
+    // A whole file displaced from x (it lost to a directory).
+    let ours = tree(vec![("x", file(&s, b"file\n", false))]);
+    let theirs = tree(vec![
+        ("x", Entry::dir()),
+        ("x/y", file(&s, b"inside\n", false)),
+    ]);
+    let mut whole = RedoStack::new();
+    whole.extend(merged(&s, &tree(vec![]), &ours, &theirs).redo);
+    let why = |stack: &RedoStack, now: TreeManifest| {
+        let r = stack.reapply(0, &now, &s).unwrap();
+        assert_eq!(r.in_place, r.aside.is_none());
+        r.aside
+    };
+    let cases = [
+        (
+            &hunk,
+            tree(vec![("notes.md", file(&s, b"a\ntheirs\nc\nd\n", false))]),
+            None,
+        ),
+        (
+            &hunk,
+            tree(vec![("notes.md", file(&s, b"rewritten\n", false))]),
+            Some(Aside::ContextChanged),
+        ),
+        (&hunk, tree(vec![]), Some(Aside::FileGone)),
+        (
+            &hunk,
+            tree(vec![("notes.md", Entry::dir())]),
+            Some(Aside::NotAFile),
+        ),
+        (
+            &hunk,
+            tree(vec![
+                ("notes.md", file(&s, b"now a file\n", false)),
+                ("other", file(&s, b"o\n", false)),
+            ]),
+            Some(Aside::ContextChanged),
+        ),
+        (&whole, tree(vec![]), None),
+        (
+            &whole,
+            tree(vec![("x", file(&s, b"another file\n", false))]),
+            Some(Aside::FileChanged),
+        ),
+        (
+            &whole,
+            tree(vec![
+                ("x", Entry::dir()),
+                ("x/y", file(&s, b"inside\n", false)),
+            ]),
+            Some(Aside::NotAFile),
+        ),
+    ];
+    for (i, (stack, now, expected)) in cases.into_iter().enumerate() {
+        assert_eq!(why(stack, now), expected, "case {i}");
+    }
+    assert_eq!(
+        chorus_merge::reapply_beside(&hunk.list()[0], &tree(vec![]))
+            .unwrap()
+            .aside,
+        Some(Aside::Asked)
+    );
 }
 
 #[test]

@@ -138,11 +138,21 @@ pub fn redo(args: RedoArgs) -> anyhow::Result<ExitCode> {
             s(v, "entry"),
             s(v, "path"),
             if v["in_place"] == Value::Bool(true) {
-                "in place"
-            } else if args.beside {
-                "beside the file, as NAME.redo-MAJOR.MINOR, as asked"
+                "in place".to_owned()
             } else {
-                "beside the file, as NAME.redo-MAJOR.MINOR, because the text around it changed"
+                format!(
+                    "beside the file, as NAME.redo-MAJOR.MINOR, {}",
+                    match v["beside_why"].as_str() {
+                        Some("asked") => "as asked",
+                        Some("context-changed") => "because the text around it changed since",
+                        Some("file-changed") => "because the file changed since",
+                        Some("file-gone") => "because the file is gone",
+                        Some("not-a-file") => {
+                            "because a folder is at its path now, or a file where its folder was"
+                        }
+                        _ => "leaving what is there as it is",
+                    }
+                )
             }
         ),
         None => format!(

@@ -421,12 +421,13 @@ impl<F: Folder> Replica<F> {
         let count = displaced.len();
         self.engine.note_displaced(displaced);
         let changed = self.write_tree(now, &disk, &target, &mut out)?;
+        let why = re.aside.map(|a| a.as_str());
         self.notices.push(Notice::History {
             kind: "redone",
-            detail: json!({"entry": seq, "path": path.to_string(), "in_place": re.in_place}),
+            detail: json!({"entry": seq, "path": path.to_string(), "in_place": re.in_place, "beside_why": why}),
         });
         Ok((
-            json!({"entry": seq, "path": path.to_string(), "in_place": re.in_place, "changed": changed, "displaced": count}),
+            json!({"entry": seq, "path": path.to_string(), "in_place": re.in_place, "beside_why": why, "changed": changed, "displaced": count}),
             out,
         ))
     }
