@@ -106,6 +106,19 @@ fn init_invite_join_edit_undo_redo_restore_conflict_and_restart() {
     assert!(said.contains("in place"), "{said}");
     g.wait_everywhere("t.txt", loser.as_bytes());
     g.wait_converged();
+    // With the file gone, the same entry comes back beside where it was, saying why.
+    std::fs::remove_file(g.file(c, "t.txt")).unwrap();
+    g.wait_missing_everywhere("t.txt");
+    g.wait_converged();
+    let said = g.ask(c, &["redo", &entry["seq"].to_string()]);
+    assert!(said.contains("because the file is gone"), "{said}");
+    let beside = format!("t.txt.redo-{}", entry["displaced_from"].as_str().unwrap());
+    wait_until("the redo beside the deleted file everywhere", || {
+        [a, b, c].iter().all(|&i| {
+            read(&g.file(i, &beside)).is_some_and(|t| t.contains(loser.lines().nth(1).unwrap()))
+        })
+    });
+    g.wait_converged();
 
     // Per-peer figures: bytes both ways, and a round trip once a ping has gone.
     wait_until("per-peer bytes and round trips", || {
@@ -637,4 +650,78 @@ fn what_cannot_be_synced_is_said_once_and_the_rest_syncs() {
             .count();
         assert_eq!(said, 1, "{name:?} said {said} times:\n{log}");
     }
+}
+
+/// A path that cannot be read (here a disk mounted inside the share and unplugged: what was on
+/// it is kept as it was) is named in the log once while it stays so, not at every whole scan:
+/// a folder of a thousand unreadable files wrote a thousand lines a minute. Once readable again
+/// and then not, it is named again. Needs root (to mount a tmpfs); SKIPPED otherwise.
+#[test]
+fn an_unreadable_path_is_said_once_while_it_stays_unreadable() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "SKIPPED an_unreadable_path_is_said_once_while_it_stays_unreadable: needs root to mount a tmpfs"
+        );
+        return;
+    }
+    let mut g = Group::new();
+    ok(&["init", g.at("a").to_str().unwrap()]);
+    // A whole scan every 300 ms besides the watcher's focused ones.
+    let a = g.start_with(g.at("a"), Vec::new(), &["--scan-ms", "300"]);
+    let b = g.join(a, g.at("b"));
+    let photos = g.file(a, "photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let mount = || {
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&photos)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let umount = || {
+        assert!(
+            std::process::Command::new("umount")
+                .arg(&photos)
+                .status()
+                .is_ok_and(|s| s.success()),
+            "umount {}",
+            photos.display()
+        )
+    };
+    if !mount() {
+        eprintln!(
+            "SKIPPED an_unreadable_path_is_said_once_while_it_stays_unreadable: cannot mount a tmpfs here"
+        );
+        return;
+    }
+    std::fs::write(photos.join("a.jpg"), b"photo a").unwrap();
+    g.wait_everywhere("photos/a.jpg", b"photo a");
+    let said = |g: &Group| {
+        g.log(a)
+            .lines()
+            .filter(|l| l.contains("cannot be read, kept as it was") && l.contains("photos"))
+            .count()
+    };
+    umount();
+    // Many whole scans, and edits elsewhere for focused ones.
+    for k in 0..3 {
+        let text = format!("round {k}\n");
+        std::fs::write(g.file(a, "notes.txt"), &text).unwrap();
+        g.wait_everywhere("notes.txt", text.as_bytes());
+        std::thread::sleep(std::time::Duration::from_millis(700));
+    }
+    assert_eq!(said(&g), 1, "while unplugged:\n{}", g.log(a));
+    assert_eq!(
+        read(&g.file(b, "photos/a.jpg")).as_deref(),
+        Some("photo a"),
+        "what was on the unplugged disk is kept on the other member"
+    );
+    // Plugged in again, read, and unplugged once more: said again, once.
+    assert!(mount(), "mount again");
+    std::fs::write(photos.join("a.jpg"), b"photo a").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    umount();
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    assert_eq!(said(&g), 2, "unplugged twice:\n{}", g.log(a));
 }

@@ -49,6 +49,9 @@ pub struct DiskFolder {
     pub(crate) state_dir_rel: Option<RelPath>,
     pub(crate) leftovers_removed: bool,
     pub(crate) last_report: ScanReport,
+    /// The paths that could not be read and were said so, with why: each is said again only
+    /// once it was read in between, or for another reason.
+    pub(crate) told_unknown: std::collections::HashMap<RelPath, String>,
     /// What the file watcher heard and no scan has taken, when one watches the share: the
     /// check before a write then looks at those paths alone ([`Folder::scan_before_write`]).
     pub(crate) heard: Option<Arc<Heard>>,
@@ -120,6 +123,7 @@ impl DiskFolder {
             state_dir_rel,
             leftovers_removed: false,
             last_report: ScanReport::default(),
+            told_unknown: std::collections::HashMap::new(),
             heard: None,
             scanned_whole: false,
         })
@@ -260,13 +264,28 @@ impl DiskFolder {
             )),
             ScanError::Chunks(e) => FolderError::Chunks(e),
         })?;
+        // Said once while it stays unreadable, not at every whole scan (a folder of a thousand
+        // unreadable files wrote a thousand lines a minute): a scan forgets what it looked at
+        // and found readable again, so it is said again if it turns unreadable once more.
         for (p, why) in &report.unknown {
-            tracing::warn!(
-                path = %chorus_proto::shown(p.as_str()),
-                "cannot be read, kept as it was: {}",
-                chorus_proto::shown(why)
-            );
+            if self.told_unknown.get(p) != Some(why) {
+                tracing::warn!(
+                    path = %chorus_proto::shown(p.as_str()),
+                    "cannot be read, kept as it was: {}",
+                    chorus_proto::shown(why)
+                );
+            }
         }
+        match focus {
+            None => self.told_unknown.clear(),
+            Some(f) => self.told_unknown.retain(|p, _| !f.covers(p)),
+        }
+        self.told_unknown.extend(
+            report
+                .unknown
+                .iter()
+                .map(|(p, why)| (p.clone(), why.clone())),
+        );
         tracing::debug!(
             focused = focus.is_some(),
             read = report.files_read,
