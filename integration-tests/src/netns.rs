@@ -302,6 +302,12 @@ impl Lab {
         self.block(i, from, &["th", "dport", "!=", "5353"])
     }
 
+    /// Drops the TCP packets host `i` receives from these addresses (UDP, QUIC among it,
+    /// passes), as a firewall that lets only some protocols through (an empty list lifts it).
+    pub fn set_blocked_tcp(&self, i: usize, from: &[Ipv4Addr]) -> Result<(), LabError> {
+        self.block(i, from, &["meta", "l4proto", "tcp"])
+    }
+
     /// One rule: drop what comes from `from` and matches `matching`.
     fn block(&self, i: usize, from: &[Ipv4Addr], matching: &[&str]) -> Result<(), LabError> {
         let ns = &self.hosts[i].netns;

@@ -80,8 +80,7 @@ impl Task {
             self.quic_members.remove(&p);
             self.relayed_last.remove(&p);
             self.reported.remove(&p);
-            self.tcp_tried.remove(&p);
-            self.direct_tried.remove(&p);
+            self.better_tried.remove(&p);
             self.refuse(p);
             self.close_lanes(p);
         }

@@ -134,7 +134,7 @@ impl Task {
             if p == local || self.swarm.is_connected(&p) {
                 self.member_dials.remove(&p);
                 if p != local {
-                    self.retry_direct(p, now);
+                    self.seek_better_path(p, now);
                 }
                 continue;
             }

@@ -38,7 +38,7 @@ const MAX_JOIN_FRAME: usize = 4 << 10;
 /// the daemon's file descriptors.
 const MAX_PENDING_INCOMING: u32 = 64;
 /// Established incoming connections at once, and per peer (relayed ones are kept to half of
-/// that, [`super::reach::MAX_RELAYED_PER_PEER`], so a direct connection always has room).
+/// that, [`super::better_path::MAX_RELAYED_PER_PEER`], so a direct connection always has room).
 const MAX_ESTABLISHED_INCOMING: u32 = 256;
 pub(super) const MAX_ESTABLISHED_PER_PEER: u32 = 4;
 /// A handshake that has not finished in this long is dropped.
@@ -253,8 +253,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<Inbound>), Net
         stats: stats.clone(),
         reach: reach.clone(),
         dialled_back: Vec::new(),
-        tcp_tried: HashMap::new(),
-        direct_tried: HashMap::new(),
+        better_tried: HashMap::new(),
         not_dialled_back: Vec::new(),
         member_dials: HashMap::new(),
         heard: HashMap::new(),

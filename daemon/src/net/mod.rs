@@ -38,11 +38,15 @@
 //! - `reach`: connection paths (direct, hole-punched, relayed), the relay run for the members,
 //!   reservations at other members' relays, dialling through them, hole punching, and the set
 //!   of connected members;
+//! - `better_path`: a connected member on a worse path than it could have (relayed only, or
+//!   QUIC alone), dialled at its better addresses now and then, and the worse connections a
+//!   better one closes;
 //! - [`codec`], [`identity`], [`invite`], `link`, [`private_net`], [`raft`], [`throttle`]: the
 //!   frame codec, the keypair, invites, what the task keeps per connection and per
 //!   relay, the Raft transport, the bandwidth limit.
 
 mod admission;
+mod better_path;
 mod book;
 mod build;
 pub mod codec;

@@ -16,15 +16,15 @@
 //!   it (each side tries the addresses other members observed it at, as identify reports them;
 //!   dials leave from the listening port, so a NAT that keeps ports maps them back). Once a
 //!   direct connection to a peer exists its relayed ones are closed, so sync and chunk traffic
-//!   never goes through the relay when a direct path exists.
+//!   never goes through the relay when a direct path exists; a member still relayed is
+//!   dialled directly now and then (`better_path`).
 //! - **Knowing its own reachability.** AutoNAT v2 among the members: a node asks a member it
 //!   dialled to dial it back, from a fresh port, at an address others observed it at; a
 //!   success confirms that address as external. With who dialled it directly, this gives
 //!   [`Reachability`] (`chorus status`).
 //! - **One connection per member, as far as dialling goes.** A peer's addresses are dialled
-//!   as one dial (`book`); relayed and QUIC connections give way to a direct TCP one. At most
-//!   [`MAX_RELAYED_PER_PEER`] relayed connections per member are kept, so a direct one always
-//!   has room under the per-peer connection limit.
+//!   as one dial (`book`); relayed and QUIC connections give way to a direct TCP one, and
+//!   only two relayed connections per member are kept (`better_path`).
 //!   Duplicates that still open (two members dialling each other at once, AutoNAT's
 //!   dial-backs) are left to libp2p's idle timeout (which spares one a lane landed on):
 //!   closing one could lose a chunk message on its way.
@@ -45,19 +45,6 @@ use libp2p::{Multiaddr, PeerId, autonat, dcutr};
 use super::handle::{PathKind, PeerPath, Reachability, with_stats};
 use super::link::{Link, Reservation, is_direct_off_loopback, is_relayed};
 use super::task::Task;
-
-/// How often a member reached over QUIC alone is dialled over TCP again.
-const TCP_RETRY: Duration = Duration::from_secs(60);
-
-/// How often a member reached only through a relay is dialled directly again.
-const DIRECT_RETRY: Duration = Duration::from_secs(30);
-
-/// Relayed connections kept per member: half the per-peer connection limit. Two members that
-/// dial each other through relays at once, twice (a retry while the first circuits open), hold
-/// four relayed connections, the whole limit: every direct connection after that, the hole
-/// punch's and each direct redial's, was refused at both ends, and they stayed relayed for
-/// good. A relayed connection past this is closed as it opens; the older ones carry on.
-pub(super) const MAX_RELAYED_PER_PEER: usize = super::build::MAX_ESTABLISHED_PER_PEER as usize / 2;
 
 /// Members this node holds a relay reservation at, at most.
 pub const MAX_RELAYS: usize = 2;
@@ -133,11 +120,9 @@ impl Task {
             dialed: dialed && !relayed,
         });
         // A direct connection makes relayed ones redundant, whichever opened first.
-        self.close_relayed(peer);
-        if relayed {
-            self.trim_relayed(peer);
-        } else {
-            self.prefer_tcp(peer);
+        self.close_worse(peer);
+        if !relayed {
+            self.seek_better_path(peer, Instant::now());
         }
         self.publish_path(peer);
         self.publish_links();
@@ -347,151 +332,12 @@ impl Task {
                     // The connection's event comes after this one.
                     self.punched.insert(id);
                 }
-                self.close_relayed(peer);
+                self.close_worse(peer);
                 self.publish_path(peer);
             }
             Err(err) => {
                 tracing::info!(peer = %e.remote_peer_id, "no hole punch; staying relayed: {err}");
             }
-        }
-    }
-
-    /// Closes the relayed connections to `peer` when a direct one exists.
-    /// TCP where it works, QUIC where only it does: a TCP connection makes QUIC ones redundant
-    /// (a daemon that dies resets its TCP connections at once, so the others notice within
-    /// milliseconds; a QUIC connection only times out), and a member reached over QUIC alone
-    /// (QUIC won the race of a dial, or a hole punch went over UDP) is dialled over TCP too, at
-    /// most once a minute, in case TCP works as well.
-    fn prefer_tcp(&mut self, peer: PeerId) {
-        let Some(links) = self.links.get(&peer) else {
-            return;
-        };
-        let direct = |l: &&Link| l.kind != PathKind::Relayed;
-        let quic: Vec<ConnectionId> = links
-            .iter()
-            .filter(direct)
-            .filter(|l| super::gate::is_quic(&l.addr))
-            .map(|l| l.id)
-            .collect();
-        if quic.is_empty() {
-            return;
-        }
-        if links
-            .iter()
-            .filter(direct)
-            .any(|l| !super::gate::is_quic(&l.addr))
-        {
-            for id in quic {
-                tracing::debug!(%peer, "a TCP connection exists; closing the QUIC one");
-                self.swarm.close_connection(id);
-            }
-            return;
-        }
-        let now = Instant::now();
-        if self
-            .tcp_tried
-            .get(&peer)
-            .is_some_and(|at| now.duration_since(*at) < TCP_RETRY)
-        {
-            return;
-        }
-        let tcp: Vec<Multiaddr> = self
-            .book
-            .get(&peer)
-            .into_iter()
-            .flatten()
-            .filter(|a| !super::gate::is_quic(a) && !is_relayed(a))
-            .cloned()
-            .collect();
-        if tcp.is_empty() {
-            return;
-        }
-        self.tcp_tried.insert(peer, now);
-        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-            .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
-            .addresses(tcp)
-            .build();
-        let _ = self.swarm.dial(opts);
-    }
-
-    /// A connected member reached only through a relay is dialled at its direct addresses
-    /// every [`DIRECT_RETRY`]: a hole punch is tried once, when the relayed connection opens,
-    /// so a member relayed because the direct path was down a moment (a firewall, a network
-    /// coming up) stayed on a third machine's link for good. A direct connection that opens
-    /// closes the relayed ones; behind NATs the dial fails and nothing changes.
-    pub(super) fn retry_direct(&mut self, peer: PeerId, now: Instant) {
-        let relayed_only = self
-            .links
-            .get(&peer)
-            .is_some_and(|ls| !ls.is_empty() && ls.iter().all(|l| l.kind == PathKind::Relayed));
-        if !relayed_only {
-            self.direct_tried.remove(&peer);
-            return;
-        }
-        let since = *self.direct_tried.entry(peer).or_insert(now);
-        if now.duration_since(since) < DIRECT_RETRY {
-            return;
-        }
-        let direct: Vec<Multiaddr> = self
-            .book
-            .get(&peer)
-            .into_iter()
-            .flatten()
-            .filter(|a| !is_relayed(a) && super::gate::dialable(&self.quic_members, Some(peer), a))
-            .cloned()
-            .collect();
-        if direct.is_empty() {
-            self.direct_tried.insert(peer, now);
-            return;
-        }
-        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-            .condition(libp2p::swarm::dial_opts::PeerCondition::NotDialing)
-            .addresses(direct.clone())
-            .build();
-        match self.swarm.dial(opts) {
-            // Another dial of it is under way (a hole punch's): this one goes at a later tick.
-            Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {}
-            _ => {
-                tracing::debug!(%peer, ?direct, "reached through a relay only; dialled it directly again");
-                self.direct_tried.insert(peer, now);
-            }
-        }
-    }
-
-    /// Closes the relayed connections to `peer` past [`MAX_RELAYED_PER_PEER`], the newest
-    /// first (one closing is still counted until its close is reported, so it is closed again
-    /// rather than an older one).
-    fn trim_relayed(&mut self, peer: PeerId) {
-        let Some(links) = self.links.get(&peer) else {
-            return;
-        };
-        let surplus: Vec<ConnectionId> = links
-            .iter()
-            .filter(|l| l.kind == PathKind::Relayed)
-            .skip(MAX_RELAYED_PER_PEER)
-            .map(|l| l.id)
-            .collect();
-        for id in surplus {
-            tracing::debug!(%peer, "more relayed connections than kept; closing the newest");
-            self.swarm.close_connection(id);
-        }
-    }
-
-    fn close_relayed(&mut self, peer: PeerId) {
-        let Some(links) = self.links.get(&peer) else {
-            return;
-        };
-        if !links.iter().any(|l| l.kind != PathKind::Relayed) {
-            return;
-        }
-        let relayed: Vec<ConnectionId> = links
-            .iter()
-            .filter(|l| l.kind == PathKind::Relayed)
-            .map(|l| l.id)
-            .collect();
-        for id in relayed {
-            tracing::debug!(%peer, "a direct connection exists; closing the relayed one");
-            self.swarm.close_connection(id);
         }
     }
 

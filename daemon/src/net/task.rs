@@ -88,11 +88,9 @@ pub(super) struct Task {
     pub(super) reach: super::handle::SharedReach,
     /// Addresses of this node a member dialled back (AutoNAT), and those none could.
     pub(super) dialled_back: Vec<Multiaddr>,
-    /// When each member reached over QUIC alone was last dialled over TCP.
-    pub(super) tcp_tried: HashMap<PeerId, Instant>,
-    /// When each member reached only through a relay was first seen so, or last dialled
-    /// directly.
-    pub(super) direct_tried: HashMap<PeerId, Instant>,
+    /// Members on a worse path than they could have (`better_path`): what they lack, and
+    /// when they were first found so or last dialled at their better addresses.
+    pub(super) better_tried: HashMap<PeerId, (super::better_path::Lacks, Instant)>,
     pub(super) not_dialled_back: Vec<Multiaddr>,
     /// Members not connected: when to dial them next, and the backoff. Every member is
     /// kept connected, so a joiner reaches the others before the node that let it in is gone.
