@@ -6,7 +6,8 @@
 //!
 //! Here the honest node B (the daemon's network) holds a reservation at a relay R; a peer M in
 //! B's membership opens four circuits to B through R, then dials B directly. B must keep no
-//! more relayed connections than its bound and take the direct one. R and M are plain libp2p
+//! more relayed connections than its bound and take the direct one. (Of two ends, the one
+//! with the lower PeerId closes the surplus; B is made the lower.) R and M are plain libp2p
 //! nodes with the share's key (R serves as a relay with a loopback address it calls external,
 //! which the daemon's own relay would not do on loopback). Waits are liveness bounds, never
 //! speed assertions.
@@ -61,7 +62,14 @@ async fn relay_node(secret: [u8; 32]) -> Multiaddr {
         .unwrap()
         .with_behaviour(|key| RelayBehaviour {
             ping: ping::Behaviour::default(),
-            relay: relay::Behaviour::new(key.public().to_peer_id(), relay::Config::default()),
+            // Circuits from one peer are not what is tested here: R allows more than B keeps.
+            relay: relay::Behaviour::new(
+                key.public().to_peer_id(),
+                relay::Config {
+                    max_circuits_per_peer: 16,
+                    ..relay::Config::default()
+                },
+            ),
         })
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
@@ -96,13 +104,15 @@ enum Dial {
     Direct,
 }
 
-/// M: a member that dials B as it is told, through R's relay or directly.
+/// M: a member that dials B as it is told, through R's relay or directly; `opened` counts
+/// the connections to B that opened at M.
 fn member(
     secret: [u8; 32],
     keypair: Keypair,
     relay: Multiaddr,
     b: PeerId,
     b_addr: Multiaddr,
+    opened: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) -> tokio::sync::mpsc::UnboundedSender<Dial> {
     let mut swarm: Swarm<MemberBehaviour> = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -128,7 +138,13 @@ fn member(
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = swarm.select_next_some() => {}
+                e = swarm.select_next_some() => {
+                    if let SwarmEvent::ConnectionEstablished { peer_id, .. } = e
+                        && peer_id == b
+                    {
+                        opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
                 cmd = rx.recv() => {
                     let addr = match cmd {
                         Some(Dial::Circuit) => circuit.clone(),
@@ -163,9 +179,14 @@ async fn a_member_reached_over_many_relayed_connections_still_connects_directly(
         Some(Protocol::P2p(id)) => id,
         _ => unreachable!("the relay's address ends in its /p2p/"),
     };
-    let m_key = Keypair::generate_ed25519();
+    // B's PeerId the lower of the two: B is the end that closes the surplus.
+    let (b_key, m_key) = loop {
+        let (x, y) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        if x.public().to_peer_id() < y.public().to_peer_id() {
+            break (x, y);
+        }
+    };
     let m = m_key.public().to_peer_id();
-    let b_key = Keypair::generate_ed25519();
     let b_id = b_key.public().to_peer_id();
     let (b, _inbound) = spawn(chorus::net::NetConfig {
         explicit_peers: vec![relay.clone()],
@@ -185,7 +206,8 @@ async fn a_member_reached_over_many_relayed_connections_still_connects_directly(
 
     // B dials R (a member named by its address) and holds a reservation there: M's circuit
     // dials fail until it does.
-    let dial = member(secret, m_key, relay, b_id, b_addr);
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let dial = member(secret, m_key, relay, b_id, b_addr, opened.clone());
     tokio::time::timeout(LIVENESS, async {
         while seen(&b, m).0 != Some(PathKind::Relayed) {
             dial.send(Dial::Circuit).unwrap();
@@ -195,11 +217,20 @@ async fn a_member_reached_over_many_relayed_connections_still_connects_directly(
     .await
     .expect("M reaches B through R's relay");
 
-    // Four relayed connections opened from M's side (two members crossing dials twice).
+    // Four more relayed connections opened from M's side (two members crossing dials twice),
+    // each relayed by R: M sees every one open.
+    let before = opened.load(std::sync::atomic::Ordering::SeqCst);
     for _ in 0..4 {
         dial.send(Dial::Circuit).unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    tokio::time::timeout(LIVENESS, async {
+        while opened.load(std::sync::atomic::Ordering::SeqCst) < before + 4 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("R relays M's four circuits to B");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (path, connections) = seen(&b, m);
     assert_eq!(path, Some(PathKind::Relayed), "M still reaches B through R");

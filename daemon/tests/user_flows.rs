@@ -672,24 +672,34 @@ fn an_unreadable_path_is_said_once_while_it_stays_unreadable() {
     let b = g.join(a, g.at("b"));
     let photos = g.file(a, "photos");
     std::fs::create_dir_all(&photos).unwrap();
-    let mount = || {
-        std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-            .arg(&photos)
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let umount = || {
-        assert!(
-            std::process::Command::new("umount")
-                .arg(&photos)
+    /// The tmpfs, unmounted when the test ends however it ends.
+    struct Mount(std::path::PathBuf);
+    impl Mount {
+        fn mount(&self) -> bool {
+            std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+                .arg(&self.0)
                 .status()
-                .is_ok_and(|s| s.success()),
-            "umount {}",
-            photos.display()
-        )
-    };
-    if !mount() {
+                .is_ok_and(|s| s.success())
+        }
+        fn umount(&self) {
+            let done = std::process::Command::new("umount")
+                .arg(&self.0)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(done, "umount {}", self.0.display());
+        }
+    }
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(&self.0)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+    let disk = Mount(photos.clone());
+    if !disk.mount() {
         eprintln!(
             "SKIPPED an_unreadable_path_is_said_once_while_it_stays_unreadable: cannot mount a tmpfs here"
         );
@@ -703,7 +713,8 @@ fn an_unreadable_path_is_said_once_while_it_stays_unreadable() {
             .filter(|l| l.contains("cannot be read, kept as it was") && l.contains("photos"))
             .count()
     };
-    umount();
+    disk.umount();
+    wait_until("the unplugged disk named", || said(&g) >= 1);
     // Many whole scans, and edits elsewhere for focused ones.
     for k in 0..3 {
         let text = format!("round {k}\n");
@@ -717,11 +728,14 @@ fn an_unreadable_path_is_said_once_while_it_stays_unreadable() {
         Some("photo a"),
         "what was on the unplugged disk is kept on the other member"
     );
-    // Plugged in again, read, and unplugged once more: said again, once.
-    assert!(mount(), "mount again");
+    // Plugged in again and read (a new file on it reaches the other member), then unplugged
+    // once more: named again, once.
+    assert!(disk.mount(), "mount again");
     std::fs::write(photos.join("a.jpg"), b"photo a").unwrap();
+    std::fs::write(photos.join("b.jpg"), b"photo b").unwrap();
+    g.wait_everywhere("photos/b.jpg", b"photo b");
+    disk.umount();
+    wait_until("the disk unplugged again named again", || said(&g) >= 2);
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    umount();
-    std::thread::sleep(std::time::Duration::from_millis(2000));
     assert_eq!(said(&g), 2, "unplugged twice:\n{}", g.log(a));
 }

@@ -273,7 +273,7 @@ const ASIDE = {
   'context-changed': 'the text around it changed since',
   'file-changed': 'the file changed since',
   'file-gone': 'the file is gone',
-  'not-a-file': 'a folder is at its path now, or a file where its folder was',
+  'not-a-file': 'a folder is at its path now',
 };
 
 function renderActions() {

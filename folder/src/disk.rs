@@ -49,9 +49,10 @@ pub struct DiskFolder {
     pub(crate) state_dir_rel: Option<RelPath>,
     pub(crate) leftovers_removed: bool,
     pub(crate) last_report: ScanReport,
-    /// The paths that could not be read and were said so, with why: each is said again only
-    /// once it was read in between, or for another reason.
-    pub(crate) told_unknown: std::collections::HashMap<RelPath, String>,
+    /// The paths that could not be read and were said so: each is said again only once a scan
+    /// that looked at it found it readable in between (not when only why changed: the reason
+    /// for a file too large names its size, which a growing log changes at every scan).
+    pub(crate) told_unknown: std::collections::HashSet<RelPath>,
     /// What the file watcher heard and no scan has taken, when one watches the share: the
     /// check before a write then looks at those paths alone ([`Folder::scan_before_write`]).
     pub(crate) heard: Option<Arc<Heard>>,
@@ -123,7 +124,7 @@ impl DiskFolder {
             state_dir_rel,
             leftovers_removed: false,
             last_report: ScanReport::default(),
-            told_unknown: std::collections::HashMap::new(),
+            told_unknown: std::collections::HashSet::new(),
             heard: None,
             scanned_whole: false,
         })
@@ -268,7 +269,7 @@ impl DiskFolder {
         // unreadable files wrote a thousand lines a minute): a scan forgets what it looked at
         // and found readable again, so it is said again if it turns unreadable once more.
         for (p, why) in &report.unknown {
-            if self.told_unknown.get(p) != Some(why) {
+            if !self.told_unknown.contains(p) {
                 tracing::warn!(
                     path = %chorus_proto::shown(p.as_str()),
                     "cannot be read, kept as it was: {}",
@@ -278,14 +279,10 @@ impl DiskFolder {
         }
         match focus {
             None => self.told_unknown.clear(),
-            Some(f) => self.told_unknown.retain(|p, _| !f.covers(p)),
+            Some(f) => self.told_unknown.retain(|p| !f.covers(p)),
         }
-        self.told_unknown.extend(
-            report
-                .unknown
-                .iter()
-                .map(|(p, why)| (p.clone(), why.clone())),
-        );
+        self.told_unknown
+            .extend(report.unknown.iter().map(|(p, _)| p.clone()));
         tracing::debug!(
             focused = focus.is_some(),
             read = report.files_read,

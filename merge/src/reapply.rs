@@ -194,7 +194,7 @@ pub enum Aside {
     FileChanged,
     /// The file is gone (deleted or renamed).
     FileGone,
-    /// A folder is at its path now, or a file is where one of its folders was.
+    /// A folder is at its path now.
     NotAFile,
 }
 
@@ -232,6 +232,10 @@ pub enum RedoError {
     NothingBeside { path: RelPath },
     #[error("no free name beside {0} for the restored content")]
     NoName(RelPath),
+    #[error(
+        "{path} cannot come back: a file or link stands where one of its folders was; move it away and redo again"
+    )]
+    UnderAFile { path: RelPath },
     #[error("the displaced content is in version {0}, which is not stored here yet")]
     Unresolved(chorus_chunking::VersionId),
 }
@@ -264,6 +268,10 @@ pub fn reapply(
     }
     let path = entry.path.clone().ok_or(RedoError::NoPath)?;
     let now = current.get(&path);
+    // Neither in place nor beside: both would go below what is now a file.
+    if !parent_free(&path, current) && !matches!(entry.what, Displaced::Deletion { .. }) {
+        return Err(RedoError::UnderAFile { path });
+    }
     let in_place = |change| {
         Ok(Reapplied {
             change,
@@ -289,8 +297,9 @@ pub fn reapply(
             };
             let (mode, manifest) = match now {
                 Some(Entry::File { mode, manifest }) => (mode, manifest),
-                None if parent_free(&path, current) => return aside(Aside::FileGone),
-                _ => return aside(Aside::NotAFile),
+                None => return aside(Aside::FileGone),
+                Some(Entry::Symlink { .. }) => return aside(Aside::FileChanged),
+                Some(Entry::Dir { .. }) => return aside(Aside::NotAFile),
             };
             let bytes = loader.load(manifest)?;
             match h.redo_in(&bytes) {
@@ -319,15 +328,15 @@ pub fn reapply(
                 Some(k) => k.is_in(now, loader)?,
                 None => false,
             };
-            if now.is_none() && parent_free(&path, current) || unchanged {
+            if now.is_none() || unchanged {
                 in_place(Change::Write {
                     path,
                     content: content.clone().into_content(),
                 })
             } else {
                 let why = match now {
-                    Some(Entry::File { .. } | Entry::Symlink { .. }) => Aside::FileChanged,
-                    Some(Entry::Dir { .. }) | None => Aside::NotAFile,
+                    Some(Entry::Dir { .. }) => Aside::NotAFile,
+                    _ => Aside::FileChanged,
                 };
                 beside(
                     &path,
@@ -372,6 +381,9 @@ pub fn reapply_beside(entry: &RedoEntry, current: &TreeManifest) -> Result<Reapp
         return Err(RedoError::Unresolved(*tree));
     }
     let path = entry.path.clone().ok_or(RedoError::NoPath)?;
+    if !parent_free(&path, current) {
+        return Err(RedoError::UnderAFile { path });
+    }
     let content = match &entry.what {
         Displaced::Hunk(h) => NewContent::Bytes {
             bytes: h.in_context(),

@@ -262,11 +262,13 @@ fn a_redo_beside_its_file_says_why() {
         ),
         (
             &hunk,
-            tree(vec![
-                ("notes.md", file(&s, b"now a file\n", false)),
-                ("other", file(&s, b"o\n", false)),
-            ]),
-            Some(Aside::ContextChanged),
+            tree(vec![(
+                "notes.md",
+                Entry::Symlink {
+                    target: "elsewhere".into(),
+                },
+            )]),
+            Some(Aside::FileChanged),
         ),
         (&whole, tree(vec![]), None),
         (
@@ -286,6 +288,21 @@ fn a_redo_beside_its_file_says_why() {
     for (i, (stack, now, expected)) in cases.into_iter().enumerate() {
         assert_eq!(why(stack, now), expected, "case {i}");
     }
+    // Below what is now a file it can go neither in place nor beside: an error that says so.
+    let base = tree(vec![("d/notes.md", file(&s, b"a\nb\nc\n", false))]);
+    let ours = tree(vec![("d/notes.md", file(&s, b"a\nours\nc\n", false))]);
+    let theirs = tree(vec![("d/notes.md", file(&s, b"a\ntheirs\nc\n", false))]);
+    let mut nested = RedoStack::new();
+    nested.extend(merged(&s, &base, &ours, &theirs).redo);
+    let blocked = tree(vec![("d", file(&s, b"a file now\n", false))]);
+    assert!(matches!(
+        nested.reapply(0, &blocked, &s),
+        Err(chorus_merge::reapply::RedoError::UnderAFile { .. })
+    ));
+    assert!(matches!(
+        chorus_merge::reapply_beside(&nested.list()[0], &blocked),
+        Err(chorus_merge::reapply::RedoError::UnderAFile { .. })
+    ));
     assert_eq!(
         chorus_merge::reapply_beside(&hunk.list()[0], &tree(vec![]))
             .unwrap()

@@ -147,9 +147,7 @@ pub fn redo(args: RedoArgs) -> anyhow::Result<ExitCode> {
                         Some("context-changed") => "because the text around it changed since",
                         Some("file-changed") => "because the file changed since",
                         Some("file-gone") => "because the file is gone",
-                        Some("not-a-file") => {
-                            "because a folder is at its path now, or a file where its folder was"
-                        }
+                        Some("not-a-file") => "because a folder is at its path now",
                         _ => "leaving what is there as it is",
                     }
                 )

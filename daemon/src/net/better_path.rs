@@ -12,10 +12,13 @@
 //!
 //! A better connection that opens closes the worse ones ([`Task::close_worse`]): relayed ones
 //! once a direct one exists, QUIC ones once a TCP one does. Relayed connections are kept to
-//! [`MAX_RELAYED_PER_PEER`], half the per-peer connection limit, so a direct one always has
-//! room: two members that dialled each other through relays at once, twice, held four relayed
-//! connections, the whole limit, and every direct connection after that (the hole punch's,
-//! each direct redial) was refused at both ends.
+//! [`MAX_RELAYED_PER_PEER`], half the per-peer connection limit, so a direct one has room as
+//! soon as the surplus's close goes through: two members that dialled each other through
+//! relays at once, twice, held four relayed connections, the whole limit, and every direct
+//! connection after that (the hole punch's, each direct redial) was refused at both ends. Of
+//! the two ends, the one with the lower PeerId closes the surplus: each end orders the
+//! connections by when it saw them open, so two that both closed their newest could close
+//! every one between them.
 
 use std::time::{Duration, Instant};
 
@@ -25,23 +28,11 @@ use libp2p::{Multiaddr, PeerId};
 
 use super::gate::{dialable, is_quic};
 use super::handle::PathKind;
-use super::link::{Link, is_relayed};
+use super::link::{Lacks, Link, MAX_RELAYED_PER_PEER, is_relayed};
 use super::task::Task;
 
 /// How often a member on a worse path is dialled at its better addresses.
 const RETRY: Duration = Duration::from_secs(30);
-
-/// Relayed connections kept per member: half the per-peer connection limit.
-pub(super) const MAX_RELAYED_PER_PEER: usize = super::build::MAX_ESTABLISHED_PER_PEER as usize / 2;
-
-/// The better path a connected member lacks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Lacks {
-    /// Reached only through relays.
-    Direct,
-    /// Reached directly over QUIC alone.
-    Tcp,
-}
 
 /// What `links` (one member's open connections) lack, if anything.
 fn lacks(links: &[Link]) -> Option<Lacks> {
@@ -85,8 +76,9 @@ impl Task {
             .filter(|a| lacks == Lacks::Direct || !is_quic(a))
             .cloned()
             .collect();
+        // None known yet (identify tells them a moment after a connection opens): looked for
+        // again at the next tick, without a dial to count.
         if addrs.is_empty() {
-            self.better_tried.insert(peer, (lacks, now));
             return;
         }
         // A TCP dial goes beside the member's open QUIC connection whatever else is under way;
@@ -102,8 +94,12 @@ impl Task {
         match self.swarm.dial(opts) {
             // Another dial of it is under way: this one goes at a later tick.
             Err(DialError::DialPeerConditionFalse(_)) => {}
-            _ => {
+            Ok(()) => {
                 tracing::debug!(%peer, ?lacks, ?addrs, "a member on a worse path; dialled it at its better addresses");
+                self.better_tried.insert(peer, (lacks, now));
+            }
+            Err(e) => {
+                tracing::debug!(%peer, ?lacks, "a member on a worse path; its better addresses could not be dialled: {e}");
                 self.better_tried.insert(peer, (lacks, now));
             }
         }
@@ -111,9 +107,11 @@ impl Task {
 
     /// A connection to `peer` opened: the worse ones a better one makes redundant are closed,
     /// whichever opened first (relayed ones once a direct one exists, QUIC ones once a TCP one
-    /// does), and relayed ones past [`MAX_RELAYED_PER_PEER`] (the newest: one closing is still
-    /// counted until its close is reported, so it is closed again rather than an older one).
+    /// does), and, when this node's PeerId is the lower of the two, relayed ones past
+    /// [`MAX_RELAYED_PER_PEER`] (the newest: one closing is still counted until its close is
+    /// reported, so it is closed again rather than an older one).
     pub(super) fn close_worse(&mut self, peer: PeerId) {
+        let trims = *self.swarm.local_peer_id() < peer;
         let Some(links) = self.links.get(&peer) else {
             return;
         };
@@ -129,7 +127,7 @@ impl Task {
                         .map(|l| (l.id, "a TCP connection exists; closing the QUIC one")),
                 )
                 .collect()
-        } else {
+        } else if trims {
             relayed
                 .skip(MAX_RELAYED_PER_PEER)
                 .map(|l| {
@@ -139,6 +137,8 @@ impl Task {
                     )
                 })
                 .collect()
+        } else {
+            Vec::new()
         };
         for (id, why) in close {
             tracing::debug!(%peer, "{why}");

@@ -122,8 +122,8 @@ impl Task {
     }
 
     /// Dials the members that are not connected and whose backoff is over (the `--peer` ones
-    /// among them: every explicit peer is allowed), and now and then a connected member reached
-    /// only through a relay, directly.
+    /// among them: every explicit peer is allowed), and now and then a connected member on a
+    /// worse path (relayed only, QUIC alone) at its better addresses (`better_path`).
     pub(super) fn redial(&mut self, now: Instant) {
         if !self.may_dial(now) {
             return;

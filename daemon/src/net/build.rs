@@ -26,6 +26,7 @@ use super::book::peer_of;
 use super::codec::{Counters, FrameCodec};
 use super::handle::{Inbound, NetError, NetHandle, SharedStats};
 use super::lanes::{Lane, LaneCtx};
+use super::link::MAX_ESTABLISHED_PER_PEER;
 use super::task::{Behaviour, Task};
 use super::throttle::Throttle;
 
@@ -37,10 +38,8 @@ const MAX_JOIN_FRAME: usize = 4 << 10;
 /// without the key holding idle TCP connections is turned away past this, so it cannot use up
 /// the daemon's file descriptors.
 const MAX_PENDING_INCOMING: u32 = 64;
-/// Established incoming connections at once, and per peer (relayed ones are kept to half of
-/// that, [`super::better_path::MAX_RELAYED_PER_PEER`], so a direct connection always has room).
+/// Established incoming connections at once (per peer: [`MAX_ESTABLISHED_PER_PEER`]).
 const MAX_ESTABLISHED_INCOMING: u32 = 256;
-pub(super) const MAX_ESTABLISHED_PER_PEER: u32 = 4;
 /// A handshake that has not finished in this long is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What arrived and waits for the node: past this, more is dropped (the sync protocol

@@ -1,6 +1,7 @@
 //! What the network task keeps per connection and per relay: [`Link`] (one open connection
-//! and how it goes) and [`Reservation`] (a relay slot asked of a member). A leaf: the task
-//! holds these, and `reach` (which adds to the task) fills them.
+//! and how it goes), [`Reservation`] (a relay slot asked of a member), [`Lacks`] (the better
+//! path a connected member lacks) and how many connections one peer may hold. A leaf: the
+//! task holds these, and `reach` and `better_path` (which add to the task) fill them.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -11,6 +12,22 @@ use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
 
 use super::handle::PathKind;
+
+/// Established connections per peer, of any kind (libp2p's connection limits).
+pub(super) const MAX_ESTABLISHED_PER_PEER: u32 = 4;
+
+/// Relayed connections kept per member: half of [`MAX_ESTABLISHED_PER_PEER`], so a direct
+/// connection always has room.
+pub(super) const MAX_RELAYED_PER_PEER: usize = MAX_ESTABLISHED_PER_PEER as usize / 2;
+
+/// The better path a connected member lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lacks {
+    /// Reached only through relays.
+    Direct,
+    /// Reached directly over QUIC alone.
+    Tcp,
+}
 
 /// One open connection to a peer.
 #[derive(Debug, Clone)]

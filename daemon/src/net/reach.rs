@@ -137,6 +137,8 @@ impl Task {
                 self.links.remove(&peer);
                 // Asked again when it is connected again.
                 self.relays.remove(&peer);
+                // Its path is looked at afresh when it is.
+                self.better_tried.remove(&peer);
             }
         }
         self.publish_path(peer);

@@ -90,7 +90,7 @@ pub(super) struct Task {
     pub(super) dialled_back: Vec<Multiaddr>,
     /// Members on a worse path than they could have (`better_path`): what they lack, and
     /// when they were first found so or last dialled at their better addresses.
-    pub(super) better_tried: HashMap<PeerId, (super::better_path::Lacks, Instant)>,
+    pub(super) better_tried: HashMap<PeerId, (super::link::Lacks, Instant)>,
     pub(super) not_dialled_back: Vec<Multiaddr>,
     /// Members not connected: when to dial them next, and the backoff. Every member is
     /// kept connected, so a joiner reaches the others before the node that let it in is gone.
