@@ -45,32 +45,22 @@ struct JoinAnswer {
 impl Task {
     /// Lets these peers connect (they joined the membership).
     ///
-    /// A new member that mDNS heard before it was one is dialled now at the addresses mDNS
-    /// gave, which go into the book for every later redial: mDNS reports a peer once, when
-    /// first heard (later answers only renew it), and that report was passed over while the
-    /// peer was a stranger. Two members that each heard the other on the LAN before their
-    /// memberships said so never dialled each other.
+    /// The addresses mDNS heard for a new member before it was one go into the book, where
+    /// the members' redial (at the next tick, and at every one after while it is not
+    /// connected) dials them: mDNS reports a peer once, when first heard (later answers only
+    /// renew it), and that report was passed over while the peer was a stranger. Two members
+    /// that each heard the other on the LAN before their memberships said so never dialled
+    /// each other.
     pub(super) fn allow(&mut self, peers: Vec<PeerId>) {
-        let mut heard_earlier = Vec::new();
         for p in peers {
             self.swarm.behaviour_mut().block.unblock_peer(p);
             self.strangers.remove(&p);
-            let newly = self.allowed.insert(p);
-            if let Some(addrs) = self.heard.remove(&p) {
-                for a in addrs {
-                    self.learn(p, a);
-                }
-                if newly {
-                    heard_earlier.push(p);
-                }
+            self.allowed.insert(p);
+            for a in self.heard.remove(&p).unwrap_or_default() {
+                self.learn(p, a);
             }
         }
         self.links_allowed_changed();
-        for p in heard_earlier {
-            let mut addrs = self.book.get(&p).cloned().unwrap_or_default();
-            addrs.retain(|a| super::gate::dialable(&self.quic_members, Some(p), a));
-            self.dial_once(p, addrs);
-        }
     }
 
     /// Refuses these peers from now on, and drops their connections.
