@@ -3,18 +3,21 @@
 //! push, of a follower during materialization (no reader ever sees a torn file), of every node
 //! in turn; a node offline for a long time while the others edit; a full disk; members found by
 //! mDNS alone, also when they could not connect at first; members relayed while their direct
-//! path was down going direct once it is up. Each ends with every node holding the same tree on
+//! path was down going direct once it is up, and members on QUIC alone while their TCP was
+//! dropped moving to TCP once it passes. Each ends with every node holding the same tree on
 //! the same head, every edit in it.
 //!
 //! Needs root (network namespaces, nftables, tmpfs); each test says SKIPPED otherwise. Waits
 //! are liveness bounds, never speed assertions. A failing test prints the nodes' logs.
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chorus_integration_tests::cluster::{Cluster, Wiring};
 use chorus_integration_tests::needs_root;
+use chorus_integration_tests::netns::{Lab, LabError};
 
 const CONVERGE: Duration = Duration::from_secs(120);
 
@@ -152,6 +155,29 @@ fn wait_direct(c: &Cluster, transport: Option<&str>, within: Duration) -> Durati
     start.elapsed()
 }
 
+/// One of the lab's ways to drop what a host receives from some addresses.
+type Wall = fn(&Lab, usize, &[Ipv4Addr]) -> Result<(), LabError>;
+
+/// Puts `wall` up between nodes 1 and 2 (each drops that from the other), or takes it down.
+fn between_followers(c: &Cluster, wall: Wall, up: bool) {
+    let (a1, a2) = (c.lab().host(1).addr, c.lab().host(2).addr);
+    let (from1, from2) = if up {
+        (vec![a2], vec![a1])
+    } else {
+        (vec![], vec![])
+    };
+    wall(c.lab(), 1, &from1).unwrap();
+    wall(c.lab(), 2, &from2).unwrap();
+}
+
+/// An edit on node `i` reaches all three nodes.
+fn crosses(c: &Cluster, i: usize, rel: &str, text: &str) {
+    write(c, i, rel, text);
+    for j in 0..3 {
+        wait_file(c, j, rel, text.as_bytes());
+    }
+}
+
 /// Two members whose direct path is down reach each other through the third's relay; once it
 /// is up again they connect directly within about half a minute. A hole punch is tried only
 /// when the relayed connection opens, so before, they stayed on the third machine's link for
@@ -164,9 +190,7 @@ fn members_relayed_while_their_direct_path_was_down_go_direct_once_it_is_up() {
     }
     let mut c = Cluster::new(3, Wiring::Direct).expect("a cluster");
     c.first_dials_nobody = true;
-    let (a1, a2) = (c.lab().host(1).addr, c.lab().host(2).addr);
-    c.lab().set_blocked(1, &[a2]).unwrap();
-    c.lab().set_blocked(2, &[a1]).unwrap();
+    between_followers(&c, Lab::set_blocked, true);
     c.start_all(CONVERGE);
     for (from, to) in [(1, 2), (2, 1)] {
         let p = path(&c, from, to);
@@ -175,14 +199,10 @@ fn members_relayed_while_their_direct_path_was_down_go_direct_once_it_is_up() {
             "{from} reaches {to} {p:?} while their direct path is down"
         );
     }
-    c.lab().set_blocked(1, &[]).unwrap();
-    c.lab().set_blocked(2, &[]).unwrap();
+    between_followers(&c, Lab::set_blocked, false);
     let took = wait_direct(&c, None, Duration::from_secs(100));
     eprintln!("direct {took:?} after the path came up");
-    write(&c, 2, "direct.txt", "across the direct path\n");
-    for i in 0..3 {
-        wait_file(&c, i, "direct.txt", b"across the direct path\n");
-    }
+    crosses(&c, 2, "direct.txt", "across the direct path\n");
 }
 
 /// Two members that could reach each other over QUIC alone while the group formed (a firewall
@@ -197,23 +217,17 @@ fn members_on_quic_alone_while_tcp_was_dropped_move_to_tcp_once_it_passes() {
     }
     let mut c = Cluster::new(3, Wiring::Direct).expect("a cluster");
     c.first_dials_nobody = true;
-    let (a1, a2) = (c.lab().host(1).addr, c.lab().host(2).addr);
-    c.lab().set_blocked_tcp(1, &[a2]).unwrap();
-    c.lab().set_blocked_tcp(2, &[a1]).unwrap();
+    between_followers(&c, Lab::set_blocked_tcp, true);
     c.start_all(CONVERGE);
     let took = wait_direct(&c, Some("/quic-v1"), Duration::from_secs(120));
     eprintln!("on QUIC {took:?} after the group formed");
     // The TCP dial made when the QUIC connection opened gives up (its 10 s handshake timeout)
     // before TCP passes: only a later dial can find it.
     std::thread::sleep(Duration::from_secs(15));
-    c.lab().set_blocked_tcp(1, &[]).unwrap();
-    c.lab().set_blocked_tcp(2, &[]).unwrap();
+    between_followers(&c, Lab::set_blocked_tcp, false);
     let took = wait_direct(&c, Some("/tcp/"), Duration::from_secs(100));
     eprintln!("on TCP {took:?} after it passed");
-    write(&c, 1, "tcp.txt", "over TCP\n");
-    for i in 0..3 {
-        wait_file(&c, i, "tcp.txt", b"over TCP\n");
-    }
+    crosses(&c, 1, "tcp.txt", "over TCP\n");
 }
 
 /// Two members that heard each other over mDNS while they could not connect (a firewall that
@@ -227,9 +241,7 @@ fn members_found_by_mdns_that_could_not_connect_at_first_connect_directly_later(
     }
     let mut c = Cluster::new(3, Wiring::Direct).expect("a cluster");
     c.mdns_only = true;
-    let (a1, a2) = (c.lab().host(1).addr, c.lab().host(2).addr);
-    c.lab().set_blocked_but_mdns(1, &[a2]).unwrap();
-    c.lab().set_blocked_but_mdns(2, &[a1]).unwrap();
+    between_followers(&c, Lab::set_blocked_but_mdns, true);
     for i in 0..3 {
         c.start(i);
     }
@@ -243,13 +255,9 @@ fn members_found_by_mdns_that_could_not_connect_at_first_connect_directly_later(
     }
     // Their dials of each other fail meanwhile; then the firewall lets them through.
     std::thread::sleep(Duration::from_secs(5));
-    c.lab().set_blocked_but_mdns(1, &[]).unwrap();
-    c.lab().set_blocked_but_mdns(2, &[]).unwrap();
+    between_followers(&c, Lab::set_blocked_but_mdns, false);
     wait_direct(&c, None, Duration::from_secs(90));
-    write(&c, 1, "found.txt", "found by mDNS\n");
-    for i in 0..3 {
-        wait_file(&c, i, "found.txt", b"found by mDNS\n");
-    }
+    crosses(&c, 1, "found.txt", "found by mDNS\n");
 }
 
 #[test]
