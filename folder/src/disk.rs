@@ -27,6 +27,7 @@ use crate::heard::Heard;
 use crate::scan::{Exclude, ScanError, ScanReport, scan_root, with_unknown_kept};
 use crate::share::{DOCUMENT_PATH, Share};
 use crate::state::{Failed, Files, KnownSaver, State};
+use crate::told::Told;
 use crate::watcher::Change;
 use crate::write::{Ctx, Stop, write_tree};
 
@@ -49,10 +50,8 @@ pub struct DiskFolder {
     pub(crate) state_dir_rel: Option<RelPath>,
     pub(crate) leftovers_removed: bool,
     pub(crate) last_report: ScanReport,
-    /// The paths that could not be read and were said so: each is said again only once a scan
-    /// that looked at it found it readable in between (not when only why changed: the reason
-    /// for a file too large names its size, which a growing log changes at every scan).
-    pub(crate) told_unknown: std::collections::HashSet<RelPath>,
+    /// What the log has said about the paths scans could not take.
+    pub(crate) told: Told,
     /// What the file watcher heard and no scan has taken, when one watches the share: the
     /// check before a write then looks at those paths alone ([`Folder::scan_before_write`]).
     pub(crate) heard: Option<Arc<Heard>>,
@@ -124,7 +123,7 @@ impl DiskFolder {
             state_dir_rel,
             leftovers_removed: false,
             last_report: ScanReport::default(),
-            told_unknown: std::collections::HashSet::new(),
+            told: Told::default(),
             heard: None,
             scanned_whole: false,
         })
@@ -265,24 +264,7 @@ impl DiskFolder {
             )),
             ScanError::Chunks(e) => FolderError::Chunks(e),
         })?;
-        // Said once while it stays unreadable, not at every whole scan (a folder of a thousand
-        // unreadable files wrote a thousand lines a minute): a scan forgets what it looked at
-        // and found readable again, so it is said again if it turns unreadable once more.
-        for (p, why) in &report.unknown {
-            if !self.told_unknown.contains(p) {
-                tracing::warn!(
-                    path = %chorus_proto::shown(p.as_str()),
-                    "cannot be read, kept as it was: {}",
-                    chorus_proto::shown(why)
-                );
-            }
-        }
-        match focus {
-            None => self.told_unknown.clear(),
-            Some(f) => self.told_unknown.retain(|p| !f.covers(p)),
-        }
-        self.told_unknown
-            .extend(report.unknown.iter().map(|(p, _)| p.clone()));
+        self.told.unreadable(&report.unknown, focus);
         tracing::debug!(
             focused = focus.is_some(),
             read = report.files_read,
@@ -293,27 +275,9 @@ impl DiskFolder {
             Some(f) => self.with_unfocused(f, entries, report),
             None => (entries, report),
         };
-        // What no scan will take (a name that is not UTF-8 or not a valid path, a socket or a
-        // FIFO, a link whose target cannot be kept) is said once, when first found: unlike an
-        // unreadable file it does not change by itself, and saying nothing left a user
+        // What no scan will take is said once, when first found: saying nothing left a user
         // believing it synced.
-        let told: std::collections::HashSet<&std::path::Path> = self
-            .last_report
-            .skipped
-            .iter()
-            .map(|s| s.path.as_path())
-            .collect();
-        for s in report
-            .skipped
-            .iter()
-            .filter(|s| !told.contains(s.path.as_path()))
-        {
-            tracing::warn!(
-                path = %chorus_proto::shown(&s.path.to_string_lossy()),
-                "not synced: {}",
-                chorus_proto::shown(&s.reason)
-            );
-        }
+        Told::skipped(&report.skipped, &self.last_report.skipped);
         // Mount points as found: a full scan knows them all; a focused one only adds.
         let mut mounts = match focus {
             None => std::collections::BTreeSet::new(),

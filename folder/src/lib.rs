@@ -13,6 +13,7 @@
 //! - [`share`]: what a node keeps in sync, a folder or one document, as a tree.
 //! - [`watcher`]: inotify, and the debounce that decides when to scan; [`heard`]: what it heard
 //!   and no scan has looked at yet.
+//! - `told`: what the log has said about paths a scan could not take, so each is said once.
 
 mod batch;
 pub mod cache;
@@ -31,6 +32,7 @@ mod read;
 pub mod scan;
 pub mod share;
 mod state;
+mod told;
 mod watch_tree;
 pub mod watcher;
 mod write;
