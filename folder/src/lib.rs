@@ -19,6 +19,7 @@ mod batch;
 pub mod cache;
 mod checks;
 pub mod confined;
+mod direct;
 pub mod disk;
 mod failure;
 pub mod focus;

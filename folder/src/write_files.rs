@@ -25,6 +25,7 @@ use rustix::fs::FileType;
 use crate::batch::{Batch, FileJob, Pending, Queue};
 use crate::cache::{FINE_TICK, OnDisk, Stamp, settled, settles_after};
 use crate::confined as c;
+use crate::direct::{DIRECT_MIN, DirectReader, DirectWriter};
 use crate::failure::DISK_FULL;
 use crate::write::{Ctx, Stop, Writer, WrittenFile, parent_str};
 
@@ -217,8 +218,18 @@ impl Writer<'_, '_> {
                 }
                 return Err(Stop::Changed(p.path.clone()));
             }
+            // A big file replaced keeps its blocks while this handle lives: they are freed
+            // on another thread after the rename, not by it (a quarter-second per GiB on
+            // ext4, between a big edit and its file in place).
+            let old = (now.is_some() && p.manifest.size() >= BASE_MIN)
+                .then(|| c::open_file_at(p.dir.as_fd(), name).ok())
+                .flatten();
             let renaming_at = Instant::now();
-            if let Err(e) = c::rename_at(p.dir.as_fd(), &p.temp, name, now.is_none()) {
+            let renamed = c::rename_at(p.dir.as_fd(), &p.temp, name, now.is_none());
+            if let Some(old) = old {
+                close_later(old);
+            }
+            if let Err(e) = renamed {
                 let _ = c::unlink_at(p.dir.as_fd(), &p.temp);
                 if e.raw_os_error() == Some(libc::EEXIST) {
                     return Err(Stop::Changed(p.path.clone()));
@@ -245,6 +256,14 @@ impl Writer<'_, '_> {
         batch.dirs = 0;
         Ok(())
     }
+}
+
+/// Closes `f` on a thread of its own (freeing a big file's blocks takes a while); here when
+/// no thread can be had.
+fn close_later(f: std::fs::File) {
+    let _ = std::thread::Builder::new()
+        .name("chorus-close".into())
+        .spawn(move || drop(f));
 }
 
 /// Gives `f` the permission bits of `mode` unless it has them already (a file is made with
@@ -413,81 +432,148 @@ fn write_chunks(
     base: Option<&Base>,
     from_store: &mut dyn FnMut(&ChunkId) -> Result<Vec<u8>, chorus_chunking::Error>,
 ) -> Result<(), ContentError> {
+    let mut out = if manifest.size() >= DIRECT_MIN {
+        DirectWriter::new(f).map_or(Out::Cached(Cached::default()), Out::Direct)
+    } else {
+        Out::Cached(Cached::default())
+    };
+    // A file written past the page cache reads its old one past it too (its pages are likely
+    // not cached: this process wrote it the same way).
+    let mut old = match (&out, base) {
+        (Out::Direct(_), Some(b)) => Some(DirectReader::new(&b.file)),
+        _ => None,
+    };
     let mut end = 0u64;
-    let mut handed = 0u64;
-    // Chunks the kernel copied unseen: they count only if the old file kept its stamp.
+    // Chunks taken unchecked: they count only if the old file kept its stamp.
     let mut unseen = false;
+    // A copy from the old file failed part way.
+    let mut changed = false;
     let mut buf = Vec::new();
-    // Where the bytes written so far end: short of `end` after a trailing hole.
-    let mut written_to = 0u64;
     for ch in manifest.chunks.iter() {
         let len = u64::from(ch.len);
         let from_base = base.and_then(|b| b.at.get(&ch.id).map(|&off| (b, off)));
-        // Some(true): written; Some(false): a hole left; None: still to do.
-        let done = match from_base {
-            Some((b, off)) if b.trusted => {
+        // True: written (or a hole left); false: still to do.
+        let done = match (from_base, &mut out) {
+            (Some((b, off)), Out::Direct(w)) if b.trusted => {
                 unseen = true;
-                copy_from_base(&b.file, off, f, end, len).ok()
+                let r = old
+                    .as_mut()
+                    .expect("a direct writer reads its base directly");
+                if w.push_from(r, off, len).is_err() {
+                    // Part of it may be written: the old file changed (it is shorter), so
+                    // every chunk comes from the store, as when its stamp changes.
+                    changed = true;
+                    break;
+                }
+                true
+            }
+            (Some((b, off)), Out::Cached(c)) if b.trusted => {
+                unseen = true;
+                copy_from_base(&b.file, off, f, end, len).is_ok_and(|wrote| {
+                    c.wrote(wrote, end + len);
+                    true
+                })
             }
             // Checked against its id: whatever the old file does meanwhile, these bytes are it.
-            Some((b, off)) => {
+            (Some((b, off)), out) => {
                 buf.resize(ch.len as usize, 0);
-                if b.file.read_exact_at(&mut buf, off).is_ok() && ChunkId::of(&buf) == ch.id {
-                    write_unless_zero(f, &buf, end).ok()
+                let read = match &mut old {
+                    Some(r) => r.read_exact_at(&mut buf, off),
+                    None => b.file.read_exact_at(&mut buf, off),
+                };
+                if read.is_ok() && ChunkId::of(&buf) == ch.id {
+                    out.put(f, &buf, end)?;
+                    true
                 } else {
-                    None
+                    false
                 }
             }
-            None => None,
+            (None, _) => false,
         };
-        let wrote = match done {
-            Some(wrote) => wrote,
-            None => {
-                let bytes = match from_base {
-                    None => from_store(&ch.id),
-                    // Its copy from the old file failed: read here (the read-ahead skipped it).
-                    Some(_) => chunks.require(&ch.id),
-                }
-                .map_err(ContentError::Chunks)?;
-                // A manifest whose length for a chunk is not the chunk's own is refused when
-                // its delta is applied; one that got here anyway fails alone, having written
-                // nothing past its declared size.
-                if bytes.len() as u64 != len {
-                    return Err(ContentError::Io(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!(
-                            "chunk {} is {} bytes, not the {len} the manifest says",
-                            ch.id,
-                            bytes.len()
-                        ),
-                    )));
-                }
-                write_unless_zero(f, &bytes, end)?
+        if !done {
+            let bytes = match from_base {
+                None => from_store(&ch.id),
+                // Its copy from the old file failed: read here (the read-ahead skipped it).
+                Some(_) => chunks.require(&ch.id),
             }
-        };
-        end += len;
-        if wrote {
-            written_to = end;
+            .map_err(ContentError::Chunks)?;
+            // A manifest whose length for a chunk is not the chunk's own is refused when
+            // its delta is applied; one that got here anyway fails alone, having written
+            // nothing past its declared size.
+            if bytes.len() as u64 != len {
+                return Err(ContentError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "chunk {} is {} bytes, not the {len} the manifest says",
+                        ch.id,
+                        bytes.len()
+                    ),
+                )));
+            }
+            out.put(f, &bytes, end)?;
         }
-        if end - handed >= WRITEBACK_EVERY {
-            chorus_chunking::store::start_writeback(f, handed, end - handed);
-            handed = end;
+        end += len;
+        if let Out::Cached(c) = &mut out
+            && end - c.handed >= WRITEBACK_EVERY
+        {
+            chorus_chunking::store::start_writeback(f, c.handed, end - c.handed);
+            c.handed = end;
         }
     }
-    // A trailing hole becomes part of the file.
-    if written_to < end {
-        f.set_len(end)?;
+    match out {
+        _ if changed => {}
+        Out::Direct(w) => w.finish()?,
+        // A trailing hole becomes part of the file.
+        Out::Cached(c) if c.written_to < end => f.set_len(end)?,
+        Out::Cached(_) => {}
     }
     if unseen {
         let b = base.expect("copies come from a base");
         let still = rustix::fs::fstat(&b.file).map(|st| Stamp::of(&st));
-        if still.ok() != Some(b.stamp) {
+        if changed || still.ok() != Some(b.stamp) {
             // The old file changed while it was copied from: every chunk from the store.
             f.set_len(0)?;
             return write_content(f, manifest, chunks, None);
         }
     }
     Ok(())
+}
+
+/// Where [`write_chunks`] writes: through the page cache, or past it for a big file.
+enum Out<'f> {
+    Cached(Cached),
+    Direct(DirectWriter<'f>),
+}
+
+/// A file written through the page cache: what was written, and handed to the disk.
+#[derive(Default)]
+struct Cached {
+    /// Where the bytes written so far end: short of the end after a trailing hole.
+    written_to: u64,
+    /// Bytes handed to the disk so far.
+    handed: u64,
+}
+
+impl Cached {
+    fn wrote(&mut self, wrote: bool, to: u64) {
+        if wrote {
+            self.written_to = to;
+        }
+    }
+}
+
+impl Out<'_> {
+    /// Writes `bytes` at `at`, the end so far (an all-zero chunk as a hole).
+    fn put(&mut self, f: &std::fs::File, bytes: &[u8], at: u64) -> std::io::Result<()> {
+        match self {
+            Out::Direct(w) => w.push(bytes),
+            Out::Cached(c) => {
+                let wrote = write_unless_zero(f, bytes, at)?;
+                c.wrote(wrote, at + bytes.len() as u64);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Writes `bytes` at `at`, unless they are a long run of zeros: a hole is left by not

@@ -1,0 +1,136 @@
+//! Unit tests of writing and reading past the page cache: the bytes are the ones pushed,
+//! whatever the pushes' sizes and the windows they cross; all-zero blocks are holes; the
+//! reader gives any range; a file system that refuses `O_DIRECT` gets the same bytes.
+
+use std::os::unix::fs::MetadataExt;
+
+use chorus_sync::testing::noise;
+use proptest::prelude::*;
+
+use super::{ALIGN, DirectReader, DirectWriter, WINDOW};
+
+/// Folders to try: the temp dir (a disk here; tmpfs on some machines, which refuses
+/// `O_DIRECT`) and /dev/shm (tmpfs, when there is one).
+fn dirs() -> Vec<tempfile::TempDir> {
+    let mut dirs = vec![tempfile::tempdir().unwrap()];
+    if let Ok(d) = tempfile::tempdir_in("/dev/shm") {
+        dirs.push(d);
+    }
+    dirs
+}
+
+/// Writes `pieces` one after another with a writer on a new file in `dir`; None when the
+/// file system refuses `O_DIRECT`.
+fn write(dir: &std::path::Path, pieces: &[&[u8]]) -> Option<(std::fs::File, std::path::PathBuf)> {
+    let path = dir.join("f");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    let mut w = DirectWriter::new(&f)?;
+    for p in pieces {
+        w.push(p).unwrap();
+    }
+    w.finish().unwrap();
+    Some((f, path))
+}
+
+#[test]
+fn a_file_is_the_bytes_pushed_across_windows_and_unaligned_ends() {
+    let bytes = noise(1, 2 * WINDOW + 3 * ALIGN + 17);
+    // Pieces of odd sizes, one larger than a window.
+    let cuts = [0, 1, 4095, 4097, 70_000, WINDOW + 9_000, bytes.len()];
+    let pieces: Vec<&[u8]> = cuts.windows(2).map(|w| &bytes[w[0]..w[1]]).collect();
+    for d in dirs() {
+        match write(d.path(), &pieces) {
+            Some((_, path)) => assert_eq!(std::fs::read(path).unwrap(), bytes),
+            None => eprintln!(
+                "{}: O_DIRECT refused (the page cache writes it)",
+                d.path().display()
+            ),
+        }
+    }
+}
+
+#[test]
+fn all_zero_blocks_are_holes_and_a_trailing_hole_keeps_the_length() {
+    let data = noise(2, 100_000);
+    let zeros = vec![0u8; 3 * WINDOW];
+    let pieces: [&[u8]; 4] = [&data, &zeros, &data, &zeros];
+    let want = [&data[..], &zeros, &data, &zeros].concat();
+    let d = tempfile::tempdir().unwrap();
+    let Some((_, path)) = write(d.path(), &pieces) else {
+        eprintln!("SKIPPED: the temp dir's file system refuses O_DIRECT");
+        return;
+    };
+    assert_eq!(std::fs::read(&path).unwrap(), want);
+    let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
+    assert!(
+        allocated < 1 << 20,
+        "{allocated} bytes allocated of {}",
+        want.len()
+    );
+}
+
+#[test]
+fn the_reader_gives_any_range_and_fails_past_the_end() {
+    let bytes = noise(3, WINDOW + 5 * ALIGN + 123);
+    for d in dirs() {
+        let path = d.path().join("g");
+        std::fs::write(&path, &bytes).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        let mut r = DirectReader::new(&f);
+        // Forwards, backwards, across the window's end, the very last byte.
+        for (off, len) in [
+            (0usize, 10usize),
+            (5000, 70_000),
+            (WINDOW - 100, 300),
+            (17, 4096),
+            (bytes.len() - 1, 1),
+            (0, bytes.len()),
+        ] {
+            let mut got = vec![0u8; len];
+            r.read_exact_at(&mut got, off as u64).unwrap();
+            assert_eq!(got, bytes[off..off + len], "at {off}, {len} bytes");
+        }
+        let mut past = vec![0u8; 10];
+        assert!(r.read_exact_at(&mut past, bytes.len() as u64 - 5).is_err());
+        assert!(
+            r.read_exact_at(&mut past, bytes.len() as u64 + 4096)
+                .is_err()
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Any pieces, some all zeros, read back whole and in ranges through a reader.
+    #[test]
+    fn what_is_written_reads_back(
+        sizes in proptest::collection::vec((0usize..300_000, any::<bool>()), 1..40),
+        seed in any::<u64>(),
+    ) {
+        let pieces: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &(n, zero))| if zero { vec![0; n] } else { noise(seed ^ i as u64, n) })
+            .collect();
+        let want = pieces.concat();
+        let refs: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+        let d = tempfile::tempdir().unwrap();
+        if let Some((f, path)) = write(d.path(), &refs) {
+            prop_assert_eq!(std::fs::read(&path).unwrap(), want.clone());
+            let mut r = DirectReader::new(&f);
+            let mut at = 0usize;
+            for p in &pieces {
+                let mut got = vec![0u8; p.len()];
+                r.read_exact_at(&mut got, at as u64).unwrap();
+                prop_assert!(got == *p, "the piece at {}", at);
+                at += p.len();
+            }
+        }
+    }
+}
