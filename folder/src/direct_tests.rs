@@ -134,3 +134,54 @@ proptest! {
         }
     }
 }
+
+/// A write that fails (here: a file open for reading only) is returned by a later push or by
+/// `finish`, and nothing waits for ever; a writer dropped unfinished waits for its thread.
+#[test]
+fn a_failed_write_is_returned_and_nothing_hangs() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("ro");
+    std::fs::write(&path, b"").unwrap();
+    let f = std::fs::File::open(&path).unwrap();
+    let Some(mut w) = DirectWriter::new(&f) else {
+        eprintln!("SKIPPED: the temp dir's file system refuses O_DIRECT");
+        return;
+    };
+    let bytes = noise(4, WINDOW);
+    let mut failed = false;
+    for _ in 0..4 {
+        if w.push(&bytes).is_err() {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed || w.finish().is_err(), "the failed write is told");
+
+    let f = std::fs::File::open(&path).unwrap();
+    let mut w = DirectWriter::new(&f).unwrap();
+    w.push(&bytes).unwrap();
+    w.push(&bytes[..100]).unwrap();
+    drop(w);
+}
+
+/// The reader goes past the page cache only for a file mostly not in it: one just written is
+/// cached; the same file after its pages are dropped is not.
+#[test]
+fn a_file_mostly_in_the_page_cache_is_read_from_it() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("c");
+    std::fs::write(&path, noise(5, 4 << 20)).unwrap();
+    let f = std::fs::File::open(&path).unwrap();
+    if !super::mostly_cached(&f) {
+        eprintln!("SKIPPED: the kernel does not tell what is cached (cachestat, Linux 6.5)");
+        return;
+    }
+    assert!(!DirectReader::new(&f).direct, "read from the page cache");
+    f.sync_all().unwrap();
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    if super::mostly_cached(&f) {
+        eprintln!("SKIPPED: this file system keeps its pages (tmpfs)");
+        return;
+    }
+    assert!(DirectReader::new(&f).direct, "read past the page cache");
+}
