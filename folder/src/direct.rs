@@ -19,8 +19,9 @@ use rustix::fs::OFlags;
 /// The alignment of direct transfers: offsets, lengths and memory (every common device's
 /// logical block divides it).
 const ALIGN: usize = 4096;
-/// The buffer a direct writer gathers, and a direct reader reads ahead, at most.
-const WINDOW: usize = 8 << 20;
+/// Each of a direct writer's two buffers, and a direct reader's window: 12 MiB for a big file
+/// being written (a 4 GiB file's sync stays within its memory goal, < 100 MB).
+const WINDOW: usize = 4 << 20;
 /// Files at least this big are written past the page cache (3 MiB in unit tests, so that
 /// their big files, 4 MiB and more, go this way and their 2 MiB ones the other).
 pub(crate) const DIRECT_MIN: u64 = if cfg!(test) { 3 << 20 } else { 64 << 20 };

@@ -343,7 +343,9 @@ fn nated_leader(site: &Site) -> &'static str {
             leader.is_some()
         });
     }
-    for round in 0..10 {
+    // B wins such an election about one time in three alone, less under a loaded test run
+    // (once not in ten rounds): twenty rounds.
+    for round in 0..20 {
         let now = name_of(leader.as_deref().unwrap()).unwrap();
         if now == "b" {
             break;
@@ -362,7 +364,7 @@ fn nated_leader(site: &Site) -> &'static str {
         });
     }
     let id = leader.expect("a leader");
-    assert_eq!(name_of(&id), Some("b"), "B was elected within 10 rounds");
+    assert_eq!(name_of(&id), Some("b"), "B was elected within 20 rounds");
     // A goes home, behind NAT A.
     site.stop("a", "-TERM");
     site.a_at.set(site.a_nat);
