@@ -262,46 +262,13 @@ impl ScanCache {
 }
 
 /// True when a file with `stamp`, read at `read_at`, may have been changed again within the
-/// same tick without its stamp showing it: read within [`racy_window`] of its last change.
+/// same tick without its stamp showing it.
 pub(crate) fn is_racy(stamp: &Stamp, read_at: SystemTime) -> bool {
-    let window = racy_window(stamp).as_nanos() as i128;
-    last_change(stamp) >= nanos_of(read_at) - window
-}
-
-/// How long after its last change a file must be read for its stamp to vouch for what was
-/// read: a timestamp tick ([`FINE_TICK`]) when its times have sub-second digits (a later
-/// write lands in a later tick), [`RACY_WINDOW`] when either has none (a file system that
-/// keeps whole seconds, or FAT's two; or a time set whole by a program: the wider window is
-/// the safe one).
-pub(crate) fn racy_window(stamp: &Stamp) -> Duration {
-    if stamp.mtime_ns % 1_000_000_000 == 0 || stamp.ctime_ns % 1_000_000_000 == 0 {
-        RACY_WINDOW
-    } else {
-        FINE_TICK
-    }
-}
-
-/// The later of a stamp's mtime and ctime, in nanoseconds since the epoch.
-fn last_change(stamp: &Stamp) -> i128 {
-    i128::from(stamp.mtime_ns.max(stamp.ctime_ns))
-}
-
-fn nanos_of(t: SystemTime) -> i128 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
-}
-
-/// How long a read starting now would have to wait to be past `stamp`'s racy window, when
-/// that window is a timestamp tick (a big file waits that out rather than be read twice);
-/// zero when it is past already or the window is the whole-second one.
-pub(crate) fn tick_left(stamp: &Stamp, now: SystemTime) -> Duration {
-    let window = racy_window(stamp);
-    if window != FINE_TICK {
-        return Duration::ZERO;
-    }
-    // Racy while `last >= now - window`: past it one nanosecond after `last + window`.
-    let left = last_change(stamp) + window.as_nanos() as i128 + 1 - nanos_of(now);
-    Duration::from_nanos(left.clamp(0, window.as_nanos() as i128) as u64)
+    let at = read_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    i128::from(stamp.mtime_ns) >= at - RACY_WINDOW.as_nanos() as i128
+        || i128::from(stamp.ctime_ns) >= at - RACY_WINDOW.as_nanos() as i128
 }
 
 #[cfg(test)]
@@ -343,44 +310,6 @@ mod tests {
             ..stamp(0)
         };
         assert!(is_racy(&far, SystemTime::now()), "its content is compared");
-    }
-
-    #[test]
-    fn a_read_is_racy_within_a_tick_of_a_fine_stamp_and_two_seconds_of_a_coarse_one() {
-        let ms = Duration::from_millis;
-        let fine = stamp(1_700_000_000_123_456_789);
-        let at = |after: Duration| {
-            SystemTime::UNIX_EPOCH + Duration::from_nanos(fine.mtime_ns as u64) + after
-        };
-        assert!(is_racy(&fine, at(ms(0))));
-        assert!(is_racy(&fine, at(FINE_TICK)));
-        assert!(!is_racy(&fine, at(FINE_TICK + ms(1))));
-        // A later ctime (a chmod, a rename) counts as the last change.
-        let touched = Stamp {
-            ctime_ns: fine.mtime_ns + 1_000_000_000,
-            ..fine
-        };
-        assert!(is_racy(&touched, at(ms(1000) + ms(10))));
-        assert!(!is_racy(&touched, at(ms(1000) + FINE_TICK + ms(1))));
-        // Whole seconds in either time: the two-second window.
-        for coarse in [
-            stamp(1_700_000_000_000_000_000),
-            Stamp {
-                mtime_ns: 1_700_000_000_000_000_000,
-                ..fine
-            },
-        ] {
-            let at = SystemTime::UNIX_EPOCH
-                + Duration::from_nanos(coarse.mtime_ns.max(coarse.ctime_ns) as u64);
-            assert!(is_racy(&coarse, at + ms(1500)), "{coarse:?}");
-            assert!(!is_racy(&coarse, at + RACY_WINDOW + ms(1)), "{coarse:?}");
-            assert_eq!(tick_left(&coarse, at), Duration::ZERO, "never waited out");
-        }
-        // What is left of the tick: a read after that wait is not racy.
-        let left = tick_left(&fine, at(ms(20)));
-        assert!(left > ms(29) && left <= ms(31), "{left:?}");
-        assert!(!is_racy(&fine, at(ms(20)) + left));
-        assert_eq!(tick_left(&fine, at(ms(80))), Duration::ZERO);
     }
 
     #[test]

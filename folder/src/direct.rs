@@ -8,7 +8,7 @@
 //! a big file's unchanged chunks ran at 400 MB/s. Past the cache, the bytes go from our
 //! buffer to the disk, and the old file a big edit takes its chunks from is read the same way.
 //!
-//! Every file system does not take `O_DIRECT` (tmpfs refuses it; some want larger blocks):
+//! Not every file system takes `O_DIRECT` (tmpfs refused it before Linux 6.6; some want larger blocks):
 //! a file whose flag is refused, or whose first direct write is, is written through the page
 //! cache as before, by the same calls.
 
@@ -94,8 +94,8 @@ struct Written {
 }
 
 impl<'f> DirectWriter<'f> {
-    /// A writer for the empty file `f`, or None when its file system refuses `O_DIRECT` (or
-    /// no thread can be had).
+    /// A writer for `f`, just created (its bytes go from offset 0), or None when its file
+    /// system refuses `O_DIRECT` (or no thread can be had).
     pub(crate) fn new(f: &'f std::fs::File) -> Option<Self> {
         let theirs = f.try_clone().ok()?;
         set_direct(f, true).ok()?;
@@ -147,22 +147,25 @@ impl<'f> DirectWriter<'f> {
         Ok(())
     }
 
-    /// Appends `len` bytes of `from` at `off`, read straight into the buffer.
+    /// Appends `len` bytes of `from` at `off`, copied from the reader's window into the
+    /// buffer. A failed read ([`PushError::Read`]: `from` is shorter than that) and a failed
+    /// write of what was handed before ([`PushError::Write`]) are told apart.
     pub(crate) fn push_from(
         &mut self,
         from: &mut DirectReader<'_>,
         mut off: u64,
         mut len: u64,
-    ) -> std::io::Result<()> {
+    ) -> Result<(), PushError> {
         while len > 0 {
             if self.filled == WINDOW {
-                self.flush()?;
+                self.flush().map_err(PushError::Write)?;
             }
             let n = usize::try_from(len)
                 .unwrap_or(usize::MAX)
                 .min(WINDOW - self.filled);
             let filled = self.filled;
-            from.read_exact_at(&mut self.buf.buf()[filled..filled + n], off)?;
+            from.read_exact_at(&mut self.buf.buf()[filled..filled + n], off)
+                .map_err(PushError::Read)?;
             self.filled += n;
             off += n as u64;
             len -= n as u64;
@@ -237,11 +240,24 @@ impl<'f> DirectWriter<'f> {
 }
 
 impl Drop for DirectWriter<'_> {
-    /// A writer dropped unfinished (the write failed, or starts over) waits for its thread:
-    /// nothing it was handed may land after the caller goes on with the file.
+    /// A writer dropped unfinished (the write failed, or starts over) waits for its thread,
+    /// so that nothing it was handed lands after the caller goes on with the file, and gives
+    /// the file back without `O_DIRECT`.
     fn drop(&mut self) {
-        let _ = self.join();
+        if self.blocks.is_some() {
+            let _ = self.join();
+            let _ = set_direct(self.f, false);
+        }
     }
+}
+
+/// Why [`DirectWriter::push_from`] failed.
+#[derive(Debug)]
+pub(crate) enum PushError {
+    /// Reading the old file (it is shorter than its chunks say: it changed).
+    Read(std::io::Error),
+    /// Writing the new one (a full disk, an I/O error).
+    Write(std::io::Error),
 }
 
 /// Writes `bytes`, whole aligned blocks, at `at`: runs of blocks that are not all zeros at
@@ -347,10 +363,18 @@ impl<'f> DirectReader<'f> {
 /// True when the kernel says at least half of `f`'s pages are in the page cache
 /// (`cachestat`, Linux 6.5 and later; false when it cannot say).
 fn mostly_cached(f: &std::fs::File) -> bool {
-    #[cfg(target_os = "linux")]
+    #[cfg(all(
+        target_os = "linux",
+        any(
+            target_arch = "x86_64",
+            target_arch = "aarch64",
+            target_arch = "riscv64"
+        )
+    ))]
     {
         use std::os::fd::AsRawFd;
-        /// `cachestat`'s number on every Linux architecture (the unified table).
+        /// `cachestat`'s number on these architectures (the unified table; not MIPS's or
+        /// Alpha's).
         const SYS_CACHESTAT: libc::c_long = 451;
         #[repr(C)]
         struct Range {
@@ -386,7 +410,14 @@ fn mostly_cached(f: &std::fs::File) -> bool {
         };
         r == 0 && pages > 0 && counts.cache * 2 >= pages
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(all(
+        target_os = "linux",
+        any(
+            target_arch = "x86_64",
+            target_arch = "aarch64",
+            target_arch = "riscv64"
+        )
+    )))]
     {
         let _ = f;
         false

@@ -142,9 +142,6 @@ struct Pending {
 
 /// Files smaller than this are read several at a time.
 const READ_TOGETHER_BELOW: u64 = 1 << 20;
-/// Files at least this big are read after the tick of their last change, not in it
-/// ([`read_one`]): reading one again costs more than the wait (64 MiB: ~50 ms here).
-const WAIT_OUT_TICK_FROM: u64 = 64 << 20;
 
 /// Scans the share below `root` into entries. Every chunk of every file read is put in
 /// `store`; a cached file's chunks are there already. With a `focus`, only the changed paths
@@ -388,9 +385,6 @@ pub fn scan_root(
 }
 
 /// Opens and reads one file; the stamp its content matches and when the reading started.
-/// A big file changed within the last timestamp tick is read once the tick is over (at most
-/// [`FINE_TICK`](crate::cache::FINE_TICK) later): read in it, the next scan would read all of
-/// it again, as it cannot tell a write in the same tick from none.
 pub(crate) fn read_one(
     dir: BorrowedFd<'_>,
     name: &str,
@@ -398,9 +392,6 @@ pub(crate) fn read_one(
     params: ChunkerParams,
     store: &dyn ChunkStore,
 ) -> Result<(Option<Stamp>, chorus_chunking::FileManifest, SystemTime), ReadError> {
-    if stamp.size >= WAIT_OUT_TICK_FROM {
-        std::thread::sleep(crate::cache::tick_left(&stamp, SystemTime::now()));
-    }
     let read_at = SystemTime::now();
     let f = c::open_file_at(dir, name).map_err(ReadError::File)?;
     let (seen, m) = read_file(f, stamp, params, Some(store))?;

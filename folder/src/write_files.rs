@@ -12,7 +12,9 @@
 //! read again) the kernel copies them (`copy_file_range`); otherwise each is read and checked
 //! against its id, and one that fails comes from the store.
 //! A big file's written pages are handed to the disk as they are written, so the `fsync`
-//! before its rename has little left to do.
+//! before its rename has little left to do. A file of [`DIRECT_MIN`] or more is written past
+//! the page cache instead, and its old file read the same way ([`crate::direct`]): the chunks
+//! it shares with the old file are copied through our buffer, not by the kernel.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -25,7 +27,7 @@ use rustix::fs::FileType;
 use crate::batch::{Batch, FileJob, Pending, Queue};
 use crate::cache::{FINE_TICK, OnDisk, Stamp, settled, settles_after};
 use crate::confined as c;
-use crate::direct::{DIRECT_MIN, DirectReader, DirectWriter};
+use crate::direct::{DIRECT_MIN, DirectReader, DirectWriter, PushError};
 use crate::failure::DISK_FULL;
 use crate::write::{Ctx, Stop, Writer, WrittenFile, parent_str};
 
@@ -221,7 +223,7 @@ impl Writer<'_, '_> {
             // A big file replaced keeps its blocks while this handle lives: they are freed
             // on another thread after the rename, not by it (a quarter-second per GiB on
             // ext4, between a big edit and its file in place).
-            let old = (now.is_some() && p.manifest.size() >= BASE_MIN)
+            let old = matches!(now, Some(OnDisk::File(st)) if st.size >= DIRECT_MIN)
                 .then(|| c::open_file_at(p.dir.as_fd(), name).ok())
                 .flatten();
             let renaming_at = Instant::now();
@@ -360,7 +362,8 @@ struct Base {
     stamp: Stamp,
     at: HashMap<ChunkId, u64>,
     /// The stamp vouches for the content (read well after its last change): chunks are
-    /// copied by the kernel. Otherwise each is read and checked against its id first.
+    /// copied unchecked (by the kernel, or through the direct writer's buffer). Otherwise each
+    /// is read and checked against its id first.
     trusted: bool,
 }
 
@@ -459,13 +462,17 @@ fn write_chunks(
                 let r = old
                     .as_mut()
                     .expect("a direct writer reads its base directly");
-                if w.push_from(r, off, len).is_err() {
-                    // Part of it may be written: the old file changed (it is shorter), so
-                    // every chunk comes from the store, as when its stamp changes.
-                    changed = true;
-                    break;
+                match w.push_from(r, off, len) {
+                    Ok(()) => true,
+                    // Part of it may be in the buffer: the old file changed (it is shorter),
+                    // so every chunk comes from the store, as when its stamp changes.
+                    Err(PushError::Read(e)) => {
+                        tracing::debug!(error = %e, "the old file changed as it was read: the file comes from the store");
+                        changed = true;
+                        break;
+                    }
+                    Err(PushError::Write(e)) => return Err(e.into()),
                 }
-                true
             }
             (Some((b, off)), Out::Cached(c)) if b.trusted => {
                 unseen = true;
@@ -520,12 +527,17 @@ fn write_chunks(
             c.handed = end;
         }
     }
-    match out {
-        _ if changed => {}
-        Out::Direct(w) => w.finish()?,
-        // A trailing hole becomes part of the file.
-        Out::Cached(c) if c.written_to < end => f.set_len(end)?,
-        Out::Cached(_) => {}
+    if changed {
+        // Its thread done with the file (and `O_DIRECT` off) before the file starts over.
+        drop(out);
+        drop(old);
+    } else {
+        match out {
+            Out::Direct(w) => w.finish()?,
+            // A trailing hole becomes part of the file.
+            Out::Cached(c) if c.written_to < end => f.set_len(end)?,
+            Out::Cached(_) => {}
+        }
     }
     if unseen {
         let b = base.expect("copies come from a base");
