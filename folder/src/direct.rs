@@ -333,9 +333,22 @@ impl<'f> DirectReader<'f> {
         }
         while !dst.is_empty() {
             if off < self.at || off >= self.at + self.len as u64 {
+                // Going on from the window's end: a whole window ahead. Elsewhere (a chunk
+                // out of order, a duplicate's first place): just the blocks this read needs,
+                // so that a file whose chunks alternate between two places does not read a
+                // whole window at each turn.
+                let onward = off == self.at + self.len as u64;
                 self.at = off / ALIGN as u64 * ALIGN as u64;
                 self.len = 0;
-                match self.f.read_at(self.buf.buf(), self.at) {
+                let want = if onward {
+                    WINDOW
+                } else {
+                    let end = off.saturating_add(dst.len() as u64);
+                    usize::try_from((end - self.at).div_ceil(ALIGN as u64) * ALIGN as u64)
+                        .unwrap_or(WINDOW)
+                        .min(WINDOW)
+                };
+                match self.f.read_at(&mut self.buf.buf()[..want], self.at) {
                     Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
                     Ok(n) => self.len = n,
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {

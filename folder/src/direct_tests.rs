@@ -104,6 +104,39 @@ fn the_reader_gives_any_range_and_fails_past_the_end() {
     }
 }
 
+/// Chunks that alternate between two places of the old file (a sparse image's data and its
+/// first zero chunk, which every zero chunk after it names) read the blocks they need at each
+/// turn, not a whole window: what was read stays a few times the bytes asked for.
+#[test]
+fn reads_that_jump_back_and_forth_read_only_what_they_need() {
+    let bytes = noise(6, 3 * WINDOW);
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("j");
+    std::fs::write(&path, &bytes).unwrap();
+    let f = std::fs::File::open(&path).unwrap();
+    f.sync_all().unwrap();
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    let mut r = DirectReader::new(&f);
+    if !r.direct {
+        eprintln!("SKIPPED: the temp dir's file system refuses O_DIRECT, or keeps its pages");
+        return;
+    }
+    let (mut asked, mut read) = (0u64, 0u64);
+    let mut got = vec![0u8; 65_536];
+    for i in 0..64u64 {
+        for off in [100, WINDOW as u64 + 70_000 * i] {
+            let before = (r.at, r.len);
+            r.read_exact_at(&mut got, off).unwrap();
+            assert_eq!(got, bytes[off as usize..off as usize + got.len()]);
+            asked += got.len() as u64;
+            if (r.at, r.len) != before {
+                read += r.len as u64;
+            }
+        }
+    }
+    assert!(read <= 3 * asked, "{read} bytes read for {asked} asked");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
