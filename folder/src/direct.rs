@@ -438,7 +438,7 @@ fn mostly_cached(f: &std::fs::File) -> bool {
 }
 
 /// True when every byte of `b` is zero (stops within 64 bytes of the first that is not).
-fn is_zero(b: &[u8]) -> bool {
+pub(crate) fn is_zero(b: &[u8]) -> bool {
     b.chunks(64)
         .all(|c| c.iter().fold(0u8, |acc, &x| acc | x) == 0)
 }

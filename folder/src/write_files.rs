@@ -591,7 +591,7 @@ impl Out<'_> {
 /// Writes `bytes` at `at`, unless they are a long run of zeros: a hole is left by not
 /// writing (the next write, or the size set at the end, is past it). True when written.
 fn write_unless_zero(f: &std::fs::File, bytes: &[u8], at: u64) -> std::io::Result<bool> {
-    if bytes.len() < HOLE_MIN || bytes.iter().any(|&b| b != 0) {
+    if bytes.len() < HOLE_MIN || !crate::direct::is_zero(bytes) {
         f.write_all_at(bytes, at)?;
         return Ok(true);
     }
