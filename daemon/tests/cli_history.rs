@@ -368,33 +368,61 @@ fn a_sparse_file_stays_sparse_on_the_other_machines() {
         std::fs::metadata(g.file(b, "disk.img")).is_ok_and(|m| m.len() == SIZE)
     });
     g.wait_converged();
-    // The copy's bytes, a MiB at a time (no 256 MiB buffer in the test).
-    let mut copy = std::fs::File::open(g.file(b, "disk.img")).unwrap();
-    let mut block = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    while at < SIZE {
-        use std::io::Read;
-        let n = copy.read(&mut block).unwrap();
-        assert!(n > 0, "b's copy ends early, at {at}");
-        for (i, &x) in block[..n].iter().enumerate() {
-            let off = at + i as u64;
-            let want = if off < 4096 {
-                7
-            } else if off >= SIZE - 4096 {
-                9
-            } else {
-                0
-            };
-            assert_eq!(x, want, "byte {off} of b's copy");
+    // The copy's bytes, a MiB at a time (no 256 MiB buffer in the test); `middle`: 4 KiB of
+    // 5s at the middle too.
+    let check = |middle: bool| {
+        let mut copy = std::fs::File::open(g.file(b, "disk.img")).unwrap();
+        let mut block = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        while at < SIZE {
+            use std::io::Read;
+            let n = copy.read(&mut block).unwrap();
+            assert!(n > 0, "b's copy ends early, at {at}");
+            for (i, &x) in block[..n].iter().enumerate() {
+                let off = at + i as u64;
+                let want = if off < 4096 {
+                    7
+                } else if off >= SIZE - 4096 {
+                    9
+                } else if middle && (SIZE / 2..SIZE / 2 + 4096).contains(&off) {
+                    5
+                } else {
+                    0
+                };
+                assert_eq!(x, want, "byte {off} of b's copy");
+            }
+            at += n as u64;
         }
-        at += n as u64;
+        let on_b = std::fs::metadata(g.file(b, "disk.img")).unwrap();
+        assert!(
+            on_b.blocks() * 512 < 16 << 20,
+            "b's copy of a 256 MiB file with {} KiB of data takes {} bytes on disk",
+            if middle { 12 } else { 8 },
+            on_b.blocks() * 512
+        );
+    };
+    check(false);
+
+    // Written in place in its middle, as a database does: b's new copy takes the chunks it
+    // shares with its old one from that file (a big file's, read and written past the page
+    // cache), and stays byte for byte what a has, holes and all.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(g.file(a, "disk.img"))
+            .unwrap();
+        f.write_all_at(&[5u8; 4096], SIZE / 2).unwrap();
     }
-    let on_b = std::fs::metadata(g.file(b, "disk.img")).unwrap();
-    assert!(
-        on_b.blocks() * 512 < 16 << 20,
-        "b's copy of a 256 MiB file with 8 KiB of data takes {} bytes on disk",
-        on_b.blocks() * 512
-    );
+    wait_until("the middle of disk.img on b", || {
+        use std::os::unix::fs::FileExt;
+        let mut at = [0u8; 1];
+        std::fs::File::open(g.file(b, "disk.img"))
+            .and_then(|f| f.read_exact_at(&mut at, SIZE / 2))
+            .is_ok_and(|()| at[0] == 5)
+    });
+    g.wait_converged();
+    check(true);
 }
 
 /// A save made while the machine cannot reach a leader (the other machine of a two-machine
