@@ -26,6 +26,8 @@ use crate::Error;
 use crate::ids::ChunkId;
 use crate::manifest::{ChunkRef, FileManifest};
 
+mod resync;
+
 /// FastCDC chunk-size bounds. Construct with [`ChunkerParams::new`], which enforces what the
 /// fastcdc crate needs (even sizes, `min <= avg <= max`, within its limits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -380,16 +382,36 @@ const PIPELINE_BLOCK: usize = 4 << 20;
 /// docs/benchmarks.md, BLAKE3 at several times that). Three blocks of [`PIPELINE_BLOCK`] circulate between the threads and are
 /// reused, so memory stays at three blocks and no block is allocated or zeroed per message.
 pub fn file_manifest_pipelined<R: Read + Send>(
+    reader: R,
+    params: ChunkerParams,
+    sink: impl FnMut(ChunkRef, &[u8]) -> Result<(), Error>,
+) -> Result<FileManifest, Error> {
+    file_manifest_resynced(reader, params, None, sink)
+}
+
+/// A block cut: its bytes, the lengths of the chunks that tile its start, and the ids of those
+/// whose id is already known (empty when none is).
+type Cuts = (Vec<u8>, Vec<u32>, Vec<Option<ChunkId>>);
+
+/// Like [`file_manifest_pipelined`] (the same manifest), given what the file held when it was
+/// last read: where `before`'s chunks are found again they are hashed rather than cut
+/// ([`resync`]), so a large file changed in a few places is scanned at BLAKE3's speed, not
+/// FastCDC's. `before` is only a guess, checked chunk by chunk.
+pub fn file_manifest_resynced<R: Read + Send>(
     mut reader: R,
     params: ChunkerParams,
+    before: Option<&FileManifest>,
     mut sink: impl FnMut(ChunkRef, &[u8]) -> Result<(), Error>,
 ) -> Result<FileManifest, Error> {
     let cutter = Cutter::new(params);
     let block_len = params.block_len().max(PIPELINE_BLOCK);
     let threshold = cutter.parallel_threshold();
+    let mut resync = before
+        .filter(|m| !m.chunks.is_empty())
+        .map(|m| resync::Resync::new(cutter, m));
     // Full blocks go to the hasher with the chunk lengths that tile their first `used` bytes;
     // emptied blocks come back to the reader.
-    let (full_tx, full_rx) = mpsc::sync_channel::<std::io::Result<(Vec<u8>, Vec<u32>)>>(1);
+    let (full_tx, full_rx) = mpsc::sync_channel::<std::io::Result<Cuts>>(1);
     let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
     for _ in 0..2 {
         let _ = free_tx.send(vec![0u8; block_len]);
@@ -398,6 +420,7 @@ pub fn file_manifest_pipelined<R: Read + Send>(
         s.spawn(move || {
             let mut buf = vec![0u8; block_len];
             let mut filled = 0;
+            let mut offset = 0u64;
             loop {
                 let eof = match fill(&mut reader, &mut buf, &mut filled) {
                     Ok(eof) => eof,
@@ -406,15 +429,21 @@ pub fn file_manifest_pipelined<R: Read + Send>(
                         return;
                     }
                 };
-                let mut lens = Vec::new();
-                let used = cutter.cut_block_parallel(&buf[..filled], eof, &mut lens, threshold);
+                let (mut lens, mut ids) = (Vec::new(), Vec::new());
+                let used = match resync.as_mut() {
+                    Some(r) => {
+                        r.cut_block(&buf[..filled], offset, eof, &mut lens, &mut ids, threshold)
+                    }
+                    None => cutter.cut_block_parallel(&buf[..filled], eof, &mut lens, threshold),
+                };
+                offset += used as u64;
                 // The hasher drops its receiver on a sink error: stop then.
                 let Ok(mut next) = free_rx.recv() else { return };
                 next[..filled - used].copy_from_slice(&buf[used..filled]);
                 let done = eof && filled == used;
                 filled -= used;
                 if full_tx
-                    .send(Ok((std::mem::replace(&mut buf, next), lens)))
+                    .send(Ok((std::mem::replace(&mut buf, next), lens, ids)))
                     .is_err()
                     || done
                 {
@@ -429,19 +458,20 @@ pub fn file_manifest_pipelined<R: Read + Send>(
 /// The hashing side of [`file_manifest_pipelined`]. It owns both channel ends, so when it
 /// returns (at the end, or early on a sink error) the reader sees them closed and stops.
 fn hash_blocks(
-    full_rx: mpsc::Receiver<std::io::Result<(Vec<u8>, Vec<u32>)>>,
+    full_rx: mpsc::Receiver<std::io::Result<Cuts>>,
     free_tx: mpsc::Sender<Vec<u8>>,
     sink: &mut impl FnMut(ChunkRef, &[u8]) -> Result<(), Error>,
 ) -> Result<FileManifest, Error> {
     let mut chunks = Vec::new();
     for msg in full_rx {
-        let (block, lens) = msg.map_err(Error::io("<input>"))?;
+        let (block, lens, ids) = msg.map_err(Error::io("<input>"))?;
         let mut pos = 0;
-        for len in lens {
+        for (i, len) in lens.into_iter().enumerate() {
             let bytes = &block[pos..pos + len as usize];
             pos += len as usize;
+            let known = ids.get(i).copied().flatten();
             let r = ChunkRef {
-                id: ChunkId::of(bytes),
+                id: known.unwrap_or_else(|| ChunkId::of(bytes)),
                 len,
             };
             chunks.push(r);

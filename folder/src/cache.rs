@@ -168,6 +168,17 @@ impl ScanCache {
             .map(|s| (&s.manifest, s.trusted))
     }
 
+    /// What `path` held when last read or written, whatever its stamp now, for a file read
+    /// again to find its unchanged chunks by ([`crate::read::read_file`]'s hint). Only for
+    /// files streamed (the ones a hint helps): a clone of the list is cheap, the lookup is not
+    /// free for 100k small files.
+    pub(crate) fn hint(&self, path: &RelPath, stamp: &Stamp) -> Option<FileManifest> {
+        if stamp.size <= crate::read::WHOLE_READ_MAX {
+            return None;
+        }
+        self.files.get(path).map(|s| s.manifest.clone())
+    }
+
     /// Records a file just read, whose reading started at `read_at`.
     pub(crate) fn read(
         &mut self,

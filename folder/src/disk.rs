@@ -248,6 +248,7 @@ impl DiskFolder {
         let exclude = Exclude {
             state_dir: self.state_dir_id,
         };
+        let started = std::time::Instant::now();
         let (entries, report) = scan_root(
             root.as_fd(),
             self.params,
@@ -269,6 +270,7 @@ impl DiskFolder {
             focused = focus.is_some(),
             read = report.files_read,
             cached = report.files_cached,
+            ms = started.elapsed().as_millis() as u64,
             "scanned"
         );
         let (entries, report) = match focus {
@@ -380,6 +382,7 @@ impl DiskFolder {
                 stamp,
                 self.params,
                 &*self.chunks,
+                self.cache.hint(&doc, &stamp).as_ref(),
             ) {
                 Ok((seen, m, at)) => {
                     match seen {

@@ -7,7 +7,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsFd;
 
 use chorus_chunking::chunker::{
-    ChunkerParams, chunk_bytes, chunk_bytes_parallel, file_manifest_pipelined,
+    ChunkerParams, chunk_bytes, chunk_bytes_parallel, file_manifest_resynced,
 };
 use chorus_chunking::{ChunkRef, ChunkStore, Error, FileManifest};
 
@@ -16,7 +16,7 @@ use crate::cache::Stamp;
 /// Files up to this size are read whole and chunked in memory (the cut and the hashing split
 /// over two cores from 4 MiB on); larger ones stream through a reader thread and a hashing
 /// thread in a few blocks of memory.
-const WHOLE_READ_MAX: u64 = 64 << 20;
+pub(crate) const WHOLE_READ_MAX: u64 = 64 << 20;
 const PARALLEL_ABOVE: usize = 4 << 20;
 
 /// Why a file could not be read.
@@ -33,26 +33,33 @@ pub(crate) type Sink<'a> = Option<&'a dyn ChunkStore>;
 
 /// Reads and chunks the open file `f`, whose stat said `stamp`. If it changes while being
 /// read, it is read again (a few times); the stamp returned is the one its content matches,
-/// or `None` for one that kept changing (never to be trusted from the cache).
+/// or `None` for one that kept changing (never to be trusted from the cache). `hint`: what
+/// the file held when last read, if known; a streamed file's chunks found again there are
+/// hashed rather than cut (the same manifest, faster).
 pub(crate) fn read_file(
     mut f: fs::File,
     stamp: Stamp,
     params: ChunkerParams,
     sink: Sink<'_>,
+    hint: Option<&FileManifest>,
 ) -> Result<(Option<Stamp>, FileManifest), ReadError> {
     let mut before = stamp;
+    let mut last = None;
     for _ in 0..3 {
         f.seek(SeekFrom::Start(0)).map_err(ReadError::File)?;
-        let m = chunk_open_file(&mut f, before.size, WHOLE_READ_MAX, params, sink)?;
+        let hint = last.as_ref().or(hint);
+        let m = chunk_open_file(&mut f, before.size, WHOLE_READ_MAX, params, sink, hint)?;
         let st = rustix::fs::fstat(f.as_fd()).map_err(|e| ReadError::File(e.into()))?;
         let after = Stamp::of(&st);
         if after == before && m.size() == after.size {
             return Ok((Some(after), m));
         }
         before = after;
+        last = Some(m);
     }
     f.seek(SeekFrom::Start(0)).map_err(ReadError::File)?;
-    let m = chunk_open_file(&mut f, before.size, WHOLE_READ_MAX, params, sink)?;
+    let hint = last.as_ref().or(hint);
+    let m = chunk_open_file(&mut f, before.size, WHOLE_READ_MAX, params, sink, hint)?;
     Ok((None, m))
 }
 
@@ -65,6 +72,7 @@ pub(crate) fn chunk_open_file(
     whole_max: u64,
     params: ChunkerParams,
     sink: Sink<'_>,
+    hint: Option<&FileManifest>,
 ) -> Result<FileManifest, ReadError> {
     let mut store_error = None;
     let mut put = |r: ChunkRef, bytes: &[u8]| match sink {
@@ -81,7 +89,7 @@ pub(crate) fn chunk_open_file(
     };
     if size > whole_max {
         let clone = f.try_clone().map_err(ReadError::File)?;
-        return file_manifest_pipelined(clone, params, &mut put)
+        return file_manifest_resynced(clone, params, hint, &mut put)
             .map_err(|e| split(e, store_error.take()));
     }
     let mut data = Vec::with_capacity(size as usize);
@@ -92,7 +100,7 @@ pub(crate) fn chunk_open_file(
         drop(data);
         f.seek(SeekFrom::Start(0)).map_err(ReadError::File)?;
         let clone = f.try_clone().map_err(ReadError::File)?;
-        return file_manifest_pipelined(clone, params, &mut put)
+        return file_manifest_resynced(clone, params, hint, &mut put)
             .map_err(|e| split(e, store_error.take()));
     }
     let m = if data.len() >= PARALLEL_ABOVE {
@@ -127,7 +135,7 @@ mod tests {
         let params = ChunkerParams::new(256, 1024, 4096).unwrap();
         // The stat said 100 bytes; the file holds far more than the 4 KiB read whole.
         let mut f = fs::File::open(&path).unwrap();
-        let m = chunk_open_file(&mut f, 100, 4096, params, Some(&store)).unwrap();
+        let m = chunk_open_file(&mut f, 100, 4096, params, Some(&store), None).unwrap();
         assert_eq!(
             m,
             chunk_bytes(&bytes, params),
@@ -135,6 +143,47 @@ mod tests {
         );
         for c in m.chunks.iter() {
             assert!(store.get(&c.id).unwrap().is_some());
+        }
+    }
+
+    /// A streamed file read with what it held before as the hint (as a scan does after an
+    /// edit), with a stale hint and with another file's: the manifest is the one read without,
+    /// and every chunk is stored.
+    #[test]
+    fn a_streamed_file_read_with_a_hint_gives_the_manifest_read_without() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        let params = ChunkerParams::new(256, 1024, 4096).unwrap();
+        let random = |len: usize, mut x: u64| -> Vec<u8> {
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        let old = random(3 << 20, 11);
+        let mut new = old.clone();
+        new.splice(
+            1 << 20..(1 << 20) + 100,
+            b"an inserted line\n".iter().copied(),
+        );
+        new[2 << 20] ^= 1;
+        let other = random(3 << 20, 12);
+        fs::write(&path, &new).unwrap();
+        for hint in [&old, &new, &other] {
+            let hint = chunk_bytes(hint, params);
+            let store = MemStore::new();
+            let mut f = fs::File::open(&path).unwrap();
+            let m = chunk_open_file(&mut f, 3 << 20, 4096, params, Some(&store), Some(&hint))
+                .map_err(|_| "read")
+                .unwrap();
+            assert_eq!(m, chunk_bytes(&new, params));
+            for c in m.chunks.iter() {
+                assert!(store.get(&c.id).unwrap().is_some());
+            }
         }
     }
 }

@@ -19,7 +19,9 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use rustix::fs::FileType;
 
 use chorus_chunking::chunker::ChunkerParams;
-use chorus_chunking::{ChunkStore, Entry, Error, Mode, RelPath, STATE_DIR, TreeManifest};
+use chorus_chunking::{
+    ChunkStore, Entry, Error, FileManifest, Mode, RelPath, STATE_DIR, TreeManifest,
+};
 
 pub use crate::cache::ScanCache;
 use crate::cache::Stamp;
@@ -210,7 +212,7 @@ pub fn scan_root(
             ignores.push(g);
         }
         // Files whose content must be read, read together once the directory is listed.
-        let mut to_read: Vec<(RelPath, String, Stamp, Mode)> = Vec::new();
+        let mut to_read: Vec<(RelPath, String, Stamp, Mode, Option<FileManifest>)> = Vec::new();
         for name in names {
             let at_root = dir.rel.is_none();
             if at_root && (name == STATE_DIR.as_bytes() || name == MARKER.as_bytes()) {
@@ -333,7 +335,8 @@ pub fn scan_root(
                         ));
                         continue;
                     }
-                    to_read.push((path, name, stamp, mode));
+                    let hint = cache.hint(&path, &stamp);
+                    to_read.push((path, name, stamp, mode, hint));
                 }
                 _ => report.skipped.push(Skipped {
                     path: path.as_str().into(),
@@ -345,19 +348,19 @@ pub fn scan_root(
         // (it may be held whole in memory, and its hashing has a thread of its own).
         let (small, big): (Vec<_>, Vec<_>) = to_read
             .into_iter()
-            .partition(|(_, _, stamp, _)| stamp.size < READ_TOGETHER_BELOW);
+            .partition(|(_, _, stamp, _, _)| stamp.size < READ_TOGETHER_BELOW);
         let read_small = crate::parallel::map(small.len(), |i| {
-            let (_, name, stamp, _) = &small[i];
-            read_one(fd.as_fd(), name, *stamp, params, store)
+            let (_, name, stamp, _, hint) = &small[i];
+            read_one(fd.as_fd(), name, *stamp, params, store, hint.as_ref())
         });
         let read = small
             .into_iter()
             .zip(read_small)
             .chain(big.into_iter().map(|f| {
-                let read = read_one(fd.as_fd(), &f.1, f.2, params, store);
+                let read = read_one(fd.as_fd(), &f.1, f.2, params, store, f.4.as_ref());
                 (f, read)
             }));
-        for ((path, _, _, mode), read) in read {
+        for ((path, _, _, mode, _), read) in read {
             match read {
                 Ok((seen, manifest, read_at)) => {
                     report.files_read += 1;
@@ -385,16 +388,18 @@ pub fn scan_root(
 }
 
 /// Opens and reads one file; the stamp its content matches and when the reading started.
+/// `hint`: what it held when last read ([`ScanCache::hint`]).
 pub(crate) fn read_one(
     dir: BorrowedFd<'_>,
     name: &str,
     stamp: Stamp,
     params: ChunkerParams,
     store: &dyn ChunkStore,
-) -> Result<(Option<Stamp>, chorus_chunking::FileManifest, SystemTime), ReadError> {
+    hint: Option<&FileManifest>,
+) -> Result<(Option<Stamp>, FileManifest, SystemTime), ReadError> {
     let read_at = SystemTime::now();
     let f = c::open_file_at(dir, name).map_err(ReadError::File)?;
-    let (seen, m) = read_file(f, stamp, params, Some(store))?;
+    let (seen, m) = read_file(f, stamp, params, Some(store), hint)?;
     Ok((seen, m, read_at))
 }
 

@@ -85,7 +85,14 @@ impl Share {
                 let stamp = Stamp::of(&st);
                 let manifest = match cache.reuse(&doc, &stamp) {
                     Some(m) => m.clone(),
-                    None => match read_one(dir.as_fd(), name.as_str(), stamp, params, store) {
+                    None => match read_one(
+                        dir.as_fd(),
+                        name.as_str(),
+                        stamp,
+                        params,
+                        store,
+                        cache.hint(&doc, &stamp).as_ref(),
+                    ) {
                         Ok((seen, m, at)) => {
                             report.files_read += 1;
                             match seen {

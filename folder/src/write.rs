@@ -307,7 +307,10 @@ impl Writer<'_, '_> {
                 };
                 c::open_file_at(dir, path.file_name())
                     .ok()
-                    .and_then(|f| crate::read::read_file(f, *stamp, self.ctx.params, None).ok())
+                    .and_then(|f| {
+                        crate::read::read_file(f, *stamp, self.ctx.params, None, Some(&expected))
+                            .ok()
+                    })
                     .is_some_and(|(seen, m)| seen == Some(*stamp) && m == expected)
             }
         }
