@@ -206,6 +206,32 @@ pub fn rename_at(dir: BorrowedFd<'_>, from: &str, to: &str, no_replace: bool) ->
     Ok(rfs::renameat(dir, from, dir, to)?)
 }
 
+/// Renames `from` in `from_dir` to `to` in `to_dir` (both beneath the share, opened without
+/// following links); with `no_replace`, fails with `EEXIST` rather than replace anything.
+pub fn rename_between(
+    from_dir: BorrowedFd<'_>,
+    from: &str,
+    to_dir: BorrowedFd<'_>,
+    to: &str,
+    no_replace: bool,
+) -> io::Result<()> {
+    check_name(from)?;
+    check_name(to)?;
+    let flags = if no_replace {
+        rfs::RenameFlags::NOREPLACE
+    } else {
+        rfs::RenameFlags::empty()
+    };
+    match rfs::renameat_with(from_dir, from, to_dir, to, flags) {
+        // A file system without RENAME_NOREPLACE: a link then an unlink is as exclusive.
+        Err(rustix::io::Errno::INVAL) if no_replace => {
+            rfs::linkat(from_dir, from, to_dir, to, AtFlags::empty())?;
+            Ok(rfs::unlinkat(from_dir, from, AtFlags::empty())?)
+        }
+        other => Ok(other?),
+    }
+}
+
 /// Removes the file or symlink `name` in `dir` (never what a symlink points to).
 pub fn unlink_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     check_name(name)?;

@@ -105,13 +105,13 @@ pub(crate) fn write_tree(
 
 impl Writer<'_, '_> {
     fn run(&mut self, differences: &[Difference<'_>]) -> Result<(), Stop> {
-        self.remove_gone(differences)?;
+        let moved = self.remove_gone(differences)?;
         let mut batch = Batch::default();
         let mut queue = Queue::default();
         for d in differences {
             let (path, old) = (d.path, d.old);
             let Some(entry) = d.new else { continue };
-            if self.failed(path) {
+            if self.failed(path) || moved.contains(path) {
                 continue;
             }
             if self.full {
@@ -316,8 +316,15 @@ impl Writer<'_, '_> {
         }
     }
 
-    /// Removes what `new` no longer has (or has as another kind), deepest first.
-    fn remove_gone(&mut self, differences: &[Difference<'_>]) -> Result<(), Stop> {
+    /// Removes what `new` no longer has (or has as another kind), deepest first. A file removed
+    /// whose content a file of the version has is moved there instead ([`Moves`]); the paths
+    /// so written are returned.
+    fn remove_gone(
+        &mut self,
+        differences: &[Difference<'_>],
+    ) -> Result<std::collections::HashSet<RelPath>, Stop> {
+        let mut moves = Moves::of(differences, self.ctx.cache_key.is_some());
+        let mut moved = std::collections::HashSet::new();
         let mut gone: Vec<(&RelPath, Option<&Entry>)> = differences
             .iter()
             .filter(|d| {
@@ -377,6 +384,19 @@ impl Writer<'_, '_> {
                 }
                 return Err(Stop::Changed(path.clone()));
             }
+            if let Some(OnDisk::File(stamp)) = now
+                && let Some((to, mode)) = moves.take(path, self.ctx.cache.seen(path, &stamp))
+            {
+                match self.move_file(dir.as_fd(), path, &stamp, &to, mode) {
+                    Ok(true) => {
+                        self.dirty.insert(parent);
+                        moved.insert(to.path.clone());
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::debug!(from = %path, to = %to.path, "not moved: {e}"),
+                }
+            }
             match c::unlink_at(dir.as_fd(), path.file_name()) {
                 Ok(()) => {
                     self.dirty.insert(parent);
@@ -384,7 +404,77 @@ impl Writer<'_, '_> {
                 Err(e) => self.io_fail(path, &e),
             }
         }
-        Ok(())
+        Ok(moved)
+    }
+
+    /// Moves the file `from` (in `dir`, checked unchanged since the scan, its stamp `stamp`)
+    /// to the version's file `to`, if what is at `to` is still what the scan saw (or nothing).
+    /// False: not moved, for the usual removal and writing to happen (which report anything
+    /// changed meanwhile).
+    fn move_file(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        from: &RelPath,
+        stamp: &Stamp,
+        to: &Target<'_>,
+        mode: Mode,
+    ) -> std::io::Result<bool> {
+        let to_dir = self.open_dir(&parent_str(to.path), true)?;
+        let name = to.path.file_name();
+        let now = self.on_disk(to_dir.as_fd(), to.path)?;
+        if matches!(now, Some(OnDisk::Other))
+            || !self.unchanged(to_dir.as_fd(), to.path, now.as_ref())
+        {
+            return Ok(false);
+        }
+        let trusted = matches!(
+            self.ctx.cache.check(
+                self.ctx.cache_key.unwrap_or(from),
+                Some(&OnDisk::File(*stamp))
+            ),
+            Verdict::Unchanged
+        );
+        // A big file replaced frees its blocks on another thread, as when written.
+        let old = matches!(now, Some(OnDisk::File(st)) if st.size >= crate::direct::DIRECT_MIN)
+            .then(|| c::open_file_at(to_dir.as_fd(), name).ok())
+            .flatten();
+        let renamed = c::rename_between(dir, from.file_name(), to_dir.as_fd(), name, now.is_none());
+        if let Some(old) = old {
+            crate::write_files::close_later(old);
+        }
+        match renamed {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        self.dirty.insert(parent_str(to.path));
+        tracing::debug!(from = %from, to = %to.path, "moved");
+        // Moved: what fails from here on is the new path's, as a write's would be.
+        let stat = (|| {
+            let f = c::open_file_at(to_dir.as_fd(), name)?;
+            if Mode::from_st_mode(rustix::fs::fstat(&f)?.st_mode) != mode {
+                c::chmod(f.as_fd(), mode.bits())?;
+            }
+            Ok::<_, std::io::Error>(rustix::fs::fstat(&f)?)
+        })();
+        let after = match stat {
+            Ok(st) => Stamp::of(&st),
+            Err(e) => {
+                self.io_fail(to.path, &e);
+                return Ok(true);
+            }
+        };
+        self.out.files.push(WrittenFile {
+            path: to.path.clone(),
+            stamp: after,
+            manifest: to.manifest.clone(),
+            // The content is the one checked under `stamp`: its mtime, size and inode vouch
+            // for it as they did there (a rename and a chmod change only the ctime).
+            settled: trusted
+                && (after.size, after.mtime_ns, after.ino)
+                    == (stamp.size, stamp.mtime_ns, stamp.ino),
+        });
+        Ok(true)
     }
 
     fn dir(&mut self, path: &RelPath) {
@@ -504,6 +594,76 @@ impl Writer<'_, '_> {
                 self.io_fail(&p, &e);
             }
         }
+    }
+}
+
+/// Files of at least this size are moved rather than written again when the version removes
+/// a file with their content: below it, writing costs about what the check does.
+const MOVE_MIN: u64 = 64 << 10;
+
+/// A file the version writes that a removed file may be moved to.
+struct Target<'d> {
+    path: &'d RelPath,
+    manifest: &'d FileManifest,
+}
+
+/// The files a version writes (new or changed, not replacing another kind) by content, for
+/// the files it removes to be moved to: an editor's temp file renamed over the file it saves,
+/// a file moved or renamed in the share. Each target takes one file.
+struct Moves<'d> {
+    by_content: std::collections::HashMap<&'d FileManifest, Vec<(Target<'d>, Mode)>>,
+    /// The files removed, to their content in the old tree.
+    removed: std::collections::HashMap<&'d RelPath, &'d FileManifest>,
+}
+
+impl<'d> Moves<'d> {
+    fn of(differences: &'d [Difference<'d>], document: bool) -> Self {
+        let mut by_content: std::collections::HashMap<_, Vec<_>> = Default::default();
+        let mut removed = std::collections::HashMap::new();
+        if document {
+            return Moves {
+                by_content,
+                removed,
+            };
+        }
+        for d in differences {
+            match (d.old, d.new) {
+                (Some(Entry::File { manifest, .. }), None) if manifest.size() >= MOVE_MIN => {
+                    removed.insert(d.path, manifest);
+                }
+                (None | Some(Entry::File { .. }), Some(Entry::File { mode, manifest }))
+                    if manifest.size() >= MOVE_MIN =>
+                {
+                    by_content.entry(manifest).or_default().push((
+                        Target {
+                            path: d.path,
+                            manifest,
+                        },
+                        *mode,
+                    ));
+                }
+                _ => {}
+            }
+        }
+        by_content.retain(|m, _| removed.values().any(|r| r == m));
+        Moves {
+            by_content,
+            removed,
+        }
+    }
+
+    /// A target for the removed file `path`, whose content the scan saw as `seen` (the content
+    /// the disk is checked to hold): one with that very content.
+    fn take(
+        &mut self,
+        path: &RelPath,
+        seen: Option<(&FileManifest, bool)>,
+    ) -> Option<(Target<'d>, Mode)> {
+        let (seen, _) = seen?;
+        if self.removed.get(path).is_none_or(|m| *m != seen) {
+            return None;
+        }
+        self.by_content.get_mut(seen)?.pop()
     }
 }
 

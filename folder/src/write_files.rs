@@ -262,7 +262,7 @@ impl Writer<'_, '_> {
 
 /// Closes `f` on a thread of its own (freeing a big file's blocks takes a while); here when
 /// no thread can be had.
-fn close_later(f: std::fs::File) {
+pub(crate) fn close_later(f: std::fs::File) {
     let _ = std::thread::Builder::new()
         .name("chorus-close".into())
         .spawn(move || drop(f));

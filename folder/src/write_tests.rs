@@ -132,3 +132,169 @@ fn a_file_read_well_after_its_change_is_trusted_by_its_stamp() {
     assert!(stop.is_none());
     assert_eq!(std::fs::read(&path).unwrap(), b"cccc");
 }
+
+/// A share scanned into `cache` (its chunks stored); the tree the scan saw.
+fn scanned(root: &std::os::fd::OwnedFd, store: &MemStore, cache: &mut ScanCache) -> TreeManifest {
+    let (entries, _) = scan_root(
+        root.as_fd(),
+        params(),
+        Exclude::default(),
+        cache,
+        store,
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+    TreeManifest::from_entries(entries).unwrap()
+}
+
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .rotate_left(u32::from(seed) % 32) as u8
+        })
+        .collect()
+}
+
+fn ino(p: &std::path::Path) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap())
+}
+
+/// A version that removes a file and has its content at another path (an editor's temp file
+/// renamed over the file it saves, a file moved to a new directory): the file is renamed
+/// there, with the version's mode, not written again; what a removal and a write would
+/// check is checked.
+#[test]
+fn a_file_the_version_moves_is_renamed_not_written_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemStore::new();
+    let root = c::open_root(dir.path()).unwrap();
+    let content = bytes(300 << 10, 1);
+    std::fs::create_dir(dir.path().join("a")).unwrap();
+    std::fs::write(dir.path().join("a/save.tmp"), &content).unwrap();
+    std::fs::write(dir.path().join("a/doc"), bytes(200 << 10, 2)).unwrap();
+    let big = bytes(400 << 10, 7);
+    std::fs::write(dir.path().join("a/big"), &big).unwrap();
+    let before = ino(&dir.path().join("a/save.tmp"));
+    let moved_ino = ino(&dir.path().join("a/big"));
+    let mut cache = ScanCache::new();
+    let old = scanned(&root, &store, &mut cache);
+    let session = c::random_tag(c::SESSION_LEN);
+    let ctx = Ctx {
+        root: root.as_fd(),
+        chunks: &store,
+        params: params(),
+        session: &session,
+        cache: &cache,
+        cache_key: None,
+    };
+    // The temp file renamed over the document; `big` moved to a new directory, read-only.
+    let m = old
+        .get_str("a/save.tmp")
+        .unwrap()
+        .manifest()
+        .unwrap()
+        .clone();
+    let mb = old.get_str("a/big").unwrap().manifest().unwrap().clone();
+    let new = TreeManifest::from_entries([
+        (RelPath::new("a").unwrap(), Entry::dir()),
+        (RelPath::new("a/doc").unwrap(), Entry::file(m)),
+        (RelPath::new("b").unwrap(), Entry::dir()),
+        (
+            RelPath::new("b/big").unwrap(),
+            Entry::File {
+                mode: Mode::new(0o444).unwrap(),
+                manifest: mb,
+            },
+        ),
+    ])
+    .unwrap();
+    let (written, stop) = write_tree(&ctx, &old, &new);
+    assert!(stop.is_none(), "{stop:?}");
+    assert!(written.failed.is_empty(), "{:?}", written.failed);
+    assert_eq!(std::fs::read(dir.path().join("a/doc")).unwrap(), content);
+    assert_eq!(std::fs::read(dir.path().join("b/big")).unwrap(), big);
+    assert_eq!(
+        ino(&dir.path().join("a/doc")),
+        before,
+        "renamed, not written"
+    );
+    assert_eq!(
+        ino(&dir.path().join("b/big")),
+        moved_ino,
+        "renamed, not written"
+    );
+    let mode = std::fs::metadata(dir.path().join("b/big"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o444);
+    assert!(!dir.path().join("a/save.tmp").exists() && !dir.path().join("a/big").exists());
+    let mut paths: Vec<&str> = written.files.iter().map(|f| f.path.as_str()).collect();
+    paths.sort_unstable();
+    assert_eq!(paths, ["a/doc", "b/big"], "the cache learns both");
+    // The next scan agrees with the version.
+    let mut next = cache.clone();
+    for f in written.files {
+        next.remember(f.path, &f.stamp, f.manifest, f.settled);
+    }
+    assert_eq!(scanned(&root, &store, &mut next), new);
+}
+
+/// A file to be moved that changed since the scan stops the writing as its removal would,
+/// and a target changed since the scan is not replaced by the move: the users' bytes stay.
+#[test]
+fn a_move_checks_both_ends_since_the_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemStore::new();
+    let root = c::open_root(dir.path()).unwrap();
+    let content = bytes(300 << 10, 3);
+    std::fs::write(dir.path().join("x"), &content).unwrap();
+    std::fs::write(dir.path().join("y"), bytes(100 << 10, 4)).unwrap();
+    let mut cache = ScanCache::new();
+    let old = scanned(&root, &store, &mut cache);
+    let session = c::random_tag(c::SESSION_LEN);
+    let ctx = Ctx {
+        root: root.as_fd(),
+        chunks: &store,
+        params: params(),
+        session: &session,
+        cache: &cache,
+        cache_key: None,
+    };
+    let m = old.get_str("x").unwrap().clone();
+    let new = one("y", m);
+    // The target saved meanwhile: not replaced.
+    let saved = bytes(100 << 10, 5);
+    std::fs::write(dir.path().join("y"), &saved).unwrap();
+    let (_, stop) = write_tree(&ctx, &old, &new);
+    assert!(
+        matches!(stop, Some(Stop::Changed(ref p)) if p.as_str() == "y"),
+        "{stop:?}"
+    );
+    assert_eq!(std::fs::read(dir.path().join("y")).unwrap(), saved);
+
+    // The file to move saved meanwhile: neither moved nor removed.
+    let dir = tempfile::tempdir().unwrap();
+    let root = c::open_root(dir.path()).unwrap();
+    std::fs::write(dir.path().join("x"), &content).unwrap();
+    let mut cache = ScanCache::new();
+    let old = scanned(&root, &store, &mut cache);
+    let ctx = Ctx {
+        root: root.as_fd(),
+        cache: &cache,
+        ..ctx
+    };
+    let saved = bytes(300 << 10, 6);
+    std::fs::write(dir.path().join("x"), &saved).unwrap();
+    let (_, stop) = write_tree(&ctx, &old, &one("y", old.get_str("x").unwrap().clone()));
+    assert!(
+        matches!(stop, Some(Stop::Changed(ref p)) if p.as_str() == "x"),
+        "{stop:?}"
+    );
+    assert_eq!(std::fs::read(dir.path().join("x")).unwrap(), saved);
+    assert!(!dir.path().join("y").exists());
+}
