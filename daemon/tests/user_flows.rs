@@ -5,7 +5,8 @@
 //! `[[merge]]` rules in config.toml choose how a path merges; a document share merges
 //! concurrent typing character by character; a node killed with
 //! SIGKILL and restarted keeps an edit made while it was down; bad input gets a one-line error;
-//! a file no member can take is named in the log once.
+//! a file no member can take is named in the log once; a file moved, or saved through a temp
+//! file, is renamed on the other members rather than written again.
 //!
 //! Waits are liveness bounds (a stuck cluster fails the test), not speed assertions. Each
 //! process's output is kept and printed when a test fails.
@@ -372,6 +373,68 @@ fn big_files_edited_in_place_and_saved_by_rename_reach_every_member_whole() {
         .unwrap();
     g.wait_everywhere("big.bin", &big);
     g.wait_converged();
+    for i in [a, b] {
+        assert!(g.running(i), "node {i} exited");
+    }
+}
+
+/// A file moved to another directory, and a file saved through a temp file that went out
+/// before it was renamed over the file it saves: the other member renames its copy too (the
+/// same inode, nothing written again; before, it wrote every byte a second time) and ends
+/// with exactly what the first has.
+#[test]
+fn a_file_moved_or_saved_through_a_temp_file_is_renamed_on_the_other_members() {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &Path| std::fs::metadata(p).map(|m| m.ino()).unwrap_or(0);
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    let report = chorus_sync::testing::noise(11, 3 << 20);
+    std::fs::create_dir(g.file(a, "drafts")).unwrap();
+    std::fs::write(g.file(a, "drafts/report.bin"), &report).unwrap();
+    g.wait_everywhere("drafts/report.bin", &report);
+    g.wait_converged();
+    let was = ino(&g.file(b, "drafts/report.bin"));
+
+    std::fs::create_dir(g.file(a, "final")).unwrap();
+    std::fs::rename(
+        g.file(a, "drafts/report.bin"),
+        g.file(a, "final/report.bin"),
+    )
+    .unwrap();
+    g.wait_everywhere("final/report.bin", &report);
+    wait_until("drafts/report.bin gone on b", || {
+        !g.file(b, "drafts/report.bin").exists()
+    });
+    g.wait_converged();
+    assert_eq!(
+        ino(&g.file(b, "final/report.bin")),
+        was,
+        "moved on b, not written again"
+    );
+
+    // The temp file goes out whole (the editor took its time), then replaces the file.
+    let mut saved = report.clone();
+    saved[1000..2000].fill(b'y');
+    std::fs::write(g.file(a, "final/report.bin.tmp"), &saved).unwrap();
+    g.wait_everywhere("final/report.bin.tmp", &saved);
+    g.wait_converged();
+    let tmp_on_b = ino(&g.file(b, "final/report.bin.tmp"));
+    std::fs::rename(
+        g.file(a, "final/report.bin.tmp"),
+        g.file(a, "final/report.bin"),
+    )
+    .unwrap();
+    g.wait_everywhere("final/report.bin", &saved);
+    wait_until("the temp file gone on b", || {
+        !g.file(b, "final/report.bin.tmp").exists()
+    });
+    g.wait_converged();
+    assert_eq!(
+        ino(&g.file(b, "final/report.bin")),
+        tmp_on_b,
+        "renamed on b"
+    );
     for i in [a, b] {
         assert!(g.running(i), "node {i} exited");
     }

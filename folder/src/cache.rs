@@ -169,14 +169,37 @@ impl ScanCache {
     }
 
     /// What `path` held when last read or written, whatever its stamp now, for a file read
-    /// again to find its unchanged chunks by ([`crate::read::read_file`]'s hint). Only for
-    /// files streamed (the ones a hint helps): a clone of the list is cheap, the lookup is not
-    /// free for 100k small files.
+    /// again to find its unchanged chunks by ([`crate::read::read_file`]'s hint). A path not
+    /// known yet is given the big file beside it whose name shares the longest start with its
+    /// own (then the nearest in size): an editor's temp file (`big.bin.tmp`, `.big.bin.swp`)
+    /// or a copy holds mostly what the file it comes from does. Only for files streamed (the
+    /// ones a hint helps); the hint is a guess the cut checks chunk by chunk.
     pub(crate) fn hint(&self, path: &RelPath, stamp: &Stamp) -> Option<FileManifest> {
         if stamp.size <= crate::read::WHOLE_READ_MAX {
             return None;
         }
-        self.files.get(path).map(|s| s.manifest.clone())
+        if let Some(s) = self.files.get(path) {
+            return Some(s.manifest.clone());
+        }
+        fn parent(p: &RelPath) -> Option<&str> {
+            p.as_str().rsplit_once('/').map(|(d, _)| d)
+        }
+        let name = path.file_name().trim_start_matches('.');
+        self.files
+            .iter()
+            .filter(|(p, s)| {
+                s.stamp.size > crate::read::WHOLE_READ_MAX && parent(p) == parent(path)
+            })
+            .max_by_key(|(p, s)| {
+                let other = p.file_name().trim_start_matches('.');
+                let shared = name
+                    .bytes()
+                    .zip(other.bytes())
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                (shared, std::cmp::Reverse(s.stamp.size.abs_diff(stamp.size)))
+            })
+            .map(|(_, s)| s.manifest.clone())
     }
 
     /// Records a file just read, whose reading started at `read_at`.
@@ -299,6 +322,47 @@ impl ScanCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A big file is hinted with what it held; a new one with the big file beside it whose
+    /// name it shares most of, never with one elsewhere or for a small file.
+    #[test]
+    fn a_new_big_file_is_hinted_with_its_nearest_named_neighbour() {
+        let big = |size: u64| Stamp {
+            size,
+            mtime_ns: 1,
+            ctime_ns: 1,
+            ino: 1,
+        };
+        let m = |n: u8| FileManifest {
+            chunks: vec![chorus_chunking::ChunkRef {
+                id: chorus_chunking::ChunkId([n; 32]),
+                len: 1,
+            }]
+            .into(),
+        };
+        let mut cache = ScanCache::new();
+        let at = SystemTime::UNIX_EPOCH;
+        let path = |p: &str| RelPath::new(p).unwrap();
+        cache.read(path("d/movie.mkv"), big(100 << 20), m(1), at);
+        cache.read(path("d/notes.bin"), big(90 << 20), m(2), at);
+        cache.read(path("e/movie.mkv.part"), big(100 << 20), m(3), at);
+        cache.read(path("d/small"), big(1 << 20), m(4), at);
+        let hint = |p: &str, size: u64| cache.hint(&path(p), &big(size));
+        assert_eq!(hint("d/notes.bin", 100 << 20), Some(m(2)), "its own");
+        assert_eq!(hint("d/movie.mkv.tmp", 100 << 20), Some(m(1)));
+        assert_eq!(hint("d/.movie.mkv.swp", 100 << 20), Some(m(1)));
+        assert_eq!(hint("d/other", 91 << 20), Some(m(2)), "the nearest size");
+        assert_eq!(
+            hint("f/movie.mkv", 100 << 20),
+            None,
+            "not from another directory"
+        );
+        assert_eq!(
+            hint("d/movie.mkv.tmp", 1 << 20),
+            None,
+            "read whole: no hint"
+        );
+    }
 
     fn stamp(mtime_ns: i64) -> Stamp {
         Stamp {
