@@ -627,10 +627,15 @@ impl<'d> Moves<'d> {
             };
         }
         for d in differences {
+            if let (Some(Entry::File { manifest, .. }), None) = (d.old, d.new)
+                && manifest.size() >= MOVE_MIN
+            {
+                removed.insert(d.path, manifest);
+            }
+        }
+        // A version that removes no file (an initial sync of 100k files) looks no further.
+        for d in differences.iter().filter(|_| !removed.is_empty()) {
             match (d.old, d.new) {
-                (Some(Entry::File { manifest, .. }), None) if manifest.size() >= MOVE_MIN => {
-                    removed.insert(d.path, manifest);
-                }
                 (None | Some(Entry::File { .. }), Some(Entry::File { mode, manifest }))
                     if manifest.size() >= MOVE_MIN =>
                 {
