@@ -25,8 +25,11 @@
 //! After a cut, the next old chunk is expected where the last one found ended (the shift
 //! between old and new offsets holds until the next change). Past a change, each chunk cut
 //! is hashed here and looked up among the old ids, which finds the new shift after an
-//! insertion or deletion. After [`HUNT_LIMIT`] chunks cut in a row (a file rewritten), the rest of each block is cut on two threads as without a hint, with a couple
-//! of chunks looked up at the start of every block.
+//! insertion or deletion. After [`HUNT_LIMIT`] chunks cut in a row (a file rewritten), the
+//! rest of each block is cut on two threads as without a hint, with a couple of chunks looked
+//! up at the start of every block; a block less than three quarters found again (changes
+//! every few chunks) has the next ones cut that way too (1, 2, 4 … up to 16 blocks while the
+//! changes go on).
 
 use std::collections::HashMap;
 
@@ -54,6 +57,12 @@ pub(super) struct Resync<'a> {
     expect: Option<usize>,
     /// Chunks cut in a row since an old one was last found where expected.
     misses: u32,
+    /// Blocks to cut as without a hint, on two threads (faster where changes come every few
+    /// chunks): after a block less than three quarters found again, 1, then 2, 4 … up to 16
+    /// while that goes on.
+    skip: u32,
+    /// The next `skip`.
+    backoff: u32,
     /// Old chunks found where expected.
     #[cfg(test)]
     found: usize,
@@ -84,6 +93,8 @@ impl<'a> Resync<'a> {
             shift: 0,
             expect: (!chunks.is_empty()).then_some(0),
             misses: 0,
+            skip: 0,
+            backoff: 1,
             #[cfg(test)]
             found: 0,
         }
@@ -105,8 +116,11 @@ impl<'a> Resync<'a> {
     }
 
     /// How many old chunks from `j` on are at the start of `data`, one after the other, each
-    /// with `max` bytes after its start: the first is hashed alone (after a change it is
-    /// usually not there), the rest of the run that fits together, on two threads.
+    /// with `max` bytes after its start. The first is hashed alone (after a change it is
+    /// usually not there), the next ones in batches that double while every chunk is found
+    /// (from four average chunks up to the rest of the block, on two threads from 1 MiB): a
+    /// batch hashed past a change is wasted, and at most twice what was found before it plus
+    /// the first batch, so edits every few chunks cost about what a cut would.
     fn run_here(&self, j: usize, data: &[u8]) -> usize {
         if !self.may_be_here(j, data) {
             return 0;
@@ -115,20 +129,38 @@ impl<'a> Resync<'a> {
         if ChunkId::of(&data[..first.len as usize]) != first.id {
             return 0;
         }
-        let mut lens = Vec::new();
+        let mut found = 1;
         let mut at = first.len as usize;
-        let mut i = j + 1;
-        while i < self.chunks.len() && self.may_be_here(i, &data[at..]) {
-            lens.push(self.chunks[i].len);
-            at += self.chunks[i].len as usize;
-            i += 1;
+        let mut budget = 4 * self.cutter.params.avg as usize;
+        let mut lens = Vec::new();
+        loop {
+            let i = j + found;
+            lens.clear();
+            let mut end = at;
+            while end - at < budget
+                && i + lens.len() < self.chunks.len()
+                && self.may_be_here(i + lens.len(), &data[end..])
+            {
+                let len = self.chunks[i + lens.len()].len;
+                lens.push(len);
+                end += len as usize;
+            }
+            if lens.is_empty() {
+                return found;
+            }
+            let hashed = super::hash_chunks(&data[at..], &lens);
+            let same = hashed
+                .iter()
+                .zip(&self.chunks[i..])
+                .take_while(|(new, old)| new.id == old.id)
+                .count();
+            found += same;
+            if same < lens.len() {
+                return found;
+            }
+            at = end;
+            budget *= 2;
         }
-        let hashed = super::hash_chunks(&data[first.len as usize..], &lens);
-        1 + hashed
-            .iter()
-            .zip(&self.chunks[j + 1..])
-            .take_while(|(new, old)| new.id == old.id)
-            .count()
     }
 
     /// The old chunk starting where new offset `at` is under the current shift.
@@ -152,9 +184,17 @@ impl<'a> Resync<'a> {
         threshold: usize,
     ) -> usize {
         let max = self.max();
+        if self.skip > 0 {
+            self.skip -= 1;
+            let used = self.cutter.cut_block_parallel(data, eof, lens, threshold);
+            ids.resize(lens.len(), None);
+            self.expect = self.at_shift(base + used as u64);
+            return used;
+        }
         if self.misses >= HUNT_LIMIT {
             self.misses = HUNT_LIMIT - HUNT_PER_BLOCK;
         }
+        let mut found_bytes = 0usize;
         let mut pos = 0;
         // An old chunk found at `.0` shorter than `max`: its cut also needs the byte after it
         // to be the old one, which the next chunk found proves.
@@ -182,6 +222,7 @@ impl<'a> Resync<'a> {
                     pending = Some((pos, last));
                 }
                 pos += c.len as usize;
+                found_bytes += self.starts[last + 1] as usize - self.starts[j] as usize;
                 self.expect = (last + 1 < self.chunks.len()).then_some(last + 1);
                 self.misses = 0;
                 #[cfg(test)]
@@ -248,6 +289,12 @@ impl<'a> Resync<'a> {
             // Not settled within this block: found again at the start of the next one.
             pos = at;
             self.expect = Some(pj);
+        }
+        if found_bytes * 4 < pos * 3 {
+            self.skip = self.backoff;
+            self.backoff = (self.backoff * 2).min(16);
+        } else {
+            self.backoff = 1;
         }
         pos
     }
@@ -407,6 +454,27 @@ mod tests {
             let (cut, _) = cut(&new, &before, p, 1 << 20);
             assert_eq!(&cut[..], &chunk_bytes(&new, p).chunks[..], "seed {seed}");
         }
+    }
+
+    /// Changes every few chunks: blocks are cut as without a hint for a while (1, 2, 4 …), then
+    /// the hint is tried again where the file is unchanged once more; the same cut throughout.
+    #[test]
+    fn dense_changes_then_none_give_the_cut_from_scratch() {
+        let p = small();
+        let data = pseudo_random(6 << 20, 13);
+        let before = chunk_bytes(&data, p);
+        let mut new = data.clone();
+        let mut at = 1000;
+        while at < 4 << 20 {
+            new[at] ^= 0x5a;
+            at += 1500;
+        }
+        new.splice(5 << 20..5 << 20, [1, 2, 3]);
+        let (cut, found) = cut(&new, &before, p, 64 << 10);
+        let scratch = chunk_bytes(&new, p);
+        assert_eq!(&cut[..], &scratch.chunks[..]);
+        // The unchanged last 2 MiB are found again (about 2,000 chunks).
+        assert!(found > 1500, "{found}");
     }
 
     proptest! {
