@@ -168,14 +168,14 @@ impl ScanCache {
             .map(|s| (&s.manifest, s.trusted))
     }
 
-    /// What `path` held when last read or written, whatever its stamp now, for a file read
-    /// again to find its unchanged chunks by ([`crate::read::read_file`]'s hint). A path not
-    /// known yet is given the big file beside it whose name shares the longest start with its
-    /// own (then the nearest in size): an editor's temp file (`big.bin.tmp`, `.big.bin.swp`)
-    /// or a copy holds mostly what the file it comes from does. Only for files streamed (the
-    /// ones a hint helps); the hint is a guess the cut checks chunk by chunk.
-    pub(crate) fn hint(&self, path: &RelPath, stamp: &Stamp) -> Option<FileManifest> {
-        if stamp.size <= crate::read::WHOLE_READ_MAX {
+    /// What `path` held when last read or written, whatever its stamp now, for a file of more
+    /// than `big` bytes read again to find its unchanged chunks by (`crate::read::hint`). A
+    /// path not known yet is given the file of more than `big` bytes beside it whose name
+    /// shares the longest start with its own (then the nearest in size): an editor's temp file
+    /// (`big.bin.tmp`, `.big.bin.swp`) or a copy holds mostly what the file it comes from does.
+    /// The hint is a guess the cut checks chunk by chunk.
+    pub(crate) fn hint(&self, path: &RelPath, stamp: &Stamp, big: u64) -> Option<FileManifest> {
+        if stamp.size <= big {
             return None;
         }
         if let Some(s) = self.files.get(path) {
@@ -187,9 +187,7 @@ impl ScanCache {
         let name = path.file_name().trim_start_matches('.');
         self.files
             .iter()
-            .filter(|(p, s)| {
-                s.stamp.size > crate::read::WHOLE_READ_MAX && parent(p) == parent(path)
-            })
+            .filter(|(p, s)| s.stamp.size > big && parent(p) == parent(path))
             .max_by_key(|(p, s)| {
                 let other = p.file_name().trim_start_matches('.');
                 let shared = name
@@ -347,7 +345,7 @@ mod tests {
         cache.read(path("d/notes.bin"), big(90 << 20), m(2), at);
         cache.read(path("e/movie.mkv.part"), big(100 << 20), m(3), at);
         cache.read(path("d/small"), big(1 << 20), m(4), at);
-        let hint = |p: &str, size: u64| cache.hint(&path(p), &big(size));
+        let hint = |p: &str, size: u64| cache.hint(&path(p), &big(size), 64 << 20);
         assert_eq!(hint("d/notes.bin", 100 << 20), Some(m(2)), "its own");
         assert_eq!(hint("d/movie.mkv.tmp", 100 << 20), Some(m(1)));
         assert_eq!(hint("d/.movie.mkv.swp", 100 << 20), Some(m(1)));

@@ -443,6 +443,14 @@ pub(crate) fn is_zero(b: &[u8]) -> bool {
         .all(|c| c.iter().fold(0u8, |acc, &x| acc | x) == 0)
 }
 
+/// Closes `f` on a thread of its own (freeing a big file's blocks takes a while); here when
+/// no thread can be had.
+pub(crate) fn close_later(f: std::fs::File) {
+    let _ = std::thread::Builder::new()
+        .name("chorus-close".into())
+        .spawn(move || drop(f));
+}
+
 #[cfg(test)]
 #[path = "direct_tests.rs"]
 mod tests;

@@ -382,7 +382,7 @@ impl DiskFolder {
                 stamp,
                 self.params,
                 &*self.chunks,
-                self.cache.hint(&doc, &stamp).as_ref(),
+                crate::read::hint(&self.cache, &doc, &stamp).as_ref(),
             ) {
                 Ok((seen, m, at)) => {
                     match seen {

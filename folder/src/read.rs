@@ -9,15 +9,21 @@ use std::os::fd::AsFd;
 use chorus_chunking::chunker::{
     ChunkerParams, chunk_bytes, chunk_bytes_parallel, file_manifest_resynced,
 };
-use chorus_chunking::{ChunkRef, ChunkStore, Error, FileManifest};
+use chorus_chunking::{ChunkRef, ChunkStore, Error, FileManifest, RelPath};
 
-use crate::cache::Stamp;
+use crate::cache::{ScanCache, Stamp};
 
 /// Files up to this size are read whole and chunked in memory (the cut and the hashing split
 /// over two cores from 4 MiB on); larger ones stream through a reader thread and a hashing
 /// thread in a few blocks of memory.
-pub(crate) const WHOLE_READ_MAX: u64 = 64 << 20;
+const WHOLE_READ_MAX: u64 = 64 << 20;
 const PARALLEL_ABOVE: usize = 4 << 20;
+
+/// What a scan gives [`read_file`] as the hint for `path`, now `stamp`: for a file streamed
+/// (the ones a hint helps), what it or the big file beside it held ([`ScanCache::hint`]).
+pub(crate) fn hint(cache: &ScanCache, path: &RelPath, stamp: &Stamp) -> Option<FileManifest> {
+    cache.hint(path, stamp, WHOLE_READ_MAX)
+}
 
 /// Why a file could not be read.
 #[derive(Debug)]
@@ -154,24 +160,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("big");
         let params = ChunkerParams::new(256, 1024, 4096).unwrap();
-        let random = |len: usize, mut x: u64| -> Vec<u8> {
-            (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect()
-        };
-        let old = random(3 << 20, 11);
+        let old = chorus_sync::testing::noise(11, 3 << 20);
         let mut new = old.clone();
         new.splice(
             1 << 20..(1 << 20) + 100,
             b"an inserted line\n".iter().copied(),
         );
         new[2 << 20] ^= 1;
-        let other = random(3 << 20, 12);
+        let other = chorus_sync::testing::noise(12, 3 << 20);
         fs::write(&path, &new).unwrap();
         for hint in [&old, &new, &other] {
             let hint = chunk_bytes(hint, params);

@@ -335,7 +335,7 @@ pub fn scan_root(
                         ));
                         continue;
                     }
-                    let hint = cache.hint(&path, &stamp);
+                    let hint = crate::read::hint(cache, &path, &stamp);
                     to_read.push((path, name, stamp, mode, hint));
                 }
                 _ => report.skipped.push(Skipped {

@@ -91,7 +91,7 @@ impl Share {
                         stamp,
                         params,
                         store,
-                        cache.hint(&doc, &stamp).as_ref(),
+                        crate::read::hint(cache, &doc, &stamp).as_ref(),
                     ) {
                         Ok((seen, m, at)) => {
                             report.files_read += 1;

@@ -419,6 +419,20 @@ impl Writer<'_, '_> {
         to: &Target<'_>,
         mode: Mode,
     ) -> std::io::Result<bool> {
+        // Only a file of this daemon's own with no other name, no special bits: a removal
+        // and a write would leave every other name of the file as it is and make a fresh one
+        // of this daemon's with the version's mode, so moving must not chmod another name's
+        // inode, keep another owner's file, or keep setuid bits. Held open from here, so the
+        // mode is given to this very file whatever lands at either name meanwhile.
+        let f = c::open_file_at(dir, from.file_name())?;
+        let st = rustix::fs::fstat(&f)?;
+        if st.st_ino != stamp.ino
+            || st.st_nlink != 1
+            || st.st_uid != rustix::process::geteuid().as_raw()
+            || st.st_mode & 0o7000 != 0
+        {
+            return Ok(false);
+        }
         let to_dir = self.open_dir(&parent_str(to.path), true)?;
         let name = to.path.file_name();
         let now = self.on_disk(to_dir.as_fd(), to.path)?;
@@ -440,7 +454,7 @@ impl Writer<'_, '_> {
             .flatten();
         let renamed = c::rename_between(dir, from.file_name(), to_dir.as_fd(), name, now.is_none());
         if let Some(old) = old {
-            crate::write_files::close_later(old);
+            crate::direct::close_later(old);
         }
         match renamed {
             Ok(()) => {}
@@ -451,8 +465,7 @@ impl Writer<'_, '_> {
         tracing::debug!(from = %from, to = %to.path, "moved");
         // Moved: what fails from here on is the new path's, as a write's would be.
         let stat = (|| {
-            let f = c::open_file_at(to_dir.as_fd(), name)?;
-            if Mode::from_st_mode(rustix::fs::fstat(&f)?.st_mode) != mode {
+            if Mode::from_st_mode(st.st_mode) != mode {
                 c::chmod(f.as_fd(), mode.bits())?;
             }
             Ok::<_, std::io::Error>(rustix::fs::fstat(&f)?)
@@ -650,7 +663,9 @@ impl<'d> Moves<'d> {
                 _ => {}
             }
         }
-        by_content.retain(|m, _| removed.values().any(|r| r == m));
+        let contents: std::collections::HashSet<&FileManifest> =
+            removed.values().copied().collect();
+        by_content.retain(|m, _| contents.contains(m));
         Moves {
             by_content,
             removed,

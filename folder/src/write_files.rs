@@ -229,7 +229,7 @@ impl Writer<'_, '_> {
             let renaming_at = Instant::now();
             let renamed = c::rename_at(p.dir.as_fd(), &p.temp, name, now.is_none());
             if let Some(old) = old {
-                close_later(old);
+                crate::direct::close_later(old);
             }
             if let Err(e) = renamed {
                 let _ = c::unlink_at(p.dir.as_fd(), &p.temp);
@@ -258,14 +258,6 @@ impl Writer<'_, '_> {
         batch.dirs = 0;
         Ok(())
     }
-}
-
-/// Closes `f` on a thread of its own (freeing a big file's blocks takes a while); here when
-/// no thread can be had.
-pub(crate) fn close_later(f: std::fs::File) {
-    let _ = std::thread::Builder::new()
-        .name("chorus-close".into())
-        .spawn(move || drop(f));
 }
 
 /// Gives `f` the permission bits of `mode` unless it has them already (a file is made with

@@ -35,6 +35,23 @@ fn one(path: &str, e: Entry) -> TreeManifest {
     TreeManifest::from_entries([(RelPath::new(path).unwrap(), e)]).unwrap()
 }
 
+/// What the writing needs for the share at `root`, the scan having left `cache`.
+fn ctx<'a>(
+    root: &'a std::os::fd::OwnedFd,
+    store: &'a MemStore,
+    session: &'a str,
+    cache: &'a ScanCache,
+) -> Ctx<'a> {
+    Ctx {
+        root: root.as_fd(),
+        chunks: store,
+        params: params(),
+        session,
+        cache,
+        cache_key: None,
+    }
+}
+
 fn stamp(p: &std::path::Path) -> Stamp {
     Stamp::of_metadata(&std::fs::symlink_metadata(p).unwrap())
 }
@@ -55,14 +72,7 @@ fn a_save_within_the_scans_tick_is_never_taken_as_unchanged() {
     let mut cache = ScanCache::new();
     cache.pretend(f.clone(), now, scanned.manifest().unwrap().clone(), read_at);
     let session = c::random_tag(c::SESSION_LEN);
-    let ctx = Ctx {
-        root: root.as_fd(),
-        chunks: &store,
-        params: params(),
-        session: &session,
-        cache: &cache,
-        cache_key: None,
-    };
+    let ctx = ctx(&root, &store, &session, &cache);
     let (_, stop) = write_tree(&ctx, &one("f", scanned.clone()), &peer);
     assert!(
         matches!(stop, Some(Stop::Changed(ref p)) if *p == f),
@@ -120,14 +130,7 @@ fn a_file_read_well_after_its_change_is_trusted_by_its_stamp() {
         later,
     );
     let session = c::random_tag(c::SESSION_LEN);
-    let ctx = Ctx {
-        root: root.as_fd(),
-        chunks: &store,
-        params: params(),
-        session: &session,
-        cache: &cache,
-        cache_key: None,
-    };
+    let ctx = ctx(&root, &store, &session, &cache);
     let (_, stop) = write_tree(&ctx, &one("f", bbbb), &one("f", file(&store, b"cccc")));
     assert!(stop.is_none());
     assert_eq!(std::fs::read(&path).unwrap(), b"cccc");
@@ -149,13 +152,7 @@ fn scanned(root: &std::os::fd::OwnedFd, store: &MemStore, cache: &mut ScanCache)
 }
 
 fn bytes(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| {
-            (i as u32)
-                .wrapping_mul(2_654_435_761)
-                .rotate_left(u32::from(seed) % 32) as u8
-        })
-        .collect()
+    chorus_sync::testing::noise(u64::from(seed), len)
 }
 
 fn ino(p: &std::path::Path) -> u64 {
@@ -183,14 +180,7 @@ fn a_file_the_version_moves_is_renamed_not_written_again() {
     let mut cache = ScanCache::new();
     let old = scanned(&root, &store, &mut cache);
     let session = c::random_tag(c::SESSION_LEN);
-    let ctx = Ctx {
-        root: root.as_fd(),
-        chunks: &store,
-        params: params(),
-        session: &session,
-        cache: &cache,
-        cache_key: None,
-    };
+    let ctx = ctx(&root, &store, &session, &cache);
     // The temp file renamed over the document; `big` moved to a new directory, read-only.
     let m = old
         .get_str("a/save.tmp")
@@ -257,14 +247,7 @@ fn a_move_checks_both_ends_since_the_scan() {
     let mut cache = ScanCache::new();
     let old = scanned(&root, &store, &mut cache);
     let session = c::random_tag(c::SESSION_LEN);
-    let ctx = Ctx {
-        root: root.as_fd(),
-        chunks: &store,
-        params: params(),
-        session: &session,
-        cache: &cache,
-        cache_key: None,
-    };
+    let ctx = ctx(&root, &store, &session, &cache);
     let m = old.get_str("x").unwrap().clone();
     let new = one("y", m);
     // The target saved meanwhile: not replaced.
@@ -297,4 +280,50 @@ fn a_move_checks_both_ends_since_the_scan() {
     );
     assert_eq!(std::fs::read(dir.path().join("x")).unwrap(), saved);
     assert!(!dir.path().join("y").exists());
+}
+
+/// A file with another name (a hard link) is not moved: a removal and a write leave the other
+/// name's inode as it was, so the move must not give it the version's mode.
+#[test]
+fn a_file_with_another_name_is_written_not_moved() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemStore::new();
+    let root = c::open_root(dir.path()).unwrap();
+    let content = bytes(300 << 10, 8);
+    std::fs::write(dir.path().join("x"), &content).unwrap();
+    std::fs::set_permissions(dir.path().join("x"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::hard_link(dir.path().join("x"), dir.path().join("x.link")).unwrap();
+    let mut cache = ScanCache::new();
+    let old = scanned(&root, &store, &mut cache);
+    let session = c::random_tag(c::SESSION_LEN);
+    let ctx = ctx(&root, &store, &session, &cache);
+    let mut entries: Vec<_> = old
+        .iter()
+        .filter(|(p, _)| p.as_str() != "x")
+        .map(|(p, e)| (p.clone(), e.clone()))
+        .collect();
+    let m = old.get_str("x").unwrap().manifest().unwrap().clone();
+    entries.push((
+        RelPath::new("y").unwrap(),
+        Entry::File {
+            mode: Mode::new(0o600).unwrap(),
+            manifest: m,
+        },
+    ));
+    let new = TreeManifest::from_entries(entries).unwrap();
+    let (_, stop) = write_tree(&ctx, &old, &new);
+    assert!(stop.is_none(), "{stop:?}");
+    assert_eq!(std::fs::read(dir.path().join("y")).unwrap(), content);
+    assert_ne!(ino(&dir.path().join("y")), ino(&dir.path().join("x.link")));
+    let mode = |p: &str| {
+        std::fs::metadata(dir.path().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("y"), 0o600);
+    assert_eq!(mode("x.link"), 0o644, "the other name keeps its mode");
+    assert!(!dir.path().join("x").exists());
 }
