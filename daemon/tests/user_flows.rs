@@ -386,6 +386,8 @@ fn big_files_edited_in_place_and_saved_by_rename_reach_every_member_whole() {
 fn a_file_moved_or_saved_through_a_temp_file_is_renamed_on_the_other_members() {
     use std::os::unix::fs::MetadataExt;
     let ino = |p: &Path| std::fs::metadata(p).map(|m| m.ino()).unwrap_or(0);
+    // b's file held open: a file b made after removing it could not get its inode number.
+    let held = |p: &Path| (std::fs::File::open(p).unwrap(), ino(p));
     let mut g = Group::new();
     let a = g.init(g.at("a"));
     let b = g.join(a, g.at("b"));
@@ -394,7 +396,7 @@ fn a_file_moved_or_saved_through_a_temp_file_is_renamed_on_the_other_members() {
     std::fs::write(g.file(a, "drafts/report.bin"), &report).unwrap();
     g.wait_everywhere("drafts/report.bin", &report);
     g.wait_converged();
-    let was = ino(&g.file(b, "drafts/report.bin"));
+    let (_was, was) = held(&g.file(b, "drafts/report.bin"));
 
     std::fs::create_dir(g.file(a, "final")).unwrap();
     std::fs::rename(
@@ -419,7 +421,7 @@ fn a_file_moved_or_saved_through_a_temp_file_is_renamed_on_the_other_members() {
     std::fs::write(g.file(a, "final/report.bin.tmp"), &saved).unwrap();
     g.wait_everywhere("final/report.bin.tmp", &saved);
     g.wait_converged();
-    let tmp_on_b = ino(&g.file(b, "final/report.bin.tmp"));
+    let (_tmp, tmp_on_b) = held(&g.file(b, "final/report.bin.tmp"));
     std::fs::rename(
         g.file(a, "final/report.bin.tmp"),
         g.file(a, "final/report.bin"),

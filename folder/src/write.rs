@@ -393,8 +393,12 @@ impl Writer<'_, '_> {
                         moved.insert(to.path.clone());
                         continue;
                     }
-                    Ok(false) => {}
-                    Err(e) => tracing::debug!(from = %path, to = %to.path, "not moved: {e}"),
+                    // Not moved: the target stays for another file with its content.
+                    Ok(false) => moves.put_back(to, mode),
+                    Err(e) => {
+                        tracing::debug!(from = %path, to = %to.path, "not moved: {e}");
+                        moves.put_back(to, mode);
+                    }
                 }
             }
             match c::unlink_at(dir.as_fd(), path.file_name()) {
@@ -684,6 +688,14 @@ impl<'d> Moves<'d> {
             return None;
         }
         self.by_content.get_mut(seen)?.pop()
+    }
+
+    /// A target [`take`](Self::take) gave whose move did not happen.
+    fn put_back(&mut self, to: Target<'d>, mode: Mode) {
+        self.by_content
+            .entry(to.manifest)
+            .or_default()
+            .push((to, mode));
     }
 }
 

@@ -159,6 +159,12 @@ fn ino(p: &std::path::Path) -> u64 {
     std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap())
 }
 
+/// The file at `p` held open, and its inode: while it is held, a file made after it was
+/// removed cannot be given the same inode number, so an equal number means the same file.
+fn held(p: &std::path::Path) -> (std::fs::File, u64) {
+    (std::fs::File::open(p).unwrap(), ino(p))
+}
+
 /// A version that removes a file and has its content at another path (an editor's temp file
 /// renamed over the file it saves, a file moved to a new directory): the file is renamed
 /// there, with the version's mode, not written again; what a removal and a write would
@@ -175,8 +181,8 @@ fn a_file_the_version_moves_is_renamed_not_written_again() {
     std::fs::write(dir.path().join("a/doc"), bytes(200 << 10, 2)).unwrap();
     let big = bytes(400 << 10, 7);
     std::fs::write(dir.path().join("a/big"), &big).unwrap();
-    let before = ino(&dir.path().join("a/save.tmp"));
-    let moved_ino = ino(&dir.path().join("a/big"));
+    let (_tmp, before) = held(&dir.path().join("a/save.tmp"));
+    let (_big, moved_ino) = held(&dir.path().join("a/big"));
     let mut cache = ScanCache::new();
     let old = scanned(&root, &store, &mut cache);
     let session = c::random_tag(c::SESSION_LEN);
@@ -326,4 +332,38 @@ fn a_file_with_another_name_is_written_not_moved() {
     assert_eq!(mode("y"), 0o600);
     assert_eq!(mode("x.link"), 0o644, "the other name keeps its mode");
     assert!(!dir.path().join("x").exists());
+}
+
+/// Two removed files with the content a new path has, the first refused as a move (it has
+/// another name): the second is moved there, the target not used up by the refusal.
+#[test]
+fn a_move_refused_leaves_its_target_to_another_file_with_that_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemStore::new();
+    let root = c::open_root(dir.path()).unwrap();
+    let content = bytes(300 << 10, 9);
+    // Removals go deepest and last-named first: `z-linked` is tried before `a-plain`.
+    std::fs::write(dir.path().join("z-linked"), &content).unwrap();
+    std::fs::hard_link(dir.path().join("z-linked"), dir.path().join("keep")).unwrap();
+    std::fs::write(dir.path().join("a-plain"), &content).unwrap();
+    let (_plain, plain) = held(&dir.path().join("a-plain"));
+    let mut cache = ScanCache::new();
+    let old = scanned(&root, &store, &mut cache);
+    let session = c::random_tag(c::SESSION_LEN);
+    let ctx = ctx(&root, &store, &session, &cache);
+    let mut entries: Vec<_> = old
+        .iter()
+        .filter(|(p, _)| p.as_str() == "keep")
+        .map(|(p, e)| (p.clone(), e.clone()))
+        .collect();
+    entries.push((
+        RelPath::new("y").unwrap(),
+        old.get_str("a-plain").unwrap().clone(),
+    ));
+    let new = TreeManifest::from_entries(entries).unwrap();
+    let (_, stop) = write_tree(&ctx, &old, &new);
+    assert!(stop.is_none(), "{stop:?}");
+    assert_eq!(std::fs::read(dir.path().join("y")).unwrap(), content);
+    assert_eq!(ino(&dir.path().join("y")), plain, "a-plain moved there");
+    assert!(!dir.path().join("z-linked").exists() && !dir.path().join("a-plain").exists());
 }
