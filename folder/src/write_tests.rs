@@ -159,6 +159,15 @@ fn ino(p: &std::path::Path) -> u64 {
     std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap())
 }
 
+/// `old` without the paths `gone`, with `to` as `entry`.
+fn moved_to(old: &TreeManifest, gone: &[&str], to: &str, entry: Entry) -> TreeManifest {
+    let kept = old
+        .iter()
+        .filter(|(p, _)| !gone.contains(&p.as_str()))
+        .map(|(p, e)| (p.clone(), e.clone()));
+    TreeManifest::from_entries(kept.chain([(RelPath::new(to).unwrap(), entry)])).unwrap()
+}
+
 /// The file at `p` held open, and its inode: while it is held, a file made after it was
 /// removed cannot be given the same inode number, so an equal number means the same file.
 fn held(p: &std::path::Path) -> (std::fs::File, u64) {
@@ -304,20 +313,12 @@ fn a_file_with_another_name_is_written_not_moved() {
     let old = scanned(&root, &store, &mut cache);
     let session = c::random_tag(c::SESSION_LEN);
     let ctx = ctx(&root, &store, &session, &cache);
-    let mut entries: Vec<_> = old
-        .iter()
-        .filter(|(p, _)| p.as_str() != "x")
-        .map(|(p, e)| (p.clone(), e.clone()))
-        .collect();
     let m = old.get_str("x").unwrap().manifest().unwrap().clone();
-    entries.push((
-        RelPath::new("y").unwrap(),
-        Entry::File {
-            mode: Mode::new(0o600).unwrap(),
-            manifest: m,
-        },
-    ));
-    let new = TreeManifest::from_entries(entries).unwrap();
+    let y = Entry::File {
+        mode: Mode::new(0o600).unwrap(),
+        manifest: m,
+    };
+    let new = moved_to(&old, &["x"], "y", y);
     let (_, stop) = write_tree(&ctx, &old, &new);
     assert!(stop.is_none(), "{stop:?}");
     assert_eq!(std::fs::read(dir.path().join("y")).unwrap(), content);
@@ -351,16 +352,8 @@ fn a_move_refused_leaves_its_target_to_another_file_with_that_content() {
     let old = scanned(&root, &store, &mut cache);
     let session = c::random_tag(c::SESSION_LEN);
     let ctx = ctx(&root, &store, &session, &cache);
-    let mut entries: Vec<_> = old
-        .iter()
-        .filter(|(p, _)| p.as_str() == "keep")
-        .map(|(p, e)| (p.clone(), e.clone()))
-        .collect();
-    entries.push((
-        RelPath::new("y").unwrap(),
-        old.get_str("a-plain").unwrap().clone(),
-    ));
-    let new = TreeManifest::from_entries(entries).unwrap();
+    let y = old.get_str("a-plain").unwrap().clone();
+    let new = moved_to(&old, &["z-linked", "a-plain"], "y", y);
     let (_, stop) = write_tree(&ctx, &old, &new);
     assert!(stop.is_none(), "{stop:?}");
     assert_eq!(std::fs::read(dir.path().join("y")).unwrap(), content);
