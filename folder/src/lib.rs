@@ -28,6 +28,7 @@ pub mod heard;
 mod ignore_file;
 pub mod marker;
 pub mod materialize;
+mod moves;
 mod parallel;
 mod read;
 pub mod scan;

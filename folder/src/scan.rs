@@ -145,6 +145,34 @@ struct Pending {
 /// Files smaller than this are read several at a time.
 const READ_TOGETHER_BELOW: u64 = 1 << 20;
 
+/// A file a directory's listing found to read.
+struct ToRead {
+    path: RelPath,
+    name: String,
+    stamp: Stamp,
+    mode: Mode,
+    /// What it held when last read ([`crate::read::hint`]).
+    hint: Option<FileManifest>,
+}
+
+impl ToRead {
+    fn read(
+        &self,
+        dir: BorrowedFd<'_>,
+        params: ChunkerParams,
+        store: &dyn ChunkStore,
+    ) -> Result<(Option<Stamp>, FileManifest, SystemTime), ReadError> {
+        read_one(
+            dir,
+            &self.name,
+            self.stamp,
+            params,
+            store,
+            self.hint.as_ref(),
+        )
+    }
+}
+
 /// Scans the share below `root` into entries. Every chunk of every file read is put in
 /// `store`; a cached file's chunks are there already. With a `focus`, only the changed paths
 /// (and below) are walked and the directories on the way to them listed; the entries returned
@@ -212,7 +240,7 @@ pub fn scan_root(
             ignores.push(g);
         }
         // Files whose content must be read, read together once the directory is listed.
-        let mut to_read: Vec<(RelPath, String, Stamp, Mode, Option<FileManifest>)> = Vec::new();
+        let mut to_read: Vec<ToRead> = Vec::new();
         for name in names {
             let at_root = dir.rel.is_none();
             if at_root && (name == STATE_DIR.as_bytes() || name == MARKER.as_bytes()) {
@@ -336,7 +364,13 @@ pub fn scan_root(
                         continue;
                     }
                     let hint = crate::read::hint(cache, &path, &stamp);
-                    to_read.push((path, name, stamp, mode, hint));
+                    to_read.push(ToRead {
+                        path,
+                        name,
+                        stamp,
+                        mode,
+                        hint,
+                    });
                 }
                 _ => report.skipped.push(Skipped {
                     path: path.as_str().into(),
@@ -348,19 +382,17 @@ pub fn scan_root(
         // (it may be held whole in memory, and its hashing has a thread of its own).
         let (small, big): (Vec<_>, Vec<_>) = to_read
             .into_iter()
-            .partition(|(_, _, stamp, _, _)| stamp.size < READ_TOGETHER_BELOW);
-        let read_small = crate::parallel::map(small.len(), |i| {
-            let (_, name, stamp, _, hint) = &small[i];
-            read_one(fd.as_fd(), name, *stamp, params, store, hint.as_ref())
-        });
+            .partition(|f| f.stamp.size < READ_TOGETHER_BELOW);
+        let read_small =
+            crate::parallel::map(small.len(), |i| small[i].read(fd.as_fd(), params, store));
         let read = small
             .into_iter()
             .zip(read_small)
             .chain(big.into_iter().map(|f| {
-                let read = read_one(fd.as_fd(), &f.1, f.2, params, store, f.4.as_ref());
+                let read = f.read(fd.as_fd(), params, store);
                 (f, read)
             }));
-        for ((path, _, _, mode, _), read) in read {
+        for (ToRead { path, mode, .. }, read) in read {
             match read {
                 Ok((seen, manifest, read_at)) => {
                     report.files_read += 1;

@@ -29,6 +29,7 @@ use crate::batch::{Batch, FileJob, Queue};
 use crate::cache::{OnDisk, ScanCache, Stamp, Verdict};
 use crate::confined as c;
 use crate::failure::{DISK_FULL, is_disk_full, reason};
+use crate::moves::{Moves, Target};
 
 /// What the writing needs besides the trees.
 pub(crate) struct Ctx<'a> {
@@ -323,7 +324,11 @@ impl Writer<'_, '_> {
         &mut self,
         differences: &[Difference<'_>],
     ) -> Result<std::collections::HashSet<RelPath>, Stop> {
-        let mut moves = Moves::of(differences, self.ctx.cache_key.is_some());
+        // A document share is one file: nothing to move.
+        let mut moves = match self.ctx.cache_key {
+            Some(_) => Moves::default(),
+            None => Moves::of(differences),
+        };
         let mut moved = std::collections::HashSet::new();
         let mut gone: Vec<(&RelPath, Option<&Entry>)> = differences
             .iter()
@@ -385,19 +390,20 @@ impl Writer<'_, '_> {
                 return Err(Stop::Changed(path.clone()));
             }
             if let Some(OnDisk::File(stamp)) = now
-                && let Some((to, mode)) = moves.take(path, self.ctx.cache.seen(path, &stamp))
+                && let Some((seen, trusted)) = self.ctx.cache.seen(path, &stamp)
+                && let Some(to) = moves.take(path, seen)
             {
-                match self.move_file(dir.as_fd(), path, &stamp, &to, mode) {
+                match self.move_file(dir.as_fd(), path, &stamp, trusted, &to) {
                     Ok(true) => {
                         self.dirty.insert(parent);
                         moved.insert(to.path.clone());
                         continue;
                     }
                     // Not moved: the target stays for another file with its content.
-                    Ok(false) => moves.put_back(to, mode),
+                    Ok(false) => moves.put_back(to),
                     Err(e) => {
                         tracing::debug!(from = %path, to = %to.path, "not moved: {e}");
-                        moves.put_back(to, mode);
+                        moves.put_back(to);
                     }
                 }
             }
@@ -411,17 +417,17 @@ impl Writer<'_, '_> {
         Ok(moved)
     }
 
-    /// Moves the file `from` (in `dir`, checked unchanged since the scan, its stamp `stamp`)
-    /// to the version's file `to`, if what is at `to` is still what the scan saw (or nothing).
-    /// False: not moved, for the usual removal and writing to happen (which report anything
-    /// changed meanwhile).
+    /// Moves the file `from` (in `dir`, checked unchanged since the scan, its stamp `stamp`,
+    /// `trusted` when that stamp alone vouched for its content) to the version's file `to`, if
+    /// what is at `to` is still what the scan saw (or nothing). False: not moved, for the usual
+    /// removal and writing to happen (which report anything changed meanwhile).
     fn move_file(
         &mut self,
         dir: BorrowedFd<'_>,
         from: &RelPath,
         stamp: &Stamp,
+        trusted: bool,
         to: &Target<'_>,
-        mode: Mode,
     ) -> std::io::Result<bool> {
         // Only a file of this daemon's own with no other name, no special bits: a removal
         // and a write would leave every other name of the file as it is and make a fresh one
@@ -445,13 +451,6 @@ impl Writer<'_, '_> {
         {
             return Ok(false);
         }
-        let trusted = matches!(
-            self.ctx.cache.check(
-                self.ctx.cache_key.unwrap_or(from),
-                Some(&OnDisk::File(*stamp))
-            ),
-            Verdict::Unchanged
-        );
         // A big file replaced frees its blocks on another thread, as when written.
         let old = matches!(now, Some(OnDisk::File(st)) if st.size >= crate::direct::DIRECT_MIN)
             .then(|| c::open_file_at(to_dir.as_fd(), name).ok())
@@ -469,8 +468,8 @@ impl Writer<'_, '_> {
         tracing::debug!(from = %from, to = %to.path, "moved");
         // Moved: what fails from here on is the new path's, as a write's would be.
         let stat = (|| {
-            if Mode::from_st_mode(st.st_mode) != mode {
-                c::chmod(f.as_fd(), mode.bits())?;
+            if Mode::from_st_mode(st.st_mode) != to.mode {
+                c::chmod(f.as_fd(), to.mode.bits())?;
             }
             Ok::<_, std::io::Error>(rustix::fs::fstat(&f)?)
         })();
@@ -611,91 +610,6 @@ impl Writer<'_, '_> {
                 self.io_fail(&p, &e);
             }
         }
-    }
-}
-
-/// Files of at least this size are moved rather than written again when the version removes
-/// a file with their content: below it, writing costs about what the check does.
-const MOVE_MIN: u64 = 64 << 10;
-
-/// A file the version writes that a removed file may be moved to.
-struct Target<'d> {
-    path: &'d RelPath,
-    manifest: &'d FileManifest,
-}
-
-/// The files a version writes (new or changed, not replacing another kind) by content, for
-/// the files it removes to be moved to: an editor's temp file renamed over the file it saves,
-/// a file moved or renamed in the share. Each target takes one file.
-struct Moves<'d> {
-    by_content: std::collections::HashMap<&'d FileManifest, Vec<(Target<'d>, Mode)>>,
-    /// The files removed, to their content in the old tree.
-    removed: std::collections::HashMap<&'d RelPath, &'d FileManifest>,
-}
-
-impl<'d> Moves<'d> {
-    fn of(differences: &'d [Difference<'d>], document: bool) -> Self {
-        let mut by_content: std::collections::HashMap<_, Vec<_>> = Default::default();
-        let mut removed = std::collections::HashMap::new();
-        if document {
-            return Moves {
-                by_content,
-                removed,
-            };
-        }
-        for d in differences {
-            if let (Some(Entry::File { manifest, .. }), None) = (d.old, d.new)
-                && manifest.size() >= MOVE_MIN
-            {
-                removed.insert(d.path, manifest);
-            }
-        }
-        // A version that removes no file (an initial sync of 100k files) looks no further.
-        for d in differences.iter().filter(|_| !removed.is_empty()) {
-            match (d.old, d.new) {
-                (None | Some(Entry::File { .. }), Some(Entry::File { mode, manifest }))
-                    if manifest.size() >= MOVE_MIN =>
-                {
-                    by_content.entry(manifest).or_default().push((
-                        Target {
-                            path: d.path,
-                            manifest,
-                        },
-                        *mode,
-                    ));
-                }
-                _ => {}
-            }
-        }
-        let contents: std::collections::HashSet<&FileManifest> =
-            removed.values().copied().collect();
-        by_content.retain(|m, _| contents.contains(m));
-        Moves {
-            by_content,
-            removed,
-        }
-    }
-
-    /// A target for the removed file `path`, whose content the scan saw as `seen` (the content
-    /// the disk is checked to hold): one with that very content.
-    fn take(
-        &mut self,
-        path: &RelPath,
-        seen: Option<(&FileManifest, bool)>,
-    ) -> Option<(Target<'d>, Mode)> {
-        let (seen, _) = seen?;
-        if self.removed.get(path).is_none_or(|m| *m != seen) {
-            return None;
-        }
-        self.by_content.get_mut(seen)?.pop()
-    }
-
-    /// A target [`take`](Self::take) gave whose move did not happen.
-    fn put_back(&mut self, to: Target<'d>, mode: Mode) {
-        self.by_content
-            .entry(to.manifest)
-            .or_default()
-            .push((to, mode));
     }
 }
 
