@@ -360,3 +360,36 @@ fn a_move_refused_leaves_its_target_to_another_file_with_that_content() {
     assert_eq!(ino(&dir.path().join("y")), plain, "a-plain moved there");
     assert!(!dir.path().join("z-linked").exists() && !dir.path().join("a-plain").exists());
 }
+
+/// A version moving a file into a directory that is a symlink here (to outside the share, as
+/// a hostile member would arrange): nothing is moved or written through the link; the file
+/// ends in a real directory of the share.
+#[test]
+fn a_move_into_a_directory_that_is_a_link_here_stays_in_the_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let store = MemStore::new();
+    let root = c::open_root(dir.path()).unwrap();
+    let content = bytes(300 << 10, 10);
+    std::fs::write(dir.path().join("x"), &content).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
+    let mut cache = ScanCache::new();
+    let old = scanned(&root, &store, &mut cache);
+    let session = c::random_tag(c::SESSION_LEN);
+    let ctx = ctx(&root, &store, &session, &cache);
+    let x = old.get_str("x").unwrap().clone();
+    let new = TreeManifest::from_entries([
+        (RelPath::new("out").unwrap(), Entry::dir()),
+        (RelPath::new("out/y").unwrap(), x),
+    ])
+    .unwrap();
+    let (_, stop) = write_tree(&ctx, &old, &new);
+    assert!(stop.is_none(), "{stop:?}");
+    assert_eq!(
+        std::fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "nothing written through the link"
+    );
+    assert!(!dir.path().join("out").is_symlink());
+    assert_eq!(std::fs::read(dir.path().join("out/y")).unwrap(), content);
+}
