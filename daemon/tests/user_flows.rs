@@ -6,7 +6,8 @@
 //! concurrent typing character by character; a node killed with
 //! SIGKILL and restarted keeps an edit made while it was down; bad input gets a one-line error;
 //! a file no member can take is named in the log once; a file moved, or saved through a temp
-//! file, is renamed on the other members rather than written again.
+//! file, is renamed on the other members rather than written again; the whole rescan runs at
+//! low priority.
 //!
 //! Waits are liveness bounds (a stuck cluster fails the test), not speed assertions. Each
 //! process's output is kept and printed when a test fails.
@@ -803,4 +804,66 @@ fn an_unreadable_path_is_said_once_while_it_stays_unreadable() {
     wait_until("the disk unplugged again named again", || said(&g) >= 2);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(said(&g), 2, "unplugged twice:\n{}", g.log(a));
+}
+
+/// The whole rescan that looks for what the watcher missed runs at low priority, so that a
+/// share of many files does not compete with the user's programs every `rescan_secs`: the
+/// thread doing it has a nice value 10 higher than the daemon's and the lowest best-effort
+/// I/O priority. Through the user's path: `chorus init`, `chorus run` (with whole rescans
+/// every 100 ms), the daemon's threads read from `/proc` while the rescans walk 3,000 files.
+#[test]
+fn the_whole_rescan_runs_at_low_priority() {
+    let mut g = Group::new();
+    ok(&["init", g.at("a").to_str().unwrap()]);
+    for d in 0..30 {
+        let dir = g.at("a").join(format!("d{d:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..100 {
+            std::fs::write(dir.join(format!("f{f:03}.txt")), format!("{d} {f}\n")).unwrap();
+        }
+    }
+    let a = g.start_with(g.at("a"), Vec::new(), &["--scan-ms", "100"]);
+    let pid = g.nodes[a].child.as_ref().unwrap().id();
+    let daemon_nice = nice_of(&format!("/proc/{pid}/stat")).unwrap();
+    let low = ((daemon_nice + 10).min(19), (2 << 13) | 7);
+    // Sampled every millisecond (a rescan of 3,000 unchanged files lasts a few): a thread
+    // caught before it lowered its priority is seen again lowered at a later rescan.
+    let mut seen = std::collections::BTreeSet::new();
+    let start = std::time::Instant::now();
+    while !seen.contains(&low) {
+        assert!(g.running(a), "the daemon exited:\n{}", g.log(a));
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(90),
+            "no whole rescan at nice {} and I/O priority best effort 7; rescans seen at \
+             (nice, I/O priority): {seen:?}",
+            low.0
+        );
+        for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+        {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if comm.trim() != "chorus-rescan" {
+                continue;
+            }
+            let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            // SAFETY: ioprio_get takes integers only.
+            let io = unsafe { libc::syscall(libc::SYS_ioprio_get, 1, tid) };
+            if let Some(nice) = nice_of(t.path().join("stat").to_str().unwrap()) {
+                seen.insert((nice, io));
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(g.running(a));
+}
+
+/// The nice value in a `/proc/.../stat` line (its 19th field, counted after the command name,
+/// which may hold spaces).
+fn nice_of(stat: &str) -> Option<i32> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    let after = &text[text.rfind(')')? + 2..];
+    after.split(' ').nth(16)?.parse().ok()
 }

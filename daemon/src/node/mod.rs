@@ -7,6 +7,7 @@
 //! committed headers, and a leadership once a linearizable read confirmed it), a request from
 //! the socket, and the snapshot timer that publishes what the socket serves.
 
+mod background;
 pub mod heap;
 mod membership;
 mod round_trip;

@@ -20,8 +20,8 @@ use libp2p::PeerId;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::heap;
 use super::view::WorkerView;
+use super::{background, heap};
 use crate::api::{self, Request};
 use crate::net::NetHandle;
 use chorus_folder::DiskFolder;
@@ -276,7 +276,9 @@ impl Worker {
             }
         }
         if now >= t.next_rescan {
-            let out = self.replica.scan(now_ms());
+            // For what the watcher may have missed: at low priority, the worker waiting.
+            let replica = &mut self.replica;
+            let out = background::run("chorus-rescan", || replica.scan(now_ms()));
             self.after(out);
             t.next_rescan = Instant::now() + self.rescan_every;
         }

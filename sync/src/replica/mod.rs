@@ -319,8 +319,12 @@ impl<F: Folder> Replica<F> {
         }
         self.held = None;
         tracing::debug!(?version, from = ?in_folder, "materialize");
+        let started = std::time::Instant::now();
         match self.write(&old, &tree) {
-            Ok(()) => {}
+            Ok(()) => {
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::debug!(?version, entries = tree.len(), ms, "materialized");
+            }
             Err(FolderError::Changed(path)) => {
                 // A save landed while the version was written: it is scanned and pushed, and
                 // the version (or a newer one merging that save) is written afterwards.
