@@ -219,6 +219,29 @@ impl ScanCache {
         );
     }
 
+    /// Takes in what a write remembered ([`remember`](Self::remember) into a table of its
+    /// own), its entries winning over this table's for the same path. The larger table is
+    /// kept and the smaller added to it: a version of 100k files written into an empty
+    /// table costs no second table of 100k entries (nor a list of them beside this one) at
+    /// the end of the write, the peak of a join.
+    pub(crate) fn absorb(&mut self, written: ScanCache) {
+        let mut written = written.files;
+        if self.files.len() < written.len() {
+            std::mem::swap(&mut self.files, &mut written);
+            // `written` holds this table's entries now: kept where the write left none.
+            for (path, seen) in written {
+                self.files.entry(path).or_insert(seen);
+            }
+        } else {
+            self.files.extend(written);
+        }
+    }
+
+    /// The paths known and their stamps, in no order.
+    pub(crate) fn stamps(&self) -> impl Iterator<Item = (&RelPath, &Stamp)> {
+        self.files.iter().map(|(p, s)| (p, &s.stamp))
+    }
+
     /// Keeps only the paths `keep` says, after a scan.
     pub(crate) fn retain(&mut self, keep: impl Fn(&RelPath) -> bool) {
         self.files.retain(|p, _| keep(p));
@@ -320,6 +343,49 @@ impl ScanCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a write remembered wins over what the table knew for the same path, the rest of
+    /// the table stays, whichever of the two is larger (the larger one is kept).
+    #[test]
+    fn a_write_absorbed_wins_where_it_wrote_and_the_rest_is_kept() {
+        let stamp = |n: u64| Stamp {
+            size: 1,
+            mtime_ns: n as i64,
+            ctime_ns: n as i64,
+            ino: n,
+        };
+        let m = |n: u8| FileManifest {
+            chunks: vec![chorus_chunking::ChunkRef {
+                id: chorus_chunking::ChunkId([n; 32]),
+                len: 1,
+            }]
+            .into(),
+        };
+        let path = |i: usize| RelPath::new(format!("f{i}")).unwrap();
+        // The table knows `known` paths, the write wrote `wrote` (the first two in both).
+        for (known, wrote) in [(5, 2), (2, 5)] {
+            let mut table = ScanCache::new();
+            for i in 0..known {
+                table.remember(path(i), &stamp(1), m(1), true);
+            }
+            let mut written = ScanCache::new();
+            for i in 0..wrote {
+                written.remember(path(i), &stamp(2), m(2), false);
+            }
+            table.absorb(written);
+            assert_eq!(table.len(), known.max(wrote));
+            for i in 0..known.max(wrote) {
+                let expected = if i < wrote {
+                    (m(2), false)
+                } else {
+                    (m(1), true)
+                };
+                let s = if i < wrote { stamp(2) } else { stamp(1) };
+                let got = table.seen(&path(i), &s).map(|(m, t)| (m.clone(), t));
+                assert_eq!(got, Some(expected), "f{i} ({known} known, {wrote} written)");
+            }
+        }
+    }
 
     /// A big file is hinted with what it held; a new one with the big file beside it whose
     /// name it shares most of, never with one elsewhere or for a small file.

@@ -587,11 +587,7 @@ impl Folder for DiskFolder {
             Some((_, d)) => d.clone(),
             None => p,
         };
-        self.cache.reserve(written.files.len());
-        for f in written.files {
-            self.cache
-                .remember(to_tree(f.path), &f.stamp, f.manifest, f.settled);
-        }
+        self.cache.absorb(written.files);
         let mut failed: Vec<(RelPath, String)> = written
             .failed
             .into_iter()

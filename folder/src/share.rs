@@ -155,10 +155,11 @@ impl Share {
         if let Some((p, reason)) = written.failed.into_iter().next() {
             return Err(MaterializeError::Failed(tree_path(p), reason));
         }
+        // Known by their tree paths already (the write's cache key).
         Ok(written
             .files
-            .into_iter()
-            .map(|f| (tree_path(f.path), f.stamp))
+            .stamps()
+            .map(|(p, stamp)| (p.clone(), *stamp))
             .collect())
     }
 

@@ -57,7 +57,9 @@ pub(crate) struct WrittenFile {
 /// What a write did.
 #[derive(Debug, Default)]
 pub(crate) struct Written {
-    pub files: Vec<WrittenFile>,
+    /// The files written, as the scan's table will know them (by their cache key), for the
+    /// folder to [`absorb`](ScanCache::absorb).
+    pub files: ScanCache,
     /// Paths left as they were, with one line saying why and what to do.
     pub failed: Vec<(RelPath, String)>,
 }
@@ -93,6 +95,12 @@ pub(crate) fn write_tree(
     // may hold) is never created, replaced or removed here.
     let mut differences = old.differences(new);
     differences.retain(|d| !d.path.is_share_state());
+    // Room for every file to write, made now: its pages are taken as files are written.
+    let files = differences
+        .iter()
+        .filter(|d| matches!(d.new, Some(Entry::File { .. })))
+        .count();
+    w.out.files.reserve(files);
     let stop = w.run(&differences).err();
     if stop.is_none() {
         w.dir_modes(new, &differences);
@@ -480,7 +488,7 @@ impl Writer<'_, '_> {
                 return Ok(true);
             }
         };
-        self.out.files.push(WrittenFile {
+        self.wrote(WrittenFile {
             path: to.path.clone(),
             stamp: after,
             manifest: to.manifest.clone(),
@@ -592,6 +600,14 @@ impl Writer<'_, '_> {
     }
 
     /// fsyncs every directory that gained or lost an entry, or is new.
+    /// Remembers a file written, by the path the scan's table knows it by.
+    pub(crate) fn wrote(&mut self, f: WrittenFile) {
+        let key = self.ctx.cache_key.cloned().unwrap_or(f.path);
+        self.out
+            .files
+            .remember(key, &f.stamp, f.manifest, f.settled);
+    }
+
     fn sync_dirs(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         let mut failed = None;
@@ -605,8 +621,13 @@ impl Writer<'_, '_> {
         }
         if let Some((rel, e)) = failed {
             // The renames may not be durable: say so on a path of that directory.
-            if let Some(f) = self.out.files.iter().find(|f| parent_str(&f.path) == rel) {
-                let p = f.path.clone();
+            let in_dir = self
+                .out
+                .files
+                .stamps()
+                .find(|(p, _)| parent_str(p) == rel)
+                .map(|(p, _)| p.clone());
+            if let Some(p) = in_dir {
                 self.io_fail(&p, &e);
             }
         }

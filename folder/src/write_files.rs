@@ -246,7 +246,7 @@ impl Writer<'_, '_> {
                     .wrote
                     .is_some_and(|(wrote, at)| settled(&wrote, at, renaming_at, &stamp));
                 tracing::trace!(path = %p.path, settled, "written");
-                self.out.files.push(WrittenFile {
+                self.wrote(WrittenFile {
                     path: p.path.clone(),
                     stamp,
                     manifest: p.manifest.clone(),

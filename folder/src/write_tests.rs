@@ -238,14 +238,12 @@ fn a_file_the_version_moves_is_renamed_not_written_again() {
         .mode();
     assert_eq!(mode & 0o777, 0o444);
     assert!(!dir.path().join("a/save.tmp").exists() && !dir.path().join("a/big").exists());
-    let mut paths: Vec<&str> = written.files.iter().map(|f| f.path.as_str()).collect();
+    let mut paths: Vec<&str> = written.files.stamps().map(|(p, _)| p.as_str()).collect();
     paths.sort_unstable();
     assert_eq!(paths, ["a/doc", "b/big"], "the cache learns both");
     // The next scan agrees with the version.
     let mut next = cache.clone();
-    for f in written.files {
-        next.remember(f.path, &f.stamp, f.manifest, f.settled);
-    }
+    next.absorb(written.files);
     assert_eq!(scanned(&root, &store, &mut next), new);
 }
 
