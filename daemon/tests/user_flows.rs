@@ -825,14 +825,7 @@ fn the_whole_rescan_runs_at_low_priority() {
     let a = g.start_with(g.at("a"), Vec::new(), &["--scan-ms", "100"]);
     let pid = g.nodes[a].child.as_ref().unwrap().id();
     let daemon_nice = nice_of(&format!("/proc/{pid}/stat")).unwrap();
-    // SAFETY: ioprio_get takes integers only.
-    let daemon_io = unsafe {
-        libc::syscall(
-            libc::SYS_ioprio_get,
-            libc::c_long::from(1u8),
-            libc::c_long::from(pid),
-        )
-    };
+    let daemon_io = io_priority_of(i64::from(pid));
     // Best effort, level 7, unless the daemon runs in the idle class already (lower still).
     let low_io = if daemon_io >> 13 == 3 {
         daemon_io
@@ -858,17 +851,10 @@ fn the_whole_rescan_runs_at_low_priority() {
             if comm.trim() != "chorus-rescan" {
                 continue;
             }
-            let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else {
                 continue;
             };
-            // SAFETY: ioprio_get takes integers only.
-            let io = unsafe {
-                libc::syscall(
-                    libc::SYS_ioprio_get,
-                    libc::c_long::from(1u8),
-                    libc::c_long::from(tid),
-                )
-            };
+            let io = io_priority_of(tid);
             if let Some(nice) = nice_of(t.path().join("stat").to_str().unwrap()) {
                 seen.insert((nice, io));
             }
@@ -876,6 +862,12 @@ fn the_whole_rescan_runs_at_low_priority() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     assert!(g.running(a));
+}
+
+/// The I/O priority (class << 13 | level) of thread or process `id`, as `ioprio_get` gives it.
+fn io_priority_of(id: i64) -> i64 {
+    // SAFETY: ioprio_get takes integers only (1: IOPRIO_WHO_PROCESS).
+    unsafe { libc::syscall(libc::SYS_ioprio_get, 1 as libc::c_long, id as libc::c_long) }
 }
 
 /// The nice value in a `/proc/.../stat` line (its 19th field, counted after the command name,

@@ -259,9 +259,10 @@ impl ScanCache {
         self.files.remove(path);
     }
 
-    /// Makes room for `more` files at once: a version of 100k files written is remembered in
-    /// one go, and a table grown step by step holds its old and new buckets together at each
-    /// step (~22 MB at the last one for 100k files).
+    /// Makes room for `more` files at once: a write makes room for every file it is to write
+    /// before it writes them (the pages are taken as entries land), where a table grown step
+    /// by step holds its old and new buckets together at each step (~22 MB at the last one
+    /// for 100k files).
     pub(crate) fn reserve(&mut self, more: usize) {
         self.files.reserve(more);
     }

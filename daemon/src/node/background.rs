@@ -14,9 +14,9 @@
 //! without end behind a busy disk, and the worker would wait with it.
 
 /// Nice levels added to the thread's (the result is at most 19).
-pub const NICE_ADDED: i32 = 10;
+const NICE_ADDED: i32 = 10;
 /// The I/O priority set: best effort (class 2), its lowest level (7).
-pub const IO_PRIORITY: i32 = (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | 7;
+const IO_PRIORITY: i32 = (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | 7;
 
 const IOPRIO_CLASS_SHIFT: i32 = 13;
 const IOPRIO_CLASS_BE: i32 = 2;
@@ -79,7 +79,7 @@ fn lower() {
 
 /// The calling thread's I/O priority (class and level, as `ioprio_get` gives them).
 #[cfg(target_os = "linux")]
-pub fn io_priority() -> Option<i32> {
+fn io_priority() -> Option<i32> {
     // SAFETY: ioprio_get takes two integers and reads nothing from memory.
     let got = unsafe {
         libc::syscall(
@@ -92,7 +92,7 @@ pub fn io_priority() -> Option<i32> {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn io_priority() -> Option<i32> {
+fn io_priority() -> Option<i32> {
     None
 }
 
