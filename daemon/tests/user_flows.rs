@@ -398,23 +398,18 @@ fn a_file_moved_or_saved_through_a_temp_file_is_renamed_on_the_other_members() {
     g.wait_everywhere("drafts/report.bin", &report);
     g.wait_converged();
     let (_was, was) = held(&g.file(b, "drafts/report.bin"));
+    // Renamed on a; once b has the new name and not the old, the inode b's file has.
+    let renamed = |from: &str, to: &str, bytes: &[u8]| {
+        std::fs::rename(g.file(a, from), g.file(a, to)).unwrap();
+        g.wait_everywhere(to, bytes);
+        wait_until(&format!("{from} gone on b"), || !g.file(b, from).exists());
+        g.wait_converged();
+        ino(&g.file(b, to))
+    };
 
     std::fs::create_dir(g.file(a, "final")).unwrap();
-    std::fs::rename(
-        g.file(a, "drafts/report.bin"),
-        g.file(a, "final/report.bin"),
-    )
-    .unwrap();
-    g.wait_everywhere("final/report.bin", &report);
-    wait_until("drafts/report.bin gone on b", || {
-        !g.file(b, "drafts/report.bin").exists()
-    });
-    g.wait_converged();
-    assert_eq!(
-        ino(&g.file(b, "final/report.bin")),
-        was,
-        "moved on b, not written again"
-    );
+    let now = renamed("drafts/report.bin", "final/report.bin", &report);
+    assert_eq!(now, was, "moved on b, not written again");
 
     // The temp file goes out whole (the editor took its time), then replaces the file.
     let mut saved = report.clone();
@@ -423,21 +418,8 @@ fn a_file_moved_or_saved_through_a_temp_file_is_renamed_on_the_other_members() {
     g.wait_everywhere("final/report.bin.tmp", &saved);
     g.wait_converged();
     let (_tmp, tmp_on_b) = held(&g.file(b, "final/report.bin.tmp"));
-    std::fs::rename(
-        g.file(a, "final/report.bin.tmp"),
-        g.file(a, "final/report.bin"),
-    )
-    .unwrap();
-    g.wait_everywhere("final/report.bin", &saved);
-    wait_until("the temp file gone on b", || {
-        !g.file(b, "final/report.bin.tmp").exists()
-    });
-    g.wait_converged();
-    assert_eq!(
-        ino(&g.file(b, "final/report.bin")),
-        tmp_on_b,
-        "renamed on b"
-    );
+    let now = renamed("final/report.bin.tmp", "final/report.bin", &saved);
+    assert_eq!(now, tmp_on_b, "renamed on b");
     for i in [a, b] {
         assert!(g.running(i), "node {i} exited");
     }
