@@ -12,6 +12,7 @@ use chorus_chunking::{FileManifest, Mode, RelPath};
 use crate::cache::Stamp;
 
 use crate::confined as c;
+use crate::syncer::Ticket;
 
 /// Up to this many files are made durable together (and their directories kept open) ...
 const BATCH_FILES: usize = 256;
@@ -41,6 +42,8 @@ pub(crate) struct Batch {
     pub(crate) bytes: u64,
     /// Directory handles its files hold (one per run of files in the same directory).
     pub(crate) dirs: usize,
+    /// The flush asked for when it started to wait for its renames.
+    pub(crate) flush: Option<Ticket>,
 }
 
 impl Drop for Batch {

@@ -34,6 +34,7 @@ mod read;
 pub mod scan;
 pub mod share;
 mod state;
+mod syncer;
 mod told;
 mod watch_tree;
 pub mod watcher;

@@ -30,6 +30,7 @@ use crate::cache::{OnDisk, ScanCache, Stamp, Verdict};
 use crate::confined as c;
 use crate::failure::{DISK_FULL, is_disk_full, reason};
 use crate::moves::{Moves, Target};
+use crate::syncer::Syncer;
 
 /// What the writing needs besides the trees.
 pub(crate) struct Ctx<'a> {
@@ -89,6 +90,7 @@ pub(crate) fn write_tree(
         failed_set: std::collections::HashSet::new(),
         full: false,
         aging: std::collections::VecDeque::new(),
+        syncer: flusher(ctx.root),
         sync_failed: None,
     };
     // Another share's state (a share made inside this one, which a tree of an earlier build
@@ -180,10 +182,25 @@ pub(crate) struct Writer<'a, 'b> {
     /// Full batches written and waiting for their renames, oldest first
     /// ([`age`](Self::age)).
     pub(crate) aging: std::collections::VecDeque<Batch>,
+    /// Makes full batches durable while the next ones are written.
+    pub(crate) syncer: Syncer,
     /// A `syncfs` of this write failed: it reports a write-back error once, so a later one
     /// succeeding does not vouch for files written before it, and no batch is committed on
     /// it again.
     pub(crate) sync_failed: Option<(std::io::ErrorKind, String)>,
+}
+
+/// The write's flusher: `syncfs` on its own handle of the share's root (the flushes run on a
+/// thread of their own). Without one (out of descriptors) every flush fails, saying why.
+fn flusher(root: BorrowedFd<'_>) -> Syncer {
+    let root = root.try_clone_to_owned();
+    Syncer::new(move || match &root {
+        Ok(fd) => c::syncfs(fd.as_fd()),
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!("no handle of the share to flush it with: {e}"),
+        )),
+    })
 }
 
 pub(crate) fn parent_str(path: &RelPath) -> String {

@@ -1,6 +1,7 @@
 //! Writing files: content into an exclusive temp file beside the target (all-zero chunks as
 //! holes, so sparse files stay sparse), made with its mode, made durable (one by one for a few
-//! files, one `syncfs` for a batch of many), and renamed into place unless the target changed
+//! files, one `syncfs` for a batch of many, run while the next batches are written: see
+//! [`crate::syncer`]), and renamed into place unless the target changed
 //! since the scan. A temp file never renamed is removed. Contents are written on every core;
 //! renames happen in path order, a full batch's once the batches after it have been written
 //! for a timestamp tick, so that the next scan believes its files' stamps.
@@ -131,18 +132,24 @@ impl Writer<'_, '_> {
     /// sake: those left when the writing ends are renamed at once.
     /// Its files are closed already when it holds more than [`FSYNC_EACH_UP_TO`] (made durable
     /// by one `syncfs`); a few (a batch full by bytes) stay open to be fsynced one by one.
-    fn age(&mut self, batch: Batch) {
+    /// A batch made durable by one `syncfs` asks for it now, and the next batches are written
+    /// while the file system flushes ([`Syncer`](crate::syncer::Syncer)).
+    fn age(&mut self, mut batch: Batch) {
+        if by_syncfs(&batch) && self.sync_failed.is_none() {
+            batch.flush = Some(self.syncer.ask());
+        }
         self.aging.push_back(batch);
     }
 
-    /// Commits the waiting batches whose last write is a tick old, the oldest when more than
-    /// [`AGING_MAX`] wait, and all of them with `all`.
+    /// Commits the waiting batches whose last write is a tick old and whose flush is done, the
+    /// oldest when more than [`AGING_MAX`] wait, and all of them with `all`.
     pub(crate) fn rename_aged(&mut self, all: bool) -> Result<(), Stop> {
         while let Some(front) = self.aging.front() {
             let due = all
                 || self.aging.len() > AGING_MAX
                 || self.aging.iter().map(|b| b.dirs).sum::<usize>() > AGING_DIRS
-                || front.last_write().is_none_or(|t| t.elapsed() >= FINE_TICK);
+                || (front.last_write().is_none_or(|t| t.elapsed() >= FINE_TICK)
+                    && front.flush.is_none_or(|t| self.syncer.is_done(t)));
             if !due {
                 break;
             }
@@ -158,10 +165,16 @@ impl Writer<'_, '_> {
         if batch.files.is_empty() {
             return Ok(());
         }
-        if batch.files.len() > FSYNC_EACH_UP_TO || batch.files.iter().any(|p| p.file.is_none()) {
+        if by_syncfs(batch) {
             let synced = match &self.sync_failed {
                 Some((kind, why)) => Err(std::io::Error::new(*kind, why.clone())),
-                None => c::syncfs(self.ctx.root),
+                None => {
+                    let ticket = match batch.flush.take() {
+                        Some(t) => t,
+                        None => self.syncer.ask(),
+                    };
+                    self.syncer.wait(ticket)
+                }
             };
             if let Err(e) = synced {
                 // The batches waiting behind this one were written before the failed flush
@@ -258,6 +271,12 @@ impl Writer<'_, '_> {
         batch.dirs = 0;
         Ok(())
     }
+}
+
+/// The batch is made durable by one `syncfs` (it has too many files to fsync one by one, or
+/// closed them already), not file by file.
+fn by_syncfs(batch: &Batch) -> bool {
+    batch.files.len() > FSYNC_EACH_UP_TO || batch.files.iter().any(|p| p.file.is_none())
 }
 
 /// Gives `f` the permission bits of `mode` unless it has them already (a file is made with
