@@ -310,6 +310,11 @@ impl ScanCache {
         }
     }
 
+    /// True when the last scan saw no file at `path` (something else may have been there).
+    pub(crate) fn saw_no_file(&self, path: &RelPath) -> bool {
+        !self.files.contains_key(path)
+    }
+
     /// [`check`](Self::check) for a caller that cannot compare content: a racy file counts as
     /// changed.
     pub fn unchanged(&self, path: &RelPath, now: Option<&OnDisk>) -> bool {

@@ -213,6 +213,28 @@ impl Writer<'_, '_> {
         batch.files.reverse();
         while let Some(p) = batch.files.pop() {
             let name = p.path.file_name();
+            // Nothing was there at the scan: the rename refuses to replace what came since
+            // (`RENAME_NOREPLACE`), and only then is it looked at as below. Most files of a
+            // join are new: a `stat` each saved.
+            if self
+                .ctx
+                .cache
+                .saw_no_file(self.ctx.cache_key.unwrap_or(&p.path))
+            {
+                let renaming_at = Instant::now();
+                match c::rename_at(p.dir.as_fd(), &p.temp, name, true) {
+                    Ok(()) => {
+                        self.placed(&p, renaming_at);
+                        continue;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => {
+                        let _ = c::unlink_at(p.dir.as_fd(), &p.temp);
+                        self.io_fail(&p.path, &e);
+                        continue;
+                    }
+                }
+            }
             let now = match self.on_disk(p.dir.as_fd(), &p.path) {
                 Ok(n) => n,
                 Err(e) => {
@@ -258,24 +280,29 @@ impl Writer<'_, '_> {
                 self.io_fail(&p.path, &e);
                 continue;
             }
-            self.dirty.insert(parent_str(&p.path));
-            if let Ok(Some(st)) = c::stat_at(p.dir.as_fd(), name) {
-                let stamp = Stamp::of(&st);
-                let settled = p
-                    .wrote
-                    .is_some_and(|(wrote, at)| settled(&wrote, at, renaming_at, &stamp));
-                tracing::trace!(path = %p.path, settled, "written");
-                self.wrote(WrittenFile {
-                    path: p.path.clone(),
-                    stamp,
-                    manifest: p.manifest.clone(),
-                    settled,
-                });
-            }
+            self.placed(&p, renaming_at);
         }
         batch.bytes = 0;
         batch.dirs = 0;
         Ok(())
+    }
+
+    /// Records a file renamed into place (its rename began at `renaming_at`) as it is now.
+    fn placed(&mut self, p: &Pending, renaming_at: Instant) {
+        self.dirty.insert(parent_str(&p.path));
+        if let Ok(Some(st)) = c::stat_at(p.dir.as_fd(), p.path.file_name()) {
+            let stamp = Stamp::of(&st);
+            let settled = p
+                .wrote
+                .is_some_and(|(wrote, at)| settled(&wrote, at, renaming_at, &stamp));
+            tracing::trace!(path = %p.path, settled, "written");
+            self.wrote(WrittenFile {
+                path: p.path.clone(),
+                stamp,
+                manifest: p.manifest.clone(),
+                settled,
+            });
+        }
     }
 }
 
