@@ -365,3 +365,148 @@ fn a_save_while_its_batch_waits_for_its_renames_is_never_overwritten() {
         .count();
     assert_eq!(leftovers, 0, "no temp file is left");
 }
+
+const CHILD_MANY: &str = "CHORUS_TEST_FLUSH_TOP";
+
+/// A write of many files makes them durable by `syncfs`, on a thread of its own while the
+/// next files are written (`syncer.rs`). Every file must still be renamed into place only
+/// after a flush that began once its content was written and ended before the rename: a
+/// crash never leaves a file in place without its content. Watched with strace (`-y` names
+/// each descriptor's path, `-ttt -T` times every call on every thread).
+#[test]
+fn many_files_are_renamed_only_after_a_flush_that_covers_them() {
+    const FILES: usize = 700;
+    if let Some(top) = std::env::var_os(CHILD_MANY) {
+        // The child: one write of many files, traced.
+        let top = PathBuf::from(top);
+        let store = Arc::new(MemStore::new());
+        let mut f = DiskFolder::new(
+            Share::Folder(top.join("share")),
+            &top.join("state"),
+            store.clone(),
+            params(),
+        )
+        .unwrap();
+        let old = f.scan().unwrap();
+        let names: Vec<String> = (0..FILES).map(|i| format!("d{}/f{i:04}", i % 3)).collect();
+        let mut entries: Vec<(&str, chorus_chunking::Entry)> = ["d0", "d1", "d2"]
+            .into_iter()
+            .map(|d| (d, dir(0o755)))
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            let e = file_in(&*store, format!("file {i}\n").as_bytes(), 0o644);
+            entries.push((n.as_str(), e));
+        }
+        assert!(f.write(&old, &tree(entries)).unwrap().failed.is_empty());
+        return;
+    }
+    let strace = std::process::Command::new("strace").arg("-V").output();
+    if !strace.is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIPPED many_files_are_renamed_only_after_a_flush_that_covers_them: strace is not installed"
+        );
+        return;
+    }
+    let s = Setup::new();
+    let trace = s.top.path().join("trace.txt");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-y", "-qq", "-ttt", "-T"])
+        .args(["-e", "trace=syncfs,renameat2,pwrite64", "-o"])
+        .arg(&trace)
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "many_files_are_renamed_only_after_a_flush_that_covers_them",
+            "--exact",
+            "--test-threads=1",
+        ])
+        .env(CHILD_MANY, s.top.path())
+        .output()
+        .unwrap();
+    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("ptrace") {
+        eprintln!(
+            "SKIPPED many_files_are_renamed_only_after_a_flush_that_covers_them: ptrace is not allowed here"
+        );
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = traced_calls(&std::fs::read_to_string(&trace).unwrap());
+    let flushes: Vec<&Call> = calls.iter().filter(|c| c.name == "syncfs").collect();
+    let renames: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.name == "renameat2" && c.text.contains("\".chorus-"))
+        .collect();
+    assert_eq!(renames.len(), FILES, "every file renamed into place");
+    for r in &renames {
+        // renameat2(3</share/d0>, ".chorus-…", 3</share/d0>, "f0001", …)
+        let temp = r.text.split('"').nth(1).expect("the temp file's name");
+        let written = calls
+            .iter()
+            .filter(|c| c.name == "pwrite64" && c.text.contains(&format!("/{temp}>")))
+            .map(|c| c.end)
+            .max_by(f64::total_cmp)
+            .unwrap_or_else(|| panic!("{temp} was written before its rename: {}", r.text));
+        assert!(
+            flushes
+                .iter()
+                .any(|f| f.start >= written && f.end <= r.start),
+            "{temp}: written until {written}, renamed at {}, and no flush between: {:?}",
+            r.start,
+            flushes.iter().map(|f| (f.start, f.end)).collect::<Vec<_>>()
+        );
+    }
+    assert!(!flushes.is_empty());
+}
+
+/// One traced system call: when it began and ended, and its text (arguments and result).
+struct Call {
+    name: String,
+    start: f64,
+    end: f64,
+    text: String,
+}
+
+/// The calls of an `strace -f -ttt -T` trace, a call split by another thread's (`<unfinished
+/// ...>`, `<... resumed>`) joined again.
+fn traced_calls(trace: &str) -> Vec<Call> {
+    let mut open: std::collections::HashMap<&str, (f64, String)> = Default::default();
+    let mut calls = Vec::new();
+    for line in trace.lines() {
+        let mut parts = line.splitn(3, ' ');
+        let (Some(pid), Some(ts), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(ts) = ts.parse::<f64>() else { continue };
+        let (start, text) = if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
+            open.insert(pid, (ts, head.to_owned()));
+            continue;
+        } else if rest.starts_with("<... ") {
+            let Some((start, head)) = open.remove(pid) else {
+                continue;
+            };
+            let tail = rest.split_once(" resumed>").map_or("", |(_, t)| t);
+            (start, format!("{head}{tail}"))
+        } else {
+            (ts, rest.to_owned())
+        };
+        let Some(name) = text.split('(').next() else {
+            continue;
+        };
+        // `= 0 <0.000123>`: the call's length, after its result.
+        let took = text
+            .rsplit_once('<')
+            .and_then(|(_, t)| t.strip_suffix('>'))
+            .and_then(|t| t.parse::<f64>().ok());
+        let Some(took) = took else { continue };
+        calls.push(Call {
+            name: name.to_owned(),
+            start,
+            end: start + took,
+            text: text.clone(),
+        });
+    }
+    calls
+}
