@@ -25,6 +25,8 @@ pub(crate) struct Syncer {
     /// The flush, until the thread takes it (or none could be started: the caller keeps it).
     flush: Option<Flush>,
     thread: Option<JoinHandle<()>>,
+    /// A thread was tried (once: without one, flushes run on the caller).
+    tried: bool,
 }
 
 /// A flush asked for; [`Syncer::wait`] tells when it is done and how it went.
@@ -75,17 +77,19 @@ impl Syncer {
             shared: Arc::default(),
             flush: Some(Box::new(flush)),
             thread: None,
+            tried: false,
         }
     }
 
     /// Asks for a flush of everything written so far; it starts at once unless one is under
-    /// way (then the next one covers it).
+    /// way (then the next one covers it). Without a thread it runs at [`wait`](Self::wait).
     pub(crate) fn ask(&mut self) -> Ticket {
         let ticket = self.hand_out();
-        if self.thread.is_none()
-            && let Some(flush) = self.flush.take()
-        {
-            self.start(flush);
+        if !self.tried {
+            self.tried = true;
+            if let Some(flush) = self.flush.take() {
+                self.start(flush);
+            }
         }
         ticket
     }
@@ -100,9 +104,10 @@ impl Syncer {
         ticket
     }
 
-    /// True when `t` is answered: [`wait`](Self::wait) returns at once.
+    /// True when [`wait`](Self::wait) for `t` would not wait for the flush thread: `t` is
+    /// answered, or flushes run on the caller (no thread could be started).
     pub(crate) fn is_done(&self, t: Ticket) -> bool {
-        self.lock().answered >= t.0
+        self.flush.is_some() || self.lock().answered >= t.0
     }
 
     /// Waits until a flush that started after `t` was handed out has ended: `Ok` when every
@@ -154,8 +159,14 @@ impl Syncer {
                         }
                         (s.asked, s.failed.is_some())
                     };
-                    // A flush that failed answers the rest without flushing again.
-                    let flushed = if failed { Ok(()) } else { flush() };
+                    // A flush that failed answers the rest without flushing again. One that
+                    // panics fails, so no writer waits for an answer that never comes.
+                    let flushed = if failed {
+                        Ok(())
+                    } else {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut flush))
+                            .unwrap_or_else(|_| Err(io::Error::other("the flush panicked")))
+                    };
                     lock(&shared).answer(upto, flushed);
                     shared.changed.notify_all();
                 }
@@ -280,14 +291,24 @@ mod tests {
         // Handed out as when no thread could be started: the caller keeps the flush.
         let first = s.hand_out();
         let second = s.hand_out();
-        assert!(!s.is_done(first));
+        assert!(s.is_done(first), "waiting would not wait for a thread");
         assert!(s.wait(first).is_ok());
-        assert!(
-            s.is_done(second),
+        assert!(s.wait(second).is_ok());
+        assert_eq!(
+            flushes.load(Ordering::SeqCst),
+            1,
             "one flush answers every ticket handed out before it"
         );
-        assert!(s.wait(second).is_ok());
-        assert_eq!(flushes.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_flush_that_panics_fails_its_tickets_instead_of_leaving_them_unanswered() {
+        let mut s = Syncer::new(|| panic!("a flush that panics"));
+        let t = s.ask();
+        let e = s.wait(t).unwrap_err();
+        assert!(e.to_string().contains("panicked"), "{e}");
+        let later = s.ask();
+        assert!(s.wait(later).is_err());
     }
 
     #[test]

@@ -161,9 +161,10 @@ impl Writer<'_, '_> {
 }
 
 /// Directory handles kept open for reuse at most. With the queue's (128 files, their temp
-/// files open while they are written), the batch's (`BATCH_DIRS`, 8 files kept open) and the
-/// waiting batches' (`AGING_DIRS`), a write holds under 700 descriptors whatever the number
-/// of directories in the share: one handle per directory ran out of open files in a share of
+/// files open while they are written), the batch's (`BATCH_DIRS`, 8 files kept open), the
+/// waiting batches' (`AGING_DIRS`, and the files of those full by bytes: 8 each, 5 such batches
+/// at most by `AGING_BYTES`) and the flusher's handle on the share, a write holds under 700
+/// descriptors whatever the number of directories in the share: one handle per directory ran out of open files in a share of
 /// tens of thousands of directories.
 const DIRS_KEPT: usize = 32;
 
@@ -182,8 +183,9 @@ pub(crate) struct Writer<'a, 'b> {
     /// Full batches written and waiting for their renames, oldest first
     /// ([`age`](Self::age)).
     pub(crate) aging: std::collections::VecDeque<Batch>,
-    /// Makes full batches durable while the next ones are written.
-    pub(crate) syncer: Syncer,
+    /// Makes full batches durable while the next ones are written; `None` when it has no
+    /// handle of its own on the share (out of descriptors): then `syncfs` runs here.
+    pub(crate) syncer: Option<Syncer>,
     /// A `syncfs` of this write failed: it reports a write-back error once, so a later one
     /// succeeding does not vouch for files written before it, and no batch is committed on
     /// it again.
@@ -191,16 +193,15 @@ pub(crate) struct Writer<'a, 'b> {
 }
 
 /// The write's flusher: `syncfs` on its own handle of the share's root (the flushes run on a
-/// thread of their own). Without one (out of descriptors) every flush fails, saying why.
-fn flusher(root: BorrowedFd<'_>) -> Syncer {
-    let root = root.try_clone_to_owned();
-    Syncer::new(move || match &root {
-        Ok(fd) => c::syncfs(fd.as_fd()),
-        Err(e) => Err(std::io::Error::new(
-            e.kind(),
-            format!("no handle of the share to flush it with: {e}"),
-        )),
-    })
+/// thread of their own). `None` when no handle can be had (out of descriptors).
+fn flusher(root: BorrowedFd<'_>) -> Option<Syncer> {
+    match root.try_clone_to_owned() {
+        Ok(fd) => Some(Syncer::new(move || c::syncfs(fd.as_fd()))),
+        Err(e) => {
+            tracing::debug!(error = %e, "no handle of the share for the flushes: they run on the writer");
+            None
+        }
+    }
 }
 
 pub(crate) fn parent_str(path: &RelPath) -> String {

@@ -4,7 +4,8 @@
 //! [`crate::syncer`]), and renamed into place unless the target changed
 //! since the scan. A temp file never renamed is removed. Contents are written on every core;
 //! renames happen in path order, a full batch's once the batches after it have been written
-//! for a timestamp tick, so that the next scan believes its files' stamps.
+//! for a timestamp tick (so that the next scan believes its files' stamps) and its flush is
+//! done.
 //!
 //! A large file that replaces one with the stamp the last scan read it under takes the chunks
 //! the two share from the old file, and only the others from the chunk store: a small edit in
@@ -130,7 +131,8 @@ impl Writer<'_, '_> {
     }
 
     /// A full batch waits for its renames while the next ones are written, until its last
-    /// file was written a timestamp tick ago ([`FINE_TICK`]): renamed then, its files are
+    /// file was written a timestamp tick ago ([`FINE_TICK`]) and its flush is done: renamed
+    /// then, its files are
     /// believed on their stamps ([`settled`]) and the next scan does not read them again
     /// (after a join of 100k files it read nearly all of them). No batch waits for its own
     /// sake: those left when the writing ends are renamed at once.
@@ -139,8 +141,11 @@ impl Writer<'_, '_> {
     /// A batch made durable by one `syncfs` asks for it now, and the next batches are written
     /// while the file system flushes ([`Syncer`](crate::syncer::Syncer)).
     fn age(&mut self, mut batch: Batch) {
-        if by_syncfs(&batch) && self.sync_failed.is_none() {
-            batch.flush = Some(self.syncer.ask());
+        if by_syncfs(&batch)
+            && self.sync_failed.is_none()
+            && let Some(syncer) = self.syncer.as_mut()
+        {
+            batch.flush = Some(syncer.ask());
         }
         self.aging.push_back(batch);
     }
@@ -155,7 +160,9 @@ impl Writer<'_, '_> {
                 || self.aging.iter().map(|b| b.dirs).sum::<usize>() > AGING_DIRS
                 || self.aging.iter().map(|b| b.bytes).sum::<u64>() > AGING_BYTES
                 || (front.last_write().is_none_or(|t| t.elapsed() >= FINE_TICK)
-                    && front.flush.is_none_or(|t| self.syncer.is_done(t)));
+                    && front
+                        .flush
+                        .is_none_or(|t| self.syncer.as_ref().is_none_or(|s| s.is_done(t))));
             if !due {
                 break;
             }
@@ -174,13 +181,16 @@ impl Writer<'_, '_> {
         if by_syncfs(batch) {
             let synced = match &self.sync_failed {
                 Some((kind, why)) => Err(std::io::Error::new(*kind, why.clone())),
-                None => {
-                    let ticket = match batch.flush.take() {
-                        Some(t) => t,
-                        None => self.syncer.ask(),
-                    };
-                    self.syncer.wait(ticket)
-                }
+                None => match self.syncer.as_mut() {
+                    Some(syncer) => {
+                        let ticket = match batch.flush.take() {
+                            Some(t) => t,
+                            None => syncer.ask(),
+                        };
+                        syncer.wait(ticket)
+                    }
+                    None => c::syncfs(self.ctx.root),
+                },
             };
             if let Err(e) = synced {
                 // The batches waiting behind this one were written before the failed flush

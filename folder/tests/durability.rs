@@ -448,7 +448,7 @@ fn many_files_are_renamed_only_after_a_flush_that_covers_them() {
             .filter(|c| c.name == "pwrite64" && c.text.contains(&format!("/{temp}>")))
             .map(|c| c.end)
             .max_by(f64::total_cmp)
-            .unwrap_or_else(|| panic!("{temp} was written before its rename: {}", r.text));
+            .unwrap_or_else(|| panic!("no write of {temp} before its rename: {}", r.text));
         assert!(
             flushes
                 .iter()
@@ -475,8 +475,11 @@ fn traced_calls(trace: &str) -> Vec<Call> {
     let mut open: std::collections::HashMap<&str, (f64, String)> = Default::default();
     let mut calls = Vec::new();
     for line in trace.lines() {
-        let mut parts = line.splitn(3, ' ');
-        let (Some(pid), Some(ts), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+        // `1787  1796646626.244119 syncfs(…`: strace pads a short thread id with spaces.
+        let Some((pid, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Some((ts, rest)) = rest.trim_start().split_once(' ') else {
             continue;
         };
         let Ok(ts) = ts.parse::<f64>() else { continue };
@@ -509,4 +512,22 @@ fn traced_calls(trace: &str) -> Vec<Call> {
         });
     }
     calls
+}
+
+/// The trace's reader takes short (padded) and long thread ids alike, and joins a call split
+/// by another thread's.
+#[test]
+fn the_trace_reader_takes_padded_thread_ids_and_split_calls() {
+    let trace = "\
+1787  1796646626.100000 syncfs(3</s> <unfinished ...>
+123456 1796646626.100100 renameat2(4</s/d>, \".chorus-x\", 4</s/d>, \"f\", RENAME_NOREPLACE) = 0 <0.000010>
+1787  1796646626.100200 <... syncfs resumed>) = 0 <0.000300>
+";
+    let calls = traced_calls(trace);
+    let names: Vec<&str> = calls.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["renameat2", "syncfs"]);
+    let flush = &calls[1];
+    assert_eq!(flush.start, 1796646626.1);
+    assert!((flush.end - 1796646626.1003).abs() < 1e-6);
+    assert!(calls[0].text.contains("\".chorus-x\""));
 }
