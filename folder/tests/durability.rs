@@ -36,48 +36,17 @@ fn new_directories_and_parents_of_removals_are_fsynced() {
         assert!(f.write(&old, &new).unwrap().failed.is_empty());
         return;
     }
-    let strace = std::process::Command::new("strace").arg("-V").output();
-    if !strace.is_ok_and(|o| o.status.success()) {
-        eprintln!(
-            "SKIPPED new_directories_and_parents_of_removals_are_fsynced: strace is not installed"
-        );
-        return;
-    }
     let s = Setup::new();
     std::fs::create_dir_all(s.share().join("gone")).unwrap();
     std::fs::write(s.share().join("gone/x"), b"x\n").unwrap();
-    let trace = s.top.path().join("trace.txt");
-    let out = std::process::Command::new("strace")
-        .args([
-            "-f",
-            "-y",
-            "-qq",
-            "-e",
-            "trace=fsync,fdatasync,syncfs",
-            "-o",
-        ])
-        .arg(&trace)
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "new_directories_and_parents_of_removals_are_fsynced",
-            "--exact",
-            "--test-threads=1",
-        ])
-        .env(CHILD, s.top.path())
-        .output()
-        .unwrap();
-    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("ptrace") {
-        eprintln!(
-            "SKIPPED new_directories_and_parents_of_removals_are_fsynced: ptrace is not allowed here"
-        );
+    let Some(text) = traced(
+        "new_directories_and_parents_of_removals_are_fsynced",
+        CHILD,
+        &s,
+        &["-e", "trace=fsync,fdatasync,syncfs"],
+    ) else {
         return;
-    }
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(&trace).unwrap();
+    };
     let synced: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("fsync(") && l.contains("= 0"))
@@ -400,40 +369,16 @@ fn many_files_are_renamed_only_after_a_flush_that_covers_them() {
         assert!(f.write(&old, &tree(entries)).unwrap().failed.is_empty());
         return;
     }
-    let strace = std::process::Command::new("strace").arg("-V").output();
-    if !strace.is_ok_and(|o| o.status.success()) {
-        eprintln!(
-            "SKIPPED many_files_are_renamed_only_after_a_flush_that_covers_them: strace is not installed"
-        );
-        return;
-    }
     let s = Setup::new();
-    let trace = s.top.path().join("trace.txt");
-    let out = std::process::Command::new("strace")
-        .args(["-f", "-y", "-qq", "-ttt", "-T"])
-        .args(["-e", "trace=syncfs,renameat2,pwrite64", "-o"])
-        .arg(&trace)
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "many_files_are_renamed_only_after_a_flush_that_covers_them",
-            "--exact",
-            "--test-threads=1",
-        ])
-        .env(CHILD_MANY, s.top.path())
-        .output()
-        .unwrap();
-    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("ptrace") {
-        eprintln!(
-            "SKIPPED many_files_are_renamed_only_after_a_flush_that_covers_them: ptrace is not allowed here"
-        );
+    let Some(text) = traced(
+        "many_files_are_renamed_only_after_a_flush_that_covers_them",
+        CHILD_MANY,
+        &s,
+        &["-ttt", "-T", "-e", "trace=syncfs,renameat2,pwrite64"],
+    ) else {
         return;
-    }
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let calls = traced_calls(&std::fs::read_to_string(&trace).unwrap());
+    };
+    let calls = traced_calls(&text);
     let flushes: Vec<&Call> = calls.iter().filter(|c| c.name == "syncfs").collect();
     let renames: Vec<&Call> = calls
         .iter()
@@ -459,6 +404,38 @@ fn many_files_are_renamed_only_after_a_flush_that_covers_them() {
         );
     }
     assert!(!flushes.is_empty());
+}
+
+/// Runs `test` of this binary again as a child under strace (`-f -y -qq` and `args`), with
+/// `child` set to the setup's top directory; the trace, or `None` (the test says SKIPPED)
+/// where strace is missing or ptrace is not allowed.
+fn traced(test: &str, child: &str, s: &Setup, args: &[&str]) -> Option<String> {
+    let strace = std::process::Command::new("strace").arg("-V").output();
+    if !strace.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED {test}: strace is not installed");
+        return None;
+    }
+    let trace = s.top.path().join("trace.txt");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-y", "-qq"])
+        .args(args)
+        .arg("-o")
+        .arg(&trace)
+        .arg(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--test-threads=1"])
+        .env(child, s.top.path())
+        .output()
+        .unwrap();
+    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("ptrace") {
+        eprintln!("SKIPPED {test}: ptrace is not allowed here");
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(std::fs::read_to_string(&trace).unwrap())
 }
 
 /// One traced system call: when it began and ended, and its text (arguments and result).
