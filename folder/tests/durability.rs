@@ -19,15 +19,7 @@ const CHILD: &str = "CHORUS_TEST_FSYNC_TOP";
 fn new_directories_and_parents_of_removals_are_fsynced() {
     if let Some(top) = std::env::var_os(CHILD) {
         // The child: one write, traced.
-        let top = PathBuf::from(top);
-        let store = Arc::new(MemStore::new());
-        let mut f = DiskFolder::new(
-            Share::Folder(top.join("share")),
-            &top.join("state"),
-            store.clone(),
-            params(),
-        )
-        .unwrap();
+        let (mut f, store) = child_folder(top);
         let old = f.scan().unwrap();
         let new = with(&old, "gone/x", None);
         let new = with(&new, "new", Some(dir(0o755)));
@@ -347,15 +339,7 @@ fn many_files_are_renamed_only_after_a_flush_that_covers_them() {
     const FILES: usize = 700;
     if let Some(top) = std::env::var_os(CHILD_MANY) {
         // The child: one write of many files, traced.
-        let top = PathBuf::from(top);
-        let store = Arc::new(MemStore::new());
-        let mut f = DiskFolder::new(
-            Share::Folder(top.join("share")),
-            &top.join("state"),
-            store.clone(),
-            params(),
-        )
-        .unwrap();
+        let (mut f, store) = child_folder(top);
         let old = f.scan().unwrap();
         let names: Vec<String> = (0..FILES).map(|i| format!("d{}/f{i:04}", i % 3)).collect();
         let mut entries: Vec<(&str, chorus_chunking::Entry)> = ["d0", "d1", "d2"]
@@ -404,6 +388,21 @@ fn many_files_are_renamed_only_after_a_flush_that_covers_them() {
         );
     }
     assert!(!flushes.is_empty());
+}
+
+/// The traced child's folder: the share and state under `top` (the parent's setup), with a
+/// store of its own.
+fn child_folder(top: std::ffi::OsString) -> (DiskFolder, Arc<MemStore>) {
+    let top = PathBuf::from(top);
+    let store = Arc::new(MemStore::new());
+    let f = DiskFolder::new(
+        Share::Folder(top.join("share")),
+        &top.join("state"),
+        store.clone(),
+        params(),
+    )
+    .unwrap();
+    (f, store)
 }
 
 /// Runs `test` of this binary again as a child under strace (`-f -y -qq` and `args`), with
