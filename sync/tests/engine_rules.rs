@@ -18,6 +18,7 @@ use chorus_sync::testing::{Envelope, Log, World, letters};
 
 const A: NodeId = 1;
 const B: NodeId = 2;
+const C: NodeId = 3;
 /// The share's one file.
 const DOC: &str = "doc";
 
@@ -435,4 +436,82 @@ fn a_large_offer_is_given_time_to_arrive_before_it_is_sent_again() {
 fn a_large_push_is_given_time_to_arrive_before_it_is_sent_again() {
     let retry = folder_world().cfg.push_retry_ms;
     a_large_delta_waits_to_arrive(B, A, retry, |m| matches!(m, Message::Push { .. }));
+}
+
+#[test]
+fn a_want_while_its_offer_is_on_its_way_does_not_send_the_delta_again() {
+    // A member that joins learns the head before the leader's offer of it has arrived (a
+    // version of 100k files is megabytes, and read for a while), and asks for it. The leader
+    // answered each such Want with the whole delta again: three offers of one 100k-file
+    // version in 0.6 s on a join.
+    let mut w = folder_world();
+    w.node_mut(A)
+        .folder_mut()
+        .write_file("big", &chorus_sync::testing::noise(A, 2_000_000));
+    w.scan(A);
+    let Message::Offer { delta, .. } = w.take(A, B) else {
+        panic!("A offers its change to B");
+    };
+    let want = Envelope {
+        from: B,
+        to: A,
+        message: Message::Want {
+            want: delta.target,
+            have: TreeManifest::empty().version_id(),
+        },
+    };
+    w.deliver(want.clone());
+    assert!(w.net.is_empty(), "the delta sent again while on its way");
+    // 2 MB are given ~1.9 s to arrive, and a Want half its retry period on top.
+    w.tick_one(A, 1_000);
+    w.deliver(want.clone());
+    assert!(w.net.is_empty(), "the delta sent again while on its way");
+    // Past that, the offer is taken to be lost: a Want has it sent again.
+    w.tick_one(A, 1_500);
+    assert!(w.net.is_empty(), "the leader's own retry is not due yet");
+    w.deliver(want);
+    assert!(matches!(w.take(A, B), Message::Offer { .. }));
+}
+
+#[test]
+fn a_version_committed_while_its_offer_is_on_its_way_is_not_offered_again_at_once() {
+    // A commits once A and C hold the version; B's offer of it is still on its way (held
+    // here). The commit made the leader forget its offers, and B was sent the whole delta
+    // again at once.
+    let mut w = World::new(
+        &[A, B, C],
+        EngineConfig::new(ModeRules::new(false), ChunkerParams::default()),
+    );
+    w.node_mut(A)
+        .folder_mut()
+        .write_file("big", &chorus_sync::testing::noise(A, 2_000_000));
+    w.scan(A);
+    let mut offers_to_b = 0;
+    let mut committed = 0;
+    for _ in 0..100 {
+        let sent = w.take_sent();
+        if sent.is_empty() {
+            committed += w.commit();
+            if w.net.is_empty() {
+                break;
+            }
+            continue;
+        }
+        for e in sent {
+            if e.to == B {
+                offers_to_b += usize::from(matches!(e.message, Message::Offer { .. }));
+            } else {
+                w.deliver(e);
+            }
+        }
+    }
+    assert!(committed > 0, "A and C hold the version: it is committed");
+    assert_eq!(offers_to_b, 1, "B's offer was sent again at the commit");
+    // Unanswered past its retry period (and the time 2 MB are given), it goes again.
+    w.tick_one(A, 3_000);
+    assert!(
+        w.take_sent()
+            .iter()
+            .any(|e| e.to == B && matches!(e.message, Message::Offer { .. }))
+    );
 }

@@ -430,6 +430,9 @@ fn wants_for_ever_different_versions_meet_a_per_peer_budget() {
         }
         offers
     };
+    // Past the time the sync's own offers to H are given to arrive (a Want meanwhile is
+    // answered by the offer on its way).
+    w.now += 60_000;
     let offers = offers_for(&mut w, &versions);
     assert!(
         (30..=34).contains(&offers),
@@ -451,6 +454,15 @@ fn a_want_repeated_at_once_is_answered_once() {
         want: Some(head.to_proto()),
         have: Some(TreeManifest::empty().version_id().to_proto()),
     });
+    // H says it stored the head the sync offered it (a Want while that offer is on its way
+    // is answered by the offer itself), then asks for it again and again.
+    hostile_sends(
+        &mut w,
+        A,
+        Body::Stored(proto::Stored {
+            version: Some(head.to_proto()),
+        }),
+    );
     // A hundred identical Wants at one instant: each answer would encode a delta.
     let mut offers = 0;
     for _ in 0..100 {

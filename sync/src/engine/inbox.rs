@@ -89,6 +89,8 @@ impl Engine {
             }
             Message::Offer { delta, extra } => self.receive(from, Incoming::Offer { extra }, delta),
             Message::Stored { version } => {
+                // The offer arrived: a later Want of it (the member lost it since) is answered.
+                self.transfers.stored_at(from, version);
                 // Only what members share is a delta base; a conflict's stored tree is not.
                 let extra = self.leader.as_ref().is_some_and(|l| l.is_extra(&version));
                 if !extra && self.history.s.included.contains_key(&version)
@@ -237,6 +239,15 @@ impl Engine {
         have: VersionId,
     ) -> Result<(), EngineError> {
         if !self.store.has_manifest(&want)? {
+            return Ok(());
+        }
+        // An offer of it sent lately is still on its way or being read (a joiner learns the
+        // head before the offer of it arrives, and asks): not the whole delta again. Once that
+        // offer is taken to be lost, a Want has it sent again.
+        if self
+            .transfers
+            .offered_lately(from, want, self.now, self.cfg.want_retry_ms / 2)
+        {
             return Ok(());
         }
         // The same Want at most once per half retry period, and within the peer's budget.

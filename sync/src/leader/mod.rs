@@ -471,7 +471,10 @@ impl Leader {
                     self.waiters.iter().partition(|w| w.seq <= c.seq);
                 self.waiters = waiting;
                 self.merged.retain(|(_, s)| *s > c.seq);
-                self.offers.clear();
+                // Offers of the version now accepted keep their times: a member still fetching
+                // one is not sent the whole delta again because it was committed meanwhile
+                // (a joiner, not yet a voter, got a 100k-file version twice).
+                self.offers.retain(|(_, v), _| *v == hd.version);
                 // What waits for the next header is owed whatever header commits next, once
                 // its push is in.
                 for o in &mut self.redo {

@@ -152,6 +152,8 @@ pub(crate) struct Transfers {
     asking: HashMap<(NodeId, VersionId), u64>,
     /// When each incoming delta last moved: a window asked for, or chunks of it arrived.
     progress: HashMap<(NodeId, u8), u64>,
+    /// When each peer was last offered each version, and the delta's size.
+    offered: HashMap<(NodeId, VersionId), (u64, u64)>,
 }
 
 mod incoming;
@@ -256,6 +258,10 @@ impl Transfers {
         let delta = Self::encode(ctx, base, target, false, lean)?;
         let bytes = prost::Message::encoded_len(&delta.wire) as u64;
         self.remember(to, target, Outgoing::Offer { extra });
+        if self.offered.len() >= OUTGOING_KEPT {
+            self.offered.clear();
+        }
+        self.offered.insert((to, target), (ctx.now, bytes));
         ctx.send(to, Message::Offer { delta, extra });
         Ok(bytes)
     }
@@ -352,6 +358,30 @@ impl Transfers {
                     .get(key)
                     .is_some_and(|&at| now.saturating_sub(at) < within_ms)
         })
+    }
+
+    /// Whether an offer of `version` sent to `peer` may still be on its way or being read: it
+    /// went out less than the time its bytes are given to arrive ([`transit_ms`]) plus
+    /// `within_ms` ago. Sending it again would send the whole delta twice.
+    pub fn offered_lately(
+        &self,
+        peer: NodeId,
+        version: VersionId,
+        now: u64,
+        within_ms: u64,
+    ) -> bool {
+        self.offered
+            .get(&(peer, version))
+            .is_some_and(|&(at, bytes)| {
+                now < at
+                    .saturating_add(transit_ms(bytes))
+                    .saturating_add(within_ms)
+            })
+    }
+
+    /// `peer` stored `version`: an offer of it is no longer on its way.
+    pub fn stored_at(&mut self, peer: NodeId, version: VersionId) {
+        self.offered.remove(&(peer, version));
     }
 
     /// Whether `peer` is fetching the chunks of `version` from this node: it asked for some
