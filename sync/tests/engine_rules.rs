@@ -515,3 +515,44 @@ fn a_version_committed_while_its_offer_is_on_its_way_is_not_offered_again_at_onc
             .any(|e| e.to == B && matches!(e.message, Message::Offer { .. }))
     );
 }
+
+#[test]
+fn a_leader_keeps_no_retry_time_for_an_offer_it_no_longer_makes() {
+    // B's offer of v is still on its way when v commits (A and C hold it); then A makes v2.
+    // The offer of v to B is no longer made, but its retry time was kept: past and never
+    // renewed, it made the node's next deadline "now" for ever (a busy loop).
+    let mut w = World::new(
+        &[A, B, C],
+        EngineConfig::new(ModeRules::new(false), ChunkerParams::default()),
+    );
+    w.node_mut(A)
+        .folder_mut()
+        .write_file("big", &chorus_sync::testing::noise(A, 2_000_000));
+    w.scan(A);
+    let mut committed = 0;
+    for _ in 0..100 {
+        let sent = w.take_sent();
+        if sent.is_empty() {
+            committed += w.commit();
+            if w.net.is_empty() {
+                break;
+            }
+            continue;
+        }
+        for e in sent.into_iter().filter(|e| e.to != B) {
+            w.deliver(e);
+        }
+    }
+    assert!(committed > 0);
+    w.node_mut(A).folder_mut().write_file("next", b"v2\n");
+    w.scan(A);
+    w.take_sent();
+    w.tick_one(A, 10_000);
+    w.take_sent();
+    let now = w.now + 10_000;
+    let next = w.node(A).poll_timeout();
+    assert!(
+        next.is_none_or(|at| at > now),
+        "the next deadline ({next:?}) is not after now ({now})"
+    );
+}

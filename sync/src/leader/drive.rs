@@ -42,6 +42,8 @@ impl Leader {
         // Offers: the candidate to everyone who lacks it; else the head to whoever is behind.
         // The stored trees of the candidate's redo entries go to everyone too, against nothing.
         let mut to_offer: Vec<(NodeId, VersionId, bool, bool)> = Vec::new();
+        // The offers still wanted: the others are forgotten below.
+        let mut live: Vec<(NodeId, VersionId)> = Vec::new();
         for m in ctx.cluster.others(ctx.me).collect::<Vec<_>>() {
             let has = match &self.candidate {
                 Some(c) => c.stored.contains(&m),
@@ -61,6 +63,7 @@ impl Leader {
                 }
             }
             for (v, extra) in wanted {
+                live.push((m, v));
                 let previous = self.offers.get(&(m, v)).copied();
                 let due = previous.is_none_or(|o| ctx.now >= o.at.saturating_add(backoff(ctx, &o)));
                 // A member fetching the chunks of the last offer has it: no retry while it asks.
@@ -86,6 +89,10 @@ impl Leader {
                 }
             }
         }
+        // An offer no longer wanted (a member gone, a version superseded or stored) would keep
+        // its retry time in `deadline`, past and never renewed: the node would tick without
+        // pause.
+        self.offers.retain(|k, _| live.contains(k));
         // Propose once a majority of voters hold the candidate and each of its stored trees.
         let voters = &ctx.cluster.voters;
         let majority = |holders: &BTreeSet<NodeId>| {

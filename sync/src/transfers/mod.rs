@@ -299,6 +299,9 @@ impl Transfers {
         base: VersionId,
         target: VersionId,
     ) -> Result<(), EngineError> {
+        // The offer did not serve: a Want of it is answered again (an offer sent below starts
+        // a new window).
+        self.offered.remove(&(from, target));
         let answered = self.resend(ctx, last_shared, from, base, target);
         if let Err(EngineError::Missing(gone)) = answered {
             // Collected here since it was sent: a clean refusal; the asker's own retry (a new
