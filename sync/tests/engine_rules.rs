@@ -473,11 +473,10 @@ fn a_want_while_its_offer_is_on_its_way_does_not_send_the_delta_again() {
     assert!(matches!(w.take(A, B), Message::Offer { .. }));
 }
 
-#[test]
-fn a_version_committed_while_its_offer_is_on_its_way_is_not_offered_again_at_once() {
-    // A commits once A and C hold the version; B's offer of it is still on its way (held
-    // here). The commit made the leader forget its offers, and B was sent the whole delta
-    // again at once.
+/// A, B and C (A leads) on a folder share: A saves 2 MB, and A and C commit them while every
+/// message to B is held back (B's offer of the version still on its way). The world, and how
+/// many offers went to B meanwhile.
+fn committed_while_b_waits() -> (World, usize) {
     let mut w = World::new(
         &[A, B, C],
         EngineConfig::new(ModeRules::new(false), ChunkerParams::default()),
@@ -506,6 +505,14 @@ fn a_version_committed_while_its_offer_is_on_its_way_is_not_offered_again_at_onc
         }
     }
     assert!(committed > 0, "A and C hold the version: it is committed");
+    (w, offers_to_b)
+}
+
+#[test]
+fn a_version_committed_while_its_offer_is_on_its_way_is_not_offered_again_at_once() {
+    // The commit made the leader forget its offers, and B was sent the whole delta again at
+    // once.
+    let (mut w, offers_to_b) = committed_while_b_waits();
     assert_eq!(offers_to_b, 1, "B's offer was sent again at the commit");
     // Unanswered past its retry period (and the time 2 MB are given), it goes again.
     w.tick_one(A, 3_000);
@@ -518,32 +525,10 @@ fn a_version_committed_while_its_offer_is_on_its_way_is_not_offered_again_at_onc
 
 #[test]
 fn a_leader_keeps_no_retry_time_for_an_offer_it_no_longer_makes() {
-    // B's offer of v is still on its way when v commits (A and C hold it); then A makes v2.
-    // The offer of v to B is no longer made, but its retry time was kept: past and never
-    // renewed, it made the node's next deadline "now" for ever (a busy loop).
-    let mut w = World::new(
-        &[A, B, C],
-        EngineConfig::new(ModeRules::new(false), ChunkerParams::default()),
-    );
-    w.node_mut(A)
-        .folder_mut()
-        .write_file("big", &chorus_sync::testing::noise(A, 2_000_000));
-    w.scan(A);
-    let mut committed = 0;
-    for _ in 0..100 {
-        let sent = w.take_sent();
-        if sent.is_empty() {
-            committed += w.commit();
-            if w.net.is_empty() {
-                break;
-            }
-            continue;
-        }
-        for e in sent.into_iter().filter(|e| e.to != B) {
-            w.deliver(e);
-        }
-    }
-    assert!(committed > 0);
+    // After the commit A makes v2: the offer of v to B is no longer made, but its retry time
+    // was kept. Past and never renewed, it made the node's next deadline "now" for ever (a
+    // busy loop).
+    let (mut w, _) = committed_while_b_waits();
     w.node_mut(A).folder_mut().write_file("next", b"v2\n");
     w.scan(A);
     w.take_sent();
