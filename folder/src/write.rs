@@ -162,10 +162,10 @@ impl Writer<'_, '_> {
 
 /// Directory handles kept open for reuse at most. With the queue's (128 files, their temp
 /// files open while they are written), the batch's (`BATCH_DIRS`, 8 files kept open), the
-/// waiting batches' (`AGING_DIRS`, and the files of those full by bytes: 8 each, 5 such batches
-/// at most by `AGING_BYTES`) and the flusher's handle on the share, a write holds under 700
-/// descriptors whatever the number of directories in the share: one handle per directory ran out of open files in a share of
-/// tens of thousands of directories.
+/// waiting batches' (`AGING_DIRS`, and the files of those full by bytes: 8 each, 5 such
+/// batches at most by `AGING_BYTES`) and the flusher's handle on the share, a write holds
+/// under 700 descriptors whatever the number of directories in the share: one handle per
+/// directory ran out of open files in a share of tens of thousands of directories.
 const DIRS_KEPT: usize = 32;
 
 pub(crate) struct Writer<'a, 'b> {
