@@ -132,6 +132,18 @@ pub(crate) fn transit_ms(bytes: u64) -> u64 {
     bytes.saturating_mul(1000) / TRANSIT_BYTES_PER_SEC
 }
 
+/// True when `now` is less than `within_ms` past the time `times` holds for `key`.
+fn before(
+    times: &HashMap<(NodeId, VersionId), u64>,
+    key: (NodeId, VersionId),
+    now: u64,
+    within_ms: u64,
+) -> bool {
+    times
+        .get(&key)
+        .is_some_and(|&until| now < until.saturating_add(within_ms))
+}
+
 /// Deltas waiting for chunks, and deltas sent.
 #[derive(Default)]
 pub(crate) struct Transfers {
@@ -152,8 +164,9 @@ pub(crate) struct Transfers {
     asking: HashMap<(NodeId, VersionId), u64>,
     /// When each incoming delta last moved: a window asked for, or chunks of it arrived.
     progress: HashMap<(NodeId, u8), u64>,
-    /// When each peer was last offered each version, and the delta's size.
-    offered: HashMap<(NodeId, VersionId), (u64, u64)>,
+    /// Until when each peer's last offer of each version may still be on its way: sent, plus
+    /// the time its bytes are given ([`transit_ms`]).
+    offered: HashMap<(NodeId, VersionId), u64>,
 }
 
 mod incoming;
@@ -261,7 +274,8 @@ impl Transfers {
         if self.offered.len() >= OUTGOING_KEPT {
             self.offered.clear();
         }
-        self.offered.insert((to, target), (ctx.now, bytes));
+        self.offered
+            .insert((to, target), ctx.now.saturating_add(transit_ms(bytes)));
         ctx.send(to, Message::Offer { delta, extra });
         Ok(bytes)
     }
@@ -373,13 +387,7 @@ impl Transfers {
         now: u64,
         within_ms: u64,
     ) -> bool {
-        self.offered
-            .get(&(peer, version))
-            .is_some_and(|&(at, bytes)| {
-                now < at
-                    .saturating_add(transit_ms(bytes))
-                    .saturating_add(within_ms)
-            })
+        before(&self.offered, (peer, version), now, within_ms)
     }
 
     /// `peer` stored `version`: an offer of it is no longer on its way.
@@ -398,9 +406,7 @@ impl Transfers {
         now: u64,
         within_ms: u64,
     ) -> bool {
-        self.asking
-            .get(&(peer, version))
-            .is_some_and(|&until| now < until.saturating_add(within_ms))
+        before(&self.asking, (peer, version), now, within_ms)
     }
 
     /// Sends `from` the chunks of `target` it asked for that this node holds, bounded per
