@@ -859,3 +859,46 @@ fn nice_of(stat: &str) -> Option<i32> {
     let after = &text[text.rfind(')')? + 2..];
     after.split(' ').nth(16)?.parse().ok()
 }
+
+/// A machine joins a share that already holds thousands of files, the README's way (`init`,
+/// `run`, `invite`, `join`, `run`). It learns the head before the offer of it arrives and
+/// asks for it; the leader answered by sending the whole version again (three copies of a
+/// 100k-file version in 0.6 s). The version goes to the joiner once.
+#[test]
+fn a_joiner_is_sent_the_share_once() {
+    let mut g = Group::new();
+    ok(&["init", g.at("a").to_str().unwrap()]);
+    for d in 0..40 {
+        let dir = g.at("a").join(format!("d{d:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..500 {
+            std::fs::write(dir.join(format!("f{f:03}.txt")), format!("{d} {f}\n")).unwrap();
+        }
+    }
+    let log = vec![(
+        "CHORUS_LOG".to_owned(),
+        "chorus_sync::transfers=debug,warn".to_owned(),
+    )];
+    // b joins while a still reads its share, as when both are set up together.
+    let a = g.start(g.at("a"), log);
+    let b = g.join(a, g.at("b"));
+    g.wait_converged();
+    assert!(g.running(a) && g.running(b), "a daemon exited");
+    assert_eq!(
+        read(&g.file(b, "d39/f499.txt")).as_deref(),
+        Some("39 499\n")
+    );
+    let offers = g
+        .log(a)
+        .lines()
+        .filter(|l| l.contains("chorus_sync::transfers: offer ") && l.contains("lean=false"))
+        .count();
+    // A retry once an offer's time is up is lean (no literals) and not counted: a slow
+    // machine may take it.
+    assert_eq!(
+        offers,
+        1,
+        "the share was offered {offers} times:\n{}",
+        g.log(a)
+    );
+}
