@@ -797,13 +797,7 @@ fn an_unreadable_path_is_said_once_while_it_stays_unreadable() {
 fn the_whole_rescan_runs_at_low_priority() {
     let mut g = Group::new();
     ok(&["init", g.at("a").to_str().unwrap()]);
-    for d in 0..30 {
-        let dir = g.at("a").join(format!("d{d:02}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        for f in 0..100 {
-            std::fs::write(dir.join(format!("f{f:03}.txt")), format!("{d} {f}\n")).unwrap();
-        }
-    }
+    fill(&g.at("a"), 30, 100);
     let a = g.start_with(g.at("a"), Vec::new(), &["--scan-ms", "100"]);
     let pid = g.nodes[a].child.as_ref().unwrap().id();
     let daemon_nice = nice_of(&format!("/proc/{pid}/stat")).unwrap();
@@ -868,13 +862,7 @@ fn nice_of(stat: &str) -> Option<i32> {
 fn a_joiner_is_sent_the_share_once() {
     let mut g = Group::new();
     ok(&["init", g.at("a").to_str().unwrap()]);
-    for d in 0..40 {
-        let dir = g.at("a").join(format!("d{d:02}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        for f in 0..500 {
-            std::fs::write(dir.join(format!("f{f:03}.txt")), format!("{d} {f}\n")).unwrap();
-        }
-    }
+    fill(&g.at("a"), 40, 500);
     let log = vec![(
         "CHORUS_LOG".to_owned(),
         "chorus_sync::transfers=debug,warn".to_owned(),
@@ -901,4 +889,15 @@ fn a_joiner_is_sent_the_share_once() {
         "the share was offered {offers} times:\n{}",
         g.log(a)
     );
+}
+
+/// `dirs` directories of `files` small files each in `root` (`dNN/fNNN.txt`, holding "d f").
+fn fill(root: &Path, dirs: usize, files: usize) {
+    for d in 0..dirs {
+        let dir = root.join(format!("d{d:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..files {
+            std::fs::write(dir.join(format!("f{f:03}.txt")), format!("{d} {f}\n")).unwrap();
+        }
+    }
 }
