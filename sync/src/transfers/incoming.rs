@@ -262,6 +262,9 @@ impl Transfers {
                     continue;
                 }
             }
+            // Every window arrived: their queue (an id per chunk fetched, ~3 MB for a 100k-file
+            // join) goes before the version is built. Chunks still missing get windows anew.
+            self.windows.remove(&(from, slot));
             // Taken, not copied (a version of 100,000 files is a delta of ~10 MB), and not
             // checked again: one still missing chunks goes back in.
             let Some((kind, prepared)) = self.incoming.remove(&(from, slot)) else {
