@@ -535,24 +535,24 @@ impl Prepared {
         }
         drop(needed);
 
-        // The literals' chunk references. Each literal is decompressed and hashed, and its
-        // bytes let go: they are decompressed again to be stored once the target checks out,
-        // so a delta that carries its whole literal budget (8 MiB) does not hold it while the
-        // tree is built, the largest moment of a 100k-file join.
-        let dictionaries: Vec<Vec<ChunkRef>> = self
-            .literals
-            .iter()
-            .map(|lit| {
-                lit.dictionary
-                    .iter()
-                    .map(|&i| self.known[i as usize])
-                    .collect()
-            })
-            .collect();
+        // The literals' chunk references. Each literal is decompressed and hashed; the bytes
+        // of one without a dictionary are let go and decompressed again to be stored once the
+        // target checks out, so a delta that carries its literal budget in them (a join's new
+        // files: 8 MiB) does not hold it while the tree is built, the largest moment of a
+        // 100k-file join. One compressed against a dictionary keeps its bytes: assembling its
+        // dictionary again (up to max_dictionary_bytes read from the store) could cost more
+        // than the bytes themselves.
         let mut literal_refs: Vec<ChunkRef> = Vec::with_capacity(self.literal_lens.len());
-        for (lit, dictionary) in self.literals.iter().zip(&dictionaries) {
-            let raw = decompress(lit, dictionary, store)?;
+        let mut kept: Vec<Option<Vec<u8>>> = Vec::with_capacity(self.literals.len());
+        for lit in &self.literals {
+            let dictionary: Vec<ChunkRef> = lit
+                .dictionary
+                .iter()
+                .map(|&i| self.known[i as usize])
+                .collect();
+            let raw = decompress(lit, &dictionary, store)?;
             literal_refs.extend(literal_chunks(lit, &raw).map(|(r, _)| r));
+            kept.push((!dictionary.is_empty()).then_some(raw));
         }
 
         // Build and verify the target. The base was a valid tree: only what changed needs
@@ -608,8 +608,11 @@ impl Prepared {
         }
 
         let mut expected = literal_refs.iter();
-        for (lit, dictionary) in literals.iter().zip(&dictionaries) {
-            let raw = decompress(lit, dictionary, store)?;
+        for (lit, raw) in literals.iter().zip(kept) {
+            let raw = match raw {
+                Some(raw) => raw,
+                None => decompress(lit, &[], store)?,
+            };
             for (r, bytes) in literal_chunks(lit, &raw) {
                 if expected.next() != Some(&r) {
                     return Err(invalid(format!(
