@@ -111,6 +111,29 @@ impl Counters {
         })
     }
 
+    /// The counts once the ports have been quiet for `quiet` (read every 50 ms; at most
+    /// `max` is waited): a tool's trailing packets (acknowledgements, a connection's close,
+    /// an index sent after the tool says it is idle) are counted with the phase that caused
+    /// them.
+    pub fn read_quiet(
+        &self,
+        quiet: std::time::Duration,
+        max: std::time::Duration,
+    ) -> Result<BTreeMap<u16, PortBytes>, String> {
+        let start = std::time::Instant::now();
+        let mut last = self.read()?;
+        let mut since = std::time::Instant::now();
+        while since.elapsed() < quiet && start.elapsed() < max {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let now = self.read()?;
+            if now != last {
+                last = now;
+                since = std::time::Instant::now();
+            }
+        }
+        Ok(last)
+    }
+
     /// The counts so far.
     pub fn read(&self) -> Result<BTreeMap<u16, PortBytes>, String> {
         let listing = nft_list()?;

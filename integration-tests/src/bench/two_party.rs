@@ -150,6 +150,12 @@ const FOCUS_MAX: usize = 64;
 /// looks the same.
 const REHASH: Duration = Duration::from_millis(100);
 
+/// A phase's bytes are read once the tool's ports have carried nothing for this long (its
+/// last acknowledgements, a closing connection, an index sent after it says it is idle)...
+const QUIET: Duration = Duration::from_millis(300);
+/// ...or after this, for a tool whose control traffic never pauses that long.
+const QUIET_MAX: Duration = Duration::from_secs(2);
+
 /// What one watched path looked like at a poll: its inode, size and times (`None`: absent).
 type Look = Option<(u64, u64, u64, i64, i64, i64, i64)>;
 
@@ -478,15 +484,17 @@ fn one_session(
                 None => (wait_match(b, &phase.expect, t0, spec.limit)?, true),
             };
             session.settle();
-            let mut after = counters.read()?;
+            let mut after = counters.read_quiet(QUIET, QUIET_MAX)?;
             // The whole tree is checked after the bytes are read, so that the counted window
-            // ends when the tool is done, not a walk of the benchmark's later (hashing 100k
-            // files takes ~2.5 s, long enough to take in a heartbeat or a ping by chance). A
-            // tree not right yet is waited for, and counted, to the end.
+            // ends when the tool is done and its connections are quiet, not a walk of the
+            // benchmark's later (hashing 100k files takes ~2.7 s, long enough to take in a
+            // heartbeat or a ping by chance). A tree not right yet is waited for, and
+            // counted, to the end (its time is then that of the first whole-tree poll that
+            // finds it right, which starts once the tool has settled).
             if !whole && !data::matches(b, &phase.expect) {
                 secs = wait_match(b, &phase.expect, t0, spec.limit)?;
                 session.settle();
-                after = counters.read()?;
+                after = counters.read_quiet(QUIET, QUIET_MAX)?;
             }
             let (fwd, back) = nft::directions(&before, &after, ports[0], ports[1]);
             Ok::<_, String>((fwd, back, secs))
