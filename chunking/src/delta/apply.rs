@@ -543,7 +543,8 @@ impl Prepared {
         // dictionary again (up to max_dictionary_bytes read from the store) could cost more
         // than the bytes themselves.
         let mut literal_refs: Vec<ChunkRef> = Vec::with_capacity(self.literal_lens.len());
-        let mut kept: Vec<Option<Vec<u8>>> = Vec::with_capacity(self.literals.len());
+        // The bytes of the literals with a dictionary, in their order.
+        let mut kept: Vec<Vec<u8>> = Vec::new();
         for lit in &self.literals {
             let dictionary: Vec<ChunkRef> = lit
                 .dictionary
@@ -552,7 +553,9 @@ impl Prepared {
                 .collect();
             let raw = decompress(lit, &dictionary, store)?;
             literal_refs.extend(literal_chunks(lit, &raw).map(|(r, _)| r));
-            kept.push((!dictionary.is_empty()).then_some(raw));
+            if !dictionary.is_empty() {
+                kept.push(raw);
+            }
         }
 
         // Build and verify the target. The base was a valid tree: only what changed needs
@@ -608,10 +611,13 @@ impl Prepared {
         }
 
         let mut expected = literal_refs.iter();
-        for (lit, raw) in literals.iter().zip(kept) {
-            let raw = match raw {
-                Some(raw) => raw,
-                None => decompress(lit, &[], store)?,
+        let mut kept = kept.into_iter();
+        for lit in &literals {
+            let raw = if lit.dictionary.is_empty() {
+                decompress(lit, &[], store)?
+            } else {
+                kept.next()
+                    .ok_or_else(|| invalid("a literal's bytes were not kept"))?
             };
             for (r, bytes) in literal_chunks(lit, &raw) {
                 if expected.next() != Some(&r) {

@@ -490,7 +490,8 @@ fn one_session(
             // benchmark's later (hashing 100k files takes ~2.7 s, long enough to take in a
             // heartbeat or a ping by chance). A tree not right yet is waited for, and
             // counted, to the end (its time is then that of the first whole-tree poll that
-            // finds it right, which starts once the tool has settled).
+            // finds it right, which starts once the tool has settled and its ports are quiet:
+            // up to 2 s later than the tree was right, on this rare path).
             if !whole && !data::matches(b, &phase.expect) {
                 secs = wait_match(b, &phase.expect, t0, spec.limit)?;
                 session.settle();
