@@ -500,39 +500,7 @@ impl Prepared {
                 bytes,
             });
         }
-        // Lengths the sender stated (its external references, a base it sent) must be the
-        // chunks' own: a reference of 1 byte to a 16 MiB chunk, named half a million times,
-        // declares a 512 KiB file that loads or writes 8 TiB.
-        {
-            let stated = self.known[self.external_from..].iter().chain(
-                self.base_was_sent
-                    .then(|| self.base.entries().values().filter_map(Entry::manifest))
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|m| m.chunks.iter()),
-            );
-            let mut checked: HashSet<ChunkRef> = HashSet::new();
-            let stated: Vec<ChunkRef> = stated
-                .filter(|r| needed.contains_key(&r.id) && checked.insert(**r))
-                .copied()
-                .collect();
-            drop(checked);
-            let ids: Vec<ChunkId> = stated.iter().map(|r| r.id).collect();
-            for (r, len) in stated.iter().zip(store.lens_of(&ids)?) {
-                match len {
-                    Some(len) if len == r.len => {}
-                    Some(len) => {
-                        return Err(invalid(format!(
-                            "a reference says chunk {} is {} bytes; it is {len}",
-                            r.id, r.len
-                        )));
-                    }
-                    None => return Err(invalid(format!("chunk {} vanished", r.id))),
-                }
-            }
-            // Both lists (as long as the external references, ~7 MB for a version of 100k
-            // new files) go here, before the tree is built.
-        }
+        self.check_stated_lens(&needed, store)?;
         drop(needed);
 
         // The literals' chunk references. Each literal is decompressed and hashed; the bytes
@@ -636,6 +604,47 @@ impl Prepared {
             new_chunks: literal_refs.len() as u64,
             sent_base: base_was_sent.then_some(base),
         }))
+    }
+}
+
+impl Prepared {
+    /// Lengths the sender stated (its external references, a base it sent) must be the
+    /// chunks' own: a reference of 1 byte to a 16 MiB chunk, named half a million times,
+    /// declares a 512 KiB file that loads or writes 8 TiB. Checked for the chunks the delta
+    /// uses (`needed`); the lists it takes (as long as the external references, ~7 MB for a
+    /// version of 100k new files) are gone before the tree is built.
+    fn check_stated_lens(
+        &self,
+        needed: &HashMap<ChunkId, u32>,
+        store: &dyn ChunkStore,
+    ) -> Result<(), ApplyError> {
+        let stated = self.known[self.external_from..].iter().chain(
+            self.base_was_sent
+                .then(|| self.base.entries().values().filter_map(Entry::manifest))
+                .into_iter()
+                .flatten()
+                .flat_map(|m| m.chunks.iter()),
+        );
+        let mut checked: HashSet<ChunkRef> = HashSet::new();
+        let stated: Vec<ChunkRef> = stated
+            .filter(|r| needed.contains_key(&r.id) && checked.insert(**r))
+            .copied()
+            .collect();
+        drop(checked);
+        let ids: Vec<ChunkId> = stated.iter().map(|r| r.id).collect();
+        for (r, len) in stated.iter().zip(store.lens_of(&ids)?) {
+            match len {
+                Some(len) if len == r.len => {}
+                Some(len) => {
+                    return Err(invalid(format!(
+                        "a reference says chunk {} is {} bytes; it is {len}",
+                        r.id, r.len
+                    )));
+                }
+                None => return Err(invalid(format!("chunk {} vanished", r.id))),
+            }
+        }
+        Ok(())
     }
 }
 
