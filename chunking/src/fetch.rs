@@ -1,7 +1,8 @@
 //! Answering `NeedChunks` and taking in the `Chunks` reply: chunks travel zstd-compressed in
 //! frames bounded by the frame limit, each alone or, for a run the receiver named with the
-//! chunks it replaces, together in one frame primed with those chunks (as a literal is); every
-//! chunk received is checked against its id before it is stored.
+//! chunks it replaces, together in one frame primed with those chunks (as a literal is) when
+//! that is smaller than the run's chunks alone; every chunk received is checked against its
+//! id before it is stored.
 //!
 //! A message's chunks are held in memory until all are verified, so what they decompress to
 //! is bounded too: each chunk by `max_chunk_len`, the message by [`MAX_MESSAGE_BYTES`], both
@@ -17,7 +18,7 @@ use crate::Error;
 use crate::delta::limits::{Inflate, decompress_bounded, ratio_cap, window_log};
 use crate::delta::{FetchRun, zstd_compress, zstd_decompress};
 use crate::ids::ChunkId;
-use crate::store::ChunkStore;
+use crate::store::{ChunkStore, Packed};
 
 /// Bytes reserved in every frame for the envelope and per-chunk framing.
 const FRAME_SLACK: usize = 64 << 10;
@@ -120,6 +121,12 @@ impl<'s> ChunksWriter<'s> {
             .store
             .get_packed(id)?
             .ok_or(Error::Missing { id: *id })?;
+        self.packed(id, packed);
+        Ok(())
+    }
+
+    /// Adds chunk `id` as `packed`, the frame its store keeps.
+    fn packed(&mut self, id: &ChunkId, packed: Packed) {
         let compression = if packed.zstd {
             proto::Compression::Zstd
         } else {
@@ -131,32 +138,33 @@ impl<'s> ChunksWriter<'s> {
             compression: compression as i32,
             data: packed.data,
         });
-        Ok(())
     }
 
     /// Adds the run `ids`, compressed together against `dictionary` (chunks the receiver
     /// holds) when this store holds those too and the answer's dictionary allowance lasts;
-    /// chunk by chunk otherwise.
+    /// chunk by chunk otherwise, and where that is no larger.
     pub fn run(&mut self, ids: &[ChunkId], dictionary: &[ChunkId]) -> Result<(), Error> {
         let Some(prefix) = self.dictionary(dictionary)? else {
             return ids.iter().try_for_each(|id| self.chunk(id));
         };
-        let mut raw = Vec::new();
-        let mut lens = Vec::new();
+        let mut group = Group::default();
         let mut first = 0;
         for (i, id) in ids.iter().enumerate() {
-            let bytes = self.store.require(id)?;
-            if !lens.is_empty() && raw.len() + bytes.len() > GROUP_RAW {
-                self.group(&ids[first..i], &lens, &raw, dictionary, &prefix)?;
-                raw.clear();
-                lens.clear();
+            let packed = self
+                .store
+                .get_packed(id)?
+                .ok_or(Error::Missing { id: *id })?;
+            let bytes = unpacked(&packed)?;
+            if !group.lens.is_empty() && group.raw.len() + bytes.len() > GROUP_RAW {
+                self.group(&ids[first..i], &mut group, dictionary, &prefix)?;
                 first = i;
             }
-            lens.push(bytes.len() as u32);
-            raw.extend_from_slice(&bytes);
+            group.lens.push(bytes.len() as u32);
+            group.raw.extend_from_slice(&bytes);
+            group.packed.push(packed);
         }
-        if !lens.is_empty() {
-            self.group(&ids[first..], &lens, &raw, dictionary, &prefix)?;
+        if !group.lens.is_empty() {
+            self.group(&ids[first..], &mut group, dictionary, &prefix)?;
         }
         Ok(())
     }
@@ -184,30 +192,36 @@ impl<'s> ChunksWriter<'s> {
         Ok(Some(prefix))
     }
 
-    /// One group of `ids` (`raw` their bytes), or each chunk alone when that is no larger.
+    /// One group of `ids` (taken from `group`, which is left empty), or each chunk alone as
+    /// the store keeps it when that is no larger: a run primed with its namesake's chunks
+    /// (new files, whose names the base has elsewhere) often compresses no better than its
+    /// chunks did alone, and a receiver keeps frames sent alone as they are, where a group
+    /// costs it its dictionary's reads and each chunk's compression again.
     fn group(
         &mut self,
         ids: &[ChunkId],
-        lens: &[u32],
-        raw: &[u8],
+        group: &mut Group,
         dictionary: &[ChunkId],
         prefix: &[u8],
     ) -> Result<(), Error> {
+        let Group { raw, lens, packed } = std::mem::take(group);
         // Level 3 whatever the size: runs are fetched when a change is past the delta's
         // literal budget, so speed counts. (A small run at the literals' 19 saved 4% of an
         // OpenSSL release's fetched bytes, 3.5 KB, for 40% more of the answer's time.)
-        let data = zstd_compress(raw, prefix, 3).map_err(Error::io("<zstd>"))?;
-        if data.len() >= raw.len() {
-            return ids.iter().try_for_each(|id| self.chunk(id));
-        }
+        let data = zstd_compress(&raw, prefix, 3).map_err(Error::io("<zstd>"))?;
         // Each id and length, and each dictionary id, framed.
-        self.room(
-            data.len() + 40 * ids.len() + 36 * dictionary.len(),
-            raw.len(),
-        );
+        let size = data.len() + 40 * ids.len() + 36 * dictionary.len();
+        let alone: usize = packed.iter().map(|p| p.data.len() + 40).sum();
+        if data.len() >= raw.len() || alone <= size {
+            for (id, p) in ids.iter().zip(packed) {
+                self.packed(id, p);
+            }
+            return Ok(());
+        }
+        self.room(size, raw.len());
         self.current.groups.push(proto::ChunkGroup {
             ids: ids.iter().map(|id| id.to_proto()).collect(),
-            lens: lens.to_vec(),
+            lens,
             dictionary: dictionary.iter().map(|id| id.to_proto()).collect(),
             data,
         });
@@ -231,6 +245,29 @@ impl<'s> ChunksWriter<'s> {
         }
         self.out
     }
+}
+
+/// A run's chunks gathered for one group: their bytes end to end, their lengths, and each as
+/// its store keeps it (sent instead when that is no larger).
+#[derive(Default)]
+struct Group {
+    raw: Vec<u8>,
+    lens: Vec<u32>,
+    packed: Vec<Packed>,
+}
+
+/// The bytes of a chunk as its store keeps it (checked by the store when it was read).
+fn unpacked(p: &Packed) -> Result<Cow<'_, [u8]>, Error> {
+    if !p.zstd {
+        return Ok(Cow::Borrowed(&p.data));
+    }
+    let bytes = crate::squeeze::decompress(&p.data, p.len).map_err(Error::io("<zstd>"))?;
+    if bytes.len() != p.len {
+        return Err(Error::io("<zstd>")(std::io::Error::other(
+            "a stored frame does not hold its chunk's length",
+        )));
+    }
+    Ok(Cow::Owned(bytes))
 }
 
 /// Verifies and stores the chunks of a `Chunks` message; returns those stored. If any chunk
@@ -700,14 +737,80 @@ mod tests {
         assert_eq!(receive_chunks(&m, &store, 1 << 20).unwrap(), vec![id]);
     }
 
+    /// A run that a group would not make smaller (new files primed with an unrelated
+    /// namesake) crosses as its chunks' own frames, which the receiver keeps as they are; one
+    /// that its dictionary shrinks crosses as a group.
+    #[test]
+    fn a_run_goes_as_a_group_only_when_that_is_smaller() {
+        let store = MemStore::new();
+        let text = |seed: u64| -> Vec<u8> {
+            let mut x = seed;
+            (0..300)
+                .flat_map(|_| {
+                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    format!("{:02x}", (x >> 56) as u8).into_bytes()
+                })
+                .collect()
+        };
+        let namesake = put(&store, &text(1));
+        let new: Vec<ChunkId> = (2..6).map(|s| put(&store, &text(s))).collect();
+        let mut edited = text(1);
+        edited[10..14].copy_from_slice(b"edit");
+        let edit = put(&store, &edited);
+        let mut w = ChunksWriter::new(&store, 16 << 20);
+        // Each new file is a run of its own (a join's files, one chunk each).
+        for id in &new {
+            w.run(std::slice::from_ref(id), &[namesake]).unwrap();
+        }
+        w.run(&[edit], &[namesake]).unwrap();
+        let msgs = w.finish();
+        assert_eq!(msgs.len(), 1);
+        let alone: Vec<ChunkId> = msgs[0]
+            .chunks
+            .iter()
+            .map(|c| ChunkId::from_proto(c.id.as_ref().unwrap()).unwrap())
+            .collect();
+        assert_eq!(alone, new);
+        assert!(
+            msgs[0]
+                .chunks
+                .iter()
+                .all(|c| c.compression == proto::Compression::Zstd as i32)
+        );
+        assert_eq!(msgs[0].groups.len(), 1);
+        assert_eq!(
+            ChunkId::from_proto(&msgs[0].groups[0].ids[0]).unwrap(),
+            edit
+        );
+        // The receiver, holding the namesake, takes in all of them.
+        let there = MemStore::new();
+        put(&there, &text(1));
+        let mut got = receive_chunks(&msgs[0], &there, 1 << 20).unwrap();
+        got.sort();
+        let mut want = new.clone();
+        want.push(edit);
+        want.sort();
+        assert_eq!(got, want);
+    }
+
     /// An answer reads at most its allowance of dictionaries, whatever the runs ask: past it,
     /// runs go chunk by chunk.
     #[test]
     fn an_answer_reads_no_more_dictionaries_than_its_allowance() {
         let store = MemStore::new();
-        let dict = put(&store, &vec![3u8; 3 << 20]);
-        let ids: Vec<ChunkId> = (0..20u32)
-            .map(|i| put(&store, format!("chunk {i} ").repeat(300).as_bytes()))
+        // Random bytes: each chunk, a piece of the dictionary, is smaller only in a group.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let noise: Vec<u8> = (0..3 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let dict = put(&store, &noise);
+        let ids: Vec<ChunkId> = (0..20usize)
+            .map(|i| put(&store, &noise[i * 4096..i * 4096 + 2000]))
             .collect();
         let mut w = ChunksWriter::new(&store, 16 << 20);
         for id in &ids {

@@ -2,7 +2,8 @@
 //! compressed with a fresh context spent as long making and zeroing the context's tables as
 //! compressing (the chunk store and the chunk answers compress one chunk at a time), and
 //! making a decompression context for each chunk read was 15 % of a sender's time in a
-//! 100k-file join (`ZSTD_createDCtx`).
+//! 100k-file join (`ZSTD_createDCtx`). Frames primed with a prefix (a fetched run and the
+//! chunks it replaces) use the same contexts, which forget the prefix after each frame.
 
 use std::cell::RefCell;
 
@@ -53,6 +54,54 @@ pub(crate) fn with_cctx<R>(f: impl FnOnce(&mut CCtx<'static>) -> R) -> R {
         }
         out
     })
+}
+
+/// Runs `f` with this thread's decompression context, reset, and `prefix`, which `f` may
+/// reference (`ref_prefix`) for the one frame it reads: a fetched group of a 100k-file
+/// update names a dictionary, and a context made for each group was a fifth of the
+/// receiver's time (`ZSTD_createDCtx`). The context kept after `f` holds no reference to
+/// `prefix`: the reset after `f` drops it, and a context that cannot be reset, or that `f`
+/// unwinds through, is freed instead of kept.
+pub(crate) fn with_dctx_prefixed<R>(
+    prefix: &[u8],
+    f: impl for<'p> FnOnce(&mut DCtx<'p>, &'p [u8]) -> R,
+) -> R {
+    let mut d = DCTX
+        .with(|cell| cell.borrow_mut().take())
+        .unwrap_or_else(DCtx::create);
+    let _ = d.reset(ResetDirective::SessionAndParameters);
+    // SAFETY: `f` is generic over the prefix's lifetime, so it cannot keep the reference past
+    // its call; the context is the only holder of it after that, and the reset below removes
+    // it (resetting the parameters clears any dictionary or prefix, `ZSTD_DCtx_reset`). When
+    // that reset fails, or `f` unwinds, the context is freed with the reference unread.
+    let prefix: &'static [u8] = unsafe { &*std::ptr::from_ref(prefix) };
+    let out = f(&mut d, prefix);
+    if d.reset(ResetDirective::SessionAndParameters).is_ok() && d.sizeof() <= KEPT_CONTEXT_BYTES {
+        DCTX.with(|cell| *cell.borrow_mut() = Some(d));
+    }
+    out
+}
+
+/// [`with_dctx_prefixed`] for compression: a fetched group of a 100k-file update is
+/// compressed against its dictionary, and a context made for each was a fifth of the
+/// sender's time (`ZSTD_createCCtx`).
+pub(crate) fn with_cctx_prefixed<R>(
+    prefix: &[u8],
+    f: impl for<'p> FnOnce(&mut CCtx<'p>, &'p [u8]) -> R,
+) -> R {
+    let mut c = CCTX
+        .with(|cell| cell.borrow_mut().take())
+        .unwrap_or_else(CCtx::create);
+    let _ = c.reset(ResetDirective::SessionAndParameters);
+    // SAFETY: as in `with_dctx_prefixed`: `f` cannot keep the reference, and the reset below
+    // (`ZSTD_CCtx_reset` of the parameters) removes it from the context, which is freed
+    // instead when that fails or `f` unwinds.
+    let prefix: &'static [u8] = unsafe { &*std::ptr::from_ref(prefix) };
+    let out = f(&mut c, prefix);
+    if c.reset(ResetDirective::SessionAndParameters).is_ok() && c.sizeof() <= KEPT_CONTEXT_BYTES {
+        CCTX.with(|cell| *cell.borrow_mut() = Some(c));
+    }
+    out
 }
 
 /// One zstd frame `bytes` decompressed into at most `capacity` bytes (what

@@ -5,7 +5,7 @@
 //! since the scan. A temp file never renamed is removed. Contents are written on every core;
 //! renames happen in path order, a full batch's once the batches after it have been written
 //! for a timestamp tick (so that the next scan believes its files' stamps) and its flush is
-//! done.
+//! done, on the writer's thread while the other cores write the next files.
 //!
 //! A large file that replaces one with the stamp the last scan read it under takes the chunks
 //! the two share from the old file, and only the others from the chunk store: a small edit in
@@ -71,10 +71,12 @@ struct Temp {
 
 impl Writer<'_, '_> {
     /// Writes the queued files' contents to temp files beside them, with their modes, on
-    /// every core ([`parallel::map`](crate::parallel::map); a file is a few system calls,
-    /// most of them the kernel's work: one core leaves the others idle), and adds them to the
-    /// batch; a full batch waits for its renames ([`age`](Self::age)). A chunk missing from
-    /// the store stops the writing; any other failure is its file's.
+    /// every core ([`parallel::map_beside`](crate::parallel::map_beside); a file is a few
+    /// system calls, most of them the kernel's work: one core leaves the others idle), and
+    /// adds them to the batch; a full batch waits for its renames ([`age`](Self::age)). The
+    /// batches written before that are due are renamed meanwhile, on this thread. A chunk
+    /// missing from the store stops the writing, and so does a rename that finds its target
+    /// changed; any other failure is its file's.
     pub(crate) fn write_queued(
         &mut self,
         queue: &mut Queue<'_>,
@@ -82,11 +84,15 @@ impl Writer<'_, '_> {
     ) -> Result<(), Stop> {
         let (jobs, dirs) = queue.take();
         let ctx = self.ctx;
-        let written = {
+        let (written, renamed) = {
             let fds: Vec<BorrowedFd<'_>> = dirs.iter().map(|d| d.as_fd()).collect();
-            crate::parallel::map(jobs.len(), |i| write_temp(ctx, fds[i], &jobs[i]))
+            crate::parallel::map_beside(
+                jobs.len(),
+                |i| write_temp(ctx, fds[i], &jobs[i]),
+                || self.rename_aged(false),
+            )
         };
-        let mut stop = None;
+        let mut stop = renamed.err();
         for ((job, dir), result) in jobs.iter().zip(dirs).zip(written) {
             if self.full {
                 // As if written one by one: nothing after a full disk is, whatever fitted.
@@ -124,10 +130,10 @@ impl Writer<'_, '_> {
                 }
             }
         }
-        if let Some(stop) = stop {
-            return Err(stop);
+        match stop {
+            Some(stop) => Err(stop),
+            None => Ok(()),
         }
-        self.rename_aged(false)
     }
 
     /// A full batch waits for its renames while the next ones are written, until its last

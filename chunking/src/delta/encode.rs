@@ -334,11 +334,10 @@ fn level_for(len: usize) -> i32 {
 /// The optional header fields the receiver does not need are left out: the chunk lengths give
 /// the size and the chunk ids the check.
 pub(crate) fn zstd_compress(raw: &[u8], prefix: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
-    use zstd::zstd_safe::CCtx;
     if prefix.is_empty() {
         return crate::squeeze::with_cctx(|c| compress_with(c, raw, &[], level));
     }
-    compress_with(&mut CCtx::create(), raw, prefix, level)
+    crate::squeeze::with_cctx_prefixed(prefix, |c, prefix| compress_with(c, raw, prefix, level))
 }
 
 /// [`zstd_compress`] with a given context (fresh, or reset).
@@ -413,5 +412,45 @@ mod tests {
         assert!(zstd_decompress(&other[..other.len() / 2], &[], b.len()).is_err());
         assert_eq!(zstd_decompress(&other, &[], b.len()).unwrap(), b);
         assert_eq!(zstd_decompress(&fresh, &[], a.len()).unwrap(), a);
+    }
+
+    /// With a prefix too (a fetched group and its dictionary): the kept contexts give what
+    /// fresh ones give, whatever prefix they were given before, and keep none of it for the
+    /// next frame.
+    #[test]
+    fn kept_contexts_with_a_prefix_give_what_fresh_ones_give_and_forget_it() {
+        let base: Vec<u8> = (0..60_000u32)
+            .flat_map(|i| (i.wrapping_mul(2_654_435_761) >> 9).to_le_bytes())
+            .collect();
+        let mut edited = base.clone();
+        edited[1000..1010].copy_from_slice(b"0123456789");
+        edited.extend_from_slice(b"appended");
+        let other: Vec<u8> = (0..30_000u32).flat_map(|i| (i % 7).to_le_bytes()).collect();
+        for (raw, prefix) in [
+            (&edited, &base),
+            (&edited, &other),
+            (&other, &base),
+            (&edited, &base),
+        ] {
+            let fresh = compress_with(&mut CCtx::create(), raw, prefix, 3).unwrap();
+            assert_eq!(zstd_compress(raw, prefix, 3).unwrap(), fresh);
+            assert_eq!(zstd_decompress(&fresh, prefix, raw.len()).unwrap(), *raw);
+        }
+        let against_base = zstd_compress(&edited, &base, 3).unwrap();
+        assert!(against_base.len() < 1000, "{} bytes", against_base.len());
+        // The prefix is gone from both kept contexts: a frame made next without one is what a
+        // fresh context makes, and the frame that needs it does not read without it.
+        let plain = compress_with(&mut CCtx::create(), &edited, &[], 3).unwrap();
+        assert_eq!(zstd_compress(&edited, &[], 3).unwrap(), plain);
+        assert!(zstd_decompress(&against_base, &[], edited.len()).is_err());
+        assert_eq!(zstd_decompress(&plain, &[], edited.len()).unwrap(), edited);
+        // A failed read with a prefix leaves nothing behind either.
+        assert!(
+            zstd_decompress(&against_base[..against_base.len() / 2], &base, edited.len()).is_err()
+        );
+        assert_eq!(
+            zstd_decompress(&against_base, &base, edited.len()).unwrap(),
+            edited
+        );
     }
 }

@@ -77,9 +77,10 @@ pub(crate) fn decompress_bounded(
     if prefix.is_empty() {
         return crate::squeeze::with_dctx(|d| inflate(d, data, cap, window_log_max));
     }
-    let mut d = DCtx::create();
-    d.ref_prefix(prefix).map_err(bad)?;
-    inflate(&mut d, data, cap, window_log_max)
+    crate::squeeze::with_dctx_prefixed(prefix, |d, prefix| {
+        d.ref_prefix(prefix).map_err(bad)?;
+        inflate(d, data, cap, window_log_max)
+    })
 }
 
 fn bad(code: usize) -> Inflate {
