@@ -150,11 +150,10 @@ impl<'s> ChunksWriter<'s> {
         let mut group = Group::default();
         let mut first = 0;
         for (i, id) in ids.iter().enumerate() {
-            let packed = self
+            let (packed, bytes) = self
                 .store
-                .get_packed(id)?
+                .get_packed_and_bytes(id)?
                 .ok_or(Error::Missing { id: *id })?;
-            let bytes = unpacked(&packed)?;
             if !group.lens.is_empty() && group.raw.len() + bytes.len() > GROUP_RAW {
                 self.group(&ids[first..i], &mut group, dictionary, &prefix)?;
                 first = i;
@@ -212,7 +211,8 @@ impl<'s> ChunksWriter<'s> {
         // Each id and length, and each dictionary id, framed.
         let size = data.len() + 40 * ids.len() + 36 * dictionary.len();
         let alone: usize = packed.iter().map(|p| p.data.len() + 40).sum();
-        if data.len() >= raw.len() || alone <= size {
+        // (A group no smaller than its raw bytes is never smaller than the frames either.)
+        if alone <= size {
             for (id, p) in ids.iter().zip(packed) {
                 self.packed(id, p);
             }
@@ -254,20 +254,6 @@ struct Group {
     raw: Vec<u8>,
     lens: Vec<u32>,
     packed: Vec<Packed>,
-}
-
-/// The bytes of a chunk as its store keeps it (checked by the store when it was read).
-fn unpacked(p: &Packed) -> Result<Cow<'_, [u8]>, Error> {
-    if !p.zstd {
-        return Ok(Cow::Borrowed(&p.data));
-    }
-    let bytes = crate::squeeze::decompress(&p.data, p.len).map_err(Error::io("<zstd>"))?;
-    if bytes.len() != p.len {
-        return Err(Error::io("<zstd>")(std::io::Error::other(
-            "a stored frame does not hold its chunk's length",
-        )));
-    }
-    Ok(Cow::Owned(bytes))
 }
 
 /// Verifies and stores the chunks of a `Chunks` message; returns those stored. If any chunk

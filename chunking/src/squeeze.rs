@@ -6,6 +6,7 @@
 //! chunks it replaces) use the same contexts, which forget the prefix after each frame.
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use zstd::bulk::{Compressor, Decompressor};
 use zstd::zstd_safe::{CCtx, DCtx, ResetDirective};
@@ -60,26 +61,12 @@ pub(crate) fn with_cctx<R>(f: impl FnOnce(&mut CCtx<'static>) -> R) -> R {
 /// reference (`ref_prefix`) for the one frame it reads: a fetched group of a 100k-file
 /// update names a dictionary, and a context made for each group was a fifth of the
 /// receiver's time (`ZSTD_createDCtx`). The context kept after `f` holds no reference to
-/// `prefix`: the reset after `f` drops it, and a context that cannot be reset, or that `f`
-/// unwinds through, is freed instead of kept.
+/// `prefix` (see [`with_kept_prefixed`]).
 pub(crate) fn with_dctx_prefixed<R>(
     prefix: &[u8],
     f: impl for<'p> FnOnce(&mut DCtx<'p>, &'p [u8]) -> R,
 ) -> R {
-    let mut d = DCTX
-        .with(|cell| cell.borrow_mut().take())
-        .unwrap_or_else(DCtx::create);
-    let _ = d.reset(ResetDirective::SessionAndParameters);
-    // SAFETY: `f` is generic over the prefix's lifetime, so it cannot keep the reference past
-    // its call; the context is the only holder of it after that, and the reset below removes
-    // it (resetting the parameters clears any dictionary or prefix, `ZSTD_DCtx_reset`). When
-    // that reset fails, or `f` unwinds, the context is freed with the reference unread.
-    let prefix: &'static [u8] = unsafe { &*std::ptr::from_ref(prefix) };
-    let out = f(&mut d, prefix);
-    if d.reset(ResetDirective::SessionAndParameters).is_ok() && d.sizeof() <= KEPT_CONTEXT_BYTES {
-        DCTX.with(|cell| *cell.borrow_mut() = Some(d));
-    }
-    out
+    with_kept_prefixed::<DCtx<'static>, R>(prefix, |d, p| f(d, p))
 }
 
 /// [`with_dctx_prefixed`] for compression: a fetched group of a 100k-file update is
@@ -89,17 +76,63 @@ pub(crate) fn with_cctx_prefixed<R>(
     prefix: &[u8],
     f: impl for<'p> FnOnce(&mut CCtx<'p>, &'p [u8]) -> R,
 ) -> R {
-    let mut c = CCTX
-        .with(|cell| cell.borrow_mut().take())
-        .unwrap_or_else(CCtx::create);
-    let _ = c.reset(ResetDirective::SessionAndParameters);
-    // SAFETY: as in `with_dctx_prefixed`: `f` cannot keep the reference, and the reset below
-    // (`ZSTD_CCtx_reset` of the parameters) removes it from the context, which is freed
-    // instead when that fails or `f` unwinds.
+    with_kept_prefixed::<CCtx<'static>, R>(prefix, |c, p| f(c, p))
+}
+
+/// A zstd context kept per thread.
+trait Kept: Sized + 'static {
+    fn slot() -> &'static LocalKey<RefCell<Option<Self>>>;
+    fn create() -> Self;
+    /// Back to a fresh context's parameters, no dictionary or prefix referenced (resetting
+    /// the parameters clears them: `ZSTD_CCtx_reset`, `ZSTD_DCtx_reset`); false if it could
+    /// not be.
+    fn clear(&mut self) -> bool;
+    fn size(&self) -> usize;
+}
+
+/// [`Kept`] for a zstd context type kept in `$slot` (both kinds have the same methods).
+macro_rules! kept {
+    ($ctx:ident, $slot:ident) => {
+        impl Kept for $ctx<'static> {
+            fn slot() -> &'static LocalKey<RefCell<Option<Self>>> {
+                &$slot
+            }
+            fn create() -> Self {
+                $ctx::create()
+            }
+            fn clear(&mut self) -> bool {
+                self.reset(ResetDirective::SessionAndParameters).is_ok()
+            }
+            fn size(&self) -> usize {
+                self.sizeof()
+            }
+        }
+    };
+}
+kept!(DCtx, DCTX);
+kept!(CCtx, CCTX);
+
+/// Runs `f` with this thread's context of kind `C` (a new one if there is none, or if it is
+/// in use further up this thread's stack), cleared, and `prefix`. Its two callers give it
+/// only closures generic over the prefix's lifetime, which cannot keep the reference past
+/// their call.
+fn with_kept_prefixed<C: Kept, R>(prefix: &[u8], f: impl FnOnce(&mut C, &'static [u8]) -> R) -> R {
+    let mut c = C::slot()
+        .with(|cell| cell.try_borrow_mut().ok().and_then(|mut slot| slot.take()))
+        .unwrap_or_else(C::create);
+    c.clear();
+    // SAFETY: `f` cannot keep the reference (its callers' closures are generic over its
+    // lifetime), so after `f` the context is its only holder, and `clear` removes it from the
+    // context before the context is kept. A context that cannot be cleared, or that `f`
+    // unwinds through, is freed with the reference unread.
     let prefix: &'static [u8] = unsafe { &*std::ptr::from_ref(prefix) };
     let out = f(&mut c, prefix);
-    if c.reset(ResetDirective::SessionAndParameters).is_ok() && c.sizeof() <= KEPT_CONTEXT_BYTES {
-        CCTX.with(|cell| *cell.borrow_mut() = Some(c));
+    if c.clear() && c.size() <= KEPT_CONTEXT_BYTES {
+        C::slot().with(|cell| {
+            if let Ok(mut slot) = cell.try_borrow_mut() {
+                *slot = Some(c);
+            }
+        });
     }
     out
 }
@@ -131,7 +164,8 @@ pub(crate) fn compress(bytes: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{compress, decompress};
+    use super::{CCTX, DCTX, compress, decompress, with_cctx_prefixed, with_dctx_prefixed};
+    use zstd::zstd_safe::CCtx;
 
     #[test]
     fn the_kept_context_gives_what_a_fresh_one_gives() {
@@ -146,6 +180,35 @@ mod tests {
                 assert_eq!(decompress(&kept, part.len()).unwrap(), part);
             }
         }
+    }
+
+    /// A context is kept with no prefix referenced, whatever `f` did with it: compressed
+    /// from as it was kept, without a reset, the bytes are what a fresh context makes; and a
+    /// frame that needs the prefix does not read with the kept decompression context.
+    #[test]
+    fn a_kept_context_holds_no_prefix_after_its_use() {
+        let prefix: Vec<u8> = (0..20_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let mut raw = prefix[..15_000].to_vec();
+        raw[100..104].copy_from_slice(b"edit");
+        with_cctx_prefixed(&prefix, |c, p| c.ref_prefix(p).unwrap());
+        let mut kept = CCTX.with(|cell| cell.borrow_mut().take()).expect("kept");
+        let mut from_kept = Vec::with_capacity(zstd::zstd_safe::compress_bound(raw.len()));
+        kept.compress2(&mut from_kept, &raw).unwrap();
+        let mut fresh = Vec::with_capacity(zstd::zstd_safe::compress_bound(raw.len()));
+        CCtx::create().compress2(&mut fresh, &raw).unwrap();
+        assert_eq!(from_kept, fresh);
+
+        let mut primed = CCtx::create();
+        primed.ref_prefix(&prefix).unwrap();
+        let mut needs = Vec::with_capacity(zstd::zstd_safe::compress_bound(raw.len()));
+        primed.compress2(&mut needs, &raw).unwrap();
+        assert!(needs.len() < raw.len() / 4, "{} bytes", needs.len());
+        with_dctx_prefixed(&prefix, |d, p| d.ref_prefix(p).unwrap());
+        let mut kept = DCTX.with(|cell| cell.borrow_mut().take()).expect("kept");
+        let mut out = Vec::with_capacity(raw.len());
+        assert!(kept.decompress(&mut out, &needs).is_err());
     }
 
     #[test]

@@ -81,6 +81,15 @@ pub trait ChunkStore: Send + Sync {
         }
     }
 
+    /// [`get_packed`](Self::get_packed) and the chunk's bytes, from one read: a store that
+    /// keeps the frame gives the bytes it decompressed to check it.
+    fn get_packed_and_bytes(&self, id: &ChunkId) -> Result<Option<(Packed, Vec<u8>)>, Error> {
+        match self.get(id)? {
+            Some(bytes) => Ok(Some((Packed::of(bytes.clone())?, bytes))),
+            None => Ok(None),
+        }
+    }
+
     /// Stores `bytes` under `id`, as [`put`](Self::put), when they arrived as the zstd
     /// `frame` (which the caller decompressed to `bytes` and checked against `id`): a store
     /// that keeps chunks compressed keeps that frame rather than compress them again.
@@ -288,6 +297,25 @@ impl Checked {
     /// The chunk's bytes.
     fn bytes(self) -> Vec<u8> {
         self.inflated.unwrap_or(self.body)
+    }
+
+    /// The record as it is kept and sent, and the chunk's bytes.
+    fn both(self) -> (Packed, Vec<u8>) {
+        match self.inflated {
+            Some(bytes) => {
+                let len = bytes.len();
+                let packed = Packed {
+                    zstd: self.zstd,
+                    data: self.body,
+                    len,
+                };
+                (packed, bytes)
+            }
+            None => {
+                let bytes = self.body.clone();
+                (self.packed(), bytes)
+            }
+        }
     }
 
     /// The record as it is kept and sent.
@@ -882,6 +910,10 @@ impl ChunkStore for DiskStore {
     /// compression.
     fn get_packed(&self, id: &ChunkId) -> Result<Option<Packed>, Error> {
         Ok(self.checked(id)?.map(Checked::packed))
+    }
+
+    fn get_packed_and_bytes(&self, id: &ChunkId) -> Result<Option<(Packed, Vec<u8>)>, Error> {
+        Ok(self.checked(id)?.map(Checked::both))
     }
 
     fn put(&self, id: &ChunkId, bytes: &[u8]) -> Result<(), Error> {

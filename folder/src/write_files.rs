@@ -84,6 +84,10 @@ impl Writer<'_, '_> {
     ) -> Result<(), Stop> {
         let (jobs, dirs) = queue.take();
         let ctx = self.ctx;
+        // The waiting batches are within their bounds before this queue's temp files open,
+        // so a write's descriptors stay as counted (see `DIRS_KEPT`); those due by time are
+        // renamed beside the writes.
+        self.rename_over_bounds()?;
         let (written, renamed) = {
             let fds: Vec<BorrowedFd<'_>> = dirs.iter().map(|d| d.as_fd()).collect();
             crate::parallel::map_beside(
@@ -94,6 +98,13 @@ impl Writer<'_, '_> {
         };
         let mut stop = renamed.err();
         for ((job, dir), result) in jobs.iter().zip(dirs).zip(written) {
+            if stop.is_some() {
+                // Nothing is renamed after a stop: no batch (and no flush) for these.
+                if let Ok(t) = result {
+                    let _ = c::unlink_at(dir.as_fd(), &t.name);
+                }
+                continue;
+            }
             if self.full {
                 // As if written one by one: nothing after a full disk is, whatever fitted.
                 if let Ok(t) = result {
@@ -124,7 +135,7 @@ impl Writer<'_, '_> {
                     }
                 }
                 Err(ContentError::Io(e)) => self.io_fail(job.path, &e),
-                // The files written beside it are in the batch: removed when it is dropped.
+                // The files written before it are in the batch: removed when it is dropped.
                 Err(ContentError::Chunks(e)) => {
                     stop.get_or_insert(Stop::Chunks(e));
                 }
@@ -162,9 +173,7 @@ impl Writer<'_, '_> {
     pub(crate) fn rename_aged(&mut self, all: bool) -> Result<(), Stop> {
         while let Some(front) = self.aging.front() {
             let due = all
-                || self.aging.len() > AGING_MAX
-                || self.aging.iter().map(|b| b.dirs).sum::<usize>() > AGING_DIRS
-                || self.aging.iter().map(|b| b.bytes).sum::<u64>() > AGING_BYTES
+                || self.over_bounds()
                 || (front.last_write().is_none_or(|t| t.elapsed() >= FINE_TICK)
                     && front
                         .flush
@@ -172,6 +181,23 @@ impl Writer<'_, '_> {
             if !due {
                 break;
             }
+            let mut oldest = self.aging.pop_front().expect("a batch is waiting");
+            self.commit(&mut oldest)?;
+        }
+        Ok(())
+    }
+
+    /// More batches wait, or they hold more bytes or directory handles, than
+    /// [`AGING_MAX`], [`AGING_BYTES`] and [`AGING_DIRS`] allow.
+    fn over_bounds(&self) -> bool {
+        self.aging.len() > AGING_MAX
+            || self.aging.iter().map(|b| b.dirs).sum::<usize>() > AGING_DIRS
+            || self.aging.iter().map(|b| b.bytes).sum::<u64>() > AGING_BYTES
+    }
+
+    /// Commits the oldest waiting batches while they are over their bounds.
+    fn rename_over_bounds(&mut self) -> Result<(), Stop> {
+        while self.over_bounds() {
             let mut oldest = self.aging.pop_front().expect("a batch is waiting");
             self.commit(&mut oldest)?;
         }
