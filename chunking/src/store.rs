@@ -387,14 +387,15 @@ struct Writer {
 /// the space of packs that are mostly garbage.
 pub struct DiskStore {
     root: PathBuf,
-    index: redb::Database,
-    writer: Mutex<Writer>,
-    readers: Mutex<HashMap<u32, Arc<fs::File>>>,
     /// The index as of its last write, for lookups ([`locate`](Self::locate)): a read
     /// transaction and its table opened for each lookup was a sixth of a scan of 100k new
     /// files. Every write to the index drops it once committed (a chunk removed must not be
-    /// found, nor one indexed missed), and the next lookup opens it again.
+    /// found, nor one indexed missed), and the next lookup opens it again. (Declared before
+    /// `index`, so that it is dropped before the database closes.)
     snapshot: Mutex<Option<Arc<IndexTable>>>,
+    index: redb::Database,
+    writer: Mutex<Writer>,
+    readers: Mutex<HashMap<u32, Arc<fs::File>>>,
     level: i32,
 }
 
@@ -522,7 +523,6 @@ impl DiskStore {
         Ok(out)
     }
 
-    /// Commits the buffered index entries; with `durable`, after fsyncing the packs.
     /// The index as of its last write ([`snapshot`](Self::snapshot)). A lookup that found
     /// nothing in the writer's pending entries reads it after: an entry leaves them only in
     /// a commit, which holds the writer and drops the snapshot before it lets go.
@@ -542,6 +542,7 @@ impl DiskStore {
         *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    /// Commits the buffered index entries; with `durable`, after fsyncing the packs.
     fn commit(&self, w: &mut Writer, durable: bool) -> Result<(), Error> {
         if durable {
             for pack in w.unsynced.drain(..) {
