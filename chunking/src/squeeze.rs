@@ -30,31 +30,18 @@ const KEPT_CONTEXT_BYTES: usize = 1 << 20;
 
 /// Runs `f` with this thread's decompression context, reset (session and parameters).
 pub(crate) fn with_dctx<R>(f: impl FnOnce(&mut DCtx<'static>) -> R) -> R {
-    DCTX.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let d = slot.get_or_insert_with(DCtx::create);
-        // Resetting a valid context cannot fail.
-        let _ = d.reset(ResetDirective::SessionAndParameters);
-        let out = f(d);
-        if d.sizeof() > KEPT_CONTEXT_BYTES {
-            *slot = None;
-        }
-        out
-    })
+    let mut d = take_kept::<DCtx<'static>>();
+    let out = f(&mut d);
+    keep(d);
+    out
 }
 
 /// Runs `f` with this thread's compression context, reset (session and parameters).
 pub(crate) fn with_cctx<R>(f: impl FnOnce(&mut CCtx<'static>) -> R) -> R {
-    CCTX.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let c = slot.get_or_insert_with(CCtx::create);
-        let _ = c.reset(ResetDirective::SessionAndParameters);
-        let out = f(c);
-        if c.sizeof() > KEPT_CONTEXT_BYTES {
-            *slot = None;
-        }
-        out
-    })
+    let mut c = take_kept::<CCtx<'static>>();
+    let out = f(&mut c);
+    keep(c);
+    out
 }
 
 /// Runs `f` with this thread's decompression context, reset, and `prefix`, which `f` may
@@ -117,16 +104,30 @@ kept!(CCtx, CCTX);
 /// only closures generic over the prefix's lifetime, which cannot keep the reference past
 /// their call.
 fn with_kept_prefixed<C: Kept, R>(prefix: &[u8], f: impl FnOnce(&mut C, &'static [u8]) -> R) -> R {
-    let mut c = C::slot()
-        .with(|cell| cell.try_borrow_mut().ok().and_then(|mut slot| slot.take()))
-        .unwrap_or_else(C::create);
-    c.clear();
+    let mut c = take_kept::<C>();
     // SAFETY: `f` cannot keep the reference (its callers' closures are generic over its
-    // lifetime), so after `f` the context is its only holder, and `clear` removes it from the
+    // lifetime), so after `f` the context is its only holder, and `keep` clears it from the
     // context before the context is kept. A context that cannot be cleared, or that `f`
     // unwinds through, is freed with the reference unread.
     let prefix: &'static [u8] = unsafe { &*std::ptr::from_ref(prefix) };
     let out = f(&mut c, prefix);
+    keep(c);
+    out
+}
+
+/// This thread's context of kind `C`, cleared: the one kept, or a new one if there is none
+/// (or it is in use further up this thread's stack).
+fn take_kept<C: Kept>() -> C {
+    let mut c = C::slot()
+        .with(|cell| cell.try_borrow_mut().ok().and_then(|mut slot| slot.take()))
+        .unwrap_or_else(C::create);
+    c.clear();
+    c
+}
+
+/// Keeps `c` for this thread's next use once cleared (nothing referenced, no parameters
+/// left); one that cannot be cleared, or has grown past [`KEPT_CONTEXT_BYTES`], is freed.
+fn keep<C: Kept>(mut c: C) {
     if c.clear() && c.size() <= KEPT_CONTEXT_BYTES {
         C::slot().with(|cell| {
             if let Ok(mut slot) = cell.try_borrow_mut() {
@@ -134,7 +135,6 @@ fn with_kept_prefixed<C: Kept, R>(prefix: &[u8], f: impl FnOnce(&mut C, &'static
             }
         });
     }
-    out
 }
 
 /// One zstd frame `bytes` decompressed into at most `capacity` bytes (what

@@ -141,10 +141,7 @@ impl Writer<'_, '_> {
                 }
             }
         }
-        match stop {
-            Some(stop) => Err(stop),
-            None => Ok(()),
-        }
+        stop.map_or(Ok(()), Err)
     }
 
     /// A full batch waits for its renames while the next ones are written, until its last
