@@ -281,6 +281,10 @@ const WRITEBACK_EVERY: u64 = 8 << 20;
 /// The largest chunk a record may hold (fastcdc's bound).
 const MAX_CHUNK: u64 = 16 << 20;
 
+/// Lookups a read makes for a record whose pack is gone before it reports the pack lost: each
+/// one past the first means a compaction finished between the read's lookup and its open.
+const RELOOKUPS: usize = 4;
+
 /// Bytes in front of every record: the chunk id, the format byte, the payload length.
 const RECORD_HEADER: usize = 32 + 1 + 4;
 
@@ -479,15 +483,47 @@ impl DiskStore {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn reader(&self, pack: u32) -> Result<Arc<fs::File>, Error> {
+    /// Pack `pack`, opened once and kept; `None` when it no longer exists (compaction deleted
+    /// it). The file is opened under the readers' lock, which compaction also holds while it
+    /// forgets and deletes a pack: a handle is never kept to a deleted pack.
+    fn reader(&self, pack: u32) -> Result<Option<Arc<fs::File>>, Error> {
         let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = readers.get(&pack) {
-            return Ok(f.clone());
+            return Ok(Some(f.clone()));
         }
         let path = self.pack_path(pack);
-        let f = Arc::new(fs::File::open(&path).map_err(Error::io(&path))?);
+        let f = match fs::File::open(&path) {
+            Ok(f) => Arc::new(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path)(e)),
+        };
         readers.insert(pack, f.clone());
-        Ok(f)
+        Ok(Some(f))
+    }
+
+    /// The pack holding `id`'s record, and where in it, from `loc` (a lookup's answer): a
+    /// pack deleted since the lookup means compaction moved the record, so `id` is looked up
+    /// again. `None` when `id` is no longer stored. A handle once returned reads the pack
+    /// even if it is deleted meanwhile.
+    fn open_record(
+        &self,
+        id: &ChunkId,
+        mut loc: Location,
+    ) -> Result<Option<(Arc<fs::File>, Location)>, Error> {
+        // Each new location is one more compaction run between a lookup and its read.
+        for _ in 0..RELOOKUPS {
+            if let Some(file) = self.reader(loc.pack)? {
+                return Ok(Some((file, loc)));
+            }
+            match self.locate(id)? {
+                None => return Ok(None),
+                Some(moved) if moved != loc => loc = moved,
+                // Still indexed in a pack that is gone: lost, not moved.
+                Some(_) => break,
+            }
+        }
+        let path = self.pack_path(loc.pack);
+        Err(Error::io(&path)(std::io::ErrorKind::NotFound.into()))
     }
 
     /// Where `id` is stored, if it is.
@@ -641,8 +677,10 @@ impl DiskStore {
 
     /// The length of the chunk `id` whose record is at `loc`: from the record's header (a raw
     /// record's length, a frame's stated content size), else by reading it.
-    fn len_at(&self, id: &ChunkId, loc: Location) -> Result<u32, Error> {
-        let file = self.reader(loc.pack)?;
+    fn len_at(&self, id: &ChunkId, loc: Location) -> Result<Option<u32>, Error> {
+        let Some((file, loc)) = self.open_record(id, loc)? else {
+            return Ok(None);
+        };
         let mut head = [0u8; RECORD_HEADER + 18];
         let n = (loc.len as usize).min(head.len());
         if std::os::unix::fs::FileExt::read_exact_at(&*file, &mut head[..n], loc.offset).is_ok()
@@ -651,47 +689,47 @@ impl DiskStore {
         {
             let len = u32::from_le_bytes([head[33], head[34], head[35], head[36]]);
             match head[32] {
-                RAW => return Ok(len),
+                RAW => return Ok(Some(len)),
                 ZSTD => {
                     if let Ok(Some(size)) =
                         zstd::zstd_safe::get_frame_content_size(&head[RECORD_HEADER..n])
                         && size <= MAX_CHUNK
                     {
-                        return Ok(size as u32);
+                        return Ok(Some(size as u32));
                     }
                 }
                 _ => {}
             }
         }
-        match self.checked(id)? {
-            Some(c) => Ok(c.bytes().len() as u32),
-            None => Err(Error::Missing { id: *id }),
-        }
+        Ok(self.checked(id)?.map(|c| c.bytes().len() as u32))
     }
 
     /// Reads and checks the record at `loc`: its header must name `id`, and its bytes must
     /// decompress to content that hashes to `id`. Its header and its body are read in one
     /// call into buffers of their own, so the body is never copied out of the record.
-    fn read_checked(&self, id: &ChunkId, loc: Location) -> Result<Option<Checked>, Error> {
-        let file = self.reader(loc.pack)?;
-        let Some(body_len) = (loc.len as usize).checked_sub(RECORD_HEADER) else {
-            return Ok(None);
-        };
+    fn read_checked(file: &fs::File, id: &ChunkId, loc: Location) -> Option<Checked> {
+        let body_len = (loc.len as usize).checked_sub(RECORD_HEADER)?;
         let mut head = [0u8; RECORD_HEADER];
         let mut body = vec![0u8; body_len];
-        if read_both_at(&file, &mut head, &mut body, loc.offset).is_err() {
-            return Ok(None);
-        }
-        Ok(check_record(id, &head, body))
+        read_both_at(file, &mut head, &mut body, loc.offset).ok()?;
+        check_record(id, &head, body)
     }
 
     /// The record of `id` and its bytes; a record that does not check out is dropped (and
     /// fetched again by whoever needs it).
     fn checked(&self, id: &ChunkId) -> Result<Option<Checked>, Error> {
-        let Some(loc) = self.locate(id)? else {
+        match self.locate(id)? {
+            Some(loc) => self.checked_from(id, loc),
+            None => Ok(None),
+        }
+    }
+
+    /// [`checked`](Self::checked), the record looked up at `loc`, which may have moved since.
+    fn checked_from(&self, id: &ChunkId, loc: Location) -> Result<Option<Checked>, Error> {
+        let Some((file, loc)) = self.open_record(id, loc)? else {
             return Ok(None);
         };
-        match self.read_checked(id, loc)? {
+        match Self::read_checked(&file, id, loc) {
             Some(both) => Ok(Some(both)),
             None => {
                 tracing::warn!(chunk = %id, store = %self.root.display(), "corrupt chunk dropped; it will be fetched again");
@@ -704,8 +742,9 @@ impl DiskStore {
     /// Reclaims the space of removed chunks: every closed pack in which less than half the
     /// bytes are still indexed has its live records copied to the current pack, and is deleted
     /// once the index pointing at the copies is durable. Returns the bytes freed. Safe to run
-    /// while others read and write: readers holding an old location read the old pack until it
-    /// is gone, and then find the new location on their next lookup.
+    /// while others read and write: a read holding an old location reads the old pack if it
+    /// opened it before the pack was deleted, and otherwise looks the chunk up again
+    /// ([`open_record`](Self::open_record)).
     fn compact_packs(&self) -> Result<u64, Error> {
         // Live bytes per pack, from the index.
         let mut live: HashMap<u32, (u64, Vec<(ChunkId, Location)>)> = HashMap::new();
@@ -747,17 +786,20 @@ impl DiskStore {
             for (id, loc) in live.remove(&pack).map(|l| l.1).unwrap_or_default() {
                 // A record that no longer checks out is dropped rather than copied; one that
                 // does is copied as it is kept (a raw chunk is not compressed on the way).
-                if let Some(c) = self.read_checked(&id, loc)? {
+                let record = self.open_record(&id, loc)?;
+                if let Some(c) = record.and_then(|(file, at)| Self::read_checked(&file, &id, at)) {
                     self.append_body(&id, if c.zstd { ZSTD } else { RAW }, &c.body, true)?;
                 }
             }
             self.sync()?;
-            self.readers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&pack);
+            // Forgotten and deleted under the readers' lock: a read that looked a record up
+            // in this pack either opened it before (and reads its own handle) or finds it gone
+            // and looks the record up again, now in its new place.
+            let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+            readers.remove(&pack);
             let path = self.pack_path(pack);
             fs::remove_file(&path).map_err(Error::io(&path))?;
+            drop(readers);
             freed += garbage;
         }
         Ok(freed)
@@ -922,7 +964,7 @@ impl ChunkStore for DiskStore {
     /// without reading its body; a record that states neither is read whole.
     fn len_of(&self, id: &ChunkId) -> Result<Option<u32>, Error> {
         match self.locate(id)? {
-            Some(loc) => self.len_at(id, loc).map(Some),
+            Some(loc) => self.len_at(id, loc),
             None => Ok(None),
         }
     }
@@ -931,7 +973,10 @@ impl ChunkStore for DiskStore {
     fn lens_of(&self, ids: &[ChunkId]) -> Result<Vec<Option<u32>>, Error> {
         ids.iter()
             .zip(self.locate_all(ids)?)
-            .map(|(id, loc)| loc.map(|l| self.len_at(id, l)).transpose())
+            .map(|(id, loc)| match loc {
+                Some(l) => self.len_at(id, l),
+                None => Ok(None),
+            })
             .collect()
     }
 
@@ -1252,6 +1297,94 @@ mod tests {
             10,
             "the moved chunks were indexed durably"
         );
+    }
+
+    /// A read that looked a chunk up just before compaction moved it and deleted its pack
+    /// finds it in its new place (it reported an I/O error), and keeps no handle to the
+    /// deleted pack.
+    #[test]
+    fn a_read_racing_compaction_finds_the_chunk_where_it_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunk = |i: u64| -> Vec<u8> { crate::testdata::pseudo_random(100_000, i) };
+        {
+            let s = DiskStore::open(dir.path()).unwrap();
+            for i in 0..8 {
+                s.put(&ChunkId::of(&chunk(i)), &chunk(i)).unwrap();
+            }
+            s.sync().unwrap();
+        }
+        let s = DiskStore::open(dir.path()).unwrap();
+        for i in 2..8 {
+            s.remove(&ChunkId::of(&chunk(i))).unwrap();
+        }
+        // Two reads look chunks up; then compaction moves both and deletes their pack, and
+        // one of them is removed.
+        let (id, gone) = (ChunkId::of(&chunk(0)), ChunkId::of(&chunk(1)));
+        let before = s.locate(&id).unwrap().unwrap();
+        let gone_at = s.locate(&gone).unwrap().unwrap();
+        assert_eq!((before.pack, gone_at.pack), (1, 1));
+        s.compact().unwrap();
+        assert!(!s.pack_path(1).exists());
+        s.remove(&gone).unwrap();
+
+        let got = s.checked_from(&id, before).unwrap().map(Checked::bytes);
+        assert_eq!(
+            got.map(|b| ChunkId::of(&b)),
+            Some(id),
+            "read where it moved"
+        );
+        assert_eq!(s.len_at(&id, before).unwrap(), Some(100_000));
+        assert!(s.checked_from(&gone, gone_at).unwrap().is_none(), "removed");
+        assert_eq!(s.len_at(&gone, gone_at).unwrap(), None);
+        let kept = s.readers.lock().unwrap();
+        assert!(!kept.contains_key(&1), "no handle kept to the deleted pack");
+    }
+
+    /// Reads running while compaction moves their chunks all get them, and no handle to a
+    /// deleted pack outlives them.
+    #[test]
+    fn reads_during_compaction_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunk = |i: u64| -> Vec<u8> { crate::testdata::pseudo_random(20_000, i) };
+        for round in 0..6u64 {
+            let ids: Vec<u64> = (round * 100..round * 100 + 100).collect();
+            {
+                let s = DiskStore::open(dir.path()).unwrap();
+                for &i in &ids {
+                    s.put(&ChunkId::of(&chunk(i)), &chunk(i)).unwrap();
+                }
+                s.sync().unwrap();
+            }
+            let s = DiskStore::open(dir.path()).unwrap();
+            for &i in ids.iter().filter(|i| *i % 4 != 0) {
+                s.remove(&ChunkId::of(&chunk(i))).unwrap();
+            }
+            let live: Vec<u64> = (0..=round * 100 + 99).filter(|i| i % 4 == 0).collect();
+            let done = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|scope| {
+                for t in 0..3 {
+                    let (s, live, done) = (&s, &live, &done);
+                    scope.spawn(move || {
+                        let mut k = t;
+                        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                            let i = live[k % live.len()];
+                            let got = s.get(&ChunkId::of(&chunk(i))).unwrap();
+                            assert_eq!(got.map(|b| b.len()), Some(20_000), "chunk {i}");
+                            k += 7;
+                        }
+                    });
+                }
+                s.compact().unwrap();
+                done.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            let kept = s.readers.lock().unwrap();
+            for pack in kept.keys() {
+                assert!(
+                    s.pack_path(*pack).exists(),
+                    "a handle kept to deleted pack {pack}"
+                );
+            }
+        }
     }
 
     /// Many small chunks stored as a scan stores them (then one sync) leave an index a few
