@@ -225,6 +225,7 @@ impl Engine {
                 if !extra {
                     self.last_shared.insert(from, rx.target);
                 }
+                tracing::debug!(to = from, version = ?rx.target, "stored; the leader is told");
                 ctx!(self).send(from, Message::Stored { version: rx.target });
                 Vec::new()
             }

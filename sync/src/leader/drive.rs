@@ -129,6 +129,7 @@ impl Leader {
             }
         }
         if let Some(p) = proposal {
+            tracing::debug!(version = ?p.version, "proposed");
             ctx.out.push(Action::Propose(p));
         }
         Ok(Vec::new())

@@ -401,6 +401,7 @@ impl Leader {
 
     /// `from` holds `version` durably.
     pub fn on_stored(&mut self, from: NodeId, version: VersionId) {
+        tracing::debug!(from, ?version, "a member stored a version");
         self.offers.remove(&(from, version));
         if let Some(c) = self.candidate.as_mut() {
             if c.version == version {

@@ -264,6 +264,7 @@ impl Transfers {
             }
             // Every window arrived: their queue (an id per chunk fetched, ~3 MB for a 100k-file
             // join) goes before the version is built. Chunks still missing get windows anew.
+            tracing::debug!(from, slot, "every window arrived");
             self.windows.remove(&(from, slot));
             // Taken, not copied (a version of 100,000 files is a delta of ~10 MB), and not
             // checked again: one still missing chunks goes back in.
