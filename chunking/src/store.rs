@@ -1285,17 +1285,21 @@ mod tests {
         }
     }
 
+    /// Stores `chunks` in a store at `dir` and closes it: its pack is closed, as compaction
+    /// wants the packs it reclaims.
+    fn stored_and_closed(dir: &Path, chunks: impl Iterator<Item = Vec<u8>>) {
+        let s = DiskStore::open(dir).unwrap();
+        for c in chunks {
+            s.put(&ChunkId::of(&c), &c).unwrap();
+        }
+        s.sync().unwrap();
+    }
+
     #[test]
     fn compaction_frees_removed_chunks_and_keeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let chunk = |i: u64| -> Vec<u8> { crate::testdata::pseudo_random(100_000, i) };
-        {
-            let s = DiskStore::open(dir.path()).unwrap();
-            for i in 0..40 {
-                s.put(&ChunkId::of(&chunk(i)), &chunk(i)).unwrap();
-            }
-            s.sync().unwrap();
-        }
+        stored_and_closed(dir.path(), (0..40).map(chunk));
         // Reopen, so the first pack is closed; then remove three chunks in four.
         let s = DiskStore::open(dir.path()).unwrap();
         for i in (0..40).filter(|i| i % 4 != 0) {
@@ -1328,13 +1332,7 @@ mod tests {
     fn a_read_racing_compaction_finds_the_chunk_where_it_moved() {
         let dir = tempfile::tempdir().unwrap();
         let chunk = |i: u64| -> Vec<u8> { crate::testdata::pseudo_random(100_000, i) };
-        {
-            let s = DiskStore::open(dir.path()).unwrap();
-            for i in 0..8 {
-                s.put(&ChunkId::of(&chunk(i)), &chunk(i)).unwrap();
-            }
-            s.sync().unwrap();
-        }
+        stored_and_closed(dir.path(), (0..8).map(chunk));
         let s = DiskStore::open(dir.path()).unwrap();
         for i in 2..8 {
             s.remove(&ChunkId::of(&chunk(i))).unwrap();
@@ -1370,13 +1368,7 @@ mod tests {
         let chunk = |i: u64| -> Vec<u8> { crate::testdata::pseudo_random(2_000, i) };
         for round in 0..3u64 {
             let ids: Vec<u64> = (round * 4_000..round * 4_000 + 4_000).collect();
-            {
-                let s = DiskStore::open(dir.path()).unwrap();
-                for &i in &ids {
-                    s.put(&ChunkId::of(&chunk(i)), &chunk(i)).unwrap();
-                }
-                s.sync().unwrap();
-            }
+            stored_and_closed(dir.path(), ids.iter().map(|&i| chunk(i)));
             let s = DiskStore::open(dir.path()).unwrap();
             for &i in ids.iter().filter(|i| *i % 4 != 0) {
                 s.remove(&ChunkId::of(&chunk(i))).unwrap();
