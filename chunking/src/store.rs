@@ -764,7 +764,9 @@ impl DiskStore {
         // deleted, and its chunks lost.)
         let current = {
             let mut w = self.writer();
-            self.commit(&mut w, false)?;
+            if !w.pending.is_empty() {
+                self.commit(&mut w, false)?;
+            }
             w.pack
         };
         // Live bytes per pack, from the index.
@@ -1285,26 +1287,34 @@ mod tests {
         }
     }
 
-    /// Stores `chunks` in a store at `dir` and closes it: its pack is closed, as compaction
-    /// wants the packs it reclaims.
-    fn stored_and_closed(dir: &Path, chunks: impl Iterator<Item = Vec<u8>>) {
-        let s = DiskStore::open(dir).unwrap();
-        for c in chunks {
-            s.put(&ChunkId::of(&c), &c).unwrap();
+    /// A store at `dir` holding `chunk(i)` for each of `ids` in a closed pack (compaction
+    /// reclaims only closed ones), reopened, with those `removed` says removed.
+    fn reopened_with_removed(
+        dir: &Path,
+        ids: impl Iterator<Item = u64> + Clone,
+        chunk: impl Fn(u64) -> Vec<u8>,
+        removed: impl Fn(u64) -> bool,
+    ) -> DiskStore {
+        {
+            let s = DiskStore::open(dir).unwrap();
+            for i in ids.clone() {
+                s.put(&ChunkId::of(&chunk(i)), &chunk(i)).unwrap();
+            }
+            s.sync().unwrap();
         }
-        s.sync().unwrap();
+        let s = DiskStore::open(dir).unwrap();
+        for i in ids.filter(|i| removed(*i)) {
+            s.remove(&ChunkId::of(&chunk(i))).unwrap();
+        }
+        s
     }
 
     #[test]
     fn compaction_frees_removed_chunks_and_keeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let chunk = |i: u64| -> Vec<u8> { crate::testdata::pseudo_random(100_000, i) };
-        stored_and_closed(dir.path(), (0..40).map(chunk));
-        // Reopen, so the first pack is closed; then remove three chunks in four.
-        let s = DiskStore::open(dir.path()).unwrap();
-        for i in (0..40).filter(|i| i % 4 != 0) {
-            s.remove(&ChunkId::of(&chunk(i))).unwrap();
-        }
+        // The first pack closed, three chunks in four removed.
+        let s = reopened_with_removed(dir.path(), 0..40, chunk, |i| i % 4 != 0);
         let pack1 = s.pack_path(1);
         assert!(pack1.exists());
         let freed = s.compact().unwrap();
@@ -1332,11 +1342,7 @@ mod tests {
     fn a_read_racing_compaction_finds_the_chunk_where_it_moved() {
         let dir = tempfile::tempdir().unwrap();
         let chunk = |i: u64| -> Vec<u8> { crate::testdata::pseudo_random(100_000, i) };
-        stored_and_closed(dir.path(), (0..8).map(chunk));
-        let s = DiskStore::open(dir.path()).unwrap();
-        for i in 2..8 {
-            s.remove(&ChunkId::of(&chunk(i))).unwrap();
-        }
+        let s = reopened_with_removed(dir.path(), 0..8, chunk, |i| i >= 2);
         // Two reads look chunks up; then compaction moves both and deletes their pack, and
         // one of them is removed.
         let (id, gone) = (ChunkId::of(&chunk(0)), ChunkId::of(&chunk(1)));
@@ -1368,11 +1374,7 @@ mod tests {
         let chunk = |i: u64| -> Vec<u8> { crate::testdata::pseudo_random(2_000, i) };
         for round in 0..3u64 {
             let ids: Vec<u64> = (round * 4_000..round * 4_000 + 4_000).collect();
-            stored_and_closed(dir.path(), ids.iter().map(|&i| chunk(i)));
-            let s = DiskStore::open(dir.path()).unwrap();
-            for &i in ids.iter().filter(|i| *i % 4 != 0) {
-                s.remove(&ChunkId::of(&chunk(i))).unwrap();
-            }
+            let s = reopened_with_removed(dir.path(), ids.iter().copied(), chunk, |i| i % 4 != 0);
             // The records compaction moves: this round's, in the pack it deletes.
             let moving: Vec<u64> = ids.iter().copied().filter(|i| i % 4 == 0).collect();
             let done = std::sync::atomic::AtomicBool::new(false);
