@@ -46,18 +46,22 @@ fn op() -> impl Strategy<Value = Op> {
 /// the watcher names for it: where the change really happened (through a symlink, inotify
 /// reports the directory the link points to).
 fn apply(share: &Path, op: &Op) -> Vec<PathBuf> {
-    apply_at(share, op)
-        .into_iter()
-        .map(|p| {
-            match (
-                p.parent().and_then(|d| std::fs::canonicalize(d).ok()),
-                p.file_name(),
-            ) {
-                (Some(d), Some(n)) => d.join(n),
-                _ => p,
-            }
-        })
-        .collect()
+    let resolved = |p: PathBuf| match (
+        p.parent().and_then(|d| std::fs::canonicalize(d).ok()),
+        p.file_name(),
+    ) {
+        (Some(d), Some(n)) => d.join(n),
+        _ => p,
+    };
+    // A rename can replace the very symlink its source was reached through (`y.txt/b` moved
+    // onto `y.txt`): inotify names the directory the source left, as it was before the move.
+    let before: Vec<PathBuf> = match op {
+        Op::Rename(a, b) => vec![resolved(share.join(a)), resolved(share.join(b))],
+        _ => Vec::new(),
+    };
+    let mut named: Vec<PathBuf> = apply_at(share, op).into_iter().map(resolved).collect();
+    named.extend(before);
+    named
 }
 
 fn apply_at(share: &Path, op: &Op) -> Vec<PathBuf> {
