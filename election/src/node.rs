@@ -415,9 +415,27 @@ impl ElectionNode {
         Ok(())
     }
 
-    /// Proposes a header. Returns its number once committed on a majority; `NotLeader` from a
-    /// follower, `Superseded` when a newer header committed since it was built.
+    /// Proposes a header built on the head numbered `head` (its MAJOR; 0 before any header).
+    /// Returns its number once committed on a majority; `NotLeader` from a follower,
+    /// `Superseded` when another header committed since it was built.
+    pub async fn propose_on(&self, p: Proposal, head: u64) -> Result<VersionNumber, ProposeError> {
+        self.write(p, |proposal| Request::AcceptOnNumber { proposal, head })
+            .await
+    }
+
+    /// Proposes a header built on the head its first parent names (parent-less proposals, as
+    /// tests and benchmarks make, are appended as they come). Two headers with the same tree
+    /// look alike to this rule: the daemon proposes with [`propose_on`](Self::propose_on).
     pub async fn propose(&self, p: Proposal) -> Result<VersionNumber, ProposeError> {
+        self.write(p, Request::AcceptOnHead).await
+    }
+
+    /// Writes `p` to the log as the entry `request` makes of it, if a header may hold it.
+    async fn write(
+        &self,
+        p: Proposal,
+        request: impl FnOnce(Proposal) -> Request,
+    ) -> Result<VersionNumber, ProposeError> {
         if p.redo.len() > MAX_REDO_BYTES || p.parents.len() > MAX_PARENTS {
             return Err(ProposeError::TooLarge(format!(
                 "{} redo bytes (max {MAX_REDO_BYTES}), {} parents (max {MAX_PARENTS})",
@@ -425,7 +443,7 @@ impl ElectionNode {
                 p.parents.len()
             )));
         }
-        match self.raft.client_write(Request::AcceptOnHead(p)).await {
+        match self.raft.client_write(request(p)).await {
             Ok(resp) => resp.data.number.ok_or(ProposeError::Superseded),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(ProposeError::NotLeader {

@@ -5,13 +5,15 @@
 //! membership, so they never change). Re-proposing the head (same version and parents: a leader
 //! retrying after a failover) returns the head's number instead of a second entry; the same
 //! version with other parents is a new entry (a merge whose result equals the head still
-//! records which pushes it took in, and what it displaced). An `AcceptOnHead` (what
-//! [`ElectionNode::propose`](crate::ElectionNode::propose) writes) is built on the head it names
-//! first: one whose first parent is no longer the head (a proposal reported failed by a timeout
-//! that Raft still carried, after a newer header committed) is refused, numberless, and appends
-//! nothing: committed, its tree would drop what the headers since it brought. Parent-less
-//! proposals (tests and benchmarks) are appended as they come, and so is an `Accept`, the entry
-//! of builds before `AcceptOnHead`, so their logs replay to the same chain. The state is small,
+//! records which pushes it took in, and what it displaced). An `AcceptOnNumber` (what
+//! [`ElectionNode::propose`](crate::ElectionNode::propose) writes) names the head it was built
+//! on by its number: one built on any other head (a proposal reported failed by a timeout that
+//! Raft still carried, after a newer header committed) is refused, numberless, and appends
+//! nothing: committed, its tree would drop what the headers since it brought, or, when those
+//! headers kept its tree, record its pushes and redo entries again. Parent-less proposals
+//! (tests and benchmarks) are appended as they come. The entries of earlier builds keep their
+//! rules, so their logs replay to the same chain: an `AcceptOnHead` is refused when its first
+//! parent is not the head's version, an `Accept` never. The state is small,
 //! so a snapshot is all of it: the head header, the membership and the ranks; version content
 //! never travels here. Snapshots are persisted in the same redb database as the log.
 
@@ -28,7 +30,7 @@ use redb::{Database, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use chorus_proto::header::{Placement, placement};
+use chorus_proto::header::{Placement, Rule, placement};
 
 use crate::types::{
     AcceptedHeader, Member, NodeId, Proposal, Request, Response, TypeConfig, VersionNumber,
@@ -76,16 +78,19 @@ impl Chain {
                 }
                 Response::default()
             }
-            EntryPayload::Normal(Request::Accept(p)) => self.accept(p, false),
-            EntryPayload::Normal(Request::AcceptOnHead(p)) => self.accept(p, true),
+            EntryPayload::Normal(Request::Accept(p)) => self.accept(p, Rule::Any),
+            EntryPayload::Normal(Request::AcceptOnHead(p)) => self.accept(p, Rule::FirstParent),
+            EntryPayload::Normal(Request::AcceptOnNumber { proposal, head }) => {
+                self.accept(proposal, Rule::Head(*head))
+            }
         }
     }
 
     /// Appends `p` as the next header and numbers it, unless it is the head again (answered
-    /// with the head's number) or, with `on_head`, built on an older head (refused): see
-    /// [`placement`].
-    fn accept(&mut self, p: &Proposal, on_head: bool) -> Response {
-        match placement(self.head.as_ref(), p, on_head) {
+    /// with the head's number) or, under its entry's `rule`, built on an older head (refused):
+    /// see [`placement`].
+    fn accept(&mut self, p: &Proposal, rule: Rule) -> Response {
+        match placement(self.head.as_ref(), p, rule) {
             Placement::Again(number) => {
                 return Response {
                     number: Some(number),
@@ -379,6 +384,40 @@ mod tests {
                 On(header(2, 2, b"r2")),
             ]),
             [Some(1), Some(2), None, Some(2), Some(3), Some(3), Some(4)]
+        );
+    }
+
+    /// Header 3 keeps header 2's tree (a merge that kept the head everywhere took in push 9).
+    /// A proposal built on header 2, committed late, names tree 2 first as one built on header
+    /// 3 does: by the head's number it is refused; by its first parent it was taken.
+    #[test]
+    fn accept_on_number_refuses_a_proposal_built_on_the_header_before_a_same_tree_one() {
+        let on = |proposal: Proposal, head: u64| Request::AcceptOnNumber { proposal, head };
+        let mut keeps_tree = header(2, 2, b"");
+        keeps_tree.parents.push(VersionId([9; 32]));
+        assert_eq!(
+            apply(vec![
+                on(header(1, 0, b""), 0),
+                on(header(2, 1, b""), 1),
+                on(keeps_tree.clone(), 2),
+                // Built on 2, committed after 3.
+                on(header(4, 2, b""), 2),
+                // Header 3 again, as proposed: its number.
+                on(keeps_tree.clone(), 2),
+                on(header(4, 2, b""), 3),
+            ]),
+            [Some(1), Some(2), Some(3), None, Some(3), Some(4)]
+        );
+        use Request::AcceptOnHead as On;
+        assert_eq!(
+            apply(vec![
+                On(header(1, 0, b"")),
+                On(header(2, 1, b"")),
+                On(keeps_tree),
+                On(header(4, 2, b"")),
+            ]),
+            [Some(1), Some(2), Some(3), Some(4)],
+            "the rule of the builds before, replayed as they applied it"
         );
     }
 

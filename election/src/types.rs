@@ -14,7 +14,7 @@ use openraft::{LogId, Vote};
 use serde::{Deserialize, Serialize};
 
 pub use chorus_proto::header::{
-    AcceptedHeader, MAX_PARENTS, MAX_REDO_BYTES, NodeId, Proposal, node_id_of,
+    AcceptedHeader, MAX_PARENTS, MAX_REDO_BYTES, NodeId, Proposal, Rule, node_id_of,
 };
 pub use chorus_proto::ids::{VersionId, VersionNumber};
 
@@ -49,6 +49,13 @@ pub enum Request {
     /// otherwise, numberless: committed, a proposal built on an older head (one a timeout
     /// reported failed while Raft carried it on) would drop what the headers since brought.
     AcceptOnHead(Proposal),
+    /// Accept this version as the next in the chain if it is built on the head numbered
+    /// `head` (MAJOR; 0: no head yet), its first parent that head's version. What current
+    /// builds propose: a header that keeps its predecessor's tree (a merge that kept the head
+    /// everywhere, or one that only carries redo entries) has the same version as it, so a
+    /// proposal built on the header before it passed the first-parent rule of
+    /// [`AcceptOnHead`](Self::AcceptOnHead) and recorded its pushes and redo entries again.
+    AcceptOnNumber { proposal: Proposal, head: u64 },
 }
 
 /// What applying an entry returned.

@@ -70,29 +70,113 @@ pub enum Placement {
     Refused,
 }
 
+/// The rule a log entry places its proposal by: each kind of entry keeps its rule for good, so
+/// a log replays to the same chain whichever build wrote it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// Appended whatever the head (what the earliest builds wrote).
+    Any,
+    /// Appended only if its first parent is the head's version (what builds before the head's
+    /// number was named wrote). A tree id does not tell two headers with the same tree apart.
+    FirstParent,
+    /// Appended only if built on the head numbered this MAJOR (0: no head yet), its first
+    /// parent the head's version: what current builds propose.
+    Head(u64),
+}
+
 /// Where a proposal goes on top of `head`. The head again (same tree and parents) is answered
-/// with its number. With `on_head` (the rule of what current builds propose) the head again
-/// must carry the same redo entries too (a header that carries only the redo entries one
-/// header could not hold keeps the head's tree and names the head alone, as the head may), and
-/// a proposal whose first parent is not the head is refused: committed, it would drop what the
-/// headers since it was built brought. Without `on_head` (what earlier builds wrote into their
-/// logs) every other proposal is appended. A proposal that names no parent is appended.
-pub fn placement(head: Option<&AcceptedHeader>, p: &Proposal, on_head: bool) -> Placement {
+/// with its number. Under [`Rule::FirstParent`] and [`Rule::Head`] the head again must carry
+/// the same redo entries too (a header that carries only the redo entries one header could not
+/// hold keeps the head's tree and names the head alone, as the head may), and a proposal built
+/// on anything but the head is refused: committed, it would drop what the headers since it was
+/// built brought, or record its pushes and redo entries a second time. Only the head's number
+/// tells a proposal built on the head from one built on the header before it when that header
+/// kept its predecessor's tree (a merge that kept the head everywhere, or one that only carries
+/// redo entries): both name the same tree first. Under [`Rule::Any`] every other proposal is
+/// appended. A proposal that names no parent is appended unless it names a head.
+pub fn placement(head: Option<&AcceptedHeader>, p: &Proposal, rule: Rule) -> Placement {
     let Some(h) = head else {
-        return Placement::Next;
+        return match rule {
+            Rule::Head(n) if n != 0 => Placement::Refused,
+            _ => Placement::Next,
+        };
     };
-    if h.version == p.version && h.parents == p.parents && (!on_head || h.redo == p.redo) {
+    if h.version == p.version && h.parents == p.parents && (rule == Rule::Any || h.redo == p.redo) {
         return Placement::Again(h.number);
     }
-    match p.parents.first() {
-        Some(first) if on_head && *first != h.version => Placement::Refused,
-        _ => Placement::Next,
+    let first_parent_is_head = p.parents.first().is_none_or(|first| *first == h.version);
+    match rule {
+        Rule::Any => Placement::Next,
+        Rule::FirstParent if !first_parent_is_head => Placement::Refused,
+        Rule::FirstParent => Placement::Next,
+        Rule::Head(n) if n != h.number.major || !first_parent_is_head => Placement::Refused,
+        Rule::Head(_) => Placement::Next,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn header(version: u8, first_parent: u8, major: u64) -> AcceptedHeader {
+        AcceptedHeader {
+            version: VersionId([version; 32]),
+            parents: vec![VersionId([first_parent; 32])],
+            number: VersionNumber::new(major, 0),
+            origin: 1,
+            created_at_ms: 0,
+            redo: Vec::new(),
+        }
+    }
+
+    fn proposal(version: u8, parents: &[u8]) -> Proposal {
+        Proposal {
+            version: VersionId([version; 32]),
+            parents: parents.iter().map(|p| VersionId([*p; 32])).collect(),
+            origin: 1,
+            created_at_ms: 0,
+            redo: Vec::new(),
+        }
+    }
+
+    /// Header 5 kept the tree of header 4 (tree 7) and took in a push (tree 8). A proposal
+    /// built on header 4 names tree 7 first, as one built on header 5 does: the first-parent
+    /// rule takes both, the head's number only the one built on the head.
+    #[test]
+    fn only_the_heads_number_tells_a_proposal_built_on_the_header_before_a_same_tree_one() {
+        let mut head = header(7, 7, 5);
+        head.parents.push(VersionId([8; 32]));
+        let stale = proposal(9, &[7]);
+        assert_eq!(
+            placement(Some(&head), &stale, Rule::FirstParent),
+            Placement::Next
+        );
+        assert_eq!(
+            placement(Some(&head), &stale, Rule::Head(4)),
+            Placement::Refused
+        );
+        assert_eq!(
+            placement(Some(&head), &stale, Rule::Head(5)),
+            Placement::Next
+        );
+        // Built on another tree, whatever number it names.
+        assert_eq!(
+            placement(Some(&head), &proposal(9, &[6]), Rule::Head(5)),
+            Placement::Refused
+        );
+        // The head again, as proposed: its number, whatever head it was built on (a retry of
+        // a proposal that did commit).
+        let again = proposal(7, &[7, 8]);
+        assert_eq!(
+            placement(Some(&head), &again, Rule::Head(4)),
+            Placement::Again(head.number)
+        );
+        // No head yet: only a proposal built on none.
+        assert_eq!(placement(None, &stale, Rule::Head(0)), Placement::Next);
+        assert_eq!(placement(None, &stale, Rule::Head(3)), Placement::Refused);
+        assert_eq!(placement(None, &stale, Rule::FirstParent), Placement::Next);
+        assert_eq!(placement(Some(&head), &stale, Rule::Any), Placement::Next);
+    }
 
     #[test]
     fn node_ids_are_deterministic_and_spread() {

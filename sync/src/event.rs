@@ -70,9 +70,10 @@ pub enum Event {
 pub enum Action {
     /// Send a message to a peer (best effort: the protocol retries what matters).
     Send { to: NodeId, message: Message },
-    /// Propose this header through Raft (`ElectionNode::propose`); a failure comes back as
+    /// Propose this header, built on the head numbered `head` (its MAJOR; 0 before any
+    /// header), through Raft (`ElectionNode::propose_on`); a failure comes back as
     /// [`Event::ProposeFailed`], a success as [`Event::Committed`].
-    Propose(Proposal),
+    Propose { proposal: Proposal, head: u64 },
     /// Make the working folder hold this version (its chunks are in the chunk store), then
     /// confirm with [`Event::Materialized`]. A folder that changed since it was last scanned
     /// is never overwritten: scan it and send [`Event::Local`] instead.

@@ -194,6 +194,72 @@ fn a_push_merged_while_a_timed_out_proposal_commits_keeps_its_displaced_side() {
     assert!(files.contains(&b_side), "B's side is back on every node");
 }
 
+/// A push that loses its whole change merges into the head's own tree: the header that
+/// records it keeps its predecessor's tree. Its proposal times out for the leader while Raft
+/// carries it; the leader merges another push and proposes again, on the same head. Both
+/// commit in turn: the second names the same tree first as one built on the new header would.
+/// Built on the header before, it must be refused (the leader merges again on the new head):
+/// taken, it recorded the lost push, and its displaced side, a second time.
+#[test]
+fn a_proposal_built_on_the_header_before_a_same_tree_one_is_refused() {
+    let mut w = World::new(&[A, B, C], cfg());
+    w.edit(A, "photo.raw", &binary(1, 20_000));
+    assert!(w.run(10_000));
+    // B, cut off, changes the file; C changes it too and that commits (C ranks above B).
+    w.cut_off(B);
+    let b_side = binary(3, 20_000);
+    w.edit(B, "photo.raw", &b_side);
+    let c_side = binary(2, 20_000);
+    w.edit(C, "photo.raw", &c_side);
+    assert!(w.run(10_000));
+    let head = w.head(A);
+    // B is back: its push loses to the head everywhere, and the leader proposes the head's
+    // tree recording it.
+    let b_pushed = w.tree(B).version_id();
+    w.heal(B);
+    let first = until_proposed(
+        &mut w,
+        false,
+        |p| p.parents.contains(&b_pushed),
+        "the leader proposes B's push",
+    );
+    assert_eq!(
+        first.parents.first(),
+        Some(&first.version),
+        "the head's tree"
+    );
+    assert!(!first.redo.is_empty(), "with B's side displaced");
+    // C changes another file: its push merges into the leader's tip while the proposal is
+    // out. Then the proposal times out for the leader, which proposes again, on the same head.
+    w.edit(C, "other.txt", b"c's new file\n");
+    let c_pushed = w.tree(C).version_id();
+    while w.deliver_one() {}
+    times_out(&mut w, &first);
+    let second = until_proposed(
+        &mut w,
+        false,
+        // C's push was built on the head: the tip is its tree.
+        |p| p.version == c_pushed,
+        "the leader proposes C's push",
+    );
+    assert_eq!(second.parents.first(), Some(&first.version));
+    assert_eq!(w.head(A), head, "nothing committed meanwhile");
+    assert!(w.run(10_000), "the group settles");
+    for id in [A, B, C] {
+        assert_eq!(w.folder(id).read("photo.raw").unwrap(), c_side);
+        assert_eq!(w.folder(id).read("other.txt").unwrap(), b"c's new file\n");
+    }
+    let stack = w.node(C).engine().redo().unwrap();
+    assert_eq!(
+        stack.len(),
+        1,
+        "B's displaced side is on the redo stack once: {:?}",
+        w.log.headers()
+    );
+    let files = redo_on(&mut w, A, stack[0].seq, C);
+    assert!(files.contains(&b_side), "B's side is back");
+}
+
 /// Two saves of one node reach the leader as two pushes with one number: the first waits in
 /// the leader's tip for its commit when the second comes (B's answer is late, so B pushes
 /// again, its newest change, built on the first). Meanwhile A changed the binary file the

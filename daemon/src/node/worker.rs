@@ -320,12 +320,13 @@ impl Worker {
                         self.net.send(*peer, message.into_body());
                     }
                 }
-                Action::Propose(p) => {
+                Action::Propose { proposal, head } => {
                     let election = self.election.clone();
                     let control = self.control.clone();
-                    let version = p.version;
+                    let version = proposal.version;
                     self.runtime.spawn(async move {
-                        match tokio::time::timeout(PROPOSE_WITHIN, election.propose(p)).await {
+                        let proposed = election.propose_on(proposal, head);
+                        match tokio::time::timeout(PROPOSE_WITHIN, proposed).await {
                             Ok(Ok(_)) => {}
                             // A newer header committed: the engine hears of it and starts over
                             // from it (reporting a failure would have the stale tree proposed

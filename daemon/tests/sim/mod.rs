@@ -248,7 +248,7 @@ impl Run {
         for a in actions {
             match a {
                 Action::Send { to, message } => self.router.send(now, id, to, message.into_body()),
-                Action::Propose(p) => self.propose(id, p),
+                Action::Propose { proposal, head } => self.propose(id, proposal, head),
                 Action::Materialize { .. } => unreachable!("the replica writes versions"),
             }
         }
@@ -281,7 +281,7 @@ impl Run {
         self.on(id, |r, now| r.handle(now, event));
     }
 
-    pub fn propose(&mut self, id: NodeId, p: Proposal) {
+    pub fn propose(&mut self, id: NodeId, p: Proposal, head: u64) {
         if !self.cluster.running().contains(&id) {
             return;
         }
@@ -315,7 +315,7 @@ impl Run {
             }
             let r = tokio::time::timeout(
                 Duration::from_secs(2),
-                raft.client_write(Request::AcceptOnHead(p)),
+                raft.client_write(Request::AcceptOnNumber { proposal: p, head }),
             )
             .await;
             // As the daemon's worker: a proposal refused as built on an older head is not

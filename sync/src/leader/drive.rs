@@ -100,7 +100,9 @@ impl Leader {
                 && holders.iter().filter(|v| voters.contains(v)).count() * 2 > voters.len()
         };
         let mut proposal = None;
+        let mut on = 0;
         if let Some(c) = self.candidate.as_mut() {
+            on = c.on;
             let due = c
                 .proposed_at
                 .is_none_or(|at| ctx.now.saturating_sub(at) >= ctx.cfg.propose_retry_ms);
@@ -130,7 +132,10 @@ impl Leader {
         }
         if let Some(p) = proposal {
             tracing::debug!(version = ?p.version, "proposed");
-            ctx.out.push(Action::Propose(p));
+            ctx.out.push(Action::Propose {
+                proposal: p,
+                head: on,
+            });
         }
         Ok(Vec::new())
     }
@@ -189,6 +194,7 @@ impl Leader {
             version: self.tip.version,
             seq: self.seq,
             parents,
+            on: head.number.major,
             origin: self.tip_origin,
             redo,
             stored,

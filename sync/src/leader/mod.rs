@@ -104,6 +104,8 @@ struct Candidate {
     version: VersionId,
     seq: u64,
     parents: Vec<VersionId>,
+    /// The MAJOR of the head it was built on (0: none yet): the log refuses it on any other.
+    on: u64,
     origin: NodeId,
     redo: Vec<Owed>,
     /// Members that hold it durably (the leader from the start).

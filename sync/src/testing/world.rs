@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use chorus_chunking::{ChunkStore, MemStore, TreeManifest};
-use chorus_proto::header::{AcceptedHeader, NodeId, Placement, Proposal, placement};
+use chorus_proto::header::{AcceptedHeader, NodeId, Placement, Proposal, Rule, placement};
 use chorus_proto::ids::VersionNumber;
 use chorus_proto::message::Message;
 
@@ -34,8 +34,8 @@ pub struct Envelope {
 
 /// Raft as the world sees it: proposals in, committed headers out.
 pub trait Log {
-    /// The leader proposes `p`.
-    fn propose(&mut self, p: Proposal);
+    /// The leader proposes `p`, built on the head numbered `head` (its MAJOR).
+    fn propose(&mut self, p: Proposal, head: u64);
     /// Commits what was proposed; returns the headers committed now, in order.
     fn commit(&mut self, ranks: &BTreeMap<NodeId, u32>) -> Vec<AcceptedHeader>;
     /// Every header committed so far.
@@ -48,7 +48,7 @@ pub trait Log {
 /// head proposed again as it was is not appended, a proposal built on an older head is refused.
 #[derive(Debug, Default)]
 pub struct ScriptedLog {
-    pending: Vec<Proposal>,
+    pending: Vec<(Proposal, u64)>,
     log: Vec<AcceptedHeader>,
     /// The head proposals are placed on: the last header committed through the log (one
     /// [`append`](Self::append)ed is a hostile leader's, which the honest leader never
@@ -57,14 +57,14 @@ pub struct ScriptedLog {
 }
 
 impl Log for ScriptedLog {
-    fn propose(&mut self, p: Proposal) {
-        self.pending.push(p);
+    fn propose(&mut self, p: Proposal, head: u64) {
+        self.pending.push((p, head));
     }
 
     fn commit(&mut self, ranks: &BTreeMap<NodeId, u32>) -> Vec<AcceptedHeader> {
         let mut out = Vec::new();
-        for p in std::mem::take(&mut self.pending) {
-            if placement(self.head.as_ref(), &p, true) != Placement::Next {
+        for (p, on) in std::mem::take(&mut self.pending) {
+            if placement(self.head.as_ref(), &p, Rule::Head(on)) != Placement::Next {
                 continue;
             }
             let h = AcceptedHeader {
@@ -89,14 +89,14 @@ impl Log for ScriptedLog {
 
 impl ScriptedLog {
     /// The proposals not committed yet, oldest first.
-    pub fn pending(&self) -> &[Proposal] {
-        &self.pending
+    pub fn pending(&self) -> Vec<Proposal> {
+        self.pending.iter().map(|(p, _)| p.clone()).collect()
     }
 
     /// Drops the pending proposals `which` picks: Raft lost them (their leader's term ended
     /// before they committed).
     pub fn lose(&mut self, which: impl Fn(&Proposal) -> bool) {
-        self.pending.retain(|p| !which(p));
+        self.pending.retain(|(p, _)| !which(p));
     }
 
     /// Appends `h` as committed although nobody proposed it (as a hostile leader could commit
@@ -248,7 +248,7 @@ impl<L: Log> World<L> {
                         });
                     }
                 }
-                Action::Propose(p) => self.log.propose(p),
+                Action::Propose { proposal, head } => self.log.propose(proposal, head),
                 Action::Materialize { .. } => unreachable!("the replica writes versions"),
             }
         }
