@@ -1,7 +1,8 @@
 //! chorus as a user runs it, with real processes: `chorus init`, `chorus invite`, `chorus join`
 //! twice, `chorus run PATH`; edits on every node appear on all; undo, redo and restore
 //! round-trip; conflicting edits give one merged result everywhere and a redo entry that
-//! `chorus redo` brings back; the socket is mode 0600; the mass-delete guard holds and releases;
+//! `chorus redo` brings back, on any member (a small binary file's losing side too, on the
+//! member that never held it); the socket is mode 0600; the mass-delete guard holds and releases;
 //! `[[merge]]` rules in config.toml choose how a path merges; a document share merges
 //! concurrent typing character by character; a node killed with
 //! SIGKILL and restarted keeps an edit made while it was down; bad input gets a one-line error;
@@ -141,6 +142,67 @@ fn init_invite_join_edit_undo_redo_restore_conflict_and_restart() {
     g.restart(b);
     g.wait_everywhere("offline.txt", b"written while down\n");
     g.wait_everywhere("online.txt", b"written meanwhile\n");
+    g.wait_converged();
+}
+
+/// A small binary file (a few chunks) loses a conflict, and `chorus redo` is run on the member
+/// that neither led nor wrote the losing side: the one that never held its chunks. The loser
+/// comes back on every member. Before, the redo entry named the loser's chunks by list alone,
+/// and the redo there failed ("chunk … is not in the store") however long it waited.
+#[test]
+fn a_small_binary_files_losing_side_comes_back_by_redo_on_a_member_that_never_held_it() {
+    let mut g = Group::new();
+    let a = g.init(g.at("a"));
+    let b = g.join(a, g.at("b"));
+    let c = g.join(a, g.at("c"));
+    let binary = |seed: u32| -> Vec<u8> {
+        let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+        (0..60_000)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                if i % 97 == 0 { 0 } else { x as u8 }
+            })
+            .collect()
+    };
+    std::fs::write(g.file(a, "photo.raw"), binary(1)).unwrap();
+    g.wait_everywhere("photo.raw", &binary(1));
+    g.wait_converged();
+    // b is paused while c changes the file and b changes it too; then b resumes.
+    let (c_side, b_side) = (binary(2), binary(3));
+    g.concurrent_edits(c, b, &[("photo.raw", &c_side)], &[("photo.raw", &b_side)]);
+    g.ask(b, &["resume"]);
+    wait_until("one photo.raw everywhere, and a redo entry", || {
+        let t: Vec<_> = [a, b, c]
+            .iter()
+            .map(|&i| std::fs::read(g.file(i, "photo.raw")).ok())
+            .collect();
+        t.iter().all(|x| *x == t[0])
+            && (t[0].as_deref() == Some(&c_side[..]) || t[0].as_deref() == Some(&b_side[..]))
+            && g.ask(a, &["conflicts", "--json"]).contains("photo.raw")
+    });
+    g.wait_converged();
+    let kept = std::fs::read(g.file(a, "photo.raw")).unwrap();
+    let (loser, author) = if kept == c_side {
+        (&b_side, b)
+    } else {
+        (&c_side, c)
+    };
+    let leader = [a, b, c]
+        .into_iter()
+        .find(|&i| g.status(i)["role"] == "leader")
+        .expect("a leader");
+    let third = [a, b, c]
+        .into_iter()
+        .find(|&i| i != leader && i != author)
+        .unwrap();
+    let conflicts: Vec<serde_json::Value> =
+        serde_json::from_str(&g.ask(third, &["conflicts", "--json"])).unwrap();
+    let entry = conflicts.last().expect("a redo entry");
+    assert_eq!(entry["path"], "photo.raw");
+    g.ask(third, &["redo", &entry["seq"].to_string()]);
+    g.wait_everywhere("photo.raw", loser);
     g.wait_converged();
 }
 

@@ -256,7 +256,7 @@ fn a_proposal_built_on_the_header_before_a_same_tree_one_is_refused() {
         "B's displaced side is on the redo stack once: {:?}",
         w.log.headers()
     );
-    let files = redo_on(&mut w, A, stack[0].seq, C);
+    let files = redo_on(&mut w, C, stack[0].seq, A);
     assert!(files.contains(&b_side), "B's side is back");
 }
 
@@ -605,5 +605,32 @@ fn the_losing_side_of_a_small_binary_conflict_is_restorable_on_a_third_node() {
         .expect("B's side is on the redo stack");
     // C brings B's side back: C never held it, and A (the leader) merged it.
     let files = redo_on(&mut w, C, rec.seq, A);
+    assert!(files.contains(&b_side), "B's side is back on every node");
+}
+
+/// A small binary file (a few chunks) loses a conflict: B's change, made while cut off, meets
+/// C's, which committed first and numbers higher. Only B and the leader hold B's chunks. A
+/// redo on C, which never held them, brings B's side back on every node. Before, the entry
+/// named B's chunks by list alone and the redo on C failed ("chunk … is not in the store"),
+/// however long C waited.
+#[test]
+fn the_losing_side_of_a_small_binary_conflict_is_restorable_on_a_node_that_never_held_it() {
+    let mut w = World::new(&[A, B, C], cfg());
+    w.edit(A, "photo.raw", &binary(1, 20_000));
+    assert!(w.run(10_000));
+    w.cut_off(B);
+    let b_side = binary(3, 20_000);
+    w.edit(B, "photo.raw", &b_side);
+    let c_side = binary(2, 20_000);
+    w.edit(C, "photo.raw", &c_side);
+    assert!(w.run(10_000));
+    w.heal(B);
+    assert!(w.run(10_000), "the group settles");
+    for id in [A, B, C] {
+        assert_eq!(w.folder(id).read("photo.raw").unwrap(), c_side);
+    }
+    let stack = w.node(C).engine().redo().unwrap();
+    assert_eq!(stack.len(), 1, "B's side is on the redo stack");
+    let files = redo_on(&mut w, C, stack[0].seq, A);
     assert!(files.contains(&b_side), "B's side is back on every node");
 }

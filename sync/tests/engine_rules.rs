@@ -278,22 +278,32 @@ fn a_large_displaced_hunk_travels_as_the_losers_file_and_stays_loadable() {
             h.redo.len()
         );
     }
-    // The displaced rewrite is on B's redo stack too, as A's file by its chunks.
+    // The displaced rewrite is on B's redo stack too, as A's file in a stored tree that B
+    // holds, chunks and all.
     let redo = w.node(B).engine().redo().unwrap();
-    let displaced = redo
+    let (tree, path) = redo
         .iter()
         .find_map(|r| match &r.entry.what {
             chorus_merge::Displaced::Whole {
-                content: chorus_merge::redo::WholeContent::File { manifest, .. },
+                content: chorus_merge::redo::WholeContent::Stored { tree, path },
                 ..
-            } => Some(manifest.clone()),
+            } => Some((*tree, path.clone())),
             _ => None,
         })
         .expect("a whole-file redo entry");
-    let bytes: Vec<u8> = displaced
+    let stored = w
+        .node(B)
+        .engine()
+        .manifest(&tree)
+        .unwrap()
+        .expect("B holds the tree");
+    let Some(chorus_chunking::Entry::File { manifest, .. }) = stored.get(&path) else {
+        panic!("the stored tree holds the file");
+    };
+    let bytes: Vec<u8> = manifest
         .chunks
         .iter()
-        .flat_map(|c| w.nodes[&A].chunks.get(&c.id).unwrap().unwrap())
+        .flat_map(|c| w.nodes[&B].chunks.get(&c.id).unwrap().unwrap())
         .collect();
     assert_eq!(
         String::from_utf8(bytes).unwrap(),

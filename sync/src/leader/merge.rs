@@ -25,7 +25,7 @@ impl ContentLoader for Loader<'_> {
 pub(crate) struct Merged {
     pub tree: TreeManifest,
     pub redo: Vec<RedoEntry>,
-    /// Trees stored to hold large displaced files (see [`store_large`]); they must reach the
+    /// Trees stored to hold displaced files (see [`store_sides`]); they must reach the
     /// members before the header that names them commits.
     pub extras: Vec<VersionId>,
 }
@@ -59,7 +59,7 @@ pub(crate) fn merge(
     let displaced = std::mem::take(&mut m.redo);
     let mut redo = Vec::with_capacity(displaced.len());
     for e in chorus_merge::redo::compact(displaced, loser, usize::MAX) {
-        redo.push(store_large(ctx, e, &mut extras)?);
+        redo.push(store_sides(ctx, e, &mut extras)?);
     }
     let tree = m
         .into_manifest(|_, bytes| cut_and_store(cfg, chunks, bytes))
@@ -68,18 +68,17 @@ pub(crate) fn merge(
     Ok(Merged { tree, redo, extras })
 }
 
-/// Files of more chunks than this travel in a header by reference to a stored tree: a header
-/// stays a few hundred bytes whatever the size of the files a conflict displaced.
-const INLINE_CHUNKS: usize = 32;
-
-/// Merged bytes above this size travel as a file by chunk list (or stored tree), not inline.
+/// Merged bytes above this size travel as a stored tree, not inline in the header.
 const MAX_INLINE_BYTES: usize = 1 << 10;
 
-/// Replaces each large file an entry carries by chunk list with a reference to a one-entry
-/// tree holding it, stored here (and named in `extras`, to be offered to every member): both
-/// sides of a conflict stay restorable, on every node, whatever their size. Merged bytes an
-/// entry carries (a merged file a directory displaced) are cut and stored first, unless small.
-fn store_large(
+/// Replaces each file an entry carries by chunk list with a reference to a one-entry tree
+/// holding it, stored here (and named in `extras`, offered to every member and held by a
+/// majority before the header is proposed): both sides of a conflict stay restorable, on every
+/// node, whatever their size, and a header stays a few hundred bytes. A chunk list alone names
+/// chunks that only the pusher and this leader may hold (a side no version took in): a redo on
+/// any other node found them missing. Merged bytes an entry carries (a merged file a directory
+/// displaced) are cut and stored first, unless small enough to travel inline.
+fn store_sides(
     ctx: &crate::ctx::Ctx<'_>,
     e: RedoEntry,
     extras: &mut Vec<VersionId>,
@@ -117,7 +116,7 @@ fn store_large(
             });
         }
         match c {
-            WholeContent::File { mode, manifest } if manifest.chunks.len() > INLINE_CHUNKS => {
+            WholeContent::File { mode, manifest } if !manifest.chunks.is_empty() => {
                 let tree =
                     TreeManifest::from_entries([(path.clone(), Entry::File { mode, manifest })])?;
                 let id = store.put_manifest(&tree)?;
