@@ -574,9 +574,11 @@ fn a_small_displaced_change_with_a_large_context_reaches_the_redo_stack_and_the_
     );
 }
 
-/// The losing side of a conflict on a small binary file (a few chunks, carried in the header by
-/// chunk list) is restorable on a node that neither made it nor led the merge: its chunks
-/// reach the members with the header, as a large file's do.
+/// The losing side of a conflict on a small binary file (a few chunks) is restorable on a node
+/// that neither made it nor led the merge: it goes in the redo entry as a stored tree, which
+/// reaches the members before the header commits, as a large file's does. (In this order of
+/// events C can hold B's chunks anyway, from the offer of a tip that took B's push in first;
+/// the test after this one is the order in which C never held them.)
 #[test]
 fn the_losing_side_of_a_small_binary_conflict_is_restorable_on_a_third_node() {
     let mut w = World::new(&[A, B, C], cfg());
