@@ -21,7 +21,7 @@ use tokio::sync::mpsc::Receiver;
 
 const LIVENESS: Duration = Duration::from_secs(20);
 const SYNC: StreamProtocol = StreamProtocol::new("/chorus/sync/2");
-const RAFT: StreamProtocol = StreamProtocol::new("/chorus/raft/4");
+const RAFT: StreamProtocol = StreamProtocol::new("/chorus/raft/5");
 
 async fn member(
     secret: [u8; 32],

@@ -6,7 +6,7 @@
 //! retrying after a failover) returns the head's number instead of a second entry; the same
 //! version with other parents is a new entry (a merge whose result equals the head still
 //! records which pushes it took in, and what it displaced). An `AcceptOnNumber` (what
-//! [`ElectionNode::propose`](crate::ElectionNode::propose) writes) names the head it was built
+//! [`ElectionNode::propose_on`](crate::ElectionNode::propose_on) writes) names the head it was built
 //! on by its number: one built on any other head (a proposal reported failed by a timeout that
 //! Raft still carried, after a newer header committed) is refused, numberless, and appends
 //! nothing: committed, its tree would drop what the headers since it brought, or, when those

@@ -155,10 +155,31 @@ impl Cluster {
         None
     }
 
-    /// Proposes `p` on whoever leads, following NotLeader answers, until `timeout`.
+    /// Proposes `p` on whoever leads, following NotLeader answers, until `timeout`, placed by
+    /// its first parent ([`ElectionNode::propose`]).
     pub async fn propose(
         &self,
         p: Proposal,
+        timeout: Duration,
+    ) -> Result<VersionNumber, ProposeError> {
+        self.propose_with(p, None, timeout).await
+    }
+
+    /// As [`propose`](Self::propose), built on the head numbered `head`
+    /// ([`ElectionNode::propose_on`], what the daemon writes).
+    pub async fn propose_on(
+        &self,
+        p: Proposal,
+        head: u64,
+        timeout: Duration,
+    ) -> Result<VersionNumber, ProposeError> {
+        self.propose_with(p, Some(head), timeout).await
+    }
+
+    async fn propose_with(
+        &self,
+        p: Proposal,
+        head: Option<u64>,
         timeout: Duration,
     ) -> Result<VersionNumber, ProposeError> {
         let deadline = Instant::now() + timeout;
@@ -170,7 +191,14 @@ impl Cluster {
                 return Err(ProposeError::NotLeader { leader: None });
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.node(leader).propose(p.clone())).await {
+            let node = self.node(leader);
+            let proposed = async {
+                match head {
+                    Some(head) => node.propose_on(p.clone(), head).await,
+                    None => node.propose(p.clone()).await,
+                }
+            };
+            match tokio::time::timeout(left, proposed).await {
                 Ok(Ok(n)) => return Ok(n),
                 Ok(Err(ProposeError::NotLeader { .. })) if Instant::now() < deadline => continue,
                 Ok(Err(e)) => return Err(e),

@@ -96,6 +96,62 @@ async fn a_header_built_on_an_older_head_is_refused() {
     c.shutdown().await;
 }
 
+/// What the daemon writes: proposals that name the head they were built on by its number. A
+/// header that keeps its predecessor's tree (a merge that kept the head everywhere: the same
+/// tree, one more parent) has the same version as the header before it, so a proposal built on
+/// that one names the same tree first; by its number it is refused. The head proposed again as
+/// it was, on the header before it, is answered with its number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_built_on_the_header_before_a_same_tree_one_is_refused_by_its_number() {
+    let (c, _d) = cluster(
+        3,
+        "a_proposal_built_on_the_header_before_a_same_tree_one_is_refused_by_its_number",
+    )
+    .await;
+    let on = |n: u64, parent: &chorus_election::Proposal| {
+        let mut p = proposal(n, 1);
+        p.parents = vec![parent.version];
+        p
+    };
+    let first = proposal(1, 1);
+    assert_eq!(
+        c.propose_on(first.clone(), 0, 5 * SECS)
+            .await
+            .unwrap()
+            .major,
+        1
+    );
+    let a = on(2, &first);
+    assert_eq!(c.propose_on(a.clone(), 1, 5 * SECS).await.unwrap().major, 2);
+    let mut keeps = a.clone();
+    keeps.parents = vec![a.version, proposal(9, 2).version];
+    assert_eq!(
+        c.propose_on(keeps.clone(), 2, 5 * SECS)
+            .await
+            .unwrap()
+            .major,
+        3
+    );
+    // Built on header 2, as a proposal still in flight when header 3 committed would be.
+    let stale = on(4, &a);
+    let deadline = Instant::now() + 10 * SECS;
+    let leader = loop {
+        let leader = c.wait_leader(5 * SECS).await.unwrap();
+        match c.node(leader).propose_on(stale.clone(), 2).await {
+            Err(ProposeError::Superseded) => break leader,
+            Err(ProposeError::NotLeader { .. }) if Instant::now() < deadline => continue,
+            other => panic!("a proposal built on the header before the head: {other:?}"),
+        }
+    };
+    let head = c.node(leader).read_head().await.unwrap().unwrap();
+    assert_eq!((head.version, head.number.major), (a.version, 3));
+    assert_eq!(c.propose_on(keeps, 2, 5 * SECS).await.unwrap().major, 3);
+    assert_eq!(c.propose_on(stale, 3, 5 * SECS).await.unwrap().major, 4);
+    assert!(c.wait_applied(4, 5 * SECS).await);
+    assert_one_chain(&c, 4);
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_elect_commit_and_number_gap_free() {
     let (c, _d) = cluster(3, "three_nodes_elect_commit_and_number_gap_free").await;

@@ -62,8 +62,8 @@ pub enum WholeContent {
     Symlink {
         target: String,
     },
-    /// The entry at `path` in the stored tree `tree`: how a large file travels in a header
-    /// (by a 32-byte id instead of its chunk list). The sync engine keeps that tree, offers it
+    /// The entry at `path` in the stored tree `tree`: how a displaced file (and a large kept
+    /// one) travels in a header, by a 32-byte id instead of its chunk list. The sync engine keeps that tree, offers it
     /// to every member, and resolves it into [`WholeContent::File`] before use.
     Stored {
         tree: chorus_chunking::VersionId,

@@ -84,16 +84,22 @@ pub enum Rule {
     Head(u64),
 }
 
-/// Where a proposal goes on top of `head`. The head again (same tree and parents) is answered
-/// with its number. Under [`Rule::FirstParent`] and [`Rule::Head`] the head again must carry
-/// the same redo entries too (a header that carries only the redo entries one header could not
-/// hold keeps the head's tree and names the head alone, as the head may), and a proposal built
-/// on anything but the head is refused: committed, it would drop what the headers since it was
-/// built brought, or record its pushes and redo entries a second time. Only the head's number
-/// tells a proposal built on the head from one built on the header before it when that header
-/// kept its predecessor's tree (a merge that kept the head everywhere, or one that only carries
-/// redo entries): both name the same tree first. Under [`Rule::Any`] every other proposal is
-/// appended. A proposal that names no parent is appended unless it names a head.
+/// Where a proposal goes on top of `head`.
+///
+/// Under [`Rule::Head`] it is appended when built on the head (the number it names is the
+/// head's, and its first parent the head's version); the head again, as proposed (same tree,
+/// parents and redo entries, built on the header before it), is answered with the head's
+/// number (a retry of a proposal that did commit); anything else is refused: committed, it
+/// would drop what the headers since it was built brought, or record its pushes and redo
+/// entries a second time. Only the head's number tells a proposal built on the head from one
+/// built on the header before it when that header kept its predecessor's tree (a merge that
+/// kept the head everywhere, or one that only carries redo entries): both name the same tree
+/// first.
+///
+/// The rules of earlier builds' entries: the head again (same tree and parents; under
+/// [`Rule::FirstParent`] the same redo entries too) is answered with its number; otherwise
+/// [`Rule::FirstParent`] refuses a proposal whose first parent is not the head's version and
+/// [`Rule::Any`] appends. A proposal that names no parent passes either first-parent test.
 pub fn placement(head: Option<&AcceptedHeader>, p: &Proposal, rule: Rule) -> Placement {
     let Some(h) = head else {
         return match rule {
@@ -101,16 +107,19 @@ pub fn placement(head: Option<&AcceptedHeader>, p: &Proposal, rule: Rule) -> Pla
             _ => Placement::Next,
         };
     };
-    if h.version == p.version && h.parents == p.parents && (rule == Rule::Any || h.redo == p.redo) {
-        return Placement::Again(h.number);
-    }
+    let same = h.version == p.version && h.parents == p.parents;
     let first_parent_is_head = p.parents.first().is_none_or(|first| *first == h.version);
     match rule {
+        Rule::Head(n) if n == h.number.major && first_parent_is_head => Placement::Next,
+        Rule::Head(n) if n.checked_add(1) == Some(h.number.major) && same && h.redo == p.redo => {
+            Placement::Again(h.number)
+        }
+        Rule::Head(_) => Placement::Refused,
+        Rule::Any if same => Placement::Again(h.number),
         Rule::Any => Placement::Next,
+        Rule::FirstParent if same && h.redo == p.redo => Placement::Again(h.number),
         Rule::FirstParent if !first_parent_is_head => Placement::Refused,
         Rule::FirstParent => Placement::Next,
-        Rule::Head(n) if n != h.number.major || !first_parent_is_head => Placement::Refused,
-        Rule::Head(_) => Placement::Next,
     }
 }
 
@@ -164,12 +173,22 @@ mod tests {
             placement(Some(&head), &proposal(9, &[6]), Rule::Head(5)),
             Placement::Refused
         );
-        // The head again, as proposed: its number, whatever head it was built on (a retry of
-        // a proposal that did commit).
+        // The head again, as proposed on the header before it: its number (a retry of a
+        // proposal that did commit).
         let again = proposal(7, &[7, 8]);
         assert_eq!(
             placement(Some(&head), &again, Rule::Head(4)),
             Placement::Again(head.number)
+        );
+        // The head again, built on the head: a new header that looks like it (the log would
+        // otherwise answer it with the head's number, and its leader propose it for ever).
+        assert_eq!(
+            placement(Some(&head), &again, Rule::Head(5)),
+            Placement::Next
+        );
+        assert_eq!(
+            placement(Some(&head), &again, Rule::Head(3)),
+            Placement::Refused
         );
         // No head yet: only a proposal built on none.
         assert_eq!(placement(None, &stale, Rule::Head(0)), Placement::Next);

@@ -62,7 +62,7 @@ pub(crate) fn collect(
             keep.insert(h.version);
         }
     }
-    // The trees holding large displaced files stay as long as their redo entries.
+    // The trees holding displaced files stay as long as their redo entries.
     let redo = store.redo()?;
     for rec in &redo {
         keep.extend(rec.entry.stored_trees());

@@ -7,7 +7,7 @@
 //! that once; every message after it is one frame, one segment.
 //!
 //! Two kinds ([`Lane`]): `/chorus/sync/2` carries the sync protocol's one-way messages
-//! (chorus-proto envelopes); `/chorus/raft/4` carries Raft calls and, back on the same stream,
+//! (chorus-proto envelopes); `/chorus/raft/5` carries Raft calls and, back on the same stream,
 //! their replies. The node that opened a lane writes messages and calls on it; the other end
 //! writes only the replies to those calls. The bulky chunk transfers keep a stream per request
 //! (`/chorus/chunks/1`), so a lane never waits behind megabytes of data.
@@ -61,7 +61,7 @@ impl Lane {
     pub(super) fn protocol(self) -> StreamProtocol {
         match self {
             Lane::Sync => StreamProtocol::new("/chorus/sync/2"),
-            Lane::Raft => StreamProtocol::new("/chorus/raft/4"),
+            Lane::Raft => StreamProtocol::new("/chorus/raft/5"),
         }
     }
 

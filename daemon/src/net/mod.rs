@@ -5,7 +5,7 @@
 //! identify and ping; mDNS on a LAN; a circuit relay v2 for the members, the relay client and
 //! DCUtR hole punching, AutoNAT v2 among the members (see `reach`). Sync messages and Raft calls
 //! travel on lanes (`lanes`): one long-lived stream per member, direction and kind,
-//! `/chorus/sync/2` (the sync messages) and `/chorus/raft/4` (openraft RPCs as postcard bytes,
+//! `/chorus/sync/2` (the sync messages) and `/chorus/raft/5` (openraft RPCs as postcard bytes,
 //! their replies on the same stream); the bulky NeedChunks and Chunks, and joins, on
 //! request-response protocols with a length-prefixed codec (`/chorus/chunks/1`,
 //! `/chorus/join/1`). Every frame is bounded by the frame limits.

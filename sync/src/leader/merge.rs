@@ -71,14 +71,21 @@ pub(crate) fn merge(
 /// Merged bytes above this size travel as a stored tree, not inline in the header.
 const MAX_INLINE_BYTES: usize = 1 << 10;
 
-/// Replaces each file an entry carries by chunk list with a reference to a one-entry tree
-/// holding it, stored here (and named in `extras`, offered to every member and held by a
-/// majority before the header is proposed): both sides of a conflict stay restorable, on every
-/// node, whatever their size, and a header stays a few hundred bytes. A chunk list alone names
-/// chunks that only the pusher and this leader may hold (a side no version took in): a redo on
-/// any other node found them missing. Merged bytes an entry carries (a merged file a directory
-/// displaced) are cut and stored first, unless small enough to travel inline.
-fn store_sides(
+/// What the winner kept at a path travels by chunk list up to this many chunks (its chunks are
+/// in the candidate, which reaches every member), beyond by reference to a stored tree: a
+/// header stays a few hundred bytes whatever the size of the files a conflict involved.
+const INLINE_KEPT_CHUNKS: usize = 32;
+
+/// Replaces the displaced file an entry carries by chunk list with a reference to a one-entry
+/// tree holding it, stored here (and named in `extras`, offered to every member and held by a
+/// majority before the header is proposed), whatever its size: both sides of a conflict stay
+/// restorable on every node. A chunk list alone names chunks that only the pusher and this
+/// leader may hold (a side no version took in): a redo on any other node found them missing.
+/// What the winner kept goes so only when large. A file this leader lacks chunks of (named by
+/// a member's pushed entry) stays a chunk list: a tree nobody can send would hold every later
+/// header back. Merged bytes an entry carries (a merged file a directory displaced) are cut
+/// and stored first, unless small enough to travel inline.
+pub(crate) fn store_sides(
     ctx: &crate::ctx::Ctx<'_>,
     e: RedoEntry,
     extras: &mut Vec<VersionId>,
@@ -87,7 +94,7 @@ fn store_sides(
     let Some(path) = e.path.clone() else {
         return Ok(e);
     };
-    let mut hold = |c: WholeContent| -> Result<WholeContent, EngineError> {
+    let mut hold = |c: WholeContent, displaced: bool| -> Result<WholeContent, EngineError> {
         // Merged bytes are in no version: they go as a stored tree (offered to every member
         // before the header commits), unless small enough to travel as they are.
         if let WholeContent::Bytes(b) = &c
@@ -115,8 +122,25 @@ fn store_sides(
                 path: path.clone(),
             });
         }
+        let by_reference = |m: &FileManifest| -> Result<bool, EngineError> {
+            let wanted = if displaced {
+                !m.chunks.is_empty()
+            } else {
+                m.chunks.len() > INLINE_KEPT_CHUNKS
+            };
+            if !wanted {
+                return Ok(false);
+            }
+            for c in m.chunks.iter() {
+                if !chunks.contains(&c.id)? {
+                    tracing::info!(%path, "a displaced file's chunks are not all here; it stays a chunk list");
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
         match c {
-            WholeContent::File { mode, manifest } if !manifest.chunks.is_empty() => {
+            WholeContent::File { mode, manifest } if by_reference(&manifest)? => {
                 let tree =
                     TreeManifest::from_entries([(path.clone(), Entry::File { mode, manifest })])?;
                 let id = store.put_manifest(&tree)?;
@@ -133,10 +157,12 @@ fn store_sides(
     };
     let what = match e.what {
         Displaced::Whole { content, kept } => Displaced::Whole {
-            content: hold(content)?,
-            kept: kept.map(&mut hold).transpose()?,
+            content: hold(content, true)?,
+            kept: kept.map(|k| hold(k, false)).transpose()?,
         },
-        Displaced::Deletion { kept } => Displaced::Deletion { kept: hold(kept)? },
+        Displaced::Deletion { kept } => Displaced::Deletion {
+            kept: hold(kept, false)?,
+        },
         other => other,
     };
     Ok(RedoEntry { what, ..e })

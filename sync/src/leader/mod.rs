@@ -110,7 +110,7 @@ struct Candidate {
     redo: Vec<Owed>,
     /// Members that hold it durably (the leader from the start).
     stored: BTreeSet<NodeId>,
-    /// Trees holding large displaced files its redo entries name, and who holds each: a
+    /// Trees holding displaced files its redo entries name, and who holds each: a
     /// majority must, as for the candidate, before the header is proposed.
     extras: BTreeMap<VersionId, BTreeSet<NodeId>>,
     proposed_at: Option<u64>,
@@ -339,30 +339,43 @@ impl Leader {
                 m.redo,
             )
         };
-        self.seq += 1;
-        self.numbers.taken.push((t.from, t.number));
         // What the push displaces on purpose is numbered here: by the push's number, over
         // the tip's; the leader keeps only entries for paths the pushed tree holds.
-        let displaced = t.displaced.into_iter().filter_map(|mut e| {
-            let path = e.path.as_ref()?;
-            t.tree.get(path)?;
+        let (mut displaced, mut extras) = (Vec::new(), Vec::new());
+        for mut e in t.displaced {
+            let Some(path) = e.path.as_ref() else {
+                continue;
+            };
+            if t.tree.get(path).is_none() {
+                continue;
+            }
             // A stored tree it names must be here: the header waits for a majority to hold
             // each, and one nobody holds would hold every later header back.
-            if e
-                .stored_trees()
+            if e.stored_trees()
                 .iter()
                 .any(|tree| !ctx.holds(tree).unwrap_or(false))
             {
                 tracing::info!(from = t.from, path = %path, "a pushed redo entry names a stored tree this leader lacks; left out");
-                return None;
+                continue;
             }
             e.displaced_by = t.number;
             e.displaced_from = tip.number;
-            Some(e)
-        });
+            // The file it displaced, as a merge's: by a stored tree every member receives.
+            displaced.push(merge::store_sides(ctx, e, &mut extras)?);
+            if displaced.len() == MAX_DISPLACED_PER_PUSH {
+                break;
+            }
+        }
+        for x in extras {
+            if !self.extras.contains(&x) {
+                self.extras.push(x);
+            }
+        }
+        self.seq += 1;
+        self.numbers.taken.push((t.from, t.number));
         self.redo.extend(
             displaced
-                .take(MAX_DISPLACED_PER_PUSH)
+                .into_iter()
                 .map(|entry| Owed::new(t.target, entry)),
         );
         self.tip = new_tip;
