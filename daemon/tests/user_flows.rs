@@ -551,55 +551,6 @@ fn a_save_goes_out_once_closed_and_a_file_still_open_waits_the_debounce() {
     }
 }
 
-/// A file written without pause for longer than a burst may wait (20 debounce delays, 2 s),
-/// then closed and renamed into place, as a download or a large save is: it goes out once,
-/// whole, under its final name. No part of it goes out under its temporary name meanwhile
-/// (before, each 2 s of writing became a version of its own, written on every member), and a
-/// file saved meanwhile is not held back with it.
-#[test]
-fn a_file_written_for_seconds_goes_out_once_closed_and_not_in_parts() {
-    use std::io::Write;
-    let mut g = Group::new();
-    let a = g.init(g.at("a"));
-    let b = g.join(a, g.at("b"));
-    g.wait_converged();
-    let chunk = chorus_sync::testing::noise(5, 64 << 10);
-    let mut whole = Vec::new();
-    let mut part = std::fs::File::create(g.file(a, "download.part")).unwrap();
-    let started = std::time::Instant::now();
-    let mut saved_at = None;
-    let mut saved_seen = false;
-    while started.elapsed() < std::time::Duration::from_secs(5) {
-        part.write_all(&chunk).unwrap();
-        whole.extend_from_slice(&chunk);
-        assert!(
-            !g.file(b, "download.part").exists(),
-            "a part of a file still being written went out after {:?}; b's log:\n{}",
-            started.elapsed(),
-            g.log(b)
-        );
-        if saved_at.is_none() && started.elapsed() > std::time::Duration::from_millis(500) {
-            std::fs::write(g.file(a, "notes.txt"), "saved meanwhile\n").unwrap();
-            saved_at = Some(std::time::Instant::now());
-        }
-        saved_seen |= read(&g.file(b, "notes.txt")).as_deref() == Some("saved meanwhile\n");
-        std::thread::sleep(std::time::Duration::from_millis(30));
-    }
-    assert!(
-        saved_seen,
-        "a file saved while another was being written waited for it; b's log:\n{}",
-        g.log(b)
-    );
-    drop(part);
-    std::fs::rename(g.file(a, "download.part"), g.file(a, "download.bin")).unwrap();
-    g.wait_everywhere("download.bin", &whole);
-    g.wait_converged();
-    assert!(!g.file(b, "download.part").exists());
-    for i in [a, b] {
-        assert!(g.running(i), "node {i} exited");
-    }
-}
-
 /// A share with more directories than a daemon may open files (a home directory or a build
 /// tree has tens of thousands; a desktop's soft limit is often 1,024 and some hard limits are
 /// no higher): both members run under a limit of 1,024, more directories than that appear

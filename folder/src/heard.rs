@@ -6,17 +6,14 @@
 //! events a file), and a message for each, queued until it was done, grew the daemon by
 //! ~180 MB. Gathered, a burst costs at most [`MAX_FOCUS_PATHS`] distinct paths; beyond that it
 //! is "scan it all", as a focus that wide is no cheaper. With them, whether a file may still be
-//! being written ([`Heard::writing`]): the worker's debounce waits its whole delay only then;
-//! and the files written without pause that scans leave for later ([`Writing::held`]): taken,
-//! their paths stay here until their writer closes them (or the hold ends, or it goes idle).
+//! being written ([`Heard::writing`]): the worker's debounce waits its whole delay only then.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Instant;
 
 use crate::focus::MAX_FOCUS_PATHS;
-use crate::watcher::{Change, WRITER_IDLE, Writing};
+use crate::watcher::Change;
 
 /// Changes heard and not scanned yet.
 #[derive(Default)]
@@ -32,10 +29,6 @@ struct Gathered {
     unknown: bool,
     /// What the watcher said last: a file of the share may still be being written.
     writing: bool,
-    /// The files held back from scans as the watcher said last, and when it said so: a writer
-    /// it has heard nothing from for [`WRITER_IDLE`] since is idle, and holds nothing back.
-    held: BTreeSet<PathBuf>,
-    held_at: Option<Instant>,
     paths: BTreeSet<PathBuf>,
 }
 
@@ -63,14 +56,12 @@ impl Heard {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a change, with what is being written as the watcher heard it; true when the
-    /// worker has to be woken (no wake-up is on its way).
-    pub fn add(&self, change: Change, writing: Writing) -> bool {
+    /// Adds a change, with whether a file may still be being written as the watcher heard
+    /// it; true when the worker has to be woken (no wake-up is on its way).
+    pub fn add(&self, change: Change, writing: bool) -> bool {
         let mut g = self.lock();
         g.gather(change);
-        g.writing = writing.any;
-        g.held = writing.held.into_iter().collect();
-        g.held_at = Some(Instant::now());
+        g.writing = writing;
         !std::mem::replace(&mut g.waking, true)
     }
 
@@ -88,26 +79,15 @@ impl Heard {
     }
 
     /// What to scan: the paths heard since the last take, or everything
-    /// ([`Change::Unknown`]). The paths of files held back stay, for a later take
-    /// ([`waiting`](Self::waiting)).
+    /// ([`Change::Unknown`]).
     pub fn take(&self) -> Change {
         let mut g = self.lock();
         let paths = std::mem::take(&mut g.paths);
         if std::mem::take(&mut g.unknown) {
-            return Change::Unknown;
+            Change::Unknown
+        } else {
+            Change::Paths(paths.into_iter().collect())
         }
-        let holding = g.held_at.is_some_and(|at| at.elapsed() < WRITER_IDLE);
-        let (held, taken): (BTreeSet<PathBuf>, BTreeSet<PathBuf>) = paths
-            .into_iter()
-            .partition(|p| holding && g.held.contains(p));
-        g.paths = held;
-        Change::Paths(taken.into_iter().collect())
-    }
-
-    /// True when paths wait for a take: heard since the last one, or held back by it.
-    pub fn waiting(&self) -> bool {
-        let g = self.lock();
-        g.unknown || !g.paths.is_empty()
     }
 
     /// Gives back what a scan took and could not look at (the folder was unavailable): the
@@ -120,13 +100,6 @@ impl Heard {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn writing(any: bool) -> Writing {
-        Writing {
-            any,
-            held: Vec::new(),
-        }
-    }
 
     fn paths(from: usize, n: usize) -> Change {
         Change::Paths(
@@ -141,15 +114,15 @@ mod tests {
         let h = Heard::default();
         assert_eq!(h.take(), Change::Paths(Vec::new()));
         assert!(
-            h.add(paths(0, 2), writing(false)),
+            h.add(paths(0, 2), false),
             "the first change wakes the worker"
         );
-        assert!(!h.add(paths(2, 3), writing(false)), "later ones join it");
+        assert!(!h.add(paths(2, 3), false), "later ones join it");
         // The same paths heard again (a file's create, write and rename) count once.
-        assert!(!h.add(paths(0, 5), writing(false)));
+        assert!(!h.add(paths(0, 5), false));
         h.woken();
         assert!(
-            h.add(paths(5, 1), writing(false)),
+            h.add(paths(5, 1), false),
             "once woken, the next change wakes it again"
         );
         match h.take() {
@@ -163,47 +136,24 @@ mod tests {
     fn it_tells_what_the_watcher_last_said_of_writers() {
         let h = Heard::default();
         assert!(!h.writing());
-        h.add(paths(0, 1), writing(true));
+        h.add(paths(0, 1), true);
         assert!(h.writing(), "a file written and not closed");
-        h.add(paths(0, 1), writing(false));
+        h.add(paths(0, 1), false);
         assert!(!h.writing(), "closed since");
-    }
-
-    /// A file being written is left out of a take and waits for the next; once its writer
-    /// closed it (the watcher says so) it is taken.
-    #[test]
-    fn a_file_held_back_waits_for_the_take_after_its_close() {
-        let h = Heard::default();
-        let (big, saved) = (PathBuf::from("/s/big.bin"), PathBuf::from("/s/notes.txt"));
-        let held = Writing {
-            any: true,
-            held: vec![big.clone()],
-        };
-        h.add(
-            Change::Paths(vec![big.clone(), saved.clone()]),
-            held.clone(),
-        );
-        assert_eq!(h.take(), Change::Paths(vec![saved.clone()]));
-        assert!(h.waiting(), "the held file waits");
-        h.add(Change::Paths(vec![big.clone()]), held);
-        assert_eq!(h.take(), Change::Paths(Vec::new()), "still being written");
-        h.add(Change::Paths(vec![big.clone()]), writing(false));
-        assert_eq!(h.take(), Change::Paths(vec![big]), "closed");
-        assert!(!h.waiting());
     }
 
     #[test]
     fn a_burst_beyond_the_focus_bound_is_a_full_scan_and_holds_no_paths() {
         let h = Heard::default();
         for i in 0..100 {
-            h.add(paths(i * 100, MAX_FOCUS_PATHS / 50), writing(false));
+            h.add(paths(i * 100, MAX_FOCUS_PATHS / 50), false);
         }
         assert!(h.lock().paths.is_empty());
         assert_eq!(h.take(), Change::Unknown);
         assert_eq!(h.take(), Change::Paths(Vec::new()), "taken");
-        h.add(Change::Unknown, writing(false));
+        h.add(Change::Unknown, false);
         assert!(h.writing(), "lost track: its writers may be writing");
-        h.add(paths(0, 1), writing(false));
+        h.add(paths(0, 1), false);
         assert_eq!(h.take(), Change::Unknown);
     }
 }

@@ -4,10 +4,7 @@
 //! change of a burst (so a file written without pause for minutes is still synced meanwhile).
 //! A burst whose writers have all closed their files ([`Writers`]: a save, an append, a
 //! rename into place) is complete as far as the kernel can tell: it is scanned after a fifth of
-//! the delay ([`SETTLE_DIVISOR`]) instead of the whole delay. A file written without pause for
-//! less than [`HOLD`] and not closed yet (a large save, a copy under way) is left out of the
-//! scans meanwhile ([`Writing::held`]): scanned, each part written so far became a version of
-//! its own, sent to every member, only for the next to replace it.
+//! the delay ([`SETTLE_DIVISOR`]) instead of the whole delay.
 //! The periodic full rescan, for what a watcher cannot see (network filesystems, an overflowed
 //! event queue), is the loop's.
 
@@ -31,22 +28,7 @@ pub const SETTLE_DIVISOR: u32 = 5;
 /// A file written and not closed for this long no longer counts as being written: its writer
 /// holds it open and idle (a log, a database), or it was never going to be closed (a hard
 /// link, a symlink made). Bursts after it are not held to the whole delay for it.
-pub(crate) const WRITER_IDLE: Duration = Duration::from_secs(2);
-/// A file written without pause and not closed is left out of scans for at most this long
-/// from its first write; beyond, it is scanned as written so far (a log written for minutes
-/// still goes out meanwhile).
-pub const HOLD: Duration = Duration::from_secs(10);
-
-/// What the watcher knows of the files being written when it passes changes on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Writing {
-    /// A file of the share may still be being written: its writer has not closed it, or
-    /// events were lost. The burst then waits the whole debounce delay.
-    pub any: bool,
-    /// Files written without pause for less than [`HOLD`], not closed: what a scan leaves for
-    /// later.
-    pub held: Vec<PathBuf>,
-}
+const WRITER_IDLE: Duration = Duration::from_secs(2);
 
 /// When to scan, given when changes were seen and whether a file is still being written.
 #[derive(Debug, Clone)]
@@ -86,11 +68,6 @@ impl Debounce {
     pub fn scanned(&mut self) {
         self.burst = None;
     }
-
-    /// True when no burst waits to be scanned.
-    pub fn is_idle(&self) -> bool {
-        self.burst.is_none()
-    }
 }
 
 /// The files of the share written and not yet closed, as the watcher's events tell: a write
@@ -99,8 +76,7 @@ impl Debounce {
 /// [`MAX_FOCUS_PATHS`] entries it forgets them all and says "writing" for [`WRITER_IDLE`].
 #[derive(Debug, Default)]
 pub struct Writers {
-    /// Each file open for writing: when its writing began, and its latest write.
-    open: HashMap<PathBuf, (Instant, Instant)>,
+    open: HashMap<PathBuf, Instant>,
     /// When it had too many to follow: a file may be being written that is not in `open`.
     lost: Option<Instant>,
 }
@@ -122,10 +98,7 @@ impl Writers {
             if self.open.len() >= MAX_FOCUS_PATHS && !self.open.contains_key(path) {
                 self.lose(now);
             }
-            self.open
-                .entry(path.to_path_buf())
-                .and_modify(|(_, last)| *last = now)
-                .or_insert((now, now));
+            self.open.insert(path.to_path_buf(), now);
         }
     }
 
@@ -135,21 +108,12 @@ impl Writers {
         self.lost = Some(now);
     }
 
-    /// What is being written as of `now` (idle writers forgotten): whether any file may be,
-    /// and the files held back from scans.
-    pub fn writing(&mut self, now: Instant) -> Writing {
+    /// True while a file may still be being written (idle ones forgotten as of `now`).
+    pub fn writing(&mut self, now: Instant) -> bool {
         let busy = |at: &Instant| now.saturating_duration_since(*at) < WRITER_IDLE;
-        self.open.retain(|_, (_, last)| busy(last));
+        self.open.retain(|_, at| busy(at));
         self.lost = self.lost.filter(busy);
-        Writing {
-            any: self.lost.is_some() || !self.open.is_empty(),
-            held: self
-                .open
-                .iter()
-                .filter(|(_, (first, _))| now.saturating_duration_since(*first) < HOLD)
-                .map(|(p, _)| p.clone())
-                .collect(),
-        }
+        self.lost.is_some() || !self.open.is_empty()
     }
 }
 
@@ -188,8 +152,8 @@ const READ_BUFFER: usize = 64 * 1024;
 /// Reads of the kernel's queue before what they said is passed on.
 const READS_AT_ONCE: usize = 16;
 
-/// Watches the share; every relevant change calls `on_change` with what changed and what is
-/// being written ([`Writing`]), on the watcher's own thread (it
+/// Watches the share; every relevant change calls `on_change` with what changed and whether a
+/// file of the share may still be being written ([`Writers`]), on the watcher's own thread (it
 /// should only pass them on, for example on a channel). The share and
 /// the state dir must be named by canonical paths, as inotify names what changed. A share the
 /// kernel cannot watch (inotify limits) is an error that says how to raise them; the loop then
@@ -197,7 +161,7 @@ const READS_AT_ONCE: usize = 16;
 pub fn watch(
     share: &Share,
     state_dir: &Path,
-    on_change: impl Fn(Change, Writing) + Send + 'static,
+    on_change: impl Fn(Change, bool) + Send + 'static,
 ) -> Result<FolderWatcher, String> {
     let root = share.watch_root().to_path_buf();
     let cannot = |e: std::io::Error| {
@@ -242,7 +206,7 @@ fn run(
     share: &Share,
     state: &Path,
     stop: &OwnedFd,
-    on_change: &dyn Fn(Change, Writing),
+    on_change: &dyn Fn(Change, bool),
 ) {
     let mut buffer = vec![0u8; READ_BUFFER];
     let mut writers = Writers::default();
@@ -259,13 +223,7 @@ fn run(
                 tracing::warn!(
                     "the file watcher stopped ({e}); changes are picked up by the periodic rescan only"
                 );
-                on_change(
-                    Change::Unknown,
-                    Writing {
-                        any: true,
-                        held: Vec::new(),
-                    },
-                );
+                on_change(Change::Unknown, true);
                 return;
             }
         }
@@ -287,13 +245,7 @@ fn run(
                     tracing::warn!(
                         "the file watcher stopped ({e}); changes are picked up by the periodic rescan only"
                     );
-                    on_change(
-                        Change::Unknown,
-                        Writing {
-                            any: true,
-                            held: Vec::new(),
-                        },
-                    );
+                    on_change(Change::Unknown, true);
                     return;
                 }
             };
@@ -423,27 +375,27 @@ mod tests {
         let ms = Duration::from_millis;
         let (a, b) = (Path::new("/s/a"), Path::new("/s/b"));
         let mut w = Writers::default();
-        assert!(!w.writing(t0).any);
+        assert!(!w.writing(t0));
         w.heard(a, EventMask::CREATE, t0);
         w.heard(a, EventMask::MODIFY, t0);
         w.heard(b, EventMask::MODIFY, t0);
-        assert!(w.writing(t0).any);
+        assert!(w.writing(t0));
         w.heard(a, EventMask::CLOSE_WRITE, t0);
-        assert!(w.writing(t0).any, "b is still open");
+        assert!(w.writing(t0), "b is still open");
         // Renamed over or away, removed: no writer of that path is left to wait for.
         w.heard(b, EventMask::MOVED_FROM, t0);
-        assert!(!w.writing(t0).any);
+        assert!(!w.writing(t0));
         w.heard(b, EventMask::MODIFY, t0);
         w.heard(b, EventMask::DELETE, t0);
-        assert!(!w.writing(t0).any);
+        assert!(!w.writing(t0));
         // A directory made is no file being written; a file's attributes change none.
         w.heard(a, EventMask::CREATE | EventMask::ISDIR, t0);
         w.heard(b, EventMask::ATTRIB, t0);
-        assert!(!w.writing(t0).any);
+        assert!(!w.writing(t0));
         // A file left open and idle stops holding bursts back.
         w.heard(a, EventMask::MODIFY, t0);
-        assert!(w.writing(t0 + ms(1900)).any);
-        assert!(!w.writing(t0 + WRITER_IDLE).any);
+        assert!(w.writing(t0 + ms(1900)));
+        assert!(!w.writing(t0 + WRITER_IDLE));
         // Too many to follow: "writing" until they would have gone idle.
         for i in 0..=MAX_FOCUS_PATHS {
             w.heard(&PathBuf::from(format!("/s/f{i}")), EventMask::MODIFY, t0);
@@ -456,36 +408,8 @@ mod tests {
                 t0,
             );
         }
-        assert!(w.writing(t0).any, "some writers were forgotten");
-        assert!(!w.writing(t0 + WRITER_IDLE).any);
-    }
-
-    /// A file written without pause is held back from scans until its writer closes it, or
-    /// for [`HOLD`] from its first write; one left idle stops being held with its writer.
-    #[test]
-    fn a_file_written_without_pause_is_held_back_until_closed_or_for_the_hold() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let (a, b) = (Path::new("/s/a"), Path::new("/s/b"));
-        let mut w = Writers::default();
-        let mut at = t0;
-        while at < t0 + HOLD {
-            w.heard(a, EventMask::MODIFY, at);
-            assert_eq!(w.writing(at).held, vec![a.to_path_buf()]);
-            at += ms(500);
-        }
-        w.heard(a, EventMask::MODIFY, at);
-        let past = w.writing(at);
-        assert!(
-            past.any && past.held.is_empty(),
-            "written for the whole hold"
-        );
-        w.heard(b, EventMask::CREATE, at);
-        assert_eq!(w.writing(at).held, vec![b.to_path_buf()]);
-        w.heard(b, EventMask::CLOSE_WRITE, at);
-        assert!(w.writing(at).held.is_empty(), "closed");
-        w.heard(b, EventMask::MODIFY, at);
-        assert!(w.writing(at + WRITER_IDLE).held.is_empty(), "left idle");
+        assert!(w.writing(t0), "some writers were forgotten");
+        assert!(!w.writing(t0 + WRITER_IDLE));
     }
 
     /// A file written and closed is told done; one still open, not (what the debounce waits
@@ -498,13 +422,9 @@ mod tests {
         let state = root.join(".chorus");
         std::fs::create_dir_all(&state).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        let _w = watch(
-            &Share::Folder(root.clone()),
-            &state,
-            move |c, writing: Writing| {
-                let _ = tx.send((c, writing.any));
-            },
-        )
+        let _w = watch(&Share::Folder(root.clone()), &state, move |c, writing| {
+            let _ = tx.send((c, writing));
+        })
         .unwrap();
         // Once `want` was heard and the watcher is quiet: whether a file is being written, as
         // it said last (a write and its close can come in two gatherings).

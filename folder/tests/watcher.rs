@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use chorus_folder::Share;
-use chorus_folder::watcher::{Change, Writing, watch};
+use chorus_folder::watcher::{Change, watch};
 use chorus_sync::folder::Folder;
 use common::*;
 
@@ -87,7 +87,7 @@ fn the_check_before_a_write_reads_only_what_the_watcher_heard() {
 
     // A change heard: its path is read (and taken).
     std::fs::write(share.join("a.txt"), "a, edited").unwrap();
-    heard.add(Change::Paths(vec![share.join("a.txt")]), Writing::default());
+    heard.add(Change::Paths(vec![share.join("a.txt")]), false);
     let t1 = folder.scan_before_write(t0.version_id()).unwrap().unwrap();
     assert_ne!(t1.get_str("a.txt"), t0.get_str("a.txt"));
     assert_eq!(
@@ -98,7 +98,7 @@ fn the_check_before_a_write_reads_only_what_the_watcher_heard() {
 
     // The watcher could not say what: everything is read.
     std::fs::write(share.join("b.txt"), "b, edited").unwrap();
-    heard.add(Change::Unknown, Writing::default());
+    heard.add(Change::Unknown, false);
     let t2 = folder.scan_before_write(t1.version_id()).unwrap().unwrap();
     assert_ne!(t2.get_str("b.txt"), t1.get_str("b.txt"));
 
@@ -117,7 +117,7 @@ fn the_check_before_a_write_reads_only_what_the_watcher_heard() {
 
     // The share cannot be read: what was heard waits for the next scan.
     std::fs::remove_file(share.join(chorus_folder::marker::MARKER)).unwrap();
-    heard.add(Change::Paths(vec![share.join("b.txt")]), Writing::default());
+    heard.add(Change::Paths(vec![share.join("b.txt")]), false);
     assert!(matches!(
         folder.scan_before_write(t2.version_id()),
         Err(FolderError::Unavailable(_))

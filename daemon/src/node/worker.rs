@@ -275,12 +275,6 @@ impl Worker {
                 }
             }
         }
-        // Paths a take left for later (a file still being written): a burst of their own, so
-        // they are taken once their writer closes them or goes idle, even if the watcher hears
-        // nothing more.
-        if t.debounce.is_idle() && self.heard.waiting() {
-            t.debounce.changed(now);
-        }
         if now >= t.next_rescan {
             // For what the watcher may have missed: at low priority, the worker waiting.
             let replica = &mut self.replica;
