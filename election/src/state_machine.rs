@@ -2,18 +2,19 @@
 //!
 //! Applying an accept appends a header to the chain and numbers it: MAJOR is its position,
 //! MINOR the origin node's rank (ranks are given in the order nodes first appear in the
-//! membership, so they never change). Re-proposing the head (same version and parents: a leader
-//! retrying after a failover) returns the head's number instead of a second entry; the same
-//! version with other parents is a new entry (a merge whose result equals the head still
-//! records which pushes it took in, and what it displaced). An `AcceptOnNumber` (what
+//! membership, so they never change). Re-proposing the head (same version, parents and redo
+//! entries, built on the header before it: a leader retrying a proposal that did commit)
+//! returns the head's number instead of a second entry; the same version with other parents
+//! is a new entry (a merge whose result equals the head still records which pushes it took in,
+//! and what it displaced), and so is one that looks like the head but is built on it. An `AcceptOnNumber` (what
 //! [`ElectionNode::propose_on`](crate::ElectionNode::propose_on) writes) names the head it was built
 //! on by its number: one built on any other head (a proposal reported failed by a timeout that
 //! Raft still carried, after a newer header committed) is refused, numberless, and appends
 //! nothing: committed, its tree would drop what the headers since it brought, or, when those
-//! headers kept its tree, record its pushes and redo entries again. Parent-less proposals
-//! (tests and benchmarks) are appended as they come. The entries of earlier builds keep their
-//! rules, so their logs replay to the same chain: an `AcceptOnHead` is refused when its first
-//! parent is not the head's version, an `Accept` never. The state is small,
+//! headers kept its tree, record its pushes and redo entries again. The entries of earlier builds
+//! keep their rules, so their logs replay to the same chain: an `AcceptOnHead` is refused when
+//! its first parent is not the head's version (parent-less ones, as tests and benchmarks make,
+//! are appended as they come), an `Accept` never. The state is small,
 //! so a snapshot is all of it: the head header, the membership and the ranks; version content
 //! never travels here. Snapshots are persisted in the same redb database as the log.
 
@@ -405,8 +406,23 @@ mod tests {
                 // Header 3 again, as proposed: its number.
                 on(keeps_tree.clone(), 2),
                 on(header(4, 2, b""), 3),
+                // Carrying only redo entries: built on 4, then the same again built on that
+                // one (a new header that looks like the head), then a retry of it.
+                on(header(4, 4, b"r"), 4),
+                on(header(4, 4, b"r"), 5),
+                on(header(4, 4, b"r"), 5),
             ]),
-            [Some(1), Some(2), Some(3), None, Some(3), Some(4)]
+            [
+                Some(1),
+                Some(2),
+                Some(3),
+                None,
+                Some(3),
+                Some(4),
+                Some(5),
+                Some(6),
+                Some(6)
+            ]
         );
         use Request::AcceptOnHead as On;
         assert_eq!(

@@ -80,7 +80,8 @@ pub enum Rule {
     /// number was named wrote). A tree id does not tell two headers with the same tree apart.
     FirstParent,
     /// Appended only if built on the head numbered this MAJOR (0: no head yet), its first
-    /// parent the head's version: what current builds propose.
+    /// parent the head's version; the head again, built on the header before it, is a retry
+    /// (answered with the head's number). What current builds propose.
     Head(u64),
 }
 

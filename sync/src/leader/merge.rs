@@ -59,7 +59,7 @@ pub(crate) fn merge(
     let displaced = std::mem::take(&mut m.redo);
     let mut redo = Vec::with_capacity(displaced.len());
     for e in chorus_merge::redo::compact(displaced, loser, usize::MAX) {
-        redo.push(store_sides(ctx, e, &mut extras)?);
+        redo.push(store_sides(ctx, e, false, &mut extras)?);
     }
     let tree = m
         .into_manifest(|_, bytes| cut_and_store(cfg, chunks, bytes))
@@ -81,13 +81,15 @@ const INLINE_KEPT_CHUNKS: usize = 32;
 /// majority before the header is proposed), whatever its size: both sides of a conflict stay
 /// restorable on every node. A chunk list alone names chunks that only the pusher and this
 /// leader may hold (a side no version took in): a redo on any other node found them missing.
-/// What the winner kept goes so only when large. A file this leader lacks chunks of (named by
-/// a member's pushed entry) stays a chunk list: a tree nobody can send would hold every later
-/// header back. Merged bytes an entry carries (a merged file a directory displaced) are cut
+/// What the winner kept goes so only when large. With `verify` (an entry a member pushed),
+/// a file this leader lacks chunks of stays a chunk list: a tree nobody can send would hold
+/// every later header back. (A merge's entries name the tip's and the push's files, whose
+/// chunks are here.) Merged bytes an entry carries (a merged file a directory displaced) are cut
 /// and stored first, unless small enough to travel inline.
 pub(crate) fn store_sides(
     ctx: &crate::ctx::Ctx<'_>,
     e: RedoEntry,
+    verify: bool,
     extras: &mut Vec<VersionId>,
 ) -> Result<RedoEntry, EngineError> {
     let (cfg, store, chunks) = (ctx.cfg, ctx.store, ctx.chunks);
@@ -128,14 +130,13 @@ pub(crate) fn store_sides(
             } else {
                 m.chunks.len() > INLINE_KEPT_CHUNKS
             };
-            if !wanted {
-                return Ok(false);
+            if !wanted || !verify {
+                return Ok(wanted);
             }
-            for c in m.chunks.iter() {
-                if !chunks.contains(&c.id)? {
-                    tracing::info!(%path, "a displaced file's chunks are not all here; it stays a chunk list");
-                    return Ok(false);
-                }
+            let ids: Vec<_> = m.chunks.iter().map(|c| c.id).collect();
+            if !chunks.missing(&ids)?.is_empty() {
+                tracing::info!(%path, "a file a pushed redo entry names has chunks this leader lacks; it stays a chunk list");
+                return Ok(false);
             }
             Ok(true)
         };

@@ -309,6 +309,9 @@ impl Leader {
         }
         let tip = self.tip;
         tracing::debug!(me = ctx.me, from = t.from, target = ?t.target, ?base, tip = ?tip.version, "take");
+        // Trees stored for redo entries (the merge's, the push's own): this leader's once
+        // nothing below failed.
+        let mut extras = Vec::new();
         let (new_tip, redo) = if base == tip.version {
             (
                 AcceptedRef {
@@ -326,11 +329,7 @@ impl Leader {
             let ours_number = self.numbers.against(t.from, t.number, tip.number);
             let m = merge::merge(ctx, &base_tree, &ours, ours_number, &t.tree, t.number)?;
             let id = ctx.store.put_and_keep(std::sync::Arc::new(m.tree))?;
-            for e in m.extras {
-                if !self.extras.contains(&e) {
-                    self.extras.push(e);
-                }
-            }
+            extras.extend(m.extras);
             (
                 AcceptedRef {
                     version: id,
@@ -341,7 +340,7 @@ impl Leader {
         };
         // What the push displaces on purpose is numbered here: by the push's number, over
         // the tip's; the leader keeps only entries for paths the pushed tree holds.
-        let (mut displaced, mut extras) = (Vec::new(), Vec::new());
+        let mut displaced = Vec::new();
         for mut e in t.displaced {
             let Some(path) = e.path.as_ref() else {
                 continue;
@@ -361,11 +360,16 @@ impl Leader {
             e.displaced_by = t.number;
             e.displaced_from = tip.number;
             // The file it displaced, as a merge's: by a stored tree every member receives.
-            displaced.push(merge::store_sides(ctx, e, &mut extras)?);
+            displaced.push(merge::store_sides(ctx, e, true, &mut extras)?);
             if displaced.len() == MAX_DISPLACED_PER_PUSH {
                 break;
             }
         }
+        if !extras.is_empty() {
+            // What it stored counts as held here: durable first.
+            ctx.chunks.sync()?;
+        }
+        // Nothing above changed this leader's state: an error leaves it as it was.
         for x in extras {
             if !self.extras.contains(&x) {
                 self.extras.push(x);
