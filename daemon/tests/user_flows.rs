@@ -155,17 +155,8 @@ fn a_small_binary_files_losing_side_comes_back_by_redo_on_a_member_that_never_he
     let a = g.init(g.at("a"));
     let b = g.join(a, g.at("b"));
     let c = g.join(a, g.at("c"));
-    let binary = |seed: u32| -> Vec<u8> {
-        let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..60_000)
-            .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                if i % 97 == 0 { 0 } else { x as u8 }
-            })
-            .collect()
-    };
+    // Pseudo-random bytes: binary, a few chunks.
+    let binary = |seed: u64| chorus_sync::testing::noise(seed, 60_000);
     std::fs::write(g.file(a, "photo.raw"), binary(1)).unwrap();
     g.wait_everywhere("photo.raw", &binary(1));
     g.wait_converged();

@@ -202,16 +202,7 @@ fn a_push_merged_while_a_timed_out_proposal_commits_keeps_its_displaced_side() {
 /// taken, it recorded the lost push, and its displaced side, a second time.
 #[test]
 fn a_proposal_built_on_the_header_before_a_same_tree_one_is_refused() {
-    let mut w = World::new(&[A, B, C], cfg());
-    w.edit(A, "photo.raw", &binary(1, 20_000));
-    assert!(w.run(10_000));
-    // B, cut off, changes the file; C changes it too and that commits (C ranks above B).
-    w.cut_off(B);
-    let b_side = binary(3, 20_000);
-    w.edit(B, "photo.raw", &b_side);
-    let c_side = binary(2, 20_000);
-    w.edit(C, "photo.raw", &c_side);
-    assert!(w.run(10_000));
+    let (mut w, b_side, c_side) = b_changes_while_cut_off_and_c_commits_first();
     let head = w.head(A);
     // B is back: its push loses to the head everywhere, and the leader proposes the head's
     // tree recording it.
@@ -324,6 +315,22 @@ fn a_second_push_numbered_like_the_first_keeps_both_sides_of_a_binary_conflict()
         let files = redo_on(&mut w, C, entries[0].seq, A);
         assert!(files.contains(&a_side), "run {seed}: A's side is back");
     }
+}
+
+/// A group of three holding a small binary `photo.raw` (a few chunks): B, cut off, changes it,
+/// and C changes it too, which commits (C ranks above B: B's change will lose). Returns the
+/// group, still without B, and B's and C's sides.
+fn b_changes_while_cut_off_and_c_commits_first() -> (World, Vec<u8>, Vec<u8>) {
+    let mut w = World::new(&[A, B, C], cfg());
+    w.edit(A, "photo.raw", &binary(1, 20_000));
+    assert!(w.run(10_000));
+    w.cut_off(B);
+    let b_side = binary(3, 20_000);
+    w.edit(B, "photo.raw", &b_side);
+    let c_side = binary(2, 20_000);
+    w.edit(C, "photo.raw", &c_side);
+    assert!(w.run(10_000));
+    (w, b_side, c_side)
 }
 
 /// The leader's timeout for proposal `p` fires (it is told the proposal failed); Raft goes on
@@ -617,15 +624,7 @@ fn the_losing_side_of_a_small_binary_conflict_is_restorable_on_a_third_node() {
 /// however long C waited.
 #[test]
 fn the_losing_side_of_a_small_binary_conflict_is_restorable_on_a_node_that_never_held_it() {
-    let mut w = World::new(&[A, B, C], cfg());
-    w.edit(A, "photo.raw", &binary(1, 20_000));
-    assert!(w.run(10_000));
-    w.cut_off(B);
-    let b_side = binary(3, 20_000);
-    w.edit(B, "photo.raw", &b_side);
-    let c_side = binary(2, 20_000);
-    w.edit(C, "photo.raw", &c_side);
-    assert!(w.run(10_000));
+    let (mut w, b_side, c_side) = b_changes_while_cut_off_and_c_commits_first();
     w.heal(B);
     assert!(w.run(10_000), "the group settles");
     for id in [A, B, C] {
