@@ -271,6 +271,15 @@ impl Follower {
     /// ([`Event::Materialized`](crate::Event::Materialized)); if it finds local edits instead,
     /// it reports them and they are pushed on the old base.
     fn adopt(&mut self, ctx: &mut Ctx<'_>, a: AcceptedRef) -> Result<(), EngineError> {
+        // Never back to an older version while a newer one is being written: the folder would
+        // hold the newer one when the older is written, and that looked like a local change
+        // (the newer version, pushed back as this node's own work).
+        if self
+            .materializing
+            .is_some_and(|m| m.number.major > a.number.major)
+        {
+            return Ok(());
+        }
         if self.s.folder == a.version {
             self.materializing = None;
             self.s.adopted = a;
@@ -314,7 +323,10 @@ impl Follower {
         head: AcceptedRef,
         arriving: bool,
     ) -> Result<(), EngineError> {
-        if self.s.work.is_some() || head.number.major <= self.s.adopted.number.major {
+        let newest = self.materializing.map_or(self.s.adopted.number.major, |m| {
+            m.number.major.max(self.s.adopted.number.major)
+        });
+        if self.s.work.is_some() || head.number.major <= newest {
             return Ok(());
         }
         if ctx.holds(&head.version)? {
