@@ -206,7 +206,7 @@ async fn run(seed: u64) {
         }
     }
     // Each displaced change is on the redo stack once. Asked for with CHORUS_SIM_ONCE=1: it
-    // passed 1,200 seeds after the fix of a member pushing back a version it had just written
+    // passed 2,200 seeds after the fix of a member pushing back a version it had just written
     // (two runs of ~1,800 had failed it before), too few to rule out another, rarer way.
     let mut seen = std::collections::BTreeSet::new();
     let once = std::env::var_os("CHORUS_SIM_ONCE").is_some();
