@@ -274,10 +274,7 @@ impl Follower {
         // Never back to an older version while a newer one is being written: the folder would
         // hold the newer one when the older is written, and that looked like a local change
         // (the newer version, pushed back as this node's own work).
-        if self
-            .materializing
-            .is_some_and(|m| m.number.major > a.number.major)
-        {
+        if a.number.major < self.newest_major() {
             return Ok(());
         }
         if self.s.folder == a.version {
@@ -323,10 +320,7 @@ impl Follower {
         head: AcceptedRef,
         arriving: bool,
     ) -> Result<(), EngineError> {
-        let newest = self.materializing.map_or(self.s.adopted.number.major, |m| {
-            m.number.major.max(self.s.adopted.number.major)
-        });
-        if self.s.work.is_some() || head.number.major <= newest {
+        if self.s.work.is_some() || head.number.major <= self.newest_major() {
             return Ok(());
         }
         if ctx.holds(&head.version)? {
@@ -337,6 +331,12 @@ impl Follower {
             }
             Ok(())
         }
+    }
+
+    /// The MAJOR of the newest accepted version this node has adopted or is writing.
+    fn newest_major(&self) -> u64 {
+        let writing = self.materializing.map_or(0, |m| m.number.major);
+        writing.max(self.s.adopted.number.major)
     }
 
     /// Asks for a version this node lacks: from the leader, or from everyone when it leads.
